@@ -1,0 +1,1 @@
+"""Data files shipped with dss-console (demo service, sample data, icons)."""

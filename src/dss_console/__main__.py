@@ -1,0 +1,3 @@
+from dss_console.cli import main
+
+raise SystemExit(main())
