@@ -1,0 +1,1 @@
+"""Handlers of the command-line verbs (argument parsing lives with each verb)."""

@@ -1,0 +1,47 @@
+"""Shared plumbing of the verbs that talk to a server: which server, which session."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dss_console.cli import CliError
+from dss_console.credentials import SessionStore
+from dss_console.dss import DssClient, normalize_server_url
+
+
+def session_store() -> SessionStore:
+    return SessionStore()
+
+
+def resolve_server(args: argparse.Namespace, store: SessionStore) -> str:
+    raw = getattr(args, "server", None) or store.last_server()
+    if not raw:
+        raise CliError("no server given: pass --server URL, or log in first with "
+                       "`dss-console login --server URL --token-stdin`")
+    try:
+        return normalize_server_url(raw)
+    except ValueError as exc:
+        raise CliError(f"bad --server: {exc}", code=2) from None
+
+
+def verify_option(args: argparse.Namespace) -> bool | str:
+    bundle = getattr(args, "ca_bundle", None)
+    return bundle if bundle else True
+
+
+def logged_in_client(args: argparse.Namespace) -> DssClient:
+    """A client for the chosen server, resuming the stored session."""
+    store = session_store()
+    server = resolve_server(args, store)
+    stored = store.load(server)
+    if stored is None:
+        raise CliError(f"not logged in to {server}: run `dss-console login --server {server} "
+                       "--token-stdin` with a token from "
+                       f"{server}/token")
+    return DssClient(server, session_id=stored.session_id, verify=verify_option(args))
+
+
+def note(message: str | None) -> None:
+    if message:
+        print(message, file=sys.stderr)

@@ -1,0 +1,61 @@
+"""`dss-console sandbox`: the real DSS middleware on 127.0.0.1 with demo data."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from dss_console.cli import CliError
+
+SANDBOX_DESCRIPTION = """\
+Start the real DSS server (itksnap-dss-server) on 127.0.0.1 with a provider, a demo
+service and demo tickets, print its URL and a fresh login token, and run until Ctrl-C.
+Everything lives in a temporary folder unless --data is given.
+
+Then, in another terminal:
+  dss-console login --server URL --token TOKEN
+  dss-console pro services
+"""
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("sandbox", help="run a local DSS server with demo tickets",
+                         description=SANDBOX_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--tickets", type=int, default=3, metavar="K",
+                   help="number of demo tickets to queue (default: 3)")
+    p.add_argument("--data", type=Path, metavar="DIR",
+                   help="keep the server's database and files in DIR (default: a temporary "
+                        "folder removed on exit)")
+    p.set_defaults(handler=sandbox_command)
+
+
+def sandbox_command(args: argparse.Namespace) -> int:
+    try:
+        from dss_console.sandbox import Sandbox
+    except ImportError as exc:
+        raise CliError("the sandbox needs the DSS server package: pip install "
+                       f"'dss-console[sandbox]' ({exc})") from None
+    if args.tickets < 0:
+        raise CliError("--tickets must be 0 or more", code=2)
+    stop = threading.Event()
+    # SIGTERM as well as Ctrl-C, so a service manager or a test can stop it cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Sandbox(data_dir=args.data, port=args.port, tickets=args.tickets) as box:
+        token = box.fresh_token()
+        print(f"DSS sandbox running at {box.url}", flush=True)
+        print(f"  provider: {box.provider}    service: {box.service_name} {box.service_hash}")
+        print(f"  ready tickets: {' '.join(str(t) for t in box.ticket_ids) or 'none'}")
+        print(f"  login token (works once): {token}")
+        print(f"  log in:  dss-console login --server {box.url} --token {token}")
+        print("Press Ctrl-C to stop.", flush=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    print("sandbox stopped")
+    return 0

@@ -1,0 +1,77 @@
+"""Shared fixtures: one real DSS deployment (dss_console.sandbox) for the whole session."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from dss_console.dss import DssClient
+from dss_console.sandbox import Sandbox, SandboxError
+
+# -- the real server -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """Public + admin DSS servers on 127.0.0.1 sharing one store, seeded with the demo
+    provider and service but no tickets: tests create their own (see ``ready_ticket``), so
+    a test that claims "the next ticket" does not get another test's leftovers.
+
+    The data dir lives under pytest's basetemp, so the server logs
+    (``<data_dir>/logs/*.log``) survive a failed run.
+    """
+    with Sandbox(data_dir=tmp_path_factory.mktemp("dss-sandbox"), tickets=0) as sb:
+        yield sb
+
+
+@pytest.fixture
+def ready_ticket(sandbox: Sandbox) -> Iterator[int]:
+    """A new ``ready`` demo ticket; deleted afterwards so the queue stays empty."""
+    ticket_id = sandbox.add_ticket()
+    yield ticket_id
+    # Teardown must not mask the test's own outcome.
+    with contextlib.suppress(SandboxError):
+        sandbox.admin.delete_ticket(ticket_id)
+
+
+@pytest.fixture
+def fresh_token(sandbox: Sandbox) -> str:
+    """A one-time login token of test@example.com for the public server (sandbox.url)."""
+    return sandbox.fresh_token()
+
+
+# -- clients -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(sandbox: Sandbox) -> Iterator[DssClient]:
+    """A DssClient logged in to the public server as test@example.com (a provider user)."""
+    with DssClient(sandbox.url) as dss:
+        dss.login(sandbox.fresh_token())
+        yield dss
+
+
+@pytest.fixture
+def claimed_ticket(sandbox: Sandbox, client: DssClient, ready_ticket: int) -> int:
+    """`ready_ticket`, claimed by `client`."""
+    claimed = client.services.claim(sandbox.service_hash, sandbox.provider, "pytest")
+    assert claimed is not None and claimed.ticket_id == ready_ticket
+    return ready_ticket
+
+
+@pytest.fixture(scope="session")
+def foreign_service(sandbox: Sandbox) -> str:
+    """Hash of a service offered by another provider, which test@example.com is not part of."""
+    return sandbox.register_service("ForeignService", "2.0.0", [], provider="otherlab")
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
