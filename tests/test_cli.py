@@ -1,0 +1,214 @@
+"""Every `dss-console` verb against the real server, in process (fast) and as a real
+console script where exit codes and stderr are the contract."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dss_console.cli import main
+from dss_console.sandbox import Sandbox
+from dss_console.workspace import Workspace
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Private XDG dirs, no keyring: what a headless provider box looks like."""
+    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
+                     ("XDG_STATE_HOME", "state"), ("HOME", "home")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("DSS_CONSOLE_KEYRING", "off")
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def logged_in(home: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> Sandbox:
+    code, out, _ = run(capsys, "login", "--server", sandbox.url, "--token", sandbox.fresh_token())
+    assert code == 0, out
+    return sandbox
+
+
+def test_login_prints_email_and_notes_file_store_once(
+        home: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(sandbox.fresh_token() + "\n"))
+    code, out, err = run(capsys, "login", "--server", sandbox.url + "/", "--token-stdin")
+    assert (code, out) == (0, "logged in as test@example.com\n")
+    assert "no working OS keyring" in err
+    session_file = home / "data" / "dss-console" / "sessions.json"
+    assert session_file.stat().st_mode & 0o777 == 0o600
+    assert (home / "data" / "dss-console").stat().st_mode & 0o777 == 0o700
+    code, out, err = run(capsys, "login", "--server", sandbox.url, "--token",
+                         sandbox.fresh_token())
+    assert code == 0 and "keyring" not in err
+    assert not (home / "home" / ".alfabis").exists()
+
+
+def test_token_never_stored_and_session_not_printed(logged_in: Sandbox, home: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    token = logged_in.fresh_token()
+    code, _, err = run(capsys, "login", "--server", logged_in.url, "--token", token)
+    assert code == 0
+    stored = "".join(p.read_text() for p in (home / "data").rglob("*.json"))
+    assert token not in stored
+    session_id = json.loads((home / "data" / "dss-console" / "sessions.json").read_text())
+    assert list(session_id) == [logged_in.url]
+    code, out, err = run(capsys, "pro", "status", "999999")
+    assert session_id[logged_in.url] not in out + err
+
+
+def test_used_token_fails_in_words(home: Path, sandbox: Sandbox,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    token = sandbox.fresh_token()
+    assert run(capsys, "login", "--server", sandbox.url, "--token", token)[0] == 0
+    code, out, err = run(capsys, "login", "--server", sandbox.url, "--token", token)
+    assert code == 1 and out == ""
+    assert err.startswith("dss-console: error: Could not log in") and "Tokens work once" in err
+    assert err.count("\n") == 1
+
+
+def test_services_and_available(logged_in: Sandbox, ready_ticket: int,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "pro", "services")
+    box = logged_in
+    assert code == 0
+    assert f"{box.service_name} 1.0.0 {box.service_hash} {box.provider}" in out.splitlines()
+    code, out, _ = run(capsys, "pro", "available", box.service_hash)
+    assert (code, out) == (0, f"{box.service_hash} {box.service_name} 1\n")
+    code, out, _ = run(capsys, "pro", "available", box.service_hash, "--json")
+    assert json.loads(out) == [{"githash": box.service_hash, "name": box.service_name,
+                                "ready_count": 1}]
+
+
+def test_whole_ticket_through_the_cli(logged_in: Sandbox, ready_ticket: int, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    box = logged_in
+    code, out, _ = run(capsys, "pro", "claim", box.service_hash, box.provider, "node7",
+                       "--server", box.url)
+    assert (code, out) == (0, f"{ready_ticket} {box.service_hash} claimed\n")
+    tid = str(ready_ticket)
+
+    code, out, _ = run(capsys, "pro", "download", tid, str(tmp_path / "in"))
+    paths = [Path(p) for p in out.splitlines()]
+    assert code == 0 and all(p.is_file() and p.parent == tmp_path / "in" for p in paths)
+    workspace = next(p for p in paths if p.suffix == ".itksnap")
+    assert Workspace.load(workspace).find_layers("T1-MRI")
+
+    assert run(capsys, "pro", "progress", tid, "0", "1", "0.25") == (0, "", "")
+    assert run(capsys, "pro", "log", tid, "warning", "Low contrast") == (0, "", "")
+    qc = tmp_path / "qc.txt"
+    qc.write_text("ok\n")
+    assert run(capsys, "pro", "attach", tid, "QC", str(qc), "text/plain") == (0, "", "")
+    assert run(capsys, "pro", "log", tid, "info", "QC attached") == (0, "", "")
+    code, out, _ = run(capsys, "pro", "upload", tid, str(workspace))
+    assert code == 0 and out.splitlines()[-1] == f"ticket_{ready_ticket:08d}_results.itksnap"
+    assert sorted(box.admin.result_files(ready_ticket)) == sorted(out.splitlines())
+    assert run(capsys, "pro", "status", tid) == (0, "claimed\n", "")
+    assert run(capsys, "pro", "success", tid) == (0, "success\n", "")
+    code, out, _ = run(capsys, "pro", "status", tid, "--json")
+    assert json.loads(out) == {"ticket_id": ready_ticket, "status": "success"}
+    detail = box.admin.ticket_detail(ready_ticket)
+    assert detail["progress"] == 1.0
+    messages = {(e["category"], e["message"]) for e in detail["log"]}
+    assert {("warning", "Low contrast"), ("info", "QC attached")} <= messages
+
+
+def test_fail_and_nothing_to_claim(logged_in: Sandbox, ready_ticket: int,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    box = logged_in
+    assert run(capsys, "pro", "claim", box.service_hash, box.provider, "n")[0] == 0
+    code, out, err = run(capsys, "pro", "claim", box.service_hash, box.provider, "n")
+    assert (code, out) == (3, "")
+    assert "no ticket is ready" in err
+    assert run(capsys, "pro", "fail", str(ready_ticket), "Wrong modality") == (0, "failed\n", "")
+    log = box.admin.ticket_detail(ready_ticket)["log"]
+    assert ("error", "Wrong modality") in {(e["category"], e["message"]) for e in log}
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["pro", "status", "987654"], "no such ticket"),
+    (["pro", "progress", "987654", "0", "1", "0.5"], "not claimed by this account"),
+    (["pro", "claim", "ab" * 20, "lab", "n"], "not a provider"),
+    (["pro", "upload", "987654", "/nonexistent/ws.itksnap"], "Could not upload"),
+    (["pro", "attach", "987654", "d", "/nonexistent/file.txt"], "cannot read"),
+])
+def test_server_and_local_errors_are_one_line(logged_in: Sandbox, argv: list[str], needle: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and out == ""
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_deleted_ticket(logged_in: Sandbox, ready_ticket: int,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    box = logged_in
+    assert run(capsys, "pro", "claim", box.service_hash, box.provider, "n")[0] == 0
+    box.admin.delete_ticket(ready_ticket)
+    code, _, err = run(capsys, "pro", "log", str(ready_ticket), "info", "hello")
+    assert code == 1 and "deleted by its owner" in err
+    assert run(capsys, "pro", "status", str(ready_ticket)) == (0, "deleted\n", "")
+
+
+def test_not_logged_in_and_logout(logged_in: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "logout") == (0, f"logged out of {logged_in.url}\n", "")
+    code, _, err = run(capsys, "pro", "services")
+    assert code == 1 and "not logged in" in err and "dss-console login" in err
+
+
+def test_no_server_known(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "pro", "services")
+    assert code == 1 and "no server given" in err
+
+
+def test_usage_errors_exit_2(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["pro", "claim", "abc"], ["pro", "log", "1", "debug", "x"],
+                 ["pro", "status", "x1"], ["login", "--server", "http://h"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2, argv
+    for argv in (["pro", "progress", "1", "0.5", "0.2", "0.1", "--server", "http://h"],
+                 ["pro", "services", "--server", "ftp://h"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "error:" in err, argv
+
+
+def cli(*argv: str, env: dict[str, str], stdin: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("dss-console")
+    return subprocess.run([str(exe), *argv], capture_output=True, text=True, env=env,
+                          input=stdin, timeout=60)
+
+
+@pytest.fixture
+def cli_env(home: Path) -> dict[str, str]:
+    return dict(os.environ)
+
+
+def test_console_script_exit_codes(cli_env: dict[str, str], sandbox: Sandbox,
+                                   closed_port_url: str) -> None:
+    result = cli("login", "--server", sandbox.url, "--token-stdin", env=cli_env,
+                 stdin=sandbox.fresh_token())
+    assert (result.returncode, result.stdout) == (0, "logged in as test@example.com\n")
+    result = cli("pro", "services", env=cli_env)
+    assert result.returncode == 0 and sandbox.service_hash in result.stdout
+    result = cli("pro", "services", "--server", closed_port_url, env=cli_env)
+    assert result.returncode == 1 and "not logged in" in result.stderr
+    result = cli("login", "--server", closed_port_url, "--token", "f" * 48, env=cli_env)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("is unreachable (connection refused)")
+    assert "Traceback" not in result.stderr
+    result = cli("pro", "bogus", env=cli_env)
+    assert result.returncode == 2 and "usage error" in result.stderr
