@@ -59,7 +59,7 @@ def _server_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dss_console.commands import auth, pro, sandbox
+    from dss_console.commands import auth, pro, sandbox, worker
 
     parser = _Parser(prog=PROG, description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,17 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     common = _server_options()
     auth.add_parsers(verbs, common)
     pro.add_parser(verbs, common)
+    worker.add_parser(verbs, common)
     sandbox.add_parser(verbs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["_serve-sandbox-server"]:
-        # Hidden verb: how a frozen bundle runs the DSS server in a child process.
-        from dss_console.sandbox.serve import serve_main
-
-        return serve_main(args_list[1:]) or 0
+    hidden = _hidden_verb(args_list[:1])
+    if hidden is not None:
+        return hidden(args_list[1:]) or 0
     parser = build_parser()
     args = parser.parse_args(args_list)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
@@ -88,6 +87,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args([args.verb, "--help"])
         return EXIT_USAGE
     return run_handler(handler, args)
+
+
+def _hidden_verb(first: list[str]) -> Callable[[list[str]], int | None] | None:
+    """Entry points for child processes. A frozen bundle has no `python -m`, so the DSS
+    server, the hook and the demo service are reached through the executable itself."""
+    if first == ["_serve-sandbox-server"]:
+        from dss_console.sandbox.serve import serve_main
+
+        return serve_main
+    if first == ["_hook"]:
+        from dss_console.engine.hook import hook_main
+
+        return hook_main
+    if first == ["_demo-service"]:
+        from dss_console.resources.demo_service.segment import main as demo_main
+
+        return demo_main
+    return None
 
 
 def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -1,0 +1,287 @@
+"""`dss-console worker`: the headless face of the engine, for servers, many instances and
+systemd."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, TextIO
+
+from dss_console import paths
+from dss_console.cli import CliError
+from dss_console.commands.context import logged_in_client
+from dss_console.engine.events import (
+    CallDelivered,
+    ConnectionChanged,
+    EngineNotice,
+    Event,
+    JobChanged,
+    JobMessage,
+)
+from dss_console.engine.states import JobState
+
+if TYPE_CHECKING:
+    from dss_console.engine.engine import Engine, ServiceView
+    from dss_console.engine.settings import Settings
+    from dss_console.engine.source import DssSource
+
+WORKER_DESCRIPTION = """\
+Process tickets without a window: poll the server, claim tickets of the services that have
+a command configured (up to --concurrency at once, per-service max_jobs respected), run the
+command, relay its progress, messages and attachments, upload the result workspace and mark
+the ticket success or failed. Everything owed to the server is journaled and delivered even
+across network outages and restarts.
+
+Commands come from the settings file (see --config) and --command options, e.g.
+  dss-console worker --provider mylab \\
+      --command 'ASHS-PMC-T1=bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}'
+Placeholders: {ticket} {service} {service_hash} {workdir} {inputs} {workspace} {result}.
+
+Stopping: Ctrl-C or SIGTERM stops claiming, stops running commands, fails their tickets
+with "provider shut down", delivers what is owed, and exits. With --drain, running jobs
+finish first. A second signal exits at once (the journal lets the next start recover).
+
+Run several workers (on one or many hosts) with distinct --instance codes: the server hands
+each ticket to exactly one of them.
+"""
+
+
+def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser("worker", parents=[common], help="process tickets headless (auto mode)",
+                         description=WORKER_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--provider", metavar="NAME",
+                   help="provider name sent with claims (default: settings, else the "
+                        "provider of your services)")
+    p.add_argument("--instance", metavar="CODE",
+                   help="this worker's instance code (default: settings, else the host name)")
+    p.add_argument("--command", action="append", default=[], metavar="SERVICE=TEMPLATE",
+                   help="command for a service (name or hash); repeatable; adds to or "
+                        "overrides the settings file")
+    p.add_argument("--workdir", type=Path, metavar="DIR",
+                   help="root of the per-ticket work dirs (default: settings workroot)")
+    p.add_argument("--concurrency", type=int, metavar="N",
+                   help="jobs running at once (default: settings, else 1)")
+    p.add_argument("--poll-interval", type=float, metavar="SECONDS",
+                   help="seconds between polls for ready tickets (default: settings, else 5)")
+    p.add_argument("--exit-when-idle", action="store_true",
+                   help="exit 0 once nothing runs, nothing is owed to the server and no "
+                        "ticket is ready")
+    p.add_argument("--max-tickets", type=int, metavar="N",
+                   help="claim at most N tickets, then exit when they are done")
+    p.add_argument("--drain", action="store_true",
+                   help="on SIGINT/SIGTERM let running jobs finish instead of failing them")
+    p.add_argument("--config", metavar="FILE",
+                   help="settings file (default: $DSS_CONSOLE_CONFIG, else "
+                        f"{paths.config_dir() / 'settings.toml'})")
+    p.set_defaults(handler=worker_command)
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    from dss_console.engine.engine import Engine, journal_path
+    from dss_console.engine.journal import Journal
+    from dss_console.engine.settings import SettingsError, load_settings, settings_path
+    from dss_console.engine.source import DssSource
+
+    try:
+        settings = load_settings(settings_path(args.config))
+        settings = settings.with_command_overrides(args.command)
+    except SettingsError as exc:
+        raise CliError(str(exc), code=2) from None
+    _apply_overrides(settings, args)
+    if not args.server and settings.server:
+        args.server = settings.server
+    client = logged_in_client(args)
+    source = DssSource(client)
+    data = paths.data_dir()
+    lock = _instance_lock(data, source.key, settings.instance)
+    journal = Journal(journal_path(data))
+    provider = args.provider or settings.provider or _provider_from_services(source)
+    engine = Engine(settings, source, journal, provider=provider, auto=True,
+                    max_tickets=args.max_tickets)
+    printer = EventPrinter(sys.stdout)
+    engine.events.subscribe(printer)
+    try:
+        views = engine.refresh_services()
+    except Exception:
+        journal.close()
+        lock.close()
+        raise
+    _say_services(views, settings, printer)
+    if not any(v.command for v in views):
+        printer.line("no service has a command configured: nothing will be claimed "
+                     "(use --command SERVICE=TEMPLATE or the settings file)")
+    stop = threading.Event()
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            printer.line("second signal: exiting now; the next start recovers from the journal")
+            os._exit(130)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    printer.line(f"worker {settings.instance} of provider {provider} on {source.key}: "
+                 f"up to {settings.concurrency} jobs, polling every "
+                 f"{settings.poll_interval:g} s")
+    try:
+        engine.start(run_claimed=True)
+        while not stop.wait(0.2):
+            if _finished(engine, args):
+                break
+        if stop.is_set():
+            printer.line("stopping: " + ("letting running jobs finish" if args.drain
+                                         else "stopping running jobs"))
+        flushed = engine.shutdown(drain=args.drain or not stop.is_set())
+        owed = journal.pending_count()
+        if not flushed and owed:
+            printer.line(f"{owed} server calls are still owed (server unreachable?); they "
+                         "are kept in the journal and sent when a worker starts again")
+        printer.line("worker stopped")
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        journal.close()
+        client.close()
+        lock.close()
+
+
+def _apply_overrides(settings: Settings, args: argparse.Namespace) -> None:
+    if args.instance:
+        settings.instance = args.instance
+    if args.provider:
+        settings.provider = args.provider
+    if args.workdir:
+        settings.workroot = args.workdir.expanduser().resolve()
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise CliError("--concurrency must be at least 1", code=2)
+        settings.concurrency = args.concurrency
+    if args.poll_interval is not None:
+        if args.poll_interval <= 0:
+            raise CliError("--poll-interval must be more than 0", code=2)
+        settings.poll_interval = args.poll_interval
+    if args.max_tickets is not None and args.max_tickets < 0:
+        raise CliError("--max-tickets must be 0 or more", code=2)
+
+
+def _finished(engine: Engine, args: argparse.Namespace) -> bool:
+    """--exit-when-idle / --max-tickets: done when idle, nothing owed, and (for idle) a poll
+    made after the last job ended found nothing ready."""
+    if not (args.exit_when_idle or args.max_tickets is not None):
+        return False
+    if not engine.is_idle():
+        return False
+    if args.max_tickets is not None and engine.claims_made >= args.max_tickets:
+        return True
+    if args.exit_when_idle:
+        return engine.idle_poll_completed()
+    return False
+
+
+def _provider_from_services(source: DssSource) -> str:
+    providers = sorted({s.provider for s in source.client.services.list()})
+    if len(providers) == 1:
+        return providers[0]
+    if not providers:
+        raise CliError("this account provides no services on the server")
+    raise CliError(f"this account belongs to several providers ({', '.join(providers)}): "
+                   "choose one with --provider NAME")
+
+
+def _instance_lock(data: Path, server: str, instance: str) -> IO[str]:
+    """One worker per instance code and server on this machine: a second would treat the
+    first one's running jobs as interrupted."""
+    from dss_console.engine.workdirs import server_slug
+
+    folder = paths.ensure_private_dir(data / "locks")
+    handle = open(folder / f"{server_slug(server)}__{instance}.lock", "a+")  # noqa: SIM115
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - Windows: no flock; the journal still works
+        pass
+    except OSError:
+        handle.close()
+        raise CliError(f"another worker with instance code {instance!r} is already running "
+                       f"for {server} on this machine; give this one a different --instance"
+                       ) from None
+    return handle
+
+
+def _say_services(views: list[ServiceView], settings: Settings,
+                  printer: EventPrinter) -> None:
+    for view in views:
+        if view.command:
+            limit = f", at most {view.command.max_jobs} at once" if view.command.max_jobs else ""
+            printer.line(f"service {view.name} ({view.service_hash[:10]}): {view.command.command}"
+                         f"{limit}")
+        else:
+            printer.line(f"service {view.name} ({view.service_hash[:10]}): no command, not "
+                         "claimed")
+    known = {v.name for v in views} | {v.service_hash for v in views}
+    for key in settings.services:
+        if key not in known:
+            printer.line(f"note: a command is configured for {key!r}, which this account "
+                         "does not provide")
+
+
+class EventPrinter:
+    """Engine events as readable, timestamped lines (one per change, not per output line)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._states: dict[int, JobState] = {}
+        self._progress: dict[int, int] = {}
+        self._tickets: dict[int, str] = {}
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            stamp = time.strftime("%H:%M:%S")
+            with contextlib.suppress(ValueError, OSError):  # closed stream at exit
+                self.stream.write(f"{stamp} {text}\n")
+                self.stream.flush()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, JobChanged):
+            job = event.job
+            label = f"ticket {job.ticket_id} ({job.service_name or job.service_hash[:10]})"
+            self._tickets[job.job_id] = f"ticket {job.ticket_id}"
+            if self._states.get(job.job_id) != job.state:
+                self._states[job.job_id] = job.state
+                extra = ""
+                if job.state is JobState.RUNNING:
+                    extra = f" (log: {Path(job.workdir) / '.dss'})"
+                elif job.state.is_terminal and job.elapsed is not None:
+                    extra = f" after {job.elapsed:.1f} s"
+                reason = f": {job.reason}" if job.reason else ""
+                self.line(f"{label}: {job.state.value}{reason}{extra}")
+            step = int(job.progress * 10)
+            if job.state is JobState.RUNNING and step > self._progress.get(job.job_id, 0):
+                self._progress[job.job_id] = step
+                self.line(f"{label}: progress {job.progress * 100:.0f}%")
+        elif isinstance(event, JobMessage):
+            who = self._tickets.get(event.job_id, f"job {event.job_id}")
+            kind = "note" if event.local else event.level
+            self.line(f"{who}: {kind}: {event.text}")
+        elif isinstance(event, CallDelivered):
+            if event.state in ("failed", "dropped") or (event.kind == "status"
+                                                         and event.state != "delivered"):
+                who = self._tickets.get(event.job_id, f"job {event.job_id}")
+                self.line(f"{who}: server call {event.summary} {event.state}"
+                          + (f": {event.error}" if event.error else ""))
+        elif isinstance(event, ConnectionChanged):
+            self.line(f"server connection: {event.state}"
+                      + (f" ({event.detail})" if event.detail else ""))
+        elif isinstance(event, EngineNotice):
+            self.line(f"{event.level}: {event.text}")

@@ -1,0 +1,478 @@
+"""The engine: jobs, the scheduler (manual operations and auto mode), crash recovery.
+
+Qt-free. The GUI and the headless worker drive it through the methods below and watch it
+through `events`. Methods that talk to the server block; call them off the GUI thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dss_console.engine.events import (
+    EngineNotice,
+    EventBus,
+    JobChanged,
+    JobSnapshot,
+    PollCompleted,
+)
+from dss_console.engine.jobs import JobContext, JobExecution
+from dss_console.engine.journal import Journal, OutboxItem
+from dss_console.engine.outbox import Outbox
+from dss_console.engine.settings import ServiceCommand, Settings
+from dss_console.engine.source import GONE, JobSource, SourceService
+from dss_console.engine.states import JobState
+from dss_console.engine.workdirs import (
+    kill_orphaned_group,
+    remove_old_workdirs,
+    server_slug,
+    ticket_workdir,
+)
+
+IDLE_BACKOFF_AFTER = 60.0  # seconds without work before polling slows down
+IDLE_BACKOFF_CAP = 60.0
+
+
+class EngineError(Exception):
+    """An operation the engine refuses, in words (e.g. "ticket 12 is running")."""
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    service_hash: str
+    version: str
+    command: ServiceCommand | None
+    auto: bool
+    running: int
+
+
+class Engine:
+    def __init__(self, settings: Settings, source: JobSource, journal: Journal, *,
+                 provider: str, events: EventBus | None = None, auto: bool = False,
+                 max_tickets: int | None = None, status_interval: float = 5.0,
+                 grace_period: float = 10.0, retry_interval: float = 5.0,
+                 outbox_backoff: float = 1.0, outbox_max_backoff: float = 30.0):
+        self.settings = settings
+        self.source = source
+        self.journal = journal
+        self.provider = provider
+        self.instance = settings.instance
+        self.events = events or EventBus()
+        self.auto = auto
+        self.max_tickets = max_tickets
+        self.claims_made = 0
+        self.outbox = Outbox(journal, source, self.events, base_backoff=outbox_backoff,
+                             max_backoff=outbox_max_backoff, on_gone=self._on_ticket_gone,
+                             on_refused=self._on_call_refused)
+        self.ctx = JobContext(journal=journal, outbox=self.outbox, source=source,
+                              events=self.events, status_interval=status_interval,
+                              grace_period=grace_period, retry_interval=retry_interval)
+        self._lock = threading.RLock()
+        self._executions: dict[int, JobExecution] = {}
+        self._services: list[SourceService] = []
+        self._service_auto: dict[str, bool] = {}
+        self._last_ready: dict[str, int] = {}
+        self._polled_once = threading.Event()
+        self._last_job_end = 0.0
+        self._last_empty_poll = -1.0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._claiming = True
+        self._poller = threading.Thread(target=self._poll_loop, name="scheduler", daemon=True)
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, *, run_claimed: bool = False) -> None:
+        """Resume deliveries and interrupted jobs, then start polling (auto mode)."""
+        self.outbox.start()
+        self.recover(run_claimed=run_claimed)
+        self._poller.start()
+        self._started = True
+
+    def shutdown(self, *, drain: bool = False, flush_timeout: float = 30.0,
+                 job_timeout: float | None = None) -> bool:
+        """Stop claiming; finish (drain) or stop running jobs (failing their tickets with
+        "provider shut down"); deliver what is owed. True if nothing is left owed."""
+        self._claiming = False
+        self._wake.set()
+        executions = self._live_executions()
+        if not drain:
+            for execution in executions:
+                execution.shutdown()
+        deadline = None if job_timeout is None else time.monotonic() + job_timeout
+        for execution in executions:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            execution.join(remaining)
+        flushed = self.outbox.flush(flush_timeout)
+        self._stopping.set()
+        self._wake.set()
+        if self._poller.is_alive():
+            self._poller.join(timeout=10)
+        self.outbox.stop()
+        return flushed
+
+    def stop_claiming(self) -> None:
+        self._claiming = False
+
+    # -- queries ----------------------------------------------------------------------------
+    def jobs(self, limit: int | None = None) -> list[JobSnapshot]:
+        return self.journal.jobs(source=self.source.key, limit=limit)
+
+    def job(self, job_id: int) -> JobSnapshot:
+        return self.journal.job(job_id)
+
+    def running_jobs(self) -> list[JobSnapshot]:
+        return [self.journal.job(e.job_id) for e in self._live_executions()]
+
+    def active_count(self, service_hash: str | None = None) -> int:
+        """Jobs holding a slot: fetching inputs or running (uploads do not count)."""
+        count = 0
+        for execution in self._live_executions():
+            if execution.prefetch_only:
+                continue
+            snap = self.journal.job(execution.job_id)
+            if snap.state in (JobState.UPLOADING,) or snap.state.is_terminal:
+                continue
+            if service_hash is None or snap.service_hash == service_hash:
+                count += 1
+        return count
+
+    def is_idle(self) -> bool:
+        """Nothing running and nothing owed to the server."""
+        return not self._live_executions() and self.journal.pending_count() == 0
+
+    @property
+    def last_ready(self) -> dict[str, int]:
+        return dict(self._last_ready)
+
+    def idle_poll_completed(self) -> bool:
+        """True when a poll that started after the last job ended found nothing to claim."""
+        return self._last_empty_poll > self._last_job_end
+
+    def wait_first_poll(self, timeout: float) -> bool:
+        return self._polled_once.wait(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- services ---------------------------------------------------------------------------
+    def refresh_services(self) -> list[ServiceView]:
+        services = self.source.services()
+        with self._lock:
+            self._services = services
+        return self.services()
+
+    def services(self) -> list[ServiceView]:
+        with self._lock:
+            services = list(self._services)
+        views = []
+        for s in services:
+            command = self.command_for(s.service_hash)
+            views.append(ServiceView(
+                name=s.name, service_hash=s.service_hash, version=s.version, command=command,
+                auto=self._service_auto.get(s.service_hash, bool(command and command.auto)),
+                running=self.active_count(s.service_hash)))
+        return views
+
+    def command_for(self, service_hash: str) -> ServiceCommand | None:
+        name = self._service_name(service_hash)
+        return self.settings.command_for(name, service_hash)
+
+    def set_auto(self, enabled: bool, service_hash: str | None = None) -> None:
+        if service_hash is None:
+            self.auto = enabled
+        else:
+            self._service_auto[service_hash] = enabled
+        self._wake.set()
+
+    def update_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        self._wake.set()
+
+    def _service_name(self, service_hash: str) -> str:
+        with self._lock:
+            for s in self._services:
+                if s.service_hash == service_hash:
+                    return s.name
+        return ""
+
+    # -- manual operations (block on the network) -------------------------------------------
+    def claim_next(self, service_hashes: Sequence[str] | None = None, *,
+                   run: bool = False) -> JobSnapshot | None:
+        """Claim the next ready ticket of these services (default: all with a command).
+        The inputs are fetched at once; with `run` the command starts right after."""
+        if not self._services:
+            self.refresh_services()
+        hashes = list(service_hashes or [s.service_hash for s in self._services
+                                         if self.command_for(s.service_hash)])
+        if not hashes:
+            raise EngineError("no service to claim for: configure a command for a service, "
+                              "or choose the services to claim from")
+        claimed = self.source.claim(hashes, self.provider, self.instance)
+        if claimed is None:
+            return None
+        return self._adopt(claimed.ticket_id, claimed.service_hash, run=run)
+
+    def run_job(self, job_id: int) -> None:
+        snap = self._job_without_execution(job_id, "run")
+        if snap.state not in (JobState.CLAIMED, JobState.INTERRUPTED):
+            raise EngineError(f"ticket {snap.ticket_id} is {snap.state.value}; use Retry run")
+        self._launch(job_id, fresh_run=snap.state is JobState.INTERRUPTED)
+
+    def retry_job(self, job_id: int) -> None:
+        """Run the command again from a clean work dir, if the ticket is still ours."""
+        snap = self._job_without_execution(job_id, "retry")
+        if snap.state not in (JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED):
+            raise EngineError(f"ticket {snap.ticket_id} is {snap.state.value}; only failed, "
+                              "cancelled or interrupted jobs can be retried")
+        status = self.source.remote_status(snap.ticket_id)
+        if status not in ("claimed", "failed"):
+            raise EngineError(f"ticket {snap.ticket_id} is {status} on the server; it can no "
+                              "longer be processed here")
+        self._launch(job_id, fresh_run=True)
+
+    def cancel_job(self, job_id: int, message: str | None = None) -> None:
+        """Stop the command (if any) and fail the ticket as cancelled by the provider."""
+        execution = self._execution(job_id)
+        if execution is not None:
+            execution.cancel(message)
+            return
+        snap = self.journal.job(job_id)
+        if snap.state.is_terminal:
+            raise EngineError(f"ticket {snap.ticket_id} is already {snap.state.value}")
+        reason = "cancelled by the provider" + (f": {message}" if message else "")
+        self._finish_without_run(snap, JobState.CANCELLED, reason)
+
+    def fail_job(self, job_id: int, message: str) -> None:
+        """Fail the ticket with the operator's message (stopping its command first)."""
+        if not message.strip():
+            raise EngineError("a failure needs a message for the user")
+        execution = self._execution(job_id)
+        if execution is not None:
+            execution.fail_with(message)
+            return
+        snap = self.journal.job(job_id)
+        if snap.state is JobState.SUCCEEDED:
+            raise EngineError(f"ticket {snap.ticket_id} already succeeded")
+        self._finish_without_run(snap, JobState.FAILED, message)
+
+    def upload_result(self, job_id: int, workspace: str | Path) -> None:
+        """Upload a result workspace the operator picked, then mark the ticket a success."""
+        snap = self._job_without_execution(job_id, "upload a result for")
+        if snap.state is JobState.SUCCEEDED:
+            raise EngineError(f"ticket {snap.ticket_id} already succeeded")
+        path = Path(workspace)
+        if not path.is_file():
+            raise EngineError(f"{path} is not a file")
+        self._launch(job_id, upload=path)
+
+    # -- internals --------------------------------------------------------------------------
+    def _adopt(self, ticket_id: int, service_hash: str, *, run: bool) -> JobSnapshot:
+        workdir = ticket_workdir(self.settings.workroot, self.source.key, ticket_id)
+        job_id = self.journal.create_job(
+            source=self.source.key, ticket_id=ticket_id, service_hash=service_hash,
+            service_name=self._service_name(service_hash), instance=self.instance,
+            workdir=str(workdir))
+        with self._lock:
+            self.claims_made += 1
+        self.events.publish(JobChanged(job=self.journal.job(job_id)))
+        self._launch(job_id, prefetch_only=not run)
+        return self.journal.job(job_id)
+
+    def _launch(self, job_id: int, *, fresh_run: bool = False, prefetch_only: bool = False,
+                upload: Path | None = None) -> JobExecution:
+        snap = self.journal.job(job_id)
+        execution = JobExecution(self.ctx, job_id, self.command_for(snap.service_hash),
+                                 fresh_run=fresh_run, prefetch_only=prefetch_only,
+                                 upload=upload, on_finished=self._on_job_finished)
+        with self._lock:
+            self._executions[job_id] = execution
+        execution.start()
+        return execution
+
+    def _execution(self, job_id: int) -> JobExecution | None:
+        with self._lock:
+            execution = self._executions.get(job_id)
+        return execution if execution is not None and execution.alive else None
+
+    def _live_executions(self) -> list[JobExecution]:
+        with self._lock:
+            return [e for e in self._executions.values() if e.alive]
+
+    def _job_without_execution(self, job_id: int, verb: str) -> JobSnapshot:
+        snap = self.journal.job(job_id)
+        if self._execution(job_id) is not None:
+            raise EngineError(f"cannot {verb} ticket {snap.ticket_id}: it is busy "
+                              f"({snap.state.value})")
+        return snap
+
+    def _finish_without_run(self, snap: JobSnapshot, state: JobState, reason: str) -> None:
+        calls = [("log", {"level": "error", "message": reason, "ticket": snap.ticket_id}),
+                 ("status", {"status": "failed", "ticket": snap.ticket_id})]
+        items = self.journal.transition(snap.job_id, state, reason, check=False, calls=calls)
+        self.outbox.announce(items)
+        self.events.publish(JobChanged(job=self.journal.job(snap.job_id)))
+
+    def _on_job_finished(self, job_id: int) -> None:
+        with self._lock:
+            self._executions.pop(job_id, None)
+            self._last_job_end = time.monotonic()
+        self._wake.set()  # a slot is free: claim the next ticket without waiting for a poll
+
+    def _on_ticket_gone(self, job_id: int, message: str) -> None:
+        execution = self._execution(job_id)
+        if execution is not None:
+            execution.ticket_gone(message)
+            return
+        snap = self.journal.job(job_id)
+        if not snap.state.is_terminal:
+            self.journal.transition(job_id, JobState.CANCELLED, f"the ticket went away: "
+                                                                f"{message}", check=False)
+            self.events.publish(JobChanged(job=self.journal.job(job_id)))
+        self.events.publish(EngineNotice(level="warning", job_id=job_id,
+                                         text=f"ticket {snap.ticket_id}: {message}"))
+
+    def _on_call_refused(self, job_id: int, item: OutboxItem, message: str) -> None:
+        snap = self.journal.job(job_id)
+        self.events.publish(EngineNotice(
+            level="error", job_id=job_id,
+            text=f"ticket {snap.ticket_id}: the server refused {item.summary}: {message}"))
+        if item.kind != "upload":
+            return
+        # Without every result file the ticket cannot succeed: replace the rest with a failure.
+        reason = f"the result could not be uploaded ({message})"
+        self.journal.drop_pending(job_id, reason)
+        self.journal.update_job(job_id, reason=reason)
+        for kind, payload in (("log", {"level": "error", "message": reason}),
+                              ("status", {"status": "failed"})):
+            self.outbox.put(job_id, snap.ticket_id, kind, **payload)
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self, *, run_claimed: bool = False) -> list[int]:
+        """Handle this instance's jobs left unfinished by a previous run."""
+        resumed = []
+        mine = [j for j in self.journal.jobs(source=self.source.key)
+                if j.instance == self.instance and not j.state.is_terminal]
+        for snap in mine:
+            if snap.state is JobState.UPLOADING:
+                self._launch(snap.job_id)
+                resumed.append(snap.job_id)
+                continue
+            if snap.state is JobState.CLAIMED:
+                if run_claimed:
+                    self._launch(snap.job_id)
+                    resumed.append(snap.job_id)
+                continue
+            row = self.journal.job_row(snap.job_id)
+            killed = kill_orphaned_group(row.get("pgid"), row.get("pid"), row.get("proc_start"),
+                                         grace=self.ctx.grace_period)
+            was = snap.state.value
+            if snap.state is not JobState.INTERRUPTED:
+                self.journal.transition(snap.job_id, JobState.INTERRUPTED,
+                                        f"dss-console stopped while the job was {was}",
+                                        check=False, pid=None, pgid=None)
+            if killed:
+                self.events.publish(EngineNotice(
+                    level="warning", job_id=snap.job_id,
+                    text=f"ticket {snap.ticket_id}: stopped the command left running by the "
+                         "previous run"))
+            self.events.publish(JobChanged(job=self.journal.job(snap.job_id)))
+            if self.settings.interrupted == "fail":
+                self._finish_without_run(
+                    self.journal.job(snap.job_id), JobState.FAILED,
+                    "the provider restarted while this ticket was being processed")
+            else:
+                self._launch(snap.job_id, fresh_run=True)
+            resumed.append(snap.job_id)
+        return resumed
+
+    # -- auto mode --------------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        idle_since = time.monotonic()
+        error_backoff = 0.0
+        last_cleanup = 0.0
+        while not self._stopping.is_set():
+            interval = self.settings.poll_interval
+            try:
+                started = time.monotonic()
+                found = self._poll_once()
+                error_backoff = 0.0
+                if not found:
+                    self._last_empty_poll = started
+                if found:
+                    idle_since = time.monotonic()
+            except Exception as exc:
+                kind = self.source.classify(exc)
+                error_backoff = min(60.0, max(interval, error_backoff * 2 or interval))
+                self.events.publish(EngineNotice(
+                    level="error" if kind != GONE else "warning",
+                    text=f"polling for tickets failed: {exc}"))
+            finally:
+                self._polled_once.set()
+            if time.monotonic() - last_cleanup > 3600:
+                last_cleanup = time.monotonic()
+                self._cleanup_old_workdirs()
+            wait = interval
+            idle_for = time.monotonic() - idle_since
+            if idle_for > IDLE_BACKOFF_AFTER:
+                wait = min(IDLE_BACKOFF_CAP, max(interval, interval * idle_for / 60.0))
+            wait = max(wait, error_backoff)
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _poll_once(self) -> bool:
+        if not (self.auto and self._claiming):
+            return False
+        if self.max_tickets is not None and self.claims_made >= self.max_tickets:
+            return False
+        if not self._services:
+            self.refresh_services()
+        free = self.settings.concurrency - self.active_count()
+        eligible = [s.service_hash for s in self.services() if s.command and s.auto
+                    and self._service_has_slot(s.service_hash, s.command)]
+        if not eligible:
+            self._last_ready = {}
+            return False
+        ready = self.source.available(eligible)
+        self._last_ready = ready
+        self.events.publish(PollCompleted(ready=ready, next_poll_in=self.settings.poll_interval))
+        found = False
+        for service_hash, count in ready.items():
+            command = self.command_for(service_hash)
+            while (free > 0 and count > 0 and self._claiming and command
+                   and self._service_has_slot(service_hash, command)
+                   and (self.max_tickets is None or self.claims_made < self.max_tickets)):
+                # One service per claim, so a busy service cannot take another's slot.
+                claimed = self.source.claim([service_hash], self.provider, self.instance)
+                if claimed is None:
+                    break
+                self._adopt(claimed.ticket_id, claimed.service_hash, run=True)
+                free -= 1
+                count -= 1
+                found = True
+        return found or bool(ready)
+
+    def _service_has_slot(self, service_hash: str, command: ServiceCommand) -> bool:
+        if command.max_jobs is None:
+            return True
+        return self.active_count(service_hash) < command.max_jobs
+
+    def _cleanup_old_workdirs(self) -> None:
+        root = Path(self.settings.workroot)
+        keep = {Path(j.workdir) for j in self.jobs() if not j.state.is_terminal}
+        removed = remove_old_workdirs(root, self.settings.retention_days, keep)
+        if removed:
+            self.events.publish(EngineNotice(
+                level="info", text=f"removed {len(removed)} work dirs older than "
+                                   f"{self.settings.retention_days:g} days"))
+
+
+def journal_path(data_dir: Path) -> Path:
+    return data_dir / "journal.sqlite3"
+
+
+__all__ = ["Engine", "EngineError", "ServiceView", "journal_path", "server_slug"]

@@ -1,0 +1,147 @@
+"""Typed engine events and the thread-safe bus that carries them to subscribers.
+
+The engine publishes from its worker threads; subscribers must be quick (the GUI pushes
+into a queue drained on its own thread, the headless worker prints a line).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dss_console.engine.states import JobState
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """Everything a view needs about one job, at one moment."""
+
+    job_id: int
+    source: str
+    ticket_id: int
+    service_hash: str
+    service_name: str
+    state: JobState
+    progress: float
+    instance: str
+    reason: str | None
+    workdir: str
+    exit_code: int | None
+    claimed_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    inputs_ready: bool
+    attempt: int
+    owed: int  # server calls queued for this job and not yet delivered
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return max(0.0, end - self.started_at)
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float = field(default_factory=time.time, kw_only=True)
+
+
+@dataclass(frozen=True)
+class JobChanged(Event):
+    job: JobSnapshot
+
+
+@dataclass(frozen=True)
+class JobOutput(Event):
+    """A batch of the command's output lines: ((stream, text), ...)."""
+
+    job_id: int
+    lines: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class JobMessage(Event):
+    """A message the command reported (sent to the user), or a local engine warning."""
+
+    job_id: int
+    level: str
+    text: str
+    local: bool = False  # True: shown to the operator only, never sent to the server
+
+
+@dataclass(frozen=True)
+class CallQueued(Event):
+    job_id: int
+    item_id: int
+    kind: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class CallDelivered(Event):
+    """A queued server call reached an end state: delivered, superseded, dropped or failed."""
+
+    job_id: int
+    item_id: int
+    kind: str
+    summary: str
+    state: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionChanged(Event):
+    """online | offline (unreachable, retrying) | logged_out (session expired)."""
+
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PollCompleted(Event):
+    ready: dict[str, int]  # service hash -> ready tickets
+    next_poll_in: float
+
+
+@dataclass(frozen=True)
+class EngineNotice(Event):
+    level: str  # info | warning | error
+    text: str
+    job_id: int | None = None
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Delivers each event to every subscriber, synchronously, in publish order per thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event)
+            except Exception:  # a broken view must not break the engine
+                import logging
+
+                logging.getLogger(__name__).exception("event subscriber failed")

@@ -1,0 +1,459 @@
+"""One job from its current state to the end: fetch inputs, run the command, relay what it
+reports, then upload and succeed, or fail with a reason. Runs on its own thread.
+
+Every decision is written to the journal (with the server calls it implies, in the same
+transaction) before it is acted on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dss_console.engine.events import EventBus, JobChanged, JobMessage, JobOutput, JobSnapshot
+from dss_console.engine.journal import Journal
+from dss_console.engine.outbox import Outbox
+from dss_console.engine.protocol import (
+    AttachReport,
+    MessageReport,
+    OutputReport,
+    ProgressReport,
+    ProgressTracker,
+    ProtocolWarning,
+    Report,
+)
+from dss_console.engine.runner import (
+    CommandRunner,
+    CommandSpec,
+    CommandStartError,
+    JobPaths,
+    RunOutcome,
+)
+from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, JobSource
+from dss_console.engine.states import JobState
+from dss_console.engine.workdirs import (
+    ENGINE_DIR,
+    clean_workdir,
+    find_input_workspace,
+    make_private_dir,
+    process_identity,
+)
+
+SHUTDOWN_REASON = "provider shut down"
+CANCEL_REASON = "cancelled by the provider"
+PROGRESS_SEND_INTERVAL = 0.5
+
+
+@dataclass
+class JobContext:
+    """What every job of one engine shares."""
+
+    journal: Journal
+    outbox: Outbox
+    source: JobSource
+    events: EventBus
+    status_interval: float = 5.0
+    grace_period: float = 10.0
+    retry_interval: float = 5.0
+
+
+class StopRequest:
+    """Why a job was asked to stop, if it was."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.kind: str | None = None  # cancel | shutdown | gone
+        self.event = threading.Event()
+
+    def set(self, kind: str, reason: str) -> None:
+        if self.kind is None:
+            self.kind, self.reason = kind, reason
+        self.event.set()
+
+
+class JobExecution:
+    """Drives one job on a thread. `cancel`, `shutdown` and `ticket_gone` may come from any
+    thread."""
+
+    def __init__(self, ctx: JobContext, job_id: int, command: ServiceCommand | None, *,
+                 fresh_run: bool = False, prefetch_only: bool = False,
+                 upload: Path | None = None,
+                 on_finished: Callable[[int], None] | None = None):
+        self.ctx = ctx
+        self.job_id = job_id
+        self.command = command
+        self.fresh_run = fresh_run
+        self.prefetch_only = prefetch_only  # manual claim: fetch inputs, then wait for Run
+        self.upload = upload  # a result workspace the operator picked
+        self.on_finished = on_finished
+        self.stop = StopRequest()
+        self._runner: CommandRunner | None = None
+        self._tracker = ProgressTracker()
+        self._progress_to_send: float | None = None
+        self._last_progress_sent = 0.0
+        self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
+
+    # -- control ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def cancel(self, message: str | None = None) -> None:
+        reason = CANCEL_REASON + (f": {message}" if message else "")
+        self._request_stop("cancel", reason)
+
+    def fail_with(self, message: str) -> None:
+        self._request_stop("fail", message)
+
+    def shutdown(self) -> None:
+        self._request_stop("shutdown", SHUTDOWN_REASON)
+
+    def ticket_gone(self, detail: str) -> None:
+        self._request_stop("gone", f"the ticket is no longer ours on the server ({detail})")
+
+    def _request_stop(self, kind: str, reason: str) -> None:
+        self.stop.set(kind, reason)
+        runner = self._runner
+        if runner is not None:
+            runner.terminate(reason)
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> JobSnapshot:
+        return self.ctx.journal.job(self.job_id)
+
+    def _publish(self) -> None:
+        self.ctx.events.publish(JobChanged(job=self.ctx.journal.job(self.job_id)))
+
+    def _transition(self, state: JobState, reason: str | None = None,
+                    calls: list[tuple[str, dict]] | None = None, *, check: bool = True,
+                    **fields: object) -> None:
+        snap = self.ctx.journal.job(self.job_id)
+        payload_calls = [(kind, {**payload, "ticket": snap.ticket_id})
+                         for kind, payload in (calls or [])]
+        items = self.ctx.journal.transition(self.job_id, state, reason, calls=payload_calls,
+                                            check=check, **fields)
+        if items:
+            self.ctx.outbox.announce(items)
+        self._publish()
+
+    def _local_note(self, level: str, text: str) -> None:
+        self.ctx.events.publish(JobMessage(job_id=self.job_id, level=level, text=text,
+                                           local=True))
+
+    def paths(self) -> JobPaths:
+        snap = self.ctx.journal.job(self.job_id)
+        workdir = Path(snap.workdir)
+        input_dir = workdir / "input"
+        return JobPaths(ticket_id=snap.ticket_id, service_name=snap.service_name,
+                        service_hash=snap.service_hash, workdir=workdir, input_dir=input_dir,
+                        workspace=find_input_workspace(input_dir, snap.ticket_id),
+                        result=workdir / "result.itksnap", engine_dir=workdir / ENGINE_DIR)
+
+    # -- the job ----------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a bug must fail the ticket in words, not strand it
+            import traceback
+
+            detail = traceback.format_exc(limit=3)
+            self._local_note("error", f"internal error: {exc}\n{detail}")
+            with contextlib.suppress(Exception):
+                if not self.ctx.journal.job(self.job_id).state.is_terminal:
+                    self._fail(f"internal error in dss-console: {exc}")
+        finally:
+            if self.on_finished:
+                self.on_finished(self.job_id)
+
+    def _run(self) -> None:
+        snap = self.ctx.journal.job(self.job_id)
+        if snap.state is JobState.UPLOADING:
+            self._finish_upload()  # resumed after a restart: the command already finished
+            return
+        if self.upload is not None:
+            self._upload(self.upload)
+            return
+        if self.prefetch_only:
+            make_private_dir(Path(snap.workdir))
+            if self._download():
+                self._transition(JobState.CLAIMED, "inputs downloaded; waiting to run")
+            return
+        if self.fresh_run and not self._still_ours():
+            return
+        if self.command is None:
+            self._fail("no command is configured for this service")
+            return
+        workdir = make_private_dir(Path(snap.workdir))
+        if self.fresh_run:
+            clean_workdir(workdir)
+            self.ctx.journal.update_job(self.job_id, inputs_ready=0,
+                                        attempt=snap.attempt + (1 if snap.started_at else 0))
+        if not self.ctx.journal.job(self.job_id).inputs_ready and not self._download():
+            return
+        if self.stop.kind:
+            self._stopped_before_run()
+            return
+        self._execute()
+
+    def _download(self) -> bool:
+        paths = self.paths()
+        self._transition(JobState.DOWNLOADING)
+        while True:
+            if self.stop.kind:
+                self._stopped_before_run()
+                return False
+            shutil.rmtree(paths.input_dir, ignore_errors=True)
+            make_private_dir(paths.input_dir)
+            try:
+                self.ctx.source.fetch_inputs(self.snapshot.ticket_id, paths.input_dir)
+            except Exception as exc:
+                kind = self.ctx.source.classify(exc)
+                if kind == GONE:
+                    self._transition(JobState.CANCELLED, f"the ticket went away: {exc}")
+                    return False
+                if kind == REFUSED:
+                    self._fail(f"could not download the ticket's inputs: {exc}")
+                    return False
+                note = "log in again" if kind == LOGGED_OUT else "retrying"
+                self._local_note("warning", f"download failed ({exc}); {note}")
+                self.stop.event.wait(self.ctx.retry_interval)
+                continue
+            self.ctx.journal.update_job(self.job_id, inputs_ready=1)
+            return True
+
+    def _still_ours(self) -> bool:
+        """Before re-running: is the ticket still claimed (or failed, which the server lets
+        its claimant turn into success)? An unreachable server gets the benefit of the doubt:
+        the running command is checked again every few seconds."""
+        try:
+            status = self.ctx.source.remote_status(self.snapshot.ticket_id)
+        except Exception:
+            return True
+        if status in ("claimed", "failed"):
+            return True
+        self._transition(JobState.CANCELLED, f"not run again: the ticket is {status} on the "
+                                             "server", check=False)
+        return False
+
+    def _stopped_before_run(self) -> None:
+        if self.stop.kind == "gone":
+            self._transition(JobState.CANCELLED, self.stop.reason)
+        elif self.stop.kind == "cancel":
+            self._fail(self.stop.reason or CANCEL_REASON, state=JobState.CANCELLED)
+        elif self.stop.kind == "fail":
+            self._fail(self.stop.reason or "failed by the provider")
+        else:
+            self._fail(self.stop.reason or SHUTDOWN_REASON)
+
+    def _execute(self) -> None:
+        assert self.command is not None
+        paths = self.paths()
+        if paths.workspace is None:
+            self._fail("the ticket has no ITK-SNAP workspace (.itksnap) among its inputs")
+            return
+        with contextlib.suppress(OSError):
+            paths.result.unlink()
+        spec = CommandSpec(template=self.command.command, timeout=self.command.timeout,
+                           env=dict(self.command.env), cwd=self.command.cwd)
+        attempt = self.snapshot.attempt
+        runner = CommandRunner(spec, paths, self._on_report, grace_period=self.ctx.grace_period,
+                               log_name="output.log" if attempt <= 1 else f"output-{attempt}.log")
+        self._transition(JobState.RUNNING, exit_code=None)
+        try:
+            pid = runner.start()
+        except CommandStartError as exc:
+            self._fail(f"the command could not start: {exc}")
+            return
+        self._runner = runner
+        self.ctx.journal.update_job(self.job_id, pid=pid, pgid=runner.pgid,
+                                    proc_start=process_identity(pid))
+        if self.stop.kind:  # asked to stop while starting
+            runner.terminate(self.stop.reason or SHUTDOWN_REASON)
+        outcome = self._watch(runner)
+        self._runner = None
+        self._send_progress(force=True)
+        self.ctx.journal.update_job(self.job_id, exit_code=outcome.exit_code, pid=None,
+                                    pgid=None)
+        self._decide(outcome, paths)
+
+    def _watch(self, runner: CommandRunner) -> RunOutcome:
+        next_check = time.monotonic() + self.ctx.status_interval
+        while True:
+            outcome = runner.wait(timeout=0.25)
+            if outcome is not None:
+                return outcome
+            self._send_progress()
+            if time.monotonic() >= next_check and not self.stop.kind:
+                next_check = time.monotonic() + self.ctx.status_interval
+                self._check_still_claimed()
+
+    def _check_still_claimed(self) -> None:
+        try:
+            status = self.ctx.source.remote_status(self.snapshot.ticket_id)
+        except Exception:
+            return  # an unreachable server is not a reason to kill a running command
+        if status != "claimed":
+            self.ticket_gone(f"status: {status}")
+
+    # -- reports from the command -----------------------------------------------------------
+    def _on_report(self, report: Report) -> None:
+        if isinstance(report, OutputReport):
+            self.ctx.events.publish(JobOutput(job_id=self.job_id, lines=report.lines))
+        elif isinstance(report, ProgressReport):
+            total = self._tracker.update(report)
+            self._progress_to_send = total
+        elif isinstance(report, MessageReport):
+            self.ctx.events.publish(JobMessage(job_id=self.job_id, level=report.level,
+                                               text=report.text))
+            self._send_progress(force=True)  # keep progress and messages in order
+            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "log",
+                                level=report.level, message=report.text)
+        elif isinstance(report, AttachReport):
+            kept = self._keep_attachment(report.path)
+            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "attach",
+                                description=report.description, path=str(kept),
+                                mime_type=report.mime_type)
+            self._local_note("info", f"attachment queued: {report.description} "
+                                     f"({report.path.name})")
+        elif isinstance(report, ProtocolWarning):
+            self._local_note("warning", report.text)
+
+    def _keep_attachment(self, path: Path) -> Path:
+        """Copy an attachment aside: the command may overwrite or delete it before the
+        outbox sends it, and a rerun empties the work dir."""
+        folder = make_private_dir(self.paths().engine_dir / "attachments")
+        target = folder / f"{len(list(folder.iterdir())) + 1:04d}_{path.name}"
+        shutil.copyfile(path, target)
+        return target
+
+    def _send_progress(self, force: bool = False) -> None:
+        value = self._progress_to_send
+        if value is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_progress_sent < PROGRESS_SEND_INTERVAL:
+            return
+        self._progress_to_send = None
+        self._last_progress_sent = now
+        self.ctx.journal.update_job(self.job_id, progress=value)
+        self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "progress", value=value)
+        self._publish()
+
+    # -- endings ----------------------------------------------------------------------------
+    def _decide(self, outcome: RunOutcome, paths: JobPaths) -> None:
+        tail = outcome.tail
+        if self.stop.kind == "gone":
+            self.ctx.journal.drop_pending(self.job_id, self.stop.reason or "ticket gone")
+            self._transition(JobState.CANCELLED, self.stop.reason)
+            return
+        if self.stop.kind == "shutdown":
+            self._fail(SHUTDOWN_REASON, tail)
+            return
+        if self.stop.kind == "cancel":
+            self._fail(self.stop.reason or CANCEL_REASON, tail, state=JobState.CANCELLED)
+            return
+        if self.stop.kind == "fail":
+            self._fail(self.stop.reason or "failed by the provider", tail)
+            return
+        if outcome.stop_reason:  # timeout
+            self._fail(f"the command {outcome.stop_reason}", tail)
+            return
+        if outcome.exit_code == 0:
+            if paths.result.is_file():
+                self._upload(paths.result)
+            else:
+                self._fail("the command finished without a result workspace "
+                           f"(expected {paths.result.name})", tail)
+            return
+        if outcome.exit_code is not None:
+            self._fail(outcome.last_error or f"command exited with code {outcome.exit_code}",
+                       tail)
+            return
+        self._fail(outcome.last_error or f"command was killed by signal {outcome.signal}", tail)
+
+    def _fail(self, reason: str, tail: list[str] | None = None, *,
+              state: JobState = JobState.FAILED) -> None:
+        """Tell the user why, with the output tail attached, then mark the ticket failed —
+        unless the ticket is already finished (the command may have failed it itself)."""
+        snap = self.snapshot
+        try:
+            current = self.ctx.source.remote_status(snap.ticket_id)
+        except Exception:
+            current = None  # decided again by the outbox just before sending `failed`
+        if current in ("failed", "success", "deleted"):
+            self._transition(state, f"{reason} (the ticket was already {current} on the "
+                                    "server; nothing sent)", check=False)
+            return
+        calls: list[tuple[str, dict]] = []
+        if tail:
+            tail_file = self._write_tail(tail)
+            calls.append(("attach", {"description": "Last lines of the command's output",
+                                     "path": str(tail_file), "mime_type": "text/plain"}))
+        calls.append(("log", {"level": "error", "message": reason}))
+        calls.append(("status", {"status": "failed"}))
+        self._transition(state, reason, calls=calls, check=False)
+
+    def _write_tail(self, tail: list[str]) -> Path:
+        folder = make_private_dir(self.paths().engine_dir / "attachments")
+        path = folder / f"output-tail-{int(time.time() * 1000)}.txt"
+        path.write_text("\n".join(tail) + "\n", encoding="utf-8", errors="replace")
+        return path
+
+    def _upload(self, result: Path) -> None:
+        from dss_console.workspace import WorkspaceError, export_result_workspace
+
+        snap = self.snapshot
+        export_dir = self.paths().engine_dir / "export"
+        shutil.rmtree(export_dir, ignore_errors=True)
+        make_private_dir(export_dir)
+        try:
+            exported = export_result_workspace(result, export_dir, snap.ticket_id,
+                                               copy_layers=True)
+        except WorkspaceError as exc:
+            self._fail(f"the result workspace could not be exported: {exc}")
+            return
+        calls: list[tuple[str, dict]] = [
+            ("upload", {"path": str(path), "name": name}) for name, path in exported.uploads]
+        calls.append(("log", {"level": "info",
+                              "message": f"Processing finished; result uploaded "
+                                         f"({len(exported.uploads)} files)"}))
+        calls.append(("progress", {"value": 1.0}))
+        calls.append(("status", {"status": "success"}))
+        self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0)
+        self._finish_upload()
+
+    def _finish_upload(self) -> None:
+        journal = self.ctx.journal
+        while not journal.job(self.job_id).state.is_terminal:
+            if self.ctx.outbox.wait_job(self.job_id, timeout=1.0):
+                break
+            if self.stop.kind in ("shutdown", "cancel"):
+                # Uploads stay queued in the journal and resume on the next start.
+                self._local_note("warning", "stopped while the result was being uploaded; "
+                                            "it resumes when dss-console starts again")
+                return
+        snap = journal.job(self.job_id)
+        if snap.state.is_terminal:
+            return
+        statuses = [i for i in journal.outbox_items(self.job_id) if i.kind == "status"]
+        last = statuses[-1] if statuses else None
+        if last and last.payload["status"] == "success" and last.state == "delivered":
+            self._transition(JobState.SUCCEEDED, None)
+        else:
+            reason = snap.reason or (last.last_error if last else None) or \
+                "the result could not be delivered"
+            self._transition(JobState.FAILED, reason)

@@ -1,0 +1,332 @@
+"""The journal: a SQLite file recording every job, each state transition (written before it
+is acted on) and the outbox of server calls still owed. A restart reads it to learn where
+each ticket stands.
+
+Nothing secret is ever written here: no token, no cookie.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dss_console.engine.events import JobSnapshot
+from dss_console.engine.states import JobState, check_transition
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    ticket_id INTEGER NOT NULL,
+    service_hash TEXT NOT NULL,
+    service_name TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    workdir TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    pid INTEGER,
+    pgid INTEGER,
+    proc_start TEXT,
+    inputs_ready INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    claimed_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_ticket ON jobs(source, ticket_id);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, job_id, id);
+"""
+
+PENDING = "pending"
+DELIVERED = "delivered"
+SUPERSEDED = "superseded"
+DROPPED = "dropped"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    job_id: int
+    kind: str  # progress | log | attach | upload | status
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+    delivered_at: float | None
+
+    @property
+    def summary(self) -> str:
+        p = self.payload
+        if self.kind == "progress":
+            return f"progress {p['value'] * 100:.0f}%"
+        if self.kind == "log":
+            return f"{p['level']}: {p['message']}"
+        if self.kind == "attach":
+            return f"attachment {p['description']!r} ({Path(p['path']).name})"
+        if self.kind == "upload":
+            return f"result file {p['name']}"
+        if self.kind == "status":
+            return f"status {p['status']}"
+        return self.kind
+
+
+class Journal:
+    """Thread-safe access to the journal file (one connection, one lock)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL survives a crash or SIGKILL of this process, which is what must be survived.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- jobs -------------------------------------------------------------------------------
+    def create_job(self, *, source: str, ticket_id: int, service_hash: str, service_name: str,
+                   instance: str, workdir: str, state: JobState = JobState.CLAIMED,
+                   reason: str | None = None) -> int:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (source, ticket_id, service_hash, service_name, instance, "
+                "state, reason, workdir, claimed_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (source, ticket_id, service_hash, service_name, instance, state.value, reason,
+                 workdir, now, now))
+            job_id = int(cur.lastrowid or 0)
+            db.execute("INSERT INTO transitions (job_id, at, state, reason) VALUES (?,?,?,?)",
+                       (job_id, now, state.value, reason))
+        return job_id
+
+    def transition(self, job_id: int, new: JobState, reason: str | None = None, *,
+                   check: bool = True, calls: Sequence[tuple[str, dict[str, Any]]] = (),
+                   **fields: Any) -> list[OutboxItem]:
+        """Record a state change (and job fields) durably before the caller acts on it.
+
+        `calls` are queued in the outbox in the same transaction, so a crash can never leave
+        a job decided but its server calls unqueued (or the other way round).
+        """
+        now = time.time()
+        items: list[OutboxItem] = []
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            old = JobState(row["state"])
+            if check and old != new:
+                check_transition(old, new)
+            values = {"state": new.value, "reason": reason, "updated_at": now, **fields}
+            if new is JobState.RUNNING and "started_at" not in fields:
+                values["started_at"] = now
+            if new.is_terminal and "finished_at" not in fields:
+                values["finished_at"] = now
+            self._update(db, job_id, values)
+            db.execute("INSERT INTO transitions (job_id, at, state, reason) VALUES (?,?,?,?)",
+                       (job_id, now, new.value, reason))
+            for kind, payload in calls:
+                cur = db.execute("INSERT INTO outbox (job_id, kind, payload, created_at) "
+                                 "VALUES (?,?,?,?)", (job_id, kind, json.dumps(payload), now))
+                items.append(OutboxItem(int(cur.lastrowid or 0), job_id, kind, payload, PENDING,
+                                        0, None, now, None))
+        return items
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        with self._tx() as db:
+            self._update(db, job_id, fields)
+
+    @staticmethod
+    def _update(db: sqlite3.Connection, job_id: int, fields: dict[str, Any]) -> None:
+        allowed = {"state", "reason", "progress", "exit_code", "pid", "pgid", "proc_start",
+                   "inputs_ready", "attempt", "started_at", "finished_at", "updated_at",
+                   "workdir"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown job fields {sorted(unknown)}")
+        cols = ", ".join(f"{k}=?" for k in fields)
+        db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+
+    def job(self, job_id: int) -> JobSnapshot:
+        rows = self._query(f"{_JOB_SELECT} WHERE j.id=?", (job_id,))
+        if not rows:
+            raise KeyError(job_id)
+        return _snapshot(rows[0])
+
+    def job_row(self, job_id: int) -> dict[str, Any]:
+        rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
+        if not rows:
+            raise KeyError(job_id)
+        return dict(rows[0])
+
+    def jobs(self, *, source: str | None = None, states: set[JobState] | None = None,
+             limit: int | None = None) -> list[JobSnapshot]:
+        sql, args = f"{_JOB_SELECT} WHERE 1=1", []
+        if source is not None:
+            sql += " AND j.source=?"
+            args.append(source)
+        if states:
+            sql += f" AND j.state IN ({','.join('?' * len(states))})"
+            args.extend(s.value for s in states)
+        sql += " ORDER BY j.id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_snapshot(r) for r in self._query(sql, tuple(args))]
+
+    def latest_job_for_ticket(self, source: str, ticket_id: int) -> JobSnapshot | None:
+        rows = self._query(f"{_JOB_SELECT} WHERE j.source=? AND j.ticket_id=? "
+                           "ORDER BY j.id DESC LIMIT 1", (source, ticket_id))
+        return _snapshot(rows[0]) if rows else None
+
+    def transitions(self, job_id: int) -> list[tuple[float, str, str | None]]:
+        return [(r["at"], r["state"], r["reason"]) for r in
+                self._query("SELECT at, state, reason FROM transitions WHERE job_id=? "
+                            "ORDER BY id", (job_id,))]
+
+    # -- outbox -----------------------------------------------------------------------------
+    def enqueue(self, job_id: int, kind: str, payload: dict[str, Any]) -> OutboxItem:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO outbox (job_id, kind, payload, created_at) "
+                             "VALUES (?,?,?,?)", (job_id, kind, json.dumps(payload), now))
+            item_id = int(cur.lastrowid or 0)
+        return OutboxItem(item_id, job_id, kind, payload, PENDING, 0, None, now, None)
+
+    def next_pending(self, job_id: int) -> OutboxItem | None:
+        rows = self._query("SELECT * FROM outbox WHERE job_id=? AND state=? ORDER BY id "
+                           "LIMIT 1", (job_id, PENDING))
+        return _item(rows[0]) if rows else None
+
+    def supersede_progress(self, item: OutboxItem) -> tuple[OutboxItem, list[int]]:
+        """If `item` is progress followed by more pending progress, keep only the latest:
+        the server needs the current value, not the history."""
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM outbox WHERE job_id=? AND state=? AND id>=? "
+                              "ORDER BY id", (item.job_id, PENDING, item.id)).fetchall()
+            run = []
+            for row in rows:
+                if row["kind"] != "progress":
+                    break
+                run.append(row)
+            if len(run) <= 1:
+                return item, []
+            superseded = [r["id"] for r in run[:-1]]
+            db.execute(f"UPDATE outbox SET state=? WHERE id IN ({','.join('?' * len(superseded))})",
+                       (SUPERSEDED, *superseded))
+            return _item(run[-1]), superseded
+
+    def jobs_with_pending(self) -> list[int]:
+        return [r["job_id"] for r in self._query(
+            "SELECT job_id, MIN(id) AS first FROM outbox WHERE state=? GROUP BY job_id "
+            "ORDER BY first", (PENDING,))]
+
+    def mark_item(self, item_id: int, state: str, error: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET state=?, last_error=?, delivered_at=? WHERE id=?",
+                       (state, error, time.time() if state != PENDING else None, item_id))
+
+    def record_attempt(self, item_id: int, error: str) -> int:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE id=?",
+                       (error, item_id))
+            row = db.execute("SELECT attempts FROM outbox WHERE id=?", (item_id,)).fetchone()
+        return int(row["attempts"])
+
+    def drop_pending(self, job_id: int, reason: str, kinds: set[str] | None = None) -> list[int]:
+        with self._tx() as db:
+            rows = db.execute("SELECT id, kind FROM outbox WHERE job_id=? AND state=?",
+                              (job_id, PENDING)).fetchall()
+            ids = [r["id"] for r in rows if kinds is None or r["kind"] in kinds]
+            if ids:
+                db.execute(f"UPDATE outbox SET state=?, last_error=?, delivered_at=? WHERE id IN "
+                           f"({','.join('?' * len(ids))})", (DROPPED, reason, time.time(), *ids))
+        return ids
+
+    def outbox_items(self, job_id: int) -> list[OutboxItem]:
+        return [_item(r) for r in self._query("SELECT * FROM outbox WHERE job_id=? ORDER BY id",
+                                              (job_id,))]
+
+    def pending_count(self, job_id: int | None = None) -> int:
+        if job_id is None:
+            rows = self._query("SELECT COUNT(*) AS n FROM outbox WHERE state=?", (PENDING,))
+        else:
+            rows = self._query("SELECT COUNT(*) AS n FROM outbox WHERE state=? AND job_id=?",
+                               (PENDING, job_id))
+        return int(rows[0]["n"])
+
+
+_JOB_SELECT = (
+    "SELECT j.*, (SELECT COUNT(*) FROM outbox o WHERE o.job_id=j.id AND o.state='pending') "
+    "AS owed FROM jobs j")
+
+
+def _snapshot(row: sqlite3.Row) -> JobSnapshot:
+    return JobSnapshot(
+        job_id=row["id"], source=row["source"], ticket_id=row["ticket_id"],
+        service_hash=row["service_hash"], service_name=row["service_name"],
+        state=JobState(row["state"]), progress=row["progress"], instance=row["instance"],
+        reason=row["reason"], workdir=row["workdir"], exit_code=row["exit_code"],
+        claimed_at=row["claimed_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], updated_at=row["updated_at"],
+        inputs_ready=bool(row["inputs_ready"]), attempt=int(row["attempt"]),
+        owed=int(row["owed"]))
+
+
+def _item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(id=row["id"], job_id=row["job_id"], kind=row["kind"],
+                      payload=json.loads(row["payload"]), state=row["state"],
+                      attempts=row["attempts"], last_error=row["last_error"],
+                      created_at=row["created_at"], delivered_at=row["delivered_at"])

@@ -1,0 +1,243 @@
+"""The outbox: every server-bound call for a ticket, queued in the journal and delivered in
+order, with back-off while the server is unreachable.
+
+One job's calls go out strictly in order (the final status after everything queued before
+it); different jobs are delivered in parallel so one slow upload does not hold back another
+ticket's progress. Consecutive progress updates collapse into the latest. A restart resumes
+delivery from the journal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dss_console.engine import journal as jr
+from dss_console.engine.events import CallDelivered, CallQueued, ConnectionChanged, EventBus
+from dss_console.engine.journal import Journal, OutboxItem
+from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, TRANSIENT, JobSource
+
+ONLINE, OFFLINE, LOGGED_OUT_STATE = "online", "offline", "logged_out"
+INTERNAL_ERROR_LIMIT = 5  # a call the server keeps answering 500 to is given up after this
+
+
+class Outbox:
+    def __init__(self, journal: Journal, source: JobSource, events: EventBus, *,
+                 workers: int = 3, base_backoff: float = 1.0, max_backoff: float = 30.0,
+                 logged_out_retry: float = 30.0,
+                 on_gone: Callable[[int, str], None] | None = None,
+                 on_refused: Callable[[int, OutboxItem, str], None] | None = None):
+        self.journal = journal
+        self.source = source
+        self.events = events
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
+        self.logged_out_retry = logged_out_retry
+        self.on_gone = on_gone
+        self.on_refused = on_refused
+        self._cond = threading.Condition()
+        self._busy: set[int] = set()
+        self._not_before: dict[int, float] = {}
+        self._paused_until = 0.0
+        self._stopping = False
+        self._connection = ONLINE
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox")
+        self._thread = threading.Thread(target=self._loop, name="outbox", daemon=True)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def connection(self) -> str:
+        return self._connection
+
+    # -- queueing ---------------------------------------------------------------------------
+    def put(self, job_id: int, ticket_id: int, kind: str, **payload: Any) -> OutboxItem:
+        payload["ticket"] = ticket_id
+        item = self.journal.enqueue(job_id, kind, payload)
+        self.events.publish(CallQueued(job_id=job_id, item_id=item.id, kind=kind,
+                                       summary=item.summary))
+        self.wake()
+        return item
+
+    def announce(self, items: list[OutboxItem]) -> None:
+        """Publish and start delivering calls queued directly through the journal."""
+        for item in items:
+            self.events.publish(CallQueued(job_id=item.job_id, item_id=item.id, kind=item.kind,
+                                           summary=item.summary))
+        self.wake()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        """Retry at once (after a new login, or when the operator asks)."""
+        with self._cond:
+            self._paused_until = 0.0
+            self._not_before.clear()
+            self._cond.notify_all()
+
+    def wait_job(self, job_id: int, timeout: float | None = None) -> bool:
+        """Wait until nothing is pending for `job_id`; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self.journal.pending_count(job_id):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(timeout=0.5 if remaining is None else min(remaining, 0.5))
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until nothing is pending for any job; False on timeout."""
+        deadline = time.monotonic() + timeout
+        self.resume()
+        with self._cond:
+            while self.journal.pending_count():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(timeout=min(remaining, 0.5))
+        return True
+
+    # -- delivery ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                wait = 1.0
+                if now < self._paused_until:
+                    wait = self._paused_until - now
+                else:
+                    for job_id in self.journal.jobs_with_pending():
+                        if job_id in self._busy:
+                            continue
+                        not_before = self._not_before.get(job_id, 0.0)
+                        if not_before > now:
+                            wait = min(wait, not_before - now)
+                            continue
+                        self._busy.add(job_id)
+                        self._pool.submit(self._drain_job, job_id)
+                self._cond.wait(timeout=max(0.05, wait))
+
+    def _drain_job(self, job_id: int) -> None:
+        try:
+            while not self._stopping and time.monotonic() >= self._paused_until:
+                item = self.journal.next_pending(job_id)
+                if item is None:
+                    break
+                if item.kind == "progress":
+                    item, superseded = self.journal.supersede_progress(item)
+                    for old in superseded:
+                        self.events.publish(CallDelivered(
+                            job_id=job_id, item_id=old, kind="progress",
+                            summary="progress (replaced by a newer value)",
+                            state=jr.SUPERSEDED))
+                if not self._deliver(item):
+                    break
+        finally:
+            with self._cond:
+                self._busy.discard(job_id)
+                self._cond.notify_all()
+
+    def _deliver(self, item: OutboxItem) -> bool:
+        """Send one call. True: go on with the job's next call; False: stop for now."""
+        try:
+            note = self._send(item)
+        except Exception as exc:  # classified below; nothing may escape a delivery thread
+            return self._handle_failure(item, exc)
+        state = jr.SKIPPED if note else jr.DELIVERED
+        self.journal.mark_item(item.id, state, note)
+        self._not_before.pop(item.job_id, None)
+        self._set_connection(ONLINE)
+        self.events.publish(CallDelivered(job_id=item.job_id, item_id=item.id, kind=item.kind,
+                                          summary=item.summary, state=state, error=note))
+        with self._cond:
+            self._cond.notify_all()
+        return True
+
+    def _send(self, item: OutboxItem) -> str | None:
+        """Perform the call; a returned text means it was deliberately skipped (why)."""
+        p = item.payload
+        ticket = int(p["ticket"])
+        src = self.source
+        if item.kind == "progress":
+            src.send_progress(ticket, float(p["value"]))
+        elif item.kind == "log":
+            src.send_log(ticket, p["level"], p["message"])
+        elif item.kind == "attach":
+            src.send_attachment(ticket, p["description"], Path(p["path"]), p.get("mime_type"))
+        elif item.kind == "upload":
+            src.send_result_file(ticket, Path(p["path"]), p["name"])
+        elif item.kind == "status":
+            if p["status"] == "failed":
+                # Never fail a ticket that is already finished (the command may have
+                # failed it itself, or the user deleted it).
+                current = src.remote_status(ticket)
+                if current in ("failed", "success", "deleted"):
+                    return f"not sent: the ticket is already {current}"
+            src.set_finished(ticket, p["status"] == "success")
+        else:
+            raise ValueError(f"unknown outbox call {item.kind!r}")
+        return None
+
+    def _handle_failure(self, item: OutboxItem, exc: BaseException) -> bool:
+        kind = self.source.classify(exc)
+        message = str(exc)
+        if kind == TRANSIENT:
+            attempts = self.journal.record_attempt(item.id, message)
+            if getattr(exc, "status", None) == 500 and attempts >= INTERNAL_ERROR_LIMIT:
+                kind = REFUSED  # the server fails this exact call every time
+            else:
+                delay = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 10))
+                self._not_before[item.job_id] = time.monotonic() + delay
+                if getattr(exc, "status", None) is None:
+                    self._set_connection(OFFLINE, message)
+                return False
+        if kind == LOGGED_OUT:
+            self.journal.record_attempt(item.id, message)
+            with self._cond:
+                self._paused_until = time.monotonic() + self.logged_out_retry
+            self._set_connection(LOGGED_OUT_STATE, message)
+            return False
+        if kind == GONE:
+            dropped = self.journal.drop_pending(item.job_id, message)
+            for item_id in dropped:
+                self.events.publish(CallDelivered(job_id=item.job_id, item_id=item_id,
+                                                  kind="call", summary="dropped",
+                                                  state=jr.DROPPED, error=message))
+            if self.on_gone:
+                self.on_gone(item.job_id, message)
+            with self._cond:
+                self._cond.notify_all()
+            return False
+        # REFUSED: this call will never work; record it and go on with the next one.
+        self.journal.mark_item(item.id, jr.FAILED, message)
+        self.events.publish(CallDelivered(job_id=item.job_id, item_id=item.id, kind=item.kind,
+                                          summary=item.summary, state=jr.FAILED, error=message))
+        if self.on_refused:
+            self.on_refused(item.job_id, item, message)
+        with self._cond:
+            self._cond.notify_all()
+        return True
+
+    def _set_connection(self, state: str, detail: str = "") -> None:
+        if state != self._connection:
+            self._connection = state
+            self.events.publish(ConnectionChanged(state=state, detail=detail))

@@ -1,0 +1,608 @@
+"""The settings file: a TOML file shared by the console and the headless worker.
+
+Where: ``settings.toml`` in the platform config dir (``paths.config_dir()``), unless
+``--config FILE`` or the environment variable ``DSS_CONSOLE_CONFIG`` names another file.
+A missing file means all defaults. Every key is optional::
+
+    server = "https://dss.itksnap.org"   # default server of the worker; last used in the GUI
+    servers = ["https://dss.itksnap.org", "http://127.0.0.1:8080"]  # known servers (GUI list)
+    provider = "mylab"                    # provider name sent with claims
+    instance = "node1"                    # instance code; default: this host's name
+    workroot = "/data/dss-work"           # default: <user data dir>/work; relative paths are
+                                          # taken from this file's directory, ~ is expanded
+    poll_interval = 5.0                   # seconds between polls for new tickets (> 0)
+    concurrency = 2                       # max jobs running at once (>= 1; default 1)
+    retention_days = 7                    # finished jobs' work dirs older than this are
+                                          # deleted (0 = keep forever)
+    interrupted = "rerun"                 # a job found mid-run after a crash: "rerun" | "fail"
+    ca_bundle = "/etc/ssl/my-ca.pem"      # extra CA bundle for TLS verification
+    notify = false                        # desktop notification on success/failure (GUI)
+
+    [services."ASHS-PMC-T1"]              # key: a service name (exact) or its 40-hex hash
+    command = "bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}"
+    timeout = "6h"                        # seconds, or "6h", "90m", "45s", "1h30m", "2d"
+    max_jobs = 1                          # at most this many jobs of this service at once
+    cwd = "/opt/ashs"                     # working directory of the command
+    auto = true                           # take part in auto mode (default true)
+
+    [services."ASHS-PMC-T1".env]          # extra environment variables (string values)
+    ASHS_ROOT = "/opt/ashs"
+
+Command templates are split with shlex into words (no shell) and may use the placeholders
+``{ticket} {service} {service_hash} {workdir} {inputs} {workspace} {result}``; ``{{`` and
+``}}`` are literal braces. Service names with dots or spaces must be quoted in table headers
+(``[services."My.Service v2"]``), otherwise TOML reads them as nested tables.
+
+Loading is strict: an unknown key (a typo), a wrong type or a bad value raises
+:class:`SettingsError` naming the file, the key and the problem, so a mistake never turns
+silently into a default. :func:`save_settings` rewrites the whole file (comments are not
+kept) and leaves out values equal to their defaults, so host-dependent defaults (instance,
+work root) are not frozen into a file that several hosts may share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import math
+import os
+import re
+import shlex
+import socket
+import string
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from dss_console import paths
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "CONFIG_ENV",
+    "PLACEHOLDERS",
+    "SETTINGS_FILE_NAME",
+    "ServiceCommand",
+    "Settings",
+    "SettingsError",
+    "default_instance",
+    "default_workroot",
+    "load_settings",
+    "parse_duration",
+    "save_settings",
+    "settings_path",
+    "settings_to_toml",
+    "validate_command_template",
+]
+
+SETTINGS_FILE_NAME = "settings.toml"
+CONFIG_ENV = "DSS_CONSOLE_CONFIG"
+PLACEHOLDERS = ("ticket", "service", "service_hash", "workdir", "inputs", "workspace", "result")
+INTERRUPTED_CHOICES = ("rerun", "fail")
+
+_HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION_RE = re.compile(
+    r"(?:(?P<d>\d+(?:\.\d+)?)\s*d)?\s*(?:(?P<h>\d+(?:\.\d+)?)\s*h)?\s*"
+    r"(?:(?P<m>\d+(?:\.\d+)?)\s*m)?\s*(?:(?P<s>\d+(?:\.\d+)?)\s*s)?",
+    re.IGNORECASE,
+)
+
+
+class SettingsError(ValueError):
+    """The settings file (or a settings value) is unusable; the message says where and why.
+
+    A ValueError, so ``parse_duration`` can serve directly as an argparse ``type=``.
+    """
+
+
+def default_instance() -> str:
+    return socket.gethostname() or "localhost"
+
+
+def default_workroot() -> Path:
+    # Not paths.data_dir(): that creates the directory, and merely loading settings (or
+    # building a Settings in a test) must not touch the user's home. The runner creates
+    # the work root, 0700, when it first needs it.
+    return platformdirs.user_data_path(paths.APP_NAME, appauthor=False) / "work"
+
+
+def _is_hash(key: str) -> bool:
+    return _HASH_RE.fullmatch(key) is not None
+
+
+@dataclass
+class ServiceCommand:
+    """How to run one service's tickets."""
+
+    key: str  # service name or 40-hex service hash, as written in the file
+    command: str
+    timeout: float | None = None  # seconds
+    max_jobs: int | None = None
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    auto: bool = True
+
+    def matches(self, name: str, githash: str) -> bool:
+        """True when the key is this service's hash or its exact name."""
+        # Hashes are hex; a key pasted in upper case still means the same service.
+        if _is_hash(self.key) and self.key.lower() == githash.lower():
+            return True
+        return self.key == name
+
+
+@dataclass
+class Settings:
+    """Everything the settings file can hold; see the module docstring for the meaning."""
+
+    server: str | None = None
+    servers: list[str] = field(default_factory=list)
+    provider: str | None = None
+    instance: str = field(default_factory=default_instance)
+    workroot: Path = field(default_factory=default_workroot)
+    poll_interval: float = 5.0
+    concurrency: int = 1
+    retention_days: float = 7
+    interrupted: str = "rerun"
+    ca_bundle: str | None = None
+    notify: bool = False
+    services: dict[str, ServiceCommand] = field(default_factory=dict)
+    # Keys whose command came from --command: they win over the file's entries in
+    # command_for, so `--command Name=...` is not shadowed by a hash key in the file.
+    # An init field (not init=False), so dataclasses.replace() carries it along.
+    _overridden: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+
+    def command_for(self, name: str, githash: str) -> ServiceCommand | None:
+        """The command for a service: an override first, then a hash key, then a name key."""
+        matching = [sc for sc in self.services.values() if sc.matches(name, githash)]
+        if not matching:
+            return None
+
+        def rank(sc: ServiceCommand) -> tuple[int, int]:
+            by_hash = _is_hash(sc.key) and sc.key.lower() == githash.lower()
+            return (0 if sc.key in self._overridden else 1, 0 if by_hash else 1)
+
+        return min(matching, key=rank)
+
+    def with_command_overrides(self, overrides: Sequence[str]) -> Settings:
+        """A copy with ``SERVICE=TEMPLATE`` overrides (from ``--command``) applied.
+
+        The command text of key SERVICE is replaced, keeping its other options, or a new
+        entry is added. SERVICE is a key as in the file: a service name or hash.
+        """
+        result = copy.deepcopy(self)
+        overridden = set(self._overridden)
+        for item in overrides:
+            key, sep, template = item.partition("=")
+            key = key.strip()
+            if not sep or not key or not template.strip():
+                raise SettingsError(
+                    f"--command {item!r}: expected SERVICE=TEMPLATE, e.g. "
+                    "'MyService=bash run.sh {workspace} {result}'"
+                )
+            try:
+                validate_command_template(template)
+            except SettingsError as exc:
+                raise SettingsError(f"--command {key!r}: {exc}") from None
+            existing = result.services.get(key)
+            if existing is not None:
+                existing.command = template
+            else:
+                result.services[key] = ServiceCommand(key=key, command=template)
+            overridden.add(key)
+        result._overridden = frozenset(overridden)
+        return result
+
+
+# -- command templates ---------------------------------------------------------------
+
+
+def validate_command_template(template: str) -> None:
+    """Check that a command template splits into words and uses only known placeholders.
+
+    Only validation: the runner expands templates itself. This runs at load time so a typo
+    in the settings file is reported before the first ticket is claimed, not after.
+    """
+    if not isinstance(template, str):
+        raise SettingsError(f"the command must be a string, not {_type_name(template)}")
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise SettingsError(f"cannot split the command into words: {exc}") from None
+    if not words:
+        raise SettingsError("the command is empty")
+    formatter = string.Formatter()
+    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    for word in words:
+        try:
+            parts = list(formatter.parse(word))
+        except ValueError as exc:
+            raise SettingsError(
+                f"bad braces in {word!r} ({exc}); write {{{{ and }}}} for literal braces"
+            ) from None
+        for _literal, name, spec, conversion in parts:
+            if name is None:
+                continue
+            if name not in PLACEHOLDERS:
+                shown = "{" + name + "}"
+                close = difflib.get_close_matches(name, PLACEHOLDERS, n=1)
+                hint = f"; did you mean {{{close[0]}}}?" if close else ""
+                context = "" if word == shown else f" in {word!r}"
+                raise SettingsError(
+                    f"unknown placeholder {shown}{context}{hint} (known: {known}; "
+                    "write {{ and }} for literal braces)"
+                )
+            if spec or conversion:
+                raise SettingsError(
+                    f"placeholder {{{name}}} in {word!r} takes no format spec or conversion"
+                )
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from a number or a string like ``"3600"``, ``"6h"``, ``"90m"``, ``"1h30m"``."""
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise SettingsError(f"{text!r} is not a duration (use seconds or e.g. 6h, 90m)")
+    if isinstance(text, str):
+        stripped = text.strip()
+        try:
+            value = float(stripped)
+        except ValueError:
+            match = _DURATION_RE.fullmatch(stripped)
+            if not stripped or match is None or not any(match.groupdict().values()):
+                raise SettingsError(
+                    f"{text!r} is not a duration (use seconds or e.g. 6h, 90m)"
+                ) from None
+            value = sum(
+                float(amount) * _DURATION_UNITS[unit]
+                for unit, amount in match.groupdict().items()
+                if amount
+            )
+    else:
+        value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"{text!r} is not a duration (use seconds or e.g. 6h, 90m)")
+    return value
+
+
+# -- locating, loading ---------------------------------------------------------------
+
+
+def settings_path(explicit: str | Path | None = None) -> Path:
+    """The settings file: ``explicit`` (--config), else $DSS_CONSOLE_CONFIG, else default."""
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    from_env = os.environ.get(CONFIG_ENV, "")
+    if from_env:
+        return Path(from_env).expanduser()
+    return paths.config_dir() / SETTINGS_FILE_NAME
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and check the settings file; a missing file gives the defaults."""
+    path = settings_path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Settings()
+    except IsADirectoryError:
+        raise SettingsError(f"{path}: is a directory, not a settings file") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return _parse(raw, path)
+
+
+def _parse(raw: bytes, path: Path) -> Settings:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The decoder's message ends with "(at line L, column C)".
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    return _from_dict(data, path)
+
+
+def _type_name(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _key_part(key: str, *, quote: bool = False) -> str:
+    return key if not quote and _BARE_KEY_RE.fullmatch(key) else _toml_string(key)
+
+
+class _Checker:
+    """Typed getters that name the file and the dotted key in every error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, where: str, message: str) -> SettingsError:
+        return SettingsError(
+            f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}"
+        )
+
+    def unknown(self, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+        extra = [k for k in table if k not in allowed]
+        if not extra:
+            return
+        described = []
+        for key in extra:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        noun = "unknown key" if len(extra) == 1 else "unknown keys"
+        message = f"{noun} {', '.join(described)}; known keys: {', '.join(allowed)}"
+        raise self.error(where, message)
+
+    def string(self, value: Any, where: str, *, empty: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.error(where, f"must be a string, not {_type_name(value)}")
+        if not empty and not value.strip():
+            raise self.error(where, "must not be empty")
+        if "\x00" in value:
+            raise self.error(where, "must not contain NUL characters")
+        return value
+
+    def url(self, value: Any, where: str) -> str:
+        text = self.string(value, where)
+        if not re.match(r"https?://[^\s/]+", text):
+            raise self.error(where, f"{text!r} is not an http:// or https:// URL")
+        return text
+
+    def boolean(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(where, f"must be true or false, not {_type_name(value)}")
+        return value
+
+    def integer(self, value: Any, where: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(where, f"must be an integer, not {_type_name(value)}")
+        if value < minimum:
+            raise self.error(where, f"must be at least {minimum}, not {value}")
+        return value
+
+    def number(self, value: Any, where: str, *, positive: bool) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(where, f"must be a number, not {_type_name(value)}")
+        number = float(value)
+        if not math.isfinite(number) or number < 0 or (positive and number == 0):
+            bound = "greater than 0" if positive else "0 or more"
+            raise self.error(where, f"must be a number {bound}, not {value}")
+        return number
+
+    def duration(self, value: Any, where: str) -> float:
+        try:
+            seconds = parse_duration(value)
+        except SettingsError as exc:
+            raise self.error(where, str(exc)) from None
+        if seconds <= 0:
+            raise self.error(where, f"must be longer than 0 seconds, not {value!r}")
+        return seconds
+
+    def table(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(where, f"must be a table, not {_type_name(value)}")
+        return value
+
+
+_TOP_KEYS = tuple(f.name for f in fields(Settings) if not f.name.startswith("_"))
+_SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto")
+
+
+def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
+    check = _Checker(path)
+    check.unknown(data, _TOP_KEYS, "")
+    settings = Settings()
+    if "server" in data:
+        settings.server = check.url(data["server"], "server")
+    if "servers" in data:
+        servers = data["servers"]
+        if not isinstance(servers, list):
+            raise check.error("servers", f"must be an array of URLs, not {_type_name(servers)}")
+        settings.servers = [check.url(s, f"servers[{i}]") for i, s in enumerate(servers)]
+    if "provider" in data:
+        settings.provider = check.string(data["provider"], "provider")
+    if "instance" in data:
+        settings.instance = check.string(data["instance"], "instance")
+    if "workroot" in data:
+        root = Path(check.string(data["workroot"], "workroot")).expanduser()
+        # From the file's directory, not the process's: the worker may start anywhere.
+        settings.workroot = root if root.is_absolute() else path.parent.absolute() / root
+    if "poll_interval" in data:
+        settings.poll_interval = check.duration(data["poll_interval"], "poll_interval")
+    if "concurrency" in data:
+        settings.concurrency = check.integer(data["concurrency"], "concurrency", 1)
+    if "retention_days" in data:
+        settings.retention_days = check.number(
+            data["retention_days"], "retention_days", positive=False
+        )
+    if "interrupted" in data:
+        value = check.string(data["interrupted"], "interrupted")
+        if value not in INTERRUPTED_CHOICES:
+            raise check.error("interrupted", f'must be "rerun" or "fail", not {value!r}')
+        settings.interrupted = value
+    if "ca_bundle" in data:
+        settings.ca_bundle = str(Path(check.string(data["ca_bundle"], "ca_bundle")).expanduser())
+    if "notify" in data:
+        settings.notify = check.boolean(data["notify"], "notify")
+    if "services" in data:
+        for key, table in check.table(data["services"], "services").items():
+            settings.services[key] = _service_from_dict(check, key, table)
+    return settings
+
+
+def _service_from_dict(check: _Checker, key: str, table: Any) -> ServiceCommand:
+    where = f"services.{_key_part(key, quote=True)}"
+    if not key.strip():
+        raise check.error(where, "the service key must not be empty")
+    table = check.table(table, where)
+    nested = [k for k, v in table.items() if k not in _SERVICE_KEYS and isinstance(v, dict)]
+    if nested and "command" not in table:
+        # [services.My.Service] without quotes nests tables; say so rather than "unknown key".
+        dotted = f"{key}.{nested[0]}"
+        raise check.error(
+            where,
+            f"no command, but a sub-table {nested[0]!r}: a service name with dots or spaces "
+            f"must be quoted, e.g. [services.{_toml_string(dotted)}]",
+        )
+    check.unknown(table, _SERVICE_KEYS, where)
+    if "command" not in table:
+        raise check.error(where, "missing 'command' (the command template to run)")
+    command = check.string(table["command"], f"{where}.command")
+    try:
+        validate_command_template(command)
+    except SettingsError as exc:
+        raise check.error(f"{where}.command", str(exc)) from None
+    service = ServiceCommand(key=key, command=command)
+    if "timeout" in table:
+        service.timeout = check.duration(table["timeout"], f"{where}.timeout")
+    if "max_jobs" in table:
+        service.max_jobs = check.integer(table["max_jobs"], f"{where}.max_jobs", 1)
+    if "cwd" in table:
+        service.cwd = check.string(table["cwd"], f"{where}.cwd")
+    if "auto" in table:
+        service.auto = check.boolean(table["auto"], f"{where}.auto")
+    if "env" in table:
+        env = check.table(table["env"], f"{where}.env")
+        for name, value in env.items():
+            env_where = f"{where}.env.{_key_part(name)}"
+            if not name or "=" in name or "\x00" in name:
+                raise check.error(env_where, "is not a valid environment variable name")
+            if not isinstance(value, str):
+                raise check.error(
+                    env_where,
+                    f'must be a string, not {_type_name(value)} (quote it: {name} = "...")',
+                )
+            service.env[name] = check.string(value, env_where, empty=True)
+    return service
+
+
+# -- saving --------------------------------------------------------------------------
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: escapes for quote, backslash and control characters."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:
+            # TOML (and UTF-8) cannot carry lone surrogates, e.g. from undecodable file names.
+            raise SettingsError(f"{text!r} contains a character TOML cannot store")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))  # "7", not "7.0": the file is for people too
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        return _toml_string(str(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise SettingsError(f"cannot write {_type_name(value)} {value!r} to the settings file")
+
+
+def settings_to_toml(settings: Settings) -> str:
+    """The TOML text of ``settings``; values equal to their defaults are left out."""
+    defaults = Settings()
+    lines: list[str] = []
+    for name in _TOP_KEYS:
+        if name == "services":
+            continue
+        value = getattr(settings, name)
+        if value is None or value == getattr(defaults, name):
+            continue
+        lines.append(f"{name} = {_toml_value(value)}")
+    for key, service in settings.services.items():
+        if service.key != key:
+            raise SettingsError(f"services: the entry under {key!r} has key {service.key!r}")
+        header = f"services.{_key_part(key, quote=True)}"
+        if lines:
+            lines.append("")
+        lines.append(f"[{header}]")
+        lines.append(f"command = {_toml_value(service.command)}")
+        for name in ("timeout", "max_jobs", "cwd"):
+            value = getattr(service, name)
+            if value is not None:
+                lines.append(f"{name} = {_toml_value(value)}")
+        if not service.auto:
+            lines.append("auto = false")
+        if service.env:
+            lines.append("")
+            lines.append(f"[{header}.env]")
+            for env_name, env_value in service.env.items():
+                lines.append(f"{_key_part(env_name)} = {_toml_value(env_value)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> Path:
+    """Write ``settings`` atomically (temp file + rename), mode 0600; returns the path.
+
+    The text is checked by loading it back before anything is written, so a file this
+    function writes always loads.
+    """
+    path = settings_path(path)
+    text = settings_to_toml(settings)
+    _parse(text.encode("utf-8"), path)
+    directory = path.parent
+    try:
+        # A new config dir is private; an existing one (maybe named by --config) is left alone.
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # mkstemp creates the file 0600 from the start: no moment with wider permissions.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise SettingsError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,142 @@
+"""The seam between the engine and where jobs come from.
+
+The engine calls a `JobSource` (claim, fetch inputs, report, upload, finish, status) and sees
+its failures only as four kinds: transient (retry later), logged out (pause until the
+operator logs in again), ticket gone (stop working on it), refused (this call will never
+work). DSS is the only source today; the DSS specifics live in `DssSource` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dss_console.dss import (
+    BadReplyError,
+    ClaimOutcomeUnknownError,
+    DssClient,
+    DssError,
+    LogLevel,
+    NotLoggedInError,
+    ServerError,
+    ServerUnreachableError,
+    TicketDeletedError,
+    TicketNotClaimedError,
+    TicketNotFoundError,
+    TicketStatus,
+    TransferError,
+    UnsafeFileNameError,
+)
+
+TRANSIENT = "transient"
+LOGGED_OUT = "logged_out"
+GONE = "gone"
+REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class SourceService:
+    name: str
+    service_hash: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimedWork:
+    ticket_id: int
+    service_hash: str
+
+
+class JobSource(Protocol):
+    key: str  # stable identity of the source in the journal (the server URL)
+
+    def services(self) -> list[SourceService]: ...
+    def available(self, service_hashes: Sequence[str]) -> dict[str, int]: ...
+    def claim(self, service_hashes: Sequence[str], provider: str,
+              instance: str) -> ClaimedWork | None: ...
+    def fetch_inputs(self, ticket_id: int, dest: Path,
+                     progress: Callable[[int, int | None], None] | None = None) -> list[Path]: ...
+    def remote_status(self, ticket_id: int) -> str: ...
+    def send_progress(self, ticket_id: int, value: float) -> None: ...
+    def send_log(self, ticket_id: int, level: str, message: str) -> None: ...
+    def send_attachment(self, ticket_id: int, description: str, path: Path,
+                        mime_type: str | None) -> None: ...
+    def send_result_file(self, ticket_id: int, path: Path, name: str) -> None: ...
+    def set_finished(self, ticket_id: int, success: bool) -> None: ...
+    def classify(self, error: BaseException) -> str: ...
+
+
+class DssSource:
+    """A DSS server, through the provider client."""
+
+    def __init__(self, client: DssClient):
+        self.client = client
+        self.key = client.server
+
+    def services(self) -> list[SourceService]:
+        seen: dict[str, SourceService] = {}
+        for s in self.client.services.list():
+            seen.setdefault(s.githash, SourceService(s.name, s.githash, s.version))
+        return list(seen.values())
+
+    def available(self, service_hashes: Sequence[str]) -> dict[str, int]:
+        if not service_hashes:
+            return {}
+        return {a.githash: a.ready_count for a in self.client.services.available(service_hashes)}
+
+    def claim(self, service_hashes: Sequence[str], provider: str,
+              instance: str) -> ClaimedWork | None:
+        claimed = self.client.services.claim(list(service_hashes), provider, instance)
+        if claimed is None:
+            return None
+        return ClaimedWork(claimed.ticket_id, claimed.service_hash)
+
+    def fetch_inputs(self, ticket_id: int, dest: Path,
+                     progress: Callable[[int, int | None], None] | None = None) -> list[Path]:
+        return self.client.tickets.download_inputs(ticket_id, dest, progress=progress)
+
+    def remote_status(self, ticket_id: int) -> str:
+        status = self.client.tickets.status(ticket_id)
+        return status.value if status is not TicketStatus.UNKNOWN else "unknown"
+
+    def send_progress(self, ticket_id: int, value: float) -> None:
+        # Always the whole ticket as one chunk: the server answers 500 when a chunk start
+        # comes back with a different end, so local chunks are summed before sending.
+        self.client.tickets.set_progress(ticket_id, value, 0.0, 1.0)
+
+    def send_log(self, ticket_id: int, level: str, message: str) -> None:
+        self.client.tickets.log(ticket_id, LogLevel(level), message)
+
+    def send_attachment(self, ticket_id: int, description: str, path: Path,
+                        mime_type: str | None) -> None:
+        self.client.tickets.attach(ticket_id, description, path, mime_type)
+
+    def send_result_file(self, ticket_id: int, path: Path, name: str) -> None:
+        self.client.tickets.upload_file(ticket_id, path, name=name)
+
+    def set_finished(self, ticket_id: int, success: bool) -> None:
+        self.client.tickets.set_status(ticket_id,
+                                       TicketStatus.SUCCESS if success else TicketStatus.FAILED)
+
+    def classify(self, error: BaseException) -> str:
+        return classify_dss_error(error)
+
+
+def classify_dss_error(error: BaseException) -> str:
+    if isinstance(error, NotLoggedInError):
+        return LOGGED_OUT
+    if isinstance(error, TicketDeletedError | TicketNotClaimedError | TicketNotFoundError):
+        return GONE
+    if isinstance(error, ClaimOutcomeUnknownError):
+        return TRANSIENT
+    if isinstance(error, ServerUnreachableError):
+        return TRANSIENT
+    if isinstance(error, ServerError) and (error.status or 0) >= 500:
+        return TRANSIENT
+    if isinstance(error, BadReplyError):
+        return TRANSIENT  # a proxy's error page; the next attempt may pass
+    if isinstance(error, TransferError | UnsafeFileNameError | DssError | OSError):
+        return REFUSED
+    return REFUSED

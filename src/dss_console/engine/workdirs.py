@@ -1,0 +1,124 @@
+"""Where a job's files live, and the housekeeping around them.
+
+    <workroot>/<server-slug>/ticket_%08d/      (0700)  {workdir}
+        input/                                         {inputs}: the ticket's files
+        input/ticket_%08d.itksnap                      {workspace}
+        result.itksnap                                 {result}: the command writes it
+        .dss/                                          the engine's own files (logs, hook,
+                                                       events, attachments, export)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENGINE_DIR = ".dss"
+
+
+def server_slug(server: str) -> str:
+    """A folder name for a server URL: `https://dss.itksnap.org` -> `dss.itksnap.org`."""
+    parts = urlsplit(server)
+    text = (parts.hostname or "server") + (f"_{parts.port}" if parts.port else "")
+    if parts.path.strip("/"):
+        text += "_" + parts.path.strip("/")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def ticket_workdir(workroot: Path, server: str, ticket_id: int) -> Path:
+    return Path(workroot) / server_slug(server) / f"ticket_{ticket_id:08d}"
+
+
+def make_private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "posix":
+        os.chmod(path, 0o700)
+    return path
+
+
+def clean_workdir(workdir: Path) -> None:
+    """Empty a work dir for a fresh run, keeping the engine's own files (logs of earlier runs)."""
+    if not workdir.exists():
+        return
+    for entry in workdir.iterdir():
+        if entry.name == ENGINE_DIR:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def find_input_workspace(input_dir: Path, ticket_id: int) -> Path | None:
+    expected = input_dir / f"ticket_{ticket_id:08d}.itksnap"
+    if expected.is_file():
+        return expected
+    candidates = sorted(input_dir.glob("*.itksnap"))
+    return candidates[0] if candidates else None
+
+
+def remove_old_workdirs(root: Path, days: float, keep: set[Path]) -> list[Path]:
+    """Delete ticket work dirs untouched for `days` (retention), except those in `keep`."""
+    if days <= 0 or not root.exists():
+        return []
+    cutoff = time.time() - days * 86400
+    removed = []
+    for server_dir in root.iterdir():
+        if not server_dir.is_dir():
+            continue
+        for workdir in server_dir.glob("ticket_*"):
+            if workdir in keep or not workdir.is_dir():
+                continue
+            try:
+                newest = max((p.stat().st_mtime for p in workdir.rglob("*")),
+                             default=workdir.stat().st_mtime)
+            except OSError:
+                continue
+            if newest < cutoff:
+                shutil.rmtree(workdir, ignore_errors=True)
+                removed.append(workdir)
+    return removed
+
+
+def process_identity(pid: int) -> str | None:
+    """Start time of a process (Linux), so a recorded pid is not mistaken for a reused one."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[19]  # starttime, field 22 of stat
+    except (OSError, IndexError):
+        return None
+
+
+def kill_orphaned_group(pgid: int | None, pid: int | None, identity: str | None,
+                        grace: float = 5.0) -> bool:
+    """After a crash, stop a command group the previous run left behind. True if it did."""
+    if not pgid or os.name != "posix":
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if pid and identity is not None:
+        current = process_identity(pid)
+        if current is not None and current != identity:
+            return False  # that pid now belongs to an unrelated process
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)  # polling a process group's existence has no event to wait on
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    return True

@@ -1,0 +1,523 @@
+"""The settings file: defaults, strict loading, the TOML writer, overrides, precedence."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from dss_console import paths
+from dss_console.engine.settings import (
+    CONFIG_ENV,
+    ServiceCommand,
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_duration,
+    save_settings,
+    settings_path,
+    settings_to_toml,
+    validate_command_template,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+HASH = "b7d9605c5d84f78449fd338d1b17e286adb7ea9e"
+ASHS = "bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}"
+
+# The example the README shows: every key the schema has.
+FULL_EXAMPLE = f"""\
+server = "https://dss.itksnap.org"
+servers = ["https://dss.itksnap.org", "http://127.0.0.1:8080"]
+provider = "mylab"
+instance = "node1"
+workroot = "/data/dss-work"
+poll_interval = 5.0
+concurrency = 2
+retention_days = 7
+interrupted = "rerun"
+ca_bundle = "/etc/ssl/my-ca.pem"
+notify = false
+
+[services."ASHS-PMC-T1"]
+command = "{ASHS}"
+timeout = "6h"
+max_jobs = 1
+cwd = "/opt/ashs"
+auto = true
+
+[services."ASHS-PMC-T1".env]
+ASHS_ROOT = "/opt/ashs"
+
+[services.{HASH}]
+command = "python -m demo {{workspace}} {{result}}"
+auto = false
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's own DSS_CONSOLE_CONFIG must not leak into these tests.
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "settings.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message  # always names the file
+    return message[len(f"{path}: ") :]
+
+
+# -- defaults and the full example -----------------------------------------------------
+
+
+def test_missing_file_gives_defaults(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "nope" / "settings.toml")
+    assert settings == Settings()
+    assert settings.server is None and settings.servers == [] and settings.provider is None
+    assert settings.instance == socket.gethostname()
+    assert settings.workroot.name == "work"
+    assert settings.poll_interval == 5.0
+    assert settings.concurrency == 1
+    assert settings.retention_days == 7
+    assert settings.interrupted == "rerun"
+    assert settings.ca_bundle is None and settings.notify is False
+    assert settings.services == {}
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "")) == Settings()
+
+
+def test_full_example_loads(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, FULL_EXAMPLE))
+    assert settings.server == "https://dss.itksnap.org"
+    assert settings.servers == ["https://dss.itksnap.org", "http://127.0.0.1:8080"]
+    assert settings.provider == "mylab"
+    assert settings.instance == "node1"
+    assert settings.workroot == Path("/data/dss-work")
+    assert settings.concurrency == 2
+    assert settings.ca_bundle == "/etc/ssl/my-ca.pem"
+    ashs = settings.services["ASHS-PMC-T1"]
+    assert ashs == ServiceCommand(
+        key="ASHS-PMC-T1",
+        command=ASHS,
+        timeout=21600.0,
+        max_jobs=1,
+        cwd="/opt/ashs",
+        env={"ASHS_ROOT": "/opt/ashs"},
+        auto=True,
+    )
+    assert settings.services[HASH].auto is False
+    assert settings.services[HASH].timeout is None
+
+
+def test_relative_workroot_is_taken_from_the_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir("/")
+    settings = load_settings(write(tmp_path, 'workroot = "jobs"'))
+    assert settings.workroot == tmp_path / "jobs"
+
+
+def test_workroot_expands_the_home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = load_settings(write(tmp_path, 'workroot = "~/dss"'))
+    assert settings.workroot == tmp_path / "dss"
+
+
+def test_settings_do_not_create_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert Settings().workroot == tmp_path / "data" / paths.APP_NAME / "work"
+    assert not (tmp_path / "data").exists()
+
+
+# -- writing ---------------------------------------------------------------------------
+
+TRICKY = [
+    "",
+    'say "hi"',
+    "C:\\Program Files\\ashs\\",
+    "line one\nline two\r\n\ttabbed",
+    "ünïcødé → 日本語 🧠",
+    "\x01\x1f\x7f control characters",
+    "'single' and \"double\" and \\\" both",
+    "trailing backslash \\",
+    '"""',
+]
+
+
+def tricky_settings(tmp_path: Path) -> Settings:
+    services = {}
+    for i, text in enumerate(TRICKY):
+        key = f"svc.{i} with spaces \"q\" é" if i % 2 else f"plain-{i}"
+        services[key] = ServiceCommand(
+            key=key,
+            command=f"run --label {{service}} {{workspace}} {{result}} # {i}",
+            timeout=90.5 if i % 3 else 3600.0,
+            max_jobs=i + 1 if i % 2 else None,
+            cwd=text or None,
+            env={"PLAIN": text, f"odd key {i}.x": text, "EMPTY": ""},
+            auto=bool(i % 2),
+        )
+    services[HASH] = ServiceCommand(key=HASH, command="x {{literal}} {ticket}")
+    return Settings(
+        server="https://dss.example.org/sub path",
+        servers=["https://a.example.org", "http://127.0.0.1:8080"],
+        provider='lab "one" \\ ü',
+        instance="node\t1\n",
+        workroot=tmp_path / "wörk root" / 'with "quotes"',
+        poll_interval=0.25,
+        concurrency=7,
+        retention_days=1.5,
+        interrupted="fail",
+        ca_bundle=str(tmp_path / "ca bundle.pem"),
+        notify=True,
+        services=services,
+    )
+
+
+def test_round_trip_with_tricky_strings(tmp_path: Path) -> None:
+    settings = tricky_settings(tmp_path)
+    path = save_settings(settings, tmp_path / "settings.toml")
+    assert load_settings(path) == settings
+    # A standard TOML reader agrees with ours, value for value.
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert data["provider"] == settings.provider
+    for key, service in settings.services.items():
+        assert data["services"][key]["command"] == service.command
+        assert data["services"][key].get("env", {}) == service.env
+
+
+def test_round_trip_of_defaults_and_of_the_example(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    save_settings(Settings(), path)
+    assert path.read_text() == ""  # nothing differs from the defaults
+    assert load_settings(path) == Settings()
+    example = load_settings(write(tmp_path, FULL_EXAMPLE))
+    save_settings(example, path)
+    assert load_settings(path) == example
+
+
+def test_saved_text_is_readable(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, FULL_EXAMPLE))
+    text = settings_to_toml(settings)
+    assert 'server = "https://dss.itksnap.org"\n' in text
+    assert "retention_days" not in text  # equal to the default
+    assert "timeout = 21600\n" in text  # whole seconds, not 21600.0
+    assert '[services."ASHS-PMC-T1"]\n' in text
+    assert '[services."ASHS-PMC-T1".env]\nASHS_ROOT = "/opt/ashs"\n' in text
+    assert "poll_interval" not in text
+
+
+def test_host_dependent_defaults_are_not_written(tmp_path: Path) -> None:
+    # Several hosts may share one home dir; pinning this host's name would give them all
+    # the same instance code.
+    text = settings_to_toml(Settings(provider="lab"))
+    assert "instance" not in text and "workroot" not in text
+    assert "instance = " in settings_to_toml(Settings(instance="other"))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_save_is_private_and_creates_the_dir(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "settings.toml"
+    save_settings(Settings(provider="lab"), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    # Overwriting keeps it private and leaves no temp files behind.
+    path.chmod(0o644)
+    save_settings(Settings(provider="other"), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["settings.toml"]
+    assert load_settings(path).provider == "other"
+
+
+def test_save_refuses_settings_it_could_not_load(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('provider = "kept"\n')
+    for bad in (
+        Settings(concurrency=0),
+        Settings(interrupted="maybe"),
+        Settings(services={"X": ServiceCommand("X", "run {workspce}")}),
+        Settings(services={"X": ServiceCommand("Y", "run")}),
+        Settings(provider="bad \ud800 surrogate"),
+    ):
+        with pytest.raises(SettingsError):
+            save_settings(bad, path)
+    assert path.read_text() == 'provider = "kept"\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["settings.toml"]
+
+
+def test_save_to_an_unwritable_place(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SettingsError, match="cannot write"):
+        save_settings(Settings(), blocker / "settings.toml")
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+SVC = '[services.X]\ncommand = "run"\n'  # a valid service table to add one bad key to
+CMD = "[services.X]\ncommand = "  # ... or to give a bad command
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("poll_intervall = 3", "unknown key 'poll_intervall' (did you mean 'poll_interval'?)"),
+        ("foo = 1\nbar = 2", "unknown keys 'foo', 'bar'"),
+        ("server = 5", "server: must be a string, not an integer"),
+        ('server = "dss.org"', "server: 'dss.org' is not an http:// or https:// URL"),
+        ('servers = "https://a.org"', "servers: must be an array of URLs, not a string"),
+        ('servers = ["https://a.org", 3]', "servers[1]: must be a string, not an integer"),
+        ('provider = ""', "provider: must not be empty"),
+        ('instance = "  "', "instance: must not be empty"),
+        ("workroot = false", "workroot: must be a string, not a boolean"),
+        ("poll_interval = 0", "poll_interval: must be longer than 0 seconds, not 0"),
+        ('poll_interval = "soon"', "poll_interval: 'soon' is not a duration"),
+        ("concurrency = 0", "concurrency: must be at least 1, not 0"),
+        ("concurrency = 1.5", "concurrency: must be an integer, not a number"),
+        ("concurrency = true", "concurrency: must be an integer, not a boolean"),
+        ('concurrency = "2"', "concurrency: must be an integer, not a string"),
+        ("retention_days = -1", "retention_days: must be a number 0 or more, not -1"),
+        ("retention_days = nan", "retention_days: must be a number 0 or more, not nan"),
+        ('interrupted = "retry"', "interrupted: must be \"rerun\" or \"fail\", not 'retry'"),
+        ("ca_bundle = []", "ca_bundle: must be a string, not an array"),
+        ('notify = "yes"', "notify: must be true or false, not a string"),
+        ('services = "x"', "services: must be a table, not a string"),
+        ('services.X = "run"', 'services."X": must be a table, not a string'),
+        ("[services.X]\ntimeout = 5", "services.\"X\": missing 'command'"),
+        (SVC + "timout = 5", "services.\"X\": unknown key 'timout' (did you mean 'timeout'?)"),
+        (CMD + "5", 'services."X".command: must be a string, not an integer'),
+        (CMD + '"  "', 'services."X".command: must not be empty'),
+        (CMD + '"run \'{result}"', "command: cannot split the command into words: No closing"),
+        (CMD + '"run {workspce}"', "command: unknown placeholder {workspce}; did you mean"),
+        (CMD + '"run --out={reslt}.txt"', "{reslt} in '--out={reslt}.txt'; did you mean {result}?"),
+        (CMD + '"run {ticket:08d}"', "{ticket} in '{ticket:08d}' takes no format spec"),
+        (CMD + '"awk {print}"', "unknown placeholder {print}"),
+        (CMD + '"run {"', "bad braces in '{'"),
+        (CMD + '"run }"', "bad braces in '}'"),
+        (CMD + '"run {}"', "unknown placeholder {}"),
+        (SVC + 'timeout = "6 hours"', "services.\"X\".timeout: '6 hours' is not a duration "
+         "(use seconds or e.g. 6h, 90m)"),
+        (SVC + "timeout = 0", 'services."X".timeout: must be longer than 0 seconds'),
+        (SVC + "timeout = true", 'services."X".timeout: True is not a duration'),
+        (SVC + "max_jobs = 0", 'services."X".max_jobs: must be at least 1, not 0'),
+        (SVC + "cwd = 1", 'services."X".cwd: must be a string, not an integer'),
+        (SVC + "auto = 1", 'services."X".auto: must be true or false, not an integer'),
+        (SVC + "env = 1", 'services."X".env: must be a table, not an integer'),
+        (SVC + "env = {N = 4}", 'env.N: must be a string, not an integer (quote it: N = "...")'),
+        (SVC + 'env = {"A=B" = "x"}', 'env."A=B": is not a valid environment variable name'),
+        ('[services."My.Service"]\ncommand = "{ticket"', 'services."My.Service".command: bad'),
+        ('[services.My.Service]\ncommand = "run"', 'services."My": no command, but a sub-table '
+         "'Service': a service name with dots or spaces must be quoted, e.g. "
+         '[services."My.Service"]'),
+        ('[services.""]\ncommand = "run"', 'services."": the service key must not be empty'),
+    ],
+)
+def test_error_messages(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in load_error(tmp_path, text)
+
+
+def test_toml_syntax_error_has_the_line(tmp_path: Path) -> None:
+    message = load_error(tmp_path, 'provider = "lab"\nconcurrency = = 2\n')
+    assert message.startswith("not valid TOML: ")
+    assert "line 2" in message
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_bytes(b'provider = "\xff"\n')
+    with pytest.raises(SettingsError, match="not UTF-8 text"):
+        load_settings(path)
+
+
+def test_a_directory_is_not_a_settings_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="is a directory"):
+        load_settings(tmp_path)
+
+
+# -- durations and templates -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (21600, 21600.0),
+        (2.5, 2.5),
+        ("3600", 3600.0),
+        (" 1.5 ", 1.5),
+        ("6h", 21600.0),
+        ("90m", 5400.0),
+        ("45s", 45.0),
+        ("1h30m", 5400.0),
+        ("1h 30m 15s", 5415.0),
+        ("1.5h", 5400.0),
+        ("2d", 172800.0),
+        ("6H", 21600.0),
+        ("0", 0.0),
+    ],
+)
+def test_parse_duration(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["", "6 hours", "h", "1m1h", "-5", -5, "inf", float("nan"), True, "1.h", "5ms"]
+)
+def test_parse_duration_refuses(text: object) -> None:
+    with pytest.raises(SettingsError, match="is not a duration"):
+        parse_duration(text)  # type: ignore[arg-type]
+
+
+def test_parse_duration_is_an_argparse_type() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        ASHS,
+        "python -m x {workspace} {result}",
+        "run --ticket={ticket} --name {service} --hash {service_hash} {inputs}",
+        "awk '{{print $1}}' {workdir}/log",
+        "sh -c 'echo \"{ticket}\" > out'",
+        "'/opt/my tools/run' {workspace}",
+    ],
+)
+def test_valid_templates(template: str) -> None:
+    validate_command_template(template)
+
+
+# -- lookup and overrides --------------------------------------------------------------
+
+
+def test_command_for_prefers_a_hash_key(tmp_path: Path) -> None:
+    settings = Settings(
+        services={
+            "Demo": ServiceCommand("Demo", "by-name"),
+            HASH.upper(): ServiceCommand(HASH.upper(), "by-hash"),
+            "Other": ServiceCommand("Other", "other"),
+        }
+    )
+    found = settings.command_for("Demo", HASH)
+    assert found is not None and found.command == "by-hash"
+    found = settings.command_for("Demo", "0" * 40)
+    assert found is not None and found.command == "by-name"
+    assert settings.command_for("demo", "0" * 40) is None  # names match exactly
+    assert settings.command_for("Missing", "1" * 40) is None
+
+
+def test_matches() -> None:
+    assert ServiceCommand(HASH, "x").matches("Whatever", HASH)
+    assert ServiceCommand(HASH.upper(), "x").matches("Whatever", HASH)
+    assert ServiceCommand("Demo", "x").matches("Demo", HASH)
+    assert not ServiceCommand("Demo", "x").matches("Demo2", HASH)
+    assert not ServiceCommand("Demo", "x").matches("demo", HASH)
+
+
+def test_overrides_replace_the_command_and_keep_the_options() -> None:
+    base = Settings(
+        services={"Demo": ServiceCommand("Demo", "old", timeout=60, env={"A": "1"}, auto=False)}
+    )
+    new = base.with_command_overrides(["Demo=new {workspace} {result}", "Added=run {ticket}"])
+    assert new.services["Demo"] == ServiceCommand(
+        "Demo", "new {workspace} {result}", timeout=60, env={"A": "1"}, auto=False
+    )
+    assert new.services["Added"] == ServiceCommand("Added", "run {ticket}")
+    assert base.services["Demo"].command == "old"  # the original is untouched
+    assert "Added" not in base.services
+
+
+def test_override_values_may_contain_equals_signs() -> None:
+    new = Settings().with_command_overrides(["Demo=run --out={result} --x=1"])
+    assert new.services["Demo"].command == "run --out={result} --x=1"
+
+
+def test_an_override_by_name_wins_over_a_hash_key_in_the_file() -> None:
+    base = Settings(services={HASH: ServiceCommand(HASH, "from-file")})
+    new = base.with_command_overrides(["Demo=from-cli"])
+    found = new.command_for("Demo", HASH)
+    assert found is not None and found.command == "from-cli"
+    found = base.command_for("Demo", HASH)
+    assert found is not None and found.command == "from-file"
+    # The precedence survives dataclasses.replace (the worker adjusts settings that way).
+    found = dataclasses.replace(new, concurrency=3).command_for("Demo", HASH)
+    assert found is not None and found.command == "from-cli"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("Demo", "expected SERVICE=TEMPLATE"),
+        ("=run", "expected SERVICE=TEMPLATE"),
+        ("Demo=", "expected SERVICE=TEMPLATE"),
+        ("Demo=  ", "expected SERVICE=TEMPLATE"),
+        ("Demo=run {workspce}", "--command 'Demo': unknown placeholder {workspce}"),
+        ("Demo=run 'x", "--command 'Demo': cannot split"),
+    ],
+)
+def test_bad_overrides(override: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings().with_command_overrides([override])
+    assert str(info.value).startswith("--command ")
+    assert expected in str(info.value)
+
+
+# -- where the file is -----------------------------------------------------------------
+
+
+def test_settings_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    default = paths.config_dir() / "settings.toml"
+    assert settings_path() == default
+    assert settings_path("") == default
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "env.toml"))
+    assert settings_path() == tmp_path / "env.toml"
+    assert settings_path(tmp_path / "flag.toml") == tmp_path / "flag.toml"
+    assert settings_path(str(tmp_path / "flag.toml")) == tmp_path / "flag.toml"
+    monkeypatch.setenv(CONFIG_ENV, "")
+    assert settings_path() == default
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert settings_path("~/x.toml") == tmp_path / "x.toml"
+
+
+def test_load_and_save_follow_the_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    env_file = tmp_path / "env" / "settings.toml"
+    monkeypatch.setenv(CONFIG_ENV, str(env_file))
+    assert save_settings(Settings(provider="from-env")) == env_file
+    assert load_settings().provider == "from-env"
+    assert load_settings(None).provider == "from-env"
+    flag_file = write(tmp_path, 'provider = "from-flag"')
+    assert load_settings(flag_file).provider == "from-flag"
+    assert not (tmp_path / "xdg").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="XDG paths")
+def test_default_location_is_the_config_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    path = save_settings(Settings(provider="lab"))
+    assert path == tmp_path / "xdg" / paths.APP_NAME / "settings.toml"
+    assert load_settings().provider == "lab"
