@@ -1,9 +1,11 @@
-"""`dss-console sandbox` as a provider runs it: a real process, stopped with a signal."""
+"""`dss-console sandbox` as a provider runs it: a real process, stopped with a signal, and
+the worker command line it prints processing its demo tickets."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,14 +13,19 @@ from pathlib import Path
 
 import requests
 
-from dss_console.dss import DssClient
+EXE = Path(sys.executable).with_name("dss-console")
 
 
-def test_sandbox_command_serves_demo_tickets_until_signalled(tmp_path: Path) -> None:
-    exe = Path(sys.executable).with_name("dss-console")
-    proc = subprocess.Popen([str(exe), "sandbox", "--tickets", "2", "--data", str(tmp_path)],
+def test_sandbox_banner_worker_line_and_sigterm(tmp_path: Path) -> None:
+    proc = subprocess.Popen([str(EXE), "sandbox", "--tickets", "2", "--data", str(tmp_path / "d")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "cli"), DSS_CONSOLE_KEYRING="off")
+
+    def cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(EXE), *argv], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+
     try:
         lines = []
         for line in proc.stdout:  # blocks only until the banner is printed
@@ -28,13 +35,24 @@ def test_sandbox_command_serves_demo_tickets_until_signalled(tmp_path: Path) -> 
         banner = "".join(lines)
         url = re.search(r"running at (http://127\.0\.0\.1:\d+)", banner).group(1)
         token = re.search(r"login token \(works once\): ([0-9a-f]{48})", banner).group(1)
-        assert f"dss-console login --server {url} --token {token}" in banner
-        client = DssClient(url)
-        assert client.login(token) == "test@example.com"
-        services = client.services.list()
-        assert [s.name for s in services] == ["DemoSegmentation"]
-        available = client.services.available(services[0].githash)
-        assert available[0].ready_count == 2
+        tickets = re.search(r"ready tickets: ([\d ]+)", banner).group(1).split()
+        assert len(tickets) == 2
+        login_line = f"dss-console login --server {url} --token {token}"
+        assert login_line in banner
+        worker_line = next(line.strip() for line in lines if " worker " in line)
+
+        assert cli(*shlex.split(login_line)[1:]).stdout == "logged in as test@example.com\n"
+        services = cli("pro", "services").stdout.split()
+        assert services[0] == "DemoSegmentation" and services[3] == "sandboxlab"
+        assert cli("pro", "available", services[2]).stdout.split()[2] == "2"
+
+        argv = shlex.split(worker_line)
+        worker = cli(*argv[1:], "--workdir", str(tmp_path / "work"), timeout=120)
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        assert worker.stdout.count(": succeeded") == 2, worker.stdout
+        for ticket in tickets:
+            assert cli("pro", "status", ticket).stdout == "success\n"
+
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
@@ -44,7 +62,7 @@ def test_sandbox_command_serves_demo_tickets_until_signalled(tmp_path: Path) -> 
             raise AssertionError("the server still answers after the sandbox stopped")
         except requests.ConnectionError:
             pass
-        assert (tmp_path / "alfabis.sqlite3").exists()  # --data is kept
+        assert (tmp_path / "d" / "alfabis.sqlite3").exists()  # --data is kept
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)

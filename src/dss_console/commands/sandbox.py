@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -33,6 +34,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=sandbox_command)
 
 
+def worker_command_line(url: str, service_name: str, pace: float = 0.0) -> str:
+    """The `dss-console worker` invocation that processes the sandbox's demo tickets."""
+    from dss_console.resources.demo_service import demo_service_command
+
+    return shlex.join(["dss-console", "worker", "--server", url, "--command",
+                       f"{service_name}={demo_service_command(pace)}", "--exit-when-idle"])
+
+
 def sandbox_command(args: argparse.Namespace) -> int:
     try:
         from dss_console.sandbox import Sandbox
@@ -51,6 +60,8 @@ def sandbox_command(args: argparse.Namespace) -> int:
         print(f"  ready tickets: {' '.join(str(t) for t in box.ticket_ids) or 'none'}")
         print(f"  login token (works once): {token}")
         print(f"  log in:  dss-console login --server {box.url} --token {token}")
+        print("  process the tickets with the demo service (an Otsu segmentation):")
+        print(f"    {worker_command_line(box.url, box.service_name)}")
         print("Press Ctrl-C to stop.", flush=True)
         try:
             while not stop.wait(0.5):

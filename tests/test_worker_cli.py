@@ -1,0 +1,205 @@
+"""`dss-console worker` as a provider runs it: a real process, real signals, SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dss_console.sandbox import Sandbox
+
+from test_engine import TAGS, command
+from waiting import process_gone, wait_for
+
+EXE = Path(sys.executable).with_name("dss-console")
+
+
+class Worker:
+    """A worker process whose output lines are collected as they come."""
+
+    def __init__(self, env: dict[str, str], *args: str):
+        self.proc = subprocess.Popen([str(EXE), "worker", *args], env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def wait_line(self, text: str, timeout: float = 30) -> None:
+        wait_for(lambda: self.saw(text) or self.proc.poll() is not None, timeout,
+                 what=f"worker output {text!r}")
+        assert self.saw(text), "\n".join(self.lines)
+
+    def finish(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path, sandbox: Sandbox) -> Iterator[dict[str, str]]:
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_CONFIG_HOME=str(tmp_path / "config"), DSS_CONSOLE_KEYRING="off")
+    subprocess.run([str(EXE), "login", "--server", sandbox.url, "--token",
+                    sandbox.fresh_token()], env=env, check=True, capture_output=True)
+    yield env
+
+
+@pytest.fixture
+def service(sandbox: Sandbox) -> str:
+    return sandbox.register_service(f"WorkerTest-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.kill()
+
+
+def args_for(service: str, tmp_path: Path, mode: str, *extra: str) -> list[str]:
+    return ["--command", f"{service}={command(mode, *extra)}", "--workdir", str(tmp_path / "work"),
+            "--poll-interval", "0.2", "--instance", "ci-node"]
+
+
+def pids_of(tmp_path: Path, ticket: int) -> list[int]:
+    pid_file = next((tmp_path / "work").glob(f"*/ticket_{ticket:08d}")) / "pids.txt"
+    return [int(p) for p in pid_file.read_text().split()]
+
+
+def test_exit_when_idle_processes_queue(sandbox: Sandbox, worker_env: dict[str, str],
+                                        service: str, tmp_path: Path,
+                                        workers: list[Worker]) -> None:
+    tickets = [sandbox.add_ticket(service) for _ in range(2)]
+    worker = Worker(worker_env, *args_for(service, tmp_path, "success"), "--exit-when-idle",
+                    "--concurrency", "2")
+    workers.append(worker)
+    assert worker.finish() == 0, "\n".join(worker.lines)
+    assert [sandbox.admin.ticket_status(t) for t in tickets] == ["success", "success"]
+    assert worker.saw(f"ticket {tickets[0]}") and worker.saw("succeeded")
+    assert worker.saw("worker stopped")
+
+
+def test_max_tickets(sandbox: Sandbox, worker_env: dict[str, str], service: str,
+                     tmp_path: Path, workers: list[Worker]) -> None:
+    first, second = sandbox.add_ticket(service), sandbox.add_ticket(service)
+    worker = Worker(worker_env, *args_for(service, tmp_path, "success"), "--max-tickets", "1")
+    workers.append(worker)
+    assert worker.finish() == 0, "\n".join(worker.lines)
+    assert sandbox.admin.ticket_status(first) == "success"
+    assert sandbox.admin.ticket_status(second) == "ready"
+    sandbox.admin.delete_ticket(second)
+
+
+def test_sigterm_fails_running_ticket_and_stops_command(sandbox: Sandbox,
+                                                        worker_env: dict[str, str],
+                                                        service: str, tmp_path: Path,
+                                                        workers: list[Worker]) -> None:
+    ticket = sandbox.add_ticket(service)
+    worker = Worker(worker_env, *args_for(service, tmp_path, "sleep", "300"))
+    workers.append(worker)
+    worker.wait_line(f"ticket {ticket} ")
+    worker.wait_line(": running")
+    pids = wait_for(lambda: _try_pids(tmp_path, ticket), 20, what="the command's pids")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.finish() == 0, "\n".join(worker.lines)
+    assert sandbox.admin.ticket_status(ticket) == "failed"
+    log = sandbox.admin.ticket_detail(ticket)["log"]
+    assert ("error", "provider shut down") in {(e["category"], e["message"]) for e in log}
+    wait_for(lambda: all(process_gone(p) for p in pids), 10, what="command gone")
+
+
+def test_drain_lets_running_job_finish(sandbox: Sandbox, worker_env: dict[str, str],
+                                       service: str, tmp_path: Path,
+                                       workers: list[Worker]) -> None:
+    ticket = sandbox.add_ticket(service)
+    go = tmp_path / "go"
+    worker = Worker(worker_env, *args_for(service, tmp_path, "wait-file", str(go)), "--drain")
+    workers.append(worker)
+    worker.wait_line(": running")
+    worker.proc.send_signal(signal.SIGINT)
+    worker.wait_line("letting running jobs finish")
+    extra = sandbox.add_ticket(service)  # must not be claimed while draining
+    go.write_text("go")
+    assert worker.finish() == 0, "\n".join(worker.lines)
+    assert sandbox.admin.ticket_status(ticket) == "success"
+    assert sandbox.admin.ticket_status(extra) == "ready"
+    sandbox.admin.delete_ticket(extra)
+
+
+def test_sigkill_mid_job_then_restart_finishes_ticket(sandbox: Sandbox,
+                                                      worker_env: dict[str, str], service: str,
+                                                      tmp_path: Path,
+                                                      workers: list[Worker]) -> None:
+    ticket = sandbox.add_ticket(service)
+    first = Worker(worker_env, *args_for(service, tmp_path, "sleep", "300"))
+    workers.append(first)
+    first.wait_line(": running")
+    pids = wait_for(lambda: _try_pids(tmp_path, ticket), 20, what="the command's pids")
+    first.proc.send_signal(signal.SIGKILL)
+    first.finish()
+    assert sandbox.admin.ticket_status(ticket) == "claimed"
+    # The restarted worker (command fixed in the meantime) recovers the ticket.
+    second = Worker(worker_env, *args_for(service, tmp_path, "success"), "--exit-when-idle")
+    workers.append(second)
+    assert second.finish() == 0, "\n".join(second.lines)
+    assert sandbox.admin.ticket_status(ticket) == "success"
+    assert second.saw("interrupted") and second.saw("stopped the command left running")
+    wait_for(lambda: all(process_gone(p) for p in pids), 10, what="the orphaned command gone")
+
+
+def test_second_worker_with_same_instance_is_refused(sandbox: Sandbox,
+                                                     worker_env: dict[str, str],
+                                                     service: str, tmp_path: Path,
+                                                     workers: list[Worker]) -> None:
+    first = Worker(worker_env, *args_for(service, tmp_path, "success"))
+    workers.append(first)
+    first.wait_line("polling every")
+    second = Worker(worker_env, *args_for(service, tmp_path, "success"))
+    workers.append(second)
+    assert second.finish() == 1
+    assert second.saw("already running") and second.saw("different --instance")
+
+
+def test_worker_help_and_bad_settings(worker_env: dict[str, str], tmp_path: Path) -> None:
+    result = subprocess.run([str(EXE), "worker", "--help"], capture_output=True, text=True,
+                            env=worker_env, timeout=30)
+    assert result.returncode == 0
+    for flag in ("--server", "--provider", "--instance", "--command", "--workdir",
+                 "--concurrency", "--poll-interval", "--exit-when-idle", "--max-tickets",
+                 "--drain", "--config", "{workspace}"):
+        assert flag in result.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text("poll_intervall = 3\n")
+    result = subprocess.run([str(EXE), "worker", "--config", str(bad)], capture_output=True,
+                            text=True, env=worker_env, timeout=30)
+    assert result.returncode == 2 and "poll_intervall" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _try_pids(tmp_path: Path, ticket: int) -> list[int] | None:
+    try:
+        return pids_of(tmp_path, ticket)
+    except (StopIteration, OSError, ValueError):
+        return None
