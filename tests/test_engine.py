@@ -404,3 +404,26 @@ def test_never_fails_a_ticket_the_command_failed_itself(harness: Harness) -> Non
     errors = [m for c, m in harness.log(ticket) if c == "error"]
     assert errors == ["Bad contrast"]  # ours was not added on top
     assert "already failed" in (engine.job(job_id).reason or "")
+
+
+def test_ashs_style_script_through_hook_from_settings_env(harness: Harness) -> None:
+    """An ASHS-like pipeline: positional args in ASHS order, reporting via $ASHS_HOOK_SCRIPT
+    (set to ${DSS_HOOK} in the service's env), from a grandchild shell."""
+    script = harness.tmp / "service_ashs.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        "set -e\n"
+        'TICKET_ID=$1; WORKDIR=$2; IN_WS=$3; OUT_WS=$4\n'
+        '$ASHS_HOOK_SCRIPT progress 0 0.5 1.0\n'
+        'bash -c \'"$ASHS_HOOK_SCRIPT" info "ASHS stage 1 done for ticket $0"\' "$TICKET_ID"\n'
+        'cp "$DSS_INPUT_DIR"/* "$WORKDIR"/\n'
+        'cp "$IN_WS" "$OUT_WS"\n')
+    script.chmod(0o755)
+    ticket = harness.ticket()
+    extra = {harness.service: ServiceCommand(
+        key=harness.service, command=f"{script} {{ticket}} {{workdir}} {{workspace}} {{result}}",
+        env={"ASHS_HOOK_SCRIPT": "${DSS_HOOK}"})}
+    engine = harness.engine(extra=extra, auto=True)
+    harness.wait_job(engine, ticket, JobState.SUCCEEDED)
+    harness.wait_server(ticket, "success")
+    assert ("info", f"ASHS stage 1 done for ticket {ticket}") in harness.log(ticket)

@@ -16,17 +16,27 @@ the standard library modules it needs, and nothing of dss_console beyond this fi
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
+
+# typing and pathlib each cost about as much as this whole module; annotations only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 try:
     import fcntl
 except ImportError:  # Windows: appends with O_APPEND only
     fcntl = None  # type: ignore[assignment]
+
+try:
+    # The json package would pull in re (a third of this module's start-up); its C string
+    # quoting is all a record needs.
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # pragma: no cover - CPython always has _json
+    from json import dumps as _json_string
 
 __all__ = ["HOOK_SCRIPT_NAME", "USAGE", "hook_command", "hook_main", "write_hook_script"]
 
@@ -116,9 +126,11 @@ def hook_main(argv: Sequence[str]) -> int:
         cwd: str | None = os.getcwd()
     except OSError:  # the caller's directory was removed
         cwd = None
-    record = {"t": time.time(), "pid": os.getpid(), "cwd": cwd, "args": args}
-    # ensure_ascii keeps undecodable file names (surrogate escapes) representable in JSON.
-    line = (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+    # ASCII-only JSON: undecodable file names (surrogate escapes) stay representable.
+    cwd_json = "null" if cwd is None else _json_string(cwd)
+    args_json = ", ".join(_json_string(arg) for arg in args)
+    line = (f'{{"t": {time.time()!r}, "pid": {os.getpid()}, "cwd": {cwd_json}, '
+            f'"args": [{args_json}]}}\n').encode("ascii")
     try:
         _append_line(events, line)
     except FileNotFoundError:
@@ -152,6 +164,7 @@ def write_hook_script(job_dir: Path, events_path: Path, abort_path: Path) -> Pat
     so it also works in a cluster job that did not inherit the command's environment.
     """
     import shlex
+    from pathlib import Path
 
     job_dir = Path(job_dir)
     events = os.path.abspath(events_path)

@@ -26,6 +26,7 @@ from dss_console.engine.protocol import (
     ProgressTracker,
     ProtocolWarning,
     Report,
+    resolve_attachment,
 )
 from dss_console.engine.runner import (
     CommandRunner,
@@ -95,6 +96,7 @@ class JobExecution:
         self.stop = StopRequest()
         self._runner: CommandRunner | None = None
         self._tracker = ProgressTracker()
+        self._progress_lock = threading.Lock()  # reports arrive on the runner's thread
         self._progress_to_send: float | None = None
         self._last_progress_sent = 0.0
         self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
@@ -314,8 +316,8 @@ class JobExecution:
         if isinstance(report, OutputReport):
             self.ctx.events.publish(JobOutput(job_id=self.job_id, lines=report.lines))
         elif isinstance(report, ProgressReport):
-            total = self._tracker.update(report)
-            self._progress_to_send = total
+            with self._progress_lock:
+                self._progress_to_send = self._tracker.update(report)
         elif isinstance(report, MessageReport):
             self.ctx.events.publish(JobMessage(job_id=self.job_id, level=report.level,
                                                text=report.text))
@@ -323,7 +325,11 @@ class JobExecution:
             self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "log",
                                 level=report.level, message=report.text)
         elif isinstance(report, AttachReport):
-            kept = self._keep_attachment(report.path)
+            try:
+                kept = self._keep_attachment(report.path)
+            except (OSError, ValueError) as exc:
+                self._local_note("warning", f"attachment {report.description!r} not sent: {exc}")
+                return
             self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "attach",
                                 description=report.description, path=str(kept),
                                 mime_type=report.mime_type)
@@ -335,20 +341,23 @@ class JobExecution:
     def _keep_attachment(self, path: Path) -> Path:
         """Copy an attachment aside: the command may overwrite or delete it before the
         outbox sends it, and a rerun empties the work dir."""
-        folder = make_private_dir(self.paths().engine_dir / "attachments")
+        paths = self.paths()
+        path = resolve_attachment(str(path), paths.workdir)  # again: it may have been swapped
+        folder = make_private_dir(paths.engine_dir / "attachments")
         target = folder / f"{len(list(folder.iterdir())) + 1:04d}_{path.name}"
         shutil.copyfile(path, target)
         return target
 
     def _send_progress(self, force: bool = False) -> None:
-        value = self._progress_to_send
-        if value is None:
-            return
         now = time.monotonic()
-        if not force and now - self._last_progress_sent < PROGRESS_SEND_INTERVAL:
-            return
-        self._progress_to_send = None
-        self._last_progress_sent = now
+        with self._progress_lock:
+            value = self._progress_to_send
+            if value is None:
+                return
+            if not force and now - self._last_progress_sent < PROGRESS_SEND_INTERVAL:
+                return
+            self._progress_to_send = None
+            self._last_progress_sent = now
         self.ctx.journal.update_job(self.job_id, progress=value)
         self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "progress", value=value)
         self._publish()

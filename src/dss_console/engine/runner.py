@@ -10,7 +10,8 @@ Threads per run, all ended before ``wait()`` returns an outcome:
 * two readers (stdout, stderr): write the log, parse lines, queue reports;
 * a supervisor: tails the events file, enforces the timeout and the kill deadline, and
   notices the exit; it reaps the command only after signalling what is left of its group,
-  so the group id can never belong to a reused pid when it is signalled;
+  so the group id cannot belong to a reused pid when it is signalled (where os.waitid
+  exists, i.e. Linux, and macOS from Python 3.13; elsewhere a tiny window remains);
 * a dispatcher: the only caller of ``on_report``, so reports arrive in order and a slow
   consumer never blocks the pipes.
 """
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shlex
 import shutil
 import signal
@@ -89,6 +91,7 @@ _POLL_MS = 250
 _EVENTS_READ_SIZE = 1024 * 1024
 _WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 _GROUPS = hasattr(os, "killpg")
+_SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
 
 
 # -- public types -----------------------------------------------------------------------
@@ -216,8 +219,7 @@ def command_environment(paths: JobPaths, spec: CommandSpec, hook_path: Path,
         del env[name]
     if base is None and getattr(sys, "frozen", False):
         _undo_bundle_library_path(env)
-    env.update({str(k): str(v) for k, v in spec.env.items()})
-    env.update({
+    job_vars = {
         "DSS_TICKET_ID": str(paths.ticket_id),
         "DSS_SERVICE_NAME": paths.service_name,
         "DSS_SERVICE_HASH": paths.service_hash,
@@ -228,8 +230,16 @@ def command_environment(paths: JobPaths, spec: CommandSpec, hook_path: Path,
         "DSS_EVENTS": str(events_path),
         "DSS_HOOK": str(hook_path),
         "DSS_ABORT_FILE": str(abort_path),
-    })
+    }
+    # `${DSS_HOOK}` in a service's env value means the job's hook (ASHS_HOOK_SCRIPT needs it);
+    # nothing else is expanded, there being no shell.
+    env.update({str(k): _DSS_REFERENCE.sub(lambda m: job_vars.get(m[1] or m[2], m[0]), str(v))
+                for k, v in spec.env.items()})
+    env.update(job_vars)
     return env
+
+
+_DSS_REFERENCE = re.compile(r"\$\{(DSS_[A-Z_]+)\}|\$(DSS_[A-Z_]+)")
 
 
 def _undo_bundle_library_path(env: dict[str, str]) -> None:
@@ -260,8 +270,10 @@ def _check_program(program: str, cwd: Path, env: Mapping[str, str]) -> None:
         return
     search = env.get("PATH", os.defpath)
     if shutil.which(program, path=search) is None:
+        hint = f"; for the file in {cwd}, write ./{program}" if Path(cwd, program).exists() \
+            else ""
         raise CommandStartError(f"command not found: {program} (not on the command's PATH: "
-                                f"{search})")
+                                f"{search}{hint})")
 
 
 def _start_error(exc: OSError, program: str) -> CommandStartError:
@@ -367,8 +379,9 @@ class CommandRunner:
         self._tail: deque[str] = deque(maxlen=max(0, tail_lines))
         self._last_error: str | None = None
 
-        self._events_file: BinaryIO | None = None
+        self._events_offset = 0
         self._events_partial = b""
+        self._events_failed = False
 
         self._readers: list[threading.Thread] = []
         self._supervisor: threading.Thread | None = None
@@ -417,10 +430,8 @@ class CommandRunner:
         _check_program(argv[0], cwd, env)
         try:
             self._log_file = open(self.log_path, "wb", buffering=0)  # noqa: SIM115
-            self._events_file = open(self.events_path, "rb")  # noqa: SIM115
         except OSError as exc:
-            self._close_files()
-            raise CommandStartError(f"cannot open the job's files in {paths.engine_dir}: "
+            raise CommandStartError(f"cannot create the log {self.log_path}: "
                                     f"{exc.strerror or exc}") from None
         kwargs: dict[str, object] = {}
         if os.name == "posix":
@@ -441,13 +452,18 @@ class CommandRunner:
             self._popen = popen
             if self._spec.timeout is not None and self._spec.timeout > 0:
                 self._timeout_at = self._started_at + self._spec.timeout
+            stop_requested = self._pre_start_stop  # terminate() raced with start()
         try:
             self._start_threads(popen)
         except RuntimeError as exc:  # cannot start a thread: do not leave it running
-            self._signal_group(signal.SIGKILL)
+            self._signal_group(_SIGKILL)
+            self._abandon.set()
+            self._queue.put(_END)
             popen.wait()
             self._close_files()
             raise CommandStartError(f"cannot watch the command: {exc}") from None
+        if stop_requested is not None:
+            self.terminate(stop_requested)
         return popen.pid
 
     def wait(self, timeout: float | None = None) -> RunOutcome | None:
@@ -751,18 +767,24 @@ class CommandRunner:
 
     # -- the events file ----------------------------------------------------------------
     def _read_events(self, final: bool = False) -> None:
-        handle = self._events_file
-        if handle is None:
+        # Opened afresh every time: on NFS only an open() is sure to see what another host
+        # appended (close-to-open consistency); a handle kept open may see stale data.
+        if self._events_failed:
             return
         chunks = [self._events_partial]
         try:
-            while True:
-                data = handle.read(_EVENTS_READ_SIZE)
-                if not data:
-                    break
-                chunks.append(data)
+            with open(self.events_path, "rb") as handle:
+                handle.seek(self._events_offset)
+                while True:
+                    data = handle.read(_EVENTS_READ_SIZE)
+                    if not data:
+                        break
+                    chunks.append(data)
+                    self._events_offset += len(data)
         except OSError as exc:
-            self._emit(ProtocolWarning(f"reading the hook's events file failed: {exc}"))
+            self._events_failed = True
+            self._emit(ProtocolWarning(f"cannot read the hook's events file: {exc}; hook "
+                                       "calls are no longer relayed"))
             return
         lines = b"".join(chunks).split(b"\n")
         self._events_partial = lines.pop()
@@ -807,7 +829,7 @@ class CommandRunner:
         except Exception:  # a bug here must not leave wait() hanging or the command running
             log.exception("the command supervisor failed")
             with contextlib.suppress(Exception):
-                self._signal_group(signal.SIGKILL)
+                self._signal_group(_SIGKILL)
             if not self._done.is_set():
                 with contextlib.suppress(Exception):
                     self._finish(returncode=None)
@@ -837,7 +859,7 @@ class CommandRunner:
         if kill_due:
             with self._lock:
                 self._killed = True
-                self._signal_group_locked(signal.SIGKILL)
+                self._signal_group_locked(_SIGKILL)
 
     def _readers_alive(self) -> bool:
         return any(reader.is_alive() for reader in self._readers)
@@ -854,14 +876,15 @@ class CommandRunner:
         with self._lock:
             stopping = self._stop_reason is not None
             kill_at = self._kill_at
-        deadline = time.monotonic() + self._drain_timeout
         if stopping and kill_at is not None:
-            deadline = max(deadline, kill_at)
+            deadline = kill_at
+        else:
+            deadline = time.monotonic() + self._drain_timeout
         while self._readers_alive() and time.monotonic() < deadline:
             self._read_events()
             self._join_readers(min(deadline, time.monotonic() + _EVENTS_INTERVAL))
         lingering = self._readers_alive()
-        self._signal_group(signal.SIGKILL)
+        self._signal_group(_SIGKILL)
         if lingering and not stopping:
             self._emit(ProtocolWarning(
                 "the command exited but processes it started kept its output open for "
@@ -904,9 +927,7 @@ class CommandRunner:
 
     def _close_files(self) -> None:
         with self._log_lock:
-            for handle in (self._log_file, self._events_file):
-                if handle is not None:
-                    with contextlib.suppress(OSError):
-                        handle.close()
+            if self._log_file is not None:
+                with contextlib.suppress(OSError):
+                    self._log_file.close()
             self._log_file = None
-            self._events_file = None
