@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
 
@@ -75,3 +76,9 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # GUI tests drive real widgets on the offscreen platform; without it (and no display)
+    # Qt aborts the whole run.
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
