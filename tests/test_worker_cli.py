@@ -179,7 +179,7 @@ def test_second_worker_with_same_instance_is_refused(sandbox: Sandbox,
     second = Worker(worker_env, *args_for(service, tmp_path, "success"))
     workers.append(second)
     assert second.finish() == 1
-    assert second.saw("already running") and second.saw("different --instance")
+    assert second.saw("already running") and second.saw("different instance code")
 
 
 def test_worker_help_and_bad_settings(worker_env: dict[str, str], tmp_path: Path) -> None:

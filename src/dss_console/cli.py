@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from dss_console import __version__
 
@@ -64,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    gui = parser.add_argument_group("console window (no verb)")
+    gui.add_argument("--sandbox", action="store_true",
+                     help="open the console logged in to an embedded local DSS server with demo "
+                          "tickets and the demo service's command configured")
+    gui.add_argument("--self-test", action="store_true",
+                     help="with --sandbox: log in, claim a demo ticket, run it to success, then "
+                          "exit 0 (non-zero with the reason otherwise)")
+    gui.add_argument("--screenshot", type=Path, metavar="FILE",
+                     help="with --self-test: save a PNG of the window at the end")
+    gui.add_argument("--config", dest="gui_config", metavar="FILE",
+                     help="settings file for the console (default: $DSS_CONSOLE_CONFIG, else the "
+                          "platform config dir)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     common = _server_options()
     auth.add_parsers(verbs, common)
@@ -81,9 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    gui_flags = args.sandbox or args.self_test or args.screenshot or args.gui_config
+    if args.verb is not None and gui_flags:
+        parser.error("--sandbox, --self-test, --screenshot and --config (before the verb) are "
+                     "for the console window; give them without a verb")
+    if args.self_test and not args.sandbox:
+        parser.error("--self-test needs --sandbox")
+    if args.screenshot and not args.self_test:
+        parser.error("--screenshot needs --self-test")
     if handler is None:
         if args.verb is None:
-            return _open_gui(parser)
+            return _open_gui(args)
         parser.parse_args([args.verb, "--help"])
         return EXIT_USAGE
     return run_handler(handler, args)
@@ -131,15 +152,15 @@ def _say_error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def _open_gui(parser: argparse.ArgumentParser) -> int:
+def _open_gui(args: argparse.Namespace) -> int:
     try:
-        from dss_console.gui import app  # type: ignore[attr-defined]
-    except ImportError:
-        parser.print_help()
-        print(f"\n{PROG}: the console window is not part of this build yet; use the verbs "
-              "above.", file=sys.stderr)
-        return EXIT_USAGE
-    return int(app.run([]))  # pragma: no cover - the GUI issue wires this
+        from dss_console.gui.app import GuiOptions, run
+    except ImportError as exc:
+        _say_error(f"the console window needs PySide6 and qasync ({exc}); install them with "
+                   "pip install 'dss-console[gui]', or use the headless verbs (see --help)")
+        return EXIT_FAILED
+    return run(GuiOptions(sandbox=args.sandbox, self_test=args.self_test,
+                          screenshot=args.screenshot, config=args.gui_config))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ from dss_console.commands.context import (
     session_store,
     verify_option,
 )
+from dss_console.connection import login_with_token
 from dss_console.dss import DssClient
 
 
@@ -44,9 +45,9 @@ def login_command(args: argparse.Namespace) -> int:
     if not token:
         raise CliError("no token given: paste the token from "
                        f"{server}/token", code=2)
-    with DssClient(server, verify=verify_option(args)) as client:
-        email = client.login(token)
-        store.save(server, client.session_id or "", email)
+    logged_in = login_with_token(server, token, store, verify=verify_option(args))
+    logged_in.client.close()
+    email = logged_in.email
     note(store.fallback_note)
     print(f"logged in as {email}")
     return 0

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from dss_console import paths
 from dss_console.cli import CliError
@@ -24,12 +24,12 @@ from dss_console.engine.events import (
     JobChanged,
     JobMessage,
 )
+from dss_console.engine.locks import InstanceBusyError, instance_lock
 from dss_console.engine.states import JobState
 
 if TYPE_CHECKING:
     from dss_console.engine.engine import Engine, ServiceView
     from dss_console.engine.settings import Settings
-    from dss_console.engine.source import DssSource
 
 WORKER_DESCRIPTION = """\
 Process tickets without a window: poll the server, claim tickets of the services that have
@@ -100,9 +100,15 @@ def worker_command(args: argparse.Namespace) -> int:
     client = logged_in_client(args)
     source = DssSource(client)
     data = paths.data_dir()
-    lock = _instance_lock(data, source.key, settings.instance)
+    try:
+        lock = instance_lock(data, source.key, settings.instance)
+    except InstanceBusyError as exc:
+        raise CliError(str(exc)) from None
     journal = Journal(journal_path(data))
-    provider = args.provider or settings.provider or _provider_from_services(source)
+    try:
+        provider = args.provider or settings.provider or source.default_provider()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     engine = Engine(settings, source, journal, provider=provider, auto=True,
                     max_tickets=args.max_tickets)
     printer = EventPrinter(sys.stdout)
@@ -185,37 +191,6 @@ def _finished(engine: Engine, args: argparse.Namespace) -> bool:
     if args.exit_when_idle:
         return engine.idle_poll_completed()
     return False
-
-
-def _provider_from_services(source: DssSource) -> str:
-    providers = sorted({s.provider for s in source.client.services.list()})
-    if len(providers) == 1:
-        return providers[0]
-    if not providers:
-        raise CliError("this account provides no services on the server")
-    raise CliError(f"this account belongs to several providers ({', '.join(providers)}): "
-                   "choose one with --provider NAME")
-
-
-def _instance_lock(data: Path, server: str, instance: str) -> IO[str]:
-    """One worker per instance code and server on this machine: a second would treat the
-    first one's running jobs as interrupted."""
-    from dss_console.engine.workdirs import server_slug
-
-    folder = paths.ensure_private_dir(data / "locks")
-    handle = open(folder / f"{server_slug(server)}__{instance}.lock", "a+")  # noqa: SIM115
-    try:
-        import fcntl
-
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # pragma: no cover - Windows: no flock; the journal still works
-        pass
-    except OSError:
-        handle.close()
-        raise CliError(f"another worker with instance code {instance!r} is already running "
-                       f"for {server} on this machine; give this one a different --instance"
-                       ) from None
-    return handle
 
 
 def _say_services(views: list[ServiceView], settings: Settings,

@@ -125,6 +125,10 @@ class Engine:
     def job(self, job_id: int) -> JobSnapshot:
         return self.journal.job(job_id)
 
+    def busy_job_ids(self) -> set[int]:
+        """Jobs with a live execution (fetching, running, uploading)."""
+        return {e.job_id for e in self._live_executions()}
+
     def running_jobs(self) -> list[JobSnapshot]:
         return [self.journal.job(e.job_id) for e in self._live_executions()]
 

@@ -98,6 +98,7 @@ class JobExecution:
         self._tracker = ProgressTracker()
         self._progress_lock = threading.Lock()  # reports arrive on the runner's thread
         self._progress_to_send: float | None = None
+        self._highest_progress = 0.0
         self._last_progress_sent = 0.0
         self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
 
@@ -358,6 +359,10 @@ class JobExecution:
                 return
             self._progress_to_send = None
             self._last_progress_sent = now
+            # The hook's events arrive up to 0.2 s after stdout's; a late, older value must
+            # not make the user's progress bar jump back.
+            value = max(value, self._highest_progress)
+            self._highest_progress = value
         self.ctx.journal.update_job(self.job_id, progress=value)
         self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "progress", value=value)
         self._publish()

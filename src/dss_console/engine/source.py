@@ -123,6 +123,17 @@ class DssSource:
     def classify(self, error: BaseException) -> str:
         return classify_dss_error(error)
 
+    def default_provider(self) -> str:
+        """The provider to name in claims when none is configured: the one provider this
+        account belongs to. ValueError (in words) when it belongs to none or several."""
+        providers = sorted({s.provider for s in self.client.services.list()})
+        if len(providers) == 1:
+            return providers[0]
+        if not providers:
+            raise ValueError("this account provides no services on the server")
+        raise ValueError(f"this account belongs to several providers ({', '.join(providers)}):"
+                         " choose one (--provider NAME, or provider in the settings)")
+
 
 def classify_dss_error(error: BaseException) -> str:
     if isinstance(error, NotLoggedInError):

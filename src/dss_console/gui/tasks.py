@@ -34,3 +34,28 @@ def shutdown_executor(wait: bool = True) -> None:
     if _executor is not None:
         _executor.shutdown(wait=wait, cancel_futures=True)
         _executor = None
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Any) -> asyncio.Task[Any]:
+    """Schedule a coroutine from a plain slot, keeping a reference until it is done (asyncio
+    holds only weak ones) and reporting an exception instead of losing it."""
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+
+    def done(finished: asyncio.Task[Any]) -> None:
+        _tasks.discard(finished)
+        if not finished.cancelled() and finished.exception() is not None:
+            import logging
+
+            logging.getLogger("dss_console.gui").error(
+                "background task failed", exc_info=finished.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
+def pending_tasks() -> set[asyncio.Task[Any]]:
+    return set(_tasks)

@@ -1,0 +1,180 @@
+"""GUI responsiveness: Qt event-loop stalls under output floods, and time to first paint.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/gui_responsiveness.py \
+        [--jobs 8] [--rate 50000] [--seconds 10] [--starts 5]
+
+(1) The real console window, logged in to a local real DSS server, runs --jobs tickets at
+    once whose commands print --rate lines/s each; one of them is selected so its log view
+    is live. A 10 ms QTimer measures the loop: lateness = actual interval - 10 ms.
+    Targets: p99 <= 50 ms, max <= 200 ms.
+(2) `dss-console` is started --starts times (offscreen unless DISPLAY is set); the time from
+    launch to the window's first paint is printed (target <= 1.0 s warm: the first start is
+    cold and reported apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+EXE = Path(sys.executable).with_name("dss-console")
+TAGS = [{"name": "T1-MRI", "type": "MainImage", "hint": "T1 image", "required": True}]
+
+FLOOD = """\
+import glob, os, shutil, sys, time
+rate, seconds = float(sys.argv[3]), float(sys.argv[4])
+out = sys.stdout
+start = time.monotonic()
+n = 0
+while True:
+    elapsed = time.monotonic() - start
+    if elapsed >= seconds:
+        break
+    due = int(elapsed * rate)
+    while n < due:
+        out.write(f"flood line {n} of ticket {os.environ['DSS_TICKET_ID']}: some text\\n")
+        n += 1
+    out.flush()
+    time.sleep(0.005)
+for f in glob.glob(os.path.join(os.environ["DSS_INPUT_DIR"], "*")):
+    shutil.copy(f, os.environ["DSS_WORKDIR"])
+shutil.copyfile(sys.argv[1], sys.argv[2])
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def flood_run(args: argparse.Namespace, tmp: Path) -> list[float]:
+    from PySide6.QtCore import QTimer
+
+    from dss_console.credentials import SessionStore
+    from dss_console.engine.settings import ServiceCommand, Settings
+    from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
+    from dss_console.gui.tasks import run_blocking
+    from dss_console.sandbox import Sandbox
+
+    sandbox = Sandbox(data_dir=tmp / "server", tickets=0)
+    await run_blocking(sandbox.start)
+    try:
+        service = await run_blocking(sandbox.register_service,
+                                     f"Flood-{uuid.uuid4().hex[:6]}", "1.0.0", TAGS)
+        for _ in range(args.jobs):
+            await run_blocking(sandbox.add_ticket, service)
+        script = tmp / "flood.py"
+        script.write_text(FLOOD)
+        template = (shlex.join([sys.executable, str(script)]) + " {workspace} {result} "
+                    + f"{args.rate} {args.seconds}")
+        settings = Settings(instance="bench", workroot=tmp / "work", poll_interval=0.5,
+                            concurrency=args.jobs, provider=sandbox.provider,
+                            services={service: ServiceCommand(key=service, command=template)})
+        window = MainWindow(settings, None, SessionStore(tmp / "store", use_keyring=False),
+                            data_dir=tmp / "data", window_state_file=tmp / "w.ini")
+        window.show()
+        token = await run_blocking(sandbox.fresh_token)
+        assert await window.login_pane.login(sandbox.url, token)
+        while window.engine is None:
+            await asyncio.sleep(0.05)
+        engine = window.engine
+        window.services_pane.auto_button.click()
+        while len(engine.busy_job_ids()) < args.jobs:
+            await asyncio.sleep(0.05)
+        running = sorted(engine.busy_job_ids())
+        window.queue_pane.select_job(running[0])
+
+        intervals: list[float] = []
+        last = [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            intervals.append(now - last[0])
+            last[0] = now
+
+        timer = QTimer()
+        timer.setInterval(10)
+        timer.timeout.connect(tick)
+        timer.start()
+        while engine.busy_job_ids():
+            await asyncio.sleep(0.1)
+        timer.stop()
+        states = [engine.job(j).state.value for j in running]
+        print(f"    jobs ended: {states.count('succeeded')} succeeded of {len(states)}")
+        window.ask_quit_choice = lambda running: QUIT_CANCEL  # type: ignore[method-assign]
+        window.close()
+        while not window.closed:
+            await asyncio.sleep(0.05)
+        return [max(0.0, i - 0.010) * 1000 for i in intervals]
+    finally:
+        await run_blocking(sandbox.stop)
+
+
+def first_paint_times(starts: int, tmp: Path) -> list[float]:
+    env = dict(os.environ, DSS_CONSOLE_REPORT_FIRST_PAINT="1",
+               XDG_CONFIG_HOME=str(tmp / "cfg"), XDG_DATA_HOME=str(tmp / "dat"),
+               DSS_CONSOLE_KEYRING="off")
+    if not env.get("DISPLAY"):
+        env["QT_QPA_PLATFORM"] = "offscreen"
+    times = []
+    for _ in range(starts):
+        launched = time.time()
+        proc = subprocess.Popen([str(EXE)], env=env, stdout=subprocess.PIPE, text=True,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("DSS_CONSOLE_FIRST_PAINT"):
+                    times.append(float(line.split()[1]) - launched)
+                    break
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--rate", type=int, default=50_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--starts", type=int, default=5)
+    args = parser.parse_args()
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    with tempfile.TemporaryDirectory(prefix="dss-gui-bench-") as tmp_text:
+        tmp = Path(tmp_text)
+        app = QApplication([sys.argv[0]])
+        loop = qasync.QEventLoop(app)
+        asyncio.set_event_loop(loop)
+        print(f"GUI responsiveness ({os.cpu_count()} cores, platform "
+              f"{os.environ['QT_QPA_PLATFORM']})")
+        print(f"(1) {args.jobs} jobs x {args.rate} lines/s for {args.seconds:g} s, one log "
+              "view live:")
+        with loop:
+            lateness = loop.run_until_complete(flood_run(args, tmp))
+        print(f"    10 ms timer lateness over {len(lateness)} ticks: "
+              f"median {statistics.median(lateness):.1f} ms, p99 "
+              f"{percentile(lateness, 0.99):.1f} ms (target <= 50), max {max(lateness):.1f} ms "
+              "(target <= 200)")
+        times = first_paint_times(args.starts, tmp)
+        warm = times[1:] or times
+        print(f"(2) launch -> first paint: cold {times[0]:.2f} s; warm median "
+              f"{statistics.median(warm):.2f} s, max {max(warm):.2f} s (target <= 1.0 s)")
+
+
+if __name__ == "__main__":
+    main()

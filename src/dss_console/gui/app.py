@@ -1,0 +1,242 @@
+"""Starting the console: the Qt application on a qasync loop, the embedded sandbox
+(`--sandbox`) and the end-to-end self-test (`--sandbox --self-test`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QObject
+from PySide6.QtWidgets import QApplication
+
+from dss_console.credentials import SessionStore
+from dss_console.engine.settings import (
+    ServiceCommand,
+    Settings,
+    SettingsError,
+    load_settings,
+    settings_path,
+)
+from dss_console.gui.main_window import MainWindow
+from dss_console.gui.tasks import run_blocking, shutdown_executor
+
+FIRST_PAINT_ENV = "DSS_CONSOLE_REPORT_FIRST_PAINT"
+SELF_TEST_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class GuiOptions:
+    sandbox: bool = False
+    self_test: bool = False
+    screenshot: Path | None = None
+    config: str | None = None
+    sandbox_tickets: int = 3
+    sandbox_pace: float = 0.3
+
+
+class SelfTestFailed(Exception):
+    pass
+
+
+class _FirstPaint(QObject):
+    """Prints when the window first paints (for the startup benchmark)."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Paint:
+            print(f"DSS_CONSOLE_FIRST_PAINT {time.time():.6f}", flush=True)
+            watched.removeEventFilter(self)
+        return False
+
+
+def run(options: GuiOptions) -> int:
+    import qasync
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName("DSS Console")
+    app.setQuitOnLastWindowClosed(False)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    console = Console(options)
+    try:
+        with loop:
+            return loop.run_until_complete(console.main())
+    finally:
+        shutdown_executor(wait=False)
+
+
+class Console:
+    """One console session: settings, the window, and (with --sandbox) the local server."""
+
+    def __init__(self, options: GuiOptions):
+        self.options = options
+        self.sandbox = None
+        self.window: MainWindow | None = None
+        self.closed = asyncio.Event()
+        self._paint_probe: _FirstPaint | None = None
+
+    async def main(self) -> int:
+        try:
+            return await self._main()
+        finally:
+            if self.sandbox is not None:
+                await run_blocking(self.sandbox.stop)
+
+    async def _main(self) -> int:
+        options = self.options
+        settings, settings_file, store, data_dir, problem = self._user_settings()
+        window = self._open_window(settings, settings_file, store, data_dir)
+        if problem:
+            window.show_banner(problem)
+        if options.sandbox:
+            try:
+                await self._start_sandbox(window)
+            except Exception as exc:  # the sandbox is optional; say why it did not start
+                message = f"The sandbox could not start: {exc}"
+                window.show_banner(message)
+                if options.self_test:
+                    print(f"self-test failed: {message}", file=sys.stderr)
+                    await self._close(window)
+                    return 1
+        elif store.last_server():
+            await window.login_pane.resume(store.last_server() or "")
+        if options.self_test:
+            code = await self._self_test(window)
+            await self._close(window)
+            return code
+        await self.closed.wait()
+        return 0
+
+    def _user_settings(self) -> tuple[Settings, Path | None, SessionStore, Path | None, str]:
+        if self.options.sandbox:
+            return Settings(), None, SessionStore(), None, ""
+        path = settings_path(self.options.config)
+        try:
+            return load_settings(path), path, SessionStore(), None, ""
+        except SettingsError as exc:
+            # Open anyway, with defaults, and do not overwrite the user's file.
+            return Settings(), None, SessionStore(), None, f"{exc} (using defaults; the file " \
+                                                           "was not changed)"
+
+    def _open_window(self, settings: Settings, settings_file: Path | None,
+                     store: SessionStore, data_dir: Path | None) -> MainWindow:
+        window = MainWindow(settings, settings_file, store, data_dir=data_dir)
+        window.finished.connect(self.closed.set)
+        if os.environ.get(FIRST_PAINT_ENV):
+            self._paint_probe = _FirstPaint()
+            window.installEventFilter(self._paint_probe)
+        window.show()
+        self.window = window
+        return window
+
+    async def _start_sandbox(self, window: MainWindow) -> None:
+        from dss_console.resources.demo_service import demo_service_command
+        from dss_console.sandbox import Sandbox
+
+        window.show_banner("Starting the embedded sandbox (a local DSS server with demo "
+                           "tickets)…", "info")
+        sandbox = Sandbox(tickets=self.options.sandbox_tickets)
+        await run_blocking(sandbox.start)
+        self.sandbox = sandbox
+        pace = 0.0 if self.options.self_test else self.options.sandbox_pace
+        console_dir = sandbox.data_dir / "console"
+        settings = Settings(
+            server=sandbox.url, servers=[sandbox.url], provider=sandbox.provider,
+            instance="sandbox-console", workroot=console_dir / "work", poll_interval=2.0,
+            concurrency=2, services={sandbox.service_name: ServiceCommand(
+                key=sandbox.service_name, command=demo_service_command(pace))})
+        window.settings = settings
+        window.store = window.login_pane.store = SessionStore(console_dir / "sessions",
+                                                              use_keyring=False)
+        window.data_dir = console_dir
+        window.login_pane.set_servers([sandbox.url], sandbox.url)
+        token = await run_blocking(sandbox.fresh_token)
+        window.clear_banner()
+        if not await window.login_pane.login(sandbox.url, token):
+            raise RuntimeError(window.login_pane.message.text())
+        window.show_banner(f"Sandbox running at {sandbox.url}: the demo service's command is "
+                           "configured. Select DemoSegmentation and press Claim next, or turn "
+                           "on Auto mode.", "info")
+
+    async def _close(self, window: MainWindow) -> None:
+        window.close()
+        deadline = time.monotonic() + 60
+        while not window.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # -- the self-test ----------------------------------------------------------------------
+    async def _self_test(self, window: MainWindow) -> int:
+        try:
+            await asyncio.wait_for(self._self_test_steps(window), SELF_TEST_TIMEOUT)
+        except SelfTestFailed as exc:
+            print(f"self-test failed: {exc}", file=sys.stderr)
+            return 1
+        except asyncio.TimeoutError:
+            print(f"self-test failed: not done after {SELF_TEST_TIMEOUT:.0f} s",
+                  file=sys.stderr)
+            return 1
+        print("self-test passed", flush=True)
+        return 0
+
+    async def _self_test_steps(self, window: MainWindow) -> None:
+        sandbox = self.sandbox
+        if sandbox is None:
+            raise SelfTestFailed("--self-test needs --sandbox")
+        await _until(lambda: window.engine is not None, 30, "the engine to start after login")
+        engine = window.engine
+        assert engine is not None
+        await _until(lambda: window.services_pane.table.rowCount() > 0, 30,
+                     "the services list")
+        window.services_pane.select_service(sandbox.service_hash)
+        # The same action as the operator's click on "Claim next".
+        window.services_pane.claim_button.click()
+        await _until(lambda: bool(engine.jobs()), 30, "a claimed ticket")
+        job = engine.jobs()[0]
+        await _until(lambda: engine.job(job.job_id).inputs_ready, 30, "its inputs")
+        if not window.queue_pane.select_job(job.job_id):
+            raise SelfTestFailed(f"ticket {job.ticket_id} is not in the queue view")
+        await _until(lambda: window.queue_pane.buttons["run"].isEnabled(), 10,
+                     "the Run button to be enabled")
+        window.queue_pane.buttons["run"].click()
+        client = window.logged_in.client if window.logged_in else None
+        if client is None:
+            raise SelfTestFailed("not logged in")
+        deadline = time.monotonic() + 120
+        while True:
+            status = await run_blocking(client.tickets.status, job.ticket_id)
+            if status.value == "success":
+                break
+            if status.is_terminal or time.monotonic() > deadline:
+                reason = engine.job(job.job_id).reason
+                raise SelfTestFailed(f"ticket {job.ticket_id} ended {status.value} on the "
+                                     f"server: {reason}")
+            await asyncio.sleep(0.2)
+        await _until(lambda: window.queue_pane.current_job() is not None
+                     and window.queue_pane.current_job().state.value == "succeeded", 20,
+                     "the queue to show success")
+        window.detail_pane.tabs.setCurrentIndex(0)
+        await _until(lambda: window.detail_pane.log.text_edit.toPlainText().strip() != "", 20,
+                     "the ticket's log to show")
+        if self.options.screenshot:
+            await asyncio.sleep(0.3)  # one more paint cycle for the last updates
+            path = Path(self.options.screenshot)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not window.grab().save(str(path)):
+                raise SelfTestFailed(f"could not save the screenshot to {path}")
+            print(f"screenshot saved to {path}", flush=True)
+
+
+async def _until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if condition():
+                return
+        if time.monotonic() > deadline:
+            raise SelfTestFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)

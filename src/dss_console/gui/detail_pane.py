@@ -1,0 +1,172 @@
+"""One ticket in detail: live output, what was sent to the server, the input workspace."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QLabel,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dss_console.engine.events import JobSnapshot
+from dss_console.engine.journal import OutboxItem
+from dss_console.gui.logview import LogView
+from dss_console.workspace import Workspace
+
+STATE_WORDS = {
+    "pending": "waiting to be sent",
+    "delivered": "delivered",
+    "superseded": "replaced by a newer value",
+    "skipped": "not needed",
+    "dropped": "dropped",
+    "failed": "refused by the server",
+}
+STATE_COLOURS = {"pending": "#b26a00", "failed": "#c62828", "dropped": "#c62828"}
+
+
+def job_log_file(job: JobSnapshot) -> Path:
+    engine_dir = Path(job.workdir) / ".dss"
+    name = "output.log" if job.attempt <= 1 else f"output-{job.attempt}.log"
+    return engine_dir / name
+
+
+class DetailPane(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.job: JobSnapshot | None = None
+        self.header = QLabel("Select a ticket to see its output.")
+        self.header.setWordWrap(True)
+        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.log = LogView()
+        self.calls = QTreeWidget()
+        self.calls.setHeaderLabels(["Queued", "Call", "Delivery", "Note"])
+        self.calls.setRootIsDecorated(False)
+        self.calls.setAlternatingRowColors(True)
+        self.inputs = QTreeWidget()
+        self.inputs.setHeaderLabels(["Layer", "Role", "Nickname", "Tags", "File"])
+        self.inputs.setRootIsDecorated(False)
+        self.inputs_note = QLabel()
+        self.inputs_note.setWordWrap(True)
+        inputs_page = QWidget()
+        inputs_layout = QVBoxLayout(inputs_page)
+        inputs_layout.addWidget(self.inputs_note)
+        inputs_layout.addWidget(self.inputs, 1)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.log, "Output")
+        self.tabs.addTab(self.calls, "Sent to server")
+        self.tabs.addTab(inputs_page, "Input workspace")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.header)
+        layout.addWidget(self.tabs, 1)
+
+    # -- the selected job -------------------------------------------------------------------
+    def show_job(self, job: JobSnapshot | None) -> None:
+        previous = self.job
+        self.job = job
+        self.set_header(job)
+        if job is None:
+            self.log.clear()
+            self.log.set_log_file(None)
+            self.calls.clear()
+            self.inputs.clear()
+            self.inputs_note.setText("")
+            return
+        if previous is None or previous.job_id != job.job_id or previous.attempt != job.attempt:
+            self.log.clear()
+            path = job_log_file(job)
+            self.log.set_log_file(path)
+            if path.exists():
+                self.log.load_tail(path)
+
+    def set_header(self, job: JobSnapshot | None) -> None:
+        if job is None:
+            self.header.setText("Select a ticket to see its output.")
+            return
+        parts = [f"<b>Ticket {job.ticket_id}</b> · {job.service_name or job.service_hash[:10]}"
+                 f" · {job.state.value} · {job.progress * 100:.0f}%"]
+        if job.reason:
+            parts.append(f"<br>{_escape(job.reason)}")
+        if job.owed:
+            parts.append(f"<br>{job.owed} server call(s) waiting to be delivered")
+        self.header.setText("".join(parts))
+
+    def update_job(self, job: JobSnapshot) -> None:
+        if self.job is not None and job.job_id == self.job.job_id:
+            if job.attempt != self.job.attempt:
+                self.show_job(job)
+            else:
+                self.job = job
+                self.set_header(job)
+
+    def append_output(self, job_id: int, lines: list[tuple[str, str]], skipped: int) -> None:
+        if self.job is None or job_id != self.job.job_id:
+            return
+        if skipped:
+            self.log.append_note("info", f"{skipped} lines not shown live (the view could not "
+                                         "keep up); all are in the full log")
+        self.log.append_lines(lines)
+
+    def append_message(self, job_id: int, level: str, text: str, local: bool) -> None:
+        if self.job is None or job_id != self.job.job_id:
+            return
+        self.log.append_note(level, text if not local else f"(console) {text}")
+
+    def set_calls(self, job_id: int, items: list[OutboxItem]) -> None:
+        if self.job is None or job_id != self.job.job_id:
+            return
+        self.calls.clear()
+        for item in items:
+            row = QTreeWidgetItem([time.strftime("%H:%M:%S", time.localtime(item.created_at)),
+                                   item.summary, STATE_WORDS.get(item.state, item.state),
+                                   item.last_error or ""])
+            colour = STATE_COLOURS.get(item.state)
+            if colour:
+                row.setForeground(2, QBrush(QColor(colour)))
+            if item.last_error:
+                row.setToolTip(3, item.last_error)
+            self.calls.addTopLevelItem(row)
+        for column in range(3):
+            self.calls.resizeColumnToContents(column)
+
+    def set_inputs(self, job_id: int, workspace: Workspace | None, required: tuple[str, ...],
+                   problem: str | None = None) -> None:
+        if self.job is None or job_id != self.job.job_id:
+            return
+        self.inputs.clear()
+        if workspace is None:
+            self.inputs_note.setText(problem or "The inputs have not been downloaded yet.")
+            return
+        present = {tag for layer in workspace.layers for tag in layer.tags}
+        missing = [tag for tag in required if tag not in present]
+        if not required:
+            note = "The service declares no required tags."
+        elif missing:
+            note = ("<span style='color:#c62828'>Missing required tag(s): "
+                    f"{', '.join(missing)}</span>")
+        else:
+            note = f"All required tags present: {', '.join(required)}."
+        self.inputs_note.setText(f"{workspace.path.name}: {len(workspace.layers)} layer(s). "
+                                 f"{note}")
+        for layer in workspace.layers:
+            row = QTreeWidgetItem([str(layer.index), layer.role, layer.nickname,
+                                   ", ".join(layer.tags), str(layer.path)])
+            if not layer.path.exists():
+                row.setForeground(4, QBrush(QColor("#c62828")))
+                row.setToolTip(4, "file not found")
+            self.inputs.addTopLevelItem(row)
+        for column in range(4):
+            self.inputs.resizeColumnToContents(column)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,428 @@
+"""The jobs table: one row per job, keyed by job id, updated in place.
+
+Engine snapshots arrive in batches (the bridge drains its queue at up to 30 Hz); a batch
+updates the rows it names with one ``dataChanged`` each and appends new jobs with one
+insert, never a model reset, so the view keeps its selection, scroll position and sort.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PySide6.QtGui import QBrush, QColor, QGuiApplication, QPainter, QPalette
+from PySide6.QtWidgets import (
+    QApplication,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
+    QStyleOptionViewItem,
+)
+
+from dss_console.engine.events import JobSnapshot
+from dss_console.engine.states import JobState
+
+__all__ = [
+    "Column",
+    "JobFilterProxy",
+    "JobTableModel",
+    "ProgressDelegate",
+    "format_claimed",
+    "format_elapsed",
+]
+
+_Index = QModelIndex | QPersistentModelIndex
+_USER = int(Qt.ItemDataRole.UserRole)
+
+
+class Column(enum.IntEnum):
+    TICKET = 0
+    SERVICE = 1
+    STATE = 2
+    PROGRESS = 3
+    CLAIMED = 4
+    ELAPSED = 5
+    INSTANCE = 6
+
+
+_HEADERS = {
+    Column.TICKET: ("Ticket", "The DSS ticket number"),
+    Column.SERVICE: ("Service", "The service the ticket asks for"),
+    Column.STATE: ("State", "Where the job stands"),
+    Column.PROGRESS: ("Progress", "Progress the command reported"),
+    Column.CLAIMED: ("Claimed", "When the ticket was claimed (local time)"),
+    Column.ELAPSED: ("Elapsed", "How long the command has run"),
+    Column.INSTANCE: ("Instance", "The provider instance that claimed the ticket"),
+}
+
+# Lifecycle order, so sorting by state groups live jobs before finished ones.
+_STATE_ORDER = {state: rank for rank, state in enumerate((
+    JobState.CLAIMED, JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING,
+    JobState.INTERRUPTED, JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED))}
+
+# (light palette, dark palette): mid-tones would be hard to read on one of the two.
+_STATE_COLOURS: dict[JobState, tuple[str, str]] = {
+    JobState.DOWNLOADING: ("#0b61c4", "#79c0ff"),
+    JobState.RUNNING: ("#0b61c4", "#79c0ff"),
+    JobState.UPLOADING: ("#0a6e62", "#56d4bc"),
+    JobState.SUCCEEDED: ("#1a7f37", "#56d364"),
+    JobState.FAILED: ("#c62828", "#ff7b72"),
+    JobState.CANCELLED: ("#6e7781", "#8b949e"),
+    JobState.INTERRUPTED: ("#9a6700", "#e3b341"),
+}
+
+# The fields each column shows, to narrow a row's dataChanged to the columns that moved.
+_COLUMN_FIELDS: dict[Column, tuple[str, ...]] = {
+    Column.TICKET: ("ticket_id",),
+    Column.SERVICE: ("service_name", "service_hash"),
+    Column.STATE: ("state",),
+    Column.PROGRESS: ("progress", "state"),
+    Column.CLAIMED: ("claimed_at",),
+    Column.ELAPSED: ("started_at", "finished_at", "state", "updated_at"),
+    Column.INSTANCE: ("instance",),
+}
+# Shown in every cell's tooltip: a change there touches the whole row.
+_ROW_FIELDS = ("reason", "owed", "attempt")
+
+
+def _ticking(job: JobSnapshot) -> bool:
+    """Its elapsed time grows by itself: started and not finished."""
+    return (job.started_at is not None and job.finished_at is None
+            and not job.state.is_terminal and job.state is not JobState.INTERRUPTED)
+
+
+def _elapsed(job: JobSnapshot) -> float | None:
+    if job.started_at is None:
+        return None
+    if job.finished_at is None and not _ticking(job):
+        # Ended (or interrupted by a crash) without a recorded end: the last update is the
+        # best end we know; JobSnapshot.elapsed would keep counting forever.
+        return max(0.0, job.updated_at - job.started_at)
+    return job.elapsed
+
+
+def format_elapsed(seconds: float | None) -> str:
+    """'42 s', '5:03', '1:02:03'; '—' when the job has not started."""
+    if seconds is None:
+        return "—"
+    total = int(seconds)
+    if total < 60:
+        return f"{total} s"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_claimed(at: float | None, now: float | None = None) -> str:
+    """Local time: '14:03:27' today, '2026-11-20 14:03' another day, '' when unknown."""
+    if at is None:
+        return ""
+    local = time.localtime(at)
+    today = time.localtime(time.time() if now is None else now)
+    if local[:3] == today[:3]:
+        return time.strftime("%H:%M:%S", local)
+    return time.strftime("%Y-%m-%d %H:%M", local)
+
+
+def _is_dark() -> bool:
+    return QGuiApplication.palette().color(QPalette.ColorRole.Base).lightness() < 128
+
+
+class JobTableModel(QAbstractTableModel):
+    """Jobs by id. ``JobRole`` gives a row's JobSnapshot; ``SortRole`` the real value behind
+    a cell (ticket number, state rank, progress 0..1, epoch seconds...), used for sorting
+    and by ProgressDelegate."""
+
+    JobRole = _USER + 1
+    SortRole = _USER + 2
+    JobIdRole = _USER + 3
+    Column = Column
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[JobSnapshot] = []
+        self._index: dict[int, int] = {}  # job id -> row
+
+    # -- reading ----------------------------------------------------------------------------
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(Column)
+
+    def job_at(self, row: int) -> JobSnapshot:
+        return self._rows[row]
+
+    def row_of(self, job_id: int) -> int | None:
+        return self._index.get(job_id)
+
+    def job(self, job_id: int) -> JobSnapshot | None:
+        row = self._index.get(job_id)
+        return None if row is None else self._rows[row]
+
+    def jobs(self) -> list[JobSnapshot]:
+        return list(self._rows)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(Column):
+            return None
+        title, tip = _HEADERS[Column(section)]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return title
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return tip
+        return None
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        job = self._rows[index.row()]
+        column = Column(index.column())
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(job, column)
+        if role == self.SortRole:
+            return self._sort_value(job, column)
+        if role == self.JobRole:
+            return job
+        if role == self.JobIdRole:
+            return job.job_id
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(job, column)
+        if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATE:
+            colours = _STATE_COLOURS.get(job.state)
+            return None if colours is None else QBrush(QColor(colours[_is_dark()]))
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in (Column.TICKET,
+                                                                    Column.ELAPSED):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _display(job: JobSnapshot, column: Column) -> str:
+        if column is Column.TICKET:
+            return str(job.ticket_id)
+        if column is Column.SERVICE:
+            return job.service_name or job.service_hash[:8]
+        if column is Column.STATE:
+            return job.state.value
+        if column is Column.PROGRESS:
+            return f"{round(max(0.0, min(1.0, job.progress)) * 100)}%"
+        if column is Column.CLAIMED:
+            return format_claimed(job.claimed_at)
+        if column is Column.ELAPSED:
+            return format_elapsed(_elapsed(job))
+        return job.instance
+
+    @staticmethod
+    def _sort_value(job: JobSnapshot, column: Column) -> Any:
+        # One type per column (Qt compares the variants): unknown times sort first.
+        if column is Column.TICKET:
+            return job.ticket_id
+        if column is Column.SERVICE:
+            return (job.service_name or job.service_hash).casefold()
+        if column is Column.STATE:
+            return _STATE_ORDER.get(job.state, len(_STATE_ORDER))
+        if column is Column.PROGRESS:
+            return float(max(0.0, min(1.0, job.progress)))
+        if column is Column.CLAIMED:
+            return float(job.claimed_at) if job.claimed_at is not None else -1.0
+        if column is Column.ELAPSED:
+            elapsed = _elapsed(job)
+            return -1.0 if elapsed is None else float(elapsed)
+        return job.instance.casefold()
+
+    @staticmethod
+    def _tooltip(job: JobSnapshot, column: Column) -> str | None:
+        lines = []
+        if column is Column.SERVICE and job.service_hash:
+            lines.append(f"Service hash {job.service_hash}")
+        if job.reason:
+            lines.append(job.reason)
+        if job.attempt > 1:
+            lines.append(f"Attempt {job.attempt}")
+        if job.owed > 0:
+            lines.append(f"{job.owed} server call{'s' if job.owed != 1 else ''} owed")
+        return "\n".join(lines) or None
+
+    # -- writing ----------------------------------------------------------------------------
+    def set_jobs(self, snapshots: Iterable[JobSnapshot]) -> None:
+        """Replace every row (the initial load): one reset."""
+        latest = {job.job_id: job for job in snapshots}
+        self.beginResetModel()
+        self._rows = list(latest.values())
+        self._index = {job_id: row for row, job_id in enumerate(latest)}
+        self.endResetModel()
+
+    def update_jobs(self, snapshots: Iterable[JobSnapshot]) -> None:
+        """Update known jobs in place and append new ones, in one batch."""
+        latest: dict[int, JobSnapshot] = {}
+        for job in snapshots:
+            latest[job.job_id] = job  # several snapshots of one job per batch: last wins
+        added: list[JobSnapshot] = []
+        for job_id, job in latest.items():
+            row = self._index.get(job_id)
+            if row is None:
+                added.append(job)
+                continue
+            old = self._rows[row]
+            if old == job:
+                continue
+            self._rows[row] = job
+            first, last = self._changed_columns(old, job)
+            self.dataChanged.emit(self.index(row, first), self.index(row, last))
+        if added:
+            start = len(self._rows)
+            self.beginInsertRows(QModelIndex(), start, start + len(added) - 1)
+            for offset, job in enumerate(added):
+                self._index[job.job_id] = start + offset
+            self._rows.extend(added)
+            self.endInsertRows()
+
+    def remove_job(self, job_id: int) -> bool:
+        row = self._index.get(job_id)
+        if row is None:
+            return False
+        self.beginRemoveRows(QModelIndex(), row, row)
+        del self._rows[row]
+        del self._index[job_id]
+        for later in range(row, len(self._rows)):
+            self._index[self._rows[later].job_id] = later
+        self.endRemoveRows()
+        return True
+
+    def tick(self) -> None:
+        """Once a second: repaint the Elapsed cells of running jobs, one signal per run of
+        adjacent rows; finished rows are not touched."""
+        rows = [row for row, job in enumerate(self._rows) if _ticking(job)]
+        column = int(Column.ELAPSED)
+        roles = [int(Qt.ItemDataRole.DisplayRole), self.SortRole]
+        # Group consecutive row numbers: row - position is constant within a run.
+        for _key, run in itertools.groupby(enumerate(rows), lambda pair: pair[1] - pair[0]):
+            block = [row for _position, row in run]
+            self.dataChanged.emit(self.index(block[0], column), self.index(block[-1], column),
+                                  roles)
+
+    @staticmethod
+    def _changed_columns(old: JobSnapshot, new: JobSnapshot) -> tuple[int, int]:
+        last_column = len(Column) - 1
+        if any(getattr(old, name) != getattr(new, name) for name in _ROW_FIELDS):
+            return 0, last_column
+        changed = [column for column, fields in _COLUMN_FIELDS.items()
+                   if any(getattr(old, name) != getattr(new, name) for name in fields)]
+        if not changed:
+            # Nothing shown moved (e.g. the work dir): JobRole still did.
+            return 0, last_column
+        return min(changed), max(changed)
+
+
+class JobFilterProxy(QSortFilterProxyModel):
+    """Filter jobs by state and by text; sorts by JobTableModel.SortRole and re-sorts and
+    re-filters as rows change."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setSortRole(JobTableModel.SortRole)
+        self.setDynamicSortFilter(True)
+        self._states: frozenset[JobState] | None = None
+        self._words: tuple[str, ...] = ()
+
+    @property
+    def states(self) -> frozenset[JobState] | None:
+        return self._states
+
+    @property
+    def text(self) -> str:
+        return " ".join(self._words)
+
+    def set_states(self, states: Iterable[JobState] | None) -> None:
+        """Show only jobs in these states; None shows all."""
+        wanted = None if states is None else frozenset(states)
+        if wanted != self._states:
+            self._change_filter(lambda: setattr(self, "_states", wanted))
+
+    def set_text(self, text: str) -> None:
+        """Show only jobs matching every word of ``text`` (case-insensitive) in their ticket
+        number, service, instance, reason or state."""
+        words = tuple(text.casefold().split())
+        if words != self._words:
+            self._change_filter(lambda: setattr(self, "_words", words))
+
+    def job_at(self, proxy_row: int) -> JobSnapshot:
+        """The job shown at a row of this proxy."""
+        return self.index(proxy_row, 0).data(JobTableModel.JobRole)
+
+    def filterAcceptsRow(self, source_row: int, source_parent: _Index) -> bool:
+        model = self.sourceModel()
+        if isinstance(model, JobTableModel):
+            job = model.job_at(source_row)
+        else:
+            job = model.index(source_row, 0, source_parent).data(JobTableModel.JobRole)
+        if job is None:
+            return True
+        if self._states is not None and job.state not in self._states:
+            return False
+        if self._words:
+            haystack = " ".join((job.service_name, job.service_hash, job.instance,
+                                 job.reason or "", job.state.value)).casefold()
+            # A number is a ticket id: "12" must not match every hash that contains "12".
+            return all(word == str(job.ticket_id) if word.isdigit() else word in haystack
+                       for word in self._words)
+        return True
+
+    def _change_filter(self, change: Callable[[], None]) -> None:
+        if hasattr(QSortFilterProxyModel, "Direction"):  # Qt >= 6.10
+            self.beginFilterChange()
+            change()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            change()
+            self.invalidateRowsFilter()
+
+
+class ProgressDelegate(QStyledItemDelegate):
+    """Paints a 0..1 value (the model's SortRole) as the style's progress bar, with the
+    cell's display text ('45%') on it."""
+
+    def __init__(self, parent: QObject | None = None,
+                 value_role: int = JobTableModel.SortRole) -> None:
+        super().__init__(parent)
+        self._value_role = value_role
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: _Index) -> None:
+        value = index.data(self._value_role)
+        if not isinstance(value, (int, float)):
+            super().paint(painter, option, index)
+            return
+        widget = option.widget
+        style = widget.style() if widget is not None else QApplication.style()
+        # The cell's own background and selection first, without its text.
+        cell = QStyleOptionViewItem(option)
+        self.initStyleOption(cell, index)
+        cell.text = ""
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, cell, painter, widget)
+
+        bar = QStyleOptionProgressBar()
+        bar.rect = option.rect.adjusted(2, 2, -2, -2)
+        bar.direction = option.direction
+        bar.palette = option.palette
+        bar.fontMetrics = option.fontMetrics
+        bar.state = (option.state | QStyle.StateFlag.State_Horizontal) \
+            & ~QStyle.StateFlag.State_Selected
+        bar.minimum = 0
+        bar.maximum = 1000
+        bar.progress = round(max(0.0, min(1.0, float(value))) * 1000)
+        bar.text = str(index.data(Qt.ItemDataRole.DisplayRole) or "")
+        bar.textVisible = True
+        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
+        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)

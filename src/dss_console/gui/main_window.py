@@ -1,0 +1,593 @@
+"""The console's main window: login and services on the left, the ticket queue and the
+selected ticket's detail on the right, connection and scheduler state in the status bar.
+
+It turns engine events into views and operator actions into engine calls; every call that
+touches the network, the disk or a process runs off the Qt thread (`run_blocking`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QCloseEvent, QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QSystemTrayIcon,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dss_console import paths
+from dss_console.connection import LoggedIn
+from dss_console.credentials import SessionStore
+from dss_console.dss import DssError
+from dss_console.engine.engine import Engine, EngineError, journal_path
+from dss_console.engine.events import JobSnapshot
+from dss_console.engine.journal import Journal
+from dss_console.engine.locks import InstanceBusyError, instance_lock
+from dss_console.engine.settings import Settings, SettingsError, save_settings
+from dss_console.engine.source import DssSource
+from dss_console.engine.states import JobState
+from dss_console.gui.bridge import EngineBridge
+from dss_console.gui.detail_pane import DetailPane
+from dss_console.gui.login_pane import LoginPane
+from dss_console.gui.queue_pane import QueuePane
+from dss_console.gui.services_pane import ServicesPane
+from dss_console.gui.tasks import run_blocking, spawn
+from dss_console.workspace import Workspace, WorkspaceError
+
+STATS_REFRESH_MS = 15_000
+QUIT_DRAIN, QUIT_CANCEL = "drain", "cancel"
+
+
+class MainWindow(QMainWindow):
+    engineStarted = Signal(object)  # Engine
+    engineStopped = Signal()
+    finished = Signal()  # closed for real, after the engine stopped
+
+    def __init__(self, settings: Settings, settings_file: Path | None, store: SessionStore, *,
+                 data_dir: Path | None = None, window_state_file: Path | None = None):
+        super().__init__()
+        self.setWindowTitle("DSS Console")
+        self.settings = settings
+        self.settings_file = settings_file  # None: do not persist (sandbox)
+        self.store = store
+        self.data_dir = data_dir or paths.data_dir()
+        self.engine: Engine | None = None
+        self.logged_in: LoggedIn | None = None
+        self._journal: Journal | None = None
+        self._lock: Any = None
+        self._quitting = False
+        self._closed_for_real = False
+        self._next_poll_at: float | None = None
+        self._required_tags: dict[str, tuple[str, ...]] = {}
+        self._window_state = QSettings(
+            str(window_state_file or paths.config_dir() / "window.ini"),
+            QSettings.Format.IniFormat)
+
+        self.bridge = EngineBridge(self)
+        servers = list(dict.fromkeys([*(settings.servers or []),
+                                      *([settings.server] if settings.server else []),
+                                      *store.known_servers()]))
+        self.login_pane = LoginPane(store, servers, self._verify)
+        if store.last_server():
+            self.login_pane.server_box.setCurrentText(store.last_server() or "")
+        self.services_pane = ServicesPane()
+        self.services_pane.set_logged_in(False)
+        self.queue_pane = QueuePane()
+        self.detail_pane = DetailPane()
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setVisible(False)
+        self.banner.setObjectName("banner")
+        self.banner_close = QPushButton("Dismiss")
+        self.banner_close.setVisible(False)
+        self.settings_button = QPushButton("Settings…")
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        server_box = QGroupBox("Server")
+        QVBoxLayout(server_box).addWidget(self.login_pane)
+        services_box = QGroupBox("Services")
+        QVBoxLayout(services_box).addWidget(self.services_pane)
+        left_layout.addWidget(server_box)
+        left_layout.addWidget(services_box, 1)
+        left_layout.addWidget(self.settings_button, 0, Qt.AlignmentFlag.AlignLeft)
+
+        queue_box = QGroupBox("Tickets")
+        QVBoxLayout(queue_box).addWidget(self.queue_pane)
+        self.right_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.right_splitter.addWidget(queue_box)
+        self.right_splitter.addWidget(self.detail_pane)
+        self.right_splitter.setStretchFactor(1, 1)
+        self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.main_splitter.addWidget(left)
+        self.main_splitter.addWidget(self.right_splitter)
+        self.main_splitter.setStretchFactor(1, 1)
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        banner_row = QHBoxLayout()
+        banner_row.addWidget(self.banner, 1)
+        banner_row.addWidget(self.banner_close)
+        layout.addLayout(banner_row)
+        layout.addWidget(self.main_splitter, 1)
+        self.setCentralWidget(central)
+
+        self.connection_label = QLabel("Not logged in")
+        self.auto_label = QLabel("Auto mode off")
+        self.jobs_label = QLabel("")
+        self.poll_label = QLabel("")
+        for label in (self.connection_label, self.auto_label, self.jobs_label, self.poll_label):
+            self.statusBar().addPermanentWidget(label)
+        self.resize(1280, 820)
+        self._restore_window_state()
+
+        self._status_timer = QTimer(self)
+        self._status_timer.setInterval(1000)
+        self._status_timer.timeout.connect(self._update_status)
+        self._status_timer.start()
+        self._stats_timer = QTimer(self)
+        self._stats_timer.setInterval(STATS_REFRESH_MS)
+        self._stats_timer.timeout.connect(lambda: spawn(self.refresh_services()))
+
+        self.login_pane.loggedIn.connect(lambda result: spawn(self.start_engine(result)))
+        self.login_pane.loggedOut.connect(lambda: spawn(self.stop_engine()))
+        self.login_pane.serversChanged.connect(self._servers_changed)
+        self.services_pane.claimRequested.connect(lambda hashes: spawn(self.claim_next(hashes)))
+        self.services_pane.autoModeToggled.connect(self._auto_mode_toggled)
+        self.services_pane.serviceAutoToggled.connect(self._service_auto_toggled)
+        self.services_pane.editCommandRequested.connect(self.open_settings)
+        self.services_pane.refreshRequested.connect(lambda: spawn(self.refresh_services()))
+        self.settings_button.clicked.connect(lambda: self.open_settings(None))
+        self.queue_pane.currentJobChanged.connect(self._job_selected)
+        self.queue_pane.actionRequested.connect(self._action_requested)
+        self.banner_close.clicked.connect(self.clear_banner)
+        self.bridge.jobsChanged.connect(self._jobs_changed)
+        self.bridge.outputArrived.connect(self.detail_pane.append_output)
+        self.bridge.messageArrived.connect(self.detail_pane.append_message)
+        self.bridge.callsChanged.connect(self._calls_changed)
+        self.bridge.connectionChanged.connect(self._connection_changed)
+        self.bridge.pollCompleted.connect(self._poll_completed)
+        self.bridge.notice.connect(self._notice)
+
+    # -- messages ---------------------------------------------------------------------------
+    def show_banner(self, text: str, level: str = "error") -> None:
+        colour = {"error": "#c62828", "warning": "#b26a00"}.get(level, "")
+        self.banner.setStyleSheet(f"color: {colour};" if colour else "")
+        self.banner.setText(text)
+        self.banner.setVisible(True)
+        self.banner_close.setVisible(True)
+
+    def clear_banner(self) -> None:
+        self.banner.setVisible(False)
+        self.banner_close.setVisible(False)
+
+    def _notice(self, level: str, text: str) -> None:
+        if level == "error":
+            self.show_banner(text, level)
+        else:
+            self.statusBar().showMessage(text, 10_000)
+
+    # -- dialogs (methods, so tests can answer them) ----------------------------------------
+    def ask_confirm(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text,
+                                      QMessageBox.StandardButton.Yes
+                                      | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def ask_text(self, title: str, label: str) -> str | None:
+        text, ok = QInputDialog.getMultiLineText(self, title, label)
+        return text if ok else None
+
+    def ask_open_file(self, title: str, start: str, pattern: str) -> str | None:
+        name, _ = QFileDialog.getOpenFileName(self, title, start, pattern)
+        return name or None
+
+    def ask_quit_choice(self, running: int) -> str | None:
+        box = QMessageBox(self)
+        box.setWindowTitle("Jobs are running")
+        box.setText(f"{running} job(s) are still running or uploading.")
+        box.setInformativeText("Finish them before quitting, or stop them now and fail their "
+                               "tickets (the users are told \"provider shut down\")?")
+        drain = box.addButton("Finish, then quit", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton("Stop and fail them", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Keep running", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is drain:
+            return QUIT_DRAIN
+        if clicked is cancel:
+            return QUIT_CANCEL
+        return None
+
+    # -- settings ---------------------------------------------------------------------------
+    def _verify(self) -> bool | str:
+        return self.settings.ca_bundle or True
+
+    def _servers_changed(self, servers: list[str]) -> None:
+        self.settings.servers = list(servers)
+        self._save_settings()
+
+    def _save_settings(self) -> None:
+        if self.settings_file is None:
+            return
+        try:
+            save_settings(self.settings, self.settings_file)
+        except (SettingsError, OSError) as exc:
+            self.show_banner(f"Could not save the settings: {exc}")
+
+    def open_settings(self, service_hash: str | None = None) -> None:
+        from dss_console.gui.settings_dialog import SettingsDialog
+
+        services = []
+        if self.engine is not None:
+            services = [(s.name, s.service_hash) for s in self.engine.services()]
+        dialog = SettingsDialog(self.settings, services, self)
+        if service_hash:
+            dialog.select_service(service_hash)
+
+        def finished(result: int) -> None:
+            if result:
+                self.apply_settings(dialog.result_settings())
+            dialog.deleteLater()
+
+        # open(), not exec(): a nested event loop inside the qasync loop is fragile.
+        dialog.finished.connect(finished)
+        dialog.open()
+        self.settings_dialog = dialog
+
+    def apply_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        self._save_settings()
+        if self.engine is not None:
+            self.engine.update_settings(settings)
+            self.services_pane.set_services(self.engine.services())
+
+    # -- engine lifecycle -------------------------------------------------------------------
+    async def start_engine(self, logged_in: LoggedIn) -> bool:
+        self.logged_in = logged_in
+        self.settings.server = logged_in.client.server
+        self._save_settings()
+        self.connection_label.setText(f"Connecting to {logged_in.client.server}…")
+        try:
+            engine = await run_blocking(self._build_engine, logged_in)
+        except (DssError, ValueError, InstanceBusyError) as exc:
+            self.show_banner(f"Logged in, but the console cannot work with this server: {exc}")
+            self.connection_label.setText("Not processing")
+            return False
+        self.engine = engine
+        self.bridge.attach(engine.events)
+        self._update_status()
+        self.services_pane.set_logged_in(True)
+        self.services_pane.set_services(engine.services())
+        self.services_pane.auto_button.setChecked(engine.auto)
+        self.queue_pane.set_jobs(engine.jobs(limit=1000))
+        self.connection_label.setText(f"Online: {logged_in.client.server}")
+        self._stats_timer.start()
+        spawn(self.refresh_services())
+        self.engineStarted.emit(engine)
+        return True
+
+    def _build_engine(self, logged_in: LoggedIn) -> Engine:
+        source = DssSource(logged_in.client)
+        provider = self.settings.provider or source.default_provider()
+        lock = instance_lock(self.data_dir, source.key, self.settings.instance)
+        journal = Journal(journal_path(self.data_dir))
+        try:
+            engine = Engine(self.settings, source, journal, provider=provider, auto=False)
+            engine.refresh_services()
+            engine.start(run_claimed=False)
+        except BaseException:
+            journal.close()
+            lock.close()
+            raise
+        self._journal, self._lock = journal, lock
+        return engine
+
+    async def stop_engine(self, *, drain: bool = False) -> None:
+        engine = self.engine
+        self._stats_timer.stop()
+        if engine is None:
+            return
+        self.engine = None
+        await run_blocking(engine.shutdown, drain=drain, flush_timeout=10.0)
+        self.bridge.drain()
+        self.bridge.detach()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        self.services_pane.set_logged_in(False)
+        self.connection_label.setText("Not logged in")
+        self.engineStopped.emit()
+
+    async def refresh_services(self) -> None:
+        engine = self.engine
+        if engine is None or self.logged_in is None:
+            return
+        client = self.logged_in.client
+        try:
+            views = await run_blocking(engine.refresh_services)
+        except DssError as exc:
+            self.connection_label.setText(f"Offline: {exc}")
+            return
+        self.services_pane.set_services(views)
+        for view in views:
+            try:
+                stats = await run_blocking(client.services.stats, view.service_hash)
+            except DssError:
+                continue
+            self.services_pane.set_stats(view.service_hash, stats)
+        self.services_pane.summary.setText(
+            f"{len(views)} service(s); {sum(1 for v in views if v.command)} with a command.")
+
+    # -- engine events ----------------------------------------------------------------------
+    def _jobs_changed(self, jobs: list[JobSnapshot]) -> None:
+        self.queue_pane.update_jobs(jobs)
+        if self.engine is not None:
+            self.queue_pane.set_busy(self.engine.busy_job_ids())
+        for job in jobs:
+            self.detail_pane.update_job(job)
+            if job.state.is_terminal and self.settings.notify:
+                self._notify(job)
+        current = self.detail_pane.job
+        if current is not None and any(j.job_id == current.job_id for j in jobs):
+            spawn(self._load_inputs(current))
+
+    def _notify(self, job: JobSnapshot) -> None:
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            return
+        tray = getattr(self, "_tray", None)
+        if tray is None:
+            tray = self._tray = QSystemTrayIcon(self.windowIcon(), self)
+            tray.show()
+        tray.showMessage(f"Ticket {job.ticket_id} {job.state.value}",
+                         job.reason or job.service_name)
+
+    def _calls_changed(self, job_id: int) -> None:
+        if self.detail_pane.job is not None and self.detail_pane.job.job_id == job_id:
+            spawn(self._load_calls(job_id))
+
+    def _connection_changed(self, state: str, detail: str) -> None:
+        server = self.logged_in.client.server if self.logged_in else ""
+        if state == "online":
+            self.connection_label.setText(f"Online: {server}")
+        elif state == "offline":
+            self.connection_label.setText("Offline: retrying")
+            self.statusBar().showMessage(f"Server unreachable, retrying: {detail}", 10_000)
+        elif state == "logged_out":
+            self.connection_label.setText("Session expired")
+            self.show_banner("The server no longer accepts this session. Log out and log in "
+                             "again with a new token; nothing queued is lost meanwhile.")
+
+    def _poll_completed(self, ready: dict, next_poll_in: float) -> None:
+        self.services_pane.set_ready(ready)
+        self._next_poll_at = time.monotonic() + next_poll_in
+
+    def _update_status(self) -> None:
+        engine = self.engine
+        if engine is None:
+            self.auto_label.setText("")
+            self.jobs_label.setText("")
+            self.poll_label.setText("")
+            return
+        self.auto_label.setText("Auto mode on" if engine.auto else "Auto mode off")
+        self.jobs_label.setText(f"Running {engine.active_count()}/{self.settings.concurrency}")
+        if engine.auto and self._next_poll_at is not None:
+            seconds = max(0, round(self._next_poll_at - time.monotonic()))
+            self.poll_label.setText(f"Next poll in {seconds} s")
+        else:
+            self.poll_label.setText("")
+        self.queue_pane.set_busy(engine.busy_job_ids())
+
+    # -- selection --------------------------------------------------------------------------
+    def _job_selected(self, job: JobSnapshot | None) -> None:
+        self.detail_pane.show_job(job)
+        if job is not None:
+            spawn(self._load_calls(job.job_id))
+            spawn(self._load_inputs(job))
+
+    async def _load_calls(self, job_id: int) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        items = await run_blocking(engine.journal.outbox_items, job_id)
+        self.detail_pane.set_calls(job_id, items)
+
+    async def _load_inputs(self, job: JobSnapshot) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        required = self._required_tags.get(job.service_hash)
+        if required is None and self.logged_in is not None:
+            try:
+                detail = await run_blocking(self.logged_in.client.services.detail,
+                                            job.service_hash)
+                required = self._required_tags[job.service_hash] = detail.required_tags
+            except DssError:
+                required = ()
+        if not job.inputs_ready:
+            self.detail_pane.set_inputs(job.job_id, None, required or ())
+            return
+        from dss_console.engine.workdirs import find_input_workspace
+
+        def load() -> Workspace | None:
+            found = find_input_workspace(Path(job.workdir) / "input", job.ticket_id)
+            return Workspace.load(found) if found else None
+
+        try:
+            workspace = await run_blocking(load)
+        except WorkspaceError as exc:
+            self.detail_pane.set_inputs(job.job_id, None, required or (), f"Unreadable: {exc}")
+            return
+        self.detail_pane.set_inputs(job.job_id, workspace, required or ())
+
+    # -- operator actions -------------------------------------------------------------------
+    def _auto_mode_toggled(self, on: bool) -> None:
+        if self.engine is not None:
+            self.engine.set_auto(on)
+        self._update_status()
+
+    def _service_auto_toggled(self, service_hash: str, on: bool) -> None:
+        if self.engine is not None:
+            self.engine.set_auto(on, service_hash)
+
+    async def claim_next(self, service_hashes: list[str], *, run: bool = False
+                         ) -> JobSnapshot | None:
+        engine = self.engine
+        if engine is None:
+            return None
+        try:
+            job = await run_blocking(engine.claim_next, service_hashes, run=run)
+        except (DssError, EngineError) as exc:
+            self.show_banner(str(exc))
+            return None
+        if job is None:
+            self.statusBar().showMessage("No ticket is ready for the selected services.",
+                                         10_000)
+            return None
+        self.queue_pane.update_jobs([job])
+        self.queue_pane.select_job(job.job_id)
+        return job
+
+    def _action_requested(self, name: str, job: JobSnapshot) -> None:
+        # Dialogs run here, in a plain slot; the work after them is scheduled as a task.
+        if name == "cancel":
+            if self.ask_confirm("Cancel ticket", f"Stop ticket {job.ticket_id} and fail it on "
+                                "the server as cancelled by the provider?"):
+                spawn(self.perform("cancel", job))
+        elif name == "fail":
+            message = self.ask_text("Fail ticket", f"Message for the user of ticket "
+                                    f"{job.ticket_id} (why it failed):")
+            if message and message.strip():
+                spawn(self.perform("fail", job, message.strip()))
+        elif name == "upload":
+            start = str(Path(job.workdir))
+            picked = self.ask_open_file(f"Result workspace for ticket {job.ticket_id}", start,
+                                        "ITK-SNAP workspace (*.itksnap)")
+            if picked and self.ask_confirm(
+                    "Upload result", f"Upload {picked} as the result of ticket {job.ticket_id} "
+                    "and mark it a success?"):
+                spawn(self.perform("upload", job, picked))
+        elif name == "workdir":
+            QDesktopServices.openUrl(QUrl.fromLocalFile(job.workdir))
+        elif name == "itksnap":
+            self._open_in_itksnap(job)
+        elif name == "copy":
+            QGuiApplication.clipboard().setText(str(job.ticket_id))
+            self.statusBar().showMessage(f"Copied {job.ticket_id}", 3000)
+        else:
+            spawn(self.perform(name, job))
+
+    async def perform(self, name: str, job: JobSnapshot, argument: str | None = None) -> bool:
+        """Run an engine operation for a job; failures are shown in words."""
+        engine = self.engine
+        if engine is None:
+            return False
+        calls = {
+            "run": lambda: engine.run_job(job.job_id),
+            "retry": lambda: engine.retry_job(job.job_id),
+            "cancel": lambda: engine.cancel_job(job.job_id),
+            "fail": lambda: engine.fail_job(job.job_id, argument or ""),
+            "upload": lambda: engine.upload_result(job.job_id, argument or ""),
+        }
+        try:
+            await run_blocking(calls[name])
+        except (EngineError, DssError) as exc:
+            self.show_banner(f"Ticket {job.ticket_id}: {exc}")
+            return False
+        self.queue_pane.set_busy(engine.busy_job_ids())
+        return True
+
+    def _open_in_itksnap(self, job: JobSnapshot) -> None:
+        from dss_console.engine.workdirs import find_input_workspace
+
+        workspace = find_input_workspace(Path(job.workdir) / "input", job.ticket_id)
+        if workspace is None:
+            self.show_banner(f"Ticket {job.ticket_id} has no downloaded workspace.")
+            return
+        subprocess.Popen(["itksnap", "-w", str(workspace)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+
+    # -- quitting ---------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self._closed_for_real:
+            self._save_window_state()
+            event.accept()
+            return
+        event.ignore()
+        if self._quitting:
+            return
+        engine = self.engine
+        running = len(engine.busy_job_ids()) if engine is not None else 0
+        drain = False
+        if running:
+            choice = self.ask_quit_choice(running)
+            if choice is None:
+                return
+            drain = choice == QUIT_DRAIN
+        self._quitting = True
+        if drain:
+            self.show_banner(f"Waiting for {running} job(s) to finish before quitting…",
+                             "warning")
+        spawn(self._quit(drain))
+
+    async def _quit(self, drain: bool) -> None:
+        if self.engine is not None:
+            self.engine.stop_claiming()
+            await self.stop_engine(drain=drain)
+        self.bridge.stop()
+        self.queue_pane.stop()
+        self._status_timer.stop()
+        self._stats_timer.stop()
+        if self.logged_in is not None:
+            self.logged_in.client.close()
+        self._closed_for_real = True
+        self.close()
+        self.finished.emit()
+
+    def _save_window_state(self) -> None:
+        state = self._window_state
+        state.setValue("geometry", self.saveGeometry())
+        state.setValue("main_splitter", self.main_splitter.saveState())
+        state.setValue("right_splitter", self.right_splitter.saveState())
+        state.sync()
+
+    def _restore_window_state(self) -> None:
+        state = self._window_state
+        geometry = state.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        for key, splitter in (("main_splitter", self.main_splitter),
+                              ("right_splitter", self.right_splitter)):
+            value = state.value(key)
+            if value is not None:
+                splitter.restoreState(value)
+        if geometry is None:
+            self.main_splitter.setSizes([430, 850])
+            self.right_splitter.setSizes([380, 440])
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_for_real
+
+    def job_state(self, job_id: int) -> JobState | None:
+        engine = self.engine
+        return engine.job(job_id).state if engine is not None else None

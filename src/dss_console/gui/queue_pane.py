@@ -1,0 +1,197 @@
+"""This console's tickets, current and past, with the triage actions."""
+
+from __future__ import annotations
+
+import shutil
+
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dss_console.engine.events import JobSnapshot
+from dss_console.engine.states import JobState
+from dss_console.gui.jobs_model import JobFilterProxy, JobTableModel, ProgressDelegate
+
+ACTIVE = {JobState.CLAIMED, JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING}
+ATTENTION = {JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED}
+STATE_FILTERS: list[tuple[str, set[JobState] | None]] = [
+    ("All tickets", None),
+    ("In progress", ACTIVE),
+    ("Waiting to run", {JobState.CLAIMED, JobState.INTERRUPTED}),
+    ("Running", {JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING}),
+    ("Needs attention", ATTENTION),
+    ("Succeeded", {JobState.SUCCEEDED}),
+    ("Failed", {JobState.FAILED}),
+]
+
+# action name, button text, shortcut, tooltip
+ACTIONS = [
+    ("run", "Run", "Ctrl+R", "Run the service command on this ticket"),
+    ("cancel", "Cancel", "Ctrl+K", "Stop the command and fail the ticket as cancelled"),
+    ("fail", "Fail…", "Ctrl+Shift+F", "Fail the ticket with a message for the user"),
+    ("upload", "Upload result…", "Ctrl+U", "Upload a result workspace from disk and mark the "
+                                           "ticket a success"),
+    ("retry", "Retry run", "Ctrl+Shift+R", "Run the command again from a clean work dir"),
+    ("workdir", "Open work dir", "Ctrl+O", "Open the ticket's work dir"),
+    ("itksnap", "Open in ITK-SNAP", "Ctrl+I", "Open the input workspace in ITK-SNAP"),
+    ("copy", "Copy id", "Ctrl+Shift+C", "Copy the ticket id"),
+]
+
+
+def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False) -> bool:
+    """Whether an action makes sense for a job in its current state."""
+    if job is None:
+        return False
+    state = job.state
+    if name == "run":
+        return state in (JobState.CLAIMED, JobState.INTERRUPTED) and not busy
+    if name == "cancel":
+        return not state.is_terminal
+    if name == "fail":
+        return state is not JobState.SUCCEEDED
+    if name == "upload":
+        return state not in (JobState.SUCCEEDED, JobState.UPLOADING) and not busy
+    if name == "retry":
+        return state in ATTENTION and not busy
+    if name == "itksnap":
+        return job.inputs_ready and shutil.which("itksnap") is not None
+    return True
+
+
+class QueuePane(QWidget):
+    currentJobChanged = Signal(object)  # JobSnapshot | None
+    actionRequested = Signal(str, object)  # action name, JobSnapshot
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = JobTableModel(self)
+        self.proxy = JobFilterProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.setItemDelegateForColumn(3, ProgressDelegate(self.view))
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.view.verticalHeader().setVisible(False)
+        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view.setAlternatingRowColors(True)
+
+        self.state_filter = QComboBox()
+        for label, _states in STATE_FILTERS:
+            self.state_filter.addItem(label)
+        self.text_filter = QLineEdit()
+        self.text_filter.setPlaceholderText("Filter: ticket, service, instance, reason")
+        self.text_filter.setClearButtonEnabled(True)
+        filters = QHBoxLayout()
+        filters.addWidget(self.state_filter)
+        filters.addWidget(self.text_filter, 1)
+
+        self.buttons: dict[str, QPushButton] = {}
+        self.actions_: dict[str, QAction] = {}
+        buttons = QHBoxLayout()
+        for name, text, shortcut, tip in ACTIONS:
+            button = QPushButton(text)
+            button.setToolTip(f"{tip} ({shortcut})")
+            button.clicked.connect(lambda _=False, n=name: self.request(n))
+            action = QAction(text, self)
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            action.triggered.connect(lambda _=False, n=name: self.request(n))
+            self.addAction(action)
+            self.buttons[name] = button
+            self.actions_[name] = action
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(filters)
+        layout.addWidget(self.view, 1)
+        layout.addLayout(buttons)
+
+        self._busy: set[int] = set()
+        self.state_filter.currentIndexChanged.connect(self._state_filter_changed)
+        self.text_filter.textChanged.connect(self.proxy.set_text)
+        self.view.selectionModel().currentRowChanged.connect(lambda *_: self._current_changed())
+        self._elapsed_timer = QTimer(self)
+        self._elapsed_timer.setInterval(1000)
+        self._elapsed_timer.timeout.connect(self.model.tick)
+        self._elapsed_timer.start()
+        self._update_actions()
+
+    # -- content ----------------------------------------------------------------------------
+    def set_jobs(self, jobs: list[JobSnapshot]) -> None:
+        self.model.set_jobs(jobs)
+        self._update_actions()
+
+    def update_jobs(self, jobs: list[JobSnapshot]) -> None:
+        current = self.current_job()
+        self.model.update_jobs(jobs)
+        if current is not None and any(j.job_id == current.job_id for j in jobs):
+            self._current_changed()
+        else:
+            self._update_actions()
+
+    def set_busy(self, job_ids: set[int]) -> None:
+        """Jobs with a live execution (Run/Retry/Upload are refused for them)."""
+        self._busy = set(job_ids)
+        self._update_actions()
+
+    def stop(self) -> None:
+        self._elapsed_timer.stop()
+
+    # -- selection --------------------------------------------------------------------------
+    def current_job(self) -> JobSnapshot | None:
+        index = self.view.selectionModel().currentIndex()
+        if not index.isValid():
+            return None
+        source = self.proxy.mapToSource(index)
+        return self.model.job_at(source.row())
+
+    def select_job(self, job_id: int) -> bool:
+        row = self.model.row_of(job_id)
+        if row is None:
+            return False
+        index = self.proxy.mapFromSource(self.model.index(row, 0))
+        if not index.isValid():
+            self.state_filter.setCurrentIndex(0)
+            self.text_filter.clear()
+            index = self.proxy.mapFromSource(self.model.index(row, 0))
+        self.view.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect
+            | QItemSelectionModel.SelectionFlag.Rows)
+        self.view.scrollTo(index)
+        return True
+
+    def _current_changed(self) -> None:
+        self._update_actions()
+        self.currentJobChanged.emit(self.current_job())
+
+    def _state_filter_changed(self, index: int) -> None:
+        self.proxy.set_states(STATE_FILTERS[index][1])
+
+    def _update_actions(self) -> None:
+        job = self.current_job()
+        busy = job is not None and job.job_id in self._busy
+        for name, button in self.buttons.items():
+            enabled = action_enabled(name, job, busy)
+            button.setEnabled(enabled)
+            self.actions_[name].setEnabled(enabled)
+
+    def request(self, name: str) -> None:
+        job = self.current_job()
+        if job is not None and action_enabled(name, job, job.job_id in self._busy):
+            self.actionRequested.emit(name, job)

@@ -1,0 +1,174 @@
+"""The provider's services: ready tickets, 24 h statistics, command configured, auto mode."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dss_console.dss import ServiceStats
+from dss_console.engine.engine import ServiceView
+
+COLUMNS = ["Service", "Version", "Ready", "Last heard", "24 h success", "24 h failed",
+           "Avg duration", "Command", "Auto"]
+HASH_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class ServicesPane(QWidget):
+    claimRequested = Signal(list)  # service hashes
+    editCommandRequested = Signal(str)  # service hash
+    serviceAutoToggled = Signal(str, bool)
+    autoModeToggled = Signal(bool)
+    refreshRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+
+        self.claim_button = QPushButton("Claim next")
+        self.claim_button.setToolTip("Claim the next ready ticket of the selected services and "
+                                     "download its inputs (Ctrl+N)")
+        self.claim_button.setShortcut("Ctrl+N")
+        self.auto_button = QPushButton("Auto mode")
+        self.auto_button.setCheckable(True)
+        self.auto_button.setToolTip("Keep up to the configured number of jobs running, claiming "
+                                    "tickets of services with Auto checked")
+        self.edit_button = QPushButton("Edit command…")
+        self.refresh_button = QPushButton("Refresh")
+        self.summary = QLabel("Not logged in.")
+
+        buttons = QHBoxLayout()
+        for button in (self.claim_button, self.auto_button, self.edit_button,
+                       self.refresh_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.summary)
+
+        self.claim_button.clicked.connect(self._claim_clicked)
+        self.edit_button.clicked.connect(self._edit_clicked)
+        self.refresh_button.clicked.connect(self.refreshRequested)
+        self.auto_button.toggled.connect(self.autoModeToggled)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self._update_buttons()
+
+    # -- content ----------------------------------------------------------------------------
+    def set_services(self, services: list[ServiceView]) -> None:
+        selected = set(self.selected_hashes())
+        rows = {self._hash_at(r): r for r in range(self.table.rowCount())}
+        if set(rows) != {s.service_hash for s in services}:
+            self.table.setRowCount(0)
+            rows = {}
+        for view in services:
+            row = rows.get(view.service_hash)
+            if row is None:
+                row = self.table.rowCount()
+                self.table.insertRow(row)
+                for column in range(len(COLUMNS)):
+                    item = QTableWidgetItem("—")
+                    item.setData(HASH_ROLE, view.service_hash)
+                    self.table.setItem(row, column, item)
+                checkbox = QCheckBox()
+                checkbox.toggled.connect(
+                    lambda on, h=view.service_hash: self.serviceAutoToggled.emit(h, on))
+                self.table.setCellWidget(row, 8, checkbox)
+            self.table.item(row, 0).setText(view.name)
+            self.table.item(row, 0).setToolTip(view.service_hash)
+            self.table.item(row, 1).setText(view.version)
+            command = view.command.command if view.command else None
+            self.table.item(row, 7).setText("yes" if command else "no")
+            self.table.item(row, 7).setToolTip(command or "No command configured: tickets can "
+                                               "be claimed and handled by hand")
+            checkbox = self.table.cellWidget(row, 8)
+            checkbox.blockSignals(True)
+            checkbox.setChecked(view.auto)
+            checkbox.setEnabled(command is not None)
+            checkbox.blockSignals(False)
+            if view.service_hash in selected:
+                self.table.selectRow(row)
+        self._update_buttons()
+
+    def set_ready(self, ready: dict[str, int]) -> None:
+        for row in range(self.table.rowCount()):
+            count = ready.get(self._hash_at(row))
+            if count is not None:
+                self.table.item(row, 2).setText(str(count))
+
+    def set_stats(self, service_hash: str, stats: ServiceStats) -> None:
+        for row in range(self.table.rowCount()):
+            if self._hash_at(row) == service_hash:
+                self.table.item(row, 2).setText(str(stats.queue_length))
+                self.table.item(row, 3).setText(f"{_duration(stats.last_heard_from)} ago")
+                self.table.item(row, 4).setText(str(stats.n_success))
+                self.table.item(row, 5).setText(str(stats.n_failed))
+                self.table.item(row, 6).setText(_duration(stats.avg_duration))
+
+    def set_logged_in(self, logged_in: bool) -> None:
+        if not logged_in:
+            self.table.setRowCount(0)
+            self.summary.setText("Not logged in.")
+        self.setEnabled(logged_in)
+
+    # -- selection --------------------------------------------------------------------------
+    def _hash_at(self, row: int) -> str:
+        item = self.table.item(row, 0)
+        return item.data(HASH_ROLE) if item else ""
+
+    def selected_hashes(self) -> list[str]:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        return [self._hash_at(row) for row in rows]
+
+    def all_hashes(self) -> list[str]:
+        return [self._hash_at(row) for row in range(self.table.rowCount())]
+
+    def select_service(self, service_hash: str) -> None:
+        for row in range(self.table.rowCount()):
+            if self._hash_at(row) == service_hash:
+                self.table.selectRow(row)
+
+    def _update_buttons(self) -> None:
+        has_selection = bool(self.selected_hashes())
+        self.claim_button.setEnabled(has_selection)
+        self.edit_button.setEnabled(len(self.selected_hashes()) == 1)
+
+    def _claim_clicked(self) -> None:
+        hashes = self.selected_hashes()
+        if hashes:
+            self.claimRequested.emit(hashes)
+
+    def _edit_clicked(self) -> None:
+        hashes = self.selected_hashes()
+        if len(hashes) == 1:
+            self.editCommandRequested.emit(hashes[0])

@@ -1,0 +1,860 @@
+"""The settings window: everything the settings file holds, and a command per service.
+
+The widgets are the only copy of the values being edited: validation, the service list's
+marks and :meth:`SettingsDialog.result_settings` all read them through the same parsers,
+so what the window says is wrong is exactly what would keep it from saving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QFontDatabase
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dss_console.engine.settings import (
+    ServiceCommand,
+    Settings,
+    SettingsError,
+    default_instance,
+    default_workroot,
+    parse_duration,
+    validate_command_template,
+)
+from dss_console.gui.dry_run import DryRunDialog
+
+__all__ = ["PLACEHOLDER_HELP", "SettingsDialog", "format_duration"]
+
+PLACEHOLDER_HELP: tuple[tuple[str, str], ...] = (
+    ("ticket", "the ticket number"),
+    ("service", "the service's name"),
+    ("service_hash", "the service's 40-hex hash"),
+    ("workdir", "the ticket's private work dir (the command's working directory)"),
+    ("inputs", "the folder with the ticket's files ({workdir}/input)"),
+    ("workspace", "the input ITK-SNAP workspace (.itksnap) in {inputs}"),
+    ("result", "where the command must write the result workspace "
+               "({workdir}/result.itksnap)"),
+)
+
+_COMMAND_HELP = (
+    "The command is split into words as a shell would split it, but no shell runs (write "
+    "<code>bash -c '…'</code> for one). It reports with lines on standard output: "
+    "<code>@dss progress 0.5</code>, <code>@dss info \"text\"</code> (also warning, error), "
+    "<code>@dss attach \"description\" file.png image/png</code>; or by running "
+    "<code>\"$DSS_HOOK\"</code> with the same words (ASHS's order: set "
+    "<code>ASHS_HOOK_SCRIPT</code> to <code>${DSS_HOOK}</code> below). Everything else it "
+    "prints goes to the job's log. Details: README, “How a service command works”."
+)
+
+_HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
+_URL_RE = re.compile(r"https?://[^\s/]+")  # what the settings loader accepts
+_PROBLEM_STYLE = "color: #b00000;"
+_NOTE_STYLE = "color: #8a5a00;"
+
+
+class _Invalid(ValueError):
+    """A field's value is unusable; the message says why, in words."""
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as the settings file writes durations by hand: "6h", "1h30m", "45s";
+    fractions stay plain seconds. parse_duration reads every result back exactly."""
+    if seconds > 0 and float(seconds).is_integer():
+        rest = int(seconds)
+        parts = []
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            amount, rest = divmod(rest, size)
+            if amount:
+                parts.append(f"{amount}{unit}")
+        return "".join(parts)
+    return repr(float(seconds))
+
+
+def _duration(text: str, *, empty_ok: bool) -> float | None:
+    if not text.strip():
+        if empty_ok:
+            return None
+        raise _Invalid("enter a duration, e.g. 5s, 1m or 5")
+    try:
+        seconds = parse_duration(text)
+    except SettingsError as exc:
+        raise _Invalid(str(exc)) from None
+    if seconds <= 0:
+        raise _Invalid("must be longer than 0 seconds")
+    return seconds
+
+
+def _url(text: str) -> str:
+    text = text.strip()
+    if not _URL_RE.match(text):
+        raise _Invalid(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
+def _program_note(template: str) -> str | None:
+    """A hint when the program is not where this computer would look (not an error: the
+    worker may run on another machine)."""
+    try:
+        words = shlex.split(template)
+    except ValueError:
+        return None
+    if not words or "{" in words[0]:
+        return None
+    program = words[0]
+    if program.startswith("~"):
+        return "~ is not expanded (no shell runs the command): write the full path"
+    if os.sep in program or (os.altsep and os.altsep in program):
+        if os.path.isabs(program) and not os.path.exists(program):
+            return f"{program} does not exist on this computer"
+        return None
+    if shutil.which(program) is None:
+        return f"{program} is not on this computer's PATH (fine if the worker runs elsewhere)"
+    return None
+
+
+class _Message(QLabel):
+    """The line in words under a field: a problem (red; OK stays disabled) or a note."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hide()
+
+    def show_text(self, problem: str | None, note: str | None = None) -> None:
+        text = problem or note
+        self.setText(text or "")
+        self.setStyleSheet(_PROBLEM_STYLE if problem else _NOTE_STYLE)
+        self.setVisible(bool(text))
+
+
+def _stacked(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(2)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return box
+
+
+def _row(*widgets: QWidget, stretch_first: bool = True) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for index, widget in enumerate(widgets):
+        layout.addWidget(widget, 1 if stretch_first and index == 0 else 0)
+    return box
+
+
+def _lines_high(edit: QPlainTextEdit, lines: int) -> None:
+    metrics = edit.fontMetrics()
+    margins = edit.contentsMargins()
+    edit.setFixedHeight(metrics.lineSpacing() * lines + margins.top() + margins.bottom()
+                        + 2 * edit.frameWidth() + 8)
+
+
+# -- one service's command ------------------------------------------------------------------
+
+
+class _ServiceEditor(QWidget):
+    """The command fields of one service; a service without a command shows a page that
+    offers to add one. Whether it has a command is which page is showing."""
+
+    changed = Signal()
+    test_requested = Signal()
+    remove_requested = Signal()
+
+    def __init__(self, key: str, *, name: str | None, githash: str | None, provided: bool,
+                 command: ServiceCommand | None, note: str | None) -> None:
+        super().__init__()
+        self.key = key  # the settings key its command is saved under
+        self.name = name  # the provided service's name, if provided
+        self.githash = githash
+        self.provided = provided
+        self.note = note
+        fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+
+        title = QLabel(f"<b>{_html(self.display_name)}</b>")
+        title.setTextFormat(Qt.TextFormat.RichText)
+        about = []
+        if githash:
+            about.append(f"hash {githash}")
+        if name is not None and key != name:
+            about.append(f"saved under the key {key}")
+        if note:
+            about.append(note)
+        subtitle = QLabel(" · ".join(about))
+        subtitle.setWordWrap(True)
+        subtitle.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        # Page 0: no command.
+        none_page = QWidget()
+        none_layout = QVBoxLayout(none_page)
+        none_layout.addWidget(QLabel("No command for this service: its tickets are not run "
+                                     "on this computer."))
+        self.add_button = QPushButton("&Add a command")
+        self.add_button.clicked.connect(self.add_command)
+        none_layout.addWidget(self.add_button, 0, Qt.AlignmentFlag.AlignLeft)
+        none_layout.addStretch(1)
+
+        # Page 1: the command's fields.
+        self.command_edit = QPlainTextEdit()
+        self.command_edit.setFont(fixed)
+        self.command_edit.setTabChangesFocus(True)
+        self.command_edit.setPlaceholderText("e.g. bash /opt/mytool/run.sh {workspace} {result}")
+        self.command_edit.setAccessibleName("Command template")
+        _lines_high(self.command_edit, 3)
+        self.command_message = _Message()
+
+        placeholders = QGroupBox("Placeholders (click to insert at the cursor)")
+        grid = QGridLayout(placeholders)
+        self.placeholder_buttons: dict[str, QPushButton] = {}
+        for row, (placeholder, meaning) in enumerate(PLACEHOLDER_HELP):
+            button = QPushButton("{" + placeholder + "}")
+            button.setFont(fixed)
+            button.setToolTip(f"Insert {{{placeholder}}}: {meaning}")
+            button.clicked.connect(lambda _=False, p=placeholder: self.insert_placeholder(p))
+            self.placeholder_buttons[placeholder] = button
+            explanation = QLabel(meaning)
+            explanation.setWordWrap(True)
+            grid.addWidget(button, row, 0)
+            grid.addWidget(explanation, row, 1)
+        grid.setColumnStretch(1, 1)
+        help_label = QLabel(_COMMAND_HELP)
+        help_label.setWordWrap(True)
+        help_label.setTextFormat(Qt.TextFormat.RichText)
+        grid.addWidget(help_label, len(PLACEHOLDER_HELP), 0, 1, 2)
+
+        self.timeout_edit = QLineEdit()
+        self.timeout_edit.setPlaceholderText("none (e.g. 6h, 90m, 1h30m or seconds)")
+        self.timeout_message = _Message()
+        self.max_jobs_spin = QSpinBox()
+        self.max_jobs_spin.setRange(0, 10_000)
+        self.max_jobs_spin.setSpecialValueText("no limit")
+        self.cwd_edit = QLineEdit()
+        self.cwd_edit.setPlaceholderText("the ticket's work dir (relative paths are taken "
+                                         "inside it)")
+        self.auto_check = QCheckBox("Take part in &auto mode")
+
+        self.env_table = QTableWidget(0, 2)
+        self.env_table.setHorizontalHeaderLabels(["Name", "Value"])
+        self.env_table.horizontalHeader().setSectionResizeMode(
+            0, QHeaderView.ResizeMode.ResizeToContents)
+        self.env_table.horizontalHeader().setStretchLastSection(True)
+        self.env_table.verticalHeader().hide()
+        self.env_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.env_table.setMinimumHeight(110)
+        self.env_table.setAccessibleName("Environment variables")
+        self.env_add_button = QPushButton("Add &variable")
+        self.env_add_button.clicked.connect(self.add_env_row)
+        self.env_remove_button = QPushButton("Remove variable")
+        self.env_remove_button.clicked.connect(self.remove_env_row)
+        self.env_message = _Message()
+        env_buttons = QHBoxLayout()
+        env_buttons.addWidget(self.env_add_button)
+        env_buttons.addWidget(self.env_remove_button)
+        env_buttons.addStretch(1)
+        env_box = QWidget()
+        env_layout = QVBoxLayout(env_box)
+        env_layout.setContentsMargins(0, 0, 0, 0)
+        env_layout.addWidget(self.env_table)
+        env_layout.addLayout(env_buttons)
+        env_layout.addWidget(self.env_message)
+
+        self.test_button = QPushButton("&Test on a local workspace…")
+        self.test_button.setToolTip("Run this command, as edited here, on a copy of an "
+                                    "ITK-SNAP workspace, without a server")
+        self.test_button.clicked.connect(lambda: self.test_requested.emit())
+        self.remove_button = QPushButton("Remove co&mmand")
+        self.remove_button.clicked.connect(lambda: self.remove_requested.emit())
+
+        form_page = QWidget()
+        form = QFormLayout(form_page)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        command_label = QLabel("&Command:")
+        command_label.setBuddy(self.command_edit)
+        form.addRow(command_label, _stacked(self.command_edit, self.command_message))
+        form.addRow(placeholders)
+        form.addRow(self._buddy("T&imeout:", self.timeout_edit),
+                    _stacked(self.timeout_edit, self.timeout_message))
+        form.addRow(self._buddy("Max &jobs at once:", self.max_jobs_spin), self.max_jobs_spin)
+        form.addRow(self._buddy("&Working directory:", self.cwd_edit), self.cwd_edit)
+        form.addRow("", self.auto_check)
+        form.addRow(self._buddy("&Environment:", self.env_table), env_box)
+        form.addRow(_row(self.test_button, self.remove_button, stretch_first=False))
+
+        self.pages = QStackedWidget()
+        self.pages.addWidget(none_page)
+        self.pages.addWidget(form_page)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(title)
+        layout.addWidget(subtitle)
+        layout.addWidget(self.pages, 1)
+
+        self._load(command)
+        for signal in (self.command_edit.textChanged, self.timeout_edit.textChanged,
+                       self.max_jobs_spin.valueChanged, self.cwd_edit.textChanged,
+                       self.auto_check.toggled, self.env_table.itemChanged):
+            signal.connect(self.changed)
+        self.pages.currentChanged.connect(self.changed)
+
+    @staticmethod
+    def _buddy(text: str, widget: QWidget) -> QLabel:
+        label = QLabel(text)
+        label.setBuddy(widget)
+        return label
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def display_name(self) -> str:
+        return self.name if self.name is not None else self.key
+
+    @property
+    def configured(self) -> bool:
+        return self.pages.currentIndex() == 1
+
+    def _load(self, command: ServiceCommand | None) -> None:
+        self.command_edit.setPlainText(command.command if command else "")
+        timeout = command.timeout if command else None
+        self.timeout_edit.setText(format_duration(timeout) if timeout is not None else "")
+        self.max_jobs_spin.setValue((command.max_jobs or 0) if command else 0)
+        self.cwd_edit.setText((command.cwd or "") if command else "")
+        self.auto_check.setChecked(command.auto if command else True)
+        self.env_table.setRowCount(0)
+        for name, value in (command.env if command else {}).items():
+            self._append_env(name, value)
+        self.pages.setCurrentIndex(1 if command is not None else 0)
+
+    def add_command(self) -> None:
+        self.pages.setCurrentIndex(1)
+        self.command_edit.setFocus()
+
+    def clear_command(self) -> None:
+        """Back to "no command" with empty fields."""
+        self._load(None)
+
+    def insert_placeholder(self, placeholder: str) -> None:
+        self.command_edit.insertPlainText("{" + placeholder + "}")
+        self.command_edit.setFocus()
+
+    def _append_env(self, name: str, value: str) -> int:
+        row = self.env_table.rowCount()
+        self.env_table.insertRow(row)
+        self.env_table.setItem(row, 0, QTableWidgetItem(name))
+        self.env_table.setItem(row, 1, QTableWidgetItem(value))
+        return row
+
+    def add_env_row(self) -> None:
+        row = self._append_env("", "")
+        self.env_table.setCurrentCell(row, 0)
+        self.env_table.editItem(self.env_table.item(row, 0))
+        self.changed.emit()
+
+    def remove_env_row(self) -> None:
+        rows = sorted({index.row() for index in self.env_table.selectedIndexes()}
+                      or ({self.env_table.currentRow()} - {-1}), reverse=True)
+        for row in rows:
+            self.env_table.removeRow(row)
+        if rows:
+            self.changed.emit()
+
+    # -- reading the fields -----------------------------------------------------------------
+    def _command_text(self) -> str:
+        text = self.command_edit.toPlainText()
+        try:
+            validate_command_template(text)
+        except SettingsError as exc:
+            raise _Invalid(str(exc)) from None
+        return text
+
+    def _timeout(self) -> float | None:
+        return _duration(self.timeout_edit.text(), empty_ok=True)
+
+    def _env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for row in range(self.env_table.rowCount()):
+            name_item, value_item = self.env_table.item(row, 0), self.env_table.item(row, 1)
+            name = name_item.text().strip() if name_item else ""
+            value = value_item.text() if value_item else ""
+            if not name and not value:
+                continue  # a row just added and not filled in yet
+            if not name:
+                raise _Invalid(f"row {row + 1}: the name is empty")
+            if "=" in name or "\x00" in name:
+                raise _Invalid(f"{name!r} is not a valid variable name (no '=')")
+            if name in env:
+                raise _Invalid(f"{name} is set twice")
+            env[name] = value
+        return env
+
+    def problems(self) -> list[str]:
+        """What keeps this command from being saved, in words; updates the messages."""
+        found: list[str] = []
+        if not self.configured:
+            return found
+        for label, parse, message, note in (
+            ("command", self._command_text, self.command_message,
+             lambda: _program_note(self.command_edit.toPlainText())),
+            ("timeout", self._timeout, self.timeout_message, None),
+            ("environment", self._env, self.env_message, None),
+        ):
+            try:
+                parse()
+            except _Invalid as exc:
+                message.show_text(str(exc))
+                found.append(f"{label}: {exc}")
+            else:
+                message.show_text(None, note() if note else None)
+        self.test_button.setEnabled(not found)
+        return found
+
+    def service_command(self) -> ServiceCommand:
+        """The command as edited; raises _Invalid (see problems())."""
+        cwd = self.cwd_edit.text().strip()
+        return ServiceCommand(key=self.key, command=self._command_text(),
+                              timeout=self._timeout(),
+                              max_jobs=self.max_jobs_spin.value() or None,
+                              cwd=cwd or None, env=self._env(),
+                              auto=self.auto_check.isChecked())
+
+
+# -- the dialog -----------------------------------------------------------------------------
+
+
+class SettingsDialog(QDialog):
+    """Edit a copy of the settings. ``services`` are the (name, hash) pairs of the services
+    the logged-in account provides (may be empty). After ``accepted``, read
+    :meth:`result_settings`; the dialog saves nothing itself."""
+
+    def __init__(self, settings: Settings, services: Sequence[tuple[str, str]] = (),
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._original = settings
+        self._editors: list[_ServiceEditor] = []
+        self.dry_run_dialog: DryRunDialog | None = None
+        self.setWindowTitle("Settings")
+        self.setMinimumSize(780, 600)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._general_tab(settings), "&General")
+        self.tabs.addTab(self._services_tab(settings, services), "Service &commands")
+
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setStyleSheet(_PROBLEM_STYLE)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                        | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.buttons)
+        self.revalidate()
+
+    # -- the General tab --------------------------------------------------------------------
+    def _general_tab(self, settings: Settings) -> QWidget:
+        self.server_edit = QLineEdit(settings.server or "")
+        self.server_edit.setPlaceholderText("none: the server you last logged in to")
+        self.server_message = _Message()
+        self.servers_edit = QPlainTextEdit("\n".join(settings.servers))
+        self.servers_edit.setTabChangesFocus(True)
+        self.servers_edit.setPlaceholderText("one URL per line")
+        _lines_high(self.servers_edit, 3)
+        self.servers_message = _Message()
+        self.provider_edit = QLineEdit(settings.provider or "")
+        self.provider_edit.setPlaceholderText("none: the provider of your services")
+        self.instance_edit = QLineEdit(settings.instance)
+        self.instance_edit.setPlaceholderText(default_instance())
+        self.workroot_edit = QLineEdit(str(settings.workroot))
+        self.workroot_edit.setPlaceholderText(str(default_workroot()))
+        self.workroot_message = _Message()
+        self.workroot_browse = QPushButton("&Browse…")
+        self.workroot_browse.clicked.connect(self._browse_workroot)
+        self.poll_edit = QLineEdit(format_duration(settings.poll_interval))
+        self.poll_message = _Message()
+        self.concurrency_spin = QSpinBox()
+        self.concurrency_spin.setRange(1, 10_000)
+        self.concurrency_spin.setValue(settings.concurrency)
+        self.retention_spin = QDoubleSpinBox()
+        self.retention_spin.setRange(0, 1_000_000)
+        self.retention_spin.setDecimals(2)
+        self.retention_spin.setSuffix(" days")
+        self.retention_spin.setSpecialValueText("keep forever")
+        self.retention_spin.setValue(settings.retention_days)
+        self.interrupted_combo = QComboBox()
+        self.interrupted_combo.addItem("rerun: run the ticket again from a clean work dir",
+                                       "rerun")
+        self.interrupted_combo.addItem("fail: fail the ticket", "fail")
+        self.interrupted_combo.setCurrentIndex(
+            max(0, self.interrupted_combo.findData(settings.interrupted)))
+        self.ca_edit = QLineEdit(settings.ca_bundle or "")
+        self.ca_edit.setPlaceholderText("none: the system's certificate authorities")
+        self.ca_message = _Message()
+        self.ca_browse = QPushButton("Br&owse…")
+        self.ca_browse.clicked.connect(self._browse_ca_bundle)
+        self.notify_check = QCheckBox("&Desktop notification when a ticket succeeds or fails")
+        self.notify_check.setChecked(settings.notify)
+
+        page = QWidget()
+        outer = QVBoxLayout(page)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        outer.addLayout(form)
+        outer.addStretch(1)  # spare height below the fields, not between them
+
+        def add(text: str, field: QWidget, *below: QWidget) -> None:
+            label = QLabel(text)
+            label.setBuddy(field)
+            form.addRow(label, _stacked(field, *below) if below else field)
+
+        add("&Server:", self.server_edit, self.server_message)
+        add("&Known servers:", self.servers_edit, self.servers_message)
+        add("&Provider name:", self.provider_edit)
+        add("&Instance code:", self.instance_edit)
+        label = QLabel("&Work root:")
+        label.setBuddy(self.workroot_edit)
+        form.addRow(label, _stacked(_row(self.workroot_edit, self.workroot_browse),
+                                    self.workroot_message))
+        add("Poll &interval:", self.poll_edit, self.poll_message)
+        add("&Jobs at once:", self.concurrency_spin)
+        add("&Retention of work dirs:", self.retention_spin)
+        add("&After a crash:", self.interrupted_combo)
+        label = QLabel("&CA bundle:")
+        label.setBuddy(self.ca_edit)
+        form.addRow(label, _stacked(_row(self.ca_edit, self.ca_browse), self.ca_message))
+        form.addRow("", self.notify_check)
+
+        for signal in (self.server_edit.textChanged, self.servers_edit.textChanged,
+                       self.workroot_edit.textChanged, self.poll_edit.textChanged,
+                       self.ca_edit.textChanged):
+            signal.connect(self.revalidate)
+        return page
+
+    def _server(self) -> str | None:
+        return _url(self.server_edit.text()) if self.server_edit.text().strip() else None
+
+    def _servers(self) -> list[str]:
+        servers = []
+        for number, line in enumerate(self.servers_edit.toPlainText().splitlines(), 1):
+            if line.strip():
+                try:
+                    servers.append(_url(line))
+                except _Invalid as exc:
+                    raise _Invalid(f"line {number}: {exc}") from None
+        return servers
+
+    def _workroot(self) -> Path:
+        text = self.workroot_edit.text().strip()
+        if not text:
+            return default_workroot()
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            raise _Invalid("use an absolute path (a relative one would depend on where the "
+                           "worker starts)")
+        return path
+
+    def _poll_interval(self) -> float:
+        seconds = _duration(self.poll_edit.text(), empty_ok=False)
+        assert seconds is not None
+        return seconds
+
+    def _ca_bundle(self) -> str | None:
+        text = self.ca_edit.text().strip()
+        return str(Path(text).expanduser()) if text else None
+
+    def _ca_note(self) -> str | None:
+        bundle = self._ca_bundle()
+        if bundle is not None and not Path(bundle).is_file():
+            return f"{bundle} is not a file on this computer"
+        return None
+
+    def _general_checks(self) -> list[tuple[str, Callable[[], object], _Message,
+                                            Callable[[], str | None] | None]]:
+        return [
+            ("server", self._server, self.server_message, None),
+            ("known servers", self._servers, self.servers_message, None),
+            ("work root", self._workroot, self.workroot_message, None),
+            ("poll interval", self._poll_interval, self.poll_message, None),
+            ("CA bundle", self._ca_bundle, self.ca_message, self._ca_note),
+        ]
+
+    def choose_directory(self, title: str, start: str) -> str | None:
+        """A folder picker; tests replace this method."""
+        return QFileDialog.getExistingDirectory(self, title, start) or None
+
+    def choose_file(self, title: str, start: str, filters: str) -> str | None:
+        """A file picker; tests replace this method."""
+        return QFileDialog.getOpenFileName(self, title, start, filters)[0] or None
+
+    def _browse_workroot(self) -> None:
+        chosen = self.choose_directory("Choose the work root", self.workroot_edit.text())
+        if chosen:
+            self.workroot_edit.setText(chosen)
+
+    def _browse_ca_bundle(self) -> None:
+        chosen = self.choose_file("Choose a CA bundle", self.ca_edit.text(),
+                                  "Certificates (*.pem *.crt *.cer);;All files (*)")
+        if chosen:
+            self.ca_edit.setText(chosen)
+
+    # -- the Service commands tab -----------------------------------------------------------
+    def _services_tab(self, settings: Settings,
+                      services: Sequence[tuple[str, str]]) -> QWidget:
+        self.service_list = QListWidget()
+        self.service_list.setAccessibleName("Services")
+        self.service_list.setMinimumWidth(200)
+        self.service_stack = QStackedWidget()
+        self.service_list.currentRowChanged.connect(self.service_stack.setCurrentIndex)
+        self.add_service_button = QPushButton("Add &service…")
+        self.add_service_button.setToolTip("Configure a command for a service by name or hash")
+        self.add_service_button.clicked.connect(self._add_service)
+
+        remaining = dict(settings.services)
+        used_keys = set(settings.services)
+        for name, githash in services:
+            matching = [sc for sc in settings.services.values() if sc.matches(name, githash)]
+            own = [sc for sc in matching if sc.key in remaining]
+            if own:
+                # The entry the engine would use: a hash key before a name key.
+                best = min(own, key=lambda sc: 0 if sc.key.lower() == githash.lower() else 1)
+                del remaining[best.key]
+                self._add_editor(_ServiceEditor(best.key, name=name, githash=githash,
+                                                provided=True, command=best, note=None))
+                continue
+            key = name if name not in used_keys else githash
+            used_keys.add(key)
+            note = f"runs with the command saved under {matching[0].key}" if matching else None
+            self._add_editor(_ServiceEditor(key, name=name, githash=githash, provided=True,
+                                            command=None, note=note))
+        for key, command in remaining.items():
+            shadowing = next((n for n, h in services if command.matches(n, h)), None)
+            note = (f"not used: another entry for {shadowing} comes first" if shadowing
+                    else "not provided by this account")
+            githash = key.lower() if _HASH_RE.fullmatch(key) else None
+            self._add_editor(_ServiceEditor(key, name=None, githash=githash, provided=False,
+                                            command=command, note=note))
+
+        self.empty_label = QLabel("No services yet. Log in to see the services your account "
+                                  "provides, or add one by name or hash.")
+        self.empty_label.setWordWrap(True)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.service_stack)
+        left = QVBoxLayout()
+        left.addWidget(self.service_list, 1)
+        left.addWidget(self.add_service_button)
+        page = QWidget()
+        layout = QHBoxLayout(page)
+        layout.addLayout(left, 2)
+        right = QVBoxLayout()
+        right.addWidget(self.empty_label)
+        right.addWidget(scroll, 1)
+        layout.addLayout(right, 5)
+        if self._editors:
+            self.service_list.setCurrentRow(0)
+        return page
+
+    def _add_editor(self, editor: _ServiceEditor) -> None:
+        self._editors.append(editor)
+        self.service_stack.addWidget(editor)
+        self.service_list.addItem(QListWidgetItem(editor.display_name))
+        editor.changed.connect(self.revalidate)
+        editor.test_requested.connect(lambda e=editor: self.open_dry_run(e))
+        editor.remove_requested.connect(lambda e=editor: self.remove_command(e))
+
+    def ask_service_key(self) -> str | None:
+        """Ask for a service name or hash; tests replace this method."""
+        text, ok = QInputDialog.getText(self, "Add a service command",
+                                        "Service name or its 40-hex hash:")
+        return text if ok else None
+
+    def _add_service(self) -> None:
+        key = (self.ask_service_key() or "").strip()
+        if not key:
+            return
+        for index, editor in enumerate(self._editors):
+            same_key = editor.key == key or (
+                _HASH_RE.fullmatch(key) is not None and editor.key.lower() == key.lower())
+            provided_match = editor.provided and (
+                editor.name == key or (editor.githash or "").lower() == key.lower())
+            if same_key or provided_match:
+                self.service_list.setCurrentRow(index)
+                if not editor.configured:
+                    editor.add_command()
+                return
+        githash = key.lower() if _HASH_RE.fullmatch(key) else None
+        editor = _ServiceEditor(key, name=None, githash=githash, provided=False,
+                                command=None, note="not provided by this account")
+        self._add_editor(editor)
+        self.service_list.setCurrentRow(len(self._editors) - 1)
+        editor.add_command()
+        self.revalidate()
+
+    def remove_command(self, editor: _ServiceEditor) -> None:
+        """Drop a service's command: a provided service stays listed, without a command."""
+        if editor.provided:
+            editor.clear_command()
+        else:
+            index = self._editors.index(editor)
+            self._editors.pop(index)
+            # The stack first: taking the list item moves the selection, which shows a page.
+            self.service_stack.removeWidget(editor)
+            self.service_list.takeItem(index)
+            self.service_stack.setCurrentIndex(self.service_list.currentRow())
+            editor.deleteLater()
+        self.revalidate()
+
+    def select_service(self, name_or_hash: str) -> bool:
+        """Show the Service commands tab at a service (by hash, settings key or name);
+        False when it is not listed."""
+        wanted = name_or_hash.strip()
+        for index, editor in enumerate(self._editors):
+            if wanted.lower() == (editor.githash or "").lower() or wanted in (
+                    editor.key, editor.name):
+                self.tabs.setCurrentIndex(1)
+                self.service_list.setCurrentRow(index)
+                return True
+        return False
+
+    def current_editor(self) -> _ServiceEditor | None:
+        index = self.service_list.currentRow()
+        return self._editors[index] if 0 <= index < len(self._editors) else None
+
+    def open_dry_run(self, editor: _ServiceEditor | None = None) -> DryRunDialog | None:
+        """Open the dry run for a service's command as currently edited (window-modal,
+        non-blocking); returns the dialog, or None if the command is not valid."""
+        editor = editor or self.current_editor()
+        if editor is None or not editor.configured:
+            return None
+        try:
+            command = editor.service_command()
+        except _Invalid:
+            return None
+        if self.dry_run_dialog is not None and not self.dry_run_dialog.running:
+            self.dry_run_dialog.deleteLater()
+        self.dry_run_dialog = DryRunDialog(command, editor.display_name, parent=self,
+                                           service_hash=editor.githash)
+        self.dry_run_dialog.open()
+        return self.dry_run_dialog
+
+    # -- validation and the result ----------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Everything that keeps OK disabled, in words, with where it is."""
+        found = []
+        for label, parse, message, note in self._general_checks():
+            try:
+                parse()
+            except _Invalid as exc:
+                message.show_text(str(exc))
+                found.append(f"General › {label}: {exc}")
+            else:
+                message.show_text(None, note() if note else None)
+        for index, editor in enumerate(self._editors):
+            editor_problems = editor.problems()
+            self._show_item(index, editor, editor_problems)
+            found.extend(f"Service commands › {editor.display_name}: {problem}"
+                         for problem in editor_problems)
+        return found
+
+    def _show_item(self, index: int, editor: _ServiceEditor, problems: list[str]) -> None:
+        item = self.service_list.item(index)
+        text = editor.display_name
+        if not editor.configured:
+            text += " (no command)"
+        if editor.note:
+            text += f"\n    {editor.note}"
+        tips = [f"hash: {editor.githash}"] if editor.githash else []
+        if editor.configured:
+            tips.append(f"settings key: {editor.key}")
+        if problems:
+            text = "⚠ " + text
+            tips.extend(problems)
+        item.setText(text)
+        item.setToolTip("\n".join(tips))
+        item.setForeground(QColor(176, 0, 0) if problems else self.palette().text().color())
+
+    def revalidate(self) -> None:
+        found = self.problems()
+        self.ok_button.setEnabled(not found)
+        extra = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        self.status_label.setText(f"To save, fix: {found[0]}{extra}" if found else "")
+        self.status_label.setVisible(bool(found))
+        self.empty_label.setVisible(not self._editors)
+
+    def accept(self) -> None:
+        if self.problems():
+            self.revalidate()
+            return
+        super().accept()
+
+    def result_settings(self) -> Settings:
+        """A new Settings with the edited values (the one given is never changed).
+        Raises ValueError naming the problems while anything is invalid."""
+        try:
+            services = {}
+            for editor in self._editors:
+                if editor.configured:
+                    command = editor.service_command()
+                    services[command.key] = command
+            return dataclasses.replace(
+                self._original,
+                server=self._server(),
+                servers=self._servers(),
+                provider=self.provider_edit.text().strip() or None,
+                instance=self.instance_edit.text().strip() or default_instance(),
+                workroot=self._workroot(),
+                poll_interval=self._poll_interval(),
+                concurrency=self.concurrency_spin.value(),
+                retention_days=self.retention_spin.value(),
+                interrupted=self.interrupted_combo.currentData(),
+                ca_bundle=self._ca_bundle(),
+                notify=self.notify_check.isChecked(),
+                services=services,
+            )
+        except _Invalid:
+            raise ValueError("; ".join(self.problems())) from None
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

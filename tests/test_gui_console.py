@@ -1,0 +1,309 @@
+"""The console window against the real server and engine, driven through its real widgets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import qasync
+from PySide6.QtCore import QThreadPool, QTimer
+
+from dss_console.credentials import SessionStore
+from dss_console.engine.settings import ServiceCommand, Settings, load_settings
+from dss_console.engine.states import JobState
+from dss_console.gui import tasks
+from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
+from dss_console.sandbox import Sandbox
+
+from test_engine import TAGS, command
+from waiting import process_gone
+
+WAIT_MS = 60_000
+
+
+@pytest.fixture
+def event_loop_qt(qapp) -> Iterator[qasync.QEventLoop]:
+    loop = qasync.QEventLoop(qapp, already_running=True)
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+
+
+def child_pids(exclude: set[int]) -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z" and int(entry) not in exclude:
+            found.append(int(entry))
+    return found
+
+
+class Console:
+    def __init__(self, qtbot, sandbox: Sandbox, tmp_path: Path, service: str,
+                 mode: str, *args: str):
+        self.qtbot = qtbot
+        self.sandbox = sandbox
+        self.service = service
+        self.settings_file = tmp_path / "settings.toml"
+        settings = Settings(
+            instance=f"gui-{uuid.uuid4().hex[:6]}", workroot=tmp_path / "work",
+            poll_interval=0.3, concurrency=2, provider=sandbox.provider,
+            services={service: ServiceCommand(key=service, command=command(mode, *args))})
+        self.window = MainWindow(settings, self.settings_file,
+                                 SessionStore(tmp_path / "store", use_keyring=False),
+                                 data_dir=tmp_path / "data",
+                                 window_state_file=tmp_path / "window.ini")
+        self.window.show()
+
+    def login(self) -> None:
+        pane = self.window.login_pane
+        pane.server_box.setCurrentText(self.sandbox.url)
+        pane.token_edit.setText(self.sandbox.fresh_token())
+        pane.login_button.click()
+        self.qtbot.waitUntil(lambda: self.window.engine is not None, timeout=WAIT_MS)
+        self.qtbot.waitUntil(lambda: self.service in self.window.services_pane.all_hashes(),
+                             timeout=WAIT_MS)
+
+    def claim(self) -> int:
+        """Queue a new ticket of this console's service and claim it with the button."""
+        self.sandbox.add_ticket(self.service)
+        self.window.services_pane.select_service(self.service)
+        self.window.services_pane.claim_button.click()
+        before = {j.job_id for j in self.window.engine.jobs()}
+        self.qtbot.waitUntil(lambda: len(self.window.engine.jobs()) > len(before),
+                             timeout=WAIT_MS)
+        self.qtbot.waitUntil(lambda: self.window.queue_pane.current_job() is not None
+                             and self.window.queue_pane.current_job().job_id not in before,
+                             timeout=WAIT_MS)
+        job = self.window.queue_pane.current_job()
+        self.qtbot.waitUntil(lambda: self.window.engine.job(job.job_id).inputs_ready,
+                             timeout=WAIT_MS)
+        # Run becomes available once the inputs are in and the fetch has finished.
+        self.qtbot.waitUntil(self.window.queue_pane.buttons["run"].isEnabled, timeout=WAIT_MS)
+        return job.job_id
+
+    def wait_state(self, job_id: int, *states: JobState) -> None:
+        self.qtbot.waitUntil(lambda: self.window.engine.job(job_id).state in states,
+                             timeout=WAIT_MS)
+        # ... and the view shows it.
+        self.qtbot.waitUntil(
+            lambda: self.window.queue_pane.model.job(job_id).state in states, timeout=WAIT_MS)
+
+    def server_status(self, job_id: int) -> str:
+        return self.sandbox.admin.ticket_status(self.window.engine.job(job_id).ticket_id)
+
+    def close(self, choice: str | None = QUIT_CANCEL) -> None:
+        self.window.ask_quit_choice = lambda running: choice  # type: ignore[method-assign]
+        self.window.close()
+        self.qtbot.waitUntil(lambda: self.window.closed, timeout=WAIT_MS)
+
+
+@pytest.fixture
+def make_console(qtbot, event_loop_qt, sandbox: Sandbox, tmp_path: Path
+                 ) -> Iterator:
+    consoles: list[Console] = []
+    servers = {sandbox.public_server.pid, sandbox.admin_server.pid}
+
+    def make(mode: str = "success", *args: str) -> Console:
+        service = sandbox.register_service(f"GuiTest-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
+        console = Console(qtbot, sandbox, tmp_path / f"c{len(consoles)}", service, mode, *args)
+        consoles.append(console)
+        return console
+
+    yield make
+    for console in consoles:
+        if not console.window.closed:
+            console.close()
+        active = [t for t in console.window.findChildren(QTimer) if t.isActive()]
+        assert not active, f"timers left running: {active}"
+    # Work the window started (stats, log loads) must finish inside its own test.
+    qtbot.waitUntil(lambda: not tasks.pending_tasks(), timeout=15_000)
+    tasks.shutdown_executor(wait=True)
+    assert QThreadPool.globalInstance().waitForDone(10_000)
+    qtbot.waitUntil(lambda: not child_pids(servers), timeout=15_000)
+    leftovers = [t.name for t in threading.enumerate()
+                 if t.name.startswith(("job-", "outbox", "scheduler", "gui-blocking"))]
+    assert not leftovers, f"threads left running: {leftovers}"
+
+
+def test_login_failure_then_success(make_console, qtbot) -> None:
+    console = make_console()
+    pane = console.window.login_pane
+    pane.server_box.setCurrentText(console.sandbox.url)
+    pane.token_edit.setText("0" * 48)
+    pane.login_button.click()
+    qtbot.waitUntil(lambda: "refused this token" in pane.message.text(), timeout=WAIT_MS)
+    assert console.window.engine is None
+    assert pane.token_edit.text() == ""  # never kept around
+    console.login()
+    assert "test@example.com" in pane.who_label.text()
+    names = [console.window.services_pane.table.item(r, 0).text()
+             for r in range(console.window.services_pane.table.rowCount())]
+    assert "DemoSegmentation" in names
+    assert console.window.connection_label.text().startswith("Online")
+
+
+def test_login_server_unreachable_in_words(make_console, qtbot,
+                                           closed_port_url: str) -> None:
+    console = make_console()
+    pane = console.window.login_pane
+    pane.server_box.setCurrentText(closed_port_url)
+    pane.token_edit.setText("f" * 48)
+    pane.login_button.click()
+    qtbot.waitUntil(lambda: "unreachable (connection refused)" in pane.message.text(),
+                    timeout=WAIT_MS)
+
+
+def test_claim_inspect_and_run_to_success(make_console, qtbot) -> None:
+    console = make_console("success")
+    console.login()
+    job_id = console.claim()
+    window = console.window
+    qtbot.waitUntil(lambda: window.detail_pane.inputs.topLevelItemCount() == 1, timeout=WAIT_MS)
+    assert "All required tags present: T1-MRI" in window.detail_pane.inputs_note.text()
+    assert window.queue_pane.buttons["run"].isEnabled()
+    window.queue_pane.buttons["run"].click()
+    console.wait_state(job_id, JobState.SUCCEEDED)
+    assert console.server_status(job_id) == "success"
+    log_text = window.detail_pane.log.text_edit.toPlainText
+    qtbot.waitUntil(lambda: "Affine registration done" in log_text(), timeout=WAIT_MS)
+
+    def calls() -> list[tuple[str, str]]:
+        tree = window.detail_pane.calls
+        return [(tree.topLevelItem(i).text(1), tree.topLevelItem(i).text(2))
+                for i in range(tree.topLevelItemCount())]
+
+    qtbot.waitUntil(lambda: ("status success", "delivered") in calls(), timeout=WAIT_MS)
+    assert ("progress 100%", "delivered") in calls()
+    assert all(state != "waiting to be sent" for _, state in calls())
+    assert not window.queue_pane.buttons["run"].isEnabled()
+
+
+def test_cancel_running_ticket(make_console, qtbot) -> None:
+    console = make_console("sleep", "300")
+    console.login()
+    job_id = console.claim()
+    window = console.window
+    window.queue_pane.buttons["run"].click()
+    console.wait_state(job_id, JobState.RUNNING)
+    pid_file = Path(window.engine.job(job_id).workdir) / "pids.txt"
+    qtbot.waitUntil(pid_file.exists, timeout=WAIT_MS)
+    pids = [int(p) for p in pid_file.read_text().split()]
+    asked = []
+    window.ask_confirm = lambda title, text: asked.append(text) or True  # type: ignore
+    window.queue_pane.buttons["cancel"].click()
+    console.wait_state(job_id, JobState.CANCELLED)
+    assert asked and "cancelled" in asked[0]
+    qtbot.waitUntil(lambda: all(process_gone(p) for p in pids), timeout=15_000)
+    qtbot.waitUntil(lambda: console.server_status(job_id) == "failed", timeout=WAIT_MS)
+
+
+def test_fail_with_message(make_console, qtbot) -> None:
+    console = make_console("success")
+    console.login()
+    job_id = console.claim()
+    window = console.window
+    window.ask_text = lambda title, label: "The image is a knee"  # type: ignore
+    window.queue_pane.buttons["fail"].click()
+    console.wait_state(job_id, JobState.FAILED)
+    qtbot.waitUntil(lambda: console.server_status(job_id) == "failed", timeout=WAIT_MS)
+    ticket = window.engine.job(job_id).ticket_id
+    log = console.sandbox.admin.ticket_detail(ticket)["log"]
+    assert ("error", "The image is a knee") in {(e["category"], e["message"]) for e in log}
+
+
+def test_filter_by_state_and_text(make_console, qtbot) -> None:
+    console = make_console("success")
+    console.login()
+    window = console.window
+    first = console.claim()
+    window.ask_text = lambda title, label: "no"  # type: ignore
+    window.queue_pane.buttons["fail"].click()
+    console.wait_state(first, JobState.FAILED)
+    second = console.claim()
+    pane = window.queue_pane
+    assert pane.proxy.rowCount() == 2
+    pane.state_filter.setCurrentText("Failed")
+    assert pane.proxy.rowCount() == 1
+    assert pane.model.job_at(pane.proxy.mapToSource(pane.proxy.index(0, 0)).row()).job_id == first
+    pane.state_filter.setCurrentText("Waiting to run")
+    assert pane.proxy.rowCount() == 1
+    pane.state_filter.setCurrentText("All tickets")
+    pane.text_filter.setText(str(window.engine.job(second).ticket_id))
+    assert pane.proxy.rowCount() == 1
+    pane.text_filter.setText("no-such-thing")
+    assert pane.proxy.rowCount() == 0
+
+
+def test_auto_mode_processes_the_queue(make_console, qtbot) -> None:
+    console = make_console("success")
+    tickets = [console.sandbox.add_ticket(console.service) for _ in range(2)]
+    console.login()
+    window = console.window
+    window.services_pane.auto_button.click()
+    assert window.engine.auto
+    qtbot.waitUntil(lambda: all(console.sandbox.admin.ticket_status(t) == "success"
+                                for t in tickets), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.queue_pane.model.rowCount() == 2, timeout=WAIT_MS)
+    assert window.auto_label.text() == "Auto mode on"
+
+
+def test_settings_are_saved_and_applied(make_console, qtbot) -> None:
+    console = make_console()
+    console.login()
+    window = console.window
+    new = window.settings
+    new.concurrency = 3
+    new.services[console.service] = ServiceCommand(key=console.service,
+                                                   command=command("fail"), max_jobs=1)
+    window.apply_settings(new)
+    saved = load_settings(console.settings_file)
+    assert saved.concurrency == 3
+    assert saved.services[console.service].max_jobs == 1
+    assert window.engine.settings.concurrency == 3
+    qtbot.waitUntil(lambda: window.jobs_label.text().endswith("/3"), timeout=5000)
+
+
+def test_quit_with_running_job_cancels_and_fails_it(make_console, qtbot) -> None:
+    console = make_console("sleep", "300")
+    console.login()
+    job_id = console.claim()
+    window = console.window
+    window.queue_pane.buttons["run"].click()
+    console.wait_state(job_id, JobState.RUNNING)
+    window.ask_quit_choice = lambda running: None  # type: ignore  # "Keep running"
+    window.close()  # the answer is given synchronously, inside closeEvent
+    assert not window.closed and window.engine is not None and not window._quitting
+    ticket = window.engine.job(job_id).ticket_id
+    console.close(QUIT_CANCEL)
+    assert console.sandbox.admin.ticket_status(ticket) == "failed"
+    log = console.sandbox.admin.ticket_detail(ticket)["log"]
+    assert ("error", "provider shut down") in {(e["category"], e["message"]) for e in log}
+
+
+def test_window_layout_is_remembered(make_console, qtbot, tmp_path: Path) -> None:
+    console = make_console()
+    console.window.main_splitter.setSizes([300, 900])
+    sizes = console.window.main_splitter.sizes()
+    console.close()
+    again = MainWindow(Settings(), None, SessionStore(tmp_path / "s2", use_keyring=False),
+                       data_dir=tmp_path / "d2",
+                       window_state_file=console.window._window_state.fileName())
+    again.show()
+    assert again.main_splitter.sizes()[0] == sizes[0]  # the right side takes the extra width
+    assert again.main_splitter.saveState() == console.window.main_splitter.saveState()
+    again.ask_quit_choice = lambda running: QUIT_CANCEL  # type: ignore
+    again.close()
+    qtbot.waitUntil(lambda: again.closed, timeout=WAIT_MS)

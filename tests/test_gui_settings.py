@@ -1,0 +1,417 @@
+"""The settings dialog, driven through its widgets (offscreen)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QTextCursor
+from PySide6.QtWidgets import QCheckBox, QDialogButtonBox, QTableWidgetItem
+from pytestqt.qtbot import QtBot
+
+from dss_console.engine.settings import (
+    ServiceCommand,
+    Settings,
+    load_settings,
+    parse_duration,
+    save_settings,
+)
+from dss_console.gui.dry_run import DryRunDialog
+from dss_console.gui.settings_dialog import SettingsDialog, format_duration
+
+ASHS_HASH = "a" * 40
+NECK_HASH = "b" * 40
+OTHER_HASH = "c" * 40
+PROVIDED = [("ASHS-PMC-T1", ASHS_HASH), ("NeckTrim", NECK_HASH)]
+
+
+def click(qtbot: QtBot, widget) -> None:
+    if isinstance(widget, QCheckBox):
+        # On the box itself: a check box stretched by its layout is not clickable far
+        # right of its text.
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=QPoint(6, widget.height() // 2))
+    else:
+        qtbot.mouseClick(widget, Qt.MouseButton.LeftButton)
+
+
+def make_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        server="https://dss.itksnap.org",
+        servers=["https://dss.itksnap.org", "http://127.0.0.1:8080"],
+        provider="mylab",
+        instance="node1",
+        workroot=tmp_path / "work",
+        poll_interval=5.0,
+        concurrency=3,
+        retention_days=7,
+        interrupted="rerun",
+        ca_bundle=None,
+        notify=False,
+        services={
+            "ASHS-PMC-T1": ServiceCommand(
+                key="ASHS-PMC-T1",
+                command="bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}",
+                timeout=6 * 3600.0, max_jobs=2, cwd="/opt/ashs",
+                env={"ASHS_ROOT": "/opt/ashs", "ASHS_HOOK_SCRIPT": "${DSS_HOOK}"}),
+            "Retired": ServiceCommand(key="Retired", command="old-tool {workspace} {result}",
+                                      auto=False),
+        },
+    )
+
+
+def open_dialog(qtbot: QtBot, settings: Settings,
+                services=PROVIDED) -> SettingsDialog:
+    dialog = SettingsDialog(settings, services)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    return dialog
+
+
+def list_texts(dialog: SettingsDialog) -> list[str]:
+    return [dialog.service_list.item(i).text() for i in range(dialog.service_list.count())]
+
+
+def select(dialog: SettingsDialog, name: str):
+    dialog.tabs.setCurrentIndex(1)
+    for index, editor in enumerate(dialog._editors):
+        if editor.display_name == name:
+            dialog.service_list.setCurrentRow(index)
+            assert dialog.service_stack.currentWidget() is editor
+            return editor
+    raise AssertionError(f"{name} not listed: {list_texts(dialog)}")
+
+
+def ok_enabled(dialog: SettingsDialog) -> bool:
+    return dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).isEnabled()
+
+
+# -- round trips ----------------------------------------------------------------------------
+
+
+def test_unchanged_settings_come_back_equal(qtbot: QtBot, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    settings.services[OTHER_HASH] = ServiceCommand(key=OTHER_HASH, command="x {result}",
+                                                   timeout=0.5)
+    snapshot = dataclasses.replace(settings, services=dict(settings.services))
+    dialog = open_dialog(qtbot, settings)
+    assert ok_enabled(dialog) and not dialog.status_label.isVisible()
+    assert dialog.result_settings() == settings
+    assert settings == snapshot  # the input is not touched
+
+
+def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path)
+    dialog = open_dialog(qtbot, settings)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    dialog.server_edit.setText("http://127.0.0.1:9000")
+    dialog.servers_edit.setPlainText("http://127.0.0.1:9000\n\nhttps://dss.example.org\n")
+    dialog.provider_edit.setText("otherlab")
+    dialog.instance_edit.setText("gpu-2")
+    monkeypatch.setattr(dialog, "choose_directory", lambda title, start: str(tmp_path / "w2"))
+    click(qtbot, dialog.workroot_browse)
+    dialog.poll_edit.setText("1m")
+    dialog.concurrency_spin.setValue(5)
+    dialog.retention_spin.setValue(0)
+    dialog.interrupted_combo.setCurrentIndex(dialog.interrupted_combo.findData("fail"))
+    monkeypatch.setattr(dialog, "choose_file", lambda title, start, filters: str(ca))
+    click(qtbot, dialog.ca_browse)
+    click(qtbot, dialog.notify_check)
+
+    ashs = select(dialog, "ASHS-PMC-T1")
+    ashs.command_edit.setPlainText("bash run.sh {workspace} {result}")
+    ashs.timeout_edit.setText("1h30m")
+    ashs.max_jobs_spin.setValue(0)
+    ashs.cwd_edit.setText("")
+    click(qtbot, ashs.auto_check)
+    ashs.env_table.item(0, 1).setText("/srv/ashs")
+
+    neck = select(dialog, "NeckTrim")
+    assert not neck.configured
+    click(qtbot, neck.add_button)
+    neck.command_edit.setPlainText("python3 /opt/necktrim/run.py {workspace} {result}")
+    neck.max_jobs_spin.setValue(1)
+    neck.cwd_edit.setText("scratch")
+
+    retired = select(dialog, "Retired")
+    click(qtbot, retired.auto_check)  # back on
+
+    assert ok_enabled(dialog), dialog.problems()
+    expected = Settings(
+        server="http://127.0.0.1:9000",
+        servers=["http://127.0.0.1:9000", "https://dss.example.org"],
+        provider="otherlab", instance="gpu-2", workroot=tmp_path / "w2", poll_interval=60.0,
+        concurrency=5, retention_days=0, interrupted="fail", ca_bundle=str(ca), notify=True,
+        services={
+            "ASHS-PMC-T1": ServiceCommand(
+                key="ASHS-PMC-T1", command="bash run.sh {workspace} {result}", timeout=5400.0,
+                max_jobs=None, cwd=None, auto=False,
+                env={"ASHS_ROOT": "/srv/ashs", "ASHS_HOOK_SCRIPT": "${DSS_HOOK}"}),
+            "NeckTrim": ServiceCommand(
+                key="NeckTrim", command="python3 /opt/necktrim/run.py {workspace} {result}",
+                max_jobs=1, cwd="scratch"),
+            "Retired": ServiceCommand(key="Retired", command="old-tool {workspace} {result}"),
+        },
+    )
+    assert dialog.result_settings() == expected
+
+    with qtbot.waitSignal(dialog.accepted):
+        click(qtbot, dialog.buttons.button(QDialogButtonBox.StandardButton.Ok))
+    # What the dialog gives is what the settings file stores.
+    path = save_settings(dialog.result_settings(), tmp_path / "settings.toml")
+    assert load_settings(path) == expected
+
+
+def test_empty_fields_mean_the_defaults(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    for edit in (dialog.server_edit, dialog.provider_edit, dialog.instance_edit,
+                 dialog.workroot_edit, dialog.ca_edit):
+        edit.setText("")
+    dialog.servers_edit.setPlainText("")
+    defaults = Settings()
+    result = dialog.result_settings()
+    assert (result.server, result.servers, result.provider, result.instance, result.workroot,
+            result.ca_bundle) == (None, [], None, defaults.instance, defaults.workroot, None)
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def test_an_invalid_template_disables_ok_and_says_why(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    ashs = select(dialog, "ASHS-PMC-T1")
+    ashs.command_edit.setPlainText("bash run.sh {tickt} {result}")
+    assert not ok_enabled(dialog)
+    assert ashs.command_message.isVisible()
+    assert "unknown placeholder {tickt}; did you mean {ticket}?" in ashs.command_message.text()
+    assert "Service commands › ASHS-PMC-T1: command: unknown placeholder" in \
+        dialog.status_label.text()
+    assert list_texts(dialog)[0].startswith("⚠ ASHS-PMC-T1")
+    assert not ashs.test_button.isEnabled()
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        dialog.result_settings()
+
+    # OK does nothing while invalid, even when triggered directly.
+    dialog.accept()
+    assert dialog.isVisible()
+
+    ashs.command_edit.setPlainText("bash 'unclosed {result}")
+    assert "cannot split the command into words" in ashs.command_message.text()
+    ashs.command_edit.setPlainText("")
+    assert "the command is empty" in ashs.command_message.text()
+    ashs.command_edit.setPlainText("bash run.sh {ticket} {result}")
+    assert ok_enabled(dialog) and ashs.test_button.isEnabled()
+    assert not ashs.command_message.isVisible()
+    assert not list_texts(dialog)[0].startswith("⚠")
+
+
+def test_general_fields_are_checked(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    cases = [
+        (dialog.server_edit, "dss.itksnap.org", dialog.server_message, "is not an http://"),
+        (dialog.workroot_edit, "relative/dir", dialog.workroot_message, "absolute path"),
+        (dialog.poll_edit, "soon", dialog.poll_message, "is not a duration"),
+        (dialog.poll_edit, "0", dialog.poll_message, "longer than 0 seconds"),
+    ]
+    for edit, text, message, expected in cases:
+        good = edit.text()
+        edit.setText(text)
+        assert not ok_enabled(dialog)
+        assert message.isVisible() and expected in message.text()
+        edit.setText(good)
+        assert ok_enabled(dialog) and not message.isVisible()
+    dialog.servers_edit.setPlainText("https://ok.org\nftp://nope")
+    assert not ok_enabled(dialog)
+    assert "line 2: 'ftp://nope' is not an http://" in dialog.servers_message.text()
+
+
+def test_a_missing_ca_bundle_is_a_note_not_an_error(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    dialog.ca_edit.setText(str(tmp_path / "missing.pem"))
+    assert dialog.ca_message.isVisible() and "is not a file" in dialog.ca_message.text()
+    assert ok_enabled(dialog)
+
+
+def test_timeout_parsing(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    ashs = select(dialog, "ASHS-PMC-T1")
+    assert ashs.timeout_edit.text() == "6h"
+    ashs.timeout_edit.setText("1h30m")
+    assert dialog.result_settings().services["ASHS-PMC-T1"].timeout == 5400.0
+    ashs.timeout_edit.setText("90")
+    assert dialog.result_settings().services["ASHS-PMC-T1"].timeout == 90.0
+    ashs.timeout_edit.setText("")
+    assert dialog.result_settings().services["ASHS-PMC-T1"].timeout is None
+    ashs.timeout_edit.setText("an hour")
+    assert not ok_enabled(dialog)
+    assert "'an hour' is not a duration" in ashs.timeout_message.text()
+    ashs.timeout_edit.setText("0s")
+    assert "longer than 0 seconds" in ashs.timeout_message.text()
+
+
+@pytest.mark.parametrize("seconds", [5.0, 45.0, 90.0, 5400.0, 6 * 3600.0, 2 * 86400.0 + 61,
+                                     0.5, 1234567.25])
+def test_format_duration_reads_back(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_format_duration_words() -> None:
+    assert [format_duration(s) for s in (6 * 3600, 5400, 45, 90061)] == \
+        ["6h", "1h30m", "45s", "1d1h1m1s"]
+
+
+# -- editing commands -----------------------------------------------------------------------
+
+
+def test_placeholder_buttons_insert_at_the_cursor(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    ashs = select(dialog, "ASHS-PMC-T1")
+    ashs.command_edit.setPlainText("run  {result}")
+    cursor = ashs.command_edit.textCursor()
+    cursor.setPosition(4)
+    ashs.command_edit.setTextCursor(cursor)
+    click(qtbot, ashs.placeholder_buttons["workspace"])
+    assert ashs.command_edit.toPlainText() == "run {workspace} {result}"
+    # Typing goes on after the insertion.
+    qtbot.keyClicks(ashs.command_edit, "!")
+    assert ashs.command_edit.toPlainText() == "run {workspace}! {result}"
+    cursor.movePosition(QTextCursor.MoveOperation.End)
+    ashs.command_edit.setTextCursor(cursor)
+    click(qtbot, ashs.placeholder_buttons["ticket"])
+    assert ashs.command_edit.toPlainText().endswith("{result}{ticket}")
+    assert set(ashs.placeholder_buttons) == {"ticket", "service", "service_hash", "workdir",
+                                             "inputs", "workspace", "result"}
+
+
+def test_env_rows_add_and_remove(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    ashs = select(dialog, "ASHS-PMC-T1")
+    assert ashs.env_table.rowCount() == 2
+    click(qtbot, ashs.env_add_button)
+    assert ashs.env_table.rowCount() == 3
+    assert ok_enabled(dialog)  # an empty new row is ignored
+    ashs.env_table.item(2, 1).setText("value")
+    assert not ok_enabled(dialog)
+    assert "row 3: the name is empty" in ashs.env_message.text()
+    ashs.env_table.item(2, 0).setText("A=B")
+    assert "'A=B' is not a valid variable name" in ashs.env_message.text()
+    ashs.env_table.item(2, 0).setText("ASHS_ROOT")
+    assert "ASHS_ROOT is set twice" in ashs.env_message.text()
+    ashs.env_table.item(2, 0).setText("OMP_NUM_THREADS")
+    ashs.env_table.item(2, 1).setText("4")
+    assert ok_enabled(dialog)
+    assert dialog.result_settings().services["ASHS-PMC-T1"].env == {
+        "ASHS_ROOT": "/opt/ashs", "ASHS_HOOK_SCRIPT": "${DSS_HOOK}", "OMP_NUM_THREADS": "4"}
+
+    ashs.env_table.selectRow(0)
+    click(qtbot, ashs.env_remove_button)
+    assert ashs.env_table.rowCount() == 2
+    assert dialog.result_settings().services["ASHS-PMC-T1"].env == {
+        "ASHS_HOOK_SCRIPT": "${DSS_HOOK}", "OMP_NUM_THREADS": "4"}
+    # A cell set through the table's own item API counts too.
+    ashs.env_table.setItem(0, 1, QTableWidgetItem("/x/hook"))
+    assert dialog.result_settings().services["ASHS-PMC-T1"].env["ASHS_HOOK_SCRIPT"] == "/x/hook"
+
+
+def test_remove_a_command(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    ashs = select(dialog, "ASHS-PMC-T1")
+    click(qtbot, ashs.remove_button)
+    # A provided service stays listed, without a command.
+    assert not ashs.configured
+    assert "ASHS-PMC-T1 (no command)" in list_texts(dialog)
+    assert "ASHS-PMC-T1" not in dialog.result_settings().services
+
+    retired = select(dialog, "Retired")
+    click(qtbot, retired.remove_button)
+    assert not any(text.startswith("Retired") for text in list_texts(dialog))
+    assert set(dialog.result_settings().services) == set()
+    # The list and the pages stay in step.
+    for index in range(dialog.service_list.count()):
+        dialog.service_list.setCurrentRow(index)
+        assert dialog.service_stack.currentWidget() is dialog._editors[index]
+
+
+def test_configured_keys_not_provided_are_listed(qtbot: QtBot, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    settings.services[NECK_HASH] = ServiceCommand(key=NECK_HASH, command="neck {result}")
+    dialog = open_dialog(qtbot, settings)
+    assert list_texts(dialog) == [
+        "ASHS-PMC-T1",
+        "NeckTrim",  # bound to its hash key
+        "Retired\n    not provided by this account",
+    ]
+    neck = select(dialog, "NeckTrim")
+    assert neck.key == NECK_HASH and neck.configured
+    tip = dialog.service_list.item(1).toolTip()
+    assert f"hash: {NECK_HASH}" in tip and f"settings key: {NECK_HASH}" in tip
+
+
+def test_without_an_account_every_configured_key_is_listed(qtbot: QtBot,
+                                                            tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path), services=())
+    assert list_texts(dialog) == ["ASHS-PMC-T1\n    not provided by this account",
+                                  "Retired\n    not provided by this account"]
+    empty = open_dialog(qtbot, Settings(), services=())
+    empty.tabs.setCurrentIndex(1)
+    assert empty.service_list.count() == 0 and empty.empty_label.isVisible()
+
+
+def test_add_a_service_by_name_or_hash(qtbot: QtBot, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    monkeypatch.setattr(dialog, "ask_service_key", lambda: f"  {OTHER_HASH.upper()} ")
+    click(qtbot, dialog.add_service_button)
+    editor = dialog.current_editor()
+    assert editor is not None and editor.key == OTHER_HASH.upper() and editor.configured
+    assert not ok_enabled(dialog)  # no command yet
+    editor.command_edit.setPlainText("tool {workspace} {result}")
+    assert ok_enabled(dialog)
+    assert dialog.result_settings().services[OTHER_HASH.upper()].command == \
+        "tool {workspace} {result}"
+
+    # A provided service without a command: selected and given one, not added twice.
+    monkeypatch.setattr(dialog, "ask_service_key", lambda: NECK_HASH)
+    count = dialog.service_list.count()
+    click(qtbot, dialog.add_service_button)
+    assert dialog.service_list.count() == count
+    neck = dialog.current_editor()
+    assert neck is not None and neck.display_name == "NeckTrim" and neck.configured
+
+    monkeypatch.setattr(dialog, "ask_service_key", lambda: None)  # cancelled
+    click(qtbot, dialog.add_service_button)
+    assert dialog.service_list.count() == count
+
+
+def test_test_button_opens_the_dry_run_with_the_edited_command(qtbot: QtBot,
+                                                               tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    ashs = select(dialog, "ASHS-PMC-T1")
+    ashs.command_edit.setPlainText("bash edited.sh {workspace} {result}")
+    ashs.timeout_edit.setText("2m")
+    click(qtbot, ashs.test_button)
+    dry_run = dialog.dry_run_dialog
+    assert isinstance(dry_run, DryRunDialog) and dry_run.isVisible()
+    assert dry_run.command_view.text() == "bash edited.sh {workspace} {result}"
+    assert dry_run._command.timeout == 120.0
+    assert dry_run._service_hash == ASHS_HASH
+    assert "ASHS-PMC-T1" in dry_run.windowTitle()
+    assert not dry_run.run_button.isEnabled()  # no workspace chosen yet
+    click(qtbot, dry_run.close_button)
+    assert not dry_run.isVisible()
+
+
+def test_select_service(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    assert dialog.tabs.currentIndex() == 0
+    assert dialog.select_service(NECK_HASH.upper())
+    assert dialog.tabs.currentIndex() == 1
+    assert dialog.current_editor().display_name == "NeckTrim"
+    assert dialog.select_service("Retired")
+    assert dialog.current_editor().display_name == "Retired"
+    assert not dialog.select_service("Unknown")
+    assert dialog.current_editor().display_name == "Retired"
