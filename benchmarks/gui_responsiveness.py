@@ -158,6 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dss-gui-bench-") as tmp_text:
         tmp = Path(tmp_text)
         app = QApplication([sys.argv[0]])
+        app.setQuitOnLastWindowClosed(False)
         loop = qasync.QEventLoop(app)
         asyncio.set_event_loop(loop)
         print(f"GUI responsiveness ({os.cpu_count()} cores, platform "

@@ -6,6 +6,7 @@ import os
 import shlex
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,25 +257,55 @@ def test_flood_of_output_binary_and_huge_line(harness: Harness) -> None:
 
 def test_server_down_while_command_reports_nothing_lost(harness: Harness) -> None:
     ticket = harness.ticket()
-    go = harness.tmp / "go"
-    engine = harness.engine("slow-report", "12", "1.0", auto=True)
+    engine = harness.engine("slow-report", "16", "1.0", auto=True)
     job_id = harness.wait_job(engine, ticket, JobState.RUNNING)
-    wait_for(lambda: ("info", "step 1 of 12") in harness.log(ticket), 20,
+    wait_for(lambda: ("info", "step 1 of 16") in harness.log(ticket), 20,
              what="the first message to arrive")
     server = harness.sandbox.public_server
     server.stop()
+    down_at = time.monotonic()
     try:
         wait_for(lambda: engine.outbox.connection == "offline", 20, what="the outage noticed")
-        wait_for(lambda: engine.job(job_id).owed >= 3, 30,
-                 what="messages queued while the server is down")
+        # The acceptance scenario: the server stays away for 10 s or more.
+        wait_for(lambda: time.monotonic() - down_at >= 10.5, 20, interval=0.2,
+                 what="ten seconds of outage")
+        assert engine.job(job_id).owed >= 8
         assert engine.job(job_id).state is JobState.RUNNING  # not killed for an outage
     finally:
         server.restart()
-    del go
     harness.wait_job(engine, ticket, JobState.SUCCEEDED, timeout=60)
     harness.wait_server(ticket, "success")
     messages = [m for c, m in harness.log(ticket) if m.startswith("step ")]
-    assert messages == [f"step {i} of 12" for i in range(1, 13)]
+    assert messages == [f"step {i} of 16" for i in range(1, 17)]
+
+
+def test_restart_resumes_calls_owed_and_cancel_during_upload(harness: Harness) -> None:
+    """The command finishes while the server is down; one engine is restarted and delivers
+    what the previous one owed; on another ticket a cancel replaces the pending success."""
+    first, second = harness.ticket(), harness.ticket()
+    go = harness.tmp / "go"
+    journal = harness.tmp / "shared-journal.sqlite3"
+    engine = harness.engine("wait-file", str(go), auto=True, journal=journal)
+    for ticket in (first, second):
+        harness.wait_job(engine, ticket, JobState.RUNNING)
+    server = harness.sandbox.public_server
+    server.stop()
+    try:
+        go.write_text("go")
+        jobs = {t: harness.wait_job(engine, t, JobState.UPLOADING) for t in (first, second)}
+        assert engine.job(jobs[first]).owed > 0
+        engine.cancel_job(jobs[second])  # cancelled while its result is still owed
+        harness.wait_job(engine, second, JobState.CANCELLED)
+        assert engine.shutdown(flush_timeout=1.0) is False  # owed calls stay journaled
+        engine.journal.close()
+    finally:
+        server.restart()
+    again = harness.engine("success", journal=journal)  # same instance: it resumes
+    harness.wait_job(again, first, JobState.SUCCEEDED, timeout=60)
+    harness.wait_server(first, "success")
+    harness.wait_server(second, "failed")
+    assert harness.sandbox.admin.result_files(second) == []  # the dropped uploads never went
+    assert ("error", "cancelled by the provider") in harness.log(second)
 
 
 def test_manual_claim_inspect_run(harness: Harness) -> None:
@@ -427,3 +458,13 @@ def test_ashs_style_script_through_hook_from_settings_env(harness: Harness) -> N
     harness.wait_job(engine, ticket, JobState.SUCCEEDED)
     harness.wait_server(ticket, "success")
     assert ("info", f"ASHS stage 1 done for ticket {ticket}") in harness.log(ticket)
+
+
+def test_poll_interval_backs_off_only_after_long_idleness() -> None:
+    from dss_console.engine.engine import poll_wait
+
+    assert poll_wait(1.0, idle_for=10) == 1.0
+    assert poll_wait(1.0, idle_for=3600) == 2.0  # never more than twice the interval
+    assert poll_wait(5.0, idle_for=3600) == 10.0
+    assert poll_wait(120.0, idle_for=3600) == 120.0
+    assert poll_wait(1.0, idle_for=0, error_backoff=8.0) == 8.0

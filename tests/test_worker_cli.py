@@ -203,3 +203,78 @@ def _try_pids(tmp_path: Path, ticket: int) -> list[int] | None:
         return pids_of(tmp_path, ticket)
     except (StopIteration, OSError, ValueError):
         return None
+
+
+def test_two_workers_share_a_data_dir_and_queue(sandbox: Sandbox, worker_env: dict[str, str],
+                                                service: str, tmp_path: Path,
+                                                workers: list[Worker]) -> None:
+    """Two real workers, one journal (same user, same machine), distinct instance codes:
+    each ticket is processed once and no call is sent twice."""
+    tickets = [sandbox.add_ticket(service) for _ in range(6)]
+    common = ["--command", f"{service}={command('slow-report', '3', '0.1')}",
+              "--workdir", str(tmp_path / "work"), "--poll-interval", "0.2",
+              "--exit-when-idle"]
+    for instance in ("node-a", "node-b"):
+        workers.append(Worker(worker_env, *common, "--instance", instance))
+    for worker in workers:
+        assert worker.finish(timeout=120) == 0, "\n".join(worker.lines)
+    for ticket in tickets:
+        assert sandbox.admin.ticket_status(ticket) == "success"
+        log = [m for e in sandbox.admin.ticket_detail(ticket)["log"] for m in [e["message"]]]
+        assert [m for m in log if m.startswith("step ")] == ["step 1 of 3", "step 2 of 3",
+                                                             "step 3 of 3"]
+        assert sum(m.startswith("Ticket claimed") for m in log) == 1
+    assert any(w.saw(": succeeded") for w in workers)
+
+
+def test_interrupted_fail_policy_after_sigkill(sandbox: Sandbox, worker_env: dict[str, str],
+                                               service: str, tmp_path: Path,
+                                               workers: list[Worker]) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text('interrupted = "fail"\n')
+    ticket = sandbox.add_ticket(service)
+    first = Worker(worker_env, *args_for(service, tmp_path, "sleep", "300"), "--config",
+                   str(config))
+    workers.append(first)
+    first.wait_line(": running")
+    pids = wait_for(lambda: _try_pids(tmp_path, ticket), 20, what="the command's pids")
+    first.proc.send_signal(signal.SIGKILL)
+    first.finish()
+    second = Worker(worker_env, *args_for(service, tmp_path, "success"), "--config",
+                    str(config), "--exit-when-idle")
+    workers.append(second)
+    assert second.finish() == 0, "\n".join(second.lines)
+    assert sandbox.admin.ticket_status(ticket) == "failed"
+    log = {(e["category"], e["message"]) for e in sandbox.admin.ticket_detail(ticket)["log"]}
+    assert ("error", "the provider restarted while this ticket was being processed") in log
+    wait_for(lambda: all(process_gone(p) for p in pids), 10, what="the orphaned command gone")
+
+
+def test_worker_stops_in_words_when_the_session_is_gone(sandbox: Sandbox,
+                                                        worker_env: dict[str, str],
+                                                        service: str, tmp_path: Path,
+                                                        workers: list[Worker]) -> None:
+    import json
+
+    import requests
+
+    ticket = sandbox.add_ticket(service)
+    go = tmp_path / "go"
+    worker = Worker(worker_env, *args_for(service, tmp_path, "wait-file", str(go)))
+    workers.append(worker)
+    worker.wait_line(": running")
+    sessions = json.loads((tmp_path / "data" / "dss-console" / "sessions.json").read_text())
+    # The session ends on the server (an admin, an expiry): every call now gets 401.
+    requests.get(sandbox.url + "/logout", cookies={"webpy_session_id": sessions[sandbox.url]},
+                 allow_redirects=False, timeout=10)
+    go.write_text("go")
+    assert worker.finish() == 1, "\n".join(worker.lines)
+    assert worker.saw("no longer accepts this session") and worker.saw("dss-console login")
+    assert sandbox.admin.ticket_status(ticket) == "claimed"  # nothing could be sent...
+    owed = subprocess.run([str(EXE), "login", "--server", sandbox.url, "--token",
+                           sandbox.fresh_token()], env=worker_env, capture_output=True)
+    assert owed.returncode == 0
+    again = Worker(worker_env, *args_for(service, tmp_path, "success"), "--exit-when-idle")
+    workers.append(again)
+    assert again.finish() == 0, "\n".join(again.lines)
+    assert sandbox.admin.ticket_status(ticket) in ("success", "failed")  # ...until now

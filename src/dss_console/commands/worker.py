@@ -129,9 +129,20 @@ def worker_command(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         signals["count"] += 1
         if signals["count"] > 1:
-            printer.line("second signal: exiting now; the next start recovers from the journal")
+            # No locks here: the main thread may be inside the printer's.
+            os.write(2, b"second signal: exiting now; the next start recovers from the "
+                        b"journal\n")
             os._exit(130)
         stop.set()
+
+    logged_out = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, ConnectionChanged) and event.state == "logged_out":
+            logged_out.set()
+            stop.set()
+
+    engine.events.subscribe(on_event)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     printer.line(f"worker {settings.instance} of provider {provider} on {source.key}: "
@@ -142,16 +153,21 @@ def worker_command(args: argparse.Namespace) -> int:
         while not stop.wait(0.2):
             if _finished(engine, args):
                 break
-        if stop.is_set():
+        if logged_out.is_set():
+            printer.line(f"the server no longer accepts this session: stopping. Log in again "
+                         f"(dss-console login --server {source.key} --token-stdin) and restart "
+                         "the worker; what is owed to the server is kept and sent then")
+        elif stop.is_set():
             printer.line("stopping: " + ("letting running jobs finish" if args.drain
                                          else "stopping running jobs"))
-        flushed = engine.shutdown(drain=args.drain or not stop.is_set())
-        owed = journal.pending_count()
+        flushed = engine.shutdown(drain=args.drain or not stop.is_set(),
+                                  flush_timeout=5.0 if logged_out.is_set() else 30.0)
+        owed = engine.outbox.owed()
         if not flushed and owed:
             printer.line(f"{owed} server calls are still owed (server unreachable?); they "
                          "are kept in the journal and sent when a worker starts again")
         printer.line("worker stopped")
-        return 0
+        return 1 if logged_out.is_set() else 0
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -19,7 +19,7 @@ from dss_console.engine.events import (
     JobSnapshot,
     PollCompleted,
 )
-from dss_console.engine.jobs import JobContext, JobExecution
+from dss_console.engine.jobs import CANCEL_REASON, JobContext, JobExecution
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.settings import ServiceCommand, Settings
@@ -32,8 +32,19 @@ from dss_console.engine.workdirs import (
     ticket_workdir,
 )
 
-IDLE_BACKOFF_AFTER = 60.0  # seconds without work before polling slows down
-IDLE_BACKOFF_CAP = 60.0
+IDLE_BACKOFF_AFTER = 300.0  # seconds without work before polling slows down
+IDLE_BACKOFF_FACTOR = 2.0  # ... to at most this many poll intervals (and at most a minute)
+SERVICES_REFRESH = 300.0  # a new service version is picked up within five minutes
+CLEANUP_EVERY = 3600.0
+
+
+def poll_wait(interval: float, idle_for: float, error_backoff: float = 0.0) -> float:
+    """Seconds until the next poll: the interval; after five idle minutes up to twice that
+    (at most a minute, unless the interval itself is longer); longer after errors."""
+    wait = interval
+    if idle_for > IDLE_BACKOFF_AFTER:
+        wait = max(interval, min(interval * IDLE_BACKOFF_FACTOR, 60.0))
+    return max(wait, error_backoff)
 
 
 class EngineError(Exception):
@@ -65,7 +76,8 @@ class Engine:
         self.auto = auto
         self.max_tickets = max_tickets
         self.claims_made = 0
-        self.outbox = Outbox(journal, source, self.events, base_backoff=outbox_backoff,
+        self.outbox = Outbox(journal, source, self.events, instance=self.instance,
+                             base_backoff=outbox_backoff,
                              max_backoff=outbox_max_backoff, on_gone=self._on_ticket_gone,
                              on_refused=self._on_call_refused)
         self.ctx = JobContext(journal=journal, outbox=self.outbox, source=source,
@@ -76,14 +88,15 @@ class Engine:
         self._services: list[SourceService] = []
         self._service_auto: dict[str, bool] = {}
         self._last_ready: dict[str, int] = {}
-        self._polled_once = threading.Event()
         self._last_job_end = 0.0
         self._last_empty_poll = -1.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._claiming = True
+        self._claims_in_flight = 0
+        self._cleanup_thread: threading.Thread | None = None
         self._poller = threading.Thread(target=self._poll_loop, name="scheduler", daemon=True)
-        self._started = False
+        self._shutdown_result: bool | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, *, run_claimed: bool = False) -> None:
@@ -91,14 +104,24 @@ class Engine:
         self.outbox.start()
         self.recover(run_claimed=run_claimed)
         self._poller.start()
-        self._started = True
 
     def shutdown(self, *, drain: bool = False, flush_timeout: float = 30.0,
                  job_timeout: float | None = None) -> bool:
         """Stop claiming; finish (drain) or stop running jobs (failing their tickets with
-        "provider shut down"); deliver what is owed. True if nothing is left owed."""
+        "provider shut down"); deliver what is owed. True if nothing is left owed.
+        A second call returns the first one's answer."""
+        if self._shutdown_result is not None:
+            return self._shutdown_result
         self._claiming = False
+        # No claim may slip past the snapshot below: stop the scheduler, let claims already
+        # sent come back (and register their jobs) first.
+        self._stopping.set()
         self._wake.set()
+        if self._poller.is_alive():
+            self._poller.join(timeout=60)
+        deadline_claims = time.monotonic() + 60
+        while self.claims_in_flight and time.monotonic() < deadline_claims:
+            time.sleep(0.05)  # a claim's reply; it has its own network timeout
         executions = self._live_executions()
         if not drain:
             for execution in executions:
@@ -108,11 +131,10 @@ class Engine:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             execution.join(remaining)
         flushed = self.outbox.flush(flush_timeout)
-        self._stopping.set()
-        self._wake.set()
-        if self._poller.is_alive():
-            self._poller.join(timeout=10)
         self.outbox.stop()
+        if self._cleanup_thread is not None:
+            self._cleanup_thread.join(timeout=30)
+        self._shutdown_result = flushed
         return flushed
 
     def stop_claiming(self) -> None:
@@ -129,11 +151,9 @@ class Engine:
         """Jobs with a live execution (fetching, running, uploading)."""
         return {e.job_id for e in self._live_executions()}
 
-    def running_jobs(self) -> list[JobSnapshot]:
-        return [self.journal.job(e.job_id) for e in self._live_executions()]
-
     def active_count(self, service_hash: str | None = None) -> int:
-        """Jobs holding a slot: fetching inputs or running (uploads do not count)."""
+        """Jobs holding a slot: about to run, fetching inputs or running (a job sending its
+        result does not hold one)."""
         count = 0
         for execution in self._live_executions():
             if execution.prefetch_only:
@@ -145,9 +165,15 @@ class Engine:
                 count += 1
         return count
 
+    @property
+    def claims_in_flight(self) -> int:
+        with self._lock:
+            return self._claims_in_flight
+
     def is_idle(self) -> bool:
-        """Nothing running and nothing owed to the server."""
-        return not self._live_executions() and self.journal.pending_count() == 0
+        """Nothing running, no claim on its way, and nothing owed to the server."""
+        return (not self._live_executions() and not self.claims_in_flight
+                and self.outbox.owed() == 0)
 
     @property
     def last_ready(self) -> dict[str, int]:
@@ -156,9 +182,6 @@ class Engine:
     def idle_poll_completed(self) -> bool:
         """True when a poll that started after the last job ended found nothing to claim."""
         return self._last_empty_poll > self._last_job_end
-
-    def wait_first_poll(self, timeout: float) -> bool:
-        return self._polled_once.wait(timeout)
 
     def wake(self) -> None:
         self._wake.set()
@@ -216,10 +239,22 @@ class Engine:
         if not hashes:
             raise EngineError("no service to claim for: configure a command for a service, "
                               "or choose the services to claim from")
-        claimed = self.source.claim(hashes, self.provider, self.instance)
-        if claimed is None:
-            return None
-        return self._adopt(claimed.ticket_id, claimed.service_hash, run=run)
+        if not self._claiming:
+            raise EngineError("the console is shutting down; no more claims")
+        return self._claim(hashes, run=run)
+
+    def _claim(self, hashes: list[str], *, run: bool) -> JobSnapshot | None:
+        """Claim, and register the job before anyone can see the claim count or go idle."""
+        with self._lock:
+            self._claims_in_flight += 1
+        try:
+            claimed = self.source.claim(hashes, self.provider, self.instance)
+            if claimed is None:
+                return None
+            return self._adopt(claimed.ticket_id, claimed.service_hash, run=run)
+        finally:
+            with self._lock:
+                self._claims_in_flight -= 1
 
     def run_job(self, job_id: int) -> None:
         snap = self._job_without_execution(job_id, "run")
@@ -248,7 +283,7 @@ class Engine:
         snap = self.journal.job(job_id)
         if snap.state.is_terminal:
             raise EngineError(f"ticket {snap.ticket_id} is already {snap.state.value}")
-        reason = "cancelled by the provider" + (f": {message}" if message else "")
+        reason = CANCEL_REASON + (f": {message}" if message else "")
         self._finish_without_run(snap, JobState.CANCELLED, reason)
 
     def fail_job(self, job_id: int, message: str) -> None:
@@ -269,6 +304,8 @@ class Engine:
         snap = self._job_without_execution(job_id, "upload a result for")
         if snap.state is JobState.SUCCEEDED:
             raise EngineError(f"ticket {snap.ticket_id} already succeeded")
+        if self.journal.pending_final(job_id):
+            raise EngineError(f"ticket {snap.ticket_id} is still sending a result")
         path = Path(workspace)
         if not path.is_file():
             raise EngineError(f"{path} is not a file")
@@ -281,16 +318,18 @@ class Engine:
             source=self.source.key, ticket_id=ticket_id, service_hash=service_hash,
             service_name=self._service_name(service_hash), instance=self.instance,
             workdir=str(workdir))
+        self._launch(job_id, prefetch_only=not run)
         with self._lock:
             self.claims_made += 1
         self.events.publish(JobChanged(job=self.journal.job(job_id)))
-        self._launch(job_id, prefetch_only=not run)
         return self.journal.job(job_id)
 
     def _launch(self, job_id: int, *, fresh_run: bool = False, prefetch_only: bool = False,
                 upload: Path | None = None) -> JobExecution:
         snap = self.journal.job(job_id)
-        execution = JobExecution(self.ctx, job_id, self.command_for(snap.service_hash),
+        # By the job's own service name: the live service list may not be loaded yet.
+        command = self.settings.command_for(snap.service_name, snap.service_hash)
+        execution = JobExecution(self.ctx, job_id, command,
                                  fresh_run=fresh_run, prefetch_only=prefetch_only,
                                  upload=upload, on_finished=self._on_job_finished)
         with self._lock:
@@ -317,7 +356,8 @@ class Engine:
     def _finish_without_run(self, snap: JobSnapshot, state: JobState, reason: str) -> None:
         calls = [("log", {"level": "error", "message": reason, "ticket": snap.ticket_id}),
                  ("status", {"status": "failed", "ticket": snap.ticket_id})]
-        items = self.journal.transition(snap.job_id, state, reason, check=False, calls=calls)
+        items = self.journal.transition(snap.job_id, state, reason, check=False, calls=calls,
+                                        drop_final=True)
         self.outbox.announce(items)
         self.events.publish(JobChanged(job=self.journal.job(snap.job_id)))
 
@@ -347,13 +387,14 @@ class Engine:
             text=f"ticket {snap.ticket_id}: the server refused {item.summary}: {message}"))
         if item.kind != "upload":
             return
-        # Without every result file the ticket cannot succeed: replace the rest with a failure.
+        # Without every result file the ticket cannot succeed: in one transaction, replace
+        # the rest of the result phase with a failure the user is told about.
         reason = f"the result could not be uploaded ({message})"
-        self.journal.drop_pending(job_id, reason)
-        self.journal.update_job(job_id, reason=reason)
-        for kind, payload in (("log", {"level": "error", "message": reason}),
-                              ("status", {"status": "failed"})):
-            self.outbox.put(job_id, snap.ticket_id, kind, **payload)
+        calls = [("log", {"level": "error", "message": reason, "ticket": snap.ticket_id}),
+                 ("status", {"status": "failed", "ticket": snap.ticket_id})]
+        items = self.journal.transition(job_id, snap.state, reason, check=False, calls=calls,
+                                        drop_final=True)
+        self.outbox.announce(items)
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self, *, run_claimed: bool = False) -> list[int]:
@@ -399,37 +440,36 @@ class Engine:
         idle_since = time.monotonic()
         error_backoff = 0.0
         last_cleanup = 0.0
+        last_refresh = time.monotonic()
         while not self._stopping.is_set():
+            self._wake.clear()  # before polling: a wake-up during the poll is not lost
             interval = self.settings.poll_interval
             try:
+                if time.monotonic() - last_refresh > SERVICES_REFRESH:
+                    last_refresh = time.monotonic()
+                    self.refresh_services()
                 started = time.monotonic()
                 found = self._poll_once()
                 error_backoff = 0.0
-                if not found:
-                    self._last_empty_poll = started
                 if found:
                     idle_since = time.monotonic()
+                else:
+                    self._last_empty_poll = started
             except Exception as exc:
                 kind = self.source.classify(exc)
                 error_backoff = min(60.0, max(interval, error_backoff * 2 or interval))
                 self.events.publish(EngineNotice(
                     level="error" if kind != GONE else "warning",
                     text=f"polling for tickets failed: {exc}"))
-            finally:
-                self._polled_once.set()
-            if time.monotonic() - last_cleanup > 3600:
+            if time.monotonic() - last_cleanup > CLEANUP_EVERY:
                 last_cleanup = time.monotonic()
-                self._cleanup_old_workdirs()
-            wait = interval
-            idle_for = time.monotonic() - idle_since
-            if idle_for > IDLE_BACKOFF_AFTER:
-                wait = min(IDLE_BACKOFF_CAP, max(interval, interval * idle_for / 60.0))
-            wait = max(wait, error_backoff)
-            self._wake.wait(wait)
-            self._wake.clear()
+                self._start_cleanup()
+            if self._stopping.is_set():
+                break
+            self._wake.wait(poll_wait(interval, time.monotonic() - idle_since, error_backoff))
 
     def _poll_once(self) -> bool:
-        if not (self.auto and self._claiming):
+        if not (self.auto and self._claiming) or self._stopping.is_set():
             return False
         if self.max_tickets is not None and self.claims_made >= self.max_tickets:
             return False
@@ -451,10 +491,8 @@ class Engine:
                    and self._service_has_slot(service_hash, command)
                    and (self.max_tickets is None or self.claims_made < self.max_tickets)):
                 # One service per claim, so a busy service cannot take another's slot.
-                claimed = self.source.claim([service_hash], self.provider, self.instance)
-                if claimed is None:
+                if self._claim([service_hash], run=True) is None:
                     break
-                self._adopt(claimed.ticket_id, claimed.service_hash, run=True)
                 free -= 1
                 count -= 1
                 found = True
@@ -465,9 +503,19 @@ class Engine:
             return True
         return self.active_count(service_hash) < command.max_jobs
 
+    def _start_cleanup(self) -> None:
+        """Retention runs on its own thread: walking old work dirs must not delay polling."""
+        if self._cleanup_thread is not None and self._cleanup_thread.is_alive():
+            return
+        self._cleanup_thread = threading.Thread(target=self._cleanup_old_workdirs,
+                                                name="retention", daemon=True)
+        self._cleanup_thread.start()
+
     def _cleanup_old_workdirs(self) -> None:
         root = Path(self.settings.workroot)
-        keep = {Path(j.workdir) for j in self.jobs() if not j.state.is_terminal}
+        # Every source's unfinished jobs and those still owing calls keep their files.
+        keep = {Path(j.workdir) for j in self.journal.jobs()
+                if not j.state.is_terminal or j.owed}
         removed = remove_old_workdirs(root, self.settings.retention_days, keep)
         if removed:
             self.events.publish(EngineNotice(

@@ -143,12 +143,12 @@ class JobExecution:
 
     def _transition(self, state: JobState, reason: str | None = None,
                     calls: list[tuple[str, dict]] | None = None, *, check: bool = True,
-                    **fields: object) -> None:
+                    drop_final: bool = False, **fields: object) -> None:
         snap = self.ctx.journal.job(self.job_id)
         payload_calls = [(kind, {**payload, "ticket": snap.ticket_id})
                          for kind, payload in (calls or [])]
         items = self.ctx.journal.transition(self.job_id, state, reason, calls=payload_calls,
-                                            check=check, **fields)
+                                            check=check, drop_final=drop_final, **fields)
         if items:
             self.ctx.outbox.announce(items)
         self._publish()
@@ -193,7 +193,10 @@ class JobExecution:
         if self.prefetch_only:
             make_private_dir(Path(snap.workdir))
             if self._download():
-                self._transition(JobState.CLAIMED, "inputs downloaded; waiting to run")
+                if self.stop.kind:
+                    self._stopped_before_run()
+                else:
+                    self._transition(JobState.CLAIMED, "inputs downloaded; waiting to run")
             return
         if self.fresh_run and not self._still_ours():
             return
@@ -215,6 +218,7 @@ class JobExecution:
     def _download(self) -> bool:
         paths = self.paths()
         self._transition(JobState.DOWNLOADING)
+        next_warning = 0.0
         while True:
             if self.stop.kind:
                 self._stopped_before_run()
@@ -231,8 +235,10 @@ class JobExecution:
                 if kind == REFUSED:
                     self._fail(f"could not download the ticket's inputs: {exc}")
                     return False
-                note = "log in again" if kind == LOGGED_OUT else "retrying"
-                self._local_note("warning", f"download failed ({exc}); {note}")
+                if time.monotonic() >= next_warning:
+                    note = "log in again" if kind == LOGGED_OUT else "retrying"
+                    self._local_note("warning", f"download failed ({exc}); {note}")
+                    next_warning = time.monotonic() + 60
                 self.stop.event.wait(self.ctx.retry_interval)
                 continue
             self.ctx.journal.update_job(self.job_id, inputs_ready=1)
@@ -351,6 +357,8 @@ class JobExecution:
 
     def _send_progress(self, force: bool = False) -> None:
         now = time.monotonic()
+        # Held while queueing too: the job thread and the runner's thread both send, and an
+        # older value must never be queued after a newer one.
         with self._progress_lock:
             value = self._progress_to_send
             if value is None:
@@ -363,8 +371,8 @@ class JobExecution:
             # not make the user's progress bar jump back.
             value = max(value, self._highest_progress)
             self._highest_progress = value
-        self.ctx.journal.update_job(self.job_id, progress=value)
-        self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "progress", value=value)
+            self.ctx.journal.update_job(self.job_id, progress=value)
+            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "progress", value=value)
         self._publish()
 
     # -- endings ----------------------------------------------------------------------------
@@ -419,7 +427,21 @@ class JobExecution:
                                      "path": str(tail_file), "mime_type": "text/plain"}))
         calls.append(("log", {"level": "error", "message": reason}))
         calls.append(("status", {"status": "failed"}))
-        self._transition(state, reason, calls=calls, check=False)
+        self._transition(state, reason, calls=calls, check=False, drop_final=True)
+
+    def _stop_during_upload(self) -> None:
+        """Cancel, fail or a vanished ticket while the result phase is in flight."""
+        if any(i.kind == "status" and i.payload.get("status") == "success"
+               and i.state == "delivered" for i in self.ctx.journal.outbox_items(self.job_id)):
+            self._transition(JobState.SUCCEEDED, "the result had already been delivered")
+            return
+        if self.stop.kind == "gone":
+            self.ctx.journal.drop_pending(self.job_id, self.stop.reason or "ticket gone")
+            self._transition(JobState.CANCELLED, self.stop.reason, check=False)
+        elif self.stop.kind == "cancel":
+            self._fail(self.stop.reason or CANCEL_REASON, state=JobState.CANCELLED)
+        else:
+            self._fail(self.stop.reason or "failed by the provider")
 
     def _write_tail(self, tail: list[str]) -> Path:
         folder = make_private_dir(self.paths().engine_dir / "attachments")
@@ -441,12 +463,13 @@ class JobExecution:
             self._fail(f"the result workspace could not be exported: {exc}")
             return
         calls: list[tuple[str, dict]] = [
-            ("upload", {"path": str(path), "name": name}) for name, path in exported.uploads]
-        calls.append(("log", {"level": "info",
+            ("upload", {"path": str(path), "name": name, "final": True})
+            for name, path in exported.uploads]
+        calls.append(("log", {"level": "info", "final": True,
                               "message": f"Processing finished; result uploaded "
                                          f"({len(exported.uploads)} files)"}))
-        calls.append(("progress", {"value": 1.0}))
-        calls.append(("status", {"status": "success"}))
+        calls.append(("progress", {"value": 1.0, "final": True}))
+        calls.append(("status", {"status": "success", "final": True}))
         self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0)
         self._finish_upload()
 
@@ -455,13 +478,19 @@ class JobExecution:
         while not journal.job(self.job_id).state.is_terminal:
             if self.ctx.outbox.wait_job(self.job_id, timeout=1.0):
                 break
-            if self.stop.kind in ("shutdown", "cancel"):
-                # Uploads stay queued in the journal and resume on the next start.
+            if self.stop.kind == "shutdown":
+                # The result phase stays queued in the journal and resumes on the next start.
                 self._local_note("warning", "stopped while the result was being uploaded; "
-                                            "it resumes when dss-console starts again")
+                                            "the upload resumes when dss-console starts again")
+                return
+            if self.stop.kind in ("cancel", "fail", "gone"):
+                self._stop_during_upload()
                 return
         snap = journal.job(self.job_id)
         if snap.state.is_terminal:
+            return
+        if self.stop.kind == "gone":
+            self._transition(JobState.CANCELLED, self.stop.reason, check=False)
             return
         statuses = [i for i in journal.outbox_items(self.job_id) if i.kind == "status"]
         last = statuses[-1] if statuses else None

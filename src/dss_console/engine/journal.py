@@ -154,7 +154,7 @@ class Journal:
 
     def transition(self, job_id: int, new: JobState, reason: str | None = None, *,
                    check: bool = True, calls: Sequence[tuple[str, dict[str, Any]]] = (),
-                   **fields: Any) -> list[OutboxItem]:
+                   drop_final: bool = False, **fields: Any) -> list[OutboxItem]:
         """Record a state change (and job fields) durably before the caller acts on it.
 
         `calls` are queued in the outbox in the same transaction, so a crash can never leave
@@ -163,6 +163,13 @@ class Journal:
         now = time.time()
         items: list[OutboxItem] = []
         with self._tx() as db:
+            if drop_final:
+                # A failure replaces a result phase still in flight (its uploads and success).
+                for row in db.execute("SELECT id, payload FROM outbox WHERE job_id=? AND "
+                                      "state=?", (job_id, PENDING)).fetchall():
+                    if json.loads(row["payload"]).get("final"):
+                        db.execute("UPDATE outbox SET state=?, last_error=?, delivered_at=? "
+                                   "WHERE id=?", (DROPPED, reason, now, row["id"]))
             row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
@@ -268,10 +275,14 @@ class Journal:
                        (SUPERSEDED, *superseded))
             return _item(run[-1]), superseded
 
-    def jobs_with_pending(self) -> list[int]:
-        return [r["job_id"] for r in self._query(
-            "SELECT job_id, MIN(id) AS first FROM outbox WHERE state=? GROUP BY job_id "
-            "ORDER BY first", (PENDING,))]
+    def jobs_with_pending(self, source: str | None = None,
+                          instance: str | None = None) -> list[int]:
+        """Jobs owing calls, oldest call first; only those of one engine when scoped (several
+        workers may share a journal and must not send each other's calls)."""
+        sql, args = _scoped("SELECT o.job_id, MIN(o.id) AS first FROM outbox o JOIN jobs j ON "
+                            "j.id=o.job_id WHERE o.state=?", [PENDING], source, instance)
+        return [r["job_id"] for r in self._query(sql + " GROUP BY o.job_id ORDER BY first",
+                                                 tuple(args))]
 
     def mark_item(self, item_id: int, state: str, error: str | None = None) -> None:
         with self._tx() as db:
@@ -299,13 +310,32 @@ class Journal:
         return [_item(r) for r in self._query("SELECT * FROM outbox WHERE job_id=? ORDER BY id",
                                               (job_id,))]
 
-    def pending_count(self, job_id: int | None = None) -> int:
-        if job_id is None:
-            rows = self._query("SELECT COUNT(*) AS n FROM outbox WHERE state=?", (PENDING,))
-        else:
+    def pending_count(self, job_id: int | None = None, *, source: str | None = None,
+                      instance: str | None = None) -> int:
+        if job_id is not None:
             rows = self._query("SELECT COUNT(*) AS n FROM outbox WHERE state=? AND job_id=?",
                                (PENDING, job_id))
+        else:
+            sql, args = _scoped("SELECT COUNT(*) AS n FROM outbox o JOIN jobs j ON "
+                                "j.id=o.job_id WHERE o.state=?", [PENDING], source, instance)
+            rows = self._query(sql, tuple(args))
         return int(rows[0]["n"])
+
+    def pending_final(self, job_id: int) -> int:
+        """Calls of the result phase (uploads, the closing message and status) still owed."""
+        return sum(1 for item in self.outbox_items(job_id)
+                   if item.state == PENDING and item.payload.get("final"))
+
+
+def _scoped(sql: str, args: list[Any], source: str | None,
+            instance: str | None) -> tuple[str, list[Any]]:
+    if source is not None:
+        sql += " AND j.source=?"
+        args.append(source)
+    if instance is not None:
+        sql += " AND j.instance=?"
+        args.append(instance)
+    return sql, args
 
 
 _JOB_SELECT = (

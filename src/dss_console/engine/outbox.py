@@ -27,12 +27,15 @@ INTERNAL_ERROR_LIMIT = 5  # a call the server keeps answering 500 to is given up
 
 class Outbox:
     def __init__(self, journal: Journal, source: JobSource, events: EventBus, *,
+                 instance: str | None = None,
                  workers: int = 3, base_backoff: float = 1.0, max_backoff: float = 30.0,
                  logged_out_retry: float = 30.0,
                  on_gone: Callable[[int, str], None] | None = None,
                  on_refused: Callable[[int, OutboxItem, str], None] | None = None):
         self.journal = journal
         self.source = source
+        self.instance = instance  # deliver only this engine's calls from a shared journal
+        self._server_errors: dict[int, int] = {}  # item id -> consecutive HTTP 500s
         self.events = events
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
@@ -107,12 +110,16 @@ class Outbox:
         deadline = time.monotonic() + timeout
         self.resume()
         with self._cond:
-            while self.journal.pending_count():
+            while self.owed():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._cond.wait(timeout=min(remaining, 0.5))
         return True
+
+    def owed(self) -> int:
+        """Calls of this engine not yet delivered."""
+        return self.journal.pending_count(source=self.source.key, instance=self.instance)
 
     # -- delivery ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -125,7 +132,8 @@ class Outbox:
                 if now < self._paused_until:
                     wait = self._paused_until - now
                 else:
-                    for job_id in self.journal.jobs_with_pending():
+                    for job_id in self.journal.jobs_with_pending(self.source.key,
+                                                                 self.instance):
                         if job_id in self._busy:
                             continue
                         not_before = self._not_before.get(job_id, 0.0)
@@ -163,6 +171,7 @@ class Outbox:
         except Exception as exc:  # classified below; nothing may escape a delivery thread
             return self._handle_failure(item, exc)
         state = jr.SKIPPED if note else jr.DELIVERED
+        self._server_errors.pop(item.id, None)
         self.journal.mark_item(item.id, state, note)
         self._not_before.pop(item.job_id, None)
         self._set_connection(ONLINE)
@@ -202,12 +211,17 @@ class Outbox:
         message = str(exc)
         if kind == TRANSIENT:
             attempts = self.journal.record_attempt(item.id, message)
-            if getattr(exc, "status", None) == 500 and attempts >= INTERNAL_ERROR_LIMIT:
-                kind = REFUSED  # the server fails this exact call every time
+            status = getattr(exc, "status", None)
+            errors_500 = self._server_errors.get(item.id, 0) + 1 if status == 500 else 0
+            self._server_errors[item.id] = errors_500
+            # A call the server answers 500 to every time (a malformed request) is given up,
+            # but never the final status: a ticket must not stay claimed because of it.
+            if errors_500 >= INTERNAL_ERROR_LIMIT and item.kind != "status":
+                kind = REFUSED
             else:
                 delay = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 10))
                 self._not_before[item.job_id] = time.monotonic() + delay
-                if getattr(exc, "status", None) is None:
+                if status is None:
                     self._set_connection(OFFLINE, message)
                 return False
         if kind == LOGGED_OUT:

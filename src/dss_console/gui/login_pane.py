@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -85,12 +84,14 @@ class LoginPane(QWidget):
         who_page = QWidget()
         who_page.setLayout(who_row)
 
-        self.stack = QStackedWidget()
-        self.stack.addWidget(login_page)
-        self.stack.addWidget(who_page)
+        # Two pages, one visible: hidden widgets take no room (a QStackedWidget would keep
+        # the height of the taller login form after logging in).
+        self.login_page, self.who_page = login_page, who_page
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.stack)
+        layout.addWidget(login_page)
+        layout.addWidget(who_page)
+        who_page.setVisible(False)
 
         self.set_servers(servers)
         self.get_token_button.clicked.connect(self.open_token_page)
@@ -99,6 +100,10 @@ class LoginPane(QWidget):
         self.token_edit.returnPressed.connect(self._login_clicked)
         self.import_button.clicked.connect(self._import_clicked)
         self.logout_button.clicked.connect(self._logout_clicked)
+
+    def _show_page(self, logged_in: bool) -> None:
+        self.login_page.setVisible(not logged_in)
+        self.who_page.setVisible(logged_in)
 
     # -- server list ------------------------------------------------------------------------
     def set_servers(self, servers: list[str], current: str | None = None) -> None:
@@ -243,7 +248,7 @@ class LoginPane(QWidget):
         finally:
             self._busy(False)
         self.current = None
-        self.stack.setCurrentIndex(0)
+        self._show_page(False)
         self.say(f"Logged out of {current.client.server}.")
         self.loggedOut.emit()
 
@@ -251,6 +256,6 @@ class LoginPane(QWidget):
         self.current = result
         self.who_label.setText(f"Logged in to <b>{result.client.server}</b> as "
                                f"<b>{result.email}</b>")
-        self.stack.setCurrentIndex(1)
+        self._show_page(True)
         self.say("")
         self.loggedIn.emit(result)

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QSystemTrayIcon,
     QVBoxLayout,
@@ -102,8 +103,9 @@ class MainWindow(QMainWindow):
         QVBoxLayout(server_box).addWidget(self.login_pane)
         services_box = QGroupBox("Services")
         QVBoxLayout(services_box).addWidget(self.services_pane)
-        left_layout.addWidget(server_box)
+        left_layout.addWidget(server_box, 0)
         left_layout.addWidget(services_box, 1)
+        server_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         left_layout.addWidget(self.settings_button, 0, Qt.AlignmentFlag.AlignLeft)
 
         queue_box = QGroupBox("Tickets")
@@ -142,6 +144,10 @@ class MainWindow(QMainWindow):
         self._stats_timer = QTimer(self)
         self._stats_timer.setInterval(STATS_REFRESH_MS)
         self._stats_timer.timeout.connect(lambda: spawn(self.refresh_services()))
+        self._stats_soon = QTimer(self)
+        self._stats_soon.setSingleShot(True)
+        self._stats_soon.setInterval(1500)  # coalesce a burst of claims and finishes
+        self._stats_soon.timeout.connect(lambda: spawn(self.refresh_services()))
 
         self.login_pane.loggedIn.connect(lambda result: spawn(self.start_engine(result)))
         self.login_pane.loggedOut.connect(lambda: spawn(self.stop_engine()))
@@ -301,6 +307,7 @@ class MainWindow(QMainWindow):
     async def stop_engine(self, *, drain: bool = False) -> None:
         engine = self.engine
         self._stats_timer.stop()
+        self._stats_soon.stop()
         if engine is None:
             return
         self.engine = None
@@ -344,6 +351,8 @@ class MainWindow(QMainWindow):
             self.queue_pane.set_busy(self.engine.busy_job_ids())
         for job in jobs:
             self.detail_pane.update_job(job)
+            if job.state.is_terminal or job.state is JobState.CLAIMED:
+                self._stats_soon.start()
             if job.state.is_terminal and self.settings.notify:
                 self._notify(job)
         current = self.detail_pane.job
@@ -557,6 +566,7 @@ class MainWindow(QMainWindow):
         self.queue_pane.stop()
         self._status_timer.stop()
         self._stats_timer.stop()
+        self._stats_soon.stop()
         if self.logged_in is not None:
             self.logged_in.client.close()
         self._closed_for_real = True
@@ -581,7 +591,7 @@ class MainWindow(QMainWindow):
             if value is not None:
                 splitter.restoreState(value)
         if geometry is None:
-            self.main_splitter.setSizes([430, 850])
+            self.main_splitter.setSizes([520, 760])
             self.right_splitter.setSizes([380, 440])
 
     @property

@@ -19,8 +19,16 @@ from PySide6.QtWidgets import (
 from dss_console.dss import ServiceStats
 from dss_console.engine.engine import ServiceView
 
-COLUMNS = ["Service", "Version", "Ready", "Last heard", "24 h success", "24 h failed",
-           "Avg duration", "Command", "Auto"]
+COLUMNS = ["Service", "Version", "Ready", "Heard", "24 h ok/failed", "Avg time", "Command",
+           "Auto"]
+COLUMN_TIPS = ["Service name (hover a name for its hash)", "Service version",
+               "Tickets waiting in the server's queue", "When a provider last polled or claimed",
+               "Tickets that succeeded / failed in the last 24 hours",
+               "Average duration of a successful ticket",
+               "Whether this console has a command for the service",
+               "Claim this service's tickets in auto mode"]
+AUTO_COLUMN = COLUMNS.index("Auto")
+COMMAND_COLUMN = COLUMNS.index("Command")
 HASH_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -46,13 +54,15 @@ class ServicesPane(QWidget):
         super().__init__(parent)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for column, tip in enumerate(COLUMN_TIPS):
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in range(1, len(COLUMNS)):
+        for column in range(len(COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
 
         self.claim_button = QPushButton("Claim next")
         self.claim_button.setToolTip("Claim the next ready ticket of the selected services and "
@@ -103,15 +113,15 @@ class ServicesPane(QWidget):
                 checkbox = QCheckBox()
                 checkbox.toggled.connect(
                     lambda on, h=view.service_hash: self.serviceAutoToggled.emit(h, on))
-                self.table.setCellWidget(row, 8, checkbox)
+                self.table.setCellWidget(row, AUTO_COLUMN, checkbox)
             self.table.item(row, 0).setText(view.name)
             self.table.item(row, 0).setToolTip(view.service_hash)
             self.table.item(row, 1).setText(view.version)
             command = view.command.command if view.command else None
-            self.table.item(row, 7).setText("yes" if command else "no")
-            self.table.item(row, 7).setToolTip(command or "No command configured: tickets can "
-                                               "be claimed and handled by hand")
-            checkbox = self.table.cellWidget(row, 8)
+            self.table.item(row, COMMAND_COLUMN).setText("yes" if command else "no")
+            self.table.item(row, COMMAND_COLUMN).setToolTip(
+                command or "No command configured: tickets can be claimed and handled by hand")
+            checkbox = self.table.cellWidget(row, AUTO_COLUMN)
             checkbox.blockSignals(True)
             checkbox.setChecked(view.auto)
             checkbox.setEnabled(command is not None)
@@ -131,9 +141,8 @@ class ServicesPane(QWidget):
             if self._hash_at(row) == service_hash:
                 self.table.item(row, 2).setText(str(stats.queue_length))
                 self.table.item(row, 3).setText(f"{_duration(stats.last_heard_from)} ago")
-                self.table.item(row, 4).setText(str(stats.n_success))
-                self.table.item(row, 5).setText(str(stats.n_failed))
-                self.table.item(row, 6).setText(_duration(stats.avg_duration))
+                self.table.item(row, 4).setText(f"{stats.n_success} / {stats.n_failed}")
+                self.table.item(row, 5).setText(_duration(stats.avg_duration))
 
     def set_logged_in(self, logged_in: bool) -> None:
         if not logged_in:

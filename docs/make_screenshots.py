@@ -1,0 +1,100 @@
+"""Screenshots of the real console for the README, taken on a real (virtual) display.
+
+    xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python docs/make_screenshots.py
+
+Starts the embedded sandbox, then saves to docs/screenshots/:
+  login.png     the login pane (logged out, server chosen, token pasted)
+  console.png   the main window in auto mode with running and finished tickets
+  settings.png  the settings dialog on the demo service's command
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "screenshots"
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = 120.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.1)
+
+
+async def take(tmp: Path) -> None:
+    from dss_console.credentials import SessionStore
+    from dss_console.engine.settings import ServiceCommand, Settings
+    from dss_console.engine.states import JobState
+    from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
+    from dss_console.gui.tasks import run_blocking
+    from dss_console.resources.demo_service import demo_service_command
+    from dss_console.sandbox import Sandbox
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    sandbox = Sandbox(data_dir=tmp / "server", tickets=6)
+    await run_blocking(sandbox.start)
+    try:
+        settings = Settings(server=sandbox.url, servers=[sandbox.url], provider=sandbox.provider,
+                            instance="lab-workstation", workroot=tmp / "work",
+                            poll_interval=2.0, concurrency=2,
+                            services={sandbox.service_name: ServiceCommand(
+                                key=sandbox.service_name, command=demo_service_command(2.0),
+                                timeout=3600, max_jobs=2)})
+        window = MainWindow(settings, None, SessionStore(tmp / "store", use_keyring=False),
+                            data_dir=tmp / "data", window_state_file=tmp / "w.ini")
+        window.resize(1360, 860)
+        window.show()
+        window.login_pane.server_box.setCurrentText(sandbox.url)
+        token = await run_blocking(sandbox.fresh_token)
+        window.login_pane.token_edit.setText(token)
+        await asyncio.sleep(0.5)
+        window.grab().save(str(OUT / "login.png"))
+
+        assert await window.login_pane.login(sandbox.url, token)
+        await wait_until(lambda: window.engine is not None)
+        engine = window.engine
+        window.services_pane.select_service(sandbox.service_hash)
+        window.services_pane.auto_button.click()
+        await wait_until(lambda: sum(j.state is JobState.SUCCEEDED for j in engine.jobs()) >= 2
+                         and len(engine.busy_job_ids()) == 2)
+        running = sorted(engine.busy_job_ids())[-1]
+        window.queue_pane.select_job(running)
+        await wait_until(lambda: engine.job(running).progress >= 0.4)
+        await asyncio.sleep(1.0)
+        window.grab().save(str(OUT / "console.png"))
+
+        window.open_settings(sandbox.service_hash)
+        dialog = window.settings_dialog
+        await asyncio.sleep(0.8)
+        dialog.grab().save(str(OUT / "settings.png"))
+        dialog.reject()
+
+        window.ask_quit_choice = lambda running: QUIT_CANCEL  # type: ignore[method-assign]
+        window.close()
+        await wait_until(lambda: window.closed)
+    finally:
+        await run_blocking(sandbox.stop)
+
+
+def main() -> None:
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication([sys.argv[0]])
+    app.setQuitOnLastWindowClosed(False)  # the script ends the loop, not the last window
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    with tempfile.TemporaryDirectory(prefix="dss-shots-") as tmp, loop:
+        loop.run_until_complete(take(Path(tmp)))
+    print(f"saved screenshots in {OUT}")
+
+
+if __name__ == "__main__":
+    main()
