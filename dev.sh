@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set-up and everyday commands for dss-console developers and evaluators.
-#   ./dev.sh run    install into .venv, then start the embedded sandbox (real DSS server + demo data)
+#   ./dev.sh run    install into .venv, then open the console on the embedded sandbox (a real DSS
+#                   server with demo tickets); without a display it runs the console's self-test
+#                   offscreen and saves a screenshot instead
 #   ./dev.sh test   install into .venv (with test extras), then lint and run the whole test suite
 # Works on a fresh Debian/Ubuntu machine: missing system packages are installed with apt.
 set -euo pipefail
@@ -11,6 +13,10 @@ VENV=${VENV:-.venv}
 # git: the DSS server registers services from git repositories; openssl: the TLS test;
 # curl: the transfer benchmark's reference.
 SYSTEM_TOOLS=(git openssl curl)
+# What Qt needs on a fresh Debian/Ubuntu box: offscreen (tests), then a real X11 window.
+QT_PACKAGES=(libgl1 libegl1 libfontconfig1 libxkbcommon0 libdbus-1-3 libglib2.0-0 fonts-dejavu-core
+             libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0
+             libxcb-shape0 libxkbcommon-x11-0)
 
 need_system_packages() {
   local missing=()
@@ -18,6 +24,11 @@ need_system_packages() {
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  if command -v dpkg >/dev/null 2>&1; then
+    for pkg in "${QT_PACKAGES[@]}"; do
+      dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+  fi
   if ((${#missing[@]})); then
     local sudo=""
     [[ $(id -u) -eq 0 ]] || sudo=sudo
@@ -37,9 +48,15 @@ install_project() {
 case "${1:-}" in
   run)
     need_system_packages
-    install_project sandbox
+    install_project sandbox,gui
     shift
-    exec "$VENV/bin/dss-console" sandbox "$@"
+    if [[ -n ${DISPLAY:-}${WAYLAND_DISPLAY:-} ]]; then
+      exec "$VENV/bin/dss-console" --sandbox "$@"
+    fi
+    shot=${TMPDIR:-/tmp}/dss-console-sandbox.png
+    echo "no display: running the console's self-test offscreen (claim, run, succeed)" >&2
+    QT_QPA_PLATFORM=offscreen "$VENV/bin/dss-console" --sandbox --self-test --screenshot "$shot"
+    echo "the console's window as it ended: $shot (open the GUI on a desktop with ./dev.sh run)" >&2
     ;;
   test)
     need_system_packages

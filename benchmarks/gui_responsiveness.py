@@ -105,11 +105,20 @@ async def flood_run(args: argparse.Namespace, tmp: Path) -> list[float]:
         timer.setInterval(10)
         timer.timeout.connect(tick)
         timer.start()
+        flood_started = time.perf_counter()
         while engine.busy_job_ids():
             await asyncio.sleep(0.1)
         timer.stop()
+        flood_seconds = time.perf_counter() - flood_started
         states = [engine.job(j).state.value for j in running]
-        print(f"    jobs ended: {states.count('succeeded')} succeeded of {len(states)}")
+        lines = 0
+        for job_id in running:
+            log = Path(engine.job(job_id).workdir) / ".dss" / "output.log"
+            with open(log, "rb") as handle:
+                lines += sum(1 for line in handle if line.startswith(b"flood line"))
+        print(f"    jobs ended: {states.count('succeeded')} succeeded of {len(states)}; "
+              f"{lines} lines written in {flood_seconds:.1f} s = "
+              f"{lines / flood_seconds / len(running):,.0f} lines/s per job (all on disk)")
         window.ask_quit_choice = lambda running: QUIT_CANCEL  # type: ignore[method-assign]
         window.close()
         while not window.closed:

@@ -151,7 +151,7 @@ def test_login_failure_then_success(make_console, qtbot) -> None:
     assert "test@example.com" in pane.who_label.text()
     names = [console.window.services_pane.table.item(r, 0).text()
              for r in range(console.window.services_pane.table.rowCount())]
-    assert "DemoSegmentation" in names
+    assert "DemoSegmentation 1.0.0" in names
     assert console.window.connection_label.text().startswith("Online")
 
 

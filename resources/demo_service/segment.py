@@ -180,6 +180,10 @@ def run(args: argparse.Namespace, report: Reporter) -> None:
         if args.pace:
             time.sleep(args.pace)
 
+    def chatter(text: str, *, stderr: bool = False) -> None:
+        # What a real tool prints: the job's log, not messages for the user.
+        print(f"[otsu-demo] {text}", file=sys.stderr if stderr else sys.stdout, flush=True)
+
     report.progress(0.05)
     report.info(f"Reading workspace {args.workspace.name}")
     try:
@@ -194,6 +198,9 @@ def run(args: argparse.Namespace, report: Reporter) -> None:
         if layer is None:
             raise DemoError(f"No image tagged {DEMO_MAIN_TAG} in the workspace")
         report.warning(f"No image tagged {DEMO_MAIN_TAG}; using the main image")
+    chatter(f"workspace: {args.workspace}")
+    chatter(f"input layer {layer.index}: {layer.path} (role {layer.role}, tags "
+            f"{','.join(layer.tags) or 'none'})")
     step()
 
     if args.fail_with is not None:
@@ -231,6 +238,8 @@ def run(args: argparse.Namespace, report: Reporter) -> None:
     if header.scl_slope not in (0.0, 1.0) or header.scl_inter != 0.0:
         # The intensities a viewer shows are scaled; report the threshold in those.
         shown = threshold * (header.scl_slope or 1.0) + header.scl_inter
+    chatter(f"histogram of {voxel_count} voxels; between-class variance maximised at "
+            f"{threshold:.1f}")
     report.info(f"Otsu threshold: {shown:.1f}")
     step()
 
@@ -251,6 +260,9 @@ def run(args: argparse.Namespace, report: Reporter) -> None:
         )
     except (NiftiError, OSError) as exc:
         raise DemoError(f"Cannot write the segmentation: {exc}") from None
+    chatter(f"wrote {segmentation} ({selected} foreground voxels)")
+    if selected == 0 or selected == voxel_count:
+        chatter("warning: the segmentation is empty or full", stderr=True)
     step()
 
     report.progress(0.8)
@@ -286,6 +298,7 @@ def run(args: argparse.Namespace, report: Reporter) -> None:
         )
     except (WorkspaceError, OSError) as exc:
         raise DemoError(f"Cannot write the result workspace: {exc}") from None
+    chatter(f"wrote {result}")
     report.progress(1)
     report.info("Result workspace written")
 

@@ -54,9 +54,19 @@ class _FirstPaint(QObject):
         return False
 
 
+def _quiet_platform_noise(kind: object, context: object, message: str) -> None:
+    # The offscreen platform (self-test, CI) warns about a feature it lacks, once per window
+    # resize; everything else Qt says is passed on.
+    if "does not support propagateSizeHints" in message:
+        return
+    print(message, file=sys.stderr)
+
+
 def run(options: GuiOptions) -> int:
     import qasync
+    from PySide6.QtCore import qInstallMessageHandler
 
+    qInstallMessageHandler(_quiet_platform_noise)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("DSS Console")
     app.setQuitOnLastWindowClosed(False)

@@ -591,7 +591,7 @@ class MainWindow(QMainWindow):
             if value is not None:
                 splitter.restoreState(value)
         if geometry is None:
-            self.main_splitter.setSizes([520, 760])
+            self.main_splitter.setSizes([560, 720])
             self.right_splitter.setSizes([380, 440])
 
     @property

@@ -123,6 +123,7 @@ class QueuePane(QWidget):
         layout.addLayout(buttons)
 
         self._busy: set[int] = set()
+        self._fitted = False
         self.state_filter.currentIndexChanged.connect(self._state_filter_changed)
         self.text_filter.textChanged.connect(self.proxy.set_text)
         self.view.selectionModel().currentRowChanged.connect(lambda *_: self._current_changed())
@@ -135,11 +136,18 @@ class QueuePane(QWidget):
     # -- content ----------------------------------------------------------------------------
     def set_jobs(self, jobs: list[JobSnapshot]) -> None:
         self.model.set_jobs(jobs)
+        self._fit_columns()
         self._update_actions()
+
+    def _fit_columns(self) -> None:
+        self.view.resizeColumnsToContents()
+        self._fitted = self.model.rowCount() > 0
 
     def update_jobs(self, jobs: list[JobSnapshot]) -> None:
         current = self.current_job()
         self.model.update_jobs(jobs)
+        if not self._fitted:  # once, when the first tickets arrive; then the user's widths
+            self._fit_columns()
         if current is not None and any(j.job_id == current.job_id for j in jobs):
             self._current_changed()
         else:

@@ -19,15 +19,15 @@ from PySide6.QtWidgets import (
 from dss_console.dss import ServiceStats
 from dss_console.engine.engine import ServiceView
 
-COLUMNS = ["Service", "Version", "Ready", "Heard", "24 h ok/failed", "Avg time", "Command",
-           "Auto"]
-COLUMN_TIPS = ["Service name (hover a name for its hash)", "Service version",
+COLUMNS = ["Service", "Ready", "Heard", "24 h ok/failed", "Avg", "Command", "Auto"]
+COLUMN_TIPS = ["Service name and version (hover for its hash)",
                "Tickets waiting in the server's queue", "When a provider last polled or claimed",
                "Tickets that succeeded / failed in the last 24 hours",
                "Average duration of a successful ticket",
                "Whether this console has a command for the service",
                "Claim this service's tickets in auto mode"]
 AUTO_COLUMN = COLUMNS.index("Auto")
+READY_COLUMN = COLUMNS.index("Ready")
 COMMAND_COLUMN = COLUMNS.index("Command")
 HASH_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -114,9 +114,8 @@ class ServicesPane(QWidget):
                 checkbox.toggled.connect(
                     lambda on, h=view.service_hash: self.serviceAutoToggled.emit(h, on))
                 self.table.setCellWidget(row, AUTO_COLUMN, checkbox)
-            self.table.item(row, 0).setText(view.name)
+            self.table.item(row, 0).setText(f"{view.name} {view.version}".strip())
             self.table.item(row, 0).setToolTip(view.service_hash)
-            self.table.item(row, 1).setText(view.version)
             command = view.command.command if view.command else None
             self.table.item(row, COMMAND_COLUMN).setText("yes" if command else "no")
             self.table.item(row, COMMAND_COLUMN).setToolTip(
@@ -134,15 +133,17 @@ class ServicesPane(QWidget):
         for row in range(self.table.rowCount()):
             count = ready.get(self._hash_at(row))
             if count is not None:
-                self.table.item(row, 2).setText(str(count))
+                self.table.item(row, READY_COLUMN).setText(str(count))
 
     def set_stats(self, service_hash: str, stats: ServiceStats) -> None:
         for row in range(self.table.rowCount()):
             if self._hash_at(row) == service_hash:
-                self.table.item(row, 2).setText(str(stats.queue_length))
-                self.table.item(row, 3).setText(f"{_duration(stats.last_heard_from)} ago")
-                self.table.item(row, 4).setText(f"{stats.n_success} / {stats.n_failed}")
-                self.table.item(row, 5).setText(_duration(stats.avg_duration))
+                self.table.item(row, READY_COLUMN).setText(str(stats.queue_length))
+                self.table.item(row, READY_COLUMN + 1).setText(
+                    f"{_duration(stats.last_heard_from)} ago")
+                self.table.item(row, READY_COLUMN + 2).setText(
+                    f"{stats.n_success} / {stats.n_failed}")
+                self.table.item(row, READY_COLUMN + 3).setText(_duration(stats.avg_duration))
 
     def set_logged_in(self, logged_in: bool) -> None:
         if not logged_in:
