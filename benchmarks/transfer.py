@@ -31,12 +31,12 @@ def child(mode: str, server: str, session_id: str, ticket: int, target: str) -> 
     from dss_console.dss import DssClient, RemoteFile
 
     client = DssClient(server, session_id=session_id)
-    started = time.perf_counter()
     if mode == "download":
         listing = client.tickets.inputs(ticket)
         big = next(f for f in listing if f.name.endswith(".nii.gz"))
-        out = Path(target)
-        client.tickets.download(ticket, RemoteFile(big.index, big.name), out)
+    started = time.perf_counter()
+    if mode == "download":
+        client.tickets.download(ticket, RemoteFile(big.index, big.name), Path(target))
     elif mode == "upload":
         client.tickets.upload_results(ticket, target)
     else:  # upload-only: the same layer, no export (no md5), to split the cost
@@ -121,23 +121,36 @@ def main() -> None:
             dl_client, dl_curl, ul_client, ul_curl, rss_dl, rss_ul = [], [], [], [], [], []
             ul_raw = []
             for round_no in range(args.rounds):
+                # Alternate who goes first, and flush the previous round's writes first: a
+                # download right after a 256 MiB upload competes with its disk writeback.
+                client_first = round_no % 2 == 0
                 out_dir = root / f"dl{round_no}"
                 out_dir.mkdir()
-                result = run_child("download", box.url, sid, ticket, str(out_dir))
-                dl_client.append(result["seconds"])
-                rss_dl.append(result["peak_rss_mib"])
-                assert (out_dir / big.name).stat().st_size == big.stat().st_size
-                (out_dir / big.name).unlink()
-                dl_curl.append(run_curl(["-b", str(cookie), "-o", str(out_dir / "curl.bin"),
-                                         f"{box.url}/api/pro/tickets/{ticket}/files/input/"
-                                         f"{index}"]))
-                (out_dir / "curl.bin").unlink()
-
-                result = run_child("upload", box.url, sid, ticket, str(ws))
-                ul_client.append(result["seconds"])
-                rss_ul.append(result["peak_rss_mib"])
-                ul_curl.append(run_curl(["-b", str(cookie), "-F", f"myfile=@{big}",
-                                         f"{box.url}/api/pro/tickets/{ticket}/files/results"]))
+                os.sync()
+                for who in (("client", "curl") if client_first else ("curl", "client")):
+                    if who == "client":
+                        result = run_child("download", box.url, sid, ticket, str(out_dir))
+                        dl_client.append(result["seconds"])
+                        rss_dl.append(result["peak_rss_mib"])
+                        assert (out_dir / big.name).stat().st_size == big.stat().st_size
+                        (out_dir / big.name).unlink()
+                    else:
+                        dl_curl.append(run_curl(["-b", str(cookie), "-o",
+                                                 str(out_dir / "curl.bin"),
+                                                 f"{box.url}/api/pro/tickets/{ticket}/files/"
+                                                 f"input/{index}"]))
+                        (out_dir / "curl.bin").unlink()
+                for who in (("client", "curl") if client_first else ("curl", "client")):
+                    os.sync()
+                    if who == "client":
+                        result = run_child("upload", box.url, sid, ticket, str(ws))
+                        ul_client.append(result["seconds"])
+                        rss_ul.append(result["peak_rss_mib"])
+                    else:
+                        ul_curl.append(run_curl(
+                            ["-b", str(cookie), "-F", f"myfile=@{big}",
+                             f"{box.url}/api/pro/tickets/{ticket}/files/results"]))
+                os.sync()
                 result = run_child("upload-only", box.url, sid, ticket, str(big))
                 ul_raw.append(result["seconds"])
                 rss_ul.append(result["peak_rss_mib"])
