@@ -156,8 +156,15 @@ def _open_gui(args: argparse.Namespace) -> int:
     try:
         from dss_console.gui.app import GuiOptions, run
     except ImportError as exc:
-        _say_error(f"the console window needs PySide6 and qasync ({exc}); install them with "
-                   "pip install 'dss-console[gui]', or use the headless verbs (see --help)")
+        if getattr(sys, "frozen", False):
+            # The bundle carries Qt; what is missing is a system library (libGL, fonts...).
+            _say_error(f"the console window cannot start ({exc}); install the system "
+                       "libraries Qt needs: apt-get install libgl1 libegl1 libfontconfig1 "
+                       "fonts-dejavu-core libxcb1 (the headless verbs work without them)")
+        else:
+            _say_error(f"the console window needs PySide6 and qasync ({exc}); install them "
+                       "with pip install 'dss-console[gui]', or use the headless verbs "
+                       "(see --help)")
         return EXIT_FAILED
     return run(GuiOptions(sandbox=args.sandbox, self_test=args.self_test,
                           screenshot=args.screenshot, config=args.gui_config))

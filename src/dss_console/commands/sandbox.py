@@ -48,12 +48,20 @@ def sandbox_command(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError("the sandbox needs the DSS server package: pip install "
                        f"'dss-console[sandbox]' ({exc})") from None
+    from dss_console.sandbox import SandboxError
+
     if args.tickets < 0:
         raise CliError("--tickets must be 0 or more", code=2)
     stop = threading.Event()
     # SIGTERM as well as Ctrl-C, so a service manager or a test can stop it cleanly.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Sandbox(data_dir=args.data, port=args.port, tickets=args.tickets) as box:
+    box = Sandbox(data_dir=args.data, port=args.port, tickets=args.tickets)
+    try:
+        box.start()
+    except SandboxError as exc:
+        box.stop()
+        raise CliError(f"the sandbox could not start: {exc}") from None
+    try:
         token = box.fresh_token()
         print(f"DSS sandbox running at {box.url}", flush=True)
         print(f"  provider: {box.provider}    service: {box.service_name} {box.service_hash}")
@@ -68,5 +76,7 @@ def sandbox_command(args: argparse.Namespace) -> int:
                 pass
         except KeyboardInterrupt:
             pass
+    finally:
+        box.stop()
     print("sandbox stopped")
     return 0

@@ -10,9 +10,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject
+from PySide6.QtCore import QEvent, QObject, QSize
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from dss_console.credentials import SessionStore
@@ -62,6 +64,14 @@ def _quiet_platform_noise(kind: object, context: object, message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def app_icon() -> QIcon:
+    icon = QIcon()
+    folder = files("dss_console.resources") / "icons"
+    for size in (16, 32, 48, 64, 128, 256):
+        icon.addFile(str(folder / f"dss-console-{size}.png"), QSize(size, size))
+    return icon
+
+
 def run(options: GuiOptions) -> int:
     import qasync
     from PySide6.QtCore import qInstallMessageHandler
@@ -69,6 +79,8 @@ def run(options: GuiOptions) -> int:
     qInstallMessageHandler(_quiet_platform_noise)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("DSS Console")
+    app.setDesktopFileName("dss-console")  # Wayland app id = the .desktop file's name
+    app.setWindowIcon(app_icon())
     app.setQuitOnLastWindowClosed(False)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)

@@ -87,6 +87,9 @@ class Sandbox:
         """Start both servers and seed the demo provider, service and tickets."""
         if self._started:
             raise SandboxError("sandbox already started")
+        if shutil.which("git") is None:
+            # The DSS server registers services by cloning a git repository.
+            raise SandboxError("the sandbox needs git: install it (e.g. apt-get install git)")
         self._started = True
         try:
             if self._requested_dir is None:
