@@ -91,6 +91,15 @@ class SessionStore:
             index["servers"][server].pop("store", None)
             self._write_json(INDEX_FILE, index)
 
+    def forget(self, server: str) -> None:
+        """Delete the session and drop the server from the list of known servers."""
+        self.delete(server)
+        index = self._read_json(INDEX_FILE)
+        if index.get("servers", {}).pop(server, None) is not None or index.get("last") == server:
+            if index.get("last") == server:
+                index.pop("last", None)
+            self._write_json(INDEX_FILE, index)
+
     def last_server(self) -> str | None:
         return self._read_json(INDEX_FILE).get("last")
 

@@ -142,7 +142,8 @@ class Engine:
 
     # -- queries ----------------------------------------------------------------------------
     def jobs(self, limit: int | None = None) -> list[JobSnapshot]:
-        return self.journal.jobs(source=self.source.key, limit=limit)
+        """This engine's jobs (a shared journal also holds other instances')."""
+        return self.journal.jobs(source=self.source.key, instance=self.instance, limit=limit)
 
     def job(self, job_id: int) -> JobSnapshot:
         return self.journal.job(job_id)
@@ -192,6 +193,11 @@ class Engine:
         with self._lock:
             self._services = services
         return self.services()
+
+    def known_services(self) -> list[SourceService]:
+        """The services as last listed by the server (no journal or network access)."""
+        with self._lock:
+            return list(self._services)
 
     def services(self) -> list[ServiceView]:
         with self._lock:

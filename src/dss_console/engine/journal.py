@@ -232,12 +232,9 @@ class Journal:
             raise KeyError(job_id)
         return dict(rows[0])
 
-    def jobs(self, *, source: str | None = None, states: set[JobState] | None = None,
-             limit: int | None = None) -> list[JobSnapshot]:
-        sql, args = f"{_JOB_SELECT} WHERE 1=1", []
-        if source is not None:
-            sql += " AND j.source=?"
-            args.append(source)
+    def jobs(self, *, source: str | None = None, instance: str | None = None,
+             states: set[JobState] | None = None, limit: int | None = None) -> list[JobSnapshot]:
+        sql, args = _scoped(f"{_JOB_SELECT} WHERE 1=1", [], source, instance)
         if states:
             sql += f" AND j.state IN ({','.join('?' * len(states))})"
             args.extend(s.value for s in states)

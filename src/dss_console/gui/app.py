@@ -128,9 +128,10 @@ class Console:
         elif store.last_server():
             await window.login_pane.resume(store.last_server() or "")
         if options.self_test:
-            code = await self._self_test(window)
-            await self._close(window)
-            return code
+            try:
+                return await self._self_test(window)
+            finally:
+                await self._close(window)
         await self.closed.wait()
         return 0
 
@@ -147,7 +148,9 @@ class Console:
 
     def _open_window(self, settings: Settings, settings_file: Path | None,
                      store: SessionStore, data_dir: Path | None) -> MainWindow:
-        window = MainWindow(settings, settings_file, store, data_dir=data_dir)
+        # The sandbox's throw-away window must not overwrite the user's remembered layout.
+        window = MainWindow(settings, settings_file, store, data_dir=data_dir,
+                            remember_layout=not self.options.sandbox)
         window.finished.connect(self.closed.set)
         if os.environ.get(FIRST_PAINT_ENV):
             self._paint_probe = _FirstPaint()
@@ -201,6 +204,9 @@ class Console:
         except asyncio.TimeoutError:
             print(f"self-test failed: not done after {SELF_TEST_TIMEOUT:.0f} s",
                   file=sys.stderr)
+            return 1
+        except Exception as exc:  # anything unexpected is a failure with a reason, too
+            print(f"self-test failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         print("self-test passed", flush=True)
         return 0

@@ -92,7 +92,8 @@ class DetailPane(QWidget):
         if job is None:
             self.header.setText("Select a ticket to see its output.")
             return
-        parts = [f"<b>Ticket {job.ticket_id}</b> · {job.service_name or job.service_hash[:10]}"
+        parts = [f"<b>Ticket {job.ticket_id}</b> · "
+                 f"{_escape(job.service_name or job.service_hash[:10])}"
                  f" · {job.state.value} · {job.progress * 100:.0f}%"]
         if job.reason:
             parts.append(f"<br>{_escape(job.reason)}")

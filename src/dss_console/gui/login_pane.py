@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import html
 from collections.abc import Callable
 
 from PySide6.QtCore import QUrl, Signal
@@ -27,6 +29,7 @@ from dss_console.gui.tasks import run_blocking, spawn
 class LoginPane(QWidget):
     loggedIn = Signal(object)  # LoggedIn
     loggedOut = Signal()
+    logoutRequested = Signal()  # the window decides when (running jobs first)
     serversChanged = Signal(list)
 
     def __init__(self, store: SessionStore, servers: list[str],
@@ -35,6 +38,7 @@ class LoginPane(QWidget):
         self.store = store
         self._verify = verify
         self.current: LoggedIn | None = None
+        self._imported = False
 
         self.server_box = QComboBox()
         self.server_box.setEditable(True)
@@ -119,10 +123,18 @@ class LoginPane(QWidget):
         return self.server_box.currentText().strip()
 
     def remove_current_server(self) -> None:
-        index = self.server_box.findText(self.server_text())
-        if index >= 0:
-            self.server_box.removeItem(index)
-            self.serversChanged.emit(self.servers())
+        """Take the server off the list and forget its stored session (not the current one)."""
+        text = self.server_text()
+        index = self.server_box.findText(text)
+        if index < 0:
+            return
+        if self.current is not None and self.current.client.server == text:
+            self.say_error("Log out of this server before removing it.")
+            return
+        self.server_box.removeItem(index)
+        with contextlib.suppress(ValueError, OSError):
+            self.store.forget(normalize_server_url(text))
+        self.serversChanged.emit(self.servers())
 
     def _remember_server(self, url: str) -> None:
         if self.server_box.findText(url) < 0:
@@ -160,7 +172,7 @@ class LoginPane(QWidget):
         spawn(self.import_itksnap_session(self.server_text()))
 
     def _logout_clicked(self) -> None:
-        spawn(self.logout())
+        self.logoutRequested.emit()
 
     async def login(self, server: str, token: str) -> bool:
         try:
@@ -187,6 +199,9 @@ class LoginPane(QWidget):
         except DssError as exc:
             self.say_error(str(exc))
             return False
+        except Exception as exc:  # e.g. the session could not be stored: say so, in words
+            self.say_error(f"Logging in failed: {exc}")
+            return False
         finally:
             self._busy(False)
             self.token_edit.clear()  # a token works once; never keep it around
@@ -201,9 +216,9 @@ class LoginPane(QWidget):
             result = await run_blocking(connection.resume_session, server, self.store,
                                         verify=self._verify())
         except DssError as exc:
-            self.say_error(f"Could not resume the session: {exc}")
+            self.say_error(f"Could not resume the session: {exc}. Log in again, or try later.")
             return False
-        except ValueError:
+        except (ValueError, OSError):
             return False
         finally:
             self._busy(False)
@@ -233,20 +248,28 @@ class LoginPane(QWidget):
         finally:
             self._busy(False)
         self._remember_server(url)
+        self._imported = True
         self._logged_in(result)
         return True
 
     async def logout(self) -> None:
+        """End the session. One borrowed from ITK-SNAP is only forgotten here: ending it on
+        the server would log ITK-SNAP out too."""
         current = self.current
         if current is None:
             return
         self._busy(True)
         try:
-            await run_blocking(connection.logout, current, self.store)
-        except DssError:
+            if self._imported:
+                await run_blocking(self.store.delete, current.client.server)
+                current.client.close()
+            else:
+                await run_blocking(connection.logout, current, self.store)
+        except (DssError, OSError):
             pass  # the local session is gone either way
         finally:
             self._busy(False)
+            self._imported = False
         self.current = None
         self._show_page(False)
         self.say(f"Logged out of {current.client.server}.")
@@ -254,8 +277,8 @@ class LoginPane(QWidget):
 
     def _logged_in(self, result: LoggedIn) -> None:
         self.current = result
-        self.who_label.setText(f"Logged in to <b>{result.client.server}</b> as "
-                               f"<b>{result.email}</b>")
+        self.who_label.setText(f"Logged in to <b>{html.escape(result.client.server)}</b> as "
+                               f"<b>{html.escape(result.email)}</b>")
         self._show_page(True)
         self.say("")
         self.loggedIn.emit(result)

@@ -7,6 +7,8 @@ touches the network, the disk or a process runs off the Qt thread (`run_blocking
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -41,6 +43,7 @@ from dss_console.engine.locks import InstanceBusyError, instance_lock
 from dss_console.engine.settings import Settings, SettingsError, save_settings
 from dss_console.engine.source import DssSource
 from dss_console.engine.states import JobState
+from dss_console.gui import tasks
 from dss_console.gui.bridge import EngineBridge
 from dss_console.gui.detail_pane import DetailPane
 from dss_console.gui.login_pane import LoginPane
@@ -50,6 +53,16 @@ from dss_console.gui.tasks import run_blocking, spawn
 from dss_console.workspace import Workspace, WorkspaceError
 
 STATS_REFRESH_MS = 15_000
+
+
+def _close_engine(engine: Engine, journal: Journal | None, lock: Any, drain: bool) -> None:
+    try:
+        engine.shutdown(drain=drain, flush_timeout=10.0)
+    finally:
+        if journal is not None:
+            journal.close()
+        if lock is not None:
+            lock.close()
 QUIT_DRAIN, QUIT_CANCEL = "drain", "cancel"
 
 
@@ -59,7 +72,8 @@ class MainWindow(QMainWindow):
     finished = Signal()  # closed for real, after the engine stopped
 
     def __init__(self, settings: Settings, settings_file: Path | None, store: SessionStore, *,
-                 data_dir: Path | None = None, window_state_file: Path | None = None):
+                 data_dir: Path | None = None, window_state_file: Path | None = None,
+                 remember_layout: bool = True):
         super().__init__()
         self.setWindowTitle("DSS Console")
         self.settings = settings
@@ -74,6 +88,9 @@ class MainWindow(QMainWindow):
         self._closed_for_real = False
         self._next_poll_at: float | None = None
         self._required_tags: dict[str, tuple[str, ...]] = {}
+        self._tags_failed_at: dict[str, float] = {}
+        self._remember_layout = remember_layout
+        self._starting: asyncio.Task | None = None
         self._window_state = QSettings(
             str(window_state_file or paths.config_dir() / "window.ini"),
             QSettings.Format.IniFormat)
@@ -135,7 +152,11 @@ class MainWindow(QMainWindow):
         for label in (self.connection_label, self.auto_label, self.jobs_label, self.poll_label):
             self.statusBar().addPermanentWidget(label)
         self.resize(1280, 820)
-        self._restore_window_state()
+        if remember_layout:
+            self._restore_window_state()
+        else:
+            self.main_splitter.setSizes([560, 720])
+            self.right_splitter.setSizes([380, 440])
 
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(1000)
@@ -148,9 +169,15 @@ class MainWindow(QMainWindow):
         self._stats_soon.setSingleShot(True)
         self._stats_soon.setInterval(1500)  # coalesce a burst of claims and finishes
         self._stats_soon.timeout.connect(lambda: spawn(self.refresh_services()))
+        self._calls_soon = QTimer(self)
+        self._calls_soon.setSingleShot(True)
+        self._calls_soon.setInterval(300)  # a busy job changes its calls many times a second
+        self._calls_soon.timeout.connect(self._reload_calls)
+        tasks.set_error_handler(lambda text: self.show_banner(
+            f"Something went wrong in the console: {text}"))
 
-        self.login_pane.loggedIn.connect(lambda result: spawn(self.start_engine(result)))
-        self.login_pane.loggedOut.connect(lambda: spawn(self.stop_engine()))
+        self.login_pane.loggedIn.connect(self._logged_in)
+        self.login_pane.logoutRequested.connect(self._logout_requested)
         self.login_pane.serversChanged.connect(self._servers_changed)
         self.services_pane.claimRequested.connect(lambda hashes: spawn(self.claim_next(hashes)))
         self.services_pane.autoModeToggled.connect(self._auto_mode_toggled)
@@ -241,7 +268,7 @@ class MainWindow(QMainWindow):
 
         services = []
         if self.engine is not None:
-            services = [(s.name, s.service_hash) for s in self.engine.services()]
+            services = [(s.name, s.service_hash) for s in self.engine.known_services()]
         dialog = SettingsDialog(self.settings, services, self)
         if service_hash:
             dialog.select_service(service_hash)
@@ -259,36 +286,60 @@ class MainWindow(QMainWindow):
     def apply_settings(self, settings: Settings) -> None:
         self.settings = settings
         self._save_settings()
-        if self.engine is not None:
-            self.engine.update_settings(settings)
-            self.services_pane.set_services(self.engine.services())
+        engine = self.engine
+        if engine is not None:
+            engine.update_settings(settings)
+            spawn(self._show_services(engine))
+        self.login_pane.set_servers(list(dict.fromkeys(
+            [*settings.servers, *([settings.server] if settings.server else [])])),
+            self.login_pane.server_text())
+
+    async def _show_services(self, engine: Engine) -> None:
+        views = await run_blocking(engine.services)
+        if self.engine is engine:
+            self.services_pane.set_services(views)
 
     # -- engine lifecycle -------------------------------------------------------------------
+    def _logged_in(self, result: LoggedIn) -> None:
+        self._starting = spawn(self.start_engine(result))
+        if self.store.fallback_note:
+            self.show_banner(self.store.fallback_note.replace("note: ", "Note: ") + ".",
+                             "warning")
+
     async def start_engine(self, logged_in: LoggedIn) -> bool:
+        if self._quitting:
+            return False
         self.logged_in = logged_in
         self.settings.server = logged_in.client.server
         self._save_settings()
         self.connection_label.setText(f"Connecting to {logged_in.client.server}…")
         try:
-            engine = await run_blocking(self._build_engine, logged_in)
-        except (DssError, ValueError, InstanceBusyError) as exc:
+            engine, journal, lock = await run_blocking(self._build_engine, logged_in)
+        except (DssError, ValueError, InstanceBusyError, OSError) as exc:
             self.show_banner(f"Logged in, but the console cannot work with this server: {exc}")
             self.connection_label.setText("Not processing")
             return False
-        self.engine = engine
+        if self._quitting:  # the window closed while the engine was starting
+            await run_blocking(_close_engine, engine, journal, lock, False)
+            return False
+        self.engine, self._journal, self._lock = engine, journal, lock
         self.bridge.attach(engine.events)
         self._update_status()
+        views, jobs = await run_blocking(lambda: (engine.services(), engine.jobs(limit=1000)))
+        if self.engine is not engine:
+            return False
         self.services_pane.set_logged_in(True)
-        self.services_pane.set_services(engine.services())
+        self.services_pane.set_services(views)
         self.services_pane.auto_button.setChecked(engine.auto)
-        self.queue_pane.set_jobs(engine.jobs(limit=1000))
+        self.queue_pane.setEnabled(True)
+        self.queue_pane.set_jobs(jobs)
         self.connection_label.setText(f"Online: {logged_in.client.server}")
         self._stats_timer.start()
         spawn(self.refresh_services())
         self.engineStarted.emit(engine)
         return True
 
-    def _build_engine(self, logged_in: LoggedIn) -> Engine:
+    def _build_engine(self, logged_in: LoggedIn) -> tuple[Engine, Journal, Any]:
         source = DssSource(logged_in.client)
         provider = self.settings.provider or source.default_provider()
         lock = instance_lock(self.data_dir, source.key, self.settings.instance)
@@ -301,28 +352,52 @@ class MainWindow(QMainWindow):
             journal.close()
             lock.close()
             raise
-        self._journal, self._lock = journal, lock
-        return engine
+        return engine, journal, lock
 
     async def stop_engine(self, *, drain: bool = False) -> None:
-        engine = self.engine
+        """Stop this window's engine: the one it holds now, with its own journal and lock
+        (a login that finishes meanwhile gets fresh ones)."""
+        engine, journal, lock = self.engine, self._journal, self._lock
         self._stats_timer.stop()
         self._stats_soon.stop()
         if engine is None:
             return
-        self.engine = None
-        await run_blocking(engine.shutdown, drain=drain, flush_timeout=10.0)
+        self.engine, self._journal, self._lock = None, None, None
+        self.queue_pane.setEnabled(False)
+        self.statusBar().showMessage("Stopping the engine and delivering what is owed…")
+        await run_blocking(_close_engine, engine, journal, lock, drain)
+        self.statusBar().clearMessage()
         self.bridge.drain()
         self.bridge.detach()
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
         self.services_pane.set_logged_in(False)
+        self.queue_pane.set_jobs([])
+        self.detail_pane.show_job(None)
         self.connection_label.setText("Not logged in")
         self.engineStopped.emit()
+
+    def _logout_requested(self) -> None:
+        engine = self.engine
+        drain = False
+        running = len(engine.busy_job_ids()) if engine is not None else 0
+        if running:
+            choice = self.ask_quit_choice(running)
+            if choice is None:
+                return
+            drain = choice == QUIT_DRAIN
+        spawn(self._logout(drain))
+
+    async def _logout(self, drain: bool) -> None:
+        # The engine first, while the session still works: its last calls (a "provider shut
+        # down" failure, say) must reach the server before the session ends.
+        self.login_pane.setEnabled(False)
+        try:
+            if self._starting is not None and not self._starting.done():
+                await self._starting
+            await self.stop_engine(drain=drain)
+            await self.login_pane.logout()
+        finally:
+            self.login_pane.setEnabled(True)
+        self.logged_in = None
 
     async def refresh_services(self) -> None:
         engine = self.engine
@@ -346,6 +421,7 @@ class MainWindow(QMainWindow):
 
     # -- engine events ----------------------------------------------------------------------
     def _jobs_changed(self, jobs: list[JobSnapshot]) -> None:
+        before = self.detail_pane.job
         self.queue_pane.update_jobs(jobs)
         if self.engine is not None:
             self.queue_pane.set_busy(self.engine.busy_job_ids())
@@ -355,9 +431,12 @@ class MainWindow(QMainWindow):
                 self._stats_soon.start()
             if job.state.is_terminal and self.settings.notify:
                 self._notify(job)
-        current = self.detail_pane.job
-        if current is not None and any(j.job_id == current.job_id for j in jobs):
-            spawn(self._load_inputs(current))
+        after = self.detail_pane.job
+        # Reload the inputs only when they changed (downloaded, or a fresh attempt), not on
+        # every progress update.
+        if (after is not None and before is not None and after.job_id == before.job_id
+                and (after.inputs_ready, after.attempt) != (before.inputs_ready, before.attempt)):
+            spawn(self._load_inputs(after))
 
     def _notify(self, job: JobSnapshot) -> None:
         if not QSystemTrayIcon.isSystemTrayAvailable():
@@ -370,8 +449,13 @@ class MainWindow(QMainWindow):
                          job.reason or job.service_name)
 
     def _calls_changed(self, job_id: int) -> None:
-        if self.detail_pane.job is not None and self.detail_pane.job.job_id == job_id:
-            spawn(self._load_calls(job_id))
+        job = self.detail_pane.job
+        if job is not None and job.job_id == job_id and not self._calls_soon.isActive():
+            self._calls_soon.start()
+
+    def _reload_calls(self) -> None:
+        if self.detail_pane.job is not None:
+            spawn(self._load_calls(self.detail_pane.job.job_id))
 
     def _connection_changed(self, state: str, detail: str) -> None:
         server = self.logged_in.client.server if self.logged_in else ""
@@ -397,7 +481,13 @@ class MainWindow(QMainWindow):
             self.poll_label.setText("")
             return
         self.auto_label.setText("Auto mode on" if engine.auto else "Auto mode off")
-        self.jobs_label.setText(f"Running {engine.active_count()}/{self.settings.concurrency}")
+        # From the snapshots the table holds: the Qt thread never waits on the journal.
+        running = 0
+        for job_id in engine.busy_job_ids():
+            job = self.queue_pane.model.job(job_id)
+            if job is not None and job.state in (JobState.DOWNLOADING, JobState.RUNNING):
+                running += 1
+        self.jobs_label.setText(f"Running {running}/{self.settings.concurrency}")
         if engine.auto and self._next_poll_at is not None:
             seconds = max(0, round(self._next_poll_at - time.monotonic()))
             self.poll_label.setText(f"Next poll in {seconds} s")
@@ -424,12 +514,15 @@ class MainWindow(QMainWindow):
         if engine is None:
             return
         required = self._required_tags.get(job.service_hash)
-        if required is None and self.logged_in is not None:
+        failed_at = self._tags_failed_at.get(job.service_hash, -1e9)
+        if required is None and self.logged_in is not None \
+                and time.monotonic() - failed_at > 60:
             try:
                 detail = await run_blocking(self.logged_in.client.services.detail,
                                             job.service_hash)
                 required = self._required_tags[job.service_hash] = detail.required_tags
             except DssError:
+                self._tags_failed_at[job.service_hash] = time.monotonic()
                 required = ()
         if not job.inputs_ready:
             self.detail_pane.set_inputs(job.job_id, None, required or ())
@@ -454,19 +547,31 @@ class MainWindow(QMainWindow):
         self._update_status()
 
     def _service_auto_toggled(self, service_hash: str, on: bool) -> None:
-        if self.engine is not None:
-            self.engine.set_auto(on, service_hash)
+        engine = self.engine
+        command = engine.command_for(service_hash) if engine is not None else None
+        if command is None:
+            return
+        command.auto = on  # part of the settings: saved, and what the Settings dialog shows
+        self._save_settings()
+        if engine is not None:
+            engine.wake()
 
     async def claim_next(self, service_hashes: list[str], *, run: bool = False
                          ) -> JobSnapshot | None:
         engine = self.engine
         if engine is None:
             return None
+        button = self.services_pane.claim_button
+        button.setEnabled(False)  # one claim at a time: a double click must not claim two
+        button.setText("Claiming…")
         try:
             job = await run_blocking(engine.claim_next, service_hashes, run=run)
         except (DssError, EngineError) as exc:
             self.show_banner(str(exc))
             return None
+        finally:
+            button.setText("Claim next")
+            button.setEnabled(bool(self.services_pane.selected_hashes()))
         if job is None:
             self.statusBar().showMessage("No ticket is ready for the selected services.",
                                          10_000)
@@ -494,6 +599,10 @@ class MainWindow(QMainWindow):
                     "Upload result", f"Upload {picked} as the result of ticket {job.ticket_id} "
                     "and mark it a success?"):
                 spawn(self.perform("upload", job, picked))
+        elif name == "retry":
+            if self.ask_confirm("Retry run", f"Run ticket {job.ticket_id} again? Its work dir "
+                                "is emptied first (the logs of earlier runs are kept)."):
+                spawn(self.perform("retry", job))
         elif name == "workdir":
             QDesktopServices.openUrl(QUrl.fromLocalFile(job.workdir))
         elif name == "itksnap":
@@ -525,15 +634,29 @@ class MainWindow(QMainWindow):
         return True
 
     def _open_in_itksnap(self, job: JobSnapshot) -> None:
+        spawn(self._launch_itksnap(job))
+
+    async def _launch_itksnap(self, job: JobSnapshot) -> None:
         from dss_console.engine.workdirs import find_input_workspace
 
-        workspace = find_input_workspace(Path(job.workdir) / "input", job.ticket_id)
-        if workspace is None:
-            self.show_banner(f"Ticket {job.ticket_id} has no downloaded workspace.")
+        def launch() -> str | None:
+            workspace = find_input_workspace(Path(job.workdir) / "input", job.ticket_id)
+            program = shutil.which("itksnap")
+            if workspace is None or program is None:
+                return None
+            subprocess.Popen([program, "-w", str(workspace)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+            return str(workspace)
+
+        try:
+            opened = await run_blocking(launch)
+        except OSError as exc:
+            self.show_banner(f"Could not start ITK-SNAP: {exc}")
             return
-        subprocess.Popen(["itksnap", "-w", str(workspace)], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        if opened is None:
+            self.show_banner(f"Ticket {job.ticket_id}: no downloaded workspace, or itksnap is "
+                             "not on PATH.")
 
     # -- quitting ---------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
@@ -559,6 +682,8 @@ class MainWindow(QMainWindow):
         spawn(self._quit(drain))
 
     async def _quit(self, drain: bool) -> None:
+        if self._starting is not None and not self._starting.done():
+            await self._starting  # it sees _quitting and stops what it started
         if self.engine is not None:
             self.engine.stop_claiming()
             await self.stop_engine(drain=drain)
@@ -567,6 +692,8 @@ class MainWindow(QMainWindow):
         self._status_timer.stop()
         self._stats_timer.stop()
         self._stats_soon.stop()
+        self._calls_soon.stop()
+        tasks.set_error_handler(None)
         if self.logged_in is not None:
             self.logged_in.client.close()
         self._closed_for_real = True
@@ -574,6 +701,8 @@ class MainWindow(QMainWindow):
         self.finished.emit()
 
     def _save_window_state(self) -> None:
+        if not self._remember_layout:
+            return
         state = self._window_state
         state.setValue("geometry", self.saveGeometry())
         state.setValue("main_splitter", self.main_splitter.saveState())
@@ -598,6 +727,6 @@ class MainWindow(QMainWindow):
     def closed(self) -> bool:
         return self._closed_for_real
 
-    def job_state(self, job_id: int) -> JobState | None:
+    def job_state(self, job_id: int) -> JobState | None:  # for tests and the self-test
         engine = self.engine
         return engine.job(job_id).state if engine is not None else None

@@ -37,6 +37,13 @@ def shutdown_executor(wait: bool = True) -> None:
 
 
 _tasks: set[asyncio.Task[Any]] = set()
+_error_handler: Callable[[str], None] | None = None
+
+
+def set_error_handler(handler: Callable[[str], None] | None) -> None:
+    """Where a background task's unexpected exception is shown (the window's banner)."""
+    global _error_handler
+    _error_handler = handler
 
 
 def spawn(coro: Any) -> asyncio.Task[Any]:
@@ -50,8 +57,11 @@ def spawn(coro: Any) -> asyncio.Task[Any]:
         if not finished.cancelled() and finished.exception() is not None:
             import logging
 
-            logging.getLogger("dss_console.gui").error(
-                "background task failed", exc_info=finished.exception())
+            error = finished.exception()
+            logging.getLogger("dss_console.gui").error("background task failed",
+                                                       exc_info=error)
+            if _error_handler is not None:
+                _error_handler(f"{type(error).__name__}: {error}")
 
     task.add_done_callback(done)
     return task
