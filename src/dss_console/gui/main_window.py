@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QCloseEvent, QDesktopServices, QGuiApplication
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -151,6 +151,10 @@ class MainWindow(QMainWindow):
         self.poll_label = QLabel("")
         for label in (self.connection_label, self.auto_label, self.jobs_label, self.poll_label):
             self.statusBar().addPermanentWidget(label)
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        self.addAction(quit_action)
         self.resize(1280, 820)
         if remember_layout:
             self._restore_window_state()
@@ -439,14 +443,22 @@ class MainWindow(QMainWindow):
             spawn(self._load_inputs(after))
 
     def _notify(self, job: JobSnapshot) -> None:
+        title = f"Ticket {job.ticket_id} {job.state.value}"
+        body = job.reason or job.service_name
+        sender = shutil.which("notify-send")
+        if sender:  # the desktop's notification service; GNOME has no tray
+            spawn(run_blocking(subprocess.run, [sender, "--app-name=DSS Console", title, body],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, check=False, timeout=10))
+            return
         if not QSystemTrayIcon.isSystemTrayAvailable():
+            self.statusBar().showMessage(f"{title}: {body}", 15_000)
             return
         tray = getattr(self, "_tray", None)
         if tray is None:
             tray = self._tray = QSystemTrayIcon(self.windowIcon(), self)
             tray.show()
-        tray.showMessage(f"Ticket {job.ticket_id} {job.state.value}",
-                         job.reason or job.service_name)
+        tray.showMessage(title, body)
 
     def _calls_changed(self, job_id: int) -> None:
         job = self.detail_pane.job

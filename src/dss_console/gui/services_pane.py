@@ -19,13 +19,13 @@ from PySide6.QtWidgets import (
 from dss_console.dss import ServiceStats
 from dss_console.engine.engine import ServiceView
 
-COLUMNS = ["Service", "Ready", "Heard", "24 h ok/failed", "Avg", "Command", "Auto"]
+COLUMNS = ["Service", "Auto", "Ready", "Heard", "24 h ok/failed", "Avg", "Command"]
 COLUMN_TIPS = ["Service name and version (hover for its hash)",
+               "Claim this service's tickets in auto mode (needs a command)",
                "Tickets waiting in the server's queue", "When a provider last polled or claimed",
                "Tickets that succeeded / failed in the last 24 hours",
                "Average duration of a successful ticket",
-               "Whether this console has a command for the service",
-               "Claim this service's tickets in auto mode"]
+               "Whether this console has a command for the service"]
 AUTO_COLUMN = COLUMNS.index("Auto")
 READY_COLUMN = COLUMNS.index("Ready")
 COMMAND_COLUMN = COLUMNS.index("Command")
