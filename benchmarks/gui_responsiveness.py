@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--starts", type=int, default=5)
     args = parser.parse_args()
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
     import qasync
     from PySide6.QtWidgets import QApplication
@@ -171,7 +172,7 @@ def main() -> None:
         loop = qasync.QEventLoop(app)
         asyncio.set_event_loop(loop)
         print(f"GUI responsiveness ({os.cpu_count()} cores, platform "
-              f"{os.environ['QT_QPA_PLATFORM']})")
+              f"{app.platformName()})")
         print(f"(1) {args.jobs} jobs x {args.rate} lines/s for {args.seconds:g} s, one log "
               "view live:")
         with loop:

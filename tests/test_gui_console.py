@@ -391,3 +391,32 @@ def test_self_test_command_end_to_end(tmp_path) -> None:
     assert "self-test passed" in result.stdout
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "c" / "dss-console" / "window.ini").exists()  # layout untouched
+
+
+def test_selecting_a_running_job_shows_its_log_once_and_follows(make_console, qtbot) -> None:
+    console = make_console("slow-report", "80", "0.1")
+    for _ in range(2):
+        console.sandbox.add_ticket(console.service)
+    console.login()
+    window = console.window
+    window.services_pane.auto_button.click()
+    engine = window.engine
+    qtbot.waitUntil(lambda: len(engine.busy_job_ids()) == 2, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: all(engine.job(j).progress > 0.1 for j in engine.busy_job_ids()),
+                    timeout=WAIT_MS)
+    target = sorted(engine.busy_job_ids())[-1]
+    window.queue_pane.select_job(target)  # mid-run: the tail from disk, then live lines
+    qtbot.waitUntil(lambda: engine.job(target).progress > 0.3, timeout=WAIT_MS)
+    log = window.detail_pane.log
+    lines = [line for line in log.text_edit.toPlainText().splitlines() if line.strip()]
+    steps = [line for line in lines if "step " in line and "@dss" not in line]
+    assert steps and len(steps) == len(set(steps)), "a line is shown twice"
+    assert log.following
+    bar = log.text_edit.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=WAIT_MS)  # more lines than fit
+    bar.setValue(0)  # the operator scrolls up to read: following pauses
+    qtbot.waitUntil(lambda: not log.following, timeout=5000)
+    count = len(log.text_edit.toPlainText())
+    qtbot.waitUntil(lambda: len(log.text_edit.toPlainText()) > count, timeout=WAIT_MS)
+    assert bar.value() == 0  # new lines arrived without moving the view
+    window.services_pane.auto_button.click()

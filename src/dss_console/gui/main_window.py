@@ -701,6 +701,7 @@ class MainWindow(QMainWindow):
             await self.stop_engine(drain=drain)
         self.bridge.stop()
         self.queue_pane.stop()
+        self.detail_pane.log.shutdown()  # its file thread must not outlive the window
         self._status_timer.stop()
         self._stats_timer.stop()
         self._stats_soon.stop()
