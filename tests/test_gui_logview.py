@@ -420,7 +420,8 @@ def test_a_newer_load_supersedes_an_older_one(qtbot: Any, tmp_path: Path) -> Non
 
 
 def test_no_thread_outlives_the_view(qtbot: Any, tmp_path: Path) -> None:
-    baseline = threading.active_count()
+    # By identity, not by count: a thread of an earlier test may end during this one.
+    baseline = set(threading.enumerate())
     log = tmp_path / "output.log"
     with open(log, "w") as file:
         for n in range(100_000):
@@ -431,26 +432,30 @@ def test_no_thread_outlives_the_view(qtbot: Any, tmp_path: Path) -> None:
         view.load_tail(log)
     with qtbot.waitSignal(view.saved, timeout=20_000):
         view.save_full_log(tmp_path / "copy.log")
-    assert threading.active_count() > baseline  # the pool's idle workers
+    assert [t for t in threading.enumerate() if t.name.startswith("logview")]  # idle workers
 
     # Destroyed in the middle of more work: cancelled and joined, nothing delivered.
     view.load_tail(log)
     view.save_full_log(tmp_path / "copy2.log")
     view.deleteLater()
     qtbot.waitUntil(lambda: not shiboken6.isValid(view), timeout=20_000)
-    assert threading.active_count() == baseline
+    assert not [t for t in set(threading.enumerate()) - baseline if t.is_alive()]
     assert not [t for t in threading.enumerate() if t.name.startswith("logview")]
 
 
 def test_shutdown_joins_the_workers(qtbot: Any, tmp_path: Path) -> None:
-    baseline = threading.active_count()
+    baseline = set(threading.enumerate())
+
+    def new_threads() -> list[threading.Thread]:
+        return [t for t in set(threading.enumerate()) - baseline if t.is_alive()]
+
     log = tmp_path / "output.log"
     log.write_text("a\nb\n")
     view = make_view(qtbot)
     with qtbot.waitSignal(view.tailLoaded, timeout=10_000):
         view.load_tail(log)
     view.shutdown()
-    assert threading.active_count() == baseline
+    assert not new_threads()
 
     # A late call (the window is closing) neither raises nor starts a thread.
     view.load_tail(log)
@@ -458,4 +463,4 @@ def test_shutdown_joins_the_workers(qtbot: Any, tmp_path: Path) -> None:
     with qtbot.waitSignal(view.saveFailed):
         view.set_log_file(log)
         view.save_full_log(tmp_path / "late.log")
-    assert threading.active_count() == baseline
+    assert not new_threads()
