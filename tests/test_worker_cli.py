@@ -46,7 +46,12 @@ class Worker:
         assert self.saw(text), "\n".join(self.lines)
 
     def finish(self, timeout: float = 60) -> int:
-        code = self.proc.wait(timeout=timeout)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGQUIT)  # a hang's stacks would help; then report
+            raise AssertionError(f"the worker did not exit within {timeout:.0f} s; its "
+                                 "output:\n" + "\n".join(self.lines)) from None
         self._reader.join(timeout=5)
         return code
 
@@ -260,13 +265,23 @@ def test_worker_stops_in_words_when_the_session_is_gone(sandbox: Sandbox,
 
     ticket = sandbox.add_ticket(service)
     go = tmp_path / "go"
-    worker = Worker(worker_env, *args_for(service, tmp_path, "wait-file", str(go)))
+    # A slow poll: web.py saves a session at the end of every request, so a request in
+    # flight while the session is killed brings it back; fewer requests, fewer such races.
+    worker = Worker(worker_env, *args_for(service, tmp_path, "wait-file", str(go)),
+                    "--poll-interval", "30")
     workers.append(worker)
     worker.wait_line(": running")
+    worker.wait_line("waiting for the go signal")
     sessions = json.loads((tmp_path / "data" / "dss-console" / "sessions.json").read_text())
-    # The session ends on the server (an admin, an expiry): every call now gets 401.
-    requests.get(sandbox.url + "/logout", cookies={"webpy_session_id": sessions[sandbox.url]},
-                 allow_redirects=False, timeout=10)
+    cookie = {"webpy_session_id": sessions[sandbox.url]}
+
+    def session_ended() -> bool:
+        # The session ends on the server (an admin, an expiry): every call now gets 401.
+        requests.get(sandbox.url + "/logout", cookies=cookie, allow_redirects=False, timeout=10)
+        return requests.get(sandbox.url + "/api/login", cookies=cookie,
+                            timeout=10).status_code == 401
+
+    wait_for(session_ended, 20, interval=0.2, what="the session to end on the server")
     go.write_text("go")
     assert worker.finish() == 1, "\n".join(worker.lines)
     assert worker.saw("no longer accepts this session") and worker.saw("dss-console login")
