@@ -141,6 +141,7 @@ def test_full_ticket_flow(sandbox: Sandbox, client: DssClient, claimed_ticket: i
     assert names[-1] == f"ticket_{tid:08d}_results.itksnap"
     assert all(n.startswith("layer_000_") for n in names[:-1])
     assert sorted(sandbox.admin.result_files(tid)) == sorted(names)
+    assert sorted(f.name for f in client.tickets.results(tid)) == sorted(names)
     layer_bytes = sandbox.admin.download_file(
         tid, "results", sandbox.admin.result_files(tid).index(names[0]))
     assert hashlib.md5(layer_bytes).hexdigest() == names[0].split("_")[2].split(".")[0]

@@ -370,6 +370,7 @@ def test_claim_button_claims_once_per_click_in_flight(make_console, qtbot) -> No
     window = console.window
     window.services_pane.select_service(console.service)
     window.services_pane.claim_button.click()
+    assert not window.services_pane.claim_button.isEnabled()  # off before the claim starts
     window.services_pane.claim_button.click()  # while the first claim is on its way
     qtbot.waitUntil(lambda: window.services_pane.claim_button.text() == "Claim next",
                     timeout=WAIT_MS)

@@ -183,7 +183,7 @@ class MainWindow(QMainWindow):
         self.login_pane.loggedIn.connect(self._logged_in)
         self.login_pane.logoutRequested.connect(self._logout_requested)
         self.login_pane.serversChanged.connect(self._servers_changed)
-        self.services_pane.claimRequested.connect(lambda hashes: spawn(self.claim_next(hashes)))
+        self.services_pane.claimRequested.connect(self._claim_requested)
         self.services_pane.autoModeToggled.connect(self._auto_mode_toggled)
         self.services_pane.serviceAutoToggled.connect(self._service_auto_toggled)
         self.services_pane.editCommandRequested.connect(self.open_settings)
@@ -568,15 +568,23 @@ class MainWindow(QMainWindow):
         if engine is not None:
             engine.wake()
 
+    def _claim_requested(self, service_hashes: list[str]) -> None:
+        # Disabled here, synchronously: a second click queued behind the first must find the
+        # button off before the claim's task even starts.
+        if not self.services_pane.claim_button.isEnabled():
+            return
+        self.services_pane.claim_button.setEnabled(False)
+        spawn(self.claim_next(service_hashes))
+
     async def claim_next(self, service_hashes: list[str], *, run: bool = False
                          ) -> JobSnapshot | None:
         engine = self.engine
-        if engine is None:
-            return None
         button = self.services_pane.claim_button
         button.setEnabled(False)  # one claim at a time: a double click must not claim two
         button.setText("Claiming…")
         try:
+            if engine is None:
+                return None
             job = await run_blocking(engine.claim_next, service_hashes, run=run)
         except (DssError, EngineError) as exc:
             self.show_banner(str(exc))
