@@ -94,6 +94,13 @@ class Console:
         self.qtbot.waitUntil(self.window.queue_pane.buttons["run"].isEnabled, timeout=WAIT_MS)
         return job.job_id
 
+    def claim_and_run(self) -> int:
+        """Claim a new ticket and press Run; returns the job id once it is running."""
+        job_id = self.claim()
+        self.window.queue_pane.buttons["run"].click()
+        self.wait_state(job_id, JobState.RUNNING)
+        return job_id
+
     def wait_state(self, job_id: int, *states: JobState) -> None:
         self.qtbot.waitUntil(lambda: self.window.engine.job(job_id).state in states,
                              timeout=WAIT_MS)
@@ -201,10 +208,8 @@ def test_claim_inspect_and_run_to_success(make_console, qtbot) -> None:
 def test_cancel_running_ticket(make_console, qtbot) -> None:
     console = make_console("sleep", "300")
     console.login()
-    job_id = console.claim()
+    job_id = console.claim_and_run()
     window = console.window
-    window.queue_pane.buttons["run"].click()
-    console.wait_state(job_id, JobState.RUNNING)
     pid_file = Path(window.engine.job(job_id).workdir) / "pids.txt"
     qtbot.waitUntil(pid_file.exists, timeout=WAIT_MS)
     pids = [int(p) for p in pid_file.read_text().split()]
@@ -286,10 +291,8 @@ def test_settings_are_saved_and_applied(make_console, qtbot) -> None:
 def test_quit_with_running_job_cancels_and_fails_it(make_console, qtbot) -> None:
     console = make_console("sleep", "300")
     console.login()
-    job_id = console.claim()
+    job_id = console.claim_and_run()
     window = console.window
-    window.queue_pane.buttons["run"].click()
-    console.wait_state(job_id, JobState.RUNNING)
     window.ask_quit_choice = lambda running: None  # type: ignore  # "Keep running"
     window.close()  # the answer is given synchronously, inside closeEvent
     assert not window.closed and window.engine is not None and not window._quitting
@@ -341,10 +344,8 @@ def test_settings_dialog_round_trip_from_the_window(make_console, qtbot) -> None
 def test_logout_with_a_running_job_fails_it_first(make_console, qtbot) -> None:
     console = make_console("sleep", "300")
     console.login()
-    job_id = console.claim()
+    job_id = console.claim_and_run()
     window = console.window
-    window.queue_pane.buttons["run"].click()
-    console.wait_state(job_id, JobState.RUNNING)
     ticket = window.engine.job(job_id).ticket_id
     asked = []
     window.ask_quit_choice = lambda running: asked.append(running) or QUIT_CANCEL  # type: ignore
