@@ -1,0 +1,33 @@
+"""The README's examples stay true: its settings file loads, its CLI verbs exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dss_console.cli import build_parser
+from dss_console.engine.settings import load_settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_settings_example_loads(tmp_path: Path) -> None:
+    block = re.search(r"### Settings file.*?```toml\n(.*?)```", README.read_text(), re.S)
+    assert block is not None
+    path = tmp_path / "settings.toml"
+    path.write_text(block.group(1))
+    settings = load_settings(path)
+    ashs = settings.command_for("ASHS-PMC-T1", "0" * 40)
+    assert ashs is not None and ashs.timeout == 6 * 3600 and ashs.max_jobs == 2
+    assert "{workspace}" in ashs.command and ashs.env["ASHS_HOOK_SCRIPT"] == "${DSS_HOOK}"
+
+
+@pytest.mark.parametrize("verb", ["services", "available", "claim", "download", "progress",
+                                  "log", "attach", "upload", "status", "success", "fail"])
+def test_every_pro_verb_in_the_readme_exists(verb: str) -> None:
+    assert f"`pro {verb}" in README.read_text()
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["pro", verb, "--help"])
+    assert info.value.code == 0
