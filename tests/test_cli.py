@@ -212,3 +212,18 @@ def test_console_script_exit_codes(cli_env: dict[str, str], sandbox: Sandbox,
     assert "Traceback" not in result.stderr
     result = cli("pro", "bogus", env=cli_env)
     assert result.returncode == 2 and "usage error" in result.stderr
+
+
+def test_verb_modules_do_not_import_the_cli_entry_point() -> None:
+    """The verbs get CliError from commands.errors; importing cli.py from them was a circle
+    (cli imports the verbs to build its parser)."""
+    script = (
+        "import sys\n"
+        "import dss_console.commands.auth, dss_console.commands.pro\n"
+        "import dss_console.commands.sandbox, dss_console.commands.context\n"
+        "import dss_console.commands.worker\n"
+        "assert 'dss_console.cli' not in sys.modules, 'a verb module imports dss_console.cli'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr

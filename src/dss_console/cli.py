@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dss_console import __version__
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NOTHING_TO_CLAIM = 3
+from dss_console.commands.errors import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CliError,
+)
 
 PROG = "dss-console"
 
@@ -33,14 +34,6 @@ Run without a verb to open the console window. Typical first steps:
   dss-console pro claim HASH MYLAB $(hostname)
 Try it all locally first with `dss-console sandbox`.
 """
-
-
-class CliError(Exception):
-    """An expected failure: printed as one line, exit code `code`."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED):
-        super().__init__(message)
-        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dss_console.cli import CliError
 from dss_console.commands.context import (
     note,
     resolve_server,
     session_store,
     verify_option,
 )
+from dss_console.commands.errors import CliError
 from dss_console.connection import login_with_token
 from dss_console.dss import DssClient
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dss_console.cli import CliError
+from dss_console.commands.errors import CliError
 from dss_console.credentials import SessionStore
 from dss_console.dss import DssClient, normalize_server_url
 

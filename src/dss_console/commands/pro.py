@@ -13,8 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dss_console.cli import EXIT_NOTHING_TO_CLAIM, CliError
 from dss_console.commands.context import logged_in_client
+from dss_console.commands.errors import EXIT_NOTHING_TO_CLAIM, CliError
 from dss_console.dss import LogLevel
 
 PRO_DESCRIPTION = """\

@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from dss_console.cli import CliError
+from dss_console.commands.errors import CliError
 
 SANDBOX_DESCRIPTION = """\
 Start the real DSS server (itksnap-dss-server) on 127.0.0.1 with a provider, a demo

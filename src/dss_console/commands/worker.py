@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from dss_console import paths
-from dss_console.cli import CliError
 from dss_console.commands.context import logged_in_client
+from dss_console.commands.errors import CliError
 from dss_console.engine.events import (
     CallDelivered,
     ConnectionChanged,
