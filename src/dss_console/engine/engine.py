@@ -59,6 +59,9 @@ class ServiceView:
     command: ServiceCommand | None
     auto: bool
     running: int
+    # Why auto claiming is paused for this service (its command cannot start, or several
+    # tickets failed in a row), in words; None when it is not paused.
+    paused: str | None = None
 
 
 class Engine:

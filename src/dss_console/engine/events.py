@@ -36,6 +36,9 @@ class JobSnapshot:
     inputs_ready: bool
     attempt: int
     owed: int  # server calls queued for this job and not yet delivered
+    # Why Retry run cannot rescue this job (the ticket was deleted on the server or finished
+    # by someone else), in words; None when a retry may be tried.
+    not_retryable: str | None = None
 
     @property
     def elapsed(self) -> float | None:

@@ -7,6 +7,7 @@ Nothing secret is ever written here: no token, no cookie.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     claimed_at REAL,
     started_at REAL,
     finished_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    not_retryable TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_ticket ON jobs(source, ticket_id);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
@@ -124,11 +126,19 @@ class Journal:
                 # NORMAL survives a crash or SIGKILL of this process: what must be survived.
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(SCHEMA)
+                self._migrate()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def _migrate(self) -> None:
+        """Columns added after a journal was first written."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if "not_retryable" not in columns:
+            with contextlib.suppress(sqlite3.OperationalError):  # another engine added it
+                self._db.execute("ALTER TABLE jobs ADD COLUMN not_retryable TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -213,7 +223,7 @@ class Journal:
     def _update(db: sqlite3.Connection, job_id: int, fields: dict[str, Any]) -> None:
         allowed = {"state", "reason", "progress", "exit_code", "pid", "pgid", "proc_start",
                    "inputs_ready", "attempt", "started_at", "finished_at", "updated_at",
-                   "workdir"}
+                   "workdir", "not_retryable"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown job fields {sorted(unknown)}")
@@ -362,7 +372,7 @@ def _snapshot(row: sqlite3.Row) -> JobSnapshot:
         claimed_at=row["claimed_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], updated_at=row["updated_at"],
         inputs_ready=bool(row["inputs_ready"]), attempt=int(row["attempt"]),
-        owed=int(row["owed"]))
+        owed=int(row["owed"]), not_retryable=row["not_retryable"])
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:

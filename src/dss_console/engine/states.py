@@ -9,6 +9,8 @@ class JobState(str, enum.Enum):
     CLAIMED = "claimed"          # the ticket is ours; waiting to run (inputs may be fetched)
     DOWNLOADING = "downloading"  # fetching the ticket's input files
     RUNNING = "running"          # the service command runs
+    BLOCKED = "blocked"          # the command cannot start (provider's configuration): the
+                                 # ticket stays claimed until the command is fixed or failed
     UPLOADING = "uploading"      # exporting and sending the result, then `success`
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -29,20 +31,25 @@ TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.CLAIMED: frozenset({JobState.DOWNLOADING, JobState.RUNNING, JobState.FAILED,
-                                 JobState.CANCELLED, JobState.INTERRUPTED, JobState.UPLOADING}),
+                                 JobState.CANCELLED, JobState.INTERRUPTED, JobState.UPLOADING,
+                                 JobState.BLOCKED}),
     JobState.DOWNLOADING: frozenset({JobState.RUNNING, JobState.CLAIMED, JobState.FAILED,
-                                     JobState.CANCELLED, JobState.INTERRUPTED}),
+                                     JobState.CANCELLED, JobState.INTERRUPTED,
+                                     JobState.BLOCKED}),
     JobState.RUNNING: frozenset({JobState.UPLOADING, JobState.FAILED, JobState.CANCELLED,
-                                 JobState.INTERRUPTED}),
+                                 JobState.INTERRUPTED, JobState.BLOCKED}),
+    JobState.BLOCKED: frozenset({JobState.DOWNLOADING, JobState.RUNNING, JobState.FAILED,
+                                 JobState.CANCELLED, JobState.INTERRUPTED}),
     JobState.UPLOADING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
                                    JobState.INTERRUPTED}),
     JobState.INTERRUPTED: frozenset({JobState.DOWNLOADING, JobState.RUNNING,
                                      JobState.UPLOADING, JobState.FAILED, JobState.CANCELLED,
-                                     JobState.CLAIMED}),
+                                     JobState.CLAIMED, JobState.BLOCKED}),
     # Retry run: a finished job whose ticket is still ours may be run again.
-    JobState.FAILED: frozenset({JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING}),
+    JobState.FAILED: frozenset({JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING,
+                                JobState.BLOCKED}),
     JobState.CANCELLED: frozenset({JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING,
-                                   JobState.FAILED}),
+                                   JobState.FAILED, JobState.BLOCKED}),
     JobState.SUCCEEDED: frozenset(),
 }
 
