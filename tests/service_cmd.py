@@ -12,6 +12,7 @@ Modes:
   slow-report N S  report progress/info N times, S seconds apart, then succeed
   flood            500k numbered lines, a 1 MiB line, binary bytes, then succeed
   wait-file PATH   report, then wait until PATH exists (the test's go signal), then succeed
+  bad-result       write RESULT naming a layer file that is gone, exit 0 (export fails)
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def write_result(workspace: str, result: str) -> None:
                                       tags=layer.tags) for layer in layers])
 
 
+def first_layer(workspace: str) -> str:
+    from dss_console.workspace import Workspace
+
+    return str(Workspace.load(workspace).layers[0].path)
+
+
 def record_pids(workdir: Path) -> None:
     grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     (workdir / "pids.txt").write_text(f"{os.getpid()} {grandchild.pid}\n")
@@ -57,6 +64,14 @@ def main(argv: list[str]) -> int:
         print("some stderr noise", file=sys.stderr, flush=True)
         write_result(workspace, result)
         say("@dss progress 0.9")
+        return 0
+    if mode == "bad-result":
+        from dss_console.workspace import NewLayer, write_workspace
+
+        layer = workdir / "vanished_layer.nii.gz"
+        layer.write_bytes(Path(first_layer(workspace)).read_bytes())
+        write_workspace(result, [NewLayer(path=layer)])
+        layer.unlink()
         return 0
     if mode == "fail":
         say("working...")

@@ -175,16 +175,20 @@ def test_exit_zero_without_result_fails(harness: Harness) -> None:
 @pytest.mark.parametrize("template, words", [
     ("no-such-program-xyz {workspace}", "not found"),
     ("{workdir}", "directory"),
+    ("{ticket", "bad braces"),
 ])
-def test_command_that_cannot_start(harness: Harness, template: str, words: str) -> None:
+def test_command_that_cannot_start_blocks_the_job(harness: Harness, template: str,
+                                                  words: str) -> None:
+    """The provider's configuration, not the user's failure: the ticket stays claimed."""
     ticket = harness.ticket()
     extra = {harness.service: ServiceCommand(key=harness.service, command=template)}
-    engine = harness.engine(extra=extra, auto=True)
-    job_id = harness.wait_job(engine, ticket, JobState.FAILED)
-    harness.wait_server(ticket, "failed")
+    engine = harness.engine(extra=extra)
+    assert engine.claim_next([harness.service], run=True) is not None
+    job_id = harness.wait_job(engine, ticket, JobState.BLOCKED)
     reason = engine.job(job_id).reason or ""
-    assert reason.startswith("the command could not start") and words in reason
-    assert ("error", reason) in harness.log(ticket)
+    assert reason.startswith("the command cannot start") and words in reason
+    assert harness.server_status(ticket) == "claimed"
+    assert not [m for c, m in harness.log(ticket) if c != "info" or "start" in m]
 
 
 def test_command_not_executable(harness: Harness) -> None:
@@ -193,9 +197,11 @@ def test_command_not_executable(harness: Harness) -> None:
     script.chmod(0o644)
     ticket = harness.ticket()
     extra = {harness.service: ServiceCommand(key=harness.service, command=f"{script} {{ticket}}")}
-    engine = harness.engine(extra=extra, auto=True)
-    job_id = harness.wait_job(engine, ticket, JobState.FAILED)
+    engine = harness.engine(extra=extra)
+    assert engine.claim_next([harness.service], run=True) is not None
+    job_id = harness.wait_job(engine, ticket, JobState.BLOCKED)
     assert "not executable" in (engine.job(job_id).reason or "")
+    assert harness.server_status(ticket) == "claimed"
 
 
 def _pids(engine: Engine, job_id: int) -> list[int]:

@@ -18,10 +18,20 @@ from dss_console.engine.events import (
     JobChanged,
     JobSnapshot,
     PollCompleted,
+    ServicePaused,
+    ServiceResumed,
 )
-from dss_console.engine.jobs import CANCEL_REASON, JobContext, JobExecution
+from dss_console.engine.jobs import (
+    CANCEL_REASON,
+    JobContext,
+    JobExecution,
+    failed_here,
+    not_retryable_reason,
+)
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.outbox import Outbox
+from dss_console.engine.pauses import BLOCKED, ServicePauses
+from dss_console.engine.runner import CommandSpec, preflight
 from dss_console.engine.settings import ServiceCommand, Settings
 from dss_console.engine.source import GONE, JobSource, SourceService
 from dss_console.engine.states import JobState
@@ -36,6 +46,7 @@ IDLE_BACKOFF_AFTER = 300.0  # seconds without work before polling slows down
 IDLE_BACKOFF_FACTOR = 2.0  # ... to at most this many poll intervals (and at most a minute)
 SERVICES_REFRESH = 300.0  # a new service version is picked up within five minutes
 CLEANUP_EVERY = 3600.0
+BLOCKED_RETRY = 60.0  # a blocked job tries its command again this often (a program installed)
 
 
 def poll_wait(interval: float, idle_for: float, error_backoff: float = 0.0) -> float:
@@ -85,7 +96,10 @@ class Engine:
                              on_refused=self._on_call_refused)
         self.ctx = JobContext(journal=journal, outbox=self.outbox, source=source,
                               events=self.events, status_interval=status_interval,
-                              grace_period=grace_period, retry_interval=retry_interval)
+                              grace_period=grace_period, retry_interval=retry_interval,
+                              on_started=self._on_command_started,
+                              on_blocked=self._on_job_blocked)
+        self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
         self._executions: dict[int, JobExecution] = {}
         self._services: list[SourceService] = []
@@ -156,14 +170,16 @@ class Engine:
         return {e.job_id for e in self._live_executions()}
 
     def active_count(self, service_hash: str | None = None) -> int:
-        """Jobs holding a slot: about to run, fetching inputs or running (a job sending its
-        result does not hold one)."""
+        """Jobs holding a slot: about to run, fetching inputs, running or just ended (a job
+        sending its result does not hold one)."""
         count = 0
         for execution in self._live_executions():
             if execution.prefetch_only:
                 continue
             snap = self.journal.job(execution.job_id)
-            if snap.state in (JobState.UPLOADING,) or snap.state.is_terminal:
+            # A job that just ended holds its slot until its thread has reported how it
+            # ended: the failure breaker must count it before the next claim.
+            if snap.state is JobState.UPLOADING:
                 continue
             if service_hash is None or snap.service_hash == service_hash:
                 count += 1
@@ -211,7 +227,8 @@ class Engine:
             views.append(ServiceView(
                 name=s.name, service_hash=s.service_hash, version=s.version, command=command,
                 auto=self._service_auto.get(s.service_hash, bool(command and command.auto)),
-                running=self.active_count(s.service_hash)))
+                running=self.active_count(s.service_hash),
+                paused=self.pauses.reason(s.service_hash)))
         return views
 
     def command_for(self, service_hash: str) -> ServiceCommand | None:
@@ -226,8 +243,39 @@ class Engine:
         self._wake.set()
 
     def update_settings(self, settings: Settings) -> None:
+        """New settings apply to the next claim and the next run; jobs blocked by a command
+        that could not start try the (maybe fixed) command at once."""
         self.settings = settings
+        self.pauses.failures = settings.pause_after_failures
+        self.pauses.window = settings.pause_window
+        self.retry_blocked()
         self._wake.set()
+
+    def resume_service(self, service_hash: str) -> None:
+        """The operator lifts a pause: auto claiming goes on, blocked jobs try again."""
+        if self.pauses.resume(service_hash):
+            self.events.publish(ServiceResumed(service_hash=service_hash,
+                                               service_name=self._service_name(service_hash),
+                                               why="resumed by the operator"))
+        self.retry_blocked(service_hash)
+        self._wake.set()
+
+    def blocked_jobs(self) -> list[JobSnapshot]:
+        """This engine's jobs whose command could not start (tickets kept claimed)."""
+        return self.journal.jobs(source=self.source.key, instance=self.instance,
+                                 states={JobState.BLOCKED})
+
+    def retry_blocked(self, service_hash: str | None = None) -> list[int]:
+        """Try the command of each blocked job (of one service) again."""
+        started = []
+        for snap in self.blocked_jobs():
+            if service_hash is not None and snap.service_hash != service_hash:
+                continue
+            if self._execution(snap.job_id) is not None or not self._claiming:
+                continue
+            self._launch(snap.job_id)
+            started.append(snap.job_id)
+        return started
 
     def _service_name(self, service_hash: str) -> str:
         with self._lock:
@@ -267,7 +315,7 @@ class Engine:
 
     def run_job(self, job_id: int) -> None:
         snap = self._job_without_execution(job_id, "run")
-        if snap.state not in (JobState.CLAIMED, JobState.INTERRUPTED):
+        if snap.state not in (JobState.CLAIMED, JobState.INTERRUPTED, JobState.BLOCKED):
             raise EngineError(f"ticket {snap.ticket_id} is {snap.state.value}; use Retry run")
         self._launch(job_id, fresh_run=snap.state is JobState.INTERRUPTED)
 
@@ -277,10 +325,17 @@ class Engine:
         if snap.state not in (JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED):
             raise EngineError(f"ticket {snap.ticket_id} is {snap.state.value}; only failed, "
                               "cancelled or interrupted jobs can be retried")
+        if snap.not_retryable:
+            raise EngineError(f"ticket {snap.ticket_id} cannot be retried: {snap.not_retryable}")
         status = self.source.remote_status(snap.ticket_id)
-        if status not in ("claimed", "failed"):
-            raise EngineError(f"ticket {snap.ticket_id} is {status} on the server; it can no "
-                              "longer be processed here")
+        # `failed` is a rescue only when this console failed it: the server lets the
+        # claimant turn its own failure into a success.
+        if status != "claimed" and not (status == "failed"
+                                        and failed_here(self.journal, job_id)):
+            why = not_retryable_reason(status)
+            self.journal.update_job(job_id, not_retryable=why)
+            self.events.publish(JobChanged(job=self.journal.job(job_id)))
+            raise EngineError(f"ticket {snap.ticket_id} cannot be retried: {why}")
         self._launch(job_id, fresh_run=True)
 
     def cancel_job(self, job_id: int, message: str | None = None) -> None:
@@ -372,19 +427,54 @@ class Engine:
 
     def _on_job_finished(self, job_id: int) -> None:
         with self._lock:
-            self._executions.pop(job_id, None)
+            execution = self._executions.pop(job_id, None)
             self._last_job_end = time.monotonic()
+        if execution is not None and execution.command_result is not None:
+            snap = self.journal.job(job_id)
+            if execution.command_result == "succeeded":
+                self.pauses.succeeded(snap.service_hash)
+            else:
+                pause = self.pauses.failed(snap.service_hash, snap.reason or "failed")
+                if pause is not None:
+                    self._say_paused(snap.service_hash, snap.service_name, pause.reason)
         self._wake.set()  # a slot is free: claim the next ticket without waiting for a poll
+
+    def _on_job_blocked(self, snap: JobSnapshot, reason: str) -> None:
+        if self.pauses.block(snap.service_hash, reason):
+            self._say_paused(snap.service_hash, snap.service_name,
+                             f"{reason}; tickets stay claimed until the command is fixed")
+
+    def _on_command_started(self, snap: JobSnapshot) -> None:
+        if self.pauses.started(snap.service_hash):
+            self.events.publish(ServiceResumed(service_hash=snap.service_hash,
+                                               service_name=snap.service_name,
+                                               why="its command started"))
+            self.events.publish(EngineNotice(
+                level="info", text=f"service {snap.service_name or snap.service_hash[:10]}: "
+                                   "the command starts again; auto claiming resumed"))
+            self.retry_blocked(snap.service_hash)
+            self._wake.set()
+
+    def _say_paused(self, service_hash: str, name: str, reason: str) -> None:
+        self.events.publish(ServicePaused(service_hash=service_hash, service_name=name,
+                                          reason=reason))
+        self.events.publish(EngineNotice(
+            level="error", text=f"service {name or service_hash[:10]}: auto claiming paused: "
+                                f"{reason}"))
 
     def _on_ticket_gone(self, job_id: int, message: str) -> None:
         execution = self._execution(job_id)
         if execution is not None:
+            self.journal.update_job(job_id, not_retryable=f"the ticket is no longer ours on "
+                                                          f"the server ({message})")
             execution.ticket_gone(message)
             return
         snap = self.journal.job(job_id)
         if not snap.state.is_terminal:
             self.journal.transition(job_id, JobState.CANCELLED, f"the ticket went away: "
-                                                                f"{message}", check=False)
+                                                                f"{message}", check=False,
+                                    not_retryable=f"the ticket is no longer ours on the "
+                                                  f"server ({message})")
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
         self.events.publish(EngineNotice(level="warning", job_id=job_id,
                                          text=f"ticket {snap.ticket_id}: {message}"))
@@ -414,6 +504,10 @@ class Engine:
         for snap in mine:
             if snap.state is JobState.UPLOADING:
                 self._launch(snap.job_id)
+                resumed.append(snap.job_id)
+                continue
+            if snap.state is JobState.BLOCKED:
+                self._launch(snap.job_id)  # the settings may have been fixed meanwhile
                 resumed.append(snap.job_id)
                 continue
             if snap.state is JobState.CLAIMED:
@@ -450,6 +544,7 @@ class Engine:
         error_backoff = 0.0
         last_cleanup = 0.0
         last_refresh = time.monotonic()
+        last_blocked_retry = time.monotonic()
         while not self._stopping.is_set():
             self._wake.clear()  # before polling: a wake-up during the poll is not lost
             interval = self.settings.poll_interval
@@ -470,6 +565,9 @@ class Engine:
                 self.events.publish(EngineNotice(
                     level="error" if kind != GONE else "warning",
                     text=f"polling for tickets failed: {exc}"))
+            if time.monotonic() - last_blocked_retry > BLOCKED_RETRY:
+                last_blocked_retry = time.monotonic()
+                self.retry_blocked()
             if time.monotonic() - last_cleanup > CLEANUP_EVERY:
                 last_cleanup = time.monotonic()
                 self._start_cleanup()
@@ -485,7 +583,10 @@ class Engine:
         if not self._services:
             self.refresh_services()
         free = self.settings.concurrency - self.active_count()
-        eligible = [s.service_hash for s in self.services() if s.command and s.auto
+        candidates = [s for s in self.services() if s.command and s.auto]
+        self._check_commands(candidates)
+        eligible = [s.service_hash for s in candidates if s.command
+                    and not self.pauses.reason(s.service_hash)
                     and self._service_has_slot(s.service_hash, s.command)]
         if not eligible:
             self._last_ready = {}
@@ -496,7 +597,9 @@ class Engine:
         found = False
         for service_hash, count in ready.items():
             command = self.command_for(service_hash)
+            # A pause that starts mid-poll (the first claim blocked) stops the next claim.
             while (free > 0 and count > 0 and self._claiming and command
+                   and not self.pauses.reason(service_hash)
                    and self._service_has_slot(service_hash, command)
                    and (self.max_tickets is None or self.claims_made < self.max_tickets)):
                 # One service per claim, so a busy service cannot take another's slot.
@@ -506,6 +609,27 @@ class Engine:
                 count -= 1
                 found = True
         return found or bool(ready)
+
+    def _check_commands(self, services: list[ServiceView]) -> None:
+        """A command that cannot start claims nothing: pause its service before a claim
+        (and lift that pause once the command would start and no ticket waits on it)."""
+        for view in services:
+            assert view.command is not None
+            spec = CommandSpec(template=view.command.command, env=dict(view.command.env))
+            problem = preflight(spec)
+            if problem is not None:
+                reason = f"the command cannot start: {problem}"
+                if self.pauses.block(view.service_hash, reason):
+                    self._say_paused(view.service_hash, view.name, reason)
+                continue
+            pause = self.pauses.pause(view.service_hash)
+            if (pause is not None and pause.kind == BLOCKED
+                    and not any(j.service_hash == view.service_hash
+                                for j in self.blocked_jobs())
+                    and self.pauses.started(view.service_hash)):
+                self.events.publish(ServiceResumed(service_hash=view.service_hash,
+                                                   service_name=view.name,
+                                                   why="its command can start"))
 
     def _service_has_slot(self, service_hash: str, command: ServiceCommand) -> bool:
         if command.max_jobs is None:

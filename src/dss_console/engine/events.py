@@ -111,6 +111,23 @@ class PollCompleted(Event):
 
 
 @dataclass(frozen=True)
+class ServicePaused(Event):
+    """Auto claiming stopped for a service: its command cannot start, or it failed several
+    tickets in a row. `reason` is for the operator (never sent to the server)."""
+
+    service_hash: str
+    service_name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServiceResumed(Event):
+    service_hash: str
+    service_name: str
+    why: str  # "the command started" | "resumed by the operator" | ...
+
+
+@dataclass(frozen=True)
 class EngineNotice(Event):
     level: str  # info | warning | error
     text: str

@@ -48,7 +48,17 @@ from dss_console.engine.workdirs import (
 
 SHUTDOWN_REASON = "provider shut down"
 CANCEL_REASON = "cancelled by the provider"
+RETRY_NOTE = "The provider is processing this ticket again (retried by the provider)"
 PROGRESS_SEND_INTERVAL = 0.5
+
+# What the end user reads when the provider's side went wrong: the local detail (paths,
+# PATH, host names) stays in the journal, the local log and the console.
+USER_DOWNLOAD_FAILED = ("the provider could not download this ticket's inputs; the provider "
+                        "has been notified")
+USER_EXPORT_FAILED = ("the provider's result could not be prepared for upload; the provider "
+                      "has been notified")
+USER_INTERNAL_ERROR = ("the provider's software met an internal error; the provider has "
+                       "been notified")
 
 
 @dataclass
@@ -62,6 +72,10 @@ class JobContext:
     status_interval: float = 5.0
     grace_period: float = 10.0
     retry_interval: float = 5.0
+    # The engine's ears: a command of a service started; a job blocked (its command cannot
+    # start) with the reason.
+    on_started: Callable[[JobSnapshot], None] | None = None
+    on_blocked: Callable[[JobSnapshot, str], None] | None = None
 
 
 class StopRequest:
@@ -100,6 +114,12 @@ class JobExecution:
         self._progress_to_send: float | None = None
         self._highest_progress = 0.0
         self._last_progress_sent = 0.0
+        # A retry of a ticket this console failed: the server keeps it `failed` until the
+        # rerun sends `success`, so `failed` still means "ours" while it runs.
+        self.rescuing = False
+        # How the command itself ended, for the service's failure breaker: succeeded |
+        # failed (the command's own failure, not the operator's or a shutdown) | None.
+        self.command_result: str | None = None
         self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
 
     # -- control ----------------------------------------------------------------------------
@@ -177,7 +197,8 @@ class JobExecution:
             self._local_note("error", f"internal error: {exc}\n{detail}")
             with contextlib.suppress(Exception):
                 if not self.ctx.journal.job(self.job_id).state.is_terminal:
-                    self._fail(f"internal error in dss-console: {exc}")
+                    self._fail(f"internal error in dss-console: {exc}",
+                               user_reason=USER_INTERNAL_ERROR)
         finally:
             if self.on_finished:
                 self.on_finished(self.job_id)
@@ -198,10 +219,12 @@ class JobExecution:
                 else:
                     self._transition(JobState.CLAIMED, "inputs downloaded; waiting to run")
             return
-        if self.fresh_run and not self._still_ours():
+        if self.fresh_run and not self._still_ours(announce=True):
             return
+        if snap.state is JobState.BLOCKED and not self._still_ours(announce=False):
+            return  # e.g. the operator failed it from the command line meanwhile
         if self.command is None:
-            self._fail("no command is configured for this service")
+            self._block("no command is configured for this service")
             return
         workdir = make_private_dir(Path(snap.workdir))
         if self.fresh_run:
@@ -233,7 +256,8 @@ class JobExecution:
                     self._transition(JobState.CANCELLED, f"the ticket went away: {exc}")
                     return False
                 if kind == REFUSED:
-                    self._fail(f"could not download the ticket's inputs: {exc}")
+                    self._fail(f"could not download the ticket's inputs: {exc}",
+                               user_reason=USER_DOWNLOAD_FAILED)
                     return False
                 if time.monotonic() >= next_warning:
                     note = "log in again" if kind == LOGGED_OUT else "retrying"
@@ -244,19 +268,30 @@ class JobExecution:
             self.ctx.journal.update_job(self.job_id, inputs_ready=1)
             return True
 
-    def _still_ours(self) -> bool:
-        """Before re-running: is the ticket still claimed (or failed, which the server lets
-        its claimant turn into success)? An unreachable server gets the benefit of the doubt:
-        the running command is checked again every few seconds."""
+    def _still_ours(self, *, announce: bool) -> bool:
+        """Before re-running: is the ticket still claimed, or failed by this console (which
+        the server lets its claimant turn into success)? An unreachable server gets the
+        benefit of the doubt: the running command is checked again every few seconds."""
+        snap = self.snapshot
         try:
-            status = self.ctx.source.remote_status(self.snapshot.ticket_id)
+            status = self.ctx.source.remote_status(snap.ticket_id)
         except Exception:
             return True
-        if status in ("claimed", "failed"):
+        if status == "claimed":
             return True
-        self._transition(JobState.CANCELLED, f"not run again: the ticket is {status} on the "
-                                             "server", check=False)
+        if status == "failed" and self.failed_here():
+            self.rescuing = True
+            if announce:
+                self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
+                                    message=RETRY_NOTE)
+            return True
+        why = not_retryable_reason(status)
+        self._transition(JobState.CANCELLED, f"not run again: {why}", check=False,
+                         not_retryable=why)
         return False
+
+    def failed_here(self) -> bool:
+        return failed_here(self.ctx.journal, self.job_id)
 
     def _stopped_before_run(self) -> None:
         if self.stop.kind == "gone":
@@ -285,8 +320,13 @@ class JobExecution:
         try:
             pid = runner.start()
         except CommandStartError as exc:
-            self._fail(f"the command could not start: {exc}")
+            if self.stop.kind:
+                self._stopped_before_run()
+            else:
+                self._block(f"the command cannot start: {exc}")
             return
+        if self.ctx.on_started:
+            self.ctx.on_started(self.snapshot)
         self._runner = runner
         self.ctx.journal.update_job(self.job_id, pid=pid, pgid=runner.pgid,
                                     proc_start=process_identity(pid))
@@ -315,8 +355,20 @@ class JobExecution:
             status = self.ctx.source.remote_status(self.snapshot.ticket_id)
         except Exception:
             return  # an unreachable server is not a reason to kill a running command
-        if status != "claimed":
-            self.ticket_gone(f"status: {status}")
+        if status == "claimed" or (status == "failed" and self.rescuing):
+            return
+        self.ctx.journal.update_job(self.job_id, not_retryable=not_retryable_reason(status))
+        self.ticket_gone(f"status: {status}")
+
+    def _block(self, reason: str) -> None:
+        """The provider's configuration keeps the command from starting: not the user's
+        failed segmentation. Keep the ticket claimed and wait for the command to be fixed."""
+        self._local_note("error", f"{reason}. The ticket stays claimed: fix the service's "
+                                  "command in the settings and it runs, or fail the ticket.")
+        self._transition(JobState.BLOCKED, reason, check=False, started_at=None, pid=None,
+                         pgid=None)
+        if self.ctx.on_blocked:
+            self.ctx.on_blocked(self.snapshot, reason)
 
     # -- reports from the command -----------------------------------------------------------
     def _on_report(self, report: Report) -> None:
@@ -391,11 +443,14 @@ class JobExecution:
         if self.stop.kind == "fail":
             self._fail(self.stop.reason or "failed by the provider", tail)
             return
+        # From here on the command itself decided: its failures count for the breaker.
+        self.command_result = "failed"
         if outcome.stop_reason:  # timeout
             self._fail(f"the command {outcome.stop_reason}", tail)
             return
         if outcome.exit_code == 0:
             if paths.result.is_file():
+                self.command_result = "succeeded"
                 self._upload(paths.result)
             else:
                 self._fail("the command finished without a result workspace "
@@ -408,14 +463,17 @@ class JobExecution:
         self._fail(outcome.last_error or f"command was killed by signal {outcome.signal}", tail)
 
     def _fail(self, reason: str, tail: list[str] | None = None, *,
-              state: JobState = JobState.FAILED) -> None:
-        """Tell the user why, with the output tail attached, then mark the ticket failed —
-        unless the ticket is already finished (the command may have failed it itself)."""
+              state: JobState = JobState.FAILED, user_reason: str | None = None) -> None:
+        """Tell the user why (`user_reason` when `reason` carries local detail), with the
+        output tail attached, then mark the ticket failed — unless the ticket is already
+        finished (the command may have failed it itself)."""
         snap = self.snapshot
         try:
             current = self.ctx.source.remote_status(snap.ticket_id)
         except Exception:
             current = None  # decided again by the outbox just before sending `failed`
+        if current == "failed" and self.rescuing:
+            current = None  # our own earlier failure: say how the retry ended
         if current in ("failed", "success", "deleted"):
             self._transition(state, f"{reason} (the ticket was already {current} on the "
                                     "server; nothing sent)", check=False)
@@ -425,7 +483,7 @@ class JobExecution:
             tail_file = self._write_tail(tail)
             calls.append(("attach", {"description": "Last lines of the command's output",
                                      "path": str(tail_file), "mime_type": "text/plain"}))
-        calls.append(("log", {"level": "error", "message": reason}))
+        calls.append(("log", {"level": "error", "message": user_reason or reason}))
         calls.append(("status", {"status": "failed"}))
         self._transition(state, reason, calls=calls, check=False, drop_final=True)
 
@@ -460,7 +518,9 @@ class JobExecution:
             exported = export_result_workspace(result, export_dir, snap.ticket_id,
                                                copy_layers=True)
         except WorkspaceError as exc:
-            self._fail(f"the result workspace could not be exported: {exc}")
+            self.command_result = "failed"
+            self._fail(f"the result workspace could not be exported: {exc}",
+                       user_reason=USER_EXPORT_FAILED)
             return
         calls: list[tuple[str, dict]] = [
             ("upload", {"path": str(path), "name": name, "final": True})
@@ -500,3 +560,22 @@ class JobExecution:
             reason = snap.reason or (last.last_error if last else None) or \
                 "the result could not be delivered"
             self._transition(JobState.FAILED, reason)
+
+
+def failed_here(journal: Journal, job_id: int) -> bool:
+    """Did this console deliver (or queue) a `failed` status for the job's ticket?"""
+    return any(i.kind == "status" and i.payload.get("status") == "failed"
+               and i.state in ("delivered", "pending") for i in journal.outbox_items(job_id))
+
+
+def not_retryable_reason(status: str) -> str:
+    """Why a ticket with this server status cannot be processed here again, in words."""
+    if status == "deleted":
+        return "the ticket was deleted on the server"
+    if status == "success":
+        return "the ticket was finished on the server by someone else"
+    if status == "failed":
+        return "the ticket was failed on the server by someone else"
+    if status == "ready":
+        return "the ticket was resubmitted on the server and will be claimed as a new job"
+    return f"the ticket is {status} on the server"

@@ -67,6 +67,7 @@ __all__ = [
     "check_template",
     "command_environment",
     "expand_command",
+    "preflight",
 ]
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,32 @@ def check_template(template: str) -> None:
     dummy = dict.fromkeys(PLACEHOLDERS, "x")
     for word in _split(template):
         _expand_word(word, dummy)
+
+
+def preflight(spec: CommandSpec) -> str | None:
+    """Why a command cannot start on any ticket (a bad template, a program that is not on
+    PATH or not executable), in words; None when it may start. Checked before claiming, so
+    a broken configuration claims nothing. What depends on the ticket (the working
+    directory, a program path relative to it) is found when the job starts."""
+    try:
+        check_template(spec.template)
+        program = _split(spec.template)[0]
+    except CommandStartError as exc:
+        return str(exc)
+    if "{" in program:
+        return None
+    if os.sep in program or (os.altsep and os.altsep in program):
+        if not os.path.isabs(program):
+            return None
+        try:
+            _check_program(program, Path("/"), {})
+        except CommandStartError as exc:
+            return str(exc)
+        return None
+    search = str(spec.env.get("PATH", os.environ.get("PATH", os.defpath)))
+    if shutil.which(program, path=search) is None:
+        return f"command not found: {program} (not on the command's PATH)"
+    return None
 
 
 _ENGINE_VARIABLES = (

@@ -15,6 +15,11 @@ A missing file means all defaults. Every key is optional::
     retention_days = 7                    # finished jobs' work dirs older than this are
                                           # deleted (0 = keep forever)
     interrupted = "rerun"                 # a job found mid-run after a crash: "rerun" | "fail"
+    pause_after_failures = 3              # this many failures of one service's command in a
+    pause_window = "15m"                  # row within this time pause its auto claiming until
+                                          # the operator resumes it (0 = never pause)
+    auto = false                          # the console's Auto mode, as last left (the
+                                          # headless worker always runs in auto mode)
     ca_bundle = "/etc/ssl/my-ca.pem"      # extra CA bundle for TLS verification
     notify = false                        # desktop notification on success/failure (GUI)
 
@@ -154,6 +159,9 @@ class Settings:
     concurrency: int = 1
     retention_days: float = 7
     interrupted: str = "rerun"
+    pause_after_failures: int = 3
+    pause_window: float = 900.0
+    auto: bool = False
     ca_bundle: str | None = None
     notify: bool = False
     services: dict[str, ServiceCommand] = field(default_factory=dict)
@@ -440,6 +448,13 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
         if value not in INTERRUPTED_CHOICES:
             raise check.error("interrupted", f'must be "rerun" or "fail", not {value!r}')
         settings.interrupted = value
+    if "pause_after_failures" in data:
+        settings.pause_after_failures = check.integer(data["pause_after_failures"],
+                                                      "pause_after_failures", 0)
+    if "pause_window" in data:
+        settings.pause_window = check.duration(data["pause_window"], "pause_window")
+    if "auto" in data:
+        settings.auto = check.boolean(data["auto"], "auto")
     if "ca_bundle" in data:
         settings.ca_bundle = str(Path(check.string(data["ca_bundle"], "ca_bundle")).expanduser())
     if "notify" in data:

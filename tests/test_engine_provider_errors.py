@@ -1,0 +1,176 @@
+"""What the operator trial found in the engine: a command that cannot start must not burn the
+queue, a run of failures pauses a service, Retry rescues a ticket this console failed, and
+messages end users read carry no local detail. Real server, real child processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dss_console.engine.engine import Engine, EngineError
+from dss_console.engine.events import ServicePaused, ServiceResumed
+from dss_console.engine.jobs import RETRY_NOTE, USER_EXPORT_FAILED
+from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.states import JobState
+from dss_console.sandbox import Sandbox
+
+from test_engine import TAGS, Harness, command
+from waiting import wait_for
+
+MISSING_PROGRAM = "dss-console-test-no-such-program"
+
+
+@pytest.fixture
+def service(sandbox: Sandbox) -> str:
+    return sandbox.register_service(f"ProviderErrors-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
+
+
+@pytest.fixture
+def harness(sandbox: Sandbox, tmp_path: Path, service: str) -> Iterator[Harness]:
+    h = Harness(sandbox, tmp_path, service)
+    yield h
+    for engine in h.engines:
+        engine.shutdown(flush_timeout=10, job_timeout=15)
+        engine.journal.close()
+
+
+def with_command(engine: Engine, service: str, template: str) -> None:
+    settings = dataclasses.replace(engine.settings, services={
+        service: ServiceCommand(key=service, command=template)})
+    engine.update_settings(settings)
+
+
+def paused_reason(engine: Engine, service: str) -> str | None:
+    return next((v.paused for v in engine.services() if v.service_hash == service), None)
+
+
+def server_messages(harness: Harness, ticket: int) -> str:
+    return "\n".join(message for _, message in harness.log(ticket))
+
+
+def test_a_command_that_cannot_start_claims_nothing_and_pauses_the_service(
+        harness: Harness) -> None:
+    first, second = harness.ticket(), harness.ticket()
+    engine = harness.engine(auto=True, extra={harness.service: ServiceCommand(
+        key=harness.service, command=f"{MISSING_PROGRAM} {{workspace}} {{result}}")})
+    wait_for(lambda: paused_reason(engine, harness.service), 30,
+             what="the service to be paused")
+    wait_for(engine.idle_poll_completed, 30, what="a poll after the pause")
+    assert harness.server_status(first) == "ready" and harness.server_status(second) == "ready"
+    assert engine.jobs() == []
+    paused = [e for e in harness.event_list() if isinstance(e, ServicePaused)]
+    assert len(paused) == 1 and f"command not found: {MISSING_PROGRAM}" in paused[0].reason
+    with_command(engine, harness.service, command("success"))
+    harness.wait_job(engine, first, JobState.SUCCEEDED)
+    harness.wait_job(engine, second, JobState.SUCCEEDED)
+    assert any(isinstance(e, ServiceResumed) for e in harness.event_list())
+
+
+def test_a_command_that_fails_to_start_keeps_its_ticket_claimed_until_fixed(
+        harness: Harness) -> None:
+    first, second = harness.ticket(), harness.ticket()
+    broken = ServiceCommand(key=harness.service, command=command("success"),
+                            cwd="no-such-directory")
+    engine = harness.engine(auto=True, concurrency=1, extra={harness.service: broken})
+    job_id = harness.wait_job(engine, first, JobState.BLOCKED)
+    assert "no-such-directory" in (engine.job(job_id).reason or "")
+    # The service is paused: polls go on, but the next ticket is not claimed.
+    wait_for(engine.idle_poll_completed, 30, what="a poll after the job blocked")
+    assert harness.server_status(first) == "claimed"
+    assert harness.server_status(second) == "ready"
+    paused = [e for e in harness.event_list() if isinstance(e, ServicePaused)]
+    assert len(paused) == 1 and "no-such-directory" in paused[0].reason
+    assert "no-such-directory" in (paused_reason(engine, harness.service) or "")
+    # Nothing of it reached the end user: no error, no local path, no PATH.
+    told = server_messages(harness, first)
+    assert "error" not in [category for category, _ in harness.log(first)]
+    assert os.environ["PATH"] not in told and str(harness.tmp) not in told
+    # Fixing the command runs the kept ticket and resumes claiming.
+    with_command(engine, harness.service, command("success"))
+    harness.wait_job(engine, first, JobState.SUCCEEDED)
+    harness.wait_job(engine, second, JobState.SUCCEEDED)
+    harness.wait_server(first, "success")
+    assert any(isinstance(e, ServiceResumed) for e in harness.event_list())
+    assert paused_reason(engine, harness.service) is None
+
+
+def test_a_blocked_ticket_can_be_failed_by_the_operator(harness: Harness) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine(extra={harness.service: ServiceCommand(
+        key=harness.service, command="{nonsense}")})
+    job = engine.claim_next([harness.service], run=True)
+    assert job is not None
+    job_id = harness.wait_job(engine, ticket, JobState.BLOCKED)
+    assert "unknown placeholder" in (engine.job(job_id).reason or "")
+    engine.fail_job(job_id, "we cannot run this service today")
+    harness.wait_server(ticket, "failed")
+    assert ("error", "we cannot run this service today") in harness.log(ticket)
+
+
+def test_consecutive_failures_pause_auto_claiming_until_resumed(harness: Harness) -> None:
+    tickets = [harness.ticket() for _ in range(4)]
+    engine = harness.engine("fail", auto=True, concurrency=1)
+    for ticket in tickets[:3]:
+        harness.wait_job(engine, ticket, JobState.FAILED)
+    wait_for(lambda: paused_reason(engine, harness.service), 10, what="the service to be paused")
+    wait_for(engine.idle_poll_completed, 30, what="a poll after the pause")
+    assert harness.server_status(tickets[3]) == "ready"
+    assert "3 tickets failed in a row" in (paused_reason(engine, harness.service) or "")
+    # A fixed command alone does not lift the breaker: the operator does.
+    with_command(engine, harness.service, command("success"))
+    assert paused_reason(engine, harness.service)
+    engine.resume_service(harness.service)
+    harness.wait_job(engine, tickets[3], JobState.SUCCEEDED)
+
+
+def test_retry_rescues_a_ticket_this_console_cancelled(harness: Harness, tmp_path: Path) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine("sleep", "600")
+    job = engine.claim_next([harness.service], run=True)
+    assert job is not None
+    harness.wait_job(engine, ticket, JobState.RUNNING)
+    engine.cancel_job(job.job_id)
+    harness.wait_job(engine, ticket, JobState.CANCELLED)
+    harness.wait_server(ticket, "failed")
+    with_command(engine, harness.service, command("success"))
+    engine.retry_job(job.job_id)
+    harness.wait_job(engine, ticket, JobState.SUCCEEDED, timeout=60)
+    harness.wait_server(ticket, "success")
+    log = harness.log(ticket)
+    assert log.count(("info", RETRY_NOTE)) == 1
+    assert ("info", "Processing finished; result uploaded (2 files)") in log
+    assert log.index(("info", RETRY_NOTE)) > log.index(("error", "cancelled by the provider"))
+
+
+def test_retry_refuses_a_deleted_ticket_and_says_why(harness: Harness) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine("fail")
+    job = engine.claim_next([harness.service], run=True)
+    assert job is not None
+    harness.wait_job(engine, ticket, JobState.FAILED)
+    harness.wait_server(ticket, "failed")
+    harness.sandbox.admin.delete_ticket(ticket)
+    with pytest.raises(EngineError, match="deleted on the server"):
+        engine.retry_job(job.job_id)
+    assert engine.job(job.job_id).not_retryable == "the ticket was deleted on the server"
+    with pytest.raises(EngineError, match="deleted on the server"):
+        engine.retry_job(job.job_id)  # refused from the journal, without asking the server
+
+
+def test_a_result_that_cannot_be_exported_tells_the_user_no_local_path(
+        harness: Harness) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine("bad-result")
+    job = engine.claim_next([harness.service], run=True)
+    assert job is not None
+    harness.wait_job(engine, ticket, JobState.FAILED)
+    harness.wait_server(ticket, "failed")
+    assert "vanished_layer" in (engine.job(job.job_id).reason or "")  # the detail, locally
+    told = server_messages(harness, ticket)
+    assert USER_EXPORT_FAILED in told
+    assert str(harness.tmp) not in told and "vanished_layer" not in told
