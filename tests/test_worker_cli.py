@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -293,3 +294,40 @@ def test_worker_stops_in_words_when_the_session_is_gone(sandbox: Sandbox,
     workers.append(again)
     assert again.finish() == 0, "\n".join(again.lines)
     assert sandbox.admin.ticket_status(ticket) in ("success", "failed")  # ...until now
+
+
+def test_a_command_that_cannot_start_fails_no_ticket_and_exits_1_when_idle(
+        sandbox: Sandbox, worker_env: dict[str, str], service: str, tmp_path: Path,
+        workers: list[Worker]) -> None:
+    ticket = sandbox.add_ticket(service)
+    worker = Worker(worker_env, "--command", f"{service}=no-such-program-dss {{workspace}}",
+                    "--workdir", str(tmp_path / "work"), "--poll-interval", "0.2",
+                    "--instance", "ci-node", "--exit-when-idle")
+    workers.append(worker)
+    assert worker.finish() == 1, "\n".join(worker.lines)
+    paused = [line for line in worker.lines if "PAUSED service" in line]
+    assert paused and "command not found: no-such-program-dss" in paused[0]
+    assert sandbox.admin.ticket_status(ticket) == "ready"
+    sandbox.admin.delete_ticket(ticket)
+
+
+def test_a_blocked_ticket_runs_when_the_settings_file_is_fixed(
+        sandbox: Sandbox, worker_env: dict[str, str], service: str, tmp_path: Path,
+        workers: list[Worker]) -> None:
+    config = tmp_path / "settings.toml"
+    broken = f'[services."{service}"]\ncommand = {json.dumps(command("success"))}\n'
+    config.write_text(broken + 'cwd = "no-such-directory"\n')
+    ticket = sandbox.add_ticket(service)
+    worker = Worker(worker_env, "--config", str(config), "--workdir", str(tmp_path / "work"),
+                    "--poll-interval", "0.2", "--instance", "ci-node")
+    workers.append(worker)
+    worker.wait_line("PAUSED service")
+    worker.wait_line(": blocked")
+    assert sandbox.admin.ticket_status(ticket) == "claimed"
+    config.write_text(broken)
+    worker.wait_line("settings reloaded")
+    wait_for(lambda: sandbox.admin.ticket_status(ticket) == "success", 60,
+             what="the blocked ticket to succeed")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.finish() == 0, "\n".join(worker.lines)
+    assert worker.saw("resumed service")

@@ -23,6 +23,8 @@ from dss_console.engine.events import (
     Event,
     JobChanged,
     JobMessage,
+    ServicePaused,
+    ServiceResumed,
 )
 from dss_console.engine.locks import InstanceBusyError, instance_lock
 from dss_console.engine.states import JobState
@@ -42,6 +44,13 @@ Commands come from the settings file (see --config) and --command options, e.g.
   dss-console worker --provider mylab \\
       --command 'ASHS-PMC-T1=bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}'
 Placeholders: {ticket} {service} {service_hash} {workdir} {inputs} {workspace} {result}.
+
+A command that cannot start (not found, not executable, a bad template or working
+directory) is the provider's configuration, not the user's failed segmentation: no ticket is
+failed for it. The service is paused (one loud "PAUSED" line), a ticket already claimed stays
+claimed, and it runs as soon as the command is fixed: the settings file is reloaded when it
+changes. Three failures of one service's command in a row (pause_after_failures) also pause
+it; restart the worker to resume. With --exit-when-idle the worker then exits 1, saying why.
 
 Stopping: Ctrl-C or SIGTERM stops claiming, stops running commands, fails their tickets
 with "provider shut down", delivers what is owed, and exits. With --drain, running jobs
@@ -72,7 +81,8 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="seconds between polls for ready tickets (default: settings, else 5)")
     p.add_argument("--exit-when-idle", action="store_true",
                    help="exit 0 once nothing runs, nothing is owed to the server and no "
-                        "ticket is ready")
+                        "ticket is ready (exit 1 when a service is paused or a ticket is "
+                        "blocked by a command that cannot start)")
     p.add_argument("--max-tickets", type=int, metavar="N",
                    help="claim at most N tickets, then exit when they are done")
     p.add_argument("--drain", action="store_true",
@@ -86,15 +96,14 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
 def worker_command(args: argparse.Namespace) -> int:
     from dss_console.engine.engine import Engine, journal_path
     from dss_console.engine.journal import Journal
-    from dss_console.engine.settings import SettingsError, load_settings, settings_path
+    from dss_console.engine.settings import SettingsError, settings_path
     from dss_console.engine.source import DssSource
 
+    config = settings_path(args.config)
     try:
-        settings = load_settings(settings_path(args.config))
-        settings = settings.with_command_overrides(args.command)
+        settings = _load(config, args)
     except SettingsError as exc:
         raise CliError(str(exc), code=2) from None
-    _apply_overrides(settings, args)
     if not args.server and settings.server:
         args.server = settings.server
     client = logged_in_client(args)
@@ -148,10 +157,15 @@ def worker_command(args: argparse.Namespace) -> int:
     printer.line(f"worker {settings.instance} of provider {provider} on {source.key}: "
                  f"up to {settings.concurrency} jobs, polling every "
                  f"{settings.poll_interval:g} s")
+    watcher = SettingsWatcher(config)
+    stuck: list[str] = []
     try:
         engine.start(run_claimed=True)
         while not stop.wait(0.2):
+            if watcher.changed():
+                _reload(engine, config, args, printer)
             if _finished(engine, args):
+                stuck = _stuck(engine)
                 break
         if logged_out.is_set():
             printer.line(f"the server no longer accepts this session: stopping. Log in again "
@@ -166,14 +180,77 @@ def worker_command(args: argparse.Namespace) -> int:
         if not flushed and owed:
             printer.line(f"{owed} server calls are still owed (server unreachable?); they "
                          "are kept in the journal and sent when a worker starts again")
+        for line in stuck:
+            printer.line(line)
         printer.line("worker stopped")
-        return 1 if logged_out.is_set() else 0
+        return 1 if logged_out.is_set() or stuck else 0
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         journal.close()
         client.close()
         lock.close()
+
+
+def _load(config: Path, args: argparse.Namespace) -> Settings:
+    from dss_console.engine.settings import load_settings
+
+    settings = load_settings(config).with_command_overrides(args.command)
+    _apply_overrides(settings, args)
+    return settings
+
+
+class SettingsWatcher:
+    """Notices when the settings file is written (a fixed command), by its stat."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def changed(self) -> bool:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return True
+
+
+def _reload(engine: Engine, config: Path, args: argparse.Namespace,
+            printer: EventPrinter) -> None:
+    from dss_console.engine.settings import SettingsError
+
+    try:
+        settings = _load(config, args)
+    except (SettingsError, CliError) as exc:
+        printer.line(f"settings file changed but cannot be used, keeping the previous "
+                     f"settings: {exc}")
+        return
+    # Who this worker is and where it works stay as started: they name its journal and lock.
+    settings.instance = engine.settings.instance
+    settings.workroot = engine.settings.workroot
+    printer.line(f"settings reloaded from {config}")
+    engine.update_settings(settings)
+
+
+def _stuck(engine: Engine) -> list[str]:
+    """Why an idle worker leaves work undone: paused services and blocked tickets."""
+    lines = []
+    names = {v.service_hash: v.name for v in engine.services()}
+    for service_hash, pause in engine.pauses.paused().items():
+        lines.append(f"PAUSED service {names.get(service_hash, service_hash[:10])}: "
+                     f"{pause.reason}")
+    for job in engine.blocked_jobs():
+        lines.append(f"ticket {job.ticket_id} is blocked and stays claimed: {job.reason}. "
+                     f"Fix the command and start the worker again, or fail it: "
+                     f"dss-console pro fail {job.ticket_id} MESSAGE")
+    return lines
 
 
 def _apply_overrides(settings: Settings, args: argparse.Namespace) -> None:
@@ -274,5 +351,12 @@ class EventPrinter:
         elif isinstance(event, ConnectionChanged):
             self.line(f"server connection: {event.state}"
                       + (f" ({event.detail})" if event.detail else ""))
+        elif isinstance(event, ServicePaused):
+            self.line(f"PAUSED service {event.service_name or event.service_hash[:10]}: "
+                      f"{event.reason}. Nothing more is claimed for it; fix the command in "
+                      "the settings file (reloaded when saved) or restart the worker")
+        elif isinstance(event, ServiceResumed):
+            self.line(f"resumed service {event.service_name or event.service_hash[:10]}: "
+                      f"{event.why}")
         elif isinstance(event, EngineNotice):
             self.line(f"{event.level}: {event.text}")

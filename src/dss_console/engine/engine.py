@@ -449,18 +449,12 @@ class Engine:
             self.events.publish(ServiceResumed(service_hash=snap.service_hash,
                                                service_name=snap.service_name,
                                                why="its command started"))
-            self.events.publish(EngineNotice(
-                level="info", text=f"service {snap.service_name or snap.service_hash[:10]}: "
-                                   "the command starts again; auto claiming resumed"))
             self.retry_blocked(snap.service_hash)
             self._wake.set()
 
     def _say_paused(self, service_hash: str, name: str, reason: str) -> None:
         self.events.publish(ServicePaused(service_hash=service_hash, service_name=name,
                                           reason=reason))
-        self.events.publish(EngineNotice(
-            level="error", text=f"service {name or service_hash[:10]}: auto claiming paused: "
-                                f"{reason}"))
 
     def _on_ticket_gone(self, job_id: int, message: str) -> None:
         execution = self._execution(job_id)
