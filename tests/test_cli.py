@@ -6,15 +6,20 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from dss_console import connection
 from dss_console.cli import main
 from dss_console.sandbox import Sandbox
 from dss_console.workspace import Workspace
+
+from hostile_server import HostileServer, Reply
 
 
 @pytest.fixture
@@ -227,3 +232,50 @@ def test_verb_modules_do_not_import_the_cli_entry_point() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_login_to_a_web_server_that_is_not_dss(home: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with HostileServer() as server:  # answers like `python -m http.server` does to a POST
+        server.routes["POST /api/login"] = Reply(
+            501, b"<html><body><h1>Error response</h1><p>Error code: 501</p><p>Message: "
+                 b"Unsupported method ('POST').</p></body></html>", {"Content-Type": "text/html"})
+        code, out, err = run(capsys, "login", "--server", server.url, "--token", "f" * 48)
+    assert (code, out) == (1, "")
+    assert err == (f"dss-console: error: Could not log in to {server.url}: this does not look "
+                   "like a DSS server (HTTP 501 for /api/login); check the address\n")
+
+
+def test_login_without_scheme_to_the_local_server(home: Path, sandbox: Sandbox,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    address = sandbox.url.removeprefix("http://")
+    code, out, err = run(capsys, "login", "--server", address, "--token", sandbox.fresh_token())
+    assert (code, out) == (0, "logged in as test@example.com\n")
+    assert f"{sandbox.url} (plain HTTP" in err
+    assert run(capsys, "pro", "services")[0] == 0  # the http:// address was remembered
+
+
+def test_login_to_a_silent_server_says_it_is_waiting(home: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def silent() -> Reply:
+        release.wait(30)  # holds the reply back until the client has given up
+        return Reply(503)
+
+    monkeypatch.setattr(connection, "WAIT_NOTICE_AFTER", 0.05)
+    monkeypatch.setattr("dss_console.dss.client.LOGIN_TIMEOUT", (5.0, 1.5))
+    with HostileServer() as server:
+        server.routes["POST /api/login"] = silent
+        try:
+            code, out, err = run(capsys, "login", "--server", server.url, "--token", "f" * 48)
+        finally:
+            release.set()
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert re.fullmatch(rf"dss-console: still waiting for {re.escape(server.url)}: no answer "
+                        r"yet \(\d+ s\)", lines[0]), lines
+    assert lines[-1].startswith(f"dss-console: error: Could not log in to {server.url}: ")
+    assert "did not answer in time" in lines[-1] and "token may have been used" in lines[-1]
+    assert "f" * 48 not in err

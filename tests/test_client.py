@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from dss_console import connection
+from dss_console.credentials import SessionStore
 from dss_console.dss import (
     DssClient,
     LoginFailedError,
     LogLevel,
+    NotDssServerError,
     NotLoggedInError,
     NotProviderError,
+    ServerError,
     ServerUnreachableError,
     TicketDeletedError,
     TicketNotClaimedError,
@@ -202,3 +206,34 @@ def test_server_down_fails_fast_with_words(closed_port_url: str) -> None:
         client.services.list()
     assert time.monotonic() - started < 5
     assert "s" * 40 not in str(info.value)
+
+
+def test_schemeless_loopback_address_logs_in_over_plain_http(sandbox: Sandbox, fresh_token: str,
+                                                             tmp_path: Path) -> None:
+    """`127.0.0.1:PORT` means the local server: https:// is tried first (a harmless GET), and
+    when that port speaks plain HTTP the one login POST goes there."""
+    store = SessionStore(tmp_path, use_keyring=False)
+    result = connection.login_with_token(sandbox.url.removeprefix("http://"), fresh_token, store)
+    assert (result.client.server, result.email) == (sandbox.url, "test@example.com")
+    resumed = connection.resume_session(sandbox.url, store)
+    assert resumed is not None and resumed.email == "test@example.com"
+
+
+def test_the_real_servers_own_500_on_login_is_not_called_foreign(sandbox: Sandbox) -> None:
+    # The one 500 the real server gives on /api/login: a POST without a token field.
+    with DssClient(sandbox.url) as client, pytest.raises(ServerError,
+                                                         match="internal error") as info:
+        client.transport.request("POST", "/api/login", action="log in", data={},
+                                 authenticated=False, entry=True)
+    assert not isinstance(info.value, NotDssServerError)
+
+
+def test_login_attempt_resolves_to_the_session(sandbox: Sandbox, fresh_token: str,
+                                               tmp_path: Path) -> None:
+    store = SessionStore(tmp_path, use_keyring=False)
+    attempt = connection.start_login(sandbox.url, fresh_token, store)
+    logged_in = attempt.future.result(timeout=30)
+    assert logged_in.email == "test@example.com" and attempt.join(10)
+    assert store.load(sandbox.url) is not None
+    assert attempt.cancel() is False
+    logged_in.client.close()

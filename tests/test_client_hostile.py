@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from dss_console import connection
+from dss_console.credentials import SessionStore
 from dss_console.dss import (
     BadReplyError,
     ClaimOutcomeUnknownError,
     DssClient,
     LoginFailedError,
+    NotDssServerError,
+    NotTlsError,
     RemoteFile,
     ServerError,
     ServerUnreachableError,
@@ -140,6 +145,7 @@ def test_login_is_never_retried_and_sends_no_cookie(hostile: HostileServer) -> N
 
 
 def test_login_401_is_a_login_failure(hostile: HostileServer) -> None:
+    # A real DSS answers a refused token with a bare 401 (it kills the session, so no cookie).
     hostile.routes["POST /api/login"] = Reply(401, b"unauthorized", {"Content-Type": "text/html"})
     with pytest.raises(LoginFailedError, match="token was refused"):
         client_for(hostile).login("f" * 48)
@@ -199,3 +205,200 @@ def test_tls_verification_is_on(tmp_path: Path) -> None:
             DssClient(https_url, session_id=SESSION, retries=0).tickets.status(7)
         trusted = DssClient(https_url, session_id=SESSION, verify=str(cert))
         assert trusted.tickets.status(7).value == "claimed"
+
+
+# -- the first call of a session against something that is not a DSS server -----------------
+
+# What `python -m http.server` answers to a POST, and what nginx serves for 404 and 405.
+HTTP_SERVER_501 = (b'<!DOCTYPE HTML>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+                   b"<title>Error response</title>\n</head>\n<body>\n<h1>Error response</h1>\n"
+                   b"<p>Error code: 501</p>\n<p>Message: Unsupported method ('POST').</p>\n"
+                   b"<p>Error code explanation: 501 - Server does not support this operation."
+                   b"</p>\n</body>\n</html>\n")
+NGINX_PAGE = ("<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1>"
+              "</center>\r\n<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n")
+DSS_COOKIE = {"Set-Cookie": f"webpy_session_id={SESSION}; HttpOnly; Path=/"}
+
+
+@pytest.mark.parametrize(("status", "page"), [
+    (501, HTTP_SERVER_501),
+    (405, NGINX_PAGE.format("405 Not Allowed").encode()),
+    (404, NGINX_PAGE.format("404 Not Found").encode()),
+    (500, b"<html><body><b>Fatal error</b>: Uncaught Error in /var/www/index.php</body></html>"),
+    (200, NGINX_PAGE.format("Welcome to nginx!").encode()),
+])
+def test_login_to_another_web_server_says_so_in_one_line(hostile: HostileServer, status: int,
+                                                         page: bytes) -> None:
+    hostile.routes["POST /api/login"] = Reply(status, page, {"Content-Type": "text/html"})
+    with pytest.raises(NotDssServerError) as info:
+        DssClient(hostile.url).login("f" * 48)
+    message = str(info.value)
+    assert message == (f"Could not log in to {hostile.url}: this does not look like a DSS "
+                       f"server (HTTP {status} for /api/login); check the address")
+    assert info.value.status == status
+
+
+def test_resume_against_another_web_server_says_so(hostile: HostileServer,
+                                                   tmp_path: Path) -> None:
+    hostile.routes["GET /api/login"] = Reply(404, NGINX_PAGE.format("404 Not Found").encode(),
+                                             {"Content-Type": "text/html"})
+    store = SessionStore(tmp_path, use_keyring=False)
+    store.save(hostile.url, SESSION, "a@example.com")
+    with pytest.raises(NotDssServerError, match=r"not look like a DSS server \(HTTP 404 for "
+                                                r"/api/login\)"):
+        connection.resume_session(hostile.url, store)
+    assert store.load(hostile.url) is not None  # a wrong address is no reason to forget it
+
+
+def test_a_dss_servers_own_500_is_not_called_foreign(hostile: HostileServer) -> None:
+    # The real server's unhandled exceptions carry its session cookie, like every reply of it.
+    hostile.routes["POST /api/login"] = Reply(500, b"internal server error",
+                                              {"Content-Type": "text/html", **DSS_COOKIE})
+    with pytest.raises(ServerError, match="internal error") as info:
+        DssClient(hostile.url).login("f" * 48)
+    assert not isinstance(info.value, NotDssServerError)
+
+
+def test_later_calls_keep_their_own_words(hostile: HostileServer) -> None:
+    """Only the entry call (/api/login) judges whether this is a DSS server: a logged-in
+    client's 500 or 404 is the server's own failure."""
+    hostile.routes["GET /api/pro/services"] = Reply(500, b"internal server error")
+    with pytest.raises(ServerError, match="internal error") as info:
+        client_for(hostile, retries=0).services.list()
+    assert not isinstance(info.value, NotDssServerError)
+
+
+# -- addresses without a scheme ----------------------------------------------------------------
+
+def dss_like_login(hostile: HostileServer) -> None:
+    hostile.routes["GET /api/login"] = Reply(401, b"You are not logged in!", DSS_COOKIE)
+    hostile.routes["POST /api/login"] = Reply(200, b'{"result": {"email": "a@example.com"}}',
+                                              DSS_COOKIE)
+
+
+def test_https_to_a_plain_http_server_says_use_http(hostile: HostileServer) -> None:
+    dss_like_login(hostile)
+    https_url = hostile.url.replace("http://", "https://")
+    with pytest.raises(NotTlsError) as info:
+        DssClient(https_url, retries=0).login("f" * 48)
+    message = str(info.value)
+    assert "does not speak TLS" in message and hostile.url in message
+    assert "CA bundle" not in message and not isinstance(info.value, TlsError)
+    assert hostile.requests == []  # the handshake failed: the token never left
+
+
+def test_schemeless_loopback_address_falls_back_to_http_and_sends_the_token_once(
+        hostile: HostileServer, tmp_path: Path) -> None:
+    dss_like_login(hostile)
+    address = hostile.url.removeprefix("http://")
+    store = SessionStore(tmp_path, use_keyring=False)
+    result = connection.login_with_token(address, "f" * 48, store)
+    assert (result.client.server, result.email) == (hostile.url, "a@example.com")
+    assert [r[:2] for r in hostile.requests] == [("GET", "/api/login"), ("POST", "/api/login")]
+    assert "Cookie" not in hostile.requests[0][2]
+    assert store.load(hostile.url) is not None
+
+
+@pytest.mark.parametrize(("typed", "url"), [
+    ("dss.itksnap.org", "https://dss.itksnap.org"),  # public: never downgraded, no probe
+    ("https://127.0.0.1:1", "https://127.0.0.1:1"),  # a scheme the user wrote is kept as is
+    ("http://Example.org/", "http://example.org"),
+])
+def test_addresses_that_need_no_probe(typed: str, url: str) -> None:
+    assert connection.resolve_server_url(typed) == url
+
+
+@pytest.mark.parametrize(("host", "allowed"), [
+    ("127.0.0.1", True), ("localhost", True), ("::1", True), ("10.1.2.3", True),
+    ("192.168.0.7", True), ("dss.itksnap.org", False), ("8.8.8.8", False),
+    ("lab-server", False),  # a name could resolve anywhere: the user writes http:// for it
+])
+def test_plain_http_fallback_only_for_local_addresses(host: str, allowed: bool) -> None:
+    assert connection.plain_http_fallback_allowed(host) is allowed
+
+
+# -- a server that never answers ---------------------------------------------------------------
+
+def test_login_reports_waiting_and_a_clear_timeout(hostile: HostileServer, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def silent() -> Reply:
+        release.wait(30)  # holds the reply back until the test is done with it
+        return Reply(503)
+
+    hostile.routes["POST /api/login"] = silent
+    monkeypatch.setattr(connection, "WAIT_NOTICE_AFTER", 0.05)
+    monkeypatch.setattr("dss_console.dss.client.LOGIN_TIMEOUT", (5.0, 1.5))
+    notices: list[tuple[str, float]] = []
+    store = SessionStore(tmp_path, use_keyring=False)
+    try:
+        with pytest.raises(ServerUnreachableError) as info:
+            connection.login_with_token(hostile.url, "f" * 48, store,
+                                        on_waiting=lambda url, s: notices.append((url, s)))
+    finally:
+        release.set()
+    assert notices and notices[0][0] == hostile.url and notices[0][1] >= 0.05
+    message = str(info.value)
+    assert "did not answer in time" in message and "token may have been used" in message
+    assert "f" * 48 not in message
+
+
+def test_login_cancelled_before_the_token_is_sent_keeps_it(hostile: HostileServer,
+                                                          tmp_path: Path) -> None:
+    dss_like_login(hostile)
+    cancel = threading.Event()
+    cancel.set()
+    store = SessionStore(tmp_path, use_keyring=False)
+    with pytest.raises(connection.LoginCancelledError, match="not sent"):
+        connection.login_with_token(hostile.url.removeprefix("http://"), "f" * 48, store,
+                                    cancel=cancel)
+    assert ("POST", "/api/login") not in [r[:2] for r in hostile.requests]
+
+
+def test_login_cancelled_while_waiting_stores_nothing(hostile: HostileServer,
+                                                     tmp_path: Path) -> None:
+    """Cancel pressed while the POST was in flight: the late session is logged out and not
+    stored, and the error says the token may be spent."""
+    cancel = threading.Event()
+
+    def late() -> Reply:
+        cancel.set()  # the operator gives up while the server is still working
+        return Reply(200, b'{"result": {"email": "a@example.com"}}', DSS_COOKIE)
+
+    hostile.routes["POST /api/login"] = late
+    hostile.routes["GET /logout"] = Reply(200, b"", DSS_COOKIE)
+    store = SessionStore(tmp_path, use_keyring=False)
+    with pytest.raises(connection.LoginCancelledError, match="token may have been used"):
+        connection.login_with_token(hostile.url, "f" * 48, store, cancel=cancel)
+    assert store.load(hostile.url) is None
+    assert ("GET", "/logout") in [r[:2] for r in hostile.requests]
+
+
+def test_login_attempt_cancel_returns_at_once_and_the_late_session_is_dropped(
+        hostile: HostileServer, tmp_path: Path) -> None:
+    """The API behind the login pane's Cancel: the future resolves on cancel(), not when
+    the silent server finally answers; that late answer is logged out, never stored."""
+    arrived, release = threading.Event(), threading.Event()
+
+    def slow() -> Reply:
+        arrived.set()
+        release.wait(30)  # the server sits on the token until the test lets it answer
+        return Reply(200, b'{"result": {"email": "a@example.com"}}', DSS_COOKIE)
+
+    hostile.routes["POST /api/login"] = slow
+    hostile.routes["GET /logout"] = Reply(200, b"", DSS_COOKIE)
+    store = SessionStore(tmp_path, use_keyring=False)
+    attempt = connection.start_login(hostile.url, "f" * 48, store)
+    try:
+        assert arrived.wait(10)
+        assert attempt.cancel() is True
+        with pytest.raises(connection.LoginCancelledError) as info:
+            attempt.future.result(timeout=0)
+        assert info.value.token_sent is True
+    finally:
+        release.set()
+    assert attempt.join(10)
+    assert store.load(hostile.url) is None
+    assert ("GET", "/logout") in [r[:2] for r in hostile.requests]
+    assert attempt.cancel() is False  # already over

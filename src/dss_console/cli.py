@@ -19,10 +19,9 @@ from dss_console import __version__
 from dss_console.commands.errors import (
     EXIT_FAILED,
     EXIT_USAGE,
+    PROG,
     CliError,
 )
-
-PROG = "dss-console"
 
 DESCRIPTION = """\
 Console and headless tools for ITK-SNAP DSS service providers.

@@ -8,6 +8,7 @@ import sys
 from dss_console.commands.context import (
     note,
     resolve_server,
+    say_waiting,
     session_store,
     verify_option,
 )
@@ -45,9 +46,15 @@ def login_command(args: argparse.Namespace) -> int:
     if not token:
         raise CliError("no token given: paste the token from "
                        f"{server}/token", code=2)
-    logged_in = login_with_token(server, token, store, verify=verify_option(args))
+    # The address as typed: without a scheme, a local plain-HTTP server is found (once, with
+    # harmless probes) instead of failing on https://.
+    logged_in = login_with_token(args.server, token, store, verify=verify_option(args),
+                                 on_waiting=say_waiting)
     logged_in.client.close()
     email = logged_in.email
+    if logged_in.client.server != server:
+        note(f"using {logged_in.client.server} (plain HTTP: that port does not speak https://; "
+             "write http:// in the address to skip the check)")
     note(store.fallback_note)
     print(f"logged in as {email}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dss_console.commands.errors import CliError
+from dss_console.commands.errors import PROG, CliError
 from dss_console.credentials import SessionStore
 from dss_console.dss import DssClient, normalize_server_url
 
@@ -45,3 +45,9 @@ def logged_in_client(args: argparse.Namespace) -> DssClient:
 def note(message: str | None) -> None:
     if message:
         print(message, file=sys.stderr)
+
+
+def say_waiting(url: str, seconds: float) -> None:
+    """`on_waiting` for the connection calls: one line on stderr while a server is silent."""
+    print(f"{PROG}: still waiting for {url}: no answer yet ({seconds:.0f} s)", file=sys.stderr,
+          flush=True)

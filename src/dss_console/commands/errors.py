@@ -6,6 +6,8 @@ imports them (the old cli.py <-> commands import circle).
 
 from __future__ import annotations
 
+PROG = "dss-console"
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOTHING_TO_CLAIM = 3

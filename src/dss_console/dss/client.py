@@ -36,6 +36,8 @@ from dss_console.dss.transport import (
     SESSION_COOKIE,
     Transport,
     bad_reply,
+    has_dss_cookie,
+    not_dss_server,
     parse_csv_rows,
     parse_float,
     parse_int,
@@ -45,6 +47,9 @@ from dss_console.dss.transport import (
 )
 
 UPLOAD_TIMEOUT = (10.0, 600.0)  # the server copies a spooled upload before it answers
+# Logging in is one small query on the server: half a minute without a reply means a hung
+# server, and an operator at a login prompt should not wait the 60 s a big listing may need.
+LOGIN_TIMEOUT = (10.0, 30.0)
 AREAS = ("input", "results")
 
 
@@ -113,14 +118,23 @@ class DssClient:
             try:
                 response = t.request("POST", "/api/login", action=action,
                                      params={"format": "json"}, data={"token": token},
-                                     authenticated=False, http=http)
+                                     authenticated=False, http=http, entry=True,
+                                     timeout=LOGIN_TIMEOUT)
             except errors.NotLoggedInError as exc:
                 raise errors.LoginFailedError(
                     f"Could not {action}: the token was refused. Tokens work once; get a new one "
                     f"from {t.server}/token and paste it whole", status=exc.status,
                     server_message=exc.server_message) from None
-            result = parse_json_result(response, action, t.server)
-            email = typed_field(result, "email", str, response, action, t.server)
+            except errors.ServerUnreachableError as exc:
+                if not exc.request_may_have_arrived:
+                    raise
+                # The server may have taken the token before the reply was lost.
+                spent = type(exc)(f"{exc}; the token may have been used: if logging in again "
+                                  f"is refused, get a new one from {t.server}/token",
+                                  status=exc.status, server_message=exc.server_message)
+                spent.request_may_have_arrived = True
+                raise spent from None
+            email = _login_email(response, action, t.server)
             session_id = response.cookies.get(SESSION_COOKIE)
             if not session_id:
                 raise errors.BadReplyError(
@@ -137,11 +151,21 @@ class DssClient:
         if not t.session_id:
             raise errors.NotLoggedInError(f"Not logged in to {t.server}: log in with a token "
                                           f"from {t.server}/token")
-        action = "check the login"
+        action = f"check the login at {t.server}"
         response = t.request("GET", "/api/login", action=action, params={"format": "json"},
-                             idempotent=True)
-        result = parse_json_result(response, action, t.server)
-        return typed_field(result, "email", str, response, action, t.server)
+                             idempotent=True, entry=True, timeout=LOGIN_TIMEOUT)
+        return _login_email(response, action, t.server)
+
+    def probe(self) -> None:
+        """Check that the address answers HTTP at all, with a harmless GET /api/login that
+        carries neither cookie nor token (any status will do). Raises ServerUnreachableError
+        (NotTlsError for an https:// port that speaks plain HTTP). Used to pick a scheme
+        before a single-use token is sent."""
+        t = self.transport
+        response = t.request("GET", "/api/login", action=f"log in to {t.server}",
+                             authenticated=False, timeout=LOGIN_TIMEOUT,
+                             ok_statuses=range(100, 600))
+        response.close()
 
     def logout(self) -> None:
         """End the session on the server (best effort) and forget it locally."""
@@ -151,6 +175,18 @@ class DssClient:
             with contextlib.suppress(errors.DssError):
                 t.request("GET", "/logout", action="log out", ok_statuses=(200, 302, 303))
         t.session_id = None
+
+
+def _login_email(response: requests.Response, action: str, server: str) -> str:
+    """The e-mail of a /api/login reply. A 2xx that is not the DSS's JSON and lacks its
+    cookie (a static site, another app) is not a DSS server, and is said so in one line."""
+    try:
+        result = parse_json_result(response, action, server)
+        return typed_field(result, "email", str, response, action, server)
+    except errors.BadReplyError:
+        if has_dss_cookie(response):
+            raise
+        raise not_dss_server(response.status_code, "/api/login", action) from None
 
 
 class ServicesClient:

@@ -49,13 +49,23 @@ class ServerError(DssError):
     """The server answered with an error status that none of the specific classes covers."""
 
 
+class NotDssServerError(ServerError):
+    """The first call of a session (`/api/login`) was answered by something that is not a
+    DSS server: another web server, a wrong path, a static site. Check the address."""
+
+
 class BadReplyError(DssError):
     """The server answered 2xx but the body is not what the protocol promises
     (e.g. an HTML page from a proxy where CSV was expected)."""
 
 
 class ServerUnreachableError(DssError):
-    """No answer: connection refused, DNS failure, TLS failure, network drop or timeout."""
+    """No answer: connection refused, DNS failure, TLS failure, network drop or timeout.
+
+    `request_may_have_arrived` is True when the request was sent (a read timeout, a dropped
+    reply): a token in it may have been used. False when no connection was made."""
+
+    request_may_have_arrived: bool = False
 
 
 class ServerTimeoutError(ServerUnreachableError):
@@ -64,6 +74,11 @@ class ServerTimeoutError(ServerUnreachableError):
 
 class TlsError(ServerUnreachableError):
     """The TLS handshake failed, usually an untrusted or mismatched certificate."""
+
+
+class NotTlsError(ServerUnreachableError):
+    """An https:// address whose port answers in plain HTTP (or something else that is not
+    TLS). Not a TlsError: a CA bundle would not help, the scheme is wrong."""
 
 
 class ClaimOutcomeUnknownError(ServerUnreachableError):

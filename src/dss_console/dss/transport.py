@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 
 from dss_console import __version__
 from dss_console.dss import errors
@@ -26,6 +27,13 @@ SESSION_COOKIE = "webpy_session_id"
 DEFAULT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds
 RETRY_STATUSES = frozenset({502, 503, 504})
 _MAX_ERROR_BODY = 64 * 1024
+# Statuses a DSS server never gives for /api/login, whose route takes GET and POST: another
+# web server, or a DSS under a different path (its 404), answers at this address.
+_FOREIGN_ENTRY_STATUSES = frozenset({404, 405, 501})
+# What OpenSSL (1.1 and 3.x wordings) reports when an https:// port answers in plain HTTP.
+_NOT_TLS_MARKERS = ("WRONG_VERSION_NUMBER", "wrong version number", "record layer failure",
+                    "UNKNOWN_PROTOCOL", "unknown protocol", "HTTP_REQUEST", "http request",
+                    "packet length too long")
 
 
 def normalize_server_url(url: str) -> str:
@@ -114,8 +122,61 @@ def error_for_status(status: int, message: str, action: str, server: str) -> err
     return errors.ServerError(f"Could not {action}: unexpected reply; {said}", **kwargs)
 
 
+def has_dss_cookie(response: requests.Response) -> bool:
+    """Whether a reply carries the DSS session cookie. The real server (web.py) sets it on
+    every reply, errors included; the one exception is a refused login, which kills the
+    session and answers a bare 401."""
+    return f"{SESSION_COOKIE}=" in response.headers.get("Set-Cookie", "")
+
+
+def foreign_entry_reply(response: requests.Response) -> bool:
+    """Whether an error reply to /api/login (the first call of every session) comes from
+    something other than a DSS server. 401 is the server refusing a token; 502-504 are a proxy
+    whose DSS is down. Anything else without the DSS cookie is another web server's page."""
+    status = response.status_code
+    if status in _FOREIGN_ENTRY_STATUSES:
+        return True
+    if status < 400 or status == 401 or status in RETRY_STATUSES:
+        return False
+    return not has_dss_cookie(response)
+
+
+def not_dss_server(status: int, path: str, action: str,
+                   server_message: str = "") -> errors.NotDssServerError:
+    """One line, no page text: the page of another web server says nothing useful here."""
+    return errors.NotDssServerError(
+        f"Could not {action}: this does not look like a DSS server (HTTP {status} for {path}); "
+        "check the address", status=status, server_message=server_message)
+
+
+def _may_have_arrived(exc: requests.RequestException) -> bool:
+    """Whether a failed request may have reached the server (it timed out or dropped after
+    sending). False only when the connection itself never opened."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+        return False
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)
+        return not isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return True
+
+
 def _unreachable(exc: requests.RequestException, action: str, server: str,
                  claim: bool = False) -> errors.DssError:
+    error = _unreachable_error(exc, action, server, claim)
+    if isinstance(error, errors.ServerUnreachableError):
+        error.request_may_have_arrived = _may_have_arrived(exc)
+    return error
+
+
+def _unreachable_error(exc: requests.RequestException, action: str, server: str,
+                       claim: bool) -> errors.DssError:
+    if isinstance(exc, requests.exceptions.SSLError) and any(m in str(exc)
+                                                             for m in _NOT_TLS_MARKERS):
+        plain = "http://" + server.removeprefix("https://")
+        return errors.NotTlsError(
+            f"Could not {action}: {server} does not speak TLS on that port; if the server "
+            f"serves plain HTTP, use {plain} (unencrypted: only on a trusted network)")
     if isinstance(exc, requests.exceptions.SSLError):
         return errors.TlsError(
             f"Could not {action}: TLS verification of {server} failed ({_short_reason(exc)}); "
@@ -218,10 +279,12 @@ class Transport:
                 idempotent: bool = False, stream: bool = False, claim: bool = False,
                 authenticated: bool = True, http: requests.Session | None = None,
                 timeout: tuple[float, float] | None = None,
-                ok_statuses: Iterable[int] = (200,)) -> requests.Response:
+                ok_statuses: Iterable[int] = (200,), entry: bool = False) -> requests.Response:
         """One request, retried with back-off only when `idempotent`.
 
-        Errors become `DssError`s whose message starts with "Could not <action>".
+        Errors become `DssError`s whose message starts with "Could not <action>". `entry`
+        marks the first call of a session (/api/login): an error reply that no DSS server
+        gives there becomes NotDssServerError. Later calls keep the server's own words.
         """
         send_headers = dict(headers or {})
         sid = self.session_id if authenticated else None
@@ -251,13 +314,14 @@ class Transport:
                 response.close()
                 self._sleep_before_retry(attempt)
                 continue
-            raise self.error_from_response(response, action)
+            raise self.error_from_response(response, action, entry=entry, path=path)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _sleep_before_retry(self, attempt: int) -> None:
         time.sleep(self.backoff * (2 ** attempt))
 
-    def error_from_response(self, response: requests.Response, action: str) -> errors.DssError:
+    def error_from_response(self, response: requests.Response, action: str, *,
+                            entry: bool = False, path: str = "") -> errors.DssError:
         if response.is_redirect:
             target = response.headers.get("Location", "")
             response.close()
@@ -267,6 +331,8 @@ class Transport:
                 status=response.status_code)
         body = read_limited(response, _MAX_ERROR_BODY)
         message = reply_text(body, response.headers.get("Content-Type", ""))
+        if entry and foreign_entry_reply(response):
+            return not_dss_server(response.status_code, path, action, message)
         return error_for_status(response.status_code, message, action, self.server)
 
 
