@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dss_console.engine.engine import Engine, EngineError
-from dss_console.engine.events import ServicePaused, ServiceResumed
+from dss_console.engine.events import JobChanged, ServicePaused, ServiceResumed
 from dss_console.engine.jobs import RETRY_NOTE, USER_EXPORT_FAILED
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
@@ -174,3 +176,63 @@ def test_a_result_that_cannot_be_exported_tells_the_user_no_local_path(
     told = server_messages(harness, ticket)
     assert USER_EXPORT_FAILED in told
     assert str(harness.tmp) not in told and "vanished_layer" not in told
+
+
+def test_views_learn_when_a_job_owes_nothing_more(harness: Harness) -> None:
+    """The last snapshot of a failed job, whose failure calls are sent after it ended,
+    says that nothing is owed (the console's "N calls waiting" must clear)."""
+    ticket = harness.ticket()
+    engine = harness.engine("fail")
+    job = engine.claim_next([harness.service], run=True)
+    assert job is not None
+    harness.wait_job(engine, ticket, JobState.FAILED)
+    harness.wait_server(ticket, "failed")
+
+    def last_snapshot_owed() -> int:
+        snaps = [e.job for e in harness.event_list()
+                 if isinstance(e, JobChanged) and e.job.job_id == job.job_id]
+        return snaps[-1].owed
+
+    wait_for(lambda: engine.job(job.job_id).owed == 0, 30, what="every call delivered")
+    wait_for(lambda: last_snapshot_owed() == 0, 10, what="a snapshot saying nothing is owed")
+
+
+def test_a_server_that_does_not_answer_shows_as_waiting_within_seconds(tmp_path: Path) -> None:
+    """Not "online" for the minute a read timeout takes: "waiting" after a few seconds,
+    "online" again as soon as it answers."""
+    from dss_console.dss import DssClient
+    from dss_console.engine.events import ConnectionChanged
+    from dss_console.engine.journal import Journal
+    from dss_console.engine.settings import Settings
+    from dss_console.engine.source import DssSource
+
+    from hostile_server import HostileServer, Reply
+
+    answer = threading.Event()
+
+    def hung() -> Reply:
+        answer.wait(60)  # the peer's behaviour under test: it holds the request
+        return Reply(200, b'{"result": []}')
+
+    states: list[str] = []
+    with HostileServer() as server:
+        server.routes["GET /api/pro/services"] = hung
+        client = DssClient(server.url, session_id="c0ffee" * 6 + "abcd", timeout=(2.0, 60.0),
+                           retries=0)
+        engine = Engine(Settings(workroot=tmp_path / "work", poll_interval=0.2),
+                        DssSource(client), Journal(tmp_path / "journal.sqlite3"),
+                        provider="lab", auto=True)
+        engine.events.subscribe(lambda e: isinstance(e, ConnectionChanged)
+                                and states.append(e.state))
+        started = time.monotonic()
+        engine.start()
+        try:
+            wait_for(lambda: "waiting" in states, 15, what="the waiting state")
+            assert time.monotonic() - started < 10
+            assert engine.connection.state == "waiting"
+            answer.set()
+            wait_for(lambda: engine.connection.state == "online", 15, what="online again")
+        finally:
+            answer.set()
+            engine.shutdown(flush_timeout=1)
+            engine.journal.close()

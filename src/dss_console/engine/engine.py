@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
+from dss_console.engine.connection import OFFLINE, ONLINE, ConnectionState
 from dss_console.engine.events import (
     EngineNotice,
     EventBus,
@@ -33,7 +35,7 @@ from dss_console.engine.outbox import Outbox
 from dss_console.engine.pauses import BLOCKED, ServicePauses
 from dss_console.engine.runner import CommandSpec, preflight
 from dss_console.engine.settings import ServiceCommand, Settings
-from dss_console.engine.source import GONE, JobSource, SourceService
+from dss_console.engine.source import GONE, LOGGED_OUT, TRANSIENT, JobSource, SourceService
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     kill_orphaned_group,
@@ -90,7 +92,9 @@ class Engine:
         self.auto = auto
         self.max_tickets = max_tickets
         self.claims_made = 0
+        self.connection = ConnectionState(self.events)
         self.outbox = Outbox(journal, source, self.events, instance=self.instance,
+                             connection=self.connection,
                              base_backoff=outbox_backoff,
                              max_backoff=outbox_max_backoff, on_gone=self._on_ticket_gone,
                              on_refused=self._on_call_refused)
@@ -149,6 +153,7 @@ class Engine:
             execution.join(remaining)
         flushed = self.outbox.flush(flush_timeout)
         self.outbox.stop()
+        self.connection.stop()
         if self._cleanup_thread is not None:
             self._cleanup_thread.join(timeout=30)
         self._shutdown_result = flushed
@@ -208,7 +213,9 @@ class Engine:
 
     # -- services ---------------------------------------------------------------------------
     def refresh_services(self) -> list[ServiceView]:
-        services = self.source.services()
+        with self.connection.call():
+            services = self.source.services()
+        self.connection.set(ONLINE)
         with self._lock:
             self._services = services
         return self.services()
@@ -555,6 +562,7 @@ class Engine:
                     self._last_empty_poll = started
             except Exception as exc:
                 kind = self.source.classify(exc)
+                self._note_failure(kind, exc)
                 error_backoff = min(60.0, max(interval, error_backoff * 2 or interval))
                 self.events.publish(EngineNotice(
                     level="error" if kind != GONE else "warning",
@@ -568,6 +576,14 @@ class Engine:
             if self._stopping.is_set():
                 break
             self._wake.wait(poll_wait(interval, time.monotonic() - idle_since, error_backoff))
+
+    def _note_failure(self, kind: str, exc: BaseException) -> None:
+        if kind == LOGGED_OUT:
+            self.connection.set(LOGGED_OUT_STATE, str(exc))
+        elif kind == TRANSIENT and getattr(exc, "status", None) is None:
+            self.connection.set(OFFLINE, str(exc))
+        else:
+            self.connection.reply_received()
 
     def _poll_once(self) -> bool:
         if not (self.auto and self._claiming) or self._stopping.is_set():
@@ -585,7 +601,9 @@ class Engine:
         if not eligible:
             self._last_ready = {}
             return False
-        ready = self.source.available(eligible)
+        with self.connection.call():
+            ready = self.source.available(eligible)
+        self.connection.set(ONLINE)
         self._last_ready = ready
         self.events.publish(PollCompleted(ready=ready, next_poll_in=self.settings.poll_interval))
         found = False

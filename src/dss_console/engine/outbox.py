@@ -9,6 +9,8 @@ delivery from the journal.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.engine import journal as jr
-from dss_console.engine.events import CallDelivered, CallQueued, ConnectionChanged, EventBus
+from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
+from dss_console.engine.connection import OFFLINE, ONLINE, ConnectionState
+from dss_console.engine.events import (
+    CallDelivered,
+    CallQueued,
+    EventBus,
+    JobChanged,
+)
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, TRANSIENT, JobSource
 
-ONLINE, OFFLINE, LOGGED_OUT_STATE = "online", "offline", "logged_out"
 INTERNAL_ERROR_LIMIT = 5  # a call the server keeps answering 500 to is given up after this
 
 
@@ -31,7 +39,8 @@ class Outbox:
                  workers: int = 3, base_backoff: float = 1.0, max_backoff: float = 30.0,
                  logged_out_retry: float = 30.0,
                  on_gone: Callable[[int, str], None] | None = None,
-                 on_refused: Callable[[int, OutboxItem, str], None] | None = None):
+                 on_refused: Callable[[int, OutboxItem, str], None] | None = None,
+                 connection: ConnectionState | None = None):
         self.journal = journal
         self.source = source
         self.instance = instance  # deliver only this engine's calls from a shared journal
@@ -47,7 +56,7 @@ class Outbox:
         self._not_before: dict[int, float] = {}
         self._paused_until = 0.0
         self._stopping = False
-        self._connection = ONLINE
+        self.connection_state = connection or ConnectionState(events)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox")
         self._thread = threading.Thread(target=self._loop, name="outbox", daemon=True)
 
@@ -65,7 +74,7 @@ class Outbox:
 
     @property
     def connection(self) -> str:
-        return self._connection
+        return self.connection_state.state
 
     # -- queueing ---------------------------------------------------------------------------
     def put(self, job_id: int, ticket_id: int, kind: str, **payload: Any) -> OutboxItem:
@@ -163,6 +172,10 @@ class Outbox:
             with self._cond:
                 self._busy.discard(job_id)
                 self._cond.notify_all()
+            # Views show how many calls a job still owes: give them the new count once per
+            # round of deliveries (not per call: progress may be sent twice a second).
+            with contextlib.suppress(KeyError, sqlite3.Error):  # a journal closed at exit
+                self.events.publish(JobChanged(job=self.journal.job(job_id)))
 
     def _deliver(self, item: OutboxItem) -> bool:
         """Send one call. True: go on with the job's next call; False: stop for now."""
@@ -174,7 +187,7 @@ class Outbox:
         self._server_errors.pop(item.id, None)
         self.journal.mark_item(item.id, state, note)
         self._not_before.pop(item.job_id, None)
-        self._set_connection(ONLINE)
+        self.connection_state.set(ONLINE)
         self.events.publish(CallDelivered(job_id=item.job_id, item_id=item.id, kind=item.kind,
                                           summary=item.summary, state=state, error=note))
         with self._cond:
@@ -183,6 +196,10 @@ class Outbox:
 
     def _send(self, item: OutboxItem) -> str | None:
         """Perform the call; a returned text means it was deliberately skipped (why)."""
+        with self.connection_state.call():
+            return self._perform(item)
+
+    def _perform(self, item: OutboxItem) -> str | None:
         p = item.payload
         ticket = int(p["ticket"])
         src = self.source
@@ -222,13 +239,15 @@ class Outbox:
                 delay = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 10))
                 self._not_before[item.job_id] = time.monotonic() + delay
                 if status is None:
-                    self._set_connection(OFFLINE, message)
+                    self.connection_state.set(OFFLINE, message)
+                else:
+                    self.connection_state.reply_received()
                 return False
         if kind == LOGGED_OUT:
             self.journal.record_attempt(item.id, message)
             with self._cond:
                 self._paused_until = time.monotonic() + self.logged_out_retry
-            self._set_connection(LOGGED_OUT_STATE, message)
+            self.connection_state.set(LOGGED_OUT_STATE, message)
             return False
         if kind == GONE:
             dropped = self.journal.drop_pending(item.job_id, message)
@@ -250,8 +269,3 @@ class Outbox:
         with self._cond:
             self._cond.notify_all()
         return True
-
-    def _set_connection(self, state: str, detail: str = "") -> None:
-        if state != self._connection:
-            self._connection = state
-            self.events.publish(ConnectionChanged(state=state, detail=detail))

@@ -21,7 +21,7 @@ from PySide6.QtCore import (
     QSortFilterProxyModel,
     Qt,
 )
-from PySide6.QtGui import QBrush, QColor, QGuiApplication, QPainter, QPalette
+from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication, QPainter, QPalette
 from PySide6.QtWidgets import (
     QApplication,
     QStyle,
@@ -62,13 +62,17 @@ _HEADERS = {
     Column.STATE: ("State", "Where the job stands"),
     Column.PROGRESS: ("Progress", "Progress the command reported"),
     Column.CLAIMED: ("Claimed", "When the ticket was claimed (local time)"),
-    Column.ELAPSED: ("Elapsed", "How long the command has run"),
+    # "Run time", not "Elapsed": the Services pane's average runs from claim to finish, and
+    # two durations side by side must say what each one measures.
+    Column.ELAPSED: ("Run time", "How long the command has run, from Run to its end "
+                                 "(— before it starts); not the time since the claim"),
     Column.INSTANCE: ("Instance", "The provider instance that claimed the ticket"),
 }
 
 # Lifecycle order, so sorting by state groups live jobs before finished ones.
 _STATE_ORDER = {state: rank for rank, state in enumerate((
-    JobState.CLAIMED, JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING,
+    JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
+    JobState.UPLOADING,
     JobState.INTERRUPTED, JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED))}
 
 # (light palette, dark palette): mid-tones would be hard to read on one of the two.
@@ -80,7 +84,11 @@ _STATE_COLOURS: dict[JobState, tuple[str, str]] = {
     JobState.FAILED: ("#c62828", "#ff7b72"),
     JobState.CANCELLED: ("#6e7781", "#8b949e"),
     JobState.INTERRUPTED: ("#9a6700", "#e3b341"),
+    # Orange and bold (see data()): the operator has to fix something before it can go on.
+    JobState.BLOCKED: ("#bc4c00", "#ffa657"),
 }
+# States that want the operator's attention in the State column: shown bold.
+_BOLD_STATES = frozenset({JobState.BLOCKED})
 
 # The fields each column shows, to narrow a row's dataChanged to the columns that moved.
 _COLUMN_FIELDS: dict[Column, tuple[str, ...]] = {
@@ -93,13 +101,15 @@ _COLUMN_FIELDS: dict[Column, tuple[str, ...]] = {
     Column.INSTANCE: ("instance",),
 }
 # Shown in every cell's tooltip: a change there touches the whole row.
-_ROW_FIELDS = ("reason", "owed", "attempt")
+_ROW_FIELDS = ("reason", "owed", "attempt", "not_retryable")
 
 
 def _ticking(job: JobSnapshot) -> bool:
-    """Its elapsed time grows by itself: started and not finished."""
+    """Its run time grows by itself: started and not finished (a blocked job's command is
+    not running: it could not start)."""
     return (job.started_at is not None and job.finished_at is None
-            and not job.state.is_terminal and job.state is not JobState.INTERRUPTED)
+            and not job.state.is_terminal
+            and job.state not in (JobState.INTERRUPTED, JobState.BLOCKED))
 
 
 def _elapsed(job: JobSnapshot) -> float | None:
@@ -203,6 +213,11 @@ class JobTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATE:
             colours = _STATE_COLOURS.get(job.state)
             return None if colours is None else QBrush(QColor(colours[_is_dark()]))
+        if role == Qt.ItemDataRole.FontRole and column is Column.STATE \
+                and job.state in _BOLD_STATES:
+            font = QFont()
+            font.setBold(True)
+            return font
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (Column.TICKET,
                                                                     Column.ELAPSED):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -253,6 +268,8 @@ class JobTableModel(QAbstractTableModel):
             lines.append(f"Attempt {job.attempt}")
         if job.owed > 0:
             lines.append(f"{job.owed} server call{'s' if job.owed != 1 else ''} owed")
+        if job.not_retryable:
+            lines.append(f"Retry run is not possible: {job.not_retryable}")
         return "\n".join(lines) or None
 
     # -- writing ----------------------------------------------------------------------------
@@ -276,7 +293,9 @@ class JobTableModel(QAbstractTableModel):
                 added.append(job)
                 continue
             old = self._rows[row]
-            if old == job:
+            # Two engine threads may publish one job (its own, the outbox's): a snapshot
+            # read before the last change must not undo it.
+            if old == job or job.updated_at < old.updated_at:
                 continue
             self._rows[row] = job
             first, last = self._changed_columns(old, job)
