@@ -421,8 +421,10 @@ def test_never_fails_a_ticket_the_command_failed_itself(harness: Harness) -> Non
     ticket = harness.ticket()
     cli = shlex.join([str(Path(sys.executable).with_name("dss-console"))])
     script = harness.tmp / "self_fail.sh"
+    # It lingers after failing the ticket (as a loaded machine makes any command do): the
+    # engine's status check sees `failed` first and must let the command end by itself.
     script.write_text(f"#!/bin/sh\n{cli} pro fail \"$1\" 'Bad contrast' --server \"$2\"\n"
-                      "exit 1\n")
+                      "sleep 1\nexit 1\n")
     script.chmod(0o755)
     extra = {harness.service: ServiceCommand(
         key=harness.service, command=f"{script} {{ticket}} {harness.sandbox.url}",

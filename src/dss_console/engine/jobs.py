@@ -120,6 +120,7 @@ class JobExecution:
         # How the command itself ended, for the service's failure breaker: succeeded |
         # failed (the command's own failure, not the operator's or a shutdown) | None.
         self.command_result: str | None = None
+        self._finished_remotely_at: float | None = None
         self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
 
     # -- control ----------------------------------------------------------------------------
@@ -357,6 +358,16 @@ class JobExecution:
             return  # an unreachable server is not a reason to kill a running command
         if status == "claimed" or (status == "failed" and self.rescuing):
             return
+        if status in ("failed", "success"):
+            # Most likely the command finished the ticket itself (ASHS scripts do) and is
+            # about to exit: let it end in its own words, within the grace period.
+            now = time.monotonic()
+            if self._finished_remotely_at is None:
+                self._finished_remotely_at = now
+                self._local_note("info", f"the ticket is now {status} on the server; "
+                                         "waiting for the command to exit")
+            if now - self._finished_remotely_at < self.ctx.grace_period:
+                return
         self.ctx.journal.update_job(self.job_id, not_retryable=not_retryable_reason(status))
         self.ticket_gone(f"status: {status}")
 

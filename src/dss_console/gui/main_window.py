@@ -525,6 +525,9 @@ class MainWindow(QMainWindow):
         engine = self.engine
         if engine is None:
             return
+        # Loads overlap (a selection, then the download finishing): only the latest may
+        # fill the pane, or an older "not downloaded yet" lands after the real inputs.
+        self._inputs_loads = generation = getattr(self, "_inputs_loads", 0) + 1
         required = self._required_tags.get(job.service_hash)
         failed_at = self._tags_failed_at.get(job.service_hash, -1e9)
         if required is None and self.logged_in is not None \
@@ -536,6 +539,8 @@ class MainWindow(QMainWindow):
             except DssError:
                 self._tags_failed_at[job.service_hash] = time.monotonic()
                 required = ()
+        if generation != self._inputs_loads:
+            return
         if not job.inputs_ready:
             self.detail_pane.set_inputs(job.job_id, None, required or ())
             return
@@ -548,9 +553,12 @@ class MainWindow(QMainWindow):
         try:
             workspace = await run_blocking(load)
         except WorkspaceError as exc:
-            self.detail_pane.set_inputs(job.job_id, None, required or (), f"Unreadable: {exc}")
+            if generation == self._inputs_loads:
+                self.detail_pane.set_inputs(job.job_id, None, required or (),
+                                            f"Unreadable: {exc}")
             return
-        self.detail_pane.set_inputs(job.job_id, workspace, required or ())
+        if generation == self._inputs_loads:
+            self.detail_pane.set_inputs(job.job_id, workspace, required or ())
 
     # -- operator actions -------------------------------------------------------------------
     def _auto_mode_toggled(self, on: bool) -> None:
