@@ -85,6 +85,12 @@ class Harness:
     def ticket(self) -> int:
         return self.sandbox.add_ticket(self.service)
 
+    def run_by_hand(self, engine: Engine, ticket: int, *end: JobState) -> int:
+        """Claim this service's next ticket with Run (as the console's buttons do) and wait
+        until the job reaches one of `end`; returns the job id."""
+        assert engine.claim_next([self.service], run=True) is not None
+        return self.wait_job(engine, ticket, *end)
+
     def server_status(self, ticket: int) -> str:
         return self.sandbox.admin.ticket_status(ticket)
 
@@ -105,13 +111,18 @@ class Harness:
                 self.sandbox.admin.ticket_detail(ticket)["log"]]
 
 
-@pytest.fixture
-def harness(sandbox: Sandbox, tmp_path: Path, service: str) -> Iterator[Harness]:
+def harness_for(sandbox: Sandbox, tmp_path: Path, service: str) -> Iterator[Harness]:
+    """A harness whose engines are shut down when the test ends (for fixtures)."""
     h = Harness(sandbox, tmp_path, service)
     yield h
     for engine in h.engines:
         engine.shutdown(flush_timeout=10, job_timeout=15)
         engine.journal.close()
+
+
+@pytest.fixture
+def harness(sandbox: Sandbox, tmp_path: Path, service: str) -> Iterator[Harness]:
+    yield from harness_for(sandbox, tmp_path, service)
 
 
 def test_success_path_both_channels_attachment_scrambled_upload(harness: Harness) -> None:

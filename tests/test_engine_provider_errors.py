@@ -21,7 +21,7 @@ from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
 
-from test_engine import TAGS, Harness, command
+from test_engine import TAGS, Harness, command, harness_for
 from waiting import wait_for
 
 MISSING_PROGRAM = "dss-console-test-no-such-program"
@@ -34,11 +34,7 @@ def service(sandbox: Sandbox) -> str:
 
 @pytest.fixture
 def harness(sandbox: Sandbox, tmp_path: Path, service: str) -> Iterator[Harness]:
-    h = Harness(sandbox, tmp_path, service)
-    yield h
-    for engine in h.engines:
-        engine.shutdown(flush_timeout=10, job_timeout=15)
-        engine.journal.close()
+    yield from harness_for(sandbox, tmp_path, service)
 
 
 def with_command(engine: Engine, service: str, template: str) -> None:
@@ -105,9 +101,7 @@ def test_a_blocked_ticket_can_be_failed_by_the_operator(harness: Harness) -> Non
     ticket = harness.ticket()
     engine = harness.engine(extra={harness.service: ServiceCommand(
         key=harness.service, command="{nonsense}")})
-    job = engine.claim_next([harness.service], run=True)
-    assert job is not None
-    job_id = harness.wait_job(engine, ticket, JobState.BLOCKED)
+    job_id = harness.run_by_hand(engine, ticket, JobState.BLOCKED)
     assert "unknown placeholder" in (engine.job(job_id).reason or "")
     engine.fail_job(job_id, "we cannot run this service today")
     harness.wait_server(ticket, "failed")
@@ -133,14 +127,12 @@ def test_consecutive_failures_pause_auto_claiming_until_resumed(harness: Harness
 def test_retry_rescues_a_ticket_this_console_cancelled(harness: Harness, tmp_path: Path) -> None:
     ticket = harness.ticket()
     engine = harness.engine("sleep", "600")
-    job = engine.claim_next([harness.service], run=True)
-    assert job is not None
-    harness.wait_job(engine, ticket, JobState.RUNNING)
-    engine.cancel_job(job.job_id)
+    job_id = harness.run_by_hand(engine, ticket, JobState.RUNNING)
+    engine.cancel_job(job_id)
     harness.wait_job(engine, ticket, JobState.CANCELLED)
     harness.wait_server(ticket, "failed")
     with_command(engine, harness.service, command("success"))
-    engine.retry_job(job.job_id)
+    engine.retry_job(job_id)
     harness.wait_job(engine, ticket, JobState.SUCCEEDED, timeout=60)
     harness.wait_server(ticket, "success")
     log = harness.log(ticket)
@@ -152,27 +144,23 @@ def test_retry_rescues_a_ticket_this_console_cancelled(harness: Harness, tmp_pat
 def test_retry_refuses_a_deleted_ticket_and_says_why(harness: Harness) -> None:
     ticket = harness.ticket()
     engine = harness.engine("fail")
-    job = engine.claim_next([harness.service], run=True)
-    assert job is not None
-    harness.wait_job(engine, ticket, JobState.FAILED)
+    job_id = harness.run_by_hand(engine, ticket, JobState.FAILED)
     harness.wait_server(ticket, "failed")
     harness.sandbox.admin.delete_ticket(ticket)
     with pytest.raises(EngineError, match="deleted on the server"):
-        engine.retry_job(job.job_id)
-    assert engine.job(job.job_id).not_retryable == "the ticket was deleted on the server"
+        engine.retry_job(job_id)
+    assert engine.job(job_id).not_retryable == "the ticket was deleted on the server"
     with pytest.raises(EngineError, match="deleted on the server"):
-        engine.retry_job(job.job_id)  # refused from the journal, without asking the server
+        engine.retry_job(job_id)  # refused from the journal, without asking the server
 
 
 def test_a_result_that_cannot_be_exported_tells_the_user_no_local_path(
         harness: Harness) -> None:
     ticket = harness.ticket()
     engine = harness.engine("bad-result")
-    job = engine.claim_next([harness.service], run=True)
-    assert job is not None
-    harness.wait_job(engine, ticket, JobState.FAILED)
+    job_id = harness.run_by_hand(engine, ticket, JobState.FAILED)
     harness.wait_server(ticket, "failed")
-    assert "vanished_layer" in (engine.job(job.job_id).reason or "")  # the detail, locally
+    assert "vanished_layer" in (engine.job(job_id).reason or "")  # the detail, locally
     told = server_messages(harness, ticket)
     assert USER_EXPORT_FAILED in told
     assert str(harness.tmp) not in told and "vanished_layer" not in told
@@ -183,17 +171,15 @@ def test_views_learn_when_a_job_owes_nothing_more(harness: Harness) -> None:
     says that nothing is owed (the console's "N calls waiting" must clear)."""
     ticket = harness.ticket()
     engine = harness.engine("fail")
-    job = engine.claim_next([harness.service], run=True)
-    assert job is not None
-    harness.wait_job(engine, ticket, JobState.FAILED)
+    job_id = harness.run_by_hand(engine, ticket, JobState.FAILED)
     harness.wait_server(ticket, "failed")
 
     def last_snapshot_owed() -> int:
         snaps = [e.job for e in harness.event_list()
-                 if isinstance(e, JobChanged) and e.job.job_id == job.job_id]
+                 if isinstance(e, JobChanged) and e.job.job_id == job_id]
         return snaps[-1].owed
 
-    wait_for(lambda: engine.job(job.job_id).owed == 0, 30, what="every call delivered")
+    wait_for(lambda: engine.job(job_id).owed == 0, 30, what="every call delivered")
     wait_for(lambda: last_snapshot_owed() == 0, 10, what="a snapshot saying nothing is owed")
 
 
