@@ -422,3 +422,78 @@ def test_selecting_a_running_job_shows_its_log_once_and_follows(make_console, qt
     qtbot.waitUntil(lambda: len(log.text_edit.toPlainText()) > count, timeout=WAIT_MS)
     assert bar.value() == 0  # new lines arrived without moving the view
     window.services_pane.auto_button.click()
+
+
+def test_broken_settings_file_is_only_replaced_when_asked(make_console, qtbot,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    from PySide6.QtGui import QDesktopServices
+
+    from dss_console.gui.app import load_user_settings
+    from dss_console.gui.settings_dialog import FIX_FILE, REPLACE_FILE
+
+    console = make_console()
+    window = console.window
+    path = console.settings_file
+    broken = "concurrency = 'many'\n"
+    path.write_text(broken)
+    settings, settings_file, problem = load_user_settings(str(path))
+    assert settings == Settings()  # the defaults
+    assert settings_file == path and "concurrency" in problem
+    window.settings_file_broken(path, problem)  # as the app does at startup
+    assert window.banner.isVisible() and problem in window.banner.text()
+    assert window.banner_action.isVisible()  # "Reload settings file"
+    asked: list[str | None] = []
+    answer: list[str | None] = [None]
+    window.ask_broken_settings = (  # type: ignore[method-assign]
+        lambda p, why: asked.append(why) or answer[0])
+
+    def ok_with(concurrency: int, broken: bool = True) -> None:
+        window.open_settings()
+        dialog = window.settings_dialog
+        assert dialog.file_problem_label.isVisible() == broken  # said before editing
+        dialog.concurrency_spin.setValue(concurrency)
+        dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
+
+    ok_with(3)  # "Keep for this session"
+    assert asked == [problem]
+    assert window.settings.concurrency == 3 and path.read_text() == broken
+    assert "were not saved" in window.banner.text()
+
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl",
+                        lambda url: opened.append(url.toLocalFile()) or False)
+    answer[0] = FIX_FILE
+    ok_with(4)
+    assert opened == [str(path)] and path.read_text() == broken
+    assert window.path_dialog.value() == str(path)  # no editor here: the path to copy
+    window.path_dialog.close()
+
+    answer[0] = REPLACE_FILE
+    ok_with(5)
+    qtbot.waitUntil(lambda: "Saved the settings" in window.banner.text(), timeout=WAIT_MS)
+    assert load_settings(path).concurrency == 5
+    backups = list(path.parent.glob("settings.toml.broken-*"))
+    assert [b.read_text() for b in backups] == [broken]
+    assert backups[0].name in window.banner.text()
+    # From now on the file is saved as usual, without asking.
+    ok_with(6, broken=False)
+    assert len(asked) == 3 and load_settings(path).concurrency == 6
+
+
+def test_broken_settings_file_reloads_once_fixed(make_console, qtbot) -> None:
+    console = make_console()
+    window = console.window
+    path = console.settings_file
+    path.write_text("concurrency = 0\n")
+    window.settings_file_broken(path, "concurrency must be at least 1")
+    window.banner_action.click()  # "Reload settings file", still broken
+    qtbot.waitUntil(lambda: "Still does not load" in window.banner.text(), timeout=WAIT_MS)
+    fixed = "# my own comment\nconcurrency = 7\n"
+    path.write_text(fixed)
+    window.banner_action.click()
+    qtbot.waitUntil(lambda: window.settings.concurrency == 7, timeout=WAIT_MS)
+    assert "reloaded" in window.banner.text() and not window.banner_action.isVisible()
+    assert path.read_text() == fixed  # used as read, not rewritten
+    window.apply_settings(window.settings)  # later changes are saved normally
+    assert load_settings(path).concurrency == 7

@@ -415,3 +415,51 @@ def test_select_service(qtbot: QtBot, tmp_path: Path) -> None:
     assert dialog.current_editor().display_name == "Retired"
     assert not dialog.select_service("Unknown")
     assert dialog.current_editor().display_name == "Retired"
+
+
+# -- a settings file that does not load --------------------------------------------------------
+
+
+def test_replacing_a_broken_file_keeps_every_earlier_copy(tmp_path: Path) -> None:
+    from dss_console.gui.settings_dialog import replace_settings_file
+
+    path = tmp_path / "settings.toml"
+    assert replace_settings_file(Settings(concurrency=2), path) is None  # no file: no copy
+    path.write_text("first = broken\n")
+    path.chmod(0o600)
+    now = 1_700_000_000.0
+    first = replace_settings_file(Settings(concurrency=3), path, now=now)
+    path.write_text("second = broken\n")
+    second = replace_settings_file(Settings(concurrency=4), path, now=now)  # same second
+    assert first is not None and second is not None and first != second
+    assert first.name.startswith("settings.toml.broken-") and second.name.endswith("-2")
+    assert (first.read_text(), second.read_text()) == ("first = broken\n", "second = broken\n")
+    assert first.stat().st_mode & 0o777 == 0o600  # a copy as private as the original
+    assert load_settings(path).concurrency == 4
+
+
+def test_broken_settings_dialog_choices(qtbot: QtBot, tmp_path: Path) -> None:
+    from dss_console.gui.settings_dialog import FIX_FILE, REPLACE_FILE, BrokenSettingsDialog
+
+    path = tmp_path / "settings.toml"
+    problem = f"{path}: not valid TOML: <b>unclosed</b> table (at line 3)"
+    for button, choice in (("replace_button", REPLACE_FILE), ("fix_button", FIX_FILE),
+                           ("keep_button", None)):
+        dialog = BrokenSettingsDialog(path, problem)
+        qtbot.addWidget(dialog)
+        dialog.show()
+        assert dialog.problem_label.text() == problem  # shown as text, not markup
+        assert dialog.problem_label.textFormat() == Qt.TextFormat.PlainText
+        assert dialog.path_edit.text() == str(path) and dialog.path_edit.isReadOnly()
+        assert dialog.keep_button.isDefault()  # Enter changes nothing on disk
+        click(qtbot, getattr(dialog, button))
+        assert not dialog.isVisible() and dialog.choice == choice
+
+
+def test_dialog_says_the_file_did_not_load(qtbot: QtBot, tmp_path: Path) -> None:
+    dialog = SettingsDialog(make_settings(tmp_path), PROVIDED, file_problem="x.toml: bad")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert dialog.file_problem_label.isVisible()
+    assert "x.toml: bad" in dialog.file_problem_label.text()
+    assert not open_dialog(qtbot, make_settings(tmp_path)).file_problem_label.isVisible()

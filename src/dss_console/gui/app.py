@@ -64,6 +64,17 @@ def _quiet_platform_noise(kind: object, context: object, message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def load_user_settings(config: str | None) -> tuple[Settings, Path, str]:
+    """The settings, their file, and why the file did not load ("" when it did or when
+    there is none yet). A file that does not load gives the defaults: the console opens
+    anyway, and the window keeps the path but never overwrites the file without asking."""
+    path = settings_path(config)
+    try:
+        return load_settings(path), path, ""
+    except SettingsError as exc:
+        return Settings(), path, str(exc)
+
+
 def app_icon() -> QIcon:
     icon = QIcon()
     folder = files("dss_console.resources") / "icons"
@@ -112,9 +123,13 @@ class Console:
     async def _main(self) -> int:
         options = self.options
         settings, settings_file, store, data_dir, problem = self._user_settings()
-        window = self._open_window(settings, settings_file, store, data_dir)
-        if problem:
-            window.show_banner(problem)
+        if problem and settings_file is not None:
+            # The window runs on defaults, never writes the file unasked, and offers to
+            # replace it (keeping a copy) or to reload it once fixed.
+            window = self._open_window(settings, None, store, data_dir)
+            window.settings_file_broken(settings_file, problem)
+        else:
+            window = self._open_window(settings, settings_file, store, data_dir)
         if options.sandbox:
             try:
                 await self._start_sandbox(window)
@@ -136,15 +151,12 @@ class Console:
         return 0
 
     def _user_settings(self) -> tuple[Settings, Path | None, SessionStore, Path | None, str]:
+        """Settings, their file, the session store, the data dir, and why the file did not
+        load ("" when it did, or when there is none yet)."""
         if self.options.sandbox:
             return Settings(), None, SessionStore(), None, ""
-        path = settings_path(self.options.config)
-        try:
-            return load_settings(path), path, SessionStore(), None, ""
-        except SettingsError as exc:
-            # Open anyway, with defaults, and do not overwrite the user's file.
-            return Settings(), None, SessionStore(), None, f"{exc} (using defaults; the file " \
-                                                           "was not changed)"
+        settings, path, problem = load_user_settings(self.options.config)
+        return settings, path, SessionStore(), None, problem
 
     def _open_window(self, settings: Settings, settings_file: Path | None,
                      store: SessionStore, data_dir: Path | None) -> MainWindow:

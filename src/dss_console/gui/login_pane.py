@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
@@ -23,7 +27,37 @@ from dss_console import connection
 from dss_console.connection import LoggedIn
 from dss_console.credentials import SessionStore
 from dss_console.dss import DssError, LoginFailedError, TlsError, normalize_server_url
+from dss_console.gui import tasks
+from dss_console.gui.copyable import CopyableTextDialog, show_copyable
 from dss_console.gui.tasks import run_blocking, spawn
+
+T = TypeVar("T")
+
+STILL_WAITING_AFTER = 3.0  # seconds without a reply before the pane says it is still waiting
+
+
+class LoginCancelled(Exception):
+    """The operator pressed Cancel while a login call was in flight."""
+
+
+def _close_late(result: LoggedIn | None) -> None:
+    """A resumed or imported session that came back after Cancel: keep it stored (it is
+    the user's), just drop this connection to it. Runs on the call's own thread."""
+    if result is not None:
+        result.client.close()
+
+
+def _when_late(discard: Callable[[Any], None], call: Future[Any]) -> None:
+    if call.cancelled() or call.exception() is not None:
+        return  # a late failure needs no cleanup (the client closed itself)
+    discard(call.result())
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    # A result nobody awaits any more (after Cancel): fetch its exception, so asyncio does
+    # not log "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 class LoginPane(QWidget):
@@ -38,7 +72,20 @@ class LoginPane(QWidget):
         self.store = store
         self._verify = verify
         self.current: LoggedIn | None = None
+        # The server ended `current`'s session (logged out elsewhere, or expired): the form
+        # is back for a new token, while the engine keeps the jobs it has.
+        self.expired = False
         self._imported = False
+        self.still_waiting_after = STILL_WAITING_AFTER
+        self.url_dialog: CopyableTextDialog | None = None
+        # Set while a login call is in flight; Cancel resolves it.
+        self._cancel: asyncio.Future[None] | None = None
+        self._stop: Callable[[], str] | None = None
+        self._waiting_for = ""
+        self._waiting_since = 0.0
+        self._waiting_timer = QTimer(self)
+        self._waiting_timer.setInterval(500)
+        self._waiting_timer.timeout.connect(self._still_waiting)
 
         self.server_box = QComboBox()
         self.server_box.setEditable(True)
@@ -57,8 +104,16 @@ class LoginPane(QWidget):
         self.import_button = QPushButton("Use ITK-SNAP's session")
         self.import_button.setToolTip("Log in with the session ITK-SNAP's itksnap-wt keeps in "
                                       "~/.alfabis (read only)")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop waiting for the server (a reply that comes later "
+                                      "is ignored)")
+        self.cancel_button.setVisible(False)
         self.message = QLabel()
         self.message.setWordWrap(True)
+        # Plain text: a message may quote a web page the server sent, which must not be
+        # rendered; selectable, so a long error can be copied into a support request.
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message.setObjectName("loginMessage")
 
         form = QFormLayout()
@@ -73,6 +128,7 @@ class LoginPane(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.login_button)
         buttons.addWidget(self.import_button)
+        buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
         form.addRow("", buttons)
         form.addRow("", self.message)
@@ -88,13 +144,13 @@ class LoginPane(QWidget):
         who_page = QWidget()
         who_page.setLayout(who_row)
 
-        # Two pages, one visible: hidden widgets take no room (a QStackedWidget would keep
-        # the height of the taller login form after logging in).
+        # Two pages, one visible (both while a session is expired): hidden widgets take no
+        # room (a QStackedWidget would keep the height of the taller login form).
         self.login_page, self.who_page = login_page, who_page
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(login_page)
         layout.addWidget(who_page)
+        layout.addWidget(login_page)
         who_page.setVisible(False)
 
         self.set_servers(servers)
@@ -103,6 +159,7 @@ class LoginPane(QWidget):
         self.login_button.clicked.connect(self._login_clicked)
         self.token_edit.returnPressed.connect(self._login_clicked)
         self.import_button.clicked.connect(self._import_clicked)
+        self.cancel_button.clicked.connect(self.cancel)
         self.logout_button.clicked.connect(self._logout_clicked)
 
     def _show_page(self, logged_in: bool) -> None:
@@ -144,28 +201,109 @@ class LoginPane(QWidget):
 
     def open_token_page(self) -> None:
         try:
-            url = normalize_server_url(self.server_text())
+            url = normalize_server_url(self.server_text()) + "/token"
         except ValueError as exc:
             self.say_error(f"Check the server address: {exc}.")
             return
-        QDesktopServices.openUrl(QUrl(url + "/token"))
+        # False when no browser can be started (a bare server, ssh without a desktop): the
+        # address must then be shown, or the button would do nothing at all.
+        if not QDesktopServices.openUrl(QUrl(url)):
+            self.url_dialog = show_copyable(
+                self, "Get token",
+                "No web browser could be opened here. Open this address in a browser (on any "
+                "machine), log in there, and paste the token it shows:", url)
 
     # -- messages ---------------------------------------------------------------------------
     def say_error(self, text: str) -> None:
         self.message.setStyleSheet("color: #c62828;")
-        self.message.setText(text)
+        self._set_message(text)
 
     def say(self, text: str) -> None:
         self.message.setStyleSheet("")
+        self._set_message(text)
+
+    def _set_message(self, text: str) -> None:
         self.message.setText(text)
+        # The whole text also as a tooltip: the label wraps, but a narrow pane may still
+        # be shorter than a long error.
+        self.message.setToolTip(text if len(text) > 80 else "")
 
     def _busy(self, busy: bool) -> None:
         for widget in (self.login_button, self.import_button, self.token_edit, self.server_box,
-                       self.logout_button):
+                       self.remove_server_button, self.logout_button):
             widget.setEnabled(not busy)
+        self.cancel_button.setVisible(busy)
+        self.cancel_button.setEnabled(busy)
+        if self.expired:
+            # A new session for the expired one's server: its jobs are waiting on it.
+            self.server_box.setEnabled(False)
+            self.remove_server_button.setEnabled(False)
+
+    @property
+    def busy(self) -> bool:
+        return self._cancel is not None
+
+    # -- a cancellable call -----------------------------------------------------------------
+    async def _wait(self, url: str, call: Future[T], *,
+                    stop: Callable[[], str] | None = None,
+                    discard: Callable[[Any], None] = _close_late) -> T:
+        """Wait for a blocking login call running off the Qt thread, with Cancel and a
+        "still waiting" note. Cancel stops *waiting* at once (an HTTP request in flight
+        cannot be interrupted): `stop` tells the call itself (and returns what the operator
+        should know); without it, whatever the call returns later goes to `discard`. Either
+        way a late reply never logs in.
+        """
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.wrap_future(call)
+        waiting.add_done_callback(_retrieved)
+        cancel: asyncio.Future[None] = loop.create_future()
+        self._cancel, self._stop = cancel, stop
+        self._busy(True)
+        self._waiting_for, self._waiting_since = url, time.monotonic()
+        self._waiting_timer.start()
+        try:
+            await asyncio.wait({waiting, cancel}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the task itself was cancelled (the app quits)
+            if stop is not None:
+                stop()
+            else:
+                call.add_done_callback(lambda done: _when_late(discard, done))
+            raise
+        finally:
+            # Only the call that is still current restores the form: after a Cancel the
+            # operator may already have started the next one.
+            if self._cancel is cancel:
+                self._cancel = self._stop = None
+                self._waiting_timer.stop()
+                self._busy(False)
+        if cancel.done():  # Cancel wins, even over a reply that arrived in the same moment
+            if stop is None:
+                call.add_done_callback(lambda done: _when_late(discard, done))
+            raise LoginCancelled
+        return call.result()
+
+    def cancel(self) -> None:
+        """Stop waiting for the login call in flight; the form is back at once."""
+        cancel, stop = self._cancel, self._stop
+        if cancel is None or cancel.done():
+            return
+        self._cancel = self._stop = None
+        self._waiting_timer.stop()
+        note = stop() if stop is not None else ""
+        cancel.set_result(None)
+        self._busy(False)
+        self.say(f"Stopped waiting for {self._waiting_for}. {note}".strip())
+
+    def _still_waiting(self) -> None:
+        waited = time.monotonic() - self._waiting_since
+        if waited >= self.still_waiting_after:
+            self.say(f"Still waiting for {self._waiting_for}… ({waited:.0f} s; Cancel stops "
+                     "waiting)")
 
     # -- actions (the buttons and the self-test share these coroutines) -----------------------
     def _login_clicked(self) -> None:
+        if self.busy:
+            return  # Return in the token field while a login is on its way
         spawn(self.login(self.server_text(), self.token_edit.text()))
 
     def _import_clicked(self) -> None:
@@ -183,11 +321,25 @@ class LoginPane(QWidget):
         if not token.strip():
             self.say_error("Paste a token first: 'Get token' opens the page that shows one.")
             return False
-        self._busy(True)
         self.say(f"Logging in to {url}…")
+        # Its own thread, which knows whether the token went out: a session that arrives
+        # after Cancel is logged out there and never stored. The address goes as typed, so
+        # a scheme-less local address can fall back to http://.
+        attempt = connection.start_login(server.strip(), token, self.store,
+                                         verify=self._verify())
+
+        def stop() -> str:
+            attempt.cancel()
+            with contextlib.suppress(Exception):
+                error = attempt.future.exception(timeout=0)
+                if isinstance(error, connection.LoginCancelledError):
+                    return f"{error}."
+            return ""
+
         try:
-            result = await run_blocking(connection.login_with_token, url, token, self.store,
-                                        verify=self._verify())
+            result = await self._wait(url, attempt.future, stop=stop)
+        except (LoginCancelled, connection.LoginCancelledError):
+            return False
         except LoginFailedError:
             self.say_error("The server refused this token: it is wrong, or it was already used "
                            "(a token works once). Get a new one with 'Get token'.")
@@ -203,25 +355,26 @@ class LoginPane(QWidget):
             self.say_error(f"Logging in failed: {exc}")
             return False
         finally:
-            self._busy(False)
             self.token_edit.clear()  # a token works once; never keep it around
-        self._remember_server(url)
-        self._logged_in(result)
+        self._remember_server(result.client.server)  # the URL used (maybe http:// after all)
+        self._imported = False
+        self._logged_in(self._renewed(result))
         return True
 
     async def resume(self, server: str) -> bool:
         """Resume the stored session for `server`, if it is still valid."""
-        self._busy(True)
+        self.say(f"Resuming the session with {server}…")
         try:
-            result = await run_blocking(connection.resume_session, server, self.store,
-                                        verify=self._verify())
+            result = await self._wait(server, tasks.executor().submit(
+                connection.resume_session, server, self.store, verify=self._verify()))
+        except LoginCancelled:
+            return False
         except DssError as exc:
             self.say_error(f"Could not resume the session: {exc}. Log in again, or try later.")
             return False
         except (ValueError, OSError):
+            self.say("")
             return False
-        finally:
-            self._busy(False)
         if result is None:
             self.say("Log in with a token from the server's token page.")
             return False
@@ -238,18 +391,18 @@ class LoginPane(QWidget):
         if not session_id:
             self.say_error(f"ITK-SNAP has no saved session for {url} (looked in ~/.alfabis).")
             return False
-        self._busy(True)
+        self.say(f"Checking ITK-SNAP's session with {url}…")
         try:
-            result = await run_blocking(connection.use_session, url, session_id, self.store,
-                                        verify=self._verify())
+            result = await self._wait(url, tasks.executor().submit(
+                connection.use_session, url, session_id, self.store, verify=self._verify()))
+        except LoginCancelled:
+            return False
         except DssError as exc:
             self.say_error(f"ITK-SNAP's session for {url} did not work: {exc}")
             return False
-        finally:
-            self._busy(False)
         self._remember_server(url)
         self._imported = True
-        self._logged_in(result)
+        self._logged_in(self._renewed(result))
         return True
 
     async def logout(self) -> None:
@@ -259,26 +412,66 @@ class LoginPane(QWidget):
         if current is None:
             return
         self._busy(True)
+        self.cancel_button.setVisible(False)  # logging out is not cancellable
         try:
             if self._imported:
                 await run_blocking(self.store.delete, current.client.server)
-                current.client.close()
+                await run_blocking(current.client.close)
             else:
                 await run_blocking(connection.logout, current, self.store)
         except (DssError, OSError):
             pass  # the local session is gone either way
         finally:
-            self._busy(False)
             self._imported = False
+            self.expired = False
+            self._busy(False)
         self.current = None
         self._show_page(False)
         self.say(f"Logged out of {current.client.server}.")
         self.loggedOut.emit()
 
+    # -- the session ended elsewhere ----------------------------------------------------------
+    def session_ended(self, detail: str) -> None:
+        """The server no longer accepts the current session (a logout from the CLI or the
+        web page, or it expired): show the form for a new token, keep the rest."""
+        current = self.current
+        if current is None:
+            return
+        first = not self.expired
+        self.expired = True
+        self.who_label.setText(f"Session expired on <b>{html.escape(current.client.server)}"
+                               f"</b> (was <b>{html.escape(current.email)}</b>)")
+        self.who_label.setToolTip(detail)
+        self.login_page.setVisible(True)
+        self.who_page.setVisible(True)
+        if self.busy:
+            return  # a new login is already on its way: leave its form and message alone
+        self.server_box.setCurrentText(current.client.server)
+        self._busy(False)  # locks the server box to this session's server
+        self.say_error("The server ended this session (a logout elsewhere, or it expired). "
+                       "Jobs keep running here and what they report waits: paste a new token "
+                       "(Get token) and Log in to go on, or Log out.")
+        if first:
+            self.token_edit.setFocus()
+
+    def _renewed(self, result: LoggedIn) -> LoggedIn:
+        """After an expired session: a new session for the same server and account goes
+        into the client the engine already uses, so its jobs and queued calls carry on."""
+        old = self.current
+        if (not self.expired or old is None or old.client.server != result.client.server
+                or old.email != result.email or old is result):
+            return result
+        old.client.transport.session_id = result.client.session_id
+        spawn(run_blocking(result.client.close))  # the new client's connection only
+        return old
+
     def _logged_in(self, result: LoggedIn) -> None:
         self.current = result
+        self.expired = False
         self.who_label.setText(f"Logged in to <b>{html.escape(result.client.server)}</b> as "
                                f"<b>{html.escape(result.email)}</b>")
+        self.who_label.setToolTip("")
+        self._busy(False)
         self._show_page(True)
         self.say("")
         self.loggedIn.emit(result)

@@ -8,6 +8,7 @@ touches the network, the disk or a process runs off the Qt thread (`run_blocking
 from __future__ import annotations
 
 import asyncio
+import copy
 import shutil
 import subprocess
 import time
@@ -40,11 +41,12 @@ from dss_console.engine.engine import Engine, EngineError, journal_path
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.journal import Journal
 from dss_console.engine.locks import InstanceBusyError, instance_lock
-from dss_console.engine.settings import Settings, SettingsError, save_settings
-from dss_console.engine.source import DssSource
+from dss_console.engine.settings import Settings, SettingsError, load_settings, save_settings
+from dss_console.engine.source import LOGGED_OUT, TRANSIENT, DssSource, classify_dss_error
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.bridge import EngineBridge
+from dss_console.gui.copyable import show_copyable
 from dss_console.gui.detail_pane import DetailPane
 from dss_console.gui.login_pane import LoginPane
 from dss_console.gui.queue_pane import QueuePane
@@ -78,6 +80,11 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("DSS Console")
         self.settings = settings
         self.settings_file = settings_file  # None: do not persist (sandbox)
+        # Why settings_file did not load; while set, the file is never written without asking.
+        self._settings_problem: str | None = None
+        self._replacing_settings = False
+        # The one connection state the status bar shows: (state, detail).
+        self._connection: tuple[str, str] = ("none", "")
         self.store = store
         self.data_dir = data_dir or paths.data_dir()
         self.engine: Engine | None = None
@@ -112,6 +119,9 @@ class MainWindow(QMainWindow):
         self.banner.setObjectName("banner")
         self.banner_close = QPushButton("Dismiss")
         self.banner_close.setVisible(False)
+        self.banner_action = QPushButton()  # e.g. "Reload settings file"; per banner
+        self.banner_action.setVisible(False)
+        self._banner_callback: Any = None
         self.settings_button = QPushButton("Settings…")
 
         left = QWidget()
@@ -122,7 +132,9 @@ class MainWindow(QMainWindow):
         QVBoxLayout(services_box).addWidget(self.services_pane)
         left_layout.addWidget(server_box, 0)
         left_layout.addWidget(services_box, 1)
-        server_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        # Preferred, not Maximum: a Maximum box keeps its size hint, which ignores how tall
+        # a wrapped login error gets, and clips it. The services box takes the extra room.
+        server_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         left_layout.addWidget(self.settings_button, 0, Qt.AlignmentFlag.AlignLeft)
 
         queue_box = QGroupBox("Tickets")
@@ -140,6 +152,7 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         banner_row = QHBoxLayout()
         banner_row.addWidget(self.banner, 1)
+        banner_row.addWidget(self.banner_action)
         banner_row.addWidget(self.banner_close)
         layout.addLayout(banner_row)
         layout.addWidget(self.main_splitter, 1)
@@ -192,6 +205,7 @@ class MainWindow(QMainWindow):
         self.queue_pane.currentJobChanged.connect(self._job_selected)
         self.queue_pane.actionRequested.connect(self._action_requested)
         self.banner_close.clicked.connect(self.clear_banner)
+        self.banner_action.clicked.connect(self._banner_action_clicked)
         self.bridge.jobsChanged.connect(self._jobs_changed)
         self.bridge.outputArrived.connect(self.detail_pane.append_output)
         self.bridge.messageArrived.connect(self.detail_pane.append_message)
@@ -201,16 +215,31 @@ class MainWindow(QMainWindow):
         self.bridge.notice.connect(self._notice)
 
     # -- messages ---------------------------------------------------------------------------
-    def show_banner(self, text: str, level: str = "error") -> None:
+    def show_banner(self, text: str, level: str = "error",
+                    action: tuple[str, Any] | None = None) -> None:
+        """One message above the panes; `action` = (button label, callback) adds a button
+        that belongs to this message only."""
         colour = {"error": "#c62828", "warning": "#b26a00"}.get(level, "")
         self.banner.setStyleSheet(f"color: {colour};" if colour else "")
+        # Plain text: messages quote server replies and file contents, never markup.
+        self.banner.setTextFormat(Qt.TextFormat.PlainText)
         self.banner.setText(text)
         self.banner.setVisible(True)
         self.banner_close.setVisible(True)
+        self._banner_callback = action[1] if action else None
+        self.banner_action.setText(action[0] if action else "")
+        self.banner_action.setVisible(action is not None)
 
     def clear_banner(self) -> None:
         self.banner.setVisible(False)
         self.banner_close.setVisible(False)
+        self.banner_action.setVisible(False)
+        self._banner_callback = None
+
+    def _banner_action_clicked(self) -> None:
+        callback = self._banner_callback
+        if callback is not None:
+            callback()
 
     def _notice(self, level: str, text: str) -> None:
         if level == "error":
@@ -260,7 +289,9 @@ class MainWindow(QMainWindow):
         self._save_settings()
 
     def _save_settings(self) -> None:
-        if self.settings_file is None:
+        if self.settings_file is None or self._settings_problem is not None:
+            # A file that does not load is never overwritten behind the user's back:
+            # apply_settings asks (replace it, keeping a backup, or fix it first).
             return
         try:
             save_settings(self.settings, self.settings_file)
@@ -273,7 +304,8 @@ class MainWindow(QMainWindow):
         services = []
         if self.engine is not None:
             services = [(s.name, s.service_hash) for s in self.engine.known_services()]
-        dialog = SettingsDialog(self.settings, services, self)
+        dialog = SettingsDialog(self.settings, services, self,
+                                file_problem=self._settings_problem)
         if service_hash:
             dialog.select_service(service_hash)
 
@@ -288,8 +320,15 @@ class MainWindow(QMainWindow):
         self.settings_dialog = dialog
 
     def apply_settings(self, settings: Settings) -> None:
+        """Use and save settings the operator changed (Settings… → OK)."""
+        self._use_settings(settings)
+        if self._settings_problem is not None and self.settings_file is not None:
+            self._settings_not_saved(self.settings_file, self._settings_problem)
+        else:
+            self._save_settings()
+
+    def _use_settings(self, settings: Settings) -> None:
         self.settings = settings
-        self._save_settings()
         engine = self.engine
         if engine is not None:
             engine.update_settings(settings)
@@ -298,6 +337,87 @@ class MainWindow(QMainWindow):
             [*settings.servers, *([settings.server] if settings.server else [])])),
             self.login_pane.server_text())
 
+    # -- a settings file that does not load ---------------------------------------------------
+    def settings_file_broken(self, path: Path, problem: str) -> None:
+        """The settings file exists but does not load: the window runs on defaults and keeps
+        the path, to offer replacing the file (with a backup) when the settings change."""
+        self.settings_file = path
+        self._settings_problem = problem
+        self._broken_settings_banner(f"{problem}.")
+
+    def _broken_settings_banner(self, lead: str) -> None:
+        self.show_banner(f"{lead} The console uses default settings, and changes apply to this "
+                         "session only until the file is fixed (then Reload it) or replaced "
+                         "(Settings… → OK offers that). The file was not changed.", "error",
+                         ("Reload settings file", self.reload_settings))
+
+    def ask_broken_settings(self, path: Path, problem: str) -> str | None:
+        """REPLACE_FILE, FIX_FILE or None (keep the changes for this session only)."""
+        from dss_console.gui.settings_dialog import BrokenSettingsDialog
+
+        dialog = BrokenSettingsDialog(path, problem, self)
+        dialog.exec()
+        return dialog.choice
+
+    def _settings_not_saved(self, path: Path, problem: str) -> None:
+        from dss_console.gui.settings_dialog import FIX_FILE, REPLACE_FILE
+
+        choice = self.ask_broken_settings(path, problem)
+        if choice == REPLACE_FILE:
+            spawn(self._replace_settings_file())
+        elif choice == FIX_FILE:
+            self._broken_settings_banner(f"Your changes were not saved: {path} does not load. "
+                                         "Fix it, then Reload it (the file's settings then "
+                                         "replace this session's changes).")
+            self._open_settings_file(path)
+        else:
+            self._broken_settings_banner(f"Your changes were not saved: {path} does not load.")
+
+    def _open_settings_file(self, path: Path) -> None:
+        # False when no program opens it (no desktop): show the path to edit it another way.
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self.path_dialog = show_copyable(
+                self, "Settings file", "No program could open the settings file here. Edit "
+                "it with any text editor, then press Reload settings file:", str(path))
+
+    async def _replace_settings_file(self) -> None:
+        from dss_console.gui.settings_dialog import replace_settings_file
+
+        path = self.settings_file
+        if path is None or self._replacing_settings:
+            return
+        self._replacing_settings = True
+        try:
+            # A copy: the operator may change settings while the file is written.
+            backup = await run_blocking(replace_settings_file, copy.deepcopy(self.settings),
+                                        path)
+        except (SettingsError, OSError) as exc:
+            self._broken_settings_banner(f"Could not replace {path}: {exc}.")
+            return
+        finally:
+            self._replacing_settings = False
+        self._settings_problem = None
+        kept = f"; the file that did not load is kept as {backup}" if backup else ""
+        self.show_banner(f"Saved the settings to {path}{kept}.", "info")
+
+    def reload_settings(self) -> None:
+        spawn(self._reload_settings())
+
+    async def _reload_settings(self) -> None:
+        path = self.settings_file
+        if path is None:
+            return
+        try:
+            settings = await run_blocking(load_settings, path)
+        except SettingsError as exc:
+            self._settings_problem = str(exc)
+            self._broken_settings_banner(f"Still does not load: {exc}.")
+            return
+        self._settings_problem = None
+        # Used as read, not written back: the file keeps the user's own layout and comments.
+        self._use_settings(settings)
+        self.show_banner(f"Settings reloaded from {path}.", "info")
+
     async def _show_services(self, engine: Engine) -> None:
         views = await run_blocking(engine.services)
         if self.engine is engine:
@@ -305,10 +425,36 @@ class MainWindow(QMainWindow):
 
     # -- engine lifecycle -------------------------------------------------------------------
     def _logged_in(self, result: LoggedIn) -> None:
-        self._starting = spawn(self.start_engine(result))
+        engine = self.engine
+        if engine is not None and result is self.logged_in:
+            # A new session for the one that expired (same server and account): the login
+            # pane put it into the client the engine uses, so running jobs carry on and
+            # their queued calls go out now.
+            engine.outbox.resume()
+            engine.wake()
+            # Through the engine's own state, so a later expiry is news to it again.
+            engine.connection.set("online")
+            self.statusBar().showMessage("Logged in again: queued calls are being delivered.",
+                                         10_000)
+            spawn(self.refresh_services())
+        elif engine is not None or (self._starting is not None and not self._starting.done()):
+            # Another account after an expired session: its engine stops first (its jobs
+            # cannot report with this session).
+            self._starting = spawn(self._restart_engine(result, self._starting))
+        else:
+            self._starting = spawn(self.start_engine(result))
         if self.store.fallback_note:
             self.show_banner(self.store.fallback_note.replace("note: ", "Note: ") + ".",
                              "warning")
+
+    async def _restart_engine(self, logged_in: LoggedIn, starting: asyncio.Task | None) -> bool:
+        if starting is not None and not starting.done():
+            await starting
+        old = self.logged_in
+        await self.stop_engine(drain=False)
+        if old is not None and old is not logged_in:
+            await run_blocking(old.client.close)
+        return await self.start_engine(logged_in)
 
     async def start_engine(self, logged_in: LoggedIn) -> bool:
         if self._quitting:
@@ -316,12 +462,12 @@ class MainWindow(QMainWindow):
         self.logged_in = logged_in
         self.settings.server = logged_in.client.server
         self._save_settings()
-        self.connection_label.setText(f"Connecting to {logged_in.client.server}…")
+        self._connection_changed("connecting", "")
         try:
             engine, journal, lock = await run_blocking(self._build_engine, logged_in)
         except (DssError, ValueError, InstanceBusyError, OSError) as exc:
             self.show_banner(f"Logged in, but the console cannot work with this server: {exc}")
-            self.connection_label.setText("Not processing")
+            self._connection_changed("stopped", str(exc))
             return False
         if self._quitting:  # the window closed while the engine was starting
             await run_blocking(_close_engine, engine, journal, lock, False)
@@ -337,7 +483,8 @@ class MainWindow(QMainWindow):
         self.services_pane.auto_button.setChecked(engine.auto)
         self.queue_pane.setEnabled(True)
         self.queue_pane.set_jobs(jobs)
-        self.connection_label.setText(f"Online: {logged_in.client.server}")
+        if self._connection[0] == "connecting":  # unless the engine said otherwise meanwhile
+            self._connection_changed("online", "")
         self._stats_timer.start()
         spawn(self.refresh_services())
         self.engineStarted.emit(engine)
@@ -376,7 +523,7 @@ class MainWindow(QMainWindow):
         self.services_pane.set_logged_in(False)
         self.queue_pane.set_jobs([])
         self.detail_pane.show_job(None)
-        self.connection_label.setText("Not logged in")
+        self._connection_changed("none", "")
         self.engineStopped.emit()
 
     def _logout_requested(self) -> None:
@@ -411,7 +558,15 @@ class MainWindow(QMainWindow):
         try:
             views = await run_blocking(engine.refresh_services)
         except DssError as exc:
-            self.connection_label.setText(f"Offline: {exc}")
+            # Into the engine's one connection state, like the outcome of its own calls (a
+            # success there sets it online): it publishes the change to the status bar.
+            kind = classify_dss_error(exc)
+            if kind == LOGGED_OUT:
+                engine.connection.set("logged_out", str(exc))
+            elif kind == TRANSIENT and getattr(exc, "status", None) is None:
+                engine.connection.set("offline", str(exc))
+            else:
+                engine.connection.reply_received()
             return
         self.services_pane.set_services(views)
         for view in views:
@@ -470,20 +625,44 @@ class MainWindow(QMainWindow):
             spawn(self._load_calls(self.detail_pane.job.job_id))
 
     def _connection_changed(self, state: str, detail: str) -> None:
+        """The one place the connection state changes (the engine's events, which include
+        the services refresh; login; logout): the status bar shows only this, so its parts
+        agree.
+
+        States: none, connecting, online, offline (retrying), waiting (a call is slow),
+        logged_out (the server ended the session), stopped; others are shown as named.
+        """
+        self._connection = (state, detail)
+        if state == "logged_out" and self.engine is not None:
+            # The form for a new token; the engine keeps its jobs and queued calls.
+            self.login_pane.session_ended(detail)
+        self._show_connection()
+        self._update_status()
+
+    def _show_connection(self) -> None:
+        state, detail = self._connection
         server = self.logged_in.client.server if self.logged_in else ""
-        if state == "online":
-            self.connection_label.setText(f"Online: {server}")
-        elif state == "offline":
-            self.connection_label.setText("Offline: retrying")
-            self.statusBar().showMessage(f"Server unreachable, retrying: {detail}", 10_000)
-        elif state == "logged_out":
-            self.connection_label.setText("Session expired")
-            self.show_banner("The server no longer accepts this session. Log out and log in "
-                             "again with a new token; nothing queued is lost meanwhile.")
+        texts = {
+            "none": "Not logged in",
+            "connecting": f"Connecting to {server}…",
+            "online": f"Online: {server}",
+            "offline": "Offline, retrying",
+            # The engine's detail says it whole ("no reply from the server for 7 s").
+            "waiting": detail[:1].upper() + detail[1:] if detail else "Waiting for the server",
+            "logged_out": "Session expired",
+            "stopped": "Not processing",
+        }
+        # Short on the bar (a long message would be cut); the whole detail in the tooltip.
+        self.connection_label.setText(texts.get(state, state.replace("_", " ").capitalize()))
+        tips = {"logged_out": "Log in again with a new token (Server, top left); jobs keep "
+                              "running and what they report waits."}
+        tip = "\n".join(part for part in (server, detail, tips.get(state, "")) if part)
+        self.connection_label.setToolTip(tip)
 
     def _poll_completed(self, ready: dict, next_poll_in: float) -> None:
         self.services_pane.set_ready(ready)
         self._next_poll_at = time.monotonic() + next_poll_in
+        self._update_status()
 
     def _update_status(self) -> None:
         engine = self.engine
@@ -500,9 +679,12 @@ class MainWindow(QMainWindow):
             if job is not None and job.state in (JobState.DOWNLOADING, JobState.RUNNING):
                 running += 1
         self.jobs_label.setText(f"Running {running}/{self.settings.concurrency}")
-        if engine.auto and self._next_poll_at is not None:
-            seconds = max(0, round(self._next_poll_at - time.monotonic()))
-            self.poll_label.setText(f"Next poll in {seconds} s")
+        # The countdown only while online: offline, waiting or logged out, the connection
+        # label says what happens instead. At zero a poll is on its way, not "0 s" forever.
+        if engine.auto and self._connection[0] == "online" and self._next_poll_at is not None:
+            seconds = round(self._next_poll_at - time.monotonic())
+            self.poll_label.setText(f"Next poll in {seconds} s" if seconds >= 1
+                                    else "Checking for tickets…")
         else:
             self.poll_label.setText("")
         self.queue_pane.set_busy(engine.busy_job_ids())
