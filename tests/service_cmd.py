@@ -13,6 +13,7 @@ Modes:
   flood            500k numbered lines, a 1 MiB line, binary bytes, then succeed
   wait-file PATH   report, then wait until PATH exists (the test's go signal), then succeed
   bad-result       write RESULT naming a layer file that is gone, exit 0 (export fails)
+  chatter PATH     print a numbered line every 20 ms until PATH exists, then succeed
 """
 
 from __future__ import annotations
@@ -101,6 +102,15 @@ def main(argv: list[str]) -> int:
         out.write(b"x" * (1024 * 1024) + b"\n")
         out.write(b"binary \x00\xff\xfe\x80 bytes\n")
         out.flush()
+        write_result(workspace, result)
+        return 0
+    if mode == "chatter":
+        go, n = Path(rest[0]), 0
+        deadline = time.monotonic() + 120
+        while not go.exists() and time.monotonic() < deadline:
+            n += 1
+            say(f"chatter line {n}")
+            time.sleep(0.02)
         write_result(workspace, result)
         return 0
     if mode == "wait-file":

@@ -30,6 +30,9 @@ from dss_console.engine.locks import InstanceBusyError, instance_lock
 from dss_console.engine.states import JobState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dss_console.engine.channel import EngineChannel
     from dss_console.engine.engine import Engine, ServiceView
     from dss_console.engine.settings import Settings
 
@@ -87,6 +90,10 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="claim at most N tickets, then exit when they are done")
     p.add_argument("--drain", action="store_true",
                    help="on SIGINT/SIGTERM let running jobs finish instead of failing them")
+    p.add_argument("--manual", action="store_true",
+                   help="claim nothing by itself: auto mode starts off and claimed tickets "
+                        "wait for Run (a console attached to this worker steers it)")
+    p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE",
                    help="settings file (default: $DSS_CONSOLE_CONFIG, else "
                         f"{paths.config_dir() / 'settings.toml'})")
@@ -108,7 +115,7 @@ def worker_command(args: argparse.Namespace) -> int:
         args.server = settings.server
     client = logged_in_client(args)
     source = DssSource(client)
-    data = paths.data_dir()
+    data = paths.ensure_private_dir(args.data_dir) if args.data_dir else paths.data_dir()
     try:
         lock = instance_lock(data, source.key, settings.instance)
     except InstanceBusyError as exc:
@@ -118,7 +125,7 @@ def worker_command(args: argparse.Namespace) -> int:
         provider = args.provider or settings.provider or source.default_provider()
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    engine = Engine(settings, source, journal, provider=provider, auto=True,
+    engine = Engine(settings, source, journal, provider=provider, auto=not args.manual,
                     max_tickets=args.max_tickets)
     printer = EventPrinter(sys.stdout)
     engine.events.subscribe(printer)
@@ -152,6 +159,12 @@ def worker_command(args: argparse.Namespace) -> int:
             stop.set()
 
     engine.events.subscribe(on_event)
+    drain_asked = threading.Event()
+
+    def shutdown_asked(drain: bool) -> None:  # by an attached console
+        if drain:
+            drain_asked.set()
+        stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     printer.line(f"worker {settings.instance} of provider {provider} on {source.key}: "
@@ -159,8 +172,10 @@ def worker_command(args: argparse.Namespace) -> int:
                  f"{settings.poll_interval:g} s")
     watcher = SettingsWatcher(config)
     stuck: list[str] = []
+    channel = None
     try:
-        engine.start(run_claimed=True)
+        engine.start(run_claimed=not args.manual)
+        channel = _serve(engine, data, provider, shutdown_asked, config, printer)
         while not stop.wait(0.2):
             if watcher.changed():
                 _reload(engine, config, args, printer)
@@ -172,9 +187,10 @@ def worker_command(args: argparse.Namespace) -> int:
                          f"(dss-console login --server {source.key} --token-stdin) and restart "
                          "the worker; what is owed to the server is kept and sent then")
         elif stop.is_set():
-            printer.line("stopping: " + ("letting running jobs finish" if args.drain
+            drain = args.drain or drain_asked.is_set()
+            printer.line("stopping: " + ("letting running jobs finish" if drain
                                          else "stopping running jobs"))
-        flushed = engine.shutdown(drain=args.drain or not stop.is_set(),
+        flushed = engine.shutdown(drain=args.drain or drain_asked.is_set() or not stop.is_set(),
                                   flush_timeout=5.0 if logged_out.is_set() else 30.0)
         owed = engine.outbox.owed()
         if not flushed and owed:
@@ -185,11 +201,28 @@ def worker_command(args: argparse.Namespace) -> int:
         printer.line("worker stopped")
         return 1 if logged_out.is_set() or stuck else 0
     finally:
+        if channel is not None:
+            channel.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         journal.close()
         client.close()
         lock.close()
+
+
+def _serve(engine: Engine, data: Path, provider: str, on_shutdown: Callable[[bool], None],
+           config: Path, printer: EventPrinter) -> EngineChannel | None:
+    """Open the local channel, so a console on this machine can attach and watch. A worker
+    that cannot open it still works, headless."""
+    from dss_console.engine.channel import ChannelError
+    from dss_console.engine.host import serve_engine
+
+    try:
+        return serve_engine(engine, data, provider=provider, on_shutdown=on_shutdown,
+                            settings_source=config, kind="worker")
+    except (ChannelError, OSError) as exc:
+        printer.line(f"note: consoles cannot attach to this worker: {exc}")
+        return None
 
 
 def _load(config: Path, args: argparse.Namespace) -> Settings:

@@ -64,6 +64,7 @@ class JobOutput(Event):
 
     job_id: int
     lines: tuple[tuple[str, str], ...]
+    skipped: int = 0  # lines before these left out of the live view (all are on disk)
 
 
 @dataclass(frozen=True)

@@ -384,7 +384,8 @@ class JobExecution:
     # -- reports from the command -----------------------------------------------------------
     def _on_report(self, report: Report) -> None:
         if isinstance(report, OutputReport):
-            self.ctx.events.publish(JobOutput(job_id=self.job_id, lines=report.lines))
+            self.ctx.events.publish(JobOutput(job_id=self.job_id, lines=report.lines,
+                                              skipped=report.skipped))
         elif isinstance(report, ProgressReport):
             with self._progress_lock:
                 self._progress_to_send = self._tracker.update(report)

@@ -83,6 +83,7 @@ __all__ = [
     "default_workroot",
     "load_settings",
     "parse_duration",
+    "parse_settings",
     "save_settings",
     "settings_path",
     "settings_to_toml",
@@ -307,6 +308,12 @@ def load_settings(path: Path | None = None) -> Settings:
     except OSError as exc:
         raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return _parse(raw, path)
+
+
+def parse_settings(text: str, source: Path) -> Settings:
+    """Settings from TOML text (e.g. sent by a console window); `source` names where it
+    came from in errors and anchors relative paths."""
+    return _parse(text.encode("utf-8"), source)
 
 
 def _parse(raw: bytes, path: Path) -> Settings:

@@ -1,0 +1,241 @@
+"""A window's handle on an engine running in another process, over the local channel.
+
+`RemoteEngine` offers the engine's operations as blocking calls (call them off the GUI
+thread, as with a local engine) and republishes the engine's events on its own `events` bus,
+so views subscribe the same way whichever process the engine lives in. When the engine goes
+away (it stopped, or crashed) every waiting call fails with `EngineGoneError` and the
+`on_lost` callbacks run once.
+
+Qt-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+from dss_console.engine import wire
+from dss_console.engine.channel import MAX_LINE, ChannelPaths, channel_paths
+from dss_console.engine.engine import EngineError, ServiceView
+from dss_console.engine.events import EventBus, JobSnapshot
+from dss_console.engine.journal import OutboxItem
+
+CALL_TIMEOUT = 120.0  # claims and uploads wait on the network inside the engine
+
+
+class EngineGoneError(Exception):
+    """The engine process is not there (any more)."""
+
+
+class EngineCallError(Exception):
+    """The engine refused or failed an operation; `kind` says how (transient, logged_out,
+    gone, refused, protocol, ...)."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def find_engine(data_dir: Path, server: str, instance: str) -> ChannelPaths | None:
+    """The channel of the engine serving this triple, if one is listening."""
+    paths = channel_paths(data_dir, server, instance)
+    if not paths.socket.exists() or not paths.token.exists():
+        return None
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2.0)
+        probe.connect(str(paths.socket))
+    except OSError:
+        return None  # a socket file left by an engine that died
+    finally:
+        probe.close()
+    return paths
+
+
+class RemoteEngine:
+    def __init__(self, paths: ChannelPaths, *, timeout: float = 10.0):
+        self.paths = paths
+        self.events = EventBus()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future[Any]] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._lost_callbacks: list[Callable[[str], None]] = []
+        self._lost: str | None = None
+        try:
+            token = paths.token.read_text().strip()
+        except OSError as exc:
+            raise EngineGoneError(f"cannot read the engine's token: {exc.strerror or exc}") \
+                from None
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(str(paths.socket))
+        except OSError as exc:
+            self._sock.close()
+            raise EngineGoneError(f"the engine does not answer ({exc.strerror or exc})") \
+                from None
+        self._stream = self._sock.makefile("rb")
+        self._send({"id": 0, "op": "hello", "token": token})
+        try:
+            reply = wire.loads(self._stream.readline(MAX_LINE) or b"{}")
+        except (OSError, wire.WireError) as exc:
+            self._sock.close()
+            raise EngineGoneError(f"the engine did not greet: {exc}") from None
+        if not reply.get("ok"):
+            self._sock.close()
+            raise EngineGoneError(str(reply.get("error") or "the engine refused this window"))
+        self._sock.settimeout(None)
+        self.info: dict[str, Any] = reply.get("result") or {}
+        self._reader = threading.Thread(target=self._read, name="engine-channel", daemon=True)
+        self._reader.start()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        """`callback(reason)` runs once, on the channel's thread, when the engine goes."""
+        with self._lock:
+            lost = self._lost
+            if lost is None:
+                self._lost_callbacks.append(callback)
+        if lost is not None:
+            callback(lost)
+
+    @property
+    def lost(self) -> str | None:
+        return self._lost
+
+    def _send(self, message: dict[str, Any]) -> None:
+        data = wire.dumps(message)
+        with self._send_lock:
+            self._sock.sendall(data)
+
+    def call(self, op: str, timeout: float = CALL_TIMEOUT, **args: Any) -> Any:
+        if self._lost is not None:
+            raise EngineGoneError(self._lost)
+        request_id = next(self._ids)
+        future: Future[Any] = Future()
+        with self._lock:
+            self._pending[request_id] = future
+        try:
+            self._send({"id": request_id, "op": op, "args": args})
+        except OSError as exc:
+            self._gone(f"the engine connection broke ({exc.strerror or exc})")
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise EngineGoneError(f"the engine did not answer {op} within {timeout:.0f} s") \
+                from None
+        finally:
+            with self._lock:
+                self._pending.pop(request_id, None)
+
+    def _read(self) -> None:
+        reason = "the engine stopped"
+        try:
+            for line in self._stream:
+                try:
+                    message = wire.loads(line)
+                except wire.WireError:
+                    continue
+                if "event" in message:
+                    self.events.publish(message["event"])
+                    continue
+                with self._lock:
+                    future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+                if future is None or future.done():
+                    continue
+                if message.get("ok"):
+                    future.set_result(message.get("result"))
+                elif message.get("kind") == "engine":
+                    future.set_exception(EngineError(str(message.get("error"))))
+                else:
+                    future.set_exception(EngineCallError(str(message.get("error")),
+                                                         str(message.get("kind"))))
+        except (OSError, ValueError):
+            reason = "the connection to the engine broke"
+        self._gone(reason)
+
+    def _gone(self, reason: str) -> None:
+        with self._lock:
+            if self._lost is not None:
+                return
+            self._lost = reason
+            pending = list(self._pending.values())
+            callbacks = list(self._lost_callbacks)
+        for future in pending:
+            if not future.done():
+                future.set_exception(EngineGoneError(reason))
+        for callback in callbacks:
+            callback(reason)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._reader.join(timeout=5)
+
+    # -- the engine's operations ------------------------------------------------------------
+    def jobs(self, limit: int | None = None) -> list[JobSnapshot]:
+        return self.call("jobs", limit=limit)
+
+    def job(self, job_id: int) -> JobSnapshot:
+        return self.call("job", job_id=job_id)
+
+    def services(self) -> list[ServiceView]:
+        return self.call("services")
+
+    def refresh_services(self) -> list[ServiceView]:
+        return self.call("refresh_services")
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")
+
+    def settings_toml(self) -> str:
+        return self.call("settings")
+
+    def outbox_items(self, job_id: int) -> list[OutboxItem]:
+        return self.call("outbox_items", job_id=job_id)
+
+    def claim_next(self, service_hashes: Sequence[str] | None = None, *,
+                   run: bool = False) -> JobSnapshot | None:
+        return self.call("claim_next", service_hashes=list(service_hashes or []) or None,
+                         run=run)
+
+    def run_job(self, job_id: int) -> None:
+        self.call("run_job", job_id=job_id)
+
+    def retry_job(self, job_id: int) -> None:
+        self.call("retry_job", job_id=job_id)
+
+    def cancel_job(self, job_id: int, message: str | None = None) -> None:
+        self.call("cancel_job", job_id=job_id, message=message)
+
+    def fail_job(self, job_id: int, message: str) -> None:
+        self.call("fail_job", job_id=job_id, message=message)
+
+    def upload_result(self, job_id: int, workspace: str | Path) -> None:
+        self.call("upload_result", job_id=job_id, workspace=str(workspace))
+
+    def set_auto(self, enabled: bool, service_hash: str | None = None) -> None:
+        self.call("set_auto", enabled=enabled, service_hash=service_hash)
+
+    def resume_service(self, service_hash: str) -> None:
+        self.call("resume_service", service_hash=service_hash)
+
+    def update_settings(self, toml: str) -> None:
+        self.call("update_settings", toml=toml)
+
+    def watch(self, job_ids: Sequence[int]) -> None:
+        """Live output of these jobs (only); the rest stays on disk."""
+        self.call("watch", job_ids=list(job_ids))
+
+    def shutdown(self, *, drain: bool = False) -> None:
+        """Ask the engine process to stop (finishing running jobs first with `drain`)."""
+        self.call("shutdown", drain=drain)
