@@ -154,10 +154,11 @@ def no_leaked_threads() -> Iterator[None]:
 
 def run(paths: JobPaths, template: str, *, timeout: float | None = None,
         env: dict[str, str] | None = None, cwd: str | None = None,
-        collector: Collector | None = None, **options: object
+        collector: Collector | None = None, nice: int = 0, **options: object
         ) -> tuple[RunOutcome, Collector]:
     collector = collector or Collector()
-    runner = CommandRunner(CommandSpec(template, timeout=timeout, env=env or {}, cwd=cwd),
+    runner = CommandRunner(CommandSpec(template, timeout=timeout, env=env or {}, cwd=cwd,
+                                       nice=nice),
                            paths, collector, **options)  # type: ignore[arg-type]
     runner.start()
     outcome = runner.wait(DEADLINE)
@@ -856,3 +857,18 @@ def test_memory_stays_flat_for_a_million_lines(tmp_path: Path) -> None:
     assert peak - base < 64
     assert (tmp_path / ".dss" / "output.log").stat().st_size == len(
         "".join(f"{i}\n" for i in range(1, 1_000_001)))
+
+
+def test_the_command_and_what_it_starts_run_at_a_lower_priority(paths: JobPaths) -> None:
+    """The service's nice value applies to the whole process group, grandchildren too."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    code = """
+        import os, subprocess, sys
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"],
+                               capture_output=True, text=True).stdout.strip()
+        print("niceness", os.nice(0), child)
+    """
+    outcome, collector = run(paths, py(code), nice=7)
+    assert outcome.exit_code == 0
+    expected = min(19, base + 7)
+    assert f"niceness {expected} {expected}" in collector.texts

@@ -313,7 +313,8 @@ class JobExecution:
         with contextlib.suppress(OSError):
             paths.result.unlink()
         spec = CommandSpec(template=self.command.command, timeout=self.command.timeout,
-                           env=dict(self.command.env), cwd=self.command.cwd)
+                           env=dict(self.command.env), cwd=self.command.cwd,
+                           nice=self.command.nice)
         attempt = self.snapshot.attempt
         runner = CommandRunner(spec, paths, self._on_report, grace_period=self.ctx.grace_period,
                                log_name="output.log" if attempt <= 1 else f"output-{attempt}.log")

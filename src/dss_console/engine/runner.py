@@ -106,6 +106,7 @@ class CommandSpec:
     timeout: float | None = None  # seconds
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None  # default: the work dir; relative: inside the work dir
+    nice: int = 0  # added to the command's CPU niceness (its whole process group)
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,17 @@ def _start_error(exc: OSError, program: str) -> CommandStartError:
     return CommandStartError(f"cannot start {program}: {exc.strerror or exc}")
 
 
+def _lower_priority(pgid: int, nice: int) -> None:
+    """Lower the priority of the command's whole process group: what it already forked is
+    in the group, what it forks later inherits the priority. Best effort: a platform
+    without it, or a command that already exited, runs as it is."""
+    if not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PGRP, pgid, min(19, current + nice))
+
+
 def _format_seconds(seconds: float) -> str:
     return f"{seconds:g}"
 
@@ -475,6 +487,8 @@ class CommandRunner:
             self._close_files()
             raise _start_error(exc, argv[0]) from None
         self._started_at = time.monotonic()
+        if self._spec.nice:
+            _lower_priority(popen.pid, self._spec.nice)
         with self._lock:
             self._popen = popen
             if self._spec.timeout is not None and self._spec.timeout > 0:

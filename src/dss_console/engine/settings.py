@@ -27,6 +27,8 @@ A missing file means all defaults. Every key is optional::
     command = "bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}"
     timeout = "6h"                        # seconds, or "6h", "90m", "45s", "1h30m", "2d"
     max_jobs = 1                          # at most this many jobs of this service at once
+    nice = 10                             # CPU priority of the command, 0 (normal) to 19
+                                          # (lowest); default 10: the desktop stays responsive
     cwd = "/opt/ashs"                     # working directory of the command
     auto = true                           # take part in auto mode (default true)
 
@@ -94,6 +96,9 @@ SETTINGS_FILE_NAME = "settings.toml"
 CONFIG_ENV = "DSS_CONSOLE_CONFIG"
 PLACEHOLDERS = ("ticket", "service", "service_hash", "workdir", "inputs", "workspace", "result")
 INTERRUPTED_CHOICES = ("rerun", "fail")
+# Service commands run below the console's priority: a machine full of jobs still answers
+# the person in front of it.
+DEFAULT_NICE = 10
 
 _HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -135,6 +140,7 @@ class ServiceCommand:
     command: str
     timeout: float | None = None  # seconds
     max_jobs: int | None = None
+    nice: int = DEFAULT_NICE
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     auto: bool = True
@@ -420,7 +426,7 @@ class _Checker:
 
 
 _TOP_KEYS = tuple(f.name for f in fields(Settings) if not f.name.startswith("_"))
-_SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto")
+_SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice")
 
 
 def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
@@ -501,6 +507,10 @@ def _service_from_dict(check: _Checker, key: str, table: Any) -> ServiceCommand:
         service.max_jobs = check.integer(table["max_jobs"], f"{where}.max_jobs", 1)
     if "cwd" in table:
         service.cwd = check.string(table["cwd"], f"{where}.cwd")
+    if "nice" in table:
+        service.nice = check.integer(table["nice"], f"{where}.nice", 0)
+        if service.nice > 19:
+            raise check.error(f"{where}.nice", f"must be 0 to 19, not {service.nice}")
     if "auto" in table:
         service.auto = check.boolean(table["auto"], f"{where}.auto")
     if "env" in table:
@@ -586,6 +596,8 @@ def settings_to_toml(settings: Settings) -> str:
             value = getattr(service, name)
             if value is not None:
                 lines.append(f"{name} = {_toml_value(value)}")
+        if service.nice != DEFAULT_NICE:
+            lines.append(f"nice = {service.nice}")
         if not service.auto:
             lines.append("auto = false")
         if service.env:
