@@ -111,6 +111,7 @@ class Engine:
         self._last_ready: dict[str, int] = {}
         self._last_job_end = 0.0
         self._last_empty_poll = -1.0
+        self._polled = False  # a poll asked the server since the last PollCompleted
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._claiming = True
@@ -575,7 +576,13 @@ class Engine:
                 self._start_cleanup()
             if self._stopping.is_set():
                 break
-            self._wake.wait(poll_wait(interval, time.monotonic() - idle_since, error_backoff))
+            wait = poll_wait(interval, time.monotonic() - idle_since, error_backoff)
+            if self._polled:
+                # The real wait (slower when idle or after errors), so a countdown is right.
+                self._polled = False
+                self.events.publish(PollCompleted(ready=dict(self._last_ready),
+                                                  next_poll_in=wait))
+            self._wake.wait(wait)
 
     def _note_failure(self, kind: str, exc: BaseException) -> None:
         if kind == LOGGED_OUT:
@@ -605,7 +612,7 @@ class Engine:
             ready = self.source.available(eligible)
         self.connection.set(ONLINE)
         self._last_ready = ready
-        self.events.publish(PollCompleted(ready=ready, next_poll_in=self.settings.poll_interval))
+        self._polled = True
         found = False
         for service_hash, count in ready.items():
             command = self.command_for(service_hash)
