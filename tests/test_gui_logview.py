@@ -383,7 +383,9 @@ def test_live_lines_during_a_load_follow_the_tail_once(qtbot: Any, tmp_path: Pat
     log = tmp_path / "output.log"
     # The runner writes each line to disk before publishing it, so lines that arrive while
     # the tail is read may be in both. @dss lines are in the file, never in the live stream.
-    log.write_text("".join(f"line {n}\n" for n in range(100)) + "@dss progress 0.5\n")
+    # An @dss message is on disk too (as the raw line), and published after it is written.
+    log.write_text("".join(f"line {n}\n" for n in range(100)) + "@dss progress 0.5\n"
+                   + '@dss info "Affine done"\n')
     view = make_view(qtbot)
     with qtbot.waitSignal(view.tailLoaded, timeout=10_000):
         view.load_tail(log)
@@ -391,8 +393,10 @@ def test_live_lines_during_a_load_follow_the_tail_once(qtbot: Any, tmp_path: Pat
         view.append_note("info", "Affine done")
         view.append_lines([("stdout", "line 100")])
     shown = lines_of(view)
-    assert shown[-4:] == ["line 99", "@dss progress 0.5", "▸ Affine done", "line 100"]
-    assert shown.count("line 98") == 1 and len(shown) == 103
+    # Progress is not shown (as live), the message once, as the live view shows it.
+    assert shown[-3:] == ["line 99", "▸ Affine done", "line 100"]
+    assert shown.count("line 98") == 1 and shown.count("▸ Affine done") == 1
+    assert len(shown) == 102
 
 
 def test_load_tail_of_a_missing_file_says_so(qtbot: Any, tmp_path: Path) -> None:
@@ -464,3 +468,96 @@ def test_shutdown_joins_the_workers(qtbot: Any, tmp_path: Path) -> None:
         view.set_log_file(log)
         view.save_full_log(tmp_path / "late.log")
     assert not new_threads()
+
+
+def test_a_reloaded_log_shows_dss_lines_as_the_live_view_does(qtbot: Any,
+                                                               tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    log.write_text("starting\n"
+                   "@dss progress 0.25\n"
+                   '@dss info "Affine registration done"\n'
+                   "@dss progress 0 1 0.5\n"
+                   "@dss warning low contrast\n"
+                   '@dss attach "QC report" sub/qc.txt text/plain\n'
+                   '@dss error "input rejected"\n'
+                   "@dss frobnicate 3\n"
+                   "@dssnot a marker\n"
+                   "done\n")
+    view = make_view(qtbot)
+    with qtbot.waitSignal(view.tailLoaded, timeout=10_000):
+        view.load_tail(log)
+    assert lines_of(view) == [
+        "starting",
+        "▸ Affine registration done",
+        "▸ low contrast",
+        "▸ (console) attachment: QC report (qc.txt)",
+        "▸ input rejected",
+        "▸ (console) @dss line not understood: @dss frobnicate 3",
+        "@dssnot a marker",
+        "done",
+    ]
+    # Notes look like notes: the same formats as live ones.
+    live = make_view(qtbot)
+    live.append_note("info", "x")
+    live.append_note("warning", "x")
+    live.append_note("error", "x")
+    for line, live_line in ((1, 0), (2, 1), (4, 2)):
+        shown, expected = block_format(view, line), block_format(live, live_line)
+        assert shown.foreground().color() == expected.foreground().color()
+        assert shown.fontItalic() and shown.fontWeight() == expected.fontWeight()
+    assert block_format(view, 0).foreground().color() == \
+        block_format(view, 7).foreground().color()  # plain output stays plain
+
+
+def test_find_beyond_the_shown_tail_offers_the_full_log(qtbot: Any, tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    lines = [f"line {n}" for n in range(500)]
+    lines[10] = "line 10 has the Needle"
+    lines[30] = "needle again at 30"
+    log.write_text("".join(f"{line}\n" for line in lines))
+    view = make_view(qtbot, max_blocks=100)
+    view.set_log_file(log)
+    with qtbot.waitSignal(view.tailLoaded, timeout=10_000):
+        view.load_tail(log)
+    field = find_field(view)
+    field.setText("needle")
+    assert not view.find_next()
+    assert "not in the part of the log shown here" in view.find_status_text
+    assert view.partial
+    assert "not found" not in view.find_status_text
+    search = button(view, "Search the full log")
+    assert search.isVisible() and search.isEnabled()
+    qtbot.mouseClick(search, Qt.MouseButton.LeftButton)
+    # Read on a worker thread: the click returns at once.
+    qtbot.waitUntil(lambda: "2 lines of the full log" in view.find_status_text, timeout=10_000)
+    assert "first at line 11: line 10 has the Needle" in view.find_status_text
+    assert "31: needle again at 30" in view.findChild(QLabel, "findStatus").toolTip()
+
+    field.setText("haystack")
+    assert not view.find_next()
+    qtbot.mouseClick(search, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "not in the full log either" in view.find_status_text,
+                    timeout=10_000)
+
+    # Old lines dropped from a live view make it partial too.
+    live = make_view(qtbot, max_blocks=50)
+    live.set_log_file(log)
+    live.append_lines(numbered(40))
+    assert not live.partial
+    live.append_lines(numbered(40, 40))
+    assert live.partial
+    view.clear()
+    assert not view.partial
+
+
+def test_the_find_box_keeps_a_usable_width_when_narrow(qtbot: Any) -> None:
+    view = make_view(qtbot)
+    view.resize(120, 300)  # far narrower than the bar: every widget at its least width
+    qtbot.waitUntil(lambda: view.width() < 700, timeout=5000)
+    field = find_field(view)
+    assert field.width() >= field.fontMetrics().averageCharWidth() * 12  # a word or two
+    # A long find status goes on its own line and does not widen the view.
+    before = view.minimumSizeHint().width()
+    field.setText("a needle nowhere in this log, with a long text " * 3)
+    view.find_next()
+    assert view.minimumSizeHint().width() <= before

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import os
 import re
+import shlex
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -44,13 +45,17 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
+from dss_console.engine.protocol import MESSAGE_LEVELS
+
 __all__ = ["LogView"]
 
 DEFAULT_MAX_BLOCKS = 20_000
+FIND_MIN_CHARS = 16  # the find box's least width, in average characters
 
 _TAIL_CHUNK = 256 * 1024
 # A log made of a few endless lines (a progress bar redrawn with \r) must not be read
@@ -122,6 +127,51 @@ def _severities(texts: Sequence[str]) -> dict[int, str]:
     return found
 
 
+# -- @dss lines read back from disk --------------------------------------------------------
+
+# As dss_console.engine.protocol recognises one: the marker alone as the first word.
+_DSS_LINE = re.compile(r"@dss(?:\s|$)")
+_HIDDEN = ("", "")  # an @dss line the live view does not show (progress)
+
+
+def _render_dss(text: str) -> tuple[str, str] | None:
+    """How the live view showed an ``@dss`` line of the log file: the engine turned it into
+    a message (a note), a console note, or nothing (progress). None: not an @dss line.
+
+    The log file keeps the command's raw stdout; live, the runner parses these lines and
+    the view shows what they meant. Without this a reloaded log shows raw @dss lines.
+    """
+    if not text.startswith("@dss") or not _DSS_LINE.match(text):
+        return None
+    try:
+        words = shlex.split(text[4:], posix=True)
+    except ValueError:
+        words = []
+    verb = words[0].lower() if words else ""
+    if verb == "progress":
+        return _HIDDEN
+    if verb in MESSAGE_LEVELS and " ".join(words[1:]).strip():
+        return f"note:{verb}", _NOTE_PREFIX + " ".join(words[1:])
+    if verb == "attach" and len(words) >= 3:
+        return "note:info", f"{_NOTE_PREFIX}(console) attachment: {words[1]} " \
+                            f"({Path(words[2]).name})"
+    return "note:warning", f"{_NOTE_PREFIX}(console) @dss line not understood: {text}"
+
+
+def _render_lines(lines: list[str]) -> list[tuple[str, str]]:
+    """Items for lines read from the log file. The file does not say which stream a line
+    came from (the runner writes stdout and stderr into one file, untagged), so output
+    lines are shown as stdout; error/warning-looking lines are still coloured."""
+    items = []
+    for text in lines:
+        rendered = _render_dss(text)
+        if rendered is None:
+            items.append(("stdout", text))
+        elif rendered is not _HIDDEN:
+            items.append(rendered)
+    return items
+
+
 # -- file work, on the pool ---------------------------------------------------------------
 
 
@@ -133,6 +183,46 @@ class _Cancelled(Exception):
 class _Tail:
     lines: list[str]
     truncated: bool  # the file holds more than these lines
+
+
+@dataclass(frozen=True)
+class _Matches:
+    needle: str
+    count: int  # matching lines in the whole file
+    first: list[tuple[int, str]]  # (line number from 1, text), the first few
+
+
+_MAX_MATCHES_LISTED = 20
+_MATCH_SHOWN_CHARS = 160
+
+
+def _search_file(path: Path, needle: str, cancel: threading.Event) -> _Matches:
+    """Every line of ``path`` holding ``needle`` (case-insensitive, as the view's find).
+    Read in bounded pieces, so an endless line (a progress bar redrawn with \\r) does not
+    have to fit in memory; a match across two pieces of such a line may be missed."""
+    wanted = needle.casefold()
+    count = 0
+    first: list[tuple[int, str]] = []
+    number = 1  # the line the next piece belongs to
+    counted = 0  # the last line counted as a match
+    pieces = 0
+    with open(path, "rb") as file:
+        while piece := file.readline(_MAX_LINE_CHARS * 4):
+            pieces += 1
+            if pieces % 10_000 == 0 and cancel.is_set():
+                raise _Cancelled
+            text = piece.decode("utf-8", "replace")
+            if counted != number and wanted in text.casefold():
+                counted = number
+                count += 1
+                if len(first) < _MAX_MATCHES_LISTED:
+                    shown = text.rstrip("\r\n")
+                    if len(shown) > _MATCH_SHOWN_CHARS:
+                        shown = shown[:_MATCH_SHOWN_CHARS] + "…"
+                    first.append((number, shown))
+            if piece.endswith(b"\n"):
+                number += 1
+    return _Matches(needle, count, first)
 
 
 def _read_tail(path: Path, max_lines: int, cancel: threading.Event) -> _Tail:
@@ -320,6 +410,9 @@ class LogView(QWidget):
         self._suggested_name: str | None = None
         self._loading: _Loading | None = None
         self._saving: int | None = None
+        # The view lacks some of the output: a tail of a longer file, old lines dropped
+        # for max_blocks, or lines not shown live. A find that fails may then still match.
+        self._partial = False
         self._formats: dict[str, QTextCharFormat] = {}
         # QTextDocument.isEmpty() cannot tell "no lines" from "one empty line".
         self._empty = True
@@ -346,15 +439,28 @@ class LogView(QWidget):
 
         self._find_status = QLabel(self)
         self._find_status.setObjectName("findStatus")
+        self._find_status.setWordWrap(True)
+        self._find_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._search_file_button = QPushButton("Search the full log", self)
+        self._search_file_button.setToolTip("Search the job's whole log file on disk, beyond "
+                                            "the lines this view holds")
+        self._search_file_button.clicked.connect(self.search_full_log)
+        self._searching: int | None = None
         self._find_field = _FindField(self)
         self._find_field.setObjectName("findField")
+        # A search box a few characters wide is useless: keep room for a word or two, and
+        # let the status of a search go on a line of its own (below) instead of the bar.
+        self._find_field.setMinimumWidth(self._find_field.fontMetrics().averageCharWidth()
+                                         * FIND_MIN_CHARS + 24)
+        self._find_field.setSizePolicy(QSizePolicy.Policy.Expanding,
+                                       QSizePolicy.Policy.Fixed)
         self._find_field.setPlaceholderText("Find in log")
         self._find_field.setAccessibleName("Find in log")
         self._find_field.setClearButtonEnabled(True)
         self._find_field.nextRequested.connect(self.find_next)
         self._find_field.previousRequested.connect(self.find_previous)
         self._find_field.escaped.connect(self._text.setFocus)
-        self._find_field.textEdited.connect(self._find_status.clear)
+        self._find_field.textEdited.connect(lambda _text: self._set_find_status(""))
 
         self._previous_button = QPushButton("Previous", self)
         self._previous_button.setToolTip("Find the previous match (Shift+Enter, Shift+F3)")
@@ -389,15 +495,22 @@ class LogView(QWidget):
         bar.addWidget(self._find_field, 2)
         bar.addWidget(self._previous_button)
         bar.addWidget(self._next_button)
-        bar.addWidget(self._find_status)
         bar.addStretch(1)
         bar.addWidget(self._wrap_button)
         bar.addWidget(self._follow_button)
         bar.addWidget(self._copy_button)
         bar.addWidget(self._save_button)
+        self._find_row = QWidget(self)
+        find_row = QHBoxLayout(self._find_row)
+        find_row.setContentsMargins(0, 0, 0, 0)
+        find_row.addWidget(self._find_status, 1)
+        find_row.addWidget(self._search_file_button, 0, Qt.AlignmentFlag.AlignTop)
+        self._find_row.setVisible(False)
+        self._search_file_button.setVisible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)
+        layout.addWidget(self._find_row)
         layout.addWidget(self._text, 1)
         layout.addWidget(self._status)
 
@@ -454,6 +567,31 @@ class LogView(QWidget):
     def find_status_text(self) -> str:
         return self._find_status.text()
 
+    @property
+    def partial(self) -> bool:
+        """The view holds only part of the job's output (see ``search_full_log``)."""
+        return self._partial
+
+    @property
+    def searching(self) -> bool:
+        return self._searching is not None
+
+    def mark_partial(self) -> None:
+        """Lines of this job's output were left out of the view (not shown live)."""
+        self._partial = True
+
+    def search_full_log(self) -> None:
+        """Look for the find text in the whole log file, on a worker thread; the answer
+        replaces the find status."""
+        needle = self._find_field.text()
+        if not needle or self._log_file is None or self._searching is not None:
+            return
+        self._searching = self._background.submit(_search_file, self._log_file, needle)
+        if self._searching is None:
+            return
+        self._search_file_button.setEnabled(False)
+        self._set_find_status(f"Searching the full log for “{needle}”…", offer_search=True)
+
     def set_following(self, on: bool) -> None:
         """Follow the newest output (jumps to the bottom) or stay where the view is."""
         on = bool(on)
@@ -502,7 +640,11 @@ class LogView(QWidget):
             self._empty = True
         finally:
             self._scroll_guard -= 1
-        self._find_status.clear()
+        self._partial = False
+        if self._searching is not None:
+            self._background.cancel(self._searching)
+            self._searching = None
+        self._set_find_status("")
         self.set_following(True)
 
     def set_log_file(self, path: Path | None, suggested_name: str | None = None) -> None:
@@ -576,6 +718,7 @@ class LogView(QWidget):
         self._background.close()
         self._loading = None
         self._saving = None
+        self._searching = None
         self._update_save_button()
 
     # -- overridable for tests -----------------------------------------------------------
@@ -621,6 +764,7 @@ class LogView(QWidget):
         excess = existing + incoming - self._max_blocks
         if excess <= 0:
             return 0
+        self._partial = True
         cursor.movePosition(QTextCursor.MoveOperation.Start)
         if excess >= existing:
             cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
@@ -714,7 +858,7 @@ class LogView(QWidget):
     def _find(self, backward: bool) -> bool:
         needle = self._find_field.text()
         if not needle:
-            self._find_status.setText("Type text to find.")
+            self._set_find_status("Type text to find.")
             return False
         flags = QTextDocument.FindFlag.FindBackward if backward else QTextDocument.FindFlag(0)
         self._scroll_guard += 1
@@ -735,12 +879,45 @@ class LogView(QWidget):
         finally:
             self._scroll_guard -= 1
         if not found:
-            self._find_status.setText(f"“{needle}” not found")
+            self._not_found(needle)
         elif wrapped:
-            self._find_status.setText("Wrapped to the " + ("end." if backward else "top."))
+            self._set_find_status("Wrapped to the " + ("end." if backward else "top."))
         else:
-            self._find_status.clear()
+            self._set_find_status("")
         return found
+
+    def _not_found(self, needle: str) -> None:
+        if self._log_file is None:
+            self._set_find_status(f"“{needle}” not found")
+        elif self._partial:
+            self._set_find_status(
+                f"“{needle}” is not in the part of the log shown here (the view keeps the "
+                f"last {self._max_blocks} lines); it may be earlier in the full log.",
+                offer_search=True)
+        else:
+            # @dss lines are shown as what they meant, so the file may still hold it.
+            self._set_find_status(f"“{needle}” not found in the view.", offer_search=True)
+
+    def _set_find_status(self, text: str, offer_search: bool = False) -> None:
+        self._find_status.setText(text)
+        self._find_status.setToolTip("")
+        self._search_file_button.setVisible(offer_search)
+        self._search_file_button.setEnabled(offer_search and self._searching is None)
+        self._find_row.setVisible(bool(text))
+
+    def _show_matches(self, matches: _Matches) -> None:
+        needle = matches.needle
+        if not matches.count:
+            self._set_find_status(f"“{needle}” is not in the full log either.")
+            return
+        number, text = matches.first[0]
+        plural = "s" if matches.count != 1 else ""
+        self._set_find_status(
+            f"“{needle}” is in {matches.count} line{plural} of the full log, first at line "
+            f"{number}: {text}  (“Save full log…” to read all of it)")
+        listed = "\n".join(f"{n}: {t}" for n, t in matches.first)
+        more = matches.count - len(matches.first)
+        self._find_status.setToolTip(listed + (f"\n… and {more} more" if more > 0 else ""))
 
     # -- save -------------------------------------------------------------------------------
     def _on_save_clicked(self) -> None:
@@ -768,7 +945,13 @@ class LogView(QWidget):
     def _on_background_done(self, request: int, outcome: tuple[bool, Any]) -> None:
         self._background.forget(request)
         ok, result = outcome
-        if self._saving == request:
+        if self._searching == request:
+            self._searching = None
+            if ok:
+                self._show_matches(result)
+            else:
+                self._set_find_status(f"The full log cannot be searched: {_describe(result)}")
+        elif self._saving == request:
             self._saving = None
             self._update_save_button()
             if ok:
@@ -795,41 +978,66 @@ class LogView(QWidget):
             lines = lines[-(self._max_blocks - 1):]
             items.append(("note:info", f"{_NOTE_PREFIX}Earlier output is not shown; "
                                        "“Save full log…” saves all of it."))
-        items.extend(("stdout", text) for text in lines)
-        items.extend(_drop_overlap(lines, pending))
+        from_disk = _render_lines(lines)
+        items.extend(from_disk)
+        items.extend(_drop_overlap(from_disk, pending))
         self._insert(items)
+        if tail.truncated:
+            self._partial = True
         self.set_following(True)
         self.tailLoaded.emit(len(lines))
 
 
-def _drop_overlap(disk: list[str], pending: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The live items not already in the tail read from disk.
+def _drop_overlap(disk: list[tuple[str, str]], pending: list[tuple[str, str]]
+                  ) -> list[tuple[str, str]]:
+    """The live items not already in the items rendered from disk.
 
-    The runner writes a line to the log before publishing it, so lines that arrived while
-    the tail was read may be in both. Finds the longest run of live lines that the tail
-    ends with (``@dss`` lines are on disk but not in the live stream) and drops it.
+    The runner writes a line to the log before publishing it (and before publishing the
+    message an @dss line stands for), so what arrived while the tail was read may be in
+    both. Output lines and messages travel apart (messages are not batched), so each kind
+    is matched on its own: the longest run of live items that the tail ends with is
+    dropped. Console notes ("(console) …") are left out of the match: the engine's live
+    wording of them is not on disk.
     """
-    live = [(index, text) for index, (stream, text) in enumerate(pending)
-            if not stream.startswith("note:")]
+    if not pending or not disk:
+        return pending
+
+    def output(stream: str, _text: str) -> bool:
+        return not stream.startswith("note:")
+
+    def message(stream: str, text: str) -> bool:
+        return stream.startswith("note:") and not text.startswith(f"{_NOTE_PREFIX}(console)")
+
+    dropped: set[int] = set()
+    for kind in (output, message):
+        disk_items = [item for item in disk if kind(*item)]
+        live = [(index, item) for index, item in enumerate(pending) if kind(*item)]
+        cut = _overlap(disk_items, live)
+        dropped.update(index for index, _item in live if index <= cut)
+    if not dropped:
+        return pending
+    return [item for index, item in enumerate(pending) if index not in dropped]
+
+
+def _overlap(disk: list[tuple[str, str]], live: list[tuple[int, tuple[str, str]]]) -> int:
+    """The pending index of the last live item of the longest run of live items (from the
+    first) that ``disk`` ends with; -1 when none. Items compare by text (a line read back
+    from disk does not know its stream)."""
     if not live or not disk:
-        return pending
-    output = [text for text in disk if not text.startswith("@dss")]
-    if not output:
-        return pending
-    last = output[-1]
-    live_texts = [text for _index, text in live]
+        return -1
+    disk_texts = [text for _stream, text in disk]
+    live_texts = [text for _index, (_stream, text) in live]
+    last = disk_texts[-1]
     tried = 0
-    for end in range(min(len(live_texts), len(output)) - 1, -1, -1):
+    for end in range(min(len(live_texts), len(disk_texts)) - 1, -1, -1):
         if live_texts[end] != last:
             continue
         tried += 1
-        if live_texts[:end + 1] == output[-(end + 1):]:
-            cut = live[end][0]
-            return [item for index, item in enumerate(pending)
-                    if index > cut or item[0].startswith("note:")]
+        if live_texts[:end + 1] == disk_texts[-(end + 1):]:
+            return live[end][0]
         if tried >= _OVERLAP_CANDIDATES:
             break
-    return pending
+    return -1
 
 
 def _describe(error: BaseException) -> str:
