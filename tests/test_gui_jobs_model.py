@@ -234,10 +234,12 @@ def test_display_text_and_formatting(model: JobTableModel) -> None:
     assert format_claimed(claimed, now=noon + 86_400) == "2026-11-20 14:03"
     assert format_claimed(None) == ""
 
-    # An interrupted job has no end time; its elapsed must not keep counting.
-    model.update_jobs([snap(2, state=JobState.INTERRUPTED, started_at=NOW - 100,
-                            updated_at=NOW - 40)])
-    assert cell(model, 1, Column.ELAPSED) == "1:00"
+    # An interrupted job has no end time; its elapsed must not keep counting. (A model of
+    # its own: an update older than the row it replaces is ignored.)
+    interrupted = JobTableModel()
+    interrupted.set_jobs([snap(2, state=JobState.INTERRUPTED, started_at=NOW - 100,
+                               updated_at=NOW - 40)])
+    assert cell(interrupted, 0, Column.ELAPSED) == "1:00"
     assert cell(model, 2, Column.ELAPSED, JobTableModel.SortRole) >= 499
 
 
@@ -294,3 +296,95 @@ def test_progress_delegate_paints_a_bar(qtbot: Any) -> None:
     assert bar_pixels(0) == 0  # 0%: no chunk
     assert bar_pixels(1) > 20  # 100%: the chunk fills the cell
     assert proxy.index(1, int(Column.PROGRESS)).data() == "100%"
+
+
+# -- the blocked state, the Failed filter, what the columns say --------------------------
+
+
+def test_a_blocked_job_has_its_own_colour_bold_and_does_not_tick(
+        model: JobTableModel) -> None:
+    model.update_jobs([snap(1, state=JobState.BLOCKED,
+                            reason="the command cannot start: command not found: seg"),
+                       snap(2, state=JobState.FAILED), snap(3, state=JobState.INTERRUPTED)])
+    colours = {cell(model, row, Column.STATE, Qt.ItemDataRole.ForegroundRole).color().name()
+               for row in range(3)}
+    assert len(colours) == 3  # blocked is neither failed nor interrupted
+    assert cell(model, 0, Column.STATE, Qt.ItemDataRole.FontRole).bold()
+    assert cell(model, 1, Column.STATE, Qt.ItemDataRole.FontRole) is None
+    assert "command not found" in cell(model, 0, Column.STATE, Qt.ItemDataRole.ToolTipRole)
+    recorder = Recorder(model)
+    model.tick()
+    assert all(top != 0 for top, *_ in recorder.changed)  # its command is not running
+
+
+def test_state_filters_place_blocked_and_cancelled_jobs(qtbot: Any) -> None:
+    from dss_console.gui.queue_pane import QueuePane
+
+    pane = QueuePane()
+    qtbot.addWidget(pane)
+    pane.set_jobs([snap(1, state=JobState.BLOCKED), snap(2, state=JobState.CANCELLED),
+                   snap(3, state=JobState.FAILED), snap(4, state=JobState.CLAIMED),
+                   snap(5, state=JobState.SUCCEEDED)])
+
+    def shown(label: str) -> set[int]:
+        pane.state_filter.setCurrentText(label)
+        return {pane.proxy.job_at(row).job_id for row in range(pane.proxy.rowCount())}
+
+    assert shown("Failed") == {2, 3}  # cancelled tickets are failed on the server
+    assert shown("Waiting to run") == {1, 4}
+    assert shown("Needs attention") == {1, 2, 3}
+    assert shown("In progress") == {1, 4}
+    assert shown("Running") == set()
+
+
+def test_actions_for_blocked_failed_and_not_retryable_jobs(qtbot: Any) -> None:
+    from dss_console.gui.queue_pane import QueuePane
+
+    pane = QueuePane()
+    qtbot.addWidget(pane)
+    pane.set_jobs([snap(1, state=JobState.BLOCKED), snap(2, state=JobState.FAILED),
+                   snap(3, state=JobState.CANCELLED,
+                        not_retryable="the ticket was deleted on the server"),
+                   snap(4, state=JobState.FAILED, not_retryable="finished by someone else")])
+
+    def enabled(job_id: int) -> set[str]:
+        pane.select_job(job_id)
+        return {name for name, button in pane.buttons.items() if button.isEnabled()}
+
+    blocked = enabled(1)
+    assert {"fail", "cancel"} <= blocked and "run" not in blocked and "retry" not in blocked
+    assert "runs by itself" in pane.buttons["run"].toolTip()
+    failed = enabled(2)
+    assert "fail" not in failed and "cancel" not in failed  # already failed on the server
+    assert {"retry", "upload"} <= failed
+    assert pane.buttons["retry"].toolTip().startswith("Run the command again")
+    gone = enabled(3)
+    assert "retry" not in gone and "fail" not in gone
+    assert pane.buttons["retry"].toolTip() == \
+        "Retry run is not possible: the ticket was deleted on the server"
+    assert not pane.actions_["retry"].isEnabled()
+    assert "retry" not in enabled(4)
+    assert "finished by someone else" in pane.buttons["retry"].toolTip()
+
+
+def test_the_state_column_fits_every_state_not_just_the_first(qtbot: Any) -> None:
+    from dss_console.gui.queue_pane import QueuePane
+
+    pane = QueuePane()
+    qtbot.addWidget(pane)
+    pane.resize(900, 300)
+    pane.show()
+    pane.set_jobs([])
+    pane.update_jobs([snap(1, state=JobState.CLAIMED, started_at=None)])  # fits "claimed"
+    for state in (JobState.SUCCEEDED, JobState.INTERRUPTED, JobState.BLOCKED):
+        pane.update_jobs([snap(1, state=state)])
+        view = pane.view
+        assert view.columnWidth(Column.STATE) >= view.sizeHintForColumn(Column.STATE), state
+
+
+def test_run_time_says_what_it_measures(model: JobTableModel) -> None:
+    title = model.headerData(int(Column.ELAPSED), Qt.Orientation.Horizontal)
+    tip = model.headerData(int(Column.ELAPSED), Qt.Orientation.Horizontal,
+                           Qt.ItemDataRole.ToolTipRole)
+    assert title == "Run time"
+    assert "from Run" in tip and "not the time since the claim" in tip

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QPalette
 from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
     QLabel,
+    QPushButton,
     QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
@@ -18,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.journal import OutboxItem
+from dss_console.engine.states import JobState
 from dss_console.gui.logview import LogView
 from dss_console.workspace import Workspace
 
@@ -38,13 +42,36 @@ def job_log_file(job: JobSnapshot) -> Path:
     return engine_dir / name
 
 
+BLOCKED_STYLE = ("QFrame#blockedBanner { background: #fff1e5; border: 1px solid #bc4c00; "
+                 "border-radius: 4px; } QFrame#blockedBanner QLabel { color: #5c2400; }")
+BLOCKED_STYLE_DARK = ("QFrame#blockedBanner { background: #3d1f00; border: 1px solid #ffa657;"
+                      " border-radius: 4px; } QFrame#blockedBanner QLabel { color: #ffdcc2; }")
+
+
 class DetailPane(QWidget):
+    # The blocked banner's "Edit the command…": open Settings on this service (hash).
+    editCommandRequested = Signal(str)
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.job: JobSnapshot | None = None
         self.header = QLabel("Select a ticket to see its output.")
         self.header.setWordWrap(True)
         self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # A blocked job waits for the operator, not for the server: say so where they look,
+        # with what to do, not only as a state word in the table.
+        self.blocked_banner = QFrame()
+        self.blocked_banner.setObjectName("blockedBanner")
+        self.blocked_text = QLabel()
+        self.blocked_text.setWordWrap(True)
+        self.blocked_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.blocked_edit = QPushButton("Edit the command…")
+        self.blocked_edit.setToolTip("Open Settings on this service's command")
+        self.blocked_edit.clicked.connect(self._edit_clicked)
+        banner_layout = QHBoxLayout(self.blocked_banner)
+        banner_layout.addWidget(self.blocked_text, 1)
+        banner_layout.addWidget(self.blocked_edit, 0, Qt.AlignmentFlag.AlignTop)
+        self.blocked_banner.setVisible(False)
         self.log = LogView()
         self.calls = QTreeWidget()
         self.calls.setHeaderLabels(["Queued", "Call", "Delivery", "Note"])
@@ -67,7 +94,9 @@ class DetailPane(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.header)
+        layout.addWidget(self.blocked_banner)
         layout.addWidget(self.tabs, 1)
+        self._style_banner()
 
     # -- the selected job -------------------------------------------------------------------
     def show_job(self, job: JobSnapshot | None) -> None:
@@ -89,17 +118,49 @@ class DetailPane(QWidget):
                 self.log.load_tail(path)
 
     def set_header(self, job: JobSnapshot | None) -> None:
+        self._show_blocked(job)
         if job is None:
             self.header.setText("Select a ticket to see its output.")
             return
         parts = [f"<b>Ticket {job.ticket_id}</b> · "
                  f"{_escape(job.service_name or job.service_hash[:10])}"
                  f" · {job.state.value} · {job.progress * 100:.0f}%"]
-        if job.reason:
+        if job.reason and job.state is not JobState.BLOCKED:  # the banner says it
             parts.append(f"<br>{_escape(job.reason)}")
         if job.owed:
             parts.append(f"<br>{job.owed} server call(s) waiting to be delivered")
+        if job.not_retryable and job.state.is_terminal:
+            parts.append(f"<br>Retry run is not possible: {_escape(job.not_retryable)}")
         self.header.setText("".join(parts))
+
+    def _show_blocked(self, job: JobSnapshot | None) -> None:
+        blocked = job is not None and job.state is JobState.BLOCKED
+        if blocked:
+            assert job is not None
+            reason = job.reason or ""
+            for prefix in ("the command cannot start: ", "the command could not start: "):
+                if reason.startswith(prefix):  # the banner's first words say it already
+                    reason = reason[len(prefix):]
+            detail = f" ({_escape(reason)})" if reason else ""
+            self.blocked_text.setText(
+                "<b>Blocked: the service's command cannot start</b>"
+                f"{detail}.<br>Nothing was sent to the user; the ticket stays claimed. Fix the "
+                "service's command in Settings… (or the program it names); the ticket runs as "
+                "soon as its command can start. Or Fail… it with a message for the user.")
+        self.blocked_banner.setVisible(blocked)
+
+    def _edit_clicked(self) -> None:
+        if self.job is not None:
+            self.editCommandRequested.emit(self.job.service_hash)
+
+    def _style_banner(self) -> None:
+        dark = self.palette().color(QPalette.ColorRole.Base).lightness() < 128
+        self.blocked_banner.setStyleSheet(BLOCKED_STYLE_DARK if dark else BLOCKED_STYLE)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.PaletteChange:
+            self._style_banner()
+        super().changeEvent(event)
 
     def update_job(self, job: JobSnapshot) -> None:
         if self.job is not None and job.job_id == self.job.job_id:
@@ -113,6 +174,7 @@ class DetailPane(QWidget):
         if self.job is None or job_id != self.job.job_id:
             return
         if skipped:
+            self.log.mark_partial()  # a find that fails may still match in the full log
             self.log.append_note("info", f"{skipped} lines not shown live (the view could not "
                                          "keep up); all are in the full log")
         self.log.append_lines(lines)

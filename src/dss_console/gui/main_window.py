@@ -204,6 +204,7 @@ class MainWindow(QMainWindow):
         self.settings_button.clicked.connect(lambda: self.open_settings(None))
         self.queue_pane.currentJobChanged.connect(self._job_selected)
         self.queue_pane.actionRequested.connect(self._action_requested)
+        self.detail_pane.editCommandRequested.connect(self.open_settings)
         self.banner_close.clicked.connect(self.clear_banner)
         self.banner_action.clicked.connect(self._banner_action_clicked)
         self.bridge.jobsChanged.connect(self._jobs_changed)
@@ -262,6 +263,11 @@ class MainWindow(QMainWindow):
     def ask_open_file(self, title: str, start: str, pattern: str) -> str | None:
         name, _ = QFileDialog.getOpenFileName(self, title, start, pattern)
         return name or None
+
+    def ask_copy_path(self, title: str, text: str, path: str) -> None:
+        """Show a path the desktop could not open, selectable, with a Copy button (not
+        modal-blocking: the dialog is opened, not exec'd)."""
+        self.path_dialog = show_copyable(self, title, text, path)
 
     def ask_quit_choice(self, running: int) -> str | None:
         box = QMessageBox(self)
@@ -586,8 +592,8 @@ class MainWindow(QMainWindow):
             self.queue_pane.set_busy(self.engine.busy_job_ids())
         for job in jobs:
             self.detail_pane.update_job(job)
-            if job.state.is_terminal or job.state is JobState.CLAIMED:
-                self._stats_soon.start()
+            if job.state.is_terminal or job.state in (JobState.CLAIMED, JobState.BLOCKED):
+                self._stats_soon.start()  # counts, and a blocked service shows as paused
             if job.state.is_terminal and self.settings.notify:
                 self._notify(job)
         after = self.detail_pane.job
@@ -799,22 +805,38 @@ class MainWindow(QMainWindow):
         elif name == "fail":
             message = self.ask_text("Fail ticket", f"Message for the user of ticket "
                                     f"{job.ticket_id} (why it failed):")
-            if message and message.strip():
-                spawn(self.perform("fail", job, message.strip()))
+            if message is None:  # the operator cancelled the dialog
+                return
+            if not message.strip():
+                self.show_banner(f"Ticket {job.ticket_id} was not failed: a message for its "
+                                 "user is required (they read it on their ticket).", "warning")
+                return
+            spawn(self.perform("fail", job, message.strip()))
         elif name == "upload":
             start = str(Path(job.workdir))
             picked = self.ask_open_file(f"Result workspace for ticket {job.ticket_id}", start,
                                         "ITK-SNAP workspace (*.itksnap)")
-            if picked and self.ask_confirm(
-                    "Upload result", f"Upload {picked} as the result of ticket {job.ticket_id} "
-                    "and mark it a success?"):
+            question = (f"Upload {picked} as the result of ticket {job.ticket_id} and mark it a "
+                        "success?")
+            if job.state in (JobState.FAILED, JobState.CANCELLED):
+                # The server lets the claimant turn its own failure into a success; the
+                # user's log keeps the failure, so the operator should know they see both.
+                earlier = f" (“{job.reason}”)" if job.reason else ""
+                question = (f"Ticket {job.ticket_id} was already {job.state.value} by this "
+                            f"console{earlier}, and its user has seen that failure. Upload "
+                            f"{picked} as its result and mark it a success? The user will then "
+                            "see the earlier failure followed by the success.")
+            if picked and self.ask_confirm("Upload result", question):
                 spawn(self.perform("upload", job, picked))
         elif name == "retry":
             if self.ask_confirm("Retry run", f"Run ticket {job.ticket_id} again? Its work dir "
                                 "is emptied first (the logs of earlier runs are kept)."):
                 spawn(self.perform("retry", job))
         elif name == "workdir":
-            QDesktopServices.openUrl(QUrl.fromLocalFile(job.workdir))
+            # False when there is no file manager (a bare server, a minimal desktop).
+            if not QDesktopServices.openUrl(QUrl.fromLocalFile(job.workdir)):
+                self.ask_copy_path("Open work dir", f"No file manager could open the work dir "
+                                   f"of ticket {job.ticket_id}. Its path:", job.workdir)
         elif name == "itksnap":
             self._open_in_itksnap(job)
         elif name == "copy":
@@ -887,6 +909,12 @@ class MainWindow(QMainWindow):
             drain = choice == QUIT_DRAIN
         self._quitting = True
         if drain:
+            # Nothing new while waiting: no claims (the button, Ctrl+N, auto mode), and the
+            # services are shown off so the wait is visible.
+            if engine is not None:
+                engine.stop_claiming()
+            self.services_pane.setEnabled(False)
+            self.services_pane.summary.setText("Quitting: no new tickets are claimed.")
             self.show_banner(f"Waiting for {running} job(s) to finish before quitting…",
                              "warning")
         spawn(self._quit(drain))

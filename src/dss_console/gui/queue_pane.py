@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLineEdit,
     QPushButton,
+    QStyle,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -20,18 +21,23 @@ from PySide6.QtWidgets import (
 
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
-from dss_console.gui.jobs_model import JobFilterProxy, JobTableModel, ProgressDelegate
+from dss_console.gui.jobs_model import Column, JobFilterProxy, JobTableModel, ProgressDelegate
 
-ACTIVE = {JobState.CLAIMED, JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING}
-ATTENTION = {JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED}
+ACTIVE = {JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
+          JobState.UPLOADING}
+# Retry run applies to these (a blocked job runs by itself once its command can start).
+RETRYABLE = {JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED}
+# A blocked job waits for the operator (fix the command or fail it): it needs attention.
+ATTENTION = {*RETRYABLE, JobState.BLOCKED}
 STATE_FILTERS: list[tuple[str, set[JobState] | None]] = [
     ("All tickets", None),
     ("In progress", ACTIVE),
-    ("Waiting to run", {JobState.CLAIMED, JobState.INTERRUPTED}),
+    ("Waiting to run", {JobState.CLAIMED, JobState.BLOCKED, JobState.INTERRUPTED}),
     ("Running", {JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING}),
     ("Needs attention", ATTENTION),
     ("Succeeded", {JobState.SUCCEEDED}),
-    ("Failed", {JobState.FAILED}),
+    # Cancelled tickets are failed on the server: the user sees a failure either way.
+    ("Failed", {JobState.FAILED, JobState.CANCELLED}),
 ]
 
 # action name, button text, shortcut, tooltip
@@ -48,6 +54,19 @@ ACTIONS = [
 ]
 
 
+def action_tooltip(name: str, job: JobSnapshot | None) -> str | None:
+    """A tooltip that says why an action is off for this job, when the state alone does not
+    tell; None keeps the action's usual tooltip."""
+    if job is None:
+        return None
+    if name == "retry" and job.not_retryable and job.state in RETRYABLE:
+        return f"Retry run is not possible: {job.not_retryable}"
+    if name == "run" and job.state is JobState.BLOCKED:
+        return ("The command cannot start; the ticket runs by itself as soon as it can "
+                "(fix the service's command in Settings…), or Fail… it")
+    return None
+
+
 def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False) -> bool:
     """Whether an action makes sense for a job in its current state."""
     if job is None:
@@ -55,14 +74,14 @@ def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False) -> bo
     state = job.state
     if name == "run":
         return state in (JobState.CLAIMED, JobState.INTERRUPTED) and not busy
-    if name == "cancel":
+    if name in ("cancel", "fail"):
+        # A failed or cancelled ticket is already failed on the server: failing it again
+        # would only add a second failure to the user's log.
         return not state.is_terminal
-    if name == "fail":
-        return state is not JobState.SUCCEEDED
     if name == "upload":
         return state not in (JobState.SUCCEEDED, JobState.UPLOADING) and not busy
     if name == "retry":
-        return state in ATTENTION and not busy
+        return state in RETRYABLE and not busy and not job.not_retryable
     if name == "itksnap":
         return job.inputs_ready and shutil.which("itksnap") is not None
     return True
@@ -101,10 +120,12 @@ class QueuePane(QWidget):
 
         self.buttons: dict[str, QPushButton] = {}
         self.actions_: dict[str, QAction] = {}
+        self._tooltips: dict[str, str] = {}
         buttons = QHBoxLayout()
         for name, text, shortcut, tip in ACTIONS:
             button = QPushButton(text)
-            button.setToolTip(f"{tip} ({shortcut})")
+            self._tooltips[name] = f"{tip} ({shortcut})"
+            button.setToolTip(self._tooltips[name])
             button.clicked.connect(lambda _=False, n=name: self.request(n))
             action = QAction(text, self)
             action.setShortcut(QKeySequence(shortcut))
@@ -141,7 +162,23 @@ class QueuePane(QWidget):
 
     def _fit_columns(self) -> None:
         self.view.resizeColumnsToContents()
+        # Fitted to the rows of the moment, the State column would cut a later, longer
+        # state ("claimed" now, "succee…" later): make room for every state word.
+        needed = self._state_column_width()
+        if self.view.columnWidth(Column.STATE) < needed:
+            self.view.setColumnWidth(Column.STATE, needed)
         self._fitted = self.model.rowCount() > 0
+
+    def _state_column_width(self) -> int:
+        bold = QFont(self.view.font())
+        bold.setBold(True)  # a blocked job's state is bold
+        metrics = QFontMetrics(bold)
+        text = max(metrics.horizontalAdvance(state.value) for state in JobState)
+        # The cell's own margins, as the view's size hint counts them.
+        margin = 2 * (self.view.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin,
+                                                     None, self.view) + 1)
+        return max(text + margin + 8, self.view.horizontalHeader().sectionSizeHint(
+            Column.STATE))
 
     def update_jobs(self, jobs: list[JobSnapshot]) -> None:
         current = self.current_job()
@@ -198,6 +235,7 @@ class QueuePane(QWidget):
             enabled = action_enabled(name, job, busy)
             button.setEnabled(enabled)
             self.actions_[name].setEnabled(enabled)
+            button.setToolTip(action_tooltip(name, job) or self._tooltips[name])
 
     def request(self, name: str) -> None:
         job = self.current_job()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -19,17 +20,24 @@ from PySide6.QtWidgets import (
 from dss_console.dss import ServiceStats
 from dss_console.engine.engine import ServiceView
 
-COLUMNS = ["Service", "Auto", "Ready", "Heard", "24 h ok/failed", "Avg", "Command"]
-COLUMN_TIPS = ["Service name and version (hover for its hash)",
+# Fits the left pane of a 1280 px window without scrolling: what a provider checks at a
+# glance. When the server last heard from a provider and the average ticket time are in the
+# Service cell's tooltip (as are the hash and the 24 h counts in words).
+COLUMNS = ["Service", "Auto", "Ready", "Last 24 h", "Command"]
+COLUMN_TIPS = ["Service name and version (hover for its hash, when a provider was last "
+               "heard from, and the average time from claim to success)",
                "Claim this service's tickets in auto mode (needs a command)",
-               "Tickets waiting in the server's queue", "When a provider last polled or claimed",
-               "Tickets that succeeded / failed in the last 24 hours",
-               "Average duration of a successful ticket",
-               "Whether this console has a command for the service"]
+               "Tickets waiting in the server's queue",
+               "Tickets that succeeded / failed in the last 24 hours (server's count)",
+               "Whether this console has a command for the service; “paused”: auto claiming "
+               "is paused (hover for why)"]
+SERVICE_COLUMN = 0
 AUTO_COLUMN = COLUMNS.index("Auto")
 READY_COLUMN = COLUMNS.index("Ready")
+DAY_COLUMN = COLUMNS.index("Last 24 h")
 COMMAND_COLUMN = COLUMNS.index("Command")
 HASH_ROLE = Qt.ItemDataRole.UserRole + 1
+PAUSED_COLOUR = "#bc4c00"
 
 
 def _duration(seconds: float | None) -> str:
@@ -62,12 +70,24 @@ class ServicesPane(QWidget):
         header = self.table.horizontalHeader()
         for column in range(len(COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        # The name takes the width left over (elided when very narrow), so the table never
+        # needs a horizontal scroll bar for its numbers.
+        header.setSectionResizeMode(SERVICE_COLUMN, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self._names: dict[str, str] = {}  # hash -> "name version"
+        self._stats: dict[str, ServiceStats] = {}
 
         self.claim_button = QPushButton("Claim next")
         self.claim_button.setToolTip("Claim the next ready ticket of the selected services and "
                                      "download its inputs (Ctrl+N)")
-        self.claim_button.setShortcut("Ctrl+N")
+        # A QAction, not the button's own shortcut: QAbstractButton.setText() (the button
+        # reads "Claiming…" while a claim is on its way) replaces a button's shortcut.
+        self.claim_action = QAction("Claim next", self)
+        self.claim_action.setShortcut(QKeySequence("Ctrl+N"))
+        self.claim_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        self.claim_action.triggered.connect(self._claim_shortcut)
+        self.addAction(self.claim_action)
         self.auto_button = QPushButton("Auto mode")
         self.auto_button.setCheckable(True)
         self.auto_button.setToolTip("Keep up to the configured number of jobs running, claiming "
@@ -114,19 +134,28 @@ class ServicesPane(QWidget):
                 checkbox.toggled.connect(
                     lambda on, h=view.service_hash: self.serviceAutoToggled.emit(h, on))
                 self.table.setCellWidget(row, AUTO_COLUMN, checkbox)
-            self.table.item(row, 0).setText(f"{view.name} {view.version}".strip())
-            self.table.item(row, 0).setToolTip(view.service_hash)
+            self._names[view.service_hash] = f"{view.name} {view.version}".strip()
+            self.table.item(row, SERVICE_COLUMN).setText(self._names[view.service_hash])
+            self._update_tooltip(row, view.service_hash)
             command = view.command.command if view.command else None
-            self.table.item(row, COMMAND_COLUMN).setText("yes" if command else "no")
-            self.table.item(row, COMMAND_COLUMN).setToolTip(
-                command or "No command configured: tickets can be claimed and handled by hand")
+            command_item = self.table.item(row, COMMAND_COLUMN)
+            if view.paused:
+                command_item.setText("paused")
+                command_item.setForeground(QBrush(QColor(PAUSED_COLOUR)))
+                command_item.setToolTip(f"Auto claiming is paused: {view.paused}")
+            else:
+                command_item.setText("yes" if command else "no")
+                command_item.setData(Qt.ItemDataRole.ForegroundRole, None)
+                command_item.setToolTip(
+                    command or "No command configured: tickets can be claimed and handled by "
+                               "hand")
             checkbox = self.table.cellWidget(row, AUTO_COLUMN)
             checkbox.blockSignals(True)
             checkbox.setChecked(view.auto)
             checkbox.setEnabled(command is not None)
             checkbox.blockSignals(False)
             if view.service_hash in selected:
-                self.table.selectRow(row)
+                self._select_row(row, clear=False)
         self._update_buttons()
 
     def set_ready(self, ready: dict[str, int]) -> None:
@@ -136,18 +165,30 @@ class ServicesPane(QWidget):
                 self.table.item(row, READY_COLUMN).setText(str(count))
 
     def set_stats(self, service_hash: str, stats: ServiceStats) -> None:
+        self._stats[service_hash] = stats
         for row in range(self.table.rowCount()):
             if self._hash_at(row) == service_hash:
                 self.table.item(row, READY_COLUMN).setText(str(stats.queue_length))
-                self.table.item(row, READY_COLUMN + 1).setText(
-                    f"{_duration(stats.last_heard_from)} ago")
-                self.table.item(row, READY_COLUMN + 2).setText(
-                    f"{stats.n_success} / {stats.n_failed}")
-                self.table.item(row, READY_COLUMN + 3).setText(_duration(stats.avg_duration))
+                self.table.item(row, DAY_COLUMN).setText(f"{stats.n_success} / {stats.n_failed}")
+                self.table.item(row, DAY_COLUMN).setToolTip(
+                    f"{stats.n_success} succeeded, {stats.n_failed} failed in the last 24 hours")
+                self._update_tooltip(row, service_hash)
+
+    def _update_tooltip(self, row: int, service_hash: str) -> None:
+        lines = [self._names.get(service_hash, ""), f"Hash {service_hash}"]
+        stats = self._stats.get(service_hash)
+        if stats is not None:
+            lines.append(f"Last heard from a provider: {_duration(stats.last_heard_from)} ago")
+            # The server's figure: from claim to success, unlike the tickets' Run time.
+            lines.append("Average time from claim to success (last 24 h): "
+                         f"{_duration(stats.avg_duration)}")
+        self.table.item(row, SERVICE_COLUMN).setToolTip("\n".join(line for line in lines if line))
 
     def set_logged_in(self, logged_in: bool) -> None:
         if not logged_in:
             self.table.setRowCount(0)
+            self._names.clear()
+            self._stats.clear()
             self.summary.setText("Not logged in.")
         self.setEnabled(logged_in)
 
@@ -166,12 +207,26 @@ class ServicesPane(QWidget):
     def select_service(self, service_hash: str) -> None:
         for row in range(self.table.rowCount()):
             if self._hash_at(row) == service_hash:
-                self.table.selectRow(row)
+                self._select_row(row, clear=True)
+
+    def _select_row(self, row: int, clear: bool) -> None:
+        # Not QTableView.selectRow(): it follows the keyboard modifiers held at the time, so
+        # a refresh that lands while Ctrl is down (Ctrl+N) would toggle the row off.
+        flags = QItemSelectionModel.SelectionFlag.Rows | (
+            QItemSelectionModel.SelectionFlag.ClearAndSelect if clear
+            else QItemSelectionModel.SelectionFlag.Select)
+        self.table.selectionModel().select(self.table.model().index(row, 0), flags)
 
     def _update_buttons(self) -> None:
         has_selection = bool(self.selected_hashes())
         self.claim_button.setEnabled(has_selection)
         self.edit_button.setEnabled(len(self.selected_hashes()) == 1)
+
+    def _claim_shortcut(self) -> None:
+        # The same rule as a click: nothing while the button is off (a claim in flight,
+        # nothing selected, logged out or quitting).
+        if self.claim_button.isEnabled():
+            self._claim_clicked()
 
     def _claim_clicked(self) -> None:
         hashes = self.selected_hashes()

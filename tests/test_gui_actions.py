@@ -1,0 +1,184 @@
+"""Operator actions in the console window (issue 8): shortcuts, Fail…/Upload result… on
+failed tickets, a blocked job, Open work dir without a file manager, Finish-then-quit.
+
+Real widgets against the real server and engine, as in test_gui_console.py (whose console
+fixture this reuses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
+
+import test_gui_console
+from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.states import JobState
+from dss_console.gui.main_window import QUIT_DRAIN
+from test_gui_console import WAIT_MS, Console
+
+# The console fixtures of test_gui_console.py, shared here.
+event_loop_qt = test_gui_console.event_loop_qt
+make_console = test_gui_console.make_console
+
+MISSING_PROGRAM = "dss-console-gui-test-no-such-program"
+
+
+def press_ctrl_n(console: Console) -> None:
+    window = console.window
+    window.activateWindow()
+    console.qtbot.waitUntil(window.isActiveWindow, timeout=5000)
+    table = window.services_pane.table
+    console.qtbot.keyPress(table, Qt.Key.Key_Control)
+    console.qtbot.keyClick(table, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    # Let go of Ctrl, as a person does (QTest would keep it held for the whole app).
+    console.qtbot.keyRelease(table, Qt.Key.Key_Control)
+
+
+def test_ctrl_n_claims_every_time_not_only_once(make_console, qtbot) -> None:
+    console = make_console()
+    for _ in range(2):
+        console.sandbox.add_ticket(console.service)
+    console.login()
+    window = console.window
+    pane = window.services_pane
+    pane.select_service(console.service)
+    press_ctrl_n(console)
+    qtbot.waitUntil(lambda: len(window.engine.jobs()) == 1, timeout=WAIT_MS)
+    # The button said "Claiming…" meanwhile: its text changed twice.
+    qtbot.waitUntil(lambda: pane.claim_button.text() == "Claim next"
+                    and pane.claim_button.isEnabled(), timeout=WAIT_MS)
+    press_ctrl_n(console)
+    qtbot.waitUntil(lambda: len(window.engine.jobs()) == 2, timeout=WAIT_MS)
+    assert "Ctrl+N" in pane.claim_button.toolTip()
+
+
+def test_fail_needs_a_message_and_a_failed_ticket_is_not_failed_twice(
+        make_console, qtbot, tmp_path: Path) -> None:
+    console = make_console()
+    console.login()
+    window = console.window
+    job_id = console.claim()
+    window.ask_text = lambda title, label: "   "  # type: ignore[method-assign]
+    window.queue_pane.buttons["fail"].click()
+    assert window.banner.isVisible()
+    assert "message for its user is required" in window.banner.text()
+    assert window.engine.job(job_id).state is JobState.CLAIMED
+
+    window.ask_text = lambda title, label: "The image is a knee"  # type: ignore
+    window.queue_pane.buttons["fail"].click()
+    console.wait_state(job_id, JobState.FAILED)
+    qtbot.waitUntil(lambda: not window.queue_pane.buttons["fail"].isEnabled(),
+                    timeout=WAIT_MS)
+    assert not window.queue_pane.buttons["cancel"].isEnabled()
+    assert not window.queue_pane.actions_["fail"].isEnabled()  # nor by its shortcut
+
+    # Upload result… turns the failure into a success: the confirmation says what the user
+    # already saw and will see.
+    result = tmp_path / "picked.itksnap"
+    asked: list[str] = []
+    window.ask_open_file = lambda *args: str(result)  # type: ignore[method-assign]
+    window.ask_confirm = lambda title, text: asked.append(text) and False  # type: ignore
+    assert window.queue_pane.buttons["upload"].isEnabled()
+    window.queue_pane.buttons["upload"].click()
+    assert len(asked) == 1
+    assert "already failed" in asked[0] and "The image is a knee" in asked[0]
+    assert "earlier failure followed by the success" in asked[0]
+    assert window.engine.job(job_id).state is JobState.FAILED  # answered No
+
+
+def test_open_work_dir_without_a_file_manager_shows_the_path(
+        make_console, qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
+    console = make_console()
+    console.login()
+    window = console.window
+    job_id = console.claim()
+    monkeypatch.setattr("dss_console.gui.main_window.QDesktopServices.openUrl",
+                        lambda url: False)
+    window.queue_pane.buttons["workdir"].click()
+    shown = window.path_dialog  # opened, not exec'd: nothing blocks
+    assert shown.isVisible() and shown.value() == window.engine.job(job_id).workdir
+    shown.copy_button.click()
+    assert QGuiApplication.clipboard().text() == window.engine.job(job_id).workdir
+    shown.reject()
+
+
+def test_a_blocked_job_says_what_to_do_and_can_be_failed(make_console, qtbot) -> None:
+    console = make_console()
+    window = console.window
+    window.settings.services[console.service] = ServiceCommand(
+        key=console.service, command=f"{MISSING_PROGRAM} {{workspace}} {{result}}")
+    console.login()
+    job_id = console.claim()
+    window.queue_pane.buttons["run"].click()
+    console.wait_state(job_id, JobState.BLOCKED)
+    detail = window.detail_pane
+    qtbot.waitUntil(lambda: detail.blocked_banner.isVisible(), timeout=WAIT_MS)
+    text = detail.blocked_text.text()
+    assert "Blocked: the service's command cannot start" in text
+    assert MISSING_PROGRAM in text and "Settings" in text and "Fail" in text
+    buttons = window.queue_pane.buttons
+    assert not buttons["run"].isEnabled() and not buttons["retry"].isEnabled()
+    assert buttons["fail"].isEnabled() and buttons["cancel"].isEnabled()
+    row = window.queue_pane.model.row_of(job_id)
+    state = window.queue_pane.model.index(row, 2)
+    assert state.data() == "blocked" and state.data(Qt.ItemDataRole.FontRole).bold()
+    window.queue_pane.state_filter.setCurrentText("Needs attention")
+    assert window.queue_pane.proxy.rowCount() == 1
+
+    # Its button opens Settings on this service's command.
+    detail.blocked_edit.click()
+    dialog = window.settings_dialog
+    assert dialog.isVisible()
+    editor = dialog.current_editor()
+    assert editor is not None and editor.githash == console.service
+    dialog.reject()
+
+    window.ask_text = lambda title, label: "We cannot run this service today"  # type: ignore
+    buttons["fail"].click()
+    console.wait_state(job_id, JobState.FAILED)
+    qtbot.waitUntil(lambda: not detail.blocked_banner.isVisible(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: console.server_status(job_id) == "failed", timeout=WAIT_MS)
+
+
+def test_retry_run_says_why_it_cannot_rescue_a_deleted_ticket(make_console, qtbot) -> None:
+    console = make_console()
+    console.login()
+    window = console.window
+    job_id = console.claim()
+    window.ask_text = lambda title, label: "not today"  # type: ignore[method-assign]
+    window.queue_pane.buttons["fail"].click()
+    console.wait_state(job_id, JobState.FAILED)
+    qtbot.waitUntil(lambda: console.server_status(job_id) == "failed", timeout=WAIT_MS)
+    console.sandbox.admin.delete_ticket(window.engine.job(job_id).ticket_id)
+    retry = window.queue_pane.buttons["retry"]
+    assert retry.isEnabled()  # the console cannot know yet
+    window.ask_confirm = lambda title, text: True  # type: ignore[method-assign]
+    retry.click()
+    # The engine learns it from the server and says so; the button follows.
+    qtbot.waitUntil(lambda: not retry.isEnabled(), timeout=WAIT_MS)
+    assert retry.toolTip() == "Retry run is not possible: the ticket was deleted on the server"
+    assert "Retry run is not possible" in window.detail_pane.header.text()
+
+
+def test_finish_then_quit_claims_nothing_more(make_console, qtbot) -> None:
+    console = make_console("sleep", "300")
+    console.login()
+    window = console.window
+    job_id = console.claim_and_run()
+    waiting = console.sandbox.add_ticket(console.service)  # would be claimed next
+    engine = window.engine
+    pane = window.services_pane
+    pane.select_service(console.service)
+    assert pane.claim_button.isEnabled()
+    window.ask_quit_choice = lambda running: QUIT_DRAIN  # type: ignore[method-assign]
+    window.close()
+    assert not window.closed  # waiting for the job
+    assert not pane.isEnabled() and not pane.claim_button.isEnabled()
+    assert "Quitting" in pane.summary.text()
+    # The job ends (the operator stops it from elsewhere): the window then closes.
+    engine.cancel_job(job_id)
+    qtbot.waitUntil(lambda: window.closed, timeout=WAIT_MS)
+    assert console.sandbox.admin.ticket_status(waiting) == "ready"  # nothing claimed meanwhile
+
