@@ -68,6 +68,14 @@ SERVICE_SCRIPT = textwrap.dedent("""\
 """)
 
 
+@pytest.fixture(autouse=True)
+def dry_run_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The remembered workspaces go to the test's own file, not the user's config dir."""
+    state = tmp_path / "dry-run.ini"
+    monkeypatch.setattr("dss_console.gui.dry_run.STATE_FILE", state, raising=False)
+    return state
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     return make_demo_ticket_files(tmp_path / "my workspace", 7)[0]
@@ -303,12 +311,83 @@ def test_choose_workspace_then_run(qtbot: QtBot, service, workspace: Path,
 def test_open_work_dir(qtbot: QtBot, service, workspace: Path,
                        monkeypatch: pytest.MonkeyPatch) -> None:
     opened = []
-    monkeypatch.setattr("dss_console.gui.dry_run.QDesktopServices.openUrl", opened.append)
+    monkeypatch.setattr("dss_console.gui.dry_run.QDesktopServices.openUrl",
+                        lambda url: opened.append(url) or True)
     dialog = open_dialog(qtbot, service("success"), workspace)
     assert not dialog.open_workdir_button.isEnabled()
     run(qtbot, dialog)
     qtbot.mouseClick(dialog.open_workdir_button, Qt.MouseButton.LeftButton)
     assert [url.toLocalFile() for url in opened] == [str(dialog.workdir)]
+
+
+def test_open_work_dir_without_a_file_manager_shows_the_path(
+        qtbot: QtBot, service, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dss_console.gui.dry_run.QDesktopServices.openUrl", lambda url: False)
+    dialog = open_dialog(qtbot, service("success"), workspace)
+    run(qtbot, dialog)
+    qtbot.mouseClick(dialog.open_workdir_button, Qt.MouseButton.LeftButton)
+    shown = dialog.path_dialog  # opened, not exec'd: nothing blocks
+    assert shown.isVisible() and shown.value() == str(dialog.workdir)
+    shown.reject()
+
+
+def test_a_command_that_never_started_does_not_say_finished(qtbot: QtBot,
+                                                            workspace: Path) -> None:
+    command = ServiceCommand(key="X", command="no-such-program-dss {workspace} {result}")
+    dialog = open_dialog(qtbot, command, workspace)
+    summary = run(qtbot, dialog)
+    assert not summary.started
+    assert dialog.status_label.text() == "The command did not start; see below."
+    assert "Finished" not in dialog.status_label.text()
+
+
+def test_the_workspace_is_remembered_per_service(qtbot: QtBot, service, workspace: Path,
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    dialog = open_dialog(qtbot, service("success"), None)
+    monkeypatch.setattr(dialog, "choose_workspace_path", lambda: workspace)
+    qtbot.mouseClick(dialog.choose_button, Qt.MouseButton.LeftButton)
+    dialog.reject()
+    again = open_dialog(qtbot, service("success"), None)  # the next opening
+    assert again.workspace == workspace and again.run_button.isEnabled()
+    assert str(workspace) in again.workspace_label.text()
+    other = DryRunDialog(ServiceCommand(key="OtherService", command="x"), "OtherService")
+    qtbot.addWidget(other)
+    assert other.workspace is None
+    # A workspace given to Run is remembered as well (the last one run).
+    second = make_demo_ticket_files(tmp_path / "second", 8)[0]
+    again.set_workspace(second)
+    run(qtbot, again)
+    assert open_dialog(qtbot, service("success"), None).workspace == second
+    # And by hash when the dialog knows it (the settings dialog passes it).
+    hashed = open_dialog(qtbot, service("success"), workspace, service_hash="ab" * 20)
+    run(qtbot, hashed)
+    assert open_dialog(qtbot, service("success"), None,
+                       service_hash="ab" * 20).workspace == workspace
+
+
+def test_closing_removes_the_work_dirs_of_its_runs(qtbot: QtBot, service, workspace: Path,
+                                                   tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    dialog = open_dialog(qtbot, service("success"), workspace, work_root=root)
+    run(qtbot, dialog)
+    first = dialog.workdir
+    run(qtbot, dialog)
+    assert first is not None and dialog.workdir != first
+    assert len(list(root.iterdir())) == 2
+    assert "removed when this window closes" in dialog.outcome_label.text()
+    dialog.reject()
+    # Removed off the Qt thread: wait for it.
+    qtbot.waitUntil(lambda: not list(root.iterdir()), timeout=RUN_MS)
+    qtbot.waitUntil(lambda: not dialog.cleaning_up, timeout=RUN_MS)
+    # A run that never started leaves nothing either.
+    command = ServiceCommand(key="X", command="{nonsense} {workspace}")
+    failed = open_dialog(qtbot, command, workspace, work_root=root)
+    run(qtbot, failed)
+    assert len(list(root.iterdir())) == 1
+    failed.close()
+    qtbot.waitUntil(lambda: not list(root.iterdir()), timeout=RUN_MS)
 
 
 def test_the_demo_service_runs_dry(qtbot: QtBot, workspace: Path) -> None:

@@ -28,8 +28,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QFontDatabase, QKeySequence
+from PySide6.QtCore import QCoreApplication, QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QDesktopServices,
+    QFontDatabase,
+    QKeySequence,
+)
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -64,6 +70,7 @@ from dss_console.engine.runner import (
 )
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.workdirs import ENGINE_DIR, make_private_dir
+from dss_console.gui.copyable import show_copyable
 from dss_console.workspace import Workspace, WorkspaceError, export_result_workspace
 
 __all__ = [
@@ -159,6 +166,7 @@ class DryRunSummary:
     result_layers: int | None = None  # layers of a readable result workspace
     workdir: Path | None = None
     log_path: Path | None = None
+    started: bool = True  # False: the command never ran (not prepared, could not start)
 
     @property
     def text(self) -> str:
@@ -317,7 +325,7 @@ class DryRun:
         details = [f"Work dir: {paths.workdir}"] if paths is not None else []
         return DryRunFinished(DryRunSummary(
             would_succeed=False, verdict=verdict, details=tuple(details),
-            workdir=paths.workdir if paths is not None else None))
+            workdir=paths.workdir if paths is not None else None, started=False))
 
     def _main(self) -> None:
         finished: DryRunFinished | None = None
@@ -374,6 +382,21 @@ _MAX_EVENTS_PER_TICK = 20_000
 _MAX_OUTPUT_BLOCKS = 5000
 _GRACE_PERIOD = 3.0
 _LEVEL_COLORS = {"warning": QColor(160, 100, 0), "error": QColor(190, 0, 0)}
+# Where the dialog remembers the workspace last chosen per service (across openings and
+# restarts); None: dry-run.ini in the console's config dir. Tests point it elsewhere.
+STATE_FILE: Path | None = None
+
+
+def _state() -> QSettings:
+    from dss_console import paths
+
+    path = STATE_FILE if STATE_FILE is not None else paths.config_dir() / "dry-run.ini"
+    return QSettings(str(path), QSettings.Format.IniFormat)
+
+
+def _remove_dirs(workdirs: list[Path]) -> None:
+    for workdir in workdirs:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class DryRunDialog(QDialog):
@@ -396,8 +419,14 @@ class DryRunDialog(QDialog):
         self._service_hash = service_hash
         self._work_root = work_root
         self._grace = grace_period
+        if workspace is None:
+            workspace = self._remembered_workspace()
         self._workspace = Path(workspace) if workspace is not None else None
         self._run: DryRun | None = None
+        # Every work dir this dialog's runs made: copies of the user's images, removed
+        # when the dialog closes (on a thread of its own: the Qt thread never waits on disk).
+        self._made: list[Path] = []
+        self._cleanup: threading.Thread | None = None
         self._finished = False  # the current run's DryRunFinished has arrived
         self._closing = False
         self._tracker = ProgressTracker()
@@ -453,8 +482,13 @@ class DryRunDialog(QDialog):
         self.open_workdir_button = QPushButton("&Open work dir")
         self.open_workdir_button.clicked.connect(self._open_workdir)
         self.close_button = QPushButton("Close")
-        self.close_button.setShortcut(QKeySequence.StandardKey.Close)
         self.close_button.clicked.connect(self.reject)
+        # A QAction rather than the button's shortcut, as everywhere in the console (a
+        # button's setText() drops its shortcut).
+        close_action = QAction("Close", self)
+        close_action.setShortcut(QKeySequence.StandardKey.Close)
+        close_action.triggered.connect(self.reject)
+        self.addAction(close_action)
         buttons = QHBoxLayout()
         for button in (self.run_button, self.stop_button, self.open_workdir_button):
             buttons.addWidget(button)
@@ -501,10 +535,31 @@ class DryRunDialog(QDialog):
         """The running command's pid (for tests and diagnostics)."""
         return self._run.pid if self._run is not None else None
 
+    @property
+    def cleaning_up(self) -> bool:
+        """True while the work dirs of closed-over runs are being removed."""
+        return self._cleanup is not None and self._cleanup.is_alive()
+
     def set_workspace(self, workspace: Path) -> None:
         self._workspace = Path(workspace)
         self._show_workspace()
         self._update_buttons()
+
+    def _state_key(self) -> str:
+        service = self._service_hash or self._command.key or self._service_name
+        return f"workspace/{service}"
+
+    def _remembered_workspace(self) -> Path | None:
+        value = _state().value(self._state_key())
+        # Only a path: whether the file still exists shows when it runs (no disk access
+        # on the Qt thread to check it here).
+        return Path(value) if isinstance(value, str) and value else None
+
+    def _remember_workspace(self) -> None:
+        if self._workspace is not None:
+            state = _state()
+            state.setValue(self._state_key(), str(self._workspace))
+            state.sync()
 
     def choose_workspace_path(self) -> Path | None:
         """Ask for an .itksnap file; tests replace this method."""
@@ -523,6 +578,7 @@ class DryRunDialog(QDialog):
                            service_hash=self._service_hash, root=self._work_root,
                            grace_period=self._grace)
         self._finished = False
+        self._remember_workspace()
         self.status_label.setText("Copying the workspace into a fresh work dir…")
         self._run.start()
         self._timer.start()
@@ -542,7 +598,15 @@ class DryRunDialog(QDialog):
             self.stop("the dry-run window was closed")
             return
         self._timer.stop()
+        self._remove_workdirs()
         super().reject()
+
+    def _remove_workdirs(self) -> None:
+        made, self._made = self._made, []
+        if made:
+            self._cleanup = threading.Thread(target=_remove_dirs, args=(made,),
+                                             name="dry-run-cleanup", daemon=True)
+            self._cleanup.start()
 
     def _stop_before_quit(self) -> None:
         # The command runs in a session of its own: left alone, it would outlive the console.
@@ -550,6 +614,8 @@ class DryRunDialog(QDialog):
         if self._run is not None and self._run.alive:
             self._run.stop("the console quit")
             self._run.join(self._grace + 5)
+        made, self._made = self._made, []
+        _remove_dirs(made)
 
     # -- running ----------------------------------------------------------------------------
     def _reset_views(self) -> None:
@@ -587,6 +653,7 @@ class DryRunDialog(QDialog):
                 self.run_finished.emit(self.summary)
             if self._closing:
                 self._closing = False
+                self._remove_workdirs()
                 super().reject()
 
     def _append_output(self, lines: list[str]) -> None:
@@ -617,6 +684,7 @@ class DryRunDialog(QDialog):
             self._add_message(f"note: {event.text}", "warning")
         elif isinstance(event, DryRunPrepared):
             self._workdir = event.paths.workdir
+            self._made.append(event.paths.workdir)
             self.status_label.setText(
                 f"Running on a copy of the workspace: {event.input_description}, in "
                 f"{event.paths.workdir}")
@@ -627,8 +695,16 @@ class DryRunDialog(QDialog):
             self.summary = event.summary
             if event.summary.workdir is not None:
                 self._workdir = event.summary.workdir
-            self.status_label.setText("Finished." if self._workdir else "")
-            self.outcome_label.setText(event.summary.text)
+                if self._workdir not in self._made:
+                    self._made.append(self._workdir)
+            if event.summary.started:
+                self.status_label.setText("Finished.")
+            else:
+                self.status_label.setText("The command did not start; see below.")
+            text = event.summary.text
+            if event.summary.workdir is not None:
+                text += "\nThe work dir is removed when this window closes."
+            self.outcome_label.setText(text)
             if event.summary.would_succeed:
                 # As the engine does on success; also, a hook report read late may have
                 # overwritten a later stdout one (each channel is in order, not the two).
@@ -641,10 +717,21 @@ class DryRunDialog(QDialog):
         chosen = self.choose_workspace_path()
         if chosen is not None:
             self.set_workspace(chosen)
+            self._remember_workspace()
 
     def _open_workdir(self) -> None:
-        if self._workdir is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._workdir)))
+        if self._workdir is None:
+            return
+        # False when there is no file manager: then show the path, to copy.
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._workdir))):
+            self.show_path(str(self._workdir))
+
+    def show_path(self, path: str) -> None:
+        """Show a work dir no file manager could open, to select and copy (opened, not
+        exec'd: no nested event loop)."""
+        self.path_dialog = show_copyable(
+            self, "Open work dir", "No file manager could open the work dir. Its path (removed "
+            "when this window closes):", path)
 
     def _show_workspace(self) -> None:
         if self._workspace is None:
