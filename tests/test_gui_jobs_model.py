@@ -382,6 +382,19 @@ def test_the_state_column_fits_every_state_not_just_the_first(qtbot: Any) -> Non
         assert view.columnWidth(Column.STATE) >= view.sizeHintForColumn(Column.STATE), state
 
 
+def test_a_new_service_name_widens_its_column(qtbot: Any) -> None:
+    from dss_console.gui.queue_pane import QueuePane
+
+    pane = QueuePane()
+    qtbot.addWidget(pane)
+    pane.resize(900, 300)
+    pane.show()
+    pane.update_jobs([snap(1, service_name="Demo")])  # fitted to "Demo"
+    pane.update_jobs([snap(2, service_name="BrokenSegmentation")])
+    view = pane.view
+    assert view.columnWidth(Column.SERVICE) >= view.sizeHintForColumn(Column.SERVICE)
+
+
 def test_run_time_says_what_it_measures(model: JobTableModel) -> None:
     title = model.headerData(int(Column.ELAPSED), Qt.Orientation.Horizontal)
     tip = model.headerData(int(Column.ELAPSED), Qt.Orientation.Horizontal,

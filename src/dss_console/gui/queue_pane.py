@@ -40,6 +40,8 @@ STATE_FILTERS: list[tuple[str, set[JobState] | None]] = [
     ("Failed", {JobState.FAILED, JobState.CANCELLED}),
 ]
 
+SERVICE_COLUMN_MAX = 280  # px; a longer name is elided (the full one is in its tooltip)
+
 # action name, button text, shortcut, tooltip
 ACTIONS = [
     ("run", "Run", "Ctrl+R", "Run the service command on this ticket"),
@@ -169,6 +171,13 @@ class QueuePane(QWidget):
             self.view.setColumnWidth(Column.STATE, needed)
         self._fitted = self.model.rowCount() > 0
 
+    def _widen_service_column(self) -> None:
+        """A ticket of a service with a longer name than those fitted: widen the column
+        (never narrow it: the operator may have widened it), within reason."""
+        needed = min(self.view.sizeHintForColumn(Column.SERVICE), SERVICE_COLUMN_MAX)
+        if self.view.columnWidth(Column.SERVICE) < needed:
+            self.view.setColumnWidth(Column.SERVICE, needed)
+
     def _state_column_width(self) -> int:
         bold = QFont(self.view.font())
         bold.setBold(True)  # a blocked job's state is bold
@@ -182,9 +191,12 @@ class QueuePane(QWidget):
 
     def update_jobs(self, jobs: list[JobSnapshot]) -> None:
         current = self.current_job()
+        rows = self.model.rowCount()
         self.model.update_jobs(jobs)
         if not self._fitted:  # once, when the first tickets arrive; then the user's widths
             self._fit_columns()
+        elif self.model.rowCount() > rows:
+            self._widen_service_column()
         if current is not None and any(j.job_id == current.job_id for j in jobs):
             self._current_changed()
         else:
