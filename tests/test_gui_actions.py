@@ -182,3 +182,37 @@ def test_finish_then_quit_claims_nothing_more(make_console, qtbot) -> None:
     qtbot.waitUntil(lambda: window.closed, timeout=WAIT_MS)
     assert console.sandbox.admin.ticket_status(waiting) == "ready"  # nothing claimed meanwhile
 
+
+
+def test_the_services_table_fits_a_1280_px_window(make_console, qtbot) -> None:
+    console = make_console()
+    console.login()
+    window = console.window
+    window.resize(1280, 820)
+    window.main_splitter.setSizes([560, 720])  # the default layout
+    table = window.services_pane.table
+    row = window.services_pane.all_hashes().index(console.service)
+    # The 24 h figures arrive after the services: wait for them, they are the widest.
+    qtbot.waitUntil(lambda: any("/" in table.item(row, column).text()
+                                for column in range(table.columnCount())), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: table.horizontalScrollBar().maximum() == 0, timeout=5000)
+    tip = table.item(row, 0).toolTip()
+    assert console.service in tip and "Average time from claim to success" in tip
+    assert "Last heard from a provider" in tip
+
+
+def test_a_paused_service_is_marked_with_why(qtbot) -> None:
+    from dss_console.engine.engine import ServiceView
+    from dss_console.gui.services_pane import COMMAND_COLUMN, ServicesPane
+
+    pane = ServicesPane()
+    qtbot.addWidget(pane)
+    command = ServiceCommand(key="a" * 40, command="seg {workspace}")
+    pane.set_services([ServiceView(name="Seg", service_hash="a" * 40, version="1.0",
+                                   command=command, auto=True, running=0,
+                                   paused="the command cannot start: command not found: seg")])
+    item = pane.table.item(0, COMMAND_COLUMN)
+    assert item.text() == "paused" and "command not found: seg" in item.toolTip()
+    pane.set_services([ServiceView(name="Seg", service_hash="a" * 40, version="1.0",
+                                   command=command, auto=True, running=0)])
+    assert pane.table.item(0, COMMAND_COLUMN).text() == "yes"

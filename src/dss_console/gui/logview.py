@@ -914,10 +914,11 @@ class LogView(QWidget):
         plural = "s" if matches.count != 1 else ""
         self._set_find_status(
             f"“{needle}” is in {matches.count} line{plural} of the full log, first at line "
-            f"{number}: {text}  (“Save full log…” to read all of it)")
+            f"{number}: {text}")
         listed = "\n".join(f"{n}: {t}" for n, t in matches.first)
         more = matches.count - len(matches.first)
-        self._find_status.setToolTip(listed + (f"\n… and {more} more" if more > 0 else ""))
+        self._find_status.setToolTip(listed + (f"\n… and {more} more" if more > 0 else "")
+                                     + "\n(“Save full log…” saves all of it to read.)")
 
     # -- save -------------------------------------------------------------------------------
     def _on_save_clicked(self) -> None:
