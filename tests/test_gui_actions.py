@@ -216,3 +216,29 @@ def test_a_paused_service_is_marked_with_why(qtbot) -> None:
     pane.set_services([ServiceView(name="Seg", service_hash="a" * 40, version="1.0",
                                    command=command, auto=True, running=0)])
     assert pane.table.item(0, COMMAND_COLUMN).text() == "yes"
+
+
+def test_a_service_paused_by_failures_is_resumed_by_the_operator(make_console, qtbot) -> None:
+    console = make_console("fail")
+    window = console.window
+    window.settings.pause_after_failures = 1  # the breaker trips at the first failure
+    first = console.sandbox.add_ticket(console.service)
+    console.login()
+    pane = window.services_pane
+    pane.select_service(console.service)
+    window.services_pane.auto_button.click()
+    qtbot.waitUntil(lambda: console.sandbox.admin.ticket_status(first) == "failed",
+                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: console.service in pane.paused(), timeout=WAIT_MS)
+    row = pane.all_hashes().index(console.service)
+    assert pane.table.item(row, 4).text() == "paused"
+    assert pane.resume_button.isVisible() and pane.resume_button.isEnabled()
+    second = console.sandbox.add_ticket(console.service)
+    # Polls go on, but a paused service claims nothing.
+    qtbot.waitUntil(window.engine.idle_poll_completed, timeout=WAIT_MS)
+    assert console.sandbox.admin.ticket_status(second) == "ready"
+    pane.resume_button.click()
+    # Claiming goes on: the next ticket is claimed (and fails, pausing it again).
+    qtbot.waitUntil(lambda: console.sandbox.admin.ticket_status(second) != "ready",
+                    timeout=WAIT_MS)
+    window.services_pane.auto_button.click()

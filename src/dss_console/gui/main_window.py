@@ -197,6 +197,7 @@ class MainWindow(QMainWindow):
         self.login_pane.logoutRequested.connect(self._logout_requested)
         self.login_pane.serversChanged.connect(self._servers_changed)
         self.services_pane.claimRequested.connect(self._claim_requested)
+        self.services_pane.resumeRequested.connect(self._resume_requested)
         self.services_pane.autoModeToggled.connect(self._auto_mode_toggled)
         self.services_pane.serviceAutoToggled.connect(self._service_auto_toggled)
         self.services_pane.editCommandRequested.connect(self.open_settings)
@@ -763,6 +764,17 @@ class MainWindow(QMainWindow):
         self._save_settings()
         if engine is not None:
             engine.wake()
+
+    def _resume_requested(self, service_hashes: list[str]) -> None:
+        engine = self.engine
+        if engine is not None:
+            spawn(self._resume(engine, service_hashes))
+
+    async def _resume(self, engine: Engine, service_hashes: list[str]) -> None:
+        # resume_service may start blocked jobs (their threads): not on the Qt thread.
+        for service_hash in service_hashes:
+            await run_blocking(engine.resume_service, service_hash)
+        await self._show_services(engine)
 
     def _claim_requested(self, service_hashes: list[str]) -> None:
         # Disabled here, synchronously: a second click queued behind the first must find the

@@ -57,6 +57,7 @@ class ServicesPane(QWidget):
     serviceAutoToggled = Signal(str, bool)
     autoModeToggled = Signal(bool)
     refreshRequested = Signal()
+    resumeRequested = Signal(list)  # hashes of paused services the operator resumes
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -94,11 +95,17 @@ class ServicesPane(QWidget):
                                     "tickets of services with Auto checked")
         self.edit_button = QPushButton("Edit command…")
         self.refresh_button = QPushButton("Refresh")
+        # Shown only while a service is paused: a paused service claims nothing by itself
+        # until its command starts again or the operator says so.
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Resume auto claiming for the selected paused service(s)")
+        self.resume_button.setVisible(False)
+        self._paused: dict[str, str] = {}  # hash -> why
         self.summary = QLabel("Not logged in.")
 
         buttons = QHBoxLayout()
         for button in (self.claim_button, self.auto_button, self.edit_button,
-                       self.refresh_button):
+                       self.refresh_button, self.resume_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
@@ -110,6 +117,7 @@ class ServicesPane(QWidget):
         self.claim_button.clicked.connect(self._claim_clicked)
         self.edit_button.clicked.connect(self._edit_clicked)
         self.refresh_button.clicked.connect(self.refreshRequested)
+        self.resume_button.clicked.connect(self._resume_clicked)
         self.auto_button.toggled.connect(self.autoModeToggled)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self._update_buttons()
@@ -121,6 +129,7 @@ class ServicesPane(QWidget):
         if set(rows) != {s.service_hash for s in services}:
             self.table.setRowCount(0)
             rows = {}
+            self._paused.clear()
         for view in services:
             row = rows.get(view.service_hash)
             if row is None:
@@ -140,10 +149,12 @@ class ServicesPane(QWidget):
             command = view.command.command if view.command else None
             command_item = self.table.item(row, COMMAND_COLUMN)
             if view.paused:
+                self._paused[view.service_hash] = view.paused
                 command_item.setText("paused")
                 command_item.setForeground(QBrush(QColor(PAUSED_COLOUR)))
                 command_item.setToolTip(f"Auto claiming is paused: {view.paused}")
             else:
+                self._paused.pop(view.service_hash, None)
                 command_item.setText("yes" if command else "no")
                 command_item.setData(Qt.ItemDataRole.ForegroundRole, None)
                 command_item.setToolTip(
@@ -189,6 +200,8 @@ class ServicesPane(QWidget):
             self.table.setRowCount(0)
             self._names.clear()
             self._stats.clear()
+            self._paused.clear()
+            self._update_buttons()
             self.summary.setText("Not logged in.")
         self.setEnabled(logged_in)
 
@@ -221,6 +234,17 @@ class ServicesPane(QWidget):
         has_selection = bool(self.selected_hashes())
         self.claim_button.setEnabled(has_selection)
         self.edit_button.setEnabled(len(self.selected_hashes()) == 1)
+        self.resume_button.setVisible(bool(self._paused))
+        self.resume_button.setEnabled(any(h in self._paused for h in self.selected_hashes()))
+
+    def paused(self) -> dict[str, str]:
+        """Paused services (hash -> why), as last shown."""
+        return dict(self._paused)
+
+    def _resume_clicked(self) -> None:
+        hashes = [h for h in self.selected_hashes() if h in self._paused]
+        if hashes:
+            self.resumeRequested.emit(hashes)
 
     def _claim_shortcut(self) -> None:
         # The same rule as a click: nothing while the button is off (a claim in flight,
