@@ -196,6 +196,7 @@ def test_the_services_table_fits_a_1280_px_window(make_console, qtbot) -> None:
     qtbot.waitUntil(lambda: any("/" in table.item(row, column).text()
                                 for column in range(table.columnCount())), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: table.horizontalScrollBar().maximum() == 0, timeout=5000)
+    assert window.minimumSizeHint().width() <= 1280  # nothing forces the window wider
     tip = table.item(row, 0).toolTip()
     assert console.service in tip and "Average time from claim to success" in tip
     assert "Last heard from a provider" in tip

@@ -105,14 +105,20 @@ class ServicesPane(QWidget):
 
         buttons = QHBoxLayout()
         for button in (self.claim_button, self.auto_button, self.edit_button,
-                       self.refresh_button, self.resume_button):
+                       self.refresh_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.table, 1)
         layout.addLayout(buttons)
-        layout.addWidget(self.summary)
+        # Resume beside the summary, not in the button row: the row's width is the least
+        # width of the window's left side (the window must fit 1280 px).
+        self.summary.setWordWrap(True)
+        summary_row = QHBoxLayout()
+        summary_row.addWidget(self.summary, 1)
+        summary_row.addWidget(self.resume_button)
+        layout.addLayout(summary_row)
 
         self.claim_button.clicked.connect(self._claim_clicked)
         self.edit_button.clicked.connect(self._edit_clicked)
