@@ -399,6 +399,27 @@ def test_live_lines_during_a_load_follow_the_tail_once(qtbot: Any, tmp_path: Pat
     assert len(shown) == 102
 
 
+def test_live_items_lagging_behind_a_loaded_tail_are_shown_once(qtbot: Any,
+                                                                 tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    log.write_text("".join(f"line {n}\n@dss info \"step {n}\"\n" for n in range(10)))
+    view = make_view(qtbot)
+    with qtbot.waitSignal(view.tailLoaded, timeout=10_000):
+        view.load_tail(log)
+    # The live stream reaches the view a batch behind the file: after the load is done.
+    view.append_note("info", "step 8")
+    view.append_lines([("stdout", "line 8"), ("stdout", "line 9"), ("stdout", "line 10")])
+    view.append_note("info", "step 9")
+    view.append_note("warning", "(console) attachment queued")  # never on disk
+    view.append_note("info", "step 10")
+    view.append_lines([("stdout", "line 9")])  # new: the same text again, later
+    shown = lines_of(view)
+    assert shown.count("▸ step 8") == 1 and shown.count("▸ step 9") == 1
+    assert shown.count("line 8") == 1
+    assert shown[-5:] == ["▸ step 9", "line 10", "▸ (console) attachment queued",
+                          "▸ step 10", "line 9"]
+
+
 def test_load_tail_of_a_missing_file_says_so(qtbot: Any, tmp_path: Path) -> None:
     view = make_view(qtbot)
     with qtbot.waitSignal(view.tailFailed, timeout=10_000) as blocker:

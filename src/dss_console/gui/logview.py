@@ -65,9 +65,9 @@ _COPY_CHUNK = 1024 * 1024
 # The runner cuts live lines at 64 KiB; lines read from disk get the same bound, since a
 # multi-megabyte line makes QPlainTextEdit's layout crawl.
 _MAX_LINE_CHARS = 64 * 1024
-# How many candidate seams to try when removing lines that both the loaded tail and the
-# live stream delivered (see _drop_overlap). Bounded so a log of identical lines stays cheap.
-_OVERLAP_CANDIDATES = 64
+# How many of a loaded tail's last lines (and messages) may still arrive live after it was
+# read (see _Seam): the live stream lags the file by up to a few batches.
+_SEAM_ITEMS = 5000
 
 _NOTE_PREFIX = "▸ "
 _NOTE_LEVELS = ("info", "warning", "error")
@@ -413,6 +413,8 @@ class LogView(QWidget):
         # The view lacks some of the output: a tail of a longer file, old lines dropped
         # for max_blocks, or lines not shown live. A find that fails may then still match.
         self._partial = False
+        # The end of a loaded tail, per kind of item: live items that repeat it are dropped.
+        self._seams: dict[str, _Seam] = {}
         self._formats: dict[str, QTextCharFormat] = {}
         # QTextDocument.isEmpty() cannot tell "no lines" from "one empty line".
         self._empty = True
@@ -614,6 +616,10 @@ class LogView(QWidget):
         if self._loading is not None:
             self._loading.pending.extend(lines)
             return
+        if self._seams:
+            lines = self._unseen(lines)
+            if not lines:
+                return
         self._insert(lines)
 
     def append_note(self, level: str, text: str) -> None:
@@ -626,6 +632,10 @@ class LogView(QWidget):
         if self._loading is not None:
             self._loading.pending.extend(items)
             return
+        if self._seams:
+            items = self._unseen(items)
+            if not items:
+                return
         self._insert(items)
 
     def clear(self) -> None:
@@ -641,6 +651,7 @@ class LogView(QWidget):
         finally:
             self._scroll_guard -= 1
         self._partial = False
+        self._seams = {}
         if self._searching is not None:
             self._background.cancel(self._searching)
             self._searching = None
@@ -972,6 +983,18 @@ class LogView(QWidget):
                 self.tailFailed.emit(message)
         # Anything else was superseded (clear, a newer load_tail): dropped.
 
+    def _unseen(self, items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``items`` without those that repeat the loaded tail (see _Seam)."""
+        kept = []
+        for stream, text in items:
+            kind = _kind(stream, text)
+            seam = self._seams.get(kind) if kind is not None else None
+            if seam is not None and seam.take(text):
+                continue
+            kept.append((stream, text))
+        self._seams = {kind: seam for kind, seam in self._seams.items() if not seam.done}
+        return kept
+
     def _show_tail(self, tail: _Tail, pending: list[tuple[str, str]]) -> None:
         lines = tail.lines
         items: list[tuple[str, str]] = []
@@ -981,7 +1004,12 @@ class LogView(QWidget):
                                        "“Save full log…” saves all of it."))
         from_disk = _render_lines(lines)
         items.extend(from_disk)
-        items.extend(_drop_overlap(from_disk, pending))
+        for kind in (_OUTPUT, _MESSAGE):
+            seen = [text for stream, text in from_disk[-_SEAM_ITEMS:]
+                    if _kind(stream, text) == kind]
+            if seen:
+                self._seams[kind] = _Seam(seen)
+        items.extend(self._unseen(pending))
         self._insert(items)
         if tail.truncated:
             self._partial = True
@@ -989,56 +1017,55 @@ class LogView(QWidget):
         self.tailLoaded.emit(len(lines))
 
 
-def _drop_overlap(disk: list[tuple[str, str]], pending: list[tuple[str, str]]
-                  ) -> list[tuple[str, str]]:
-    """The live items not already in the items rendered from disk.
+_OUTPUT, _MESSAGE = "output", "message"
+
+
+def _kind(stream: str, text: str) -> str | None:
+    """Which live sequence an item belongs to: output lines and messages travel apart
+    (messages are not batched), so each is matched against the file on its own. Console
+    notes ("(console) …") are never matched: their live wording is not on disk."""
+    if not stream.startswith("note:"):
+        return _OUTPUT
+    if text.startswith(f"{_NOTE_PREFIX}(console)"):
+        return None
+    return _MESSAGE
+
+
+class _Seam:
+    """The last items of one kind read from disk, which the live stream may still deliver.
 
     The runner writes a line to the log before publishing it (and before publishing the
-    message an @dss line stands for), so what arrived while the tail was read may be in
-    both. Output lines and messages travel apart (messages are not batched), so each kind
-    is matched on its own: the longest run of live items that the tail ends with is
-    dropped. Console notes ("(console) …") are left out of the match: the engine's live
-    wording of them is not on disk.
+    message an @dss line stands for), and the live stream reaches the view a batch or two
+    later; so after a view loads a running job's tail, the first live items may already be
+    in it: during the load and for a moment after. The live stream delivers, in order, the
+    items not yet delivered when the view started listening: the first live item either is
+    on disk (then those after it follow the disk's order up to its end) or is new.
     """
-    if not pending or not disk:
-        return pending
 
-    def output(stream: str, _text: str) -> bool:
-        return not stream.startswith("note:")
+    def __init__(self, disk: list[str]) -> None:
+        self._disk = disk
+        self._at: int | None = None  # the disk index the next live item should repeat
 
-    def message(stream: str, text: str) -> bool:
-        return stream.startswith("note:") and not text.startswith(f"{_NOTE_PREFIX}(console)")
+    @property
+    def done(self) -> bool:
+        return not self._disk or (self._at is not None and self._at >= len(self._disk))
 
-    dropped: set[int] = set()
-    for kind in (output, message):
-        disk_items = [item for item in disk if kind(*item)]
-        live = [(index, item) for index, item in enumerate(pending) if kind(*item)]
-        cut = _overlap(disk_items, live)
-        dropped.update(index for index, _item in live if index <= cut)
-    if not dropped:
-        return pending
-    return [item for index, item in enumerate(pending) if index not in dropped]
-
-
-def _overlap(disk: list[tuple[str, str]], live: list[tuple[int, tuple[str, str]]]) -> int:
-    """The pending index of the last live item of the longest run of live items (from the
-    first) that ``disk`` ends with; -1 when none. Items compare by text (a line read back
-    from disk does not know its stream)."""
-    if not live or not disk:
-        return -1
-    disk_texts = [text for _stream, text in disk]
-    live_texts = [text for _index, (_stream, text) in live]
-    last = disk_texts[-1]
-    tried = 0
-    for end in range(min(len(live_texts), len(disk_texts)) - 1, -1, -1):
-        if live_texts[end] != last:
-            continue
-        tried += 1
-        if live_texts[:end + 1] == disk_texts[-(end + 1):]:
-            return live[end][0]
-        if tried >= _OVERLAP_CANDIDATES:
-            break
-    return -1
+    def take(self, text: str) -> bool:
+        """True: ``text`` repeats the disk (drop it); False: it is new (show it)."""
+        if self.done:
+            return False
+        if self._at is None:
+            # The latest occurrence: with repeated lines, rather show a line twice than
+            # drop a new one.
+            for index in range(len(self._disk) - 1, -1, -1):
+                if self._disk[index] == text:
+                    self._at = index + 1
+                    return True
+        elif self._disk[self._at] == text:
+            self._at += 1
+            return True
+        self._disk = []  # not the disk's continuation: everything from here on is new
+        return False
 
 
 def _describe(error: BaseException) -> str:
