@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
 import test_gui_console
-from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.settings import ServiceCommand, load_settings
 from dss_console.engine.states import JobState
 from dss_console.gui.main_window import QUIT_DRAIN
 from test_gui_console import WAIT_MS, Console
@@ -243,3 +243,30 @@ def test_a_service_paused_by_failures_is_resumed_by_the_operator(make_console, q
     qtbot.waitUntil(lambda: console.sandbox.admin.ticket_status(second) != "ready",
                     timeout=WAIT_MS)
     window.services_pane.auto_button.click()
+
+
+def test_auto_mode_is_one_story_and_survives_a_restart(make_console, qtbot) -> None:
+    """The per-service boxes say which services Auto mode claims, greyed while it is off;
+    Auto mode itself comes back as the operator left it."""
+    console = make_console()
+    console.login()
+    window = console.window
+    pane = window.services_pane
+    row = pane.all_hashes().index(console.service)
+    box = pane.table.cellWidget(row, 1)
+    assert box.isChecked() and not box.isEnabled() and "off" in box.toolTip()
+    pane.auto_button.click()
+    assert box.isEnabled() and window.engine.auto
+    assert load_settings(console.settings_file).auto is True
+    console.close()
+    # A new window on the same settings file (what a restart reads).
+    again = Console(qtbot, console.sandbox, console.settings_file.parent / "again",
+                    console.service, "success")
+    again.window.settings = load_settings(console.settings_file)
+    again.window.settings_file = console.settings_file
+    again.login()
+    qtbot.waitUntil(again.window.services_pane.auto_button.isChecked, timeout=WAIT_MS)
+    assert again.window.engine.auto
+    again.window.services_pane.auto_button.click()
+    assert load_settings(console.settings_file).auto is False
+    again.close()

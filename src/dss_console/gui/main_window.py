@@ -487,7 +487,10 @@ class MainWindow(QMainWindow):
             return False
         self.services_pane.set_logged_in(True)
         self.services_pane.set_services(views)
-        self.services_pane.auto_button.setChecked(engine.auto)
+        # Auto mode as the operator left it (the settings file keeps it).
+        if self.settings.auto != engine.auto:
+            await run_blocking(engine.set_auto, self.settings.auto)
+        self.services_pane.set_auto_mode(engine.auto)
         self.queue_pane.setEnabled(True)
         self.queue_pane.set_jobs(jobs)
         if self._connection[0] == "connecting":  # unless the engine said otherwise meanwhile
@@ -753,6 +756,10 @@ class MainWindow(QMainWindow):
     def _auto_mode_toggled(self, on: bool) -> None:
         if self.engine is not None:
             self.engine.set_auto(on)
+        self.services_pane.set_auto_mode(on)
+        if self.settings.auto != on:
+            self.settings.auto = on  # kept for the next start
+            self._save_settings()
         self._update_status()
 
     def _service_auto_toggled(self, service_hash: str, on: bool) -> None:

@@ -26,7 +26,8 @@ from dss_console.engine.engine import ServiceView
 COLUMNS = ["Service", "Auto", "Ready", "Last 24 h", "Command"]
 COLUMN_TIPS = ["Service name and version (hover for its hash, when a provider was last "
                "heard from, and the average time from claim to success)",
-               "Claim this service's tickets in auto mode (needs a command)",
+               "Whether Auto mode claims this service's tickets (needs a command; greyed "
+               "while Auto mode is off)",
                "Tickets waiting in the server's queue",
                "Tickets that succeeded / failed in the last 24 hours (server's count)",
                "Whether this console has a command for the service; “paused”: auto claiming "
@@ -92,7 +93,9 @@ class ServicesPane(QWidget):
         self.auto_button = QPushButton("Auto mode")
         self.auto_button.setCheckable(True)
         self.auto_button.setToolTip("Keep up to the configured number of jobs running, claiming "
-                                    "tickets of services with Auto checked")
+                                    "tickets of services with Auto checked; stays as you leave "
+                                    "it, also after a restart")
+        self._auto_mode = False
         self.edit_button = QPushButton("Edit command…")
         self.refresh_button = QPushButton("Refresh")
         # Shown only while a service is paused: a paused service claims nothing by itself
@@ -169,11 +172,34 @@ class ServicesPane(QWidget):
             checkbox = self.table.cellWidget(row, AUTO_COLUMN)
             checkbox.blockSignals(True)
             checkbox.setChecked(view.auto)
-            checkbox.setEnabled(command is not None)
             checkbox.blockSignals(False)
+            self._style_auto_box(checkbox, command is not None)
             if view.service_hash in selected:
                 self._select_row(row, clear=False)
         self._update_buttons()
+
+    def set_auto_mode(self, on: bool) -> None:
+        """Show the console's Auto mode: the switch, and the per-service boxes as what they
+        mean (which services Auto mode claims), greyed while it is off."""
+        self._auto_mode = on
+        self.auto_button.blockSignals(True)
+        self.auto_button.setChecked(on)
+        self.auto_button.blockSignals(False)
+        for row in range(self.table.rowCount()):
+            checkbox = self.table.cellWidget(row, AUTO_COLUMN)
+            if checkbox is not None:
+                has_command = self.table.item(row, COMMAND_COLUMN).text() != "no"
+                self._style_auto_box(checkbox, has_command)
+
+    def _style_auto_box(self, checkbox: QWidget, has_command: bool) -> None:
+        checkbox.setEnabled(has_command and self._auto_mode)
+        if not has_command:
+            tip = "No command configured: nothing to run automatically"
+        elif self._auto_mode:
+            tip = "Auto mode claims this service's tickets when ticked"
+        else:
+            tip = "Auto mode is off: nothing is claimed automatically (switch it on first)"
+        checkbox.setToolTip(tip)
 
     def set_ready(self, ready: dict[str, int]) -> None:
         for row in range(self.table.rowCount()):
