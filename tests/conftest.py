@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -78,7 +80,21 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+_HOME: str | None = None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # GUI tests drive real widgets on the offscreen platform; without it (and no display)
     # Qt aborts the whole run.
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    # Nothing a test does may read or write the user's own settings, sessions or journal
+    # (a dialog remembering its last workspace, say): the XDG dirs point at a scratch dir.
+    global _HOME
+    _HOME = tempfile.mkdtemp(prefix="dss-console-tests-")
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        os.environ[name] = os.path.join(_HOME, name.lower())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _HOME is not None:
+        shutil.rmtree(_HOME, ignore_errors=True)
