@@ -83,7 +83,8 @@ def test_a_window_attaches_watches_live_output_and_cancels(sandbox: Sandbox, ser
         remote.watch([job.job_id])
         wait_for(lambda: any("chatter line" in text for e in recorder.of(JobOutput)
                              for _, text in e.lines), 20, what="live output")
-        assert remote.status()["busy"] == [job.job_id]
+        assert remote.status().busy == (job.job_id,)
+        assert remote.busy_job_ids() == {job.job_id}
         remote.cancel_job(job.job_id, "operator test")
         wait_for(lambda: remote.job(job.job_id).state is JobState.CANCELLED, 30,
                  what="the job cancelled")

@@ -172,7 +172,7 @@ def test_finish_then_quit_claims_nothing_more(make_console, qtbot) -> None:
     pane = window.services_pane
     pane.select_service(console.service)
     assert pane.claim_button.isEnabled()
-    window.ask_quit_choice = lambda running: QUIT_DRAIN  # type: ignore[method-assign]
+    window.ask_quit_choice = lambda running, **_: QUIT_DRAIN  # type: ignore[method-assign]
     window.close()
     assert not window.closed  # waiting for the job
     assert not pane.isEnabled() and not pane.claim_button.isEnabled()
@@ -256,7 +256,8 @@ def test_auto_mode_is_one_story_and_survives_a_restart(make_console, qtbot) -> N
     box = pane.table.cellWidget(row, 1)
     assert box.isChecked() and not box.isEnabled() and "off" in box.toolTip()
     pane.auto_button.click()
-    assert box.isEnabled() and window.engine.auto
+    assert box.isEnabled()
+    qtbot.waitUntil(lambda: window.engine.auto, timeout=WAIT_MS)
     assert load_settings(console.settings_file).auto is True
     console.close()
     # A new window on the same settings file (what a restart reads).

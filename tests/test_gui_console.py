@@ -112,7 +112,7 @@ class Console:
         return self.sandbox.admin.ticket_status(self.window.engine.job(job_id).ticket_id)
 
     def close(self, choice: str | None = QUIT_CANCEL) -> None:
-        self.window.ask_quit_choice = lambda running: choice  # type: ignore[method-assign]
+        self.window.ask_quit_choice = lambda running, **_: choice  # type: ignore[method-assign]
         self.window.close()
         self.qtbot.waitUntil(lambda: self.window.closed, timeout=WAIT_MS)
 
@@ -265,7 +265,7 @@ def test_auto_mode_processes_the_queue(make_console, qtbot) -> None:
     console.login()
     window = console.window
     window.services_pane.auto_button.click()
-    assert window.engine.auto
+    qtbot.waitUntil(lambda: window.engine.auto, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: all(console.sandbox.admin.ticket_status(t) == "success"
                                 for t in tickets), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.queue_pane.model.rowCount() == 2, timeout=WAIT_MS)
@@ -284,7 +284,8 @@ def test_settings_are_saved_and_applied(make_console, qtbot) -> None:
     saved = load_settings(console.settings_file)
     assert saved.concurrency == 3
     assert saved.services[console.service].max_jobs == 1
-    assert window.engine.settings.concurrency == 3
+    # ... and the engine process runs with them.
+    qtbot.waitUntil(lambda: "concurrency = 3" in window.engine.settings_toml(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.jobs_label.text().endswith("/3"), timeout=5000)
 
 
@@ -293,7 +294,7 @@ def test_quit_with_running_job_cancels_and_fails_it(make_console, qtbot) -> None
     console.login()
     job_id = console.claim_and_run()
     window = console.window
-    window.ask_quit_choice = lambda running: None  # type: ignore  # "Keep running"
+    window.ask_quit_choice = lambda running, **_: None  # type: ignore  # "Keep running"
     window.close()  # the answer is given synchronously, inside closeEvent
     assert not window.closed and window.engine is not None and not window._quitting
     ticket = window.engine.job(job_id).ticket_id
@@ -314,7 +315,7 @@ def test_window_layout_is_remembered(make_console, qtbot, tmp_path: Path) -> Non
     again.show()
     assert again.main_splitter.sizes()[0] == sizes[0]  # the right side takes the extra width
     assert again.main_splitter.saveState() == console.window.main_splitter.saveState()
-    again.ask_quit_choice = lambda running: QUIT_CANCEL  # type: ignore
+    again.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore
     again.close()
     qtbot.waitUntil(lambda: again.closed, timeout=WAIT_MS)
 
@@ -337,7 +338,7 @@ def test_settings_dialog_round_trip_from_the_window(make_console, qtbot) -> None
                     timeout=WAIT_MS)
     saved = load_settings(console.settings_file)
     assert saved.services[console.service].max_jobs == 2
-    assert window.engine.settings.concurrency == 4
+    qtbot.waitUntil(lambda: "concurrency = 4" in window.engine.settings_toml(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.jobs_label.text().endswith("/4"), timeout=5000)
 
 
@@ -348,7 +349,7 @@ def test_logout_with_a_running_job_fails_it_first(make_console, qtbot) -> None:
     window = console.window
     ticket = window.engine.job(job_id).ticket_id
     asked = []
-    window.ask_quit_choice = lambda running: asked.append(running) or QUIT_CANCEL  # type: ignore
+    window.ask_quit_choice = lambda running, **_: asked.append(running) or QUIT_CANCEL  # type: ignore
     window.login_pane.logout_button.click()
     qtbot.waitUntil(lambda: window.engine is None and window.login_pane.current is None,
                     timeout=WAIT_MS)

@@ -32,6 +32,7 @@ from dss_console.engine.states import JobState
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from dss_console.dss import DssClient
     from dss_console.engine.channel import EngineChannel
     from dss_console.engine.engine import Engine, ServiceView
     from dss_console.engine.settings import Settings
@@ -94,6 +95,10 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="claim nothing by itself: auto mode starts off and claimed tickets "
                         "wait for Run (a console attached to this worker steers it)")
     p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    # The engine a console starts for itself: steered by the console, its session handed
+    # over on stdin (never on the command line), and an expired session waits for the
+    # console's next login instead of stopping.
+    p.add_argument("--for-console", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE",
                    help="settings file (default: $DSS_CONSOLE_CONFIG, else "
                         f"{paths.config_dir() / 'settings.toml'})")
@@ -113,7 +118,11 @@ def worker_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc), code=2) from None
     if not args.server and settings.server:
         args.server = settings.server
-    client = logged_in_client(args)
+    if args.for_console:
+        args.manual = True
+        client = _client_from_stdin(args)
+    else:
+        client = logged_in_client(args)
     source = DssSource(client)
     data = paths.ensure_private_dir(args.data_dir) if args.data_dir else paths.data_dir()
     try:
@@ -154,7 +163,8 @@ def worker_command(args: argparse.Namespace) -> int:
     logged_out = threading.Event()
 
     def on_event(event: Event) -> None:
-        if isinstance(event, ConnectionChanged) and event.state == "logged_out":
+        if isinstance(event, ConnectionChanged) and event.state == "logged_out" \
+                and not args.for_console:
             logged_out.set()
             stop.set()
 
@@ -175,7 +185,8 @@ def worker_command(args: argparse.Namespace) -> int:
     channel = None
     try:
         engine.start(run_claimed=not args.manual)
-        channel = _serve(engine, data, provider, shutdown_asked, config, printer)
+        channel = _serve(engine, data, provider, shutdown_asked, config, printer,
+                         kind="console" if args.for_console else "worker")
         while not stop.wait(0.2):
             if watcher.changed():
                 _reload(engine, config, args, printer)
@@ -210,8 +221,18 @@ def worker_command(args: argparse.Namespace) -> int:
         lock.close()
 
 
+def _client_from_stdin(args: argparse.Namespace) -> DssClient:
+    from dss_console.commands.context import verify_option
+    from dss_console.dss import DssClient
+
+    session_id = sys.stdin.readline().strip()
+    if not session_id or not args.server:
+        raise CliError("--for-console needs --server and the session on stdin", code=2)
+    return DssClient(args.server, session_id=session_id, verify=verify_option(args))
+
+
 def _serve(engine: Engine, data: Path, provider: str, on_shutdown: Callable[[bool], None],
-           config: Path, printer: EventPrinter) -> EngineChannel | None:
+           config: Path, printer: EventPrinter, *, kind: str) -> EngineChannel | None:
     """Open the local channel, so a console on this machine can attach and watch. A worker
     that cannot open it still works, headless."""
     from dss_console.engine.channel import ChannelError
@@ -219,7 +240,7 @@ def _serve(engine: Engine, data: Path, provider: str, on_shutdown: Callable[[boo
 
     try:
         return serve_engine(engine, data, provider=provider, on_shutdown=on_shutdown,
-                            settings_source=config, kind="worker")
+                            settings_source=config, kind=kind)
     except (ChannelError, OSError) as exc:
         printer.line(f"note: consoles cannot attach to this worker: {exc}")
         return None

@@ -120,6 +120,7 @@ class EngineChannel:
         self._accept_thread = threading.Thread(target=self._accept, name="channel",
                                                daemon=True)
         self._closed = threading.Event()
+        self.on_close: list[Callable[[], None]] = []  # run when the channel closes
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -145,6 +146,8 @@ class EngineChannel:
         if self._closed.is_set():
             return
         self._closed.set()
+        for callback in self.on_close:
+            callback()
         if self._unsubscribe:
             self._unsubscribe()
         if self._listener is not None:

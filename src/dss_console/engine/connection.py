@@ -24,7 +24,7 @@ class ConnectionState:
     def __init__(self, events: EventBus, *, slow_after: float = SLOW_REPLY):
         self.events = events
         self.slow_after = slow_after
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a subscriber may ask for the state
         self._state = ONLINE
         self._detail = ""
         self._in_flight: dict[int, float] = {}
@@ -38,17 +38,28 @@ class ConnectionState:
         with self._lock:
             return self._state
 
-    def set(self, state: str, detail: str = "") -> None:
+    def set(self, state: str, detail: str = "", *, only_from: tuple[str, ...] | None = None
+            ) -> None:
+        """Change the state (and say so). With `only_from`, only when the current state is
+        one of those, decided under the lock: threads race to report, and e.g. a slow-reply
+        note must never overwrite a "logged out" another thread just set."""
         with self._lock:
+            if only_from is not None and self._state not in only_from:
+                return
             if state == self._state and (state != WAITING or detail == self._detail):
                 return
             self._state, self._detail = state, detail
-        self.events.publish(ConnectionChanged(state=state, detail=detail))
+            # Published under the lock, so subscribers see the changes in the order made.
+            self.events.publish(ConnectionChanged(state=state, detail=detail))
+
+    def reached(self) -> None:
+        """A call went through. It does not undo "logged out": a call that started before
+        the session ended may still succeed; only a new session does (`set(ONLINE)`)."""
+        self.set(ONLINE, only_from=(ONLINE, WAITING, OFFLINE))
 
     def reply_received(self) -> None:
         """An error reply is still a reply: the server is there."""
-        if self.state in (WAITING, OFFLINE):
-            self.set(ONLINE)
+        self.set(ONLINE, only_from=(WAITING, OFFLINE))
 
     @contextmanager
     def call(self) -> Iterator[None]:
@@ -75,9 +86,9 @@ class ConnectionState:
         while not self._wake.wait(1.0):
             with self._lock:
                 oldest = min(self._in_flight.values(), default=None)
-                state = self._state
-            if oldest is None or state in (OFFLINE, LOGGED_OUT):
+            if oldest is None:
                 continue
             waited = time.monotonic() - oldest
             if waited >= self.slow_after:
-                self.set(WAITING, f"no reply from the server for {waited:.0f} s")
+                self.set(WAITING, f"no reply from the server for {waited:.0f} s",
+                         only_from=(ONLINE, WAITING))

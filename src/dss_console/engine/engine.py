@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
-from dss_console.engine.connection import OFFLINE, ONLINE, ConnectionState
+from dss_console.engine.connection import OFFLINE, ConnectionState
 from dss_console.engine.events import (
     EngineNotice,
     EventBus,
@@ -216,7 +216,7 @@ class Engine:
     def refresh_services(self) -> list[ServiceView]:
         with self.connection.call():
             services = self.source.services()
-        self.connection.set(ONLINE)
+        self.connection.reached()
         with self._lock:
             self._services = services
         return self.services()
@@ -610,7 +610,7 @@ class Engine:
             return False
         with self.connection.call():
             ready = self.source.available(eligible)
-        self.connection.set(ONLINE)
+        self.connection.reached()
         self._last_ready = ready
         self._polled = True
         found = False

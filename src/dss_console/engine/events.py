@@ -129,6 +129,17 @@ class ServiceResumed(Event):
 
 
 @dataclass(frozen=True)
+class EngineStatus(Event):
+    """The engine's state besides its jobs, sent to attached windows when it changes."""
+
+    auto: bool
+    busy: tuple[int, ...]  # jobs with a live execution
+    connection: str
+    claims_in_flight: int
+    idle_poll_completed: bool
+
+
+@dataclass(frozen=True)
 class EngineNotice(Event):
     level: str  # info | warning | error
     text: str

@@ -8,27 +8,57 @@ sent for a job, status). Nothing else can be asked.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dss_console.engine.channel import ChannelPaths, EngineChannel, channel_paths
 from dss_console.engine.engine import Engine, EngineError
+from dss_console.engine.events import EngineStatus
 from dss_console.engine.settings import parse_settings, settings_to_toml
 
+STATUS_INTERVAL = 0.25  # how often the engine's status is compared with what windows know
 
-def engine_status(engine: Engine) -> dict[str, Any]:
+
+def engine_status(engine: Engine) -> EngineStatus:
     """What a window shows about the engine besides its jobs."""
-    return {
-        "auto": engine.auto,
-        "busy": sorted(engine.busy_job_ids()),
-        "connection": engine.connection.state,
-        "claims_in_flight": engine.claims_in_flight,
-        "last_ready": engine.last_ready,
-        "concurrency": engine.settings.concurrency,
-        "active": engine.active_count(),
-        "owed": engine.outbox.owed(),
-    }
+    return EngineStatus(auto=engine.auto, busy=tuple(sorted(engine.busy_job_ids())),
+                        connection=engine.connection.state,
+                        claims_in_flight=engine.claims_in_flight,
+                        idle_poll_completed=engine.idle_poll_completed())
+
+
+class StatusPublisher:
+    """Publishes `EngineStatus` on the engine's bus whenever it differs from the last one
+    (checked a few times a second: cheaper than hooking every place that changes it)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._last: EngineStatus | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine-status", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def current(self) -> EngineStatus:
+        return engine_status(self.engine)
+
+    def _run(self) -> None:
+        while not self._stop.wait(STATUS_INTERVAL):
+            status = engine_status(self.engine)
+            last = self._last
+            if last is None or (status.auto, status.busy, status.connection,
+                                status.claims_in_flight, status.idle_poll_completed) != (
+                    last.auto, last.busy, last.connection, last.claims_in_flight,
+                    last.idle_poll_completed):
+                self._last = status
+                self.engine.events.publish(status)
 
 
 def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
@@ -44,12 +74,22 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
     def shutdown(drain: bool = False) -> None:
         on_shutdown(bool(drain))
 
+    def use_session(session_id: str) -> None:
+        # A window logged in again (the old session expired): carry on with the new one.
+        # Only over the private channel; never written anywhere by the engine.
+        engine.source.use_session(str(session_id))
+        engine.outbox.resume()
+        engine.connection.set("online")
+        engine.wake()
+
     return {
         "jobs": lambda limit=None: engine.jobs(limit=limit),
         "job": lambda job_id: engine.job(int(job_id)),
         "services": engine.services,
         "refresh_services": engine.refresh_services,
         "status": lambda: engine_status(engine),
+        "stop_claiming": engine.stop_claiming,
+        "use_session": use_session,
         "settings": lambda: settings_to_toml(engine.settings),
         "outbox_items": lambda job_id: engine.journal.outbox_items(int(job_id)),
         "claim_next": lambda service_hashes=None, run=False: engine.claim_next(
@@ -89,5 +129,9 @@ def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
         info={"server": engine.source.key, "instance": engine.instance,
               "provider": provider, "data_dir": str(data_dir), "kind": kind},
         error_kind=error_kind(engine))
+    publisher = StatusPublisher(engine)
+    channel.handlers["status"] = publisher.current
+    channel.on_close.append(publisher.stop)
     channel.start()
+    publisher.start()
     return channel

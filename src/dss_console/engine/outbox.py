@@ -20,7 +20,7 @@ from typing import Any
 
 from dss_console.engine import journal as jr
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
-from dss_console.engine.connection import OFFLINE, ONLINE, ConnectionState
+from dss_console.engine.connection import OFFLINE, ConnectionState
 from dss_console.engine.events import (
     CallDelivered,
     CallQueued,
@@ -187,7 +187,7 @@ class Outbox:
         self._server_errors.pop(item.id, None)
         self.journal.mark_item(item.id, state, note)
         self._not_before.pop(item.job_id, None)
-        self.connection_state.set(ONLINE)
+        self.connection_state.reached()
         self.events.publish(CallDelivered(job_id=item.job_id, item_id=item.id, kind=item.kind,
                                           summary=item.summary, state=state, error=note))
         with self._cond:

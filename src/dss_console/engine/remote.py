@@ -24,7 +24,7 @@ from typing import Any
 from dss_console.engine import wire
 from dss_console.engine.channel import MAX_LINE, ChannelPaths, channel_paths
 from dss_console.engine.engine import EngineError, ServiceView
-from dss_console.engine.events import EventBus, JobSnapshot
+from dss_console.engine.events import EngineStatus, Event, EventBus, JobSnapshot
 from dss_console.engine.journal import OutboxItem
 
 CALL_TIMEOUT = 120.0  # claims and uploads wait on the network inside the engine
@@ -94,8 +94,15 @@ class RemoteEngine:
             raise EngineGoneError(str(reply.get("error") or "the engine refused this window"))
         self._sock.settimeout(None)
         self.info: dict[str, Any] = reply.get("result") or {}
+        self._services: list[ServiceView] = []
+        self.events.subscribe(self._keep_status)
         self._reader = threading.Thread(target=self._read, name="engine-channel", daemon=True)
         self._reader.start()
+        self._status: EngineStatus = self.call("status")
+
+    def _keep_status(self, event: Event) -> None:
+        if isinstance(event, EngineStatus):
+            self._status = event
 
     # -- plumbing ---------------------------------------------------------------------------
     def on_lost(self, callback: Callable[[str], None]) -> None:
@@ -189,13 +196,35 @@ class RemoteEngine:
         return self.call("job", job_id=job_id)
 
     def services(self) -> list[ServiceView]:
-        return self.call("services")
+        self._services = self.call("services")
+        return list(self._services)
 
     def refresh_services(self) -> list[ServiceView]:
-        return self.call("refresh_services")
+        self._services = self.call("refresh_services")
+        return list(self._services)
 
-    def status(self) -> dict[str, Any]:
-        return self.call("status")
+    def status(self) -> EngineStatus:
+        self._status = self.call("status")
+        return self._status
+
+    # What a window reads often, from the engine's last status (no round trip).
+    @property
+    def auto(self) -> bool:
+        return self._status.auto
+
+    def busy_job_ids(self) -> set[int]:
+        return set(self._status.busy)
+
+    def idle_poll_completed(self) -> bool:
+        return self._status.idle_poll_completed
+
+    @property
+    def connection_state(self) -> str:
+        return self._status.connection
+
+    def known_services(self) -> list[ServiceView]:
+        """The services as last listed (no round trip)."""
+        return list(self._services)
 
     def settings_toml(self) -> str:
         return self.call("settings")
@@ -225,12 +254,21 @@ class RemoteEngine:
 
     def set_auto(self, enabled: bool, service_hash: str | None = None) -> None:
         self.call("set_auto", enabled=enabled, service_hash=service_hash)
+        if service_hash is None:
+            self.status()  # so `auto` says so at once, not at the next status event
 
     def resume_service(self, service_hash: str) -> None:
         self.call("resume_service", service_hash=service_hash)
 
     def update_settings(self, toml: str) -> None:
         self.call("update_settings", toml=toml)
+
+    def stop_claiming(self) -> None:
+        self.call("stop_claiming")
+
+    def use_session(self, session_id: str) -> None:
+        """Hand the engine the new session after a login (the old one expired)."""
+        self.call("use_session", session_id=session_id)
 
     def watch(self, job_ids: Sequence[int]) -> None:
         """Live output of these jobs (only); the rest stays on disk."""

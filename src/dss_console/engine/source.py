@@ -123,6 +123,10 @@ class DssSource:
     def classify(self, error: BaseException) -> str:
         return classify_dss_error(error)
 
+    def use_session(self, session_id: str) -> None:
+        """Go on with a new session (the operator logged in again after an expiry)."""
+        self.client.transport.session_id = session_id
+
     def default_provider(self) -> str:
         """The provider to name in claims when none is configured: the one provider this
         account belongs to. ValueError (in words) when it belongs to none or several."""

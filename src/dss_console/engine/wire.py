@@ -27,7 +27,7 @@ TYPE_KEY = "__type__"
 WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.JobSnapshot, ev.JobChanged, ev.JobOutput, ev.JobMessage, ev.CallQueued,
     ev.CallDelivered, ev.ConnectionChanged, ev.PollCompleted, ev.ServicePaused,
-    ev.ServiceResumed, ev.EngineNotice, ServiceView, ServiceCommand, OutboxItem,
+    ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
 )}
 
 

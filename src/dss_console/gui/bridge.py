@@ -18,6 +18,7 @@ from dss_console.engine.events import (
     CallQueued,
     ConnectionChanged,
     EngineNotice,
+    EngineStatus,
     Event,
     EventBus,
     JobChanged,
@@ -25,6 +26,8 @@ from dss_console.engine.events import (
     JobOutput,
     JobSnapshot,
     PollCompleted,
+    ServicePaused,
+    ServiceResumed,
 )
 
 DRAIN_INTERVAL_MS = 33
@@ -40,6 +43,8 @@ class EngineBridge(QObject):
     connectionChanged = Signal(str, str)  # state, detail
     pollCompleted = Signal(dict, float)  # ready per service hash, seconds to next poll
     notice = Signal(str, str)  # level, text
+    statusChanged = Signal()  # the engine's auto mode, busy jobs or claims changed
+    servicesChanged = Signal()  # a service was paused or resumed
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -100,6 +105,7 @@ class EngineBridge(QObject):
             self.messageArrived.emit(message.job_id, message.level, message.text, message.local)
         for job_id in calls:
             self.callsChanged.emit(job_id)
+        status_changed = services_changed = False
         for event in others:
             if isinstance(event, ConnectionChanged):
                 self.connectionChanged.emit(event.state, event.detail)
@@ -107,3 +113,12 @@ class EngineBridge(QObject):
                 self.pollCompleted.emit(dict(event.ready), float(event.next_poll_in))
             elif isinstance(event, EngineNotice):
                 self.notice.emit(event.level, event.text)
+            elif isinstance(event, EngineStatus):
+                status_changed = True
+            elif isinstance(event, ServicePaused | ServiceResumed):
+                services_changed = True
+        # Once per batch: a burst of status events is one update of the status bar.
+        if status_changed:
+            self.statusChanged.emit()
+        if services_changed:
+            self.servicesChanged.emit()

@@ -8,6 +8,7 @@ touches the network, the disk or a process runs off the Qt thread (`run_blocking
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import shutil
 import subprocess
@@ -37,12 +38,28 @@ from dss_console import paths
 from dss_console.connection import LoggedIn
 from dss_console.credentials import SessionStore
 from dss_console.dss import DssError
-from dss_console.engine.engine import Engine, EngineError, journal_path
+from dss_console.engine.engine import EngineError
 from dss_console.engine.events import JobSnapshot
-from dss_console.engine.journal import Journal
-from dss_console.engine.locks import InstanceBusyError, instance_lock
-from dss_console.engine.settings import Settings, SettingsError, load_settings, save_settings
-from dss_console.engine.source import LOGGED_OUT, TRANSIENT, DssSource, classify_dss_error
+from dss_console.engine.remote import (
+    EngineCallError,
+    EngineGoneError,
+    RemoteEngine,
+    find_engine,
+)
+from dss_console.engine.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    save_settings,
+    settings_to_toml,
+)
+from dss_console.engine.source import LOGGED_OUT, TRANSIENT
+from dss_console.engine.spawn import (
+    EngineStartError,
+    engine_log_path,
+    start_engine_process,
+    wait_for_engine,
+)
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.bridge import EngineBridge
@@ -57,20 +74,38 @@ from dss_console.workspace import Workspace, WorkspaceError
 STATS_REFRESH_MS = 15_000
 
 
-def _close_engine(engine: Engine, journal: Journal | None, lock: Any, drain: bool) -> None:
+# What the operator chose when jobs run: let them finish, then stop the engine; stop them now
+# (their tickets fail with "provider shut down"); or keep the engine running without a window.
+QUIT_DRAIN, QUIT_CANCEL, QUIT_DETACH = "drain", "cancel", "detach"
+ENGINE_STOP_WAIT = 60.0  # seconds for an engine to deliver what is owed and exit
+
+
+def _stop_engine_process(engine: RemoteEngine, process: subprocess.Popen[bytes] | None,
+                         drain: bool) -> None:
+    """Ask an engine this console started to stop, and wait until it has (a worker started
+    by someone else is only let go: it is not this window's to stop)."""
     try:
-        engine.shutdown(drain=drain, flush_timeout=10.0)
+        if engine.info.get("kind") == "console":
+            with contextlib.suppress(EngineGoneError, EngineCallError):
+                engine.shutdown(drain=drain)
+            deadline = None if drain else time.monotonic() + ENGINE_STOP_WAIT
+            if process is not None:
+                try:
+                    process.wait(None if deadline is None else ENGINE_STOP_WAIT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            else:
+                while engine.lost is None and (deadline is None or time.monotonic() < deadline):
+                    time.sleep(0.05)  # no process handle: the channel closing is the sign
     finally:
-        if journal is not None:
-            journal.close()
-        if lock is not None:
-            lock.close()
-QUIT_DRAIN, QUIT_CANCEL = "drain", "cancel"
+        engine.close()
 
 
 class MainWindow(QMainWindow):
-    engineStarted = Signal(object)  # Engine
+    engineStarted = Signal(object)  # RemoteEngine
     engineStopped = Signal()
+    engineLost = Signal(object, str)  # RemoteEngine, why (from the channel's thread)
     finished = Signal()  # closed for real, after the engine stopped
 
     def __init__(self, settings: Settings, settings_file: Path | None, store: SessionStore, *,
@@ -87,10 +122,10 @@ class MainWindow(QMainWindow):
         self._connection: tuple[str, str] = ("none", "")
         self.store = store
         self.data_dir = data_dir or paths.data_dir()
-        self.engine: Engine | None = None
+        # The engine process this window is attached to (it may have started it).
+        self.engine: RemoteEngine | None = None
+        self._engine_process: subprocess.Popen[bytes] | None = None
         self.logged_in: LoggedIn | None = None
-        self._journal: Journal | None = None
-        self._lock: Any = None
         self._quitting = False
         self._closed_for_real = False
         self._next_poll_at: float | None = None
@@ -213,6 +248,9 @@ class MainWindow(QMainWindow):
         self.bridge.messageArrived.connect(self.detail_pane.append_message)
         self.bridge.callsChanged.connect(self._calls_changed)
         self.bridge.connectionChanged.connect(self._connection_changed)
+        self.bridge.statusChanged.connect(self._update_status)
+        self.bridge.servicesChanged.connect(self._services_changed)
+        self.engineLost.connect(self._engine_lost)
         self.bridge.pollCompleted.connect(self._poll_completed)
         self.bridge.notice.connect(self._notice)
 
@@ -270,21 +308,32 @@ class MainWindow(QMainWindow):
         modal-blocking: the dialog is opened, not exec'd)."""
         self.path_dialog = show_copyable(self, title, text, path)
 
-    def ask_quit_choice(self, running: int) -> str | None:
+    def ask_quit_choice(self, running: int, *, allow_detach: bool = False) -> str | None:
         box = QMessageBox(self)
         box.setWindowTitle("Jobs are running")
         box.setText(f"{running} job(s) are still running or uploading.")
-        box.setInformativeText("Finish them before quitting, or stop them now and fail their "
-                               "tickets (the users are told \"provider shut down\")?")
-        drain = box.addButton("Finish, then quit", QMessageBox.ButtonRole.AcceptRole)
+        detach = None
+        if allow_detach:
+            box.setInformativeText(
+                "Keep them running without a window (open the console again to see them), "
+                "let them finish and then stop, or stop them now and fail their tickets (the "
+                "users are told \"provider shut down\")?")
+            detach = box.addButton("Keep running in the background",
+                                   QMessageBox.ButtonRole.AcceptRole)
+        else:
+            box.setInformativeText("Finish them first, or stop them now and fail their "
+                                   "tickets (the users are told \"provider shut down\")?")
+        drain = box.addButton("Finish, then stop", QMessageBox.ButtonRole.AcceptRole)
         cancel = box.addButton("Stop and fail them", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton("Keep running", QMessageBox.ButtonRole.RejectRole)
+        box.addButton("Cancel", QMessageBox.ButtonRole.RejectRole)
         box.exec()
         clicked = box.clickedButton()
         if clicked is drain:
             return QUIT_DRAIN
         if clicked is cancel:
             return QUIT_CANCEL
+        if detach is not None and clicked is detach:
+            return QUIT_DETACH
         return None
 
     # -- settings ---------------------------------------------------------------------------
@@ -338,8 +387,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         engine = self.engine
         if engine is not None:
-            engine.update_settings(settings)
-            spawn(self._show_services(engine))
+            spawn(self._push_settings(engine))
         self.login_pane.set_servers(list(dict.fromkeys(
             [*settings.servers, *([settings.server] if settings.server else [])])),
             self.login_pane.server_text())
@@ -425,25 +473,37 @@ class MainWindow(QMainWindow):
         self._use_settings(settings)
         self.show_banner(f"Settings reloaded from {path}.", "info")
 
-    async def _show_services(self, engine: Engine) -> None:
-        views = await run_blocking(engine.services)
+    async def _show_services(self, engine: RemoteEngine) -> None:
+        try:
+            views = await run_blocking(engine.services)
+        except (EngineGoneError, EngineCallError):
+            return
         if self.engine is engine:
             self.services_pane.set_services(views)
+
+    def _services_changed(self) -> None:
+        if self.engine is not None:
+            spawn(self._show_services(self.engine))
+
+    async def _push_settings(self, engine: RemoteEngine) -> None:
+        """The engine runs what the window's settings say (an engine this console started;
+        a headless worker keeps its own settings file)."""
+        if engine.info.get("kind") != "console":
+            return
+        try:
+            await run_blocking(engine.update_settings, settings_to_toml(self.settings))
+        except (EngineGoneError, EngineCallError) as exc:
+            self.show_banner(f"The engine did not take the new settings: {exc}")
+            return
+        await self._show_services(engine)
 
     # -- engine lifecycle -------------------------------------------------------------------
     def _logged_in(self, result: LoggedIn) -> None:
         engine = self.engine
         if engine is not None and result is self.logged_in:
-            # A new session for the one that expired (same server and account): the login
-            # pane put it into the client the engine uses, so running jobs carry on and
-            # their queued calls go out now.
-            engine.outbox.resume()
-            engine.wake()
-            # Through the engine's own state, so a later expiry is news to it again.
-            engine.connection.set("online")
-            self.statusBar().showMessage("Logged in again: queued calls are being delivered.",
-                                         10_000)
-            spawn(self.refresh_services())
+            # A new session for the one that expired (same server and account): the engine
+            # carries on with it, so running jobs go on and their queued calls go out now.
+            spawn(self._hand_over_session(engine, result))
         elif engine is not None or (self._starting is not None and not self._starting.done()):
             # Another account after an expired session: its engine stops first (its jobs
             # cannot report with this session).
@@ -453,6 +513,18 @@ class MainWindow(QMainWindow):
         if self.store.fallback_note:
             self.show_banner(self.store.fallback_note.replace("note: ", "Note: ") + ".",
                              "warning")
+
+    async def _hand_over_session(self, engine: RemoteEngine, logged_in: LoggedIn) -> None:
+        session_id = logged_in.client.transport.session_id
+        if engine.info.get("kind") == "console" and session_id:
+            try:
+                await run_blocking(engine.use_session, session_id)
+            except (EngineGoneError, EngineCallError) as exc:
+                self.show_banner(f"The engine did not take the new session: {exc}")
+                return
+        self.statusBar().showMessage("Logged in again: queued calls are being delivered.",
+                                     10_000)
+        spawn(self.refresh_services())
 
     async def _restart_engine(self, logged_in: LoggedIn, starting: asyncio.Task | None) -> bool:
         if starting is not None and not starting.done():
@@ -470,25 +542,36 @@ class MainWindow(QMainWindow):
         self.settings.server = logged_in.client.server
         self._save_settings()
         self._connection_changed("connecting", "")
+        self.statusBar().showMessage("Starting the engine…")
         try:
-            engine, journal, lock = await run_blocking(self._build_engine, logged_in)
-        except (DssError, ValueError, InstanceBusyError, OSError) as exc:
+            engine, process = await run_blocking(self._attach_engine, logged_in)
+        except (DssError, ValueError, OSError, EngineStartError, EngineGoneError,
+                EngineCallError) as exc:
+            self.statusBar().clearMessage()
             self.show_banner(f"Logged in, but the console cannot work with this server: {exc}")
             self._connection_changed("stopped", str(exc))
             return False
+        self.statusBar().clearMessage()
         if self._quitting:  # the window closed while the engine was starting
-            await run_blocking(_close_engine, engine, journal, lock, False)
+            await run_blocking(_stop_engine_process, engine, process, False)
             return False
-        self.engine, self._journal, self._lock = engine, journal, lock
+        self.engine, self._engine_process = engine, process
         self.bridge.attach(engine.events)
+        # Qt signal from the channel's thread: delivered on the Qt thread.
+        engine.on_lost(lambda why, lost=engine: self.engineLost.emit(lost, why))
         self._update_status()
-        views, jobs = await run_blocking(lambda: (engine.services(), engine.jobs(limit=1000)))
+        try:
+            views, jobs = await run_blocking(lambda: (engine.services(),
+                                                      engine.jobs(limit=1000)))
+        except (EngineGoneError, EngineCallError):
+            return False  # _engine_lost says what happened
         if self.engine is not engine:
             return False
         self.services_pane.set_logged_in(True)
         self.services_pane.set_services(views)
-        # Auto mode as the operator left it (the settings file keeps it).
-        if self.settings.auto != engine.auto:
+        # Auto mode as the operator left it (the settings file keeps it); a headless worker
+        # this window attached to keeps its own.
+        if engine.info.get("kind") == "console" and self.settings.auto != engine.auto:
             await run_blocking(engine.set_auto, self.settings.auto)
         self.services_pane.set_auto_mode(engine.auto)
         self.queue_pane.setEnabled(True)
@@ -500,33 +583,81 @@ class MainWindow(QMainWindow):
         self.engineStarted.emit(engine)
         return True
 
-    def _build_engine(self, logged_in: LoggedIn) -> tuple[Engine, Journal, Any]:
-        source = DssSource(logged_in.client)
-        provider = self.settings.provider or source.default_provider()
-        lock = instance_lock(self.data_dir, source.key, self.settings.instance)
-        journal = Journal(journal_path(self.data_dir))
+    def _attach_engine(self, logged_in: LoggedIn
+                       ) -> tuple[RemoteEngine, subprocess.Popen[bytes] | None]:
+        """The engine for this server and instance: the one already running (a headless
+        worker, or the engine an earlier window left running), else a new engine process.
+        Blocks: run it off the Qt thread."""
+        server = logged_in.client.server
+        instance = self.settings.instance
+        session_id = logged_in.client.transport.session_id or ""
+        found = find_engine(self.data_dir, server, instance)
+        process = None
+        if found is None:
+            config = self.settings_file if self._settings_problem is None else None
+            process = start_engine_process(
+                server=server, session_id=session_id, instance=instance,
+                data_dir=self.data_dir, workroot=Path(self.settings.workroot), config=config,
+                provider=self.settings.provider, ca_bundle=self.settings.ca_bundle)
+            found = wait_for_engine(process, self.data_dir, server, instance)
+        engine = RemoteEngine(found)
         try:
-            engine = Engine(self.settings, source, journal, provider=provider, auto=False)
-            engine.refresh_services()
-            engine.start(run_claimed=False)
+            if engine.info.get("kind") == "console":
+                engine.update_settings(settings_to_toml(self.settings))
+                if process is None and session_id:
+                    engine.use_session(session_id)  # this window's login is the newest
+            engine.services()
         except BaseException:
-            journal.close()
-            lock.close()
+            engine.close()
             raise
-        return engine, journal, lock
+        return engine, process
 
-    async def stop_engine(self, *, drain: bool = False) -> None:
-        """Stop this window's engine: the one it holds now, with its own journal and lock
-        (a login that finishes meanwhile gets fresh ones)."""
-        engine, journal, lock = self.engine, self._journal, self._lock
+    def _engine_lost(self, engine: RemoteEngine, why: str) -> None:
+        """The engine process went away without this window asking (it crashed, was
+        killed, or stopped for its own reasons)."""
+        if engine is not self.engine:
+            return  # one this window stopped or let go
+        process, self._engine_process = self._engine_process, None
+        self.engine = None
+        code = process.poll() if process is not None else None
+        self._stats_timer.stop()
+        self._stats_soon.stop()
+        self.bridge.drain()
+        self.bridge.detach()
+        engine.close()
+        self.queue_pane.setEnabled(False)
+        self.services_pane.set_logged_in(False)
+        server = self.logged_in.client.server if self.logged_in else ""
+        log = engine_log_path(self.data_dir, server, self.settings.instance)
+        ended = f" (exit code {code})" if code is not None else ""
+        self._connection_changed("stopped", f"the engine stopped{ended}")
+        action = None
+        if self.logged_in is not None and not self._quitting:
+            logged_in = self.logged_in
+            action = ("Restart the engine", lambda: self._restart_after_loss(logged_in))
+        self.show_banner(f"The engine process stopped unexpectedly{ended}: {why}. No job is "
+                         "lost: restarting it recovers every ticket from the journal (a job "
+                         f"that was running runs again). Its log: {log}", "error", action)
+
+    def _restart_after_loss(self, logged_in: LoggedIn) -> None:
+        self.clear_banner()
+        self._starting = spawn(self.start_engine(logged_in))
+
+    async def stop_engine(self, *, drain: bool = False, detach: bool = False) -> None:
+        """Stop this window's engine (or only let go of it, with `detach`: its jobs go on
+        without a window)."""
+        engine, process = self.engine, self._engine_process
         self._stats_timer.stop()
         self._stats_soon.stop()
         if engine is None:
             return
-        self.engine, self._journal, self._lock = None, None, None
+        self.engine, self._engine_process = None, None
         self.queue_pane.setEnabled(False)
-        self.statusBar().showMessage("Stopping the engine and delivering what is owed…")
-        await run_blocking(_close_engine, engine, journal, lock, drain)
+        if detach:
+            await run_blocking(engine.close)
+        else:
+            self.statusBar().showMessage("Stopping the engine and delivering what is owed…")
+            await run_blocking(_stop_engine_process, engine, process, drain)
         self.statusBar().clearMessage()
         self.bridge.drain()
         self.bridge.detach()
@@ -536,10 +667,19 @@ class MainWindow(QMainWindow):
         self._connection_changed("none", "")
         self.engineStopped.emit()
 
-    def _logout_requested(self) -> None:
+    def _running_count(self) -> int:
+        """Jobs fetching, running or uploading: what the engine last said, and what the
+        table shows (either may be a moment ahead of the other)."""
         engine = self.engine
+        if engine is None:
+            return 0
+        shown = {job.job_id for job in self.queue_pane.model.jobs()
+                 if job.state in (JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING)}
+        return len(shown | engine.busy_job_ids())
+
+    def _logout_requested(self) -> None:
         drain = False
-        running = len(engine.busy_job_ids()) if engine is not None else 0
+        running = self._running_count()
         if running:
             choice = self.ask_quit_choice(running)
             if choice is None:
@@ -567,16 +707,15 @@ class MainWindow(QMainWindow):
         client = self.logged_in.client
         try:
             views = await run_blocking(engine.refresh_services)
-        except DssError as exc:
-            # Into the engine's one connection state, like the outcome of its own calls (a
-            # success there sets it online): it publishes the change to the status bar.
-            kind = classify_dss_error(exc)
-            if kind == LOGGED_OUT:
-                engine.connection.set("logged_out", str(exc))
-            elif kind == TRANSIENT and getattr(exc, "status", None) is None:
-                engine.connection.set("offline", str(exc))
-            else:
-                engine.connection.reply_received()
+        except EngineGoneError:
+            return  # _engine_lost says so
+        except EngineCallError as exc:
+            # The engine's own connection state follows the outcome of its calls; this one
+            # only says what the status bar should show meanwhile.
+            if exc.kind == LOGGED_OUT:
+                self._connection_changed("logged_out", str(exc))
+            elif exc.kind == TRANSIENT:
+                self._connection_changed("offline", str(exc))
             return
         self.services_pane.set_services(views)
         for view in views:
@@ -702,15 +841,25 @@ class MainWindow(QMainWindow):
     # -- selection --------------------------------------------------------------------------
     def _job_selected(self, job: JobSnapshot | None) -> None:
         self.detail_pane.show_job(job)
+        if self.engine is not None:
+            # Live output only for the job shown: the others' output stays on disk.
+            spawn(self._watch(self.engine, [job.job_id] if job is not None else []))
         if job is not None:
             spawn(self._load_calls(job.job_id))
             spawn(self._load_inputs(job))
+
+    async def _watch(self, engine: RemoteEngine, job_ids: list[int]) -> None:
+        with contextlib.suppress(EngineGoneError, EngineCallError):
+            await run_blocking(engine.watch, job_ids)
 
     async def _load_calls(self, job_id: int) -> None:
         engine = self.engine
         if engine is None:
             return
-        items = await run_blocking(engine.journal.outbox_items, job_id)
+        try:
+            items = await run_blocking(engine.outbox_items, job_id)
+        except (EngineGoneError, EngineCallError):
+            return
         self.detail_pane.set_calls(job_id, items)
 
     async def _load_inputs(self, job: JobSnapshot) -> None:
@@ -755,29 +904,37 @@ class MainWindow(QMainWindow):
     # -- operator actions -------------------------------------------------------------------
     def _auto_mode_toggled(self, on: bool) -> None:
         if self.engine is not None:
-            self.engine.set_auto(on)
+            spawn(self._set_auto(self.engine, on))
         self.services_pane.set_auto_mode(on)
         if self.settings.auto != on:
             self.settings.auto = on  # kept for the next start
             self._save_settings()
         self._update_status()
 
+    async def _set_auto(self, engine: RemoteEngine, on: bool) -> None:
+        try:
+            await run_blocking(engine.set_auto, on)
+        except (EngineGoneError, EngineCallError) as exc:
+            self.show_banner(f"Auto mode could not be switched: {exc}")
+        self._update_status()
+
     def _service_auto_toggled(self, service_hash: str, on: bool) -> None:
         engine = self.engine
-        command = engine.command_for(service_hash) if engine is not None else None
+        names = {s.service_hash: s.name for s in engine.known_services()} if engine else {}
+        command = self.settings.command_for(names.get(service_hash, ""), service_hash)
         if command is None:
             return
         command.auto = on  # part of the settings: saved, and what the Settings dialog shows
         self._save_settings()
         if engine is not None:
-            engine.wake()
+            spawn(self._push_settings(engine))
 
     def _resume_requested(self, service_hashes: list[str]) -> None:
         engine = self.engine
         if engine is not None:
             spawn(self._resume(engine, service_hashes))
 
-    async def _resume(self, engine: Engine, service_hashes: list[str]) -> None:
+    async def _resume(self, engine: RemoteEngine, service_hashes: list[str]) -> None:
         # resume_service may start blocked jobs (their threads): not on the Qt thread.
         for service_hash in service_hashes:
             await run_blocking(engine.resume_service, service_hash)
@@ -801,7 +958,7 @@ class MainWindow(QMainWindow):
             if engine is None:
                 return None
             job = await run_blocking(engine.claim_next, service_hashes, run=run)
-        except (DssError, EngineError) as exc:
+        except (DssError, EngineError, EngineCallError, EngineGoneError) as exc:
             self.show_banner(str(exc))
             return None
         finally:
@@ -878,7 +1035,7 @@ class MainWindow(QMainWindow):
         }
         try:
             await run_blocking(calls[name])
-        except (EngineError, DssError) as exc:
+        except (EngineError, DssError, EngineCallError, EngineGoneError) as exc:
             self.show_banner(f"Ticket {job.ticket_id}: {exc}")
             return False
         self.queue_pane.set_busy(engine.busy_job_ids())
@@ -919,31 +1076,35 @@ class MainWindow(QMainWindow):
         if self._quitting:
             return
         engine = self.engine
-        running = len(engine.busy_job_ids()) if engine is not None else 0
-        drain = False
-        if running:
-            choice = self.ask_quit_choice(running)
+        running = self._running_count()
+        drain = detach = False
+        if engine is not None and engine.info.get("kind") != "console":
+            detach = True  # a headless worker goes on as it did before this window came
+        elif running:
+            choice = self.ask_quit_choice(running, allow_detach=True)
             if choice is None:
                 return
             drain = choice == QUIT_DRAIN
+            detach = choice == QUIT_DETACH
         self._quitting = True
         if drain:
             # Nothing new while waiting: no claims (the button, Ctrl+N, auto mode), and the
             # services are shown off so the wait is visible.
-            if engine is not None:
-                engine.stop_claiming()
             self.services_pane.setEnabled(False)
             self.services_pane.summary.setText("Quitting: no new tickets are claimed.")
             self.show_banner(f"Waiting for {running} job(s) to finish before quitting…",
                              "warning")
-        spawn(self._quit(drain))
+        spawn(self._quit(drain, detach))
 
-    async def _quit(self, drain: bool) -> None:
+    async def _quit(self, drain: bool, detach: bool = False) -> None:
         if self._starting is not None and not self._starting.done():
             await self._starting  # it sees _quitting and stops what it started
-        if self.engine is not None:
-            self.engine.stop_claiming()
-            await self.stop_engine(drain=drain)
+        engine = self.engine
+        if engine is not None:
+            if not detach:
+                with contextlib.suppress(EngineGoneError, EngineCallError):
+                    await run_blocking(engine.stop_claiming)
+            await self.stop_engine(drain=drain, detach=detach)
         self.bridge.stop()
         self.queue_pane.stop()
         self.detail_pane.log.shutdown()  # its file thread must not outlive the window
