@@ -10,6 +10,12 @@
 (2) `dss-console` is started --starts times (offscreen unless DISPLAY is set); the time from
     launch to the window's first paint is printed (target <= 1.0 s warm: the first start is
     cold and reported apart).
+(3) The same, attaching to a running engine (`dss-console worker --manual`) whose journal
+    holds --journal-jobs jobs: launch -> first paint (target <= 1.0 s), launch -> the jobs
+    shown, and the console's peak RSS (target <= 250 MiB).
+
+The jobs run in the engine process, not the window's: the window receives the live output of
+the selected job only (rate-limited), and the rest goes to the log files on disk.
 """
 
 from __future__ import annotations
@@ -119,7 +125,7 @@ async def flood_run(args: argparse.Namespace, tmp: Path) -> list[float]:
         print(f"    jobs ended: {states.count('succeeded')} succeeded of {len(states)}; "
               f"{lines} lines written in {flood_seconds:.1f} s = "
               f"{lines / flood_seconds / len(running):,.0f} lines/s per job (all on disk)")
-        window.ask_quit_choice = lambda running: QUIT_CANCEL  # type: ignore[method-assign]
+        window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore[method-assign]
         window.close()
         while not window.closed:
             await asyncio.sleep(0.05)
@@ -128,27 +134,100 @@ async def flood_run(args: argparse.Namespace, tmp: Path) -> list[float]:
         await run_blocking(sandbox.stop)
 
 
-def first_paint_times(starts: int, tmp: Path) -> list[float]:
+def console_env(home: Path) -> dict[str, str]:
     env = dict(os.environ, DSS_CONSOLE_REPORT_FIRST_PAINT="1",
-               XDG_CONFIG_HOME=str(tmp / "cfg"), XDG_DATA_HOME=str(tmp / "dat"),
+               XDG_CONFIG_HOME=str(home / "cfg"), XDG_DATA_HOME=str(home / "dat"),
                DSS_CONSOLE_KEYRING="off")
     if not env.get("DISPLAY"):
         env["QT_QPA_PLATFORM"] = "offscreen"
-    times = []
-    for _ in range(starts):
-        launched = time.time()
-        proc = subprocess.Popen([str(EXE)], env=env, stdout=subprocess.PIPE, text=True,
-                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith("DSS_CONSOLE_FIRST_PAINT"):
-                    times.append(float(line.split()[1]) - launched)
+    return env
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def launch_console(env: dict[str, str], *, wait_jobs: bool = False
+                   ) -> tuple[float, float | None, float | None, int]:
+    """(first paint, jobs shown, peak RSS MiB, rows) in seconds from launch."""
+    launched = time.time()
+    proc = subprocess.Popen([str(EXE)], env=env, stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    paint = shown = rss = None
+    rows = 0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("DSS_CONSOLE_FIRST_PAINT"):
+                paint = float(line.split()[1]) - launched
+                if not wait_jobs:
                     break
+            elif line.startswith("DSS_CONSOLE_JOBS_SHOWN"):
+                shown = float(line.split()[1]) - launched
+                rows = int(line.split()[2])
+                rss = peak_rss_mib(proc.pid)
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert paint is not None, "the console never painted"
+    return paint, shown, rss, rows
+
+
+def first_paint_times(starts: int, tmp: Path) -> list[float]:
+    env = console_env(tmp)
+    return [launch_console(env)[0] for _ in range(starts)]
+
+
+def attach_to_a_big_journal(jobs: int, starts: int, tmp: Path) -> None:
+    """A console attaching to a running engine whose journal holds `jobs` jobs."""
+    from dss_console.engine.journal import Journal
+    from dss_console.engine.settings import Settings, save_settings
+    from dss_console.engine.states import JobState
+    from dss_console.sandbox import Sandbox
+
+    home = tmp / "attach"
+    env = console_env(home)
+    data = home / "dat" / "dss-console"
+    with Sandbox(data_dir=tmp / "server3", tickets=0) as sandbox:
+        journal = Journal(data / "journal.sqlite3")
+        for i in range(jobs):
+            job_id = journal.create_job(source=sandbox.url, ticket_id=100_000 + i,
+                                        service_hash="0" * 40, service_name="Archive",
+                                        instance="bench3", workdir=str(home / "w" / str(i)))
+            journal.transition(job_id, JobState.SUCCEEDED, None, check=False)
+        journal.close()
+        save_settings(Settings(server=sandbox.url, instance="bench3", workroot=home / "work",
+                               provider=sandbox.provider),
+                      home / "cfg" / "dss-console" / "settings.toml")
+        subprocess.run([str(EXE), "login", "--server", sandbox.url, "--token",
+                        sandbox.fresh_token()], env=env, check=True, capture_output=True)
+        worker = subprocess.Popen([str(EXE), "worker", "--manual"], env=env,
+                                  stdout=subprocess.PIPE, text=True, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+        try:
+            assert worker.stdout is not None
+            for line in worker.stdout:
+                if " worker bench3 " in line:
+                    break
+            results = [launch_console(env, wait_jobs=True) for _ in range(starts)]
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-    return times
+            worker.terminate()
+            worker.wait(timeout=60)
+    paints = [r[0] for r in results]
+    shown = [r[1] for r in results if r[1] is not None]
+    rss = [r[2] for r in results if r[2] is not None]
+    rows = results[-1][3]
+    print(f"(3) attach to an engine with {jobs:,} jobs in its journal ({rows} rows shown): "
+          f"first paint median {statistics.median(paints):.2f} s, max {max(paints):.2f} s "
+          "(target <= 1.0 s); jobs shown median "
+          + (f"{statistics.median(shown):.2f} s" if shown else "never")
+          + "; console peak RSS "
+          + (f"{max(rss):.0f} MiB" if rss else "n/a") + " (target <= 250 MiB)")
 
 
 def main() -> None:
@@ -158,6 +237,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=50_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--journal-jobs", type=int, default=10_000)
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -185,6 +265,7 @@ def main() -> None:
         warm = times[1:] or times
         print(f"(2) launch -> first paint: cold {times[0]:.2f} s; warm median "
               f"{statistics.median(warm):.2f} s, max {max(warm):.2f} s (target <= 1.0 s)")
+        attach_to_a_big_journal(args.journal_jobs, max(1, args.starts), tmp)
 
 
 if __name__ == "__main__":

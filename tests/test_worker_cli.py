@@ -17,7 +17,7 @@ import pytest
 from dss_console.sandbox import Sandbox
 
 from test_engine import TAGS, command
-from waiting import process_gone, wait_for
+from waiting import end_session, process_gone, wait_for
 
 EXE = Path(sys.executable).with_name("dss-console")
 
@@ -260,10 +260,6 @@ def test_worker_stops_in_words_when_the_session_is_gone(sandbox: Sandbox,
                                                         worker_env: dict[str, str],
                                                         service: str, tmp_path: Path,
                                                         workers: list[Worker]) -> None:
-    import json
-
-    import requests
-
     ticket = sandbox.add_ticket(service)
     go = tmp_path / "go"
     # A slow poll: web.py saves a session at the end of every request, so a request in
@@ -274,15 +270,8 @@ def test_worker_stops_in_words_when_the_session_is_gone(sandbox: Sandbox,
     worker.wait_line(": running")
     worker.wait_line("waiting for the go signal")
     sessions = json.loads((tmp_path / "data" / "dss-console" / "sessions.json").read_text())
-    cookie = {"webpy_session_id": sessions[sandbox.url]}
-
-    def session_ended() -> bool:
-        # The session ends on the server (an admin, an expiry): every call now gets 401.
-        requests.get(sandbox.url + "/logout", cookies=cookie, allow_redirects=False, timeout=10)
-        return requests.get(sandbox.url + "/api/login", cookies=cookie,
-                            timeout=10).status_code == 401
-
-    wait_for(session_ended, 20, interval=0.2, what="the session to end on the server")
+    # The session ends on the server (an admin, an expiry): every call now gets 401.
+    end_session(sandbox.url, sessions[sandbox.url])
     go.write_text("go")
     assert worker.finish() == 1, "\n".join(worker.lines)
     assert worker.saw("no longer accepts this session") and worker.saw("dss-console login")

@@ -37,3 +37,18 @@ def process_gone(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def end_session(server: str, session_id: str, timeout: float = 20.0) -> None:
+    """Log a session out on the server and wait until it stays out: web.py saves a session
+    at the end of every request, so a request in flight while it is killed brings it back
+    (the console's own calls, say). Repeat until a check says 401."""
+    import requests
+
+    cookie = {"webpy_session_id": session_id}
+
+    def ended() -> bool:
+        requests.get(server + "/logout", cookies=cookie, allow_redirects=False, timeout=10)
+        return requests.get(server + "/api/login", cookies=cookie, timeout=10).status_code == 401
+
+    wait_for(ended, timeout, interval=0.2, what="the session to end on the server")

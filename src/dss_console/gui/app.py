@@ -167,6 +167,10 @@ class Console:
         if os.environ.get(FIRST_PAINT_ENV):
             self._paint_probe = _FirstPaint()
             window.installEventFilter(self._paint_probe)
+            # ... and when the jobs of the engine it attached to are in the table.
+            window.engineStarted.connect(lambda _engine: print(
+                f"DSS_CONSOLE_JOBS_SHOWN {time.time():.6f} "
+                f"{window.queue_pane.model.rowCount()}", flush=True))
         window.show()
         self.window = window
         return window
