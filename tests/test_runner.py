@@ -869,8 +869,13 @@ def test_the_command_and_what_it_starts_run_at_a_lower_priority(paths: JobPaths)
         child = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"],
                                capture_output=True, text=True).stdout.strip()
         print("niceness", os.nice(0), child)
+        if os.path.exists("/proc/self/autogroup"):
+            print("autogroup", open("/proc/self/autogroup").read().split()[-1])
     """
     outcome, collector = run(paths, py(code), nice=7)
     assert outcome.exit_code == 0
     expected = min(19, base + 7)
     assert f"niceness {expected} {expected}" in collector.texts
+    if Path("/proc/self/autogroup").exists():
+        # Its session's share of the CPU is lowered too (autogroups ignore plain nice).
+        assert f"autogroup {expected}" in collector.texts

@@ -65,6 +65,9 @@ each ticket to exactly one of them.
 """
 
 
+CONSOLE_ENGINE_NICE = 10  # how much lower than the console an engine it started runs
+
+
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("worker", parents=[common], help="process tickets headless (auto mode)",
                          description=WORKER_DESCRIPTION,
@@ -121,6 +124,12 @@ def worker_command(args: argparse.Namespace) -> int:
     if args.for_console:
         args.manual = True
         client = _client_from_stdin(args)
+        # The person at the console comes first: the engine (and the commands it starts,
+        # niced further) yields the CPU to the window on a busy machine.
+        if hasattr(os, "nice"):
+            from dss_console.engine.runner import lower_session_weight
+
+            lower_session_weight(os.getpid(), os.nice(CONSOLE_ENGINE_NICE))
     else:
         client = logged_in_client(args)
     source = DssSource(client)

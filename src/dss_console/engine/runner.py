@@ -331,7 +331,18 @@ def _lower_priority(pgid: int, nice: int) -> None:
         return
     with contextlib.suppress(OSError):
         current = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PGRP, pgid, min(19, current + nice))
+        target = min(19, current + nice)
+        os.setpriority(os.PRIO_PGRP, pgid, target)
+        lower_session_weight(pgid, target)
+
+
+def lower_session_weight(pid: int, nice: int) -> None:
+    """With Linux's scheduler autogroups (the default on desktops), each session gets an
+    equal share of the CPU whatever its processes' nice values: a command in a session of its
+    own would get as much as the console. The autogroup's own nice value lowers that share.
+    Best effort: nothing to do elsewhere, or when autogroups are off."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as group:
+        group.write(str(nice))
 
 
 def _format_seconds(seconds: float) -> str:
