@@ -635,7 +635,8 @@ class MainWindow(QMainWindow):
         if self.logged_in is not None and not self._quitting:
             logged_in = self.logged_in
             action = ("Restart the engine", lambda: self._restart_after_loss(logged_in))
-        self.show_banner(f"The engine process stopped unexpectedly{ended}: {why}. No job is "
+        detail = "" if why == "the engine stopped" else f" ({why})"  # EOF says nothing new
+        self.show_banner(f"The engine process stopped unexpectedly{ended}{detail}. No job is "
                          "lost: restarting it recovers every ticket from the journal (a job "
                          f"that was running runs again). Its log: {log}", "error", action)
 
