@@ -879,3 +879,28 @@ def test_the_command_and_what_it_starts_run_at_a_lower_priority(paths: JobPaths)
     if Path("/proc/self/autogroup").exists():
         # Its session's share of the CPU is lowered too (autogroups ignore plain nice).
         assert f"autogroup {expected}" in collector.texts
+
+
+def test_plain_chunks_and_report_lines_keep_their_order_and_line_ends(paths: JobPaths) -> None:
+    """Output without reports is taken a chunk at a time: lines, CRLF ends and the order
+    around reports must come out as line by line."""
+    outcome, got = run(paths, py("""
+        import sys
+        out = sys.stdout
+        out.write("".join(f"plain {i}\\r\\n" for i in range(3000)))
+        out.flush()
+        out.write("@dss info middle\\n")
+        out.flush()
+        out.write("".join(f"after {i}\\n" for i in range(3000)))
+    """))
+    assert outcome.exit_code == 0
+    texts = got.texts
+    assert texts[:3000] == [f"plain {i}" for i in range(3000)]  # no \r left
+    assert texts[3000:] == [f"after {i}" for i in range(3000)]
+    messages = got.of(MessageReport)
+    assert [m.text for m in messages] == ["middle"]
+    # The report came after every plain line and before every later one.
+    order = [r for r in got.reports if isinstance(r, MessageReport | OutputReport)]
+    before = sum(len(r.lines) for r in order[:order.index(messages[0])]
+                 if isinstance(r, OutputReport))
+    assert before == 3000

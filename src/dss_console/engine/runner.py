@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import itertools
 import json
 import logging
 import os
@@ -650,11 +651,17 @@ class CommandRunner:
             del buffer[:cut]
             # Whole lines at a time, so the other stream's lines never land mid-line.
             self._write_log(complete)
-            lines = complete.split(b"\n")
-            lines.pop()
             first_spilled, first_head = state.spilled, state.head
             state.spilled, state.head = 0, b""
-            self._take_lines(stream, lines, first_spilled, first_head)
+            plain = not first_spilled and not (stream == "stdout" and b"@dss" in complete)
+            if not (plain and self._take_plain_chunk(stream, complete)):
+                lines = complete.split(b"\n")
+                lines.pop()
+                self._take_lines(stream, lines, first_spilled, first_head)
+        self._spill_if_endless(state)
+
+    def _spill_if_endless(self, state: _LineState) -> None:
+        buffer = state.buffer
         if len(buffer) > self._spill:
             # An endless line (a progress bar redrawn with \r, a binary dump): keep memory
             # flat. The price: the other stream's lines may land inside it in the log.
@@ -663,6 +670,34 @@ class CommandRunner:
                 state.head = bytes(buffer[: self._max_line])
             state.spilled += len(buffer)
             buffer.clear()
+
+    def _take_plain_chunk(self, stream: str, complete: bytes) -> bool:
+        """Whole lines without a report among them (the usual case, and all of a flood):
+        decoded and queued as one chunk, not line by line in Python. False when a line is
+        too long for that (the per-line path truncates it)."""
+        if len(complete) > self._max_line and \
+                max(map(len, complete.split(b"\n"))) > self._max_line:
+            return False
+        text = complete.decode("utf-8", "replace")
+        texts = text.split("\n")
+        texts.pop()
+        if "\r" in text:
+            texts = [t[:-1] if t.endswith("\r") else t for t in texts]
+        size = len(text) + _LINE_OVERHEAD * len(texts)
+        now = time.monotonic()
+        with self._out_lock:
+            self._tail.extend(texts)
+            if self._backlog + self._batch_size + size >= _MAX_BACKLOG_BYTES:
+                self._skipped += len(texts)
+                return True
+            if not self._batch:
+                self._batch_started = now
+                self._queue.put(_TICK)  # wakes the dispatcher to time this batch
+            self._batch.extend(zip(itertools.repeat(stream), texts))
+            self._batch_size += size
+            if len(self._batch) >= _BATCH_LINES or self._batch_size >= _BATCH_BYTES:
+                self._flush_batch_locked()
+        return True
 
     def _finish_stream(self, stream: str, state: _LineState) -> None:
         rest = bytes(state.buffer)
