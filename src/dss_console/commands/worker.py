@@ -65,9 +65,6 @@ each ticket to exactly one of them.
 """
 
 
-CONSOLE_ENGINE_NICE = 10  # how much lower than the console an engine it started runs
-
-
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("worker", parents=[common], help="process tickets headless (auto mode)",
                          description=WORKER_DESCRIPTION,
@@ -111,7 +108,7 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
 def worker_command(args: argparse.Namespace) -> int:
     from dss_console.engine.engine import Engine, journal_path
     from dss_console.engine.journal import Journal
-    from dss_console.engine.settings import SettingsError, settings_path
+    from dss_console.engine.settings import CONSOLE_COMMAND_NICE, SettingsError, settings_path
     from dss_console.engine.source import DssSource
 
     config = settings_path(args.config)
@@ -124,12 +121,7 @@ def worker_command(args: argparse.Namespace) -> int:
     if args.for_console:
         args.manual = True
         client = _client_from_stdin(args)
-        # The person at the console comes first: the engine (and the commands it starts,
-        # niced further) yields the CPU to the window on a busy machine.
-        if hasattr(os, "nice"):
-            from dss_console.engine.runner import lower_session_weight
 
-            lower_session_weight(os.getpid(), os.nice(CONSOLE_ENGINE_NICE))
     else:
         client = logged_in_client(args)
     source = DssSource(client)
@@ -143,8 +135,11 @@ def worker_command(args: argparse.Namespace) -> int:
         provider = args.provider or settings.provider or source.default_provider()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    # The person at a console comes first: the commands of an engine it started yield the
+    # CPU to the window on a busy machine (a service's own `nice` setting wins).
     engine = Engine(settings, source, journal, provider=provider, auto=not args.manual,
-                    max_tickets=args.max_tickets)
+                    max_tickets=args.max_tickets,
+                    command_nice=CONSOLE_COMMAND_NICE if args.for_console else 0)
     printer = EventPrinter(sys.stdout)
     engine.events.subscribe(printer)
     try:

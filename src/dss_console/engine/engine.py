@@ -82,7 +82,8 @@ class Engine:
                  provider: str, events: EventBus | None = None, auto: bool = False,
                  max_tickets: int | None = None, status_interval: float = 5.0,
                  grace_period: float = 10.0, retry_interval: float = 5.0,
-                 outbox_backoff: float = 1.0, outbox_max_backoff: float = 30.0):
+                 outbox_backoff: float = 1.0, outbox_max_backoff: float = 30.0,
+                 command_nice: int = 0):
         self.settings = settings
         self.source = source
         self.journal = journal
@@ -101,6 +102,7 @@ class Engine:
         self.ctx = JobContext(journal=journal, outbox=self.outbox, source=source,
                               events=self.events, status_interval=status_interval,
                               grace_period=grace_period, retry_interval=retry_interval,
+                              command_nice=command_nice,
                               on_started=self._on_command_started,
                               on_blocked=self._on_job_blocked)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)

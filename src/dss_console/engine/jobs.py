@@ -74,6 +74,7 @@ class JobContext:
     retry_interval: float = 5.0
     # The engine's ears: a command of a service started; a job blocked (its command cannot
     # start) with the reason.
+    command_nice: int = 0  # a command's nice value unless its service sets one
     on_started: Callable[[JobSnapshot], None] | None = None
     on_blocked: Callable[[JobSnapshot, str], None] | None = None
 
@@ -314,7 +315,8 @@ class JobExecution:
             paths.result.unlink()
         spec = CommandSpec(template=self.command.command, timeout=self.command.timeout,
                            env=dict(self.command.env), cwd=self.command.cwd,
-                           nice=self.command.nice)
+                           nice=self.ctx.command_nice if self.command.nice is None
+                           else self.command.nice)
         attempt = self.snapshot.attempt
         runner = CommandRunner(spec, paths, self._on_report, grace_period=self.ctx.grace_period,
                                log_name="output.log" if attempt <= 1 else f"output-{attempt}.log")

@@ -28,7 +28,8 @@ A missing file means all defaults. Every key is optional::
     timeout = "6h"                        # seconds, or "6h", "90m", "45s", "1h30m", "2d"
     max_jobs = 1                          # at most this many jobs of this service at once
     nice = 10                             # CPU priority of the command, 0 (normal) to 19
-                                          # (lowest); default 10: the desktop stays responsive
+                                          # (lowest); default 10 for an engine a console
+                                          # started (the desktop stays responsive), else 0
     cwd = "/opt/ashs"                     # working directory of the command
     auto = true                           # take part in auto mode (default true)
 
@@ -96,9 +97,9 @@ SETTINGS_FILE_NAME = "settings.toml"
 CONFIG_ENV = "DSS_CONSOLE_CONFIG"
 PLACEHOLDERS = ("ticket", "service", "service_hash", "workdir", "inputs", "workspace", "result")
 INTERRUPTED_CHOICES = ("rerun", "fail")
-# Service commands run below the console's priority: a machine full of jobs still answers
-# the person in front of it.
-DEFAULT_NICE = 10
+# Commands of an engine a console started run below the console's priority: a machine full
+# of jobs still answers the person in front of it. A headless worker's run at normal priority.
+CONSOLE_COMMAND_NICE = 10
 
 _HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -140,7 +141,7 @@ class ServiceCommand:
     command: str
     timeout: float | None = None  # seconds
     max_jobs: int | None = None
-    nice: int = DEFAULT_NICE
+    nice: int | None = None  # None: the engine's default (CONSOLE_COMMAND_NICE or 0)
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     auto: bool = True
@@ -596,7 +597,7 @@ def settings_to_toml(settings: Settings) -> str:
             value = getattr(service, name)
             if value is not None:
                 lines.append(f"{name} = {_toml_value(value)}")
-        if service.nice != DEFAULT_NICE:
+        if service.nice is not None:
             lines.append(f"nice = {service.nice}")
         if not service.auto:
             lines.append("auto = false")
