@@ -76,7 +76,7 @@ async def take(tmp: Path) -> None:
         dialog.grab().save(str(OUT / "settings.png"))
         dialog.reject()
 
-        window.ask_quit_choice = lambda running: QUIT_CANCEL  # type: ignore[method-assign]
+        window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore[method-assign]
         window.close()
         await wait_until(lambda: window.closed)
     finally:

@@ -133,6 +133,9 @@ class MainWindow(QMainWindow):
         self._tags_failed_at: dict[str, float] = {}
         self._remember_layout = remember_layout
         self._starting: asyncio.Task | None = None
+        # Input-workspace loads overlap (a selection, then the download finishing): each
+        # has a number, and only the newest may fill the pane.
+        self._inputs_loads = 0
         self._window_state = QSettings(
             str(window_state_file or paths.config_dir() / "window.ini"),
             QSettings.Format.IniFormat)
@@ -867,9 +870,7 @@ class MainWindow(QMainWindow):
         engine = self.engine
         if engine is None:
             return
-        # Loads overlap (a selection, then the download finishing): only the latest may
-        # fill the pane, or an older "not downloaded yet" lands after the real inputs.
-        self._inputs_loads = generation = getattr(self, "_inputs_loads", 0) + 1
+        self._inputs_loads = generation = self._inputs_loads + 1
         required = self._required_tags.get(job.service_hash)
         failed_at = self._tags_failed_at.get(job.service_hash, -1e9)
         if required is None and self.logged_in is not None \
