@@ -69,6 +69,7 @@ class RemoteEngine:
         self._send_lock = threading.Lock()
         self._lost_callbacks: list[Callable[[str], None]] = []
         self._lost: str | None = None
+        self._lost_event = threading.Event()
         try:
             token = paths.token.read_text().strip()
         except OSError as exc:
@@ -117,6 +118,10 @@ class RemoteEngine:
     @property
     def lost(self) -> str | None:
         return self._lost
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        """Block until the engine has gone (True) or `timeout` passed (False)."""
+        return self._lost_event.wait(timeout)
 
     def _send(self, message: dict[str, Any]) -> None:
         data = wire.dumps(message)
@@ -174,6 +179,7 @@ class RemoteEngine:
             if self._lost is not None:
                 return
             self._lost = reason
+            self._lost_event.set()
             pending = list(self._pending.values())
             callbacks = list(self._lost_callbacks)
         for future in pending:

@@ -88,16 +88,15 @@ def _stop_engine_process(engine: RemoteEngine, process: subprocess.Popen[bytes] 
         if engine.info.get("kind") == "console":
             with contextlib.suppress(EngineGoneError, EngineCallError):
                 engine.shutdown(drain=drain)
-            deadline = None if drain else time.monotonic() + ENGINE_STOP_WAIT
+            wait = None if drain else ENGINE_STOP_WAIT  # finishing jobs takes what it takes
             if process is not None:
                 try:
-                    process.wait(None if deadline is None else ENGINE_STOP_WAIT)
+                    process.wait(wait)
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-            else:
-                while engine.lost is None and (deadline is None or time.monotonic() < deadline):
-                    time.sleep(0.05)  # no process handle: the channel closing is the sign
+            else:  # no process handle: the channel closing is the sign
+                engine.wait_lost(wait)
     finally:
         engine.close()
 
