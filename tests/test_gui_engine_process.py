@@ -44,6 +44,12 @@ def test_the_window_attaches_to_a_headless_worker_and_shows_its_live_log(
         worker.wait_line(": running")
         console.login()
         assert window.engine is not None and window.engine.info["kind"] == "worker"
+        # Settings… says that the worker runs on its own settings, not this window's.
+        window.open_settings()
+        note = window.settings_dialog.engine_note_label
+        assert note.isVisibleTo(window.settings_dialog)
+        assert f"headless worker (process {worker.proc.pid})" in note.text()
+        window.settings_dialog.reject()
         qtbot.waitUntil(lambda: any(j.ticket_id == ticket for j in
                                     window.queue_pane.model.jobs()), timeout=WAIT_MS)
         job = next(j for j in window.queue_pane.model.jobs() if j.ticket_id == ticket)

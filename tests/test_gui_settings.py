@@ -135,6 +135,8 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
     click(qtbot, neck.add_button)
     neck.command_edit.setPlainText("python3 /opt/necktrim/run.py {workspace} {result}")
     neck.max_jobs_spin.setValue(1)
+    assert neck.nice_spin.text().startswith("default (10")
+    neck.nice_spin.setValue(15)
     neck.cwd_edit.setText("scratch")
 
     retired = select(dialog, "Retired")
@@ -153,7 +155,7 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
                 env={"ASHS_ROOT": "/srv/ashs", "ASHS_HOOK_SCRIPT": "${DSS_HOOK}"}),
             "NeckTrim": ServiceCommand(
                 key="NeckTrim", command="python3 /opt/necktrim/run.py {workspace} {result}",
-                max_jobs=1, cwd="scratch"),
+                max_jobs=1, cwd="scratch", nice=15),
             "Retired": ServiceCommand(key="Retired", command="old-tool {workspace} {result}"),
         },
     )

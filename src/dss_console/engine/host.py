@@ -8,6 +8,7 @@ sent for a job, status). Nothing else can be asked.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -127,7 +128,8 @@ def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
                                settings_source=settings_source),
         engine.events.subscribe,
         info={"server": engine.source.key, "instance": engine.instance,
-              "provider": provider, "data_dir": str(data_dir), "kind": kind},
+              "provider": provider, "data_dir": str(data_dir), "kind": kind,
+              "settings_file": str(settings_source), "pid": os.getpid()},
         error_kind=error_kind(engine))
     publisher = StatusPublisher(engine)
     channel.handlers["status"] = publisher.current

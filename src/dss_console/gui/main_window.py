@@ -363,7 +363,8 @@ class MainWindow(QMainWindow):
         if self.engine is not None:
             services = [(s.name, s.service_hash) for s in self.engine.known_services()]
         dialog = SettingsDialog(self.settings, services, self,
-                                file_problem=self._settings_problem)
+                                file_problem=self._settings_problem,
+                                engine_note=self._foreign_engine_note())
         if service_hash:
             dialog.select_service(service_hash)
 
@@ -376,6 +377,26 @@ class MainWindow(QMainWindow):
         dialog.finished.connect(finished)
         dialog.open()
         self.settings_dialog = dialog
+
+    def _foreign_engine_note(self) -> str | None:
+        """Words for the Settings dialog when the attached engine is a headless worker,
+        which keeps reading its own settings file whatever is changed here."""
+        engine = self.engine
+        if engine is None or engine.info.get("kind") == "console":
+            return None
+        info = engine.info
+        pid = f" (process {info['pid']})" if info.get("pid") else ""
+        source = str(info.get("settings_file") or "")
+        if source and self.settings_file is not None and Path(source) == self.settings_file:
+            return (f"This window is attached to a headless worker{pid} started outside the "
+                    f"console. It reads the same settings file ({source}) and reloads it when "
+                    "it changes, so what is saved here reaches it, except what its command "
+                    "line sets (--command, --concurrency, …).")
+        return (f"This window is attached to a headless worker{pid} started outside the "
+                f"console. It runs with the settings in {source or 'its own settings file'} "
+                "and the options it was started with; what is saved here is this console's "
+                "own settings and does not reach that worker. Edit its file to change what it "
+                "runs (it reloads the file when it changes).")
 
     def apply_settings(self, settings: Settings) -> None:
         """Use and save settings the operator changed (Settings… → OK)."""

@@ -49,6 +49,7 @@ from PySide6.QtWidgets import (
 )
 
 from dss_console.engine.settings import (
+    CONSOLE_COMMAND_NICE,
     ServiceCommand,
     Settings,
     SettingsError,
@@ -270,6 +271,15 @@ class _ServiceEditor(QWidget):
         self.max_jobs_spin = QSpinBox()
         self.max_jobs_spin.setRange(0, 10_000)
         self.max_jobs_spin.setSpecialValueText("no limit")
+        # -1 stands for "not set": the engine's default, which depends on who starts it.
+        self.nice_spin = QSpinBox()
+        self.nice_spin.setRange(-1, 19)
+        self.nice_spin.setSpecialValueText(
+            f"default ({CONSOLE_COMMAND_NICE} when the console starts the engine, "
+            "0 in a headless worker)")
+        self.nice_spin.setToolTip("CPU priority of the command: 0 is normal, 19 the lowest. "
+                                  "A higher value keeps the window responsive on a busy "
+                                  "machine.")
         self.cwd_edit = QLineEdit()
         self.cwd_edit.setPlaceholderText("the ticket's work dir (relative paths are taken "
                                          "inside it)")
@@ -317,6 +327,7 @@ class _ServiceEditor(QWidget):
         form.addRow(self._buddy("T&imeout:", self.timeout_edit),
                     _stacked(self.timeout_edit, self.timeout_message))
         form.addRow(self._buddy("Max &jobs at once:", self.max_jobs_spin), self.max_jobs_spin)
+        form.addRow(self._buddy("CPU &priority (nice):", self.nice_spin), self.nice_spin)
         form.addRow(self._buddy("&Working directory:", self.cwd_edit), self.cwd_edit)
         form.addRow("", self.auto_check)
         form.addRow(self._buddy("&Environment:", self.env_table), env_box)
@@ -333,7 +344,8 @@ class _ServiceEditor(QWidget):
 
         self._load(command)
         for signal in (self.command_edit.textChanged, self.timeout_edit.textChanged,
-                       self.max_jobs_spin.valueChanged, self.cwd_edit.textChanged,
+                       self.max_jobs_spin.valueChanged, self.nice_spin.valueChanged,
+                       self.cwd_edit.textChanged,
                        self.auto_check.toggled, self.env_table.itemChanged):
             signal.connect(self.changed)
         self.pages.currentChanged.connect(self.changed)
@@ -358,6 +370,8 @@ class _ServiceEditor(QWidget):
         timeout = command.timeout if command else None
         self.timeout_edit.setText(format_duration(timeout) if timeout is not None else "")
         self.max_jobs_spin.setValue((command.max_jobs or 0) if command else 0)
+        nice = command.nice if command else None
+        self.nice_spin.setValue(-1 if nice is None else nice)
         self.cwd_edit.setText((command.cwd or "") if command else "")
         self.auto_check.setChecked(command.auto if command else True)
         self.env_table.setRowCount(0)
@@ -454,6 +468,7 @@ class _ServiceEditor(QWidget):
         return ServiceCommand(key=self.key, command=self._command_text(),
                               timeout=self._timeout(),
                               max_jobs=self.max_jobs_spin.value() or None,
+                              nice=None if self.nice_spin.value() < 0 else self.nice_spin.value(),
                               cwd=cwd or None, env=self._env(),
                               auto=self.auto_check.isChecked())
 
@@ -467,7 +482,8 @@ class SettingsDialog(QDialog):
     :meth:`result_settings`; the dialog saves nothing itself."""
 
     def __init__(self, settings: Settings, services: Sequence[tuple[str, str]] = (),
-                 parent: QWidget | None = None, *, file_problem: str | None = None) -> None:
+                 parent: QWidget | None = None, *, file_problem: str | None = None,
+                 engine_note: str | None = None) -> None:
         super().__init__(parent)
         self._original = settings
         self._editors: list[_ServiceEditor] = []
@@ -499,8 +515,18 @@ class SettingsDialog(QDialog):
         self.file_problem_label.setStyleSheet(_PROBLEM_STYLE)
         self.file_problem_label.setVisible(bool(file_problem))
 
+        # An attached headless worker reads its own settings file: say so before the
+        # operator edits something that will not reach the jobs running now.
+        self.engine_note_label = QLabel(engine_note or "")
+        self.engine_note_label.setWordWrap(True)
+        self.engine_note_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.engine_note_label.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.engine_note_label.setVisible(bool(engine_note))
+
         layout = QVBoxLayout(self)
         layout.addWidget(self.file_problem_label)
+        layout.addWidget(self.engine_note_label)
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.status_label)
         layout.addWidget(self.buttons)
