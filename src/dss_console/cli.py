@@ -52,7 +52,8 @@ def _server_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dss_console.commands import auth, pro, sandbox, worker
+    from dss_console.commands import auth, pro, sandbox, v6, worker
+    from dss_console.commands.wt import WT_HELP
 
     parser = _Parser(prog=PROG, description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_parser(verbs, common)
     worker.add_parser(verbs, common)
     sandbox.add_parser(verbs)
+    v6.add_parser(verbs)
+    # Listed for --help only: `wt` takes itksnap-wt's command line, dispatched before argparse.
+    verbs.add_parser("wt", help=WT_HELP, add_help=False)
     return parser
 
 
@@ -83,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     hidden = _hidden_verb(args_list[:1])
     if hidden is not None:
         return hidden(args_list[1:]) or 0
+    if args_list[:1] == ["wt"]:
+        from dss_console.commands.wt import wt_main
+
+        return wt_main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
