@@ -82,6 +82,11 @@ class DssClient:
                                    backoff=backoff, session_id=session_id)
         self.services = ServicesClient(self.transport)
         self.tickets = TicketsClient(self.transport)
+        from dss_console.dss.user import AdminClient, UserClient
+
+        # End-user and sysadmin calls (itksnap-wt's -dss-* and -dssa-*).
+        self.user = UserClient(self.transport)
+        self.admin = AdminClient(self.transport)
 
     @property
     def server(self) -> str:
@@ -283,10 +288,12 @@ class ServicesClient:
 
 
 class TicketsClient:
-    """Calls about one claimed ticket."""
+    """Calls about one claimed ticket. ``base="/api"`` gives the end user's view of the
+    ticket's files (listing, download, input upload) with the same checks."""
 
-    def __init__(self, transport: Transport):
+    def __init__(self, transport: Transport, base: str = "/api/pro"):
         self._t = transport
+        self._base = base
 
     def status(self, ticket_id: int) -> TicketStatus:
         t = self._t
@@ -302,8 +309,8 @@ class TicketsClient:
         """Files in the ticket's input or results area (names checked, never interpreted)."""
         t = self._t
         action = f"list the {area} files of ticket {ticket_id}"
-        response = t.request("GET", f"/api/pro/tickets/{int(ticket_id)}/files/{_check_area(area)}",
-                             action=action, idempotent=True)
+        response = t.request("GET", f"{self._base}/tickets/{int(ticket_id)}/files/"
+                                    f"{_check_area(area)}", action=action, idempotent=True)
         out = []
         for row in parse_csv_rows(response, action, t.server, columns=2):
             try:
@@ -327,7 +334,8 @@ class TicketsClient:
         safe_file_name(remote.name)
         action = f"download {area} file {remote.name!r} of ticket {ticket_id}"
         response = t.request(
-            "GET", f"/api/pro/tickets/{int(ticket_id)}/files/{_check_area(area)}/{remote.index}",
+            "GET", f"{self._base}/tickets/{int(ticket_id)}/files/{_check_area(area)}/"
+                   f"{remote.index}",
             action=action, idempotent=True, stream=True)
         sent = filename_from_content_disposition(response.headers.get("Content-Disposition"))
         name = sent if sent is not None else remote.name
@@ -430,7 +438,7 @@ class TicketsClient:
             body, ctype = multipart_upload_body({}, "myfile", upload_name, handle,
                                                 "application/octet-stream", progress)
             response = t.request(
-                "POST", f"/api/pro/tickets/{int(ticket_id)}/files/{_check_area(area)}",
+                "POST", f"{self._base}/tickets/{int(ticket_id)}/files/{_check_area(area)}",
                 action=action, data=body, headers={"Content-Type": ctype},
                 timeout=UPLOAD_TIMEOUT)
         if parse_plain(response, action, t.server) != "success":
@@ -438,13 +446,16 @@ class TicketsClient:
 
     def upload_results(self, ticket_id: int, workspace: str | Path, *,
                        progress: ProgressCallback | None = None,
-                       export_dir: str | Path | None = None) -> list[str]:
+                       export_dir: str | Path | None = None, area: str = "results",
+                       workspace_name: str | None = None) -> list[str]:
         """Export `workspace` as ITK-SNAP does (anonymised layer names, relocatable) and upload
-        every file, the workspace last. Returns the uploaded names."""
+        every file, the workspace last. Returns the uploaded names. `area="input"` with
+        `workspace_name="ticket_%08d.itksnap"` submits a new ticket's inputs."""
         from dss_console.workspace import export_result_workspace
 
         with tempfile.TemporaryDirectory(prefix="dss-export-", dir=export_dir) as tmp:
-            exported = export_result_workspace(workspace, tmp, int(ticket_id))
+            exported = export_result_workspace(workspace, tmp, int(ticket_id),
+                                               workspace_name=workspace_name)
             total = sum(os.path.getsize(src) for _, src in exported.uploads)
             sent = 0
             names = []
@@ -455,7 +466,7 @@ class TicketsClient:
                     if progress:
                         progress(base + done, total)
 
-                self.upload_file(ticket_id, source, name=name, progress=report)
+                self.upload_file(ticket_id, source, name=name, progress=report, area=area)
                 sent += os.path.getsize(source)
                 names.append(name)
         return names

@@ -94,6 +94,7 @@ def export_result_workspace(
     *,
     copy_layers: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    workspace_name: str | None = None,
 ) -> ExportedWorkspace:
     """Write ``out_dir/ticket_%08d_results.itksnap`` referring to renamed layer files.
 
@@ -102,7 +103,9 @@ def export_result_workspace(
     else is kept, so ITK-SNAP's relocation finds the layers wherever the user downloads
     the files. With ``copy_layers`` the files are hard-linked (or copied) into
     ``out_dir``; without, the uploads point at the original files, to be sent under the
-    new names. ``progress(bytes_hashed, total_bytes)`` reports hashing.
+    new names. ``progress(bytes_hashed, total_bytes)`` reports hashing. ``workspace_name``
+    replaces ``ticket_%08d_results.itksnap`` (a ticket's inputs are ``ticket_%08d.itksnap``,
+    an ``itksnap-wt -a`` archive takes the name given).
     """
     if isinstance(ticket_id, bool) or not isinstance(ticket_id, int) or ticket_id < 0:
         raise ValueError(f"ticket_id must be a non-negative int, not {ticket_id!r}")
@@ -147,7 +150,7 @@ def export_result_workspace(
             else:
                 uploads.append((name, source))
 
-        ws_name = result_workspace_name(ticket_id)
+        ws_name = workspace_name or result_workspace_name(ticket_id)
         ws_file = write_registry(out / ws_name, registry)
     except OSError as exc:
         # A file vanishing mid-export, a full disk: report it as the export failing.
