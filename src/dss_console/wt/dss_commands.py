@@ -88,7 +88,13 @@ def dssp_tickets_fail(ctx: RunContext, args: ArgReader) -> None:
 
 
 def dssp_tickets_success(ctx: RunContext, args: ArgReader) -> None:
-    ctx.emit(ctx.client().tickets.succeed(_ticket(args)).value)
+    ticket = _ticket(args)
+    if ticket == job_ticket() and os.environ.get("DSS_RESULT_WORKSPACE"):
+        # The engine marks its own ticket `success` once the command exits 0 with a result,
+        # after everything the command reported: sending it now would overtake those.
+        ctx.emit("success")
+        return
+    ctx.emit(ctx.client().tickets.succeed(ticket).value)
 
 
 def dssp_tickets_status(ctx: RunContext, args: ArgReader) -> None:
@@ -130,6 +136,13 @@ def dssp_tickets_attach(ctx: RunContext, args: ArgReader) -> None:
 
 def dssp_tickets_upload(ctx: RunContext, args: ArgReader) -> None:
     ticket = _ticket(args)
+    result = os.environ.get("DSS_RESULT_WORKSPACE")
+    if ticket == job_ticket() and result:
+        # Inside the job: hand the result to the engine, which exports and uploads it
+        # through its journaled outbox (in order, across outages) when the command ends.
+        ctx.ws.copy().save(result)
+        ctx.info(f"Result workspace for ticket {ticket} written to {result}")
+        return
     workspace = ctx.ws.as_workspace()
     try:
         names = ctx.client().tickets.upload_results(ticket, workspace)

@@ -43,6 +43,14 @@ class WtWorkspace:
         self.file_dir = ""
         self.saved_dir = ""  # its SaveLocation
 
+    def copy(self) -> WtWorkspace:
+        """An independent copy (saving it leaves this one's file and state untouched)."""
+        twin = WtWorkspace()
+        twin.registry = self.registry.copy()
+        twin.file_path, twin.file_dir, twin.saved_dir = (self.file_path, self.file_dir,
+                                                         self.saved_dir)
+        return twin
+
     # -- files ------------------------------------------------------------------------
     def read(self, path: str) -> None:
         try:
