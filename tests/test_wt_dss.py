@@ -128,10 +128,10 @@ def test_claim_nothing_exits_1_and_waits_with_a_timeout(env: dict[str, str], san
     assert nothing.stderr == ("dss-console wt: -dssp-services-claim (command 1): Timed out "
                               "waiting for available tickets\n")
     proc = subprocess.Popen([str(EXE), "wt", "-dssp-services-claim", service, sandbox.provider,
-                             "node1", "60"], env=env, text=True, stdout=subprocess.PIPE,
+                             "node1", "20"], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
-        # The ticket appears while the command waits; it must take it, well before 60 s.
+        # The ticket appears while the command waits; it must take it, well before 20 s.
         adder = threading.Timer(1.0, lambda: created.append(sandbox.add_ticket(service)))
         created: list[int] = []
         adder.start()

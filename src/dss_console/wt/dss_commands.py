@@ -46,8 +46,9 @@ def dssp_services_list(ctx: RunContext, args: ArgReader) -> None:
 
 
 def claim_poll_interval(timeout: float) -> float:
-    # itksnap-wt retries every 30 s; a shorter pace keeps a short timeout meaningful.
-    return min(30.0, max(0.5, timeout / 10.0))
+    # itksnap-wt retries every 30 s (so a timeout under 30 s means one try); a pace of 1-5 s
+    # makes the timeout mean what its help says, at one cheap query per provider.
+    return min(5.0, max(1.0, timeout / 20.0))
 
 
 def dssp_services_claim(ctx: RunContext, args: ArgReader) -> None:
