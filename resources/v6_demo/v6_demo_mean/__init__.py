@@ -8,10 +8,12 @@ both in the official node and in dss-console's local-command node.
 * ``central_mean(client, column, organizations=None)`` — central: a ``column_mean`` subtask
   for each organization (default: this node's own organization), then the mean.
 * ``fail(message)`` — raises, to show how an algorithm error reaches the researcher.
+* ``wait(seconds)`` — sleeps, to try a researcher's kill on a run that is still going.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from vantage6.algorithm.tools.decorators import algorithm_client, data
@@ -44,3 +46,9 @@ def central_mean(client: Any, column: str, organizations: list[int] | None = Non
 
 def fail(message: str = "the demo algorithm failed on purpose") -> None:
     raise RuntimeError(message)
+
+
+def wait(seconds: float = 60.0) -> dict:
+    info(f"wait: sleeping {seconds} s")
+    time.sleep(seconds)
+    return {"slept": seconds}

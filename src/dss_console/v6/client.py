@@ -43,9 +43,10 @@ REFUSED = "refused"
 
 DEFAULT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds: every call is bounded
 API_PATH = "/api"
+# vantage6.common.task_status.TaskStatus (4.15.2)
 FINISHED_STATUSES = frozenset({"completed", "crashed", "failed", "start failed",
-                               "non-existing image", "killed by user", "not allowed",
-                               "unexpected output", "no docker image"})
+                               "non-existing Docker image", "killed by user", "not allowed",
+                               "unknown error"})
 FAILED_STATUSES = FINISHED_STATUSES - {"completed"}
 
 

@@ -124,7 +124,10 @@ class RsaCryptor:
         with contextlib.suppress(UnicodeDecodeError, CryptoError):
             shared = b64decode(shared.decode("utf-8"))
         if len(shared) != SHARED_KEY_LENGTH:
-            raise CryptoError(f"decrypted payload key is {len(shared)} bytes, expected 32")
+            # cryptography's PKCS#1 v1.5 uses implicit rejection: a wrong key yields random
+            # bytes rather than an error, so the length is where a wrong key shows.
+            raise CryptoError("cannot decrypt the payload key: encrypted for another "
+                              "organization's key?")
         if len(iv) != IV_LENGTH:
             raise CryptoError(f"payload IV is {len(iv)} bytes, expected 16")
         decryptor = Cipher(algorithms.AES(shared), modes.CTR(iv)).decryptor()

@@ -1,0 +1,482 @@
+"""``V6Source``: a vantage6 4.x node as the engine's job source (prototype of the new seam).
+
+Implements the seam proposed in ``shared/v6-node.md`` section 3 (types in
+:mod:`dss_console.v6.seam`) on the hand-written REST client. Ticket ids are *run* ids;
+"service hash" is the image string exactly as researchers post it.
+
+What the engine must do around it, in order, per run:
+
+1. each poll: ``refuse_unconfigured()`` (ends runs of images with no command "not allowed"
+   when ``unknown_images = "refuse"``), then ``available(images)``; ``claim(images, …)``
+   while slots are free. A run whose task has a parent (``is_subtask(run_id)``) is a
+   subtask: it must start even when every slot is taken (its parent holds one and waits).
+   ``claim`` already returns subtasks first.
+2. journal the claim, then ``fetch_inputs(run_id, workdir)`` (decrypted input, ``run.json``,
+   container token), then ``command(run_id, workdir)`` → ``(argv, env)``: run argv with
+   exactly env (never ``os.environ`` on top), in its own process group, cwd as configured.
+3. right after the process started: ``mark_active(run_id)``.
+4. while it runs: ``send_output(run_id, output_log)`` now and then (outbox kind ``output``:
+   consecutive ones collapse; the source reads the tail at send time), ``send_log`` /
+   ``send_progress`` for the command's own reports, ``remote_state(run_id)`` every few
+   seconds (GONE → stop the process group: killed by the researcher or deleted), and
+   ``watch(notify)`` pushes ``WorkGone`` for an immediate stop and ``NewWork`` to wake up.
+5. at the end, through the outbox after everything queued before it:
+   ``set_finished(run_id, Outcome(kind, result=workdir/"output", output=output_log,
+   reason))`` — one PATCH with result, log, status and finished_at. A finished run is
+   immutable: an error classified GONE there means "already ended on the server", done.
+6. shutdown: ``close()``. Runs still in flight stay open on the server (the node's own
+   behaviour) and are re-run at the next start, unless ``on_shutdown = "fail"``.
+
+After a crash/restart: for each journalled run not finished locally, ``remote_state``
+first: OURS → re-run from scratch (the old process group is stopped first), anything else
+→ record the server's end and do not run it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import string
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dss_console.v6 import crypto
+from dss_console.v6.client import (
+    FAILED_STATUSES,
+    GONE,
+    NodeIdentity,
+    Run,
+    V6NodeClient,
+    V6NotFoundError,
+    V6RunFinishedError,
+    classify_v6_error,
+    now_iso,
+)
+from dss_console.v6.environment import RunFiles, run_environment
+from dss_console.v6.events import V6Events
+from dss_console.v6.proxy import SubtaskProxy
+from dss_console.v6.seam import Outcome, OutcomeKind, RemoteState, SourceEvent
+from dss_console.v6.settings import V6Algorithm, V6Settings
+
+log = logging.getLogger(__name__)
+
+_STATUS_FOR = {
+    OutcomeKind.COMPLETED: "completed",
+    OutcomeKind.CRASHED: "crashed",
+    OutcomeKind.START_FAILED: "start failed",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.CANCELLED: "failed",  # vantage6 has no cancelled status
+    OutcomeKind.NOT_ALLOWED: "not allowed",
+}
+
+
+class V6KeyError(ValueError):
+    """The collaboration is encrypted and no usable private key was given (in words)."""
+
+
+@dataclass(frozen=True)
+class SourceService:
+    """Same fields as ``engine.source.SourceService`` (kept local: no engine import)."""
+
+    name: str
+    service_hash: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimedWork:
+    ticket_id: int
+    service_hash: str
+
+
+def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
+                 ) -> crypto.PlainCryptor | crypto.RsaCryptor:
+    if not identity.encrypted:
+        return crypto.PlainCryptor()
+    if not private_key_pem:
+        raise V6KeyError(f"collaboration {identity.collaboration_name!r} is encrypted: this "
+                         "node needs its organization's private key (--private-key FILE)")
+    try:
+        return crypto.RsaCryptor.from_pem(private_key_pem)
+    except crypto.CryptoError as exc:
+        raise V6KeyError(f"the private key cannot be used: {exc}") from None
+
+
+class V6Source:
+    kind = "v6"
+
+    def __init__(self, client: V6NodeClient, identity: NodeIdentity, settings: V6Settings,
+                 cryptor: crypto.PlainCryptor | crypto.RsaCryptor) -> None:
+        self.client = client
+        self.identity = identity
+        self.settings = settings
+        self.cryptor = cryptor
+        self.key = f"{client.api_url}#node-{identity.node_id}"
+        self._lock = threading.Lock()
+        self._runs: dict[int, Run] = {}
+        self._notes: dict[int, list[str]] = {}
+        self._outputs: dict[int, Path] = {}
+        self._tokens: dict[int, str] = {}
+        self._proxy: SubtaskProxy | None = None
+        self._events: V6Events | None = None
+
+    @classmethod
+    def connect(cls, server: str, api_key: str, settings: V6Settings, *,
+                private_key_pem: bytes | None = None, verify: bool | str = True,
+                upload_public_key: bool = True) -> V6Source:
+        """Log in, learn who we are, check the key; upload our public key when the server
+        has another one (or none), as the official node does at start."""
+        client = V6NodeClient(server, verify=verify)
+        try:
+            client.login(api_key)
+            identity = client.whoami()
+            cryptor = make_cryptor(identity, private_key_pem)
+            if upload_public_key and isinstance(cryptor, crypto.RsaCryptor):
+                current = client.organization_public_key(identity.organization_id)
+                if not cryptor.matches(current):
+                    client.upload_public_key(identity.organization_id, cryptor.public_key_b64)
+        except BaseException:
+            client.close()
+            raise
+        return cls(client, identity, settings, cryptor)
+
+    # -- discovery -----------------------------------------------------------------------
+
+    def services(self) -> list[SourceService]:
+        """Configured images, then images of open runs without a command ("no command")."""
+        seen = {image: SourceService(image, image, "command" if alg.command else "wrapper")
+                for image, alg in self.settings.algorithms.items()}
+        for run in self.client.open_runs():
+            if run.image and run.image not in seen:
+                seen[run.image] = SourceService(run.image, run.image, "no command")
+        return list(seen.values())
+
+    def available(self, service_hashes: Sequence[str]) -> dict[str, int]:
+        wanted = set(service_hashes)
+        counts: dict[str, int] = {}
+        for run in self.client.open_runs():
+            if run.status == "pending" and run.image in wanted:
+                counts[run.image] = counts.get(run.image, 0) + 1
+        return counts
+
+    def refuse_unconfigured(self) -> list[int]:
+        """End pending runs of images with no command as "not allowed" (the allowlist);
+        nothing when ``unknown_images = "leave"``. Returns the run ids refused."""
+        if self.settings.unknown_images != "refuse":
+            return []
+        refused = []
+        for run in self.client.open_runs():
+            if run.status == "pending" and self.settings.algorithm_for(run.image) is None:
+                try:
+                    self.client.patch_run(run.id, status="not allowed", finished_at=now_iso(),
+                                          log=f"image {run.image!r} is not configured on this "
+                                              "node (dss-console runs configured images only)")
+                    refused.append(run.id)
+                except (V6RunFinishedError, V6NotFoundError):
+                    continue
+        return refused
+
+    def claim(self, service_hashes: Sequence[str], provider: str = "",
+              instance: str = "") -> ClaimedWork | None:
+        """The oldest pending run of these images, subtasks first; marked ``initializing``.
+
+        vantage6 has no atomic claim: one worker per node is the rule (the engine's
+        instance lock per ``source.key``). A run already started by someone else is
+        skipped, not fought over."""
+        wanted = set(service_hashes)
+        candidates = [r for r in self.client.open_runs()
+                      if r.status == "pending" and r.image in wanted]
+        candidates.sort(key=lambda r: (r.parent_id is None, r.id))
+        for run in candidates:
+            try:
+                self.client.patch_run(run.id, started_at=now_iso(), status="initializing",
+                                      log=self._log_text(run.id))
+            except (V6RunFinishedError, V6NotFoundError):
+                continue
+            with self._lock:
+                self._runs[run.id] = run
+            return ClaimedWork(run.id, run.image)
+        return None
+
+    def is_subtask(self, ticket_id: int) -> bool:
+        run = self._run(ticket_id)
+        return run.parent_id is not None
+
+    # -- inputs and the command ---------------------------------------------------------
+
+    def run_files(self, ticket_id: int, workdir: Path) -> RunFiles:
+        run = self._run(ticket_id)
+        job = run.job_id if run.job_id is not None else run.task_id
+        return RunFiles(input=workdir / "input", output=workdir / "output",
+                        token=workdir / "token", tmp=workdir.parent / f"v6-job-{job}" / "tmp")
+
+    def fetch_inputs(self, ticket_id: int, dest: Path,
+                     progress: Callable[[int, int | None], None] | None = None) -> list[Path]:
+        """Decrypted input, ``run.json`` (the local audit record) and the container token."""
+        run = self.client.get_run(ticket_id)
+        if run.finished:
+            raise V6RunFinishedError(f"run {ticket_id} already ended ({run.status})", 400)
+        with self._lock:
+            self._runs[ticket_id] = run
+        files = self.run_files(ticket_id, dest)
+        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = self.cryptor.decrypt(run.input or "") if run.input else b""
+        _write_private(files.input, data)
+        record = {
+            "run_id": run.id, "task_id": run.task_id, "job_id": run.job_id,
+            "parent_id": run.parent_id, "image": run.image,
+            "task_name": run.task.get("name"), "init_org_id": run.init_org_id,
+            "init_user_id": run.init_user_id, "databases": run.databases,
+            "collaboration_id": self.identity.collaboration_id,
+            "input_sha256": _sha256(data), "input_summary": input_summary(data),
+        }
+        _write_private(dest / "run.json", json.dumps(record, indent=1).encode("utf-8"))
+        token = self.client.container_token(run.task_id, run.image)
+        _write_private(files.token, token.encode("utf-8"))
+        with self._lock:
+            self._tokens[ticket_id] = token
+        if self._proxy is not None:
+            self._proxy.allow(token)
+        if progress is not None:
+            progress(len(data), len(data))
+        return [files.input, files.token, dest / "run.json"]
+
+    def command(self, ticket_id: int, workdir: Path,
+                base_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """argv and the *complete* environment of the run's process (see environment.py).
+        Raises KeyError for an image with no command (the engine refused it before)."""
+        run = self._run(ticket_id)
+        algorithm = self.settings.algorithm_for(run.image)
+        if algorithm is None:
+            raise KeyError(f"no command configured for image {run.image!r}")
+        files = self.run_files(ticket_id, workdir)
+        proxy_port = self._ensure_proxy() if algorithm.subtasks else None
+        env = run_environment(
+            files, proxy_port=proxy_port, requested_databases=run.databases,
+            databases=self.settings.databases, algorithm_env=self.settings.algorithm_env,
+            plain_env=algorithm.plain_env(),
+            base_env=base_env if base_env is not None else dict(os.environ))
+        return expand_argv(algorithm, run, workdir, files), env
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def mark_active(self, ticket_id: int) -> None:
+        self.client.patch_run(ticket_id, status="active", log=self._log_text(ticket_id))
+        self._status_event(ticket_id, "active")
+
+    def remote_state(self, ticket_id: int) -> RemoteState:
+        try:
+            run = self.client.get_run(ticket_id)
+        except V6NotFoundError:
+            return RemoteState.GONE
+        if run.status == "killed by user":
+            return RemoteState.GONE
+        if run.status == "completed":
+            return RemoteState.SUCCEEDED
+        if run.status in FAILED_STATUSES or run.finished_at is not None:
+            return RemoteState.FAILED
+        return RemoteState.OURS
+
+    def send_progress(self, ticket_id: int, value: float) -> None:
+        self._note(ticket_id, f"progress {round(value * 100)} %")
+        self.client.patch_run(ticket_id, log=self._log_text(ticket_id))
+
+    def send_log(self, ticket_id: int, level: str, message: str) -> None:
+        self._note(ticket_id, f"{level}: {message}")
+        self.client.patch_run(ticket_id, log=self._log_text(ticket_id))
+
+    def send_output(self, ticket_id: int, output: Path) -> None:
+        """The run's log becomes the notes plus the tail of ``output`` (read now)."""
+        with self._lock:
+            self._outputs[ticket_id] = output
+        self.client.patch_run(ticket_id, log=self._log_text(ticket_id))
+
+    def send_attachment(self, ticket_id: int, description: str, path: Path,
+                        mime_type: str | None) -> None:
+        self._note(ticket_id, f"attachment kept on the node: {description} ({path.name})")
+        self.client.patch_run(ticket_id, log=self._log_text(ticket_id))
+
+    def send_result_file(self, ticket_id: int, path: Path, name: str) -> None:
+        """Nothing to upload separately: the result travels with ``set_finished``."""
+
+    def set_finished(self, ticket_id: int, outcome: Outcome) -> None:
+        """One PATCH: result (encrypted for the task's initiating organization), log,
+        status and finished_at. GONE-classified error: the run already ended there."""
+        run = self._run(ticket_id)
+        if outcome.output is not None:
+            with self._lock:
+                self._outputs[ticket_id] = outcome.output
+        if outcome.reason:
+            prefix = ("cancelled by the node operator: "
+                      if outcome.kind is OutcomeKind.CANCELLED else "")
+            self._note(ticket_id, prefix + outcome.reason)
+        fields: dict[str, Any] = {"status": _STATUS_FOR[outcome.kind],
+                                  "finished_at": now_iso(), "log": self._log_text(ticket_id)}
+        if outcome.result is not None and outcome.result.is_file():
+            data = outcome.result.read_bytes()
+            public = None
+            if isinstance(self.cryptor, crypto.RsaCryptor):
+                if run.init_org_id is None:
+                    raise crypto.CryptoError("the task names no initiating organization")
+                public = self.client.organization_public_key(run.init_org_id)
+            fields["result"] = self.cryptor.encrypt(data, public)
+        self.client.patch_run(ticket_id, **fields)
+        self._status_event(ticket_id, fields["status"])
+        self._forget(ticket_id)
+
+    def refuse(self, ticket_id: int, reason: str) -> None:
+        """End a claimed run as "not allowed" (its image lost its command meanwhile)."""
+        self.set_finished(ticket_id, Outcome(OutcomeKind.NOT_ALLOWED, reason=reason))
+
+    def classify(self, error: BaseException) -> str:
+        if isinstance(error, crypto.CryptoError):
+            return "refused"
+        return classify_v6_error(error)
+
+    # -- push and lifetime --------------------------------------------------------------
+
+    def watch(self, notify: Callable[[SourceEvent], None]) -> None:
+        """Start the socket; ``notify`` gets NewWork / WorkGone / Connection events."""
+        if self._events is not None:
+            return
+        self._events = V6Events(self.client, self.identity, notify, node_info=self.node_info)
+        self._events.start()
+
+    @property
+    def events(self) -> V6Events | None:
+        return self._events
+
+    def node_info(self) -> dict[str, Any]:
+        """What ``node_info_update`` shares: labels and images, never paths or secrets."""
+        return {"database_labels": list(self.settings.databases),
+                "database_types": {k: v.type for k, v in self.settings.databases.items()},
+                "allowed_algorithms": list(self.settings.algorithms),
+                "runner": "dss-console (local commands)"}
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
+        self.client.close()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _run(self, ticket_id: int) -> Run:
+        with self._lock:
+            run = self._runs.get(ticket_id)
+        if run is None:
+            run = self.client.get_run(ticket_id)
+            with self._lock:
+                self._runs[ticket_id] = run
+        return run
+
+    def _ensure_proxy(self) -> int:
+        with self._lock:
+            if self._proxy is None:
+                self._proxy = SubtaskProxy(self.client, self.cryptor)
+                self._proxy.start()
+                for token in self._tokens.values():
+                    self._proxy.allow(token)
+            return self._proxy.port
+
+    def _note(self, ticket_id: int, line: str) -> None:
+        with self._lock:
+            self._notes.setdefault(ticket_id, []).append(line)
+
+    def _log_text(self, ticket_id: int) -> str:
+        with self._lock:
+            notes = list(self._notes.get(ticket_id, ()))
+            output = self._outputs.get(ticket_id)
+        parts = list(notes)
+        if output is not None and self.settings.share_logs:
+            parts.append(tail_text(output, self.settings.log_limit))
+        return "\n".join(parts)
+
+    def _status_event(self, ticket_id: int, status: str) -> None:
+        if self._events is None:
+            return
+        run = self._run(ticket_id)
+        self._events.algorithm_status_change(run_id=run.id, task_id=run.task_id,
+                                             status=status, parent_id=run.parent_id)
+
+    def _forget(self, ticket_id: int) -> None:
+        with self._lock:
+            token = self._tokens.pop(ticket_id, None)
+            self._notes.pop(ticket_id, None)
+            self._outputs.pop(ticket_id, None)
+        if token is not None and self._proxy is not None:
+            self._proxy.revoke(token)
+
+
+def expand_argv(algorithm: V6Algorithm, run: Run, workdir: Path, files: RunFiles) -> list[str]:
+    values = {"run": str(run.id), "task": str(run.task_id), "image": run.image,
+              "workdir": str(workdir), "input": str(files.input), "output": str(files.output),
+              "token": str(files.token), "tmp": str(files.tmp)}
+    formatter = string.Formatter()
+    if algorithm.command is None:
+        return algorithm.argv_template()  # the wrapper shorthand has no placeholders
+    return [formatter.vformat(word, (), values) for word in algorithm.argv_template()]
+
+
+def tail_text(path: Path, limit: int) -> str:
+    """The last ``limit`` bytes of a file, whole lines, "[… N lines cut]" in front."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            data = fh.read()
+            if size <= limit:
+                return data.decode("utf-8", errors="replace")
+            fh.seek(0)
+            head_lines = 0
+            remaining = size - len(data)
+            while remaining > 0:
+                chunk = fh.read(min(1 << 20, remaining))
+                head_lines += chunk.count(b"\n")
+                remaining -= len(chunk)
+    except OSError:
+        return ""
+    cut = data.find(b"\n")
+    if cut >= 0:
+        data = data[cut + 1:]
+        head_lines += 1
+    return f"[… {head_lines} lines cut]\n" + data.decode("utf-8", errors="replace")
+
+
+def input_summary(data: bytes) -> dict[str, Any]:
+    """Method and argument names only, for the console and the audit: never the values."""
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {"format": "not JSON", "bytes": len(data)}
+    if not isinstance(payload, dict):
+        return {"format": type(payload).__name__, "bytes": len(data)}
+    kwargs = payload.get("kwargs")
+    args = payload.get("args")
+    return {"method": payload.get("method"),
+            "kwargs": sorted(kwargs) if isinstance(kwargs, dict) else [],
+            "args": len(args) if isinstance(args, list) else 0, "bytes": len(data)}
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+__all__ = ["GONE", "ClaimedWork", "SourceService", "V6KeyError", "V6Source", "make_cryptor"]

@@ -1,0 +1,207 @@
+"""The real vantage6 4.15.2 server for the v6 tests: started once per session, on first use.
+
+Import the fixtures into a test module (``from v6_fixtures import v6_sandbox, researchers``).
+The sandbox venv lives in the *real* user cache (``~/.cache/dss-console/v6-sandbox-4.15.2``),
+not in the per-session scratch XDG dirs conftest sets, so it is built once per machine
+(~70-110 s with PyPI) and reused by every later session. Only when it cannot be built because
+PyPI is unreachable is the test skipped — loudly, and never under CI (CI has PyPI).
+
+The researcher is the official ``vantage6-client`` in the sandbox venv, driven as a child
+process over JSON lines (one process per collaboration: the official cryptor is a singleton).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dss_console.v6 import venv as v6venv
+from dss_console.v6.sandbox import V6Sandbox
+
+# Module-level timeout for tests that use the server: the first one pays for the venv build.
+SERVER_TEST_TIMEOUT = 900
+
+
+def _real_user_cache() -> Path:
+    # conftest points XDG_CACHE_HOME at a per-session scratch dir; the venv must outlive it.
+    if sys.platform.startswith("linux"):
+        return Path.home() / ".cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def v6_python() -> Path:
+    """The sandbox venv's Python (built on first use)."""
+    os.environ.setdefault(
+        v6venv.ENV_OVERRIDE,
+        str(_real_user_cache() / "dss-console" / f"v6-sandbox-{v6venv.V6_VERSION}"))
+    try:
+        return v6venv.ensure_venv(lambda line: print(line, file=sys.stderr))
+    except v6venv.V6VenvUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"*** v6 SANDBOX UNAVAILABLE (PyPI unreachable?): {exc}")
+
+
+@pytest.fixture(scope="session")
+def v6_sandbox(v6_python: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[V6Sandbox]:
+    """The seeded server; its data dir (logs) lives under pytest's basetemp."""
+    with V6Sandbox(data_dir=tmp_path_factory.mktemp("v6-sandbox")) as sb:
+        yield sb
+
+
+_AGENT = textwrap.dedent(r'''
+    import json, os, sys, time
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
+    from vantage6.client import UserClient
+    cfg = json.loads(sys.argv[1])
+    client = UserClient(cfg["host"], cfg["port"], "/api", log_level="warn")
+    client.authenticate(cfg["username"], cfg["password"])
+    client.setup_encryption(cfg.get("key_file"))
+    client.setup_collaboration(cfg["collaboration_id"])
+    DONE = {"completed", "crashed", "failed", "start failed", "non-existing Docker image",
+            "killed by user", "not allowed", "unknown error"}
+    def wait_task(task_id, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            status = client.task.get(task_id)["status"]
+            if status in DONE or time.monotonic() > deadline:
+                return status
+            time.sleep(0.1)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op, args = cmd["op"], cmd.get("args", {})
+        try:
+            if op == "create_task":
+                task = client.task.create(
+                    organizations=args["organizations"], name=args.get("name", "test"),
+                    image=args["image"], description="dss-console test",
+                    input_={"method": args["method"], "kwargs": args.get("kwargs", {})},
+                    databases=args.get("databases", [{"label": "default"}]))
+                value = {"id": task["id"], "job_id": task.get("job_id")}
+            elif op == "wait_task":
+                value = wait_task(args["task_id"], args.get("timeout", 60))
+            elif op == "results":
+                results = client.result.from_task(args["task_id"])
+                results = results.get("data", results) if isinstance(results, dict) else results
+                # 4.15.2's UserClient hands back the decrypted JSON text, not the object.
+                value = [json.loads(r["result"]) if isinstance(r.get("result"), str)
+                         else r.get("result") for r in results]
+            elif op == "runs":
+                runs = client.run.from_task(args["task_id"])
+                runs = runs.get("data", runs) if isinstance(runs, dict) else runs
+                value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
+                         for r in runs]
+            elif op == "kill":
+                value = client.task.kill(args["task_id"])
+            elif op == "task":
+                value = client.task.get(args["task_id"])
+            else:
+                raise ValueError(f"unknown op {op}")
+            out.write(json.dumps({"ok": True, "value": value}) + "\n")
+        except Exception as exc:
+            out.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+''')
+
+
+class Researcher:
+    """The official UserClient in one collaboration, in the sandbox venv."""
+
+    def __init__(self, python: Path, sandbox: V6Sandbox, collaboration: str) -> None:
+        seed = sandbox.info["seed"]
+        collab = seed["collaborations"][collaboration]
+        username, password = sandbox.researcher
+        cfg = {"host": "http://127.0.0.1", "port": sandbox.server.port,
+               "username": username, "password": password,
+               "collaboration_id": collab["id"],
+               "key_file": str(sandbox.key_file("research")) if collab["encrypted"] else None}
+        self.collaboration = collaboration
+        self.encrypted = collab["encrypted"]
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            [str(python), "-c", _AGENT, json.dumps(cfg)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def call(self, op: str, timeout: float = 120.0, **args: Any) -> Any:
+        with self._lock:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self._proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+            self._proc.stdin.flush()
+            line = _readline(self._proc, timeout)
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise RuntimeError(f"researcher {op}: {reply['error']}")
+        return reply["value"]
+
+    def create_task(self, image: str, method: str, organizations: list[int],
+                    **kwargs: Any) -> int:
+        databases = kwargs.pop("databases", [{"label": "default"}])
+        return int(self.call("create_task", image=image, method=method, kwargs=kwargs,
+                             organizations=organizations, databases=databases)["id"])
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not result or not result[0]:
+        raise RuntimeError(f"the researcher process gave no answer within {timeout} s "
+                           f"(exit code {proc.poll()})")
+    return result[0]
+
+
+@pytest.fixture(scope="session")
+def researchers(v6_python: Path, v6_sandbox: V6Sandbox) -> Iterator[dict[str, Researcher]]:
+    """``researchers["demo"]`` and ``researchers["demo-enc"]``."""
+    made = {name: Researcher(v6_python, v6_sandbox, name) for name in ("demo", "demo-enc")}
+    yield made
+    for r in made.values():
+        r.close()
+
+
+def run_official(python: Path, code: str, stdin: str = "", timeout: float = 60.0) -> str:
+    """Run ``code`` with the sandbox venv's Python (where vantage6-common is); its stdout."""
+    proc = subprocess.run([str(python), "-c", code], input=stdin, capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"official snippet failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until truthy (for state in another process: no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
