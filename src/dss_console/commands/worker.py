@@ -56,6 +56,12 @@ claimed, and it runs as soon as the command is fixed: the settings file is reloa
 changes. Three failures of one service's command in a row (pause_after_failures) also pause
 it; restart the worker to resume. With --exit-when-idle the worker then exits 1, saying why.
 
+On a cluster: with --executor SERVICE=slurm (or executor = "slurm" in the settings file)
+each ticket becomes one SLURM batch job (sbatch from PATH, the usual SLURM_CONF), with the
+service's sbatch_options. The work root must be on a file system the nodes share. The job id
+is journaled before the job may run, so a restarted worker follows the running job instead
+of running the ticket again; cancel, timeout and shutdown use scancel.
+
 Stopping: Ctrl-C or SIGTERM stops claiming, stops running commands, fails their tickets
 with "provider shut down", delivers what is owed, and exits. With --drain, running jobs
 finish first. A second signal exits at once (the journal lets the next start recover).
@@ -77,6 +83,9 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--command", action="append", default=[], metavar="SERVICE=TEMPLATE",
                    help="command for a service (name or hash); repeatable; adds to or "
                         "overrides the settings file")
+    p.add_argument("--executor", action="append", default=[], metavar="SERVICE=EXECUTOR",
+                   help="where a service's command runs: local (a child process, the "
+                        "default) or slurm (each ticket a SLURM batch job); repeatable")
     p.add_argument("--workdir", type=Path, metavar="DIR",
                    help="root of the per-ticket work dirs (default: settings workroot)")
     p.add_argument("--concurrency", type=int, metavar="N",
@@ -253,7 +262,8 @@ def _serve(engine: Engine, data: Path, provider: str, on_shutdown: Callable[[boo
 def _load(config: Path, args: argparse.Namespace) -> Settings:
     from dss_console.engine.settings import load_settings
 
-    settings = load_settings(config).with_command_overrides(args.command)
+    settings = load_settings(config).with_command_overrides(args.command) \
+        .with_executor_overrides(args.executor)
     _apply_overrides(settings, args)
     return settings
 

@@ -6,6 +6,7 @@ through `events`. Methods that talk to the server block; call them off the GUI t
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -33,8 +34,10 @@ from dss_console.engine.jobs import (
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.pauses import BLOCKED, ServicePauses
-from dss_console.engine.runner import CommandSpec, preflight
+from dss_console.engine.runner import CommandSpec, CommandStartError, check_template, preflight
 from dss_console.engine.settings import ServiceCommand, Settings
+from dss_console.engine.slurm import ClusterMonitor, SlurmError, SlurmTools
+from dss_console.engine.slurm_runner import cluster_job_name
 from dss_console.engine.source import GONE, LOGGED_OUT, TRANSIENT, JobSource, SourceService
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
@@ -103,6 +106,7 @@ class Engine:
                               events=self.events, status_interval=status_interval,
                               grace_period=grace_period, retry_interval=retry_interval,
                               command_nice=command_nice,
+                              cluster=self.cluster_monitor,
                               on_started=self._on_command_started,
                               on_blocked=self._on_job_blocked)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
@@ -121,6 +125,14 @@ class Engine:
         self._cleanup_thread: threading.Thread | None = None
         self._poller = threading.Thread(target=self._poll_loop, name="scheduler", daemon=True)
         self._shutdown_result: bool | None = None
+        self._cluster: ClusterMonitor | None = None
+
+    def cluster_monitor(self) -> ClusterMonitor:
+        """The one monitor of this engine's SLURM jobs (made when the first one needs it)."""
+        with self._lock:
+            if self._cluster is None:
+                self._cluster = ClusterMonitor(SlurmTools())
+            return self._cluster
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, *, run_claimed: bool = False) -> None:
@@ -157,6 +169,8 @@ class Engine:
         flushed = self.outbox.flush(flush_timeout)
         self.outbox.stop()
         self.connection.stop()
+        if self._cluster is not None:
+            self._cluster.close()
         if self._cleanup_thread is not None:
             self._cleanup_thread.join(timeout=30)
         self._shutdown_result = flushed
@@ -399,13 +413,14 @@ class Engine:
         return self.journal.job(job_id)
 
     def _launch(self, job_id: int, *, fresh_run: bool = False, prefetch_only: bool = False,
-                upload: Path | None = None) -> JobExecution:
+                upload: Path | None = None, follow_cluster_job: bool = False) -> JobExecution:
         snap = self.journal.job(job_id)
         # By the job's own service name: the live service list may not be loaded yet.
         command = self.settings.command_for(snap.service_name, snap.service_hash)
         execution = JobExecution(self.ctx, job_id, command,
                                  fresh_run=fresh_run, prefetch_only=prefetch_only,
-                                 upload=upload, on_finished=self._on_job_finished)
+                                 upload=upload, follow_cluster_job=follow_cluster_job,
+                                 on_finished=self._on_job_finished)
         with self._lock:
             self._executions[job_id] = execution
         execution.start()
@@ -519,6 +534,13 @@ class Engine:
                     self._launch(snap.job_id)
                     resumed.append(snap.job_id)
                 continue
+            if snap.executor == "slurm" and snap.cluster_job:
+                # Its cluster job ran on (or ended) without us: follow it, never rerun it.
+                self._launch(snap.job_id, follow_cluster_job=True)
+                resumed.append(snap.job_id)
+                continue
+            if snap.executor == "slurm":
+                self._cancel_unjournaled_cluster_job(snap)
             row = self.journal.job_row(snap.job_id)
             killed = kill_orphaned_group(row.get("pgid"), row.get("pid"), row.get("proc_start"),
                                          grace=self.ctx.grace_period)
@@ -541,6 +563,24 @@ class Engine:
                 self._launch(snap.job_id, fresh_run=True)
             resumed.append(snap.job_id)
         return resumed
+
+    def _cancel_unjournaled_cluster_job(self, snap: JobSnapshot) -> None:
+        """Stopped between sbatch and journaling the id: the job was submitted held and never
+        released; find it by its name and cancel it before the ticket runs again."""
+        tools = self.cluster_monitor().tools
+        name = cluster_job_name(snap.instance, snap.job_id, snap.attempt)
+        try:
+            for cluster_job in tools.find_by_name(name):
+                tools.cancel(cluster_job)
+                self.events.publish(EngineNotice(
+                    level="warning", job_id=snap.job_id,
+                    text=f"ticket {snap.ticket_id}: cancelled SLURM job {cluster_job}, "
+                         "submitted but never started by the previous run"))
+        except SlurmError as exc:
+            self.events.publish(EngineNotice(
+                level="warning", job_id=snap.job_id,
+                text=f"ticket {snap.ticket_id}: could not look for a SLURM job left by the "
+                     f"previous run ({exc})"))
 
     # -- auto mode --------------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -637,7 +677,10 @@ class Engine:
         for view in services:
             assert view.command is not None
             spec = CommandSpec(template=view.command.command, env=dict(view.command.env))
-            problem = preflight(spec)
+            if view.command.executor == "slurm":
+                problem = self._cluster_preflight(spec)
+            else:
+                problem = preflight(spec)
             if problem is not None:
                 reason = f"the command cannot start: {problem}"
                 if self.pauses.block(view.service_hash, reason):
@@ -651,6 +694,27 @@ class Engine:
                 self.events.publish(ServiceResumed(service_hash=view.service_hash,
                                                    service_name=view.name,
                                                    why="its command can start"))
+
+    def _cluster_preflight(self, spec: CommandSpec) -> str | None:
+        """Why a service's jobs cannot be submitted to SLURM from here: a bad template, the
+        client tools missing, or a work root the jobs cannot write (it must be on a file
+        system the cluster's nodes share)."""
+        try:
+            check_template(spec.template)
+        except CommandStartError as exc:
+            return str(exc)
+        missing = self.cluster_monitor().tools.missing()
+        if missing is not None:
+            return missing
+        root = Path(self.settings.workroot)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"the work root {root} cannot be created: {exc.strerror or exc}"
+        if not os.access(root, os.W_OK | os.X_OK):
+            return (f"the work root {root} is not writable; cluster jobs need a writable work "
+                    "root on a file system shared with the cluster's nodes")
+        return None
 
     def _service_has_slot(self, service_hash: str, command: ServiceCommand) -> bool:
         if command.max_jobs is None:

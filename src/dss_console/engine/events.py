@@ -39,6 +39,30 @@ class JobSnapshot:
     # Why Retry run cannot rescue this job (the ticket was deleted on the server or finished
     # by someone else), in words; None when a retry may be tried.
     not_retryable: str | None = None
+    # Where the command runs: "local" (a child process) or "slurm" (a cluster job, with
+    # its id, the scheduler's state and reason in words, and its node once running).
+    executor: str = "local"
+    cluster_job: str | None = None
+    cluster_state: str | None = None
+    cluster_node: str | None = None
+    queued_at: float | None = None  # submitted to the cluster
+    running_at: float | None = None  # the cluster job seen running
+
+    @property
+    def pending_seconds(self) -> float | None:
+        """How long the cluster job waited in the queue (so far)."""
+        if self.queued_at is None:
+            return None
+        end = self.running_at or self.finished_at or time.time()
+        return max(0.0, end - self.queued_at)
+
+    @property
+    def running_seconds(self) -> float | None:
+        """How long the cluster job has run (so far)."""
+        if self.running_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return max(0.0, end - self.running_at)
 
     @property
     def elapsed(self) -> float | None:

@@ -36,6 +36,14 @@ from dss_console.engine.runner import (
     RunOutcome,
 )
 from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.slurm import ClusterJobState, ClusterMonitor
+from dss_console.engine.slurm_runner import (
+    ClusterSubmitRefused,
+    ClusterUnreachable,
+    ResumePoint,
+    SlurmRunner,
+    cluster_job_name,
+)
 from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, JobSource
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
@@ -57,6 +65,8 @@ USER_DOWNLOAD_FAILED = ("the provider could not download this ticket's inputs; t
                         "has been notified")
 USER_EXPORT_FAILED = ("the provider's result could not be prepared for upload; the provider "
                       "has been notified")
+USER_CLUSTER_REFUSED = ("the provider's cluster refused the job; the provider has been "
+                        "notified")
 USER_INTERNAL_ERROR = ("the provider's software met an internal error; the provider has "
                        "been notified")
 
@@ -75,6 +85,8 @@ class JobContext:
     # The engine's ears: a command of a service started; a job blocked (its command cannot
     # start) with the reason.
     command_nice: int = 0  # a command's nice value unless its service sets one
+    # The engine's one cluster monitor, made on first use (only SLURM jobs need it).
+    cluster: Callable[[], ClusterMonitor] | None = None
     on_started: Callable[[JobSnapshot], None] | None = None
     on_blocked: Callable[[JobSnapshot, str], None] | None = None
 
@@ -99,7 +111,7 @@ class JobExecution:
 
     def __init__(self, ctx: JobContext, job_id: int, command: ServiceCommand | None, *,
                  fresh_run: bool = False, prefetch_only: bool = False,
-                 upload: Path | None = None,
+                 upload: Path | None = None, follow_cluster_job: bool = False,
                  on_finished: Callable[[int], None] | None = None):
         self.ctx = ctx
         self.job_id = job_id
@@ -107,9 +119,12 @@ class JobExecution:
         self.fresh_run = fresh_run
         self.prefetch_only = prefetch_only  # manual claim: fetch inputs, then wait for Run
         self.upload = upload  # a result workspace the operator picked
+        # Restarted while its cluster job was submitted: follow that job, do not run again.
+        self.follow_cluster_job = follow_cluster_job
         self.on_finished = on_finished
         self.stop = StopRequest()
         self._runner: CommandRunner | None = None
+        self._last_cluster_note = ""
         self._tracker = ProgressTracker()
         self._progress_lock = threading.Lock()  # reports arrive on the runner's thread
         self._progress_to_send: float | None = None
@@ -213,6 +228,9 @@ class JobExecution:
         if self.upload is not None:
             self._upload(self.upload)
             return
+        if self.follow_cluster_job and snap.cluster_job:
+            self._execute(follow=snap.cluster_job)
+            return
         if self.prefetch_only:
             make_private_dir(Path(snap.workdir))
             if self._download():
@@ -305,35 +323,36 @@ class JobExecution:
         else:
             self._fail(self.stop.reason or SHUTDOWN_REASON)
 
-    def _execute(self) -> None:
-        assert self.command is not None
+    def _execute(self, follow: str | None = None) -> None:
+        """Run the command (``follow``: the SLURM job id already submitted for it)."""
+        assert self.command is not None or follow is not None
         paths = self.paths()
-        if paths.workspace is None:
+        if paths.workspace is None and follow is None:
             self._fail("the ticket has no ITK-SNAP workspace (.itksnap) among its inputs")
             return
-        with contextlib.suppress(OSError):
-            paths.result.unlink()
-        spec = CommandSpec(template=self.command.command, timeout=self.command.timeout,
-                           env=dict(self.command.env), cwd=self.command.cwd,
-                           nice=self.ctx.command_nice if self.command.nice is None
-                           else self.command.nice)
-        attempt = self.snapshot.attempt
-        runner = CommandRunner(spec, paths, self._on_report, grace_period=self.ctx.grace_period,
-                               log_name="output.log" if attempt <= 1 else f"output-{attempt}.log")
-        self._transition(JobState.RUNNING, exit_code=None)
-        try:
-            pid = runner.start()
-        except CommandStartError as exc:
-            if self.stop.kind:
-                self._stopped_before_run()
-            else:
-                self._block(f"the command cannot start: {exc}")
+        command = self.command
+        if follow is None:
+            with contextlib.suppress(OSError):
+                paths.result.unlink()
+        on_cluster = follow is not None or (command is not None and command.executor == "slurm")
+        runner = self._make_runner(paths, follow) if on_cluster else self._local_runner(paths)
+        if follow is None:
+            self._transition(JobState.RUNNING, exit_code=None,
+                             executor="slurm" if on_cluster else "local", cluster_job=None,
+                             cluster_state=None, cluster_node=None, queued_at=None,
+                             running_at=None)
+        else:
+            self._local_note("info", f"following SLURM job {follow} again after a restart")
+            self._transition(JobState.RUNNING, "following its cluster job again", check=False)
+        started = self._start(runner)
+        if started is None:
             return
         if self.ctx.on_started:
             self.ctx.on_started(self.snapshot)
         self._runner = runner
-        self.ctx.journal.update_job(self.job_id, pid=pid, pgid=runner.pgid,
-                                    proc_start=process_identity(pid))
+        if isinstance(started, int):
+            self.ctx.journal.update_job(self.job_id, pid=started, pgid=runner.pgid,
+                                        proc_start=process_identity(started))
         if self.stop.kind:  # asked to stop while starting
             runner.terminate(self.stop.reason or SHUTDOWN_REASON)
         outcome = self._watch(runner)
@@ -342,6 +361,91 @@ class JobExecution:
         self.ctx.journal.update_job(self.job_id, exit_code=outcome.exit_code, pid=None,
                                     pgid=None)
         self._decide(outcome, paths)
+
+    def _spec(self) -> CommandSpec:
+        command = self.command
+        if command is None:  # following a cluster job whose service lost its command
+            return CommandSpec(template="true")
+        return CommandSpec(template=command.command, timeout=command.timeout,
+                           env=dict(command.env), cwd=command.cwd,
+                           nice=self.ctx.command_nice if command.nice is None
+                           else command.nice)
+
+    def _log_name(self) -> str:
+        attempt = self.snapshot.attempt
+        return "output.log" if attempt <= 1 else f"output-{attempt}.log"
+
+    def _local_runner(self, paths: JobPaths) -> CommandRunner:
+        return CommandRunner(self._spec(), paths, self._on_report,
+                             grace_period=self.ctx.grace_period, log_name=self._log_name())
+
+    def _make_runner(self, paths: JobPaths, follow: str | None) -> SlurmRunner:
+        assert self.ctx.cluster is not None, "the engine gave no cluster monitor"
+        snap = self.snapshot
+        return SlurmRunner(
+            self._spec(), paths, self._on_report, monitor=self.ctx.cluster(),
+            job_name=cluster_job_name(snap.instance, self.job_id, snap.attempt),
+            sbatch_options=self.command.sbatch_options if self.command else (),
+            on_submitted=self._cluster_job_submitted, on_state=self._cluster_job_state,
+            resume=ResumePoint.load(paths.engine_dir, follow) if follow else None,
+            grace_period=self.ctx.grace_period, log_name=self._log_name())
+
+    def _start(self, runner: CommandRunner) -> int | str | None:
+        """Start the runner: its pid or cluster job id; None when the job ended instead
+        (blocked, failed or stopped), already recorded."""
+        next_warning = 0.0
+        while True:
+            try:
+                return runner.start()
+            except ClusterUnreachable as exc:
+                # Nothing was submitted: keep the ticket and try again, never fail it.
+                if time.monotonic() >= next_warning:
+                    self._local_note("warning", f"{exc}; the job is submitted when it answers")
+                    next_warning = time.monotonic() + 60
+                self.ctx.journal.update_job(self.job_id, cluster_state="not submitted yet: "
+                                            "the SLURM controller does not answer")
+                self._publish()
+                if self.stop.event.wait(self.ctx.retry_interval):
+                    self._stopped_before_run()
+                    return None
+            except ClusterSubmitRefused as exc:
+                if self.stop.kind:
+                    self._stopped_before_run()
+                    return None
+                self.command_result = "failed"  # counts for the breaker: a bad partition
+                # SLURM's own words tell the user what happened, unless they name a path.
+                said = exc.slurm_message
+                self._fail(str(exc), user_reason=USER_CLUSTER_REFUSED if "/" in said else
+                           f"the provider's cluster refused the job: {said}")
+                return None
+            except CommandStartError as exc:
+                if self.stop.kind:
+                    self._stopped_before_run()
+                else:
+                    self._block(f"the command cannot start: {exc}")
+                return None
+
+    def _cluster_job_submitted(self, cluster_job: str) -> None:
+        # Journaled before SLURM may run it (the runner releases it after this returns).
+        self.ctx.journal.update_job(self.job_id, cluster_job=cluster_job,
+                                    cluster_state="PENDING", queued_at=time.time())
+        self._local_note("info", f"submitted as SLURM job {cluster_job}")
+        self._publish()
+
+    def _cluster_job_state(self, state: ClusterJobState) -> None:
+        snap = self.snapshot
+        fields: dict[str, object] = {"cluster_state": state.words(),
+                                     "cluster_node": state.node or snap.cluster_node}
+        if snap.running_at is None and (state.running or state.started_at is not None):
+            # A short job may end between two polls: SLURM's start time says when it ran.
+            fields["running_at"] = state.started_at or time.time()
+        self.ctx.journal.update_job(self.job_id, **fields)
+        note = f"SLURM job {state.job_id}: {state.words()}" + \
+            (f" on {state.node}" if state.node and state.state != "PENDING" else "")
+        if note != self._last_cluster_note:
+            self._last_cluster_note = note
+            self._local_note("info", note)
+        self._publish()
 
     def _watch(self, runner: CommandRunner) -> RunOutcome:
         next_check = time.monotonic() + self.ctx.status_interval

@@ -43,7 +43,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     finished_at REAL,
     updated_at REAL NOT NULL,
-    not_retryable TEXT
+    not_retryable TEXT,
+    executor TEXT NOT NULL DEFAULT 'local',
+    cluster_job TEXT,
+    cluster_state TEXT,
+    cluster_node TEXT,
+    queued_at REAL,
+    running_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_ticket ON jobs(source, ticket_id);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
@@ -67,6 +73,17 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, job_id, id);
 """
+
+# Columns added after the first release, with their declarations, in the order added.
+_ADDED_COLUMNS = (
+    ("not_retryable", "TEXT"),
+    ("executor", "TEXT NOT NULL DEFAULT 'local'"),
+    ("cluster_job", "TEXT"),
+    ("cluster_state", "TEXT"),
+    ("cluster_node", "TEXT"),
+    ("queued_at", "REAL"),
+    ("running_at", "REAL"),
+)
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -136,9 +153,10 @@ class Journal:
     def _migrate(self) -> None:
         """Columns added after a journal was first written."""
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        if "not_retryable" not in columns:
-            with contextlib.suppress(sqlite3.OperationalError):  # another engine added it
-                self._db.execute("ALTER TABLE jobs ADD COLUMN not_retryable TEXT")
+        for name, declaration in _ADDED_COLUMNS:
+            if name not in columns:
+                with contextlib.suppress(sqlite3.OperationalError):  # another engine added it
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -223,7 +241,8 @@ class Journal:
     def _update(db: sqlite3.Connection, job_id: int, fields: dict[str, Any]) -> None:
         allowed = {"state", "reason", "progress", "exit_code", "pid", "pgid", "proc_start",
                    "inputs_ready", "attempt", "started_at", "finished_at", "updated_at",
-                   "workdir", "not_retryable"}
+                   "workdir", "not_retryable", "executor", "cluster_job", "cluster_state",
+                   "cluster_node", "queued_at", "running_at"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown job fields {sorted(unknown)}")
@@ -372,7 +391,10 @@ def _snapshot(row: sqlite3.Row) -> JobSnapshot:
         claimed_at=row["claimed_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], updated_at=row["updated_at"],
         inputs_ready=bool(row["inputs_ready"]), attempt=int(row["attempt"]),
-        owed=int(row["owed"]), not_retryable=row["not_retryable"])
+        owed=int(row["owed"]), not_retryable=row["not_retryable"],
+        executor=row["executor"] or "local", cluster_job=row["cluster_job"],
+        cluster_state=row["cluster_state"], cluster_node=row["cluster_node"],
+        queued_at=row["queued_at"], running_at=row["running_at"])
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:

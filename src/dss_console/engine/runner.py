@@ -369,6 +369,14 @@ _END = object()  # the last item of the report queue
 _TICK = object()  # a batch has started: the dispatcher must flush it in time
 
 
+@dataclass(frozen=True)
+class _Mark:
+    """Queued after the reports of a piece of input: once the dispatcher reaches it, those
+    reports were handed on, and ``done`` records how far the input was relayed."""
+
+    done: Callable[[], None]
+
+
 @dataclass
 class _Batch:
     lines: list[tuple[str, str]]
@@ -522,7 +530,7 @@ class CommandRunner:
     def wait(self, timeout: float | None = None) -> RunOutcome | None:
         """The outcome once the command ended and everything it reported was delivered;
         None if that has not happened within ``timeout`` seconds."""
-        if self._popen is None:
+        if not self._has_started():
             raise RuntimeError("the command was not started")
         if threading.current_thread() is self._dispatcher:
             raise RuntimeError("wait() called from on_report would wait for itself")
@@ -534,6 +542,9 @@ class CommandRunner:
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join()
         return self._outcome
+
+    def _has_started(self) -> bool:
+        return self._popen is not None
 
     def terminate(self, reason: str, grace: float | None = None) -> None:
         """Stop the command and everything in its process group: the hook starts failing
@@ -553,14 +564,17 @@ class CommandRunner:
         self._wake.set()
 
     # -- set-up -------------------------------------------------------------------------
-    def _prepare_engine_dir(self) -> None:
+    def _prepare_engine_dir(self, *, keep_events: bool = False) -> None:
         engine_dir = Path(self._paths.engine_dir)
         engine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if os.name == "posix":
             os.chmod(engine_dir, 0o700)
         with contextlib.suppress(FileNotFoundError):
             self.abort_path.unlink()  # left by an earlier run
-        fd = os.open(self.events_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Kept when following a command again (a cluster job after a restart): what it
+        # reported meanwhile is still to be relayed.
+        flags = os.O_WRONLY | os.O_CREAT | (0 if keep_events else os.O_TRUNC)
+        fd = os.open(self.events_path, flags, 0o600)
         os.close(fd)
         self.hook_path = write_hook_script(engine_dir, self.events_path, self.abort_path)
 
@@ -830,6 +844,9 @@ class CommandRunner:
                 size += item.size
                 continue
             if item is _TICK:
+                continue
+            if isinstance(item, _Mark):
+                item.done()
                 continue
             if lines or skipped:
                 self._deliver_output(lines, skipped, size)

@@ -32,6 +32,10 @@ A missing file means all defaults. Every key is optional::
                                           # started (the desktop stays responsive), else 0
     cwd = "/opt/ashs"                     # working directory of the command
     auto = true                           # take part in auto mode (default true)
+    executor = "slurm"                    # "local" (default: a child process) or "slurm"
+                                          # (each ticket is a cluster job, see below)
+    sbatch_options = ["--partition=gpu", "--gres=gpu:1"]  # added to sbatch (slurm only;
+                                          # placeholders allowed)
 
     [services."ASHS-PMC-T1".env]          # extra environment variables (string values)
     ASHS_ROOT = "/opt/ashs"
@@ -145,6 +149,8 @@ class ServiceCommand:
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     auto: bool = True
+    executor: str = "local"  # one of EXECUTORS
+    sbatch_options: list[str] = field(default_factory=list)
 
     def matches(self, name: str, githash: str) -> bool:
         """True when the key is this service's hash or its exact name."""
@@ -219,6 +225,22 @@ class Settings:
         result._overridden = frozenset(overridden)
         return result
 
+    def with_executor_overrides(self, overrides: Sequence[str]) -> Settings:
+        """A copy with ``SERVICE=EXECUTOR`` overrides (from ``--executor``) applied to
+        services that have a command (from the file or ``--command``)."""
+        result = copy.deepcopy(self)
+        for item in overrides:
+            key, sep, executor = (part.strip() for part in item.partition("="))
+            if not sep or not key or executor not in EXECUTORS:
+                raise SettingsError(f"--executor {item!r}: expected SERVICE=local or "
+                                    "SERVICE=slurm")
+            service = result.services.get(key)
+            if service is None:
+                raise SettingsError(f"--executor {key!r}: that service has no command (give "
+                                    "it one with --command or in the settings file)")
+            service.executor = executor
+        return result
+
 
 # -- command templates ---------------------------------------------------------------
 
@@ -237,31 +259,36 @@ def validate_command_template(template: str) -> None:
         raise SettingsError(f"cannot split the command into words: {exc}") from None
     if not words:
         raise SettingsError("the command is empty")
-    formatter = string.Formatter()
-    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
     for word in words:
-        try:
-            parts = list(formatter.parse(word))
-        except ValueError as exc:
+        validate_placeholders(word)
+
+
+def validate_placeholders(word: str) -> None:
+    """Check one word (of a command, or an sbatch option) for unknown placeholders and
+    bad braces; SettingsError in words."""
+    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    try:
+        parts = list(string.Formatter().parse(word))
+    except ValueError as exc:
+        raise SettingsError(
+            f"bad braces in {word!r} ({exc}); write {{{{ and }}}} for literal braces"
+        ) from None
+    for _literal, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS:
+            shown = "{" + name + "}"
+            close = difflib.get_close_matches(name, PLACEHOLDERS, n=1)
+            hint = f"; did you mean {{{close[0]}}}?" if close else ""
+            context = "" if word == shown else f" in {word!r}"
             raise SettingsError(
-                f"bad braces in {word!r} ({exc}); write {{{{ and }}}} for literal braces"
-            ) from None
-        for _literal, name, spec, conversion in parts:
-            if name is None:
-                continue
-            if name not in PLACEHOLDERS:
-                shown = "{" + name + "}"
-                close = difflib.get_close_matches(name, PLACEHOLDERS, n=1)
-                hint = f"; did you mean {{{close[0]}}}?" if close else ""
-                context = "" if word == shown else f" in {word!r}"
-                raise SettingsError(
-                    f"unknown placeholder {shown}{context}{hint} (known: {known}; "
-                    "write {{ and }} for literal braces)"
-                )
-            if spec or conversion:
-                raise SettingsError(
-                    f"placeholder {{{name}}} in {word!r} takes no format spec or conversion"
-                )
+                f"unknown placeholder {shown}{context}{hint} (known: {known}; "
+                "write {{ and }} for literal braces)"
+            )
+        if spec or conversion:
+            raise SettingsError(
+                f"placeholder {{{name}}} in {word!r} takes no format spec or conversion"
+            )
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -427,7 +454,9 @@ class _Checker:
 
 
 _TOP_KEYS = tuple(f.name for f in fields(Settings) if not f.name.startswith("_"))
-_SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice")
+_SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice", "executor",
+                 "sbatch_options")
+EXECUTORS = ("local", "slurm")
 
 
 def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
@@ -514,6 +543,25 @@ def _service_from_dict(check: _Checker, key: str, table: Any) -> ServiceCommand:
             raise check.error(f"{where}.nice", f"must be 0 to 19, not {service.nice}")
     if "auto" in table:
         service.auto = check.boolean(table["auto"], f"{where}.auto")
+    if "executor" in table:
+        service.executor = check.string(table["executor"], f"{where}.executor")
+        if service.executor not in EXECUTORS:
+            raise check.error(f"{where}.executor",
+                              f'must be "local" or "slurm", not {service.executor!r}')
+    if "sbatch_options" in table:
+        options = table["sbatch_options"]
+        option_where = f"{where}.sbatch_options"
+        if not isinstance(options, list):
+            raise check.error(option_where,
+                              f"must be an array of strings, not {_type_name(options)} "
+                              '(e.g. ["--partition=gpu", "--time=06:00:00"])')
+        for index, option in enumerate(options):
+            text = check.string(option, f"{option_where}[{index}]")
+            try:
+                validate_placeholders(text)
+            except SettingsError as exc:
+                raise check.error(f"{option_where}[{index}]", str(exc)) from None
+            service.sbatch_options.append(text)
     if "env" in table:
         env = check.table(table["env"], f"{where}.env")
         for name, value in env.items():
@@ -601,6 +649,10 @@ def settings_to_toml(settings: Settings) -> str:
             lines.append(f"nice = {service.nice}")
         if not service.auto:
             lines.append("auto = false")
+        if service.executor != "local":
+            lines.append(f"executor = {_toml_value(service.executor)}")
+        if service.sbatch_options:
+            lines.append(f"sbatch_options = {_toml_value(service.sbatch_options)}")
         if service.env:
             lines.append("")
             lines.append(f"[{header}.env]")

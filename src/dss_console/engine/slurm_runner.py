@@ -1,0 +1,445 @@
+"""Run one job's command as a SLURM batch job, with the guarantees of a local run.
+
+The job is submitted held, its id handed to ``on_submitted`` (the journal) and only then
+released, so an engine that dies at any point finds the job again instead of running the
+ticket twice. SLURM writes the command's stdout and stderr into the job's log on the shared
+file system; this runner tails that file as it grows and relays ``@dss`` lines and the hook's
+events file exactly as :class:`CommandRunner` does for a local child (the same parsing, the
+same report queue). The job's state comes from the engine's :class:`ClusterMonitor` (one
+``squeue`` for all jobs per poll). Stopping is ``scancel``.
+
+How far the log and the events file were relayed is saved next to them
+(``cluster-job.json``), so a runner that follows the job again after a restart goes on from
+there: a report may be relayed twice after a crash, none is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dss_console.engine.protocol import ProtocolWarning, Report
+from dss_console.engine.runner import (
+    _EVENTS_INTERVAL,
+    _READ_SIZE,
+    CommandRunner,
+    CommandSpec,
+    CommandStartError,
+    JobPaths,
+    _expand_word,
+    _format_seconds,
+    _LineState,
+    _Mark,
+    _placeholder_values,
+    command_environment,
+    expand_command,
+)
+from dss_console.engine.slurm import (
+    ClusterJobState,
+    ClusterMonitor,
+    SlurmError,
+    SlurmUnreachableError,
+)
+
+RESUME_FILE = "cluster-job.json"
+BATCH_SCRIPT = "cluster-job.sh"
+_TAIL_INTERVAL = 0.2
+_SAVE_INTERVAL = 1.0
+_SETTLE = 0.5  # after the job ended, the log must stop growing for this long (NFS lag)
+CANCEL_REPORT_AFTER = 30.0  # a scancel not effective after grace + this is reported
+
+
+class ClusterSubmitRefused(CommandStartError):
+    """sbatch refused the job (bad partition, over a limit): SLURM's words in the message."""
+
+    def __init__(self, slurm_message: str) -> None:
+        super().__init__(f"sbatch refused the job: {slurm_message}")
+        self.slurm_message = slurm_message
+
+
+class ClusterUnreachable(CommandStartError):
+    """The controller did not answer the submission: nothing was submitted; try again."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A submitted job, and how far its output was relayed."""
+
+    job_id: str
+    log_offset: int = 0
+    events_offset: int = 0
+
+    @classmethod
+    def load(cls, engine_dir: Path, job_id: str) -> ResumePoint:
+        """Where to go on for ``job_id``; from the start when nothing (or another job) was
+        saved."""
+        try:
+            data = json.loads((engine_dir / RESUME_FILE).read_text(encoding="utf-8"))
+            if str(data.get("job")) == job_id:
+                return cls(job_id, int(data.get("log_offset", 0)),
+                           int(data.get("events_offset", 0)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+        return cls(job_id)
+
+    def save(self, engine_dir: Path) -> None:
+        partial = engine_dir / f".{RESUME_FILE}.tmp"
+        partial.write_text(json.dumps({"job": self.job_id, "log_offset": self.log_offset,
+                                       "events_offset": self.events_offset}),
+                           encoding="utf-8")
+        os.replace(partial, engine_dir / RESUME_FILE)
+
+
+def cluster_job_name(instance: str, job_id: int, attempt: int) -> str:
+    """The SLURM job name of a journal job's attempt: found by name if its id never made
+    it to the journal."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in instance)[:40]
+    return f"dss-{safe}-{job_id}-{attempt}"
+
+
+class SlurmRunner(CommandRunner):
+    """A :class:`CommandRunner` whose command runs as a SLURM batch job.
+
+    ``start()`` submits (or, with ``resume``, follows an already submitted job) and returns
+    the SLURM job id; ``wait()``, ``terminate()`` and the reports work as for a local run.
+    ``on_state`` is called on the runner's supervisor thread whenever the job's state,
+    reason or node changes.
+    """
+
+    def __init__(self, spec: CommandSpec, paths: JobPaths,
+                 on_report: Callable[[Report], None], *, monitor: ClusterMonitor,
+                 job_name: str, sbatch_options: Sequence[str] = (),
+                 on_submitted: Callable[[str], None] | None = None,
+                 on_state: Callable[[ClusterJobState], None] | None = None,
+                 resume: ResumePoint | None = None, **kwargs: object) -> None:
+        super().__init__(spec, paths, on_report, **kwargs)  # type: ignore[arg-type]
+        self._monitor = monitor
+        self._job_name = job_name
+        self._sbatch_options = list(sbatch_options)
+        self._on_submitted = on_submitted
+        self._on_state = on_state
+        self._resume = resume
+        self.job_id: str | None = resume.job_id if resume else None
+        self._state: ClusterJobState | None = None  # the monitor's latest word
+        self._problem: str | None = None
+        self._state_seen: ClusterJobState | None = None  # the last one passed to on_state
+        self._job_ended = threading.Event()
+        self._cancel_sent_at: float | None = None
+        self._kill_sent = False
+        self._cancel_reported = False
+        self._problem_reported = False
+        self._relayed_log = resume.log_offset if resume else 0
+        self._relayed_events = resume.events_offset if resume else 0
+        self._saved: tuple[int, int] | None = None
+        self._tailer: threading.Thread | None = None
+        self._submitted = False
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
+    def pgid(self) -> int | None:
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self._submitted and not self._done.is_set()
+
+    def _has_started(self) -> bool:
+        return self._submitted
+
+    def start(self) -> str:  # type: ignore[override]
+        """Submit the job (or follow the one in ``resume``); return its SLURM job id.
+        ClusterSubmitRefused / ClusterUnreachable / CommandStartError in words."""
+        if self._submitted:
+            raise RuntimeError("a SlurmRunner runs its job once")
+        if self._pre_start_stop is not None and self._resume is None:
+            raise CommandStartError(f"stopped before it started: {self._pre_start_stop}")
+        paths = self._paths
+        try:
+            self._prepare_engine_dir(keep_events=self._resume is not None)
+        except OSError as exc:
+            raise CommandStartError(f"cannot prepare {paths.engine_dir}: "
+                                    f"{exc.strerror or exc}") from None
+        if self._resume is None:
+            self.job_id = self._submit()
+        else:
+            self._events_offset = self._resume.events_offset
+        self._submitted = True
+        self._started_at = time.monotonic()
+        with self._lock:
+            stop_requested = self._pre_start_stop
+        self._start_cluster_threads()
+        assert self.job_id is not None
+        self._monitor.watch(self.job_id, self._cluster_said)
+        if stop_requested is not None:
+            self.terminate(stop_requested)
+        return self.job_id
+
+    def terminate(self, reason: str, grace: float | None = None) -> None:
+        """scancel (from the supervisor thread) now; SIGKILL to every step after ``grace``;
+        a job still not ended CANCEL_REPORT_AFTER seconds later is reported."""
+        grace = self._grace if grace is None else grace
+        with self._lock:
+            if not self._submitted:
+                self._pre_start_stop = self._pre_start_stop or reason
+                return
+            if self._stop_reason is not None or self._job_ended.is_set():
+                return
+            self._stop_reason = reason
+            self._write_abort_file(reason)
+            self._kill_at = time.monotonic() + max(0.0, grace)
+        self._wake.set()
+
+    def resume_point(self) -> ResumePoint | None:
+        if self.job_id is None:
+            return None
+        return ResumePoint(self.job_id, self._relayed_log, self._relayed_events)
+
+    # -- submitting -------------------------------------------------------------------------
+    def _submit(self) -> str:
+        paths = self._paths
+        argv = expand_command(self._spec.template, paths)
+        cwd = Path(paths.workdir, self._spec.cwd) if self._spec.cwd else Path(paths.workdir)
+        if not cwd.is_dir():
+            raise CommandStartError(f"the working directory {cwd} does not exist")
+        assert self.hook_path is not None
+        env = command_environment(paths, self._spec, self.hook_path, self.events_path,
+                                  self.abort_path)
+        values = _placeholder_values(paths)
+        options = [_expand_word(option, values) for option in self._sbatch_options]
+        script = Path(paths.engine_dir) / BATCH_SCRIPT
+        try:
+            # The log exists before the job does: the tailer opens it from the start.
+            self.log_path.open("wb").close()
+            script.write_text("#!/bin/sh\n"
+                              f"# dss-console: ticket {paths.ticket_id}\n"
+                              f"exec {shlex.join(argv)}\n", encoding="utf-8")
+            os.chmod(script, 0o700)
+        except OSError as exc:
+            raise CommandStartError(f"cannot write the batch script or log in "
+                                    f"{paths.engine_dir}: {exc.strerror or exc}") from None
+        tools = self._monitor.tools
+        try:
+            job_id = tools.submit(script, [
+                f"--job-name={self._job_name}", f"--chdir={cwd}",
+                f"--output={self.log_path}", f"--error={self.log_path}", "--open-mode=append",
+                "--export=ALL", *options], env)
+        except SlurmUnreachableError as exc:
+            raise ClusterUnreachable(str(exc)) from None
+        except SlurmError as exc:
+            raise ClusterSubmitRefused(str(exc)) from None
+        try:
+            if self._on_submitted is not None:
+                self._on_submitted(job_id)
+            tools.release(job_id)
+        except BaseException as exc:
+            # Not journaled or not released: it must not run behind the engine's back.
+            with contextlib.suppress(SlurmError):
+                tools.cancel(job_id)
+            if isinstance(exc, SlurmError):
+                raise CommandStartError(f"SLURM job {job_id} could not be released: "
+                                        f"{exc}") from None
+            raise
+        return job_id
+
+    def _start_cluster_threads(self) -> None:
+        tag = f"ticket {self._paths.ticket_id}"
+        self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
+                                            name=f"dss-runner {tag} reports")
+        self._tailer = threading.Thread(target=self._tail_log, daemon=True,
+                                        name=f"dss-runner {tag} log")
+        self._readers = [self._tailer]
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                            name=f"dss-runner {tag} supervisor")
+        self._dispatcher.start()
+        self._tailer.start()
+        self._supervisor.start()
+
+    # -- the monitor's word -----------------------------------------------------------------
+    def _cluster_said(self, state: ClusterJobState | None, problem: str | None) -> None:
+        with self._lock:
+            if state is not None:
+                self._state = state
+                self._problem = None
+            else:
+                self._problem = problem
+        self._wake.set()
+
+    # -- the log, as SLURM writes it ------------------------------------------------------
+    def _write_log(self, data: bytes) -> None:
+        pass  # SLURM writes the log; this runner only reads it
+
+    def _tail_log(self) -> None:
+        state = _LineState()
+        offset = self._relayed_log
+        settled_since: float | None = None
+        try:
+            while True:
+                data = self._read_log_from(offset)
+                if data:
+                    offset += len(data)
+                    self._consume("stdout", state, data)
+                    relayed = offset - len(state.buffer) - state.spilled
+                    self._queue.put(_Mark(lambda at=relayed: self._relayed_log_at(at)))
+                    settled_since = None
+                    continue
+                if self._job_ended.is_set():
+                    # On a shared file system the last lines may show up a moment late.
+                    now = time.monotonic()
+                    settled_since = settled_since or now
+                    if now - settled_since >= _SETTLE or self._abandon.is_set():
+                        break
+                elif self._abandon.is_set():
+                    break
+                self._abandon.wait(_TAIL_INTERVAL)
+        except OSError as exc:
+            self._emit(ProtocolWarning(f"reading the cluster job's log failed: {exc}"))
+        finally:
+            self._finish_stream("stdout", state)
+            self._wake.set()
+
+    def _read_log_from(self, offset: int) -> bytes:
+        # Opened afresh each time: on NFS only an open() sees what the node appended.
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read(_READ_SIZE)
+        except FileNotFoundError:
+            return b""
+
+    def _relayed_log_at(self, offset: int) -> None:
+        self._relayed_log = offset
+
+    def _read_events(self, final: bool = False) -> None:
+        super()._read_events(final)
+        relayed = self._events_offset - len(self._events_partial)
+        self._queue.put(_Mark(lambda at=relayed: self._relayed_events_at(at)))
+
+    def _relayed_events_at(self, offset: int) -> None:
+        self._relayed_events = offset
+
+    def _save_resume_point(self) -> None:
+        point = self.resume_point()
+        if point is None or (point.log_offset, point.events_offset) == self._saved:
+            return
+        try:
+            point.save(Path(self._paths.engine_dir))
+            self._saved = (point.log_offset, point.events_offset)
+        except OSError as exc:
+            if self._saved is not None or not self._problem_reported:
+                self._emit(ProtocolWarning(f"cannot save how far the job's output was "
+                                           f"relayed: {exc}"))
+                self._problem_reported = True
+
+    # -- the supervisor -------------------------------------------------------------------
+    def _watch_until_exit(self) -> None:
+        next_events = next_save = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_events:
+                self._read_events()
+                next_events = now + _EVENTS_INTERVAL
+            if now >= next_save:
+                self._save_resume_point()
+                next_save = now + _SAVE_INTERVAL
+            self._check_deadlines(now)
+            self._stop_if_asked(now)
+            with self._lock:
+                state, problem = self._state, self._problem
+            if problem and not self._problem_reported:
+                self._problem_reported = True
+                self._emit(ProtocolWarning(f"cannot ask SLURM about job {self.job_id}: "
+                                           f"{problem}; the job is kept and asked again"))
+            if state is not None and state.running:
+                self._start_timeout_clock()
+            if state is not None and state != self._state_seen:
+                self._state_seen = state
+                self._problem_reported = False
+                if self._on_state is not None:
+                    self._on_state(state)
+            if state is not None and state.ended:
+                break
+            self._wake.wait(_EVENTS_INTERVAL)
+            self._wake.clear()
+        with self._lock:
+            self._exited = True
+            self._ended_at = time.monotonic()
+        self._job_ended.set()
+
+    def _stop_if_asked(self, now: float) -> None:
+        with self._lock:
+            reason, kill_at = self._stop_reason, self._kill_at
+        if reason is None or kill_at is None or self.job_id is None:
+            return
+        tools = self._monitor.tools
+        try:
+            if self._cancel_sent_at is None:
+                # SLURM's own stop: TERM now, KILL after the cluster's KillWait; the job
+                # ends CANCELLED, as accounting and the operator's squeue expect.
+                tools.cancel(self.job_id)
+                self._cancel_sent_at = now
+            elif now >= kill_at and not self._kill_sent:
+                tools.cancel(self.job_id, "KILL")  # our grace period is over
+                self._kill_sent = True
+        except SlurmError as exc:
+            self._emit(ProtocolWarning(f"scancel {self.job_id} failed: {exc}; trying again"))
+            self._cancel_sent_at = None if not self._kill_sent else self._cancel_sent_at
+        if self._kill_sent and not self._cancel_reported and \
+                now >= kill_at + CANCEL_REPORT_AFTER:
+            self._cancel_reported = True
+            state = self._state.words() if self._state else "unknown"
+            self._emit(ProtocolWarning(
+                f"scancel did not take effect: SLURM job {self.job_id} is still {state} "
+                f"{self._grace + CANCEL_REPORT_AFTER:g} s after it was asked to stop"))
+
+    def _start_timeout_clock(self) -> None:
+        # The service's timeout is about run time: hours in the queue do not count.
+        with self._lock:
+            if self._timeout_at is None and self._spec.timeout is not None \
+                    and self._spec.timeout > 0:
+                self._timeout_at = time.monotonic() + self._spec.timeout
+
+    def _check_deadlines(self, now: float) -> None:
+        with self._lock:
+            timed_out = (self._timeout_at is not None and now >= self._timeout_at
+                         and self._stop_reason is None)
+        if timed_out:
+            assert self._spec.timeout is not None
+            self.terminate(f"timed out after {_format_seconds(self._spec.timeout)} s")
+
+    def _signal_group(self, sig: int) -> None:
+        # Called by the base supervisor when it fails: do not leave the job running.
+        if self.job_id is not None:
+            with contextlib.suppress(SlurmError):
+                self._monitor.tools.cancel(self.job_id)
+
+    def _wind_down(self) -> None:
+        assert self.job_id is not None
+        self._monitor.unwatch(self.job_id)
+        tailer = self._tailer
+        while tailer is not None and tailer.is_alive():
+            self._read_events()
+            tailer.join(_EVENTS_INTERVAL)
+        state = self._state
+        with self._lock:
+            if state is not None and self._stop_reason is None:
+                self._stop_reason = state.ended_how()
+            self._reaped = True
+        returncode: int | None = None
+        if state is not None and state.state in ("COMPLETED", "FAILED"):
+            if state.exit_code is not None:
+                returncode = state.exit_code
+            elif state.signal is not None:
+                returncode = -state.signal
+        self._finish(returncode)
+        self._save_resume_point()

@@ -1,0 +1,214 @@
+"""Tickets as SLURM batch jobs, against a real single-node SLURM (munged, slurmctld, slurmd
+started for this test session) and the real DSS server. No fake sbatch."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dss_console.engine.events import JobMessage
+from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.states import JobState
+from dss_console.sandbox import Sandbox
+from test_worker_cli import Worker, args_for, worker_env  # noqa: F401 (fixture)
+
+from slurm_cluster import SlurmCluster, missing_tools
+from test_engine import TAGS, Harness, command, harness_for
+from waiting import process_gone, wait_for
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    missing = missing_tools()
+    if missing:
+        message = (f"SLURM is not installed here (missing {', '.join(missing)}); ./dev.sh "
+                   "installs slurmctld slurmd slurm-client munge")
+        if os.environ.get("DSS_CONSOLE_REQUIRE_SLURM"):
+            pytest.fail(message)
+        pytest.skip(message)
+    if os.geteuid() != 0:
+        pytest.skip("the test cluster's slurmd runs jobs as their owner and needs root")
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_env(slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """The engine finds the cluster as any SLURM client does: SLURM_CONF."""
+    for name, value in slurm.env.items():
+        monkeypatch.setenv(name, value)
+    return slurm
+
+
+@pytest.fixture
+def service(sandbox: Sandbox) -> str:
+    return sandbox.register_service(f"SlurmTest-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
+
+
+@pytest.fixture
+def harness(sandbox: Sandbox, tmp_path: Path, service: str,
+            cluster_env: SlurmCluster) -> Iterator[Harness]:
+    yield from harness_for(sandbox, tmp_path, service)
+
+
+def on_slurm(harness: Harness, mode: str, *args: str, options: list[str] | None = None,
+             ) -> dict[str, ServiceCommand]:
+    return {harness.service: ServiceCommand(key=harness.service, command=command(mode, *args),
+                                            executor="slurm", sbatch_options=options or [])}
+
+
+def cluster_jobs(cluster: SlurmCluster) -> list[str]:
+    result = cluster.run("squeue", "--noheader", "--states=all", "--format=%i")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_a_ticket_runs_as_a_slurm_job_to_success(harness: Harness,
+                                                 cluster_env: SlurmCluster) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine(auto=True, extra=on_slurm(harness, "success"))
+    job_id = harness.wait_job(engine, ticket, JobState.SUCCEEDED, timeout=60)
+    harness.wait_server(ticket, "success")
+    job = engine.job(job_id)
+    assert job.executor == "slurm" and job.cluster_job and job.cluster_job.isdigit()
+    assert job.cluster_state == "COMPLETED" and job.cluster_node == cluster_env.node
+    assert job.running_at is not None and job.queued_at is not None
+    assert job.pending_seconds is not None and job.running_seconds is not None
+    assert cluster_env.job_state(job.cluster_job) == "COMPLETED"
+    # Both reporting channels crossed the cluster: @dss lines from the log SLURM wrote, and
+    # the hook's events file; the attachment too.
+    log = harness.log(ticket)
+    assert ("info", "Affine registration done") in log and ("info", "QC written") in log
+    detail = harness.sandbox.admin.ticket_detail(ticket)
+    assert [a["description"] for e in detail["log"] for a in e["attachments"]] == ["QC report"]
+    assert job.progress == 1.0 and job.exit_code == 0
+    notes = [e.text for e in harness.event_list() if isinstance(e, JobMessage)
+             and e.job_id == job_id]
+    assert f"submitted as SLURM job {job.cluster_job}" in notes
+    # RUNNING, or already COMPLETED when the job ran between two polls: with its node.
+    assert f"SLURM job {job.cluster_job}: COMPLETED on {cluster_env.node}" in notes
+    output = (Path(job.workdir) / ".dss" / "output.log").read_text()
+    assert "some stderr noise" in output  # SLURM merged stderr into the job's log
+
+
+def test_a_failing_cluster_job_fails_the_ticket_with_its_error(harness: Harness) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine(auto=True, extra=on_slurm(harness, "fail"))
+    job_id = harness.wait_job(engine, ticket, JobState.FAILED, timeout=60)
+    harness.wait_server(ticket, "failed")
+    job = engine.job(job_id)
+    assert job.exit_code == 3 and job.cluster_state == "FAILED"
+    assert job.reason == "input rejected: not a brain"  # its @dss error, read from SLURM's log
+    detail = harness.sandbox.admin.ticket_detail(ticket)
+    errors = [e for e in detail["log"] if e["category"] == "error"]
+    assert [a["description"] for a in errors[-1]["attachments"]] == [
+        "Last lines of the command's output"]
+
+
+def test_cancel_stops_the_cluster_job_and_its_processes(harness: Harness,
+                                                        cluster_env: SlurmCluster) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine(extra=on_slurm(harness, "sleep", "600"))
+    job_id = harness.run_by_hand(engine, ticket, JobState.RUNNING)
+    pid_file = wait_for(lambda: next(Path(harness.tmp / "work").glob(
+        f"*/ticket_{ticket:08d}/pids.txt"), None), 60, what="the job's pid file")
+    pids = [int(p) for p in wait_for(lambda: pid_file.read_text().split(), 10)]
+    engine.cancel_job(job_id)
+    harness.wait_job(engine, ticket, JobState.CANCELLED, timeout=30)
+    job = engine.job(job_id)
+    assert job.cluster_state == "CANCELLED"
+    assert cluster_env.job_state(job.cluster_job) == "CANCELLED"
+    wait_for(lambda: all(process_gone(p) for p in pids), 20,
+             what="the cluster job's processes to be gone")
+    harness.wait_server(ticket, "failed")
+
+
+def test_a_ticket_deleted_on_the_server_cancels_its_cluster_job(
+        harness: Harness, cluster_env: SlurmCluster) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine(extra=on_slurm(harness, "sleep", "600"))
+    job_id = harness.run_by_hand(engine, ticket, JobState.RUNNING)
+    cluster_job = wait_for(lambda: engine.job(job_id).cluster_job, 30)
+    wait_for(lambda: cluster_env.job_state(cluster_job) == "RUNNING", 30,
+             what="the cluster job to run")
+    harness.sandbox.admin.delete_ticket(ticket)
+    harness.wait_job(engine, ticket, JobState.CANCELLED, timeout=30)
+    wait_for(lambda: cluster_env.job_state(cluster_job) == "CANCELLED", 30,
+             what="scancel to take effect")
+
+
+def test_a_pending_job_shows_why_it_waits(harness: Harness, cluster_env: SlurmCluster) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine(extra=on_slurm(harness, "success", options=["--partition=closed"]))
+    job_id = harness.run_by_hand(engine, ticket, JobState.RUNNING)
+    wait_for(lambda: engine.job(job_id).cluster_state == "PENDING (PartitionDown)", 30,
+             what="the job to be shown pending with SLURM's reason")
+    job = engine.job(job_id)
+    assert job.running_at is None and job.cluster_node is None
+    engine.cancel_job(job_id)
+    harness.wait_job(engine, ticket, JobState.CANCELLED, timeout=30)
+    assert cluster_env.job_state(job.cluster_job) == "CANCELLED"
+
+
+def test_a_refused_submission_fails_the_ticket_with_slurms_words(harness: Harness) -> None:
+    ticket = harness.ticket()
+    engine = harness.engine(extra=on_slurm(harness, "success", options=["--partition=nope"]))
+    job_id = harness.run_by_hand(engine, ticket, JobState.FAILED)
+    harness.wait_server(ticket, "failed")
+    assert "Invalid partition name specified" in (engine.job(job_id).reason or "")
+    assert ("error", "the provider's cluster refused the job: Batch job submission failed: "
+                     "Invalid partition name specified") in harness.log(ticket)
+    assert engine.job(job_id).cluster_job is None
+
+
+# -- a worker that dies while its cluster job runs --------------------------------------------
+
+
+@pytest.fixture
+def slurm_worker_env(worker_env: dict[str, str], slurm: SlurmCluster) -> dict[str, str]:  # noqa: F811
+    return {**worker_env, **slurm.env}
+
+
+def slurm_worker(env: dict[str, str], service: str, tmp_path: Path, go: Path,
+                 *options: str) -> Worker:
+    return Worker(env, *args_for(service, tmp_path, "wait-file", str(go)), "--executor",
+                  f"{service}=slurm", *options)
+
+
+@pytest.mark.parametrize("finish_while_down", [False, True],
+                         ids=["job-still-running", "job-ended-while-down"])
+def test_a_restarted_worker_follows_its_cluster_job_instead_of_running_the_ticket_again(
+        sandbox: Sandbox, slurm_worker_env: dict[str, str], slurm: SlurmCluster,
+        service: str, tmp_path: Path, finish_while_down: bool) -> None:
+    go = tmp_path / "go"
+    ticket = sandbox.add_ticket(service)
+    first = slurm_worker(slurm_worker_env, service, tmp_path, go)
+    try:
+        first.wait_line("submitted as SLURM job", timeout=60)
+        wait_for(lambda: any(e["message"] == "waiting for the go signal"
+                             for e in sandbox.admin.ticket_detail(ticket)["log"]), 60,
+                 what="the job's first report to reach the server")
+        submitted = [line for line in first.lines if "submitted as SLURM job" in line]
+        cluster_job = submitted[0].rsplit(" ", 1)[1]
+    finally:
+        first.kill()  # SIGKILL: no chance to scancel
+    assert slurm.job_state(cluster_job) == "RUNNING"
+    jobs_before = cluster_jobs(slurm)
+    if finish_while_down:
+        go.write_text("go")
+        wait_for(lambda: slurm.job_state(cluster_job) == "COMPLETED", 60,
+                 what="the cluster job to end while no worker watches")
+    second = slurm_worker(slurm_worker_env, service, tmp_path, go, "--exit-when-idle")
+    try:
+        second.wait_line(f"following SLURM job {cluster_job} again", timeout=60)
+        go.write_text("go")
+        assert second.finish(timeout=90) == 0, "\n".join(second.lines)
+    finally:
+        second.kill()
+    assert sandbox.admin.ticket_status(ticket) == "success"
+    assert set(cluster_jobs(slurm)) == set(jobs_before), "a second cluster job was submitted"
+    assert not second.saw("submitted as SLURM job")
