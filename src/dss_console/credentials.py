@@ -155,3 +155,119 @@ def _working_keyring() -> Any | None:
     if type(backend).__module__.startswith("keyrings.alt"):
         return None
     return backend
+
+
+# -- vantage6 nodes ---------------------------------------------------------------------------
+
+V6_KEYRING_SERVICE = "dss-console-v6"
+V6_INDEX_FILE = "v6-nodes.json"
+V6_FALLBACK_FILE = "v6-secrets.json"
+
+
+@dataclass(frozen=True)
+class StoredV6Node:
+    """A vantage6 node this machine logged in as: one API key = one node = one
+    collaboration (and, when it is encrypted, one organization private key)."""
+
+    server: str                # the API URL, ending in /api
+    node: str                  # the node's name on the server
+    api_key: str
+    private_key_pem: bytes | None
+    info: dict[str, Any]       # non-secret: ids and names of node, organization, collaboration
+
+
+class V6CredentialStore(SessionStore):
+    """API key and private key per (server, node): keyring, else a 0600 file.
+
+    Separate files from the DSS sessions (``v6-nodes.json`` index, ``v6-secrets.json``
+    fallback), so neither store can disturb the other. A 4096-bit PEM is larger than some
+    keyrings accept (Windows: 2.5 KB); such a failure falls back to the file, as any other.
+    """
+
+    def save_node(self, node: StoredV6Node) -> None:
+        entry_key = _v6_key(node.server, node.node)
+        secrets = {"api_key": node.api_key,
+                   "private_key": node.private_key_pem.decode("ascii")
+                   if node.private_key_pem else ""}
+        stored_in = "file"
+        if self._keyring is not None:
+            try:
+                for name, value in secrets.items():
+                    self._keyring.set_password(V6_KEYRING_SERVICE, f"{entry_key}#{name}", value)
+                stored_in = "keyring"
+            except Exception:  # any backend failure (locked, too large): fall back, loudly
+                self._keyring = None
+        fallback = self._read_json(V6_FALLBACK_FILE)
+        if stored_in == "file":
+            fallback[entry_key] = secrets
+            self.fallback_note = (
+                "note: no working OS keyring here, so the node's API key and private key are "
+                f"kept in {self.directory / V6_FALLBACK_FILE} (readable by this user only)")
+        else:
+            fallback.pop(entry_key, None)
+        self._write_json(V6_FALLBACK_FILE, fallback)
+        index = self._read_json(V6_INDEX_FILE)
+        index.setdefault("nodes", {})[entry_key] = {
+            "server": node.server, "node": node.node, "store": stored_in, "info": node.info}
+        index["last"] = entry_key
+        self._write_json(V6_INDEX_FILE, index)
+
+    def load_node(self, server: str | None = None, node: str | None = None
+                  ) -> StoredV6Node | None:
+        """The stored node matching server and/or name; the last one logged in to when both
+        are None; None when nothing (or more than one) matches."""
+        entry_key = self.find_node(server, node)
+        if entry_key is None:
+            return None
+        entry = self._read_json(V6_INDEX_FILE)["nodes"][entry_key]
+        secrets: dict[str, str] | None = None
+        if entry.get("store") == "keyring" and self._keyring is not None:
+            with contextlib.suppress(Exception):
+                api_key = self._keyring.get_password(V6_KEYRING_SERVICE, f"{entry_key}#api_key")
+                pem = self._keyring.get_password(V6_KEYRING_SERVICE, f"{entry_key}#private_key")
+                if api_key:
+                    secrets = {"api_key": api_key, "private_key": pem or ""}
+        if secrets is None:
+            secrets = self._read_json(V6_FALLBACK_FILE).get(entry_key)
+        if not secrets or not secrets.get("api_key"):
+            return None
+        pem_text = secrets.get("private_key") or ""
+        return StoredV6Node(server=entry["server"], node=entry["node"],
+                            api_key=secrets["api_key"],
+                            private_key_pem=pem_text.encode("ascii") if pem_text else None,
+                            info=dict(entry.get("info") or {}))
+
+    def find_node(self, server: str | None = None, node: str | None = None) -> str | None:
+        index = self._read_json(V6_INDEX_FILE)
+        nodes = index.get("nodes", {})
+        if server is None and node is None:
+            last = index.get("last")
+            return last if last in nodes else None
+        matches = [k for k, e in nodes.items()
+                   if (server is None or e.get("server") == server)
+                   and (node is None or e.get("node") == node)]
+        return matches[0] if len(matches) == 1 else None
+
+    def delete_node(self, server: str, node: str) -> bool:
+        entry_key = _v6_key(server, node)
+        if self._keyring is not None:
+            for name in ("api_key", "private_key"):
+                with contextlib.suppress(Exception):
+                    self._keyring.delete_password(V6_KEYRING_SERVICE, f"{entry_key}#{name}")
+        fallback = self._read_json(V6_FALLBACK_FILE)
+        if fallback.pop(entry_key, None) is not None:
+            self._write_json(V6_FALLBACK_FILE, fallback)
+        index = self._read_json(V6_INDEX_FILE)
+        known = index.get("nodes", {}).pop(entry_key, None) is not None
+        if index.get("last") == entry_key:
+            index.pop("last", None)
+        self._write_json(V6_INDEX_FILE, index)
+        return known
+
+    def v6_nodes(self) -> list[dict[str, Any]]:
+        """Non-secret index entries: server, node, store, info."""
+        return list(self._read_json(V6_INDEX_FILE).get("nodes", {}).values())
+
+
+def _v6_key(server: str, node: str) -> str:
+    return f"{server}#{node}"

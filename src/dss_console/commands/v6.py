@@ -1,9 +1,320 @@
-"""`dss-console v6 ...`: this machine as a vantage6 4.x node (issue 11)."""
+"""`dss-console v6 ...`: this machine as a vantage6 4.x node (issue 11).
+
+    dss-console v6 login --server URL --api-key-stdin [--private-key FILE]
+    dss-console v6 logout [--node NAME] [--server URL]
+    dss-console v6 status
+    dss-console v6 sandbox [--port N] [--data DIR]
+
+The API key and the private key are kept in the OS keyring, else in a 0600 file
+(:class:`dss_console.credentials.V6CredentialStore`), and never printed. Only the sandbox
+prints secrets, on purpose: they are throw-away and it is what the sandbox is for.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from dss_console.commands.errors import EXIT_USAGE, CliError
+
+V6_DESCRIPTION = """\
+Run this machine as a vantage6 4.x node that runs algorithms as local commands.
+
+  dss-console v6 login --server URL --api-key-stdin [--private-key FILE]
+  dss-console v6 status
+  dss-console v6 logout [--node NAME]
+  dss-console v6 sandbox [--port N] [--data DIR]
+"""
+
+SANDBOX_DESCRIPTION = """\
+Start the real vantage6-server 4.15.2 on 127.0.0.1 (SQLite, in a temporary folder unless
+--data is given), seeded with organizations station and research, a plain and an encrypted
+collaboration (demo, demo-enc), a node of station in each, organization keys and a
+researcher; print everything needed to log in, and run until Ctrl-C. The first use builds
+the server's own Python environment (needs PyPI, 1-2 minutes).
+"""
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    verbs.add_parser("v6", help="run this machine as a vantage6 4.x node (not built yet)")
+    v6 = verbs.add_parser("v6", help="run this machine as a vantage6 4.x node",
+                          description=V6_DESCRIPTION,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = v6.add_subparsers(dest="v6_verb", metavar="COMMAND")
+    v6.set_defaults(handler=_usage(v6))
+
+    login = sub.add_parser(
+        "login", help="log in as a node with its API key",
+        description="Check a node API key against the server and remember it (OS keyring, "
+                    "else a private file). Prints the node, its organization and its "
+                    "collaboration. An encrypted collaboration needs the organization's "
+                    "private key (PEM); when the server holds another public key (or none) "
+                    "for the organization, this key's public key is uploaded, as the "
+                    "official node does at start.")
+    login.add_argument("--server", required=True, metavar="URL",
+                       help="the vantage6 server, e.g. https://v6.example.org (…/api optional)")
+    login.add_argument("--api-key-stdin", action="store_true", required=True,
+                       help="read the node's API key from standard input (never an argument: "
+                            "the process list would show it)")
+    login.add_argument("--private-key", type=Path, metavar="FILE",
+                       help="the organization's private key (PEM), for encrypted collaborations")
+    login.add_argument("--ca-bundle", metavar="FILE",
+                       help="CA certificates (PEM) to trust for this server; TLS is always "
+                            "verified")
+    login.set_defaults(handler=login_command)
+
+    logout = sub.add_parser("logout", help="forget a node's API key and private key",
+                            description="Forget the stored API key and private key of a node "
+                                        "(default: the one logged in last).")
+    logout.add_argument("--node", metavar="NAME", help="the node's name (see `v6 status`)")
+    logout.add_argument("--server", metavar="URL", help="when two servers have such a node")
+    logout.set_defaults(handler=logout_command)
+
+    status = sub.add_parser("status", help="the nodes logged in here and their servers",
+                            description="For each stored node: server, node, organization, "
+                                        "collaboration, encryption, and what the server says "
+                                        "now (reachable, key accepted, open runs).")
+    status.add_argument("--ca-bundle", metavar="FILE", help="CA certificates (PEM) to trust")
+    status.set_defaults(handler=status_command)
+
+    sandbox = sub.add_parser("sandbox", help="run a local vantage6 server with demo data",
+                             description=SANDBOX_DESCRIPTION,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    sandbox.add_argument("--port", type=int, default=0,
+                         help="port on 127.0.0.1 (default: a free one)")
+    sandbox.add_argument("--data", type=Path, metavar="DIR",
+                         help="keep the server's database, keys and logs in DIR (default: a "
+                              "temporary folder removed on exit)")
+    sandbox.set_defaults(handler=sandbox_command)
+
+
+def _usage(parser: argparse.ArgumentParser) -> Any:
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return show
+
+
+def _store() -> Any:
+    from dss_console.credentials import V6CredentialStore
+
+    return V6CredentialStore()
+
+
+def _verify(args: argparse.Namespace) -> bool | str:
+    return getattr(args, "ca_bundle", None) or True
+
+
+# -- login / logout / status ------------------------------------------------------------
+
+
+def login_command(args: argparse.Namespace) -> int:
+    from dss_console.credentials import StoredV6Node
+    from dss_console.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
+    from dss_console.v6.settings import V6Settings
+    from dss_console.v6.source import V6KeyError, V6Source
+
+    try:
+        server = normalise_server_url(args.server)
+    except ValueError as exc:
+        raise CliError(str(exc), code=EXIT_USAGE) from None
+    api_key = sys.stdin.readline().strip()
+    if not api_key:
+        raise CliError("no API key on standard input (the node's API key, as the server "
+                       "printed it when the node was created)", code=EXIT_USAGE)
+    pem = None
+    if args.private_key is not None:
+        try:
+            pem = args.private_key.read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read the private key {args.private_key}: "
+                           f"{exc.strerror or exc}") from None
+    try:
+        source = V6Source.connect(server, api_key, V6Settings(), private_key_pem=pem,
+                                  verify=_verify(args), upload_public_key=False)
+    except V6NotLoggedInError as exc:
+        raise CliError(f"{server} did not accept this API key ({exc.__class__.__name__}: "
+                       f"{_short(exc)})") from None
+    except V6KeyError as exc:
+        raise CliError(str(exc)) from None
+    except V6Error as exc:
+        raise CliError(f"cannot log in to {server}: {_short(exc)}") from None
+    try:
+        who = source.identity
+        uploaded = False
+        from dss_console.v6 import crypto
+
+        if isinstance(source.cryptor, crypto.RsaCryptor):
+            current = source.client.organization_public_key(who.organization_id)
+            if not source.cryptor.matches(current):
+                source.client.upload_public_key(who.organization_id,
+                                                source.cryptor.public_key_b64)
+                uploaded = True
+        elif pem is not None:
+            # Kept anyway: the collaboration may be switched to encrypted later.
+            crypto.RsaCryptor.from_pem(pem)
+    except (V6Error, ValueError) as exc:
+        raise CliError(f"logged in, but the key check failed: {_short(exc)}") from None
+    finally:
+        source.close()
+    info = {"node_id": who.node_id, "organization_id": who.organization_id,
+            "organization": who.organization_name, "collaboration_id": who.collaboration_id,
+            "collaboration": who.collaboration_name, "encrypted": who.encrypted}
+    store = _store()
+    store.save_node(StoredV6Node(server=server, node=who.name, api_key=api_key,
+                                 private_key_pem=pem, info=info))
+    if store.fallback_note:
+        print(store.fallback_note, file=sys.stderr)
+    print(f"logged in to {server} as node {who.name!r} (id {who.node_id})")
+    print(f"  organization:  {who.organization_name} (id {who.organization_id})")
+    print(f"  collaboration: {who.collaboration_name} (id {who.collaboration_id}), "
+          f"{'encrypted' if who.encrypted else 'not encrypted'}")
+    if uploaded:
+        print("  uploaded this private key's public key to the organization (the server had "
+              "another one or none)")
+    return 0
+
+
+def logout_command(args: argparse.Namespace) -> int:
+    from dss_console.v6.client import normalise_server_url
+
+    store = _store()
+    server = normalise_server_url(args.server) if args.server else None
+    entry = store.find_node(server, args.node)
+    if entry is None:
+        known = ", ".join(f"{n['node']} ({n['server']})" for n in store.v6_nodes()) or "none"
+        raise CliError(f"no single stored node matches (stored: {known}); name one with "
+                       "--node NAME [--server URL]")
+    node = next(n for n in store.v6_nodes() if f"{n['server']}#{n['node']}" == entry)
+    store.delete_node(node["server"], node["node"])
+    print(f"logged out node {node['node']!r} of {node['server']}: API key and private key "
+          "forgotten here")
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from dss_console.v6.client import V6Error, V6NodeClient
+
+    store = _store()
+    nodes = store.v6_nodes()
+    if not nodes:
+        print("no vantage6 node logged in here (dss-console v6 login --server URL "
+              "--api-key-stdin)")
+        return 0
+    for entry in nodes:
+        info = entry.get("info", {})
+        print(f"{entry['node']} @ {entry['server']}")
+        print(f"  organization {info.get('organization')!r}, collaboration "
+              f"{info.get('collaboration')!r} "
+              f"({'encrypted' if info.get('encrypted') else 'not encrypted'}); "
+              f"credentials in the {entry.get('store', 'file')}")
+        stored = store.load_node(entry["server"], entry["node"])
+        if stored is None:
+            print("  server: (credentials missing: log in again)")
+            continue
+        try:
+            with V6NodeClient(stored.server, verify=_verify(args)) as client:
+                client.login(stored.api_key)
+                runs = client.open_runs()
+            pending = sum(1 for r in runs if r.status == "pending")
+            print(f"  server: key accepted; {len(runs)} open run(s), {pending} pending")
+        except V6Error as exc:
+            print(f"  server: {_short(exc)}")
+    return 0
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+# -- sandbox ---------------------------------------------------------------------------
+
+
+def sandbox_settings_toml(sandbox_info: dict[str, Any]) -> str:
+    """A settings file fragment that runs the demo algorithm on the demo CSV."""
+    demo = sandbox_info["demo"]
+    return "\n".join([
+        "[v6]",
+        "",
+        f'[v6.algorithms."{demo["image"]}"]',
+        f"python = {json.dumps(sandbox_info['python'])}",
+        f"package = {json.dumps(demo['package'])}",
+        "subtasks = true",
+        f'[v6.algorithms."{demo["image"]}".env]',
+        f"PYTHONPATH = {json.dumps(demo['pythonpath'])}",
+        "",
+        "[v6.databases.default]",
+        f"uri = {json.dumps(demo['csv'])}",
+        'type = "csv"',
+        "",
+    ])
+
+
+def sandbox_command(args: argparse.Namespace) -> int:
+    from dss_console.v6.sandbox import V6Sandbox
+    from dss_console.v6.venv import V6SandboxError
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    box = V6Sandbox(data_dir=args.data, port=args.port,
+                    report=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        box.start()
+    except V6SandboxError as exc:
+        box.stop()
+        raise CliError(f"the vantage6 sandbox could not start: {exc}") from None
+    try:
+        settings_file = box.data_dir / "v6-settings.toml"
+        settings_file.write_text(sandbox_settings_toml(box.info), encoding="utf-8")
+        _print_sandbox(box, settings_file)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        box.stop()
+    print("vantage6 sandbox stopped", flush=True)
+    return 0
+
+
+def _print_sandbox(box: Any, settings_file: Path) -> None:
+    seed = box.info["seed"]
+    user, password = box.researcher
+    q = shlex.quote
+    print(f"vantage6 {box.info['version']} sandbox running at {box.url} (API {box.api_url})",
+          flush=True)
+    print(f"  data: {box.data_dir}   (everything below is also in {box.sandbox_file}, 0600)")
+    for name, org in seed["organizations"].items():
+        print(f"  organization {name} (id {org['id']}): private key {org['key_file']}")
+    for name, node in seed["nodes"].items():
+        kind = "encrypted" if node["encrypted"] else "plain"
+        print(f"  node {name} in {node['collaboration']} ({kind}): API key {node['api_key']}")
+    print(f"  researcher: {user} / {password} (organization research)")
+    print(f"  demo algorithm: image {box.info['demo']['image']!r}, settings in {settings_file}")
+    print("log in as the data station's nodes:")
+    for name, node in seed["nodes"].items():
+        key = f" --private-key {q(seed['organizations']['station']['key_file'])}" \
+            if node["encrypted"] else ""
+        print(f"  echo {node['api_key']} | dss-console v6 login --server {box.url} "
+              f"--api-key-stdin{key}")
+        print(f"  dss-console worker --source v6 --server {box.url} --node {name} "
+              f"--config {q(str(settings_file))}")
+    station = seed["organizations"]["station"]["id"]
+    collab = seed["collaborations"]["demo"]["id"]
+    print("as the researcher (Python with vantage6-client==4.15.2, e.g. "
+          f"{box.info['python']}):")
+    print("  from vantage6.client import UserClient")
+    print(f"  c = UserClient('http://127.0.0.1', {box.server.port}, '/api', log_level='warn')")
+    print(f"  c.authenticate({user!r}, {password!r}); c.setup_encryption(None)")
+    print(f"  t = c.task.create(collaboration={collab}, organizations=[{station}], "
+          f"name='mean', image={box.info['demo']['image']!r}, description='',")
+    print("                     input_={'method': 'central_mean', 'kwargs': {'column': 'age'}},"
+          " databases=[{'label': 'default'}])")
+    print("  print(c.wait_for_results(t['id']))")
+    print("Press Ctrl-C to stop.", flush=True)
