@@ -18,8 +18,16 @@ QT_PACKAGES=(libgl1 libegl1 libfontconfig1 libxkbcommon0 libdbus-1-3 libglib2.0-
              libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0
              libxcb-shape0 libxkbcommon-x11-0)
 
+# The SLURM tests run a real single-node cluster (munged, slurmctld, slurmd) as root.
+SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
+
 need_system_packages() {
   local missing=()
+  if [[ ${1:-} == with-slurm && $(id -u) -eq 0 ]] && command -v dpkg >/dev/null 2>&1; then
+    for pkg in "${SLURM_PACKAGES[@]}"; do
+      dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+  fi
   for tool in "${SYSTEM_TOOLS[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
@@ -59,7 +67,7 @@ case "${1:-}" in
     echo "the console's window as it ended: $shot (open the GUI on a desktop with ./dev.sh run)" >&2
     ;;
   test)
-    need_system_packages
+    need_system_packages with-slurm
     install_project test
     shift
     "$VENV/bin/ruff" check .

@@ -456,6 +456,33 @@ def test_never_fails_a_ticket_the_command_failed_itself(harness: Harness) -> Non
     assert "already failed" in (engine.job(job_id).reason or "")
 
 
+def test_a_command_that_delivers_its_result_itself_ends_succeeded(harness: Harness) -> None:
+    """Old itksnap-wt scripts upload and mark success themselves, then exit 0 without the
+    {result} workspace: the ticket succeeded, and the engine sends nothing more."""
+    ticket = harness.ticket()
+    cli = str(Path(sys.executable).with_name("dss-console"))
+    script = harness.tmp / "self_success.sh"
+    script.write_text(f"#!/bin/sh\nset -e\n"
+                      f"{cli} pro upload \"$1\" \"$3\" --server \"$2\"\n"
+                      f"{cli} pro success \"$1\" --server \"$2\"\n")
+    script.chmod(0o755)
+    env = {"XDG_DATA_HOME": str(harness.tmp / "cli-data"), "DSS_CONSOLE_KEYRING": "off"}
+    extra = {harness.service: ServiceCommand(
+        key=harness.service, command=f"{script} {{ticket}} {harness.sandbox.url} {{workspace}}",
+        env=env)}
+    import subprocess
+
+    subprocess.run([cli, "login", "--server", harness.sandbox.url, "--token",
+                    harness.sandbox.fresh_token()], env=dict(os.environ, **env), check=True,
+                   capture_output=True)
+    engine = harness.engine(extra=extra, auto=True)
+    job_id = harness.wait_job(engine, ticket, JobState.SUCCEEDED, JobState.FAILED)
+    job = engine.job(job_id)
+    assert job.state is JobState.SUCCEEDED, job.reason
+    assert harness.server_status(ticket) == "success"
+    assert not any(c == "error" for c, _ in harness.log(ticket))
+
+
 def test_ashs_style_script_through_hook_from_settings_env(harness: Harness) -> None:
     """An ASHS-like pipeline: positional args in ASHS order, reporting via $ASHS_HOOK_SCRIPT
     (set to ${DSS_HOOK} in the service's env), from a grandchild shell."""

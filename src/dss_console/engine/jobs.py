@@ -571,6 +571,10 @@ class JobExecution:
             if paths.result.is_file():
                 self.command_result = "succeeded"
                 self._upload(paths.result)
+            elif self._finished_by_command():
+                self.command_result = "succeeded"
+                self._transition(JobState.SUCCEEDED, "the command uploaded its result and "
+                                                     "finished the ticket itself", check=False)
             else:
                 self._fail("the command finished without a result workspace "
                            f"(expected {paths.result.name})", tail)
@@ -580,6 +584,12 @@ class JobExecution:
                        tail)
             return
         self._fail(outcome.last_error or f"command was killed by signal {outcome.signal}", tail)
+
+    def _finished_by_command(self) -> bool:
+        try:
+            return self.ctx.source.remote_status(self.snapshot.ticket_id) == "success"
+        except Exception:
+            return False  # unknown: the failure path asks again before it sends anything
 
     def _fail(self, reason: str, tail: list[str] | None = None, *,
               state: JobState = JobState.FAILED, user_reason: str | None = None) -> None:
@@ -593,7 +603,14 @@ class JobExecution:
             current = None  # decided again by the outbox just before sending `failed`
         if current == "failed" and self.rescuing:
             current = None  # our own earlier failure: say how the retry ended
-        if current in ("failed", "success", "deleted"):
+        if current == "success":
+            # The command (an itksnap-wt script) delivered its result and finished the
+            # ticket itself: that is how the ticket ended, whatever went wrong here after.
+            self._transition(JobState.SUCCEEDED, f"the ticket was already success on the "
+                                                 f"server; nothing sent (here: {reason})",
+                             check=False)
+            return
+        if current in ("failed", "deleted"):
             self._transition(state, f"{reason} (the ticket was already {current} on the "
                                     "server; nothing sent)", check=False)
             return
