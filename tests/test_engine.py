@@ -483,6 +483,24 @@ def test_a_command_that_delivers_its_result_itself_ends_succeeded(harness: Harne
     assert not any(c == "error" for c, _ in harness.log(ticket))
 
 
+def test_itksnap_wt_setting_puts_the_shim_first_on_the_commands_path(harness: Harness) -> None:
+    ticket = harness.ticket()
+    script = harness.tmp / "wt_service.sh"
+    script.write_text('#!/bin/sh\nset -e\n'
+                      'itksnap-wt -i "$1" -layers-list > "$DSS_WORKDIR/layers.txt"\n'
+                      'itksnap-wt -i "$1" -dssp-tickets-log "$DSS_TICKET_ID" info "listed" '
+                      '-o "$2"\n')
+    script.chmod(0o755)
+    extra = {harness.service: ServiceCommand(key=harness.service, itksnap_wt=True,
+                                             command=f"{script} {{workspace}} {{result}}")}
+    engine = harness.engine(extra=extra, auto=True)
+    job_id = harness.wait_job(engine, ticket, JobState.SUCCEEDED, JobState.FAILED)
+    assert engine.job(job_id).state is JobState.SUCCEEDED, engine.job(job_id).reason
+    layers = (Path(engine.job(job_id).workdir) / "layers.txt").read_text().splitlines()
+    assert layers and all(line.startswith("2> ") for line in layers)
+    assert ("info", "listed") in harness.log(ticket)  # through the job's own channel
+
+
 def test_ashs_style_script_through_hook_from_settings_env(harness: Harness) -> None:
     """An ASHS-like pipeline: positional args in ASHS order, reporting via $ASHS_HOOK_SCRIPT
     (set to ${DSS_HOOK} in the service's env), from a grandchild shell."""

@@ -332,6 +332,13 @@ CMD = "[services.X]\ncommand = "  # ... or to give a bad command
          "'Service': a service name with dots or spaces must be quoted, e.g. "
          '[services."My.Service"]'),
         ('[services.""]\ncommand = "run"', 'services."": the service key must not be empty'),
+        (SVC + 'executor = "k8s"', 'services."X".executor: must be "local" or "slurm", not'),
+        (SVC + 'sbatch_options = "--partition=gpu"', 'services."X".sbatch_options: must be an '
+         "array of strings, not a string"),
+        (SVC + "sbatch_options = [3]", 'services."X".sbatch_options[0]: must be a string'),
+        (SVC + 'sbatch_options = ["--job-name={tiket}"]', 'sbatch_options[0]: unknown '
+         "placeholder {tiket} in '--job-name={tiket}'; did you mean {ticket}?"),
+        (SVC + 'itksnap_wt = "yes"', 'services."X".itksnap_wt: must be true or false'),
     ],
 )
 def test_error_messages(tmp_path: Path, text: str, expected: str) -> None:
@@ -521,3 +528,25 @@ def test_default_location_is_the_config_dir(
     path = save_settings(Settings(provider="lab"))
     assert path == tmp_path / "xdg" / paths.APP_NAME / "settings.toml"
     assert load_settings().provider == "lab"
+
+
+def test_cluster_and_itksnap_wt_keys_round_trip(tmp_path: Path) -> None:
+    path = write(tmp_path, '[services.X]\ncommand = "run {workspace} {result}"\n'
+                           'executor = "slurm"\n'
+                           'sbatch_options = ["--partition=gpu", "--output=x-{ticket}"]\n'
+                           "itksnap_wt = true\n")
+    service = load_settings(path).services["X"]
+    assert service.executor == "slurm" and service.itksnap_wt
+    assert service.sbatch_options == ["--partition=gpu", "--output=x-{ticket}"]
+    again = save_settings(load_settings(path), tmp_path / "again.toml")
+    assert load_settings(again).services["X"] == service
+
+
+def test_executor_overrides_from_the_command_line(tmp_path: Path) -> None:
+    settings = Settings(services={"X": ServiceCommand(key="X", command="run")})
+    assert settings.with_executor_overrides(["X=slurm"]).services["X"].executor == "slurm"
+    assert settings.services["X"].executor == "local"  # a copy
+    with pytest.raises(SettingsError, match="expected SERVICE=local or SERVICE=slurm"):
+        settings.with_executor_overrides(["X=pbs"])
+    with pytest.raises(SettingsError, match="'Y': that service has no command"):
+        settings.with_executor_overrides(["Y=slurm"])

@@ -676,7 +676,8 @@ class Engine:
         (and lift that pause once the command would start and no ticket waits on it)."""
         for view in services:
             assert view.command is not None
-            spec = CommandSpec(template=view.command.command, env=dict(view.command.env))
+            spec = CommandSpec(template=view.command.command, env=dict(view.command.env),
+                               itksnap_wt=view.command.itksnap_wt)
             if view.command.executor == "slurm":
                 problem = self._cluster_preflight(spec)
             else:

@@ -369,7 +369,7 @@ class JobExecution:
         return CommandSpec(template=command.command, timeout=command.timeout,
                            env=dict(command.env), cwd=command.cwd,
                            nice=self.ctx.command_nice if command.nice is None
-                           else command.nice)
+                           else command.nice, itksnap_wt=command.itksnap_wt)
 
     def _log_name(self) -> str:
         attempt = self.snapshot.attempt

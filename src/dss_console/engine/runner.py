@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 
 PLACEHOLDERS = ("ticket", "service", "service_hash", "workdir", "inputs", "workspace", "result")
 
+SHIM_DIR = "bin"  # in the engine dir: where the itksnap-wt shim goes
+SHIM_DIR_PROGRAM = "itksnap-wt"
 EVENTS_FILE = "events.jsonl"
 ABORT_FILE = "abort"
 
@@ -108,6 +110,7 @@ class CommandSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None  # default: the work dir; relative: inside the work dir
     nice: int = 0  # added to the command's CPU niceness (its whole process group)
+    itksnap_wt: bool = False  # an `itksnap-wt` (dss-console wt) first on the command's PATH
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,7 @@ def preflight(spec: CommandSpec) -> str | None:
         program = _split(spec.template)[0]
     except CommandStartError as exc:
         return str(exc)
-    if "{" in program:
+    if "{" in program or (spec.itksnap_wt and program == SHIM_DIR_PROGRAM):
         return None
     if os.sep in program or (os.altsep and os.altsep in program):
         if not os.path.isabs(program):
@@ -265,6 +268,10 @@ def command_environment(paths: JobPaths, spec: CommandSpec, hook_path: Path,
     env.update({str(k): _DSS_REFERENCE.sub(lambda m: job_vars.get(m[1] or m[2], m[0]), str(v))
                 for k, v in spec.env.items()})
     env.update(job_vars)
+    if spec.itksnap_wt:
+        # After the service's env, so a PATH set there still finds the shim first.
+        shim_dir = str(hook_path.parent / SHIM_DIR)
+        env["PATH"] = os.pathsep.join(p for p in (shim_dir, env.get("PATH", "")) if p)
     return env
 
 
@@ -577,6 +584,10 @@ class CommandRunner:
         fd = os.open(self.events_path, flags, 0o600)
         os.close(fd)
         self.hook_path = write_hook_script(engine_dir, self.events_path, self.abort_path)
+        if self._spec.itksnap_wt:
+            from dss_console.wt.shim import write_shim
+
+            write_shim(engine_dir / SHIM_DIR)
 
     def _start_threads(self, popen: subprocess.Popen[bytes]) -> None:
         tag = f"ticket {self._paths.ticket_id}"

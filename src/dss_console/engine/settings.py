@@ -36,6 +36,8 @@ A missing file means all defaults. Every key is optional::
                                           # (each ticket is a cluster job, see below)
     sbatch_options = ["--partition=gpu", "--gres=gpu:1"]  # added to sbatch (slurm only;
                                           # placeholders allowed)
+    itksnap_wt = true                     # put an `itksnap-wt` (dss-console wt) first on the
+                                          # command's PATH: existing scripts run unchanged
 
     [services."ASHS-PMC-T1".env]          # extra environment variables (string values)
     ASHS_ROOT = "/opt/ashs"
@@ -151,6 +153,7 @@ class ServiceCommand:
     auto: bool = True
     executor: str = "local"  # one of EXECUTORS
     sbatch_options: list[str] = field(default_factory=list)
+    itksnap_wt: bool = False  # the itksnap-wt shim on the command's PATH
 
     def matches(self, name: str, githash: str) -> bool:
         """True when the key is this service's hash or its exact name."""
@@ -455,7 +458,7 @@ class _Checker:
 
 _TOP_KEYS = tuple(f.name for f in fields(Settings) if not f.name.startswith("_"))
 _SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice", "executor",
-                 "sbatch_options")
+                 "sbatch_options", "itksnap_wt")
 EXECUTORS = ("local", "slurm")
 
 
@@ -543,6 +546,8 @@ def _service_from_dict(check: _Checker, key: str, table: Any) -> ServiceCommand:
             raise check.error(f"{where}.nice", f"must be 0 to 19, not {service.nice}")
     if "auto" in table:
         service.auto = check.boolean(table["auto"], f"{where}.auto")
+    if "itksnap_wt" in table:
+        service.itksnap_wt = check.boolean(table["itksnap_wt"], f"{where}.itksnap_wt")
     if "executor" in table:
         service.executor = check.string(table["executor"], f"{where}.executor")
         if service.executor not in EXECUTORS:
@@ -649,6 +654,8 @@ def settings_to_toml(settings: Settings) -> str:
             lines.append(f"nice = {service.nice}")
         if not service.auto:
             lines.append("auto = false")
+        if service.itksnap_wt:
+            lines.append("itksnap_wt = true")
         if service.executor != "local":
             lines.append(f"executor = {_toml_value(service.executor)}")
         if service.sbatch_options:
