@@ -20,9 +20,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from dss_console.v6.client import V6NodeClient, V6NotLoggedInError, classify_v6_error
+from dss_console.v6.client import (
+    V6Error,
+    V6NodeClient,
+    V6NotLoggedInError,
+    V6UnreachableError,
+    classify_v6_error,
+)
 from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
-from dss_console.v6.seam import NewWork, Outcome, OutcomeKind, RemoteState, WorkGone
+from dss_console.v6.seam import (
+    Connection,
+    NewWork,
+    Outcome,
+    OutcomeKind,
+    RemoteState,
+    WorkGone,
+)
 from dss_console.v6.settings import parse_v6_settings
 from dss_console.v6.source import V6KeyError, V6Source
 from v6_fixtures import (
@@ -51,6 +64,8 @@ class MiniNode:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.paused = threading.Event()  # a test drives the source by hand meanwhile
+        self.errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
         self._loop = threading.Thread(target=self._serve, daemon=True)
 
@@ -73,8 +88,13 @@ class MiniNode:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            self.source.refuse_unconfigured()
-            claimed = self.source.claim(self.images)
+            claimed = None
+            if not self.paused.is_set():
+                try:
+                    self.source.refuse_unconfigured()
+                    claimed = self.source.claim(self.images)
+                except V6Error as exc:  # the outage test takes the server away for a while
+                    assert classify_v6_error(exc) == "transient", exc
             if claimed is None:
                 # Polling is the backstop; the socket's NewWork sets _wake earlier.
                 self._wake.wait(0.2)
@@ -85,6 +105,13 @@ class MiniNode:
             t.start()
 
     def _execute(self, run_id: int) -> None:
+        try:
+            self._execute_run(run_id)
+        except BaseException as exc:
+            self.errors.append(exc)
+            raise
+
+    def _execute_run(self, run_id: int) -> None:
         workdir = self.workroot / f"run_{run_id:08d}"
         self.source.fetch_inputs(run_id, workdir)
         argv, env = self.source.command(run_id, workdir)
@@ -247,3 +274,92 @@ def test_whoami_and_the_proxy_refuses_foreign_tokens(v6_sandbox: V6Sandbox,
     with V6NodeClient(v6_sandbox.url) as client:
         client.login(v6_sandbox.node("station-demo").api_key)
         assert client.whoami().encrypted is False
+
+
+def _run_by_hand(source: V6Source, run_id: int, workdir: Path) -> Outcome:
+    source.fetch_inputs(run_id, workdir)
+    argv, env = source.command(run_id, workdir)
+    source.mark_active(run_id)
+    output = workdir / "output.log"
+    with open(output, "wb") as out:
+        code = subprocess.run(argv, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=120).returncode
+    assert code == 0, output.read_text()
+    return Outcome(OutcomeKind.COMPLETED, result=workdir / "output", output=output)
+
+
+@pytest.fixture
+def paused_demo_node(nodes: dict[str, MiniNode]) -> Iterator[MiniNode]:
+    mini = nodes["demo"]
+    mini.paused.set()
+    yield mini
+    mini.paused.clear()
+    mini.wake()
+
+
+def test_restart_mid_run_runs_it_once_and_work_queued_while_down_runs(
+        paused_demo_node: MiniNode, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox, tmp_path: Path) -> None:
+    researcher = researchers["demo"]
+    station = v6_sandbox.org_id("station")
+    settings = paused_demo_node.source.settings
+    node = v6_sandbox.node("station-demo")
+    first = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="age")
+    crashed = V6Source.connect(v6_sandbox.url, node.api_key, settings)
+    claimed = crashed.claim([DEMO_IMAGE])
+    assert claimed is not None
+    run_id = claimed.ticket_id
+    crashed.fetch_inputs(run_id, tmp_path / "first-life")
+    crashed.mark_active(run_id)
+    crashed.close()  # the worker dies here: the run stays open ("active") on the server
+    # Work posted while no worker runs.
+    second = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="weight")
+
+    restarted = V6Source.connect(v6_sandbox.url, node.api_key, settings)
+    try:
+        # From the journal: not finished locally, and the server says it is still ours.
+        assert restarted.remote_state(run_id) is RemoteState.OURS
+        restarted.set_finished(run_id, _run_by_hand(restarted, run_id, tmp_path / "again"))
+        again = restarted.claim([DEMO_IMAGE])
+        assert again is not None and again.ticket_id != run_id
+        restarted.set_finished(again.ticket_id,
+                               _run_by_hand(restarted, again.ticket_id, tmp_path / "queued"))
+    finally:
+        restarted.close()
+    for task_id, count in ((first, 40), (second, 40)):
+        assert researcher.call("wait_task", task_id=task_id, timeout=30) == "completed"
+        runs = researcher.call("runs", task_id=task_id)
+        assert [r["status"] for r in runs] == ["completed"]
+        assert researcher.call("results", task_id=task_id)[0]["count"] == count
+
+
+def test_server_outage_while_a_run_finishes(
+        paused_demo_node: MiniNode, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox, tmp_path: Path) -> None:
+    """Last in the module: it takes the session's server away and brings it back on the
+    same port (same database and JWT secret: tokens stay valid)."""
+    source = paused_demo_node.source
+    researcher = researchers["demo"]
+    task_id = researcher.create_task(DEMO_IMAGE, "column_mean", [v6_sandbox.org_id("station")],
+                                     column="age")
+    claimed = source.claim([DEMO_IMAGE])
+    assert claimed is not None
+    outcome = _run_by_hand(source, claimed.ticket_id, tmp_path / "run")
+    assert source.events is not None and source.events.connected
+    seen = len(_events)
+    v6_sandbox.server.stop()
+    try:
+        with pytest.raises(V6UnreachableError) as info:
+            source.set_finished(claimed.ticket_id, outcome)
+        assert source.classify(info.value) == "transient"  # the outbox retries it later
+        wait_for(lambda: not source.events.connected, 30, "the socket to notice")
+    finally:
+        v6_sandbox.server.restart()
+    source.set_finished(claimed.ticket_id, outcome)
+    assert researcher.call("wait_task", task_id=task_id, timeout=30) == "completed"
+    assert researcher.call("results", task_id=task_id)[0]["count"] == 40
+    # The socket comes back by itself (backoff 1 s doubling) and says so.
+    wait_for(lambda: source.events.connected, 60, "the socket to reconnect")
+    states = [e.connected for e in _events[seen:] if isinstance(e, Connection)]
+    assert False in states and True in states[states.index(False):]
+    assert not any(m.errors for m in [paused_demo_node])
