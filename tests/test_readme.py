@@ -31,3 +31,23 @@ def test_every_pro_verb_in_the_readme_exists(verb: str) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["pro", verb, "--help"])
     assert info.value.code == 0
+
+
+def test_slurm_example_loads(tmp_path: Path) -> None:
+    block = re.search(r"## Run on a SLURM cluster.*?```toml\n(.*?)```", README.read_text(), re.S)
+    assert block is not None
+    path = tmp_path / "settings.toml"
+    path.write_text(block.group(1))
+    ashs = load_settings(path).command_for("ASHS-PMC-T1", "0" * 40)
+    assert ashs is not None and ashs.executor == "slurm"
+    assert "--partition=gpu" in ashs.sbatch_options and "--job-name=ashs-{ticket}" in \
+        ashs.sbatch_options
+
+
+def test_every_worker_option_in_the_readme_exists() -> None:
+    worker = next(a for a in build_parser()._subparsers._group_actions[0].choices.items()
+                  if a[0] == "worker")[1]
+    known = {opt for action in worker._actions for opt in action.option_strings}
+    listed = re.findall(r"^\| `(--[a-z-]+)", README.read_text(), re.M)
+    assert "--executor" in listed
+    assert set(listed) <= known, set(listed) - known
