@@ -265,3 +265,17 @@ def test_input_summary_never_holds_values() -> None:
     assert "secret-col" not in json.dumps(summary)
     assert input_summary(b"\xff")["format"] == "not JSON"
 
+
+
+# -- the sandbox venv --------------------------------------------------------------------
+
+
+def test_venv_failure_leaves_no_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dss_console.v6 import venv
+
+    target = tmp_path / "v6-venv"
+    monkeypatch.setenv(venv.ENV_OVERRIDE, str(target))
+    monkeypatch.setattr(venv, "_base_python", lambda: str(tmp_path / "no-such-python"))
+    with pytest.raises(venv.V6SandboxError, match="cannot create a Python venv"):
+        venv.ensure_venv()
+    assert not venv.venv_ready(target) and not target.exists()

@@ -266,6 +266,11 @@ class V6NodeClient:
         self.login(api_key)
 
     @property
+    def verify(self) -> bool | str:
+        """TLS verification as configured (True, or a CA bundle path): the socket uses it too."""
+        return self._http.verify
+
+    @property
     def access_token(self) -> str | None:
         with self._lock:
             return self._access

@@ -48,7 +48,7 @@ class V6Events:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
-        self._sio = socketio.Client(reconnection=False, ssl_verify=client._http.verify,
+        self._sio = socketio.Client(reconnection=False, ssl_verify=client.verify,
                                     logger=False, engineio_logger=False)
         self._sio.on("connect", self._on_connect, namespace=NAMESPACE)
         self._sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
