@@ -214,3 +214,54 @@ def test_a_restarted_worker_follows_its_cluster_job_instead_of_running_the_ticke
     assert sandbox.admin.ticket_status(ticket) == "success"
     assert set(cluster_jobs(slurm)) == set(jobs_before), "a second cluster job was submitted"
     assert not second.saw("submitted as SLURM job")
+
+
+# -- the cluster's bad days -------------------------------------------------------------------
+
+
+def test_a_forgotten_job_without_accounting_fails_in_words_after_its_output_is_read(
+        cluster_env: SlurmCluster, tmp_path: Path) -> None:
+    from dss_console.engine.protocol import MessageReport
+    from dss_console.engine.runner import CommandSpec, JobPaths
+    from dss_console.engine.slurm import ClusterMonitor, SlurmTools
+    from dss_console.engine.slurm_runner import ResumePoint, SlurmRunner
+
+    work = tmp_path / "work"
+    engine_dir = work / ".dss"
+    engine_dir.mkdir(parents=True)
+    # What the job wrote before the controller forgot it (this cluster keeps no accounting).
+    (engine_dir / "output.log").write_text('@dss error "ran out of scratch space"\n')
+    paths = JobPaths(1, "s", "h", work, work, None, work / "r.itksnap", engine_dir)
+    reports: list[object] = []
+    monitor = ClusterMonitor(SlurmTools(), interval=0.2)
+    try:
+        runner = SlurmRunner(CommandSpec(template="true"), paths, reports.append,
+                             monitor=monitor, job_name="dss-test-forgotten",
+                             resume=ResumePoint("987654"))
+        assert runner.start() == "987654"
+        outcome = runner.wait(timeout=30)
+    finally:
+        monitor.close()
+    assert outcome is not None
+    assert outcome.stop_reason == ("ended, but SLURM no longer knows job 987654 and keeps no "
+                                   "accounting, so its exit status is unknown")
+    assert outcome.last_error == "ran out of scratch space"
+    assert MessageReport("error", "ran out of scratch space") in reports
+
+
+def test_an_unreachable_controller_is_transient_never_a_refusal(
+        slurm: SlurmCluster, tmp_path: Path) -> None:
+    import re
+
+    from dss_console.engine.slurm import SlurmTools, SlurmUnreachableError
+
+    dead = tmp_path / "dead.conf"
+    dead.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=1", slurm.conf.read_text()))
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    tools = SlurmTools(env={**os.environ, "SLURM_CONF": str(dead)})
+    with pytest.raises(SlurmUnreachableError, match=r"cannot be reached.*Unable to contact"):
+        tools.submit(script, [], tools.env)
+    quick = SlurmTools(env=tools.env, timeout=2)
+    with pytest.raises(SlurmUnreachableError, match="did not answer within 2 s"):
+        quick.queue_states(["1"])
