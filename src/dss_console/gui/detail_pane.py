@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QPalette
 from PySide6.QtWidgets import (
     QFrame,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.journal import OutboxItem
 from dss_console.engine.states import JobState
+from dss_console.gui.jobs_model import cluster_clock_ticking, cluster_times
 from dss_console.gui.logview import LogView
 from dss_console.workspace import Workspace
 
@@ -34,6 +36,53 @@ STATE_WORDS = {
     "failed": "refused by the server",
 }
 STATE_COLOURS = {"pending": "#b26a00", "failed": "#c62828", "dropped": "#c62828"}
+
+
+def format_span(seconds: float) -> str:
+    """A duration in words for a sentence: '14 s', '2 min 3 s', '1 h 5 min', '2 d 3 h'."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+def cluster_clock_text(job: JobSnapshot, now: float | None = None) -> str:
+    """'pending 2 min 3 s', 'pending 2 min 3 s, running 14 s' (or 'ran' once ended, 'did
+    not run' for a job that ended in the queue); '' before the job is submitted."""
+    pending, running = cluster_times(job, now)
+    if pending is None:
+        return ""
+    text = f"pending {format_span(pending)}"
+    if running is not None:
+        verb = "running" if cluster_clock_ticking(job) else "ran"
+        text += f", {verb} {format_span(running)}"
+    elif job.state.is_terminal:
+        text += ", did not run"
+    return text
+
+
+def cluster_summary_html(job: JobSnapshot) -> str:
+    """'Runs on SLURM job 1234 · PENDING (Resources)', '… · RUNNING on node7'."""
+    what = (f"<b>SLURM job {_escape(job.cluster_job)}</b>" if job.cluster_job
+            else "<b>SLURM</b>")
+    parts = [f"Runs on {what}"]
+    state = job.cluster_state
+    if state is None and not job.cluster_job:
+        state = "not submitted yet"
+    if state:
+        parts.append(_escape(state))
+    if job.cluster_node:
+        node = _escape(job.cluster_node)
+        parts[-1] += f" on {node}" if state and not state.startswith("PENDING") \
+            else f" (node {node})"
+    return " · ".join(parts)
 
 
 def job_log_file(job: JobSnapshot) -> Path:
@@ -72,6 +121,26 @@ class DetailPane(QWidget):
         banner_layout.addWidget(self.blocked_text, 1)
         banner_layout.addWidget(self.blocked_edit, 0, Qt.AlignmentFlag.AlignTop)
         self.blocked_banner.setVisible(False)
+        # Where a cluster job stands: its id (selectable, for scontrol/sacct), its state in
+        # SLURM's words and its node; the clock beside it ticks, in a label of its own so the
+        # ticking does not clear a selection of the job id.
+        self.cluster_label = QLabel()
+        self.cluster_label.setTextFormat(Qt.TextFormat.RichText)
+        self.cluster_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.cluster_clock = QLabel()
+        self.cluster_clock.setToolTip("Time in the cluster's queue, then on its node")
+        self.cluster_row = QWidget()
+        cluster_layout = QHBoxLayout(self.cluster_row)
+        cluster_layout.setContentsMargins(0, 0, 0, 0)
+        cluster_layout.addWidget(self.cluster_label)
+        cluster_layout.addWidget(self.cluster_clock)
+        cluster_layout.addStretch(1)
+        self.cluster_row.setVisible(False)
+        self.cluster_timer = QTimer(self)
+        self.cluster_timer.setInterval(1000)
+        self.cluster_timer.timeout.connect(self._tick_cluster_clock)
+        # What "now" is for the clock; a test sets its own.
+        self.clock: Callable[[], float] = time.time
         self.log = LogView()
         self.calls = QTreeWidget()
         self.calls.setHeaderLabels(["Queued", "Call", "Delivery", "Note"])
@@ -94,6 +163,7 @@ class DetailPane(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.header)
+        layout.addWidget(self.cluster_row)
         layout.addWidget(self.blocked_banner)
         layout.addWidget(self.tabs, 1)
         self._style_banner()
@@ -119,6 +189,7 @@ class DetailPane(QWidget):
 
     def set_header(self, job: JobSnapshot | None) -> None:
         self._show_blocked(job)
+        self._show_cluster(job)
         if job is None:
             self.header.setText("Select a ticket to see its output.")
             return
@@ -148,6 +219,27 @@ class DetailPane(QWidget):
                 "service's command in Settings… (or the program it names); the ticket runs as "
                 "soon as its command can start. Or Fail… it with a message for the user.")
         self.blocked_banner.setVisible(blocked)
+
+    def _show_cluster(self, job: JobSnapshot | None) -> None:
+        on_cluster = job is not None and job.executor == "slurm"
+        self.cluster_row.setVisible(on_cluster)
+        if not on_cluster:
+            self.cluster_timer.stop()
+            return
+        assert job is not None
+        # QLabel ignores an unchanged text: a selection of the job id survives updates.
+        self.cluster_label.setText(cluster_summary_html(job))
+        self._tick_cluster_clock()
+        if cluster_clock_ticking(job):
+            if not self.cluster_timer.isActive():
+                self.cluster_timer.start()
+        else:
+            self.cluster_timer.stop()
+
+    def _tick_cluster_clock(self) -> None:
+        job = self.job
+        text = "" if job is None else cluster_clock_text(job, self.clock())
+        self.cluster_clock.setText(f"· {text}" if text else "")
 
     def _edit_clicked(self) -> None:
         if self.job is not None:

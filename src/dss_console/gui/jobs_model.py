@@ -38,8 +38,11 @@ __all__ = [
     "JobFilterProxy",
     "JobTableModel",
     "ProgressDelegate",
+    "cluster_clock_ticking",
+    "cluster_times",
     "format_claimed",
     "format_elapsed",
+    "format_runs_on",
 ]
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -54,6 +57,9 @@ class Column(enum.IntEnum):
     CLAIMED = 4
     ELAPSED = 5
     INSTANCE = 6
+    # Last: the stretched section, so the longest text ("SLURM 1234 · PENDING (Priority)")
+    # gets the window's spare width instead of pushing the other columns out of view.
+    RUNS_ON = 7
 
 
 _HEADERS = {
@@ -67,6 +73,9 @@ _HEADERS = {
     Column.ELAPSED: ("Run time", "How long the command has run, from Run to its end "
                                  "(— before it starts); not the time since the claim"),
     Column.INSTANCE: ("Instance", "The provider instance that claimed the ticket"),
+    Column.RUNS_ON: ("Runs on", "Where the command runs: local (a process on the engine's "
+                                "computer) or a SLURM cluster job, with its id, its state in "
+                                "the cluster's queue and its node"),
 }
 
 # Lifecycle order, so sorting by state groups live jobs before finished ones.
@@ -99,6 +108,7 @@ _COLUMN_FIELDS: dict[Column, tuple[str, ...]] = {
     Column.CLAIMED: ("claimed_at",),
     Column.ELAPSED: ("started_at", "finished_at", "state", "updated_at"),
     Column.INSTANCE: ("instance",),
+    Column.RUNS_ON: ("executor", "cluster_job", "cluster_state", "cluster_node"),
 }
 # Shown in every cell's tooltip: a change there touches the whole row.
 _ROW_FIELDS = ("reason", "owed", "attempt", "not_retryable")
@@ -120,6 +130,56 @@ def _elapsed(job: JobSnapshot) -> float | None:
         # best end we know; JobSnapshot.elapsed would keep counting forever.
         return max(0.0, job.updated_at - job.started_at)
     return job.elapsed
+
+
+def cluster_times(job: JobSnapshot, now: float | None = None
+                  ) -> tuple[float | None, float | None]:
+    """(seconds pending in the cluster's queue, seconds running on a node) of a cluster job,
+    so far; None for a phase it has not reached. A job whose engine lost track of it
+    (interrupted, blocked) or that ended without a recorded end stops at its last update,
+    so its clocks do not count on forever."""
+    if job.queued_at is None:
+        return None, None
+    if job.finished_at is not None:
+        end = job.finished_at
+    elif cluster_clock_ticking(job):
+        end = time.time() if now is None else now
+    else:
+        end = job.updated_at
+    pending_end = job.running_at if job.running_at is not None else end
+    pending = max(0.0, min(pending_end, end) - job.queued_at)
+    running = None if job.running_at is None else max(0.0, end - job.running_at)
+    return pending, running
+
+
+def cluster_clock_ticking(job: JobSnapshot) -> bool:
+    """A cluster job's pending or running clock grows by itself."""
+    return (job.executor == "slurm" and job.queued_at is not None and job.finished_at is None
+            and not job.state.is_terminal
+            and job.state not in (JobState.INTERRUPTED, JobState.BLOCKED))
+
+
+def format_runs_on(job: JobSnapshot) -> str:
+    """Where a job's command runs, short: 'local', 'SLURM 1234 · PENDING (Resources)',
+    'SLURM 1234 · RUNNING on node7', 'SLURM · not submitted yet'."""
+    if job.executor != "slurm":
+        return job.executor or "local"
+    words = ["SLURM"]
+    if job.cluster_job:
+        words.append(f" {job.cluster_job}")
+    state = job.cluster_state
+    if state is None:
+        # Chosen for SLURM but not handed to sbatch yet (the ticket's inputs still coming).
+        state = "not submitted yet" if not job.cluster_job else None
+    elif ":" in state and not job.cluster_job:
+        # "not submitted yet: the SLURM controller does not answer": the why is in the
+        # tooltip and the detail pane; the table keeps to the first words.
+        state = state.split(":", 1)[0]
+    if state:
+        words.append(f" · {state}")
+        if job.cluster_node and not state.startswith("PENDING"):
+            words.append(f" on {job.cluster_node}")
+    return "".join(words)
 
 
 def format_elapsed(seconds: float | None) -> str:
@@ -237,6 +297,8 @@ class JobTableModel(QAbstractTableModel):
             return format_claimed(job.claimed_at)
         if column is Column.ELAPSED:
             return format_elapsed(_elapsed(job))
+        if column is Column.RUNS_ON:
+            return format_runs_on(job)
         return job.instance
 
     @staticmethod
@@ -255,6 +317,12 @@ class JobTableModel(QAbstractTableModel):
         if column is Column.ELAPSED:
             elapsed = _elapsed(job)
             return -1.0 if elapsed is None else float(elapsed)
+        if column is Column.RUNS_ON:
+            # Local jobs first, then cluster jobs by their number (not as text: "999" > "1000").
+            if job.executor != "slurm":
+                return f"0 {job.executor}"
+            number = job.cluster_job or ""
+            return f"1 {number.zfill(20) if number.isdigit() else number}"
         return job.instance.casefold()
 
     @staticmethod
@@ -262,6 +330,8 @@ class JobTableModel(QAbstractTableModel):
         lines = []
         if column is Column.SERVICE and job.service_hash:
             lines.append(f"Service hash {job.service_hash}")
+        if column is Column.RUNS_ON and job.executor == "slurm":
+            lines.extend(_cluster_lines(job))
         if job.reason:
             lines.append(job.reason)
         if job.attempt > 1:
@@ -345,6 +415,22 @@ class JobTableModel(QAbstractTableModel):
         return min(changed), max(changed)
 
 
+def _cluster_lines(job: JobSnapshot) -> list[str]:
+    """The cluster job in full, for the Runs on column's tooltip."""
+    lines = [f"SLURM job {job.cluster_job}" if job.cluster_job else "SLURM cluster job"]
+    if job.cluster_state:
+        lines.append(f"State: {job.cluster_state}")
+    if job.cluster_node:
+        lines.append(f"Node: {job.cluster_node}")
+    pending, running = cluster_times(job)
+    if pending is not None:
+        times = f"Pending {format_elapsed(pending)}"
+        if running is not None:
+            times += f", running {format_elapsed(running)}"
+        lines.append(times)
+    return lines
+
+
 class JobFilterProxy(QSortFilterProxyModel):
     """Filter jobs by state and by text; sorts by JobTableModel.SortRole and re-sorts and
     re-filters as rows change."""
@@ -372,7 +458,7 @@ class JobFilterProxy(QSortFilterProxyModel):
 
     def set_text(self, text: str) -> None:
         """Show only jobs matching every word of ``text`` (case-insensitive) in their ticket
-        number, service, instance, reason or state."""
+        number, SLURM job id, service, instance, reason, state or where they run."""
         words = tuple(text.casefold().split())
         if words != self._words:
             self._change_filter(lambda: setattr(self, "_words", words))
@@ -393,10 +479,12 @@ class JobFilterProxy(QSortFilterProxyModel):
             return False
         if self._words:
             haystack = " ".join((job.service_name, job.service_hash, job.instance,
-                                 job.reason or "", job.state.value)).casefold()
-            # A number is a ticket id: "12" must not match every hash that contains "12".
-            return all(word == str(job.ticket_id) if word.isdigit() else word in haystack
-                       for word in self._words)
+                                 job.reason or "", job.state.value, job.executor,
+                                 job.cluster_state or "", job.cluster_node or "")).casefold()
+            # A number is a ticket id or a SLURM job id: "12" must not match every hash
+            # that contains "12".
+            return all(word in (str(job.ticket_id), job.cluster_job) if word.isdigit()
+                       else word in haystack for word in self._words)
         return True
 
     def _change_filter(self, change: Callable[[], None]) -> None:

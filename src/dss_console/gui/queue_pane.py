@@ -114,7 +114,8 @@ class QueuePane(QWidget):
         for label, _states in STATE_FILTERS:
             self.state_filter.addItem(label)
         self.text_filter = QLineEdit()
-        self.text_filter.setPlaceholderText("Filter: ticket, service, instance, reason")
+        self.text_filter.setPlaceholderText(
+            "Filter: ticket, service, instance, reason, SLURM job or node")
         self.text_filter.setClearButtonEnabled(True)
         filters = QHBoxLayout()
         filters.addWidget(self.state_filter)
