@@ -274,6 +274,12 @@ def test_whoami_and_the_proxy_refuses_foreign_tokens(v6_sandbox: V6Sandbox,
     with V6NodeClient(v6_sandbox.url) as client:
         client.login(v6_sandbox.node("station-demo").api_key)
         assert client.whoami().encrypted is False
+        # Presence: the socket made the node "online" and shared its configuration.
+        node = client.get(f"/node/{who.node_id}")
+        assert node["status"] == "online"
+        config = node.get("config") or []
+        assert {"key": "allowed_algorithms", "value": DEMO_IMAGE} in [
+            {"key": c.get("key"), "value": c.get("value")} for c in config], config
 
 
 def _run_by_hand(source: V6Source, run_id: int, workdir: Path) -> Outcome:

@@ -279,3 +279,19 @@ def test_venv_failure_leaves_no_marker(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(venv.V6SandboxError, match="cannot create a Python venv"):
         venv.ensure_venv()
     assert not venv.venv_ready(target) and not target.exists()
+
+
+def test_the_enum_fix_is_needed_here_and_works(v6_python: Path) -> None:
+    """Python 3.11+ formats str-mixin enums by name; vantage6 4.15.2 needs the value."""
+    from dss_console.v6.sandbox import server_script
+
+    code = ("import runpy, sys\n"
+            "from vantage6.server.model.rule import Operation, Scope\n"
+            "before = f'{Operation.CREATE}_{Scope.GLOBAL}'\n"
+            f"mod = runpy.run_path({str(server_script())!r})\n"
+            "fixed = mod['apply_enum_fix']()\n"
+            "mod['assert_enum_fix']()\n"
+            "print(sys.version_info[:2] >= (3, 11), before, fixed)\n")
+    newer, before, fixed = run_official(v6_python, code).split()
+    assert before == ("Operation.CREATE_Scope.GLOBAL" if newer == "True" else "c_glo")
+    assert int(fixed) >= 2
