@@ -12,8 +12,9 @@ DIR which is kept and reused), seeded over REST:
   event/send/collaboration, without which ``POST /kill/task`` answers 401).
 
 The server runs in its own venv (see :mod:`dss_console.v6.venv`) through
-``sandbox_server.py``, which applies the Python 3.11 enum fix. ``sandbox.json`` (0600) in the
-data dir holds everything a client needs, secrets included: it is the sandbox's purpose.
+``resources/v6_demo/v6_sandbox_server.py``, which applies the Python 3.11 enum fix.
+``sandbox.json`` (0600) in the data dir holds everything a client needs, secrets included:
+it is the sandbox's purpose.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def demo_csv() -> Path:
 
 
 def server_script() -> Path:
-    return Path(__file__).with_name("sandbox_server.py")
+    """The wrapper the sandbox venv's Python runs. A resource, not a module of this package:
+    it imports vantage6, and a frozen bundle carries resources as files but modules only
+    compiled."""
+    return demo_root() / "v6_sandbox_server.py"
 
 
 class V6ServerProcess:

@@ -1,8 +1,9 @@
 """Serve vantage6-server 4.15.2 on 127.0.0.1 — run with the *sandbox venv's* Python.
 
-This file is a standalone script: it imports nothing from dss_console (the sandbox venv does
+This file is a standalone script (shipped as a resource, so a frozen bundle has it as a
+file): it imports nothing from dss_console (the sandbox venv does
 not have it) and everything from vantage6 (the console's venv does not have that). The
-parent (``dss_console.v6.sandbox``) runs ``<venv>/bin/python sandbox_server.py --config
+parent (``dss_console.v6.sandbox``) runs ``<venv>/bin/python v6_sandbox_server.py --config
 FILE --exit-with-parent PID`` and reads the line ``V6_SERVER_LISTENING 127.0.0.1:<port>``.
 
 Python 3.11 fix: 3.11 changed ``format()`` of mixed-in enums (``class Scope(str, Enum)``)
