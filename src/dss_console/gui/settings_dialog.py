@@ -58,6 +58,7 @@ from dss_console.engine.settings import (
     parse_duration,
     save_settings,
     validate_command_template,
+    validate_placeholders,
 )
 from dss_console.gui.dry_run import DryRunDialog
 
@@ -84,6 +85,21 @@ _COMMAND_HELP = (
     "<code>ASHS_HOOK_SCRIPT</code> to <code>${DSS_HOOK}</code> below). Everything else it "
     "prints goes to the job's log. Details: README, “How a service command works”."
 )
+
+# (value saved, what the choice says)
+EXECUTOR_CHOICES: tuple[tuple[str, str], ...] = (
+    ("local", "Local process (on the engine's computer)"),
+    ("slurm", "SLURM cluster job (submitted with sbatch)"),
+)
+_SLURM_HELP = (
+    "Each ticket is submitted with <code>sbatch</code> and followed in the cluster's queue. "
+    "The work root (General tab) must be on a file system the cluster's nodes share, and "
+    "the command must exist on the nodes."
+)
+# sbatch options the engine sets itself for every ticket's job: one given again here would
+# send the job's output where the console does not read it, or run it elsewhere.
+_ENGINE_SBATCH_OPTIONS = ("--job-name", "--chdir", "--output", "--error", "--open-mode",
+                          "--export", "--parsable", "--hold", "--wait", "-J", "-D", "-o", "-e")
 
 _HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
 _URL_RE = re.compile(r"https?://[^\s/]+")  # what the settings loader accepts
@@ -128,6 +144,40 @@ def _url(text: str) -> str:
     if not _URL_RE.match(text):
         raise _Invalid(f"{text!r} is not an http:// or https:// URL")
     return text
+
+
+def _sbatch_options(text: str) -> list[str]:
+    """The sbatch options line split into words as the settings file stores them."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise _Invalid(f"cannot split the options into words: {exc}") from None
+    if words and not words[0].startswith("-"):
+        raise _Invalid(f"{words[0]!r} is not an option: options start with - or --, "
+                       "e.g. --partition=gpu")
+    for word in words:
+        try:
+            validate_placeholders(word)
+        except SettingsError as exc:
+            raise _Invalid(str(exc)) from None
+    return words
+
+
+def _sbatch_note(text: str) -> str | None:
+    """A warning for options the engine already sets, or for sbatch missing here (not an
+    error: the worker may run on another machine)."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name in _ENGINE_SBATCH_OPTIONS:
+            return (f"{name} is set by dss-console for every ticket (the job's log, work dir "
+                    "and name); giving it here breaks the live log")
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on this computer's PATH (fine if the worker runs elsewhere)"
+    return None
 
 
 def _program_note(template: str) -> str | None:
@@ -284,6 +334,20 @@ class _ServiceEditor(QWidget):
         self.cwd_edit.setPlaceholderText("the ticket's work dir (relative paths are taken "
                                          "inside it)")
         self.auto_check = QCheckBox("Take part in &auto mode")
+        self.executor_combo = QComboBox()
+        for value, text in EXECUTOR_CHOICES:
+            self.executor_combo.addItem(text, value)
+        self.executor_combo.setToolTip("Where each ticket's command runs")
+        self.sbatch_edit = QLineEdit()
+        self.sbatch_edit.setFont(fixed)
+        self.sbatch_edit.setPlaceholderText("e.g. --partition=gpu --gres=gpu:1 --time=06:00:00")
+        self.sbatch_edit.setAccessibleName("sbatch options")
+        self.sbatch_edit.setToolTip("Added to sbatch for each ticket, split into words as a "
+                                    "shell would; placeholders such as {ticket} allowed")
+        self.sbatch_message = _Message()
+        self.slurm_help = QLabel(_SLURM_HELP)
+        self.slurm_help.setWordWrap(True)
+        self.slurm_help.setTextFormat(Qt.TextFormat.RichText)
 
         self.env_table = QTableWidget(0, 2)
         self.env_table.setHorizontalHeaderLabels(["Name", "Value"])
@@ -324,6 +388,10 @@ class _ServiceEditor(QWidget):
         command_label.setBuddy(self.command_edit)
         form.addRow(command_label, _stacked(self.command_edit, self.command_message))
         form.addRow(placeholders)
+        form.addRow(self._buddy("E&xecutor:", self.executor_combo),
+                    _stacked(self.executor_combo, self.slurm_help))
+        form.addRow(self._buddy("s&batch options:", self.sbatch_edit),
+                    _stacked(self.sbatch_edit, self.sbatch_message))
         form.addRow(self._buddy("T&imeout:", self.timeout_edit),
                     _stacked(self.timeout_edit, self.timeout_message))
         form.addRow(self._buddy("Max &jobs at once:", self.max_jobs_spin), self.max_jobs_spin)
@@ -345,7 +413,8 @@ class _ServiceEditor(QWidget):
         self._load(command)
         for signal in (self.command_edit.textChanged, self.timeout_edit.textChanged,
                        self.max_jobs_spin.valueChanged, self.nice_spin.valueChanged,
-                       self.cwd_edit.textChanged,
+                       self.cwd_edit.textChanged, self.executor_combo.currentIndexChanged,
+                       self.sbatch_edit.textChanged,
                        self.auto_check.toggled, self.env_table.itemChanged):
             signal.connect(self.changed)
         self.pages.currentChanged.connect(self.changed)
@@ -374,6 +443,9 @@ class _ServiceEditor(QWidget):
         self.nice_spin.setValue(-1 if nice is None else nice)
         self.cwd_edit.setText((command.cwd or "") if command else "")
         self.auto_check.setChecked(command.auto if command else True)
+        executor = command.executor if command else "local"
+        self.executor_combo.setCurrentIndex(max(0, self.executor_combo.findData(executor)))
+        self.sbatch_edit.setText(shlex.join(command.sbatch_options) if command else "")
         self.env_table.setRowCount(0)
         for name, value in (command.env if command else {}).items():
             self._append_env(name, value)
@@ -424,6 +496,16 @@ class _ServiceEditor(QWidget):
     def _timeout(self) -> float | None:
         return _duration(self.timeout_edit.text(), empty_ok=True)
 
+    @property
+    def executor(self) -> str:
+        return self.executor_combo.currentData()
+
+    def _sbatch_options(self) -> list[str]:
+        return _sbatch_options(self.sbatch_edit.text())
+
+    def _sbatch_note(self) -> str | None:
+        return _sbatch_note(self.sbatch_edit.text()) if self.executor == "slurm" else None
+
     def _env(self) -> dict[str, str]:
         env: dict[str, str] = {}
         for row in range(self.env_table.rowCount()):
@@ -449,6 +531,7 @@ class _ServiceEditor(QWidget):
         for label, parse, message, note in (
             ("command", self._command_text, self.command_message,
              lambda: _program_note(self.command_edit.toPlainText())),
+            ("sbatch options", self._sbatch_options, self.sbatch_message, self._sbatch_note),
             ("timeout", self._timeout, self.timeout_message, None),
             ("environment", self._env, self.env_message, None),
         ):
@@ -459,7 +542,17 @@ class _ServiceEditor(QWidget):
                 found.append(f"{label}: {exc}")
             else:
                 message.show_text(None, note() if note else None)
+        slurm = self.executor == "slurm"
+        self.slurm_help.setVisible(slurm)
+        # Options are kept when the executor is local (switching back finds them again);
+        # the field stays editable while it has a problem, which would otherwise block OK
+        # with no way to fix it.
+        self.sbatch_edit.setEnabled(slurm or any(p.startswith("sbatch options")
+                                                 for p in found))
         self.test_button.setEnabled(not found)
+        self.test_button.setToolTip(
+            "Run this command, as edited here, on a copy of an ITK-SNAP workspace, without a "
+            "server" + (" (on this computer, not as a cluster job)" if slurm else ""))
         return found
 
     def service_command(self) -> ServiceCommand:
@@ -470,7 +563,8 @@ class _ServiceEditor(QWidget):
                               max_jobs=self.max_jobs_spin.value() or None,
                               nice=None if self.nice_spin.value() < 0 else self.nice_spin.value(),
                               cwd=cwd or None, env=self._env(),
-                              auto=self.auto_check.isChecked())
+                              auto=self.auto_check.isChecked(), executor=self.executor,
+                              sbatch_options=self._sbatch_options())
 
 
 # -- the dialog -----------------------------------------------------------------------------
