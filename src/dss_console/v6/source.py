@@ -344,7 +344,14 @@ class V6Source:
         """Start the socket; ``notify`` gets NewWork / WorkGone / Connection events."""
         if self._events is not None:
             return
-        self._events = V6Events(self.client, self.identity, notify, node_info=self.node_info)
+        try:
+            self._events = V6Events(self.client, self.identity, notify,
+                                    node_info=self.node_info)
+        except ImportError:
+            # python-socketio is the optional `v6` extra: without it, polling alone.
+            log.warning("python-socketio is not installed (pip install 'dss-console[v6]'): "
+                        "no push events, new runs and kills are seen by polling only")
+            return
         self._events.start()
 
     @property
