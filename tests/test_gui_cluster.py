@@ -98,9 +98,39 @@ def test_a_cluster_state_change_repaints_only_the_runs_on_cell() -> None:
 
     model.dataChanged.connect(record)
     # Same updated_at: a newer one also repaints Run time (an ended job's end time).
-    model.update_jobs([running(2)])
+    model.update_jobs([pending(2, cluster_state="PENDING (Priority)")])
     assert changed == [(1, Column.RUNS_ON, Column.RUNS_ON)]
+    assert runs_on(model, 1) == "SLURM 1234 · PENDING (Priority)"
+    # Started on its node: its run time starts too.
+    model.update_jobs([running(2)])
+    assert changed[-1] == (1, Column.ELAPSED, Column.RUNS_ON)
     assert runs_on(model, 1) == "SLURM 1234 · RUNNING on node7"
+
+
+def test_a_slurm_jobs_run_time_is_its_time_on_the_node_and_waiting_stands_out() -> None:
+    model = JobTableModel()
+    now = time.time()
+    model.set_jobs([snap(1), pending(2), running(3, queued_at=now - 100, running_at=now - 14),
+                    snap(4, executor="slurm", cluster_state="not submitted yet: the SLURM "
+                                                         "controller does not answer")])
+
+    def run_time(row: int) -> str:
+        return model.index(row, int(Column.ELAPSED)).data()
+
+    # Not the 500 s since Run: the job has waited in the queue all that time.
+    assert run_time(1) == "—" and run_time(3) == "—"
+    assert run_time(2) in ("14 s", "15 s")
+    assert run_time(0) in ("8:20", "8:21")  # a local job: from Run
+    changed: list[int] = []
+    model.dataChanged.connect(lambda top, bottom, _roles: changed.extend(
+        range(top.row(), bottom.row() + 1)))
+    model.tick()
+    assert sorted(changed) == [0, 2]  # a queued job's "—" does not tick
+
+    colour = Qt.ItemDataRole.ForegroundRole
+    waiting = {runs_on(model, row, colour).color().name() for row in (1, 3)}
+    assert len(waiting) == 1  # pending and not submitted: one colour
+    assert runs_on(model, 0, colour) is None and runs_on(model, 2, colour) is None
 
 
 def test_runs_on_sorts_local_first_then_cluster_jobs_by_number() -> None:
@@ -184,25 +214,25 @@ def test_detail_pane_follows_a_slurm_job_from_pending_to_running_to_done(
     assert pane.cluster_row.isVisible()
     assert pane.cluster_label.text() == \
         "Runs on <b>SLURM job 1234</b> · PENDING (Resources)"
-    assert pane.cluster_clock.text() == "· pending 2 min 3 s"
+    assert pane.cluster_clock.text() == " · pending 2 min 3 s"
     assert pane.cluster_timer.isActive()
 
     now[0] += 60  # the timer's tick reads the clock again
     pane.cluster_timer.timeout.emit()
-    assert pane.cluster_clock.text() == "· pending 3 min 3 s"
+    assert pane.cluster_clock.text() == " · pending 3 min 3 s"
 
     pane.update_job(running(1, running_at=NOW + 60, updated_at=NOW + 60))
     assert pane.cluster_label.text() == "Runs on <b>SLURM job 1234</b> · RUNNING on node7"
-    assert pane.cluster_clock.text() == "· pending 3 min 3 s, running 0 s"
+    assert pane.cluster_clock.text() == " · pending 3 min 3 s, running 0 s"
     now[0] += 14
     pane.cluster_timer.timeout.emit()
-    assert pane.cluster_clock.text() == "· pending 3 min 3 s, running 14 s"
+    assert pane.cluster_clock.text() == " · pending 3 min 3 s, running 14 s"
 
     pane.update_job(running(1, running_at=NOW + 60, state=JobState.SUCCEEDED,
                             cluster_state="COMPLETED", finished_at=NOW + 80,
                             updated_at=NOW + 80))
     assert pane.cluster_label.text() == "Runs on <b>SLURM job 1234</b> · COMPLETED on node7"
-    assert pane.cluster_clock.text() == "· pending 3 min 3 s, ran 20 s"
+    assert pane.cluster_clock.text() == " · pending 3 min 3 s, ran 20 s"
     assert not pane.cluster_timer.isActive()
 
     pane.show_job(snap(2))  # a local job: no cluster line, no clock

@@ -132,6 +132,7 @@ class DetailPane(QWidget):
         self.cluster_row = QWidget()
         cluster_layout = QHBoxLayout(self.cluster_row)
         cluster_layout.setContentsMargins(0, 0, 0, 0)
+        cluster_layout.setSpacing(0)  # the clock's text starts with its own " · "
         cluster_layout.addWidget(self.cluster_label)
         cluster_layout.addWidget(self.cluster_clock)
         cluster_layout.addStretch(1)
@@ -239,7 +240,7 @@ class DetailPane(QWidget):
     def _tick_cluster_clock(self) -> None:
         job = self.job
         text = "" if job is None else cluster_clock_text(job, self.clock())
-        self.cluster_clock.setText(f"· {text}" if text else "")
+        self.cluster_clock.setText(f" · {text}" if text else "")
 
     def _edit_clicked(self) -> None:
         if self.job is not None:

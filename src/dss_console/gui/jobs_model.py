@@ -71,7 +71,9 @@ _HEADERS = {
     # "Run time", not "Elapsed": the Services pane's average runs from claim to finish, and
     # two durations side by side must say what each one measures.
     Column.ELAPSED: ("Run time", "How long the command has run, from Run to its end "
-                                 "(— before it starts); not the time since the claim"),
+                                 "(— before it starts); not the time since the claim. "
+                                 "A SLURM job's from when it started on its node: its time "
+                                 "in the cluster's queue is not run time"),
     Column.INSTANCE: ("Instance", "The provider instance that claimed the ticket"),
     Column.RUNS_ON: ("Runs on", "Where the command runs: local (a process on the engine's "
                                 "computer) or a SLURM cluster job, with its id, its state in "
@@ -96,6 +98,9 @@ _STATE_COLOURS: dict[JobState, tuple[str, str]] = {
     # Orange and bold (see data()): the operator has to fix something before it can go on.
     JobState.BLOCKED: ("#bc4c00", "#ffa657"),
 }
+# A cluster job still waiting for the scheduler (or for its controller): the Runs on cell in
+# the interrupted state's amber, so a queue that does not move stands out.
+_WAITING_COLOURS = _STATE_COLOURS[JobState.INTERRUPTED]
 # States that want the operator's attention in the State column: shown bold.
 _BOLD_STATES = frozenset({JobState.BLOCKED})
 
@@ -106,7 +111,7 @@ _COLUMN_FIELDS: dict[Column, tuple[str, ...]] = {
     Column.STATE: ("state",),
     Column.PROGRESS: ("progress", "state"),
     Column.CLAIMED: ("claimed_at",),
-    Column.ELAPSED: ("started_at", "finished_at", "state", "updated_at"),
+    Column.ELAPSED: ("started_at", "finished_at", "state", "updated_at", "running_at"),
     Column.INSTANCE: ("instance",),
     Column.RUNS_ON: ("executor", "cluster_job", "cluster_state", "cluster_node"),
 }
@@ -117,12 +122,17 @@ _ROW_FIELDS = ("reason", "owed", "attempt", "not_retryable")
 def _ticking(job: JobSnapshot) -> bool:
     """Its run time grows by itself: started and not finished (a blocked job's command is
     not running: it could not start)."""
+    if job.executor == "slurm" and job.running_at is None:
+        return False  # in the cluster's queue: its run time is "—" until a node starts it
     return (job.started_at is not None and job.finished_at is None
             and not job.state.is_terminal
             and job.state not in (JobState.INTERRUPTED, JobState.BLOCKED))
 
 
 def _elapsed(job: JobSnapshot) -> float | None:
+    if job.executor == "slurm" and job.started_at is not None:
+        # Waiting in the cluster's queue is not running: count from the node's start.
+        return cluster_times(job)[1]
     if job.started_at is None:
         return None
     if job.finished_at is None and not _ticking(job):
@@ -157,6 +167,14 @@ def cluster_clock_ticking(job: JobSnapshot) -> bool:
     return (job.executor == "slurm" and job.queued_at is not None and job.finished_at is None
             and not job.state.is_terminal
             and job.state not in (JobState.INTERRUPTED, JobState.BLOCKED))
+
+
+def _cluster_waiting(job: JobSnapshot) -> bool:
+    """A live cluster job not yet running: pending in the queue, or not submitted yet."""
+    if job.executor != "slurm" or job.state.is_terminal or job.running_at is not None:
+        return False
+    return job.cluster_state is None or not job.cluster_state.startswith(
+        ("RUNNING", "COMPLETING", "COMPLETED"))
 
 
 def format_runs_on(job: JobSnapshot) -> str:
@@ -273,6 +291,9 @@ class JobTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATE:
             colours = _STATE_COLOURS.get(job.state)
             return None if colours is None else QBrush(QColor(colours[_is_dark()]))
+        if role == Qt.ItemDataRole.ForegroundRole and column is Column.RUNS_ON:
+            return QBrush(QColor(_WAITING_COLOURS[_is_dark()])) if _cluster_waiting(job) \
+                else None
         if role == Qt.ItemDataRole.FontRole and column is Column.STATE \
                 and job.state in _BOLD_STATES:
             font = QFont()

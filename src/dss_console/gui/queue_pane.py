@@ -109,6 +109,9 @@ class QueuePane(QWidget):
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.view.horizontalHeader().setStretchLastSection(True)
         self.view.setAlternatingRowColors(True)
+        # One line per ticket: a long cell ("SLURM 18339 · RUNNING on gpu-node07") is elided
+        # in a narrow window (its tooltip has it all) instead of doubling its row's height.
+        self.view.setWordWrap(False)
 
         self.state_filter = QComboBox()
         for label, _states in STATE_FILTERS:
