@@ -167,7 +167,12 @@ class QueuePane(QWidget):
         self._update_actions()
 
     def _fit_columns(self) -> None:
-        self.view.resizeColumnsToContents()
+        # Not the last column (Runs on): it stretches to the view's spare width whatever its
+        # contents, and measuring it would cost a first load of 10,000 jobs another
+        # thousand rows' worth of size hints.
+        for column in Column:
+            if column is not Column.RUNS_ON:
+                self.view.resizeColumnToContents(column)
         # Fitted to the rows of the moment, the State column would cut a later, longer
         # state ("claimed" now, "succee…" later): make room for every state word.
         needed = self._state_column_width()

@@ -446,6 +446,7 @@ class _ServiceEditor(QWidget):
         executor = command.executor if command else "local"
         self.executor_combo.setCurrentIndex(max(0, self.executor_combo.findData(executor)))
         self.sbatch_edit.setText(shlex.join(command.sbatch_options) if command else "")
+        self.sbatch_edit.setCursorPosition(0)  # a long line shows its first options
         self.env_table.setRowCount(0)
         for name, value in (command.env if command else {}).items():
             self._append_env(name, value)
