@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dss_console.v6.sandbox import V6Sandbox
+
 from v6_fixtures import SERVER_TEST_TIMEOUT, v6_python, v6_sandbox
 
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)

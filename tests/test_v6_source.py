@@ -38,6 +38,7 @@ from dss_console.v6.seam import (
 )
 from dss_console.v6.settings import parse_v6_settings
 from dss_console.v6.source import V6KeyError, V6Source
+
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
     Researcher,

@@ -30,9 +30,9 @@ from dss_console.v6.environment import (
 )
 from dss_console.v6.settings import V6SettingsError, parse_size, parse_v6_settings
 from dss_console.v6.source import input_summary, tail_text
-from v6_fixtures import SERVER_TEST_TIMEOUT, run_official, v6_python
 
 from hostile_server import HostileServer, Reply
+from v6_fixtures import SERVER_TEST_TIMEOUT, run_official, v6_python
 
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 
