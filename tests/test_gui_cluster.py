@@ -3,17 +3,21 @@ widgets (offscreen), fed with engine snapshots."""
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 pytest.importorskip("PySide6.QtWidgets")
 
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, Qt, QTimer
 
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
+from dss_console.gui import tasks
 from dss_console.gui.detail_pane import DetailPane, cluster_clock_text, format_span
 from dss_console.gui.jobs_model import (
     Column,
@@ -22,6 +26,8 @@ from dss_console.gui.jobs_model import (
     cluster_times,
 )
 from dss_console.gui.queue_pane import QueuePane
+
+from test_engine import TAGS
 
 NOW = time.time()
 
@@ -110,7 +116,8 @@ def test_a_cluster_state_change_repaints_only_the_runs_on_cell() -> None:
 def test_a_slurm_jobs_run_time_is_its_time_on_the_node_and_waiting_stands_out() -> None:
     model = JobTableModel()
     now = time.time()
-    model.set_jobs([snap(1), pending(2), running(3, queued_at=now - 100, running_at=now - 14),
+    model.set_jobs([snap(1, started_at=now - 500), pending(2),
+                    running(3, queued_at=now - 100, running_at=now - 14),
                     snap(4, executor="slurm", cluster_state="not submitted yet: the SLURM "
                                                          "controller does not answer")])
 
@@ -262,3 +269,108 @@ def test_the_clock_ticking_keeps_a_selection_of_the_job_id(pane: DetailPane) -> 
     pane.cluster_timer.timeout.emit()
     pane.update_job(pending(1, progress=0.1, updated_at=NOW + 1))  # same cluster state
     assert pane.cluster_label.selectedText() == "SLURM job 1234"
+
+
+# -- the real window, the real engine process, a real single-node SLURM ---------------------
+
+from test_gui_console import (  # noqa: E402
+    WAIT_MS,
+    Console,
+    child_pids,
+    event_loop_qt,  # noqa: F401 (fixture)
+)
+
+from slurm_cluster import SlurmCluster, missing_tools  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A real single-node SLURM for this module only. Not test_slurm's session cluster:
+    its daemons are children of this process, and the window tests after this module
+    (test_gui_console's make_console) take any child left running for their own leftover."""
+    problem = None
+    if missing_tools():
+        problem = (f"SLURM is not installed here (missing {', '.join(missing_tools())}); "
+                   "./dev.sh test installs slurmctld slurmd slurm-client munge when run as "
+                   "root")
+    elif os.geteuid() != 0:
+        problem = "the test cluster's slurmd runs jobs as their owner and needs root"
+    if problem is not None:
+        if os.environ.get("DSS_CONSOLE_REQUIRE_SLURM"):
+            pytest.fail(problem)  # CI: never a silent skip
+        pytest.skip(problem)
+    with SlurmCluster(tmp_path_factory.mktemp("gui-slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def slurm_console(qtbot: Any, event_loop_qt: Any, sandbox: Any,  # noqa: F811
+                  slurm: SlurmCluster,
+                  tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
+    """A console window whose engine finds the test cluster as any SLURM client does
+    (SLURM_CONF); as test_gui_console's make_console, but the cluster's daemons (children
+    of this process, started for this module) are not the test's leftovers."""
+    for name, value in slurm.env.items():
+        monkeypatch.setenv(name, value)
+    before = set(child_pids(set()))
+    service = sandbox.register_service(f"GuiSlurm-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
+    console = Console(qtbot, sandbox, tmp_path, service, "sleep", "600")
+    yield console
+    if not console.window.closed:
+        console.close()
+    active = [t for t in console.window.findChildren(QTimer) if t.isActive()]
+    assert not active, f"timers left running: {active}"
+    qtbot.waitUntil(lambda: not tasks.pending_tasks(), timeout=15_000)
+    tasks.shutdown_executor(wait=True)
+    # The engine process the window started must be gone with the window.
+    qtbot.waitUntil(lambda: not set(child_pids(before)), timeout=15_000)
+
+
+def test_a_ticket_on_slurm_from_the_settings_dialog_to_the_table(
+        slurm_console: Console, qtbot: Any, slurm: SlurmCluster) -> None:
+    console = slurm_console
+    window = console.window
+    # The operator chooses SLURM in Settings…, before logging in (the engine starts then).
+    window.settings_button.click()
+    dialog = window.settings_dialog
+    assert dialog is not None and dialog.select_service(console.service)
+    editor = dialog.current_editor()
+    assert editor is not None
+    editor.executor_combo.setCurrentIndex(editor.executor_combo.findData("slurm"))
+    editor.sbatch_edit.setText("--time=00:10:00 --comment='dss ticket {ticket}'")
+    dialog.ok_button.click()
+    qtbot.waitUntil(lambda: window.settings.services[console.service].executor == "slurm",
+                    timeout=WAIT_MS)
+    console.login()
+    job_id = console.claim_and_run()
+
+    model = window.queue_pane.model
+    node = slurm.node
+
+    def runs_on_text() -> str:
+        return runs_on(model, model.row_of(job_id))
+
+    qtbot.waitUntil(lambda: runs_on_text().endswith(f"RUNNING on {node}"), timeout=WAIT_MS)
+    job = model.job(job_id)
+    assert job is not None and job.cluster_job is not None
+    assert runs_on_text() == f"SLURM {job.cluster_job} · RUNNING on {node}"
+    # The sbatch options reached SLURM, their placeholder filled in.
+    comment = slurm.run("squeue", "--noheader", "--jobs", job.cluster_job, "--format=%k")
+    assert comment.stdout.strip() == f"dss ticket {job.ticket_id}"
+
+    detail = window.detail_pane  # the new ticket is the selected one
+    assert detail.job is not None and detail.job.job_id == job_id
+    qtbot.waitUntil(lambda: detail.cluster_label.text() ==
+                    f"Runs on <b>SLURM job {job.cluster_job}</b> · RUNNING on {node}",
+                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: ", running " in detail.cluster_clock.text(), timeout=WAIT_MS)
+    assert detail.cluster_timer.isActive()
+
+    window.ask_confirm = lambda *_args, **_kw: True  # type: ignore[method-assign]
+    window.queue_pane.buttons["cancel"].click()
+    console.wait_state(job_id, JobState.CANCELLED)
+    qtbot.waitUntil(lambda: runs_on_text() == f"SLURM {job.cluster_job} · CANCELLED on {node}",
+                    timeout=WAIT_MS)
+    assert slurm.job_state(job.cluster_job) == "CANCELLED"
+    qtbot.waitUntil(lambda: ", ran " in detail.cluster_clock.text(), timeout=WAIT_MS)
+    assert not detail.cluster_timer.isActive()
