@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dss_console import paths
 from dss_console.commands.context import logged_in_client
@@ -68,6 +68,20 @@ finish first. A second signal exits at once (the journal lets the next start rec
 
 Run several workers (on one or many hosts) with distinct --instance codes: the server hands
 each ticket to exactly one of them.
+
+As a vantage6 4.x node (--source v6): log the node in once, then run the worker for it:
+  dss-console v6 login --server https://v6.example.org --api-key-stdin [--private-key FILE]
+  dss-console worker --source v6 --server https://v6.example.org --node NAME
+The images it runs, and how, are the [v6.algorithms."IMAGE"] tables of the settings file
+(python + package for the official wrapper, or a command with the placeholders {run} {task}
+{image} {workdir} {input} {output} {token} {tmp}); [v6.databases.LABEL] name the data. A
+run of an image not configured there is answered "not allowed". Each run's command gets
+exactly the vantage6 node's environment (not this worker's), in its own process group;
+there is NO container isolation unless the command adds it (apptainer, podman, systemd-run).
+Subtask runs start even when every slot is taken (their parent holds one and waits for
+them). A researcher's kill stops the command at once. At shutdown, runs in flight stay
+open on the server and run again at the next start ([v6] on_shutdown = "leave", the
+default) or are failed (on_shutdown = "fail"). One worker per node.
 """
 
 
@@ -75,6 +89,12 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = verbs.add_parser("worker", parents=[common], help="process tickets headless (auto mode)",
                          description=WORKER_DESCRIPTION,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", choices=("dss", "v6"), default="dss",
+                   help="where the work comes from: dss (a DSS server's tickets, the default) "
+                        "or v6 (a vantage6 4.x server's runs for one node, see below)")
+    p.add_argument("--node", metavar="NAME",
+                   help="v6: the node to work as, as logged in with `dss-console v6 login` "
+                        "(may be left out when one node is stored for the server)")
     p.add_argument("--provider", metavar="NAME",
                    help="provider name sent with claims (default: settings, else the "
                         "provider of your services)")
@@ -125,23 +145,33 @@ def worker_command(args: argparse.Namespace) -> int:
         settings = _load(config, args)
     except SettingsError as exc:
         raise CliError(str(exc), code=2) from None
-    if not args.server and settings.server:
-        args.server = settings.server
-    if args.for_console:
-        args.manual = True
-        client = _client_from_stdin(args)
-
+    source: Any
+    if args.source == "v6":
+        if args.for_console:
+            raise CliError("--for-console works with DSS servers only (for now)", code=2)
+        source = _v6_source(args, settings)
+        client = source
     else:
-        client = logged_in_client(args)
-    source = DssSource(client)
+        if not args.server and settings.server:
+            args.server = settings.server
+        if args.for_console:
+            args.manual = True
+            client = _client_from_stdin(args)
+        else:
+            client = logged_in_client(args)
+        source = DssSource(client)
     data = paths.ensure_private_dir(args.data_dir) if args.data_dir else paths.data_dir()
     try:
-        lock = instance_lock(data, source.key, settings.instance)
+        # server_slug() drops a URL's #fragment, and a v6 key is "<api url>#node-<id>": as a
+        # path, the node stays part of the lock's name (one worker per node, not per server).
+        lock = instance_lock(data, source.key.replace("#", "/"), settings.instance)
     except InstanceBusyError as exc:
+        client.close()
         raise CliError(str(exc)) from None
     journal = Journal(journal_path(data))
     try:
-        provider = args.provider or settings.provider or source.default_provider()
+        provider = args.provider or settings.provider or (
+            source.identity.name if args.source == "v6" else source.default_provider())
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # The person at a console comes first: the commands of an engine it started yield the
@@ -157,9 +187,11 @@ def worker_command(args: argparse.Namespace) -> int:
         journal.close()
         lock.close()
         raise
-    _say_services(views, settings, printer)
+    _say_services(views, settings if args.source == "dss" else None, printer)
     if not any(v.command for v in views):
-        printer.line("no service has a command configured: nothing will be claimed "
+        printer.line("no image has a command configured: nothing will be run (add "
+                     '[v6.algorithms."IMAGE"] tables to the settings file)' if args.source == "v6"
+                     else "no service has a command configured: nothing will be claimed "
                      "(use --command SERVICE=TEMPLATE or the settings file)")
     stop = threading.Event()
     signals = {"count": 0}
@@ -207,9 +239,12 @@ def worker_command(args: argparse.Namespace) -> int:
                 stuck = _stuck(engine)
                 break
         if logged_out.is_set():
+            again = (f"dss-console v6 login --server {source.client.api_url} --api-key-stdin"
+                     if args.source == "v6" else
+                     f"dss-console login --server {source.key} --token-stdin")
             printer.line(f"the server no longer accepts this session: stopping. Log in again "
-                         f"(dss-console login --server {source.key} --token-stdin) and restart "
-                         "the worker; what is owed to the server is kept and sent then")
+                         f"({again}) and restart the worker; what is owed to the server is "
+                         "kept and sent then")
         elif stop.is_set():
             drain = args.drain or drain_asked.is_set()
             printer.line("stopping: " + ("letting running jobs finish" if drain
@@ -232,6 +267,44 @@ def worker_command(args: argparse.Namespace) -> int:
         journal.close()
         client.close()
         lock.close()
+
+
+def _v6_source(args: argparse.Namespace, settings: Settings) -> Any:
+    """Log in as the stored vantage6 node (``dss-console v6 login`` stored its keys)."""
+    from dss_console.commands.context import verify_option
+    from dss_console.credentials import V6CredentialStore
+    from dss_console.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
+    from dss_console.v6.source import V6KeyError, V6Source
+
+    store = V6CredentialStore()
+    try:
+        server = normalise_server_url(args.server) if args.server else None
+    except ValueError as exc:
+        raise CliError(str(exc), code=2) from None
+    stored = store.load_node(server, args.node) if (server or args.node) else None
+    if stored is None:
+        known = [n for n in store.v6_nodes() if server is None or n["server"] == server]
+        listed = ", ".join(f"{n['node']} ({n['server']})" for n in known) or "none"
+        where = server or "a vantage6 server"
+        if known and not args.node:
+            raise CliError(f"several nodes are logged in for {where} ({listed}): choose one "
+                           "with --node NAME", code=2)
+        raise CliError(f"not logged in as {'node ' + repr(args.node) if args.node else 'a node'}"
+                       f" of {where} (logged in here: {listed}). Log in first: dss-console v6 "
+                       f"login --server {server or 'URL'} --api-key-stdin [--private-key FILE]")
+    try:
+        return V6Source.connect(stored.server, stored.api_key, settings.v6,
+                                private_key_pem=stored.private_key_pem,
+                                verify=verify_option(args) if args.ca_bundle else
+                                (settings.ca_bundle or True))
+    except V6NotLoggedInError:
+        raise CliError(f"{stored.server} no longer accepts the API key of node "
+                       f"{stored.node!r}: log in again (dss-console v6 login --server "
+                       f"{stored.server} --api-key-stdin)") from None
+    except V6KeyError as exc:
+        raise CliError(str(exc)) from None
+    except V6Error as exc:
+        raise CliError(f"cannot reach {stored.server}: {exc}") from None
 
 
 def _client_from_stdin(args: argparse.Namespace) -> DssClient:
@@ -354,7 +427,7 @@ def _finished(engine: Engine, args: argparse.Namespace) -> bool:
     return False
 
 
-def _say_services(views: list[ServiceView], settings: Settings,
+def _say_services(views: list[ServiceView], settings: Settings | None,
                   printer: EventPrinter) -> None:
     for view in views:
         if view.command:
@@ -364,6 +437,8 @@ def _say_services(views: list[ServiceView], settings: Settings,
         else:
             printer.line(f"service {view.name} ({view.service_hash[:10]}): no command, not "
                          "claimed")
+    if settings is None:  # v6: images come from [v6.algorithms], all listed above
+        return
     known = {v.name for v in views} | {v.service_hash for v in views}
     for key in settings.services:
         if key not in known:

@@ -34,11 +34,28 @@ from dss_console.engine.jobs import (
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.pauses import BLOCKED, ServicePauses
+from dss_console.engine.profiles import (
+    V6_NOT_AGAIN,
+    finish_call,
+    is_v6,
+    v6_preflight_template,
+    v6_service_command,
+)
 from dss_console.engine.runner import CommandSpec, CommandStartError, check_template, preflight
 from dss_console.engine.settings import ServiceCommand, Settings
 from dss_console.engine.slurm import ClusterMonitor, SlurmError, SlurmTools
 from dss_console.engine.slurm_runner import cluster_job_name
-from dss_console.engine.source import GONE, LOGGED_OUT, TRANSIENT, JobSource, SourceService
+from dss_console.engine.source import (
+    GONE,
+    LOGGED_OUT,
+    TRANSIENT,
+    JobSource,
+    NewWork,
+    OutcomeKind,
+    SourceEvent,
+    SourceService,
+    WorkGone,
+)
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     kill_orphaned_group,
@@ -108,7 +125,9 @@ class Engine:
                               command_nice=command_nice,
                               cluster=self.cluster_monitor,
                               on_started=self._on_command_started,
-                              on_blocked=self._on_job_blocked)
+                              on_blocked=self._on_job_blocked,
+                              v6_on_shutdown=settings.v6.on_shutdown)
+        self.v6 = is_v6(source)  # a vantage6 node: runs, not tickets (engine/profiles.py)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
         self._executions: dict[int, JobExecution] = {}
@@ -139,6 +158,11 @@ class Engine:
         """Resume deliveries and interrupted jobs, then start polling (auto mode)."""
         self.outbox.start()
         self.recover(run_claimed=run_claimed)
+        watch = getattr(self.source, "watch", None)
+        if watch is not None:
+            # Push events (v6's socket) make the engine react at once; polling stays the
+            # backstop for anything missed while the channel is down.
+            watch(self._on_source_event)
         self._poller.start()
 
     def shutdown(self, *, drain: bool = False, flush_timeout: float = 30.0,
@@ -169,6 +193,9 @@ class Engine:
         flushed = self.outbox.flush(flush_timeout)
         self.outbox.stop()
         self.connection.stop()
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()  # the v6 socket and subtask proxy (DSS sources have nothing to close)
         if self._cluster is not None:
             self._cluster.close()
         if self._cleanup_thread is not None:
@@ -257,6 +284,13 @@ class Engine:
 
     def command_for(self, service_hash: str) -> ServiceCommand | None:
         name = self._service_name(service_hash)
+        return self._command(name, service_hash)
+
+    def _command(self, name: str, service_hash: str) -> ServiceCommand | None:
+        if self.v6:
+            # An image runs only when [v6.algorithms] names it exactly (the allowlist).
+            algorithm = self.settings.v6.algorithm_for(service_hash)
+            return v6_service_command(algorithm) if algorithm is not None else None
         return self.settings.command_for(name, service_hash)
 
     def set_auto(self, enabled: bool, service_hash: str | None = None) -> None:
@@ -270,6 +304,9 @@ class Engine:
         """New settings apply to the next claim and the next run; jobs blocked by a command
         that could not start try the (maybe fixed) command at once."""
         self.settings = settings
+        self.ctx.v6_on_shutdown = settings.v6.on_shutdown
+        if self.v6:
+            self.source.settings = settings.v6  # type: ignore[attr-defined]
         self.pauses.failures = settings.pause_after_failures
         self.pauses.window = settings.pause_window
         self.retry_blocked()
@@ -352,6 +389,12 @@ class Engine:
         if snap.not_retryable:
             raise EngineError(f"ticket {snap.ticket_id} cannot be retried: {snap.not_retryable}")
         status = self.source.remote_status(snap.ticket_id)
+        if self.v6 and status != "claimed":
+            # A finished run is immutable on a vantage6 server: there is no rescue.
+            why = f"{V6_NOT_AGAIN} (it is {status} on the server)"
+            self.journal.update_job(job_id, not_retryable=why)
+            self.events.publish(JobChanged(job=self.journal.job(job_id)))
+            raise EngineError(f"run {snap.ticket_id} cannot be retried: {why}")
         # `failed` is a rescue only when this console failed it: the server lets the
         # claimant turn its own failure into a success.
         if status != "claimed" and not (status == "failed"
@@ -390,6 +433,9 @@ class Engine:
     def upload_result(self, job_id: int, workspace: str | Path) -> None:
         """Upload a result workspace the operator picked, then mark the ticket a success."""
         snap = self._job_without_execution(job_id, "upload a result for")
+        if self.v6:
+            raise EngineError("a vantage6 run's result is its algorithm's output; there is no "
+                              "workspace to upload")
         if snap.state is JobState.SUCCEEDED:
             raise EngineError(f"ticket {snap.ticket_id} already succeeded")
         if self.journal.pending_final(job_id):
@@ -416,7 +462,7 @@ class Engine:
                 upload: Path | None = None, follow_cluster_job: bool = False) -> JobExecution:
         snap = self.journal.job(job_id)
         # By the job's own service name: the live service list may not be loaded yet.
-        command = self.settings.command_for(snap.service_name, snap.service_hash)
+        command = self._command(snap.service_name, snap.service_hash)
         execution = JobExecution(self.ctx, job_id, command,
                                  fresh_run=fresh_run, prefetch_only=prefetch_only,
                                  upload=upload, follow_cluster_job=follow_cluster_job,
@@ -445,6 +491,10 @@ class Engine:
     def _finish_without_run(self, snap: JobSnapshot, state: JobState, reason: str) -> None:
         calls = [("log", {"level": "error", "message": reason, "ticket": snap.ticket_id}),
                  ("status", {"status": "failed", "ticket": snap.ticket_id})]
+        if self.v6:
+            kind = OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED
+            name, payload = finish_call(kind, reason=reason)
+            calls = [(name, {**payload, "ticket": snap.ticket_id})]
         items = self.journal.transition(snap.job_id, state, reason, check=False, calls=calls,
                                         drop_final=True)
         self.outbox.announce(items)
@@ -497,6 +547,19 @@ class Engine:
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
         self.events.publish(EngineNotice(level="warning", job_id=job_id,
                                          text=f"ticket {snap.ticket_id}: {message}"))
+
+    def _on_source_event(self, event: SourceEvent) -> None:
+        """From the source's push channel (its own thread)."""
+        if isinstance(event, NewWork):
+            self._wake.set()
+        elif isinstance(event, WorkGone):
+            wanted = set(event.ticket_ids)
+            for execution in self._live_executions():
+                snap = self.journal.job(execution.job_id)
+                if event.all or snap.ticket_id in wanted:
+                    self.journal.update_job(execution.job_id,
+                                            not_retryable="killed on the server")
+                    execution.ticket_gone("killed on the server")
 
     def _on_call_refused(self, job_id: int, item: OutboxItem, message: str) -> None:
         snap = self.journal.job(job_id)
@@ -641,13 +704,30 @@ class Engine:
             return False
         if not self._services:
             self.refresh_services()
+        refuse = getattr(self.source, "refuse_unconfigured", None)
+        if refuse is not None:
+            # v6: a run for an image this node does not run is answered "not allowed" now,
+            # so the researcher is not left waiting (the source does the PATCH).
+            with self.connection.call():
+                refused = refuse()
+            for run_id in refused:
+                self.events.publish(EngineNotice(
+                    level="info", text=f"run {run_id}: not allowed (its image is not "
+                                       "configured on this node)"))
         free = self.settings.concurrency - self.active_count()
         candidates = [s for s in self.services() if s.command and s.auto]
         self._check_commands(candidates)
         eligible = [s.service_hash for s in candidates if s.command
                     and not self.pauses.reason(s.service_hash)
                     and self._service_has_slot(s.service_hash, s.command)]
+        subtasks = self._claim_subtasks([s.service_hash for s in candidates
+                                         if not self.pauses.reason(s.service_hash)],
+                                        free <= 0 or len(eligible) < len(candidates))
+        if subtasks:
+            free = self.settings.concurrency - self.active_count()
         if not eligible:
+            if subtasks:
+                return True
             self._last_ready = {}
             return False
         with self.connection.call():
@@ -671,6 +751,28 @@ class Engine:
                 found = True
         return found or bool(ready)
 
+    def _claim_subtasks(self, hashes: list[str], slots_full: bool) -> bool:
+        """A subtask never waits for a slot its parent holds (the parent waits for it, so
+        waiting would deadlock): with the slots full, claim pending subtask runs anyway.
+        With a free slot the normal claim takes them first."""
+        claim = getattr(self.source, "claim_subtask", None)
+        if claim is None or not slots_full or not hashes or not self._claiming:
+            return False
+        found = False
+        while self._claiming and not self._stopping.is_set():
+            with self._lock:
+                self._claims_in_flight += 1
+            try:
+                claimed = claim(hashes, self.provider, self.instance)
+                if claimed is None:
+                    break
+                self._adopt(claimed.ticket_id, claimed.service_hash, run=True)
+                found = True
+            finally:
+                with self._lock:
+                    self._claims_in_flight -= 1
+        return found
+
     def _check_commands(self, services: list[ServiceView]) -> None:
         """A command that cannot start claims nothing: pause its service before a claim
         (and lift that pause once the command would start and no ticket waits on it)."""
@@ -678,6 +780,12 @@ class Engine:
             assert view.command is not None
             spec = CommandSpec(template=view.command.command, env=dict(view.command.env),
                                itksnap_wt=view.command.itksnap_wt)
+            if self.v6:
+                algorithm = self.settings.v6.algorithm_for(view.service_hash)
+                template = v6_preflight_template(algorithm) if algorithm else None
+                if template is None:
+                    continue  # the program's name has a placeholder: checked at start
+                spec = CommandSpec(template=template)
             if view.command.executor == "slurm":
                 problem = self._cluster_preflight(spec)
             else:

@@ -18,6 +18,13 @@ from pathlib import Path
 from dss_console.engine.events import EventBus, JobChanged, JobMessage, JobOutput, JobSnapshot
 from dss_console.engine.journal import Journal
 from dss_console.engine.outbox import Outbox
+from dss_console.engine.profiles import (
+    V6_LEFT_OPEN,
+    finish_call,
+    is_end_call,
+    is_success_call,
+    is_v6,
+)
 from dss_console.engine.protocol import (
     AttachReport,
     MessageReport,
@@ -44,7 +51,7 @@ from dss_console.engine.slurm_runner import (
     SlurmRunner,
     cluster_job_name,
 )
-from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, JobSource
+from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, JobSource, OutcomeKind
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     ENGINE_DIR,
@@ -58,6 +65,7 @@ SHUTDOWN_REASON = "provider shut down"
 CANCEL_REASON = "cancelled by the provider"
 RETRY_NOTE = "The provider is processing this ticket again (retried by the provider)"
 PROGRESS_SEND_INTERVAL = 0.5
+OUTPUT_SEND_INTERVAL = 5.0  # v6: the run's log on the server follows the output this often
 
 # What the end user reads when the provider's side went wrong: the local detail (paths,
 # PATH, host names) stays in the journal, the local log and the console.
@@ -89,6 +97,8 @@ class JobContext:
     cluster: Callable[[], ClusterMonitor] | None = None
     on_started: Callable[[JobSnapshot], None] | None = None
     on_blocked: Callable[[JobSnapshot, str], None] | None = None
+    # v6 runs in flight at shutdown: "leave" them open (re-run at the next start) or "fail".
+    v6_on_shutdown: str = "leave"
 
 
 class StopRequest:
@@ -137,6 +147,8 @@ class JobExecution:
         # failed (the command's own failure, not the operator's or a shutdown) | None.
         self.command_result: str | None = None
         self._finished_remotely_at: float | None = None
+        self.v6 = is_v6(ctx.source)  # a vantage6 run (engine/profiles.py), else a DSS ticket
+        self._last_output_sent = 0.0
         self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
 
     # -- control ----------------------------------------------------------------------------
@@ -244,9 +256,17 @@ class JobExecution:
         if snap.state is JobState.BLOCKED and not self._still_ours(announce=False):
             return  # e.g. the operator failed it from the command line meanwhile
         if self.command is None:
-            self._block("no command is configured for this service")
+            if self.v6:  # the image lost its command meanwhile: the allowlist says no
+                self._fail("this image is not configured on this node (any more)",
+                           outcome=OutcomeKind.NOT_ALLOWED)
+            else:
+                self._block("no command is configured for this service")
             return
         workdir = make_private_dir(Path(snap.workdir))
+        if self.v6 and not self.fresh_run:
+            # Each life of a run needs its own container token (and the source's memory of
+            # the run): fetch again rather than trust files from an earlier process.
+            self.ctx.journal.update_job(self.job_id, inputs_ready=0)
         if self.fresh_run:
             clean_workdir(workdir)
             self.ctx.journal.update_job(self.job_id, inputs_ready=0,
@@ -320,14 +340,21 @@ class JobExecution:
             self._fail(self.stop.reason or CANCEL_REASON, state=JobState.CANCELLED)
         elif self.stop.kind == "fail":
             self._fail(self.stop.reason or "failed by the provider")
+        elif self._leave_open():
+            self._transition(JobState.INTERRUPTED, V6_LEFT_OPEN, check=False)
         else:
             self._fail(self.stop.reason or SHUTDOWN_REASON)
+
+    def _leave_open(self) -> bool:
+        """A v6 run stopped by a shutdown stays open on the server (the official node's
+        behaviour) unless `[v6] on_shutdown = "fail"`."""
+        return self.v6 and self.stop.kind == "shutdown" and self.ctx.v6_on_shutdown == "leave"
 
     def _execute(self, follow: str | None = None) -> None:
         """Run the command (``follow``: the SLURM job id already submitted for it)."""
         assert self.command is not None or follow is not None
         paths = self.paths()
-        if paths.workspace is None and follow is None:
+        if paths.workspace is None and follow is None and not self.v6:
             self._fail("the ticket has no ITK-SNAP workspace (.itksnap) among its inputs")
             return
         command = self.command
@@ -335,7 +362,14 @@ class JobExecution:
             with contextlib.suppress(OSError):
                 paths.result.unlink()
         on_cluster = follow is not None or (command is not None and command.executor == "slurm")
-        runner = self._make_runner(paths, follow) if on_cluster else self._local_runner(paths)
+        if self.v6:
+            on_cluster = False  # a v6 run is a local process (its command may add isolation)
+            runner = self._v6_runner(paths)
+            if runner is None:
+                return
+        else:
+            runner = self._make_runner(paths, follow) if on_cluster \
+                else self._local_runner(paths)
         if follow is None:
             self._transition(JobState.RUNNING, exit_code=None,
                              executor="slurm" if on_cluster else "local", cluster_job=None,
@@ -353,6 +387,10 @@ class JobExecution:
         if isinstance(started, int):
             self.ctx.journal.update_job(self.job_id, pid=started, pgid=runner.pgid,
                                         proc_start=process_identity(started))
+        if self.v6:
+            # Through the outbox: a server that does not answer right now must not fail the
+            # run; a run killed meanwhile (gone) stops it.
+            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "active")
         if self.stop.kind:  # asked to stop while starting
             runner.terminate(self.stop.reason or SHUTDOWN_REASON)
         outcome = self._watch(runner)
@@ -374,6 +412,28 @@ class JobExecution:
     def _log_name(self) -> str:
         attempt = self.snapshot.attempt
         return "output.log" if attempt <= 1 else f"output-{attempt}.log"
+
+    def _v6_runner(self, paths: JobPaths) -> CommandRunner | None:
+        """The runner of a v6 run: exactly the source's argv and environment, in the same
+        directory the inputs were fetched to. None when the source cannot say (recorded)."""
+        assert self.command is not None
+        ticket = self.snapshot.ticket_id
+        try:
+            argv, env = self.ctx.source.command(ticket, paths.input_dir)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self.command_result = "failed"
+            self._fail(f"the command cannot be prepared: {exc}",
+                       outcome=OutcomeKind.START_FAILED)
+            return None
+        spec = CommandSpec(template=self.command.command, timeout=self.command.timeout,
+                           cwd=self.command.cwd, argv=argv, exact_env=env,
+                           nice=self.ctx.command_nice if self.command.nice is None
+                           else self.command.nice)
+        return CommandRunner(spec, paths, self._on_report, grace_period=self.ctx.grace_period,
+                             log_name=self._log_name())
+
+    def _output_log(self) -> Path:
+        return self.paths().engine_dir / self._log_name()
 
     def _local_runner(self, paths: JobPaths) -> CommandRunner:
         return CommandRunner(self._spec(), paths, self._on_report,
@@ -421,6 +481,12 @@ class JobExecution:
             except CommandStartError as exc:
                 if self.stop.kind:
                     self._stopped_before_run()
+                elif self.v6:
+                    # The researcher waits for an answer: say at once that it cannot start
+                    # (the engine's preflight pauses the image before claiming more).
+                    self.command_result = "failed"
+                    self._fail(f"the command cannot start: {exc}",
+                               outcome=OutcomeKind.START_FAILED)
                 else:
                     self._block(f"the command cannot start: {exc}")
                 return None
@@ -454,6 +520,8 @@ class JobExecution:
             if outcome is not None:
                 return outcome
             self._send_progress()
+            if self.v6:
+                self._send_output()
             if time.monotonic() >= next_check and not self.stop.kind:
                 next_check = time.monotonic() + self.ctx.status_interval
                 self._check_still_claimed()
@@ -465,7 +533,7 @@ class JobExecution:
             return  # an unreachable server is not a reason to kill a running command
         if status == "claimed" or (status == "failed" and self.rescuing):
             return
-        if status in ("failed", "success"):
+        if status in ("failed", "success") and not self.v6:
             # Most likely the command finished the ticket itself (ASHS scripts do) and is
             # about to exit: let it end in its own words, within the grace period.
             now = time.monotonic()
@@ -477,6 +545,19 @@ class JobExecution:
                 return
         self.ctx.journal.update_job(self.job_id, not_retryable=not_retryable_reason(status))
         self.ticket_gone(f"status: {status}")
+
+    def _send_output(self) -> None:
+        """v6: the run's log on the server follows the command's output (the source reads
+        the tail when it sends); one such call pending at a time."""
+        now = time.monotonic()
+        if now - self._last_output_sent < OUTPUT_SEND_INTERVAL:
+            return
+        self._last_output_sent = now
+        if any(i.kind == "output" and i.state == "pending"
+               for i in self.ctx.journal.outbox_items(self.job_id)):
+            return
+        self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "output",
+                            path=str(self._output_log()))
 
     def _block(self, reason: str) -> None:
         """The provider's configuration keeps the command from starting: not the user's
@@ -553,6 +634,9 @@ class JobExecution:
             self.ctx.journal.drop_pending(self.job_id, self.stop.reason or "ticket gone")
             self._transition(JobState.CANCELLED, self.stop.reason)
             return
+        if self._leave_open():
+            self._transition(JobState.INTERRUPTED, V6_LEFT_OPEN, check=False)
+            return
         if self.stop.kind == "shutdown":
             self._fail(SHUTDOWN_REASON, tail)
             return
@@ -560,12 +644,16 @@ class JobExecution:
             self._fail(self.stop.reason or CANCEL_REASON, tail, state=JobState.CANCELLED)
             return
         if self.stop.kind == "fail":
-            self._fail(self.stop.reason or "failed by the provider", tail)
+            self._fail(self.stop.reason or "failed by the provider", tail,
+                       outcome=OutcomeKind.CANCELLED if self.v6 else None)
             return
         # From here on the command itself decided: its failures count for the breaker.
         self.command_result = "failed"
         if outcome.stop_reason:  # timeout
             self._fail(f"the command {outcome.stop_reason}", tail)
+            return
+        if self.v6:
+            self._decide_v6(outcome, paths)
             return
         if outcome.exit_code == 0:
             if paths.result.is_file():
@@ -585,6 +673,21 @@ class JobExecution:
             return
         self._fail(outcome.last_error or f"command was killed by signal {outcome.signal}", tail)
 
+    def _decide_v6(self, outcome: RunOutcome, paths: JobPaths) -> None:
+        """The command ended by itself: exit 0 → COMPLETED with its output file as the
+        result; anything else → CRASHED with its last error (the researcher reads it)."""
+        if outcome.exit_code == 0:
+            self.command_result = "succeeded"
+            name, payload = finish_call(OutcomeKind.COMPLETED, result=paths.input_dir / "output",
+                                        output=outcome.log_path, final=True)
+            self._transition(JobState.UPLOADING, None, calls=[(name, payload)], progress=1.0)
+            self._finish_upload()
+            return
+        reason = outcome.last_error or (f"command exited with code {outcome.exit_code}"
+                                        if outcome.exit_code is not None else
+                                        f"command was killed by signal {outcome.signal}")
+        self._fail(reason, outcome=OutcomeKind.CRASHED)
+
     def _finished_by_command(self) -> bool:
         try:
             return self.ctx.source.remote_status(self.snapshot.ticket_id) == "success"
@@ -592,7 +695,8 @@ class JobExecution:
             return False  # unknown: the failure path asks again before it sends anything
 
     def _fail(self, reason: str, tail: list[str] | None = None, *,
-              state: JobState = JobState.FAILED, user_reason: str | None = None) -> None:
+              state: JobState = JobState.FAILED, user_reason: str | None = None,
+              outcome: OutcomeKind | None = None) -> None:
         """Tell the user why (`user_reason` when `reason` carries local detail), with the
         output tail attached, then mark the ticket failed — unless the ticket is already
         finished (the command may have failed it itself)."""
@@ -615,6 +719,16 @@ class JobExecution:
                                     "server; nothing sent)", check=False)
             return
         calls: list[tuple[str, dict]] = []
+        if self.v6:
+            # One call: status, reason and the output's tail as the run's log (v6 has no
+            # cancelled status: an operator's stop is sent as failed, the reason says so).
+            kind = outcome or (OutcomeKind.CANCELLED if state is JobState.CANCELLED
+                               else OutcomeKind.FAILED)
+            log_path = self._output_log()
+            calls.append(finish_call(kind, reason=user_reason or reason,
+                                     output=log_path if log_path.is_file() else None))
+            self._transition(state, reason, calls=calls, check=False, drop_final=True)
+            return
         if tail:
             tail_file = self._write_tail(tail)
             calls.append(("attach", {"description": "Last lines of the command's output",
@@ -625,8 +739,8 @@ class JobExecution:
 
     def _stop_during_upload(self) -> None:
         """Cancel, fail or a vanished ticket while the result phase is in flight."""
-        if any(i.kind == "status" and i.payload.get("status") == "success"
-               and i.state == "delivered" for i in self.ctx.journal.outbox_items(self.job_id)):
+        if any(is_success_call(i) and i.state == "delivered"
+               for i in self.ctx.journal.outbox_items(self.job_id)):
             self._transition(JobState.SUCCEEDED, "the result had already been delivered")
             return
         if self.stop.kind == "gone":
@@ -688,9 +802,9 @@ class JobExecution:
         if self.stop.kind == "gone":
             self._transition(JobState.CANCELLED, self.stop.reason, check=False)
             return
-        statuses = [i for i in journal.outbox_items(self.job_id) if i.kind == "status"]
+        statuses = [i for i in journal.outbox_items(self.job_id) if is_end_call(i)]
         last = statuses[-1] if statuses else None
-        if last and last.payload["status"] == "success" and last.state == "delivered":
+        if last and is_success_call(last) and last.state == "delivered":
             self._transition(JobState.SUCCEEDED, None)
         else:
             reason = snap.reason or (last.last_error if last else None) or \

@@ -5,6 +5,10 @@ One job's calls go out strictly in order (the final status after everything queu
 it); different jobs are delivered in parallel so one slow upload does not hold back another
 ticket's progress. Consecutive progress updates collapse into the latest. A restart resumes
 delivery from the journal.
+
+Kinds: progress, log, attach, upload, status (DSS and v6 alike, where the source has them);
+active, output and finish (a vantage6 run: started, its log follows the output, its
+:class:`Outcome` in one call).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dss_console.engine.events import (
     JobChanged,
 )
 from dss_console.engine.journal import Journal, OutboxItem
+from dss_console.engine.profiles import outcome_from_payload
 from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, TRANSIENT, JobSource
 
 INTERNAL_ERROR_LIMIT = 5  # a call the server keeps answering 500 to is given up after this
@@ -219,6 +224,18 @@ class Outbox:
                 if current in ("failed", "success", "deleted"):
                     return f"not sent: the ticket is already {current}"
             src.set_finished(ticket, p["status"] == "success")
+        elif item.kind == "finish":
+            outcome = outcome_from_payload(p)
+            if not outcome.success:
+                # As for `failed` above: a run that already ended there stays as it ended.
+                current = src.remote_status(ticket)
+                if current in ("failed", "success", "deleted"):
+                    return f"not sent: the run is already {current}"
+            src.set_finished(ticket, outcome)  # type: ignore[arg-type]
+        elif item.kind == "active":
+            src.mark_active(ticket)  # type: ignore[attr-defined]
+        elif item.kind == "output":
+            src.send_output(ticket, Path(p["path"]))  # type: ignore[attr-defined]
         else:
             raise ValueError(f"unknown outbox call {item.kind!r}")
         return None
@@ -233,7 +250,7 @@ class Outbox:
             self._server_errors[item.id] = errors_500
             # A call the server answers 500 to every time (a malformed request) is given up,
             # but never the final status: a ticket must not stay claimed because of it.
-            if errors_500 >= INTERNAL_ERROR_LIMIT and item.kind != "status":
+            if errors_500 >= INTERNAL_ERROR_LIMIT and item.kind not in ("status", "finish"):
                 kind = REFUSED
             else:
                 delay = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 10))

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -111,6 +111,11 @@ class CommandSpec:
     cwd: str | None = None  # default: the work dir; relative: inside the work dir
     nice: int = 0  # added to the command's CPU niceness (its whole process group)
     itksnap_wt: bool = False  # an `itksnap-wt` (dss-console wt) first on the command's PATH
+    # A source that builds the command itself (vantage6): run exactly this argv with exactly
+    # this environment — no template, no os.environ, no DSS_* variables (the official v6
+    # wrapper base32-decodes every variable it sees). `template` is then only for display.
+    argv: Sequence[str] | None = None
+    exact_env: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -481,7 +486,12 @@ class CommandRunner:
         if self._pre_start_stop is not None:
             raise CommandStartError(f"stopped before it started: {self._pre_start_stop}")
         paths = self._paths
-        argv = expand_command(self._spec.template, paths)
+        if self._spec.argv is not None:
+            argv = list(self._spec.argv)
+            if not argv or not argv[0]:
+                raise CommandStartError("empty command")
+        else:
+            argv = expand_command(self._spec.template, paths)
         cwd = Path(paths.workdir, self._spec.cwd) if self._spec.cwd else Path(paths.workdir)
         if not cwd.is_dir():
             raise CommandStartError(f"the working directory {cwd} does not exist")
@@ -491,8 +501,11 @@ class CommandRunner:
             raise CommandStartError(f"cannot prepare {paths.engine_dir}: "
                                     f"{exc.strerror or exc}") from None
         assert self.hook_path is not None
-        env = command_environment(paths, self._spec, self.hook_path, self.events_path,
-                                  self.abort_path)
+        if self._spec.exact_env is not None:
+            env = dict(self._spec.exact_env)
+        else:
+            env = command_environment(paths, self._spec, self.hook_path, self.events_path,
+                                      self.abort_path)
         _check_program(argv[0], cwd, env)
         try:
             self._log_file = open(self.log_path, "wb", buffering=0)  # noqa: SIM115

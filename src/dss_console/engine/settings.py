@@ -75,6 +75,7 @@ from typing import Any
 import platformdirs
 
 from dss_console import paths
+from dss_console.v6.settings import V6Settings, V6SettingsError, parse_v6_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -182,6 +183,8 @@ class Settings:
     ca_bundle: str | None = None
     notify: bool = False
     services: dict[str, ServiceCommand] = field(default_factory=dict)
+    # The [v6] table: this machine as a vantage6 node (dss_console.v6.settings).
+    v6: V6Settings = field(default_factory=V6Settings)
     # Keys whose command came from --command: they win over the file's entries in
     # command_for, so `--command Name=...` is not shadowed by a hash key in the file.
     # An init field (not init=False), so dataclasses.replace() carries it along.
@@ -508,6 +511,11 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
     if "services" in data:
         for key, table in check.table(data["services"], "services").items():
             settings.services[key] = _service_from_dict(check, key, table)
+    if "v6" in data:
+        try:
+            settings.v6 = parse_v6_settings(data["v6"])
+        except V6SettingsError as exc:
+            raise check.error("", str(exc)) from None  # the message starts with "v6.…"
     return settings
 
 
@@ -632,7 +640,7 @@ def settings_to_toml(settings: Settings) -> str:
     defaults = Settings()
     lines: list[str] = []
     for name in _TOP_KEYS:
-        if name == "services":
+        if name in ("services", "v6"):
             continue
         value = getattr(settings, name)
         if value is None or value == getattr(defaults, name):
@@ -665,7 +673,46 @@ def settings_to_toml(settings: Settings) -> str:
             lines.append(f"[{header}.env]")
             for env_name, env_value in service.env.items():
                 lines.append(f"{_key_part(env_name)} = {_toml_value(env_value)}")
+    _v6_to_toml(settings.v6, lines)
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def _v6_to_toml(v6: V6Settings, lines: list[str]) -> None:
+    """The [v6] table, written back from what was parsed (so a console that saves its
+    settings keeps the node's configuration); values equal to their defaults are left out."""
+    defaults = V6Settings()
+
+    def table(header: str, rows: list[str]) -> None:
+        if not rows:
+            return
+        if lines:
+            lines.append("")
+        lines.append(f"[{header}]")
+        lines.extend(rows)
+
+    def env_rows(env: Mapping[str, str]) -> list[str]:
+        return [f"{_key_part(k)} = {_toml_value(v)}" for k, v in env.items()]
+
+    top = [f"{name} = {_toml_value(getattr(v6, name))}"
+           for name in ("share_logs", "log_limit", "unknown_images", "on_shutdown")
+           if getattr(v6, name) != getattr(defaults, name)]
+    if top or v6.algorithm_env or v6.algorithms or v6.databases:
+        table("v6", top)
+    table("v6.algorithm_env", env_rows(v6.algorithm_env))
+    for image, algorithm in v6.algorithms.items():
+        header = f"v6.algorithms.{_key_part(image, quote=True)}"
+        rows = [f"{name} = {_toml_value(getattr(algorithm, name))}"
+                for name in ("python", "package", "command", "timeout", "max_jobs", "nice",
+                             "cwd") if getattr(algorithm, name) is not None]
+        if algorithm.subtasks:
+            rows.append("subtasks = true")
+        table(header, rows)
+        table(f"{header}.env", env_rows(algorithm.env))
+    for label, database in v6.databases.items():
+        header = f"v6.databases.{_key_part(label, quote=True)}"
+        table(header, [f"uri = {_toml_value(database.uri)}",
+                       f"type = {_toml_value(database.type)}"])
+        table(f"{header}.env", env_rows(database.env))
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> Path:

@@ -3,13 +3,17 @@
 The engine calls a `JobSource` (claim, fetch inputs, report, upload, finish, status) and sees
 its failures only as four kinds: transient (retry later), logged out (pause until the
 operator logs in again), ticket gone (stop working on it), refused (this call will never
-work). DSS is the only source today; the DSS specifics live in `DssSource` alone.
+work). The DSS specifics live in `DssSource` alone; the vantage6 node is
+`dss_console.v6.source.V6Source` (``kind = "v6"``), which speaks the same words through
+``remote_status`` and takes the neutral types below (``RemoteState``, ``Outcome``, the push
+events) where DSS has no equivalent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +40,79 @@ GONE = "gone"
 REFUSED = "refused"
 
 
+# -- neutral seam types (both sources) --------------------------------------------------
+
+
+class RemoteState(str, Enum):
+    """Where a job stands on the server, in words both sources share.
+
+    DSS: ``claimed`` → OURS, ``success`` → SUCCEEDED, ``failed`` → FAILED,
+    deleted/unclaimed/other provider → GONE. v6: not finished → OURS, ``completed`` →
+    SUCCEEDED, crashed/failed/start failed/not allowed → FAILED, ``killed by user`` or 404
+    → GONE.
+    """
+
+    OURS = "ours"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    GONE = "gone"
+
+
+# The DSS status words the engine compares (``remote_status``), for a source that thinks in
+# RemoteState: the five call sites stay the same for both sources.
+STATUS_WORD = {RemoteState.OURS: "claimed", RemoteState.SUCCEEDED: "success",
+               RemoteState.FAILED: "failed", RemoteState.GONE: "deleted"}
+
+
+class OutcomeKind(str, Enum):
+    COMPLETED = "completed"        # the command succeeded and produced its result
+    CRASHED = "crashed"            # the command ran and failed (non-zero exit, exception)
+    START_FAILED = "start_failed"  # the command could not be started (missing binary…)
+    FAILED = "failed"              # anything else: timeout, shutdown with on_shutdown=fail
+    CANCELLED = "cancelled"        # the operator's Cancel/Fail (v6 has no such status:
+    #                                sent as "failed" with the reason in the log)
+    NOT_ALLOWED = "not_allowed"    # v6: the image has no configured command (the allowlist)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended, handed to ``set_finished`` in one piece (v6: one ``PATCH /run``
+    with result + log + status + finished_at)."""
+
+    kind: OutcomeKind
+    result: Path | None = None     # v6: OUTPUT_FILE
+    output: Path | None = None     # the command's combined output (its tail becomes the log)
+    reason: str = ""               # one line for the operator and the server log
+
+    @property
+    def success(self) -> bool:
+        return self.kind is OutcomeKind.COMPLETED
+
+
+@dataclass(frozen=True)
+class NewWork:
+    """Push: the server has new work (engine: wake the claim loop now)."""
+
+
+@dataclass(frozen=True)
+class WorkGone:
+    """Push: the researcher killed these runs (engine: stop their processes now, as when
+    the status check says they are gone)."""
+
+    ticket_ids: tuple[int, ...]
+    all: bool = False              # "kill every run on this node" (POST /kill/node)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Push channel up or down (polling covers the gaps)."""
+
+    connected: bool
+
+
+SourceEvent = NewWork | WorkGone | Connection
+
+
 @dataclass(frozen=True)
 class SourceService:
     name: str
@@ -51,6 +128,7 @@ class ClaimedWork:
 
 class JobSource(Protocol):
     key: str  # stable identity of the source in the journal (the server URL)
+    kind: str  # "dss" | "v6": which job profile the engine uses (engine/profiles.py)
 
     def services(self) -> list[SourceService]: ...
     def available(self, service_hashes: Sequence[str]) -> dict[str, int]: ...
@@ -70,6 +148,8 @@ class JobSource(Protocol):
 
 class DssSource:
     """A DSS server, through the provider client."""
+
+    kind = "dss"
 
     def __init__(self, client: DssClient):
         self.client = client

@@ -40,10 +40,18 @@ import os
 import string
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dss_console.engine.source import (
+    STATUS_WORD,
+    ClaimedWork,
+    Outcome,
+    OutcomeKind,
+    RemoteState,
+    SourceEvent,
+    SourceService,
+)
 from dss_console.v6 import crypto
 from dss_console.v6.client import (
     FAILED_STATUSES,
@@ -59,7 +67,6 @@ from dss_console.v6.client import (
 from dss_console.v6.environment import RunFiles, run_environment
 from dss_console.v6.events import V6Events
 from dss_console.v6.proxy import SubtaskProxy
-from dss_console.v6.seam import Outcome, OutcomeKind, RemoteState, SourceEvent
 from dss_console.v6.settings import V6Algorithm, V6Settings
 
 log = logging.getLogger(__name__)
@@ -76,21 +83,6 @@ _STATUS_FOR = {
 
 class V6KeyError(ValueError):
     """The collaboration is encrypted and no usable private key was given (in words)."""
-
-
-@dataclass(frozen=True)
-class SourceService:
-    """Same fields as ``engine.source.SourceService`` (kept local: no engine import)."""
-
-    name: str
-    service_hash: str
-    version: str = ""
-
-
-@dataclass(frozen=True)
-class ClaimedWork:
-    ticket_id: int
-    service_hash: str
 
 
 def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
@@ -181,15 +173,16 @@ class V6Source:
         return refused
 
     def claim(self, service_hashes: Sequence[str], provider: str = "",
-              instance: str = "") -> ClaimedWork | None:
+              instance: str = "", *, subtasks_only: bool = False) -> ClaimedWork | None:
         """The oldest pending run of these images, subtasks first; marked ``initializing``.
 
         vantage6 has no atomic claim: one worker per node is the rule (the engine's
         instance lock per ``source.key``). A run already started by someone else is
-        skipped, not fought over."""
+        skipped, not fought over. ``subtasks_only``: only runs whose task has a parent."""
         wanted = set(service_hashes)
         candidates = [r for r in self.client.open_runs()
-                      if r.status == "pending" and r.image in wanted]
+                      if r.status == "pending" and r.image in wanted
+                      and (r.parent_id is not None or not subtasks_only)]
         candidates.sort(key=lambda r: (r.parent_id is None, r.id))
         for run in candidates:
             try:
@@ -201,6 +194,12 @@ class V6Source:
                 self._runs[run.id] = run
             return ClaimedWork(run.id, run.image)
         return None
+
+    def claim_subtask(self, service_hashes: Sequence[str], provider: str = "",
+                      instance: str = "") -> ClaimedWork | None:
+        """A pending subtask run: the engine claims these even when every slot is taken
+        (the parent holds one and waits for its subtasks)."""
+        return self.claim(service_hashes, provider, instance, subtasks_only=True)
 
     def is_subtask(self, ticket_id: int) -> bool:
         run = self._run(ticket_id)
@@ -281,6 +280,11 @@ class V6Source:
         if run.status in FAILED_STATUSES or run.finished_at is not None:
             return RemoteState.FAILED
         return RemoteState.OURS
+
+    def remote_status(self, ticket_id: int) -> str:
+        """``remote_state`` in the engine's DSS words (claimed / success / failed /
+        deleted), so the engine's status checks serve both sources."""
+        return STATUS_WORD[self.remote_state(ticket_id)]
 
     def send_progress(self, ticket_id: int, value: float) -> None:
         self._note(ticket_id, f"progress {round(value * 100)} %")

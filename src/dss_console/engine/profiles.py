@@ -1,0 +1,82 @@
+"""What differs per kind of job source, kept out of the job's control flow.
+
+A DSS ticket: inputs are an ITK-SNAP workspace, the command is a template from
+``[services]`` run with our environment plus ``DSS_*`` variables, the result is a
+``.itksnap`` exported and uploaded file by file, then the status. A vantage6 run
+(``source.kind == "v6"``): inputs come from ``source.fetch_inputs`` (decrypted input, a fresh
+container token), the command is ``source.command`` → (argv, env) run *exactly* (the official
+wrapper base32-decodes every variable it sees), and the end is one ``finish`` call carrying
+an :class:`Outcome` (result + log + status in one PATCH).
+
+These helpers are the v6 half; ``jobs.py`` keeps the DSS path as it was.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from dss_console.engine.journal import OutboxItem
+from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.source import Outcome, OutcomeKind
+from dss_console.v6.settings import V6Algorithm
+
+V6 = "v6"
+
+# What the operator reads for a v6 run left open at shutdown (on_shutdown = "leave").
+V6_LEFT_OPEN = ("dss-console stopped while the run was in flight; the run stays open on the "
+                "server and runs again when the worker starts")
+V6_NOT_AGAIN = "a finished vantage6 run cannot run again"
+
+
+def is_v6(source: object) -> bool:
+    return getattr(source, "kind", "dss") == V6
+
+
+def v6_service_command(algorithm: V6Algorithm) -> ServiceCommand:
+    """The engine's view of a configured image: its limits, and a command line to show.
+    The argv that really runs comes from ``source.command`` when the run starts."""
+    return ServiceCommand(key=algorithm.image, command=shlex.join(algorithm.argv_template()),
+                          timeout=algorithm.timeout, max_jobs=algorithm.max_jobs,
+                          nice=algorithm.nice, cwd=algorithm.cwd, env=dict(algorithm.env))
+
+
+def v6_preflight_template(algorithm: V6Algorithm) -> str | None:
+    """A template of just the program, for the runner's preflight (is it on PATH, is it
+    executable); None when the program name itself has a placeholder (checked at start)."""
+    program = algorithm.argv_template()[0]
+    return None if "{" in program else shlex.quote(program)
+
+
+def finish_call(kind: OutcomeKind, *, reason: str = "", result: Path | None = None,
+                output: Path | None = None, final: bool = False) -> tuple[str, dict[str, Any]]:
+    """The outbox call that ends a v6 run (after everything queued before it)."""
+    payload: dict[str, Any] = {"outcome": kind.value, "reason": reason}
+    if result is not None:
+        payload["result"] = str(result)
+    if output is not None:
+        payload["output"] = str(output)
+    if final:
+        payload["final"] = True
+    return "finish", payload
+
+
+def outcome_from_payload(payload: dict[str, Any]) -> Outcome:
+    return Outcome(OutcomeKind(payload["outcome"]),
+                   result=Path(payload["result"]) if payload.get("result") else None,
+                   output=Path(payload["output"]) if payload.get("output") else None,
+                   reason=str(payload.get("reason") or ""))
+
+
+def is_success_call(item: OutboxItem) -> bool:
+    """The call that says "this job succeeded": DSS `status success`, v6 `finish completed`."""
+    if item.kind == "status":
+        return item.payload.get("status") == "success"
+    if item.kind == "finish":
+        return item.payload.get("outcome") == OutcomeKind.COMPLETED.value
+    return False
+
+
+def is_end_call(item: OutboxItem) -> bool:
+    return item.kind in ("status", "finish")

@@ -1,0 +1,273 @@
+"""`dss-console worker --source v6` as a node operator runs it: real worker processes, the
+real vantage6-server 4.15.2, the official `vantage6-client` as the researcher, the official
+wrapper running the demo algorithm (and a plain local command for the tests that need an
+algorithm which never ends by itself on its first life).
+
+One worker per node at a time (the rule): the plain node's worker is shared by the tests of
+the module that use the plain collaboration; the encrypted node gets its own workers.
+"""
+
+# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dss_console.engine.settings import Settings, settings_to_toml
+from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
+from dss_console.v6.settings import parse_v6_settings
+
+from v6_fixtures import (
+    SERVER_TEST_TIMEOUT,
+    Researcher,
+    researchers,
+    v6_python,
+    v6_sandbox,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
+
+EXE = Path(sys.executable).with_name("dss-console")
+SLEEPER_IMAGE = "v6-test-sleeper"
+DEMO_AGE_MEAN = 50.025  # resources/v6_demo/demo.csv
+
+# An algorithm as a plain local command: it records each life's pid; the first life of a
+# run never ends by itself (only a stop ends it), a later life writes its result at once.
+SLEEPER = textwrap.dedent('''
+    import json, os, sys, time
+    output, record = sys.argv[1], sys.argv[2]
+    with open(record, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    with open(record) as f:
+        lives = len(f.read().split())
+    if lives == 1:
+        time.sleep(600)
+    with open(output, "w") as f:
+        json.dump({"life": lives}, f)
+''')
+
+
+class Worker:
+    """One `dss-console worker --source v6` process and its output lines."""
+
+    def __init__(self, home: Path, server: str, node: str, *extra: str) -> None:
+        env = dict(os.environ, XDG_DATA_HOME=str(home / "data"), DSS_CONSOLE_KEYRING="off")
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [str(EXE), "worker", "--source", "v6", "--server", server, "--node", node,
+             "--config", str(home / "settings.toml"), "--poll-interval", "2", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_line(self, pattern: str, timeout: float = 60.0) -> str:
+        regex = re.compile(pattern)
+        with self._cond:
+            found = self._cond.wait_for(
+                lambda: any(regex.search(x) for x in self.lines) or self.proc.poll() is not None,
+                timeout)
+            match = next((x for x in self.lines if regex.search(x)), None)
+        if not found or match is None:
+            raise AssertionError(f"no line matching {pattern!r} within {timeout} s; "
+                                 f"output:\n{self.output}")
+        return match
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaps yet counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _write_settings(home: Path, sandbox: V6Sandbox, **v6: object) -> None:
+    table = sandbox.demo_settings()
+    script = home / "sleeper.py"
+    script.write_text(SLEEPER)
+    (home / "lives").mkdir(exist_ok=True)
+    table["algorithms"][SLEEPER_IMAGE] = {
+        "command": f"{sys.executable} {script} {{output}} {home / 'lives'}/{{run}}"}
+    table.update(v6)
+    settings = Settings(v6=parse_v6_settings(table))
+    (home / "settings.toml").write_text(settings_to_toml(settings))
+
+
+def _login(home: Path, sandbox: V6Sandbox, node: str) -> None:
+    env = dict(os.environ, XDG_DATA_HOME=str(home / "data"), DSS_CONSOLE_KEYRING="off")
+    argv = [str(EXE), "v6", "login", "--server", sandbox.url, "--api-key-stdin"]
+    if sandbox.node(node).encrypted:
+        argv += ["--private-key", str(sandbox.key_file("station"))]
+    done = subprocess.run(argv, input=sandbox.node(node).api_key + "\n", env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def home(v6_sandbox: V6Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A node operator's machine: both nodes logged in, one settings file."""
+    path = tmp_path_factory.mktemp("v6-worker-home")
+    _write_settings(path, v6_sandbox)
+    for node in ("station-demo", "station-demo-enc"):
+        _login(path, v6_sandbox, node)
+    return path
+
+
+@pytest.fixture(scope="module")
+def plain_worker(home: Path, v6_sandbox: V6Sandbox) -> Iterator[Worker]:
+    """The plain node's worker, one slot (subtasks must not wait for it)."""
+    worker = Worker(home, v6_sandbox.url, "station-demo", "--concurrency", "1")
+    try:
+        worker.wait_line(r"worker .* on .*#node-\d+")
+        yield worker
+    finally:
+        code = worker.stop()
+        assert code == 0, worker.output
+        assert "Traceback" not in worker.output, worker.output
+
+
+def _lives(home: Path, run_id: int) -> list[int]:
+    path = home / "lives" / str(run_id)
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def _run_ids(researcher: Researcher, task_id: int) -> list[int]:
+    return [r["id"] for r in researcher.call("runs", task_id=task_id)]
+
+
+def test_a_task_runs_through_the_worker_and_an_unknown_image_is_not_allowed(
+        plain_worker: Worker, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox) -> None:
+    researcher = researchers["demo"]
+    station = v6_sandbox.org_id("station")
+    task_id = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="age")
+    assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed"
+    assert researcher.call("results", task_id=task_id) == [
+        {"sum": pytest.approx(DEMO_AGE_MEAN * 40), "count": 40}]
+    (run_id,) = _run_ids(researcher, task_id)
+    plain_worker.wait_line(rf"ticket {run_id} \(.*\): succeeded")
+
+    refused = researcher.create_task("harbor2.example/unknown:1", "anything", [station])
+    assert researcher.call("wait_task", task_id=refused, timeout=60) == "not allowed"
+    (run,) = researcher.call("runs", task_id=refused)
+    assert "not configured on this node" in run["log"]
+
+
+def test_subtasks_run_while_their_parent_holds_the_only_slot(
+        plain_worker: Worker, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox) -> None:
+    researcher = researchers["demo"]
+    task_id = researcher.create_task(DEMO_IMAGE, "central_mean", [v6_sandbox.org_id("station")],
+                                     column="age")
+    assert researcher.call("wait_task", task_id=task_id, timeout=90) == "completed", \
+        plain_worker.output
+    assert researcher.call("results", task_id=task_id) == [
+        {"mean": pytest.approx(DEMO_AGE_MEAN), "count": 40, "organizations": 1}]
+
+
+def test_a_kill_stops_the_local_process_and_the_next_task_runs(
+        plain_worker: Worker, researchers: dict[str, Researcher], home: Path,
+        v6_sandbox: V6Sandbox) -> None:
+    researcher = researchers["demo"]
+    station = v6_sandbox.org_id("station")
+    task_id = researcher.create_task(SLEEPER_IMAGE, "sleep", [station])
+    (run_id,) = _run_ids(researcher, task_id)
+    (pid,) = wait_for(lambda: _lives(home, run_id), 30, "the local process to start")
+    wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "active", 30,
+             "the run to be active on the server")
+    researcher.call("kill", task_id=task_id)
+    wait_for(lambda: not _alive(pid), 10, "the process to be stopped")
+    plain_worker.wait_line(rf"ticket {run_id} \(.*\): cancelled")
+    assert researcher.call("wait_task", task_id=task_id, timeout=10) == "killed by user"
+    assert _lives(home, run_id) == [pid]  # stopped, never run again
+
+    task_id = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="age")
+    assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed"
+
+
+def test_encrypted_task_gives_the_decrypted_result(
+        home: Path, researchers: dict[str, Researcher], v6_sandbox: V6Sandbox) -> None:
+    researcher = researchers["demo-enc"]
+    worker = Worker(home, v6_sandbox.url, "station-demo-enc")
+    try:
+        task_id = researcher.create_task(DEMO_IMAGE, "column_mean",
+                                         [v6_sandbox.org_id("station")], column="age")
+        assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed", \
+            worker.output
+        assert researcher.call("results", task_id=task_id) == [
+            {"sum": pytest.approx(DEMO_AGE_MEAN * 40), "count": 40}]
+    finally:
+        assert worker.stop() == 0, worker.output
+
+
+def test_worker_killed_mid_run_stops_the_leftover_and_runs_it_once(
+        home: Path, researchers: dict[str, Researcher], v6_sandbox: V6Sandbox) -> None:
+    researcher = researchers["demo-enc"]
+    station = v6_sandbox.org_id("station")
+    first = Worker(home, v6_sandbox.url, "station-demo-enc")
+    try:
+        task_id = researcher.create_task(SLEEPER_IMAGE, "sleep", [station])
+        (run_id,) = _run_ids(researcher, task_id)
+        (pid,) = wait_for(lambda: _lives(home, run_id), 30, "the local process to start")
+        first.wait_line(rf"ticket {run_id} \(.*\): running")
+    finally:
+        first.kill()  # no shutdown: the journal is all the next start has
+    assert _alive(pid), "the command should outlive its worker (own process group)"
+    # Work posted while no worker runs.
+    queued = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="weight")
+
+    second = Worker(home, v6_sandbox.url, "station-demo-enc")
+    try:
+        wait_for(lambda: not _alive(pid), 30, "the leftover process to be stopped")
+        second.wait_line(r"stopped the command left running by the previous run")
+        assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed", \
+            second.output
+        assert researcher.call("results", task_id=task_id) == [{"life": 2}]
+        assert [r["status"] for r in researcher.call("runs", task_id=task_id)] == ["completed"]
+        assert len(_lives(home, run_id)) == 2  # the killed life and one rerun, no more
+        assert researcher.call("wait_task", task_id=queued, timeout=60) == "completed"
+        assert researcher.call("results", task_id=queued)[0]["count"] == 40
+        second.wait_line(rf"ticket {run_id} \(.*\): succeeded")
+        assert len(re.findall(rf"ticket {run_id} \(.*\): succeeded", second.output)) == 1
+    finally:
+        assert second.stop() == 0, second.output
+    assert v6_sandbox.node("station-demo-enc").api_key not in \
+        first.output + second.output
