@@ -259,6 +259,17 @@ def test_detail_pane_says_why_a_job_is_not_submitted_yet(pane: DetailPane) -> No
     assert not pane.cluster_timer.isActive()  # nothing to count yet
 
 
+def test_a_long_reason_from_slurm_does_not_widen_the_pane(pane: DetailPane) -> None:
+    pane.show_job(snap(1))
+    local_width = pane.minimumSizeHint().width()
+    reason = "PENDING (ReqNodeNotAvail, UnavailableNodes:" + ",".join(
+        f"gpu-node{n:02d}" for n in range(1, 13)) + ")"
+    pane.show_job(pending(2, cluster_state=reason))
+    assert pane.cluster_row.isVisible()
+    assert pane.minimumSizeHint().width() == local_width
+    assert reason in pane.cluster_label.toolTip()  # cut at the edge, whole in its tooltip
+
+
 def test_the_clock_ticking_keeps_a_selection_of_the_job_id(pane: DetailPane) -> None:
     now = [NOW]
     pane.clock = lambda: now[0]

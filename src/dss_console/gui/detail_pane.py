@@ -129,6 +129,10 @@ class DetailPane(QWidget):
         self.cluster_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.cluster_clock = QLabel()
         self.cluster_clock.setToolTip("Time in the cluster's queue, then on its node")
+        # A long reason from SLURM ("ReqNodeNotAvail, UnavailableNodes:gpu[01-12]") must not
+        # set the pane's minimum width: it is cut at the edge, and its tooltip has it all.
+        for label in (self.cluster_label, self.cluster_clock):
+            label.setMinimumWidth(1)
         self.cluster_row = QWidget()
         cluster_layout = QHBoxLayout(self.cluster_row)
         cluster_layout.setContentsMargins(0, 0, 0, 0)
@@ -229,7 +233,9 @@ class DetailPane(QWidget):
             return
         assert job is not None
         # QLabel ignores an unchanged text: a selection of the job id survives updates.
-        self.cluster_label.setText(cluster_summary_html(job))
+        summary = cluster_summary_html(job)
+        self.cluster_label.setText(summary)
+        self.cluster_label.setToolTip(summary)
         self._tick_cluster_clock()
         if cluster_clock_ticking(job):
             if not self.cluster_timer.isActive():
