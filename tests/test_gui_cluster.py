@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("PySide6.QtWidgets")
 
 from PySide6.QtCore import QModelIndex, Qt, QTimer
+from PySide6.QtWidgets import QApplication
 
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
@@ -260,13 +261,18 @@ def test_detail_pane_says_why_a_job_is_not_submitted_yet(pane: DetailPane) -> No
 
 
 def test_a_long_reason_from_slurm_does_not_widen_the_pane(pane: DetailPane) -> None:
+    def minimum_width() -> int:
+        # What the window's layout asks once the change's layout requests are delivered.
+        QApplication.sendPostedEvents()
+        return pane.minimumSizeHint().width()
+
     pane.show_job(snap(1))
-    local_width = pane.minimumSizeHint().width()
+    local_width = minimum_width()
     reason = "PENDING (ReqNodeNotAvail, UnavailableNodes:" + ",".join(
         f"gpu-node{n:02d}" for n in range(1, 13)) + ")"
     pane.show_job(pending(2, cluster_state=reason))
     assert pane.cluster_row.isVisible()
-    assert pane.minimumSizeHint().width() == local_width
+    assert minimum_width() == local_width
     assert reason in pane.cluster_label.toolTip()  # cut at the edge, whole in its tooltip
 
 
