@@ -187,7 +187,7 @@ def format_runs_on(job: JobSnapshot) -> str:
         words.append(f" {job.cluster_job}")
     state = job.cluster_state
     if state is None:
-        # Chosen for SLURM but not handed to sbatch yet (the ticket's inputs still coming).
+        # Run on SLURM, and sbatch not called yet (the moment between Run and the submit).
         state = "not submitted yet" if not job.cluster_job else None
     elif ":" in state and not job.cluster_job:
         # "not submitted yet: the SLURM controller does not answer": the why is in the
