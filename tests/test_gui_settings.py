@@ -139,6 +139,7 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
     neck.max_jobs_spin.setValue(1)
     assert neck.nice_spin.text().startswith("default (10")
     neck.nice_spin.setValue(15)
+    click(qtbot, neck.itksnap_wt_check)
     neck.cwd_edit.setText("scratch")
     assert not neck.sbatch_edit.isEnabled()  # local: the options do not apply
     neck.executor_combo.setCurrentIndex(neck.executor_combo.findData("slurm"))
@@ -163,7 +164,7 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
                 key="NeckTrim", command="python3 /opt/necktrim/run.py {workspace} {result}",
                 max_jobs=1, cwd="scratch", nice=15, executor="slurm",
                 sbatch_options=["--partition=gpu", "--time=06:00:00",
-                                "--comment=ticket {ticket}"]),
+                                "--comment=ticket {ticket}"], itksnap_wt=True),
             "Retired": ServiceCommand(key="Retired", command="old-tool {workspace} {result}"),
         },
     )

@@ -209,7 +209,7 @@ class MainWindow(QMainWindow):
         if remember_layout:
             self._restore_window_state()
         else:
-            self.main_splitter.setSizes([560, 720])
+            self.main_splitter.setSizes([500, 780])
             self.right_splitter.setSizes([380, 440])
 
         self._status_timer = QTimer(self)
@@ -1161,7 +1161,7 @@ class MainWindow(QMainWindow):
             if value is not None:
                 splitter.restoreState(value)
         if geometry is None:
-            self.main_splitter.setSizes([560, 720])
+            self.main_splitter.setSizes([500, 780])
             self.right_splitter.setSizes([380, 440])
 
     @property

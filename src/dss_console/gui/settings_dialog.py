@@ -334,6 +334,10 @@ class _ServiceEditor(QWidget):
         self.cwd_edit.setPlaceholderText("the ticket's work dir (relative paths are taken "
                                          "inside it)")
         self.auto_check = QCheckBox("Take part in &auto mode")
+        self.itksnap_wt_check = QCheckBox("Provide &itksnap-wt to the command (dss-console wt)")
+        self.itksnap_wt_check.setToolTip(
+            "Puts an itksnap-wt first on the command's PATH, so an existing provider script "
+            "that calls itksnap-wt runs unchanged, without ITK-SNAP installed")
         self.executor_combo = QComboBox()
         for value, text in EXECUTOR_CHOICES:
             self.executor_combo.addItem(text, value)
@@ -398,6 +402,7 @@ class _ServiceEditor(QWidget):
         form.addRow(self._buddy("CPU &priority (nice):", self.nice_spin), self.nice_spin)
         form.addRow(self._buddy("&Working directory:", self.cwd_edit), self.cwd_edit)
         form.addRow("", self.auto_check)
+        form.addRow("", self.itksnap_wt_check)
         form.addRow(self._buddy("&Environment:", self.env_table), env_box)
         form.addRow(_row(self.test_button, self.remove_button, stretch_first=False))
 
@@ -415,7 +420,8 @@ class _ServiceEditor(QWidget):
                        self.max_jobs_spin.valueChanged, self.nice_spin.valueChanged,
                        self.cwd_edit.textChanged, self.executor_combo.currentIndexChanged,
                        self.sbatch_edit.textChanged,
-                       self.auto_check.toggled, self.env_table.itemChanged):
+                       self.auto_check.toggled, self.itksnap_wt_check.toggled,
+                       self.env_table.itemChanged):
             signal.connect(self.changed)
         self.pages.currentChanged.connect(self.changed)
 
@@ -443,6 +449,7 @@ class _ServiceEditor(QWidget):
         self.nice_spin.setValue(-1 if nice is None else nice)
         self.cwd_edit.setText((command.cwd or "") if command else "")
         self.auto_check.setChecked(command.auto if command else True)
+        self.itksnap_wt_check.setChecked(command.itksnap_wt if command else False)
         executor = command.executor if command else "local"
         self.executor_combo.setCurrentIndex(max(0, self.executor_combo.findData(executor)))
         self.sbatch_edit.setText(shlex.join(command.sbatch_options) if command else "")
@@ -565,6 +572,7 @@ class _ServiceEditor(QWidget):
                               nice=None if self.nice_spin.value() < 0 else self.nice_spin.value(),
                               cwd=cwd or None, env=self._env(),
                               auto=self.auto_check.isChecked(), executor=self.executor,
+                              itksnap_wt=self.itksnap_wt_check.isChecked(),
                               sbatch_options=self._sbatch_options())
 
 
