@@ -121,7 +121,9 @@ class Console:
 def make_console(qtbot, event_loop_qt, sandbox: Sandbox, tmp_path: Path
                  ) -> Iterator:
     consoles: list[Console] = []
-    servers = {sandbox.public_server.pid, sandbox.admin_server.pid}
+    # The session's servers and daemons started before this test (DSS, a SLURM cluster, the
+    # vantage6 server) are not the window's: only what the test started must be gone.
+    servers = {sandbox.public_server.pid, sandbox.admin_server.pid, *child_pids(set())}
     threads_before = set(threading.enumerate())
 
     def make(mode: str = "success", *args: str) -> Console:
