@@ -8,7 +8,8 @@
 #   - the unpacked size is at most DSS_BUNDLE_MAX_MIB (default 250) MiB;
 #   - the bundle takes from the system only the libraries a target is expected to have
 #     (C library, OpenGL/EGL, libxcb, Wayland client, fontconfig/freetype, C++ runtime);
-#   - --version, and --help of worker, pro, login, sandbox;
+#   - --version, and --help of worker, pro, login, sandbox, v6;
+#   - itksnap-wt: `wt --shim DIR`, then DIR/itksnap-wt lists a workspace's layers;
 #   - the hook: `dss-console _hook info hello` appends a JSON line to $DSS_EVENTS;
 #   - the console's end-to-end self-test on the embedded sandbox (log in, claim a demo
 #     ticket, run the demo service, upload, success), with a screenshot;
@@ -87,7 +88,7 @@ fi
 version=$(run "$EXE" --version 2>&1) || fail "--version exited non-zero: $version"
 [[ $version == "dss-console "* ]] || fail "--version printed: $version"
 pass "--version: $version"
-for verb in worker pro login sandbox; do
+for verb in worker pro login sandbox v6; do
   out=$(run "$EXE" "$verb" --help 2>&1) || fail "'$verb --help' exited non-zero: ${out:0:400}"
   [[ $out == *usage:* ]] || fail "'$verb --help' printed no usage: ${out:0:400}"
   pass "$verb --help"
@@ -101,6 +102,14 @@ out=$(cd "$TMP" && run DSS_EVENTS="$events" "$EXE" _hook info hello 2>&1) \
 grep -q '"args": \["info", "hello"\]' "$events" \
   || fail "the hook wrote no event to \$DSS_EVENTS (file: $(cat "$events"))"
 pass "hook: _hook info hello -> $(wc -l <"$events") JSON line in \$DSS_EVENTS"
+
+# -- itksnap-wt through its shim ---------------------------------------------------------
+out=$(run "$EXE" wt --shim "$TMP/shim" 2>&1) || fail "'wt --shim' exited non-zero: $out"
+cp "$ROOT/tests/wt_data/saved_by_itksnap.itksnap" "$TMP/ws.itksnap"
+out=$(run "$TMP/shim/itksnap-wt" -i "$TMP/ws.itksnap" -layers-list 2>&1) \
+  || fail "the itksnap-wt shim exited non-zero: ${out:0:400}"
+[[ $out == *"2> 000    Main"* ]] || fail "the itksnap-wt shim listed no layers: ${out:0:400}"
+pass "itksnap-wt shim: -i WS -layers-list"
 
 # -- the console's end-to-end self-test ---------------------------------------------------
 shot=$TMP/bundle.png
