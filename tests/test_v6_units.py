@@ -98,6 +98,36 @@ def test_settings_errors_name_the_key(table: dict, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_v6_table_in_the_settings_file_round_trips(tmp_path: Path) -> None:
+    """The console's Settings dialog saves the whole file: a [v6] table must survive it, and
+    a bad one is refused naming the file and the dotted key."""
+    from dss_console.engine.settings import (
+        SettingsError,
+        load_settings,
+        save_settings,
+        settings_to_toml,
+    )
+
+    path = tmp_path / "settings.toml"
+    path.write_text("provider = \"lab\"\n" + _toml_of(FULL))
+    settings = load_settings(path)
+    assert settings.v6 == parse_v6_settings(FULL)
+    save_settings(settings, path)
+    again = load_settings(path)
+    assert again.v6 == settings.v6 and again.provider == "lab"
+    assert "[v6]" not in settings_to_toml(load_settings(tmp_path / "missing.toml"))
+    path.write_text("[v6]\non_shutdown = \"later\"\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    assert str(info.value).startswith(f"{path}: v6.on_shutdown: must be")
+
+
+def _toml_of(v6: dict) -> str:
+    from dss_console.engine.settings import Settings, settings_to_toml
+
+    return settings_to_toml(Settings(v6=parse_v6_settings(v6)))
+
+
 def test_parse_size() -> None:
     assert [parse_size(v) for v in (0, 10, "10", "256k", "1M", "2g", "3kb")] == [
         0, 10, 10, 256 * 1024, 1024**2, 2 * 1024**3, 3 * 1024]

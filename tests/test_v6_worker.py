@@ -223,6 +223,37 @@ def test_a_kill_stops_the_local_process_and_the_next_task_runs(
     assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed"
 
 
+def test_a_crash_reaches_the_researcher_and_a_finished_run_is_not_retried(
+        plain_worker: Worker, researchers: dict[str, Researcher], home: Path,
+        v6_sandbox: V6Sandbox) -> None:
+    from dss_console.engine.engine import Engine, EngineError, journal_path
+    from dss_console.engine.journal import Journal
+    from dss_console.engine.settings import load_settings
+    from dss_console.v6.source import V6Source
+
+    researcher = researchers["demo"]
+    task_id = researcher.create_task(DEMO_IMAGE, "fail", [v6_sandbox.org_id("station")],
+                                     message="no such column: bmi")
+    assert researcher.call("wait_task", task_id=task_id, timeout=60) == "crashed"
+    (run,) = researcher.call("runs", task_id=task_id)
+    assert "no such column: bmi" in run["log"]
+    plain_worker.wait_line(rf"ticket {run['id']} \(.*\): failed")
+    # The operator's Retry (the console's button) on the same journal: refused in words.
+    settings = load_settings(home / "settings.toml")
+    source = V6Source.connect(v6_sandbox.url, v6_sandbox.node("station-demo").api_key,
+                              settings.v6)
+    journal = Journal(journal_path(home / "data" / "dss-console"))
+    try:
+        engine = Engine(settings, source, journal, provider="station-demo")
+        job = journal.latest_job_for_ticket(source.key, run["id"])
+        assert job is not None
+        with pytest.raises(EngineError, match="a finished vantage6 run cannot run again"):
+            engine.retry_job(job.job_id)
+    finally:
+        journal.close()
+        source.close()
+
+
 def test_encrypted_task_gives_the_decrypted_result(
         home: Path, researchers: dict[str, Researcher], v6_sandbox: V6Sandbox) -> None:
     researcher = researchers["demo-enc"]
@@ -236,6 +267,30 @@ def test_encrypted_task_gives_the_decrypted_result(
             {"sum": pytest.approx(DEMO_AGE_MEAN * 40), "count": 40}]
     finally:
         assert worker.stop() == 0, worker.output
+
+
+def test_a_stopped_worker_leaves_the_run_open_and_runs_it_at_the_next_start(
+        home: Path, researchers: dict[str, Researcher], v6_sandbox: V6Sandbox) -> None:
+    researcher = researchers["demo-enc"]
+    first = Worker(home, v6_sandbox.url, "station-demo-enc")
+    try:
+        task_id = researcher.create_task(SLEEPER_IMAGE, "sleep", [v6_sandbox.org_id("station")])
+        (run_id,) = _run_ids(researcher, task_id)
+        (pid,) = wait_for(lambda: _lives(home, run_id), 30, "the local process to start")
+    finally:
+        assert first.stop() == 0, first.output  # SIGTERM: on_shutdown = "leave" (default)
+    assert not _alive(pid)
+    first.wait_line(rf"ticket {run_id} \(.*\): interrupted: .*stays open on the server")
+    (run,) = researcher.call("runs", task_id=task_id)
+    assert run["status"] in ("initializing", "active"), run  # not finished on the server
+
+    second = Worker(home, v6_sandbox.url, "station-demo-enc")
+    try:
+        assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed", \
+            second.output
+        assert researcher.call("results", task_id=task_id) == [{"life": 2}]
+    finally:
+        assert second.stop() == 0, second.output
 
 
 def test_worker_killed_mid_run_stops_the_leftover_and_runs_it_once(

@@ -49,6 +49,7 @@ from dss_console.engine.source import (
     GONE,
     LOGGED_OUT,
     TRANSIENT,
+    Connection,
     JobSource,
     NewWork,
     OutcomeKind,
@@ -557,9 +558,13 @@ class Engine:
             for execution in self._live_executions():
                 snap = self.journal.job(execution.job_id)
                 if event.all or snap.ticket_id in wanted:
-                    self.journal.update_job(execution.job_id,
-                                            not_retryable="killed on the server")
+                    self.journal.update_job(execution.job_id, not_retryable=f"{V6_NOT_AGAIN} "
+                                                                          "(killed on the server)")
                     execution.ticket_gone("killed on the server")
+        elif isinstance(event, Connection):
+            self.events.publish(EngineNotice(
+                level="info", text="push events: connected" if event.connected else
+                "push events: disconnected; polling until they are back"))
 
     def _on_call_refused(self, job_id: int, item: OutboxItem, message: str) -> None:
         snap = self.journal.job(job_id)

@@ -20,6 +20,7 @@ from dss_console.engine.journal import Journal
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.profiles import (
     V6_LEFT_OPEN,
+    V6_NOT_AGAIN,
     finish_call,
     is_end_call,
     is_success_call,
@@ -325,7 +326,8 @@ class JobExecution:
                 self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
                                     message=RETRY_NOTE)
             return True
-        why = not_retryable_reason(status)
+        why = f"{V6_NOT_AGAIN} (it is {status} on the server)" if self.v6 \
+            else not_retryable_reason(status)
         self._transition(JobState.CANCELLED, f"not run again: {why}", check=False,
                          not_retryable=why)
         return False
