@@ -63,13 +63,14 @@ SLEEPER = textwrap.dedent('''
 class Worker:
     """One `dss-console worker --source v6` process and its output lines."""
 
-    def __init__(self, home: Path, server: str, node: str, *extra: str) -> None:
+    def __init__(self, home: Path, server: str, node: str, *extra: str,
+                 config: str = "settings.toml") -> None:
         env = dict(os.environ, XDG_DATA_HOME=str(home / "data"), DSS_CONSOLE_KEYRING="off")
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             [str(EXE), "worker", "--source", "v6", "--server", server, "--node", node,
-             "--config", str(home / "settings.toml"), "--poll-interval", "2", *extra],
+             "--config", str(home / config), "--poll-interval", "2", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()
@@ -119,7 +120,8 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def _write_settings(home: Path, sandbox: V6Sandbox, **v6: object) -> None:
+def _write_settings(home: Path, sandbox: V6Sandbox, name: str = "settings.toml",
+                    **v6: object) -> None:
     table = sandbox.demo_settings()
     script = home / "sleeper.py"
     script.write_text(SLEEPER)
@@ -128,7 +130,7 @@ def _write_settings(home: Path, sandbox: V6Sandbox, **v6: object) -> None:
         "command": f"{sys.executable} {script} {{output}} {home / 'lives'}/{{run}}"}
     table.update(v6)
     settings = Settings(v6=parse_v6_settings(table))
-    (home / "settings.toml").write_text(settings_to_toml(settings))
+    (home / name).write_text(settings_to_toml(settings))
 
 
 def _login(home: Path, sandbox: V6Sandbox, node: str) -> None:
@@ -291,6 +293,33 @@ def test_a_stopped_worker_leaves_the_run_open_and_runs_it_at_the_next_start(
         assert researcher.call("results", task_id=task_id) == [{"life": 2}]
     finally:
         assert second.stop() == 0, second.output
+
+
+def test_on_shutdown_fail_fails_the_run_in_flight(
+        home: Path, researchers: dict[str, Researcher], v6_sandbox: V6Sandbox) -> None:
+    _write_settings(home, v6_sandbox, "fail.toml", on_shutdown="fail")
+    researcher = researchers["demo-enc"]
+    worker = Worker(home, v6_sandbox.url, "station-demo-enc", config="fail.toml")
+    try:
+        task_id = researcher.create_task(SLEEPER_IMAGE, "sleep", [v6_sandbox.org_id("station")])
+        (run_id,) = _run_ids(researcher, task_id)
+        (pid,) = wait_for(lambda: _lives(home, run_id), 30, "the local process to start")
+    finally:
+        assert worker.stop() == 0, worker.output
+    assert not _alive(pid)
+    assert researcher.call("wait_task", task_id=task_id, timeout=30) == "failed"
+    (run,) = researcher.call("runs", task_id=task_id)
+    assert "the node shut down" in run["log"], run
+
+
+def test_not_logged_in_says_how_to_log_in(tmp_path: Path, v6_sandbox: V6Sandbox) -> None:
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path), DSS_CONSOLE_KEYRING="off")
+    done = subprocess.run([str(EXE), "worker", "--source", "v6", "--server", v6_sandbox.url,
+                           "--config", str(tmp_path / "none.toml")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert "not logged in as a node" in done.stderr
+    assert f"dss-console v6 login --server {v6_sandbox.url}/api --api-key-stdin" in done.stderr
 
 
 def test_worker_killed_mid_run_stops_the_leftover_and_runs_it_once(

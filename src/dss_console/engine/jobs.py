@@ -63,6 +63,7 @@ from dss_console.engine.workdirs import (
 )
 
 SHUTDOWN_REASON = "provider shut down"
+V6_SHUTDOWN_REASON = "the node shut down"  # what a vantage6 researcher reads
 CANCEL_REASON = "cancelled by the provider"
 RETRY_NOTE = "The provider is processing this ticket again (retried by the provider)"
 PROGRESS_SEND_INTERVAL = 0.5
@@ -172,7 +173,7 @@ class JobExecution:
         self._request_stop("fail", message)
 
     def shutdown(self) -> None:
-        self._request_stop("shutdown", SHUTDOWN_REASON)
+        self._request_stop("shutdown", V6_SHUTDOWN_REASON if self.v6 else SHUTDOWN_REASON)
 
     def ticket_gone(self, detail: str) -> None:
         self._request_stop("gone", f"the ticket is no longer ours on the server ({detail})")
@@ -640,7 +641,7 @@ class JobExecution:
             self._transition(JobState.INTERRUPTED, V6_LEFT_OPEN, check=False)
             return
         if self.stop.kind == "shutdown":
-            self._fail(SHUTDOWN_REASON, tail)
+            self._fail(self.stop.reason or SHUTDOWN_REASON, tail)
             return
         if self.stop.kind == "cancel":
             self._fail(self.stop.reason or CANCEL_REASON, tail, state=JobState.CANCELLED)
