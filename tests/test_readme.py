@@ -51,3 +51,13 @@ def test_every_worker_option_in_the_readme_exists() -> None:
     listed = re.findall(r"^\| `(--[a-z-]+)", README.read_text(), re.M)
     assert "--executor" in listed
     assert set(listed) <= known, set(listed) - known
+
+
+def test_v6_example_loads(tmp_path: Path) -> None:
+    block = re.search(r"## Run a vantage6 node.*?```toml\n(.*?)```", README.read_text(), re.S)
+    assert block is not None
+    path = tmp_path / "settings.toml"
+    path.write_text(block.group(1))
+    settings = load_settings(path)
+    assert settings.v6 is not None
+    assert "harbor2.vantage6.ai/demo/average" in settings.v6.algorithms
