@@ -42,6 +42,7 @@ pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 
 EXE = Path(sys.executable).with_name("dss-console")
 SLEEPER_IMAGE = "v6-test-sleeper"
+SILENT_IMAGE = "v6-test-silent"  # exits 0 without writing its output file
 DEMO_AGE_MEAN = 50.025  # resources/v6_demo/demo.csv
 
 # An algorithm as a plain local command: it records each life's pid; the first life of a
@@ -128,6 +129,7 @@ def _write_settings(home: Path, sandbox: V6Sandbox, name: str = "settings.toml",
     (home / "lives").mkdir(exist_ok=True)
     table["algorithms"][SLEEPER_IMAGE] = {
         "command": f"{sys.executable} {script} {{output}} {home / 'lives'}/{{run}}"}
+    table["algorithms"][SILENT_IMAGE] = {"command": f"{sys.executable} -c pass"}
     table.update(v6)
     settings = Settings(v6=parse_v6_settings(table))
     (home / name).write_text(settings_to_toml(settings))
@@ -185,7 +187,11 @@ def test_a_task_runs_through_the_worker_and_an_unknown_image_is_not_allowed(
     assert researcher.call("results", task_id=task_id) == [
         {"sum": pytest.approx(DEMO_AGE_MEAN * 40), "count": 40}]
     (run_id,) = _run_ids(researcher, task_id)
-    plain_worker.wait_line(rf"ticket {run_id} \(.*\): succeeded")
+    plain_worker.wait_line(rf"run {run_id} \(.*\): succeeded")
+
+    silent = researcher.create_task(SILENT_IMAGE, "anything", [station])
+    assert researcher.call("wait_task", task_id=silent, timeout=60) == "crashed"
+    assert "wrote no result" in researcher.call("runs", task_id=silent)[0]["log"]
 
     refused = researcher.create_task("harbor2.example/unknown:1", "anything", [station])
     assert researcher.call("wait_task", task_id=refused, timeout=60) == "not allowed"
@@ -217,7 +223,7 @@ def test_a_kill_stops_the_local_process_and_the_next_task_runs(
              "the run to be active on the server")
     researcher.call("kill", task_id=task_id)
     wait_for(lambda: not _alive(pid), 10, "the process to be stopped")
-    plain_worker.wait_line(rf"ticket {run_id} \(.*\): cancelled")
+    plain_worker.wait_line(rf"run {run_id} \(.*\): cancelled")
     assert researcher.call("wait_task", task_id=task_id, timeout=10) == "killed by user"
     assert _lives(home, run_id) == [pid]  # stopped, never run again
 
@@ -239,7 +245,7 @@ def test_a_crash_reaches_the_researcher_and_a_finished_run_is_not_retried(
     assert researcher.call("wait_task", task_id=task_id, timeout=60) == "crashed"
     (run,) = researcher.call("runs", task_id=task_id)
     assert "no such column: bmi" in run["log"]
-    plain_worker.wait_line(rf"ticket {run['id']} \(.*\): failed")
+    plain_worker.wait_line(rf"run {run['id']} \(.*\): failed")
     # The operator's Retry (the console's button) on the same journal: refused in words.
     settings = load_settings(home / "settings.toml")
     source = V6Source.connect(v6_sandbox.url, v6_sandbox.node("station-demo").api_key,
@@ -282,7 +288,7 @@ def test_a_stopped_worker_leaves_the_run_open_and_runs_it_at_the_next_start(
     finally:
         assert first.stop() == 0, first.output  # SIGTERM: on_shutdown = "leave" (default)
     assert not _alive(pid)
-    first.wait_line(rf"ticket {run_id} \(.*\): interrupted: .*stays open on the server")
+    first.wait_line(rf"run {run_id} \(.*\): interrupted: .*stays open on the server")
     (run,) = researcher.call("runs", task_id=task_id)
     assert run["status"] in ("initializing", "active"), run  # not finished on the server
 
@@ -331,7 +337,7 @@ def test_worker_killed_mid_run_stops_the_leftover_and_runs_it_once(
         task_id = researcher.create_task(SLEEPER_IMAGE, "sleep", [station])
         (run_id,) = _run_ids(researcher, task_id)
         (pid,) = wait_for(lambda: _lives(home, run_id), 30, "the local process to start")
-        first.wait_line(rf"ticket {run_id} \(.*\): running")
+        first.wait_line(rf"run {run_id} \(.*\): running")
     finally:
         first.kill()  # no shutdown: the journal is all the next start has
     assert _alive(pid), "the command should outlive its worker (own process group)"
@@ -349,8 +355,8 @@ def test_worker_killed_mid_run_stops_the_leftover_and_runs_it_once(
         assert len(_lives(home, run_id)) == 2  # the killed life and one rerun, no more
         assert researcher.call("wait_task", task_id=queued, timeout=60) == "completed"
         assert researcher.call("results", task_id=queued)[0]["count"] == 40
-        second.wait_line(rf"ticket {run_id} \(.*\): succeeded")
-        assert len(re.findall(rf"ticket {run_id} \(.*\): succeeded", second.output)) == 1
+        second.wait_line(rf"run {run_id} \(.*\): succeeded")
+        assert len(re.findall(rf"run {run_id} \(.*\): succeeded", second.output)) == 1
     finally:
         assert second.stop() == 0, second.output
     assert v6_sandbox.node("station-demo-enc").api_key not in \

@@ -179,7 +179,7 @@ def worker_command(args: argparse.Namespace) -> int:
     engine = Engine(settings, source, journal, provider=provider, auto=not args.manual,
                     max_tickets=args.max_tickets,
                     command_nice=CONSOLE_COMMAND_NICE if args.for_console else 0)
-    printer = EventPrinter(sys.stdout)
+    printer = EventPrinter(sys.stdout, noun="run" if args.source == "v6" else "ticket")
     engine.events.subscribe(printer)
     try:
         views = engine.refresh_services()
@@ -449,8 +449,9 @@ def _say_services(views: list[ServiceView], settings: Settings | None,
 class EventPrinter:
     """Engine events as readable, timestamped lines (one per change, not per output line)."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO, noun: str = "ticket"):
         self.stream = stream
+        self.noun = noun  # what the server calls a job: a DSS ticket, a vantage6 run
         self._lock = threading.Lock()
         self._states: dict[int, JobState] = {}
         self._progress: dict[int, int] = {}
@@ -466,8 +467,8 @@ class EventPrinter:
     def __call__(self, event: Event) -> None:
         if isinstance(event, JobChanged):
             job = event.job
-            label = f"ticket {job.ticket_id} ({job.service_name or job.service_hash[:10]})"
-            self._tickets[job.job_id] = f"ticket {job.ticket_id}"
+            label = f"{self.noun} {job.ticket_id} ({job.service_name or job.service_hash[:10]})"
+            self._tickets[job.job_id] = f"{self.noun} {job.ticket_id}"
             if self._states.get(job.job_id) != job.state:
                 self._states[job.job_id] = job.state
                 extra = ""

@@ -679,9 +679,16 @@ class JobExecution:
     def _decide_v6(self, outcome: RunOutcome, paths: JobPaths) -> None:
         """The command ended by itself: exit 0 → COMPLETED with its output file as the
         result; anything else → CRASHED with its last error (the researcher reads it)."""
+        result = paths.input_dir / "output"
+        if outcome.exit_code == 0 and not result.is_file():
+            # The official wrapper always writes it; a command that does not has failed to
+            # deliver, whatever its exit code says.
+            self._fail("the command exited 0 but wrote no result (its {output} file / "
+                       "OUTPUT_FILE)", outcome=OutcomeKind.CRASHED)
+            return
         if outcome.exit_code == 0:
             self.command_result = "succeeded"
-            name, payload = finish_call(OutcomeKind.COMPLETED, result=paths.input_dir / "output",
+            name, payload = finish_call(OutcomeKind.COMPLETED, result=result,
                                         output=outcome.log_path, final=True)
             self._transition(JobState.UPLOADING, None, calls=[(name, payload)], progress=1.0)
             self._finish_upload()
