@@ -231,6 +231,24 @@ def test_a_kill_stops_the_local_process_and_the_next_task_runs(
     assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed"
 
 
+def test_an_image_configured_while_the_worker_runs_is_run(
+        plain_worker: Worker, researchers: dict[str, Researcher], home: Path,
+        v6_sandbox: V6Sandbox) -> None:
+    script = home / "late.py"
+    script.write_text("import json, sys\njson.dump({'late': True}, open(sys.argv[1], 'w'))\n")
+    seen = len(re.findall("settings reloaded", plain_worker.output))
+    with open(home / "settings.toml", "a") as settings:
+        settings.write(f'\n[v6.algorithms."v6-test-late"]\n'
+                       f'command = "{sys.executable} {script} {{output}}"\n')
+    wait_for(lambda: len(re.findall("settings reloaded", plain_worker.output)) > seen, 30,
+             "the worker to reload its settings")
+    researcher = researchers["demo"]
+    task_id = researcher.create_task("v6-test-late", "anything", [v6_sandbox.org_id("station")])
+    assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed", \
+        plain_worker.output
+    assert researcher.call("results", task_id=task_id) == [{"late": True}]
+
+
 def test_a_crash_reaches_the_researcher_and_a_finished_run_is_not_retried(
         plain_worker: Worker, researchers: dict[str, Researcher], home: Path,
         v6_sandbox: V6Sandbox) -> None:

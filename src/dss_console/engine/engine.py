@@ -308,6 +308,12 @@ class Engine:
         self.ctx.v6_on_shutdown = settings.v6.on_shutdown
         if self.v6:
             self.source.settings = settings.v6  # type: ignore[attr-defined]
+            # An image configured just now is claimed from the next poll, not the next
+            # services refresh (its name is all a v6 "service" is).
+            with self._lock:
+                known = {s.service_hash for s in self._services}
+                self._services += [SourceService(image, image, "configured")
+                                   for image in settings.v6.algorithms if image not in known]
         self.pauses.failures = settings.pause_after_failures
         self.pauses.window = settings.pause_window
         self.retry_blocked()
