@@ -336,6 +336,16 @@ def test_on_shutdown_fail_fails_the_run_in_flight(
     assert "the node shut down" in run["log"], run
 
 
+def test_exit_when_idle_runs_what_is_queued_then_exits(
+        home: Path, researchers: dict[str, Researcher], v6_sandbox: V6Sandbox) -> None:
+    researcher = researchers["demo-enc"]
+    task_id = researcher.create_task(DEMO_IMAGE, "column_mean", [v6_sandbox.org_id("station")],
+                                     column="age")
+    worker = Worker(home, v6_sandbox.url, "station-demo-enc", "--exit-when-idle")
+    assert worker.proc.wait(60) == 0, worker.output
+    assert researcher.call("wait_task", task_id=task_id, timeout=5) == "completed"
+
+
 def test_not_logged_in_says_how_to_log_in(tmp_path: Path, v6_sandbox: V6Sandbox) -> None:
     env = dict(os.environ, XDG_DATA_HOME=str(tmp_path), DSS_CONSOLE_KEYRING="off")
     done = subprocess.run([str(EXE), "worker", "--source", "v6", "--server", v6_sandbox.url,

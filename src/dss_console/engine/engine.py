@@ -577,6 +577,18 @@ class Engine:
         self.events.publish(EngineNotice(
             level="error", job_id=job_id,
             text=f"ticket {snap.ticket_id}: the server refused {item.summary}: {message}"))
+        if item.kind == "finish" and item.payload.get("outcome") == OutcomeKind.COMPLETED.value:
+            # v6: the result cannot be sent (e.g. it cannot be encrypted for the researcher's
+            # organization): the run must still end, or the researcher waits forever.
+            reason = f"the result could not be sent ({message})"
+            name, payload = finish_call(OutcomeKind.CRASHED, reason=reason,
+                                        output=Path(item.payload["output"])
+                                        if item.payload.get("output") else None)
+            items = self.journal.transition(job_id, snap.state, reason, check=False,
+                                            calls=[(name, {**payload,
+                                                           "ticket": snap.ticket_id})])
+            self.outbox.announce(items)
+            return
         if item.kind != "upload":
             return
         # Without every result file the ticket cannot succeed: in one transaction, replace
