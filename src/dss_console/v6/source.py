@@ -39,6 +39,7 @@ import logging
 import os
 import string
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ from dss_console.v6.proxy import SubtaskProxy
 from dss_console.v6.settings import V6Algorithm, V6Settings
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_AGE = 0.5  # seconds an open-runs answer may serve the next call of the same poll
 
 _STATUS_FOR = {
     OutcomeKind.COMPLETED: "completed",
@@ -115,6 +118,10 @@ class V6Source:
         self._tokens: dict[int, str] = {}
         self._proxy: SubtaskProxy | None = None
         self._events: V6Events | None = None
+        # One poll asks refuse_unconfigured → available → claim in a row: the open runs
+        # fetched by the first serve the next call once, within a moment (a run created
+        # meanwhile is the next poll's; the socket's NewWork makes that one come at once).
+        self._snapshot: tuple[float, list[Run]] | None = None
 
     @classmethod
     def connect(cls, server: str, api_key: str, settings: V6Settings, *,
@@ -150,7 +157,7 @@ class V6Source:
     def available(self, service_hashes: Sequence[str]) -> dict[str, int]:
         wanted = set(service_hashes)
         counts: dict[str, int] = {}
-        for run in self.client.open_runs():
+        for run in self._open_runs(keep=True):
             if run.status == "pending" and run.image in wanted:
                 counts[run.image] = counts.get(run.image, 0) + 1
         return counts
@@ -159,9 +166,11 @@ class V6Source:
         """End pending runs of images with no command as "not allowed" (the allowlist);
         nothing when ``unknown_images = "leave"``. Returns the run ids refused."""
         if self.settings.unknown_images != "refuse":
+            with self._lock:
+                self._snapshot = None  # a poll starts: nothing from the last one serves it
             return []
         refused = []
-        for run in self.client.open_runs():
+        for run in self._open_runs(keep=True, fresh=True):
             if run.status == "pending" and self.settings.algorithm_for(run.image) is None:
                 try:
                     self.client.patch_run(run.id, status="not allowed", finished_at=now_iso(),
@@ -180,7 +189,7 @@ class V6Source:
         instance lock per ``source.key``). A run already started by someone else is
         skipped, not fought over. ``subtasks_only``: only runs whose task has a parent."""
         wanted = set(service_hashes)
-        candidates = [r for r in self.client.open_runs()
+        candidates = [r for r in self._open_runs()
                       if r.status == "pending" and r.image in wanted
                       and (r.parent_id is not None or not subtasks_only)]
         candidates.sort(key=lambda r: (r.parent_id is None, r.id))
@@ -379,6 +388,22 @@ class V6Source:
         self.client.close()
 
     # -- internals ----------------------------------------------------------------------
+
+    def _open_runs(self, *, keep: bool = False, fresh: bool = False) -> list[Run]:
+        """The open runs: the snapshot left by the previous call if it is recent (and used
+        once), else asked now; ``keep`` leaves this answer for the next call; ``fresh``
+        (a poll's first call) always asks."""
+        with self._lock:
+            snapshot, self._snapshot = self._snapshot, None
+        if (snapshot is not None and not fresh
+                and time.monotonic() - snapshot[0] < SNAPSHOT_AGE):
+            runs = snapshot[1]
+        else:
+            runs = self.client.open_runs()
+        if keep:
+            with self._lock:
+                self._snapshot = (time.monotonic(), runs)
+        return runs
 
     def _run(self, ticket_id: int) -> Run:
         with self._lock:
