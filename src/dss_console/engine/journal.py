@@ -118,6 +118,12 @@ class OutboxItem:
             return f"result file {p['name']}"
         if self.kind == "status":
             return f"status {p['status']}"
+        if self.kind == "finish":
+            return f"run end: {p.get('outcome', '?')}"
+        if self.kind == "active":
+            return "run active"
+        if self.kind == "output":
+            return "run log (output tail)"
         return self.kind
 
 

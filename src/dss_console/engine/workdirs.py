@@ -112,6 +112,8 @@ def kill_orphaned_group(pgid: int | None, pid: int | None, identity: str | None,
             return False  # that pid now belongs to an unrelated process
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
+        # A stopped group (Ctrl-Z, SIGSTOP) only acts on SIGTERM once it runs again.
+        os.killpg(pgid, signal.SIGCONT)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         try:
