@@ -22,6 +22,31 @@ def missing_tools() -> list[str]:
             and not Path("/usr/sbin", tool).exists()]
 
 
+def unavailable_reason() -> str | None:
+    """Why a test cluster cannot run here (missing packages, not root), or None. Tests fail
+    on it when DSS_CONSOLE_REQUIRE_SLURM is set (CI), and skip loudly otherwise."""
+    missing = missing_tools()
+    if missing:
+        return (f"SLURM is not installed here (missing {', '.join(missing)}); ./dev.sh test "
+                "installs slurmctld slurmd slurm-client munge when run as root")
+    if os.geteuid() != 0:
+        return "the test cluster's slurmd runs jobs as their owner and needs root"
+    return None
+
+
+def require_slurm() -> None:
+    """In a test: fail (CI, DSS_CONSOLE_REQUIRE_SLURM set) or skip with the reason when no
+    test cluster can run here."""
+    problem = unavailable_reason()
+    if problem is None:
+        return
+    import pytest
+
+    if os.environ.get("DSS_CONSOLE_REQUIRE_SLURM"):
+        pytest.fail(problem)  # CI: never a silent skip
+    pytest.skip(problem)
+
+
 def _tool(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 

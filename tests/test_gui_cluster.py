@@ -3,7 +3,6 @@ widgets (offscreen), fed with engine snapshots."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -297,7 +296,7 @@ from test_gui_console import (  # noqa: E402
     event_loop_qt,  # noqa: F401 (fixture)
 )
 
-from slurm_cluster import SlurmCluster, missing_tools  # noqa: E402
+from slurm_cluster import SlurmCluster, require_slurm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -305,17 +304,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     """A real single-node SLURM for this module only. Not test_slurm's session cluster:
     its daemons are children of this process, and the window tests after this module
     (test_gui_console's make_console) take any child left running for their own leftover."""
-    problem = None
-    if missing_tools():
-        problem = (f"SLURM is not installed here (missing {', '.join(missing_tools())}); "
-                   "./dev.sh test installs slurmctld slurmd slurm-client munge when run as "
-                   "root")
-    elif os.geteuid() != 0:
-        problem = "the test cluster's slurmd runs jobs as their owner and needs root"
-    if problem is not None:
-        if os.environ.get("DSS_CONSOLE_REQUIRE_SLURM"):
-            pytest.fail(problem)  # CI: never a silent skip
-        pytest.skip(problem)
+    require_slurm()
     with SlurmCluster(tmp_path_factory.mktemp("gui-slurm")) as cluster:
         yield cluster
 

@@ -16,24 +16,14 @@ from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
 from test_worker_cli import Worker, args_for, worker_env  # noqa: F401 (fixture)
 
-from slurm_cluster import SlurmCluster, missing_tools
+from slurm_cluster import SlurmCluster, require_slurm
 from test_engine import TAGS, Harness, command, harness_for
 from waiting import process_gone, wait_for
 
 
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    missing = missing_tools()
-    problem = None
-    if missing:
-        problem = (f"SLURM is not installed here (missing {', '.join(missing)}); ./dev.sh "
-                   "test installs slurmctld slurmd slurm-client munge when run as root")
-    elif os.geteuid() != 0:
-        problem = "the test cluster's slurmd runs jobs as their owner and needs root"
-    if problem is not None:
-        if os.environ.get("DSS_CONSOLE_REQUIRE_SLURM"):
-            pytest.fail(problem)  # CI: never a silent skip
-        pytest.skip(problem)
+    require_slurm()
     with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
 

@@ -269,10 +269,11 @@ def validate_command_template(template: str) -> None:
         validate_placeholders(word)
 
 
-def validate_placeholders(word: str) -> None:
+def validate_placeholders(word: str, placeholders: Sequence[str] = PLACEHOLDERS) -> None:
     """Check one word (of a command, or an sbatch option) for unknown placeholders and
-    bad braces; SettingsError in words."""
-    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    bad braces; SettingsError in words. ``placeholders``: the names allowed (a vantage6
+    command has its own)."""
+    known = ", ".join("{" + p + "}" for p in placeholders)
     try:
         parts = list(string.Formatter().parse(word))
     except ValueError as exc:
@@ -282,9 +283,9 @@ def validate_placeholders(word: str) -> None:
     for _literal, name, spec, conversion in parts:
         if name is None:
             continue
-        if name not in PLACEHOLDERS:
+        if name not in placeholders:
             shown = "{" + name + "}"
-            close = difflib.get_close_matches(name, PLACEHOLDERS, n=1)
+            close = difflib.get_close_matches(name, placeholders, n=1)
             hint = f"; did you mean {{{close[0]}}}?" if close else ""
             context = "" if word == shown else f" in {word!r}"
             raise SettingsError(

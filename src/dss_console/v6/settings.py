@@ -40,7 +40,6 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,23 +190,15 @@ def validate_v6_command(template: str) -> None:
         raise V6SettingsError(f"cannot split the command into words: {exc}") from None
     if not words:
         raise V6SettingsError("the command is empty")
-    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    # The same rules as a DSS command's words, with the v6 placeholders (imported here:
+    # engine.settings imports this module).
+    from dss_console.engine.settings import SettingsError, validate_placeholders
+
     for word in words:
         try:
-            parts = list(string.Formatter().parse(word))
-        except ValueError as exc:
-            raise V6SettingsError(
-                f"bad braces in {word!r} ({exc}); write {{{{ and }}}} for literal braces"
-            ) from None
-        for _literal, name, spec, conversion in parts:
-            if name is None:
-                continue
-            if name not in PLACEHOLDERS:
-                close = difflib.get_close_matches(name, PLACEHOLDERS, n=1)
-                hint = f"; did you mean {{{close[0]}}}?" if close else ""
-                raise V6SettingsError(f"unknown placeholder {{{name}}}{hint} (known: {known})")
-            if spec or conversion:
-                raise V6SettingsError(f"placeholder {{{name}}} takes no format spec or conversion")
+            validate_placeholders(word, PLACEHOLDERS)
+        except SettingsError as exc:
+            raise V6SettingsError(str(exc)) from None
 
 
 def _algorithm(check: _Checker, image: str, value: Any, where: str) -> V6Algorithm:
