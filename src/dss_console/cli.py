@@ -31,8 +31,12 @@ Run without a verb to open the console window. Typical first steps:
                                                                        <server>/token)
   dss-console pro services
   dss-console pro claim HASH MYLAB $(hostname)
-Try it all locally first with `dss-console sandbox`.
+Try it all locally first with `dss-console sandbox`, or in the window with
+`dss-console --sandbox` (DSS) or `dss-console --sandbox v6` (vantage6).
 """
+
+
+SANDBOX_KINDS = ("dss", "v6")  # --sandbox [KIND]: an embedded DSS server, a vantage6 one
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,12 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     gui = parser.add_argument_group("console window (no verb)")
-    gui.add_argument("--sandbox", action="store_true",
-                     help="open the console logged in to an embedded local DSS server with demo "
-                          "tickets and the demo service's command configured")
+    gui.add_argument("--sandbox", nargs="?", const="dss", choices=SANDBOX_KINDS,
+                     metavar="{dss,v6}",
+                     help="open the console on a local sandbox with demo work: `--sandbox` or "
+                          "`--sandbox dss` logs in to an embedded DSS server with demo tickets "
+                          "and the demo service's command configured; `--sandbox v6` logs in "
+                          "as a node of a local vantage6 4.15.2 server with demo tasks posted "
+                          "and the demo algorithm configured (its first use builds the "
+                          "server's Python environment: 1-2 minutes, needs PyPI)")
     gui.add_argument("--self-test", action="store_true",
-                     help="with --sandbox: log in, claim a demo ticket, run it to success, then "
-                          "exit 0 (non-zero with the reason otherwise)")
+                     help="with --sandbox [dss|v6]: log in, claim a demo ticket (a vantage6 "
+                          "run), run it to success, then exit 0 (non-zero with the reason "
+                          "otherwise)")
     gui.add_argument("--screenshot", type=Path, metavar="FILE",
                      help="with --self-test: save a PNG of the window at the end")
     gui.add_argument("--config", dest="gui_config", metavar="FILE",
@@ -94,11 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    gui_flags = args.sandbox or args.self_test or args.screenshot or args.gui_config
+    gui_flags = args.sandbox is not None or args.self_test or args.screenshot or args.gui_config
     if args.verb is not None and gui_flags:
         parser.error("--sandbox, --self-test, --screenshot and --config (before the verb) are "
                      "for the console window; give them without a verb")
-    if args.self_test and not args.sandbox:
+    if args.self_test and args.sandbox is None:
         parser.error("--self-test needs --sandbox")
     if args.screenshot and not args.self_test:
         parser.error("--screenshot needs --self-test")
@@ -166,7 +176,8 @@ def _open_gui(args: argparse.Namespace) -> int:
                        "with pip install 'dss-console[gui]', or use the headless verbs "
                        "(see --help)")
         return EXIT_FAILED
-    return run(GuiOptions(sandbox=args.sandbox, self_test=args.self_test,
+    return run(GuiOptions(sandbox=args.sandbox is not None,
+                          sandbox_kind=args.sandbox or "dss", self_test=args.self_test,
                           screenshot=args.screenshot, config=args.gui_config))
 
 
