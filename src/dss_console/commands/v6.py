@@ -114,69 +114,35 @@ def _verify(args: argparse.Namespace) -> bool | str:
 
 
 def login_command(args: argparse.Namespace) -> int:
-    from dss_console.credentials import StoredV6Node
-    from dss_console.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
-    from dss_console.v6.settings import V6Settings
-    from dss_console.v6.source import V6KeyError, V6Source
+    from dss_console.v6.login import (
+        V6LoginError,
+        describe_node,
+        login_node,
+        read_private_key,
+        remember_node,
+    )
 
-    try:
-        server = normalise_server_url(args.server)
-    except ValueError as exc:
-        raise CliError(str(exc), code=EXIT_USAGE) from None
     api_key = sys.stdin.readline().strip()
     if not api_key:
         raise CliError("no API key on standard input (the node's API key, as the server "
                        "printed it when the node was created)", code=EXIT_USAGE)
-    pem = None
-    if args.private_key is not None:
-        try:
-            pem = args.private_key.read_bytes()
-        except OSError as exc:
-            raise CliError(f"cannot read the private key {args.private_key}: "
-                           f"{exc.strerror or exc}") from None
     try:
-        source = V6Source.connect(server, api_key, V6Settings(), private_key_pem=pem,
-                                  verify=_verify(args), upload_public_key=False)
-    except V6NotLoggedInError as exc:
-        raise CliError(f"{server} did not accept this API key ({exc.__class__.__name__}: "
-                       f"{_short(exc)})") from None
-    except V6KeyError as exc:
-        raise CliError(str(exc)) from None
-    except V6Error as exc:
-        raise CliError(f"cannot log in to {server}: {_short(exc)}") from None
-    try:
-        who = source.identity
-        uploaded = False
-        from dss_console.v6 import crypto
+        from dss_console.v6.client import normalise_server_url
 
-        if isinstance(source.cryptor, crypto.RsaCryptor):
-            current = source.client.organization_public_key(who.organization_id)
-            if not source.cryptor.matches(current):
-                source.client.upload_public_key(who.organization_id,
-                                                source.cryptor.public_key_b64)
-                uploaded = True
-        elif pem is not None:
-            # Kept anyway: the collaboration may be switched to encrypted later.
-            crypto.RsaCryptor.from_pem(pem)
-    except (V6Error, ValueError) as exc:
-        raise CliError(f"logged in, but the key check failed: {_short(exc)}") from None
-    finally:
-        source.close()
-    info = {"node_id": who.node_id, "organization_id": who.organization_id,
-            "organization": who.organization_name, "collaboration_id": who.collaboration_id,
-            "collaboration": who.collaboration_name, "encrypted": who.encrypted}
+        normalise_server_url(args.server)
+    except ValueError as exc:
+        raise CliError(str(exc), code=EXIT_USAGE) from None
+    try:
+        pem = read_private_key(args.private_key) if args.private_key is not None else None
+        login = login_node(args.server, api_key, pem, verify=_verify(args))
+    except V6LoginError as exc:
+        raise CliError(str(exc)) from None
     store = _store()
-    store.save_node(StoredV6Node(server=server, node=who.name, api_key=api_key,
-                                 private_key_pem=pem, info=info))
+    remember_node(login, store)
     if store.fallback_note:
         print(store.fallback_note, file=sys.stderr)
-    print(f"logged in to {server} as node {who.name!r} (id {who.node_id})")
-    print(f"  organization:  {who.organization_name} (id {who.organization_id})")
-    print(f"  collaboration: {who.collaboration_name} (id {who.collaboration_id}), "
-          f"{'encrypted' if who.encrypted else 'not encrypted'}")
-    if uploaded:
-        print("  uploaded this private key's public key to the organization (the server had "
-              "another one or none)")
+    for line in describe_node(login):
+        print(line)
     return 0
 
 
@@ -199,6 +165,7 @@ def logout_command(args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     from dss_console.v6.client import V6Error, V6NodeClient
+    from dss_console.v6.login import short_error
 
     store = _store()
     nodes = store.v6_nodes()
@@ -224,12 +191,8 @@ def status_command(args: argparse.Namespace) -> int:
             pending = sum(1 for r in runs if r.status == "pending")
             print(f"  server: key accepted; {len(runs)} open run(s), {pending} pending")
         except V6Error as exc:
-            print(f"  server: {_short(exc)}")
+            print(f"  server: {short_error(exc)}")
     return 0
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 # -- sandbox ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -148,8 +149,8 @@ def worker_command(args: argparse.Namespace) -> int:
     source: Any
     if args.source == "v6":
         if args.for_console:
-            raise CliError("--for-console works with DSS servers only (for now)", code=2)
-        source = _v6_source(args, settings)
+            args.manual = True
+        source = _v6_source(args, settings, _v6_keys_from_stdin() if args.for_console else None)
         client = source
     else:
         if not args.server and settings.server:
@@ -269,10 +270,24 @@ def worker_command(args: argparse.Namespace) -> int:
         lock.close()
 
 
-def _v6_source(args: argparse.Namespace, settings: Settings) -> Any:
-    """Log in as the stored vantage6 node (``dss-console v6 login`` stored its keys)."""
+def _v6_keys_from_stdin() -> dict[str, str]:
+    """The node's keys from the console that started this engine (a JSON line on stdin:
+    never on the command line or in the environment)."""
+    try:
+        keys = json.loads(sys.stdin.readline() or "{}")
+    except ValueError:
+        keys = {}
+    if not isinstance(keys, dict) or not keys.get("api_key"):
+        raise CliError("--for-console --source v6 needs the node's keys on stdin", code=2)
+    return keys
+
+
+def _v6_source(args: argparse.Namespace, settings: Settings,
+               keys: dict[str, str] | None = None) -> Any:
+    """Log in as the stored vantage6 node (``dss-console v6 login`` stored its keys), or with
+    the keys a console handed over."""
     from dss_console.commands.context import verify_option
-    from dss_console.credentials import V6CredentialStore
+    from dss_console.credentials import StoredV6Node, V6CredentialStore
     from dss_console.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
     from dss_console.v6.source import V6KeyError, V6Source
 
@@ -281,7 +296,12 @@ def _v6_source(args: argparse.Namespace, settings: Settings) -> Any:
         server = normalise_server_url(args.server) if args.server else None
     except ValueError as exc:
         raise CliError(str(exc), code=2) from None
-    stored = store.load_node(server, args.node) if (server or args.node) else None
+    if keys is not None and server:
+        pem = keys.get("private_key") or ""
+        stored = StoredV6Node(server=server, node=args.node or "", api_key=keys["api_key"],
+                              private_key_pem=pem.encode("ascii") if pem else None, info={})
+    else:
+        stored = store.load_node(server, args.node) if (server or args.node) else None
     if stored is None:
         known = [n for n in store.v6_nodes() if server is None or n["server"] == server]
         listed = ", ".join(f"{n['node']} ({n['server']})" for n in known) or "none"

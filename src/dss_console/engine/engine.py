@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
@@ -376,7 +377,8 @@ class Engine:
             claimed = self.source.claim(hashes, self.provider, self.instance)
             if claimed is None:
                 return None
-            return self._adopt(claimed.ticket_id, claimed.service_hash, run=run)
+            return self._adopt(claimed.ticket_id, claimed.service_hash, run=run,
+                               details=claimed.details)
         finally:
             with self._lock:
                 self._claims_in_flight -= 1
@@ -453,12 +455,13 @@ class Engine:
         self._launch(job_id, upload=path)
 
     # -- internals --------------------------------------------------------------------------
-    def _adopt(self, ticket_id: int, service_hash: str, *, run: bool) -> JobSnapshot:
+    def _adopt(self, ticket_id: int, service_hash: str, *, run: bool,
+               details: dict[str, Any] | None = None) -> JobSnapshot:
         workdir = ticket_workdir(self.settings.workroot, self.source.key, ticket_id)
         job_id = self.journal.create_job(
             source=self.source.key, ticket_id=ticket_id, service_hash=service_hash,
             service_name=self._service_name(service_hash), instance=self.instance,
-            workdir=str(workdir))
+            workdir=str(workdir), details=details)
         self._launch(job_id, prefetch_only=not run)
         with self._lock:
             self.claims_made += 1
@@ -789,7 +792,8 @@ class Engine:
                 claimed = claim(hashes, self.provider, self.instance)
                 if claimed is None:
                     break
-                self._adopt(claimed.ticket_id, claimed.service_hash, run=True)
+                self._adopt(claimed.ticket_id, claimed.service_hash, run=True,
+                            details=claimed.details)
                 found = True
             finally:
                 with self._lock:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dss_console.engine.states import JobState
 
@@ -47,6 +48,9 @@ class JobSnapshot:
     cluster_node: str | None = None
     queued_at: float | None = None  # submitted to the cluster
     running_at: float | None = None  # the cluster job seen running
+    # What the source tells about the job beyond its id (a vantage6 run: task, who asked,
+    # databases, input hash and summary; see V6Source.run_details). Empty for DSS tickets.
+    details: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def pending_seconds(self) -> float | None:

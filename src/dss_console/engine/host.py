@@ -62,6 +62,12 @@ class StatusPublisher:
                 self.engine.events.publish(status)
 
 
+def ready_counts(engine: Engine) -> dict[str, int]:
+    hashes = [s.service_hash for s in engine.services()]
+    found = engine.source.available(hashes) if hashes else {}
+    return {h: int(found.get(h, 0)) for h in hashes}
+
+
 def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
                     settings_source: Path) -> dict[str, Callable[..., Any]]:
     def update_settings(toml: str) -> None:
@@ -88,6 +94,9 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         "job": lambda job_id: engine.job(int(job_id)),
         "services": engine.services,
         "refresh_services": engine.refresh_services,
+        # Work waiting on the server per service, asked now (a window with Auto mode off
+        # shows it too; the engine's polls ask only for what they may claim).
+        "ready_counts": lambda: ready_counts(engine),
         "status": lambda: engine_status(engine),
         "stop_claiming": engine.stop_claiming,
         "use_session": use_session,

@@ -307,7 +307,12 @@ class JobExecution:
                     next_warning = time.monotonic() + 60
                 self.stop.event.wait(self.ctx.retry_interval)
                 continue
-            self.ctx.journal.update_job(self.job_id, inputs_ready=1)
+            details = getattr(self.ctx.source, "run_details", None)
+            if details is not None:  # what the fetch learnt (a v6 run's input hash, summary)
+                self.ctx.journal.update_job(self.job_id, inputs_ready=1,
+                                            details=details(self.snapshot.ticket_id))
+            else:
+                self.ctx.journal.update_job(self.job_id, inputs_ready=1)
             return True
 
     def _still_ours(self, *, announce: bool) -> bool:

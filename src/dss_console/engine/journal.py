@@ -83,6 +83,7 @@ _ADDED_COLUMNS = (
     ("cluster_node", "TEXT"),
     ("queued_at", "REAL"),
     ("running_at", "REAL"),
+    ("details", "TEXT"),
 )
 
 PENDING = "pending"
@@ -186,14 +187,15 @@ class Journal:
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, *, source: str, ticket_id: int, service_hash: str, service_name: str,
                    instance: str, workdir: str, state: JobState = JobState.CLAIMED,
-                   reason: str | None = None) -> int:
+                   reason: str | None = None, details: dict[str, Any] | None = None) -> int:
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO jobs (source, ticket_id, service_hash, service_name, instance, "
-                "state, reason, workdir, claimed_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "state, reason, workdir, claimed_at, updated_at, details) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (source, ticket_id, service_hash, service_name, instance, state.value, reason,
-                 workdir, now, now))
+                 workdir, now, now, json.dumps(details) if details else None))
             job_id = int(cur.lastrowid or 0)
             db.execute("INSERT INTO transitions (job_id, at, state, reason) VALUES (?,?,?,?)",
                        (job_id, now, state.value, reason))
@@ -248,10 +250,12 @@ class Journal:
         allowed = {"state", "reason", "progress", "exit_code", "pid", "pgid", "proc_start",
                    "inputs_ready", "attempt", "started_at", "finished_at", "updated_at",
                    "workdir", "not_retryable", "executor", "cluster_job", "cluster_state",
-                   "cluster_node", "queued_at", "running_at"}
+                   "cluster_node", "queued_at", "running_at", "details"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown job fields {sorted(unknown)}")
+        if isinstance(fields.get("details"), dict):
+            fields["details"] = json.dumps(fields["details"])
         cols = ", ".join(f"{k}=?" for k in fields)
         db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
 
@@ -400,7 +404,18 @@ def _snapshot(row: sqlite3.Row) -> JobSnapshot:
         owed=int(row["owed"]), not_retryable=row["not_retryable"],
         executor=row["executor"] or "local", cluster_job=row["cluster_job"],
         cluster_state=row["cluster_state"], cluster_node=row["cluster_node"],
-        queued_at=row["queued_at"], running_at=row["running_at"])
+        queued_at=row["queued_at"], running_at=row["running_at"],
+        details=_details(row["details"]))
+
+
+def _details(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:

@@ -209,6 +209,10 @@ class RemoteEngine:
         self._services = self.call("refresh_services")
         return list(self._services)
 
+    def ready_counts(self) -> dict[str, int]:
+        """Work waiting on the server per service (asked by the engine now)."""
+        return dict(self.call("ready_counts"))
+
     def status(self) -> EngineStatus:
         self._status = self.call("status")
         return self._status

@@ -12,10 +12,10 @@ events) where DSS has no equivalent.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from dss_console.dss import (
     BadReplyError,
@@ -124,6 +124,7 @@ class SourceService:
 class ClaimedWork:
     ticket_id: int
     service_hash: str
+    details: dict[str, Any] = field(default_factory=dict, hash=False)  # see JobSnapshot
 
 
 class JobSource(Protocol):

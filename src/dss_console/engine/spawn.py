@@ -38,15 +38,23 @@ def engine_argv() -> list[str]:
 
 
 def engine_log_path(data_dir: Path, server: str, instance: str) -> Path:
+    """`server`: the engine's key (a server URL, or a v6 node's "<api url>#node-<id>":
+    the node stays in the name, one log per node)."""
     folder = paths.ensure_private_dir(Path(data_dir) / "logs")
-    return folder / f"engine-{server_slug(server)}-{instance}.log"
+    return folder / f"engine-{server_slug(server.replace('#', '/'))}-{instance}.log"
 
 
 def start_engine_process(*, server: str, session_id: str, instance: str, data_dir: Path,
                          workroot: Path, config: Path | None, provider: str | None,
-                         ca_bundle: str | None) -> subprocess.Popen[bytes]:
+                         ca_bundle: str | None, v6_node: str | None = None,
+                         engine_key: str | None = None) -> subprocess.Popen[bytes]:
+    """`session_id`: a DSS session, or with `v6_node` the node's keys as one JSON line
+    ({"api_key", "private_key"}); it goes to the engine on its stdin. `engine_key`: what the
+    engine serves under (a v6 node's source key; default the server), naming its log."""
     argv = [*engine_argv(), "worker", "--for-console", "--server", server, "--instance",
             instance, "--data-dir", str(data_dir), "--workdir", str(workroot)]
+    if v6_node is not None:
+        argv += ["--source", "v6", "--node", v6_node]
     # A settings file that does not load would stop the engine: the window sends its
     # settings once attached anyway.
     argv += ["--config", str(config) if config is not None else os.devnull]
@@ -54,7 +62,7 @@ def start_engine_process(*, server: str, session_id: str, instance: str, data_di
         argv += ["--provider", provider]
     if ca_bundle:
         argv += ["--ca-bundle", ca_bundle]
-    log_path = engine_log_path(data_dir, server, instance)
+    log_path = engine_log_path(data_dir, engine_key or server, instance)
     with open(log_path, "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} engine started by a console\n"
                   .encode())

@@ -23,7 +23,14 @@ from PySide6.QtWidgets import (
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.journal import OutboxItem
 from dss_console.engine.states import JobState
-from dss_console.gui.jobs_model import cluster_clock_ticking, cluster_times
+from dss_console.gui.jobs_model import (
+    cluster_clock_ticking,
+    cluster_times,
+    format_databases,
+    format_requested_by,
+    format_task,
+    is_v6_job,
+)
 from dss_console.gui.logview import LogView
 from dss_console.workspace import Workspace
 
@@ -165,6 +172,7 @@ class DetailPane(QWidget):
         self.tabs.addTab(self.log, "Output")
         self.tabs.addTab(self.calls, "Sent to server")
         self.tabs.addTab(inputs_page, "Input workspace")
+        self.inputs_tab = self.tabs.indexOf(inputs_page)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.header)
@@ -198,7 +206,8 @@ class DetailPane(QWidget):
         if job is None:
             self.header.setText("Select a ticket to see its output.")
             return
-        parts = [f"<b>Ticket {job.ticket_id}</b> · "
+        noun = "Run" if is_v6_job(job) else "Ticket"
+        parts = [f"<b>{noun} {job.ticket_id}</b> · "
                  f"{_escape(job.service_name or job.service_hash[:10])}"
                  f" · {job.state.value} · {job.progress * 100:.0f}%"]
         if job.reason and job.state is not JobState.BLOCKED:  # the banner says it
@@ -300,6 +309,25 @@ class DetailPane(QWidget):
         for column in range(3):
             self.calls.resizeColumnToContents(column)
 
+    def set_source_kind(self, kind: str) -> None:
+        """A vantage6 run's input is one blob: its summary replaces the workspace's layers."""
+        v6 = kind == "v6"
+        self.tabs.setTabText(self.inputs_tab, "Run" if v6 else "Input workspace")
+        self.inputs.setVisible(not v6)
+        self.inputs_note.setTextFormat(Qt.TextFormat.RichText)
+        self.inputs_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.inputs_note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        if self.job is None:
+            self.header.setText(f"Select a {'run' if v6 else 'ticket'} to see its output.")
+
+    def set_run_summary(self, job: JobSnapshot) -> None:
+        """What the run is, and its input's method and argument names (never their values;
+        the engine keeps only names, sizes and a hash)."""
+        if self.job is None or job.job_id != self.job.job_id:
+            return
+        self.inputs.clear()
+        self.inputs_note.setText(run_summary_html(job))
+
     def set_inputs(self, job_id: int, workspace: Workspace | None, required: tuple[str, ...],
                    problem: str | None = None) -> None:
         if self.job is None or job_id != self.job.job_id:
@@ -328,6 +356,36 @@ class DetailPane(QWidget):
             self.inputs.addTopLevelItem(row)
         for column in range(4):
             self.inputs.resizeColumnToContents(column)
+
+
+def run_summary_html(job: JobSnapshot) -> str:
+    details = job.details
+    rows: list[tuple[str, str]] = [("Image", job.service_hash)]
+    if details.get("task_id") is not None:
+        rows.append(("Task", format_task(job)))
+    if details.get("parent_id") is not None:
+        rows.append(("Subtask of", f"task {details['parent_id']}"))
+    rows.append(("Requested by", format_requested_by(job) or "—"))
+    rows.append(("Databases", format_databases(job) or "none"))
+    summary = details.get("input_summary")
+    if isinstance(summary, dict):
+        if summary.get("format"):
+            rows.append(("Input", f"{summary['format']}, {summary.get('bytes', 0)} bytes"))
+        else:
+            names = ", ".join(str(n) for n in summary.get("kwargs") or []) or "none"
+            positional = summary.get("args") or 0
+            rows.append(("Method", str(summary.get("method") or "—")))
+            rows.append(("Arguments", names + (f"; {positional} positional" if positional
+                                                else "")))
+            rows.append(("Input size", f"{summary.get('bytes', 0)} bytes"))
+    else:
+        rows.append(("Input", "not fetched yet"))
+    if details.get("input_sha256"):
+        rows.append(("Input SHA-256", str(details["input_sha256"])))
+    cells = "".join(f"<tr><td style='padding-right:12px'><b>{_escape(k)}</b></td>"
+                    f"<td>{_escape(v)}</td></tr>" for k, v in rows)
+    return (f"<table>{cells}</table><p style='color:gray'>Argument values and data are "
+            "never shown or kept beyond the run's work dir.</p>")
 
 
 def _escape(text: str) -> str:

@@ -57,9 +57,15 @@ class Column(enum.IntEnum):
     CLAIMED = 4
     ELAPSED = 5
     INSTANCE = 6
+    # A vantage6 run's task, who asked for it, the databases it asked for (hidden for DSS).
+    TASK = 7
+    REQUESTED_BY = 8
+    DATABASES = 9
     # Last: the stretched section, so the longest text ("SLURM 1234 · PENDING (Priority)")
     # gets the window's spare width instead of pushing the other columns out of view.
-    RUNS_ON = 7
+    RUNS_ON = 10
+
+V6_COLUMNS = (Column.TASK, Column.REQUESTED_BY, Column.DATABASES)
 
 
 _HEADERS = {
@@ -75,9 +81,20 @@ _HEADERS = {
                                  "A SLURM job's from when it started on its node: its time "
                                  "in the cluster's queue is not run time"),
     Column.INSTANCE: ("Instance", "The provider instance that claimed the ticket"),
+    Column.TASK: ("Task", "The vantage6 task this run belongs to: its id and name"),
+    Column.REQUESTED_BY: ("Requested by", "The organization and user that created the task"),
+    Column.DATABASES: ("Databases", "The database labels the task asked for (this node's "
+                                    "[v6.databases] give them a meaning)"),
     Column.RUNS_ON: ("Runs on", "Where the command runs: local (a process on the engine's "
                                 "computer) or a SLURM cluster job, with its id, its state in "
                                 "the cluster's queue and its node"),
+}
+# What a vantage6 node calls them.
+_V6_HEADERS = {
+    Column.TICKET: ("Run", "The vantage6 run id (one task's run at this node's organization)"),
+    Column.SERVICE: ("Image", "The algorithm image the task asks for"),
+    Column.CLAIMED: ("Taken", "When this node took the run (local time)"),
+    Column.INSTANCE: ("Instance", "The worker instance that took the run"),
 }
 
 # Lifecycle order, so sorting by state groups live jobs before finished ones.
@@ -113,6 +130,9 @@ _COLUMN_FIELDS: dict[Column, tuple[str, ...]] = {
     Column.CLAIMED: ("claimed_at",),
     Column.ELAPSED: ("started_at", "finished_at", "state", "updated_at", "running_at"),
     Column.INSTANCE: ("instance",),
+    Column.TASK: ("details",),
+    Column.REQUESTED_BY: ("details",),
+    Column.DATABASES: ("details",),
     Column.RUNS_ON: ("executor", "cluster_job", "cluster_state", "cluster_node"),
 }
 # Shown in every cell's tooltip: a change there touches the whole row.
@@ -200,6 +220,34 @@ def format_runs_on(job: JobSnapshot) -> str:
     return "".join(words)
 
 
+def is_v6_job(job: JobSnapshot) -> bool:
+    """A vantage6 run (its source is "<api url>#node-<id>"), not a DSS ticket."""
+    return "#node-" in job.source
+
+
+def format_task(job: JobSnapshot) -> str:
+    details = job.details
+    task_id, name = details.get("task_id"), details.get("task_name")
+    if task_id is None:
+        return ""
+    return f"{task_id} · {name}" if name else str(task_id)
+
+
+def format_requested_by(job: JobSnapshot) -> str:
+    """"research / alice", with ids where this node may not read the names."""
+    details = job.details
+    org = details.get("init_org") or (f"org {details['init_org_id']}"
+                                      if details.get("init_org_id") is not None else "")
+    user = details.get("init_user") or (f"user {details['init_user_id']}"
+                                        if details.get("init_user_id") is not None else "")
+    return " / ".join(part for part in (org, user) if part)
+
+
+def format_databases(job: JobSnapshot) -> str:
+    databases = job.details.get("databases") or []
+    return ", ".join(str(label) for label in databases)
+
+
 def format_elapsed(seconds: float | None) -> str:
     """'42 s', '5:03', '1:02:03'; '—' when the job has not started."""
     if seconds is None:
@@ -241,6 +289,13 @@ class JobTableModel(QAbstractTableModel):
         super().__init__(parent)
         self._rows: list[JobSnapshot] = []
         self._index: dict[int, int] = {}  # job id -> row
+        self.source_kind = "dss"
+
+    def set_source_kind(self, kind: str) -> None:
+        """Headers in the words of the job source ("v6": runs and images)."""
+        if kind != self.source_kind:
+            self.source_kind = kind
+            self.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, len(Column) - 1)
 
     # -- reading ----------------------------------------------------------------------------
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
@@ -266,7 +321,9 @@ class JobTableModel(QAbstractTableModel):
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(Column):
             return None
-        title, tip = _HEADERS[Column(section)]
+        column = Column(section)
+        title, tip = (_V6_HEADERS.get(column) if self.source_kind == "v6" else None) \
+            or _HEADERS[column]
         if role == Qt.ItemDataRole.DisplayRole:
             return title
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -320,6 +377,12 @@ class JobTableModel(QAbstractTableModel):
             return format_elapsed(_elapsed(job))
         if column is Column.RUNS_ON:
             return format_runs_on(job)
+        if column is Column.TASK:
+            return format_task(job)
+        if column is Column.REQUESTED_BY:
+            return format_requested_by(job)
+        if column is Column.DATABASES:
+            return format_databases(job)
         return job.instance
 
     @staticmethod
@@ -344,6 +407,13 @@ class JobTableModel(QAbstractTableModel):
                 return f"0 {job.executor}"
             number = job.cluster_job or ""
             return f"1 {number.zfill(20) if number.isdigit() else number}"
+        if column is Column.TASK:
+            task_id = job.details.get("task_id")
+            return int(task_id) if isinstance(task_id, int) else -1
+        if column is Column.REQUESTED_BY:
+            return format_requested_by(job).casefold()
+        if column is Column.DATABASES:
+            return format_databases(job).casefold()
         return job.instance.casefold()
 
     @staticmethod
@@ -501,10 +571,13 @@ class JobFilterProxy(QSortFilterProxyModel):
         if self._words:
             haystack = " ".join((job.service_name, job.service_hash, job.instance,
                                  job.reason or "", job.state.value, job.executor,
-                                 job.cluster_state or "", job.cluster_node or "")).casefold()
-            # A number is a ticket id or a SLURM job id: "12" must not match every hash
-            # that contains "12".
-            return all(word in (str(job.ticket_id), job.cluster_job) if word.isdigit()
+                                 job.cluster_state or "", job.cluster_node or "",
+                                 str(job.details.get("task_name") or ""),
+                                 format_requested_by(job), format_databases(job))).casefold()
+            # A number is a ticket id, a SLURM job id or a vantage6 task id: "12" must not
+            # match every hash that contains "12".
+            numbers = (str(job.ticket_id), job.cluster_job, str(job.details.get("task_id")))
+            return all(word in numbers if word.isdigit()
                        else word in haystack for word in self._words)
         return True
 

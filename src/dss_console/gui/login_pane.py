@@ -1,4 +1,5 @@
-"""Log in to a DSS server: server list, "Get token", masked token, ITK-SNAP session import."""
+"""Log in: to a DSS server (server list, "Get token", masked token, ITK-SNAP session import),
+or as a vantage6 node (server, masked API key, the organization's private key file)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import html
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -25,11 +28,15 @@ from PySide6.QtWidgets import (
 
 from dss_console import connection
 from dss_console.connection import LoggedIn
-from dss_console.credentials import SessionStore
+from dss_console.credentials import SessionStore, V6CredentialStore
 from dss_console.dss import DssError, LoginFailedError, TlsError, normalize_server_url
 from dss_console.gui import tasks
 from dss_console.gui.copyable import CopyableTextDialog, show_copyable
 from dss_console.gui.tasks import run_blocking, spawn
+from dss_console.v6.login import NodeLogin
+
+DSS, V6 = "dss", "v6"
+SOURCES = [(DSS, "DSS server (token)"), (V6, "vantage6 node (API key)")]
 
 T = TypeVar("T")
 
@@ -60,8 +67,36 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def server_of(current: LoggedIn | NodeLogin | None) -> str:
+    """The server a login is with ("" for none)."""
+    if current is None:
+        return ""
+    return current.server if isinstance(current, NodeLogin) else current.client.server
+
+
+def v6_login(server: str, api_key: str, key_file: str | None, store: V6CredentialStore,
+             verify: bool | str) -> NodeLogin:
+    """Blocking: log the node in and remember its keys (V6LoginError says why not)."""
+    from dss_console.v6.login import login_node, read_private_key, remember_node
+
+    pem = read_private_key(key_file) if key_file else None
+    result = login_node(server, api_key, pem, verify=verify)
+    remember_node(result, store)
+    return result
+
+
+def v6_resume(store: V6CredentialStore, verify: bool | str) -> NodeLogin | None:
+    """Blocking: log in again as the node logged in last (None: there is none)."""
+    from dss_console.v6.login import login_node
+
+    stored = store.load_node()
+    if stored is None:
+        return None
+    return login_node(stored.server, stored.api_key, stored.private_key_pem, verify=verify)
+
+
 class LoginPane(QWidget):
-    loggedIn = Signal(object)  # LoggedIn
+    loggedIn = Signal(object)  # LoggedIn, or NodeLogin (a vantage6 node)
     loggedOut = Signal()
     logoutRequested = Signal()  # the window decides when (running jobs first)
     serversChanged = Signal(list)
@@ -70,8 +105,10 @@ class LoginPane(QWidget):
                  verify: Callable[[], bool | str], parent: QWidget | None = None):
         super().__init__(parent)
         self.store = store
+        self.v6_store = V6CredentialStore(store.directory) if store.uses_keyring else \
+            V6CredentialStore(store.directory, use_keyring=False)
         self._verify = verify
-        self.current: LoggedIn | None = None
+        self.current: LoggedIn | NodeLogin | None = None
         # The server ended `current`'s session (logged out elsewhere, or expired): the form
         # is back for a new token, while the engine keeps the jobs it has.
         self.expired = False
@@ -108,6 +145,15 @@ class LoginPane(QWidget):
         self.cancel_button.setToolTip("Stop waiting for the server (a reply that comes later "
                                       "is ignored)")
         self.cancel_button.setVisible(False)
+        self.source_box = QComboBox()
+        for key, text in SOURCES:
+            self.source_box.addItem(text, key)
+        self.source_box.setToolTip("Where the work comes from: a DSS server's tickets, or the "
+                                   "runs a vantage6 server sends to this node")
+        self.key_file_edit = QLineEdit()
+        self.key_file_edit.setPlaceholderText("the organization's private key (PEM), for an "
+                                              "encrypted collaboration")
+        self.key_file_button = QPushButton("Browse…")
         self.message = QLabel()
         self.message.setWordWrap(True)
         # Plain text: a message may quote a web page the server sent, which must not be
@@ -117,6 +163,7 @@ class LoginPane(QWidget):
         self.message.setObjectName("loginMessage")
 
         form = QFormLayout()
+        form.addRow("Source", self.source_box)
         server_row = QHBoxLayout()
         server_row.addWidget(self.server_box, 1)
         server_row.addWidget(self.remove_server_button)
@@ -125,6 +172,11 @@ class LoginPane(QWidget):
         token_row.addWidget(self.token_edit, 1)
         token_row.addWidget(self.get_token_button)
         form.addRow("Token", token_row)
+        key_row = QHBoxLayout()
+        key_row.addWidget(self.key_file_edit, 1)
+        key_row.addWidget(self.key_file_button)
+        form.addRow("Private key", key_row)
+        self._form, self._key_row, self._token_row = form, key_row, token_row
         buttons = QHBoxLayout()
         buttons.addWidget(self.login_button)
         buttons.addWidget(self.import_button)
@@ -154,6 +206,9 @@ class LoginPane(QWidget):
         who_page.setVisible(False)
 
         self.set_servers(servers)
+        self._show_source()
+        self.source_box.currentIndexChanged.connect(self._show_source)
+        self.key_file_button.clicked.connect(self._browse_key_file)
         self.get_token_button.clicked.connect(self.open_token_page)
         self.remove_server_button.clicked.connect(self.remove_current_server)
         self.login_button.clicked.connect(self._login_clicked)
@@ -161,6 +216,35 @@ class LoginPane(QWidget):
         self.import_button.clicked.connect(self._import_clicked)
         self.cancel_button.clicked.connect(self.cancel)
         self.logout_button.clicked.connect(self._logout_clicked)
+
+    # -- the source ---------------------------------------------------------------------------
+    def source_kind(self) -> str:
+        return str(self.source_box.currentData())
+
+    def set_source_kind(self, kind: str) -> None:
+        self.source_box.setCurrentIndex(max(0, self.source_box.findData(kind)))
+
+    def _show_source(self) -> None:
+        v6 = self.source_kind() == V6
+        self._form.setRowVisible(self._key_row, v6)
+        label = self._form.labelForField(self._token_row)
+        if isinstance(label, QLabel):
+            label.setText("API key" if v6 else "Token")
+        self.get_token_button.setVisible(not v6)
+        self.import_button.setVisible(not v6)
+        self.token_edit.setPlaceholderText("paste the node's API key" if v6
+                                           else "paste the one-time token")
+        self.server_box.lineEdit().setPlaceholderText(
+            "https://v6.example.org" if v6 else "https://dss.itksnap.org")
+        self.server_box.setToolTip("The vantage6 server this node belongs to" if v6
+                                   else "The DSS server to provide services on")
+
+    def _browse_key_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The organization's private key",
+                                              self.key_file_edit.text(),
+                                              "PEM private key (*.pem);;All files (*)")
+        if path:
+            self.key_file_edit.setText(path)
 
     def _show_page(self, logged_in: bool) -> None:
         self.login_page.setVisible(not logged_in)
@@ -185,7 +269,7 @@ class LoginPane(QWidget):
         index = self.server_box.findText(text)
         if index < 0:
             return
-        if self.current is not None and self.current.client.server == text:
+        if self.current is not None and server_of(self.current) in (text, text.rstrip("/")):
             self.say_error("Log out of this server before removing it.")
             return
         self.server_box.removeItem(index)
@@ -230,7 +314,8 @@ class LoginPane(QWidget):
 
     def _busy(self, busy: bool) -> None:
         for widget in (self.login_button, self.import_button, self.token_edit, self.server_box,
-                       self.remove_server_button, self.logout_button):
+                       self.remove_server_button, self.logout_button, self.source_box,
+                       self.key_file_edit, self.key_file_button):
             widget.setEnabled(not busy)
         self.cancel_button.setVisible(busy)
         self.cancel_button.setEnabled(busy)
@@ -304,6 +389,11 @@ class LoginPane(QWidget):
     def _login_clicked(self) -> None:
         if self.busy:
             return  # Return in the token field while a login is on its way
+        if self.source_kind() == V6:
+            key_file = self.key_file_edit.text().strip()
+            spawn(self.login_v6(self.server_text(), self.token_edit.text(),
+                                Path(key_file) if key_file else None))
+            return
         spawn(self.login(self.server_text(), self.token_edit.text()))
 
     def _import_clicked(self) -> None:
@@ -361,8 +451,85 @@ class LoginPane(QWidget):
         self._logged_in(self._renewed(result))
         return True
 
+    async def login_v6(self, server: str, api_key: str, private_key: Path | None) -> bool:
+        """Log in as a vantage6 node; its keys are remembered (keyring, else a private file)
+        for the engine and the next start."""
+        from dss_console.v6.client import normalise_server_url
+        from dss_console.v6.login import V6LoginError
+
+        try:
+            url = normalise_server_url(server)
+        except ValueError as exc:
+            self.say_error(f"Check the server address: {exc}.")
+            return False
+        if not api_key.strip():
+            self.say_error("Paste the node's API key first (the server showed it when the node "
+                           "was registered).")
+            return False
+        self.set_source_kind(V6)
+        self.say(f"Logging in to {url} as a node…")
+        call = tasks.executor().submit(v6_login, server, api_key,
+                                       str(private_key) if private_key else None,
+                                       self.v6_store, self._verify())
+        try:
+            result = await self._wait(url, call, discard=lambda _late: None)
+        except LoginCancelled:
+            return False
+        except V6LoginError as exc:
+            self.say_error(f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
+            return False
+        except Exception as exc:  # e.g. the keys could not be stored: say so, in words
+            self.say_error(f"Logging in failed: {exc}")
+            return False
+        finally:
+            self.token_edit.clear()  # the key is in the store now; not in a widget
+        # Not added to the DSS server list (the settings' `servers`): the node's server is
+        # remembered with its keys, and the next start logs the node in again.
+        self.server_box.setCurrentText(result.server)
+        self._node_logged_in(result)
+        return True
+
+    async def resume_v6(self) -> bool:
+        """Log in again as the node logged in last, with its stored keys."""
+        from dss_console.v6.login import V6LoginError
+
+        self.set_source_kind(V6)
+        self.say("Logging the vantage6 node in again…")
+        try:
+            result = await self._wait("the vantage6 server", tasks.executor().submit(
+                v6_resume, self.v6_store, self._verify()), discard=lambda _late: None)
+        except LoginCancelled:
+            return False
+        except V6LoginError as exc:
+            self.say_error(f"Could not log the node in again: {exc}. Log in again, or try "
+                           "later.")
+            return False
+        if result is None:
+            self.say("Log in with the node's API key.")
+            return False
+        self.server_box.setCurrentText(result.server)
+        self._node_logged_in(result)
+        return True
+
+    def _node_logged_in(self, result: NodeLogin) -> None:
+        who = result.identity
+        self.current = result
+        self.expired = False
+        self.who_label.setText(
+            f"Node <b>{html.escape(who.name)}</b> of <b>{html.escape(who.organization_name)}"
+            f"</b> on <b>{html.escape(result.server)}</b> · collaboration "
+            f"<b>{html.escape(who.collaboration_name)}</b> "
+            f"({'encrypted' if who.encrypted else 'not encrypted'})")
+        self.who_label.setToolTip("")
+        self._busy(False)
+        self._show_page(True)
+        self.say("")
+        self.loggedIn.emit(result)
+
     async def resume(self, server: str) -> bool:
         """Resume the stored session for `server`, if it is still valid."""
+        if self.source_kind() == V6:
+            return await self.resume_v6()
         self.say(f"Resuming the session with {server}…")
         try:
             result = await self._wait(server, tasks.executor().submit(
@@ -413,6 +580,22 @@ class LoginPane(QWidget):
             return
         self._busy(True)
         self.cancel_button.setVisible(False)  # logging out is not cancellable
+        if isinstance(current, NodeLogin):
+            # A node's API key does not expire: logging out here forgets it (and the
+            # private key), as `dss-console v6 logout` does.
+            try:
+                await run_blocking(self.v6_store.delete_node, current.server,
+                                   current.identity.name)
+            except OSError:
+                pass
+            finally:
+                self._busy(False)
+            self.current = None
+            self._show_page(False)
+            self.say(f"Logged out node {current.identity.name} of {current.server}: its API "
+                     "key and private key are forgotten here.")
+            self.loggedOut.emit()
+            return
         try:
             if self._imported:
                 await run_blocking(self.store.delete, current.client.server)
@@ -435,8 +618,8 @@ class LoginPane(QWidget):
         """The server no longer accepts the current session (a logout from the CLI or the
         web page, or it expired): show the form for a new token, keep the rest."""
         current = self.current
-        if current is None:
-            return
+        if current is None or isinstance(current, NodeLogin):
+            return  # a node's key does not expire; the window says what the server said
         first = not self.expired
         self.expired = True
         self.who_label.setText(f"Session expired on <b>{html.escape(current.client.server)}"
@@ -458,7 +641,8 @@ class LoginPane(QWidget):
         """After an expired session: a new session for the same server and account goes
         into the client the engine already uses, so its jobs and queued calls carry on."""
         old = self.current
-        if (not self.expired or old is None or old.client.server != result.client.server
+        if (not self.expired or old is None or isinstance(old, NodeLogin)
+                or old.client.server != result.client.server
                 or old.email != result.email or old is result):
             return result
         old.client.transport.session_id = result.client.session_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import shutil
 import subprocess
 import time
@@ -65,10 +66,12 @@ from dss_console.gui import tasks
 from dss_console.gui.bridge import EngineBridge
 from dss_console.gui.copyable import show_copyable
 from dss_console.gui.detail_pane import DetailPane
-from dss_console.gui.login_pane import LoginPane
+from dss_console.gui.jobs_model import is_v6_job
+from dss_console.gui.login_pane import V6, LoginPane, server_of
 from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.tasks import run_blocking, spawn
+from dss_console.v6.login import NodeLogin
 from dss_console.workspace import Workspace, WorkspaceError
 
 STATS_REFRESH_MS = 15_000
@@ -101,6 +104,30 @@ def _stop_engine_process(engine: RemoteEngine, process: subprocess.Popen[bytes] 
         engine.close()
 
 
+def engine_key(logged_in: LoggedIn | NodeLogin) -> str:
+    """What the engine for this login serves under: the DSS server, or the vantage6 node
+    (one engine per node)."""
+    return logged_in.source_key if isinstance(logged_in, NodeLogin) else \
+        logged_in.client.server
+
+
+def day_counts(jobs: list[JobSnapshot], now: float | None = None
+               ) -> dict[str, tuple[int, int]]:
+    """Succeeded / failed (or cancelled) per service in the last 24 h, from the jobs here."""
+    since = (time.time() if now is None else now) - 24 * 3600
+    counts: dict[str, tuple[int, int]] = {}
+    for job in jobs:
+        if job.finished_at is None or job.finished_at < since:
+            continue
+        done, failed = counts.get(job.service_hash, (0, 0))
+        if job.state is JobState.SUCCEEDED:
+            done += 1
+        elif job.state in (JobState.FAILED, JobState.CANCELLED):
+            failed += 1
+        counts[job.service_hash] = (done, failed)
+    return counts
+
+
 class MainWindow(QMainWindow):
     engineStarted = Signal(object)  # RemoteEngine
     engineStopped = Signal()
@@ -124,7 +151,7 @@ class MainWindow(QMainWindow):
         # The engine process this window is attached to (it may have started it).
         self.engine: RemoteEngine | None = None
         self._engine_process: subprocess.Popen[bytes] | None = None
-        self.logged_in: LoggedIn | None = None
+        self.logged_in: LoggedIn | NodeLogin | None = None
         self._quitting = False
         self._closed_for_real = False
         self._next_poll_at: float | None = None
@@ -146,6 +173,9 @@ class MainWindow(QMainWindow):
         self.login_pane = LoginPane(store, servers, self._verify)
         if store.last_server():
             self.login_pane.server_box.setCurrentText(store.last_server() or "")
+        if remember_layout and self._window_state.value("login/source") == V6:
+            # The console logged a vantage6 node in last time: its next start does again.
+            self.login_pane.set_source_kind(V6)
         self.services_pane = ServicesPane()
         self.services_pane.set_logged_in(False)
         self.queue_pane = QueuePane()
@@ -165,16 +195,24 @@ class MainWindow(QMainWindow):
         left_layout = QVBoxLayout(left)
         server_box = QGroupBox("Server")
         QVBoxLayout(server_box).addWidget(self.login_pane)
-        services_box = QGroupBox("Services")
+        services_box = self.services_box = QGroupBox("Services")
         QVBoxLayout(services_box).addWidget(self.services_pane)
         left_layout.addWidget(server_box, 0)
         left_layout.addWidget(services_box, 1)
         # Preferred, not Maximum: a Maximum box keeps its size hint, which ignores how tall
         # a wrapped login error gets, and clips it. The services box takes the extra room.
         server_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        left_layout.addWidget(self.settings_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.audit_button = QPushButton("Run audit…")
+        self.audit_button.setToolTip("Every run this node executed: who asked for it, which "
+                                     "image, the input's hash, the outcome")
+        self.audit_button.setVisible(False)
+        left_buttons = QHBoxLayout()
+        left_buttons.addWidget(self.settings_button)
+        left_buttons.addWidget(self.audit_button)
+        left_buttons.addStretch(1)
+        left_layout.addLayout(left_buttons, 0)
 
-        queue_box = QGroupBox("Tickets")
+        queue_box = self.queue_box = QGroupBox("Tickets")
         QVBoxLayout(queue_box).addWidget(self.queue_pane)
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
         self.right_splitter.addWidget(queue_box)
@@ -240,6 +278,8 @@ class MainWindow(QMainWindow):
         self.services_pane.editCommandRequested.connect(self.open_settings)
         self.services_pane.refreshRequested.connect(lambda: spawn(self.refresh_services()))
         self.settings_button.clicked.connect(lambda: self.open_settings(None))
+        self.audit_button.clicked.connect(self.open_audit)
+        self.audit_dialog: Any = None
         self.queue_pane.currentJobChanged.connect(self._job_selected)
         self.queue_pane.actionRequested.connect(self._action_requested)
         self.detail_pane.editCommandRequested.connect(self.open_settings)
@@ -356,9 +396,39 @@ class MainWindow(QMainWindow):
         except (SettingsError, OSError) as exc:
             self.show_banner(f"Could not save the settings: {exc}")
 
+    def open_audit(self) -> None:
+        """Every run this node executed (the journal's record), in its own window."""
+        from dss_console.gui.audit_view import AuditDialog
+
+        if self.audit_dialog is None:
+            self.audit_dialog = AuditDialog(self)
+        spawn(self._fill_audit(self.audit_dialog))
+        self.audit_dialog.show()
+        self.audit_dialog.raise_()
+
+    async def _fill_audit(self, dialog: Any) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            jobs = await run_blocking(engine.jobs)
+        except (EngineGoneError, EngineCallError) as exc:
+            self.show_banner(f"The run audit could not be loaded: {exc}")
+            return
+        dialog.set_jobs(jobs)
+
     def open_settings(self, service_hash: str | None = None) -> None:
         from dss_console.gui.settings_dialog import SettingsDialog
 
+        if service_hash and isinstance(self.logged_in, NodeLogin):
+            # The dialog edits DSS services; an image's command is a table of the file.
+            where = self.settings_file or "the settings file"
+            self.show_banner(
+                f"The command for image {service_hash} is its [v6.algorithms.\"{service_hash}\"]"
+                f" table in {where} (see the README, \"Run a vantage6 node without Docker\"). "
+                "Edit the file, then reload it.", "info",
+                ("Reload settings", self.reload_settings) if self.settings_file else None)
+            return
         services = []
         if self.engine is not None:
             services = [(s.name, s.service_hash) for s in self.engine.known_services()]
@@ -521,8 +591,37 @@ class MainWindow(QMainWindow):
         await self._show_services(engine)
 
     # -- engine lifecycle -------------------------------------------------------------------
-    def _logged_in(self, result: LoggedIn) -> None:
+    @property
+    def source_kind(self) -> str:
+        """"v6" while a vantage6 node is logged in, else "dss"."""
+        return V6 if isinstance(self.logged_in, NodeLogin) else "dss"
+
+    def _use_source_kind(self, kind: str) -> None:
+        """The window in the words of its job source: runs and images for a vantage6 node."""
+        v6 = kind == V6
+        self.services_box.setTitle("Algorithms" if v6 else "Services")
+        self.queue_box.setTitle("Runs" if v6 else "Tickets")
+        self.audit_button.setVisible(v6)
+        self.services_pane.set_source_kind(kind)
+        self.queue_pane.set_source_kind(kind)
+        self.detail_pane.set_source_kind(kind)
+        if self._remember_layout:
+            self._window_state.setValue("login/source", kind)
+
+    def _logged_in(self, result: LoggedIn | NodeLogin) -> None:
         engine = self.engine
+        if isinstance(result, NodeLogin) or isinstance(self.logged_in, NodeLogin):
+            # A node's key does not expire (no session to hand over): a login is a new
+            # engine, after the one of another node or server stopped.
+            if engine is not None or (self._starting is not None
+                                      and not self._starting.done()):
+                self._starting = spawn(self._restart_engine(result, self._starting))
+            else:
+                self._starting = spawn(self.start_engine(result))
+            if self.login_pane.v6_store.fallback_note:
+                self.show_banner(self.login_pane.v6_store.fallback_note.replace(
+                    "note: ", "Note: ") + ".", "warning")
+            return
         if engine is not None and result is self.logged_in:
             # A new session for the one that expired (same server and account): the engine
             # carries on with it, so running jobs go on and their queued calls go out now.
@@ -549,21 +648,24 @@ class MainWindow(QMainWindow):
                                      10_000)
         spawn(self.refresh_services())
 
-    async def _restart_engine(self, logged_in: LoggedIn, starting: asyncio.Task | None) -> bool:
+    async def _restart_engine(self, logged_in: LoggedIn | NodeLogin,
+                              starting: asyncio.Task | None) -> bool:
         if starting is not None and not starting.done():
             await starting
         old = self.logged_in
         await self.stop_engine(drain=False)
-        if old is not None and old is not logged_in:
+        if isinstance(old, LoggedIn) and old is not logged_in:
             await run_blocking(old.client.close)
         return await self.start_engine(logged_in)
 
-    async def start_engine(self, logged_in: LoggedIn) -> bool:
+    async def start_engine(self, logged_in: LoggedIn | NodeLogin) -> bool:
         if self._quitting:
             return False
         self.logged_in = logged_in
-        self.settings.server = logged_in.client.server
-        self._save_settings()
+        self._use_source_kind(self.source_kind)
+        if isinstance(logged_in, LoggedIn):
+            self.settings.server = logged_in.client.server
+            self._save_settings()
         self._connection_changed("connecting", "")
         self.statusBar().showMessage("Starting the engine…")
         try:
@@ -606,23 +708,31 @@ class MainWindow(QMainWindow):
         self.engineStarted.emit(engine)
         return True
 
-    def _attach_engine(self, logged_in: LoggedIn
+    def _attach_engine(self, logged_in: LoggedIn | NodeLogin
                        ) -> tuple[RemoteEngine, subprocess.Popen[bytes] | None]:
-        """The engine for this server and instance: the one already running (a headless
-        worker, or the engine an earlier window left running), else a new engine process.
-        Blocks: run it off the Qt thread."""
-        server = logged_in.client.server
+        """The engine for this server (or vantage6 node) and instance: the one already
+        running (a headless worker, or the engine an earlier window left running), else a
+        new engine process. Blocks: run it off the Qt thread."""
+        key = engine_key(logged_in)
         instance = self.settings.instance
-        session_id = logged_in.client.transport.session_id or ""
-        found = find_engine(self.data_dir, server, instance)
+        if isinstance(logged_in, NodeLogin):
+            # The node's keys go to the engine on its stdin, never on its command line.
+            secret = json.dumps({"api_key": logged_in.api_key, "private_key": (
+                logged_in.private_key_pem or b"").decode("ascii")})
+            session_id, node = "", logged_in.identity.name
+        else:
+            secret = session_id = logged_in.client.transport.session_id or ""
+            node = None
+        found = find_engine(self.data_dir, key, instance)
         process = None
         if found is None:
             config = self.settings_file if self._settings_problem is None else None
             process = start_engine_process(
-                server=server, session_id=session_id, instance=instance,
+                server=server_of(logged_in), session_id=secret, instance=instance,
                 data_dir=self.data_dir, workroot=Path(self.settings.workroot), config=config,
-                provider=self.settings.provider, ca_bundle=self.settings.ca_bundle)
-            found = wait_for_engine(process, self.data_dir, server, instance)
+                provider=self.settings.provider, ca_bundle=self.settings.ca_bundle,
+                v6_node=node, engine_key=key)
+            found = wait_for_engine(process, self.data_dir, key, instance)
         engine = RemoteEngine(found)
         try:
             if engine.info.get("kind") == "console":
@@ -650,8 +760,8 @@ class MainWindow(QMainWindow):
         engine.close()
         self.queue_pane.setEnabled(False)
         self.services_pane.set_logged_in(False)
-        server = self.logged_in.client.server if self.logged_in else ""
-        log = engine_log_path(self.data_dir, server, self.settings.instance)
+        key = engine_key(self.logged_in) if self.logged_in else ""
+        log = engine_log_path(self.data_dir, key, self.settings.instance)
         ended = f" (exit code {code})" if code is not None else ""
         self._connection_changed("stopped", f"the engine stopped{ended}")
         action = None
@@ -728,7 +838,6 @@ class MainWindow(QMainWindow):
         engine = self.engine
         if engine is None or self.logged_in is None:
             return
-        client = self.logged_in.client
         try:
             views = await run_blocking(engine.refresh_services)
         except EngineGoneError:
@@ -742,6 +851,15 @@ class MainWindow(QMainWindow):
                 self._connection_changed("offline", str(exc))
             return
         self.services_pane.set_services(views)
+        if isinstance(self.logged_in, NodeLogin):
+            self.services_pane.set_local_day_counts(day_counts(self.queue_pane.model.jobs()))
+            with contextlib.suppress(EngineGoneError, EngineCallError):
+                self.services_pane.set_ready(await run_blocking(engine.ready_counts))
+            self.services_pane.summary.setText(
+                f"{len(views)} image(s); {sum(1 for v in views if v.command)} with a command "
+                "([v6.algorithms] in the settings file).")
+            return
+        client = self.logged_in.client
         for view in views:
             try:
                 stats = await run_blocking(client.services.stats, view.service_hash)
@@ -755,6 +873,8 @@ class MainWindow(QMainWindow):
     def _jobs_changed(self, jobs: list[JobSnapshot]) -> None:
         before = self.detail_pane.job
         self.queue_pane.update_jobs(jobs)
+        if self.audit_dialog is not None and self.audit_dialog.isVisible():
+            self.audit_dialog.update_jobs(jobs)
         if self.engine is not None:
             self.queue_pane.set_busy(self.engine.busy_job_ids())
         for job in jobs:
@@ -814,7 +934,7 @@ class MainWindow(QMainWindow):
 
     def _show_connection(self) -> None:
         state, detail = self._connection
-        server = self.logged_in.client.server if self.logged_in else ""
+        server = server_of(self.logged_in)
         texts = {
             "none": "Not logged in",
             "connecting": f"Connecting to {server}…",
@@ -891,9 +1011,12 @@ class MainWindow(QMainWindow):
         if engine is None:
             return
         self._inputs_loads = generation = self._inputs_loads + 1
+        if is_v6_job(job):  # what the engine learnt at fetch time: no file to read here
+            self.detail_pane.set_run_summary(job)
+            return
         required = self._required_tags.get(job.service_hash)
         failed_at = self._tags_failed_at.get(job.service_hash, -1e9)
-        if required is None and self.logged_in is not None \
+        if required is None and isinstance(self.logged_in, LoggedIn) \
                 and time.monotonic() - failed_at > 60:
             try:
                 detail = await run_blocking(self.logged_in.client.services.detail,
@@ -996,7 +1119,9 @@ class MainWindow(QMainWindow):
 
     def _action_requested(self, name: str, job: JobSnapshot) -> None:
         # Dialogs run here, in a plain slot; the work after them is scheduled as a task.
-        if name == "cancel":
+        if is_v6_job(job) and name in ("cancel", "fail", "retry", "copy"):
+            self._v6_action(name, job)
+        elif name == "cancel":
             if self.ask_confirm("Cancel ticket", f"Stop ticket {job.ticket_id} and fail it on "
                                 "the server as cancelled by the provider?"):
                 spawn(self.perform("cancel", job))
@@ -1043,6 +1168,32 @@ class MainWindow(QMainWindow):
         else:
             spawn(self.perform(name, job))
 
+    def _v6_action(self, name: str, job: JobSnapshot) -> None:
+        """A vantage6 run: no cancelled state on the server, so Cancel and Fail both fail the
+        run with the operator's reason; a finished run never runs again."""
+        run = f"run {job.ticket_id}"
+        if name in ("cancel", "fail"):
+            stop = " Its command is stopped first." if name == "cancel" else ""
+            reason = self.ask_text(
+                "Cancel run" if name == "cancel" else "Fail run",
+                f"Why {run} is failed (the researcher reads this in the run's log; vantage6 "
+                f"has no cancelled state).{stop}")
+            if reason is None:
+                return
+            if not reason.strip():
+                self.show_banner(f"The {run} was not failed: a reason for the researcher is "
+                                 "required.", "warning")
+                return
+            spawn(self.perform(name, job, reason.strip()))
+        elif name == "retry":
+            if self.ask_confirm("Retry run", f"Run {run} again? It is still open on the "
+                                "server; its work dir is emptied first (the logs of earlier "
+                                "attempts are kept)."):
+                spawn(self.perform("retry", job))
+        elif name == "copy":
+            QGuiApplication.clipboard().setText(str(job.ticket_id))
+            self.statusBar().showMessage(f"Copied run id {job.ticket_id}", 3000)
+
     async def perform(self, name: str, job: JobSnapshot, argument: str | None = None) -> bool:
         """Run an engine operation for a job; failures are shown in words."""
         engine = self.engine
@@ -1051,14 +1202,15 @@ class MainWindow(QMainWindow):
         calls = {
             "run": lambda: engine.run_job(job.job_id),
             "retry": lambda: engine.retry_job(job.job_id),
-            "cancel": lambda: engine.cancel_job(job.job_id),
+            "cancel": lambda: engine.cancel_job(job.job_id, argument),
             "fail": lambda: engine.fail_job(job.job_id, argument or ""),
             "upload": lambda: engine.upload_result(job.job_id, argument or ""),
         }
         try:
             await run_blocking(calls[name])
         except (EngineError, DssError, EngineCallError, EngineGoneError) as exc:
-            self.show_banner(f"Ticket {job.ticket_id}: {exc}")
+            noun = "Run" if is_v6_job(job) else "Ticket"
+            self.show_banner(f"{noun} {job.ticket_id}: {exc}")
             return False
         self.queue_pane.set_busy(engine.busy_job_ids())
         return True
@@ -1135,7 +1287,7 @@ class MainWindow(QMainWindow):
         self._stats_soon.stop()
         self._calls_soon.stop()
         tasks.set_error_handler(None)
-        if self.logged_in is not None:
+        if isinstance(self.logged_in, LoggedIn):
             self.logged_in.client.close()
         self._closed_for_real = True
         self.close()

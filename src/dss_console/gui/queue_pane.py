@@ -21,7 +21,14 @@ from PySide6.QtWidgets import (
 
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
-from dss_console.gui.jobs_model import Column, JobFilterProxy, JobTableModel, ProgressDelegate
+from dss_console.gui.jobs_model import (
+    V6_COLUMNS,
+    Column,
+    JobFilterProxy,
+    JobTableModel,
+    ProgressDelegate,
+    is_v6_job,
+)
 
 ACTIVE = {JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
           JobState.UPLOADING}
@@ -56,6 +63,28 @@ ACTIONS = [
 ]
 
 
+# A vantage6 node's words for what differs (see set_source_kind).
+V6_TOOLTIPS = {
+    "run": "Run the image's command on this run",
+    "cancel": "Stop the command and fail the run with your reason (vantage6 has no "
+              "cancelled state: the researcher sees a failed run)",
+    "fail": "Fail the run with a reason the researcher reads in its log",
+    "retry": "Run the command again from a clean work dir (only while the run is still open "
+             "on the server)",
+    "workdir": "Open the run's work dir",
+    "copy": "Copy the run id",
+}
+V6_HIDDEN_ACTIONS = ("upload", "itksnap")  # a run's result goes with its end; no workspace
+NOT_AGAIN = ("Retry run is not possible: the run ended on the server, and a finished "
+             "vantage6 run cannot run again")
+
+
+def v6_retry_possible(job: JobSnapshot) -> bool:
+    """Only a run still open on the server can run again: interrupted here, or failed
+    here with its end not yet delivered."""
+    return job.state is JobState.INTERRUPTED or job.owed > 0
+
+
 def action_tooltip(name: str, job: JobSnapshot | None) -> str | None:
     """A tooltip that says why an action is off for this job, when the state alone does not
     tell; None keeps the action's usual tooltip."""
@@ -63,6 +92,9 @@ def action_tooltip(name: str, job: JobSnapshot | None) -> str | None:
         return None
     if name == "retry" and job.not_retryable and job.state in RETRYABLE:
         return f"Retry run is not possible: {job.not_retryable}"
+    if name == "retry" and job.state in RETRYABLE and is_v6_job(job) \
+            and not v6_retry_possible(job):
+        return NOT_AGAIN
     if name == "run" and job.state is JobState.BLOCKED:
         return ("The command cannot start; the ticket runs by itself as soon as it can "
                 "(fix the service's command in Settings…), or Fail… it")
@@ -80,10 +112,13 @@ def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False) -> bo
         # A failed or cancelled ticket is already failed on the server: failing it again
         # would only add a second failure to the user's log.
         return not state.is_terminal
+    if name in V6_HIDDEN_ACTIONS and is_v6_job(job):
+        return False
     if name == "upload":
         return state not in (JobState.SUCCEEDED, JobState.UPLOADING) and not busy
     if name == "retry":
-        return state in RETRYABLE and not busy and not job.not_retryable
+        return state in RETRYABLE and not busy and not job.not_retryable \
+            and (not is_v6_job(job) or v6_retry_possible(job))
     if name == "itksnap":
         return job.inputs_ready and shutil.which("itksnap") is not None
     return True
@@ -151,6 +186,8 @@ class QueuePane(QWidget):
 
         self._busy: set[int] = set()
         self._fitted = False
+        for column in V6_COLUMNS:  # until a vantage6 node logs in
+            self.view.setColumnHidden(column, True)
         self.state_filter.currentIndexChanged.connect(self._state_filter_changed)
         self.text_filter.textChanged.connect(self.proxy.set_text)
         self.view.selectionModel().currentRowChanged.connect(lambda *_: self._current_changed())
@@ -161,6 +198,24 @@ class QueuePane(QWidget):
         self._update_actions()
 
     # -- content ----------------------------------------------------------------------------
+    def set_source_kind(self, kind: str) -> None:
+        """A vantage6 node's runs (task, who asked, databases; no upload, no ITK-SNAP) or a
+        DSS server's tickets."""
+        v6 = kind == "v6"
+        self.model.set_source_kind(kind)
+        for column in V6_COLUMNS:
+            self.view.setColumnHidden(column, not v6)
+        for name in V6_HIDDEN_ACTIONS:
+            self.buttons[name].setVisible(not v6)
+        for name, _text, shortcut, tip in ACTIONS:
+            self._tooltips[name] = f"{V6_TOOLTIPS.get(name, tip) if v6 else tip} ({shortcut})"
+        self.state_filter.setItemText(0, "All runs" if v6 else STATE_FILTERS[0][0])
+        self.text_filter.setPlaceholderText(
+            "Filter: run, task, image, organization, database, reason" if v6 else
+            "Filter: ticket, service, instance, reason, SLURM job or node")
+        self._fitted = False
+        self._update_actions()
+
     def set_jobs(self, jobs: list[JobSnapshot]) -> None:
         self.model.set_jobs(jobs)
         self._fit_columns()

@@ -32,6 +32,16 @@ COLUMN_TIPS = ["Service name and version (hover for its hash, when a provider wa
                "Tickets that succeeded / failed in the last 24 hours (server's count)",
                "Whether this console has a command for the service; “paused”: auto claiming "
                "is paused (hover for why)"]
+# A vantage6 node: "services" are the images researchers post, runs counted here (the
+# server keeps no per-image statistics for a node).
+V6_COLUMNS = ["Image", "Auto", "Pending", "Last 24 h", "Command"]
+V6_COLUMN_TIPS = ["The algorithm image exactly as researchers post it (only images with a "
+                  "command in [v6.algorithms] run; others end “not allowed”)",
+                  "Whether Auto mode starts this image's runs (needs a command)",
+                  "Runs of this image waiting for this node on the server",
+                  "Runs of this image this node completed / failed in the last 24 hours",
+                  "Whether [v6.algorithms] has a command for the image; “paused”: auto "
+                  "starting is paused (hover for why)"]
 SERVICE_COLUMN = 0
 AUTO_COLUMN = COLUMNS.index("Auto")
 READY_COLUMN = COLUMNS.index("Ready")
@@ -104,6 +114,7 @@ class ServicesPane(QWidget):
         self.resume_button.setToolTip("Resume auto claiming for the selected paused service(s)")
         self.resume_button.setVisible(False)
         self._paused: dict[str, str] = {}  # hash -> why
+        self.source_kind = "dss"
         self.summary = QLabel("Not logged in.")
 
         buttons = QHBoxLayout()
@@ -132,6 +143,30 @@ class ServicesPane(QWidget):
         self._update_buttons()
 
     # -- content ----------------------------------------------------------------------------
+    def set_source_kind(self, kind: str) -> None:
+        """Say "image" and "run" for a vantage6 node, "service" and "ticket" for DSS."""
+        v6 = kind == "v6"
+        self.source_kind = kind
+        self.table.setHorizontalHeaderLabels(V6_COLUMNS if v6 else COLUMNS)
+        for column, tip in enumerate(V6_COLUMN_TIPS if v6 else COLUMN_TIPS):
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
+        self.claim_button.setToolTip(
+            "Start the next pending run of the selected images (Ctrl+N)" if v6 else
+            "Claim the next ready ticket of the selected services and download its inputs "
+            "(Ctrl+N)")
+        self.edit_button.setToolTip(
+            "Commands of a vantage6 node are the [v6.algorithms] tables of the settings file"
+            if v6 else "")
+
+    def set_local_day_counts(self, counts: dict[str, tuple[int, int]]) -> None:
+        """Succeeded / failed per service in the last 24 h, as counted here (vantage6)."""
+        for row in range(self.table.rowCount()):
+            done, failed = counts.get(self._hash_at(row), (0, 0))
+            item = self.table.item(row, DAY_COLUMN)
+            item.setText(f"{done} / {failed}")
+            item.setToolTip(f"{done} completed, {failed} failed by this node in the last "
+                            "24 hours")
+
     def set_services(self, services: list[ServiceView]) -> None:
         selected = set(self.selected_hashes())
         rows = {self._hash_at(r): r for r in range(self.table.rowCount())}

@@ -116,6 +116,8 @@ class V6Source:
         self._notes: dict[int, list[str]] = {}
         self._outputs: dict[int, Path] = {}
         self._tokens: dict[int, str] = {}
+        self._details: dict[int, dict[str, Any]] = {}
+        self._names: dict[tuple[str, int], str | None] = {}
         self._proxy: SubtaskProxy | None = None
         self._events: V6Events | None = None
         # One poll asks refuse_unconfigured → available → claim in a row: the open runs
@@ -201,7 +203,7 @@ class V6Source:
                 continue
             with self._lock:
                 self._runs[run.id] = run
-            return ClaimedWork(run.id, run.image)
+            return ClaimedWork(run.id, run.image, details=claim_details(run))
         return None
 
     def claim_subtask(self, service_hashes: Sequence[str], provider: str = "",
@@ -244,6 +246,9 @@ class V6Source:
             "input_sha256": _sha256(data), "input_summary": input_summary(data),
         }
         _write_private(dest / "run.json", json.dumps(record, indent=1).encode("utf-8"))
+        with self._lock:
+            self._details[ticket_id] = {**claim_details(run), **{
+                k: record[k] for k in ("collaboration_id", "input_sha256", "input_summary")}}
         token = self.client.container_token(run.task_id, run.image)
         _write_private(files.token, token.encode("utf-8"))
         with self._lock:
@@ -253,6 +258,34 @@ class V6Source:
         if progress is not None:
             progress(len(data), len(data))
         return [files.input, files.token, dest / "run.json"]
+
+    def run_details(self, ticket_id: int) -> dict[str, Any]:
+        """What the console and the audit show about a fetched run: task, who asked (with
+        names where this node may read them), databases, input hash and summary."""
+        with self._lock:
+            details = dict(self._details.get(ticket_id) or {})
+        org_id, user_id = details.get("init_org_id"), details.get("init_user_id")
+        if org_id is not None:
+            details["init_org"] = self._name("organization", org_id, "name")
+        if user_id is not None:
+            details["init_user"] = self._name("user", user_id, "username")
+        return details
+
+    def _name(self, kind: str, item_id: int, field_name: str) -> str | None:
+        """An organization's or user's name, asked once per engine (a node may not read
+        users: then None, and the id stays what the console shows)."""
+        key = (kind, int(item_id))
+        with self._lock:
+            if key in self._names:
+                return self._names[key]
+        try:
+            value = self.client.get(f"/{kind}/{int(item_id)}").get(field_name)
+            name = str(value) if isinstance(value, str) and value else None
+        except Exception:  # a name is a courtesy; the id is what counts
+            name = None
+        with self._lock:
+            self._names[key] = name
+        return name
 
     def command(self, ticket_id: int, workdir: Path,
                 base_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
@@ -448,6 +481,7 @@ class V6Source:
             token = self._tokens.pop(ticket_id, None)
             self._notes.pop(ticket_id, None)
             self._outputs.pop(ticket_id, None)
+            self._details.pop(ticket_id, None)
         if token is not None and self._proxy is not None:
             self._proxy.revoke(token)
 
@@ -460,6 +494,14 @@ def expand_argv(algorithm: V6Algorithm, run: Run, workdir: Path, files: RunFiles
     if algorithm.command is None:
         return algorithm.argv_template()  # the wrapper shorthand has no placeholders
     return [formatter.vformat(word, (), values) for word in algorithm.argv_template()]
+
+
+def claim_details(run: Run) -> dict[str, Any]:
+    """What the run itself tells about its task (no input, no server-side secrets)."""
+    labels = [str(d.get("label")) for d in run.databases if d.get("label") is not None]
+    return {"task_id": run.task_id, "task_name": run.task.get("name"), "job_id": run.job_id,
+            "parent_id": run.parent_id, "init_org_id": run.init_org_id,
+            "init_user_id": run.init_user_id, "databases": labels}
 
 
 def tail_text(path: Path, limit: int) -> str:
