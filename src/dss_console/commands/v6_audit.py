@@ -1,0 +1,238 @@
+"""`dss-console v6 audit`: the vantage6 runs this machine ran, from its journal.
+
+    dss-console v6 audit [--node NAME] [--server URL] [--since DAYS] [--json|--csv]
+
+Reads the journal read-only (an engine may be running on it) and needs no server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import time
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from dss_console.commands.errors import EXIT_USAGE, CliError
+
+AUDIT_DESCRIPTION = """\
+List the vantage6 runs this machine ran, newest first, from its journal (no server is
+asked): for each run its task, who asked for it (organization / user), the algorithm image,
+the databases, the input (method, argument names and SHA-256; never its values), the
+outcome and the run time.
+
+  dss-console v6 audit                       every node logged in here
+  dss-console v6 audit --node station --since 30
+  dss-console v6 audit --csv > runs.csv      all fields, for a spreadsheet or an auditor
+  dss-console v6 audit --json
+
+Outcome: completed, failed (with the reason), not allowed (the image has no command on
+this node), interrupted (found mid-run after a restart), or where a run still under way
+stands (waiting, fetching input, running, sending result, blocked). Times in the table are
+local; in CSV and JSON they are UTC (ISO 8601) and the duration is in seconds.
+"""
+
+
+def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `audit` command to the `v6` command's subparsers."""
+    audit = subparsers.add_parser(
+        "audit", help="the vantage6 runs this machine ran: who asked, what, how it ended",
+        description=AUDIT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    audit.add_argument("--node", metavar="NAME",
+                       help="only this node's runs: its name as `v6 status` shows it, or its "
+                            "id on the server")
+    audit.add_argument("--server", metavar="URL",
+                       help="only runs of this vantage6 server (…/api optional)")
+    audit.add_argument("--since", type=_days, metavar="DAYS",
+                       help="only runs claimed in the last DAYS days (e.g. 7, 0.5)")
+    output = audit.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true",
+                        help="print a JSON list with every field instead of the table")
+    output.add_argument("--csv", action="store_true",
+                        help="print CSV with every field (a header line first) instead of "
+                             "the table")
+    audit.add_argument("--data-dir", type=Path, metavar="DIR",
+                       help="the folder holding the journal (default: this user's data "
+                            "folder, as the worker uses)")
+    audit.set_defaults(handler=audit_command)
+    return audit
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not days > 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError("--since takes a number of days above 0")
+    return days
+
+
+def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    from dss_console import paths
+    from dss_console.engine.engine import journal_path
+    from dss_console.v6.audit import (
+        audit_records,
+        load_journal_jobs,
+        records_to_csv,
+        records_to_json,
+        split_source,
+    )
+
+    out = out if out is not None else sys.stdout
+    server = _server(args.server)
+    node = _node(args.node, server)
+    data = args.data_dir if args.data_dir else paths.data_dir()
+    journal = journal_path(data)
+    jobs = []
+    if journal.is_file():
+        try:
+            jobs = load_journal_jobs(journal)
+        except sqlite3.Error as exc:
+            raise CliError(f"cannot read the journal {journal}: {exc}") from None
+    else:
+        print(f"no journal at {journal}: no job was run here yet", file=sys.stderr)
+
+    def wanted(source: str) -> bool:
+        job_server, job_node = split_source(source)
+        if server is not None and job_server != server:
+            return False
+        return node is None or (job_node == node[1] and node[0] in (None, job_server))
+
+    jobs = [job for job in jobs if wanted(job.source)]
+    now = time.time()
+    records = audit_records(jobs, now)
+    if args.since is not None:
+        cut = now - args.since * 86400
+        records = [r for r in records if (r.claimed_at or r.started_at or 0.0) >= cut]
+    if args.json:
+        records_to_json(records, out, now)
+    elif args.csv:
+        records_to_csv(records, out, now)
+    else:
+        print_table(records, out, now)
+    return 0
+
+
+def _server(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    from dss_console.v6.client import normalise_server_url
+
+    try:
+        return normalise_server_url(raw)
+    except ValueError as exc:
+        raise CliError(f"bad --server: {exc}", code=EXIT_USAGE) from None
+
+
+def _node(name: str | None, server: str | None) -> tuple[str | None, int] | None:
+    """(the node's server or None for any, its id) of --node NAME: a node logged in here
+    (`v6 login`), else a node id."""
+    if not name:
+        return None
+    from dss_console.credentials import V6CredentialStore
+
+    # Only the non-secret index is read: no keyring.
+    stored = V6CredentialStore(use_keyring=False).v6_nodes()
+    matches = [entry for entry in stored if entry.get("node") == name
+               and (server is None or entry.get("server") == server)]
+    ids = {(entry.get("server"), (entry.get("info") or {}).get("node_id"))
+           for entry in matches}
+    if len(ids) > 1:
+        raise CliError(f"several servers have a node {name!r} here: add --server URL",
+                       code=EXIT_USAGE)
+    if ids:
+        node_server, node_id = ids.pop()
+        if isinstance(node_id, int):
+            return node_server, node_id
+    if name.isdigit():
+        return None, int(name)
+    known = ", ".join(sorted({f"{e.get('node')} ({e.get('server')})" for e in stored})) \
+        or "none"
+    raise CliError(f"no node {name!r} logged in here (logged in: {known}); a node's id "
+                   "works too", code=EXIT_USAGE)
+
+
+# -- the table --------------------------------------------------------------------------
+
+
+COLUMNS = ("Run", "Task", "Requested by", "Image", "Databases", "Input", "Outcome",
+           "Started", "Duration", "Reason")
+# Widest a cell of a column may be before it is shortened with "…" (Reason, last, is not).
+_MAX_WIDTH = {"Node": 40, "Task": 30, "Requested by": 30, "Image": 40, "Databases": 24, "Input": 40}
+
+
+def print_table(records: Sequence[Any], out: IO[str], now: float | None = None) -> None:
+    """The records as a table; a Node column first when they come from several nodes (a run
+    id is only unique on its server)."""
+    if not records:
+        print("no vantage6 runs recorded", file=out)
+        return
+    several = len({(r.server, r.node_id) for r in records}) > 1
+    columns = (("Node",) if several else ()) + COLUMNS
+    rows = [[_shorten(_clean(cell), _MAX_WIDTH.get(column))
+             for column, cell in zip(columns, (([_node_name(r)] if several else [])
+                                               + table_row(r, now)), strict=True)]
+            for r in records]
+    widths = [max(len(column), *(len(row[i]) for row in rows))
+              for i, column in enumerate(columns)]
+    right = {columns.index("Run"), columns.index("Duration")}
+    for line in [list(columns), *rows]:
+        cells = [cell.rjust(w) if i in right else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(line, widths, strict=True))]
+        print("  ".join(cells).rstrip(), file=out)
+    noun = "run" if len(records) == 1 else "runs"
+    print(f"{len(records)} {noun}", file=out)
+
+
+def _node_name(record: Any) -> str:
+    """'v6.example.org node 2': the server's host and the node's id."""
+    host = urlsplit(record.server).netloc or record.server
+    return f"{host} node {record.node_id}"
+
+
+def table_row(record: Any, now: float | None = None) -> list[str]:
+    from dss_console.v6.audit import format_input, format_requester
+
+    task = record.task_name or ""
+    if record.task_id is not None:
+        task = f"{record.task_id} {task}".rstrip()
+    digest = f" sha256:{record.input_sha256[:12]}" if record.input_sha256 else ""
+    return [str(record.run_id), task or "—", format_requester(record), record.image,
+            ", ".join(record.databases) or "—", format_input(record) + digest, record.outcome,
+            _local_time(record.started_at), format_duration(record.duration_at(now)),
+            record.reason or ""]
+
+
+def _local_time(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if at is not None else "—"
+
+
+def format_duration(seconds: float | None) -> str:
+    """'42 s', '5:03', '1:02:03'; '—' when the command did not start (as the console's
+    Run time column)."""
+    if seconds is None:
+        return "—"
+    total = int(seconds)
+    if total < 60:
+        return f"{total} s"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _clean(text: str) -> str:
+    """One line without control characters: names come from the server's users, and an
+    escape sequence must not reach the terminal."""
+    return "".join(" " if ch in "\n\r\t" else "?" if unicodedata.category(ch).startswith("C")
+                   else ch for ch in text)
+
+
+def _shorten(text: str, width: int | None) -> str:
+    if width is None or len(text) <= width:
+        return text
+    return text[:width - 1] + "…"
