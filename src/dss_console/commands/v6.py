@@ -3,6 +3,7 @@
     dss-console v6 login --server URL --api-key-stdin [--private-key FILE]
     dss-console v6 logout [--node NAME] [--server URL]
     dss-console v6 status
+    dss-console v6 audit [--node NAME] [--since DAYS] [--json|--csv]
     dss-console v6 sandbox [--port N] [--data DIR]
 
 The API key and the private key are kept in the OS keyring, else in a 0600 file
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.commands.errors import EXIT_USAGE, CliError
+from dss_console.commands.v6_audit import add_audit_parser
 
 V6_DESCRIPTION = """\
 Run this machine as a vantage6 4.x node that runs algorithms as local commands.
@@ -29,6 +31,7 @@ Run this machine as a vantage6 4.x node that runs algorithms as local commands.
   dss-console v6 login --server URL --api-key-stdin [--private-key FILE]
   dss-console v6 status
   dss-console v6 logout [--node NAME]
+  dss-console v6 audit [--node NAME] [--since DAYS] [--json|--csv]
   dss-console v6 sandbox [--port N] [--data DIR]
 """
 
@@ -81,6 +84,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                                         "now (reachable, key accepted, open runs).")
     status.add_argument("--ca-bundle", metavar="FILE", help="CA certificates (PEM) to trust")
     status.set_defaults(handler=status_command)
+
+    add_audit_parser(sub)
 
     sandbox = sub.add_parser("sandbox", help="run a local vantage6 server with demo data",
                              description=SANDBOX_DESCRIPTION,

@@ -18,6 +18,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from dss_console.commands.errors import EXIT_USAGE, CliError
+from dss_console.timefmt import format_elapsed
 
 AUDIT_DESCRIPTION = """\
 List the vantage6 runs this machine ran, newest first, from its journal (no server is
@@ -204,25 +205,12 @@ def table_row(record: Any, now: float | None = None) -> list[str]:
     digest = f" sha256:{record.input_sha256[:12]}" if record.input_sha256 else ""
     return [str(record.run_id), task or "—", format_requester(record), record.image,
             ", ".join(record.databases) or "—", format_input(record) + digest, record.outcome,
-            _local_time(record.started_at), format_duration(record.duration_at(now)),
+            _local_time(record.started_at), format_elapsed(record.duration_at(now)),
             record.reason or ""]
 
 
 def _local_time(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if at is not None else "—"
-
-
-def format_duration(seconds: float | None) -> str:
-    """'42 s', '5:03', '1:02:03'; '—' when the command did not start (as the console's
-    Run time column)."""
-    if seconds is None:
-        return "—"
-    total = int(seconds)
-    if total < 60:
-        return f"{total} s"
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _clean(text: str) -> str:

@@ -392,6 +392,27 @@ _JOB_SELECT = (
     "AS owed FROM jobs j")
 
 
+def read_jobs(path: Path, *, source_contains: str = "") -> list[JobSnapshot]:
+    """The jobs recorded in the journal at `path` (newest first), read without writing to it:
+    no schema change, no migration (an engine may be running on it). A journal written before
+    a column existed reads that column as empty."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        db.row_factory = sqlite3.Row
+        rows = db.execute(f"{_JOB_SELECT} WHERE instr(j.source, ?) > 0 ORDER BY j.id DESC",
+                          (source_contains,)).fetchall()
+    finally:
+        db.close()
+    jobs = []
+    for row in rows:
+        values = dict(row)
+        for name, _declaration in _ADDED_COLUMNS:
+            values.setdefault(name, None)
+        jobs.append(_snapshot(values))  # type: ignore[arg-type]
+    return jobs
+
+
 def _snapshot(row: sqlite3.Row) -> JobSnapshot:
     return JobSnapshot(
         job_id=row["id"], source=row["source"], ticket_id=row["ticket_id"],

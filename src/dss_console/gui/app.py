@@ -148,7 +148,8 @@ class Console:
                     print(f"self-test failed: {message}", file=sys.stderr)
                     await self._close(window)
                     return 1
-        elif store.last_server():
+        elif store.last_server() or window.login_pane.source_kind() == "v6":
+            # The last login again: a DSS session, or the vantage6 node logged in last.
             await window.login_pane.resume(store.last_server() or "")
         if options.self_test:
             try:

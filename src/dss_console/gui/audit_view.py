@@ -23,6 +23,7 @@ from PySide6.QtCore import (
     Qt,
     QTimer,
 )
+from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -39,7 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from dss_console.engine.events import JobSnapshot
-from dss_console.gui.jobs_model import format_claimed, format_elapsed
+from dss_console.timefmt import format_claimed, format_elapsed
 from dss_console.v6.audit import (
     AuditRecord,
     audit_records,
@@ -413,7 +414,6 @@ class AuditDialog(QDialog):
         self._timer = QTimer(self)
         self._timer.setInterval(1000)
         self._timer.timeout.connect(self._tick)
-        self._timer.start()
         self._update_status()
 
     # -- feeding ----------------------------------------------------------------------------
@@ -456,6 +456,16 @@ class AuditDialog(QDialog):
         return Path(chosen) if chosen else None
 
     # -- internals ------------------------------------------------------------------------
+    def showEvent(self, event: QShowEvent) -> None:
+        # Ticks only while shown: a closed dialog costs nothing, and leaves no timer behind
+        # when the window quits.
+        self._timer.start()
+        super().showEvent(event)
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        self._timer.stop()
+        super().hideEvent(event)
+
     def _tick(self) -> None:
         if self.isVisible():
             self.model.tick()

@@ -430,7 +430,8 @@ class MainWindow(QMainWindow):
                 ("Reload settings", self.reload_settings) if self.settings_file else None)
             return
         services = []
-        if self.engine is not None:
+        if self.engine is not None and not isinstance(self.logged_in, NodeLogin):
+            # A node's images are not DSS services: their commands are [v6.algorithms].
             services = [(s.name, s.service_hash) for s in self.engine.known_services()]
         dialog = SettingsDialog(self.settings, services, self,
                                 file_problem=self._settings_problem,
@@ -783,6 +784,8 @@ class MainWindow(QMainWindow):
         engine, process = self.engine, self._engine_process
         self._stats_timer.stop()
         self._stats_soon.stop()
+        if self.audit_dialog is not None:
+            self.audit_dialog.close()  # its runs are this engine's node's
         if engine is None:
             return
         self.engine, self._engine_process = None, None
@@ -875,6 +878,8 @@ class MainWindow(QMainWindow):
         self.queue_pane.update_jobs(jobs)
         if self.audit_dialog is not None and self.audit_dialog.isVisible():
             self.audit_dialog.update_jobs(jobs)
+        if isinstance(self.logged_in, NodeLogin) and any(j.state.is_terminal for j in jobs):
+            self.services_pane.set_local_day_counts(day_counts(self.queue_pane.model.jobs()))
         if self.engine is not None:
             self.queue_pane.set_busy(self.engine.busy_job_ids())
         for job in jobs:

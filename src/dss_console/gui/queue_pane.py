@@ -205,6 +205,8 @@ class QueuePane(QWidget):
         self.model.set_source_kind(kind)
         for column in V6_COLUMNS:
             self.view.setColumnHidden(column, not v6)
+        # One worker per node: the instance says nothing there, and the room is the task's.
+        self.view.setColumnHidden(Column.INSTANCE, v6)
         for name in V6_HIDDEN_ACTIONS:
             self.buttons[name].setVisible(not v6)
         for name, _text, shortcut, tip in ACTIONS:

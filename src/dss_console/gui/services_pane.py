@@ -187,7 +187,10 @@ class ServicesPane(QWidget):
                 checkbox.toggled.connect(
                     lambda on, h=view.service_hash: self.serviceAutoToggled.emit(h, on))
                 self.table.setCellWidget(row, AUTO_COLUMN, checkbox)
-            self._names[view.service_hash] = f"{view.name} {view.version}".strip()
+            # A vantage6 image's "version" says how it runs (wrapper, command, no command).
+            self._names[view.service_hash] = (
+                f"{view.name} · {view.version}" if self.source_kind == "v6" and view.version
+                else f"{view.name} {view.version}".strip())
             self.table.item(row, SERVICE_COLUMN).setText(self._names[view.service_hash])
             self._update_tooltip(row, view.service_hash)
             command = view.command.command if view.command else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime
 import json
-import sqlite3
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -338,26 +337,7 @@ def records_to_csv(records: Iterable[AuditRecord], stream: IO[str],
 
 
 def load_journal_jobs(path: Path) -> list[JobSnapshot]:
-    """The vantage6 jobs recorded in the journal at `path`, read without writing to it (no
-    schema change, no migration: an engine may be running on it). A journal written before a
-    column existed reads that column as empty."""
-    from dss_console.engine import journal as journal_module
+    """The vantage6 jobs recorded in the journal at `path`, read without writing to it."""
+    from dss_console.engine.journal import read_jobs
 
-    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
-    db = sqlite3.connect(uri, uri=True, timeout=30)
-    try:
-        db.row_factory = sqlite3.Row
-        rows = db.execute(
-            "SELECT j.*, (SELECT COUNT(*) FROM outbox o WHERE o.job_id=j.id AND "
-            "o.state='pending') AS owed FROM jobs j WHERE instr(j.source, ?) > 0 "
-            "ORDER BY j.id DESC", (NODE_MARK,)).fetchall()
-    finally:
-        db.close()
-    added = [name for name, _declaration in journal_module._ADDED_COLUMNS]
-    jobs = []
-    for row in rows:
-        values = dict(row)
-        for name in added:
-            values.setdefault(name, None)
-        jobs.append(journal_module._snapshot(values))  # type: ignore[arg-type]
-    return jobs
+    return read_jobs(path, source_contains=NODE_MARK)
