@@ -39,6 +39,9 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+STAYS_OUT = 2.0  # seconds a logged-out session must stay out before a test relies on it
+
+
 def end_session(server: str, session_id: str, timeout: float = 20.0) -> None:
     """Log a session out on the server and wait until it stays out: web.py saves a session
     at the end of every request, so a request in flight while it is killed brings it back
@@ -47,8 +50,20 @@ def end_session(server: str, session_id: str, timeout: float = 20.0) -> None:
 
     cookie = {"webpy_session_id": session_id}
 
+    def out() -> bool:
+        return requests.get(server + "/api/login", cookies=cookie, timeout=10).status_code == 401
+
     def ended() -> bool:
         requests.get(server + "/logout", cookies=cookie, allow_redirects=False, timeout=10)
-        return requests.get(server + "/api/login", cookies=cookie, timeout=10).status_code == 401
+        if not out():
+            return False
+        # A request that was in flight at the logout saves the session when it ends, which
+        # under load can be after the first 401: the session must stay out for a while.
+        stable_until = time.monotonic() + STAYS_OUT
+        while time.monotonic() < stable_until:
+            if not out():
+                return False
+            time.sleep(0.1)
+        return True
 
     wait_for(ended, timeout, interval=0.2, what="the session to end on the server")
