@@ -240,6 +240,13 @@ def test_a_refused_key_and_a_missing_private_key_are_said_in_words(
     qtbot.waitUntil(lambda: "private key" in message.text(), timeout=WAIT_MS)
     assert "encrypted" in message.text()
     assert window.engine is None and window.login_pane.current is None
+    # Not logged in, the window already speaks the picked source's words.
+    assert window.queue_box.title() == "Runs"
+    assert not window.login_pane.remove_server_button.isVisible()
+    pane = window.login_pane
+    pane.source_box.setCurrentIndex(pane.source_box.findData("dss"))
+    assert window.queue_box.title() == "Tickets" and window.services_box.title() == "Services"
+    assert pane.get_token_button.isVisible()
 
 
 def test_an_encrypted_collaborations_run_with_the_private_key_file(

@@ -232,6 +232,7 @@ class LoginPane(QWidget):
             label.setText("API key" if v6 else "Token")
         self.get_token_button.setVisible(not v6)
         self.import_button.setVisible(not v6)
+        self.remove_server_button.setVisible(not v6)  # the DSS server list's
         self.token_edit.setPlaceholderText("paste the node's API key" if v6
                                            else "paste the one-time token")
         self.server_box.lineEdit().setPlaceholderText(

@@ -269,6 +269,10 @@ class MainWindow(QMainWindow):
             f"Something went wrong in the console: {text}"))
 
         self.login_pane.loggedIn.connect(self._logged_in)
+        # The window speaks the picked source's words before the login, too.
+        self.login_pane.source_box.currentIndexChanged.connect(
+            lambda _index: self.logged_in is None
+            and self._use_source_kind(self.login_pane.source_kind()))
         self.login_pane.logoutRequested.connect(self._logout_requested)
         self.login_pane.serversChanged.connect(self._servers_changed)
         self.services_pane.claimRequested.connect(self._claim_requested)
@@ -295,6 +299,8 @@ class MainWindow(QMainWindow):
         self.engineLost.connect(self._engine_lost)
         self.bridge.pollCompleted.connect(self._poll_completed)
         self.bridge.notice.connect(self._notice)
+        if self.login_pane.source_kind() == V6:
+            self._use_source_kind(V6)
 
     # -- messages ---------------------------------------------------------------------------
     def show_banner(self, text: str, level: str = "error",
