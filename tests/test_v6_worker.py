@@ -231,6 +231,51 @@ def test_a_kill_stops_the_local_process_and_the_next_task_runs(
     assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed"
 
 
+def test_a_node_wide_kill_stops_the_process_and_ends_the_run_killed(
+        researchers: dict[str, Researcher], home: Path, v6_sandbox: V6Sandbox,
+        tmp_path: Path) -> None:
+    """A kill of everything on the node (socket `kill_containers` with the node's id) leaves
+    the runs open on the server: the engine stops the process and ends the run "killed by
+    user" itself, as the official node does, and never runs it again. 4.15.2's
+    `POST /kill/node/tasks` answers 500 ("RuleCollection has no attribute s_glo") even for
+    root, so the event is handed to the engine as its socket handler would."""
+    from dss_console.engine.engine import Engine
+    from dss_console.engine.journal import Journal
+    from dss_console.engine.settings import load_settings
+    from dss_console.engine.source import WorkGone
+    from dss_console.engine.states import JobState
+    from dss_console.v6.source import V6Source
+
+    node = v6_sandbox.node("station-demo-enc")  # no worker of this module runs for it now
+    settings = load_settings(home / "settings.toml")
+    settings.workroot = tmp_path / "work"
+    source = V6Source.connect(v6_sandbox.url, node.api_key, settings.v6,
+                              private_key_pem=v6_sandbox.key_file("station").read_bytes())
+    journal = Journal(tmp_path / "journal.sqlite")
+    engine = Engine(settings, source, journal, provider="station-demo-enc", auto=True)
+    researcher = researchers["demo-enc"]
+    try:
+        engine.start()
+        task_id = researcher.create_task(SLEEPER_IMAGE, "sleep", [v6_sandbox.org_id("station")])
+        (run_id,) = _run_ids(researcher, task_id)
+        (pid,) = wait_for(lambda: _lives(home, run_id), 60, "the local process to start")
+        wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "active",
+                 30, "the run to be active on the server")
+        engine._on_source_event(WorkGone((), all=True))
+        wait_for(lambda: not _alive(pid), 15, "the process to be stopped")
+        assert researcher.call("wait_task", task_id=task_id, timeout=30) == "killed by user"
+        job = journal.latest_job_for_ticket(source.key, run_id)
+        assert job is not None
+        wait_for(lambda: journal.job(job.job_id).state is JobState.CANCELLED, 30,
+                 "the job to end")
+        assert "cannot run again" in (journal.job(job.job_id).not_retryable or "")
+        assert _lives(home, run_id) == [pid]
+    finally:
+        engine.shutdown(drain=False, flush_timeout=10)
+        journal.close()
+        source.close()
+
+
 def test_an_image_configured_while_the_worker_runs_is_run(
         plain_worker: Worker, researchers: dict[str, Researcher], home: Path,
         v6_sandbox: V6Sandbox) -> None:

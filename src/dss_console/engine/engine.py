@@ -569,7 +569,10 @@ class Engine:
                 if event.all or snap.ticket_id in wanted:
                     self.journal.update_job(execution.job_id, not_retryable=f"{V6_NOT_AGAIN} "
                                                                           "(killed on the server)")
-                    execution.ticket_gone("killed on the server")
+                    if event.all:  # the server left these open: they end here, killed
+                        execution.killed_on_node("every run of this node")
+                    else:
+                        execution.ticket_gone("killed on the server")
         elif isinstance(event, Connection):
             self.events.publish(EngineNotice(
                 level="info", text="push events: connected" if event.connected else

@@ -145,6 +145,8 @@ class JobExecution:
         # A retry of a ticket this console failed: the server keeps it `failed` until the
         # rerun sends `success`, so `failed` still means "ours" while it runs.
         self.rescuing = False
+        # How a v6 run's end is told when the stop itself decides it (a node-wide kill).
+        self._end_as: OutcomeKind | None = None
         # How the command itself ended, for the service's failure breaker: succeeded |
         # failed (the command's own failure, not the operator's or a shutdown) | None.
         self.command_result: str | None = None
@@ -174,6 +176,13 @@ class JobExecution:
 
     def shutdown(self) -> None:
         self._request_stop("shutdown", V6_SHUTDOWN_REASON if self.v6 else SHUTDOWN_REASON)
+
+    def killed_on_node(self, detail: str) -> None:
+        """v6: everything on this node was killed (``POST /kill/node/tasks``). The server
+        leaves such runs open: stop the command and end the run "killed by user", as the
+        official node does."""
+        self._end_as = OutcomeKind.KILLED
+        self._request_stop("cancel", f"killed on the server ({detail})")
 
     def ticket_gone(self, detail: str) -> None:
         self._request_stop("gone", f"the ticket is no longer ours on the server ({detail})")
@@ -737,8 +746,8 @@ class JobExecution:
         if self.v6:
             # One call: status, reason and the output's tail as the run's log (v6 has no
             # cancelled status: an operator's stop is sent as failed, the reason says so).
-            kind = outcome or (OutcomeKind.CANCELLED if state is JobState.CANCELLED
-                               else OutcomeKind.FAILED)
+            kind = outcome or self._end_as or (
+                OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED)
             log_path = self._output_log()
             calls.append(finish_call(kind, reason=user_reason or reason,
                                      output=log_path if log_path.is_file() else None))

@@ -72,6 +72,7 @@ class OutcomeKind(str, Enum):
     CANCELLED = "cancelled"        # the operator's Cancel/Fail (v6 has no such status:
     #                                sent as "failed" with the reason in the log)
     NOT_ALLOWED = "not_allowed"    # v6: the image has no configured command (the allowlist)
+    KILLED = "killed"              # v6: killed on the server for the whole node
 
 
 @dataclass(frozen=True)

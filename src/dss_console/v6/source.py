@@ -81,6 +81,7 @@ _STATUS_FOR = {
     OutcomeKind.FAILED: "failed",
     OutcomeKind.CANCELLED: "failed",  # vantage6 has no cancelled status
     OutcomeKind.NOT_ALLOWED: "not allowed",
+    OutcomeKind.KILLED: "killed by user",
 }
 
 
