@@ -269,6 +269,7 @@ def test_a_node_wide_kill_stops_the_process_and_ends_the_run_killed(
         wait_for(lambda: journal.job(job.job_id).state is JobState.CANCELLED, 30,
                  "the job to end")
         assert "cannot run again" in (journal.job(job.job_id).not_retryable or "")
+        assert journal.job(job.job_id).details.get("outcome") == "killed"
         assert _lives(home, run_id) == [pid]
     finally:
         engine.shutdown(drain=False, flush_timeout=10)
@@ -318,6 +319,9 @@ def test_a_crash_reaches_the_researcher_and_a_finished_run_is_not_retried(
         engine = Engine(settings, source, journal, provider="station-demo")
         job = journal.latest_job_for_ticket(source.key, run["id"])
         assert job is not None
+        # The audit's outcome is the status the server was told, not only the job's state.
+        assert job.details.get("outcome") == "crashed"
+        assert job.details.get("input_sha256") and job.details.get("task_id") == task_id
         with pytest.raises(EngineError, match="a finished vantage6 run cannot run again"):
             engine.retry_job(job.job_id)
     finally:

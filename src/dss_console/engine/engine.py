@@ -37,6 +37,7 @@ from dss_console.engine.outbox import Outbox
 from dss_console.engine.pauses import BLOCKED, ServicePauses
 from dss_console.engine.profiles import (
     V6_NOT_AGAIN,
+    details_with_outcome,
     finish_call,
     is_v6,
     v6_preflight_template,
@@ -590,9 +591,10 @@ class Engine:
             name, payload = finish_call(OutcomeKind.CRASHED, reason=reason,
                                         output=Path(item.payload["output"])
                                         if item.payload.get("output") else None)
+            calls = [(name, {**payload, "ticket": snap.ticket_id})]
             items = self.journal.transition(job_id, snap.state, reason, check=False,
-                                            calls=[(name, {**payload,
-                                                           "ticket": snap.ticket_id})])
+                                            calls=calls, details=details_with_outcome(
+                                                snap.details, calls) or snap.details)
             self.outbox.announce(items)
             return
         if item.kind != "upload":

@@ -21,6 +21,7 @@ from dss_console.engine.outbox import Outbox
 from dss_console.engine.profiles import (
     V6_LEFT_OPEN,
     V6_NOT_AGAIN,
+    details_with_outcome,
     finish_call,
     is_end_call,
     is_success_call,
@@ -207,6 +208,9 @@ class JobExecution:
         snap = self.ctx.journal.job(self.job_id)
         payload_calls = [(kind, {**payload, "ticket": snap.ticket_id})
                          for kind, payload in (calls or [])]
+        details = details_with_outcome(snap.details, payload_calls)
+        if details is not None:
+            fields["details"] = details
         items = self.ctx.journal.transition(self.job_id, state, reason, calls=payload_calls,
                                             check=check, drop_final=drop_final, **fields)
         if items:

@@ -62,6 +62,16 @@ def finish_call(kind: OutcomeKind, *, reason: str = "", result: Path | None = No
     return "finish", payload
 
 
+def details_with_outcome(details: dict[str, Any], calls: list[tuple[str, dict[str, Any]]]
+                         ) -> dict[str, Any] | None:
+    """The job's details with the outcome its `finish` call tells the server (for the audit:
+    "crashed" and "start failed" are not job states), or None when no such call is queued."""
+    for kind, payload in calls:
+        if kind == "finish":
+            return {**details, "outcome": payload["outcome"]}
+    return None
+
+
 def outcome_from_payload(payload: dict[str, Any]) -> Outcome:
     return Outcome(OutcomeKind(payload["outcome"]),
                    result=Path(payload["result"]) if payload.get("result") else None,

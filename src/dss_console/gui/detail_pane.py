@@ -29,9 +29,9 @@ from dss_console.gui.jobs_model import (
     format_databases,
     format_requested_by,
     format_task,
-    is_v6_job,
 )
 from dss_console.gui.logview import LogView
+from dss_console.v6.audit import is_v6_job
 from dss_console.workspace import Workspace
 
 STATE_WORDS = {

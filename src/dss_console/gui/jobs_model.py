@@ -221,11 +221,6 @@ def format_runs_on(job: JobSnapshot) -> str:
     return "".join(words)
 
 
-def is_v6_job(job: JobSnapshot) -> bool:
-    """A vantage6 run (its source is "<api url>#node-<id>"), not a DSS ticket."""
-    return "#node-" in job.source
-
-
 def format_task(job: JobSnapshot) -> str:
     details = job.details
     task_id, name = details.get("task_id"), details.get("task_name")

@@ -66,11 +66,11 @@ from dss_console.gui import tasks
 from dss_console.gui.bridge import EngineBridge
 from dss_console.gui.copyable import show_copyable
 from dss_console.gui.detail_pane import DetailPane
-from dss_console.gui.jobs_model import is_v6_job
 from dss_console.gui.login_pane import V6, LoginPane, server_of
 from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.tasks import run_blocking, spawn
+from dss_console.v6.audit import is_v6_job
 from dss_console.v6.login import NodeLogin
 from dss_console.workspace import Workspace, WorkspaceError
 

@@ -27,8 +27,8 @@ from dss_console.gui.jobs_model import (
     JobFilterProxy,
     JobTableModel,
     ProgressDelegate,
-    is_v6_job,
 )
+from dss_console.v6.audit import is_v6_job
 
 ACTIVE = {JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
           JobState.UPLOADING}

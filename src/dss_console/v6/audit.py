@@ -57,7 +57,8 @@ _OUTCOME: dict[JobState, str] = {
 # Run ends a source may record in details["outcome"] (OutcomeKind values or status words).
 _OUTCOME_WORDS = {"completed": "completed", "crashed": "crashed", "start_failed": "start failed",
                   "start failed": "start failed", "failed": "failed", "cancelled": "failed",
-                  "not_allowed": "not allowed", "not allowed": "not allowed"}
+                  "not_allowed": "not allowed", "not allowed": "not allowed",
+                  "killed": "killed by user", "killed by user": "killed by user"}
 # The engine's reason when a claimed run's image has no command (any more): the node ends the
 # run "not allowed" (engine/jobs.py).
 _NOT_ALLOWED_REASON = "this image is not configured on this node"
