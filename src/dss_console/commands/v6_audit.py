@@ -31,10 +31,12 @@ outcome and the run time.
   dss-console v6 audit --csv > runs.csv      all fields, for a spreadsheet or an auditor
   dss-console v6 audit --json
 
-Outcome: completed, failed (with the reason), not allowed (the image has no command on
-this node), interrupted (found mid-run after a restart), or where a run still under way
-stands (waiting, fetching input, running, sending result, blocked). Times in the table are
-local; in CSV and JSON they are UTC (ISO 8601) and the duration is in seconds.
+Outcome: as the server was told: completed, crashed (the command failed), start failed,
+failed (with the reason; also an operator's Cancel), not allowed (the image has no command
+on this node), killed by user; or interrupted (found mid-run after a restart), or where a
+run still under way stands (waiting, fetching input, running, sending result, blocked).
+Times in the table are local; in CSV and JSON they are UTC (ISO 8601) and the duration is
+in seconds.
 """
 
 
