@@ -728,23 +728,31 @@ class Engine:
         else:
             self.connection.reply_received()
 
+    def _refuse_unconfigured(self) -> None:
+        """v6: a run for an image this node does not run is answered "not allowed" now, so
+        the researcher is not left waiting (the source does the PATCH). The allowlist holds
+        whether Auto mode is on or not."""
+        refuse = getattr(self.source, "refuse_unconfigured", None)
+        if refuse is None:
+            return
+        with self.connection.call():
+            refused = refuse()
+        for run_id in refused:
+            self.events.publish(EngineNotice(
+                level="info", text=f"run {run_id}: not allowed (its image is not "
+                                   "configured on this node)"))
+
     def _poll_once(self) -> bool:
-        if not (self.auto and self._claiming) or self._stopping.is_set():
+        if not self._claiming or self._stopping.is_set():
+            return False
+        if not self.auto:
+            self._refuse_unconfigured()
             return False
         if self.max_tickets is not None and self.claims_made >= self.max_tickets:
             return False
         if not self._services:
             self.refresh_services()
-        refuse = getattr(self.source, "refuse_unconfigured", None)
-        if refuse is not None:
-            # v6: a run for an image this node does not run is answered "not allowed" now,
-            # so the researcher is not left waiting (the source does the PATCH).
-            with self.connection.call():
-                refused = refuse()
-            for run_id in refused:
-                self.events.publish(EngineNotice(
-                    level="info", text=f"run {run_id}: not allowed (its image is not "
-                                       "configured on this node)"))
+        self._refuse_unconfigured()
         free = self.settings.concurrency - self.active_count()
         candidates = [s for s in self.services() if s.command and s.auto]
         self._check_commands(candidates)
