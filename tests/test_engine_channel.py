@@ -125,3 +125,19 @@ def test_shutdown_from_a_window_stops_the_worker_and_the_window_hears_it(
         remote.jobs()
     remote.close()
     assert find_engine(data_dir(tmp_path), sandbox.url, "ci-node") is None
+
+
+def test_a_long_temp_dir_still_leaves_room_for_the_socket(tmp_path, monkeypatch) -> None:
+    """A socket's path is limited (~104-108 bytes): a long TMPDIR (macOS's /var/folders/…,
+    a scheduler's per-job dir) must not make the engine's channel impossible."""
+    import tempfile
+
+
+    long_tmp = tmp_path / ("x" * 60)
+    long_tmp.mkdir()
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(long_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    paths = channel_paths(tmp_path / "data", "https://dss.example.org", "node1")
+    assert len(str(paths.socket).encode()) < 100
+    assert (paths.socket.parent.stat().st_mode & 0o777) == 0o700

@@ -75,7 +75,10 @@ def test_keep_running_leaves_the_job_running_and_a_new_window_shows_it(
     console.login()
     job_id = console.claim_and_run()
     engine_pid = console.window._engine_process.pid
-    console.close(QUIT_DETACH)
+    # As on SIGTERM (app.Console.on_signal): no dialog, the running job goes on.
+    console.window.ask_quit_choice = None  # type: ignore[assignment]  # must not be asked
+    console.window.quit_for_signal(keep_running_jobs=True)
+    qtbot.waitUntil(lambda: console.window.closed, timeout=WAIT_MS)
     assert not process_gone(engine_pid)
     # A new window on the same server, instance and data dir finds the engine and its job.
     again = Console(qtbot, console.sandbox, console.settings_file.parent, console.service,

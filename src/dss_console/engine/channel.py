@@ -55,15 +55,23 @@ class ChannelPaths:
     info: Path
 
 
+# engine-<20 hex>.sock is 36 characters: what is left of the ~100 a socket path may have.
+SOCKET_DIR_MAX = 60
+
+
 def runtime_dir() -> Path:
     """A private directory for sockets: $XDG_RUNTIME_DIR/dss-console, else one in the temp
     dir owned by this user (refused if someone else owns it)."""
     base = os.environ.get("XDG_RUNTIME_DIR")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
     if base and os.path.isdir(base):
         path = Path(base) / "dss-console"
     else:
-        uid = os.getuid() if hasattr(os, "getuid") else 0
         path = Path(tempfile.gettempdir()) / f"dss-console-{uid}"
+    if len(str(path)) > SOCKET_DIR_MAX and os.path.isdir("/tmp"):
+        # A socket's path has a hard limit (108 bytes on Linux, 104 on macOS): a long
+        # TMPDIR (macOS's /var/folders/…, a job scheduler's) would leave no room for it.
+        path = Path("/tmp") / f"dss-console-{uid}"
     path.mkdir(mode=0o700, exist_ok=True)
     st = path.stat()
     if hasattr(os, "getuid") and st.st_uid != os.getuid():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -100,6 +101,9 @@ def run(options: GuiOptions) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     console = Console(options)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+            loop.add_signal_handler(signum, console.on_signal, signum)
     try:
         with loop:
             return loop.run_until_complete(console.main())
@@ -117,6 +121,26 @@ class Console:
         self.window: MainWindow | None = None
         self.closed = asyncio.Event()
         self._paint_probe: _FirstPaint | None = None
+        self._signalled = False
+
+    def on_signal(self, signum: int) -> None:
+        """SIGTERM or Ctrl-C: close as the Quit menu would, without asking. A console keeps
+        its running jobs going in the engine (as when the window crashes); a sandbox stops
+        them, its server and its files. A second signal exits at once."""
+        name = signal.Signals(signum).name
+        if self._signalled:
+            print(f"dss-console: second {name}: exiting now", file=sys.stderr, flush=True)
+            os._exit(130)
+        self._signalled = True
+        keep = not self.options.sandbox
+        print(f"dss-console: {name}: closing the window; "
+              + ("running jobs go on in the engine (open the console again to see them)"
+                 if keep else "stopping the sandbox"), file=sys.stderr, flush=True)
+        window = self.window
+        if window is None or window.closed:
+            self.closed.set()
+            return
+        window.quit_for_signal(keep_running_jobs=keep)
 
     async def main(self) -> int:
         try:

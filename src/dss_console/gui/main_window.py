@@ -153,6 +153,7 @@ class MainWindow(QMainWindow):
         self._engine_process: subprocess.Popen[bytes] | None = None
         self.logged_in: LoggedIn | NodeLogin | None = None
         self._quitting = False
+        self._preset_quit_choice: str | None = None  # quit_for_signal: no dialog
         self._closed_for_real = False
         self._next_poll_at: float | None = None
         self._required_tags: dict[str, tuple[str, ...]] = {}
@@ -1266,7 +1267,8 @@ class MainWindow(QMainWindow):
         if engine is not None and engine.info.get("kind") != "console":
             detach = True  # a headless worker goes on as it did before this window came
         elif running:
-            choice = self.ask_quit_choice(running, allow_detach=True)
+            choice = self._preset_quit_choice or self.ask_quit_choice(running,
+                                                                      allow_detach=True)
             if choice is None:
                 return
             drain = choice == QUIT_DRAIN
@@ -1280,6 +1282,12 @@ class MainWindow(QMainWindow):
             self.show_banner(f"Waiting for {running} job(s) to finish before quitting…",
                              "warning")
         spawn(self._quit(drain, detach))
+
+    def quit_for_signal(self, *, keep_running_jobs: bool) -> None:
+        """Quit because the process was asked to (SIGTERM, Ctrl-C): nobody can answer a
+        dialog. Running jobs go on in the engine (`keep_running_jobs`), or are stopped now."""
+        self._preset_quit_choice = QUIT_DETACH if keep_running_jobs else QUIT_CANCEL
+        self.close()
 
     async def _quit(self, drain: bool, detach: bool = False) -> None:
         if self._starting is not None and not self._starting.done():
