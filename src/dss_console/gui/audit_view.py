@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from dss_console.engine.events import JobSnapshot
+from dss_console.gui.jobs_model import header_for_role
 from dss_console.timefmt import format_claimed, format_elapsed
 from dss_console.v6.audit import (
     AuditRecord,
@@ -140,11 +141,7 @@ class AuditTableModel(QAbstractTableModel):
         if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(AuditColumn):
             return None
         title, tip = _HEADERS[AuditColumn(section)]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return title
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return tip
-        return None
+        return header_for_role(title, tip, role)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._rows):

@@ -248,6 +248,15 @@ def _is_dark() -> bool:
     return QGuiApplication.palette().color(QPalette.ColorRole.Base).lightness() < 128
 
 
+def header_for_role(title: str, tip: str, role: int) -> str | None:
+    """A column header's text or its tooltip, as Qt asks for them (None for other roles)."""
+    if role == Qt.ItemDataRole.DisplayRole:
+        return title
+    if role == Qt.ItemDataRole.ToolTipRole:
+        return tip
+    return None
+
+
 class JobTableModel(QAbstractTableModel):
     """Jobs by id. ``JobRole`` gives a row's JobSnapshot; ``SortRole`` the real value behind
     a cell (ticket number, state rank, progress 0..1, epoch seconds...), used for sorting
@@ -297,11 +306,7 @@ class JobTableModel(QAbstractTableModel):
         column = Column(section)
         title, tip = (_V6_HEADERS.get(column) if self.source_kind == "v6" else None) \
             or _HEADERS[column]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return title
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return tip
-        return None
+        return header_for_role(title, tip, role)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._rows):
