@@ -124,6 +124,58 @@ def test_consecutive_failures_pause_auto_claiming_until_resumed(harness: Harness
     harness.wait_job(engine, tickets[3], JobState.SUCCEEDED)
 
 
+def failed_jobs(engine: Engine) -> list[int]:
+    return [j.ticket_id for j in engine.jobs() if j.state is JobState.FAILED]
+
+
+def test_the_breaker_counts_running_jobs_so_no_more_than_its_limit_fail(
+        harness: Harness) -> None:
+    """Concurrency 2 and pause_after_failures 3: the old breaker let jobs started before the
+    third failure fail too (4 of 4 ready tickets). Those still running count as failures to
+    come, so exactly 3 fail and the rest stay ready."""
+    tickets = [harness.ticket() for _ in range(6)]
+    engine = harness.engine("fail", auto=True, concurrency=2)
+    assert engine.settings.pause_after_failures == 3
+    wait_for(lambda: paused_reason(engine, harness.service), 60,
+             what="the service to be paused")
+    wait_for(lambda: engine.is_idle() and engine.idle_poll_completed(), 30,
+             what="a poll after the last job ended")
+    assert len(failed_jobs(engine)) == 3, [(j.ticket_id, j.state) for j in engine.jobs()]
+    assert len(engine.jobs()) == 3
+    statuses = [harness.server_status(t) for t in tickets]
+    assert statuses.count("failed") == 3 and statuses.count("ready") == 3, statuses
+    assert len([e for e in harness.event_list() if isinstance(e, ServicePaused)]) == 1
+    # Claim next, by hand, claims nothing for the paused service either.
+    with pytest.raises(EngineError, match="is paused"):
+        engine.claim_next([harness.service], run=True)
+    with pytest.raises(EngineError, match="is paused"):
+        engine.claim_next()  # every service with a command: only the paused one here
+    assert [harness.server_status(t) for t in tickets] == statuses
+
+
+def test_a_retry_that_succeeds_ends_the_failure_pause(harness: Harness) -> None:
+    first, second = harness.ticket(), harness.ticket()
+    engine = harness.engine("fail", concurrency=1)
+    engine.update_settings(dataclasses.replace(engine.settings, pause_after_failures=1))
+    engine.set_auto(True)
+    job_id = harness.wait_job(engine, first, JobState.FAILED)
+    wait_for(lambda: paused_reason(engine, harness.service), 30,
+             what="the service to be paused")
+    wait_for(engine.idle_poll_completed, 30, what="a poll after the pause")
+    assert harness.server_status(second) == "ready"
+    # The operator fixes the command and retries the failed ticket: its success shows the
+    # service works again, so the pause ends by itself and claiming goes on.
+    with_command(engine, harness.service, command("success"))
+    harness.wait_server(first, "failed")
+    engine.retry_job(job_id)
+    harness.wait_job(engine, first, JobState.SUCCEEDED)
+    wait_for(lambda: paused_reason(engine, harness.service) is None, 30,
+             what="the pause to end")
+    resumed = [e for e in harness.event_list() if isinstance(e, ServiceResumed)]
+    assert [e.why for e in resumed] == [f"ticket {first} succeeded"]
+    harness.wait_job(engine, second, JobState.SUCCEEDED)
+
+
 def test_retry_rescues_a_ticket_this_console_cancelled(harness: Harness, tmp_path: Path) -> None:
     ticket = harness.ticket()
     engine = harness.engine("sleep", "600")

@@ -366,6 +366,13 @@ class Engine:
         if not hashes:
             raise EngineError("no service to claim for: configure a command for a service, "
                               "or choose the services to claim from")
+        # A paused service claims nothing, by hand either: its next ticket would only fail
+        # or block like the last ones.
+        paused = {h: why for h in hashes if (why := self.pauses.reason(h))}
+        hashes = [h for h in hashes if h not in paused]
+        if not hashes:
+            name, why = next((self._service_name(h) or h[:10], why) for h, why in paused.items())
+            raise EngineError(f"service {name} is paused ({why}); resume it to claim again")
         if not self._claiming:
             raise EngineError("the console is shutting down; no more claims")
         return self._claim(hashes, run=run)
@@ -513,16 +520,23 @@ class Engine:
 
     def _on_job_finished(self, job_id: int) -> None:
         with self._lock:
-            execution = self._executions.pop(job_id, None)
-            self._last_job_end = time.monotonic()
+            execution = self._executions.get(job_id)
+        # The breaker hears how it ended before the job stops counting as running: a claim
+        # in between must see it in one or the other (pauses.may_start).
         if execution is not None and execution.command_result is not None:
             snap = self.journal.job(job_id)
-            if execution.command_result == "succeeded":
-                self.pauses.succeeded(snap.service_hash)
-            else:
+            if execution.command_result != "succeeded":
                 pause = self.pauses.failed(snap.service_hash, snap.reason or "failed")
                 if pause is not None:
                     self._say_paused(snap.service_hash, snap.service_name, pause.reason)
+            elif self.pauses.succeeded(snap.service_hash):
+                self.events.publish(ServiceResumed(
+                    service_hash=snap.service_hash, service_name=snap.service_name,
+                    why=f"ticket {snap.ticket_id} succeeded"))
+        with self._lock:
+            if self._executions.get(job_id) is execution:
+                self._executions.pop(job_id, None)
+            self._last_job_end = time.monotonic()
         self._wake.set()  # a slot is free: claim the next ticket without waiting for a poll
 
     def _on_job_blocked(self, snap: JobSnapshot, reason: str) -> None:
@@ -866,9 +880,10 @@ class Engine:
         return None
 
     def _service_has_slot(self, service_hash: str, command: ServiceCommand) -> bool:
-        if command.max_jobs is None:
-            return True
-        return self.active_count(service_hash) < command.max_jobs
+        running = self.active_count(service_hash)
+        if not self.pauses.may_start(service_hash, running):
+            return False  # those running may still fail: no more than the breaker allows
+        return command.max_jobs is None or running < command.max_jobs
 
     def _start_cleanup(self) -> None:
         """Retention runs on its own thread: walking old work dirs must not delay polling."""

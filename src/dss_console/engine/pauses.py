@@ -3,11 +3,13 @@
 Two reasons, both the provider's business rather than the end user's:
 
 * *blocked*: the service's command cannot start (not found, not executable, bad template,
-  missing working directory). Claiming more tickets would only block more of them. Cleared as
-  soon as a command of that service starts, or by the operator.
+  missing working directory, options the cluster refuses). Claiming more tickets would only
+  block more of them. Cleared as soon as a command of that service starts, or by the operator.
 * *failing*: a run of consecutive command failures of one service within a short time (a
   circuit breaker). A broken environment fails every ticket in the queue within seconds;
-  the breaker stops that at a few. Cleared only by the operator (Resume).
+  the breaker stops that at N: jobs already running count as failures to come, so no more
+  start than could still fail (``may_start``). Cleared by the operator (Resume), or by a
+  later success of the service's command (a Retry that worked).
 
 Qt-free; thread-safe.
 """
@@ -71,9 +73,32 @@ class ServicePauses:
                 return True
             return False
 
-    def succeeded(self, service_hash: str) -> None:
+    def succeeded(self, service_hash: str) -> bool:
+        """The command succeeded: the run of failures is over. True if that lifted a
+        failing pause (the service works again, e.g. a retried ticket succeeded)."""
         with self._lock:
             self._recent.pop(service_hash, None)
+            old = self._pauses.get(service_hash)
+            if old is not None and old.kind == FAILING:
+                del self._pauses[service_hash]
+                return True
+            return False
+
+    def may_start(self, service_hash: str, running: int) -> bool:
+        """Whether another job of the service may start, with ``running`` of its jobs
+        already on their way. Each of them may still fail: with the failures in a row so
+        far they must stay under the breaker's limit, so at most that many tickets fail
+        before the pause, however many run at once."""
+        if self.failures <= 0:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent.get(service_hash)
+            if recent is not None:
+                while recent and now - recent[0] > self.window:
+                    recent.popleft()
+            in_a_row = len(recent) if recent is not None else 0
+        return in_a_row + running < self.failures
 
     def failed(self, service_hash: str, reason: str) -> Pause | None:
         """The command failed a ticket. Returns the new pause when this trips the breaker."""

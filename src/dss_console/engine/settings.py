@@ -17,7 +17,8 @@ A missing file means all defaults. Every key is optional::
     interrupted = "rerun"                 # a job found mid-run after a crash: "rerun" | "fail"
     pause_after_failures = 3              # this many failures of one service's command in a
     pause_window = "15m"                  # row within this time pause its auto claiming until
-                                          # the operator resumes it (0 = never pause)
+                                          # the operator resumes it or a retry succeeds
+                                          # (0 = never pause)
     auto = false                          # the console's Auto mode, as last left (the
                                           # headless worker always runs in auto mode)
     ca_bundle = "/etc/ssl/my-ca.pem"      # extra CA bundle for TLS verification
