@@ -3,6 +3,8 @@ started for this test session) and the real DSS server. No fake sbatch."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.engine.events import JobMessage
+from dss_console.engine.events import JobMessage, ServicePaused
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
@@ -146,15 +148,58 @@ def test_a_pending_job_shows_why_it_waits(harness: Harness, cluster_env: SlurmCl
     assert cluster_env.job_state(job.cluster_job) == "CANCELLED"
 
 
-def test_a_refused_submission_fails_the_ticket_with_slurms_words(harness: Harness) -> None:
-    ticket = harness.ticket()
-    engine = harness.engine(extra=on_slurm(harness, "success", options=["--partition=nope"]))
-    job_id = harness.run_by_hand(engine, ticket, JobState.FAILED)
-    harness.wait_server(ticket, "failed")
-    assert "Invalid partition name specified" in (engine.job(job_id).reason or "")
-    assert ("error", "the provider's cluster refused the job: Batch job submission failed: "
-                     "Invalid partition name specified") in harness.log(ticket)
+def test_a_refused_submission_blocks_the_tickets_and_pauses_the_service(
+        harness: Harness, cluster_env: SlurmCluster) -> None:
+    """A partition the cluster refuses is the provider's configuration: it used to fail both
+    queued users' tickets within a second. Now no ticket fails, the service is paused with
+    SLURM's words, and fixing the options runs the tickets."""
+    tickets = [harness.ticket(), harness.ticket()]
+    engine = harness.engine(auto=True, concurrency=2, extra=on_slurm(
+        harness, "success", options=["--partition=nope"]))
+    job_id = harness.wait_job(engine, tickets[0], JobState.BLOCKED, timeout=60)
+    wait_for(lambda: engine.is_idle() and engine.idle_poll_completed(), 30,
+             what="a poll after the job was blocked")
+    paused = [e for e in harness.event_list() if isinstance(e, ServicePaused)]
+    assert len(paused) == 1, paused
+    why = next(v.paused for v in engine.services() if v.service_hash == harness.service)
+    assert why is not None and why.startswith("the cluster refused the job: Batch job "
+                                              "submission failed: Invalid partition name "
+                                              "specified")
+    assert cluster_env.node not in why and str(harness.tmp) not in why
+    assert not [j for j in engine.jobs() if j.state is JobState.FAILED]
     assert engine.job(job_id).cluster_job is None
+    statuses = [harness.server_status(t) for t in tickets]
+    assert set(statuses) <= {"claimed", "ready"} and statuses[0] == "claimed", statuses
+    for ticket in tickets:  # nothing reached the users
+        assert "error" not in [category for category, _ in harness.log(ticket)]
+    fixed = dataclasses.replace(engine.settings, services=on_slurm(harness, "success"))
+    engine.update_settings(fixed)
+    for ticket in tickets:
+        harness.wait_job(engine, ticket, JobState.SUCCEEDED, timeout=90)
+    wait_for(lambda: all(v.paused is None for v in engine.services()), 30,
+             what="the pause to end")
+
+
+def test_a_worker_refused_by_the_cluster_fails_nothing_and_exits_1_when_idle(
+        sandbox: Sandbox, slurm_worker_env: dict[str, str], service: str,
+        tmp_path: Path) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text(f'[services."{service}"]\ncommand = {json.dumps(command("success"))}\n'
+                      'executor = "slurm"\nsbatch_options = ["--partition=nope"]\n')
+    ticket = sandbox.add_ticket(service)
+    worker = Worker(slurm_worker_env, "--config", str(config), "--workdir",
+                    str(tmp_path / "work"), "--poll-interval", "0.2", "--instance", "ci-node",
+                    "--exit-when-idle")
+    try:
+        assert worker.finish(timeout=90) == 1, "\n".join(worker.lines)
+    finally:
+        worker.kill()
+    paused = [line for line in worker.lines if "PAUSED" in line]
+    assert len(paused) == 1, "\n".join(worker.lines)
+    assert "Invalid partition name specified" in paused[0]
+    assert worker.saw(f"ticket {ticket} is blocked and stays claimed")
+    assert sandbox.admin.ticket_status(ticket) == "claimed"
+    sandbox.admin.delete_ticket(ticket)
 
 
 # -- a worker that dies while its cluster job runs --------------------------------------------

@@ -404,9 +404,10 @@ def _stuck(engine: Engine) -> list[str]:
     """Why an idle worker leaves work undone: paused services and blocked tickets."""
     lines = []
     names = {v.service_hash: v.name for v in engine.services()}
-    for service_hash, pause in engine.pauses.paused().items():
-        lines.append(f"PAUSED service {names.get(service_hash, service_hash[:10])}: "
-                     f"{pause.reason}")
+    for service_hash in engine.pauses.paused():
+        # Its loud PAUSED line, with why, was printed when it paused: not twice.
+        lines.append(f"service {names.get(service_hash, service_hash[:10])} stays paused "
+                     "(the reason is above)")
     for job in engine.blocked_jobs():
         lines.append(f"ticket {job.ticket_id} is blocked and stays claimed: {job.reason}. "
                      f"Fix the command and start the worker again, or fail it: "

@@ -76,8 +76,6 @@ USER_DOWNLOAD_FAILED = ("the provider could not download this ticket's inputs; t
                         "has been notified")
 USER_EXPORT_FAILED = ("the provider's result could not be prepared for upload; the provider "
                       "has been notified")
-USER_CLUSTER_REFUSED = ("the provider's cluster refused the job; the provider has been "
-                        "notified")
 USER_INTERNAL_ERROR = ("the provider's software met an internal error; the provider has "
                        "been notified")
 
@@ -490,14 +488,13 @@ class JobExecution:
                     self._stopped_before_run()
                     return None
             except ClusterSubmitRefused as exc:
+                # Options the cluster refuses (a typo'd partition) are the provider's
+                # configuration, like a command that cannot start: every ticket would be
+                # refused the same way. Keep it claimed and pause the service instead.
                 if self.stop.kind:
                     self._stopped_before_run()
-                    return None
-                self.command_result = "failed"  # counts for the breaker: a bad partition
-                # SLURM's own words tell the user what happened, unless they name a path.
-                said = exc.slurm_message
-                self._fail(str(exc), user_reason=USER_CLUSTER_REFUSED if "/" in said else
-                           f"the provider's cluster refused the job: {said}")
+                else:
+                    self._block(f"the cluster refused the job: {exc.slurm_message}")
                 return None
             except CommandStartError as exc:
                 if self.stop.kind:
