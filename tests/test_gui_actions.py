@@ -18,6 +18,8 @@ from dss_console.engine.states import JobState
 from dss_console.gui.main_window import QUIT_DRAIN
 from test_gui_console import WAIT_MS, Console
 
+from test_engine import command
+
 # The console fixtures of test_gui_console.py, shared here.
 event_loop_qt = test_gui_console.event_loop_qt
 make_console = test_gui_console.make_console
@@ -243,6 +245,50 @@ def test_a_service_paused_by_failures_is_resumed_by_the_operator(make_console, q
     qtbot.waitUntil(lambda: console.sandbox.admin.ticket_status(second) != "ready",
                     timeout=WAIT_MS)
     window.services_pane.auto_button.click()
+
+
+def test_a_paused_service_has_a_banner_until_a_retried_ticket_succeeds(
+        make_console, qtbot) -> None:
+    """The failures that pause a service used to leave no banner, and the status bar said
+    "Checking for tickets…" while nothing could be claimed."""
+    console = make_console("fail")
+    window = console.window
+    window.settings.pause_after_failures = 1
+    first = console.sandbox.add_ticket(console.service)
+    console.login()
+    pane, banner = window.services_pane, window.pause_banner
+    assert not banner.isVisible()
+    pane.auto_button.click()
+    qtbot.waitUntil(lambda: console.sandbox.admin.ticket_status(first) == "failed",
+                    timeout=WAIT_MS)
+    qtbot.waitUntil(banner.isVisible, timeout=WAIT_MS)
+    name = window.engine.jobs()[0].service_name
+    assert banner.text.text().startswith(f"Paused: {name}: 1 ticket failed in a row")
+    qtbot.waitUntil(lambda: window.poll_label.text() == f"Paused: {name}", timeout=WAIT_MS)
+    # Claim next claims nothing for it either, and says why.
+    second = console.sandbox.add_ticket(console.service)
+    pane.select_service(console.service)
+    pane.claim_button.click()
+    qtbot.waitUntil(lambda: "is paused" in window.banner.text(), timeout=WAIT_MS)
+    assert console.sandbox.admin.ticket_status(second) == "ready"
+    # Fixed, and the failed ticket retried by hand: its success ends the pause by itself.
+    settings = window.settings
+    settings.services[console.service] = ServiceCommand(key=console.service,
+                                                        command=command("success"))
+    window.apply_settings(settings)
+    qtbot.waitUntil(lambda: " success {workspace}" in window.engine.settings_toml(),
+                    timeout=WAIT_MS)
+    job_id = window.engine.jobs()[0].job_id
+    window.queue_pane.select_job(job_id)
+    window.ask_confirm = lambda title, text: True  # type: ignore[method-assign]
+    qtbot.waitUntil(window.queue_pane.buttons["retry"].isEnabled, timeout=WAIT_MS)
+    window.queue_pane.buttons["retry"].click()
+    console.wait_state(job_id, JobState.SUCCEEDED)
+    qtbot.waitUntil(lambda: not banner.isVisible(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not window.poll_label.text().startswith("Paused"),
+                    timeout=WAIT_MS)
+    assert console.service not in pane.paused()
+    pane.auto_button.click()
 
 
 def test_auto_mode_is_one_story_and_survives_a_restart(make_console, qtbot) -> None:

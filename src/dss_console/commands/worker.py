@@ -55,13 +55,15 @@ directory) is the provider's configuration, not the user's failed segmentation: 
 failed for it. The service is paused (one loud "PAUSED" line), a ticket already claimed stays
 claimed, and it runs as soon as the command is fixed: the settings file is reloaded when it
 changes. Three failures of one service's command in a row (pause_after_failures) also pause
-it; restart the worker to resume. With --exit-when-idle the worker then exits 1, saying why.
+it (jobs already running count, so no more than three fail); restart the worker to resume.
+With --exit-when-idle the worker then exits 1, saying why.
 
 On a cluster: with --executor SERVICE=slurm (or executor = "slurm" in the settings file)
 each ticket becomes one SLURM batch job (sbatch from PATH, the usual SLURM_CONF), with the
 service's sbatch_options. The work root must be on a file system the nodes share. The job id
 is journaled before the job may run, so a restarted worker follows the running job instead
-of running the ticket again; cancel, timeout and shutdown use scancel.
+of running the ticket again; cancel, timeout and shutdown use scancel. sbatch_options the
+cluster refuses (a bad partition) block the ticket and pause the service, as above.
 
 Stopping: Ctrl-C or SIGTERM stops claiming, stops running commands, fails their tickets
 with "provider shut down", delivers what is owed, and exits. With --drain, running jobs

@@ -114,9 +114,10 @@ class ServicePauses:
                 return None
             recent.clear()
             minutes = max(1, round(self.window / 60))
-            pause = Pause(FAILING, f"{self.failures} tickets failed in a row within "
-                                   f"{minutes} min (last: {reason}); auto claiming paused "
-                                   "until you resume it", time.time())
+            tickets = "1 ticket" if self.failures == 1 else f"{self.failures} tickets"
+            pause = Pause(FAILING, f"{tickets} failed in a row within {minutes} min (last: "
+                                   f"{reason}); auto claiming paused until you resume it or "
+                                   "a retried ticket succeeds", time.time())
             self._pauses[service_hash] = pause
             return pause
 

@@ -67,6 +67,7 @@ from dss_console.gui.bridge import EngineBridge
 from dss_console.gui.copyable import show_copyable
 from dss_console.gui.detail_pane import DetailPane
 from dss_console.gui.login_pane import V6, LoginPane, server_of
+from dss_console.gui.pause_banner import PauseBanner
 from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.tasks import run_blocking, spawn
@@ -181,6 +182,7 @@ class MainWindow(QMainWindow):
         self.services_pane.set_logged_in(False)
         self.queue_pane = QueuePane()
         self.detail_pane = DetailPane()
+        self.pause_banner = PauseBanner()
         self.banner = QLabel()
         self.banner.setWordWrap(True)
         self.banner.setVisible(False)
@@ -231,6 +233,7 @@ class MainWindow(QMainWindow):
         banner_row.addWidget(self.banner_action)
         banner_row.addWidget(self.banner_close)
         layout.addLayout(banner_row)
+        layout.addWidget(self.pause_banner)
         layout.addWidget(self.main_splitter, 1)
         self.setCentralWidget(central)
 
@@ -278,6 +281,9 @@ class MainWindow(QMainWindow):
         self.login_pane.serversChanged.connect(self._servers_changed)
         self.services_pane.claimRequested.connect(self._claim_requested)
         self.services_pane.resumeRequested.connect(self._resume_requested)
+        self.pause_banner.resumeRequested.connect(self._resume_requested)
+        self.services_pane.servicesShown.connect(self.pause_banner.set_services)
+        self.services_pane.servicesShown.connect(lambda _views: self._update_status())
         self.services_pane.autoModeToggled.connect(self._auto_mode_toggled)
         self.services_pane.serviceAutoToggled.connect(self._service_auto_toggled)
         self.services_pane.editCommandRequested.connect(self.open_settings)
@@ -986,7 +992,10 @@ class MainWindow(QMainWindow):
         self.jobs_label.setText(f"Running {running}/{self.settings.concurrency}")
         # The countdown only while online: offline, waiting or logged out, the connection
         # label says what happens instead. At zero a poll is on its way, not "0 s" forever.
-        if engine.auto and self._connection[0] == "online" and self._next_poll_at is not None:
+        paused = self.pause_banner.status_text() if engine.auto else None
+        if paused:  # not "Checking for tickets…": nothing will be claimed
+            self.poll_label.setText(paused)
+        elif engine.auto and self._connection[0] == "online" and self._next_poll_at is not None:
             seconds = round(self._next_poll_at - time.monotonic())
             self.poll_label.setText(f"Next poll in {seconds} s" if seconds >= 1
                                     else "Checking for tickets…")

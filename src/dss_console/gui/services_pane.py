@@ -69,6 +69,7 @@ class ServicesPane(QWidget):
     autoModeToggled = Signal(bool)
     refreshRequested = Signal()
     resumeRequested = Signal(list)  # hashes of paused services the operator resumes
+    servicesShown = Signal(list)  # the ServiceViews just shown ([] logged out)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -215,6 +216,7 @@ class ServicesPane(QWidget):
             if view.service_hash in selected:
                 self._select_row(row, clear=False)
         self._update_buttons()
+        self.servicesShown.emit(list(services))
 
     def set_auto_mode(self, on: bool) -> None:
         """Show the console's Auto mode: the switch, and the per-service boxes as what they
@@ -273,6 +275,7 @@ class ServicesPane(QWidget):
             self._paused.clear()
             self._update_buttons()
             self.summary.setText("Not logged in.")
+            self.servicesShown.emit([])
         self.setEnabled(logged_in)
 
     # -- selection --------------------------------------------------------------------------
