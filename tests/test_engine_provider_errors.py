@@ -274,3 +274,17 @@ def test_a_server_that_does_not_answer_shows_as_waiting_within_seconds(tmp_path:
             answer.set()
             engine.shutdown(flush_timeout=1)
             engine.journal.close()
+
+
+def test_the_breaker_does_not_cap_concurrency_before_a_failure() -> None:
+    """pause_after_failures 3 must not quietly cap concurrency = 8 while the command works;
+    once it has failed, the jobs already running count against the limit."""
+    from dss_console.engine.pauses import ServicePauses
+
+    pauses = ServicePauses(3, 600)
+    assert pauses.may_start("svc", running=7)
+    assert pauses.failed("svc", "exit 1") is None
+    assert pauses.may_start("svc", running=1)
+    assert not pauses.may_start("svc", running=2)
+    assert pauses.succeeded("svc") is False  # no pause to lift, but the run is over
+    assert pauses.may_start("svc", running=7)

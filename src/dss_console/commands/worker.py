@@ -55,7 +55,8 @@ directory) is the provider's configuration, not the user's failed segmentation: 
 failed for it. The service is paused (one loud "PAUSED" line), a ticket already claimed stays
 claimed, and it runs as soon as the command is fixed: the settings file is reloaded when it
 changes. Three failures of one service's command in a row (pause_after_failures) also pause
-it (jobs already running count, so no more than three fail); restart the worker to resume.
+it (after a failure, jobs already running count, so no more than three fail when
+concurrency is three or less); restart the worker to resume.
 With --exit-when-idle the worker then exits 1, saying why.
 
 On a cluster: with --executor SERVICE=slurm (or executor = "slurm" in the settings file)

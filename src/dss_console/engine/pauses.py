@@ -86,9 +86,11 @@ class ServicePauses:
 
     def may_start(self, service_hash: str, running: int) -> bool:
         """Whether another job of the service may start, with ``running`` of its jobs
-        already on their way. Each of them may still fail: with the failures in a row so
-        far they must stay under the breaker's limit, so at most that many tickets fail
-        before the pause, however many run at once."""
+        already on their way. Once the service has failed recently, each running job may
+        fail too: with the failures in a row so far they must stay under the breaker's
+        limit. Before any failure the concurrency is the operator's (a limit of 3 must not
+        quietly cap `concurrency = 8`), so at most max(limit, concurrency) tickets fail
+        before the pause."""
         if self.failures <= 0:
             return True
         now = time.monotonic()
@@ -98,7 +100,7 @@ class ServicePauses:
                 while recent and now - recent[0] > self.window:
                     recent.popleft()
             in_a_row = len(recent) if recent is not None else 0
-        return in_a_row + running < self.failures
+        return in_a_row == 0 or in_a_row + running < self.failures
 
     def failed(self, service_hash: str, reason: str) -> Pause | None:
         """The command failed a ticket. Returns the new pause when this trips the breaker."""
