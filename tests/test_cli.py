@@ -252,6 +252,15 @@ def test_download_into_a_file_says_so_in_words(logged_in: Sandbox, ready_ticket:
     assert in_the_way.read_text() == "mine\n"
 
 
+def test_console_with_a_missing_named_settings_file_says_so(cli_env: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "settings.toml"
+    result = cli("--config", str(missing), env=dict(cli_env, QT_QPA_PLATFORM="offscreen"))
+    assert result.returncode == 2, result
+    assert f"--config names the settings file {missing}, which does not exist" in result.stderr
+    assert not missing.parent.exists()
+
+
 def test_verb_modules_do_not_import_the_cli_entry_point() -> None:
     """The verbs get CliError from commands.errors; importing cli.py from them was a circle
     (cli imports the verbs to build its parser)."""

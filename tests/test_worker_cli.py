@@ -204,6 +204,23 @@ def test_worker_help_and_bad_settings(worker_env: dict[str, str], tmp_path: Path
     assert "Traceback" not in result.stderr
 
 
+def test_a_named_settings_file_must_exist(worker_env: dict[str, str], tmp_path: Path,
+                                          service: str) -> None:
+    """A typo'd --config (or $DSS_CONSOLE_CONFIG) must not run on the defaults."""
+    missing = tmp_path / "setings.toml"
+    result = subprocess.run([str(EXE), "worker", *args_for(service, tmp_path, "success"),
+                             "--config", str(missing), "--exit-when-idle"],
+                            capture_output=True, text=True, env=worker_env, timeout=60)
+    assert result.returncode == 2, result
+    assert f"--config names the settings file {missing}, which does not exist" in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    result = subprocess.run([str(EXE), "worker", *args_for(service, tmp_path, "success"),
+                             "--exit-when-idle"], capture_output=True, text=True, timeout=60,
+                            env=dict(worker_env, DSS_CONSOLE_CONFIG=str(missing)))
+    assert result.returncode == 2 and "$DSS_CONSOLE_CONFIG names" in result.stderr, result
+    assert not missing.exists()
+
+
 def _try_pids(tmp_path: Path, ticket: int) -> list[int] | None:
     try:
         return pids_of(tmp_path, ticket)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dss_console import paths
-from dss_console.commands.context import logged_in_client
+from dss_console.commands.context import logged_in_client, require_named_settings
 from dss_console.commands.errors import CliError
 from dss_console.engine.events import (
     CallDelivered,
@@ -143,6 +143,8 @@ def worker_command(args: argparse.Namespace) -> int:
     from dss_console.engine.settings import CONSOLE_COMMAND_NICE, SettingsError, settings_path
     from dss_console.engine.source import DssSource
 
+    if not args.for_console:  # a console hands over its path, made when it first saves
+        require_named_settings(args.config, env_too=True)
     config = settings_path(args.config)
     try:
         settings = _load(config, args)
@@ -390,6 +392,8 @@ def _reload(engine: Engine, config: Path, args: argparse.Namespace,
     from dss_console.engine.settings import SettingsError
 
     try:
+        if not config.exists():
+            raise SettingsError(f"{config}: no such file")
         settings = _load(config, args)
     except (SettingsError, CliError) as exc:
         printer.line(f"settings file changed but cannot be used, keeping the previous "
