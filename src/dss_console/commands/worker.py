@@ -134,7 +134,8 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--for-console", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE",
                    help="settings file (default: $DSS_CONSOLE_CONFIG, else "
-                        f"{paths.config_dir() / 'settings.toml'})")
+                        f"{paths.config_dir() / 'settings.toml'}); a file named here or in "
+                        "$DSS_CONSOLE_CONFIG must exist")
     p.set_defaults(handler=worker_command)
 
 
