@@ -219,6 +219,48 @@ def test_console_script_exit_codes(cli_env: dict[str, str], sandbox: Sandbox,
     assert result.returncode == 2 and "usage error" in result.stderr
 
 
+def test_login_error_names_the_server_once(cli_env: dict[str, str],
+                                           closed_port_url: str) -> None:
+    result = cli("login", "--server", closed_port_url, "--token", "f" * 48, env=cli_env)
+    assert result.returncode == 1
+    assert result.stderr.count(closed_port_url) == 1, result.stderr
+    assert "the server is unreachable (connection refused)" in result.stderr
+
+
+def test_download_of_an_unknown_ticket_leaves_no_folder(logged_in: Sandbox, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    target = tmp_path / "new" / "in"
+    code, out, err = run(capsys, "pro", "download", "999999", str(target))
+    assert code == 1 and out == "" and "ticket 999999" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_download_into_a_file_says_so_in_words(logged_in: Sandbox, ready_ticket: int,
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    box = logged_in
+    code, _, _ = run(capsys, "pro", "claim", box.service_hash, box.provider, "node7")
+    assert code == 0
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("mine\n")
+    code, out, err = run(capsys, "pro", "download", str(ready_ticket), str(in_the_way))
+    assert code == 1 and out == ""
+    assert f"{in_the_way} is a file, not a folder" in err and "File exists" not in err
+    code, _, err = run(capsys, "pro", "download", str(ready_ticket), str(in_the_way / "sub"))
+    assert code == 1 and f"{in_the_way} is a file, not a folder" in err
+    assert in_the_way.read_text() == "mine\n"
+
+
+def test_console_with_a_missing_named_settings_file_says_so(cli_env: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "settings.toml"
+    result = cli("--config", str(missing), env=dict(cli_env, QT_QPA_PLATFORM="offscreen"))
+    assert result.returncode == 2, result
+    assert f"--config names the settings file {missing}, which does not exist" in result.stderr
+    assert not missing.parent.exists()
+
+
 def test_verb_modules_do_not_import_the_cli_entry_point() -> None:
     """The verbs get CliError from commands.errors; importing cli.py from them was a circle
     (cli imports the verbs to build its parser)."""

@@ -61,3 +61,38 @@ def test_v6_example_loads(tmp_path: Path) -> None:
     settings = load_settings(path)
     assert settings.v6 is not None
     assert "harbor2.vantage6.ai/demo/average" in settings.v6.algorithms
+
+
+def test_settings_example_shows_notify_and_the_pause_settings(tmp_path: Path) -> None:
+    block = re.search(r"### Settings file.*?```toml\n(.*?)```", README.read_text(), re.S)
+    assert block is not None
+    path = tmp_path / "settings.toml"
+    path.write_text(block.group(1))
+    settings = load_settings(path)
+    assert settings.notify is True
+    assert settings.pause_after_failures == 3 and settings.pause_window == 15 * 60
+
+
+def test_install_names_every_extra() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    extras = set(pyproject["project"]["optional-dependencies"]) - {"test"}
+    install = README.read_text().split("## Install", 1)[1].split("\n## ", 1)[0]
+    for extra in extras:
+        assert f"pip install 'dss-console[{extra}]'" in install, extra
+
+
+def test_sandbox_sample_output_is_what_it_prints() -> None:
+    """The banner's lines as `dss-console sandbox` prints them (test_sandbox_cli.py runs it):
+    the login line passes the token on standard input, the worker line follows."""
+    sample = README.read_text().split("$ dss-console sandbox", 1)[1].split("```", 1)[0]
+    lines = [line.strip() for line in sample.strip().splitlines()[1:]]
+    starts = ["DSS sandbox running at http://127.0.0.1:", "provider: sandboxlab    service: ",
+              "ready tickets: ", "login token (works once): ", "log in:  echo ",
+              "process the tickets with the demo service", "dss-console worker --server ",
+              "Press Ctrl-C to stop."]
+    assert len(lines) == len(starts), lines
+    for line, start in zip(lines, starts, strict=True):
+        assert line.startswith(start), (line, start)
+    assert lines[4].endswith("--token-stdin") and "--exit-when-idle" in lines[6]

@@ -37,11 +37,22 @@ def test_sandbox_banner_worker_line_and_sigterm(tmp_path: Path) -> None:
         token = re.search(r"login token \(works once\): ([0-9a-f]{48})", banner).group(1)
         tickets = re.search(r"ready tickets: ([\d ]+)", banner).group(1).split()
         assert len(tickets) == 2
-        login_line = f"dss-console login --server {url} --token {token}"
-        assert login_line in banner
+        # A second sandbox on the same --data would drop and re-seed the running one's store.
+        second = cli("sandbox", "--data", str(tmp_path / "d"))
+        assert second.returncode == 1, second
+        assert f"is in use by another sandbox (process {proc.pid})" in second.stderr
+        assert "running at" not in second.stdout
+
+        # The token on standard input: in argv every user's process list would show it.
+        login_line = f"echo {token} | dss-console login --server {url} --token-stdin"
+        assert login_line in banner and f"--token {token}" not in banner
         worker_line = next(line.strip() for line in lines if " worker " in line)
 
-        assert cli(*shlex.split(login_line)[1:]).stdout == "logged in as test@example.com\n"
+        # The printed line, as a provider pastes it into a shell.
+        pasted = subprocess.run(["bash", "-c", login_line],
+                                env=dict(env, PATH=f"{EXE.parent}:{env['PATH']}"),
+                                capture_output=True, text=True, timeout=60)
+        assert pasted.stdout == "logged in as test@example.com\n", pasted
         services = cli("pro", "services").stdout.split()
         assert services[0] == "DemoSegmentation" and services[3] == "sandboxlab"
         assert cli("pro", "available", services[2]).stdout.split()[2] == "2"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,10 +230,14 @@ def test_a_restarted_worker_follows_its_cluster_job_instead_of_running_the_ticke
         wait_for(lambda: any(e["message"] == "waiting for the go signal"
                              for e in sandbox.admin.ticket_detail(ticket)["log"]), 60,
                  what="the job's first report to reach the server")
+        reported = time.time()  # the cluster job was running by then
         submitted = [line for line in first.lines if "submitted as SLURM job" in line]
         cluster_job = submitted[0].rsplit(" ", 1)[1]
     finally:
         first.kill()  # SIGKILL: no chance to scancel
+    # Not a wait for anything: the worker that follows the job starts measurably later than
+    # the job did, so a run time counted from the re-attach shows.
+    time.sleep(max(0.0, reported + 4.0 - time.time()))
     assert slurm.job_state(cluster_job) == "RUNNING"
     jobs_before = cluster_jobs(slurm)
     if finish_while_down:
@@ -249,6 +254,19 @@ def test_a_restarted_worker_follows_its_cluster_job_instead_of_running_the_ticke
     assert sandbox.admin.ticket_status(ticket) == "success"
     assert set(cluster_jobs(slurm)) == set(jobs_before), "a second cluster job was submitted"
     assert not second.saw("submitted as SLURM job")
+    # "succeeded after X s" counts from the job's real start, not from the re-attach.
+    done = next(line for line in second.lines if ": succeeded after " in line)
+    ran = float(done.rsplit(" after ", 1)[1].removesuffix(" s"))
+    began = _stamp_epoch(done.split(" ", 1)[0], near=reported) - ran
+    assert began <= reported + 1.0, (began - reported, "\n".join(second.lines))
+
+
+def _stamp_epoch(stamp: str, near: float) -> float:
+    """The epoch time of a worker line's HH:MM:SS stamp (local time), the day nearest `near`."""
+    day = time.localtime(near)
+    hour, minute, second = (int(part) for part in stamp.split(":"))
+    at = time.mktime((day.tm_year, day.tm_mon, day.tm_mday, hour, minute, second, 0, 0, -1))
+    return min((at - 86400, at, at + 86400), key=lambda c: abs(c - near))
 
 
 # -- the cluster's bad days -------------------------------------------------------------------

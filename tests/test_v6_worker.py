@@ -397,8 +397,9 @@ def test_exit_when_idle_runs_what_is_queued_then_exits(
 
 def test_not_logged_in_says_how_to_log_in(tmp_path: Path, v6_sandbox: V6Sandbox) -> None:
     env = dict(os.environ, XDG_DATA_HOME=str(tmp_path), DSS_CONSOLE_KEYRING="off")
+    (tmp_path / "empty.toml").write_text("")
     done = subprocess.run([str(EXE), "worker", "--source", "v6", "--server", v6_sandbox.url,
-                           "--config", str(tmp_path / "none.toml")], env=env,
+                           "--config", str(tmp_path / "empty.toml")], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done
     assert "not logged in as a node" in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,6 +108,56 @@ def test_exit_when_idle_processes_queue(sandbox: Sandbox, worker_env: dict[str, 
     assert worker.saw("worker stopped")
 
 
+def test_every_claim_gets_a_line_and_jobs_are_named_by_ticket(
+        sandbox: Sandbox, worker_env: dict[str, str], service: str, tmp_path: Path,
+        workers: list[Worker]) -> None:
+    tickets = [sandbox.add_ticket(service) for _ in range(4)]
+    worker = Worker(worker_env, *args_for(service, tmp_path, "success"), "--exit-when-idle",
+                    "--concurrency", "2")
+    workers.append(worker)
+    assert worker.finish() == 0, "\n".join(worker.lines)
+    output = "\n".join(worker.lines)
+    for ticket in tickets:
+        claimed = [line for line in worker.lines if f"ticket {ticket} (" in line
+                   and line.endswith(": claimed")]
+        assert len(claimed) == 1, output
+        assert claimed[0] == next(line for line in worker.lines
+                                  if f"ticket {ticket} " in line), output  # the first line
+    # A job is named as the server names it: "job N" (the journal's id) means nothing to
+    # the operator; a SLURM job says so.
+    assert not re.search(r"(?<!SLURM )\bjob \d", output), output
+
+
+def test_printer_names_a_job_it_has_not_seen_by_its_ticket(tmp_path: Path) -> None:
+    """After a restart the outbox delivers calls of jobs whose state this run never printed;
+    the journal's job id ("job 2") is not what the operator knows them by."""
+    import io
+
+    from dss_console.commands.worker import EventPrinter
+    from dss_console.engine.events import CallDelivered, JobMessage
+    from dss_console.engine.journal import Journal
+
+    journal = Journal(tmp_path / "journal.sqlite")
+    try:
+        journal.create_job(source="s", ticket_id=7, service_hash="h", service_name="S",
+                           instance="i", workdir=str(tmp_path))
+        job_id = journal.create_job(source="s", ticket_id=21, service_hash="h",
+                                    service_name="S", instance="i", workdir=str(tmp_path))
+        for noun in ("ticket", "run"):
+            out = io.StringIO()
+            printer = EventPrinter(out, noun=noun, lookup=journal.job)
+            printer(JobMessage(job_id=job_id, level="info", text="following SLURM job 5"))
+            printer(CallDelivered(job_id=job_id, item_id=1, kind="status",
+                                  summary="status failed", state="failed", error="gone"))
+            printer(JobMessage(job_id=999, level="info", text="hello"))
+            lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+            assert lines == [f"{noun} 21: info: following SLURM job 5",
+                             f"{noun} 21: server call status failed failed: gone",
+                             f"a {noun}: info: hello"]
+    finally:
+        journal.close()
+
+
 def test_max_tickets(sandbox: Sandbox, worker_env: dict[str, str], service: str,
                      tmp_path: Path, workers: list[Worker]) -> None:
     first, second = sandbox.add_ticket(service), sandbox.add_ticket(service)
@@ -202,6 +253,23 @@ def test_worker_help_and_bad_settings(worker_env: dict[str, str], tmp_path: Path
                             text=True, env=worker_env, timeout=30)
     assert result.returncode == 2 and "poll_intervall" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_named_settings_file_must_exist(worker_env: dict[str, str], tmp_path: Path,
+                                          service: str) -> None:
+    """A typo'd --config (or $DSS_CONSOLE_CONFIG) must not run on the defaults."""
+    missing = tmp_path / "setings.toml"
+    result = subprocess.run([str(EXE), "worker", *args_for(service, tmp_path, "success"),
+                             "--config", str(missing), "--exit-when-idle"],
+                            capture_output=True, text=True, env=worker_env, timeout=60)
+    assert result.returncode == 2, result
+    assert f"--config names the settings file {missing}, which does not exist" in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    result = subprocess.run([str(EXE), "worker", *args_for(service, tmp_path, "success"),
+                             "--exit-when-idle"], capture_output=True, text=True, timeout=60,
+                            env=dict(worker_env, DSS_CONSOLE_CONFIG=str(missing)))
+    assert result.returncode == 2 and "$DSS_CONSOLE_CONFIG names" in result.stderr, result
+    assert not missing.exists()
 
 
 def _try_pids(tmp_path: Path, ticket: int) -> list[int] | None:

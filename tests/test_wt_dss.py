@@ -246,3 +246,42 @@ def test_server_override_and_not_logged_in(env: dict[str, str], closed_port_url:
     fresh = dict(env, XDG_DATA_HOME=str(tmp_path / "nobody"))
     result = wt(fresh, "-dssp-tickets-status", "1")
     assert result.returncode == 255 and "no server given" in result.stderr
+
+
+@pytest.fixture
+def claimed(env: dict[str, str], sandbox: Sandbox, service: str) -> int:
+    ticket = sandbox.add_ticket(service)
+    ok(wt(env, "-dssp-services-claim", service, sandbox.provider, "node1"))
+    return ticket
+
+
+def test_upload_without_a_workspace_says_none_was_loaded(env: dict[str, str], sandbox: Sandbox,
+                                                         claimed: int, tmp_path: Path) -> None:
+    result = wt(env, "-dssp-tickets-upload", str(claimed), cwd=tmp_path)
+    assert result.returncode == 255 and result.stdout == "", result
+    assert "no workspace loaded: read one with -i WORKSPACE" in result.stderr
+    assert "workspace.itksnap" not in result.stderr  # no made-up file name
+    assert sandbox.admin.result_files(claimed) == []
+
+
+def test_set_progress_takes_fractions_of_a_chunk_in_order(env: dict[str, str],
+                                                          sandbox: Sandbox,
+                                                          claimed: int) -> None:
+    for start, end, value in (("0", "1", "1.5"), ("0", "1", "-0.1"), ("0", "2", "0.5"),
+                              ("0.6", "0.4", "0.5")):
+        result = wt(env, "-dssp-tickets-set-progress", str(claimed), start, end, value)
+        assert result.returncode == 255 and result.stdout == "", (start, end, value, result)
+        assert "outside [0, 1]" in result.stderr or "is after chunk end" in result.stderr
+    assert sandbox.admin.ticket_detail(claimed)["progress"] == 0.0
+    assert ok(wt(env, "-dssp-tickets-set-progress", str(claimed), "0", "1", "1")) == ["success"]
+
+
+def test_a_finished_ticket_cannot_be_failed(env: dict[str, str], sandbox: Sandbox,
+                                           claimed: int) -> None:
+    assert ok(wt(env, "-dssp-tickets-success", str(claimed))) == ["1> success"]
+    result = wt(env, "-dssp-tickets-fail", str(claimed), "too late")
+    assert result.returncode == 255 and result.stdout == "", result
+    assert f"ticket {claimed} is already success: a finished ticket cannot be failed" \
+        in result.stderr
+    assert sandbox.admin.ticket_status(claimed) == "success"
+    assert "too late" not in [e["message"] for e in sandbox.admin.ticket_detail(claimed)["log"]]

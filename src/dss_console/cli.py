@@ -163,6 +163,14 @@ def _say_error(message: str) -> None:
 
 
 def _open_gui(args: argparse.Namespace) -> int:
+    from dss_console.commands.context import require_named_settings
+
+    try:
+        # Only the default settings file may be missing (the window makes it when saving).
+        require_named_settings(args.gui_config, env_too=False)
+    except CliError as exc:
+        _say_error(str(exc))
+        return exc.code
     try:
         from dss_console.gui.app import GuiOptions, run
     except ImportError as exc:

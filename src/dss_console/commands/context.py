@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from dss_console.commands.errors import PROG, CliError
@@ -51,3 +52,24 @@ def say_waiting(url: str, seconds: float) -> None:
     """`on_waiting` for the connection calls: one line on stderr while a server is silent."""
     print(f"{PROG}: still waiting for {url}: no answer yet ({seconds:.0f} s)", file=sys.stderr,
           flush=True)
+
+
+def require_named_settings(flag_value: str | None, *, env_too: bool) -> None:
+    """A settings file the operator named (--config, and for a worker $DSS_CONSOLE_CONFIG)
+    must exist: a typo must not run on the defaults. Only the default path may be missing
+    (a console makes it when settings are first saved)."""
+    from dss_console import paths
+    from dss_console.engine.settings import CONFIG_ENV, SETTINGS_FILE_NAME, settings_path
+
+    if flag_value:
+        named = "--config"
+    elif env_too and os.environ.get(CONFIG_ENV):
+        named = f"${CONFIG_ENV}"
+    else:
+        return
+    path = settings_path(flag_value)
+    if path.exists():
+        return
+    raise CliError(f"{named} names the settings file {path}, which does not exist; check the "
+                   f"path, or leave {named} out to use the default settings file "
+                   f"({paths.config_dir() / SETTINGS_FILE_NAME})", code=2)

@@ -16,7 +16,7 @@ service and demo tickets, print its URL and a fresh login token, and run until C
 Everything lives in a temporary folder unless --data is given.
 
 Then, in another terminal:
-  dss-console login --server URL --token TOKEN
+  echo TOKEN | dss-console login --server URL --token-stdin
   dss-console pro services
 """
 
@@ -67,7 +67,8 @@ def sandbox_command(args: argparse.Namespace) -> int:
         print(f"  provider: {box.provider}    service: {box.service_name} {box.service_hash}")
         print(f"  ready tickets: {' '.join(str(t) for t in box.ticket_ids) or 'none'}")
         print(f"  login token (works once): {token}")
-        print(f"  log in:  dss-console login --server {box.url} --token {token}")
+        # On standard input: a token in argv shows in every user's process list.
+        print(f"  log in:  echo {token} | dss-console login --server {box.url} --token-stdin")
         print("  process the tickets with the demo service (an Otsu segmentation):")
         print(f"    {worker_command_line(box.url, box.service_name)}")
         print("Press Ctrl-C to stop.", flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dss_console import paths
-from dss_console.commands.context import logged_in_client
+from dss_console.commands.context import logged_in_client, require_named_settings
 from dss_console.commands.errors import CliError
 from dss_console.engine.events import (
     CallDelivered,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from dss_console.dss import DssClient
     from dss_console.engine.channel import EngineChannel
     from dss_console.engine.engine import Engine, ServiceView
+    from dss_console.engine.events import JobSnapshot
     from dss_console.engine.settings import Settings
 
 WORKER_DESCRIPTION = """\
@@ -134,7 +135,8 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--for-console", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE",
                    help="settings file (default: $DSS_CONSOLE_CONFIG, else "
-                        f"{paths.config_dir() / 'settings.toml'})")
+                        f"{paths.config_dir() / 'settings.toml'}); a file named here or in "
+                        "$DSS_CONSOLE_CONFIG must exist")
     p.set_defaults(handler=worker_command)
 
 
@@ -144,6 +146,8 @@ def worker_command(args: argparse.Namespace) -> int:
     from dss_console.engine.settings import CONSOLE_COMMAND_NICE, SettingsError, settings_path
     from dss_console.engine.source import DssSource
 
+    if not args.for_console:  # a console hands over its path, made when it first saves
+        require_named_settings(args.config, env_too=True)
     config = settings_path(args.config)
     try:
         settings = _load(config, args)
@@ -183,7 +187,8 @@ def worker_command(args: argparse.Namespace) -> int:
     engine = Engine(settings, source, journal, provider=provider, auto=not args.manual,
                     max_tickets=args.max_tickets,
                     command_nice=CONSOLE_COMMAND_NICE if args.for_console else 0)
-    printer = EventPrinter(sys.stdout, noun="run" if args.source == "v6" else "ticket")
+    printer = EventPrinter(sys.stdout, noun="run" if args.source == "v6" else "ticket",
+                           lookup=engine.job)
     engine.events.subscribe(printer)
     try:
         views = engine.refresh_services()
@@ -391,6 +396,8 @@ def _reload(engine: Engine, config: Path, args: argparse.Namespace,
     from dss_console.engine.settings import SettingsError
 
     try:
+        if not config.exists():
+            raise SettingsError(f"{config}: no such file")
         settings = _load(config, args)
     except (SettingsError, CliError) as exc:
         printer.line(f"settings file changed but cannot be used, keeping the previous "
@@ -471,15 +478,38 @@ def _say_services(views: list[ServiceView], settings: Settings | None,
 
 
 class EventPrinter:
-    """Engine events as readable, timestamped lines (one per change, not per output line)."""
+    """Engine events as readable, timestamped lines (one per change, not per output line).
 
-    def __init__(self, stream: TextIO, noun: str = "ticket"):
+    A job is named as its server names it ("ticket 21", "run 21"), never by the journal's
+    own job id: ``lookup`` finds the ticket of a job whose messages come before its first
+    state change."""
+
+    def __init__(self, stream: TextIO, noun: str = "ticket",
+                 lookup: Callable[[int], JobSnapshot] | None = None):
         self.stream = stream
         self.noun = noun  # what the server calls a job: a DSS ticket, a vantage6 run
+        self.lookup = lookup
         self._lock = threading.Lock()
         self._states: dict[int, JobState] = {}
         self._progress: dict[int, int] = {}
         self._tickets: dict[int, str] = {}
+        # Jobs claimed from now on get a "claimed" line even when the first snapshot
+        # published for them already shows a later state (the job's thread runs ahead of
+        # the claim's own event).
+        self._since = time.time()
+        self._jobs_lock = threading.Lock()
+        self._updated: dict[int, float] = {}
+
+    def _who(self, job_id: int) -> str:
+        who = self._tickets.get(job_id)
+        if who is not None:
+            return who
+        if self.lookup is not None:
+            with contextlib.suppress(Exception):  # a job the journal no longer has
+                ticket = self.lookup(job_id).ticket_id
+                self._tickets[job_id] = f"{self.noun} {ticket}"
+                return self._tickets[job_id]
+        return f"a {self.noun}"
 
     def line(self, text: str) -> None:
         with self._lock:
@@ -488,32 +518,44 @@ class EventPrinter:
                 self.stream.write(f"{stamp} {text}\n")
                 self.stream.flush()
 
+    def _job_changed(self, job: JobSnapshot) -> None:
+        if job.updated_at < self._updated.get(job.job_id, 0.0):
+            return  # read before one already printed: it would step back
+        self._updated[job.job_id] = job.updated_at
+        label = f"{self.noun} {job.ticket_id} ({job.service_name or job.service_hash[:10]})"
+        self._tickets[job.job_id] = f"{self.noun} {job.ticket_id}"
+        seen = self._states.get(job.job_id)
+        if seen != job.state:
+            if seen is None and job.state is not JobState.CLAIMED and \
+                    job.claimed_at is not None and job.claimed_at >= self._since:
+                self.line(f"{label}: {JobState.CLAIMED.value}")
+            self._states[job.job_id] = job.state
+            extra = ""
+            ran = _run_seconds(job)
+            if job.state is JobState.RUNNING:
+                extra = f" (log: {Path(job.workdir) / '.dss'})"
+            elif job.state.is_terminal and ran is not None:
+                extra = f" after {ran:.1f} s"
+            reason = f": {job.reason}" if job.reason else ""
+            self.line(f"{label}: {job.state.value}{reason}{extra}")
+        step = int(job.progress * 10)
+        if job.state is JobState.RUNNING and step > self._progress.get(job.job_id, 0):
+            self._progress[job.job_id] = step
+            self.line(f"{label}: progress {job.progress * 100:.0f}%")
+
     def __call__(self, event: Event) -> None:
         if isinstance(event, JobChanged):
-            job = event.job
-            label = f"{self.noun} {job.ticket_id} ({job.service_name or job.service_hash[:10]})"
-            self._tickets[job.job_id] = f"{self.noun} {job.ticket_id}"
-            if self._states.get(job.job_id) != job.state:
-                self._states[job.job_id] = job.state
-                extra = ""
-                if job.state is JobState.RUNNING:
-                    extra = f" (log: {Path(job.workdir) / '.dss'})"
-                elif job.state.is_terminal and job.elapsed is not None:
-                    extra = f" after {job.elapsed:.1f} s"
-                reason = f": {job.reason}" if job.reason else ""
-                self.line(f"{label}: {job.state.value}{reason}{extra}")
-            step = int(job.progress * 10)
-            if job.state is JobState.RUNNING and step > self._progress.get(job.job_id, 0):
-                self._progress[job.job_id] = step
-                self.line(f"{label}: progress {job.progress * 100:.0f}%")
+            # Snapshots of one job come from the claiming thread and the job's own thread.
+            with self._jobs_lock:
+                self._job_changed(event.job)
         elif isinstance(event, JobMessage):
-            who = self._tickets.get(event.job_id, f"job {event.job_id}")
+            who = self._who(event.job_id)
             kind = "note" if event.local else event.level
             self.line(f"{who}: {kind}: {event.text}")
         elif isinstance(event, CallDelivered):
             if event.state in ("failed", "dropped") or (event.kind == "status"
                                                          and event.state != "delivered"):
-                who = self._tickets.get(event.job_id, f"job {event.job_id}")
+                who = self._who(event.job_id)
                 self.line(f"{who}: server call {event.summary} {event.state}"
                           + (f": {event.error}" if event.error else ""))
         elif isinstance(event, ConnectionChanged):
@@ -528,3 +570,12 @@ class EventPrinter:
                       f"{event.why}")
         elif isinstance(event, EngineNotice):
             self.line(f"{event.level}: {event.text}")
+
+
+def _run_seconds(job: JobSnapshot) -> float | None:
+    """How long the command ran: a cluster job's from SLURM's own start time (journaled,
+    kept across a restart that follows the job again), not from when it was submitted or
+    followed again."""
+    if job.executor == "slurm" and job.running_seconds is not None:
+        return job.running_seconds
+    return job.elapsed

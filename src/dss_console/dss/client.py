@@ -354,10 +354,21 @@ class TicketsClient:
                      progress: ProgressCallback | None = None) -> list[Path]:
         """Download every file of an area. Re-lists once if the server's order shifts."""
         dest = Path(dest_dir)
-        dest.mkdir(parents=True, exist_ok=True)
+        # Listed first: an unknown or unclaimed ticket leaves no empty folder behind.
         listing = self.files(ticket_id, area)
         for remote in listing:
             safe_file_name(remote.name)  # refuse a hostile listing before writing anything
+        created = _make_dirs(dest, f"download the {area} files of ticket {ticket_id}")
+        try:
+            return self._download_listed(ticket_id, listing, dest, area, progress)
+        except BaseException:
+            for folder in created:  # deepest first; only what this call made, if still empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+
+    def _download_listed(self, ticket_id: int, listing: list[RemoteFile], dest: Path,
+                         area: str, progress: ProgressCallback | None) -> list[Path]:
         paths: list[Path] = []
         for attempt in range(3):
             done = {p.name for p in paths}
@@ -533,3 +544,28 @@ def service_hashes(services: Sequence[ProviderService]) -> list[str]:
     for s in services:
         seen.setdefault(s.githash, None)
     return list(seen)
+
+
+def _make_dirs(dest: Path, action: str) -> list[Path]:
+    """Make dest and its missing parents; return what was made, deepest first, so a failed
+    download can remove it again. A file in the way is said in words, not "File exists"."""
+    missing: list[Path] = []
+    folder = dest
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for path in (dest, *dest.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise errors.TransferError(
+                    f"Could not {action}: {path} is a file, not a folder; name a folder to "
+                    "download into (it is made if missing)")
+            break
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.TransferError(
+            f"Could not {action}: cannot make the folder {dest} ({exc.strerror})") from None
+    return missing

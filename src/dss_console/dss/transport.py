@@ -95,7 +95,8 @@ def error_for_status(status: int, message: str, action: str, server: str) -> err
             return errors.InsufficientPrivilegesError(
                 f"Could not {action}: this account lacks the privileges; {said}", **kwargs)
         return errors.NotLoggedInError(
-            f"Could not {action}: not logged in to {server}, or the session expired; log in "
+            f"Could not {action}: not logged in{_to(action, server)}, or the session expired; "
+            "log in "
             f"again with a new token from {server}/token ({said})", **kwargs)
     if status == 400:
         if "has been deleted" in low:
@@ -111,7 +112,8 @@ def error_for_status(status: int, message: str, action: str, server: str) -> err
         return errors.ServerError(f"Could not {action}: the server refused the request; {said}",
                                   **kwargs)
     if status == 404:
-        return errors.ServerError(f"Could not {action}: {server} has no such address (HTTP 404); "
+        return errors.ServerError(f"Could not {action}: {_who(action, server)} has no such "
+                                  "address (HTTP 404); "
                                   "is this a DSS server of a compatible version?", **kwargs)
     if status in RETRY_STATUSES:
         return errors.ServerError(f"Could not {action}: the server or a proxy in front of it is "
@@ -175,21 +177,34 @@ def _unreachable_error(exc: requests.RequestException, action: str, server: str,
                                                              for m in _NOT_TLS_MARKERS):
         plain = "http://" + server.removeprefix("https://")
         return errors.NotTlsError(
-            f"Could not {action}: {server} does not speak TLS on that port; if the server "
-            f"serves plain HTTP, use {plain} (unencrypted: only on a trusted network)")
+            f"Could not {action}: {_who(action, server)} does not speak TLS on that port; if "
+            f"it serves plain HTTP, use {plain} (unencrypted: only on a trusted network)")
     if isinstance(exc, requests.exceptions.SSLError):
         return errors.TlsError(
-            f"Could not {action}: TLS verification of {server} failed ({_short_reason(exc)}); "
+            f"Could not {action}: TLS verification of {_who(action, server)} failed "
+            f"({_short_reason(exc)}); "
             "if the server uses a private certificate authority, pass its CA bundle")
     if claim:
         return errors.ClaimOutcomeUnknownError(
-            f"Could not {action}: the reply from {server} was lost ({_short_reason(exc)}); a "
+            f"Could not {action}: the reply from {_who(action, server)} was lost "
+            f"({_short_reason(exc)}); a "
             "ticket may have been claimed. It was not retried, so at most one ticket is affected")
     if isinstance(exc, requests.exceptions.Timeout):
         return errors.ServerTimeoutError(
-            f"Could not {action}: {server} did not answer in time ({_short_reason(exc)})")
+            f"Could not {action}: {_who(action, server)} did not answer in time "
+            f"({_short_reason(exc)})")
     return errors.ServerUnreachableError(
-        f"Could not {action}: {server} is unreachable ({_short_reason(exc)})")
+        f"Could not {action}: {_who(action, server)} is unreachable ({_short_reason(exc)})")
+
+
+def _who(action: str, server: str) -> str:
+    """The server by its address, unless the action already named it ("log in to URL"):
+    one error line says the address once."""
+    return "the server" if server in action else server
+
+
+def _to(action: str, server: str) -> str:
+    return "" if server in action else f" to {server}"
 
 
 def _short_reason(exc: BaseException) -> str:

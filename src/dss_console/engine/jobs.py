@@ -396,7 +396,10 @@ class JobExecution:
                              running_at=None)
         else:
             self._local_note("info", f"following SLURM job {follow} again after a restart")
-            self._transition(JobState.RUNNING, "following its cluster job again", check=False)
+            # The run began before the restart: keep its start, so its run time is real.
+            began = self.snapshot.started_at
+            self._transition(JobState.RUNNING, "following its cluster job again", check=False,
+                             **({"started_at": began} if began is not None else {}))
         started = self._start(runner)
         if started is None:
             return

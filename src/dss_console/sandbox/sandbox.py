@@ -14,6 +14,7 @@ session cookie would be logged in as the sysadmin on the public server too.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sqlite3
@@ -22,7 +23,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from dss_console.sandbox.demo import (
     DEMO_PROVIDER,
@@ -80,6 +81,7 @@ class Sandbox:
         self._ticket_ids: list[int] = []
         self._lock = threading.Lock()
         self._started = False
+        self._dir_lock: IO[str] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -98,6 +100,9 @@ class Sandbox:
             else:
                 self._data_dir = self._requested_dir.resolve()
                 self._data_dir.mkdir(parents=True, exist_ok=True)
+                # Two sandboxes on one store would each run the schema script (DROP TABLE)
+                # and seed over the other's server.
+                self._dir_lock = lock_data_dir(self._data_dir)
 
             # Sequential on purpose: on a new store each server runs the schema script,
             # which begins with DROP TABLE; the admin server must create the store (and
@@ -147,6 +152,9 @@ class Sandbox:
                 if self._owns_dir and self._data_dir is not None:
                     shutil.rmtree(self._data_dir, ignore_errors=True)
                     self._owns_dir = False
+                if self._dir_lock is not None:
+                    self._dir_lock.close()
+                    self._dir_lock = None
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -323,3 +331,29 @@ class Sandbox:
         except SandboxError:
             where = "not started"
         return f"<Sandbox {where}>"
+
+
+LOCK_FILE = "sandbox.lock"
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold ``data_dir`` for one sandbox while the returned file stays open (an advisory
+    lock the system drops when the process dies); the file names the holder's pid."""
+    handle = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open: that is the lock
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no flock
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SandboxError(f"{data_dir} is in use by another sandbox (process {holder}); stop "
+                           "that one first, or give this one another --data DIR") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

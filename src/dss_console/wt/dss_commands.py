@@ -85,7 +85,14 @@ def dssp_tickets_download(ctx: RunContext, args: ArgReader) -> None:
 def dssp_tickets_fail(ctx: RunContext, args: ArgReader) -> None:
     ticket = _ticket(args)
     message = args.read_string("a message")
-    ctx.emit(ctx.client().tickets.fail(ticket, message).value)
+    tickets = ctx.client().tickets
+    # The server would turn a finished ticket into a failed one (a user's success lost,
+    # an error added under a result): a finished ticket stays as it is.
+    status = tickets.status(ticket)
+    if status.is_terminal:
+        raise WtError(f"ticket {ticket} is already {status.value}: a finished ticket cannot be "
+                      "failed (nothing was changed)")
+    ctx.emit(tickets.fail(ticket, message).value)
 
 
 def dssp_tickets_success(ctx: RunContext, args: ArgReader) -> None:
@@ -105,6 +112,11 @@ def dssp_tickets_status(ctx: RunContext, args: ArgReader) -> None:
 def dssp_tickets_set_progress(ctx: RunContext, args: ArgReader) -> None:
     ticket = _ticket(args)
     start, end, value = args.read_float(), args.read_float(), args.read_float()
+    for name, number in (("chunk start", start), ("chunk end", end), ("progress", value)):
+        if not 0.0 <= number <= 1.0:
+            raise WtError(f"{name} {number:g} is outside [0, 1] (all three are fractions)")
+    if start > end:
+        raise WtError(f"chunk start {start:g} is after chunk end {end:g}")
     if ticket == job_ticket():
         report_to_job(["progress", repr(start), repr(end), repr(value)])
     else:
@@ -141,6 +153,7 @@ def dssp_tickets_upload(ctx: RunContext, args: ArgReader) -> None:
     if ticket == job_ticket() and result:
         # Inside the job: hand the result to the engine, which exports and uploads it
         # through its journaled outbox (in order, across outages) when the command ends.
+        ctx.ws.require_loaded()
         ctx.ws.copy().save(result)
         ctx.info(f"Result workspace for ticket {ticket} written to {result}")
         return

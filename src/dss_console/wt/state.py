@@ -78,8 +78,16 @@ class WtWorkspace:
         self.file_path, self.file_dir, self.saved_dir = target, directory, directory
         return written
 
+    def require_loaded(self) -> None:
+        """Refuse to send nothing: itksnap-wt would export and upload a workspace without
+        images (the user's result or input empty) and name no cause."""
+        if not self.file_path and self.layer_count() == 0:
+            raise WtError("no workspace loaded: read one with -i WORKSPACE (or add layers) "
+                          "before this command")
+
     def as_workspace(self) -> Workspace:
         """A frozen copy for export and upload, with layer paths already resolved."""
+        self.require_loaded()
         copy = self.registry.copy()
         directory = self.file_dir or os.getcwd()
         for i in range(self.layer_count()):
@@ -88,7 +96,8 @@ class WtWorkspace:
             folder.entries["AbsolutePath"] = self.actual_path(self.layer_folder(layer_key(i)))
         copy.set("SaveLocation", directory)
         try:
-            return Workspace(os.path.join(directory, "workspace.itksnap"), copy)
+            return Workspace(self.file_path or os.path.join(directory, "workspace.itksnap"),
+                             copy)
         except WorkspaceError as exc:
             raise WtError(str(exc)) from None
 
