@@ -141,6 +141,21 @@ def test_fail_and_nothing_to_claim(logged_in: Sandbox, ready_ticket: int,
     assert run(capsys, "pro", "fail", str(ready_ticket), "Wrong modality") == (0, "failed\n", "")
     log = box.admin.ticket_detail(ready_ticket)["log"]
     assert ("error", "Wrong modality") in {(e["category"], e["message"]) for e in log}
+    # A finished ticket stays as it is: failing it again changes nothing and says why.
+    code, out, err = run(capsys, "pro", "fail", str(ready_ticket), "Again")
+    assert (code, out) == (1, "") and "already failed" in err
+    log = box.admin.ticket_detail(ready_ticket)["log"]
+    assert ("error", "Again") not in {(e["category"], e["message"]) for e in log}
+
+
+def test_fail_leaves_a_successful_ticket_alone(logged_in: Sandbox, ready_ticket: int,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    box = logged_in
+    assert run(capsys, "pro", "claim", box.service_hash, box.provider, "n")[0] == 0
+    assert run(capsys, "pro", "success", str(ready_ticket)) == (0, "success\n", "")
+    code, out, err = run(capsys, "pro", "fail", str(ready_ticket), "Oops")
+    assert (code, out) == (1, "") and "already success" in err
+    assert box.admin.ticket_detail(ready_ticket)["status"] == "success"
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
@@ -180,11 +195,14 @@ def test_no_server_known(home: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_usage_errors_exit_2(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["pro", "claim", "abc"], ["pro", "log", "1", "debug", "x"],
-                 ["pro", "status", "x1"], ["login", "--server", "http://h"]):
+                 ["pro", "status", "x1"], ["login", "--server", "http://h"],
+                 ["pro", "progress", "1", "0", "1", "1.5"],
+                 ["pro", "progress", "1", "-0.1", "1", "0.5"]):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2, argv
     for argv in (["pro", "progress", "1", "0.5", "0.2", "0.1", "--server", "http://h"],
+
                  ["pro", "services", "--server", "ftp://h"]):
         code, _, err = run(capsys, *argv)
         assert code == 2 and "error:" in err, argv

@@ -46,9 +46,12 @@ def _ticket_id(text: str) -> int:
 
 def _fraction(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1] (progress is a fraction)")
+    return value
 
 
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -213,5 +216,5 @@ def success(args: argparse.Namespace) -> int:
 
 def fail(args: argparse.Namespace) -> int:
     with logged_in_client(args) as client:
-        print(client.tickets.fail(args.ticket, args.message).value)
+        print(client.tickets.fail_unless_finished(args.ticket, args.message).value)
     return 0

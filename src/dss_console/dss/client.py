@@ -500,6 +500,17 @@ class TicketsClient:
         self.log(ticket_id, LogLevel.ERROR, message)
         return self.set_status(ticket_id, TicketStatus.FAILED)
 
+    def fail_unless_finished(self, ticket_id: int, message: str) -> TicketStatus:
+        """`fail`, for a ticket still open. The server would turn a finished ticket into a
+        failed one (a user's success lost, an error logged under a result): a finished
+        ticket stays as it is and this raises TicketFinishedError, changing nothing."""
+        status = self.status(ticket_id)
+        if status.is_terminal:
+            raise errors.TicketFinishedError(
+                f"ticket {ticket_id} is already {status.value}: a finished ticket cannot be "
+                "failed (nothing was changed)")
+        return self.fail(ticket_id, message)
+
 
 class _IndexShifted(errors.ServerError):
     def __init__(self, expected: str, got: str):

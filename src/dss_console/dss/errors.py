@@ -41,6 +41,10 @@ class TicketNotClaimedError(DssError):
     """The ticket was not claimed by this account (never claimed, or claimed by someone else)."""
 
 
+class TicketFinishedError(DssError):
+    """The ticket already ended (success, failed, timeout, deleted): it stays as it is."""
+
+
 class TicketDeletedError(DssError):
     """The ticket was deleted by its owner; its files are gone."""
 

@@ -85,14 +85,7 @@ def dssp_tickets_download(ctx: RunContext, args: ArgReader) -> None:
 def dssp_tickets_fail(ctx: RunContext, args: ArgReader) -> None:
     ticket = _ticket(args)
     message = args.read_string("a message")
-    tickets = ctx.client().tickets
-    # The server would turn a finished ticket into a failed one (a user's success lost,
-    # an error added under a result): a finished ticket stays as it is.
-    status = tickets.status(ticket)
-    if status.is_terminal:
-        raise WtError(f"ticket {ticket} is already {status.value}: a finished ticket cannot be "
-                      "failed (nothing was changed)")
-    ctx.emit(tickets.fail(ticket, message).value)
+    ctx.emit(ctx.client().tickets.fail_unless_finished(ticket, message).value)
 
 
 def dssp_tickets_success(ctx: RunContext, args: ArgReader) -> None:
