@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dss_console.engine.jobs import RESTARTED_NOTE, RESTARTING_NOTE
 from dss_console.sandbox import Sandbox
 
 from test_engine import TAGS, command
@@ -169,12 +170,47 @@ def test_max_tickets(sandbox: Sandbox, worker_env: dict[str, str], service: str,
     sandbox.admin.delete_ticket(second)
 
 
-def test_sigterm_fails_running_ticket_and_stops_command(sandbox: Sandbox,
-                                                        worker_env: dict[str, str],
-                                                        service: str, tmp_path: Path,
-                                                        workers: list[Worker]) -> None:
+def _log(sandbox: Sandbox, ticket: int) -> list[tuple[str, str]]:
+    return [(e["category"], e["message"]) for e in sandbox.admin.ticket_detail(ticket)["log"]]
+
+
+def test_sigterm_stops_the_command_and_the_next_start_runs_the_ticket_again(
+        sandbox: Sandbox, worker_env: dict[str, str], service: str, tmp_path: Path,
+        workers: list[Worker]) -> None:
+    """A graceful stop (systemd restart, upgrade) is like a crash for the user's ticket: it
+    stays claimed, the user reads one line, and the next start runs it again."""
     ticket = sandbox.add_ticket(service)
     worker = Worker(worker_env, *args_for(service, tmp_path, "sleep", "300"))
+    workers.append(worker)
+    worker.wait_line(": running")
+    pids = wait_for(lambda: _try_pids(tmp_path, ticket), 20, what="the command's pids")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.finish() == 0, "\n".join(worker.lines)
+    wait_for(lambda: all(process_gone(p) for p in pids), 10, what="command gone")
+    assert sandbox.admin.ticket_status(ticket) == "claimed"
+    log = _log(sandbox, ticket)
+    assert log.count(("info", RESTARTING_NOTE)) == 1, log
+    assert not any(category == "error" or "shut down" in message or "failed" in message
+                   for category, message in log), log
+    again = Worker(worker_env, *args_for(service, tmp_path, "success"), "--exit-when-idle")
+    workers.append(again)
+    assert again.finish() == 0, "\n".join(again.lines)
+    assert sandbox.admin.ticket_status(ticket) == "success"
+    messages = [message for _, message in _log(sandbox, ticket)]
+    # The user reads why the steps start again, once, before they do.
+    assert messages.count(RESTARTED_NOTE) == 1, messages
+    assert messages.index(RESTARTING_NOTE) < messages.index(RESTARTED_NOTE) \
+        < messages.index("Affine registration done")
+
+
+def test_sigterm_with_on_shutdown_fail_fails_running_ticket_and_stops_command(
+        sandbox: Sandbox, worker_env: dict[str, str], service: str, tmp_path: Path,
+        workers: list[Worker]) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text('on_shutdown = "fail"\n')
+    ticket = sandbox.add_ticket(service)
+    worker = Worker(worker_env, *args_for(service, tmp_path, "sleep", "300"), "--config",
+                    str(config))
     workers.append(worker)
     worker.wait_line(f"ticket {ticket} ")
     worker.wait_line(": running")
@@ -184,6 +220,7 @@ def test_sigterm_fails_running_ticket_and_stops_command(sandbox: Sandbox,
     assert sandbox.admin.ticket_status(ticket) == "failed"
     log = sandbox.admin.ticket_detail(ticket)["log"]
     assert ("error", "provider shut down") in {(e["category"], e["message"]) for e in log}
+    assert RESTARTING_NOTE not in {e["message"] for e in log}
     wait_for(lambda: all(process_gone(p) for p in pids), 10, what="command gone")
 
 
@@ -224,6 +261,10 @@ def test_sigkill_mid_job_then_restart_finishes_ticket(sandbox: Sandbox,
     assert sandbox.admin.ticket_status(ticket) == "success"
     assert second.saw("interrupted") and second.saw("stopped the command left running")
     wait_for(lambda: all(process_gone(p) for p in pids), 10, what="the orphaned command gone")
+    messages = [message for _, message in _log(sandbox, ticket)]
+    assert messages.count(RESTARTED_NOTE) == 1, messages
+    assert messages.index(RESTARTED_NOTE) < messages.index("Affine registration done")
+    assert RESTARTING_NOTE not in messages  # nobody could say so: it was killed
 
 
 def test_second_worker_with_same_instance_is_refused(sandbox: Sandbox,

@@ -67,9 +67,13 @@ is journaled before the job may run, so a restarted worker follows the running j
 of running the ticket again; cancel, timeout and shutdown use scancel. sbatch_options the
 cluster refuses (a bad partition) block the ticket and pause the service, as above.
 
-Stopping: Ctrl-C or SIGTERM stops claiming, stops running commands, fails their tickets
-with "provider shut down", delivers what is owed, and exits. With --drain, running jobs
-finish first. A second signal exits at once (the journal lets the next start recover).
+Stopping: Ctrl-C or SIGTERM stops claiming, stops running commands (SIGTERM to each
+command's process group, SIGKILL after a grace period), delivers what is owed, and exits 0.
+Their tickets stay claimed and run again at the next start, as after a crash; each user
+reads one line, "The provider is restarting; processing will resume." (on_shutdown =
+"resume", the default). With on_shutdown = "fail" in the settings file their tickets fail
+with "provider shut down" instead. With --drain, running jobs finish first. A second signal
+exits at once (the journal lets the next start recover).
 
 Run several workers (on one or many hosts) with distinct --instance codes: the server hands
 each ticket to exactly one of them.
@@ -124,7 +128,9 @@ def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--max-tickets", type=int, metavar="N",
                    help="claim at most N tickets, then exit when they are done")
     p.add_argument("--drain", action="store_true",
-                   help="on SIGINT/SIGTERM let running jobs finish instead of failing them")
+                   help="on SIGINT/SIGTERM let running jobs finish instead of stopping them "
+                        "(stopped jobs run again at the next start; on_shutdown = \"fail\" "
+                        "fails them)")
     p.add_argument("--manual", action="store_true",
                    help="claim nothing by itself: auto mode starts off and claimed tickets "
                         "wait for Run (a console attached to this worker steers it)")

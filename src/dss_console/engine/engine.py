@@ -129,6 +129,7 @@ class Engine:
                               cluster=self.cluster_monitor,
                               on_started=self._on_command_started,
                               on_blocked=self._on_job_blocked,
+                              on_shutdown=settings.on_shutdown,
                               v6_on_shutdown=settings.v6.on_shutdown)
         self.v6 = is_v6(source)  # a vantage6 node: runs, not tickets (engine/profiles.py)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
@@ -169,12 +170,17 @@ class Engine:
         self._poller.start()
 
     def shutdown(self, *, drain: bool = False, flush_timeout: float = 30.0,
-                 job_timeout: float | None = None) -> bool:
-        """Stop claiming; finish (drain) or stop running jobs (failing their tickets with
-        "provider shut down"); deliver what is owed. True if nothing is left owed.
-        A second call returns the first one's answer."""
+                 job_timeout: float | None = None, running: str | None = None) -> bool:
+        """Stop claiming; finish (drain) or stop running jobs; deliver what is owed. True if
+        nothing is left owed. A second call returns the first one's answer.
+
+        Stopped jobs stay claimed and run again at the next start, as after a crash
+        (`running="resume"`), or their tickets fail with "provider shut down" ("fail");
+        None: as the settings say (`on_shutdown`, `[v6] on_shutdown`)."""
         if self._shutdown_result is not None:
             return self._shutdown_result
+        if running is not None:
+            self.set_shutdown_choice(running)
         self._claiming = False
         # No claim may slip past the snapshot below: stop the scheduler, let claims already
         # sent come back (and register their jobs) first.
@@ -208,6 +214,14 @@ class Engine:
 
     def stop_claiming(self) -> None:
         self._claiming = False
+
+    def set_shutdown_choice(self, running: str) -> None:
+        """What the coming shutdown does with running jobs, whatever the settings say: "resume"
+        (leave them open, run them again at the next start) or "fail" (the operator's choice
+        when quitting a console)."""
+        if running not in ("resume", "fail"):
+            raise EngineError(f'running jobs at shutdown: "resume" or "fail", not {running!r}')
+        self.ctx.shutdown_choice = running
 
     # -- queries ----------------------------------------------------------------------------
     def jobs(self, limit: int | None = None) -> list[JobSnapshot]:
@@ -307,6 +321,7 @@ class Engine:
         """New settings apply to the next claim and the next run; jobs blocked by a command
         that could not start try the (maybe fixed) command at once."""
         self.settings = settings
+        self.ctx.on_shutdown = settings.on_shutdown
         self.ctx.v6_on_shutdown = settings.v6.on_shutdown
         if self.v6:
             self.source.settings = settings.v6  # type: ignore[attr-defined]
@@ -477,14 +492,15 @@ class Engine:
         return self.journal.job(job_id)
 
     def _launch(self, job_id: int, *, fresh_run: bool = False, prefetch_only: bool = False,
-                upload: Path | None = None, follow_cluster_job: bool = False) -> JobExecution:
+                upload: Path | None = None, follow_cluster_job: bool = False,
+                restarted: bool = False) -> JobExecution:
         snap = self.journal.job(job_id)
         # By the job's own service name: the live service list may not be loaded yet.
         command = self._command(snap.service_name, snap.service_hash)
         execution = JobExecution(self.ctx, job_id, command,
                                  fresh_run=fresh_run, prefetch_only=prefetch_only,
                                  upload=upload, follow_cluster_job=follow_cluster_job,
-                                 on_finished=self._on_job_finished)
+                                 restarted=restarted, on_finished=self._on_job_finished)
         with self._lock:
             self._executions[job_id] = execution
         execution.start()
@@ -668,7 +684,7 @@ class Engine:
                     self.journal.job(snap.job_id), JobState.FAILED,
                     "the provider restarted while this ticket was being processed")
             else:
-                self._launch(snap.job_id, fresh_run=True)
+                self._launch(snap.job_id, fresh_run=True, restarted=True)
             resumed.append(snap.job_id)
         return resumed
 

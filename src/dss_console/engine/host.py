@@ -78,7 +78,9 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         settings.workroot = engine.settings.workroot
         engine.update_settings(settings)
 
-    def shutdown(drain: bool = False) -> None:
+    def shutdown(drain: bool = False, running: str | None = None) -> None:
+        if running is not None:  # the operator's choice at quit: resume or fail
+            engine.set_shutdown_choice(str(running))
         on_shutdown(bool(drain))
 
     def use_session(session_id: str) -> None:

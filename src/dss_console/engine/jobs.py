@@ -65,6 +65,12 @@ from dss_console.engine.workdirs import (
 
 SHUTDOWN_REASON = "provider shut down"
 V6_SHUTDOWN_REASON = "the node shut down"  # what a vantage6 researcher reads
+# A DSS ticket stopped by a shutdown with on_shutdown = "resume": what the operator reads, and
+# the one line each end user reads then and when it runs again (fixed words, no detail).
+LEFT_CLAIMED = ("dss-console stopped while the ticket was in flight; the ticket stays claimed "
+                "on the server and runs again when dss-console starts")
+RESTARTING_NOTE = "The provider is restarting; processing will resume."
+RESTARTED_NOTE = "Processing restarted after the provider restarted."
 CANCEL_REASON = "cancelled by the provider"
 RETRY_NOTE = "The provider is processing this ticket again (retried by the provider)"
 PROGRESS_SEND_INTERVAL = 0.5
@@ -98,8 +104,11 @@ class JobContext:
     cluster: Callable[[], ClusterMonitor] | None = None
     on_started: Callable[[JobSnapshot], None] | None = None
     on_blocked: Callable[[JobSnapshot, str], None] | None = None
-    # v6 runs in flight at shutdown: "leave" them open (re-run at the next start) or "fail".
+    # Jobs in flight at shutdown: keep them open on the server and run them again at the next
+    # start ("resume"; v6 says "leave") or fail them ("fail").
+    on_shutdown: str = "resume"
     v6_on_shutdown: str = "leave"
+    shutdown_choice: str | None = None  # the operator's, at quit: wins over both settings
 
 
 class StopRequest:
@@ -123,6 +132,7 @@ class JobExecution:
     def __init__(self, ctx: JobContext, job_id: int, command: ServiceCommand | None, *,
                  fresh_run: bool = False, prefetch_only: bool = False,
                  upload: Path | None = None, follow_cluster_job: bool = False,
+                 restarted: bool = False,
                  on_finished: Callable[[int], None] | None = None):
         self.ctx = ctx
         self.job_id = job_id
@@ -132,6 +142,9 @@ class JobExecution:
         self.upload = upload  # a result workspace the operator picked
         # Restarted while its cluster job was submitted: follow that job, do not run again.
         self.follow_cluster_job = follow_cluster_job
+        # Run again because dss-console stopped (crashed or was stopped) while it ran: the
+        # user is told before the steps repeat.
+        self.restarted = restarted
         self.on_finished = on_finished
         self.stop = StopRequest()
         self._runner: CommandRunner | None = None
@@ -264,8 +277,11 @@ class JobExecution:
                 else:
                     self._transition(JobState.CLAIMED, "inputs downloaded; waiting to run")
             return
-        if self.fresh_run and not self._still_ours(announce=True):
+        if self.fresh_run and not self._still_ours(announce=not self.restarted):
             return
+        if self.restarted and not self.v6:
+            self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
+                                message=RESTARTED_NOTE)
         if snap.state is JobState.BLOCKED and not self._still_ours(announce=False):
             return  # e.g. the operator failed it from the command line meanwhile
         if self.command is None:
@@ -360,14 +376,38 @@ class JobExecution:
         elif self.stop.kind == "fail":
             self._fail(self.stop.reason or "failed by the provider")
         elif self._leave_open():
-            self._transition(JobState.INTERRUPTED, V6_LEFT_OPEN, check=False)
+            self._left_open()
         else:
             self._fail(self.stop.reason or SHUTDOWN_REASON)
 
     def _leave_open(self) -> bool:
-        """A v6 run stopped by a shutdown stays open on the server (the official node's
-        behaviour) unless `[v6] on_shutdown = "fail"`."""
-        return self.v6 and self.stop.kind == "shutdown" and self.ctx.v6_on_shutdown == "leave"
+        """A job stopped by a shutdown stays open on the server and runs again at the next
+        start, as after a crash (a v6 run: the official node's behaviour), unless
+        `on_shutdown = "fail"` (`[v6] on_shutdown = "fail"` for a node)."""
+        if self.stop.kind != "shutdown":
+            return False
+        if self.ctx.shutdown_choice is not None:
+            return self.ctx.shutdown_choice == "resume"
+        if self.v6:
+            return self.ctx.v6_on_shutdown == "leave"
+        return self.ctx.on_shutdown == "resume"
+
+    def _left_open(self) -> None:
+        """Record a job left open by a shutdown: INTERRUPTED, which the next start runs
+        again (engine.recover), exactly as after a crash."""
+        if self.v6:
+            self._transition(JobState.INTERRUPTED, V6_LEFT_OPEN, check=False)
+            return
+        if self.prefetch_only:
+            # Claimed by hand and not run yet: it waits for Run again, as it did.
+            self._transition(JobState.CLAIMED, "stopped while its inputs were downloaded; "
+                             "they are downloaded again", check=False, inputs_ready=0)
+            return
+        # The runner cancelled a cluster job: the next start must run the ticket again, not
+        # follow that job.
+        self._transition(JobState.INTERRUPTED, LEFT_CLAIMED, check=False, pid=None, pgid=None,
+                         cluster_job=None,
+                         calls=[("log", {"level": "info", "message": RESTARTING_NOTE})])
 
     def _execute(self, follow: str | None = None) -> None:
         """Run the command (``follow``: the SLURM job id already submitted for it)."""
@@ -656,7 +696,7 @@ class JobExecution:
             self._transition(JobState.CANCELLED, self.stop.reason)
             return
         if self._leave_open():
-            self._transition(JobState.INTERRUPTED, V6_LEFT_OPEN, check=False)
+            self._left_open()
             return
         if self.stop.kind == "shutdown":
             self._fail(self.stop.reason or SHUTDOWN_REASON, tail)

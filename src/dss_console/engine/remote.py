@@ -284,6 +284,10 @@ class RemoteEngine:
         """Live output of these jobs (only); the rest stays on disk."""
         self.call("watch", job_ids=list(job_ids))
 
-    def shutdown(self, *, drain: bool = False) -> None:
-        """Ask the engine process to stop (finishing running jobs first with `drain`)."""
-        self.call("shutdown", drain=drain)
+    def shutdown(self, *, drain: bool = False, running: str | None = None) -> None:
+        """Ask the engine process to stop (finishing running jobs first with `drain`;
+        `running`: "resume" or "fail" the jobs it stops, else as its settings say)."""
+        if running is None:
+            self.call("shutdown", drain=drain)
+        else:
+            self.call("shutdown", drain=drain, running=running)

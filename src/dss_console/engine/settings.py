@@ -15,6 +15,9 @@ A missing file means all defaults. Every key is optional::
     retention_days = 7                    # finished jobs' work dirs older than this are
                                           # deleted (0 = keep forever)
     interrupted = "rerun"                 # a job found mid-run after a crash: "rerun" | "fail"
+    on_shutdown = "resume"                # running jobs at a stop (SIGTERM, Quit): "resume"
+                                          # (stop the command, keep the ticket claimed, run it
+                                          # again at the next start) | "fail" (fail the ticket)
     pause_after_failures = 3              # this many failures of one service's command in a
     pause_window = "15m"                  # row within this time pause its auto claiming until
                                           # the operator resumes it or a retry succeeds
@@ -105,6 +108,7 @@ SETTINGS_FILE_NAME = "settings.toml"
 CONFIG_ENV = "DSS_CONSOLE_CONFIG"
 PLACEHOLDERS = ("ticket", "service", "service_hash", "workdir", "inputs", "workspace", "result")
 INTERRUPTED_CHOICES = ("rerun", "fail")
+ON_SHUTDOWN_CHOICES = ("resume", "fail")
 # Commands of an engine a console started run below the console's priority: a machine full
 # of jobs still answers the person in front of it. A headless worker's run at normal priority.
 CONSOLE_COMMAND_NICE = 10
@@ -178,6 +182,7 @@ class Settings:
     concurrency: int = 1
     retention_days: float = 7
     interrupted: str = "rerun"
+    on_shutdown: str = "resume"
     pause_after_failures: int = 3
     pause_window: float = 900.0
     auto: bool = False
@@ -499,6 +504,11 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
         if value not in INTERRUPTED_CHOICES:
             raise check.error("interrupted", f'must be "rerun" or "fail", not {value!r}')
         settings.interrupted = value
+    if "on_shutdown" in data:
+        value = check.string(data["on_shutdown"], "on_shutdown")
+        if value not in ON_SHUTDOWN_CHOICES:
+            raise check.error("on_shutdown", f'must be "resume" or "fail", not {value!r}')
+        settings.on_shutdown = value
     if "pause_after_failures" in data:
         settings.pause_after_failures = check.integer(data["pause_after_failures"],
                                                       "pause_after_failures", 0)
