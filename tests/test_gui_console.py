@@ -12,12 +12,21 @@ from pathlib import Path
 import pytest
 import qasync
 from PySide6.QtCore import QThreadPool, QTimer
+from PySide6.QtWidgets import QApplication
 
 from dss_console.credentials import SessionStore
+from dss_console.engine.jobs import RESTARTING_NOTE
 from dss_console.engine.settings import ServiceCommand, Settings, load_settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
-from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
+from dss_console.gui.main_window import (
+    QUIT_CANCEL,
+    QUIT_DETACH,
+    QUIT_DRAIN,
+    QUIT_RESUME,
+    MainWindow,
+    QuitChoiceBox,
+)
 from dss_console.sandbox import Sandbox
 
 from test_engine import TAGS, command
@@ -304,6 +313,62 @@ def test_quit_with_running_job_cancels_and_fails_it(make_console, qtbot) -> None
     assert console.sandbox.admin.ticket_status(ticket) == "failed"
     log = console.sandbox.admin.ticket_detail(ticket)["log"]
     assert ("error", "provider shut down") in {(e["category"], e["message"]) for e in log}
+
+
+def test_quit_dialog_offers_stop_and_run_again_by_default(make_console, qtbot) -> None:
+    """The real quit dialog: its default answer stops the job and leaves the ticket claimed
+    (it runs again at the next start), the user reads one line; nothing says failed."""
+    console = make_console("sleep", "300")
+    console.login()
+    job_id = console.claim_and_run()
+    window = console.window
+    ticket = window.engine.job(job_id).ticket_id
+    seen: dict[str, object] = {}
+
+    def answer() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QuitChoiceBox):
+            QTimer.singleShot(50, answer)  # not shown yet
+            return
+        seen["buttons"] = [b.text() for b in box.buttons()]
+        seen["default"] = box.defaultButton().text()
+        seen["text"] = box.informativeText()
+        box.defaultButton().click()
+
+    QTimer.singleShot(0, answer)
+    window.close()  # the dialog runs inside closeEvent; answer() presses its default
+    qtbot.waitUntil(lambda: window.closed, timeout=WAIT_MS)
+    assert seen["default"] == "Stop, run again at the next start"
+    assert set(seen["buttons"]) >= {"Keep running in the background", "Finish, then stop",
+                                    "Stop, run again at the next start", "Stop and fail them",
+                                    "Cancel"}
+    assert "provider shut down" in str(seen["text"]) and "stay claimed" in str(seen["text"])
+    assert console.sandbox.admin.ticket_status(ticket) == "claimed"
+    log = console.sandbox.admin.ticket_detail(ticket)["log"]
+    assert [e["message"] for e in log].count(RESTARTING_NOTE) == 1
+    assert not any(e["category"] == "error" for e in log), log
+    console.sandbox.admin.delete_ticket(ticket)
+
+
+def test_quit_dialog_answers(make_console, qtbot) -> None:
+    """Each button of the real dialog gives its choice; Escape gives none (keep running)."""
+    window = make_console().window
+    for label, expected in (("Keep running in the background", QUIT_DETACH),
+                            ("Finish, then stop", QUIT_DRAIN),
+                            ("Stop, run again at the next start", QUIT_RESUME),
+                            ("Stop and fail them", QUIT_CANCEL), ("Cancel", None)):
+        box = window.quit_choice_box(2, allow_detach=True)
+        button = next(b for b in box.buttons() if b.text() == label)
+        QTimer.singleShot(0, button.click)
+        box.exec()
+        assert box.choice() == expected, label
+        box.deleteLater()
+    box = window.quit_choice_box(1)  # logging out: no "keep running"
+    assert "Keep running in the background" not in [b.text() for b in box.buttons()]
+    QTimer.singleShot(0, box.reject)
+    box.exec()
+    assert box.choice() is None
+    box.deleteLater()
 
 
 def test_window_layout_is_remembered(make_console, qtbot, tmp_path: Path) -> None:

@@ -319,3 +319,21 @@ def test_with_auto_mode_off_an_unconfigured_image_is_still_not_allowed(
     wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "pending", 5,
              "the run to be pending")
     assert not [j for j in window.engine.jobs() if j.details.get("task_id") == task_id]
+
+
+def test_the_quit_question_is_in_the_nodes_words(node_console: NodeConsole) -> None:
+    """Quitting a node's console asks about runs and the node: they stay open on the server
+    (the default) or fail in the node's words; no tickets, no provider."""
+    node_console.login()
+    box = node_console.window.quit_choice_box(2, allow_detach=True)
+    try:
+        labels = [b.text() for b in box.buttons()]
+        assert box.defaultButton().text() == "Stop, run again at the next start"
+        assert "Stop and fail the runs" in labels
+        said = f"{box.windowTitle()} {box.text()} {box.informativeText()}"
+        assert "run(s)" in said and "the node starts" in said
+        assert "the node shut down" in said
+        for word in ("ticket", "provider", "job(s)"):
+            assert word not in said, word
+    finally:
+        box.deleteLater()

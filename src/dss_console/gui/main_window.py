@@ -20,6 +20,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractButton,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
@@ -79,19 +80,22 @@ STATS_REFRESH_MS = 15_000
 
 
 # What the operator chose when jobs run: let them finish, then stop the engine; stop them now
-# (their tickets fail with "provider shut down"); or keep the engine running without a window.
-QUIT_DRAIN, QUIT_CANCEL, QUIT_DETACH = "drain", "cancel", "detach"
+# and run them again at the next start (the tickets stay claimed); stop them now and fail
+# their tickets ("provider shut down"); or keep the engine running without a window.
+QUIT_DRAIN, QUIT_RESUME, QUIT_CANCEL, QUIT_DETACH = "drain", "resume", "cancel", "detach"
+# What the engine does with the jobs it stops, per choice.
+_RUNNING_AT_STOP = {QUIT_RESUME: "resume", QUIT_CANCEL: "fail"}
 ENGINE_STOP_WAIT = 60.0  # seconds for an engine to deliver what is owed and exit
 
 
 def _stop_engine_process(engine: RemoteEngine, process: subprocess.Popen[bytes] | None,
-                         drain: bool) -> None:
+                         drain: bool, running: str | None = None) -> None:
     """Ask an engine this console started to stop, and wait until it has (a worker started
     by someone else is only let go: it is not this window's to stop)."""
     try:
         if engine.info.get("kind") == "console":
             with contextlib.suppress(EngineGoneError, EngineCallError):
-                engine.shutdown(drain=drain)
+                engine.shutdown(drain=drain, running=running)
             wait = None if drain else ENGINE_STOP_WAIT  # finishing jobs takes what it takes
             if process is not None:
                 try:
@@ -103,6 +107,25 @@ def _stop_engine_process(engine: RemoteEngine, process: subprocess.Popen[bytes] 
                 engine.wait_lost(wait)
     finally:
         engine.close()
+
+
+class QuitChoiceBox(QMessageBox):
+    """A question whose buttons each stand for a choice; Cancel (or Escape) answers None."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.choices: dict[str, QAbstractButton] = {}
+
+    def add_choice(self, label: str, choice: str,
+                   role: QMessageBox.ButtonRole = QMessageBox.ButtonRole.AcceptRole
+                   ) -> QPushButton:
+        button = self.addButton(label, role)
+        self.choices[choice] = button
+        return button
+
+    def choice(self) -> str | None:
+        clicked = self.clickedButton()
+        return next((c for c, b in self.choices.items() if b is clicked), None)
 
 
 def engine_key(logged_in: LoggedIn | NodeLogin) -> str:
@@ -364,32 +387,36 @@ class MainWindow(QMainWindow):
         self.path_dialog = show_copyable(self, title, text, path)
 
     def ask_quit_choice(self, running: int, *, allow_detach: bool = False) -> str | None:
-        box = QMessageBox(self)
-        box.setWindowTitle("Jobs are running")
-        box.setText(f"{running} job(s) are still running or uploading.")
-        detach = None
-        if allow_detach:
-            box.setInformativeText(
-                "Keep them running without a window (open the console again to see them), "
-                "let them finish and then stop, or stop them now and fail their tickets (the "
-                "users are told \"provider shut down\")?")
-            detach = box.addButton("Keep running in the background",
-                                   QMessageBox.ButtonRole.AcceptRole)
-        else:
-            box.setInformativeText("Finish them first, or stop them now and fail their "
-                                   "tickets (the users are told \"provider shut down\")?")
-        drain = box.addButton("Finish, then stop", QMessageBox.ButtonRole.AcceptRole)
-        cancel = box.addButton("Stop and fail them", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton("Cancel", QMessageBox.ButtonRole.RejectRole)
+        box = self.quit_choice_box(running, allow_detach=allow_detach)
         box.exec()
-        clicked = box.clickedButton()
-        if clicked is drain:
-            return QUIT_DRAIN
-        if clicked is cancel:
-            return QUIT_CANCEL
-        if detach is not None and clicked is detach:
-            return QUIT_DETACH
-        return None
+        return box.choice()
+
+    def quit_choice_box(self, running: int, *, allow_detach: bool = False) -> QuitChoiceBox:
+        """The question asked at quit (or log-out) while jobs run."""
+        node = self.source_kind == V6
+        box = QuitChoiceBox(self)
+        box.setWindowTitle("Runs are in flight" if node else "Jobs are running")
+        box.setText(f"{running} {'run(s)' if node else 'job(s)'} still running or uploading.")
+        if node:
+            stop = ("Stop them now and run them again when the node starts (the runs stay open "
+                    "on the server), or stop them and fail the runs (the researchers are told "
+                    "\"the node shut down\")?")
+        else:
+            stop = ("Stop them now and run them again when the console starts (the tickets "
+                    "stay claimed; the users are told the provider is restarting), or stop "
+                    "them and fail their tickets (the users are told \"provider shut down\")?")
+        first = ("Keep them running without a window (open the console again to see them), "
+                 "or let them finish and then stop. ") if allow_detach else \
+            "Let them finish and then stop. "
+        box.setInformativeText(first + stop)
+        if allow_detach:
+            box.add_choice("Keep running in the background", QUIT_DETACH)
+        box.add_choice("Finish, then stop", QUIT_DRAIN)
+        box.setDefaultButton(box.add_choice("Stop, run again at the next start", QUIT_RESUME))
+        box.add_choice("Stop and fail the runs" if node else "Stop and fail them", QUIT_CANCEL,
+                       QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Cancel", QMessageBox.ButtonRole.RejectRole)
+        return box
 
     # -- settings ---------------------------------------------------------------------------
     def _verify(self) -> bool | str:
@@ -791,9 +818,11 @@ class MainWindow(QMainWindow):
         self.clear_banner()
         self._starting = spawn(self.start_engine(logged_in))
 
-    async def stop_engine(self, *, drain: bool = False, detach: bool = False) -> None:
+    async def stop_engine(self, *, drain: bool = False, detach: bool = False,
+                          running: str | None = None) -> None:
         """Stop this window's engine (or only let go of it, with `detach`: its jobs go on
-        without a window)."""
+        without a window); `running`: "resume" or "fail" the jobs it stops (None: as the
+        settings say)."""
         engine, process = self.engine, self._engine_process
         self._stats_timer.stop()
         self._stats_soon.stop()
@@ -807,7 +836,7 @@ class MainWindow(QMainWindow):
             await run_blocking(engine.close)
         else:
             self.statusBar().showMessage("Stopping the engine and delivering what is owed…")
-            await run_blocking(_stop_engine_process, engine, process, drain)
+            await run_blocking(_stop_engine_process, engine, process, drain, running)
         self.statusBar().clearMessage()
         self.bridge.drain()
         self.bridge.detach()
@@ -828,23 +857,22 @@ class MainWindow(QMainWindow):
         return len(shown | engine.busy_job_ids())
 
     def _logout_requested(self) -> None:
-        drain = False
+        choice = None
         running = self._running_count()
         if running:
             choice = self.ask_quit_choice(running)
             if choice is None:
                 return
-            drain = choice == QUIT_DRAIN
-        spawn(self._logout(drain))
+        spawn(self._logout(choice == QUIT_DRAIN, _RUNNING_AT_STOP.get(choice or "")))
 
-    async def _logout(self, drain: bool) -> None:
+    async def _logout(self, drain: bool, running: str | None = None) -> None:
         # The engine first, while the session still works: its last calls (a "provider shut
         # down" failure, say) must reach the server before the session ends.
         self.login_pane.setEnabled(False)
         try:
             if self._starting is not None and not self._starting.done():
                 await self._starting
-            await self.stop_engine(drain=drain)
+            await self.stop_engine(drain=drain, running=running)
             await self.login_pane.logout()
         finally:
             self.login_pane.setEnabled(True)
@@ -1273,6 +1301,7 @@ class MainWindow(QMainWindow):
         engine = self.engine
         running = self._running_count()
         drain = detach = False
+        stop_as = None
         if engine is not None and engine.info.get("kind") != "console":
             detach = True  # a headless worker goes on as it did before this window came
         elif running:
@@ -1282,6 +1311,7 @@ class MainWindow(QMainWindow):
                 return
             drain = choice == QUIT_DRAIN
             detach = choice == QUIT_DETACH
+            stop_as = _RUNNING_AT_STOP.get(choice)
         self._quitting = True
         if drain:
             # Nothing new while waiting: no claims (the button, Ctrl+N, auto mode), and the
@@ -1290,7 +1320,7 @@ class MainWindow(QMainWindow):
             self.services_pane.summary.setText("Quitting: no new tickets are claimed.")
             self.show_banner(f"Waiting for {running} job(s) to finish before quitting…",
                              "warning")
-        spawn(self._quit(drain, detach))
+        spawn(self._quit(drain, detach, stop_as))
 
     def quit_for_signal(self, *, keep_running_jobs: bool) -> None:
         """Quit because the process was asked to (SIGTERM, Ctrl-C): nobody can answer a
@@ -1298,7 +1328,8 @@ class MainWindow(QMainWindow):
         self._preset_quit_choice = QUIT_DETACH if keep_running_jobs else QUIT_CANCEL
         self.close()
 
-    async def _quit(self, drain: bool, detach: bool = False) -> None:
+    async def _quit(self, drain: bool, detach: bool = False,
+                    running: str | None = None) -> None:
         if self._starting is not None and not self._starting.done():
             await self._starting  # it sees _quitting and stops what it started
         engine = self.engine
@@ -1306,7 +1337,7 @@ class MainWindow(QMainWindow):
             if not detach:
                 with contextlib.suppress(EngineGoneError, EngineCallError):
                     await run_blocking(engine.stop_claiming)
-            await self.stop_engine(drain=drain, detach=detach)
+            await self.stop_engine(drain=drain, detach=detach, running=running)
         self.bridge.stop()
         self.queue_pane.stop()
         self.detail_pane.log.shutdown()  # its file thread must not outlive the window
