@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import test_gui_console
+from dss_console.engine.jobs import RESTARTED_NOTE
 from dss_console.engine.states import JobState
 from dss_console.gui.main_window import QUIT_CANCEL, QUIT_DETACH
 from test_gui_console import WAIT_MS, Console
@@ -117,7 +118,11 @@ def test_a_crashed_engine_is_reported_and_restarted_without_losing_the_ticket(
     # Recovery: the interrupted job runs again from a clean work dir and succeeds.
     qtbot.waitUntil(lambda: console.sandbox.admin.ticket_status(ticket) == "success",
                     timeout=WAIT_MS)
-    assert window.engine.job(job_id).state is JobState.SUCCEEDED
+    # The server says success when the status call lands; the journal a moment later.
+    qtbot.waitUntil(lambda: window.engine.job(job_id).state is JobState.SUCCEEDED,
+                    timeout=WAIT_MS)
+    log = [e["message"] for e in console.sandbox.admin.ticket_detail(ticket)["log"]]
+    assert log.count(RESTARTED_NOTE) == 1, log
 
 
 def test_two_windows_on_one_engine_see_the_same_jobs(make_console, qtbot,
