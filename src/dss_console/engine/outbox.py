@@ -36,6 +36,9 @@ from dss_console.engine.profiles import outcome_from_payload
 from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, TRANSIENT, JobSource
 
 INTERNAL_ERROR_LIMIT = 5  # a call the server keeps answering 500 to is given up after this
+# While a stop waits for what is owed, retry this often at most: a server back from an outage
+# must not find the outbox asleep in a long back-off until the stop gives up.
+FLUSH_RETRY = 1.0
 
 
 class Outbox:
@@ -61,6 +64,7 @@ class Outbox:
         self._not_before: dict[int, float] = {}
         self._paused_until = 0.0
         self._stopping = False
+        self._flushing = 0  # flush() calls waiting
         self.connection_state = connection or ConnectionState(events)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox")
         self._thread = threading.Thread(target=self._loop, name="outbox", daemon=True)
@@ -124,11 +128,15 @@ class Outbox:
         deadline = time.monotonic() + timeout
         self.resume()
         with self._cond:
-            while self.owed():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(timeout=min(remaining, 0.5))
+            self._flushing += 1
+            try:
+                while self.owed():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(timeout=min(remaining, 0.5))
+            finally:
+                self._flushing -= 1
         return True
 
     def owed(self) -> int:
@@ -254,6 +262,8 @@ class Outbox:
                 kind = REFUSED
             else:
                 delay = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 10))
+                if self._flushing:
+                    delay = min(delay, FLUSH_RETRY)
                 self._not_before[item.job_id] = time.monotonic() + delay
                 if status is None:
                     self.connection_state.set(OFFLINE, message)
