@@ -429,3 +429,27 @@ def test_a_blocked_ticket_runs_when_the_settings_file_is_fixed(
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.finish() == 0, "\n".join(worker.lines)
     assert worker.saw("resumed service")
+
+
+def test_a_stop_with_interrupted_fail_promises_no_resumption(
+        sandbox: Sandbox, worker_env: dict[str, str], service: str, tmp_path: Path,
+        workers: list[Worker]) -> None:
+    """interrupted = "fail" fails what a restart finds: the stop must not tell the user that
+    processing will resume; the next start fails the ticket."""
+    config = tmp_path / "settings.toml"
+    config.write_text('interrupted = "fail"\n')
+    ticket = sandbox.add_ticket(service)
+    worker = Worker(worker_env, *args_for(service, tmp_path, "sleep", "300"), "--config",
+                    str(config))
+    workers.append(worker)
+    worker.wait_line(": running")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.finish() == 0, "\n".join(worker.lines)
+    assert sandbox.admin.ticket_status(ticket) == "claimed"
+    again = Worker(worker_env, *args_for(service, tmp_path, "success"), "--config",
+                   str(config), "--exit-when-idle")
+    workers.append(again)
+    assert again.finish() == 0, "\n".join(again.lines)
+    assert sandbox.admin.ticket_status(ticket) == "failed"
+    messages = [message for _, message in _log(sandbox, ticket)]
+    assert RESTARTING_NOTE not in messages and RESTARTED_NOTE not in messages, messages

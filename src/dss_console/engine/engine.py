@@ -130,6 +130,7 @@ class Engine:
                               on_started=self._on_command_started,
                               on_blocked=self._on_job_blocked,
                               on_shutdown=settings.on_shutdown,
+                              interrupted=settings.interrupted,
                               v6_on_shutdown=settings.v6.on_shutdown)
         self.v6 = is_v6(source)  # a vantage6 node: runs, not tickets (engine/profiles.py)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
@@ -322,6 +323,7 @@ class Engine:
         that could not start try the (maybe fixed) command at once."""
         self.settings = settings
         self.ctx.on_shutdown = settings.on_shutdown
+        self.ctx.interrupted = settings.interrupted
         self.ctx.v6_on_shutdown = settings.v6.on_shutdown
         if self.v6:
             self.source.settings = settings.v6  # type: ignore[attr-defined]

@@ -109,6 +109,7 @@ class JobContext:
     on_shutdown: str = "resume"
     v6_on_shutdown: str = "leave"
     shutdown_choice: str | None = None  # the operator's, at quit: wins over both settings
+    interrupted: str = "rerun"  # what the next start does with it: "rerun" | "fail"
 
 
 class StopRequest:
@@ -404,10 +405,11 @@ class JobExecution:
                              "they are downloaded again", check=False, inputs_ready=0)
             return
         # The runner cancelled a cluster job: the next start must run the ticket again, not
-        # follow that job.
+        # follow that job. Promise the user a resumption only when the next start keeps it.
+        calls = [("log", {"level": "info", "message": RESTARTING_NOTE})] \
+            if self.ctx.interrupted != "fail" else []
         self._transition(JobState.INTERRUPTED, LEFT_CLAIMED, check=False, pid=None, pgid=None,
-                         cluster_job=None,
-                         calls=[("log", {"level": "info", "message": RESTARTING_NOTE})])
+                         cluster_job=None, calls=calls)
 
     def _execute(self, follow: str | None = None) -> None:
         """Run the command (``follow``: the SLURM job id already submitted for it)."""
