@@ -97,6 +97,7 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
     assert settings.concurrency == 1
     assert settings.retention_days == 7
     assert settings.interrupted == "rerun"
+    assert settings.on_shutdown == "resume"
     assert settings.ca_bundle is None and settings.notify is False
     assert settings.services == {}
 
@@ -189,6 +190,7 @@ def tricky_settings(tmp_path: Path) -> Settings:
         concurrency=7,
         retention_days=1.5,
         interrupted="fail",
+        on_shutdown="fail",
         ca_bundle=str(tmp_path / "ca bundle.pem"),
         notify=True,
         services=services,
@@ -301,6 +303,7 @@ CMD = "[services.X]\ncommand = "  # ... or to give a bad command
         ("retention_days = -1", "retention_days: must be a number 0 or more, not -1"),
         ("retention_days = nan", "retention_days: must be a number 0 or more, not nan"),
         ('interrupted = "retry"', "interrupted: must be \"rerun\" or \"fail\", not 'retry'"),
+        ('on_shutdown = "leave"', "on_shutdown: must be \"resume\" or \"fail\", not 'leave'"),
         ("ca_bundle = []", "ca_bundle: must be a string, not an array"),
         ('notify = "yes"', "notify: must be true or false, not a string"),
         ('services = "x"', "services: must be a table, not a string"),

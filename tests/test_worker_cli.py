@@ -286,7 +286,7 @@ def test_worker_help_and_bad_settings(worker_env: dict[str, str], tmp_path: Path
     assert result.returncode == 0
     for flag in ("--server", "--provider", "--instance", "--command", "--workdir",
                  "--concurrency", "--poll-interval", "--exit-when-idle", "--max-tickets",
-                 "--drain", "--config", "{workspace}"):
+                 "--drain", "--config", "{workspace}", "on_shutdown", "processing will resume"):
         assert flag in result.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("poll_intervall = 3\n")
