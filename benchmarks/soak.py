@@ -5,8 +5,11 @@
 
 24 tickets at concurrency 3 are processed by `dss-console worker` while, every few seconds
 for --chaos seconds (randomised, seeded), the worker is SIGKILLed, SIGTERMed (then started
-again), or the public DSS server is killed and started again on the same port and data dir.
-Then the worker is left to finish. Printed: how many tickets ended success / failed / other;
+again), or the public DSS server is killed and started again on the same port and data dir
+after an outage of a few seconds (while the chaos goes on: a worker may be stopped or started
+while the server is away). A worker that exits by itself (it cannot reach the server at
+start) is started again at once, as systemd's Restart= would. Then the worker is left to
+finish. Printed: how many tickets ended success / failed / other;
 whether a ticket ever ran twice at once (each command appends heartbeats with its pid to a
 file of its own: two runs of one ticket whose alive spans overlap); how long each SIGTERMed
 worker took to exit; and whether any worker output held a traceback.
@@ -23,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -149,9 +153,24 @@ def main() -> None:
             worker = start_worker()
             worker_started = time.monotonic()
             chaos_end = time.monotonic() + args.chaos
+            restarting: threading.Thread | None = None
+            exits: Counter[int] = Counter()  # codes of workers that exited by themselves
+
+            def restart_server(outage: float) -> None:
+                time.sleep(outage)
+                server.start(data_dir, port=port, timeout=60)
+
             while time.monotonic() < chaos_end:
-                time.sleep(rng.uniform(1.0, 6.0))
+                pause_until = time.monotonic() + rng.uniform(1.0, 6.0)
+                while time.monotonic() < pause_until:
+                    time.sleep(0.2)
+                    if not worker.alive():
+                        exits[worker.proc.returncode] += 1
+                        worker.wait(0)
+                        worker, worker_started = start_worker(), time.monotonic()
                 action = rng.choice(["sigkill", "sigterm", "server"])
+                if action == "server" and restarting is not None and restarting.is_alive():
+                    action = rng.choice(["sigkill", "sigterm"])  # it is away already
                 events[action] += 1
                 if action == "sigkill":
                     worker.signal(signal.SIGKILL)
@@ -166,9 +185,14 @@ def main() -> None:
                     if server.pid:
                         os.kill(server.pid, signal.SIGKILL)
                     server.stop()
-                    time.sleep(rng.uniform(0.5, 4.0))  # the outage
-                    server.start(data_dir, port=port, timeout=60)
+                    restarting = threading.Thread(target=restart_server,
+                                                  args=(rng.uniform(0.5, 6.0),))
+                    restarting.start()
+            if restarting is not None:
+                restarting.join()
             if not worker.alive():
+                exits[worker.proc.returncode] += 1
+                worker.wait(0)
                 worker, worker_started = start_worker(), time.monotonic()
             finish_end = time.monotonic() + args.finish
             statuses: dict[int, str] = {}
@@ -193,7 +217,9 @@ def main() -> None:
           f"seed {args.seed}): {args.tickets} tickets, concurrency {args.concurrency}, "
           f"{args.chaos:.0f} s of chaos")
     print(f"  chaos: {events['sigkill']} SIGKILL, {events['sigterm']} SIGTERM, "
-          f"{events['server']} server kill+restart; {starts} worker starts")
+          f"{events['server']} server kill+restart; {starts} worker starts; workers that "
+          "exited by themselves: "
+          + (", ".join(f"{n} with code {c}" for c, n in sorted(exits.items())) or "none"))
     print("  tickets: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
           + f" (queue done {finished_after:.0f} s after the chaos)")
     for ticket, messages in sorted(failed_logs.items()):
