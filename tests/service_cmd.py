@@ -14,6 +14,10 @@ Modes:
   wait-file PATH   report, then wait until PATH exists (the test's go signal), then succeed
   bad-result       write RESULT naming a layer file that is gone, exit 0 (export fails)
   chatter PATH     print a numbered line every 20 ms until PATH exists, then succeed
+  leaky            print what must never reach the end user (its work dir, $HOME, the host
+                   name, $LEAK_TEST_SECRET, a traceback from a file under ~/.cache, a line
+                   like slurmstepd's cancel message) between harmless lines, then fail with
+                   an @dss error, exit 4
 """
 
 from __future__ import annotations
@@ -79,6 +83,26 @@ def main(argv: list[str]) -> int:
         print("Traceback (most recent call last): boom", file=sys.stderr, flush=True)
         say('@dss error "input rejected: not a brain"')
         return 3
+    if mode == "leaky":
+        import socket
+        import traceback
+
+        home, host = os.environ["HOME"], socket.gethostname()
+        say("harmless: segmentation step 3 of 5 done")
+        say(f"work dir is {workdir}, inputs in {workspace}")
+        say(f"home is {home}; running on {host} ({socket.getfqdn()})")
+        say(f"token {os.environ['LEAK_TEST_SECRET']}")
+        try:
+            exec(compile("raise RuntimeError('model weights missing')",
+                         f"{home}/.cache/seg/model.py", "exec"))
+        except RuntimeError:
+            traceback.print_exc()
+        short = host.split(".")[0]
+        print(f"slurmstepd-{short}: error: *** JOB 6 ON {short} CANCELLED AT "
+              "2026-12-07T04:00:00 ***", file=sys.stderr, flush=True)
+        say("harmless: the last words")
+        say('@dss error "segmentation failed: the input is not a brain"')
+        return 4
     if mode == "no-result":
         say("done, but forgot the result")
         return 0

@@ -19,6 +19,7 @@ from dss_console.engine.settings import (
     SettingsError,
     load_settings,
     parse_duration,
+    parse_settings,
     save_settings,
     settings_path,
     settings_to_toml,
@@ -553,3 +554,29 @@ def test_executor_overrides_from_the_command_line(tmp_path: Path) -> None:
         settings.with_executor_overrides(["X=pbs"])
     with pytest.raises(SettingsError, match="'Y': that service has no command"):
         settings.with_executor_overrides(["Y=slurm"])
+
+
+def test_send_output_tail_is_off_by_default_and_each_service_may_opt_in(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        'send_output_tail = true\n'
+        '[services.A]\ncommand = "a {result}"\nsend_output_tail = false\n'
+        '[services.B]\ncommand = "b {result}"\n'
+        '[v6]\nsend_output_tail = true\n'
+        '[v6.algorithms."img:1"]\ncommand = "x {output}"\nsend_output_tail = false\n')
+    settings = load_settings(path)
+    assert settings.send_output_tail is True
+    assert settings.services["A"].send_output_tail is False
+    assert settings.services["B"].send_output_tail is None  # the top-level default
+    assert settings.v6.send_output_tail is True
+    assert settings.v6.algorithms["img:1"].send_output_tail is False
+    again = parse_settings(settings_to_toml(settings), path)
+    assert again == settings
+    defaults = Settings()
+    assert defaults.send_output_tail is False and defaults.v6.send_output_tail is False
+    path.write_text('[v6]\nshare_logs = true\nsend_output_tail = false\n')
+    with pytest.raises(SettingsError, match="old name of send_output_tail"):
+        load_settings(path)
+    path.write_text('send_output_tail = "yes"\n')
+    with pytest.raises(SettingsError, match="send_output_tail: must be true or false"):
+        load_settings(path)

@@ -41,7 +41,7 @@ API_KEY = "6f1c1d52-3a4e-4b8e-9f0a-2d7c5b1e9a33"
 # -- settings ----------------------------------------------------------------------------
 
 FULL = {
-    "share_logs": False,
+    "share_logs": True,  # the old name of send_output_tail still loads
     "log_limit": "64k",
     "unknown_images": "leave",
     "on_shutdown": "fail",
@@ -59,8 +59,9 @@ FULL = {
 
 def test_settings_full_table() -> None:
     s = parse_v6_settings(FULL)
-    assert (s.share_logs, s.log_limit, s.unknown_images, s.on_shutdown) == (
-        False, 64 * 1024, "leave", "fail")
+    assert (s.send_output_tail, s.log_limit, s.unknown_images, s.on_shutdown) == (
+        True, 64 * 1024, "leave", "fail")
+    assert parse_v6_settings({}).send_output_tail is False
     avg = s.algorithm_for("harbor2.vantage6.ai/demo/average")
     assert avg is not None and avg.timeout == 6 * 3600 and avg.subtasks
     assert avg.plain_env() == {"PYTHONPATH": "/opt/avg/src", "PKG_NAME": "v6_average"}

@@ -83,6 +83,11 @@ def poll_wait(interval: float, idle_for: float, error_backoff: float = 0.0) -> f
     return max(wait, error_backoff)
 
 
+def _send_output_tail(settings: Settings, source: object) -> bool:
+    """The default of a service that does not say: [v6] send_output_tail on a node."""
+    return settings.v6.send_output_tail if is_v6(source) else settings.send_output_tail
+
+
 class EngineError(Exception):
     """An operation the engine refuses, in words (e.g. "ticket 12 is running")."""
 
@@ -131,7 +136,9 @@ class Engine:
                               on_blocked=self._on_job_blocked,
                               on_shutdown=settings.on_shutdown,
                               interrupted=settings.interrupted,
-                              v6_on_shutdown=settings.v6.on_shutdown)
+                              v6_on_shutdown=settings.v6.on_shutdown,
+                              send_output_tail=_send_output_tail(settings, source),
+                              workroot=Path(settings.workroot))
         self.v6 = is_v6(source)  # a vantage6 node: runs, not tickets (engine/profiles.py)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
@@ -325,6 +332,8 @@ class Engine:
         self.ctx.on_shutdown = settings.on_shutdown
         self.ctx.interrupted = settings.interrupted
         self.ctx.v6_on_shutdown = settings.v6.on_shutdown
+        self.ctx.send_output_tail = _send_output_tail(settings, self.source)
+        self.ctx.workroot = Path(settings.workroot)
         if self.v6:
             self.source.settings = settings.v6  # type: ignore[attr-defined]
             # An image configured just now is claimed from the next poll, not the next

@@ -8,6 +8,7 @@ transaction) before it is acted on.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import threading
 import time
@@ -26,6 +27,7 @@ from dss_console.engine.profiles import (
     is_end_call,
     is_success_call,
     is_v6,
+    v6_private_values,
 )
 from dss_console.engine.protocol import (
     AttachReport,
@@ -37,6 +39,7 @@ from dss_console.engine.protocol import (
     Report,
     resolve_attachment,
 )
+from dss_console.engine.redact import SHARED_SUFFIX, Redactor, tail_text
 from dss_console.engine.runner import (
     CommandRunner,
     CommandSpec,
@@ -84,6 +87,12 @@ USER_EXPORT_FAILED = ("the provider's result could not be prepared for upload; t
                       "has been notified")
 USER_INTERNAL_ERROR = ("the provider's software met an internal error; the provider has "
                        "been notified")
+# A v6 run's command could not be prepared or started (the detail names local paths).
+V6_USER_START_FAILED = ("the algorithm could not be started on this node; the node's "
+                        "operator has been notified")
+TAIL_DESCRIPTION = "Last lines of the command's output"
+TAIL_NOTE = "The last lines of the command's output are attached"
+V6_SHARED_LIMIT = 256 * 1024  # a source without a log_limit of its own
 
 
 @dataclass
@@ -110,6 +119,9 @@ class JobContext:
     v6_on_shutdown: str = "leave"
     shutdown_choice: str | None = None  # the operator's, at quit: wins over both settings
     interrupted: str = "rerun"  # what the next start does with it: "rerun" | "fail"
+    # Whether a failure sends the output's tail (redacted) when the service does not say.
+    send_output_tail: bool = False
+    workroot: Path | None = None  # redacted from what is sent, with the job's own work dir
 
 
 class StopRequest:
@@ -487,7 +499,7 @@ class JobExecution:
         except Exception as exc:
             self.command_result = "failed"
             self._fail(f"the command cannot be prepared: {exc}",
-                       outcome=OutcomeKind.START_FAILED)
+                       user_reason=V6_USER_START_FAILED, outcome=OutcomeKind.START_FAILED)
             return None
         spec = CommandSpec(template=self.command.command, timeout=self.command.timeout,
                            cwd=self.command.cwd, argv=argv, exact_env=env,
@@ -549,6 +561,7 @@ class JobExecution:
                     # (the engine's preflight pauses the image before claiming more).
                     self.command_result = "failed"
                     self._fail(f"the command cannot start: {exc}",
+                               user_reason=V6_USER_START_FAILED,
                                outcome=OutcomeKind.START_FAILED)
                 else:
                     self._block(f"the command cannot start: {exc}")
@@ -610,8 +623,10 @@ class JobExecution:
         self.ticket_gone(f"status: {status}")
 
     def _send_output(self) -> None:
-        """v6: the run's log on the server follows the command's output (the source reads
-        the tail when it sends); one such call pending at a time."""
+        """v6, when the image shares its output's tail: the run's log on the server follows
+        it (a redacted copy, made now); one such call pending at a time."""
+        if not self._shares_tail():
+            return
         now = time.monotonic()
         if now - self._last_output_sent < OUTPUT_SEND_INTERVAL:
             return
@@ -619,8 +634,10 @@ class JobExecution:
         if any(i.kind == "output" and i.state == "pending"
                for i in self.ctx.journal.outbox_items(self.job_id)):
             return
-        self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "output",
-                            path=str(self._output_log()))
+        shared = self._shared_output()
+        if shared is not None:
+            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "output",
+                                path=str(shared))
 
     def _block(self, reason: str) -> None:
         """The provider's configuration keeps the command from starting: not the user's
@@ -730,11 +747,14 @@ class JobExecution:
                 self._fail("the command finished without a result workspace "
                            f"(expected {paths.result.name})", tail)
             return
+        # The command's own last `@dss error` already reached the user: not a second time.
+        told = outcome.last_error is not None
         if outcome.exit_code is not None:
             self._fail(outcome.last_error or f"command exited with code {outcome.exit_code}",
-                       tail)
+                       tail, told=told)
             return
-        self._fail(outcome.last_error or f"command was killed by signal {outcome.signal}", tail)
+        self._fail(outcome.last_error or f"command was killed by signal {outcome.signal}", tail,
+                   told=told)
 
     def _decide_v6(self, outcome: RunOutcome, paths: JobPaths) -> None:
         """The command ended by itself: exit 0 → COMPLETED with its output file as the
@@ -749,14 +769,14 @@ class JobExecution:
         if outcome.exit_code == 0:
             self.command_result = "succeeded"
             name, payload = finish_call(OutcomeKind.COMPLETED, result=result,
-                                        output=outcome.log_path, final=True)
+                                        output=self._shared_output(), final=True)
             self._transition(JobState.UPLOADING, None, calls=[(name, payload)], progress=1.0)
             self._finish_upload()
             return
         reason = outcome.last_error or (f"command exited with code {outcome.exit_code}"
                                         if outcome.exit_code is not None else
                                         f"command was killed by signal {outcome.signal}")
-        self._fail(reason, outcome=OutcomeKind.CRASHED)
+        self._fail(reason, outcome=OutcomeKind.CRASHED, told=outcome.last_error is not None)
 
     def _finished_by_command(self) -> bool:
         try:
@@ -766,10 +786,11 @@ class JobExecution:
 
     def _fail(self, reason: str, tail: list[str] | None = None, *,
               state: JobState = JobState.FAILED, user_reason: str | None = None,
-              outcome: OutcomeKind | None = None) -> None:
-        """Tell the user why (`user_reason` when `reason` carries local detail), with the
-        output tail attached, then mark the ticket failed — unless the ticket is already
-        finished (the command may have failed it itself)."""
+              outcome: OutcomeKind | None = None, told: bool = False) -> None:
+        """Tell the user why (`user_reason` when `reason` carries local detail; nothing when
+        `told`: it is the command's own error message, already sent), with the output's
+        tail attached if the service shares it (redacted), then mark the ticket failed —
+        unless the ticket is already finished (the command may have failed it itself)."""
         snap = self.snapshot
         try:
             current = self.ctx.source.remote_status(snap.ticket_id)
@@ -794,16 +815,19 @@ class JobExecution:
             # cancelled status: an operator's stop is sent as failed, the reason says so).
             kind = outcome or self._end_as or (
                 OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED)
-            log_path = self._output_log()
-            calls.append(finish_call(kind, reason=user_reason or reason,
-                                     output=log_path if log_path.is_file() else None))
+            calls.append(finish_call(kind, reason="" if told else user_reason or reason,
+                                     output=self._shared_output()))
             self._transition(state, reason, calls=calls, check=False, drop_final=True)
             return
-        if tail:
-            tail_file = self._write_tail(tail)
-            calls.append(("attach", {"description": "Last lines of the command's output",
-                                     "path": str(tail_file), "mime_type": "text/plain"}))
-        calls.append(("log", {"level": "error", "message": user_reason or reason}))
+        attached = bool(tail) and self._shares_tail()
+        if attached:
+            tail_file = self._write_tail(tail or [])
+            calls.append(("attach", {"description": TAIL_DESCRIPTION, "path": str(tail_file),
+                                     "mime_type": "text/plain"}))
+        if not told:
+            calls.append(("log", {"level": "error", "message": user_reason or reason}))
+        elif attached:  # an attachment is shown with the next log message
+            calls.append(("log", {"level": "info", "message": TAIL_NOTE}))
         calls.append(("status", {"status": "failed"}))
         self._transition(state, reason, calls=calls, check=False, drop_final=True)
 
@@ -823,9 +847,43 @@ class JobExecution:
 
     def _write_tail(self, tail: list[str]) -> Path:
         folder = make_private_dir(self.paths().engine_dir / "attachments")
-        path = folder / f"output-tail-{int(time.time() * 1000)}.txt"
-        path.write_text("\n".join(tail) + "\n", encoding="utf-8", errors="replace")
+        path = folder / f"output-tail-{int(time.time() * 1000)}{SHARED_SUFFIX}"
+        text = "\n".join(self._redactor().lines(tail)) + "\n"
+        path.write_text(text, encoding="utf-8", errors="replace")
         return path
+
+    # -- what of the output may go to the server --------------------------------------------
+    def _shares_tail(self) -> bool:
+        """Raw output stays here unless the service (or the settings' default) opts in."""
+        own = self.command.send_output_tail if self.command is not None else None
+        return self.ctx.send_output_tail if own is None else own
+
+    def _redactor(self) -> Redactor:
+        snap = self.snapshot
+        env = dict(os.environ)
+        if self.command is not None:
+            env.update(self.command.env)
+        extra_env, values = v6_private_values(getattr(self.ctx.source, "settings", None)) \
+            if self.v6 else ({}, {})
+        env.update(extra_env)
+        return Redactor.build(paths={"<workdir>": snap.workdir, "<workroot>": self.ctx.workroot},
+                              env=env, values=values,
+                              hosts=[snap.cluster_node] if snap.cluster_node else [])
+
+    def _shared_output(self) -> Path | None:
+        """v6: a redacted copy of the output's tail for the run's log, or None when the image
+        does not share it (the source sends no other file)."""
+        log_path = self._output_log()
+        if not self._shares_tail() or not log_path.is_file():
+            return None
+        limit = getattr(getattr(self.ctx.source, "settings", None), "log_limit",
+                        V6_SHARED_LIMIT)
+        shared = log_path.with_name(log_path.stem + SHARED_SUFFIX)
+        text = self._redactor().text(tail_text(log_path, limit))
+        fd = os.open(shared, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
+            fh.write(text)
+        return shared
 
     def _upload(self, result: Path) -> None:
         from dss_console.workspace import WorkspaceError, export_result_workspace

@@ -20,7 +20,7 @@ from typing import Any
 from dss_console.engine.journal import OutboxItem
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.source import Outcome, OutcomeKind
-from dss_console.v6.settings import V6Algorithm
+from dss_console.v6.settings import V6Algorithm, V6Settings
 
 V6 = "v6"
 
@@ -39,7 +39,24 @@ def v6_service_command(algorithm: V6Algorithm) -> ServiceCommand:
     The argv that really runs comes from ``source.command`` when the run starts."""
     return ServiceCommand(key=algorithm.image, command=shlex.join(algorithm.argv_template()),
                           timeout=algorithm.timeout, max_jobs=algorithm.max_jobs,
-                          nice=algorithm.nice, cwd=algorithm.cwd, env=dict(algorithm.env))
+                          nice=algorithm.nice, cwd=algorithm.cwd, env=dict(algorithm.env),
+                          send_output_tail=algorithm.send_output_tail)
+
+
+def v6_private_values(settings: object) -> tuple[dict[str, str], dict[str, str]]:
+    """What a v6 run's output may show that is the node's own, for the redactor: the
+    configured variables (every image's and the databases') and the databases' URIs
+    (placeholder → URI). Empty for a source without v6 settings."""
+    if not isinstance(settings, V6Settings):
+        return {}, {}
+    env = dict(settings.algorithm_env)
+    for algorithm in settings.algorithms.values():
+        env.update(algorithm.env)
+    uris: dict[str, str] = {}
+    for label, database in settings.databases.items():
+        uris[f"<database:{label}>"] = database.uri
+        env.update({f"{label.upper()}_DB_PARAM_{k.upper()}": v for k, v in database.env.items()})
+    return env, uris
 
 
 def v6_preflight_template(algorithm: V6Algorithm) -> str | None:

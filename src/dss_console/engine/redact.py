@@ -81,10 +81,12 @@ class Redactor:
     @classmethod
     def build(cls, *, paths: Mapping[str, str | Path | None] | None = None,
               env: Mapping[str, str] | None = None, hosts: Iterable[str] = (),
-              home: str | Path | None = None, machine: bool = True) -> Redactor:
+              values: Mapping[str, str] | None = None, home: str | Path | None = None,
+              machine: bool = True) -> Redactor:
         """``paths``: placeholder → path (e.g. ``{"<workdir>": workdir}``). ``env``: the
         variables whose values are secret-ish (default: ``os.environ``; pass the command's
         configured env on top). ``hosts``: names besides this machine's (a cluster node).
+        ``values``: placeholder → a literal to hide wherever it appears (a database URI).
         ``machine``: add this machine's host names, home, user and dss-console's dirs."""
         path_map: dict[str, str] = {}
         literal: dict[str, str] = {}
@@ -106,6 +108,9 @@ class Redactor:
                 if form.count("/") >= 1 and len(form) > 1:
                     # The most specific placeholder wins for one text (workdir over home).
                     path_map.setdefault(form, placeholder)
+        for placeholder, value in (values or {}).items():
+            if value and value.strip() not in ("", "/"):
+                literal[value.strip()] = placeholder
         for name, value in (os.environ if env is None else env).items():
             value = value.strip()
             if len(value) >= MIN_ENV_VALUE and value not in _GENERIC_ENV \

@@ -26,6 +26,10 @@ A missing file means all defaults. Every key is optional::
                                           # headless worker always runs in auto mode)
     ca_bundle = "/etc/ssl/my-ca.pem"      # extra CA bundle for TLS verification
     notify = false                        # desktop notification on success/failure (GUI)
+    send_output_tail = false              # a failed ticket's log gets the last lines of the
+                                          # command's output, redacted (default false: raw
+                                          # output stays on this machine); each service may
+                                          # say otherwise
 
     [services."ASHS-PMC-T1"]              # key: a service name (exact) or its 40-hex hash
     command = "bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}"
@@ -42,6 +46,10 @@ A missing file means all defaults. Every key is optional::
                                           # placeholders allowed)
     itksnap_wt = true                     # put an `itksnap-wt` (dss-console wt) first on the
                                           # command's PATH: existing scripts run unchanged
+    send_output_tail = true               # this service's failures attach the output's last
+                                          # lines; paths under the work root, home and data
+                                          # dirs, host names and environment values are
+                                          # replaced by <workdir>, <home>, <host>, <env:NAME>
 
     [services."ASHS-PMC-T1".env]          # extra environment variables (string values)
     ASHS_ROOT = "/opt/ashs"
@@ -160,6 +168,7 @@ class ServiceCommand:
     executor: str = "local"  # one of EXECUTORS
     sbatch_options: list[str] = field(default_factory=list)
     itksnap_wt: bool = False  # the itksnap-wt shim on the command's PATH
+    send_output_tail: bool | None = None  # None: the file's top-level send_output_tail
 
     def matches(self, name: str, githash: str) -> bool:
         """True when the key is this service's hash or its exact name."""
@@ -188,6 +197,8 @@ class Settings:
     auto: bool = False
     ca_bundle: str | None = None
     notify: bool = False
+    # Raw output stays on this machine unless a service (or this default) opts in.
+    send_output_tail: bool = False
     services: dict[str, ServiceCommand] = field(default_factory=dict)
     # The [v6] table: this machine as a vantage6 node (dss_console.v6.settings).
     v6: V6Settings = field(default_factory=V6Settings)
@@ -468,7 +479,7 @@ class _Checker:
 
 _TOP_KEYS = tuple(f.name for f in fields(Settings) if not f.name.startswith("_"))
 _SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice", "executor",
-                 "sbatch_options", "itksnap_wt")
+                 "sbatch_options", "itksnap_wt", "send_output_tail")
 EXECUTORS = ("local", "slurm")
 
 
@@ -520,6 +531,8 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
         settings.ca_bundle = str(Path(check.string(data["ca_bundle"], "ca_bundle")).expanduser())
     if "notify" in data:
         settings.notify = check.boolean(data["notify"], "notify")
+    if "send_output_tail" in data:
+        settings.send_output_tail = check.boolean(data["send_output_tail"], "send_output_tail")
     if "services" in data:
         for key, table in check.table(data["services"], "services").items():
             settings.services[key] = _service_from_dict(check, key, table)
@@ -568,6 +581,9 @@ def _service_from_dict(check: _Checker, key: str, table: Any) -> ServiceCommand:
         service.auto = check.boolean(table["auto"], f"{where}.auto")
     if "itksnap_wt" in table:
         service.itksnap_wt = check.boolean(table["itksnap_wt"], f"{where}.itksnap_wt")
+    if "send_output_tail" in table:
+        service.send_output_tail = check.boolean(table["send_output_tail"],
+                                                 f"{where}.send_output_tail")
     if "executor" in table:
         service.executor = check.string(table["executor"], f"{where}.executor")
         if service.executor not in EXECUTORS:
@@ -676,6 +692,8 @@ def settings_to_toml(settings: Settings) -> str:
             lines.append("auto = false")
         if service.itksnap_wt:
             lines.append("itksnap_wt = true")
+        if service.send_output_tail is not None:
+            lines.append(f"send_output_tail = {_toml_value(service.send_output_tail)}")
         if service.executor != "local":
             lines.append(f"executor = {_toml_value(service.executor)}")
         if service.sbatch_options:
@@ -706,7 +724,7 @@ def _v6_to_toml(v6: V6Settings, lines: list[str]) -> None:
         return [f"{_key_part(k)} = {_toml_value(v)}" for k, v in env.items()]
 
     top = [f"{name} = {_toml_value(getattr(v6, name))}"
-           for name in ("share_logs", "log_limit", "unknown_images", "on_shutdown")
+           for name in ("send_output_tail", "log_limit", "unknown_images", "on_shutdown")
            if getattr(v6, name) != getattr(defaults, name)]
     if top or v6.algorithm_env or v6.algorithms or v6.databases:
         table("v6", top)
@@ -715,7 +733,7 @@ def _v6_to_toml(v6: V6Settings, lines: list[str]) -> None:
         header = f"v6.algorithms.{_key_part(image, quote=True)}"
         rows = [f"{name} = {_toml_value(getattr(algorithm, name))}"
                 for name in ("python", "package", "command", "timeout", "max_jobs", "nice",
-                             "cwd") if getattr(algorithm, name) is not None]
+                             "cwd", "send_output_tail") if getattr(algorithm, name) is not None]
         if algorithm.subtasks:
             rows.append("subtasks = true")
         table(header, rows)

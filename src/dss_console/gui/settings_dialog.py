@@ -450,6 +450,8 @@ class _ServiceEditor(QWidget):
         self.cwd_edit.setText((command.cwd or "") if command else "")
         self.auto_check.setChecked(command.auto if command else True)
         self.itksnap_wt_check.setChecked(command.itksnap_wt if command else False)
+        # Not edited here (yet): kept as the file says.
+        self._send_output_tail = command.send_output_tail if command else None
         executor = command.executor if command else "local"
         self.executor_combo.setCurrentIndex(max(0, self.executor_combo.findData(executor)))
         self.sbatch_edit.setText(shlex.join(command.sbatch_options) if command else "")
@@ -573,7 +575,8 @@ class _ServiceEditor(QWidget):
                               cwd=cwd or None, env=self._env(),
                               auto=self.auto_check.isChecked(), executor=self.executor,
                               itksnap_wt=self.itksnap_wt_check.isChecked(),
-                              sbatch_options=self._sbatch_options())
+                              sbatch_options=self._sbatch_options(),
+                              send_output_tail=getattr(self, "_send_output_tail", None))
 
 
 # -- the dialog -----------------------------------------------------------------------------

@@ -3,7 +3,12 @@
 ::
 
     [v6]
-    share_logs = true          # send the command's output as the run log
+    send_output_tail = false   # the run log gets the tail of the command's output, redacted
+                               #   (paths under the work root, home, data dirs and the
+                               #   databases, host names, environment values → <workdir>,
+                               #   <home>, <database:LABEL>, <host>, <env:NAME>); default
+                               #   false: only the command's @dss messages and our words go.
+                               #   An algorithm may say otherwise. (Old name: share_logs.)
     log_limit = "256k"         # only the last N bytes of it (bytes, or "64k", "1M")
     unknown_images = "refuse"  # a run for an image not configured here: refuse → "not allowed"
                                #   (the node's policy), leave → leave it open for another node
@@ -19,6 +24,7 @@
     max_jobs = 1
     nice = 0
     cwd = "/opt/v6/average"
+    send_output_tail = true    # this image's run logs carry its output's tail (redacted)
     [v6.algorithms."harbor2.vantage6.ai/demo/average".env]   # plain, like the image's ENV
     PYTHONPATH = "/opt/v6/average/src"
 
@@ -64,10 +70,10 @@ DEFAULT_LOG_LIMIT = 256 * 1024
 # The official wrapper, as the algorithm image's CMD runs it.
 WRAPPER_CODE = "from vantage6.algorithm.tools.wrap import wrap_algorithm; wrap_algorithm()"
 
-_TOP_KEYS = ("share_logs", "log_limit", "unknown_images", "on_shutdown", "algorithm_env",
-             "algorithms", "databases")
+_TOP_KEYS = ("send_output_tail", "share_logs", "log_limit", "unknown_images", "on_shutdown",
+             "algorithm_env", "algorithms", "databases")
 _ALGORITHM_KEYS = ("python", "package", "command", "subtasks", "timeout", "max_jobs", "nice",
-                   "cwd", "env")
+                   "cwd", "env", "send_output_tail")
 _DATABASE_KEYS = ("uri", "type", "env")
 # Labels become parts of variable names (<LABEL>_DATABASE_URI), so they must be identifiers.
 _LABEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -103,6 +109,7 @@ class V6Algorithm:
     nice: int | None = None
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    send_output_tail: bool | None = None  # None: [v6] send_output_tail
 
     def argv_template(self) -> list[str]:
         """The command's words before placeholders are filled in."""
@@ -121,7 +128,8 @@ class V6Algorithm:
 
 @dataclass(frozen=True)
 class V6Settings:
-    share_logs: bool = True
+    # Raw output stays on the node unless opted in (then redacted, engine/redact.py).
+    send_output_tail: bool = False
     log_limit: int = DEFAULT_LOG_LIMIT
     unknown_images: str = "refuse"
     on_shutdown: str = "leave"
@@ -155,8 +163,12 @@ def parse_v6_settings(table: Mapping[str, Any], where: str = "v6") -> V6Settings
     table = check.table(table, where)
     check.unknown(table, _TOP_KEYS, where)
     kwargs: dict[str, Any] = {}
-    if "share_logs" in table:
-        kwargs["share_logs"] = check.boolean(table["share_logs"], f"{where}.share_logs")
+    if "share_logs" in table and "send_output_tail" in table:
+        raise check.error(f"{where}.share_logs", "is the old name of send_output_tail: give "
+                                                 "only send_output_tail")
+    for key in ("send_output_tail", "share_logs"):  # the old name still loads
+        if key in table:
+            kwargs["send_output_tail"] = check.boolean(table[key], f"{where}.{key}")
     if "log_limit" in table:
         try:
             kwargs["log_limit"] = parse_size(table["log_limit"])
@@ -240,6 +252,9 @@ def _algorithm(check: _Checker, image: str, value: Any, where: str) -> V6Algorit
         kwargs["cwd"] = check.string(table["cwd"], f"{where}.cwd")
     if "env" in table:
         kwargs["env"] = check.env(table["env"], f"{where}.env")
+    if "send_output_tail" in table:
+        kwargs["send_output_tail"] = check.boolean(table["send_output_tail"],
+                                                   f"{where}.send_output_tail")
     return V6Algorithm(**kwargs)
 
 

@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dss_console.engine.redact import SHARED_SUFFIX, tail_text
 from dss_console.engine.source import (
     STATUS_WORD,
     ClaimedWork,
@@ -466,7 +467,9 @@ class V6Source:
             notes = list(self._notes.get(ticket_id, ()))
             output = self._outputs.get(ticket_id)
         parts = list(notes)
-        if output is not None and self.settings.share_logs:
+        # Only a copy the engine redacted for the server (send_output_tail): never the raw
+        # log, whatever path a call names.
+        if output is not None and output.name.endswith(SHARED_SUFFIX):
             parts.append(tail_text(output, self.settings.log_limit))
         return "\n".join(parts)
 
@@ -505,32 +508,6 @@ def claim_details(run: Run) -> dict[str, Any]:
             "init_user_id": run.init_user_id, "databases": labels}
 
 
-def tail_text(path: Path, limit: int) -> str:
-    """The last ``limit`` bytes of a file, whole lines, "[… N lines cut]" in front."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - limit))
-            data = fh.read()
-            if size <= limit:
-                return data.decode("utf-8", errors="replace")
-            fh.seek(0)
-            head_lines = 0
-            remaining = size - len(data)
-            while remaining > 0:
-                chunk = fh.read(min(1 << 20, remaining))
-                head_lines += chunk.count(b"\n")
-                remaining -= len(chunk)
-    except OSError:
-        return ""
-    cut = data.find(b"\n")
-    if cut >= 0:
-        data = data[cut + 1:]
-        head_lines += 1
-    return f"[… {head_lines} lines cut]\n" + data.decode("utf-8", errors="replace")
-
-
 def input_summary(data: bytes) -> dict[str, Any]:
     """Method and argument names only, for the console and the audit: never the values."""
     try:
@@ -558,4 +535,5 @@ def _write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-__all__ = ["GONE", "ClaimedWork", "SourceService", "V6KeyError", "V6Source", "make_cryptor"]
+__all__ = ["GONE", "ClaimedWork", "SourceService", "V6KeyError", "V6Source", "make_cryptor",
+           "tail_text"]
