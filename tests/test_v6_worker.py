@@ -307,9 +307,12 @@ def test_a_crash_reaches_the_researcher_and_a_finished_run_is_not_retried(
     task_id = researcher.create_task(DEMO_IMAGE, "fail", [v6_sandbox.org_id("station")],
                                      message="no such column: bmi")
     assert researcher.call("wait_task", task_id=task_id, timeout=60) == "crashed"
+    plain_worker.wait_line(rf"run {researcher.call('runs', task_id=task_id)[0]['id']} "
+                           r"\(.*\): failed")
     (run,) = researcher.call("runs", task_id=task_id)
-    assert "no such column: bmi" in run["log"]
-    plain_worker.wait_line(rf"run {run['id']} \(.*\): failed")
+    # send_output_tail is off by default: our words, not the crash's traceback.
+    assert "command exited with code 1" in run["log"], run["log"]
+    assert "no such column: bmi" not in run["log"] and "Traceback" not in run["log"]
     # The operator's Retry (the console's button) on the same journal: refused in words.
     settings = load_settings(home / "settings.toml")
     source = V6Source.connect(v6_sandbox.url, v6_sandbox.node("station-demo").api_key,
@@ -448,3 +451,60 @@ def test_worker_killed_mid_run_stops_the_leftover_and_runs_it_once(
                    pem_body):
         assert secret not in first.output + second.output
         assert secret.encode() not in journal
+
+
+def _host_names() -> list[str]:
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    return sorted({n for n in names | {n.split(".")[0] for n in names} if n != "localhost"})
+
+
+def test_a_crash_tells_the_researcher_nothing_of_the_node(
+        home: Path, researchers: dict[str, Researcher], v6_sandbox: V6Sandbox) -> None:
+    """What a researcher can fetch of a crashed run (its log, its result, the task) carries
+    no path of the node, no host name, no environment value: with the output's tail off
+    (the default) and with it on (redacted, the algorithm's own error still there)."""
+    from dss_console.v6.sandbox import demo_csv
+
+    secret = "v6-secret-" + os.urandom(6).hex()
+    _write_settings(home, v6_sandbox, "tail.toml", send_output_tail=True,
+                    algorithm_env={"SITE_SECRET": secret})
+    researcher = researchers["demo-enc"]
+    station = v6_sandbox.org_id("station")
+    forbidden = [str(Path.home()), str(home), str(demo_csv()), secret,
+                 str(demo_csv().parent), "pytest-of-"]
+    logs: dict[str, list[str]] = {}
+    for config in ("settings.toml", "tail.toml"):
+        worker = Worker(home, v6_sandbox.url, "station-demo-enc", config=config)
+        try:
+            crash = researcher.create_task(DEMO_IMAGE, "fail", [station],
+                                           message="no such column: bmi")
+            mean = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="age")
+            assert researcher.call("wait_task", task_id=crash, timeout=60) == "crashed", \
+                worker.output
+            assert researcher.call("wait_task", task_id=mean, timeout=60) == "completed", \
+                worker.output
+            for task_id in (crash, mean):
+                (run_id,) = _run_ids(researcher, task_id)
+                worker.wait_line(rf"run {run_id} \(.*\): (failed|succeeded)")
+        finally:
+            assert worker.stop() == 0, worker.output
+        runs = [researcher.call("runs", task_id=t)[0] for t in (crash, mean)]
+        fetched = json.dumps([runs, researcher.call("results", task_id=crash),
+                              researcher.call("results", task_id=mean)])
+        for value in forbidden:
+            assert value not in fetched, f"{value!r} reached the researcher: {fetched}"
+        for host in _host_names():
+            assert re.search(rf"(?<![A-Za-z0-9]){re.escape(host)}(?![A-Za-z0-9])", fetched,
+                             re.IGNORECASE) is None, f"host {host!r} in {fetched}"
+        logs[config] = [run["log"] for run in runs]
+    off, on = logs["settings.toml"], logs["tail.toml"]
+    assert "command exited with code 1" in off[0]
+    assert "no such column: bmi" not in off[0] and "Traceback" not in off[0]
+    assert "as database" not in off[1]
+    # Opted in: the algorithm's own words and its traceback, the node's detail replaced.
+    assert "no such column: bmi" in on[0] and "Traceback" in on[0]
+    assert "<workdir>/input" in on[0]
+    assert "Using '<database:default>' with label 'default' as database" in on[1]
+    assert "Writing output to <workdir>/input/output" in on[1]
