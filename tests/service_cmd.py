@@ -14,10 +14,11 @@ Modes:
   wait-file PATH   report, then wait until PATH exists (the test's go signal), then succeed
   bad-result       write RESULT naming a layer file that is gone, exit 0 (export fails)
   chatter PATH     print a numbered line every 20 ms until PATH exists, then succeed
-  leaky            print what must never reach the end user (its work dir, $HOME, the host
+  leaky [sleep]    print what must never reach the end user (its work dir, $HOME, the host
                    name, $LEAK_TEST_SECRET, a traceback from a file under ~/.cache, a line
                    like slurmstepd's cancel message) between harmless lines, then fail with
-                   an @dss error, exit 4
+                   an @dss error, exit 4; with "sleep": no fake slurmstepd line, no error,
+                   sleep until stopped (a cluster cancel writes the real one)
 """
 
 from __future__ import annotations
@@ -98,9 +99,12 @@ def main(argv: list[str]) -> int:
         except RuntimeError:
             traceback.print_exc()
         short = host.split(".")[0]
-        print(f"slurmstepd-{short}: error: *** JOB 6 ON {short} CANCELLED AT "
-              "2026-12-07T04:00:00 ***", file=sys.stderr, flush=True)
+        if rest[:1] != ["sleep"]:
+            print(f"slurmstepd-{short}: error: *** JOB 6 ON {short} CANCELLED AT "
+                  "2026-12-07T04:00:00 ***", file=sys.stderr, flush=True)
         say("harmless: the last words")
+        if rest[:1] == ["sleep"]:
+            time.sleep(600)
         say('@dss error "segmentation failed: the input is not a brain"')
         return 4
     if mode == "no-result":

@@ -17,6 +17,7 @@ from dss_console.engine.events import JobMessage, ServicePaused
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
+from test_leaks import assert_nothing_local, everything_the_user_can_fetch, local_detail
 from test_worker_cli import Worker, args_for, worker_env  # noqa: F401 (fixture)
 
 from slurm_cluster import SlurmCluster, require_slurm
@@ -319,3 +320,35 @@ def test_an_unreachable_controller_is_transient_never_a_refusal(
     quick = SlurmTools(env=tools.env, timeout=2)
     with pytest.raises(SlurmUnreachableError, match="did not answer within 2 s"):
         quick.queue_states(["1"])
+
+
+def test_a_cluster_cancel_tells_the_user_nothing_of_the_cluster(
+        harness: Harness, cluster_env: SlurmCluster) -> None:
+    """slurmstepd's own "*** JOB n ON <node> CANCELLED" lands in the job's output: with the
+    tail shared it reaches the user redacted, like every other line of the machine."""
+    secret = f"pA55-w0rd-{uuid.uuid4().hex[:10]}"
+    ticket = harness.ticket()
+    extra = on_slurm(harness, "leaky", "sleep")
+    extra[harness.service].send_output_tail = True
+    extra[harness.service].env = {"LEAK_TEST_SECRET": secret}
+    engine = harness.engine(auto=True, extra=extra)
+    job_id = harness.wait_job(engine, ticket, JobState.RUNNING, timeout=60)
+    cluster_job = wait_for(lambda: engine.job(job_id).cluster_job, 30)
+    log = Path(engine.job(job_id).workdir) / ".dss" / "output.log"
+    wait_for(lambda: log.is_file() and "harmless: the last words" in log.read_text(), 60,
+             what="the job's output")
+    assert cluster_env.run("scancel", cluster_job).returncode == 0
+    harness.wait_job(engine, ticket, JobState.FAILED, timeout=60)
+    harness.wait_server(ticket, "failed")
+    wait_for(lambda: engine.job(job_id).owed == 0, 30, what="every call to be delivered")
+    job = engine.job(job_id)
+    assert f"SLURM job {cluster_job}: CANCELLED" in (job.reason or "")
+    output = log.read_text()
+    assert f"*** JOB {cluster_job} ON {cluster_env.node} CANCELLED AT" in output
+
+    detail, bodies = everything_the_user_can_fetch(harness.sandbox, ticket)
+    assert_nothing_local(str(detail) + "\n".join(bodies), local_detail(harness, job.workdir,
+                                                                       secret))
+    (tail,) = bodies
+    assert f"slurmstepd-<host>: error: *** JOB {cluster_job} ON <host> CANCELLED AT" in tail
+    assert "harmless: segmentation step 3 of 5 done" in tail
