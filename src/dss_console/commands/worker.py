@@ -60,6 +60,12 @@ it (after a failure, jobs already running count, so no more than three fail when
 concurrency is three or less); restart the worker to resume.
 With --exit-when-idle the worker then exits 1, saying why.
 
+What the end user reads: the command's own @dss/hook messages and attachments, and fixed
+words ("command exited with code N"). Its other output stays in {workdir}/.dss/output.log,
+unless send_output_tail = true (top level, or per [services."NAME"]; [v6] and per image for
+vantage6): then a failure's last lines are sent with paths under the work root, home and data
+dirs, host names and environment values replaced by <workdir>, <home>, <host>, <env:NAME>.
+
 On a cluster: with --executor SERVICE=slurm (or executor = "slurm" in the settings file)
 each ticket becomes one SLURM batch job (sbatch from PATH, the usual SLURM_CONF), with the
 service's sbatch_options. The work root must be on a file system the nodes share. The job id
