@@ -113,3 +113,38 @@ def test_a_failing_command_tells_the_user_only_its_own_words(harness: Harness,
     assert '"<home>/.cache/seg/model.py"' in tail and "model weights missing" in tail
     assert "slurmstepd-<host>: error: *** JOB 6 ON <host> CANCELLED" in tail
     assert "token <env:LEAK_TEST_SECRET>" in tail
+
+
+def test_a_refused_upload_tells_the_user_no_local_path(harness: Harness) -> None:
+    """An upload the client refuses (its file is gone) fails the ticket with the error's
+    text: the user reads it with the work root replaced, the journal keeps it whole."""
+    from dss_console.engine.journal import Journal
+    from dss_console.engine.source import DssSource
+    from dss_console.engine.workdirs import ticket_workdir
+
+    ticket = harness.ticket()
+    client = harness.client()
+    claimed = client.services.claim([harness.service], harness.sandbox.provider, "node-a")
+    assert claimed is not None and claimed.ticket_id == ticket
+    key = DssSource(client).key
+    workdir = ticket_workdir(harness.tmp / "work", key, ticket)
+    missing = workdir / ".dss" / "export" / "layer_000_gone.nii.gz"
+    # A worker that stopped while uploading a result whose file is gone meanwhile.
+    journal = Journal(harness.tmp / "journal-node-a.sqlite3")
+    job_id = journal.create_job(source=key, ticket_id=ticket, service_hash=harness.service,
+                                service_name="LeakTest", instance="node-a", workdir=str(workdir))
+    journal.transition(job_id, JobState.UPLOADING, check=False, calls=[
+        ("upload", {"path": str(missing), "name": missing.name, "final": True,
+                    "ticket": ticket}),
+        ("status", {"status": "success", "final": True, "ticket": ticket})])
+    journal.close()
+    engine = harness.engine()
+    harness.wait_job(engine, ticket, JobState.FAILED)
+    harness.wait_server(ticket, "failed")
+    assert str(missing) in (engine.job(job_id).reason or "")  # the provider's own record
+    detail, bodies = everything_the_user_can_fetch(harness.sandbox, ticket)
+    assert bodies == []
+    errors = [e["message"] for e in detail["log"] if e["category"] == "error"]
+    assert len(errors) == 1 and errors[0].startswith("the result could not be uploaded (")
+    assert "<workroot>/" in errors[0], errors
+    assert_nothing_local(json.dumps(detail), [str(harness.tmp), "pytest-of-"])

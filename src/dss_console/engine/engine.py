@@ -43,6 +43,7 @@ from dss_console.engine.profiles import (
     v6_preflight_template,
     v6_service_command,
 )
+from dss_console.engine.redact import Redactor
 from dss_console.engine.runner import CommandSpec, CommandStartError, check_template, preflight
 from dss_console.engine.settings import ServiceCommand, Settings
 from dss_console.engine.slurm import ClusterMonitor, SlurmError, SlurmTools
@@ -629,7 +630,7 @@ class Engine:
             # v6: the result cannot be sent (e.g. it cannot be encrypted for the researcher's
             # organization): the run must still end, or the researcher waits forever.
             reason = f"the result could not be sent ({message})"
-            name, payload = finish_call(OutcomeKind.CRASHED, reason=reason,
+            name, payload = finish_call(OutcomeKind.CRASHED, reason=self._told(reason),
                                         output=Path(item.payload["output"])
                                         if item.payload.get("output") else None)
             calls = [(name, {**payload, "ticket": snap.ticket_id})]
@@ -643,11 +644,16 @@ class Engine:
         # Without every result file the ticket cannot succeed: in one transaction, replace
         # the rest of the result phase with a failure the user is told about.
         reason = f"the result could not be uploaded ({message})"
-        calls = [("log", {"level": "error", "message": reason, "ticket": snap.ticket_id}),
+        calls = [("log", {"level": "error", "message": self._told(reason),
+                          "ticket": snap.ticket_id}),
                  ("status", {"status": "failed", "ticket": snap.ticket_id})]
         items = self.journal.transition(job_id, snap.state, reason, check=False, calls=calls,
                                         drop_final=True)
         self.outbox.announce(items)
+
+    def _told(self, reason: str) -> str:
+        """A reason with an error's text in it (a local file's path), as the user reads it."""
+        return Redactor.build(paths={"<workroot>": self.settings.workroot}).text(reason)
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self, *, run_claimed: bool = False) -> list[int]:
