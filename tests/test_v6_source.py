@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from dss_console.engine.redact import SHARED_SUFFIX
 from dss_console.v6.client import (
     V6Error,
     V6NodeClient,
@@ -116,7 +117,9 @@ class MiniNode:
         workdir = self.workroot / f"run_{run_id:08d}"
         self.source.fetch_inputs(run_id, workdir)
         argv, env = self.source.command(run_id, workdir)
-        output = workdir / "output.log"
+        # Named as a copy for the server: the source sends no other file (the engine would
+        # have redacted it; the demo's output here holds only test paths).
+        output = workdir / f"output{SHARED_SUFFIX}"
         with open(output, "wb") as out:
             proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
