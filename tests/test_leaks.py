@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 import pytest
 import requests
 
-from dss_console.engine.jobs import TAIL_DESCRIPTION
+from dss_console.engine.redact import TAIL_DESCRIPTION
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox

@@ -8,7 +8,6 @@ transaction) before it is acted on.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import threading
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dss_console.engine import redact
 from dss_console.engine.events import EventBus, JobChanged, JobMessage, JobOutput, JobSnapshot
 from dss_console.engine.journal import Journal
 from dss_console.engine.outbox import Outbox
@@ -39,7 +39,6 @@ from dss_console.engine.protocol import (
     Report,
     resolve_attachment,
 )
-from dss_console.engine.redact import SHARED_SUFFIX, Redactor, tail_text
 from dss_console.engine.runner import (
     CommandRunner,
     CommandSpec,
@@ -65,6 +64,7 @@ from dss_console.engine.workdirs import (
     make_private_dir,
     process_identity,
 )
+from dss_console.v6.settings import DEFAULT_LOG_LIMIT
 
 SHUTDOWN_REASON = "provider shut down"
 V6_SHUTDOWN_REASON = "the node shut down"  # what a vantage6 researcher reads
@@ -90,9 +90,6 @@ USER_INTERNAL_ERROR = ("the provider's software met an internal error; the provi
 # A v6 run's command could not be prepared or started (the detail names local paths).
 V6_USER_START_FAILED = ("the algorithm could not be started on this node; the node's "
                         "operator has been notified")
-TAIL_DESCRIPTION = "Last lines of the command's output"
-TAIL_NOTE = "The last lines of the command's output are attached"
-V6_SHARED_LIMIT = 256 * 1024  # a source without a log_limit of its own
 
 
 @dataclass
@@ -822,12 +819,12 @@ class JobExecution:
         attached = bool(tail) and self._shares_tail()
         if attached:
             tail_file = self._write_tail(tail or [])
-            calls.append(("attach", {"description": TAIL_DESCRIPTION, "path": str(tail_file),
-                                     "mime_type": "text/plain"}))
+            calls.append(("attach", {"description": redact.TAIL_DESCRIPTION,
+                                     "path": str(tail_file), "mime_type": "text/plain"}))
         if not told:
             calls.append(("log", {"level": "error", "message": user_reason or reason}))
         elif attached:  # an attachment is shown with the next log message
-            calls.append(("log", {"level": "info", "message": TAIL_NOTE}))
+            calls.append(("log", {"level": "info", "message": redact.TAIL_NOTE}))
         calls.append(("status", {"status": "failed"}))
         self._transition(state, reason, calls=calls, check=False, drop_final=True)
 
@@ -847,43 +844,30 @@ class JobExecution:
 
     def _write_tail(self, tail: list[str]) -> Path:
         folder = make_private_dir(self.paths().engine_dir / "attachments")
-        path = folder / f"output-tail-{int(time.time() * 1000)}{SHARED_SUFFIX}"
-        text = "\n".join(self._redactor().lines(tail)) + "\n"
-        path.write_text(text, encoding="utf-8", errors="replace")
-        return path
+        name = f"output-tail-{int(time.time() * 1000)}{redact.SHARED_SUFFIX}"
+        return redact.write_shared(folder / name, "\n".join(self._redactor().lines(tail)) + "\n")
 
-    # -- what of the output may go to the server --------------------------------------------
+    # -- what of the output may go to the server (engine/redact.py) -------------------------
     def _shares_tail(self) -> bool:
         """Raw output stays here unless the service (or the settings' default) opts in."""
         own = self.command.send_output_tail if self.command is not None else None
         return self.ctx.send_output_tail if own is None else own
 
-    def _redactor(self) -> Redactor:
+    def _redactor(self) -> redact.Redactor:
         snap = self.snapshot
-        env = dict(os.environ)
-        if self.command is not None:
-            env.update(self.command.env)
-        extra_env, values = v6_private_values(getattr(self.ctx.source, "settings", None)) \
-            if self.v6 else ({}, {})
-        env.update(extra_env)
-        return Redactor.build(paths={"<workdir>": snap.workdir, "<workroot>": self.ctx.workroot},
-                              env=env, values=values,
-                              hosts=[snap.cluster_node] if snap.cluster_node else [])
+        extra_env, values = v6_private_values(getattr(self.ctx.source, "settings", None))
+        return redact.job_redactor(workdir=snap.workdir, workroot=self.ctx.workroot,
+                                   command_env=self.command.env if self.command else {},
+                                   extra_env=extra_env, values=values, node=snap.cluster_node)
 
     def _shared_output(self) -> Path | None:
         """v6: a redacted copy of the output's tail for the run's log, or None when the image
         does not share it (the source sends no other file)."""
-        log_path = self._output_log()
-        if not self._shares_tail() or not log_path.is_file():
+        if not self._shares_tail():
             return None
         limit = getattr(getattr(self.ctx.source, "settings", None), "log_limit",
-                        V6_SHARED_LIMIT)
-        shared = log_path.with_name(log_path.stem + SHARED_SUFFIX)
-        text = self._redactor().text(tail_text(log_path, limit))
-        fd = os.open(shared, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
-            fh.write(text)
-        return shared
+                        DEFAULT_LOG_LIMIT)
+        return redact.shared_tail(self._output_log(), limit, self._redactor())
 
     def _upload(self, result: Path) -> None:
         from dss_console.workspace import WorkspaceError, export_result_workspace

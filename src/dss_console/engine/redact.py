@@ -28,13 +28,17 @@ from pathlib import Path
 
 import platformdirs
 
-__all__ = ["MIN_ENV_VALUE", "SHARED_SUFFIX", "Redactor", "machine_hosts", "private_dirs",
-           "tail_text"]
+__all__ = ["MIN_ENV_VALUE", "SHARED_SUFFIX", "TAIL_DESCRIPTION", "TAIL_NOTE", "Redactor",
+           "job_redactor", "machine_hosts", "private_dirs", "shared_tail", "tail_text",
+           "write_shared"]
 
 # Shorter values ("1", "true", "C.UTF-8"…) say nothing about the machine and are everywhere.
 MIN_ENV_VALUE = 6
 # A file written for the server ends so; a source sends no other output file.
 SHARED_SUFFIX = ".shared.txt"
+# What the end user reads about a shared tail (a DSS attachment shows with the next message).
+TAIL_DESCRIPTION = "Last lines of the command's output"
+TAIL_NOTE = "The last lines of the command's output are attached"
 # Values that are not this machine's: replacing them would only garble harmless words.
 _GENERIC_HOSTS = frozenset({"localhost", "localhost.localdomain", "localdomain", "ip6-localhost"})
 _GENERIC_ENV = frozenset({"/bin/bash", "/bin/sh", "/usr/bin/bash", "/usr/bin", "xterm-256color",
@@ -178,3 +182,34 @@ def tail_text(path: Path, limit: int) -> str:
         data = data[cut + 1:]
         head_lines += 1
     return f"[… {head_lines} lines cut]\n" + data.decode("utf-8", errors="replace")
+
+
+# -- what a job sends ---------------------------------------------------------------------
+
+
+def job_redactor(*, workdir: str | Path, workroot: str | Path | None,
+                 command_env: Mapping[str, str], extra_env: Mapping[str, str] | None = None,
+                 values: Mapping[str, str] | None = None, node: str | None = None) -> Redactor:
+    """The redactor of one job: its work dir and root, this process's environment with the
+    command's configured variables (and a v6 node's: ``extra_env``, database URIs in
+    ``values``), and the cluster node it ran on."""
+    env = {**os.environ, **command_env, **(extra_env or {})}
+    return Redactor.build(paths={"<workdir>": workdir, "<workroot>": workroot}, env=env,
+                          values=values, hosts=[node] if node else [])
+
+
+def write_shared(path: Path, text: str) -> Path:
+    """Write text meant for the server (private to this user, like everything here)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
+        fh.write(text)
+    return path
+
+
+def shared_tail(log_path: Path, limit: int, redactor: Redactor) -> Path | None:
+    """A redacted copy of the last ``limit`` bytes of a command's log beside it, named so a
+    source sends it; None when there is no log."""
+    if not log_path.is_file():
+        return None
+    return write_shared(log_path.with_name(log_path.stem + SHARED_SUFFIX),
+                        redactor.text(tail_text(log_path, limit)))
