@@ -326,3 +326,37 @@ def test_the_enum_fix_is_needed_here_and_works(v6_python: Path) -> None:
     newer, before, fixed = run_official(v6_python, code).split()
     assert before == ("Operation.CREATE_Scope.GLOBAL" if newer == "True" else "c_glo")
     assert int(fixed) >= 2
+
+
+def test_venv_wait_for_another_build_is_said(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second `v6 sandbox` while another process builds the environment says why it waits
+    (it was silent for ~50 s)."""
+    import fcntl
+    import threading
+
+    from dss_console.v6 import venv
+
+    from waiting import wait_for
+
+    target = tmp_path / "v6-venv"
+    monkeypatch.setenv(venv.ENV_OVERRIDE, str(target))
+    lines: list[str] = []
+    result: list[Path] = []
+    with open(target.with_name(target.name + ".lock"), "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # "another process" building
+        waiter = threading.Thread(target=lambda: result.append(venv.ensure_venv(lines.append)),
+                                  daemon=True)
+        waiter.start()
+        wait_for(lambda: lines, 30, what="a line while waiting")
+        assert lines == ["waiting for another process building the vantage6 server "
+                         "environment…"]
+        # The other build finishes: marker and Python in place.
+        python = venv.venv_python(target)
+        python.parent.mkdir(parents=True)
+        python.write_text("")
+        (target / venv.MARKER).write_text("done\n")
+        fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+    waiter.join(30)
+    assert result == [python]
+    assert len(lines) == 1  # no build of its own

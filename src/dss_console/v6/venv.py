@@ -71,7 +71,7 @@ def ensure_venv(report: Callable[[str], None] | None = None, *,
     if venv_ready(directory):
         return venv_python(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(directory.with_name(directory.name + ".lock"), timeout):
+    with _build_lock(directory.with_name(directory.name + ".lock"), timeout, report):
         if venv_ready(directory):  # another process built it while we waited
             return venv_python(directory)
         if report is not None:
@@ -142,7 +142,8 @@ def _useful_tail(log_path: Path, lines: int = 15) -> str:
 
 
 @contextlib.contextmanager
-def _build_lock(path: Path, timeout: float) -> Iterator[None]:
+def _build_lock(path: Path, timeout: float,
+                report: Callable[[str], None] | None = None) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # Windows: no concurrent builds expected there; go without
@@ -150,11 +151,17 @@ def _build_lock(path: Path, timeout: float) -> Iterator[None]:
         return
     with open(path, "a+b") as handle:
         deadline = time.monotonic() + timeout
+        said = False
         while True:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if report is not None and not said:
+                    # Another build takes a minute or two: silence would look like a hang.
+                    said = True
+                    report("waiting for another process building the vantage6 server "
+                           "environment…")
                 if time.monotonic() >= deadline:
                     raise V6SandboxError(f"another process has been building {path.stem} "
                                          f"for over {timeout:.0f} s (lock {path})") from None
