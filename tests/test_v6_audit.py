@@ -443,3 +443,74 @@ def test_dialog_exports_the_rows_shown(dialog: Any, tmp_path: Path,
     monkeypatch.setattr(dialog, "_ask_save_path", lambda: tmp_path / "missing" / "a.csv")
     assert dialog.export_csv() is None
     assert len(warnings) == 1 and "Cannot write" in warnings[0]
+
+
+def test_dialog_has_a_reason_column_and_escape_closes_it(dialog: Any, qtbot: Any) -> None:
+    from PySide6.QtCore import Qt
+
+    from dss_console.gui.audit_view import AuditColumn
+
+    title = dialog.model.headerData(int(AuditColumn.REASON), Qt.Orientation.Horizontal)
+    assert title == "Reason"
+    assert _column(dialog, AuditColumn.REASON) == ["", "command exited with code 2", ""]
+    dialog.filter_edit.setText("zzz")
+    for widget in (dialog.filter_edit, dialog.table):
+        dialog.show()
+        qtbot.waitUntil(dialog.isVisible)
+        dialog.activateWindow()
+        widget.setFocus()
+        qtbot.keyClick(widget, Qt.Key.Key_Escape)
+        qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=5000)
+
+
+def test_cli_node_column_shows_the_node_name(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Node column names the node (as the run recorded it, else as `v6 login` stored
+    it), not '127.0.0.1:42227 node 2'."""
+    from dss_console.credentials import StoredV6Node, V6CredentialStore
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    journal = Journal(journal_path(tmp_path))
+    try:
+        for run_id, source, extra in ((20, f"{SERVER}#node-1", {"node": "station-a"}),
+                                      (21, f"{OTHER}#node-5", {})):
+            journal.create_job(source=source, ticket_id=run_id, service_hash="img:1",
+                               service_name="img", instance="host-a", workdir="/w",
+                               details=details(**extra))
+    finally:
+        journal.close()
+    V6CredentialStore(use_keyring=False).save_node(StoredV6Node(
+        server=OTHER, node="station-b", api_key="k", private_key_pem=None,
+        info={"node_id": 5, "organization_id": 1}))
+    _, out, _ = _audit(capsys, "--data-dir", str(tmp_path))
+    by_run = {line.split()[1]: line for line in out.splitlines()[1:-1]}
+    assert by_run["20"].startswith("station-a ")
+    assert by_run["21"].startswith("station-b ")
+    assert "node 1" not in out and "node 5" not in out
+
+
+def test_cli_json_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`v6 audit --json | head -c 100` ends without 'error: Broken pipe'."""
+    import os
+    import subprocess
+    import sys
+
+    journal = Journal(journal_path(tmp_path))
+    try:
+        for run_id in range(400):  # far more than a pipe's buffer
+            journal.create_job(source=f"{SERVER}#node-1", ticket_id=run_id,
+                               service_hash="img:1", service_name="img", instance="host-a",
+                               workdir="/w", details=details())
+    finally:
+        journal.close()
+    exe = Path(sys.executable).with_name("dss-console")
+    reader, writer = os.pipe()
+    proc = subprocess.Popen([str(exe), "v6", "audit", "--json", "--data-dir", str(tmp_path)],
+                            stdout=writer, stderr=subprocess.PIPE, text=True)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as head:
+        assert head.read(100)  # `head -c 100`: read a little, then go away
+    _, err = proc.communicate(timeout=60)
+    assert "Broken pipe" not in err and "Traceback" not in err, err
+    assert proc.returncode == 0

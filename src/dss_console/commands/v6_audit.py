@@ -8,6 +8,8 @@ Reads the journal read-only (an engine may be running on it) and needs no server
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sqlite3
 import sys
 import time
@@ -112,12 +114,20 @@ def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     if args.since is not None:
         cut = now - args.since * 86400
         records = [r for r in records if (r.claimed_at or r.started_at or 0.0) >= cut]
-    if args.json:
-        records_to_json(records, out, now)
-    elif args.csv:
-        records_to_csv(records, out, now)
-    else:
-        print_table(records, out, now)
+    try:
+        if args.json:
+            records_to_json(records, out, now)
+        elif args.csv:
+            records_to_csv(records, out, now)
+        else:
+            print_table(records, out, now)
+        out.flush()
+    except BrokenPipeError:
+        # `v6 audit --json | head`: the reader has all it wanted. Quiet, and the flush at
+        # exit must not fail again on the closed pipe.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
     return 0
 
 
@@ -177,8 +187,9 @@ def print_table(records: Sequence[Any], out: IO[str], now: float | None = None) 
         return
     several = len({(r.server, r.node_id) for r in records}) > 1
     columns = (("Node",) if several else ()) + COLUMNS
+    known = _stored_node_names() if several else {}
     rows = [[_shorten(_clean(cell), _MAX_WIDTH.get(column))
-             for column, cell in zip(columns, (([_node_name(r)] if several else [])
+             for column, cell in zip(columns, (([_node_name(r, known)] if several else [])
                                                + table_row(r, now)), strict=True)]
             for r in records]
     widths = [max(len(column), *(len(row[i]) for row in rows))
@@ -192,10 +203,30 @@ def print_table(records: Sequence[Any], out: IO[str], now: float | None = None) 
     print(f"{len(records)} {noun}", file=out)
 
 
-def _node_name(record: Any) -> str:
-    """'v6.example.org node 2': the server's host and the node's id."""
+def _node_name(record: Any, known: dict[tuple[str, int], str] | None = None) -> str:
+    """The node's name (as the run recorded it, else as `v6 login` stored it); a node
+    known by neither: 'v6.example.org node 2' (the server's host and the node's id)."""
+    name = record.node_name or (known or {}).get((record.server, record.node_id))
+    if name:
+        return str(name)
     host = urlsplit(record.server).netloc or record.server
     return f"{host} node {record.node_id}"
+
+
+def _stored_node_names() -> dict[tuple[str, int], str]:
+    """(server, node id) → name of the nodes logged in here (the index only: no keyring)."""
+    from dss_console.credentials import V6CredentialStore
+
+    names = {}
+    try:
+        entries = V6CredentialStore(use_keyring=False).v6_nodes()
+    except Exception:  # a name is a courtesy: the id still says which node
+        return {}
+    for entry in entries:
+        node_id = (entry.get("info") or {}).get("node_id")
+        if isinstance(node_id, int) and entry.get("server") and entry.get("node"):
+            names[(str(entry["server"]), node_id)] = str(entry["node"])
+    return names
 
 
 def table_row(record: Any, now: float | None = None) -> list[str]:

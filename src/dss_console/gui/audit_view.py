@@ -67,6 +67,7 @@ class AuditColumn(enum.IntEnum):
     OUTCOME = 6
     STARTED = 7
     DURATION = 8
+    REASON = 9
 
 
 _HEADERS = {
@@ -83,6 +84,8 @@ _HEADERS = {
                                      "interrupted) or where it stands"),
     AuditColumn.STARTED: ("Started", "When the command started (local time)"),
     AuditColumn.DURATION: ("Duration", "How long the command ran"),
+    AuditColumn.REASON: ("Reason", "Why the run ended as it did (the words the researcher "
+                                   "got, or the local reason)"),
 }
 
 SHA_SHOWN = 12  # hex digits of the input's SHA-256 in the table
@@ -180,6 +183,8 @@ class AuditTableModel(QAbstractTableModel):
             return record.outcome
         if column is AuditColumn.STARTED:
             return format_claimed(record.started_at) or "—"
+        if column is AuditColumn.REASON:
+            return record.reason or ""
         return format_elapsed(record.duration_at(self._clock()))
 
     def _sort_value(self, record: AuditRecord, column: AuditColumn) -> Any:
@@ -251,6 +256,8 @@ class AuditTableModel(QAbstractTableModel):
             return record.image or None
         if column is AuditColumn.DATABASES:
             return ", ".join(record.databases) or None
+        if column is AuditColumn.REASON:
+            return record.reason or None
         return None
 
     # -- writing ----------------------------------------------------------------------------

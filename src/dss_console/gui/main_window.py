@@ -445,6 +445,9 @@ class MainWindow(QMainWindow):
         spawn(self._fill_audit(self.audit_dialog))
         self.audit_dialog.show()
         self.audit_dialog.raise_()
+        # Keys (Escape closes it) go to the dialog, not to the window behind it: without a
+        # window manager that activates new windows (Xvfb) nobody else does.
+        self.audit_dialog.activateWindow()
 
     async def _fill_audit(self, dialog: Any) -> None:
         engine = self.engine

@@ -101,6 +101,7 @@ class AuditRecord:
     instance: str
     local_job: int              # the journal's job id on this machine
     updated_at: float = 0.0     # the job's last change (which of two records is newer)
+    node_name: str | None = None  # the node's name on its server, when the run recorded it
 
     @property
     def key(self) -> tuple[str, int]:
@@ -207,7 +208,8 @@ def audit_record(job: JobSnapshot, now: float | None = None) -> AuditRecord:
         outcome=_outcome(job, details), state=job.state.value, reason=job.reason,
         claimed_at=job.claimed_at, started_at=job.started_at, finished_at=job.finished_at,
         duration=duration, live=live, exit_code=job.exit_code, attempt=job.attempt,
-        instance=job.instance, local_job=job.job_id, updated_at=job.updated_at)
+        instance=job.instance, local_job=job.job_id, updated_at=job.updated_at,
+        node_name=_text(details.get("node")))
 
 
 def audit_records(jobs: Iterable[JobSnapshot], now: float | None = None) -> list[AuditRecord]:

@@ -205,7 +205,7 @@ class V6Source:
                 continue
             with self._lock:
                 self._runs[run.id] = run
-            return ClaimedWork(run.id, run.image, details=claim_details(run))
+            return ClaimedWork(run.id, run.image, details=self._claim_details(run))
         return None
 
     def claim_subtask(self, service_hashes: Sequence[str], provider: str = "",
@@ -249,7 +249,7 @@ class V6Source:
         }
         _write_private(dest / "run.json", json.dumps(record, indent=1).encode("utf-8"))
         with self._lock:
-            self._details[ticket_id] = {**claim_details(run), **{
+            self._details[ticket_id] = {**self._claim_details(run), **{
                 k: record[k] for k in ("collaboration_id", "input_sha256", "input_summary")}}
         token = self.client.container_token(run.task_id, run.image)
         _write_private(files.token, token.encode("utf-8"))
@@ -272,6 +272,10 @@ class V6Source:
         if user_id is not None:
             details["init_user"] = self._name("user", user_id, "username")
         return details
+
+    def _claim_details(self, run: Run) -> dict[str, Any]:
+        """The run's own details and which node ran it (the audit names the node)."""
+        return {**claim_details(run), "node": self.identity.name}
 
     def _name(self, kind: str, item_id: int, field_name: str) -> str | None:
         """An organization's or user's name, asked once per engine (a node may not read
