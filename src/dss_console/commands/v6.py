@@ -56,9 +56,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         description="Check a node API key against the server and remember it (OS keyring, "
                     "else a private file). Prints the node, its organization and its "
                     "collaboration. An encrypted collaboration needs the organization's "
-                    "private key (PEM); when the server holds another public key (or none) "
-                    "for the organization, this key's public key is uploaded, as the "
-                    "official node does at start.")
+                    "private key (PEM); when the organization has no public key on the "
+                    "server, this key's is uploaded, as the official node does at start; a "
+                    "key that does not match the registered one is refused (see "
+                    "--replace-public-key).")
     login.add_argument("--server", required=True, metavar="URL",
                        help="the vantage6 server, e.g. https://v6.example.org (…/api optional)")
     login.add_argument("--api-key-stdin", action="store_true", required=True,
@@ -66,6 +67,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                             "the process list would show it)")
     login.add_argument("--private-key", type=Path, metavar="FILE",
                        help="the organization's private key (PEM), for encrypted collaborations")
+    login.add_argument("--replace-public-key", action="store_true",
+                       help="the private key is not the one whose public key the organization "
+                            "registered: replace the registered public key with this key's. "
+                            "Other nodes of the organization (and tasks already encrypted for "
+                            "the old key) then stop decrypting")
     login.add_argument("--ca-bundle", metavar="FILE",
                        help="CA certificates (PEM) to trust for this server; TLS is always "
                             "verified")
@@ -139,9 +145,16 @@ def login_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc), code=EXIT_USAGE) from None
     try:
         pem = read_private_key(args.private_key) if args.private_key is not None else None
-        login = login_node(args.server, api_key, pem, verify=_verify(args))
+        if args.replace_public_key and pem is None:
+            raise CliError("--replace-public-key needs --private-key FILE", code=EXIT_USAGE)
+        login = login_node(args.server, api_key, pem, verify=_verify(args),
+                           replace_public_key=args.replace_public_key)
     except V6LoginError as exc:
         raise CliError(str(exc)) from None
+    if args.replace_public_key and login.uploaded_public_key:
+        print(f"warning: replaced organization {login.identity.organization_name!r}'s public "
+              "key on the server: its other nodes (and tasks already encrypted for the old "
+              "key) can no longer decrypt until they use this key", file=sys.stderr)
     store = _store()
     remember_node(login, store)
     if store.fallback_note:

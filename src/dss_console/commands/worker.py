@@ -167,9 +167,15 @@ def worker_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc), code=2) from None
     source: Any
     if args.source == "v6":
+        keys = None
         if args.for_console:
             args.manual = True
-        source = _v6_source(args, settings, _v6_keys_from_stdin() if args.for_console else None)
+            keys = _v6_keys_from_stdin()
+            # The console's settings come with the keys, so the engine's first poll already
+            # knows the images this node runs (the allowlist): arriving later over the
+            # channel, they lost a race against that poll, which refused the runs.
+            settings = _console_settings(keys, config, args) or settings
+        source = _v6_source(args, settings, keys)
         client = source
     else:
         if not args.server and settings.server:
@@ -300,6 +306,22 @@ def _v6_keys_from_stdin() -> dict[str, str]:
     if not isinstance(keys, dict) or not keys.get("api_key"):
         raise CliError("--for-console --source v6 needs the node's keys on stdin", code=2)
     return keys
+
+
+def _console_settings(keys: dict[str, str], config: Path,
+                      args: argparse.Namespace) -> Settings | None:
+    """The settings a console handed over with the node's keys (TOML), or None."""
+    from dss_console.engine.settings import SettingsError, parse_settings
+
+    text = keys.get("settings")
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        settings = parse_settings(text, config)
+    except SettingsError as exc:
+        raise CliError(f"the console's settings: {exc}", code=2) from None
+    _apply_overrides(settings, args)
+    return settings
 
 
 def _v6_source(args: argparse.Namespace, settings: Settings,

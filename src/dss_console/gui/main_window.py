@@ -761,8 +761,11 @@ class MainWindow(QMainWindow):
         instance = self.settings.instance
         if isinstance(logged_in, NodeLogin):
             # The node's keys go to the engine on its stdin, never on its command line.
+            # With them the settings: the engine's first poll must know the images this
+            # node runs, or it refuses their runs "not allowed" before the settings arrive.
             secret = json.dumps({"api_key": logged_in.api_key, "private_key": (
-                logged_in.private_key_pem or b"").decode("ascii")})
+                logged_in.private_key_pem or b"").decode("ascii"),
+                "settings": settings_to_toml(self.settings)})
             session_id, node = "", logged_in.identity.name
         else:
             secret = session_id = logged_in.client.transport.session_id or ""

@@ -103,9 +103,18 @@ class RsaCryptor:
         if not server_public_key_b64:
             return False
         try:
-            return b64decode(server_public_key_b64) == _public_pem(self._private_key)
+            stored = b64decode(server_public_key_b64)
         except CryptoError:
             return False
+        if stored == _public_pem(self._private_key):
+            return True
+        # The same key written another way (line ends, a web UI's upload): compare numbers.
+        try:
+            public = serialization.load_pem_public_key(stored)
+        except (ValueError, TypeError):
+            return False
+        return (isinstance(public, rsa.RSAPublicKey)
+                and public.public_numbers() == self._private_key.public_key().public_numbers())
 
     def encrypt(self, data: bytes, public_key_b64: str | None) -> str:
         return rsa_encrypt(data, public_key_b64)

@@ -17,7 +17,7 @@ from dss_console.v6.client import (
     normalise_server_url,
 )
 from dss_console.v6.settings import V6Settings
-from dss_console.v6.source import V6KeyError, V6Source
+from dss_console.v6.source import V6KeyError, V6KeyMismatchError, V6Source, check_public_key
 
 
 class V6LoginError(Exception):
@@ -53,10 +53,12 @@ def read_private_key(path: Path | str) -> bytes:
 
 
 def login_node(server: str, api_key: str, private_key_pem: bytes | None = None, *,
-               verify: bool | str = True) -> NodeLogin:
+               verify: bool | str = True, replace_public_key: bool = False) -> NodeLogin:
     """Log in with the node's API key, learn who it is, check the private key (required when
-    the collaboration is encrypted) and upload its public key when the server holds another
-    one (or none), as the official node does at start."""
+    the collaboration is encrypted) and upload its public key when the organization has
+    none, as the official node does at start. A key that does not match the organization's
+    registered public key is refused unless ``replace_public_key`` (the operator's explicit
+    choice: other nodes of the organization then stop decrypting)."""
     try:
         server = normalise_server_url(server)
     except ValueError as exc:
@@ -79,14 +81,13 @@ def login_node(server: str, api_key: str, private_key_pem: bytes | None = None, 
     try:
         who = source.identity
         if isinstance(source.cryptor, crypto.RsaCryptor):
-            current = source.client.organization_public_key(who.organization_id)
-            if not source.cryptor.matches(current):
-                source.client.upload_public_key(who.organization_id,
-                                                source.cryptor.public_key_b64)
-                uploaded = True
+            uploaded = check_public_key(source.client, who, source.cryptor,
+                                        replace=replace_public_key)
         elif private_key_pem is not None:
             # Kept anyway (the collaboration may become encrypted): it must be usable.
             crypto.RsaCryptor.from_pem(private_key_pem)
+    except V6KeyMismatchError as exc:
+        raise V6LoginError(str(exc)) from None
     except (V6Error, ValueError) as exc:
         raise V6LoginError(f"logged in, but the key check failed: {short_error(exc)}") \
             from None
@@ -114,7 +115,7 @@ def describe_node(login: NodeLogin) -> list[str]:
              f"{'encrypted' if who.encrypted else 'not encrypted'}"]
     if login.uploaded_public_key:
         lines.append("  uploaded this private key's public key to the organization (the "
-                     "server had another one or none)")
+                     "server had none, or --replace-public-key replaced it)")
     return lines
 
 

@@ -90,6 +90,33 @@ class V6KeyError(ValueError):
     """The collaboration is encrypted and no usable private key was given (in words)."""
 
 
+class V6KeyMismatchError(V6KeyError):
+    """The private key is not the one whose public key the organization registered."""
+
+
+def key_mismatch_message(identity: NodeIdentity) -> str:
+    return (f"this private key does not match the public key organization "
+            f"{identity.organization_name!r} registered on the server: it is another "
+            "organization's key, or an old one. Give the organization's key; to replace the "
+            "registered public key on purpose, log in again with --replace-public-key (other "
+            "nodes of this organization, and researchers' tasks already encrypted for the "
+            "old key, then stop decrypting)")
+
+
+def check_public_key(client: V6NodeClient, identity: NodeIdentity,
+                     cryptor: crypto.RsaCryptor, *, replace: bool = False) -> bool:
+    """Upload our public key when the organization has none (as the official node does);
+    refuse (V6KeyMismatchError) when it has another one, unless ``replace``. True when
+    uploaded."""
+    current = client.organization_public_key(identity.organization_id)
+    if cryptor.matches(current):
+        return False
+    if current and not replace:
+        raise V6KeyMismatchError(key_mismatch_message(identity))
+    client.upload_public_key(identity.organization_id, cryptor.public_key_b64)
+    return True
+
+
 def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
                  ) -> crypto.PlainCryptor | crypto.RsaCryptor:
     if not identity.encrypted:
@@ -131,17 +158,18 @@ class V6Source:
     def connect(cls, server: str, api_key: str, settings: V6Settings, *,
                 private_key_pem: bytes | None = None, verify: bool | str = True,
                 upload_public_key: bool = True) -> V6Source:
-        """Log in, learn who we are, check the key; upload our public key when the server
-        has another one (or none), as the official node does at start."""
+        """Log in, learn who we are, check the key; upload our public key when the
+        organization has none, as the official node does at start. Another organization's
+        key (or an old one) is refused: replacing the registered key silently would stop
+        every other node of the organization decrypting (``v6 login --replace-public-key``
+        does it on purpose)."""
         client = V6NodeClient(server, verify=verify)
         try:
             client.login(api_key)
             identity = client.whoami()
             cryptor = make_cryptor(identity, private_key_pem)
             if upload_public_key and isinstance(cryptor, crypto.RsaCryptor):
-                current = client.organization_public_key(identity.organization_id)
-                if not cryptor.matches(current):
-                    client.upload_public_key(identity.organization_id, cryptor.public_key_b64)
+                check_public_key(client, identity, cryptor)
         except BaseException:
             client.close()
             raise

@@ -1,0 +1,144 @@
+"""vantage6 as a data station met it (issue 17): the engine knows its allowlist before its
+first poll, refusals are recorded and shown, a wrong organization key is refused, a task
+asking for a database this node lacks is refused before it starts, a researcher's kill is
+recorded as such. Real server 4.15.2, the official client as the researcher, real engine
+processes."""
+
+# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dss_console.engine.settings import Settings, settings_to_toml
+from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
+from dss_console.v6.settings import parse_v6_settings
+
+from v6_fixtures import (
+    SERVER_TEST_TIMEOUT,
+    Researcher,
+    researchers,
+    v6_python,
+    v6_sandbox,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
+
+UNKNOWN_IMAGE = "harbor2.example/not-configured:1"
+
+
+def _run(researcher: Researcher, task_id: int) -> dict:
+    (run,) = researcher.call("runs", task_id=task_id)
+    return run
+
+
+def test_a_console_engine_knows_its_images_before_its_first_poll(
+        researchers: dict[str, Researcher], v6_sandbox: V6Sandbox, tmp_path: Path) -> None:
+    """`--sandbox v6` refused its own demo algorithm in 2 of 4 starts: the console's engine
+    polled (and refused) before the window's settings reached it. Both tasks wait before the
+    engine starts, so its first poll sees both: the unknown image's refusal proves that poll
+    happened, and the demo run must still be pending then, and run once Auto is on."""
+    from dss_console.engine.remote import RemoteEngine
+    from dss_console.engine.spawn import start_engine_process, wait_for_engine
+    from dss_console.v6.login import login_node
+
+    researcher = researchers["demo-enc"]
+    station = v6_sandbox.org_id("station")
+    demo = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="age")
+    unknown = researcher.create_task(UNKNOWN_IMAGE, "anything", [station])
+    node = v6_sandbox.node("station-demo-enc")
+    pem = v6_sandbox.key_file("station").read_bytes()
+    login = login_node(v6_sandbox.url, node.api_key, pem)
+    settings = Settings(instance="t-console", workroot=tmp_path / "work", poll_interval=1.0,
+                        v6=parse_v6_settings(v6_sandbox.demo_settings()))
+    secret = json.dumps({"api_key": node.api_key, "private_key": pem.decode("ascii"),
+                         "settings": settings_to_toml(settings)})
+    data = tmp_path / "data"
+    data.mkdir()
+    process = start_engine_process(
+        server=login.server, session_id=secret, instance=settings.instance, data_dir=data,
+        workroot=settings.workroot, config=None, provider=None, ca_bundle=None,
+        v6_node=login.identity.name, engine_key=login.source_key)
+    engine = None
+    try:
+        engine = RemoteEngine(wait_for_engine(process, data, login.source_key,
+                                              settings.instance))
+        wait_for(lambda: _run(researcher, unknown)["status"] == "not allowed", 60,
+                 "the engine's first poll to refuse the unknown image")
+        assert _run(researcher, demo)["status"] == "pending"
+        engine.set_auto(True)
+        assert researcher.call("wait_task", task_id=demo, timeout=90) == "completed"
+    finally:
+        if engine is not None:
+            engine.shutdown()
+            engine.close()
+        process.wait(60)
+
+
+def _org_public_key(sandbox: V6Sandbox, node: str) -> str | None:
+    from dss_console.v6.client import V6NodeClient
+
+    client = V6NodeClient(sandbox.url)
+    try:
+        client.login(sandbox.node(node).api_key)
+        return client.organization_public_key(client.whoami().organization_id)
+    finally:
+        client.close()
+
+
+def _v6_login(home: Path, sandbox: V6Sandbox, node: str, key: Path, *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_DATA_HOME=str(home / "data"), DSS_CONSOLE_KEYRING="off")
+    exe = Path(sys.executable).with_name("dss-console")
+    return subprocess.run([str(exe), "v6", "login", "--server", sandbox.url, "--api-key-stdin",
+                           "--private-key", str(key), *extra],
+                          input=sandbox.node(node).api_key + "\n", env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_another_organizations_key_is_refused_unless_replacing_is_asked(
+        v6_sandbox: V6Sandbox, tmp_path: Path) -> None:
+    """`v6 login --private-key` with the research organization's key silently replaced the
+    station's public key on the server (the researcher's next encrypted task then failed)."""
+    from dss_console.v6 import crypto
+    from dss_console.v6.login import V6LoginError, login_node
+
+    node = "station-demo-enc"
+    registered = _org_public_key(v6_sandbox, node)
+    station_key = v6_sandbox.key_file("station")
+    assert crypto.RsaCryptor.from_pem(station_key.read_bytes()).matches(registered)
+    wrong = v6_sandbox.key_file("research")
+    try:
+        done = _v6_login(tmp_path, v6_sandbox, node, wrong)
+        assert done.returncode == 1, done
+        assert "does not match the public key organization 'station' registered" \
+            in done.stderr
+        assert "--replace-public-key" in done.stderr
+        assert _org_public_key(v6_sandbox, node) == registered  # untouched
+        # The console's login (the same function) refuses it the same way.
+        with pytest.raises(V6LoginError, match="does not match the public key"):
+            login_node(v6_sandbox.url, v6_sandbox.node(node).api_key, wrong.read_bytes())
+        assert _org_public_key(v6_sandbox, node) == registered
+
+        done = _v6_login(tmp_path, v6_sandbox, node, wrong, "--replace-public-key")
+        assert done.returncode == 0, done
+        assert "warning: replaced organization 'station'" in done.stderr
+        assert "can no longer decrypt" in done.stderr
+        assert crypto.RsaCryptor.from_pem(wrong.read_bytes()).matches(
+            _org_public_key(v6_sandbox, node))
+    finally:
+        # The session's other tests need the station's own key registered again.
+        restored = _v6_login(tmp_path, v6_sandbox, node, station_key, "--replace-public-key")
+        assert restored.returncode == 0, restored
+    assert crypto.RsaCryptor.from_pem(station_key.read_bytes()).matches(
+        _org_public_key(v6_sandbox, node))
+    done = _v6_login(tmp_path, v6_sandbox, node, station_key)  # the right key: no flag needed
+    assert done.returncode == 0 and "warning" not in done.stderr, done
