@@ -142,3 +142,84 @@ def test_another_organizations_key_is_refused_unless_replacing_is_asked(
         _org_public_key(v6_sandbox, node))
     done = _v6_login(tmp_path, v6_sandbox, node, station_key)  # the right key: no flag needed
     assert done.returncode == 0 and "warning" not in done.stderr, done
+
+
+@pytest.fixture
+def enc_engine(v6_sandbox: V6Sandbox, tmp_path: Path) -> Iterator[tuple]:
+    """An engine (in this process, Auto on) as the encrypted collaboration's node, with the
+    demo algorithm and database configured, and the notices it publishes."""
+    from dss_console.engine.engine import Engine
+    from dss_console.engine.events import EngineNotice
+    from dss_console.engine.journal import Journal
+    from dss_console.v6.source import V6Source
+
+    settings = Settings(workroot=tmp_path / "work", poll_interval=1.0,
+                        v6=parse_v6_settings(v6_sandbox.demo_settings()))
+    source = V6Source.connect(v6_sandbox.url, v6_sandbox.node("station-demo-enc").api_key,
+                              settings.v6,
+                              private_key_pem=v6_sandbox.key_file("station").read_bytes())
+    journal = Journal(tmp_path / "journal.sqlite")
+    engine = Engine(settings, source, journal, provider="station-demo-enc", auto=True)
+    notices: list[str] = []
+    engine.events.subscribe(lambda e: notices.append(e.text)
+                            if isinstance(e, EngineNotice) else None)
+    try:
+        engine.start()
+        yield engine, source, notices
+    finally:
+        engine.shutdown(drain=False, flush_timeout=10)
+        journal.close()
+        source.close()
+
+
+def test_refused_runs_are_recorded_shown_and_audited(
+        enc_engine: tuple, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox) -> None:
+    """A run of an image this node does not run ("not allowed") and one asking for a
+    database label it lacks (it started and crashed with KeyError) are both refused before
+    any start, in words, and appear in the Runs list, the audit and the status line with
+    their image, task and who asked."""
+    from dss_console.engine.states import JobState
+    from dss_console.v6.audit import audit_records
+
+    engine, _source, notices = enc_engine
+    researcher = researchers["demo-enc"]
+    station = v6_sandbox.org_id("station")
+    unknown = researcher.create_task(UNKNOWN_IMAGE, "anything", [station])
+    no_db = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="age",
+                                   databases=[{"label": "nosuch"}])
+    assert researcher.call("wait_task", task_id=unknown, timeout=60) == "not allowed"
+    assert researcher.call("wait_task", task_id=no_db, timeout=60) == "failed"
+    run = _run(researcher, no_db)
+    assert run["log"] == ("not started: database 'nosuch' is not available on this node "
+                          "(it has: default)")
+
+    def job_of(task_id: int):
+        return next((j for j in engine.jobs() if j.details.get("task_id") == task_id), None)
+
+    wait_for(lambda: job_of(unknown) and job_of(no_db), 30, "both runs in the journal")
+    refused, failed = job_of(unknown), job_of(no_db)
+    assert refused.state is JobState.FAILED and failed.state is JobState.FAILED
+    assert refused.service_hash == UNKNOWN_IMAGE
+    assert refused.details["outcome"] == "not_allowed"
+    assert failed.details["unknown_databases"] == ["nosuch"]
+    assert failed.started_at is None  # never started
+    for job in (refused, failed):
+        assert job.details["init_org"] == "research"  # a name, not "org 3"
+        assert job.details["node"] == "station-demo-enc"
+    records = {r.task_id: r for r in audit_records(engine.jobs())}
+    assert records[unknown].outcome == "not allowed"
+    assert "is not configured on this node" in records[unknown].outcome_text
+    assert records[no_db].outcome == "failed"
+    assert "'nosuch' is not available" in records[no_db].outcome_text
+    line = next(n for n in notices if n.startswith(f"run {refused.ticket_id} "))
+    assert f"image {UNKNOWN_IMAGE!r}" in line and "asked by research / " in line
+    assert f"task {unknown}" in line and "not allowed" in line
+
+    pytest.importorskip("PySide6.QtWidgets")
+    from dss_console.gui.detail_pane import run_summary_html
+    from dss_console.gui.jobs_model import Column, JobTableModel
+
+    html = run_summary_html(failed)
+    assert "Not on this node" in html and "nosuch" in html
+    assert JobTableModel._display(refused, Column.STATE) == "not allowed"

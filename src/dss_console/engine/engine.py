@@ -40,6 +40,7 @@ from dss_console.engine.profiles import (
     details_with_outcome,
     finish_call,
     is_v6,
+    record_refusal,
     v6_preflight_template,
     v6_service_command,
 )
@@ -784,10 +785,13 @@ class Engine:
             return
         with self.connection.call():
             refused = refuse()
-        for run_id in refused:
-            self.events.publish(EngineNotice(
-                level="info", text=f"run {run_id}: not allowed (its image is not "
-                                   "configured on this node)"))
+        for refusal in refused:  # recorded: the Runs list and the audit show them
+            job_id, line = record_refusal(
+                self.journal, source_key=self.source.key, instance=self.instance,
+                workdir=ticket_workdir(self.settings.workroot, self.source.key, refusal.run_id),
+                refusal=refusal)
+            self.events.publish(JobChanged(job=self.journal.job(job_id)))
+            self.events.publish(EngineNotice(level="info", job_id=job_id, text=line))
 
     def _poll_once(self) -> bool:
         if not self._claiming or self._stopping.is_set():

@@ -17,7 +17,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from dss_console.engine.journal import OutboxItem
+from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.source import Outcome, OutcomeKind
 from dss_console.v6.settings import V6Algorithm, V6Settings
@@ -107,3 +107,37 @@ def is_success_call(item: OutboxItem) -> bool:
 
 def is_end_call(item: OutboxItem) -> bool:
     return item.kind in ("status", "finish")
+
+
+def requester_words(details: dict[str, Any]) -> str:
+    """'research / alice'; ids where the server would not tell the node a name."""
+    org = details.get("init_org") or (f"org {details['init_org_id']}"
+                                      if details.get("init_org_id") is not None else None)
+    user = details.get("init_user") or (f"user {details['init_user_id']}"
+                                        if details.get("init_user_id") is not None else None)
+    return " / ".join(part for part in (org, user) if part) or "unknown"
+
+
+def record_refusal(journal: Journal, *, source_key: str, instance: str, workdir: Path,
+                   refusal: Any) -> tuple[int, str]:
+    """A run the node ended before claiming it (``V6Source.refuse_unconfigured``), as an
+    ended job: in the Runs list and the audit with its image, task, who asked and why.
+    Returns the job id and the line for the status bar."""
+    import time
+
+    from dss_console.engine.states import JobState
+
+    outcome = refusal.outcome.value
+    details = {**refusal.details, "outcome": outcome}
+    word = "not allowed" if refusal.outcome is OutcomeKind.NOT_ALLOWED else "refused"
+    job_id = journal.create_job(
+        source=source_key, ticket_id=refusal.run_id, service_hash=refusal.image,
+        service_name=refusal.image, instance=instance, workdir=str(workdir),
+        state=JobState.FAILED, reason=refusal.reason, details=details)
+    journal.update_job(job_id, finished_at=time.time(), not_retryable=V6_NOT_AGAIN)
+    task = details.get("task_id")
+    line = (f"run {refusal.run_id}"
+            + (f" (task {task})" if task is not None else "")
+            + f": {word}: {refusal.reason}; image {refusal.image!r}, asked by "
+              f"{requester_words(details)}")
+    return job_id, line

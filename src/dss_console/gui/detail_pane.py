@@ -367,6 +367,10 @@ def run_summary_html(job: JobSnapshot) -> str:
         rows.append(("Subtask of", f"task {details['parent_id']}"))
     rows.append(("Requested by", format_requested_by(job) or "—"))
     rows.append(("Databases", format_databases(job) or "none"))
+    unknown = details.get("unknown_databases")
+    if isinstance(unknown, list) and unknown:
+        # Refused before it started: say which label this node lacks.
+        rows.append(("Not on this node", ", ".join(str(label) for label in unknown)))
     summary = details.get("input_summary")
     if isinstance(summary, dict):
         if summary.get("format"):

@@ -346,6 +346,9 @@ class JobTableModel(QAbstractTableModel):
         if column is Column.SERVICE:
             return job.service_name or job.service_hash[:8]
         if column is Column.STATE:
+            # A run this node refused by its allowlist ended "not allowed" on the server.
+            if job.state is JobState.FAILED and job.details.get("outcome") == "not_allowed":
+                return "not allowed"
             return job.state.value
         if column is Column.PROGRESS:
             return f"{round(max(0.0, min(1.0, job.progress)) * 100)}%"

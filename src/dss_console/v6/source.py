@@ -41,6 +41,7 @@ import string
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,22 @@ _STATUS_FOR = {
     OutcomeKind.NOT_ALLOWED: "not allowed",
     OutcomeKind.KILLED: "killed by user",
 }
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A run this node ended before claiming it, and why (in the researcher's words)."""
+
+    run_id: int
+    image: str
+    outcome: OutcomeKind   # NOT_ALLOWED (image not configured) | FAILED (unknown database)
+    reason: str
+    details: dict[str, Any]
+
+
+def _labels(labels: list[str]) -> str:
+    quoted = ", ".join(repr(label) for label in labels)
+    return f"database {quoted} is" if len(labels) == 1 else f"databases {quoted} are"
 
 
 class V6KeyError(ValueError):
@@ -194,24 +211,46 @@ class V6Source:
                 counts[run.image] = counts.get(run.image, 0) + 1
         return counts
 
-    def refuse_unconfigured(self) -> list[int]:
-        """End pending runs of images with no command as "not allowed" (the allowlist);
-        nothing when ``unknown_images = "leave"``. Returns the run ids refused."""
-        if self.settings.unknown_images != "refuse":
-            with self._lock:
-                self._snapshot = None  # a poll starts: nothing from the last one serves it
-            return []
+    def refuse_unconfigured(self) -> list[Refusal]:
+        """Each poll, before any claim: end pending runs this node will not run, in words
+        the researcher reads in the run's log. An image with no command: "not allowed"
+        (the allowlist; left alone when ``unknown_images = "leave"``). A configured image
+        asking for a database label this node does not have: "failed" before it starts, as
+        the official node does. Returns what was refused (for the journal and the audit)."""
+        refuse_images = self.settings.unknown_images == "refuse"
         refused = []
         for run in self._open_runs(keep=True, fresh=True):
-            if run.status == "pending" and self.settings.algorithm_for(run.image) is None:
-                try:
-                    self.client.patch_run(run.id, status="not allowed", finished_at=now_iso(),
-                                          log=f"image {run.image!r} is not configured on this "
-                                              "node (dss-console runs configured images only)")
-                    refused.append(run.id)
-                except (V6RunFinishedError, V6NotFoundError):
+            if run.status != "pending":
+                continue
+            if self.settings.algorithm_for(run.image) is None:
+                if not refuse_images:
                     continue
+                status, outcome = "not allowed", OutcomeKind.NOT_ALLOWED
+                reason = f"image {run.image!r} is not configured on this node"
+                log_line = f"{reason} (dss-console runs configured images only)"
+            else:
+                missing = self.unknown_databases(run)
+                if not missing:
+                    continue
+                status, outcome = "failed", OutcomeKind.FAILED
+                reason = (f"{_labels(missing)} not available on this node (it has: "
+                          f"{', '.join(sorted(self.settings.databases)) or 'none'})")
+                log_line = f"not started: {reason}"
+            try:
+                self.client.patch_run(run.id, status=status, finished_at=now_iso(),
+                                      log=log_line)
+            except (V6RunFinishedError, V6NotFoundError):
+                continue
+            details = self._claim_details(run)
+            if outcome is OutcomeKind.FAILED:
+                details["unknown_databases"] = self.unknown_databases(run)
+            refused.append(Refusal(run.id, run.image, outcome, reason, details))
         return refused
+
+    def unknown_databases(self, run: Run) -> list[str]:
+        """The database labels the run's task asks for that this node does not have."""
+        labels = [str(d.get("label")) for d in run.databases if d.get("label") is not None]
+        return [label for label in labels if label not in self.settings.databases]
 
     def claim(self, service_hashes: Sequence[str], provider: str = "",
               instance: str = "", *, subtasks_only: bool = False) -> ClaimedWork | None:
@@ -221,9 +260,11 @@ class V6Source:
         instance lock per ``source.key``). A run already started by someone else is
         skipped, not fought over. ``subtasks_only``: only runs whose task has a parent."""
         wanted = set(service_hashes)
+        # A run asking for a database this node lacks is the next poll's to refuse.
         candidates = [r for r in self._open_runs()
                       if r.status == "pending" and r.image in wanted
-                      and (r.parent_id is not None or not subtasks_only)]
+                      and (r.parent_id is not None or not subtasks_only)
+                      and not self.unknown_databases(r)]
         candidates.sort(key=lambda r: (r.parent_id is None, r.id))
         for run in candidates:
             try:
@@ -302,8 +343,16 @@ class V6Source:
         return details
 
     def _claim_details(self, run: Run) -> dict[str, Any]:
-        """The run's own details and which node ran it (the audit names the node)."""
-        return {**claim_details(run), "node": self.identity.name}
+        """The run's own details, which node ran it (the audit names the node) and who
+        asked, by name where this node may read it (the server refuses a node its users:
+        then the id stays)."""
+        details = {**claim_details(run), "node": self.identity.name}
+        if run.init_org_id is not None:
+            details["init_org"] = self._name("organization", run.init_org_id, "name")
+        if run.init_user_id is not None:
+            details["init_user"] = self._name("user", run.init_user_id, "username")
+        return {k: v for k, v in details.items() if v is not None or k not in (
+            "init_org", "init_user")}
 
     def _name(self, kind: str, item_id: int, field_name: str) -> str | None:
         """An organization's or user's name, asked once per engine (a node may not read
