@@ -223,3 +223,144 @@ def test_refused_runs_are_recorded_shown_and_audited(
     html = run_summary_html(failed)
     assert "Not on this node" in html and "nosuch" in html
     assert JobTableModel._display(refused, Column.STATE) == "not allowed"
+
+
+SLEEPY_IMAGE = "v6-test-sleepy"
+
+
+@pytest.fixture
+def sleepy_engine(v6_sandbox: V6Sandbox, tmp_path: Path) -> Iterator[tuple]:
+    """The encrypted node's engine (Auto on) with an algorithm that runs until stopped."""
+    import sys
+
+    from dss_console.engine.engine import Engine
+    from dss_console.engine.journal import Journal
+    from dss_console.v6.source import V6Source
+
+    table = v6_sandbox.demo_settings()
+    table["algorithms"][SLEEPY_IMAGE] = {
+        "command": f"{sys.executable} -c \"import time; time.sleep(600)\""}
+    settings = Settings(workroot=tmp_path / "work", poll_interval=1.0,
+                        v6=parse_v6_settings(table))
+    source = V6Source.connect(v6_sandbox.url, v6_sandbox.node("station-demo-enc").api_key,
+                              settings.v6,
+                              private_key_pem=v6_sandbox.key_file("station").read_bytes())
+    journal = Journal(tmp_path / "journal.sqlite")
+    engine = Engine(settings, source, journal, provider="station-demo-enc", auto=True,
+                    status_interval=0.5)
+    try:
+        engine.start()
+        yield engine, source
+    finally:
+        engine.shutdown(drain=False, flush_timeout=10)
+        journal.close()
+        source.close()
+
+
+def _running_job(engine, researcher: Researcher, task_id: int):
+    from dss_console.engine.states import JobState
+
+    def running():
+        jobs = [j for j in engine.jobs() if j.details.get("task_id") == task_id]
+        return jobs[0] if jobs and jobs[0].state is JobState.RUNNING else None
+
+    job = wait_for(running, 60, "the run to be running here")
+    wait_for(lambda: _run(researcher, task_id)["status"] == "active", 30,
+             "the run to be active on the server")
+    return job
+
+
+def test_a_researchers_kill_is_recorded_as_killed_by_user(
+        sleepy_engine: tuple, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox) -> None:
+    """The audit said `failed` ("the ticket is no longer ours") for a researcher's kill."""
+    from dss_console.engine.states import JobState
+    from dss_console.v6.audit import audit_records
+
+    engine, _source = sleepy_engine
+    researcher = researchers["demo-enc"]
+    task_id = researcher.create_task(SLEEPY_IMAGE, "sleep", [v6_sandbox.org_id("station")])
+    job = _running_job(engine, researcher, task_id)
+    researcher.call("kill", task_id=task_id)
+    ended = wait_for(lambda: engine.job(job.job_id).state.is_terminal
+                     and engine.job(job.job_id), 30, "the job to end")
+    assert ended.state is JobState.CANCELLED
+    assert ended.details["outcome"] == "killed"
+    assert "ticket" not in (ended.reason or "") and "killed by user" in (ended.reason or "")
+    (record,) = [r for r in audit_records(engine.jobs()) if r.task_id == task_id]
+    assert record.outcome == "killed by user"
+    assert researcher.call("wait_task", task_id=task_id, timeout=10) == "killed by user"
+
+
+def test_an_operators_cancel_reaches_the_researcher_with_one_prefix(
+        sleepy_engine: tuple, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox) -> None:
+    """It read "cancelled by the node operator: cancelled by the provider: …"."""
+    engine, _source = sleepy_engine
+    researcher = researchers["demo-enc"]
+    task_id = researcher.create_task(SLEEPY_IMAGE, "sleep", [v6_sandbox.org_id("station")])
+    job = _running_job(engine, researcher, task_id)
+    engine.cancel_job(job.job_id, "wrong cohort")
+    assert researcher.call("wait_task", task_id=task_id, timeout=30) == "failed"
+    log = _run(researcher, task_id)["log"]
+    assert "cancelled by the node operator: wrong cohort" in log
+    assert "provider" not in log and log.count("cancelled") == 1, log
+    assert "provider" not in (engine.job(job.job_id).reason or "")
+
+
+def test_a_v6_workers_output_and_work_dirs_use_vantage6_words(
+        researchers: dict[str, Researcher], v6_sandbox: V6Sandbox, tmp_path: Path) -> None:
+    """A node operator read DSS words: `ticket_…` work dirs, "provider", "service"."""
+    import re
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_v6_worker import Worker, _login, _write_settings
+
+    _write_settings(tmp_path, v6_sandbox)
+    _login(tmp_path, v6_sandbox, "station-demo-enc")
+    researcher = researchers["demo-enc"]
+    station = v6_sandbox.org_id("station")
+    worker = Worker(tmp_path, v6_sandbox.url, "station-demo-enc")
+    try:
+        done = researcher.create_task(DEMO_IMAGE, "column_mean", [station], column="age")
+        refused = researcher.create_task(UNKNOWN_IMAGE, "anything", [station])
+        assert researcher.call("wait_task", task_id=done, timeout=60) == "completed"
+        assert researcher.call("wait_task", task_id=refused, timeout=60) == "not allowed"
+        run_id = _run(researcher, done)["id"]
+        worker.wait_line(rf"run {run_id} \(.*\): succeeded")
+        worker.wait_line(rf"run {_run(researcher, refused)['id']} \(task {refused}\): "
+                         "not allowed")
+    finally:
+        assert worker.stop() == 0, worker.output
+    words = re.findall(r"\b(tickets?|providers?|services?)\b", worker.output, re.IGNORECASE)
+    assert not words, worker.output
+    workdirs = [p.name for p in (tmp_path / "data").glob("dss-console/work/*/*")
+                if p.is_dir() and not p.name.startswith("v6-job-")]
+    assert f"run_{run_id:08d}" in workdirs and not any(n.startswith("ticket_")
+                                                        for n in workdirs), workdirs
+
+
+def test_the_edit_command_banner_names_the_settings_file(
+        qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'Edit command…' for an image said "in the settings file": which one?"""
+    pytest.importorskip("PySide6.QtWidgets")
+    from dss_console.credentials import SessionStore
+    from dss_console.gui.main_window import MainWindow
+    from dss_console.v6.client import NodeIdentity
+    from dss_console.v6.login import NodeLogin
+
+    config = tmp_path / "cfg" / "settings.toml"
+    monkeypatch.setenv("DSS_CONSOLE_CONFIG", str(config))
+    window = MainWindow(Settings(), None, SessionStore(tmp_path / "sessions",
+                                                       use_keyring=False),
+                        remember_layout=False)
+    qtbot.addWidget(window)
+    window.logged_in = NodeLogin(
+        server="http://127.0.0.1:1/api", identity=NodeIdentity(
+            node_id=2, name="station-demo", organization_id=2, organization_name="station",
+            collaboration_id=1, collaboration_name="demo", encrypted=False),
+        api_key="k", private_key_pem=None, uploaded_public_key=False)
+    window.open_settings(DEMO_IMAGE)
+    text = window.banner.text()
+    assert f'[v6.algorithms."{DEMO_IMAGE}"]' in text and str(config) in text, text

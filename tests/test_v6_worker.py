@@ -442,7 +442,7 @@ def test_worker_killed_mid_run_stops_the_leftover_and_runs_it_once(
         assert second.stop() == 0, second.output
     # Secrets stay out of the worker's output and the journal: the API key, the private
     # key, and the run's container token (kept 0600 in its work dir only).
-    (token_file,) = (home / "data").glob(f"dss-console/work/*/ticket_{run_id:08d}/input/token")
+    (token_file,) = (home / "data").glob(f"dss-console/work/*/run_{run_id:08d}/input/token")
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
     journal = b"".join(f.read_bytes()  # with the WAL, if any
                        for f in (home / "data" / "dss-console").glob("journal.sqlite3*"))

@@ -249,7 +249,8 @@ def worker_command(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    printer.line(f"worker {settings.instance} of provider {provider} on {source.key}: "
+    role = f"node {provider}" if args.source == "v6" else f"of provider {provider}"
+    printer.line(f"worker {settings.instance} {role} on {source.key}: "
                  f"up to {settings.concurrency} jobs, polling every "
                  f"{settings.poll_interval:g} s")
     watcher = SettingsWatcher(config)
@@ -495,13 +496,15 @@ def _finished(engine: Engine, args: argparse.Namespace) -> bool:
 def _say_services(views: list[ServiceView], settings: Settings | None,
                   printer: EventPrinter) -> None:
     for view in views:
+        # A vantage6 image is its own name; a DSS service is named, then hashed.
+        what = (f"image {view.name}" if settings is None else
+                f"service {view.name} ({view.service_hash[:10]})")
         if view.command:
             limit = f", at most {view.command.max_jobs} at once" if view.command.max_jobs else ""
-            printer.line(f"service {view.name} ({view.service_hash[:10]}): {view.command.command}"
-                         f"{limit}")
+            printer.line(f"{what}: {view.command.command}{limit}")
         else:
-            printer.line(f"service {view.name} ({view.service_hash[:10]}): no command, not "
-                         "claimed")
+            printer.line(f"{what}: no command, not " + ("run" if settings is None
+                                                       else "claimed"))
     if settings is None:  # v6: images come from [v6.algorithms], all listed above
         return
     known = {v.name for v in views} | {v.service_hash for v in views}
@@ -523,6 +526,7 @@ class EventPrinter:
         self.stream = stream
         self.noun = noun  # what the server calls a job: a DSS ticket, a vantage6 run
         self.lookup = lookup
+        self.service_noun = "image" if noun == "run" else "service"
         self._lock = threading.Lock()
         self._states: dict[int, JobState] = {}
         self._progress: dict[int, int] = {}
@@ -596,11 +600,13 @@ class EventPrinter:
             self.line(f"server connection: {event.state}"
                       + (f" ({event.detail})" if event.detail else ""))
         elif isinstance(event, ServicePaused):
-            self.line(f"PAUSED service {event.service_name or event.service_hash[:10]}: "
+            self.line(f"PAUSED {self.service_noun} "
+                      f"{event.service_name or event.service_hash[:10]}: "
                       f"{event.reason}. Nothing more is claimed for it; fix the command in "
                       "the settings file (reloaded when saved) or restart the worker")
         elif isinstance(event, ServiceResumed):
-            self.line(f"resumed service {event.service_name or event.service_hash[:10]}: "
+            self.line(f"resumed {self.service_noun} "
+                      f"{event.service_name or event.service_hash[:10]}: "
                       f"{event.why}")
         elif isinstance(event, EngineNotice):
             self.line(f"{event.level}: {event.text}")

@@ -27,6 +27,7 @@ from dss_console.engine.events import (
 )
 from dss_console.engine.jobs import (
     CANCEL_REASON,
+    V6_CANCEL_REASON,
     JobContext,
     JobExecution,
     failed_here,
@@ -142,6 +143,7 @@ class Engine:
                               send_output_tail=_send_output_tail(settings, source),
                               workroot=Path(settings.workroot))
         self.v6 = is_v6(source)  # a vantage6 node: runs, not tickets (engine/profiles.py)
+        self.noun = "run" if self.v6 else "ticket"  # in what the operator reads
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
         self._executions: dict[int, JobExecution] = {}
@@ -459,7 +461,8 @@ class Engine:
         snap = self.journal.job(job_id)
         if snap.state.is_terminal:
             raise EngineError(f"ticket {snap.ticket_id} is already {snap.state.value}")
-        reason = CANCEL_REASON + (f": {message}" if message else "")
+        reason = (V6_CANCEL_REASON if self.v6 else CANCEL_REASON) + (
+            f": {message}" if message else "")
         self._finish_without_run(snap, JobState.CANCELLED, reason)
 
     def fail_job(self, job_id: int, message: str) -> None:
@@ -600,7 +603,7 @@ class Engine:
                                                   f"server ({message})")
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
         self.events.publish(EngineNotice(level="warning", job_id=job_id,
-                                         text=f"ticket {snap.ticket_id}: {message}"))
+                                         text=f"{self.noun} {snap.ticket_id}: {message}"))
 
     def _on_source_event(self, event: SourceEvent) -> None:
         """From the source's push channel (its own thread)."""
@@ -616,7 +619,7 @@ class Engine:
                     if event.all:  # the server left these open: they end here, killed
                         execution.killed_on_node("every run of this node")
                     else:
-                        execution.ticket_gone("killed on the server")
+                        execution.ticket_gone("killed on the server", killed=True)
         elif isinstance(event, Connection):
             self.events.publish(EngineNotice(
                 level="info", text="push events: connected" if event.connected else
@@ -626,7 +629,7 @@ class Engine:
         snap = self.journal.job(job_id)
         self.events.publish(EngineNotice(
             level="error", job_id=job_id,
-            text=f"ticket {snap.ticket_id}: the server refused {item.summary}: {message}"))
+            text=f"{self.noun} {snap.ticket_id}: the server refused {item.summary}: {message}"))
         if item.kind == "finish" and item.payload.get("outcome") == OutcomeKind.COMPLETED.value:
             # v6: the result cannot be sent (e.g. it cannot be encrypted for the researcher's
             # organization): the run must still end, or the researcher waits forever.
@@ -694,7 +697,7 @@ class Engine:
             if killed:
                 self.events.publish(EngineNotice(
                     level="warning", job_id=snap.job_id,
-                    text=f"ticket {snap.ticket_id}: stopped the command left running by the "
+                    text=f"{self.noun} {snap.ticket_id}: stopped the command left running by the "
                          "previous run"))
             self.events.publish(JobChanged(job=self.journal.job(snap.job_id)))
             if self.settings.interrupted == "fail":
@@ -751,7 +754,7 @@ class Engine:
                 error_backoff = min(60.0, max(interval, error_backoff * 2 or interval))
                 self.events.publish(EngineNotice(
                     level="error" if kind != GONE else "warning",
-                    text=f"polling for tickets failed: {exc}"))
+                    text=f"polling for {self.noun}s failed: {exc}"))
             if time.monotonic() - last_blocked_retry > BLOCKED_RETRY:
                 last_blocked_retry = time.monotonic()
                 self.retry_blocked()

@@ -75,6 +75,7 @@ LEFT_CLAIMED = ("dss-console stopped while the ticket was in flight; the ticket 
 RESTARTING_NOTE = "The provider is restarting; processing will resume."
 RESTARTED_NOTE = "Processing restarted after the provider restarted."
 CANCEL_REASON = "cancelled by the provider"
+V6_CANCEL_REASON = "cancelled by the node operator"  # a vantage6 researcher's words
 RETRY_NOTE = "The provider is processing this ticket again (retried by the provider)"
 PROGRESS_SEND_INTERVAL = 0.5
 OUTPUT_SEND_INTERVAL = 5.0  # v6: the run's log on the server follows the output this often
@@ -190,7 +191,8 @@ class JobExecution:
         return self._thread.is_alive()
 
     def cancel(self, message: str | None = None) -> None:
-        reason = CANCEL_REASON + (f": {message}" if message else "")
+        reason = (V6_CANCEL_REASON if self.v6 else CANCEL_REASON) + (
+            f": {message}" if message else "")
         self._request_stop("cancel", reason)
 
     def fail_with(self, message: str) -> None:
@@ -206,7 +208,20 @@ class JobExecution:
         self._end_as = OutcomeKind.KILLED
         self._request_stop("cancel", f"killed on the server ({detail})")
 
-    def ticket_gone(self, detail: str) -> None:
+    def ticket_gone(self, detail: str, *, killed: bool = False) -> None:
+        """The server took the work back. v6: ``killed`` (or the source saw "killed by
+        user") records that outcome, so the audit says so rather than "failed"."""
+        if self.v6:
+            seen = getattr(self.ctx.source, "gone_status", lambda _run: None)(
+                self.snapshot.ticket_id)
+            if killed or seen == "killed by user":
+                snap = self.snapshot
+                self.ctx.journal.update_job(self.job_id, details={
+                    **snap.details, "outcome": OutcomeKind.KILLED.value})
+                self._request_stop("gone", f"killed by user on the server ({detail})")
+                return
+            self._request_stop("gone", f"the run is no longer open on the server ({detail})")
+            return
         self._request_stop("gone", f"the ticket is no longer ours on the server ({detail})")
 
     def _request_stop(self, kind: str, reason: str) -> None:

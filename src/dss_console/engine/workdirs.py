@@ -31,8 +31,15 @@ def server_slug(server: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
+V6_NODE_MARK = "#node-"  # a vantage6 source's key: "<api url>#node-<id>"
+
+
 def ticket_workdir(workroot: Path, server: str, ticket_id: int) -> Path:
-    return Path(workroot) / server_slug(server) / f"ticket_{ticket_id:08d}"
+    """A DSS ticket's `ticket_%08d`; a vantage6 run's `run_%08d` (a node's operator meets
+    vantage6 words, not DSS ones). Existing dirs are found through the journal, which
+    keeps each job's work dir, so a rename never strands one."""
+    name = "run" if V6_NODE_MARK in server else "ticket"
+    return Path(workroot) / server_slug(server) / f"{name}_{ticket_id:08d}"
 
 
 def make_private_dir(path: Path) -> Path:
@@ -65,7 +72,8 @@ def find_input_workspace(input_dir: Path, ticket_id: int) -> Path | None:
 
 
 def remove_old_workdirs(root: Path, days: float, keep: set[Path]) -> list[Path]:
-    """Delete ticket work dirs untouched for `days` (retention), except those in `keep`."""
+    """Delete ticket (and vantage6 run) work dirs untouched for `days` (retention), except
+    those in `keep`."""
     if days <= 0 or not root.exists():
         return []
     cutoff = time.time() - days * 86400
@@ -73,7 +81,7 @@ def remove_old_workdirs(root: Path, days: float, keep: set[Path]) -> list[Path]:
     for server_dir in root.iterdir():
         if not server_dir.is_dir():
             continue
-        for workdir in server_dir.glob("ticket_*"):
+        for workdir in [*server_dir.glob("ticket_*"), *server_dir.glob("run_*")]:
             if workdir in keep or not workdir.is_dir():
                 continue
             try:

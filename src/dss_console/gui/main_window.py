@@ -53,6 +53,7 @@ from dss_console.engine.settings import (
     SettingsError,
     load_settings,
     save_settings,
+    settings_path,
     settings_to_toml,
 )
 from dss_console.engine.source import LOGGED_OUT, TRANSIENT
@@ -465,7 +466,9 @@ class MainWindow(QMainWindow):
 
         if service_hash and isinstance(self.logged_in, NodeLogin):
             # The dialog edits DSS services; an image's command is a table of the file.
-            where = self.settings_file or "the settings file"
+            # Named, always: the operator has to find the file to edit it.
+            where = (str(self.settings_file) if self.settings_file else
+                     f"the settings file {settings_path(None)} (create it)")
             self.show_banner(
                 f"The command for image {service_hash} is its [v6.algorithms.\"{service_hash}\"]"
                 f" table in {where} (see the README, \"Run a vantage6 node without Docker\"). "

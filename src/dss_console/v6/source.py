@@ -98,6 +98,23 @@ class Refusal:
     details: dict[str, Any]
 
 
+# The operator's reason as the engine words it; the researcher reads it after one prefix.
+_CANCEL_PREFIXES = ("cancelled by the node operator", "cancelled by the provider")
+
+
+def cancel_words(reason: str) -> str:
+    """'cancelled by the node operator: <why>', whatever prefix the reason came with."""
+    text = reason.strip()
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _CANCEL_PREFIXES:
+            if text.startswith(prefix):
+                text = text[len(prefix):].lstrip(":").strip()
+                stripped = True
+    return _CANCEL_PREFIXES[0] + (f": {text}" if text else "")
+
+
 def _labels(labels: list[str]) -> str:
     quoted = ", ".join(repr(label) for label in labels)
     return f"database {quoted} is" if len(labels) == 1 else f"databases {quoted} are"
@@ -164,6 +181,7 @@ class V6Source:
         self._tokens: dict[int, str] = {}
         self._details: dict[int, dict[str, Any]] = {}
         self._names: dict[tuple[str, int], str | None] = {}
+        self._gone: dict[int, str] = {}
         self._proxy: SubtaskProxy | None = None
         self._events: V6Events | None = None
         # One poll asks refuse_unconfigured → available → claim in a row: the open runs
@@ -317,8 +335,9 @@ class V6Source:
             "input_sha256": _sha256(data), "input_summary": input_summary(data),
         }
         _write_private(dest / "run.json", json.dumps(record, indent=1).encode("utf-8"))
+        claimed = self._claim_details(run)  # may ask the server: not under the lock
         with self._lock:
-            self._details[ticket_id] = {**self._claim_details(run), **{
+            self._details[ticket_id] = {**claimed, **{
                 k: record[k] for k in ("collaboration_id", "input_sha256", "input_summary")}}
         token = self.client.container_token(run.task_id, run.image)
         _write_private(files.token, token.encode("utf-8"))
@@ -393,12 +412,23 @@ class V6Source:
         self.client.patch_run(ticket_id, status="active", log=self._log_text(ticket_id))
         self._status_event(ticket_id, "active")
 
+    def gone_status(self, ticket_id: int) -> str | None:
+        """How a run that went away ended there, as last seen ("killed by user", or
+        "deleted" when the server no longer knows it); None when not seen gone. Told
+        once (a long-lived worker keeps nothing per run)."""
+        with self._lock:
+            return self._gone.pop(ticket_id, None)
+
     def remote_state(self, ticket_id: int) -> RemoteState:
         try:
             run = self.client.get_run(ticket_id)
         except V6NotFoundError:
+            with self._lock:
+                self._gone[ticket_id] = "deleted"
             return RemoteState.GONE
         if run.status == "killed by user":
+            with self._lock:
+                self._gone[ticket_id] = run.status
             return RemoteState.GONE
         if run.status == "completed":
             return RemoteState.SUCCEEDED
@@ -440,10 +470,10 @@ class V6Source:
         if outcome.output is not None:
             with self._lock:
                 self._outputs[ticket_id] = outcome.output
-        if outcome.reason:
-            prefix = ("cancelled by the node operator: "
-                      if outcome.kind is OutcomeKind.CANCELLED else "")
-            self._note(ticket_id, prefix + outcome.reason)
+        if outcome.kind is OutcomeKind.CANCELLED:
+            self._note(ticket_id, cancel_words(outcome.reason))
+        elif outcome.reason:
+            self._note(ticket_id, outcome.reason)
         fields: dict[str, Any] = {"status": _STATUS_FOR[outcome.kind],
                                   "finished_at": now_iso(), "log": self._log_text(ticket_id)}
         if outcome.result is not None and outcome.result.is_file():
