@@ -449,11 +449,16 @@ def _stuck(engine: Engine) -> list[str]:
     """Why an idle worker leaves work undone: paused services and blocked tickets."""
     lines = []
     names = {v.service_hash: v.name for v in engine.services()}
+    service = "image" if engine.v6 else "service"
     for service_hash in engine.pauses.paused():
         # Its loud PAUSED line, with why, was printed when it paused: not twice.
-        lines.append(f"service {names.get(service_hash, service_hash[:10])} stays paused "
+        lines.append(f"{service} {names.get(service_hash, service_hash[:10])} stays paused "
                      "(the reason is above)")
     for job in engine.blocked_jobs():
+        if engine.v6:  # `pro` is a DSS verb: the run stays open for the fixed command
+            lines.append(f"run {job.ticket_id} is blocked and stays open: {job.reason}. "
+                         "Fix its [v6.algorithms] command and start the worker again")
+            continue
         lines.append(f"ticket {job.ticket_id} is blocked and stays claimed: {job.reason}. "
                      f"Fix the command and start the worker again, or fail it: "
                      f"dss-console pro fail {job.ticket_id} MESSAGE")
