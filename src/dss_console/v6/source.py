@@ -278,11 +278,19 @@ class V6Source:
         instance lock per ``source.key``). A run already started by someone else is
         skipped, not fought over. ``subtasks_only``: only runs whose task has a parent."""
         wanted = set(service_hashes)
-        # A run asking for a database this node lacks is the next poll's to refuse.
-        candidates = [r for r in self._open_runs()
-                      if r.status == "pending" and r.image in wanted
-                      and (r.parent_id is not None or not subtasks_only)
-                      and not self.unknown_databases(r)]
+
+        def pending(runs: list[Run]) -> list[Run]:
+            # A run asking for a database this node lacks is the next poll's to refuse.
+            return [r for r in runs if r.status == "pending" and r.image in wanted
+                    and (r.parent_id is not None or not subtasks_only)
+                    and not self.unknown_databases(r)]
+
+        candidates = pending(self._open_runs())
+        if not candidates and not subtasks_only:
+            # The poll's answer may predate a run created a moment ago (an operator's
+            # Claim next right after the task): finding nothing, ask once more. (A full
+            # node's every poll looks for subtasks: those stay one request a poll.)
+            candidates = pending(self._open_runs(fresh=True))
         candidates.sort(key=lambda r: (r.parent_id is None, r.id))
         for run in candidates:
             try:
@@ -547,8 +555,11 @@ class V6Source:
         else:
             runs = self.client.open_runs()
         if keep:
+            # A served snapshot keeps its age: handing it on must not make old news young.
+            taken = snapshot[0] if snapshot is not None and runs is snapshot[1] else \
+                time.monotonic()
             with self._lock:
-                self._snapshot = (time.monotonic(), runs)
+                self._snapshot = (taken, runs)
         return runs
 
     def _run(self, ticket_id: int) -> Run:
