@@ -17,6 +17,7 @@ import pytest
 from dss_console.engine.settings import Settings, settings_to_toml
 from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.v6.settings import parse_v6_settings
+from test_gui_console import event_loop_qt
 
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
@@ -342,11 +343,12 @@ def test_a_v6_workers_output_and_work_dirs_use_vantage6_words(
 
 
 def test_the_edit_command_banner_names_the_settings_file(
-        qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        qtbot, event_loop_qt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """'Edit command…' for an image said "in the settings file": which one?"""
     pytest.importorskip("PySide6.QtWidgets")
     from dss_console.credentials import SessionStore
-    from dss_console.gui.main_window import MainWindow
+    from dss_console.gui import tasks
+    from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
     from dss_console.v6.client import NodeIdentity
     from dss_console.v6.login import NodeLogin
 
@@ -364,3 +366,9 @@ def test_the_edit_command_banner_names_the_settings_file(
     window.open_settings(DEMO_IMAGE)
     text = window.banner.text()
     assert f'[v6.algorithms."{DEMO_IMAGE}"]' in text and str(config) in text, text
+    window.logged_in = None
+    window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore[method-assign]
+    window.close()
+    qtbot.waitUntil(lambda: window.closed, timeout=30_000)
+    # Nothing of this window may be left for the next GUI test to wait on.
+    qtbot.waitUntil(lambda: not tasks.pending_tasks(), timeout=15_000)
