@@ -55,6 +55,7 @@ from dss_console.engine.settings import (
     SettingsError,
     default_instance,
     default_workroot,
+    format_duration,
     parse_duration,
     save_settings,
     validate_command_template,
@@ -109,20 +110,6 @@ _NOTE_STYLE = "color: #8a5a00;"
 
 class _Invalid(ValueError):
     """A field's value is unusable; the message says why, in words."""
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as the settings file writes durations by hand: "6h", "1h30m", "45s";
-    fractions stay plain seconds. parse_duration reads every result back exactly."""
-    if seconds > 0 and float(seconds).is_integer():
-        rest = int(seconds)
-        parts = []
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-            amount, rest = divmod(rest, size)
-            if amount:
-                parts.append(f"{amount}{unit}")
-        return "".join(parts)
-    return repr(float(seconds))
 
 
 def _duration(text: str, *, empty_ok: bool) -> float | None:
