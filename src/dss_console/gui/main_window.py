@@ -477,23 +477,17 @@ class MainWindow(QMainWindow):
     def open_settings(self, service_hash: str | None = None) -> None:
         from dss_console.gui.settings_dialog import SettingsDialog
 
-        if service_hash and isinstance(self.logged_in, NodeLogin):
-            # The dialog edits DSS services; an image's command is a table of the file.
-            where = self.settings_file or "the settings file"
-            self.show_banner(
-                f"The command for image {service_hash} is its [v6.algorithms.\"{service_hash}\"]"
-                f" table in {where} (see the README, \"Run a vantage6 node without Docker\"). "
-                "Edit the file, then reload it.", "info",
-                ("Reload settings", self.reload_settings) if self.settings_file else None)
-            return
+        node = isinstance(self.logged_in, NodeLogin)
         services = []
         if self.engine is not None and not isinstance(self.logged_in, NodeLogin):
             # A node's images are not DSS services: their commands are [v6.algorithms].
             services = [(s.name, s.service_hash) for s in self.engine.known_services()]
         dialog = SettingsDialog(self.settings, services, self,
                                 file_problem=self._settings_problem,
-                                engine_note=self._foreign_engine_note())
-        if service_hash:
+                                engine_note=self._foreign_engine_note(), v6=node)
+        if service_hash and node:
+            dialog.select_image(service_hash)  # an image's "hash" is its name
+        elif service_hash:
             dialog.select_service(service_hash)
 
         def finished(result: int) -> None:

@@ -62,6 +62,7 @@ from dss_console.engine.settings import (
     validate_placeholders,
 )
 from dss_console.gui.dry_run import DryRunDialog
+from dss_console.gui.v6_settings_tab import V6Tab
 
 __all__ = ["FIX_FILE", "PLACEHOLDER_HELP", "REPLACE_FILE", "BrokenSettingsDialog",
            "SettingsDialog", "format_duration", "replace_settings_file"]
@@ -571,22 +572,31 @@ class _ServiceEditor(QWidget):
 
 class SettingsDialog(QDialog):
     """Edit a copy of the settings. ``services`` are the (name, hash) pairs of the services
-    the logged-in account provides (may be empty). After ``accepted``, read
-    :meth:`result_settings`; the dialog saves nothing itself."""
+    the logged-in account provides (may be empty); with ``v6`` (a vantage6 node) a tab edits
+    the node's algorithms and databases. After ``accepted``, read :meth:`result_settings`;
+    the dialog saves nothing itself."""
 
     def __init__(self, settings: Settings, services: Sequence[tuple[str, str]] = (),
                  parent: QWidget | None = None, *, file_problem: str | None = None,
-                 engine_note: str | None = None) -> None:
+                 engine_note: str | None = None, v6: bool = False) -> None:
         super().__init__(parent)
         self._original = settings
         self._editors: list[_ServiceEditor] = []
         self.dry_run_dialog: DryRunDialog | None = None
         self.setWindowTitle("Settings")
         self.setMinimumSize(780, 600)
+        # Room for the longest field rows beside the service list (clipped at the minimum);
+        # within a 1280x800 screen.
+        self.resize(1060, 740)
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self._general_tab(settings), "&General")
         self.tabs.addTab(self._services_tab(settings, services), "Service &commands")
+        self.v6_tab: V6Tab | None = None
+        if v6:
+            self.v6_tab = V6Tab(settings.v6)
+            self.v6_tab.changed.connect(self.revalidate)
+            self.tabs.addTab(self.v6_tab, "&vantage6 node")
 
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
@@ -813,7 +823,8 @@ class SettingsDialog(QDialog):
         self.empty_label.setWordWrap(True)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # A narrow window scrolls rather than cutting the fields off at the right.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         scroll.setWidget(self.service_stack)
         left = QVBoxLayout()
         left.addWidget(self.service_list, 1)
@@ -879,6 +890,12 @@ class SettingsDialog(QDialog):
             editor.deleteLater()
         self.revalidate()
 
+    def select_image(self, image: str) -> None:
+        """Show the vantage6 tab at an image's row (a new row when it has none yet)."""
+        if self.v6_tab is not None:
+            self.tabs.setCurrentWidget(self.v6_tab)
+            self.v6_tab.select_image(image)
+
     def select_service(self, name_or_hash: str) -> bool:
         """Show the Service commands tab at a service (by hash, settings key or name);
         False when it is not listed."""
@@ -929,6 +946,8 @@ class SettingsDialog(QDialog):
             self._show_item(index, editor, editor_problems)
             found.extend(f"Service commands › {editor.display_name}: {problem}"
                          for problem in editor_problems)
+        if self.v6_tab is not None:
+            found.extend(f"vantage6 node › {problem}" for problem in self.v6_tab.problems())
         return found
 
     def _show_item(self, index: int, editor: _ServiceEditor, problems: list[str]) -> None:
@@ -985,8 +1004,9 @@ class SettingsDialog(QDialog):
                 ca_bundle=self._ca_bundle(),
                 notify=self.notify_check.isChecked(),
                 services=services,
+                v6=self.v6_tab.v6_settings() if self.v6_tab is not None else self._original.v6,
             )
-        except _Invalid:
+        except ValueError:  # _Invalid, or the vantage6 tab's
             raise ValueError("; ".join(self.problems())) from None
 
 
