@@ -139,8 +139,8 @@ class V6Tab(QWidget):
             self.add_database(label, database.uri, database.type, select=False)
         self.algorithms.resizeColumnsToContents()
         self.databases.resizeColumnsToContents()
-        self.algorithms.itemChanged.connect(lambda _item: self.changed.emit())
-        self.databases.itemChanged.connect(lambda _item: self.changed.emit())
+        for table in (self.algorithms, self.databases):
+            table.itemChanged.connect(self._item_changed)
 
     # -- rows -------------------------------------------------------------------------------
     def add_algorithm(self, image: str, values: dict[str, Any] | None = None, *,
@@ -162,6 +162,7 @@ class V6Tab(QWidget):
             else:
                 value = image if key == "image" else values.get(key)
                 item = QTableWidgetItem("" if value is None else str(value))
+                item.setToolTip(item.text())
             table.setItem(row, column, item)
         table.blockSignals(False)
         if select:
@@ -175,8 +176,10 @@ class V6Tab(QWidget):
         table.blockSignals(True)
         row = table.rowCount()
         table.insertRow(row)
-        table.setItem(row, 0, QTableWidgetItem(label))
-        table.setItem(row, 1, QTableWidgetItem(uri))
+        for column, text in ((0, label), (1, uri)):
+            item = QTableWidgetItem(text)
+            item.setToolTip(text)
+            table.setItem(row, column, item)
         table.setItem(row, _TYPE, QTableWidgetItem(""))
         combo = QComboBox()
         combo.addItems(DATABASE_TYPES)
@@ -189,6 +192,13 @@ class V6Tab(QWidget):
             table.editItem(table.currentItem())
             self.changed.emit()
         return row
+
+    def _item_changed(self, item: QTableWidgetItem) -> None:
+        table = item.tableWidget()
+        table.blockSignals(True)  # a tooltip is a change of the item too
+        item.setToolTip(item.text())  # a long command or URI is elided in its cell
+        table.blockSignals(False)
+        self.changed.emit()
 
     def _remove_rows(self, table: QTableWidget) -> None:
         rows = sorted({index.row() for index in table.selectedIndexes()}
