@@ -21,6 +21,7 @@ poll_interval = "10s"
 python = "/opt/v6/average/bin/python"
 package = "v6_average"
 timeout = "6h"                # the slowest site needs 4 h
+send_output_tail = true
 
 [v6.algorithms."harbor2.vantage6.ai/demo/average".env]
 PYTHONPATH = "/opt/v6/average/src"
@@ -113,6 +114,7 @@ def test_edit_add_and_check_images_and_databases(qtbot: QtBot, tmp_path: Path) -
     assert saved.databases["sql_db"].type == "sql"
     average = saved.algorithms["harbor2.vantage6.ai/demo/average"]
     assert average.env == {"PYTHONPATH": "/opt/v6/average/src"}
+    assert average.send_output_tail is True  # not shown, kept
     text = path.read_text()
     # Edited in place: the comments and the untouched spellings stay.
     assert text.startswith("# This node belongs to the cohort study.")

@@ -3,7 +3,8 @@ images run here, and how) and ``[v6.databases]`` (what the labels researchers as
 
 The rows are read through the settings file's own parser (:func:`parse_v6_settings`), so
 what the tab calls wrong is exactly what the file would refuse. Environment variables (often
-passwords) are not shown: they are kept as the file has them.
+passwords) and an image's send_output_tail are not shown: they are kept as the file has
+them.
 """
 
 from __future__ import annotations
@@ -245,6 +246,8 @@ class V6Tab(QWidget):
             earlier = self._original.algorithms.get(image)
             if earlier is not None and earlier.env:
                 entry["env"] = dict(earlier.env)
+            if earlier is not None and earlier.send_output_tail is not None:
+                entry["send_output_tail"] = earlier.send_output_tail  # not shown: kept
             algorithms[image] = entry
         databases: dict[str, Any] = {}
         for row in range(self.databases.rowCount()):
