@@ -21,7 +21,7 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 
 from dss_console.credentials import SessionStore
-from dss_console.engine.settings import Settings
+from dss_console.engine.settings import Settings, load_settings, parse_settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.jobs_model import Column
@@ -337,3 +337,27 @@ def test_the_quit_question_is_in_the_nodes_words(node_console: NodeConsole) -> N
             assert word not in said, word
     finally:
         box.deleteLater()
+
+
+def test_the_settings_dialog_edits_the_nodes_algorithms_and_databases(
+        node_console: NodeConsole, qtbot: Any) -> None:
+    console, window = node_console, node_console.window
+    console.login()
+    window.services_pane.select_service(console.image)
+    window.services_pane.edit_button.click()  # "Edit command…" on an image
+    dialog = window.settings_dialog
+    assert dialog.isVisible() and dialog.v6_tab is not None
+    assert dialog.tabs.currentWidget() is dialog.v6_tab
+    tab = dialog.v6_tab
+    assert tab.algorithms.item(tab.algorithms.currentRow(), 0).text() == console.image
+    assert dialog.service_list.count() == 0  # the node's images are not DSS services
+    tab.add_database("extra", "/data/extra.csv", "csv")
+    assert dialog.ok_button.isEnabled()
+    dialog.ok_button.click()
+    qtbot.waitUntil(lambda: console.window.settings_file.exists()
+                    and "extra" in load_settings(window.settings_file).v6.databases,
+                    timeout=WAIT_MS)
+    # ... and the engine runs with it.
+    qtbot.waitUntil(lambda: "extra" in parse_settings(window.engine.settings_toml(), Path("e"))
+                    .v6.databases,
+                    timeout=WAIT_MS)

@@ -580,3 +580,65 @@ def test_send_output_tail_is_off_by_default_and_each_service_may_opt_in(tmp_path
     path.write_text('send_output_tail = "yes"\n')
     with pytest.raises(SettingsError, match="send_output_tail: must be true or false"):
         load_settings(path)
+
+
+# -- editing in place ------------------------------------------------------------------
+
+COMMENTED = """\
+# Our lab's worker. Ask Ana before changing the pause.
+provider = "lab"          # the name the server knows
+pause_window = "30m"      # half an hour, not 1800
+poll_interval = "10s"
+
+[services."ASHS-PMC-T1"]  # the big one
+command = "bash /opt/ashs/run.sh {workspace} {result}"
+timeout = "6h"            # ASHS takes 4 h at most
+
+[services."ASHS-PMC-T1".env]
+ASHS_ROOT = "/opt/ashs"   # shared install
+
+[v6.databases.default]
+uri = "/data/cohort.csv"  # refreshed nightly
+type = "csv"
+"""
+
+
+def test_saving_unchanged_settings_leaves_the_file_alone(tmp_path: Path) -> None:
+    path = write(tmp_path, COMMENTED)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # a time a rewrite cannot keep
+    save_settings(load_settings(path), path)
+    assert path.read_text() == COMMENTED
+    assert path.stat().st_mtime_ns == 1_000_000_000
+
+
+def test_a_changed_value_changes_only_that_value(tmp_path: Path) -> None:
+    path = write(tmp_path, COMMENTED)
+    settings = load_settings(path)
+    settings.concurrency = 3  # a new key
+    settings.services["ASHS-PMC-T1"].max_jobs = 2
+    settings.services["ASHS-PMC-T1"].timeout = 5400.0  # a changed duration, spelled as such
+    save_settings(settings, path)
+    text = path.read_text()
+    assert load_settings(path) == settings
+    expected = (COMMENTED
+                .replace('poll_interval = "10s"\n', 'poll_interval = "10s"\nconcurrency = 3\n')
+                .replace('timeout = "6h"            # ASHS takes 4 h at most\n',
+                         'timeout = "1h30m"            # ASHS takes 4 h at most\nmax_jobs = 2\n'))
+    assert text == expected
+
+
+def test_removed_entries_go_and_the_rest_keeps_its_comments(tmp_path: Path) -> None:
+    path = write(tmp_path, COMMENTED)
+    settings = dataclasses.replace(load_settings(path), services={},
+                                   pause_window=900.0)  # back to the default: left out
+    save_settings(settings, path)
+    text = path.read_text()
+    assert load_settings(path) == settings
+    assert "ASHS" not in text and "pause_window" not in text
+    assert "# Our lab's worker." in text and 'uri = "/data/cohort.csv"  # refreshed nightly' in text
+
+
+def test_a_broken_file_is_written_whole(tmp_path: Path) -> None:
+    path = write(tmp_path, "provider = \n")
+    save_settings(Settings(provider="lab"), path)
+    assert path.read_text() == 'provider = "lab"\n'

@@ -342,9 +342,10 @@ def test_a_v6_workers_output_and_work_dirs_use_vantage6_words(
                                                         for n in workdirs), workdirs
 
 
-def test_the_edit_command_banner_names_the_settings_file(
+def test_edit_command_opens_the_images_row_and_names_the_settings_file(
         qtbot, event_loop_qt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """'Edit command…' for an image said "in the settings file": which one?"""
+    """'Edit command…' for an image said "in the settings file": which one? It opens the
+    Settings dialog's vantage6 tab at that image, and the dialog names the file OK writes."""
     pytest.importorskip("PySide6.QtWidgets")
     from dss_console.credentials import SessionStore
     from dss_console.gui import tasks
@@ -364,8 +365,13 @@ def test_the_edit_command_banner_names_the_settings_file(
             collaboration_id=1, collaboration_name="demo", encrypted=False),
         api_key="k", private_key_pem=None, uploaded_public_key=False)
     window.open_settings(DEMO_IMAGE)
-    text = window.banner.text()
-    assert f'[v6.algorithms."{DEMO_IMAGE}"]' in text and str(config) in text, text
+    dialog = window.settings_dialog
+    assert dialog is not None and dialog.v6_tab is not None
+    assert dialog.tabs.currentWidget() is dialog.v6_tab
+    table = dialog.v6_tab.algorithms
+    assert table.item(table.currentRow(), 0).text() == DEMO_IMAGE
+    assert str(config) in dialog.file_label.text() and dialog.file_label.isVisibleTo(dialog)
+    dialog.reject()
     window.logged_in = None
     window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore[method-assign]
     window.close()

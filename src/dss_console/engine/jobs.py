@@ -323,7 +323,8 @@ class JobExecution:
             self.ctx.journal.update_job(self.job_id, inputs_ready=0)
         if self.fresh_run:
             clean_workdir(workdir)
-            self.ctx.journal.update_job(self.job_id, inputs_ready=0,
+            # The earlier attempt's end goes: kept, it would stop this attempt's clock at 0 s.
+            self.ctx.journal.update_job(self.job_id, inputs_ready=0, finished_at=None,
                                         attempt=snap.attempt + (1 if snap.started_at else 0))
         if not self.ctx.journal.job(self.job_id).inputs_ready and not self._download():
             return
@@ -456,7 +457,7 @@ class JobExecution:
             runner = self._make_runner(paths, follow) if on_cluster \
                 else self._local_runner(paths)
         if follow is None:
-            self._transition(JobState.RUNNING, exit_code=None,
+            self._transition(JobState.RUNNING, exit_code=None, finished_at=None,
                              executor="slurm" if on_cluster else "local", cluster_job=None,
                              cluster_state=None, cluster_node=None, queued_at=None,
                              running_at=None)

@@ -213,8 +213,8 @@ class RemoteEngine:
         """Work waiting on the server per service (asked by the engine now)."""
         return dict(self.call("ready_counts"))
 
-    def status(self) -> EngineStatus:
-        self._status = self.call("status")
+    def status(self, timeout: float = CALL_TIMEOUT) -> EngineStatus:
+        self._status = self.call("status", timeout=timeout)
         return self._status
 
     # What a window reads often, from the engine's last status (no round trip).

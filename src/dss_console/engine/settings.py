@@ -61,9 +61,11 @@ Command templates are split with shlex into words (no shell) and may use the pla
 
 Loading is strict: an unknown key (a typo), a wrong type or a bad value raises
 :class:`SettingsError` naming the file, the key and the problem, so a mistake never turns
-silently into a default. :func:`save_settings` rewrites the whole file (comments are not
-kept) and leaves out values equal to their defaults, so host-dependent defaults (instance,
-work root) are not frozen into a file that several hosts may share.
+silently into a default. :func:`save_settings` edits the file in place: only the values
+that changed are written, so the operator's comments, order and spellings ("30m") stay, and
+nothing is written when nothing changed. Values equal to their defaults are left out, so
+host-dependent defaults (instance, work root) are not frozen into a file that several hosts
+may share.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
 
 from dss_console import paths
 from dss_console.v6.settings import V6Settings, V6SettingsError, parse_v6_settings
@@ -103,6 +107,7 @@ __all__ = [
     "SettingsError",
     "default_instance",
     "default_workroot",
+    "format_duration",
     "load_settings",
     "parse_duration",
     "parse_settings",
@@ -745,14 +750,88 @@ def _v6_to_toml(v6: V6Settings, lines: list[str]) -> None:
         table(f"{header}.env", env_rows(database.env))
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as durations are written by hand: "6h", "1h30m", "45s"; fractions stay
+    plain seconds. :func:`parse_duration` reads every result back exactly."""
+    if seconds > 0 and float(seconds).is_integer():
+        rest = int(seconds)
+        parts = []
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            amount, rest = divmod(rest, size)
+            if amount:
+                parts.append(f"{amount}{unit}")
+        return "".join(parts)
+    return repr(float(seconds))
+
+
+# Keys whose numbers are seconds: a changed one is written as a person would ("30m").
+_DURATION_KEYS = frozenset({"poll_interval", "pause_window", "timeout"})
+
+
+def _plain(settings: Settings) -> dict[str, Any]:
+    """The file's content for ``settings`` as plain TOML data (defaults left out)."""
+    return tomllib.loads(settings_to_toml(settings))
+
+
+def _merge(container: Any, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Change ``container`` (a tomlkit table) from ``old`` to ``new`` touching only the keys
+    whose values differ, so everything else keeps its comments and spelling."""
+    for key in [k for k in old if k not in new]:
+        if key in container:
+            del container[key]
+    for key, value in new.items():
+        if key in old and old[key] == value:
+            continue
+        if (isinstance(value, dict) and isinstance(old.get(key), dict) and key in container
+                and isinstance(container[key], Mapping)):
+            _merge(container[key], old[key], value)
+        elif key in _DURATION_KEYS and isinstance(value, (int, float)):
+            container[key] = format_duration(value)
+        else:
+            container[key] = value
+
+
+def _edited_text(text: str, old: Settings, new: Settings, path: Path) -> str:
+    """``text`` (which loads as ``old``) edited to load as ``new``; the whole file rewritten
+    only where an in-place edit would not load back as ``new`` (an unusual layout)."""
+    try:
+        document = tomlkit.parse(text)
+        _merge(document, _plain(old), _plain(new))
+        edited = tomlkit.dumps(document)
+        if _parse(edited.encode("utf-8"), path) == new:
+            return edited
+    except (TOMLKitError, SettingsError, KeyError, TypeError, ValueError):
+        pass
+    return settings_to_toml(new)
+
+
 def save_settings(settings: Settings, path: Path | None = None) -> Path:
     """Write ``settings`` atomically (temp file + rename), mode 0600; returns the path.
 
-    The text is checked by loading it back before anything is written, so a file this
-    function writes always loads.
+    A file that loads is edited in place (comments and spellings kept) and left untouched
+    when it already holds these settings; a missing or broken file is written whole. The
+    text is checked by loading it back before anything is written, so a file this function
+    writes always loads.
     """
     path = settings_path(path)
-    text = settings_to_toml(settings)
+    try:
+        current: bytes | None = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        current = None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    old: Settings | None = None
+    if current is not None:
+        try:
+            old = _parse(current, path)
+        except SettingsError:
+            old = None  # a broken file is replaced whole (replace_settings_file keeps a copy)
+    if old is not None and current is not None:
+        if old == settings:
+            return path
+        text = _edited_text(current.decode("utf-8"), old, settings, path)
+    else:
+        text = settings_to_toml(settings)
     _parse(text.encode("utf-8"), path)
     directory = path.parent
     try:

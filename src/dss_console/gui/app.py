@@ -199,7 +199,8 @@ class Console:
                      store: SessionStore, data_dir: Path | None) -> MainWindow:
         # The sandbox's throw-away window must not overwrite the user's remembered layout.
         window = MainWindow(settings, settings_file, store, data_dir=data_dir,
-                            remember_layout=not self.options.sandbox)
+                            remember_layout=not self.options.sandbox,
+                            sandbox=self.options.sandbox)
         window.finished.connect(self.closed.set)
         if os.environ.get(FIRST_PAINT_ENV):
             self._paint_probe = _FirstPaint()

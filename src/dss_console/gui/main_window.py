@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -39,7 +38,7 @@ from PySide6.QtWidgets import (
 from dss_console import paths
 from dss_console.connection import LoggedIn
 from dss_console.credentials import SessionStore
-from dss_console.dss import DssError
+from dss_console.dss import DssError, ServerUnreachableError
 from dss_console.engine.engine import EngineError
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.remote import (
@@ -71,6 +70,7 @@ from dss_console.gui.detail_pane import DetailPane
 from dss_console.gui.login_pane import V6, LoginPane, server_of
 from dss_console.gui.pause_banner import PauseBanner
 from dss_console.gui.queue_pane import QueuePane
+from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.tasks import run_blocking, spawn
 from dss_console.v6.audit import is_v6_job
@@ -78,6 +78,7 @@ from dss_console.v6.login import NodeLogin
 from dss_console.workspace import Workspace, WorkspaceError
 
 STATS_REFRESH_MS = 15_000
+QUIT_STATUS_TIMEOUT = 3.0  # s; the engine's own count for the quit question, else the table's
 
 
 # What the operator chose when jobs run: let them finish, then stop the engine; stop them now
@@ -161,11 +162,13 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Settings, settings_file: Path | None, store: SessionStore, *,
                  data_dir: Path | None = None, window_state_file: Path | None = None,
-                 remember_layout: bool = True):
+                 remember_layout: bool = True, sandbox: bool = False):
         super().__init__()
         self.setWindowTitle("DSS Console")
         self.settings = settings
         self.settings_file = settings_file  # None: do not persist (sandbox)
+        # A sandbox's server and files go with the window: its jobs cannot keep running.
+        self.sandbox = sandbox
         # Why settings_file did not load; while set, the file is never written without asking.
         self._settings_problem: str | None = None
         self._replacing_settings = False
@@ -216,6 +219,7 @@ class MainWindow(QMainWindow):
         self.banner_action = QPushButton()  # e.g. "Reload settings file"; per banner
         self.banner_action.setVisible(False)
         self._banner_callback: Any = None
+        self._banner_cause: str | None = None  # what ends it (clear_banner(cause))
         self.settings_button = QPushButton("Settings…")
 
         left = QWidget()
@@ -317,8 +321,9 @@ class MainWindow(QMainWindow):
         self.audit_dialog: Any = None
         self.queue_pane.currentJobChanged.connect(self._job_selected)
         self.queue_pane.actionRequested.connect(self._action_requested)
+        self.queue_pane.batchRequested.connect(self._batch_requested)
         self.detail_pane.editCommandRequested.connect(self.open_settings)
-        self.banner_close.clicked.connect(self.clear_banner)
+        self.banner_close.clicked.connect(lambda: self.clear_banner())
         self.banner_action.clicked.connect(self._banner_action_clicked)
         self.bridge.jobsChanged.connect(self._jobs_changed)
         self.bridge.outputArrived.connect(self.detail_pane.append_output)
@@ -335,9 +340,11 @@ class MainWindow(QMainWindow):
 
     # -- messages ---------------------------------------------------------------------------
     def show_banner(self, text: str, level: str = "error",
-                    action: tuple[str, Any] | None = None) -> None:
+                    action: tuple[str, Any] | None = None, cause: str | None = None) -> None:
         """One message above the panes; `action` = (button label, callback) adds a button
-        that belongs to this message only."""
+        that belongs to this message only; `cause` names what clear_banner(cause) ends it
+        ("connection", "claim", "job:<id>") so it does not outlive what it reports."""
+        self._banner_cause = cause
         colour = {"error": "#c62828", "warning": "#b26a00"}.get(level, "")
         self.banner.setStyleSheet(f"color: {colour};" if colour else "")
         # Plain text: messages quote server replies and file contents, never markup.
@@ -349,7 +356,11 @@ class MainWindow(QMainWindow):
         self.banner_action.setText(action[0] if action else "")
         self.banner_action.setVisible(action is not None)
 
-    def clear_banner(self) -> None:
+    def clear_banner(self, cause: str | None = None) -> None:
+        """Hide the banner; with `cause`, only a banner shown for that cause."""
+        if cause is not None and cause != self._banner_cause:
+            return
+        self._banner_cause = None
         self.banner.setVisible(False)
         self.banner_close.setVisible(False)
         self.banner_action.setVisible(False)
@@ -362,7 +373,9 @@ class MainWindow(QMainWindow):
 
     def _notice(self, level: str, text: str) -> None:
         if level == "error":
-            self.show_banner(text, level)
+            # A failed poll ends when the server answers again (_connection_changed).
+            self.show_banner(text, level, cause="connection"
+                             if text.startswith("polling for tickets failed") else None)
         else:
             self.statusBar().showMessage(text, 10_000)
 
@@ -375,8 +388,12 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def ask_text(self, title: str, label: str) -> str | None:
-        text, ok = QInputDialog.getMultiLineText(self, title, label)
-        return text if ok else None
+        """A reason (OK stays off until one is typed); None when cancelled."""
+        dialog = ReasonDialog(title, label, self)
+        try:
+            return dialog.reason() if dialog.exec() else None
+        finally:
+            dialog.deleteLater()
 
     def ask_open_file(self, title: str, start: str, pattern: str) -> str | None:
         name, _ = QFileDialog.getOpenFileName(self, title, start, pattern)
@@ -464,25 +481,19 @@ class MainWindow(QMainWindow):
     def open_settings(self, service_hash: str | None = None) -> None:
         from dss_console.gui.settings_dialog import SettingsDialog
 
-        if service_hash and isinstance(self.logged_in, NodeLogin):
-            # The dialog edits DSS services; an image's command is a table of the file.
-            # Named, always: the operator has to find the file to edit it.
-            where = (str(self.settings_file) if self.settings_file else
-                     f"the settings file {settings_path(None)} (create it)")
-            self.show_banner(
-                f"The command for image {service_hash} is its [v6.algorithms.\"{service_hash}\"]"
-                f" table in {where} (see the README, \"Run a vantage6 node without Docker\"). "
-                "Edit the file, then reload it.", "info",
-                ("Reload settings", self.reload_settings) if self.settings_file else None)
-            return
+        node = isinstance(self.logged_in, NodeLogin)
         services = []
         if self.engine is not None and not isinstance(self.logged_in, NodeLogin):
             # A node's images are not DSS services: their commands are [v6.algorithms].
             services = [(s.name, s.service_hash) for s in self.engine.known_services()]
         dialog = SettingsDialog(self.settings, services, self,
                                 file_problem=self._settings_problem,
-                                engine_note=self._foreign_engine_note())
-        if service_hash:
+                                engine_note=self._foreign_engine_note(), v6=node,
+                                settings_file=str(self.settings_file) if self.settings_file
+                                else f"{settings_path(None)} (created at OK)")
+        if service_hash and node:
+            dialog.select_image(service_hash)  # an image's "hash" is its name
+        elif service_hash:
             dialog.select_service(service_hash)
 
         def finished(result: int) -> None:
@@ -611,6 +622,14 @@ class MainWindow(QMainWindow):
         self._settings_problem = None
         # Used as read, not written back: the file keeps the user's own layout and comments.
         self._use_settings(settings)
+        engine = self.engine
+        if engine is not None and engine.info.get("kind") == "console":
+            # The file's Auto mode too, as at a start: the switch, the engine and the footer
+            # agree with the file just read.
+            self.services_pane.set_auto_mode(settings.auto)
+            if settings.auto != engine.auto:
+                await self._set_auto(engine, settings.auto)
+        self._update_status()
         self.show_banner(f"Settings reloaded from {path}.", "info")
 
     async def _show_services(self, engine: RemoteEngine) -> None:
@@ -855,12 +874,16 @@ class MainWindow(QMainWindow):
         self._connection_changed("none", "")
         self.engineStopped.emit()
 
-    def _running_count(self) -> int:
+    def _running_count(self, *, now: bool = False) -> int:
         """Jobs fetching, running or uploading: what the engine last said, and what the
-        table shows (either may be a moment ahead of the other)."""
+        table shows (either may be a moment ahead of the other); `now` asks the engine
+        itself (a question about quitting must not count a job that already ended)."""
         engine = self.engine
         if engine is None:
             return 0
+        if now:
+            with contextlib.suppress(EngineGoneError, EngineCallError):
+                return len(engine.status(timeout=QUIT_STATUS_TIMEOUT).busy)
         shown = {job.job_id for job in self.queue_pane.model.jobs()
                  if job.state in (JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING)}
         return len(shown | engine.busy_job_ids())
@@ -981,6 +1004,8 @@ class MainWindow(QMainWindow):
         logged_out (the server ended the session), stopped; others are shown as named.
         """
         self._connection = (state, detail)
+        if state == "online":
+            self.clear_banner("connection")
         if state == "logged_out" and self.engine is not None:
             # The form for a new token; the engine keeps its jobs and queued calls.
             self.login_pane.session_ended(detail)
@@ -1162,11 +1187,14 @@ class MainWindow(QMainWindow):
                 return None
             job = await run_blocking(engine.claim_next, service_hashes, run=run)
         except (DssError, EngineError, EngineCallError, EngineGoneError) as exc:
-            self.show_banner(str(exc))
+            network = isinstance(exc, ServerUnreachableError) or (
+                isinstance(exc, EngineCallError) and exc.kind == TRANSIENT)
+            self.show_banner(str(exc), cause="connection" if network else "claim")
             return None
         finally:
             button.setText("Claim next")
             button.setEnabled(bool(self.services_pane.selected_hashes()))
+        self.clear_banner("claim")
         if job is None:
             self.statusBar().showMessage("No ticket is ready for the selected services.",
                                          10_000)
@@ -1190,7 +1218,8 @@ class MainWindow(QMainWindow):
                 return
             if not message.strip():
                 self.show_banner(f"Ticket {job.ticket_id} was not failed: a message for its "
-                                 "user is required (they read it on their ticket).", "warning")
+                                 "user is required (they read it on their ticket).", "warning",
+                                 cause=f"job:{job.job_id}")
                 return
             spawn(self.perform("fail", job, message.strip()))
         elif name == "upload":
@@ -1226,6 +1255,32 @@ class MainWindow(QMainWindow):
         else:
             spawn(self.perform(name, job))
 
+    def _batch_requested(self, name: str, jobs: list[JobSnapshot]) -> None:
+        """Retry, Fail… or Cancel for several selected rows: one question, one reason."""
+        v6 = any(is_v6_job(job) for job in jobs)
+        noun = f"{len(jobs)} {'run' if v6 else 'ticket'}{'s' if len(jobs) > 1 else ''}"
+        ids = ", ".join(str(job.ticket_id) for job in jobs[:12])
+        ids += ", …" if len(jobs) > 12 else ""
+        reason = None
+        if name == "retry":
+            if not self.ask_confirm("Retry runs", f"Run {noun} again ({ids})? Their work dirs "
+                                    "are emptied first (the logs of earlier runs are kept)."):
+                return
+        elif name == "cancel" and not v6:
+            if not self.ask_confirm("Cancel tickets", f"Stop {noun} ({ids}) and fail them on "
+                                    "the server as cancelled by the provider?"):
+                return
+        else:
+            reason = self.ask_text(f"{'Cancel' if name == 'cancel' else 'Fail'} "
+                                   f"{'runs' if v6 else 'tickets'}",
+                                   f"Why {noun} ({ids}) failed, for the "
+                                   f"{'researchers' if v6 else 'users'} (one reason for all):")
+            if reason is None or not reason.strip():
+                return
+            reason = reason.strip()
+        for job in jobs:
+            spawn(self.perform(name, job, reason))
+
     def _v6_action(self, name: str, job: JobSnapshot) -> None:
         """A vantage6 run: no cancelled state on the server, so Cancel and Fail both fail the
         run with the operator's reason; a finished run never runs again."""
@@ -1240,7 +1295,7 @@ class MainWindow(QMainWindow):
                 return
             if not reason.strip():
                 self.show_banner(f"The {run} was not failed: a reason for the researcher is "
-                                 "required.", "warning")
+                                 "required.", "warning", cause=f"job:{job.job_id}")
                 return
             spawn(self.perform(name, job, reason.strip()))
         elif name == "retry":
@@ -1268,8 +1323,9 @@ class MainWindow(QMainWindow):
             await run_blocking(calls[name])
         except (EngineError, DssError, EngineCallError, EngineGoneError) as exc:
             noun = "Run" if is_v6_job(job) else "Ticket"
-            self.show_banner(f"{noun} {job.ticket_id}: {exc}")
+            self.show_banner(f"{noun} {job.ticket_id}: {exc}", cause=f"job:{job.job_id}")
             return False
+        self.clear_banner(f"job:{job.job_id}")  # an earlier complaint about it is over
         self.queue_pane.set_busy(engine.busy_job_ids())
         return True
 
@@ -1308,14 +1364,14 @@ class MainWindow(QMainWindow):
         if self._quitting:
             return
         engine = self.engine
-        running = self._running_count()
+        running = self._running_count(now=True)
         drain = detach = False
         stop_as = None
         if engine is not None and engine.info.get("kind") != "console":
             detach = True  # a headless worker goes on as it did before this window came
         elif running:
-            choice = self._preset_quit_choice or self.ask_quit_choice(running,
-                                                                      allow_detach=True)
+            choice = self._preset_quit_choice or self.ask_quit_choice(
+                running, allow_detach=not self.sandbox)
             if choice is None:
                 return
             drain = choice == QUIT_DRAIN

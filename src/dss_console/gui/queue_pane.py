@@ -74,6 +74,8 @@ V6_TOOLTIPS = {
     "workdir": "Open the run's work dir",
     "copy": "Copy the run id",
 }
+# What several selected tickets can get at once (one question, one reason for all).
+BATCH_ACTIONS = ("retry", "fail", "cancel")
 V6_HIDDEN_ACTIONS = ("upload", "itksnap")  # a run's result goes with its end; no workspace
 NOT_AGAIN = ("Retry run is not possible: the run ended on the server, and a finished "
              "vantage6 run cannot run again")
@@ -127,6 +129,7 @@ def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False) -> bo
 class QueuePane(QWidget):
     currentJobChanged = Signal(object)  # JobSnapshot | None
     actionRequested = Signal(str, object)  # action name, JobSnapshot
+    batchRequested = Signal(str, list)  # action name (BATCH_ACTIONS), [JobSnapshot, ...]
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -137,7 +140,7 @@ class QueuePane(QWidget):
         self.view.setModel(self.proxy)
         self.view.setItemDelegateForColumn(3, ProgressDelegate(self.view))
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
         self.view.verticalHeader().setVisible(False)
@@ -191,6 +194,7 @@ class QueuePane(QWidget):
         self.state_filter.currentIndexChanged.connect(self._state_filter_changed)
         self.text_filter.textChanged.connect(self.proxy.set_text)
         self.view.selectionModel().currentRowChanged.connect(lambda *_: self._current_changed())
+        self.view.selectionModel().selectionChanged.connect(lambda *_: self._update_actions())
         self._elapsed_timer = QTimer(self)
         self._elapsed_timer.setInterval(1000)
         self._elapsed_timer.timeout.connect(self.model.tick)
@@ -284,6 +288,20 @@ class QueuePane(QWidget):
         source = self.proxy.mapToSource(index)
         return self.model.job_at(source.row())
 
+    def selected_jobs(self) -> list[JobSnapshot]:
+        """The selected rows' jobs, in the table's order."""
+        rows = sorted(self.view.selectionModel().selectedRows(), key=lambda i: i.row())
+        jobs = (self.model.job_at(self.proxy.mapToSource(index).row()) for index in rows)
+        return [job for job in jobs if job is not None]
+
+    def _batch(self, name: str) -> list[JobSnapshot] | None:
+        """With several rows selected: the selected jobs `name` applies to (None with one)."""
+        selected = self.selected_jobs()
+        if len(selected) < 2:
+            return None
+        return [job for job in selected
+                if action_enabled(name, job, job.job_id in self._busy)]
+
     def select_job(self, job_id: int) -> bool:
         row = self.model.row_of(job_id)
         if row is None:
@@ -310,12 +328,25 @@ class QueuePane(QWidget):
         job = self.current_job()
         busy = job is not None and job.job_id in self._busy
         for name, button in self.buttons.items():
-            enabled = action_enabled(name, job, busy)
+            batch = self._batch(name)
+            if batch is None:
+                enabled = action_enabled(name, job, busy)
+                tip = action_tooltip(name, job) or self._tooltips[name]
+            else:
+                # Several rows: only what applies to many at once, to those it suits.
+                enabled = name in BATCH_ACTIONS and bool(batch)
+                tip = (f"{self._tooltips[name]}: {len(batch)} of the selected"
+                       if name in BATCH_ACTIONS else "Select one row for this")
             button.setEnabled(enabled)
             self.actions_[name].setEnabled(enabled)
-            button.setToolTip(action_tooltip(name, job) or self._tooltips[name])
+            button.setToolTip(tip)
 
     def request(self, name: str) -> None:
+        batch = self._batch(name)
+        if batch is not None:
+            if name in BATCH_ACTIONS and batch:
+                self.batchRequested.emit(name, batch)
+            return
         job = self.current_job()
         if job is not None and action_enabled(name, job, job.job_id in self._busy):
             self.actionRequested.emit(name, job)

@@ -175,9 +175,11 @@ class ServicesPane(QWidget):
             self.table.setRowCount(0)
             rows = {}
             self._paused.clear()
+        added = False
         for view in services:
             row = rows.get(view.service_hash)
             if row is None:
+                added = True
                 row = self.table.rowCount()
                 self.table.insertRow(row)
                 for column in range(len(COLUMNS)):
@@ -215,6 +217,10 @@ class ServicesPane(QWidget):
             self._style_auto_box(checkbox, command is not None)
             if view.service_hash in selected:
                 self._select_row(row, clear=False)
+        if added and not selected and self.table.rowCount() == 1:
+            # The only service is what Claim next means: not greyed out waiting for a click
+            # (when it is listed; a later refresh leaves the operator's selection alone).
+            self._select_row(0, clear=True)
         self._update_buttons()
         self.servicesShown.emit(list(services))
 

@@ -1,0 +1,547 @@
+"""One service's command in the Settings dialog: its fields, their checks in words, and
+the small widgets and parsers the dialog's other tabs share."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dss_console.engine.settings import (
+    CONSOLE_COMMAND_NICE,
+    ServiceCommand,
+    SettingsError,
+    format_duration,
+    parse_duration,
+    validate_command_template,
+    validate_placeholders,
+)
+
+__all__ = ["EXECUTOR_CHOICES", "PLACEHOLDER_HELP"]
+
+PLACEHOLDER_HELP: tuple[tuple[str, str], ...] = (
+    ("ticket", "the ticket number"),
+    ("service", "the service's name"),
+    ("service_hash", "the service's 40-hex hash"),
+    ("workdir", "the ticket's private work dir (the command's working directory)"),
+    ("inputs", "the folder with the ticket's files ({workdir}/input)"),
+    ("workspace", "the input ITK-SNAP workspace (.itksnap) in {inputs}"),
+    ("result", "where the command must write the result workspace "
+               "({workdir}/result.itksnap)"),
+)
+
+_COMMAND_HELP = (
+    "The command is split into words as a shell would split it, but no shell runs (write "
+    "<code>bash -c '…'</code> for one). It reports with lines on standard output: "
+    "<code>@dss progress 0.5</code>, <code>@dss info \"text\"</code> (also warning, error), "
+    "<code>@dss attach \"description\" file.png image/png</code>; or by running "
+    "<code>\"$DSS_HOOK\"</code> with the same words (ASHS's order: set "
+    "<code>ASHS_HOOK_SCRIPT</code> to <code>${DSS_HOOK}</code> below). Everything else it "
+    "prints goes to the job's log. Details: README, “How a service command works”."
+)
+
+# (value saved, what the choice says)
+EXECUTOR_CHOICES: tuple[tuple[str, str], ...] = (
+    ("local", "Local process (on the engine's computer)"),
+    ("slurm", "SLURM cluster job (submitted with sbatch)"),
+)
+_SLURM_HELP = (
+    "Each ticket is submitted with <code>sbatch</code> and followed in the cluster's queue. "
+    "The work root (General tab) must be on a file system the cluster's nodes share, and "
+    "the command must exist on the nodes."
+)
+# sbatch options the engine sets itself for every ticket's job: one given again here would
+# send the job's output where the console does not read it, or run it elsewhere.
+_ENGINE_SBATCH_OPTIONS = ("--job-name", "--chdir", "--output", "--error", "--open-mode",
+                          "--export", "--parsable", "--hold", "--wait", "-J", "-D", "-o", "-e")
+
+_HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
+_URL_RE = re.compile(r"https?://[^\s/]+")  # what the settings loader accepts
+_PROBLEM_STYLE = "color: #b00000;"
+_NOTE_STYLE = "color: #8a5a00;"
+
+
+class _Invalid(ValueError):
+    """A field's value is unusable; the message says why, in words."""
+
+
+def _duration(text: str, *, empty_ok: bool) -> float | None:
+    if not text.strip():
+        if empty_ok:
+            return None
+        raise _Invalid("enter a duration, e.g. 5s, 1m or 5")
+    try:
+        seconds = parse_duration(text)
+    except SettingsError as exc:
+        raise _Invalid(str(exc)) from None
+    if seconds <= 0:
+        raise _Invalid("must be longer than 0 seconds")
+    return seconds
+
+
+def _url(text: str) -> str:
+    text = text.strip()
+    if not _URL_RE.match(text):
+        raise _Invalid(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
+def _sbatch_options(text: str) -> list[str]:
+    """The sbatch options line split into words as the settings file stores them."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise _Invalid(f"cannot split the options into words: {exc}") from None
+    if words and not words[0].startswith("-"):
+        raise _Invalid(f"{words[0]!r} is not an option: options start with - or --, "
+                       "e.g. --partition=gpu")
+    for word in words:
+        try:
+            validate_placeholders(word)
+        except SettingsError as exc:
+            raise _Invalid(str(exc)) from None
+    return words
+
+
+def _sbatch_note(text: str) -> str | None:
+    """A warning for options the engine already sets, or for sbatch missing here (not an
+    error: the worker may run on another machine)."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name in _ENGINE_SBATCH_OPTIONS:
+            return (f"{name} is set by dss-console for every ticket (the job's log, work dir "
+                    "and name); giving it here breaks the live log")
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on this computer's PATH (fine if the worker runs elsewhere)"
+    return None
+
+
+def _program_note(template: str) -> str | None:
+    """A hint when the program is not where this computer would look (not an error: the
+    worker may run on another machine)."""
+    try:
+        words = shlex.split(template)
+    except ValueError:
+        return None
+    if not words or "{" in words[0]:
+        return None
+    program = words[0]
+    if program.startswith("~"):
+        return "~ is not expanded (no shell runs the command): write the full path"
+    if os.sep in program or (os.altsep and os.altsep in program):
+        if os.path.isabs(program) and not os.path.exists(program):
+            return f"{program} does not exist on this computer"
+        return None
+    if shutil.which(program) is None:
+        return f"{program} is not on this computer's PATH (fine if the worker runs elsewhere)"
+    return None
+
+
+class _Message(QLabel):
+    """The line in words under a field: a problem (red; OK stays disabled) or a note."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hide()
+
+    def show_text(self, problem: str | None, note: str | None = None) -> None:
+        text = problem or note
+        self.setText(text or "")
+        self.setStyleSheet(_PROBLEM_STYLE if problem else _NOTE_STYLE)
+        self.setVisible(bool(text))
+
+
+def _stacked(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(2)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return box
+
+
+def _row(*widgets: QWidget, stretch_first: bool = True) -> QWidget:
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for index, widget in enumerate(widgets):
+        layout.addWidget(widget, 1 if stretch_first and index == 0 else 0)
+    return box
+
+
+def _lines_high(edit: QPlainTextEdit, lines: int) -> None:
+    metrics = edit.fontMetrics()
+    margins = edit.contentsMargins()
+    edit.setFixedHeight(metrics.lineSpacing() * lines + margins.top() + margins.bottom()
+                        + 2 * edit.frameWidth() + 8)
+
+
+# -- one service's command ------------------------------------------------------------------
+
+
+class _ServiceEditor(QWidget):
+    """The command fields of one service; a service without a command shows a page that
+    offers to add one. Whether it has a command is which page is showing."""
+
+    changed = Signal()
+    test_requested = Signal()
+    remove_requested = Signal()
+
+    def __init__(self, key: str, *, name: str | None, githash: str | None, provided: bool,
+                 command: ServiceCommand | None, note: str | None) -> None:
+        super().__init__()
+        self.key = key  # the settings key its command is saved under
+        self.name = name  # the provided service's name, if provided
+        self.githash = githash
+        self.provided = provided
+        self.note = note
+        fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+
+        title = QLabel(f"<b>{_html(self.display_name)}</b>")
+        title.setTextFormat(Qt.TextFormat.RichText)
+        about = []
+        if githash:
+            about.append(f"hash {githash}")
+        if name is not None and key != name:
+            about.append(f"saved under the key {key}")
+        if note:
+            about.append(note)
+        subtitle = QLabel(" · ".join(about))
+        subtitle.setWordWrap(True)
+        subtitle.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        # Page 0: no command.
+        none_page = QWidget()
+        none_layout = QVBoxLayout(none_page)
+        none_layout.addWidget(QLabel("No command for this service: its tickets are not run "
+                                     "on this computer."))
+        self.add_button = QPushButton("&Add a command")
+        self.add_button.clicked.connect(self.add_command)
+        none_layout.addWidget(self.add_button, 0, Qt.AlignmentFlag.AlignLeft)
+        none_layout.addStretch(1)
+
+        # Page 1: the command's fields.
+        self.command_edit = QPlainTextEdit()
+        self.command_edit.setFont(fixed)
+        self.command_edit.setTabChangesFocus(True)
+        self.command_edit.setPlaceholderText("e.g. bash /opt/mytool/run.sh {workspace} {result}")
+        self.command_edit.setAccessibleName("Command template")
+        _lines_high(self.command_edit, 3)
+        self.command_message = _Message()
+
+        placeholders = QGroupBox("Placeholders (click to insert at the cursor)")
+        grid = QGridLayout(placeholders)
+        self.placeholder_buttons: dict[str, QPushButton] = {}
+        for row, (placeholder, meaning) in enumerate(PLACEHOLDER_HELP):
+            button = QPushButton("{" + placeholder + "}")
+            button.setFont(fixed)
+            button.setToolTip(f"Insert {{{placeholder}}}: {meaning}")
+            button.clicked.connect(lambda _=False, p=placeholder: self.insert_placeholder(p))
+            self.placeholder_buttons[placeholder] = button
+            explanation = QLabel(meaning)
+            explanation.setWordWrap(True)
+            grid.addWidget(button, row, 0)
+            grid.addWidget(explanation, row, 1)
+        grid.setColumnStretch(1, 1)
+        help_label = QLabel(_COMMAND_HELP)
+        help_label.setWordWrap(True)
+        help_label.setTextFormat(Qt.TextFormat.RichText)
+        grid.addWidget(help_label, len(PLACEHOLDER_HELP), 0, 1, 2)
+
+        self.timeout_edit = QLineEdit()
+        self.timeout_edit.setPlaceholderText("none (e.g. 6h, 90m, 1h30m or seconds)")
+        self.timeout_message = _Message()
+        self.max_jobs_spin = QSpinBox()
+        self.max_jobs_spin.setRange(0, 10_000)
+        self.max_jobs_spin.setSpecialValueText("no limit")
+        # -1 stands for "not set": the engine's default, which depends on who starts it.
+        self.nice_spin = QSpinBox()
+        self.nice_spin.setRange(-1, 19)
+        self.nice_spin.setSpecialValueText(
+            f"default ({CONSOLE_COMMAND_NICE} when the console starts the engine, "
+            "0 in a headless worker)")
+        self.nice_spin.setToolTip("CPU priority of the command: 0 is normal, 19 the lowest. "
+                                  "A higher value keeps the window responsive on a busy "
+                                  "machine.")
+        self.cwd_edit = QLineEdit()
+        self.cwd_edit.setPlaceholderText("the ticket's work dir (relative paths are taken "
+                                         "inside it)")
+        self.auto_check = QCheckBox("Take part in &auto mode")
+        self.itksnap_wt_check = QCheckBox("Provide &itksnap-wt to the command (dss-console wt)")
+        self.itksnap_wt_check.setToolTip(
+            "Puts an itksnap-wt first on the command's PATH, so an existing provider script "
+            "that calls itksnap-wt runs unchanged, without ITK-SNAP installed")
+        self.executor_combo = QComboBox()
+        for value, text in EXECUTOR_CHOICES:
+            self.executor_combo.addItem(text, value)
+        self.executor_combo.setToolTip("Where each ticket's command runs")
+        self.sbatch_edit = QLineEdit()
+        self.sbatch_edit.setFont(fixed)
+        self.sbatch_edit.setPlaceholderText("e.g. --partition=gpu --gres=gpu:1 --time=06:00:00")
+        self.sbatch_edit.setAccessibleName("sbatch options")
+        self.sbatch_edit.setToolTip("Added to sbatch for each ticket, split into words as a "
+                                    "shell would; placeholders such as {ticket} allowed")
+        self.sbatch_message = _Message()
+        self.slurm_help = QLabel(_SLURM_HELP)
+        self.slurm_help.setWordWrap(True)
+        self.slurm_help.setTextFormat(Qt.TextFormat.RichText)
+
+        self.env_table = QTableWidget(0, 2)
+        self.env_table.setHorizontalHeaderLabels(["Name", "Value"])
+        self.env_table.horizontalHeader().setSectionResizeMode(
+            0, QHeaderView.ResizeMode.ResizeToContents)
+        self.env_table.horizontalHeader().setStretchLastSection(True)
+        self.env_table.verticalHeader().hide()
+        self.env_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.env_table.setMinimumHeight(110)
+        self.env_table.setAccessibleName("Environment variables")
+        self.env_add_button = QPushButton("Add &variable")
+        self.env_add_button.clicked.connect(self.add_env_row)
+        self.env_remove_button = QPushButton("Remove variable")
+        self.env_remove_button.clicked.connect(self.remove_env_row)
+        self.env_message = _Message()
+        env_buttons = QHBoxLayout()
+        env_buttons.addWidget(self.env_add_button)
+        env_buttons.addWidget(self.env_remove_button)
+        env_buttons.addStretch(1)
+        env_box = QWidget()
+        env_layout = QVBoxLayout(env_box)
+        env_layout.setContentsMargins(0, 0, 0, 0)
+        env_layout.addWidget(self.env_table)
+        env_layout.addLayout(env_buttons)
+        env_layout.addWidget(self.env_message)
+
+        self.test_button = QPushButton("&Test on a local workspace…")
+        self.test_button.setToolTip("Run this command, as edited here, on a copy of an "
+                                    "ITK-SNAP workspace, without a server")
+        self.test_button.clicked.connect(lambda: self.test_requested.emit())
+        self.remove_button = QPushButton("Remove co&mmand")
+        self.remove_button.clicked.connect(lambda: self.remove_requested.emit())
+
+        form_page = QWidget()
+        form = QFormLayout(form_page)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        command_label = QLabel("&Command:")
+        command_label.setBuddy(self.command_edit)
+        form.addRow(command_label, _stacked(self.command_edit, self.command_message))
+        form.addRow(placeholders)
+        form.addRow(self._buddy("E&xecutor:", self.executor_combo),
+                    _stacked(self.executor_combo, self.slurm_help))
+        form.addRow(self._buddy("s&batch options:", self.sbatch_edit),
+                    _stacked(self.sbatch_edit, self.sbatch_message))
+        form.addRow(self._buddy("T&imeout:", self.timeout_edit),
+                    _stacked(self.timeout_edit, self.timeout_message))
+        form.addRow(self._buddy("Max &jobs at once:", self.max_jobs_spin), self.max_jobs_spin)
+        form.addRow(self._buddy("CPU &priority (nice):", self.nice_spin), self.nice_spin)
+        form.addRow(self._buddy("&Working directory:", self.cwd_edit), self.cwd_edit)
+        form.addRow("", self.auto_check)
+        form.addRow("", self.itksnap_wt_check)
+        form.addRow(self._buddy("&Environment:", self.env_table), env_box)
+        form.addRow(_row(self.test_button, self.remove_button, stretch_first=False))
+
+        self.pages = QStackedWidget()
+        self.pages.addWidget(none_page)
+        self.pages.addWidget(form_page)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(title)
+        layout.addWidget(subtitle)
+        layout.addWidget(self.pages, 1)
+
+        self._load(command)
+        for signal in (self.command_edit.textChanged, self.timeout_edit.textChanged,
+                       self.max_jobs_spin.valueChanged, self.nice_spin.valueChanged,
+                       self.cwd_edit.textChanged, self.executor_combo.currentIndexChanged,
+                       self.sbatch_edit.textChanged,
+                       self.auto_check.toggled, self.itksnap_wt_check.toggled,
+                       self.env_table.itemChanged):
+            signal.connect(self.changed)
+        self.pages.currentChanged.connect(self.changed)
+
+    @staticmethod
+    def _buddy(text: str, widget: QWidget) -> QLabel:
+        label = QLabel(text)
+        label.setBuddy(widget)
+        return label
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def display_name(self) -> str:
+        return self.name if self.name is not None else self.key
+
+    @property
+    def configured(self) -> bool:
+        return self.pages.currentIndex() == 1
+
+    def _load(self, command: ServiceCommand | None) -> None:
+        self.command_edit.setPlainText(command.command if command else "")
+        timeout = command.timeout if command else None
+        self.timeout_edit.setText(format_duration(timeout) if timeout is not None else "")
+        self.max_jobs_spin.setValue((command.max_jobs or 0) if command else 0)
+        nice = command.nice if command else None
+        self.nice_spin.setValue(-1 if nice is None else nice)
+        self.cwd_edit.setText((command.cwd or "") if command else "")
+        self.auto_check.setChecked(command.auto if command else True)
+        self.itksnap_wt_check.setChecked(command.itksnap_wt if command else False)
+        # Not edited here (yet): kept as the file says.
+        self._send_output_tail = command.send_output_tail if command else None
+        executor = command.executor if command else "local"
+        self.executor_combo.setCurrentIndex(max(0, self.executor_combo.findData(executor)))
+        self.sbatch_edit.setText(shlex.join(command.sbatch_options) if command else "")
+        self.sbatch_edit.setCursorPosition(0)  # a long line shows its first options
+        self.env_table.setRowCount(0)
+        for name, value in (command.env if command else {}).items():
+            self._append_env(name, value)
+        self.pages.setCurrentIndex(1 if command is not None else 0)
+
+    def add_command(self) -> None:
+        self.pages.setCurrentIndex(1)
+        self.command_edit.setFocus()
+
+    def clear_command(self) -> None:
+        """Back to "no command" with empty fields."""
+        self._load(None)
+
+    def insert_placeholder(self, placeholder: str) -> None:
+        self.command_edit.insertPlainText("{" + placeholder + "}")
+        self.command_edit.setFocus()
+
+    def _append_env(self, name: str, value: str) -> int:
+        row = self.env_table.rowCount()
+        self.env_table.insertRow(row)
+        self.env_table.setItem(row, 0, QTableWidgetItem(name))
+        self.env_table.setItem(row, 1, QTableWidgetItem(value))
+        return row
+
+    def add_env_row(self) -> None:
+        row = self._append_env("", "")
+        self.env_table.setCurrentCell(row, 0)
+        self.env_table.editItem(self.env_table.item(row, 0))
+        self.changed.emit()
+
+    def remove_env_row(self) -> None:
+        rows = sorted({index.row() for index in self.env_table.selectedIndexes()}
+                      or ({self.env_table.currentRow()} - {-1}), reverse=True)
+        for row in rows:
+            self.env_table.removeRow(row)
+        if rows:
+            self.changed.emit()
+
+    # -- reading the fields -----------------------------------------------------------------
+    def _command_text(self) -> str:
+        text = self.command_edit.toPlainText()
+        try:
+            validate_command_template(text)
+        except SettingsError as exc:
+            raise _Invalid(str(exc)) from None
+        return text
+
+    def _timeout(self) -> float | None:
+        return _duration(self.timeout_edit.text(), empty_ok=True)
+
+    @property
+    def executor(self) -> str:
+        return self.executor_combo.currentData()
+
+    def _sbatch_options(self) -> list[str]:
+        return _sbatch_options(self.sbatch_edit.text())
+
+    def _sbatch_note(self) -> str | None:
+        return _sbatch_note(self.sbatch_edit.text()) if self.executor == "slurm" else None
+
+    def _env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for row in range(self.env_table.rowCount()):
+            name_item, value_item = self.env_table.item(row, 0), self.env_table.item(row, 1)
+            name = name_item.text().strip() if name_item else ""
+            value = value_item.text() if value_item else ""
+            if not name and not value:
+                continue  # a row just added and not filled in yet
+            if not name:
+                raise _Invalid(f"row {row + 1}: the name is empty")
+            if "=" in name or "\x00" in name:
+                raise _Invalid(f"{name!r} is not a valid variable name (no '=')")
+            if name in env:
+                raise _Invalid(f"{name} is set twice")
+            env[name] = value
+        return env
+
+    def problems(self) -> list[str]:
+        """What keeps this command from being saved, in words; updates the messages."""
+        found: list[str] = []
+        if not self.configured:
+            return found
+        for label, parse, message, note in (
+            ("command", self._command_text, self.command_message,
+             lambda: _program_note(self.command_edit.toPlainText())),
+            ("sbatch options", self._sbatch_options, self.sbatch_message, self._sbatch_note),
+            ("timeout", self._timeout, self.timeout_message, None),
+            ("environment", self._env, self.env_message, None),
+        ):
+            try:
+                parse()
+            except _Invalid as exc:
+                message.show_text(str(exc))
+                found.append(f"{label}: {exc}")
+            else:
+                message.show_text(None, note() if note else None)
+        slurm = self.executor == "slurm"
+        self.slurm_help.setVisible(slurm)
+        # Options are kept when the executor is local (switching back finds them again);
+        # the field stays editable while it has a problem, which would otherwise block OK
+        # with no way to fix it.
+        self.sbatch_edit.setEnabled(slurm or any(p.startswith("sbatch options")
+                                                 for p in found))
+        self.test_button.setEnabled(not found)
+        self.test_button.setToolTip(
+            "Run this command, as edited here, on a copy of an ITK-SNAP workspace, without a "
+            "server" + (" (on this computer, not as a cluster job)" if slurm else ""))
+        return found
+
+    def service_command(self) -> ServiceCommand:
+        """The command as edited; raises _Invalid (see problems())."""
+        cwd = self.cwd_edit.text().strip()
+        return ServiceCommand(key=self.key, command=self._command_text(),
+                              timeout=self._timeout(),
+                              max_jobs=self.max_jobs_spin.value() or None,
+                              nice=None if self.nice_spin.value() < 0 else self.nice_spin.value(),
+                              cwd=cwd or None, env=self._env(),
+                              auto=self.auto_check.isChecked(), executor=self.executor,
+                              itksnap_wt=self.itksnap_wt_check.isChecked(),
+                              sbatch_options=self._sbatch_options(),
+                              send_output_tail=getattr(self, "_send_output_tail", None))
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
