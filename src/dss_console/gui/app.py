@@ -239,8 +239,8 @@ class Console:
         if not await window.login_pane.login(sandbox.url, token):
             raise RuntimeError(window.login_pane.message.text())
         window.show_banner(f"Sandbox running at {sandbox.url}: the demo service's command is "
-                           "configured. Select DemoSegmentation and press Claim next, or turn "
-                           "on Auto mode.", "info")
+                           "configured and selected: press Claim next, or turn on Auto mode.",
+                           "info")
 
     async def _start_v6_sandbox(self, window: MainWindow) -> None:
         """The real vantage6 server on 127.0.0.1 (its own venv, built on first use), this
@@ -291,7 +291,7 @@ class Console:
             f"vantage6 sandbox running at {sandbox.url}; this console is node "
             f"{node.name!r} of collaboration 'demo', and a researcher posted {count} tasks of "
             f"{DEMO_IMAGE!r} ({DEMO_METHOD}: the mean of {DEMO_COLUMN!r} in the demo CSV). "
-            f"Select {DEMO_IMAGE} and press Claim next, or turn on Auto mode.", "info")
+            "It is selected: press Claim next, or turn on Auto mode.", "info")
 
     async def _close(self, window: MainWindow) -> None:
         window.close()
