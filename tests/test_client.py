@@ -237,3 +237,25 @@ def test_login_attempt_resolves_to_the_session(sandbox: Sandbox, fresh_token: st
     assert store.load(sandbox.url) is not None
     assert attempt.cancel() is False
     logged_in.client.close()
+
+
+def test_sessions_of_ended_threads_are_released(client: DssClient) -> None:
+    """The engine runs each job on a thread of its own; a worker that ran for months kept one
+    HTTP session (and its pooled socket) per job ever run."""
+    import gc
+    import threading
+
+    import requests
+
+    def live_sessions() -> int:
+        gc.collect()
+        return sum(isinstance(o, requests.Session) for o in gc.get_objects())
+
+    client.services.list()
+    before = live_sessions()
+    for _ in range(30):
+        job = threading.Thread(target=client.services.list)
+        job.start()
+        job.join()
+    # The last thread's session stays until a new thread asks; none of the others.
+    assert live_sessions() - before <= 1
