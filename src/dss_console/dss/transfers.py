@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import mimetypes
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
 import requests
-from requests_toolbelt.multipart.encoder import MultipartEncoder
+from urllib3.fields import RequestField
 
 from dss_console.dss import errors
 
@@ -127,18 +129,51 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
-class _BigReads:
-    """Adapts a MultipartEncoder to http.client, which reads 8 KiB at a time: asking the
-    encoder for 1 MiB per read cuts the per-call Python overhead by two orders of magnitude."""
+class MultipartFileBody:
+    """A multipart/form-data body (text fields, then one file) read straight from the file.
 
-    def __init__(self, encoder: MultipartEncoder, progress: ProgressCallback | None):
-        self._encoder = encoder
+    http.client sends whatever `read` returns with one `sendall`, so each read hands out one
+    CHUNK of the file, read into one reused buffer: one copy per byte and no allocation per
+    chunk. (requests-toolbelt's MultipartEncoder copied every byte through two BytesIO
+    buffers into fresh 1 MiB objects: a 256 MiB upload took 1.2-1.7x curl's time instead of
+    about curl's.) The part headers are rendered by urllib3, as the encoder did, so the bytes
+    on the wire are the same.
+    """
+
+    def __init__(self, fields: Mapping[str, str], file_field: str, file_name: str,
+                 fileobj: BinaryIO, mime_type: str, progress: ProgressCallback | None = None):
+        boundary = secrets.token_hex(16)
+        head = bytearray()
+        for name, value in fields.items():
+            head += _part_head(boundary, RequestField(name=name, data=value))
+            head += value.encode("utf-8") + b"\r\n"
+        head += _part_head(boundary, RequestField(name=file_field, data=b"", filename=file_name),
+                           mime_type)
+        self._head: bytes | None = bytes(head)
+        self._tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+        self._file = fileobj
+        # One buffer for the whole file: a fresh 1 MiB bytes object per read costs an mmap,
+        # page faults and zeroing each time. Each read's data is sent before the next read.
+        self._view = memoryview(bytearray(CHUNK))
+        self._left = os.fstat(fileobj.fileno()).st_size - fileobj.tell()
         self._progress = progress
         self._done = 0
-        self.len = encoder.len
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        self.len = len(self._head) + self._left + len(self._tail)
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._encoder.read(max(size, CHUNK) if size and size > 0 else -1)
+    def read(self, size: int = -1) -> bytes | memoryview:
+        if self._head is not None:
+            data, self._head = self._head, None
+        elif self._left > 0:
+            view = self._view[:min(len(self._view), self._left)]
+            got = self._file.readinto(view)
+            if not got:
+                # Content-Length is promised: a file cut short must not leave the server waiting.
+                raise OSError(errno.EIO, "the file became shorter while it was being sent")
+            self._left -= got
+            data = view[:got]
+        else:
+            data, self._tail = self._tail, b""
         self._done += len(data)
         if self._progress and data:
             self._progress(self._done, self.len)
@@ -148,12 +183,16 @@ class _BigReads:
         return self.len
 
 
+def _part_head(boundary: str, field: RequestField, content_type: str | None = None) -> bytes:
+    field.make_multipart(content_type=content_type)
+    return f"--{boundary}\r\n{field.render_headers()}".encode()
+
+
 def multipart_upload_body(fields: Mapping[str, str], file_field: str, file_name: str,
                           fileobj: BinaryIO, mime_type: str | None = None,
-                          progress: ProgressCallback | None = None) -> tuple[_BigReads, str]:
+                          progress: ProgressCallback | None = None
+                          ) -> tuple[MultipartFileBody, str]:
     """A streaming multipart body (file last) and its Content-Type header."""
     mime = mime_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
-    parts: dict[str, object] = dict(fields)
-    parts[file_field] = (file_name, fileobj, mime)
-    encoder = MultipartEncoder(fields=parts)
-    return _BigReads(encoder, progress), encoder.content_type
+    body = MultipartFileBody(fields, file_field, file_name, fileobj, mime, progress)
+    return body, body.content_type

@@ -67,10 +67,14 @@ def _md5_file(
     path: Path, done: int, total: int, progress: Callable[[int, int], None] | None
 ) -> tuple[str, int]:
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
-            done += len(chunk)
+    # One reused buffer: a fresh 1 MiB bytes object per read costs an mmap, page faults and
+    # zeroing each time, a third of the hashing time. The hash is on an upload's critical path
+    # (the name is sent before the bytes).
+    buffer = memoryview(bytearray(CHUNK_SIZE))
+    with path.open("rb", buffering=0) as f:
+        while got := f.readinto(buffer):
+            digest.update(buffer[:got])
+            done += got
             if progress is not None:
                 progress(done, total)
     return digest.hexdigest(), done
