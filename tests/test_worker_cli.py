@@ -453,3 +453,32 @@ def test_a_stop_with_interrupted_fail_promises_no_resumption(
     assert sandbox.admin.ticket_status(ticket) == "failed"
     messages = [message for _, message in _log(sandbox, ticket)]
     assert RESTARTING_NOTE not in messages and RESTARTED_NOTE not in messages, messages
+
+
+def test_event_printer_remembers_a_bounded_number_of_jobs() -> None:
+    """A worker prints for months: what its printer keeps per job must not grow with them."""
+    import io
+
+    from dss_console.commands.worker import EventPrinter
+    from dss_console.engine.events import JobChanged, JobMessage, JobSnapshot
+    from dss_console.engine.states import JobState
+
+    def snap(job_id: int, state: JobState, progress: float) -> JobSnapshot:
+        return JobSnapshot(job_id=job_id, source="dss", ticket_id=100 + job_id,
+                           service_hash="0123456789abcdef", service_name="Demo", state=state,
+                           progress=progress, instance="a", reason=None, workdir="/w",
+                           exit_code=None, claimed_at=None, started_at=None, finished_at=None,
+                           updated_at=0.0, inputs_ready=True, attempt=1, owed=0)
+
+    out = io.StringIO()
+    printer = EventPrinter(out)
+    for job_id in range(1, 5001):
+        printer(JobChanged(job=snap(job_id, JobState.RUNNING, 0.5)))
+        printer(JobChanged(job=snap(job_id, JobState.SUCCEEDED, 1.0)))
+    memories = (printer._tickets, printer._states, printer._progress)
+    assert all(len(memory) <= 1000 for memory in memories), [len(m) for m in memories]
+    # The newest jobs are still told by their ticket, and a state is printed once.
+    printer(JobMessage(job_id=5000, level="info", text="late word", local=False))
+    assert out.getvalue().splitlines()[-1].endswith("ticket 5100: info: late word")
+    printer(JobChanged(job=snap(5000, JobState.SUCCEEDED, 1.0)))
+    assert "late word" in out.getvalue().splitlines()[-1]

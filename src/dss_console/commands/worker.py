@@ -519,6 +519,16 @@ def _say_services(views: list[ServiceView], settings: Settings | None,
                          "does not provide")
 
 
+# Jobs an EventPrinter remembers (the newest): a worker runs for months.
+_REMEMBERED_JOBS = 1000
+
+
+def _remember(memory: dict[int, Any], job_id: int, value: Any) -> None:
+    memory[job_id] = value
+    if len(memory) > _REMEMBERED_JOBS:
+        del memory[next(iter(memory))]
+
+
 class EventPrinter:
     """Engine events as readable, timestamped lines (one per change, not per output line).
 
@@ -550,7 +560,7 @@ class EventPrinter:
         if self.lookup is not None:
             with contextlib.suppress(Exception):  # a job the journal no longer has
                 ticket = self.lookup(job_id).ticket_id
-                self._tickets[job_id] = f"{self.noun} {ticket}"
+                _remember(self._tickets, job_id, f"{self.noun} {ticket}")
                 return self._tickets[job_id]
         return f"a {self.noun}"
 
@@ -564,15 +574,15 @@ class EventPrinter:
     def _job_changed(self, job: JobSnapshot) -> None:
         if job.updated_at < self._updated.get(job.job_id, 0.0):
             return  # read before one already printed: it would step back
-        self._updated[job.job_id] = job.updated_at
+        _remember(self._updated, job.job_id, job.updated_at)
         label = f"{self.noun} {job.ticket_id} ({job.service_name or job.service_hash[:10]})"
-        self._tickets[job.job_id] = f"{self.noun} {job.ticket_id}"
+        _remember(self._tickets, job.job_id, f"{self.noun} {job.ticket_id}")
         seen = self._states.get(job.job_id)
         if seen != job.state:
             if seen is None and job.state is not JobState.CLAIMED and \
                     job.claimed_at is not None and job.claimed_at >= self._since:
                 self.line(f"{label}: {JobState.CLAIMED.value}")
-            self._states[job.job_id] = job.state
+            _remember(self._states, job.job_id, job.state)
             extra = ""
             ran = _run_seconds(job)
             if job.state is JobState.RUNNING:
@@ -583,7 +593,7 @@ class EventPrinter:
             self.line(f"{label}: {job.state.value}{reason}{extra}")
         step = int(job.progress * 10)
         if job.state is JobState.RUNNING and step > self._progress.get(job.job_id, 0):
-            self._progress[job.job_id] = step
+            _remember(self._progress, job.job_id, step)
             self.line(f"{label}: progress {job.progress * 100:.0f}%")
 
     def __call__(self, event: Event) -> None:
