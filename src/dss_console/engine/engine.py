@@ -935,9 +935,12 @@ class Engine:
 
     def _cleanup_old_workdirs(self) -> None:
         root = Path(self.settings.workroot)
-        # Every source's unfinished jobs and those still owing calls keep their files.
-        keep = {Path(j.workdir) for j in self.journal.jobs()
-                if not j.state.is_terminal or j.owed}
+        # Every source's unfinished jobs and those still owing calls keep their files. Asked
+        # by state, not by reading every job ever run (a worker's journal holds months of them).
+        unfinished = {s for s in JobState if not s.is_terminal}
+        keep = {Path(j.workdir) for j in self.journal.jobs(states=unfinished)}
+        keep |= {Path(self.journal.job(job_id).workdir)
+                 for job_id in self.journal.jobs_with_pending()}
         removed = remove_old_workdirs(root, self.settings.retention_days, keep)
         if removed:
             self.events.publish(EngineNotice(
