@@ -152,10 +152,11 @@ class MultipartFileBody:
         self._head: bytes | None = bytes(head)
         self._tail = f"\r\n--{boundary}--\r\n".encode("ascii")
         self._file = fileobj
+        self._left = os.fstat(fileobj.fileno()).st_size - fileobj.tell()
         # One buffer for the whole file: a fresh 1 MiB bytes object per read costs an mmap,
         # page faults and zeroing each time. Each read's data is sent before the next read.
-        self._view = memoryview(bytearray(CHUNK))
-        self._left = os.fstat(fileobj.fileno()).st_size - fileobj.tell()
+        # No bigger than the file: most uploads are small, and a worker's heap keeps the peak.
+        self._view = memoryview(bytearray(max(1, min(CHUNK, self._left))))
         self._progress = progress
         self._done = 0
         self.content_type = f"multipart/form-data; boundary={boundary}"

@@ -70,8 +70,8 @@ def _md5_file(
     # One reused buffer: a fresh 1 MiB bytes object per read costs an mmap, page faults and
     # zeroing each time, a third of the hashing time. The hash is on an upload's critical path
     # (the name is sent before the bytes).
-    buffer = memoryview(bytearray(CHUNK_SIZE))
     with path.open("rb", buffering=0) as f:
+        buffer = memoryview(bytearray(max(1, min(CHUNK_SIZE, os.fstat(f.fileno()).st_size))))
         while got := f.readinto(buffer):
             digest.update(buffer[:got])
             done += got
