@@ -1,10 +1,15 @@
-"""Retention: old work dirs of finished jobs go; unfinished jobs' and owing jobs' stay."""
+"""What a long-running engine keeps: old work dirs of finished jobs go (unfinished and owing
+jobs' stay), and finished jobs leave no objects behind."""
 
 from __future__ import annotations
 
+import gc
 import os
 import time
+import uuid
 from pathlib import Path
+
+import requests
 
 from dss_console.dss import DssClient
 from dss_console.engine.engine import Engine
@@ -13,6 +18,9 @@ from dss_console.engine.settings import Settings
 from dss_console.engine.source import DssSource
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
+
+from test_engine import TAGS, harness_for
+from waiting import wait_for
 
 
 def test_retention_keeps_unfinished_and_owing_jobs_dirs(sandbox: Sandbox, client: DssClient,
@@ -47,3 +55,32 @@ def test_retention_keeps_unfinished_and_owing_jobs_dirs(sandbox: Sandbox, client
         assert [p.exists() for p in kept] == [True, True, True, True]
     finally:
         journal.close()
+
+
+def test_finished_jobs_leave_no_sessions_or_executions(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A worker ran 1,200 tickets and grew ~17 KiB a ticket: each job's thread left its HTTP
+    session (and a pooled socket) behind. After many jobs, what is alive must not depend on
+    how many ran."""
+    from dss_console.engine.jobs import JobExecution
+
+    def alive(kind: type) -> int:
+        gc.collect()
+        return sum(isinstance(o, kind) for o in gc.get_objects())
+
+    service = sandbox.register_service(f"Keep-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
+    stages = harness_for(sandbox, tmp_path, service)
+    harness = next(stages)
+    try:
+        engine = harness.engine("success", concurrency=2, auto=True)
+        sessions_before = alive(requests.Session)
+        tickets = [harness.ticket() for _ in range(12)]
+        for ticket in tickets:
+            harness.wait_server(ticket, "success", timeout=120)
+        wait_for(lambda: not engine.busy_job_ids(), 30, what="the engine to be idle")
+        assert alive(JobExecution) == 0
+        # The scheduler's and the outbox workers' sessions (4), and those of the jobs whose
+        # threads ended after the last new session was opened (at most 2 x concurrency); the
+        # old engine kept one per job ever run (16 here).
+        assert alive(requests.Session) - sessions_before <= 8
+    finally:
+        next(stages, None)  # shuts the engine down
