@@ -7,7 +7,8 @@ layer, rewritten workspace) through the client, and through curl, alternating, a
 median wall times, client/curl ratios and the client's peak RSS per direction. The client
 runs in a child process so its peak RSS is its own (the parent seeds the data).
 
-Targets (issue 2): peak RSS <= 64 MiB each way; download <= 1.10x curl; upload <= 1.5x curl -F.
+Targets (issues 2, 17): peak RSS <= 64 MiB each way; download <= 1.10x curl; upload <= 1.25x curl -F
+(the upload includes the export: the md5 of each layer names it, so it is hashed before it is sent).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def main() -> None:
           f"ratio {med(dl_client) / med(dl_curl):.2f}x (target <= 1.10)   "
           f"client peak RSS {max(rss_dl):5.1f} MiB (target <= 64)")
     print(f"upload    client {med(ul_client):6.2f} s   curl -F {med(ul_curl):6.2f} s   "
-          f"ratio {med(ul_client) / med(ul_curl):.2f}x (target <= 1.50)   "
+          f"ratio {med(ul_client) / med(ul_curl):.2f}x (target <= 1.25)   "
           f"client peak RSS {max(rss_ul):5.1f} MiB (target <= 64)")
     print(f"  upload without export (no md5): client {med(ul_raw):6.2f} s, "
           f"ratio {med(ul_raw) / med(ul_curl):.2f}x curl -F; md5 of the file alone: "
