@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import re
 import time
 from pathlib import Path
 
@@ -148,7 +148,8 @@ def test_full_ticket_flow(sandbox: Sandbox, client: DssClient, claimed_ticket: i
     assert sorted(f.name for f in client.tickets.results(tid)) == sorted(names)
     layer_bytes = sandbox.admin.download_file(
         tid, "results", sandbox.admin.result_files(tid).index(names[0]))
-    assert hashlib.md5(layer_bytes).hexdigest() == names[0].split("_")[2].split(".")[0]
+    assert re.fullmatch(r"layer_000_[0-9a-f]{64}\.nii\.gz", names[0]), names[0]
+    assert layer_bytes == workspace.layers[0].path.read_bytes()
 
     assert client.tickets.succeed(tid) is TicketStatus.SUCCESS
     assert client.tickets.status(tid) is TicketStatus.SUCCESS

@@ -153,7 +153,7 @@ the same. Do not modify the SaveLocation entry, or this will not work.
 </registry>
 """
 
-LAYER_NAME = re.compile(r"layer_(\d{3})_([0-9a-f]{32})\.nii\.gz")
+LAYER_NAME = re.compile(r"layer_(\d{3})_([0-9a-f]{64})\.nii\.gz")
 
 
 def make_images(folder: Path, *names: str) -> list[Path]:
@@ -181,8 +181,8 @@ def itksnap_workspace(folder: Path, save: str | None = None) -> Path:
     return path
 
 
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- reading -------------------------------------------------------------------------
@@ -449,7 +449,13 @@ def test_export_names_hashes_and_rewritten_workspace(tmp_path: Path) -> None:
         match = LAYER_NAME.fullmatch(name)
         assert match is not None, name
         assert int(match.group(1)) == index
-        assert match.group(2) == md5(original)
+        # Anonymous: nothing of the file's own name, nor of its bytes' hash (the name is
+        # sent first: hashing the bytes would delay the upload by a whole read).
+        assert original.name.split(".")[0] not in name
+        assert match.group(2) != sha256(original)
+    assert len({name.split("_")[2] for name, _ in layer_uploads}) == len(layer_uploads)
+    # The same files export to the same names (a retried upload names them alike).
+    assert export_result_workspace(src, tmp_path / "export2", 42).uploads[:-1] == layer_uploads
     assert sorted(p.name for p in out.iterdir()) == ["ticket_00000042_results.itksnap"]
 
     result = Workspace.load(exported.workspace_file)
@@ -513,7 +519,7 @@ def test_export_copy_layers(tmp_path: Path) -> None:
     assert all(p.is_file() for _, p in again.uploads)
 
 
-def test_export_progress_reports_bytes_hashed(tmp_path: Path) -> None:
+def test_export_progress_reports_the_layers_placed(tmp_path: Path) -> None:
     big = tmp_path / "big.nii.gz"
     big.write_bytes(os.urandom(2 * 1024 * 1024 + 123))  # three 1 MiB chunks
     (small,) = make_images(tmp_path, "small.nii")
@@ -527,7 +533,7 @@ def test_export_progress_reports_bytes_hashed(tmp_path: Path) -> None:
     total = big.stat().st_size + small.stat().st_size
     assert calls[0] == (0, total)
     assert calls[-1] == (total, total)
-    assert len(calls) >= 5
+    assert len(calls) == 3  # the start, then each layer
     assert all(t == total for _, t in calls)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert exported.uploads[1][0].endswith(".nii")

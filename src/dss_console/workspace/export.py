@@ -3,8 +3,10 @@
 ITK-SNAP's ``WorkspaceAPI::ExportWorkspace``/``UploadWorkspace`` re-save each layer as
 ``layer_%03d_<md5>.nii.gz`` next to ``ticket_%08d_results.itksnap``, point ``AbsolutePath``
 there and set ``SaveLocation`` to the export directory. We keep the files as they are
-(no image library needed, and nothing is re-encoded), so the md5 is of the file bytes and
-the extension is the file's own.
+(no image library needed, and nothing is re-encoded), so the extension is the file's own,
+and the hex part is a SHA-256 of the file's identity (ticket, layer, inode, size, mtime)
+rather than of its bytes: the names only anonymise (nothing reads the hash back), and a
+hash of the bytes would delay every upload by a full read of the file.
 """
 
 from __future__ import annotations
@@ -63,21 +65,15 @@ class ExportedWorkspace:
     uploads: list[tuple[str, Path]]  # (upload name, local file) in upload order
 
 
-def _md5_file(
-    path: Path, done: int, total: int, progress: Callable[[int, int], None] | None
-) -> tuple[str, int]:
-    digest = hashlib.md5(usedforsecurity=False)
-    # One reused buffer: a fresh 1 MiB bytes object per read costs an mmap, page faults and
-    # zeroing each time, a third of the hashing time. The hash is on an upload's critical path
-    # (the name is sent before the bytes).
-    with path.open("rb", buffering=0) as f:
-        buffer = memoryview(bytearray(max(1, min(CHUNK_SIZE, os.fstat(f.fileno()).st_size))))
-        while got := f.readinto(buffer):
-            digest.update(buffer[:got])
-            done += got
-            if progress is not None:
-                progress(done, total)
-    return digest.hexdigest(), done
+def _layer_token(path: Path, ticket_id: int, index: int) -> str:
+    """The hex part of a layer's upload name: anonymous (nothing of the file's name), fixed
+    for one file (re-exporting an export finds its layers under the same names), and read
+    from the file's metadata, not its bytes. A hash of the bytes would have to be finished
+    before the upload can start (the name goes first), which made the upload of a 256 MiB
+    result 1.6x `curl -F`; with this it is what the bytes cost (benchmarks/transfer.py)."""
+    st = path.stat()
+    identity = f"{ticket_id}\0{index}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}"
+    return hashlib.sha256(identity.encode("ascii")).hexdigest()
 
 
 def _place_copy(source: Path, dest: Path) -> None:
@@ -102,12 +98,12 @@ def export_result_workspace(
 ) -> ExportedWorkspace:
     """Write ``out_dir/ticket_%08d_results.itksnap`` referring to renamed layer files.
 
-    Layer ``i`` is named ``layer_%03d_<md5 of its bytes>.<ext>``; its ``AbsolutePath``
+    Layer ``i`` is named ``layer_%03d_<token>.<ext>`` (see ``_layer_token``); its ``AbsolutePath``
     becomes ``out_dir/<that name>`` and ``SaveLocation`` becomes ``out_dir``, everything
     else is kept, so ITK-SNAP's relocation finds the layers wherever the user downloads
     the files. With ``copy_layers`` the files are hard-linked (or copied) into
     ``out_dir``; without, the uploads point at the original files, to be sent under the
-    new names. ``progress(bytes_hashed, total_bytes)`` reports hashing. ``workspace_name``
+    new names. ``progress(bytes_done, total_bytes)`` reports the layers placed. ``workspace_name``
     replaces ``ticket_%08d_results.itksnap`` (a ticket's inputs are ``ticket_%08d.itksnap``,
     an ``itksnap-wt -a`` archive takes the name given).
     """
@@ -144,9 +140,12 @@ def export_result_workspace(
         if progress is not None:
             progress(0, total)
         for layer, source in zip(ws.layers, sources, strict=True):
-            md5, done = _md5_file(source, done, total, progress)
+            token = _layer_token(source, ticket_id, layer.index)
+            done += source.stat().st_size
+            if progress is not None:
+                progress(done, total)
             ext = layer_file_extension(source)
-            name = f"layer_{layer.index:03d}_{md5}" + (f".{ext}" if ext else "")
+            name = f"layer_{layer.index:03d}_{token}" + (f".{ext}" if ext else "")
             registry.set(f"{layer_key(layer.index)}.AbsolutePath", str(out / name))
             if copy_layers:
                 _place_copy(source, out / name)
