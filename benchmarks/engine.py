@@ -21,6 +21,9 @@
                2,500 tickets: 38.2 / 42.0 / 43.1 / 43.2 MiB after 100 / 1,000 / 2,000 / 2,500
                (+1.2 MiB past 1,000, +0.1 MiB past 2,000: the journal's SQLite page cache
                reaches its 2 MiB cap near 1,100 tickets, malloc arenas settle).
+               10,000 tickets (idle machine, 22.3 min, 448 tickets/min, 0 failed): RSS 39.3 /
+               43.3 / 44.5 / 46.0 / 47.8 MiB after 100 / 1,000 / 2,000 / 5,000 / 10,000:
+               +4.5 MiB from 1,000 to 10,000 (target <= 10), 0.45 KiB a ticket past 1,000.
 """
 
 from __future__ import annotations
