@@ -140,6 +140,10 @@ class V6Tab(QWidget):
             self.add_database(label, database.uri, database.type, select=False)
         self.algorithms.resizeColumnsToContents()
         self.databases.resizeColumnsToContents()
+        # Image names are registry paths ("harbor2.vantage6.ai/demo/average") and the image
+        # is how the operator finds a row: an empty table's width showed "v6-d…".
+        for table, width in ((self.algorithms, 240), (self.databases, 140)):
+            table.setColumnWidth(0, max(table.columnWidth(0), width))
         for table in (self.algorithms, self.databases):
             table.itemChanged.connect(self._item_changed)
 
