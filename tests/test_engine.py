@@ -20,7 +20,7 @@ from dss_console.engine.journal import Journal
 from dss_console.engine.settings import ServiceCommand, Settings
 from dss_console.engine.source import DssSource
 from dss_console.engine.states import JobState
-from dss_console.sandbox import Sandbox
+from dss_console.sandbox import Sandbox, SandboxError
 from dss_console.workspace import Workspace
 
 from waiting import process_gone, wait_for
@@ -95,8 +95,18 @@ class Harness:
         return self.sandbox.admin.ticket_status(ticket)
 
     def wait_server(self, ticket: int, status: str, timeout: float = 30.0) -> None:
-        wait_for(lambda: self.server_status(ticket) == status, timeout,
-                 what=f"ticket {ticket} to be {status} on the server")
+        def reached() -> bool:
+            try:
+                return self.server_status(ticket) == status
+            except SandboxError as exc:
+                # The real server answers an occasional 500 while the engine's calls keep its
+                # SQLite store busy (seen once in a full run): the observer asks again, as
+                # the engine's outbox does; anything else is a real failure.
+                if "HTTP 500" not in str(exc):
+                    raise
+                return False
+
+        wait_for(reached, timeout, what=f"ticket {ticket} to be {status} on the server")
 
     def wait_job(self, engine: Engine, ticket: int, *states: JobState,
                  timeout: float = 30.0) -> int:
