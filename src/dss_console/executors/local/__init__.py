@@ -1,0 +1,1 @@
+"""Commands run as child processes of the worker, on this machine."""

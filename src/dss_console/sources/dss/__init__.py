@@ -1,0 +1,1 @@
+"""The ITK-SNAP Distributed Segmentation Service as a source of work."""
