@@ -278,8 +278,8 @@ def test_a_forgotten_job_without_accounting_fails_in_words_after_its_output_is_r
         cluster_env: SlurmCluster, tmp_path: Path) -> None:
     from dss_console.engine.protocol import MessageReport
     from dss_console.engine.runner import CommandSpec, JobPaths
-    from dss_console.engine.slurm import ClusterMonitor, SlurmTools
-    from dss_console.engine.slurm_runner import ResumePoint, SlurmRunner
+    from dss_console.executors.slurm.runner import ResumePoint, SlurmRunner
+    from dss_console.executors.slurm.tools import ClusterMonitor, SlurmTools
 
     work = tmp_path / "work"
     engine_dir = work / ".dss"
@@ -308,7 +308,7 @@ def test_an_unreachable_controller_is_transient_never_a_refusal(
         slurm: SlurmCluster, tmp_path: Path) -> None:
     import re
 
-    from dss_console.engine.slurm import SlurmTools, SlurmUnreachableError
+    from dss_console.executors.slurm.tools import SlurmTools, SlurmUnreachableError
 
     dead = tmp_path / "dead.conf"
     dead.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=1", slurm.conf.read_text()))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.executor import ExecutorDetails
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState, check_transition
 
@@ -265,6 +266,17 @@ class Journal:
             raise KeyError(job_id)
         return _snapshot(rows[0])
 
+    def execution(self, job_id: int) -> ExecutorDetails:
+        """What the job's executor last said about its command (see execution_fields)."""
+        row = self.job_row(job_id)
+        data = {name: row[name] for name in _EXECUTION_DATA if row.get(name) is not None}
+        return ExecutorDetails(executor=row.get("executor") or "local",
+                               queued_at=row.get("queued_at"),
+                               running_at=row.get("running_at"), data=data)
+
+    def record_execution(self, job_id: int, details: ExecutorDetails) -> None:
+        self.update_job(job_id, **execution_fields(details))
+
     def job_row(self, job_id: int) -> dict[str, Any]:
         rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
         if not rows:
@@ -411,6 +423,33 @@ def read_jobs(path: Path, *, source_contains: str = "") -> list[JobSnapshot]:
             values.setdefault(name, None)
         jobs.append(_snapshot(values))  # type: ignore[arg-type]
     return jobs
+
+
+# An executor's details are kept in these columns (their data keys are column names), so a
+# journal written before executors were plug-ins reads back the same.
+_EXECUTION_DATA = ("pid", "pgid", "proc_start", "cluster_job", "cluster_state", "cluster_node")
+# The data keys that let a restart find a command that outlived the engine (to follow or
+# to stop it).
+_COMMAND_HANDLES = ("pid", "pgid", "cluster_job")
+
+
+def execution_fields(details: ExecutorDetails, *, reset: bool = False) -> dict[str, Any]:
+    """The job fields that record ``details``: the keys it gives (with ``reset``, every
+    other one cleared, as for a new run)."""
+    fields: dict[str, Any] = dict.fromkeys(_EXECUTION_DATA) if reset else {}
+    fields.update({k: v for k, v in details.data.items() if k in _EXECUTION_DATA})
+    fields["executor"] = details.executor
+    for name in ("queued_at", "running_at"):
+        value = getattr(details, name)
+        if value is not None or reset:
+            fields[name] = value
+    return fields
+
+
+def command_forgotten() -> dict[str, Any]:
+    """The job fields that make the next start neither follow nor stop the job's last
+    command (it was stopped on purpose and is to run again)."""
+    return dict.fromkeys(_COMMAND_HANDLES)
 
 
 def _snapshot(row: sqlite3.Row) -> JobSnapshot:
