@@ -125,6 +125,7 @@ TEXT_KEYS = frozenset({
     "select_job",        # the detail pane before a job is selected
     "blocked_run_tip",   # why Run is off for a blocked job
     "no_work",           # the status bar when Claim next found nothing
+    "service_label",     # a service's name with its version: {name}, {version}
 })
 
 
@@ -161,3 +162,12 @@ def cell_columns(p: Presentation) -> tuple[ColumnSpec, ...]:
 
 CellValue = str | int
 Cells = Mapping[str, CellValue]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a job's inputs are, for the window's inputs tab when they are not a workspace:
+    (label, value) rows, and a note under them."""
+
+    fields: tuple[tuple[str, str], ...]
+    note: str = ""

@@ -1247,7 +1247,7 @@ class MainWindow(QMainWindow):
             if not QDesktopServices.openUrl(QUrl.fromLocalFile(job.workdir)):
                 self.ask_copy_path("Open work dir", f"No file manager could open the work dir "
                                    f"of ticket {job.ticket_id}. Its path:", job.workdir)
-        elif name == "itksnap":
+        elif name == "open_inputs":
             self._open_in_itksnap(job)
         elif name == "copy":
             QGuiApplication.clipboard().setText(str(job.ticket_id))

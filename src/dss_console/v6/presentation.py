@@ -16,6 +16,7 @@ from dss_console.core.presentation import (
     ColumnSpec,
     DialogSpec,
     Presentation,
+    Summary,
     Words,
 )
 
@@ -101,6 +102,8 @@ PRESENTATION = Presentation(
         "blocked_run_tip": "The command cannot start; the run starts by itself as soon as it "
                            "can (fix the image's command in the settings file), or Fail… it",
         "no_work": "No run is pending for the selected images.",
+        # An image's "version" says how it runs (wrapper, command, no command).
+        "service_label": "{name} · {version}",
     },
     inputs_view="summary",
     features=frozenset({"audit"}),
@@ -119,3 +122,37 @@ def run_cells(details: Mapping[str, Any]) -> Cells:
     return {"task": task, "task_id": task_id if isinstance(task_id, int) else -1,
             "requested_by": " / ".join(part for part in (org, user) if part),
             "databases": databases}
+
+
+def run_summary(image: str, details: Mapping[str, Any]) -> Summary:
+    """A run's inputs for the operator: task, requester, databases, method and argument
+    *names* (never their values; the engine keeps only names, sizes and a hash)."""
+    cells = run_cells(details)
+    rows: list[tuple[str, str]] = [("Image", image)]
+    if details.get("task_id") is not None:
+        rows.append(("Task", str(cells["task"])))
+    if details.get("parent_id") is not None:
+        rows.append(("Subtask of", f"task {details['parent_id']}"))
+    rows.append(("Requested by", str(cells["requested_by"]) or "—"))
+    rows.append(("Databases", str(cells["databases"]) or "none"))
+    unknown = details.get("unknown_databases")
+    if isinstance(unknown, list) and unknown:
+        # Refused before it started: say which label this node lacks.
+        rows.append(("Not on this node", ", ".join(str(label) for label in unknown)))
+    summary = details.get("input_summary")
+    if isinstance(summary, dict):
+        if summary.get("format"):
+            rows.append(("Input", f"{summary['format']}, {summary.get('bytes', 0)} bytes"))
+        else:
+            names = ", ".join(str(n) for n in summary.get("kwargs") or []) or "none"
+            positional = summary.get("args") or 0
+            rows.append(("Method", str(summary.get("method") or "—")))
+            rows.append(("Arguments", names + (f"; {positional} positional" if positional
+                                                else "")))
+            rows.append(("Input size", f"{summary.get('bytes', 0)} bytes"))
+    else:
+        rows.append(("Input", "not fetched yet"))
+    if details.get("input_sha256"):
+        rows.append(("Input SHA-256", str(details["input_sha256"])))
+    return Summary(tuple(rows), "Argument values and data are never shown or kept beyond the "
+                                "run's work dir.")

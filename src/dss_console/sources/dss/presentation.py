@@ -96,6 +96,7 @@ PRESENTATION = Presentation(
         "blocked_run_tip": "The command cannot start; the ticket runs by itself as soon as it "
                            "can (fix the service's command in Settings…), or Fail… it",
         "no_work": "No ticket is ready for the selected services.",
+        "service_label": "{name} {version}",
     },
     inputs_view="workspace",
 )
