@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import os
 import re
-import shlex
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -50,7 +49,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console.engine.protocol import MESSAGE_LEVELS
+from dss_console.engine.protocol import (
+    AttachReport,
+    MessageReport,
+    ProgressReport,
+    parse_dss_line,
+)
 
 __all__ = ["LogView"]
 
@@ -129,8 +133,6 @@ def _severities(texts: Sequence[str]) -> dict[int, str]:
 
 # -- @dss lines read back from disk --------------------------------------------------------
 
-# As dss_console.engine.protocol recognises one: the marker alone as the first word.
-_DSS_LINE = re.compile(r"@dss(?:\s|$)")
 _HIDDEN = ("", "")  # an @dss line the live view does not show (progress)
 
 
@@ -141,20 +143,16 @@ def _render_dss(text: str) -> tuple[str, str] | None:
     The log file keeps the command's raw stdout; live, the runner parses these lines and
     the view shows what they meant. Without this a reloaded log shows raw @dss lines.
     """
-    if not text.startswith("@dss") or not _DSS_LINE.match(text):
+    report = parse_dss_line(text, None)
+    if report is None:
         return None
-    try:
-        words = shlex.split(text[4:], posix=True)
-    except ValueError:
-        words = []
-    verb = words[0].lower() if words else ""
-    if verb == "progress":
+    if isinstance(report, ProgressReport):
         return _HIDDEN
-    if verb in MESSAGE_LEVELS and " ".join(words[1:]).strip():
-        return f"note:{verb}", _NOTE_PREFIX + " ".join(words[1:])
-    if verb == "attach" and len(words) >= 3:
-        return "note:info", f"{_NOTE_PREFIX}(console) attachment: {words[1]} " \
-                            f"({Path(words[2]).name})"
+    if isinstance(report, MessageReport):
+        return f"note:{report.level}", _NOTE_PREFIX + report.text
+    if isinstance(report, AttachReport):
+        return "note:info", f"{_NOTE_PREFIX}(console) attachment: {report.description} " \
+                            f"({report.path.name})"
     return "note:warning", f"{_NOTE_PREFIX}(console) @dss line not understood: {text}"
 
 
