@@ -559,14 +559,14 @@ class MainWindow(QMainWindow):
 
     def ask_broken_settings(self, path: Path, problem: str) -> str | None:
         """REPLACE_FILE, FIX_FILE or None (keep the changes for this session only)."""
-        from dss_console.gui.settings_dialog import BrokenSettingsDialog
+        from dss_console.gui.broken_settings import BrokenSettingsDialog
 
         dialog = BrokenSettingsDialog(path, problem, self)
         dialog.exec()
         return dialog.choice
 
     def _settings_not_saved(self, path: Path, problem: str) -> None:
-        from dss_console.gui.settings_dialog import FIX_FILE, REPLACE_FILE
+        from dss_console.gui.broken_settings import FIX_FILE, REPLACE_FILE
 
         choice = self.ask_broken_settings(path, problem)
         if choice == REPLACE_FILE:
@@ -587,7 +587,7 @@ class MainWindow(QMainWindow):
                 "it with any text editor, then press Reload settings file:", str(path))
 
     async def _replace_settings_file(self) -> None:
-        from dss_console.gui.settings_dialog import replace_settings_file
+        from dss_console.gui.broken_settings import replace_settings_file
 
         path = self.settings_file
         if path is None or self._replacing_settings:
