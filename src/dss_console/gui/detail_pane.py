@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,16 +77,16 @@ def cluster_clock_text(job: JobSnapshot, now: float | None = None) -> str:
 
 def cluster_summary_html(job: JobSnapshot) -> str:
     """'Runs on SLURM job 1234 · PENDING (Resources)', '… · RUNNING on node7'."""
-    what = (f"<b>SLURM job {_escape(job.cluster_job)}</b>" if job.cluster_job
+    what = (f"<b>SLURM job {html.escape(job.cluster_job)}</b>" if job.cluster_job
             else "<b>SLURM</b>")
     parts = [f"Runs on {what}"]
     state = job.cluster_state
     if state is None and not job.cluster_job:
         state = "not submitted yet"
     if state:
-        parts.append(_escape(state))
+        parts.append(html.escape(state))
     if job.cluster_node:
-        node = _escape(job.cluster_node)
+        node = html.escape(job.cluster_node)
         parts[-1] += f" on {node}" if state and not state.startswith("PENDING") \
             else f" (node {node})"
     return " · ".join(parts)
@@ -208,14 +209,14 @@ class DetailPane(QWidget):
             return
         noun = self.presentation.word_fields()["Job"]
         parts = [f"<b>{noun} {job.ticket_id}</b> · "
-                 f"{_escape(job.service_name or job.service_hash[:10])}"
+                 f"{html.escape(job.service_name or job.service_hash[:10])}"
                  f" · {job.state.value} · {job.progress * 100:.0f}%"]
         if job.reason and job.state is not JobState.BLOCKED:  # the banner says it
-            parts.append(f"<br>{_escape(job.reason)}")
+            parts.append(f"<br>{html.escape(job.reason)}")
         if job.owed:
             parts.append(f"<br>{job.owed} server call(s) waiting to be delivered")
         if job.not_retryable and job.state.is_terminal:
-            parts.append(f"<br>Retry run is not possible: {_escape(job.not_retryable)}")
+            parts.append(f"<br>Retry run is not possible: {html.escape(job.not_retryable)}")
         self.header.setText("".join(parts))
 
     def _show_blocked(self, job: JobSnapshot | None) -> None:
@@ -226,7 +227,7 @@ class DetailPane(QWidget):
             for prefix in ("the command cannot start: ", "the command could not start: "):
                 if reason.startswith(prefix):  # the banner's first words say it already
                     reason = reason[len(prefix):]
-            detail = f" ({_escape(reason)})" if reason else ""
+            detail = f" ({html.escape(reason)})" if reason else ""
             self.blocked_text.setText(
                 "<b>Blocked: the service's command cannot start</b>"
                 f"{detail}.<br>Nothing was sent to the user; the ticket stays claimed. Fix the "
@@ -368,11 +369,8 @@ def run_summary_html(job: JobSnapshot) -> str:
     """The engine's summary of a job's inputs (a vantage6 run's task, requester, databases,
     method and argument names), as a table."""
     rows = job_summary(job)
-    cells = "".join(f"<tr><td style='padding-right:12px'><b>{_escape(k)}</b></td>"
-                    f"<td>{_escape(v)}</td></tr>" for k, v in rows.fields)
-    note = f"<p style='color:gray'>{_escape(rows.note)}</p>" if rows.note else ""
+    cells = "".join(f"<tr><td style='padding-right:12px'><b>{html.escape(k)}</b></td>"
+                    f"<td>{html.escape(v)}</td></tr>" for k, v in rows.fields)
+    note = f"<p style='color:gray'>{html.escape(rows.note)}</p>" if rows.note else ""
     return f"<table>{cells}</table>{note}"
 
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
