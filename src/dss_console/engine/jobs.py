@@ -467,9 +467,9 @@ class JobExecution:
                              **execution_fields(ExecutorDetails(name), reset=True))
         else:
             # The run began before the restart: keep its start, so its run time is real.
-            began = snap.started_at
-            self._transition(JobState.RUNNING, "following its cluster job again", check=False,
-                             **({"started_at": began} if began is not None else {}))
+            began = snap.started_at if snap.started_at is not None else time.time()
+            self._transition(JobState.RUNNING, "following its command again", check=False,
+                             started_at=began)
         handle = self._start(executor, request, follow)
         if handle is None:
             return
