@@ -42,17 +42,54 @@ DetailValue = str | int | float | None
 class ExecutorDetails:
     """Where and how a job's command runs, as its executor says (journaled, shown).
 
-    ``data`` is the executor's own: it gives the values it knows, ``None`` for one that no
-    longer holds (a process that ended); keys it does not give keep their journaled value.
+    The window shows ``label`` (amber while ``waiting``) and ``lines`` in its tooltip and
+    detail; a command that waited in a queue (``queued_at`` set) has its run time counted
+    from ``running_at``. ``data`` is the executor's own (what ``recover`` and ``follow``
+    need): each report gives the keys it knows, ``None`` for one that no longer holds (a
+    process that ended); keys it does not give keep their journaled value, and so do
+    ``queued_at``, ``running_at``, ``ref`` and ``host`` when not given.
     """
 
     executor: str  # the executor's name: "local", "slurm"
-    label: str = ""  # one line for the operator
+    label: str = ""  # one line for the operator: "local", "SLURM 1234 · RUNNING on node7"
+    # The label in full for the job's detail; its part before the first " · " names what
+    # runs the command (shown bold). Empty: the label.
+    summary: str = ""
     waiting: bool = False  # accepted, not running yet (a queued cluster job)
     queued_at: float | None = None  # epoch; handed to something that queues it
-    running_at: float | None = None  # epoch; seen running (its run time counts from here)
-    lines: tuple[str, ...] = ()
+    running_at: float | None = None  # epoch; left the queue (its run time counts from here)
+    lines: tuple[str, ...] = ()  # the full story, one fact a line
+    ref: str | None = None  # the executor's own id of the command (a cluster job id)
+    host: str | None = None  # the machine it runs on when not this one (kept out of output)
     data: Mapping[str, DetailValue] = field(default_factory=dict)
+
+    @property
+    def queued(self) -> bool:
+        """It went through a queue: its run time counts from ``running_at`` (none yet while
+        it waits)."""
+        return self.waiting or self.queued_at is not None or self.running_at is not None
+
+    def merged(self, update: ExecutorDetails) -> ExecutorDetails:
+        """These details as ``update`` (a later report of the same executor) changes them."""
+        if update.executor != self.executor:
+            return update
+        data = {**self.data, **update.data}
+        return ExecutorDetails(
+            executor=self.executor, label=update.label or self.label,
+            summary=update.summary or self.summary, waiting=update.waiting,
+            queued_at=self.queued_at if update.queued_at is None else update.queued_at,
+            running_at=self.running_at if update.running_at is None else update.running_at,
+            lines=update.lines or self.lines, ref=update.ref or self.ref,
+            host=update.host or self.host,
+            data={key: value for key, value in data.items() if value is not None})
+
+    def forgotten(self) -> ExecutorDetails:
+        """The same for the operator, without what would let a restart follow or stop the
+        command (it was stopped on purpose and is to run again)."""
+        return ExecutorDetails(self.executor, label=self.label, summary=self.summary,
+                               waiting=False,
+                               queued_at=self.queued_at, running_at=self.running_at,
+                               lines=self.lines, ref=self.ref, host=self.host)
 
 
 @dataclass(frozen=True)
@@ -143,6 +180,11 @@ class Executor(ABC):
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
         """Why no job of this command can start here (checked before claiming), in words;
         None when it may start."""
+
+    def details(self) -> ExecutorDetails:
+        """What a job shows from the moment its run begins until this executor reports
+        (journaled with the run's start)."""
+        return ExecutorDetails(self.name, label=self.name)
 
     @abstractmethod
     def start(self, request: RunRequest, callbacks: RunCallbacks) -> RunHandle:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dss_console.core.executor import Executor, JobRef, Recovery
+from dss_console.core.executor import Executor, ExecutorDetails, JobRef, Recovery
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
 from dss_console.engine.events import (
@@ -67,15 +67,6 @@ from dss_console.engine.workdirs import (
     ticket_workdir,
 )
 
-
-def _default_executors() -> dict[str, Executor]:
-    # The one place the engine names the executor plug-ins, until the composition roots
-    # pass them (plugins.py, issue 18 step 9).
-    from dss_console.executors import default_executors
-
-    return default_executors()
-
-
 IDLE_BACKOFF_AFTER = 300.0  # seconds without work before polling slows down
 IDLE_BACKOFF_FACTOR = 2.0  # ... to at most this many poll intervals (and at most a minute)
 SERVICES_REFRESH = 300.0  # a new service version is picked up within five minutes
@@ -116,15 +107,16 @@ class ServiceView:
 
 class Engine:
     def __init__(self, settings: Settings, source: JobSource, journal: Journal, *,
-                 provider: str, events: EventBus | None = None, auto: bool = False,
+                 provider: str, executors: Mapping[str, Executor],
+                 events: EventBus | None = None, auto: bool = False,
                  max_tickets: int | None = None, status_interval: float = 5.0,
                  grace_period: float = 10.0, retry_interval: float = 5.0,
                  outbox_backoff: float = 1.0, outbox_max_backoff: float = 30.0,
-                 command_nice: int = 0, executors: Mapping[str, Executor] | None = None):
+                 command_nice: int = 0):
         self.settings = settings
-        # What runs the commands, by the name a service's `executor` setting gives.
-        self.executors: Mapping[str, Executor] = \
-            _default_executors() if executors is None else executors
+        # What runs the commands, by the name a service's `executor` setting gives (the
+        # composition root's: plugins.executors()); the engine closes them when it stops.
+        self.executors = executors
         self.source = source
         self.journal = journal
         self.provider = provider
@@ -710,7 +702,7 @@ class Engine:
         executor = self.executors.get(snap.executor)
         if executor is None:
             return Recovery()
-        return executor.recover(self.journal.execution(snap.job_id),
+        return executor.recover(snap.execution or ExecutorDetails(snap.executor),
                                 JobRef(snap.instance, snap.job_id, snap.attempt),
                                 grace=self.ctx.grace_period)
 

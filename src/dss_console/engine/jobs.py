@@ -287,7 +287,7 @@ class JobExecution:
             self._upload(self.upload)
             return
         if self.follow:
-            self._execute(follow=self.ctx.journal.execution(self.job_id))
+            self._execute(follow=snap.execution or ExecutorDetails(snap.executor))
             return
         if self.prefetch_only:
             make_private_dir(Path(snap.workdir))
@@ -464,7 +464,7 @@ class JobExecution:
                              grace_period=self.ctx.grace_period, command=self.command)
         if follow is None:
             self._transition(JobState.RUNNING, exit_code=None, finished_at=None,
-                             **execution_fields(ExecutorDetails(name), reset=True))
+                             **execution_fields(executor.details(), reset=True))
         else:
             # The run began before the restart: keep its start, so its run time is real.
             began = snap.started_at if snap.started_at is not None else time.time()
@@ -843,7 +843,8 @@ class JobExecution:
         extra_env, values = v6_private_values(getattr(self.ctx.source, "settings", None))
         return redact.job_redactor(workdir=snap.workdir, workroot=self.ctx.workroot,
                                    command_env=self.command.env if self.command else {},
-                                   extra_env=extra_env, values=values, node=snap.cluster_node)
+                                   extra_env=extra_env, values=values,
+                                   node=snap.execution.host if snap.execution else None)
 
     def _shared_output(self) -> Path | None:
         """v6: a redacted copy of the output's tail for the run's log, or None when the image

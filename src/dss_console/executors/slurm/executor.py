@@ -23,6 +23,7 @@ from dss_console.core.executor import (
     StartError,
 )
 from dss_console.engine.runner import CommandSpec, CommandStartError, check_template
+from dss_console.executors.slurm.details import NAME, describe
 from dss_console.executors.slurm.runner import ResumePoint, SlurmRunner, cluster_job_name
 from dss_console.executors.slurm.tools import (
     ClusterJobState,
@@ -32,14 +33,6 @@ from dss_console.executors.slurm.tools import (
 )
 
 __all__ = ["SlurmExecutor"]
-
-
-def _label(job_id: str | None, state: str | None, node: str | None) -> str:
-    """What the window shows: 'SLURM 1234 · RUNNING on node7'."""
-    text = "SLURM" + (f" {job_id}" if job_id else "")
-    if state:
-        text += f" · {state}" + (f" on {node}" if node else "")
-    return text
 
 
 class _JobReports:
@@ -52,28 +45,27 @@ class _JobReports:
         node = data.get("cluster_node")
         self._job_id = job if isinstance(job, str) else None
         self._node = node if isinstance(node, str) else None
+        self._queued_at = details.queued_at if details is not None else None
         self._running_at = details.running_at if details is not None else None
         self._last_note = ""
 
     def submitted(self, job_id: str) -> None:
         # Journaled before SLURM may run it (the runner releases it after this returns).
         self._job_id = job_id
-        self._callbacks.on_details(ExecutorDetails(
-            SlurmExecutor.name, label=_label(job_id, "PENDING", None), waiting=True,
-            queued_at=time.time(), data={"cluster_job": job_id, "cluster_state": "PENDING"}))
+        self._queued_at = time.time()
+        self._callbacks.on_details(describe(job_id, "PENDING", None,
+                                            queued_at=self._queued_at))
         self._callbacks.on_note("info", f"submitted as SLURM job {job_id}")
 
     def state(self, state: ClusterJobState) -> None:
         self._node = state.node or self._node
-        running_at = None
         if self._running_at is None and (state.running or state.started_at is not None):
             # A short job may end between two polls: SLURM's start time says when it ran.
-            running_at = self._running_at = state.started_at or time.time()
+            self._running_at = state.started_at or time.time()
         words = state.words()
-        self._callbacks.on_details(ExecutorDetails(
-            SlurmExecutor.name, label=_label(state.job_id, words, self._node),
-            waiting=state.state == "PENDING", running_at=running_at,
-            data={"cluster_state": words, "cluster_node": self._node}))
+        self._callbacks.on_details(describe(state.job_id, words, self._node,
+                                            queued_at=self._queued_at,
+                                            running_at=self._running_at))
         note = f"SLURM job {state.job_id}: {words}" + \
             (f" on {state.node}" if state.node and state.state != "PENDING" else "")
         if note != self._last_note:
@@ -93,7 +85,10 @@ class _SlurmRun(RunHandle):
 
 
 class SlurmExecutor(Executor):
-    name = "slurm"
+    name = NAME
+
+    def details(self) -> ExecutorDetails:
+        return describe(None, None, None)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

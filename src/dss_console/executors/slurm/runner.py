@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dss_console.core.executor import ExecutorDetails, RunOutcome, StartError
+from dss_console.core.executor import RunOutcome, StartError
 from dss_console.core.output import (
     EVENTS_INTERVAL,
     READ_SIZE,
@@ -47,6 +47,7 @@ from dss_console.engine.runner import (
     expand_word,
     placeholder_values,
 )
+from dss_console.executors.slurm.details import UNREACHABLE, describe
 from dss_console.executors.slurm.tools import (
     ClusterJobState,
     ClusterMonitor,
@@ -286,10 +287,8 @@ class SlurmRunner:
                 f"--output={self.log_path}", f"--error={self.log_path}", "--open-mode=append",
                 "--export=ALL", *options], env)
         except SlurmUnreachableError as exc:
-            raise ClusterUnreachable(f"{exc}; the job is submitted when it answers", details=(
-                ExecutorDetails("slurm", label="SLURM · not submitted yet", waiting=True,
-                                data={"cluster_state": "not submitted yet: the SLURM "
-                                                       "controller does not answer"}))) from None
+            raise ClusterUnreachable(f"{exc}; the job is submitted when it answers",
+                                     details=describe(None, UNREACHABLE, None)) from None
         except SlurmError as exc:
             raise ClusterSubmitRefused(str(exc)) from None
         try:
