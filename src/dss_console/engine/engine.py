@@ -14,6 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.interfaces import (
+    Connection,
+    Failure,
+    NewWork,
+    OutcomeKind,
+    Source,
+    SourceEvent,
+    SourceService,
+    WorkGone,
+)
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
 from dss_console.engine.events import (
@@ -50,18 +60,6 @@ from dss_console.engine.runner import CommandSpec, CommandStartError, check_temp
 from dss_console.engine.settings import ServiceCommand, Settings
 from dss_console.engine.slurm import ClusterMonitor, SlurmError, SlurmTools
 from dss_console.engine.slurm_runner import cluster_job_name
-from dss_console.engine.source import (
-    GONE,
-    LOGGED_OUT,
-    TRANSIENT,
-    Connection,
-    JobSource,
-    NewWork,
-    OutcomeKind,
-    SourceEvent,
-    SourceService,
-    WorkGone,
-)
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     kill_orphaned_group,
@@ -86,7 +84,7 @@ def poll_wait(interval: float, idle_for: float, error_backoff: float = 0.0) -> f
     return max(wait, error_backoff)
 
 
-def _send_output_tail(settings: Settings, source: object) -> bool:
+def _send_output_tail(settings: Settings, source: Source) -> bool:
     """The default of a service that does not say: [v6] send_output_tail on a node."""
     return settings.v6.send_output_tail if is_v6(source) else settings.send_output_tail
 
@@ -109,7 +107,7 @@ class ServiceView:
 
 
 class Engine:
-    def __init__(self, settings: Settings, source: JobSource, journal: Journal, *,
+    def __init__(self, settings: Settings, source: Source, journal: Journal, *,
                  provider: str, events: EventBus | None = None, auto: bool = False,
                  max_tickets: int | None = None, status_interval: float = 5.0,
                  grace_period: float = 10.0, retry_interval: float = 5.0,
@@ -174,11 +172,9 @@ class Engine:
         """Resume deliveries and interrupted jobs, then start polling (auto mode)."""
         self.outbox.start()
         self.recover(run_claimed=run_claimed)
-        watch = getattr(self.source, "watch", None)
-        if watch is not None:
-            # Push events (v6's socket) make the engine react at once; polling stays the
-            # backstop for anything missed while the channel is down.
-            watch(self._on_source_event)
+        # Push events (v6's socket) make the engine react at once; polling stays the
+        # backstop for anything missed while the channel is down.
+        self.source.watch(self._on_source_event)
         self._poller.start()
 
     def shutdown(self, *, drain: bool = False, flush_timeout: float = 30.0,
@@ -214,9 +210,7 @@ class Engine:
         flushed = self.outbox.flush(flush_timeout)
         self.outbox.stop()
         self.connection.stop()
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()  # the v6 socket and subtask proxy (DSS sources have nothing to close)
+        self.source.close()  # the v6 socket and subtask proxy
         if self._cluster is not None:
             self._cluster.close()
         if self._cleanup_thread is not None:
@@ -338,8 +332,8 @@ class Engine:
         self.ctx.v6_on_shutdown = settings.v6.on_shutdown
         self.ctx.send_output_tail = _send_output_tail(settings, self.source)
         self.ctx.workroot = Path(settings.workroot)
+        self.source.update_settings(settings)
         if self.v6:
-            self.source.settings = settings.v6  # type: ignore[attr-defined]
             # An image configured just now is claimed from the next poll, not the next
             # services refresh (its name is all a v6 "service" is).
             with self._lock:
@@ -753,7 +747,7 @@ class Engine:
                 self._note_failure(kind, exc)
                 error_backoff = min(60.0, max(interval, error_backoff * 2 or interval))
                 self.events.publish(EngineNotice(
-                    level="error" if kind != GONE else "warning",
+                    level="error" if kind is not Failure.GONE else "warning",
                     text=f"polling for {self.noun}s failed: {exc}"))
             if time.monotonic() - last_blocked_retry > BLOCKED_RETRY:
                 last_blocked_retry = time.monotonic()
@@ -771,10 +765,10 @@ class Engine:
                                                   next_poll_in=wait))
             self._wake.wait(wait)
 
-    def _note_failure(self, kind: str, exc: BaseException) -> None:
-        if kind == LOGGED_OUT:
+    def _note_failure(self, kind: Failure, exc: BaseException) -> None:
+        if kind is Failure.LOGGED_OUT:
             self.connection.set(LOGGED_OUT_STATE, str(exc))
-        elif kind == TRANSIENT and getattr(exc, "status", None) is None:
+        elif kind is Failure.TRANSIENT and getattr(exc, "status", None) is None:
             self.connection.set(OFFLINE, str(exc))
         else:
             self.connection.reply_received()
@@ -783,11 +777,8 @@ class Engine:
         """v6: a run for an image this node does not run is answered "not allowed" now, so
         the researcher is not left waiting (the source does the PATCH). The allowlist holds
         whether Auto mode is on or not."""
-        refuse = getattr(self.source, "refuse_unconfigured", None)
-        if refuse is None:
-            return
         with self.connection.call():
-            refused = refuse()
+            refused = self.source.refuse_unconfigured()
         for refusal in refused:  # recorded: the Runs list and the audit show them
             job_id, line = record_refusal(
                 self.journal, source_key=self.source.key, instance=self.instance,
@@ -848,15 +839,14 @@ class Engine:
         """A subtask never waits for a slot its parent holds (the parent waits for it, so
         waiting would deadlock): with the slots full, claim pending subtask runs anyway.
         With a free slot the normal claim takes them first."""
-        claim = getattr(self.source, "claim_subtask", None)
-        if claim is None or not slots_full or not hashes or not self._claiming:
+        if not slots_full or not hashes or not self._claiming:
             return False
         found = False
         while self._claiming and not self._stopping.is_set():
             with self._lock:
                 self._claims_in_flight += 1
             try:
-                claimed = claim(hashes, self.provider, self.instance)
+                claimed = self.source.claim_subtask(hashes, self.provider, self.instance)
                 if claimed is None:
                     break
                 self._adopt(claimed.ticket_id, claimed.service_hash, run=True,

@@ -124,7 +124,7 @@ def error_kind(engine: Engine) -> Callable[[BaseException], str]:
     def kind(exc: BaseException) -> str:
         if isinstance(exc, EngineError):
             return "engine"
-        return engine.source.classify(exc)
+        return engine.source.classify(exc).value
 
     return kind
 

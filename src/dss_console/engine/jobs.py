@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dss_console.core.interfaces import Failure, OutcomeKind, Source
 from dss_console.engine import redact
 from dss_console.engine.events import EventBus, JobChanged, JobMessage, JobOutput, JobSnapshot
 from dss_console.engine.journal import Journal
@@ -27,7 +28,6 @@ from dss_console.engine.profiles import (
     is_end_call,
     is_success_call,
     is_v6,
-    v6_private_values,
 )
 from dss_console.engine.protocol import (
     AttachReport,
@@ -55,7 +55,6 @@ from dss_console.engine.slurm_runner import (
     SlurmRunner,
     cluster_job_name,
 )
-from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, JobSource, OutcomeKind
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     ENGINE_DIR,
@@ -64,7 +63,6 @@ from dss_console.engine.workdirs import (
     make_private_dir,
     process_identity,
 )
-from dss_console.v6.settings import DEFAULT_LOG_LIMIT
 
 SHUTDOWN_REASON = "provider shut down"
 V6_SHUTDOWN_REASON = "the node shut down"  # what a vantage6 researcher reads
@@ -99,7 +97,7 @@ class JobContext:
 
     journal: Journal
     outbox: Outbox
-    source: JobSource
+    source: Source
     events: EventBus
     status_interval: float = 5.0
     grace_period: float = 10.0
@@ -212,8 +210,7 @@ class JobExecution:
         """The server took the work back. v6: ``killed`` (or the source saw "killed by
         user") records that outcome, so the audit says so rather than "failed"."""
         if self.v6:
-            seen = getattr(self.ctx.source, "gone_status", lambda _run: None)(
-                self.snapshot.ticket_id)
+            seen = self.ctx.source.gone_status(self.snapshot.ticket_id)
             if killed or seen == "killed by user":
                 snap = self.snapshot
                 self.ctx.journal.update_job(self.job_id, details={
@@ -347,23 +344,22 @@ class JobExecution:
                 self.ctx.source.fetch_inputs(self.snapshot.ticket_id, paths.input_dir)
             except Exception as exc:
                 kind = self.ctx.source.classify(exc)
-                if kind == GONE:
+                if kind is Failure.GONE:
                     self._transition(JobState.CANCELLED, f"the ticket went away: {exc}")
                     return False
-                if kind == REFUSED:
+                if kind is Failure.REFUSED:
                     self._fail(f"could not download the ticket's inputs: {exc}",
                                user_reason=USER_DOWNLOAD_FAILED)
                     return False
                 if time.monotonic() >= next_warning:
-                    note = "log in again" if kind == LOGGED_OUT else "retrying"
+                    note = "log in again" if kind is Failure.LOGGED_OUT else "retrying"
                     self._local_note("warning", f"download failed ({exc}); {note}")
                     next_warning = time.monotonic() + 60
                 self.stop.event.wait(self.ctx.retry_interval)
                 continue
-            details = getattr(self.ctx.source, "run_details", None)
+            details = self.ctx.source.run_details(self.snapshot.ticket_id)
             if details is not None:  # what the fetch learnt (a v6 run's input hash, summary)
-                self.ctx.journal.update_job(self.job_id, inputs_ready=1,
-                                            details=details(self.snapshot.ticket_id))
+                self.ctx.journal.update_job(self.job_id, inputs_ready=1, details=details)
             else:
                 self.ctx.journal.update_job(self.job_id, inputs_ready=1)
             return True
@@ -508,7 +504,7 @@ class JobExecution:
         assert self.command is not None
         ticket = self.snapshot.ticket_id
         try:
-            argv, env = self.ctx.source.command(ticket, paths.input_dir)  # type: ignore[attr-defined]
+            argv, env = self.ctx.source.command(ticket, paths.input_dir)
         except Exception as exc:
             self.command_result = "failed"
             self._fail(f"the command cannot be prepared: {exc}",
@@ -871,7 +867,7 @@ class JobExecution:
 
     def _redactor(self) -> redact.Redactor:
         snap = self.snapshot
-        extra_env, values = v6_private_values(getattr(self.ctx.source, "settings", None))
+        extra_env, values = self.ctx.source.private_values()
         return redact.job_redactor(workdir=snap.workdir, workroot=self.ctx.workroot,
                                    command_env=self.command.env if self.command else {},
                                    extra_env=extra_env, values=values, node=snap.cluster_node)
@@ -881,9 +877,8 @@ class JobExecution:
         does not share it (the source sends no other file)."""
         if not self._shares_tail():
             return None
-        limit = getattr(getattr(self.ctx.source, "settings", None), "log_limit",
-                        DEFAULT_LOG_LIMIT)
-        return redact.shared_tail(self._output_log(), limit, self._redactor())
+        return redact.shared_tail(self._output_log(), self.ctx.source.log_limit(),
+                                  self._redactor())
 
     def _upload(self, result: Path) -> None:
         from dss_console.workspace import WorkspaceError, export_result_workspace

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 
 from dss_console import paths
 from dss_console.connection import LoggedIn
+from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
 from dss_console.credentials import SessionStore
 from dss_console.dss import DssError, ServerUnreachableError
 from dss_console.engine.engine import EngineError
@@ -55,7 +56,6 @@ from dss_console.engine.settings import (
     settings_path,
     settings_to_toml,
 )
-from dss_console.engine.source import LOGGED_OUT, TRANSIENT
 from dss_console.engine.spawn import (
     EngineStartError,
     engine_log_path,

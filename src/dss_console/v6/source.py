@@ -1,7 +1,7 @@
 """``V6Source``: a vantage6 4.x node as the engine's job source (prototype of the new seam).
 
 Implements the seam proposed in ``shared/v6-node.md`` section 3 (types in
-:mod:`dss_console.v6.seam`) on the hand-written REST client. Ticket ids are *run* ids;
+:mod:`dss_console.core.interfaces`) on the hand-written REST client. Ticket ids are *run* ids;
 "service hash" is the image string exactly as researchers post it.
 
 What the engine must do around it, in order, per run:
@@ -41,20 +41,21 @@ import string
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dss_console.engine.redact import SHARED_SUFFIX, tail_text
-from dss_console.engine.source import (
-    STATUS_WORD,
+from dss_console.core.interfaces import (
     ClaimedWork,
+    Failure,
     Outcome,
     OutcomeKind,
+    Refusal,
     RemoteState,
+    Source,
     SourceEvent,
     SourceService,
 )
+from dss_console.engine.redact import SHARED_SUFFIX, tail_text
 from dss_console.v6 import crypto
 from dss_console.v6.client import (
     FAILED_STATUSES,
@@ -72,6 +73,9 @@ from dss_console.v6.events import V6Events
 from dss_console.v6.proxy import SubtaskProxy
 from dss_console.v6.settings import V6Algorithm, V6Settings
 
+if TYPE_CHECKING:
+    from dss_console.engine.settings import Settings
+
 log = logging.getLogger(__name__)
 
 SNAPSHOT_AGE = 0.5  # seconds an open-runs answer may serve the next call of the same poll
@@ -85,17 +89,6 @@ _STATUS_FOR = {
     OutcomeKind.NOT_ALLOWED: "not allowed",
     OutcomeKind.KILLED: "killed by user",
 }
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A run this node ended before claiming it, and why (in the researcher's words)."""
-
-    run_id: int
-    image: str
-    outcome: OutcomeKind   # NOT_ALLOWED (image not configured) | FAILED (unknown database)
-    reason: str
-    details: dict[str, Any]
 
 
 # The operator's reason as the engine words it; the researcher reads it after one prefix.
@@ -164,7 +157,13 @@ def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
         raise V6KeyError(f"the private key cannot be used: {exc}") from None
 
 
-class V6Source:
+# The DSS status words the engine compares (``remote_status``), for this source that thinks
+# in RemoteState.
+STATUS_WORD = {RemoteState.OURS: "claimed", RemoteState.SUCCEEDED: "success",
+               RemoteState.FAILED: "failed", RemoteState.GONE: "deleted"}
+
+
+class V6Source(Source):
     kind = "v6"
 
     def __init__(self, client: V6NodeClient, identity: NodeIdentity, settings: V6Settings,
@@ -500,10 +499,33 @@ class V6Source:
         """End a claimed run as "not allowed" (its image lost its command meanwhile)."""
         self.set_finished(ticket_id, Outcome(OutcomeKind.NOT_ALLOWED, reason=reason))
 
-    def classify(self, error: BaseException) -> str:
+    def classify(self, error: BaseException) -> Failure:
         if isinstance(error, crypto.CryptoError):
-            return "refused"
+            return Failure.REFUSED
         return classify_v6_error(error)
+
+    def default_provider(self) -> str:
+        """A node claims as itself."""
+        return self.identity.name
+
+    def update_settings(self, settings: Settings) -> None:
+        self.settings = settings.v6
+
+    def log_limit(self) -> int:
+        return self.settings.log_limit
+
+    def private_values(self) -> tuple[dict[str, str], dict[str, str]]:
+        """What a run's output may show that is the node's own: the configured variables
+        (every image's and the databases') and the databases' URIs (placeholder → URI)."""
+        env = dict(self.settings.algorithm_env)
+        for algorithm in self.settings.algorithms.values():
+            env.update(algorithm.env)
+        uris: dict[str, str] = {}
+        for label, database in self.settings.databases.items():
+            uris[f"<database:{label}>"] = database.uri
+            env.update({f"{label.upper()}_DB_PARAM_{k.upper()}": v
+                        for k, v in database.env.items()})
+        return env, uris
 
     # -- push and lifetime --------------------------------------------------------------
 
