@@ -166,7 +166,7 @@ class Source(ABC):
                      progress: ProgressFn | None = None) -> list[Path]: ...
 
     @abstractmethod
-    def remote_status(self, ticket_id: int) -> str: ...
+    def remote_status(self, ticket_id: int) -> RemoteStatus: ...
 
     @abstractmethod
     def send_progress(self, ticket_id: int, value: float) -> None: ...
@@ -186,6 +186,10 @@ class Source(ABC):
 
     @abstractmethod
     def classify(self, error: BaseException) -> Failure: ...
+
+    @abstractmethod
+    def not_retryable(self, status: RemoteStatus) -> str:
+        """Why a job with this server status cannot be processed here again, in words."""
 
     @abstractmethod
     def default_provider(self) -> str:

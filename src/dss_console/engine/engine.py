@@ -19,6 +19,7 @@ from dss_console.core.interfaces import (
     Failure,
     NewWork,
     OutcomeKind,
+    RemoteState,
     Source,
     SourceEvent,
     SourceService,
@@ -40,8 +41,7 @@ from dss_console.engine.jobs import (
     V6_CANCEL_REASON,
     JobContext,
     JobExecution,
-    failed_here,
-    not_retryable_reason,
+    remote_status,
 )
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.outbox import Outbox
@@ -429,21 +429,14 @@ class Engine:
                               "cancelled or interrupted jobs can be retried")
         if snap.not_retryable:
             raise EngineError(f"ticket {snap.ticket_id} cannot be retried: {snap.not_retryable}")
-        status = self.source.remote_status(snap.ticket_id)
-        if self.v6 and status != "claimed":
-            # A finished run is immutable on a vantage6 server: there is no rescue.
-            why = f"{V6_NOT_AGAIN} (it is {status} on the server)"
+        status = remote_status(self.source, self.journal, job_id, snap.ticket_id)
+        # `failed` is a rescue only when this console failed it: the DSS server lets the
+        # claimant turn its own failure into a success (a finished v6 run is immutable).
+        if status.state is not RemoteState.OURS and (self.v6 or not status.failed_by_us):
+            why = self.source.not_retryable(status)
             self.journal.update_job(job_id, not_retryable=why)
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
-            raise EngineError(f"run {snap.ticket_id} cannot be retried: {why}")
-        # `failed` is a rescue only when this console failed it: the server lets the
-        # claimant turn its own failure into a success.
-        if status != "claimed" and not (status == "failed"
-                                        and failed_here(self.journal, job_id)):
-            why = not_retryable_reason(status)
-            self.journal.update_job(job_id, not_retryable=why)
-            self.events.publish(JobChanged(job=self.journal.job(job_id)))
-            raise EngineError(f"ticket {snap.ticket_id} cannot be retried: {why}")
+            raise EngineError(f"{self.noun} {snap.ticket_id} cannot be retried: {why}")
         self._launch(job_id, fresh_run=True)
 
     def cancel_job(self, job_id: int, message: str | None = None) -> None:

@@ -12,17 +12,22 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dss_console.core.interfaces import Failure, OutcomeKind, Source
+from dss_console.core.interfaces import (
+    Failure,
+    OutcomeKind,
+    RemoteState,
+    RemoteStatus,
+    Source,
+)
 from dss_console.engine import redact
 from dss_console.engine.events import EventBus, JobChanged, JobMessage, JobOutput, JobSnapshot
 from dss_console.engine.journal import Journal
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.profiles import (
     V6_LEFT_OPEN,
-    V6_NOT_AGAIN,
     details_with_outcome,
     finish_call,
     is_end_call,
@@ -370,25 +375,22 @@ class JobExecution:
         benefit of the doubt: the running command is checked again every few seconds."""
         snap = self.snapshot
         try:
-            status = self.ctx.source.remote_status(snap.ticket_id)
+            status = remote_status(self.ctx.source, self.ctx.journal, self.job_id,
+                                   snap.ticket_id)
         except Exception:
             return True
-        if status == "claimed":
+        if status.state is RemoteState.OURS:
             return True
-        if status == "failed" and self.failed_here():
+        if status.failed_by_us:
             self.rescuing = True
             if announce:
                 self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
                                     message=RETRY_NOTE)
             return True
-        why = f"{V6_NOT_AGAIN} (it is {status} on the server)" if self.v6 \
-            else not_retryable_reason(status)
+        why = self.ctx.source.not_retryable(status)
         self._transition(JobState.CANCELLED, f"not run again: {why}", check=False,
                          not_retryable=why)
         return False
-
-    def failed_here(self) -> bool:
-        return failed_here(self.ctx.journal, self.job_id)
 
     def _stopped_before_run(self) -> None:
         if self.stop.kind == "gone":
@@ -616,20 +618,22 @@ class JobExecution:
             status = self.ctx.source.remote_status(self.snapshot.ticket_id)
         except Exception:
             return  # an unreachable server is not a reason to kill a running command
-        if status == "claimed" or (status == "failed" and self.rescuing):
+        if status.state is RemoteState.OURS or (status.state is RemoteState.FAILED
+                                                and self.rescuing):
             return
-        if status in ("failed", "success") and not self.v6:
+        if status.state in (RemoteState.FAILED, RemoteState.SUCCEEDED) and not self.v6:
             # Most likely the command finished the ticket itself (ASHS scripts do) and is
             # about to exit: let it end in its own words, within the grace period.
             now = time.monotonic()
             if self._finished_remotely_at is None:
                 self._finished_remotely_at = now
-                self._local_note("info", f"the ticket is now {status} on the server; "
+                self._local_note("info", f"the ticket is now {status.words} on the server; "
                                          "waiting for the command to exit")
             if now - self._finished_remotely_at < self.ctx.grace_period:
                 return
-        self.ctx.journal.update_job(self.job_id, not_retryable=not_retryable_reason(status))
-        self.ticket_gone(f"status: {status}")
+        self.ctx.journal.update_job(self.job_id,
+                                    not_retryable=self.ctx.source.not_retryable(status))
+        self.ticket_gone(f"status: {status.words}")
 
     def _send_output(self) -> None:
         """v6, when the image shares its output's tail: the run's log on the server follows
@@ -789,7 +793,8 @@ class JobExecution:
 
     def _finished_by_command(self) -> bool:
         try:
-            return self.ctx.source.remote_status(self.snapshot.ticket_id) == "success"
+            status = self.ctx.source.remote_status(self.snapshot.ticket_id)
+            return status.state is RemoteState.SUCCEEDED
         except Exception:
             return False  # unknown: the failure path asks again before it sends anything
 
@@ -801,22 +806,23 @@ class JobExecution:
         tail attached if the service shares it (redacted), then mark the ticket failed —
         unless the ticket is already finished (the command may have failed it itself)."""
         snap = self.snapshot
+        current: RemoteStatus | None
         try:
             current = self.ctx.source.remote_status(snap.ticket_id)
         except Exception:
             current = None  # decided again by the outbox just before sending `failed`
-        if current == "failed" and self.rescuing:
+        if current is not None and current.state is RemoteState.FAILED and self.rescuing:
             current = None  # our own earlier failure: say how the retry ended
-        if current == "success":
+        if current is not None and current.state is RemoteState.SUCCEEDED:
             # The command (an itksnap-wt script) delivered its result and finished the
             # ticket itself: that is how the ticket ended, whatever went wrong here after.
             self._transition(JobState.SUCCEEDED, f"the ticket was already success on the "
                                                  f"server; nothing sent (here: {reason})",
                              check=False)
             return
-        if current in ("failed", "deleted"):
-            self._transition(state, f"{reason} (the ticket was already {current} on the "
-                                    "server; nothing sent)", check=False)
+        if current is not None and current.state is not RemoteState.OURS:
+            self._transition(state, f"{reason} (the ticket was already {current.words} on "
+                                    "the server; nothing sent)", check=False)
             return
         calls: list[tuple[str, dict]] = []
         if self.v6:
@@ -941,14 +947,11 @@ def failed_here(journal: Journal, job_id: int) -> bool:
                and i.state in ("delivered", "pending") for i in journal.outbox_items(job_id))
 
 
-def not_retryable_reason(status: str) -> str:
-    """Why a ticket with this server status cannot be processed here again, in words."""
-    if status == "deleted":
-        return "the ticket was deleted on the server"
-    if status == "success":
-        return "the ticket was finished on the server by someone else"
-    if status == "failed":
-        return "the ticket was failed on the server by someone else"
-    if status == "ready":
-        return "the ticket was resubmitted on the server and will be claimed as a new job"
-    return f"the ticket is {status} on the server"
+def remote_status(source: Source, journal: Journal, job_id: int,
+                  ticket_id: int) -> RemoteStatus:
+    """The job's state on the server, ``failed_by_us`` from the journal (the source cannot
+    know which console failed it)."""
+    status = source.remote_status(ticket_id)
+    if status.state is RemoteState.FAILED and failed_here(journal, job_id):
+        return replace(status, failed_by_us=True)
+    return status

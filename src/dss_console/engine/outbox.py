@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from dss_console.core.interfaces import Failure, Outcome, OutcomeKind, Source
+from dss_console.core.interfaces import Failure, Outcome, OutcomeKind, RemoteState, Source
 from dss_console.engine import journal as jr
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
@@ -229,8 +229,8 @@ class Outbox:
                 # Never fail a ticket that is already finished (the command may have
                 # failed it itself, or the user deleted it).
                 current = src.remote_status(ticket)
-                if current in ("failed", "success", "deleted"):
-                    return f"not sent: the ticket is already {current}"
+                if current.state is not RemoteState.OURS:
+                    return f"not sent: the ticket is already {current.words}"
             src.set_finished(ticket, Outcome(OutcomeKind.COMPLETED if p["status"] == "success"
                                              else OutcomeKind.FAILED))
         elif item.kind == "finish":
@@ -238,8 +238,8 @@ class Outbox:
             if not outcome.success:
                 # As for `failed` above: a run that already ended there stays as it ended.
                 current = src.remote_status(ticket)
-                if current in ("failed", "success", "deleted"):
-                    return f"not sent: the run is already {current}"
+                if current.state is not RemoteState.OURS:
+                    return f"not sent: the run is already {current.words}"
             src.set_finished(ticket, outcome)
         elif item.kind == "active":
             src.mark_active(ticket)

@@ -51,10 +51,12 @@ from dss_console.core.interfaces import (
     OutcomeKind,
     Refusal,
     RemoteState,
+    RemoteStatus,
     Source,
     SourceEvent,
     SourceService,
 )
+from dss_console.engine.profiles import V6_NOT_AGAIN
 from dss_console.engine.redact import SHARED_SUFFIX, tail_text
 from dss_console.v6 import crypto
 from dss_console.v6.client import (
@@ -155,12 +157,6 @@ def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
         return crypto.RsaCryptor.from_pem(private_key_pem)
     except crypto.CryptoError as exc:
         raise V6KeyError(f"the private key cannot be used: {exc}") from None
-
-
-# The DSS status words the engine compares (``remote_status``), for this source that thinks
-# in RemoteState.
-STATUS_WORD = {RemoteState.OURS: "claimed", RemoteState.SUCCEEDED: "success",
-               RemoteState.FAILED: "failed", RemoteState.GONE: "deleted"}
 
 
 class V6Source(Source):
@@ -427,26 +423,28 @@ class V6Source(Source):
             return self._gone.pop(ticket_id, None)
 
     def remote_state(self, ticket_id: int) -> RemoteState:
+        return self.remote_status(ticket_id).state
+
+    def remote_status(self, ticket_id: int) -> RemoteStatus:
         try:
             run = self.client.get_run(ticket_id)
         except V6NotFoundError:
             with self._lock:
                 self._gone[ticket_id] = "deleted"
-            return RemoteState.GONE
+            return RemoteStatus(RemoteState.GONE, "deleted")
         if run.status == "killed by user":
             with self._lock:
                 self._gone[ticket_id] = run.status
-            return RemoteState.GONE
+            return RemoteStatus(RemoteState.GONE, run.status)
         if run.status == "completed":
-            return RemoteState.SUCCEEDED
+            return RemoteStatus(RemoteState.SUCCEEDED, run.status)
         if run.status in FAILED_STATUSES or run.finished_at is not None:
-            return RemoteState.FAILED
-        return RemoteState.OURS
+            return RemoteStatus(RemoteState.FAILED, run.status)
+        return RemoteStatus(RemoteState.OURS, run.status)
 
-    def remote_status(self, ticket_id: int) -> str:
-        """``remote_state`` in the engine's DSS words (claimed / success / failed /
-        deleted), so the engine's status checks serve both sources."""
-        return STATUS_WORD[self.remote_state(ticket_id)]
+    def not_retryable(self, status: RemoteStatus) -> str:
+        # A finished run is immutable on a vantage6 server: there is no rescue.
+        return f"{V6_NOT_AGAIN} (it is {status.words} on the server)"
 
     def send_progress(self, ticket_id: int, value: float) -> None:
         self._note(ticket_id, f"progress {round(value * 100)} %")

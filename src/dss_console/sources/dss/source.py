@@ -10,6 +10,8 @@ from dss_console.core.interfaces import (
     Failure,
     Outcome,
     ProgressFn,
+    RemoteState,
+    RemoteStatus,
     Source,
     SourceService,
 )
@@ -29,6 +31,9 @@ from dss_console.dss import (
     TransferError,
     UnsafeFileNameError,
 )
+
+_STATES = {TicketStatus.CLAIMED: RemoteState.OURS, TicketStatus.SUCCESS: RemoteState.SUCCEEDED,
+           TicketStatus.FAILED: RemoteState.FAILED}
 
 
 class DssSource(Source):
@@ -62,9 +67,23 @@ class DssSource(Source):
                      progress: ProgressFn | None = None) -> list[Path]:
         return self.client.tickets.download_inputs(ticket_id, dest, progress=progress)
 
-    def remote_status(self, ticket_id: int) -> str:
+    def remote_status(self, ticket_id: int) -> RemoteStatus:
         status = self.client.tickets.status(ticket_id)
-        return status.value if status is not TicketStatus.UNKNOWN else "unknown"
+        # `claimed` counts as ours; anything neither claimed nor finished (deleted, ready
+        # again, timed out) is gone.
+        return RemoteStatus(_STATES.get(status, RemoteState.GONE), status.value)
+
+    def not_retryable(self, status: RemoteStatus) -> str:
+        words = status.words
+        if words == "deleted":
+            return "the ticket was deleted on the server"
+        if words == "success":
+            return "the ticket was finished on the server by someone else"
+        if words == "failed":
+            return "the ticket was failed on the server by someone else"
+        if words == "ready":
+            return "the ticket was resubmitted on the server and will be claimed as a new job"
+        return f"the ticket is {words} on the server"
 
     def send_progress(self, ticket_id: int, value: float) -> None:
         # Always the whole ticket as one chunk: the server answers 500 when a chunk start
