@@ -41,7 +41,7 @@ def test_login_whoami_logout(sandbox: Sandbox, fresh_token: str) -> None:
     # The server forgot the session too: reusing the old id is refused.
     stale = DssClient(sandbox.url, session_id=session_id)
     with pytest.raises(NotLoggedInError, match="log in again"):
-        stale.services.list()
+        stale.services.provided()
 
 
 def test_used_token_is_refused_and_working_session_survives(sandbox: Sandbox,
@@ -59,7 +59,7 @@ def test_used_token_is_refused_and_working_session_survives(sandbox: Sandbox,
 
 def test_not_logged_in(sandbox: Sandbox) -> None:
     with pytest.raises(NotLoggedInError) as info:
-        DssClient(sandbox.url).services.list()
+        DssClient(sandbox.url).services.provided()
     assert info.value.status == 401
     assert "You are not logged in" in info.value.server_message
     with pytest.raises(NotLoggedInError):
@@ -73,7 +73,7 @@ def test_trailing_slash_is_normalised(sandbox: Sandbox, client: DssClient) -> No
 
 
 def test_services_list_stats_detail(sandbox: Sandbox, client: DssClient) -> None:
-    services = client.services.list()
+    services = client.services.provided()
     demo = [s for s in services if s.githash == sandbox.service_hash]
     assert len(demo) == 1
     assert demo[0].name == sandbox.service_name
@@ -195,7 +195,7 @@ def test_not_your_ticket(sandbox: Sandbox, claimed_ticket: int) -> None:
 def test_user_without_provider_role(sandbox: Sandbox) -> None:
     stranger = DssClient(sandbox.url)
     stranger.login(sandbox.add_user(f"stranger{time.monotonic_ns()}@example.com"))
-    assert stranger.services.list() == []
+    assert stranger.services.provided() == []
     with pytest.raises(NotProviderError):
         stranger.services.claim(sandbox.service_hash, sandbox.provider, "x")
 
@@ -204,7 +204,7 @@ def test_server_down_fails_fast_with_words(closed_port_url: str) -> None:
     client = DssClient(closed_port_url, session_id="s" * 40, retries=1, backoff=0.01)
     started = time.monotonic()
     with pytest.raises(ServerUnreachableError, match=r"unreachable \(connection refused") as info:
-        client.services.list()
+        client.services.provided()
     assert time.monotonic() - started < 5
     assert "s" * 40 not in str(info.value)
 
@@ -252,10 +252,10 @@ def test_sessions_of_ended_threads_are_released(client: DssClient) -> None:
         gc.collect()
         return sum(isinstance(o, requests.Session) for o in gc.get_objects())
 
-    client.services.list()
+    client.services.provided()
     before = live_sessions()
     for _ in range(30):
-        job = threading.Thread(target=client.services.list)
+        job = threading.Thread(target=client.services.provided)
         job.start()
         job.join()
     # The last thread's session stays until a new thread asks; none of the others.

@@ -99,7 +99,7 @@ def test_html_where_csv_expected(hostile: HostileServer) -> None:
 def test_html_where_json_expected(hostile: HostileServer) -> None:
     hostile.routes["GET /api/pro/services"] = Reply(200, HTML, {})
     with pytest.raises(BadReplyError, match="not JSON") as info:
-        client_for(hostile).services.list()
+        client_for(hostile).services.provided()
     assert "proxy" in str(info.value)
 
 
@@ -176,13 +176,13 @@ def test_redirect_is_reported_not_followed(hostile: HostileServer) -> None:
     hostile.routes["GET /api/pro/services"] = Reply(
         301, b"", {"Location": "https://dss.example.org/api/pro/services"})
     with pytest.raises(ServerError, match=r"redirects to 'https://dss\.example\.org"):
-        client_for(hostile).services.list()
+        client_for(hostile).services.provided()
 
 
 def test_session_cookie_sent_but_never_in_errors(hostile: HostileServer) -> None:
     hostile.routes["GET /api/pro/services"] = Reply(500, b"internal server error")
     with pytest.raises(ServerError) as info:
-        client_for(hostile, retries=0).services.list()
+        client_for(hostile, retries=0).services.provided()
     assert hostile.requests[0][2]["Cookie"] == f"webpy_session_id={SESSION}"
     assert SESSION not in str(info.value) and SESSION not in repr(info.value)
     assert "HTTP 500" in str(info.value)
@@ -264,7 +264,7 @@ def test_later_calls_keep_their_own_words(hostile: HostileServer) -> None:
     client's 500 or 404 is the server's own failure."""
     hostile.routes["GET /api/pro/services"] = Reply(500, b"internal server error")
     with pytest.raises(ServerError, match="internal error") as info:
-        client_for(hostile, retries=0).services.list()
+        client_for(hostile, retries=0).services.provided()
     assert not isinstance(info.value, NotDssServerError)
 
 

@@ -20,13 +20,13 @@ from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.detail_pane import DetailPane, cluster_clock_text, format_span
 from dss_console.gui.jobs_model import (
-    Column,
     JobFilterProxy,
     JobTableModel,
     cluster_times,
 )
 from dss_console.gui.queue_pane import QueuePane
 
+from gui_columns import col
 from test_engine import TAGS
 
 NOW = time.time()
@@ -58,7 +58,7 @@ def running(job_id: int, cluster_job: str = "1234", **changes: Any) -> JobSnapsh
 
 
 def runs_on(model: Any, row: int, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-    return model.index(row, int(Column.RUNS_ON)).data(role)
+    return model.index(row, col("runs_on")).data(role)
 
 
 # -- the ticket table -----------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_runs_on_says_local_or_the_cluster_job_its_state_and_node() -> None:
         "SLURM · not submitted yet",
         "SLURM 1236 · COMPLETED on node7",
     ]
-    assert model.headerData(int(Column.RUNS_ON), Qt.Orientation.Horizontal) == "Runs on"
+    assert model.headerData(col("runs_on"), Qt.Orientation.Horizontal) == "Runs on"
     assert runs_on(model, 0, Qt.ItemDataRole.ToolTipRole) is None
     # The tooltip has it all, with the time in the queue and on the node.
     tip = runs_on(model, 2, Qt.ItemDataRole.ToolTipRole)
@@ -105,11 +105,11 @@ def test_a_cluster_state_change_repaints_only_the_runs_on_cell() -> None:
     model.dataChanged.connect(record)
     # Same updated_at: a newer one also repaints Run time (an ended job's end time).
     model.update_jobs([pending(2, cluster_state="PENDING (Priority)")])
-    assert changed == [(1, Column.RUNS_ON, Column.RUNS_ON)]
+    assert changed == [(1, col("runs_on"), col("runs_on"))]
     assert runs_on(model, 1) == "SLURM 1234 · PENDING (Priority)"
     # Started on its node: its run time starts too.
     model.update_jobs([running(2)])
-    assert changed[-1] == (1, Column.ELAPSED, Column.RUNS_ON)
+    assert changed[-1] == (1, col("run_time"), col("runs_on"))
     assert runs_on(model, 1) == "SLURM 1234 · RUNNING on node7"
 
 
@@ -122,7 +122,7 @@ def test_a_slurm_jobs_run_time_is_its_time_on_the_node_and_waiting_stands_out() 
                                                          "controller does not answer")])
 
     def run_time(row: int) -> str:
-        return model.index(row, int(Column.ELAPSED)).data()
+        return model.index(row, col("run_time")).data()
 
     # Not the 500 s since Run: the job has waited in the queue all that time.
     assert run_time(1) == "—" and run_time(3) == "—"
@@ -145,7 +145,7 @@ def test_runs_on_sorts_local_first_then_cluster_jobs_by_number() -> None:
     model.set_jobs([pending(1, "1000"), snap(2), running(3, "999"), pending(4, "10001")])
     proxy = JobFilterProxy()
     proxy.setSourceModel(model)
-    proxy.sort(int(Column.RUNS_ON), Qt.SortOrder.AscendingOrder)
+    proxy.sort(col("runs_on"), Qt.SortOrder.AscendingOrder)
     # As text, "999" would come after "10001".
     assert [proxy.job_at(row).job_id for row in range(proxy.rowCount())] == [2, 3, 1, 4]
 
@@ -177,9 +177,9 @@ def test_the_runs_on_column_shows_the_whole_text_in_the_window(qtbot: Any) -> No
     pane.update_jobs([snap(1)])  # fitted to "local"
     pane.update_jobs([pending(2, "123456", cluster_state="PENDING (ReqNodeNotAvail)")])
     view = pane.view
-    assert view.columnWidth(Column.RUNS_ON) >= view.sizeHintForColumn(Column.RUNS_ON)
+    assert view.columnWidth(col("runs_on")) >= view.sizeHintForColumn(col("runs_on"))
     # Every other column stays in view.
-    last = view.columnViewportPosition(Column.RUNS_ON) + view.columnWidth(Column.RUNS_ON)
+    last = view.columnViewportPosition(col("runs_on")) + view.columnWidth(col("runs_on"))
     assert last <= view.viewport().width()
 
 

@@ -498,7 +498,7 @@ def test_broken_settings_file_is_only_replaced_when_asked(make_console, qtbot,
     from PySide6.QtGui import QDesktopServices
 
     from dss_console.gui.app import load_user_settings
-    from dss_console.gui.settings_dialog import FIX_FILE, REPLACE_FILE
+    from dss_console.gui.broken_settings import FIX_FILE, REPLACE_FILE
 
     console = make_console()
     window = console.window

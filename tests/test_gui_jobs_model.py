@@ -16,13 +16,14 @@ from PySide6.QtWidgets import QTableView
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
 from dss_console.gui.jobs_model import (
-    Column,
     JobFilterProxy,
     JobTableModel,
     ProgressDelegate,
     format_claimed,
     format_elapsed,
 )
+
+from gui_columns import DSS_COLUMNS, col
 
 NOW = time.time()
 
@@ -67,7 +68,7 @@ def model(qtbot: Any) -> JobTableModel:
     return model
 
 
-def cell(model: Any, row: int, column: Column, role: int = Qt.ItemDataRole.DisplayRole
+def cell(model: Any, row: int, column: int, role: int = Qt.ItemDataRole.DisplayRole
          ) -> Any:
     return model.index(row, int(column)).data(role)
 
@@ -86,13 +87,13 @@ def test_update_changes_one_row_in_place_and_keeps_the_selection(qtbot: Any,
 
     assert recorder.resets == 0 and recorder.inserted == []
     # Only the progress cell of that row moved.
-    assert [c[:4] for c in recorder.changed] == [(1, 1, Column.PROGRESS, Column.PROGRESS)]
-    assert cell(model, 1, Column.PROGRESS) == "50%"
+    assert [c[:4] for c in recorder.changed] == [(1, 1, col("progress"), col("progress"))]
+    assert cell(model, 1, col("progress")) == "50%"
     assert [index.row() for index in view.selectionModel().selectedRows()] == [1]
 
     # A reason shows in every cell's tooltip: the whole row changes.
     model.update_jobs([snap(2, progress=0.5, state=JobState.FAILED, reason="boom")])
-    assert recorder.changed[-1][:4] == (1, 1, 0, len(Column) - 1)
+    assert recorder.changed[-1][:4] == (1, 1, 0, len(DSS_COLUMNS) - 1)
     assert recorder.resets == 0
 
 
@@ -113,8 +114,8 @@ def test_new_jobs_are_inserted_in_one_batch_and_the_last_snapshot_wins(
     assert model.row_of(4) == 3 and model.row_of(5) == 4 and model.row_of(99) is None
     assert model.job(4) is not None and model.job(4).progress == 0.9  # type: ignore[union-attr]
     assert model.job_at(0).progress == 0.2
-    assert cell(model, 3, Column.TICKET, JobTableModel.JobRole).job_id == 4
-    assert cell(model, 3, Column.TICKET, JobTableModel.JobIdRole) == 4
+    assert cell(model, 3, col("work"), JobTableModel.JobRole).job_id == 4
+    assert cell(model, 3, col("work"), JobTableModel.JobIdRole) == 4
 
 
 def test_remove_job_keeps_the_index_consistent(model: JobTableModel) -> None:
@@ -123,7 +124,7 @@ def test_remove_job_keeps_the_index_consistent(model: JobTableModel) -> None:
     assert [model.job_at(row).job_id for row in range(model.rowCount())] == [1, 3]
     assert model.row_of(3) == 1
     model.update_jobs([snap(3, progress=1.0)])
-    assert cell(model, 1, Column.PROGRESS) == "100%"
+    assert cell(model, 1, col("progress")) == "100%"
 
 
 def test_sorting_uses_numbers_and_times_not_display_strings(qtbot: Any) -> None:
@@ -140,17 +141,17 @@ def test_sorting_uses_numbers_and_times_not_display_strings(qtbot: Any) -> None:
     def tickets() -> list[int]:
         return [proxy.job_at(row).ticket_id for row in range(proxy.rowCount())]
 
-    proxy.sort(int(Column.TICKET), Qt.SortOrder.AscendingOrder)
+    proxy.sort(col("work"), Qt.SortOrder.AscendingOrder)
     assert tickets() == [9, 10, 100]  # as strings: "10" < "100" < "9"
-    proxy.sort(int(Column.TICKET), Qt.SortOrder.DescendingOrder)
+    proxy.sort(col("work"), Qt.SortOrder.DescendingOrder)
     assert tickets() == [100, 10, 9]
 
     # Yesterday's "2026-..." would sort after today's "14:..." as a string.
-    proxy.sort(int(Column.CLAIMED), Qt.SortOrder.AscendingOrder)
+    proxy.sort(col("claimed"), Qt.SortOrder.AscendingOrder)
     assert tickets() == [10, 100, 9]
 
     # Dynamic sort: an update re-sorts the rows it moves.
-    proxy.sort(int(Column.PROGRESS), Qt.SortOrder.DescendingOrder)
+    proxy.sort(col("progress"), Qt.SortOrder.DescendingOrder)
     model.update_jobs([snap(3, ticket_id=100, claimed_at=NOW - 7200, progress=0.7)])
     assert tickets()[0] == 100
 
@@ -208,7 +209,7 @@ def test_tick_touches_only_the_elapsed_cells_of_unfinished_jobs() -> None:
 
     rows = set()
     for top, bottom, left, right, _roles in recorder.changed:
-        assert left == right == Column.ELAPSED
+        assert left == right == col("run_time")
         rows.update(range(top, bottom + 1))
     assert rows == {0, 2, 3, 6}
     assert len(recorder.changed) == 3  # adjacent rows 2 and 3 share one signal
@@ -217,12 +218,12 @@ def test_tick_touches_only_the_elapsed_cells_of_unfinished_jobs() -> None:
 
 def test_display_text_and_formatting(model: JobTableModel) -> None:
     model.update_jobs([snap(1, started_at=time.time() - 3723, service_name="")])
-    assert cell(model, 0, Column.TICKET) == "101"
-    assert cell(model, 0, Column.SERVICE) == "01234567"  # no name: the hash, short
-    assert cell(model, 0, Column.STATE) == "running"
-    assert cell(model, 0, Column.ELAPSED) in ("1:02:03", "1:02:04")
-    assert cell(model, 0, Column.INSTANCE) == "host-a"
-    assert model.headerData(int(Column.CLAIMED), Qt.Orientation.Horizontal) == "Claimed"
+    assert cell(model, 0, col("work")) == "101"
+    assert cell(model, 0, col("service")) == "01234567"  # no name: the hash, short
+    assert cell(model, 0, col("state")) == "running"
+    assert cell(model, 0, col("run_time")) in ("1:02:03", "1:02:04")
+    assert cell(model, 0, col("instance")) == "host-a"
+    assert model.headerData(col("claimed"), Qt.Orientation.Horizontal) == "Claimed"
 
     assert format_elapsed(None) == "—"
     assert format_elapsed(42.7) == "42 s"
@@ -239,29 +240,29 @@ def test_display_text_and_formatting(model: JobTableModel) -> None:
     interrupted = JobTableModel()
     interrupted.set_jobs([snap(2, state=JobState.INTERRUPTED, started_at=NOW - 100,
                                updated_at=NOW - 40)])
-    assert cell(interrupted, 0, Column.ELAPSED) == "1:00"
-    assert cell(model, 2, Column.ELAPSED, JobTableModel.SortRole) >= 499
+    assert cell(interrupted, 0, col("run_time")) == "1:00"
+    assert cell(model, 2, col("run_time"), JobTableModel.SortRole) >= 499
 
 
 def test_tooltip_tells_the_reason_and_owed_calls(model: JobTableModel) -> None:
-    assert cell(model, 0, Column.STATE, Qt.ItemDataRole.ToolTipRole) is None
+    assert cell(model, 0, col("state"), Qt.ItemDataRole.ToolTipRole) is None
     model.update_jobs([snap(1, state=JobState.FAILED, reason="Command exited with code 2",
                             owed=3)])
-    tip = cell(model, 0, Column.STATE, Qt.ItemDataRole.ToolTipRole)
+    tip = cell(model, 0, col("state"), Qt.ItemDataRole.ToolTipRole)
     assert "Command exited with code 2" in tip and "3 server calls owed" in tip
     model.update_jobs([snap(2, owed=1)])
-    assert cell(model, 1, Column.TICKET, Qt.ItemDataRole.ToolTipRole) == "1 server call owed"
-    assert "0123456789abcdef" in cell(model, 1, Column.SERVICE, Qt.ItemDataRole.ToolTipRole)
+    assert cell(model, 1, col("work"), Qt.ItemDataRole.ToolTipRole) == "1 server call owed"
+    assert "0123456789abcdef" in cell(model, 1, col("service"), Qt.ItemDataRole.ToolTipRole)
 
 
 def test_state_colours_differ(model: JobTableModel) -> None:
     model.update_jobs([snap(1, state=JobState.FAILED), snap(2, state=JobState.SUCCEEDED),
                        snap(3, state=JobState.CLAIMED, started_at=None)])
-    failed = cell(model, 0, Column.STATE, Qt.ItemDataRole.ForegroundRole).color()
-    succeeded = cell(model, 1, Column.STATE, Qt.ItemDataRole.ForegroundRole).color()
+    failed = cell(model, 0, col("state"), Qt.ItemDataRole.ForegroundRole).color()
+    succeeded = cell(model, 1, col("state"), Qt.ItemDataRole.ForegroundRole).color()
     assert failed != succeeded
-    assert cell(model, 2, Column.STATE, Qt.ItemDataRole.ForegroundRole) is None
-    assert cell(model, 0, Column.TICKET, Qt.ItemDataRole.ForegroundRole) is None
+    assert cell(model, 2, col("state"), Qt.ItemDataRole.ForegroundRole) is None
+    assert cell(model, 0, col("work"), Qt.ItemDataRole.ForegroundRole) is None
 
 
 def test_progress_delegate_paints_a_bar(qtbot: Any) -> None:
@@ -273,7 +274,7 @@ def test_progress_delegate_paints_a_bar(qtbot: Any) -> None:
     qtbot.addWidget(view)
     view.setModel(proxy)
     delegate = ProgressDelegate(view)
-    view.setItemDelegateForColumn(int(Column.PROGRESS), delegate)
+    view.setItemDelegateForColumn(col("progress"), delegate)
     view.resize(900, 200)
     view.show()
     qtbot.waitExposed(view)
@@ -283,7 +284,7 @@ def test_progress_delegate_paints_a_bar(qtbot: Any) -> None:
 
     def bar_pixels(row: int) -> int:
         """Pixels across the cell's middle in the colour of a progress bar's chunk."""
-        rect = view.visualRect(proxy.index(row, int(Column.PROGRESS)))
+        rect = view.visualRect(proxy.index(row, col("progress")))
         assert not rect.isEmpty()
         count = 0
         for x in range(rect.left() + 3, rect.right() - 3):
@@ -295,7 +296,7 @@ def test_progress_delegate_paints_a_bar(qtbot: Any) -> None:
 
     assert bar_pixels(0) == 0  # 0%: no chunk
     assert bar_pixels(1) > 20  # 100%: the chunk fills the cell
-    assert proxy.index(1, int(Column.PROGRESS)).data() == "100%"
+    assert proxy.index(1, col("progress")).data() == "100%"
 
 
 # -- the blocked state, the Failed filter, what the columns say --------------------------
@@ -306,12 +307,12 @@ def test_a_blocked_job_has_its_own_colour_bold_and_does_not_tick(
     model.update_jobs([snap(1, state=JobState.BLOCKED,
                             reason="the command cannot start: command not found: seg"),
                        snap(2, state=JobState.FAILED), snap(3, state=JobState.INTERRUPTED)])
-    colours = {cell(model, row, Column.STATE, Qt.ItemDataRole.ForegroundRole).color().name()
+    colours = {cell(model, row, col("state"), Qt.ItemDataRole.ForegroundRole).color().name()
                for row in range(3)}
     assert len(colours) == 3  # blocked is neither failed nor interrupted
-    assert cell(model, 0, Column.STATE, Qt.ItemDataRole.FontRole).bold()
-    assert cell(model, 1, Column.STATE, Qt.ItemDataRole.FontRole) is None
-    assert "command not found" in cell(model, 0, Column.STATE, Qt.ItemDataRole.ToolTipRole)
+    assert cell(model, 0, col("state"), Qt.ItemDataRole.FontRole).bold()
+    assert cell(model, 1, col("state"), Qt.ItemDataRole.FontRole) is None
+    assert "command not found" in cell(model, 0, col("state"), Qt.ItemDataRole.ToolTipRole)
     recorder = Recorder(model)
     model.tick()
     assert all(top != 0 for top, *_ in recorder.changed)  # its command is not running
@@ -379,7 +380,7 @@ def test_the_state_column_fits_every_state_not_just_the_first(qtbot: Any) -> Non
     for state in (JobState.SUCCEEDED, JobState.INTERRUPTED, JobState.BLOCKED):
         pane.update_jobs([snap(1, state=state)])
         view = pane.view
-        assert view.columnWidth(Column.STATE) >= view.sizeHintForColumn(Column.STATE), state
+        assert view.columnWidth(col("state")) >= view.sizeHintForColumn(col("state")), state
 
 
 def test_a_new_service_name_widens_its_column(qtbot: Any) -> None:
@@ -392,12 +393,12 @@ def test_a_new_service_name_widens_its_column(qtbot: Any) -> None:
     pane.update_jobs([snap(1, service_name="Demo")])  # fitted to "Demo"
     pane.update_jobs([snap(2, service_name="BrokenSegmentation")])
     view = pane.view
-    assert view.columnWidth(Column.SERVICE) >= view.sizeHintForColumn(Column.SERVICE)
+    assert view.columnWidth(col("service")) >= view.sizeHintForColumn(col("service"))
 
 
 def test_run_time_says_what_it_measures(model: JobTableModel) -> None:
-    title = model.headerData(int(Column.ELAPSED), Qt.Orientation.Horizontal)
-    tip = model.headerData(int(Column.ELAPSED), Qt.Orientation.Horizontal,
+    title = model.headerData(col("run_time"), Qt.Orientation.Horizontal)
+    tip = model.headerData(col("run_time"), Qt.Orientation.Horizontal,
                            Qt.ItemDataRole.ToolTipRole)
     assert title == "Run time"
     assert "from Run" in tip and "not the time since the claim" in tip

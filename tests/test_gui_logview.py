@@ -305,13 +305,13 @@ def test_save_copies_the_whole_file_off_the_qt_thread(qtbot: Any, tmp_path: Path
     target = tmp_path / "chosen" / "saved.log"
     target.parent.mkdir()
     threads: list[str] = []
-    real_copy = __import__("dss_console.gui.logview", fromlist=["_copy_file"])._copy_file
+    real_copy = __import__("dss_console.gui.log_disk", fromlist=["copy_file"]).copy_file
 
     def spy_copy(*args: Any) -> Any:
         threads.append(threading.current_thread().name)
         return real_copy(*args)
 
-    monkeypatch.setattr("dss_console.gui.logview._copy_file", spy_copy)
+    monkeypatch.setattr("dss_console.gui.log_disk.copy_file", spy_copy)
     monkeypatch.setattr(view, "_ask_save_path", lambda: target)
     with qtbot.waitSignal(view.saved, timeout=10_000) as blocker:
         qtbot.mouseClick(save, Qt.MouseButton.LeftButton)

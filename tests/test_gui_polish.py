@@ -17,7 +17,6 @@ from dss_console.engine.engine import ServiceView
 from dss_console.engine.events import ConnectionChanged, EngineNotice
 from dss_console.engine.settings import ServiceCommand, load_settings, settings_to_toml
 from dss_console.engine.states import JobState
-from dss_console.gui.jobs_model import Column
 from dss_console.gui.main_window import QUIT_CANCEL
 from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.services_pane import ServicesPane
@@ -225,7 +224,7 @@ def test_a_retried_job_has_a_running_clock(make_console, qtbot) -> None:
     console.wait_state(job_id, JobState.RUNNING)
     assert window.engine.job(job_id).finished_at is None  # the last attempt's end is gone
     model = window.queue_pane.model
-    cell = lambda: model.index(model.row_of(job_id), Column.ELAPSED).data()  # noqa: E731
+    cell = lambda: model.index(model.row_of(job_id), model.column_of("run_time")).data()  # noqa: E731
     qtbot.waitUntil(lambda: cell() not in ("0 s", "—", None), timeout=WAIT_MS)
 
 

@@ -475,7 +475,7 @@ def test_select_service(qtbot: QtBot, tmp_path: Path) -> None:
 
 
 def test_replacing_a_broken_file_keeps_every_earlier_copy(tmp_path: Path) -> None:
-    from dss_console.gui.settings_dialog import replace_settings_file
+    from dss_console.gui.broken_settings import replace_settings_file
 
     path = tmp_path / "settings.toml"
     assert replace_settings_file(Settings(concurrency=2), path) is None  # no file: no copy
@@ -493,7 +493,7 @@ def test_replacing_a_broken_file_keeps_every_earlier_copy(tmp_path: Path) -> Non
 
 
 def test_broken_settings_dialog_choices(qtbot: QtBot, tmp_path: Path) -> None:
-    from dss_console.gui.settings_dialog import FIX_FILE, REPLACE_FILE, BrokenSettingsDialog
+    from dss_console.gui.broken_settings import FIX_FILE, REPLACE_FILE, BrokenSettingsDialog
 
     path = tmp_path / "settings.toml"
     problem = f"{path}: not valid TOML: <b>unclosed</b> table (at line 3)"

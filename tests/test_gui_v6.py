@@ -24,7 +24,6 @@ from dss_console.credentials import SessionStore
 from dss_console.engine.settings import Settings, load_settings, parse_settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
-from dss_console.gui.jobs_model import Column
 from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
 from dss_console.v6.sandbox import V6Sandbox
 from dss_console.v6.settings import parse_v6_settings
@@ -116,9 +115,9 @@ class NodeConsole:
         self.qtbot.waitUntil(lambda: self.window.queue_pane.model.job(job_id).state in states,
                              timeout=WAIT_MS)
 
-    def cell(self, job_id: int, column: Column) -> str:
+    def cell(self, job_id: int, column_id: str) -> str:
         model = self.window.queue_pane.model
-        return model.index(model.row_of(job_id), int(column)).data()
+        return model.index(model.row_of(job_id), model.column_of(column_id)).data()
 
     def close(self) -> None:
         self.window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore
@@ -153,11 +152,13 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     assert window.services_box.title() == "Algorithms" and window.queue_box.title() == "Runs"
     assert "station-demo" in window.login_pane.who_label.text()
     model = window.queue_pane.model
-    assert model.headerData(int(Column.TICKET), Qt.Orientation.Horizontal) == "Run"
-    assert model.headerData(int(Column.SERVICE), Qt.Orientation.Horizontal) == "Image"
-    assert not window.queue_pane.view.isColumnHidden(Column.REQUESTED_BY)
+    assert model.headerData(model.column_of("work"), Qt.Orientation.Horizontal) == "Run"
+    assert model.headerData(model.column_of("service"), Qt.Orientation.Horizontal) == "Image"
+    assert not window.queue_pane.view.isColumnHidden(model.column_of("requested_by"))
     assert window.audit_button.isVisible()
-    assert not window.queue_pane.buttons["upload"].isVisible()
+    # The node's words offer no upload: results leave with the run's end, never by hand.
+    assert "upload" not in window.queue_pane.buttons
+    assert set(window.queue_pane.buttons) >= {"run", "cancel", "fail", "retry"}
 
     researcher = researchers["demo"]
     task_id = console.create_task(researcher, "summarise", "gui-summary",
@@ -168,10 +169,10 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     assert researcher.call("results", task_id=task_id) == [{"ok": ["column",
                                                                    "secret_cutoff"]}]
 
-    assert console.cell(job_id, Column.TASK) == f"{task_id} · gui-summary"
-    assert console.cell(job_id, Column.REQUESTED_BY).startswith("research / ")
-    assert console.cell(job_id, Column.DATABASES) == "default"
-    assert console.cell(job_id, Column.SERVICE) == console.image
+    assert console.cell(job_id, "task") == f"{task_id} · gui-summary"
+    assert console.cell(job_id, "requested_by").startswith("research / ")
+    assert console.cell(job_id, "databases") == "default"
+    assert console.cell(job_id, "service") == console.image
 
     # The detail pane: the live output, the calls sent, the input's summary, never values.
     detail = window.detail_pane

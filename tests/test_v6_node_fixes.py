@@ -218,12 +218,13 @@ def test_refused_runs_are_recorded_shown_and_audited(
     assert f"task {unknown}" in line and "not allowed" in line
 
     pytest.importorskip("PySide6.QtWidgets")
+    from dss_console.core.presentation import ColumnSpec
     from dss_console.gui.detail_pane import run_summary_html
-    from dss_console.gui.jobs_model import Column, JobTableModel
+    from dss_console.gui.jobs_model import JobTableModel
 
     html = run_summary_html(failed)
     assert "Not on this node" in html and "nosuch" in html
-    assert JobTableModel._display(refused, Column.STATE) == "not allowed"
+    assert JobTableModel._display(refused, ColumnSpec("state", "State", "")) == "not allowed"
 
 
 SLEEPY_IMAGE = "v6-test-sleepy"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -26,3 +28,17 @@ def ensure_private_dir(path: Path) -> Path:
     if os.name == "posix":
         os.chmod(path, 0o700)
     return path
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Replace `path` atomically with `data`, readable by this user only (0600 from the start:
+    a token or key is never readable by others, not even for a moment)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

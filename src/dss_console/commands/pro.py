@@ -136,7 +136,7 @@ def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
 
 def services(args: argparse.Namespace) -> int:
     with logged_in_client(args) as client:
-        items = client.services.list()
+        items = client.services.provided()
     _emit(args, [asdict(s) for s in items],
           [f"{s.name} {s.version} {s.githash} {s.provider}" for s in items])
     return 0

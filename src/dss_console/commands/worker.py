@@ -341,6 +341,7 @@ def _v6_source(args: argparse.Namespace, settings: Settings,
         server = normalise_server_url(args.server) if args.server else None
     except ValueError as exc:
         raise CliError(str(exc), code=2) from None
+    stored: StoredV6Node | None
     if keys is not None and server:
         pem = keys.get("private_key") or ""
         stored = StoredV6Node(server=server, node=args.node or "", api_key=keys["api_key"],

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 import requests
+
+if TYPE_CHECKING:  # the workspace package is imported only when a result is exported
+    from dss_console.workspace import Workspace
 
 from dss_console.dss import errors
 from dss_console.dss.models import (
@@ -200,7 +204,7 @@ class ServicesClient:
     def __init__(self, transport: Transport):
         self._t = transport
 
-    def list(self) -> list[ProviderService]:
+    def provided(self) -> list[ProviderService]:
         """Services this account provides (one entry per service and provider)."""
         t = self._t
         action = "list the provider's services"
@@ -455,7 +459,7 @@ class TicketsClient:
         if parse_plain(response, action, t.server) != "success":
             raise errors.BadReplyError(f"Could not {action}: the server did not confirm it")
 
-    def upload_results(self, ticket_id: int, workspace: str | Path, *,
+    def upload_results(self, ticket_id: int, workspace: str | Path | Workspace, *,
                        progress: ProgressCallback | None = None,
                        export_dir: str | Path | None = None, area: str = "results",
                        workspace_name: str | None = None) -> list[str]:
@@ -518,7 +522,7 @@ class _IndexShifted(errors.ServerError):
 
 
 @contextlib.contextmanager
-def _open_for_upload(path: Path, action: str) -> Iterator[BinaryIO]:
+def _open_for_upload(path: Path, action: str) -> Iterator[io.BufferedReader]:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:

@@ -10,7 +10,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import requests
 from urllib3.fields import RequestField
@@ -129,6 +129,14 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
+class ReadableFile(Protocol):
+    """A file opened with ``open(path, "rb")``: read into our buffer, sized from its fd."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+    def fileno(self) -> int: ...
+    def tell(self) -> int: ...
+
+
 class MultipartFileBody:
     """A multipart/form-data body (text fields, then one file) read straight from the file.
 
@@ -141,7 +149,7 @@ class MultipartFileBody:
     """
 
     def __init__(self, fields: Mapping[str, str], file_field: str, file_name: str,
-                 fileobj: BinaryIO, mime_type: str, progress: ProgressCallback | None = None):
+                 fileobj: ReadableFile, mime_type: str, progress: ProgressCallback | None = None):
         boundary = secrets.token_hex(16)
         head = bytearray()
         for name, value in fields.items():
@@ -163,6 +171,7 @@ class MultipartFileBody:
         self.len = len(self._head) + self._left + len(self._tail)
 
     def read(self, size: int = -1) -> bytes | memoryview:
+        data: bytes | memoryview
         if self._head is not None:
             data, self._head = self._head, None
         elif self._left > 0:
@@ -190,7 +199,7 @@ def _part_head(boundary: str, field: RequestField, content_type: str | None = No
 
 
 def multipart_upload_body(fields: Mapping[str, str], file_field: str, file_name: str,
-                          fileobj: BinaryIO, mime_type: str | None = None,
+                          fileobj: ReadableFile, mime_type: str | None = None,
                           progress: ProgressCallback | None = None
                           ) -> tuple[MultipartFileBody, str]:
     """A streaming multipart body (file last) and its Content-Type header."""

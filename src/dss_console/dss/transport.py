@@ -361,7 +361,8 @@ class Transport:
 def read_limited(response: requests.Response, limit: int) -> bytes:
     """Read at most `limit` bytes of a (possibly streamed) body, then release the connection."""
     try:
-        if not response._content_consumed:  # streamed
+        # requests has no public "was this body streamed" flag; a body already read is sliced.
+        if not getattr(response, "_content_consumed", True):
             chunks, size = [], 0
             for chunk in response.iter_content(8192):
                 chunks.append(chunk)

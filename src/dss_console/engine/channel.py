@@ -38,6 +38,7 @@ from typing import Any
 
 from dss_console.engine import wire
 from dss_console.engine.events import Event, JobOutput
+from dss_console.paths import write_private
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class EngineChannel:
         belongs to an engine that died: it is replaced."""
         with contextlib.suppress(FileNotFoundError):
             self.paths.socket.unlink()
-        _write_private(self.paths.token, self._token)
+        write_private(self.paths.token, self._token)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is created 0600: no window with more
         try:
@@ -145,7 +146,7 @@ class EngineChannel:
             os.umask(old_umask)
         listener.listen(16)
         self._listener = listener
-        _write_private(self.paths.info, json.dumps({**self.info, "pid": os.getpid(),
+        write_private(self.paths.info, json.dumps({**self.info, "pid": os.getpid(),
                                                     "started": time.time()}))
         self._unsubscribe = self._subscribe(self._on_event)
         self._accept_thread.start()
@@ -257,9 +258,10 @@ class _Peer:
 
     def offer(self, event: Event) -> None:
         if isinstance(event, JobOutput):
-            event = self._rated(event)
-            if event is None:
+            rated = self._rated(event)
+            if rated is None:
                 return
+            event = rated
         self.send({"event": event})
 
     def _rated(self, event: JobOutput) -> JobOutput | None:
@@ -376,11 +378,3 @@ class _Peer:
             self._skipped.clear()
         for job, n in pending.items():
             self.send({"event": JobOutput(job_id=job, lines=(), skipped=n)})
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

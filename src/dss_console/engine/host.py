@@ -47,9 +47,6 @@ class StatusPublisher:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def current(self) -> EngineStatus:
-        return engine_status(self.engine)
-
     def _run(self) -> None:
         while not self._stop.wait(STATUS_INTERVAL):
             status = engine_status(self.engine)
@@ -143,7 +140,6 @@ def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
               "settings_file": str(settings_source), "pid": os.getpid()},
         error_kind=error_kind(engine))
     publisher = StatusPublisher(engine)
-    channel.handlers["status"] = publisher.current
     channel.on_close.append(publisher.stop)
     channel.start()
     publisher.start()

@@ -463,8 +463,12 @@ class JobExecution:
             self._local_note("info", f"following SLURM job {follow} again after a restart")
             # The run began before the restart: keep its start, so its run time is real.
             began = self.snapshot.started_at
-            self._transition(JobState.RUNNING, "following its cluster job again", check=False,
-                             **({"started_at": began} if began is not None else {}))
+            if began is not None:
+                self._transition(JobState.RUNNING, "following its cluster job again",
+                                 check=False, started_at=began)
+            else:
+                self._transition(JobState.RUNNING, "following its cluster job again",
+                                 check=False)
         started = self._start(runner)
         if started is None:
             return

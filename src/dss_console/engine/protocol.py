@@ -66,7 +66,9 @@ class MessageReport:
 @dataclass(frozen=True)
 class AttachReport:
     """A file to attach to the ticket's log. ``path`` was resolved and checked: a regular
-    file inside the work dir (at the time of the report; the command may still change it)."""
+    file inside the work dir (at the time of the report; the command may still change it),
+    except from a line read back without a work dir (``parse_dss_line``): then it is the
+    path as the command wrote it."""
 
     description: str
     path: Path
@@ -104,13 +106,19 @@ def _shown(text: str) -> str:
     return repr(text)
 
 
-def parse_dss_line(line: str, workdir: Path) -> Report | None:
+def parse_dss_line(line: str, workdir: Path | None) -> Report | None:
     """The report an ``@dss`` stdout line stands for; None when the line is not one.
 
     A line is an @dss line when it starts with ``@dss`` followed by white space (a bare
     ``@dss`` is treated as a malformed one). Never raises: anything malformed becomes a
     ProtocolWarning that says what was wrong.
+
+    ``workdir`` None: the line is read back from a log after the fact (the console's log
+    view), so an attachment's file is not looked for: the work dir may have been emptied
+    since, and only the report's words are wanted.
     """
+    if not line.startswith("@dss"):  # most lines: no regex, no strip
+        return None
     text = line.rstrip("\r\n")
     if not _DSS_LINE.match(text):
         return None
@@ -130,7 +138,8 @@ def parse_hook_args(args: Sequence[str], workdir: Path, cwd: Path | None = None)
     return _parse_words(words, workdir, cwd, f"hook call {shown}")
 
 
-def _parse_words(words: list[str], workdir: Path, cwd: Path | None, origin: str) -> Report:
+def _parse_words(words: list[str], workdir: Path | None, cwd: Path | None, origin: str
+                 ) -> Report:
     if not words:
         return ProtocolWarning(f"{origin}: no verb (expected progress, info, warning, error "
                                "or attach)")
@@ -178,7 +187,8 @@ def _parse_progress(args: list[str], origin: str) -> Report:
     return ProgressReport(start=_clamp(start), end=_clamp(end), value=_clamp(value))
 
 
-def _parse_attach(args: list[str], workdir: Path, cwd: Path | None, origin: str) -> Report:
+def _parse_attach(args: list[str], workdir: Path | None, cwd: Path | None, origin: str
+                  ) -> Report:
     if len(args) not in (2, 3):
         return ProtocolWarning(f"{origin}: attach takes DESCRIPTION FILE [MIME-TYPE] "
                                f"(got {len(args)} argument{'s' if len(args) != 1 else ''})")
@@ -188,6 +198,10 @@ def _parse_attach(args: list[str], workdir: Path, cwd: Path | None, origin: str)
         return ProtocolWarning(f"{origin}: attach needs a description")
     if mime_type is not None and not _MIME_TYPE.fullmatch(mime_type):
         return ProtocolWarning(f"{origin}: {mime_type!r} is not a MIME type (like text/plain)")
+    if workdir is None:  # read back from a log: the path as written (see parse_dss_line)
+        if not path_text:
+            return ProtocolWarning(f"{origin}: attachment refused: empty file name")
+        return AttachReport(description=description, path=Path(path_text), mime_type=mime_type)
     try:
         path = resolve_attachment(path_text, workdir, cwd)
     except ValueError as exc:

@@ -59,6 +59,11 @@ Command templates are split with shlex into words (no shell) and may use the pla
 ``}}`` are literal braces. Service names with dots or spaces must be quoted in table headers
 (``[services."My.Service v2"]``), otherwise TOML reads them as nested tables.
 
+Each table has an owner: this module reads the top-level keys; every source plug-in reads
+its own tables (``[services]``: :mod:`dss_console.sources.dss.settings`; ``[v6]``:
+:mod:`dss_console.v6.settings`, documented there) through the shared
+:class:`~dss_console.engine.settings_reader.TableReader`, and writes them back itself.
+
 Loading is strict: an unknown key (a typo), a wrong type or a bad value raises
 :class:`SettingsError` naming the file, the key and the problem, so a mistake never turns
 silently into a default. :func:`save_settings` edits the file in place: only the values
@@ -72,26 +77,45 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
-import math
+import dataclasses
+import importlib
 import os
-import re
-import shlex
 import socket
-import string
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import platformdirs
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
-from dss_console import paths
-from dss_console.v6.settings import V6Settings, V6SettingsError, parse_v6_settings
+from dss_console import paths, plugins
+from dss_console.engine.settings_reader import (
+    CONSOLE_COMMAND_NICE,
+    EXECUTORS,
+    PLACEHOLDERS,
+    PluginSettings,
+    ServiceCommand,
+    SettingsError,
+    SettingsParser,
+    TableReader,
+    format_duration,
+    parse_duration,
+    toml_value,
+    type_name,
+    validate_command_template,
+    validate_placeholders,
+)
+
+if TYPE_CHECKING:
+    # Only for the types of the compatibility accessors Settings.services and Settings.v6,
+    # which go when their callers read Settings.plugins (docs/plugin-plan.md §2).
+    from dss_console.sources.dss.settings import DssSettings
+    from dss_console.v6.settings import V6Settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,11 +124,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = [
     "CONFIG_ENV",
+    "CONSOLE_COMMAND_NICE",
+    "CORE_KEYS",
+    "EXECUTORS",
     "PLACEHOLDERS",
     "SETTINGS_FILE_NAME",
+    "PluginSettings",
     "ServiceCommand",
     "Settings",
     "SettingsError",
+    "TableReader",
     "default_instance",
     "default_workroot",
     "format_duration",
@@ -114,33 +143,15 @@ __all__ = [
     "save_settings",
     "settings_path",
     "settings_to_toml",
+    "source_settings",
     "validate_command_template",
+    "validate_placeholders",
 ]
 
 SETTINGS_FILE_NAME = "settings.toml"
 CONFIG_ENV = "DSS_CONSOLE_CONFIG"
-PLACEHOLDERS = ("ticket", "service", "service_hash", "workdir", "inputs", "workspace", "result")
 INTERRUPTED_CHOICES = ("rerun", "fail")
 ON_SHUTDOWN_CHOICES = ("resume", "fail")
-# Commands of an engine a console started run below the console's priority: a machine full
-# of jobs still answers the person in front of it. A headless worker's run at normal priority.
-CONSOLE_COMMAND_NICE = 10
-
-_HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
-_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
-_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_DURATION_RE = re.compile(
-    r"(?:(?P<d>\d+(?:\.\d+)?)\s*d)?\s*(?:(?P<h>\d+(?:\.\d+)?)\s*h)?\s*"
-    r"(?:(?P<m>\d+(?:\.\d+)?)\s*m)?\s*(?:(?P<s>\d+(?:\.\d+)?)\s*s)?",
-    re.IGNORECASE,
-)
-
-
-class SettingsError(ValueError):
-    """The settings file (or a settings value) is unusable; the message says where and why.
-
-    A ValueError, so ``parse_duration`` can serve directly as an argparse ``type=``.
-    """
 
 
 def default_instance() -> str:
@@ -154,75 +165,103 @@ def default_workroot() -> Path:
     return platformdirs.user_data_path(paths.APP_NAME, appauthor=False) / "work"
 
 
-def _is_hash(key: str) -> bool:
-    return _HASH_RE.fullmatch(key) is not None
+@cache
+def source_settings() -> dict[str, SettingsParser]:
+    """Each source plug-in's reader of its own tables, by source name, in file order;
+    imported on first use from the registry (:data:`dss_console.plugins.SOURCE_SETTINGS`)."""
+    parsers: dict[str, SettingsParser] = {}
+    for name, target in plugins.SOURCE_SETTINGS.items():
+        module, _, attribute = target.partition(":")
+        parsers[name] = getattr(importlib.import_module(module), attribute)
+    return parsers
 
 
-@dataclass
-class ServiceCommand:
-    """How to run one service's tickets."""
-
-    key: str  # service name or 40-hex service hash, as written in the file
-    command: str
-    timeout: float | None = None  # seconds
-    max_jobs: int | None = None
-    nice: int | None = None  # None: the engine's default (CONSOLE_COMMAND_NICE or 0)
-    cwd: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    auto: bool = True
-    executor: str = "local"  # one of EXECUTORS
-    sbatch_options: list[str] = field(default_factory=list)
-    itksnap_wt: bool = False  # the itksnap-wt shim on the command's PATH
-    send_output_tail: bool | None = None  # None: the file's top-level send_output_tail
-
-    def matches(self, name: str, githash: str) -> bool:
-        """True when the key is this service's hash or its exact name."""
-        # Hashes are hex; a key pasted in upper case still means the same service.
-        if _is_hash(self.key) and self.key.lower() == githash.lower():
-            return True
-        return self.key == name
+def _default_plugins() -> dict[str, PluginSettings]:
+    """Every source's settings as an empty file gives them."""
+    reader = TableReader(None)
+    return {name: parser.parse_settings(reader, {})
+            for name, parser in source_settings().items()}
 
 
-@dataclass
+@dataclass(init=False)
 class Settings:
-    """Everything the settings file can hold; see the module docstring for the meaning."""
+    """Everything the settings file can hold: the top-level keys (see the module docstring
+    for their meaning) and, by source name, what each source plug-in read from its tables.
 
-    server: str | None = None
-    servers: list[str] = field(default_factory=list)
-    provider: str | None = None
-    instance: str = field(default_factory=default_instance)
-    workroot: Path = field(default_factory=default_workroot)
-    poll_interval: float = 5.0
-    concurrency: int = 1
-    retention_days: float = 7
-    interrupted: str = "rerun"
-    on_shutdown: str = "resume"
-    pause_after_failures: int = 3
-    pause_window: float = 900.0
-    auto: bool = False
-    ca_bundle: str | None = None
-    notify: bool = False
+    ``services=`` and ``v6=`` (here and in ``dataclasses.replace``) set the DSS services and
+    the [v6] table, as before the tables had owners.
+    """
+
+    server: str | None
+    servers: list[str]
+    provider: str | None
+    instance: str
+    workroot: Path
+    poll_interval: float
+    concurrency: int
+    retention_days: float
+    interrupted: str
+    on_shutdown: str
+    pause_after_failures: int
+    pause_window: float
+    auto: bool
+    ca_bundle: str | None
+    notify: bool
     # Raw output stays on this machine unless a service (or this default) opts in.
-    send_output_tail: bool = False
-    services: dict[str, ServiceCommand] = field(default_factory=dict)
-    # The [v6] table: this machine as a vantage6 node (dss_console.v6.settings).
-    v6: V6Settings = field(default_factory=V6Settings)
-    # Keys whose command came from --command: they win over the file's entries in
-    # command_for, so `--command Name=...` is not shadowed by a hash key in the file.
-    # An init field (not init=False), so dataclasses.replace() carries it along.
-    _overridden: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+    send_output_tail: bool
+    plugins: dict[str, PluginSettings]
+
+    def __init__(self, *, server: str | None = None, servers: Sequence[str] = (),
+                 provider: str | None = None, instance: str | None = None,
+                 workroot: Path | None = None, poll_interval: float = 5.0,
+                 concurrency: int = 1, retention_days: float = 7, interrupted: str = "rerun",
+                 on_shutdown: str = "resume", pause_after_failures: int = 3,
+                 pause_window: float = 900.0, auto: bool = False,
+                 ca_bundle: str | None = None, notify: bool = False,
+                 send_output_tail: bool = False,
+                 plugins: Mapping[str, PluginSettings] | None = None,
+                 services: dict[str, ServiceCommand] | None = None,
+                 v6: V6Settings | None = None) -> None:
+        self.server = server
+        self.servers = list(servers)
+        self.provider = provider
+        self.instance = default_instance() if instance is None else instance
+        self.workroot = default_workroot() if workroot is None else workroot
+        self.poll_interval = poll_interval
+        self.concurrency = concurrency
+        self.retention_days = retention_days
+        self.interrupted = interrupted
+        self.on_shutdown = on_shutdown
+        self.pause_after_failures = pause_after_failures
+        self.pause_window = pause_window
+        self.auto = auto
+        self.ca_bundle = ca_bundle
+        self.notify = notify
+        self.send_output_tail = send_output_tail
+        # A copy: dataclasses.replace() passes the original's mapping.
+        self.plugins = _default_plugins() if plugins is None else dict(plugins)
+        if services is not None:
+            # replace(), not a new DssSettings: the --command overrides' precedence stays.
+            self.plugins["dss"] = dataclasses.replace(self._dss(), services=services)
+        if v6 is not None:
+            self.plugins["v6"] = v6
+
+    def _dss(self) -> DssSettings:
+        return cast("DssSettings", self.plugins["dss"])
+
+    @property
+    def services(self) -> dict[str, ServiceCommand]:
+        """The ``[services]`` commands (the dss plug-in's settings), by key as in the file."""
+        return self._dss().services
+
+    @property
+    def v6(self) -> V6Settings:
+        """The ``[v6]`` table: this machine as a vantage6 node (the v6 plug-in's settings)."""
+        return cast("V6Settings", self.plugins["v6"])
 
     def command_for(self, name: str, githash: str) -> ServiceCommand | None:
-        """The command for a service: an override first, then a hash key, then a name key."""
-        matching = [sc for sc in self.services.values() if sc.matches(name, githash)]
-        if not matching:
-            return None
-
-        def rank(sc: ServiceCommand) -> tuple[int, int]:
-            by_hash = _is_hash(sc.key) and sc.key.lower() == githash.lower()
-            return (0 if sc.key in self._overridden else 1, 0 if by_hash else 1)
-
-        return min(matching, key=rank)
+        """The command for a DSS service: an override first, then a hash key, then a name."""
+        return self._dss().command_for(name, githash)
 
     def with_command_overrides(self, overrides: Sequence[str]) -> Settings:
         """A copy with ``SERVICE=TEMPLATE`` overrides (from ``--command``) applied.
@@ -231,119 +270,20 @@ class Settings:
         entry is added. SERVICE is a key as in the file: a service name or hash.
         """
         result = copy.deepcopy(self)
-        overridden = set(self._overridden)
-        for item in overrides:
-            key, sep, template = item.partition("=")
-            key = key.strip()
-            if not sep or not key or not template.strip():
-                raise SettingsError(
-                    f"--command {item!r}: expected SERVICE=TEMPLATE, e.g. "
-                    "'MyService=bash run.sh {workspace} {result}'"
-                )
-            try:
-                validate_command_template(template)
-            except SettingsError as exc:
-                raise SettingsError(f"--command {key!r}: {exc}") from None
-            existing = result.services.get(key)
-            if existing is not None:
-                existing.command = template
-            else:
-                result.services[key] = ServiceCommand(key=key, command=template)
-            overridden.add(key)
-        result._overridden = frozenset(overridden)
+        result._dss().apply_command_overrides(overrides)
         return result
 
     def with_executor_overrides(self, overrides: Sequence[str]) -> Settings:
         """A copy with ``SERVICE=EXECUTOR`` overrides (from ``--executor``) applied to
         services that have a command (from the file or ``--command``)."""
         result = copy.deepcopy(self)
-        for item in overrides:
-            key, sep, executor = (part.strip() for part in item.partition("="))
-            if not sep or not key or executor not in EXECUTORS:
-                raise SettingsError(f"--executor {item!r}: expected SERVICE=local or "
-                                    "SERVICE=slurm")
-            service = result.services.get(key)
-            if service is None:
-                raise SettingsError(f"--executor {key!r}: that service has no command (give "
-                                    "it one with --command or in the settings file)")
-            service.executor = executor
+        result._dss().apply_executor_overrides(overrides)
         return result
 
 
-# -- command templates ---------------------------------------------------------------
-
-
-def validate_command_template(template: str) -> None:
-    """Check that a command template splits into words and uses only known placeholders.
-
-    Only validation: the runner expands templates itself. This runs at load time so a typo
-    in the settings file is reported before the first ticket is claimed, not after.
-    """
-    if not isinstance(template, str):
-        raise SettingsError(f"the command must be a string, not {_type_name(template)}")
-    try:
-        words = shlex.split(template)
-    except ValueError as exc:
-        raise SettingsError(f"cannot split the command into words: {exc}") from None
-    if not words:
-        raise SettingsError("the command is empty")
-    for word in words:
-        validate_placeholders(word)
-
-
-def validate_placeholders(word: str, placeholders: Sequence[str] = PLACEHOLDERS) -> None:
-    """Check one word (of a command, or an sbatch option) for unknown placeholders and
-    bad braces; SettingsError in words. ``placeholders``: the names allowed (a vantage6
-    command has its own)."""
-    known = ", ".join("{" + p + "}" for p in placeholders)
-    try:
-        parts = list(string.Formatter().parse(word))
-    except ValueError as exc:
-        raise SettingsError(
-            f"bad braces in {word!r} ({exc}); write {{{{ and }}}} for literal braces"
-        ) from None
-    for _literal, name, spec, conversion in parts:
-        if name is None:
-            continue
-        if name not in placeholders:
-            shown = "{" + name + "}"
-            close = difflib.get_close_matches(name, placeholders, n=1)
-            hint = f"; did you mean {{{close[0]}}}?" if close else ""
-            context = "" if word == shown else f" in {word!r}"
-            raise SettingsError(
-                f"unknown placeholder {shown}{context}{hint} (known: {known}; "
-                "write {{ and }} for literal braces)"
-            )
-        if spec or conversion:
-            raise SettingsError(
-                f"placeholder {{{name}}} in {word!r} takes no format spec or conversion"
-            )
-
-
-def parse_duration(text: str | int | float) -> float:
-    """Seconds from a number or a string like ``"3600"``, ``"6h"``, ``"90m"``, ``"1h30m"``."""
-    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
-        raise SettingsError(f"{text!r} is not a duration (use seconds or e.g. 6h, 90m)")
-    if isinstance(text, str):
-        stripped = text.strip()
-        try:
-            value = float(stripped)
-        except ValueError:
-            match = _DURATION_RE.fullmatch(stripped)
-            if not stripped or match is None or not any(match.groupdict().values()):
-                raise SettingsError(
-                    f"{text!r} is not a duration (use seconds or e.g. 6h, 90m)"
-                ) from None
-            value = sum(
-                float(amount) * _DURATION_UNITS[unit]
-                for unit, amount in match.groupdict().items()
-                if amount
-            )
-    else:
-        value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise SettingsError(f"{text!r} is not a duration (use seconds or e.g. 6h, 90m)")
-    return value
+# The top-level keys the core reads, in the order an "unknown key" message lists them
+# (each source's tables follow).
+CORE_KEYS = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "plugins")
 
 
 # -- locating, loading ---------------------------------------------------------------
@@ -392,112 +332,17 @@ def _parse(raw: bytes, path: Path) -> Settings:
     return _from_dict(data, path)
 
 
-def _type_name(value: object) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
-def _key_part(key: str, *, quote: bool = False) -> str:
-    return key if not quote and _BARE_KEY_RE.fullmatch(key) else _toml_string(key)
-
-
-class _Checker:
-    """Typed getters that name the file and the dotted key in every error."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, where: str, message: str) -> SettingsError:
-        return SettingsError(
-            f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}"
-        )
-
-    def unknown(self, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-        extra = [k for k in table if k not in allowed]
-        if not extra:
-            return
-        described = []
-        for key in extra:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-        noun = "unknown key" if len(extra) == 1 else "unknown keys"
-        message = f"{noun} {', '.join(described)}; known keys: {', '.join(allowed)}"
-        raise self.error(where, message)
-
-    def string(self, value: Any, where: str, *, empty: bool = False) -> str:
-        if not isinstance(value, str):
-            raise self.error(where, f"must be a string, not {_type_name(value)}")
-        if not empty and not value.strip():
-            raise self.error(where, "must not be empty")
-        if "\x00" in value:
-            raise self.error(where, "must not contain NUL characters")
-        return value
-
-    def url(self, value: Any, where: str) -> str:
-        text = self.string(value, where)
-        if not re.match(r"https?://[^\s/]+", text):
-            raise self.error(where, f"{text!r} is not an http:// or https:// URL")
-        return text
-
-    def boolean(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(where, f"must be true or false, not {_type_name(value)}")
-        return value
-
-    def integer(self, value: Any, where: str, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(where, f"must be an integer, not {_type_name(value)}")
-        if value < minimum:
-            raise self.error(where, f"must be at least {minimum}, not {value}")
-        return value
-
-    def number(self, value: Any, where: str, *, positive: bool) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(where, f"must be a number, not {_type_name(value)}")
-        number = float(value)
-        if not math.isfinite(number) or number < 0 or (positive and number == 0):
-            bound = "greater than 0" if positive else "0 or more"
-            raise self.error(where, f"must be a number {bound}, not {value}")
-        return number
-
-    def duration(self, value: Any, where: str) -> float:
-        try:
-            seconds = parse_duration(value)
-        except SettingsError as exc:
-            raise self.error(where, str(exc)) from None
-        if seconds <= 0:
-            raise self.error(where, f"must be longer than 0 seconds, not {value!r}")
-        return seconds
-
-    def table(self, value: Any, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.error(where, f"must be a table, not {_type_name(value)}")
-        return value
-
-
-_TOP_KEYS = tuple(f.name for f in fields(Settings) if not f.name.startswith("_"))
-_SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice", "executor",
-                 "sbatch_options", "itksnap_wt", "send_output_tail")
-EXECUTORS = ("local", "slurm")
-
-
 def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
-    check = _Checker(path)
-    check.unknown(data, _TOP_KEYS, "")
-    settings = Settings()
+    check = TableReader(path)
+    parsers = source_settings()
+    check.unknown(data, CORE_KEYS + tuple(t for p in parsers.values() for t in p.tables), "")
+    settings = Settings(plugins={})
     if "server" in data:
         settings.server = check.url(data["server"], "server")
     if "servers" in data:
         servers = data["servers"]
         if not isinstance(servers, list):
-            raise check.error("servers", f"must be an array of URLs, not {_type_name(servers)}")
+            raise check.error("servers", f"must be an array of URLs, not {type_name(servers)}")
         settings.servers = [check.url(s, f"servers[{i}]") for i, s in enumerate(servers)]
     if "provider" in data:
         settings.provider = check.string(data["provider"], "provider")
@@ -538,230 +383,30 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
         settings.notify = check.boolean(data["notify"], "notify")
     if "send_output_tail" in data:
         settings.send_output_tail = check.boolean(data["send_output_tail"], "send_output_tail")
-    if "services" in data:
-        for key, table in check.table(data["services"], "services").items():
-            settings.services[key] = _service_from_dict(check, key, table)
-    if "v6" in data:
-        try:
-            settings.v6 = parse_v6_settings(data["v6"])
-        except V6SettingsError as exc:
-            raise check.error("", str(exc)) from None  # the message starts with "v6.…"
+    # Each source reads its own tables (absent ones give its defaults).
+    settings.plugins = {name: parser.parse_settings(check, data)
+                        for name, parser in parsers.items()}
     return settings
-
-
-def _service_from_dict(check: _Checker, key: str, table: Any) -> ServiceCommand:
-    where = f"services.{_key_part(key, quote=True)}"
-    if not key.strip():
-        raise check.error(where, "the service key must not be empty")
-    table = check.table(table, where)
-    nested = [k for k, v in table.items() if k not in _SERVICE_KEYS and isinstance(v, dict)]
-    if nested and "command" not in table:
-        # [services.My.Service] without quotes nests tables; say so rather than "unknown key".
-        dotted = f"{key}.{nested[0]}"
-        raise check.error(
-            where,
-            f"no command, but a sub-table {nested[0]!r}: a service name with dots or spaces "
-            f"must be quoted, e.g. [services.{_toml_string(dotted)}]",
-        )
-    check.unknown(table, _SERVICE_KEYS, where)
-    if "command" not in table:
-        raise check.error(where, "missing 'command' (the command template to run)")
-    command = check.string(table["command"], f"{where}.command")
-    try:
-        validate_command_template(command)
-    except SettingsError as exc:
-        raise check.error(f"{where}.command", str(exc)) from None
-    service = ServiceCommand(key=key, command=command)
-    if "timeout" in table:
-        service.timeout = check.duration(table["timeout"], f"{where}.timeout")
-    if "max_jobs" in table:
-        service.max_jobs = check.integer(table["max_jobs"], f"{where}.max_jobs", 1)
-    if "cwd" in table:
-        service.cwd = check.string(table["cwd"], f"{where}.cwd")
-    if "nice" in table:
-        service.nice = check.integer(table["nice"], f"{where}.nice", 0)
-        if service.nice > 19:
-            raise check.error(f"{where}.nice", f"must be 0 to 19, not {service.nice}")
-    if "auto" in table:
-        service.auto = check.boolean(table["auto"], f"{where}.auto")
-    if "itksnap_wt" in table:
-        service.itksnap_wt = check.boolean(table["itksnap_wt"], f"{where}.itksnap_wt")
-    if "send_output_tail" in table:
-        service.send_output_tail = check.boolean(table["send_output_tail"],
-                                                 f"{where}.send_output_tail")
-    if "executor" in table:
-        service.executor = check.string(table["executor"], f"{where}.executor")
-        if service.executor not in EXECUTORS:
-            raise check.error(f"{where}.executor",
-                              f'must be "local" or "slurm", not {service.executor!r}')
-    if "sbatch_options" in table:
-        options = table["sbatch_options"]
-        option_where = f"{where}.sbatch_options"
-        if not isinstance(options, list):
-            raise check.error(option_where,
-                              f"must be an array of strings, not {_type_name(options)} "
-                              '(e.g. ["--partition=gpu", "--time=06:00:00"])')
-        for index, option in enumerate(options):
-            text = check.string(option, f"{option_where}[{index}]")
-            try:
-                validate_placeholders(text)
-            except SettingsError as exc:
-                raise check.error(f"{option_where}[{index}]", str(exc)) from None
-            service.sbatch_options.append(text)
-    if "env" in table:
-        env = check.table(table["env"], f"{where}.env")
-        for name, value in env.items():
-            env_where = f"{where}.env.{_key_part(name)}"
-            if not name or "=" in name or "\x00" in name:
-                raise check.error(env_where, "is not a valid environment variable name")
-            if not isinstance(value, str):
-                raise check.error(
-                    env_where,
-                    f'must be a string, not {_type_name(value)} (quote it: {name} = "...")',
-                )
-            service.env[name] = check.string(value, env_where, empty=True)
-    return service
 
 
 # -- saving --------------------------------------------------------------------------
 
 
-def _toml_string(text: str) -> str:
-    """A TOML basic string: escapes for quote, backslash and control characters."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        elif 0xD800 <= code <= 0xDFFF:
-            # TOML (and UTF-8) cannot carry lone surrogates, e.g. from undecodable file names.
-            raise SettingsError(f"{text!r} contains a character TOML cannot store")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 2**53:
-            return str(int(value))  # "7", not "7.0": the file is for people too
-        return repr(value)
-    if isinstance(value, (str, Path)):
-        return _toml_string(str(value))
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise SettingsError(f"cannot write {_type_name(value)} {value!r} to the settings file")
-
-
 def settings_to_toml(settings: Settings) -> str:
     """The TOML text of ``settings``; values equal to their defaults are left out."""
-    defaults = Settings()
+    defaults = Settings(plugins={})
     lines: list[str] = []
-    for name in _TOP_KEYS:
-        if name in ("services", "v6"):
-            continue
+    for name in CORE_KEYS:
         value = getattr(settings, name)
         if value is None or value == getattr(defaults, name):
             continue
-        lines.append(f"{name} = {_toml_value(value)}")
-    for key, service in settings.services.items():
-        if service.key != key:
-            raise SettingsError(f"services: the entry under {key!r} has key {service.key!r}")
-        header = f"services.{_key_part(key, quote=True)}"
-        if lines:
+        lines.append(f"{name} = {toml_value(value)}")
+    for plugin in settings.plugins.values():
+        tables = plugin.to_toml()
+        if tables and lines:
             lines.append("")
-        lines.append(f"[{header}]")
-        lines.append(f"command = {_toml_value(service.command)}")
-        for name in ("timeout", "max_jobs", "cwd"):
-            value = getattr(service, name)
-            if value is not None:
-                lines.append(f"{name} = {_toml_value(value)}")
-        if service.nice is not None:
-            lines.append(f"nice = {service.nice}")
-        if not service.auto:
-            lines.append("auto = false")
-        if service.itksnap_wt:
-            lines.append("itksnap_wt = true")
-        if service.send_output_tail is not None:
-            lines.append(f"send_output_tail = {_toml_value(service.send_output_tail)}")
-        if service.executor != "local":
-            lines.append(f"executor = {_toml_value(service.executor)}")
-        if service.sbatch_options:
-            lines.append(f"sbatch_options = {_toml_value(service.sbatch_options)}")
-        if service.env:
-            lines.append("")
-            lines.append(f"[{header}.env]")
-            for env_name, env_value in service.env.items():
-                lines.append(f"{_key_part(env_name)} = {_toml_value(env_value)}")
-    _v6_to_toml(settings.v6, lines)
+        lines.extend(tables)
     return "\n".join(lines) + "\n" if lines else ""
-
-
-def _v6_to_toml(v6: V6Settings, lines: list[str]) -> None:
-    """The [v6] table, written back from what was parsed (so a console that saves its
-    settings keeps the node's configuration); values equal to their defaults are left out."""
-    defaults = V6Settings()
-
-    def table(header: str, rows: list[str]) -> None:
-        if not rows:
-            return
-        if lines:
-            lines.append("")
-        lines.append(f"[{header}]")
-        lines.extend(rows)
-
-    def env_rows(env: Mapping[str, str]) -> list[str]:
-        return [f"{_key_part(k)} = {_toml_value(v)}" for k, v in env.items()]
-
-    top = [f"{name} = {_toml_value(getattr(v6, name))}"
-           for name in ("send_output_tail", "log_limit", "unknown_images", "on_shutdown")
-           if getattr(v6, name) != getattr(defaults, name)]
-    if top or v6.algorithm_env or v6.algorithms or v6.databases:
-        table("v6", top)
-    table("v6.algorithm_env", env_rows(v6.algorithm_env))
-    for image, algorithm in v6.algorithms.items():
-        header = f"v6.algorithms.{_key_part(image, quote=True)}"
-        rows = [f"{name} = {_toml_value(getattr(algorithm, name))}"
-                for name in ("python", "package", "command", "timeout", "max_jobs", "nice",
-                             "cwd", "send_output_tail") if getattr(algorithm, name) is not None]
-        if algorithm.subtasks:
-            rows.append("subtasks = true")
-        table(header, rows)
-        table(f"{header}.env", env_rows(algorithm.env))
-    for label, database in v6.databases.items():
-        header = f"v6.databases.{_key_part(label, quote=True)}"
-        table(header, [f"uri = {_toml_value(database.uri)}",
-                       f"type = {_toml_value(database.type)}"])
-        table(f"{header}.env", env_rows(database.env))
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as durations are written by hand: "6h", "1h30m", "45s"; fractions stay
-    plain seconds. :func:`parse_duration` reads every result back exactly."""
-    if seconds > 0 and float(seconds).is_integer():
-        rest = int(seconds)
-        parts = []
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-            amount, rest = divmod(rest, size)
-            if amount:
-                parts.append(f"{amount}{unit}")
-        return "".join(parts)
-    return repr(float(seconds))
 
 
 # Keys whose numbers are seconds: a changed one is written as a person would ("30m").

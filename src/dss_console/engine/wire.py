@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from dss_console.core import presentation as pr
 from dss_console.engine import events as ev
 from dss_console.engine.engine import ServiceView
 from dss_console.engine.journal import OutboxItem
@@ -28,6 +29,7 @@ WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.JobSnapshot, ev.JobChanged, ev.JobOutput, ev.JobMessage, ev.CallQueued,
     ev.CallDelivered, ev.ConnectionChanged, ev.PollCompleted, ev.ServicePaused,
     ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
+    pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary,
 )}
 
 
@@ -111,6 +113,8 @@ def _typed(value: Any, hint: Any) -> Any:
     if origin is tuple and isinstance(value, list):
         inner = args[0] if args else None
         return tuple(_typed(v, inner) for v in value)
+    if origin is frozenset and isinstance(value, list):
+        return frozenset(value)
     return value
 
 

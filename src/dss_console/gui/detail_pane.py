@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,18 +21,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dss_console.core.presentation import Presentation
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.journal import OutboxItem
 from dss_console.engine.states import JobState
 from dss_console.gui.jobs_model import (
+    DEFAULT_PRESENTATION,
     cluster_clock_ticking,
     cluster_times,
-    format_databases,
-    format_requested_by,
-    format_task,
 )
 from dss_console.gui.logview import LogView
-from dss_console.v6.audit import is_v6_job
+from dss_console.gui.presentations import job_summary, presentation_for
 from dss_console.workspace import Workspace
 
 STATE_WORDS = {
@@ -77,16 +77,16 @@ def cluster_clock_text(job: JobSnapshot, now: float | None = None) -> str:
 
 def cluster_summary_html(job: JobSnapshot) -> str:
     """'Runs on SLURM job 1234 · PENDING (Resources)', '… · RUNNING on node7'."""
-    what = (f"<b>SLURM job {_escape(job.cluster_job)}</b>" if job.cluster_job
+    what = (f"<b>SLURM job {html.escape(job.cluster_job)}</b>" if job.cluster_job
             else "<b>SLURM</b>")
     parts = [f"Runs on {what}"]
     state = job.cluster_state
     if state is None and not job.cluster_job:
         state = "not submitted yet"
     if state:
-        parts.append(_escape(state))
+        parts.append(html.escape(state))
     if job.cluster_node:
-        node = _escape(job.cluster_node)
+        node = html.escape(job.cluster_node)
         parts[-1] += f" on {node}" if state and not state.startswith("PENDING") \
             else f" (node {node})"
     return " · ".join(parts)
@@ -111,7 +111,8 @@ class DetailPane(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.job: JobSnapshot | None = None
-        self.header = QLabel("Select a ticket to see its output.")
+        self.presentation = DEFAULT_PRESENTATION
+        self.header = QLabel(self.presentation.text("select_job"))
         self.header.setWordWrap(True)
         self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # A blocked job waits for the operator, not for the server: say so where they look,
@@ -171,7 +172,7 @@ class DetailPane(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.log, "Output")
         self.tabs.addTab(self.calls, "Sent to server")
-        self.tabs.addTab(inputs_page, "Input workspace")
+        self.tabs.addTab(inputs_page, self.presentation.text("inputs_tab"))
         self.inputs_tab = self.tabs.indexOf(inputs_page)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -204,18 +205,18 @@ class DetailPane(QWidget):
         self._show_blocked(job)
         self._show_cluster(job)
         if job is None:
-            self.header.setText("Select a ticket to see its output.")
+            self.header.setText(self.presentation.text("select_job"))
             return
-        noun = "Run" if is_v6_job(job) else "Ticket"
+        noun = self.presentation.word_fields()["Job"]
         parts = [f"<b>{noun} {job.ticket_id}</b> · "
-                 f"{_escape(job.service_name or job.service_hash[:10])}"
+                 f"{html.escape(job.service_name or job.service_hash[:10])}"
                  f" · {job.state.value} · {job.progress * 100:.0f}%"]
         if job.reason and job.state is not JobState.BLOCKED:  # the banner says it
-            parts.append(f"<br>{_escape(job.reason)}")
+            parts.append(f"<br>{html.escape(job.reason)}")
         if job.owed:
             parts.append(f"<br>{job.owed} server call(s) waiting to be delivered")
         if job.not_retryable and job.state.is_terminal:
-            parts.append(f"<br>Retry run is not possible: {_escape(job.not_retryable)}")
+            parts.append(f"<br>Retry run is not possible: {html.escape(job.not_retryable)}")
         self.header.setText("".join(parts))
 
     def _show_blocked(self, job: JobSnapshot | None) -> None:
@@ -226,7 +227,7 @@ class DetailPane(QWidget):
             for prefix in ("the command cannot start: ", "the command could not start: "):
                 if reason.startswith(prefix):  # the banner's first words say it already
                     reason = reason[len(prefix):]
-            detail = f" ({_escape(reason)})" if reason else ""
+            detail = f" ({html.escape(reason)})" if reason else ""
             self.blocked_text.setText(
                 "<b>Blocked: the service's command cannot start</b>"
                 f"{detail}.<br>Nothing was sent to the user; the ticket stays claimed. Fix the "
@@ -310,15 +311,21 @@ class DetailPane(QWidget):
             self.calls.resizeColumnToContents(column)
 
     def set_source_kind(self, kind: str) -> None:
-        """A vantage6 run's input is one blob: its summary replaces the workspace's layers."""
-        v6 = kind == "v6"
-        self.tabs.setTabText(self.inputs_tab, "Run" if v6 else "Input workspace")
-        self.inputs.setVisible(not v6)
+        """Until the engine sends its presentation (issue 18, step 10)."""
+        self.apply_presentation(presentation_for(kind))
+
+    def apply_presentation(self, presentation: Presentation) -> None:
+        """The source's words; inputs that are not a workspace (a vantage6 run's input is
+        one blob) show as the engine's summary instead of a workspace's layers."""
+        self.presentation = presentation
+        summary = presentation.inputs_view == "summary"
+        self.tabs.setTabText(self.inputs_tab, presentation.text("inputs_tab"))
+        self.inputs.setVisible(not summary)
         self.inputs_note.setTextFormat(Qt.TextFormat.RichText)
         self.inputs_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.inputs_note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         if self.job is None:
-            self.header.setText(f"Select a {'run' if v6 else 'ticket'} to see its output.")
+            self.header.setText(presentation.text("select_job"))
 
     def set_run_summary(self, job: JobSnapshot) -> None:
         """What the run is, and its input's method and argument names (never their values;
@@ -359,38 +366,11 @@ class DetailPane(QWidget):
 
 
 def run_summary_html(job: JobSnapshot) -> str:
-    details = job.details
-    rows: list[tuple[str, str]] = [("Image", job.service_hash)]
-    if details.get("task_id") is not None:
-        rows.append(("Task", format_task(job)))
-    if details.get("parent_id") is not None:
-        rows.append(("Subtask of", f"task {details['parent_id']}"))
-    rows.append(("Requested by", format_requested_by(job) or "—"))
-    rows.append(("Databases", format_databases(job) or "none"))
-    unknown = details.get("unknown_databases")
-    if isinstance(unknown, list) and unknown:
-        # Refused before it started: say which label this node lacks.
-        rows.append(("Not on this node", ", ".join(str(label) for label in unknown)))
-    summary = details.get("input_summary")
-    if isinstance(summary, dict):
-        if summary.get("format"):
-            rows.append(("Input", f"{summary['format']}, {summary.get('bytes', 0)} bytes"))
-        else:
-            names = ", ".join(str(n) for n in summary.get("kwargs") or []) or "none"
-            positional = summary.get("args") or 0
-            rows.append(("Method", str(summary.get("method") or "—")))
-            rows.append(("Arguments", names + (f"; {positional} positional" if positional
-                                                else "")))
-            rows.append(("Input size", f"{summary.get('bytes', 0)} bytes"))
-    else:
-        rows.append(("Input", "not fetched yet"))
-    if details.get("input_sha256"):
-        rows.append(("Input SHA-256", str(details["input_sha256"])))
-    cells = "".join(f"<tr><td style='padding-right:12px'><b>{_escape(k)}</b></td>"
-                    f"<td>{_escape(v)}</td></tr>" for k, v in rows)
-    return (f"<table>{cells}</table><p style='color:gray'>Argument values and data are "
-            "never shown or kept beyond the run's work dir.</p>")
+    """The engine's summary of a job's inputs (a vantage6 run's task, requester, databases,
+    method and argument names), as a table."""
+    rows = job_summary(job)
+    cells = "".join(f"<tr><td style='padding-right:12px'><b>{html.escape(k)}</b></td>"
+                    f"<td>{html.escape(v)}</td></tr>" for k, v in rows.fields)
+    note = f"<p style='color:gray'>{html.escape(rows.note)}</p>" if rows.note else ""
+    return f"<table>{cells}</table>{note}"
 
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

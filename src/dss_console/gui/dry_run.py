@@ -16,6 +16,7 @@ The first part of this module has no Qt in it (:func:`prepare_dry_run`,
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import os
 import queue
@@ -437,7 +438,7 @@ class DryRunDialog(QDialog):
         self.setMinimumSize(760, 560)
         fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
 
-        command_label = QLabel(f"Command of <b>{_html(service_name)}</b>:")
+        command_label = QLabel(f"Command of <b>{html.escape(service_name)}</b>:")
         self.command_view = QLabel(service_command.command)
         self.command_view.setFont(fixed)
         self.command_view.setWordWrap(True)
@@ -758,7 +759,3 @@ def _titled(title: str, widget: QWidget) -> QWidget:
     layout.addWidget(label)
     layout.addWidget(widget)
     return box
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

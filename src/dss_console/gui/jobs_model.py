@@ -7,7 +7,6 @@ insert, never a model reset, so the view keeps its selection, scroll position an
 
 from __future__ import annotations
 
-import enum
 import itertools
 import time
 from collections.abc import Callable, Iterable
@@ -30,12 +29,13 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
 )
 
+from dss_console.core.presentation import ColumnSpec, Presentation
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
+from dss_console.gui.presentations import default_presentation, job_cells
 from dss_console.timefmt import format_claimed, format_elapsed
 
 __all__ = [
-    "Column",
     "JobFilterProxy",
     "JobTableModel",
     "ProgressDelegate",
@@ -50,53 +50,8 @@ _Index = QModelIndex | QPersistentModelIndex
 _USER = int(Qt.ItemDataRole.UserRole)
 
 
-class Column(enum.IntEnum):
-    TICKET = 0
-    SERVICE = 1
-    STATE = 2
-    PROGRESS = 3
-    CLAIMED = 4
-    ELAPSED = 5
-    INSTANCE = 6
-    # A vantage6 run's task, who asked for it, the databases it asked for (hidden for DSS).
-    TASK = 7
-    REQUESTED_BY = 8
-    DATABASES = 9
-    # Last: the stretched section, so the longest text ("SLURM 1234 · PENDING (Priority)")
-    # gets the window's spare width instead of pushing the other columns out of view.
-    RUNS_ON = 10
-
-V6_COLUMNS = (Column.TASK, Column.REQUESTED_BY, Column.DATABASES)
-
-
-_HEADERS = {
-    Column.TICKET: ("Ticket", "The DSS ticket number"),
-    Column.SERVICE: ("Service", "The service the ticket asks for"),
-    Column.STATE: ("State", "Where the job stands"),
-    Column.PROGRESS: ("Progress", "Progress the command reported"),
-    Column.CLAIMED: ("Claimed", "When the ticket was claimed (local time)"),
-    # "Run time", not "Elapsed": the Services pane's average runs from claim to finish, and
-    # two durations side by side must say what each one measures.
-    Column.ELAPSED: ("Run time", "How long the command has run, from Run to its end "
-                                 "(— before it starts); not the time since the claim. "
-                                 "A SLURM job's from when it started on its node: its time "
-                                 "in the cluster's queue is not run time"),
-    Column.INSTANCE: ("Instance", "The provider instance that claimed the ticket"),
-    Column.TASK: ("Task", "The vantage6 task this run belongs to: its id and name"),
-    Column.REQUESTED_BY: ("Requested by", "The organization and user that created the task"),
-    Column.DATABASES: ("Databases", "The database labels the task asked for (this node's "
-                                    "[v6.databases] give them a meaning)"),
-    Column.RUNS_ON: ("Runs on", "Where the command runs: local (a process on the engine's "
-                                "computer) or a SLURM cluster job, with its id, its state in "
-                                "the cluster's queue and its node"),
-}
-# What a vantage6 node calls them.
-_V6_HEADERS = {
-    Column.TICKET: ("Run", "The vantage6 run id (one task's run at this node's organization)"),
-    Column.SERVICE: ("Image", "The algorithm image the task asks for"),
-    Column.CLAIMED: ("Taken", "When this node took the run (local time)"),
-    Column.INSTANCE: ("Instance", "The worker instance that took the run"),
-}
+# Before the engine says what it serves: the login form's source gives the words.
+DEFAULT_PRESENTATION = default_presentation()
 
 # Lifecycle order, so sorting by state groups live jobs before finished ones.
 _STATE_ORDER = {state: rank for rank, state in enumerate((
@@ -122,20 +77,19 @@ _WAITING_COLOURS = _STATE_COLOURS[JobState.INTERRUPTED]
 # States that want the operator's attention in the State column: shown bold.
 _BOLD_STATES = frozenset({JobState.BLOCKED})
 
-# The fields each column shows, to narrow a row's dataChanged to the columns that moved.
-_COLUMN_FIELDS: dict[Column, tuple[str, ...]] = {
-    Column.TICKET: ("ticket_id",),
-    Column.SERVICE: ("service_name", "service_hash"),
-    Column.STATE: ("state",),
-    Column.PROGRESS: ("progress", "state"),
-    Column.CLAIMED: ("claimed_at",),
-    Column.ELAPSED: ("started_at", "finished_at", "state", "updated_at", "running_at"),
-    Column.INSTANCE: ("instance",),
-    Column.TASK: ("details",),
-    Column.REQUESTED_BY: ("details",),
-    Column.DATABASES: ("details",),
-    Column.RUNS_ON: ("executor", "cluster_job", "cluster_state", "cluster_node"),
+# The fields each core column shows, to narrow a row's dataChanged to the columns that moved;
+# a source's own columns (cells) follow its details.
+_COLUMN_FIELDS: dict[str, tuple[str, ...]] = {
+    "work": ("ticket_id",),
+    "service": ("service_name", "service_hash"),
+    "state": ("state",),
+    "progress": ("progress", "state"),
+    "claimed": ("claimed_at",),
+    "run_time": ("started_at", "finished_at", "state", "updated_at", "running_at"),
+    "instance": ("instance",),
+    "runs_on": ("executor", "cluster_job", "cluster_state", "cluster_node"),
 }
+_CELL_FIELDS = ("details",)
 # Shown in every cell's tooltip: a change there touches the whole row.
 _ROW_FIELDS = ("reason", "owed", "attempt", "not_retryable")
 
@@ -221,29 +175,6 @@ def format_runs_on(job: JobSnapshot) -> str:
     return "".join(words)
 
 
-def format_task(job: JobSnapshot) -> str:
-    details = job.details
-    task_id, name = details.get("task_id"), details.get("task_name")
-    if task_id is None:
-        return ""
-    return f"{task_id} · {name}" if name else str(task_id)
-
-
-def format_requested_by(job: JobSnapshot) -> str:
-    """"research / alice", with ids where this node may not read the names."""
-    details = job.details
-    org = details.get("init_org") or (f"org {details['init_org_id']}"
-                                      if details.get("init_org_id") is not None else "")
-    user = details.get("init_user") or (f"user {details['init_user_id']}"
-                                        if details.get("init_user_id") is not None else "")
-    return " / ".join(part for part in (org, user) if part)
-
-
-def format_databases(job: JobSnapshot) -> str:
-    databases = job.details.get("databases") or []
-    return ", ".join(str(label) for label in databases)
-
-
 def _is_dark() -> bool:
     return QGuiApplication.palette().color(QPalette.ColorRole.Base).lightness() < 128
 
@@ -258,33 +189,47 @@ def header_for_role(title: str, tip: str, role: int) -> str | None:
 
 
 class JobTableModel(QAbstractTableModel):
-    """Jobs by id. ``JobRole`` gives a row's JobSnapshot; ``SortRole`` the real value behind
-    a cell (ticket number, state rank, progress 0..1, epoch seconds...), used for sorting
-    and by ProgressDelegate."""
+    """Jobs by id, in the columns the source's Presentation lists. ``JobRole`` gives a row's
+    JobSnapshot; ``SortRole`` the real value behind a cell (ticket number, state rank,
+    progress 0..1, epoch seconds...), used for sorting and by ProgressDelegate."""
 
     JobRole = _USER + 1
     SortRole = _USER + 2
     JobIdRole = _USER + 3
-    Column = Column
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._rows: list[JobSnapshot] = []
         self._index: dict[int, int] = {}  # job id -> row
-        self.source_kind = "dss"
+        self.presentation = DEFAULT_PRESENTATION
+        self._columns: tuple[ColumnSpec, ...] = DEFAULT_PRESENTATION.job_columns
 
-    def set_source_kind(self, kind: str) -> None:
-        """Headers in the words of the job source ("v6": runs and images)."""
-        if kind != self.source_kind:
-            self.source_kind = kind
-            self.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, len(Column) - 1)
+    def apply_presentation(self, presentation: Presentation) -> None:
+        """Columns and headers in the words of the source the engine serves."""
+        if presentation == self.presentation:
+            return
+        self.beginResetModel()
+        self.presentation = presentation
+        self._columns = presentation.job_columns
+        self.endResetModel()
+
+    def column_of(self, column_id: str) -> int:
+        """The position of a column by its id ("work", "state", "task"...); KeyError when the
+        source does not show it."""
+        for position, column in enumerate(self._columns):
+            if column.id == column_id:
+                return position
+        raise KeyError(column_id)
+
+    def column_ids(self) -> tuple[str, ...]:
+        return tuple(column.id for column in self._columns)
 
     # -- reading ----------------------------------------------------------------------------
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self._rows)
 
     def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(Column)
+        return 0 if parent.isValid() else len(self._columns)
 
     def job_at(self, row: int) -> JobSnapshot:
         return self._rows[row]
@@ -301,18 +246,17 @@ class JobTableModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(Column):
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self._columns):
             return None
-        column = Column(section)
-        title, tip = (_V6_HEADERS.get(column) if self.source_kind == "v6" else None) \
-            or _HEADERS[column]
-        return header_for_role(title, tip, role)
+        column = self._columns[section]
+        return header_for_role(column.title, column.tip, role)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        if not index.isValid() or not 0 <= index.row() < len(self._rows) \
+                or not 0 <= index.column() < len(self._columns):
             return None
         job = self._rows[index.row()]
-        column = Column(index.column())
+        column = self._columns[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(job, column)
         if role == self.SortRole:
@@ -322,87 +266,80 @@ class JobTableModel(QAbstractTableModel):
         if role == self.JobIdRole:
             return job.job_id
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(job, column)
-        if role == Qt.ItemDataRole.ForegroundRole and column is Column.STATE:
+            return self._tooltip(job, column.id)
+        if role == Qt.ItemDataRole.ForegroundRole and column.id == "state":
             colours = _STATE_COLOURS.get(job.state)
             return None if colours is None else QBrush(QColor(colours[_is_dark()]))
-        if role == Qt.ItemDataRole.ForegroundRole and column is Column.RUNS_ON:
+        if role == Qt.ItemDataRole.ForegroundRole and column.id == "runs_on":
             return QBrush(QColor(_WAITING_COLOURS[_is_dark()])) if _cluster_waiting(job) \
                 else None
-        if role == Qt.ItemDataRole.FontRole and column is Column.STATE \
+        if role == Qt.ItemDataRole.FontRole and column.id == "state" \
                 and job.state in _BOLD_STATES:
             font = QFont()
             font.setBold(True)
             return font
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in (Column.TICKET,
-                                                                    Column.ELAPSED):
+        if role == Qt.ItemDataRole.TextAlignmentRole and column.id in ("work", "run_time"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     @staticmethod
-    def _display(job: JobSnapshot, column: Column) -> str:
-        if column is Column.TICKET:
+    def _display(job: JobSnapshot, column: ColumnSpec) -> str:
+        key = column.id
+        if key == "work":
             return str(job.ticket_id)
-        if column is Column.SERVICE:
+        if key == "service":
             return job.service_name or job.service_hash[:8]
-        if column is Column.STATE:
+        if key == "state":
             # A run this node refused by its allowlist ended "not allowed" on the server.
             if job.state is JobState.FAILED and job.details.get("outcome") == "not_allowed":
                 return "not allowed"
             return job.state.value
-        if column is Column.PROGRESS:
+        if key == "progress":
             return f"{round(max(0.0, min(1.0, job.progress)) * 100)}%"
-        if column is Column.CLAIMED:
+        if key == "claimed":
             return format_claimed(job.claimed_at)
-        if column is Column.ELAPSED:
+        if key == "run_time":
             return format_elapsed(_elapsed(job))
-        if column is Column.RUNS_ON:
+        if key == "runs_on":
             return format_runs_on(job)
-        if column is Column.TASK:
-            return format_task(job)
-        if column is Column.REQUESTED_BY:
-            return format_requested_by(job)
-        if column is Column.DATABASES:
-            return format_databases(job)
-        return job.instance
+        if key == "instance":
+            return job.instance
+        return str(job_cells(job).get(key, ""))
 
     @staticmethod
-    def _sort_value(job: JobSnapshot, column: Column) -> Any:
+    def _sort_value(job: JobSnapshot, column: ColumnSpec) -> Any:
         # One type per column (Qt compares the variants): unknown times sort first.
-        if column is Column.TICKET:
+        key = column.id
+        if key == "work":
             return job.ticket_id
-        if column is Column.SERVICE:
+        if key == "service":
             return (job.service_name or job.service_hash).casefold()
-        if column is Column.STATE:
+        if key == "state":
             return _STATE_ORDER.get(job.state, len(_STATE_ORDER))
-        if column is Column.PROGRESS:
+        if key == "progress":
             return float(max(0.0, min(1.0, job.progress)))
-        if column is Column.CLAIMED:
+        if key == "claimed":
             return float(job.claimed_at) if job.claimed_at is not None else -1.0
-        if column is Column.ELAPSED:
+        if key == "run_time":
             elapsed = _elapsed(job)
             return -1.0 if elapsed is None else float(elapsed)
-        if column is Column.RUNS_ON:
+        if key == "runs_on":
             # Local jobs first, then cluster jobs by their number (not as text: "999" > "1000").
             if job.executor != "slurm":
                 return f"0 {job.executor}"
             number = job.cluster_job or ""
             return f"1 {number.zfill(20) if number.isdigit() else number}"
-        if column is Column.TASK:
-            task_id = job.details.get("task_id")
-            return int(task_id) if isinstance(task_id, int) else -1
-        if column is Column.REQUESTED_BY:
-            return format_requested_by(job).casefold()
-        if column is Column.DATABASES:
-            return format_databases(job).casefold()
-        return job.instance.casefold()
+        if key == "instance":
+            return job.instance.casefold()
+        value = job_cells(job).get(column.sort_cell or key, "")
+        return value.casefold() if isinstance(value, str) else value
 
     @staticmethod
-    def _tooltip(job: JobSnapshot, column: Column) -> str | None:
+    def _tooltip(job: JobSnapshot, column_id: str) -> str | None:
         lines = []
-        if column is Column.SERVICE and job.service_hash:
+        if column_id == "service" and job.service_hash:
             lines.append(f"Service hash {job.service_hash}")
-        if column is Column.RUNS_ON and job.executor == "slurm":
+        if column_id == "runs_on" and job.executor == "slurm":
             lines.extend(_cluster_lines(job))
         if job.reason:
             lines.append(job.reason)
@@ -466,7 +403,9 @@ class JobTableModel(QAbstractTableModel):
         """Once a second: repaint the Elapsed cells of running jobs, one signal per run of
         adjacent rows; finished rows are not touched."""
         rows = [row for row, job in enumerate(self._rows) if _ticking(job)]
-        column = int(Column.ELAPSED)
+        if not rows or "run_time" not in self.column_ids():
+            return
+        column = self.column_of("run_time")
         roles = [int(Qt.ItemDataRole.DisplayRole), self.SortRole]
         # Group consecutive row numbers: row - position is constant within a run.
         for _key, run in itertools.groupby(enumerate(rows), lambda pair: pair[1] - pair[0]):
@@ -474,13 +413,13 @@ class JobTableModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(block[0], column), self.index(block[-1], column),
                                   roles)
 
-    @staticmethod
-    def _changed_columns(old: JobSnapshot, new: JobSnapshot) -> tuple[int, int]:
-        last_column = len(Column) - 1
+    def _changed_columns(self, old: JobSnapshot, new: JobSnapshot) -> tuple[int, int]:
+        last_column = len(self._columns) - 1
         if any(getattr(old, name) != getattr(new, name) for name in _ROW_FIELDS):
             return 0, last_column
-        changed = [column for column, fields in _COLUMN_FIELDS.items()
-                   if any(getattr(old, name) != getattr(new, name) for name in fields)]
+        changed = [position for position, column in enumerate(self._columns)
+                   if any(getattr(old, name) != getattr(new, name)
+                          for name in _COLUMN_FIELDS.get(column.id, _CELL_FIELDS))]
         if not changed:
             # Nothing shown moved (e.g. the work dir): JobRole still did.
             return 0, last_column
@@ -550,14 +489,15 @@ class JobFilterProxy(QSortFilterProxyModel):
         if self._states is not None and job.state not in self._states:
             return False
         if self._words:
+            cells = job_cells(job)
             haystack = " ".join((job.service_name, job.service_hash, job.instance,
                                  job.reason or "", job.state.value, job.executor,
                                  job.cluster_state or "", job.cluster_node or "",
-                                 str(job.details.get("task_name") or ""),
-                                 format_requested_by(job), format_databases(job))).casefold()
-            # A number is a ticket id, a SLURM job id or a vantage6 task id: "12" must not
-            # match every hash that contains "12".
-            numbers = (str(job.ticket_id), job.cluster_job, str(job.details.get("task_id")))
+                                 *(str(v) for v in cells.values()))).casefold()
+            # A number is a ticket id, a SLURM job id or a number the source shows (a
+            # vantage6 task id): "12" must not match every hash that contains "12".
+            numbers = (str(job.ticket_id), job.cluster_job,
+                       *(str(v) for v in cells.values() if isinstance(v, int)))
             return all(word in numbers if word.isdigit()
                        else word in haystack for word in self._words)
         return True

@@ -2,29 +2,24 @@
 
 The view holds only the tail of a job's output (``max_blocks`` lines): the whole output is
 on disk (the runner's log file), so "Save full log…" copies that file and ``load_tail``
-reads its end. Both run on a small private thread pool; the Qt thread never touches the
-disk. Output arrives in batches of up to a few thousand lines at up to 30 Hz, so a batch
+reads its end. Both run on a small private thread pool (log_disk.py); the Qt thread never
+touches the disk. Output arrives in batches of up to a few thousand lines at up to 30 Hz, so a batch
 is inserted with a handful of cursor edits in one edit block, never one edit per line.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
-import os
 import re
-import shlex
-import threading
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -50,26 +45,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console.engine.protocol import MESSAGE_LEVELS
+from dss_console.gui import log_disk
+from dss_console.gui.log_disk import NOTE_PREFIX
 
 __all__ = ["LogView"]
 
 DEFAULT_MAX_BLOCKS = 20_000
 FIND_MIN_CHARS = 16  # the find box's least width, in average characters
 
-_TAIL_CHUNK = 256 * 1024
-# A log made of a few endless lines (a progress bar redrawn with \r) must not be read
-# whole just to find max_blocks line breaks.
-_TAIL_MAX_BYTES = 32 * 1024 * 1024
-_COPY_CHUNK = 1024 * 1024
-# The runner cuts live lines at 64 KiB; lines read from disk get the same bound, since a
-# multi-megabyte line makes QPlainTextEdit's layout crawl.
-_MAX_LINE_CHARS = 64 * 1024
-# How many of a loaded tail's last lines (and messages) may still arrive live after it was
-# read (see _Seam): the live stream lags the file by up to a few batches.
-_SEAM_ITEMS = 5000
-
-_NOTE_PREFIX = "▸ "
 _NOTE_LEVELS = ("info", "warning", "error")
 # Stream names that are also format keys; notes travel as stream "note:<level>".
 _FORMAT_KEYS = frozenset({"stdout", "stderr", *(f"note:{level}" for level in _NOTE_LEVELS)})
@@ -125,230 +108,6 @@ def _severities(texts: Sequence[str]) -> dict[int, str]:
         if match is not None and match.lastgroup is not None:
             found[index] = match.lastgroup
     return found
-
-
-# -- @dss lines read back from disk --------------------------------------------------------
-
-# As dss_console.engine.protocol recognises one: the marker alone as the first word.
-_DSS_LINE = re.compile(r"@dss(?:\s|$)")
-_HIDDEN = ("", "")  # an @dss line the live view does not show (progress)
-
-
-def _render_dss(text: str) -> tuple[str, str] | None:
-    """How the live view showed an ``@dss`` line of the log file: the engine turned it into
-    a message (a note), a console note, or nothing (progress). None: not an @dss line.
-
-    The log file keeps the command's raw stdout; live, the runner parses these lines and
-    the view shows what they meant. Without this a reloaded log shows raw @dss lines.
-    """
-    if not text.startswith("@dss") or not _DSS_LINE.match(text):
-        return None
-    try:
-        words = shlex.split(text[4:], posix=True)
-    except ValueError:
-        words = []
-    verb = words[0].lower() if words else ""
-    if verb == "progress":
-        return _HIDDEN
-    if verb in MESSAGE_LEVELS and " ".join(words[1:]).strip():
-        return f"note:{verb}", _NOTE_PREFIX + " ".join(words[1:])
-    if verb == "attach" and len(words) >= 3:
-        return "note:info", f"{_NOTE_PREFIX}(console) attachment: {words[1]} " \
-                            f"({Path(words[2]).name})"
-    return "note:warning", f"{_NOTE_PREFIX}(console) @dss line not understood: {text}"
-
-
-def _render_lines(lines: list[str]) -> list[tuple[str, str]]:
-    """Items for lines read from the log file. The file does not say which stream a line
-    came from (the runner writes stdout and stderr into one file, untagged), so output
-    lines are shown as stdout; error/warning-looking lines are still coloured."""
-    items = []
-    for text in lines:
-        rendered = _render_dss(text)
-        if rendered is None:
-            items.append(("stdout", text))
-        elif rendered is not _HIDDEN:
-            items.append(rendered)
-    return items
-
-
-# -- file work, on the pool ---------------------------------------------------------------
-
-
-class _Cancelled(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class _Tail:
-    lines: list[str]
-    truncated: bool  # the file holds more than these lines
-
-
-@dataclass(frozen=True)
-class _Matches:
-    needle: str
-    count: int  # matching lines in the whole file
-    first: list[tuple[int, str]]  # (line number from 1, text), the first few
-
-
-_MAX_MATCHES_LISTED = 20
-_MATCH_SHOWN_CHARS = 160
-
-
-def _search_file(path: Path, needle: str, cancel: threading.Event) -> _Matches:
-    """Every line of ``path`` holding ``needle`` (case-insensitive, as the view's find).
-    Read in bounded pieces, so an endless line (a progress bar redrawn with \\r) does not
-    have to fit in memory; a match across two pieces of such a line may be missed."""
-    wanted = needle.casefold()
-    count = 0
-    first: list[tuple[int, str]] = []
-    number = 1  # the line the next piece belongs to
-    counted = 0  # the last line counted as a match
-    pieces = 0
-    with open(path, "rb") as file:
-        while piece := file.readline(_MAX_LINE_CHARS * 4):
-            pieces += 1
-            if pieces % 10_000 == 0 and cancel.is_set():
-                raise _Cancelled
-            text = piece.decode("utf-8", "replace")
-            if counted != number and wanted in text.casefold():
-                counted = number
-                count += 1
-                if len(first) < _MAX_MATCHES_LISTED:
-                    shown = text.rstrip("\r\n")
-                    if len(shown) > _MATCH_SHOWN_CHARS:
-                        shown = shown[:_MATCH_SHOWN_CHARS] + "…"
-                    first.append((number, shown))
-            if piece.endswith(b"\n"):
-                number += 1
-    return _Matches(needle, count, first)
-
-
-def _read_tail(path: Path, max_lines: int, cancel: threading.Event) -> _Tail:
-    """The last ``max_lines`` lines of ``path``, reading backwards so a huge log costs only
-    its end (at most _TAIL_MAX_BYTES of it)."""
-    chunks: list[bytes] = []
-    newlines = 0
-    with open(path, "rb") as file:
-        end = file.seek(0, os.SEEK_END)
-        position = end
-        # One line break more than max_lines: the piece before it may be a partial line.
-        while position > 0 and newlines <= max_lines and end - position < _TAIL_MAX_BYTES:
-            if cancel.is_set():
-                raise _Cancelled
-            step = min(_TAIL_CHUNK, position)
-            position -= step
-            file.seek(position)
-            chunk = file.read(step)
-            chunks.append(chunk)
-            newlines += chunk.count(b"\n")
-    data = b"".join(reversed(chunks))
-    del chunks
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    pieces = data.split(b"\n")
-    del data
-    truncated = position > 0
-    if truncated:
-        pieces.pop(0)
-    if len(pieces) > max_lines:
-        pieces = pieces[-max_lines:]
-        truncated = True
-    lines = []
-    for raw in pieces:
-        text = raw.decode("utf-8", "replace")
-        if text.endswith("\r"):
-            text = text[:-1]
-        if len(text) > _MAX_LINE_CHARS:
-            text = f"{text[:_MAX_LINE_CHARS]} … [line truncated, {len(raw)} bytes]"
-        lines.append(text)
-    return _Tail(lines, truncated)
-
-
-def _copy_file(source: Path, target: Path, cancel: threading.Event) -> Path:
-    """Copy in chunks (so a shutdown can stop it) to a temporary name beside ``target``,
-    then rename: a failed or cancelled copy never leaves a truncated file under the name
-    the user chose, nor clobbers an existing one."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")
-    try:
-        with open(source, "rb") as reader, open(partial, "xb") as writer:
-            while chunk := reader.read(_COPY_CHUNK):
-                if cancel.is_set():
-                    raise _Cancelled
-                writer.write(chunk)
-        os.replace(partial, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        if isinstance(exc, OSError) and exc.filename == str(partial):
-            # Name the file the user chose, not our temporary one.
-            raise OSError(exc.errno, exc.strerror, str(target)) from exc
-        raise
-    return target
-
-
-class _Relay(QObject):
-    # (request id, (ok, result or exception)). Emitted on a pool thread; the auto
-    # connection queues it to the view's thread.
-    finished = Signal(int, object)
-
-
-class _Background:
-    """The view's file work. Plain Python (no Qt parent) so it outlives the widget's C++
-    side until ``close`` has cancelled and joined every worker: the widget's ``destroyed``
-    signal calls ``close``, so no thread outlives the view."""
-
-    def __init__(self) -> None:
-        self.relay = _Relay()
-        self._executor: ThreadPoolExecutor | None = None
-        self._cancels: dict[int, threading.Event] = {}
-        self._ids = itertools.count(1)
-        self._closed = False
-
-    def submit(self, func: Callable[..., Any], *args: Any) -> int | None:
-        """Run ``func(*args, cancel_event)`` on the pool; None once closed."""
-        if self._closed:
-            return None
-        if self._executor is None:
-            # Two workers: a save is not queued behind a slow tail read.
-            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="logview")
-        request = next(self._ids)
-        cancel = threading.Event()
-        self._cancels[request] = cancel
-        relay = self.relay
-
-        def run() -> None:
-            try:
-                outcome: tuple[bool, Any] = (True, func(*args, cancel))
-            except Exception as exc:
-                outcome = (False, exc)
-            relay.finished.emit(request, outcome)
-
-        self._executor.submit(run)
-        return request
-
-    def forget(self, request: int) -> None:
-        self._cancels.pop(request, None)
-
-    def cancel(self, request: int) -> None:
-        cancel = self._cancels.pop(request, None)
-        if cancel is not None:
-            cancel.set()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(RuntimeError):
-            self.relay.finished.disconnect()
-        for cancel in self._cancels.values():
-            cancel.set()
-        self._cancels.clear()
-        if self._executor is not None:
-            # Workers check their cancel flag between chunks, so this join is short.
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
 
 
 # -- widgets ------------------------------------------------------------------------------
@@ -414,12 +173,12 @@ class LogView(QWidget):
         # for max_blocks, or lines not shown live. A find that fails may then still match.
         self._partial = False
         # The end of a loaded tail, per kind of item: live items that repeat it are dropped.
-        self._seams: dict[str, _Seam] = {}
+        self._seams: dict[str, log_disk.Seam] = {}
         self._formats: dict[str, QTextCharFormat] = {}
         # QTextDocument.isEmpty() cannot tell "no lines" from "one empty line".
         self._empty = True
 
-        self._background = _Background()
+        self._background = log_disk.Background()
         self._background.relay.finished.connect(self._on_background_done)
         # Not a method of self: it must run while the C++ widget is being destroyed.
         self.destroyed.connect(self._background.close)
@@ -588,7 +347,7 @@ class LogView(QWidget):
         needle = self._find_field.text()
         if not needle or self._log_file is None or self._searching is not None:
             return
-        self._searching = self._background.submit(_search_file, self._log_file, needle)
+        self._searching = self._background.submit(log_disk.search_file, self._log_file, needle)
         if self._searching is None:
             return
         self._search_file_button.setEnabled(False)
@@ -627,7 +386,7 @@ class LogView(QWidget):
         shown apart from the command's own output."""
         level = level if level in _NOTE_LEVELS else "info"
         parts = text.splitlines() or [""]
-        items = [(f"note:{level}", _NOTE_PREFIX + parts[0])]
+        items = [(f"note:{level}", NOTE_PREFIX + parts[0])]
         items += [(f"note:{level}", "  " + part) for part in parts[1:]]
         if self._loading is not None:
             self._loading.pending.extend(items)
@@ -672,7 +431,7 @@ class LogView(QWidget):
                                                                       self._max_blocks))
         self.clear()
         self._text.setPlaceholderText("Loading the log…")
-        request = self._background.submit(_read_tail, Path(path), limit)
+        request = self._background.submit(log_disk.read_tail, Path(path), limit)
         if request is None:  # shut down: the window is closing
             self._text.setPlaceholderText("No output yet.")
             return
@@ -717,7 +476,8 @@ class LogView(QWidget):
         if self._log_file is None:
             self._report_save_failure("This job has no log file.")
             return
-        self._saving = self._background.submit(_copy_file, self._log_file, Path(target))
+        self._saving = self._background.submit(log_disk.copy_file, self._log_file,
+                                               Path(target))
         if self._saving is None:
             self._report_save_failure("The log view is closed.")
             return
@@ -916,7 +676,7 @@ class LogView(QWidget):
         self._search_file_button.setEnabled(offer_search and self._searching is None)
         self._find_row.setVisible(bool(text))
 
-    def _show_matches(self, matches: _Matches) -> None:
+    def _show_matches(self, matches: log_disk.Matches) -> None:
         needle = matches.needle
         if not matches.count:
             self._set_find_status(f"“{needle}” is not in the full log either.")
@@ -962,7 +722,8 @@ class LogView(QWidget):
             if ok:
                 self._show_matches(result)
             else:
-                self._set_find_status(f"The full log cannot be searched: {_describe(result)}")
+                self._set_find_status("The full log cannot be searched: "
+                                      f"{log_disk.describe(result)}")
         elif self._saving == request:
             self._saving = None
             self._update_save_button()
@@ -970,24 +731,24 @@ class LogView(QWidget):
                 self._status.setText(f"Saved the full log to {result}.")
                 self.saved.emit(str(result))
             else:
-                self._report_save_failure(_describe(result))
+                self._report_save_failure(log_disk.describe(result))
         elif self._loading is not None and self._loading.request == request:
             loading, self._loading = self._loading, None
             self._text.setPlaceholderText("No output yet.")
             if ok:
                 self._show_tail(result, list(loading.pending))
             else:
-                message = _describe(result)
-                self._insert([("note:error", f"{_NOTE_PREFIX}Cannot read the log: {message}"),
+                message = log_disk.describe(result)
+                self._insert([("note:error", f"{NOTE_PREFIX}Cannot read the log: {message}"),
                               *loading.pending])
                 self.tailFailed.emit(message)
         # Anything else was superseded (clear, a newer load_tail): dropped.
 
     def _unseen(self, items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-        """``items`` without those that repeat the loaded tail (see _Seam)."""
+        """``items`` without those that repeat the loaded tail (see log_disk.Seam)."""
         kept = []
         for stream, text in items:
-            kind = _kind(stream, text)
+            kind = log_disk.item_kind(stream, text)
             seam = self._seams.get(kind) if kind is not None else None
             if seam is not None and seam.take(text):
                 continue
@@ -995,81 +756,19 @@ class LogView(QWidget):
         self._seams = {kind: seam for kind, seam in self._seams.items() if not seam.done}
         return kept
 
-    def _show_tail(self, tail: _Tail, pending: list[tuple[str, str]]) -> None:
+    def _show_tail(self, tail: log_disk.Tail, pending: list[tuple[str, str]]) -> None:
         lines = tail.lines
         items: list[tuple[str, str]] = []
         if tail.truncated:
             lines = lines[-(self._max_blocks - 1):]
-            items.append(("note:info", f"{_NOTE_PREFIX}Earlier output is not shown; "
+            items.append(("note:info", f"{NOTE_PREFIX}Earlier output is not shown; "
                                        "“Save full log…” saves all of it."))
-        from_disk = _render_lines(lines)
+        from_disk = log_disk.render_lines(lines)
         items.extend(from_disk)
-        for kind in (_OUTPUT, _MESSAGE):
-            seen = [text for stream, text in from_disk[-_SEAM_ITEMS:]
-                    if _kind(stream, text) == kind]
-            if seen:
-                self._seams[kind] = _Seam(seen)
+        self._seams.update(log_disk.seams_of(from_disk))
         items.extend(self._unseen(pending))
         self._insert(items)
         if tail.truncated:
             self._partial = True
         self.set_following(True)
         self.tailLoaded.emit(len(lines))
-
-
-_OUTPUT, _MESSAGE = "output", "message"
-
-
-def _kind(stream: str, text: str) -> str | None:
-    """Which live sequence an item belongs to: output lines and messages travel apart
-    (messages are not batched), so each is matched against the file on its own. Console
-    notes ("(console) …") are never matched: their live wording is not on disk."""
-    if not stream.startswith("note:"):
-        return _OUTPUT
-    if text.startswith(f"{_NOTE_PREFIX}(console)"):
-        return None
-    return _MESSAGE
-
-
-class _Seam:
-    """The last items of one kind read from disk, which the live stream may still deliver.
-
-    The runner writes a line to the log before publishing it (and before publishing the
-    message an @dss line stands for), and the live stream reaches the view a batch or two
-    later; so after a view loads a running job's tail, the first live items may already be
-    in it: during the load and for a moment after. The live stream delivers, in order, the
-    items not yet delivered when the view started listening: the first live item either is
-    on disk (then those after it follow the disk's order up to its end) or is new.
-    """
-
-    def __init__(self, disk: list[str]) -> None:
-        self._disk = disk
-        self._at: int | None = None  # the disk index the next live item should repeat
-
-    @property
-    def done(self) -> bool:
-        return not self._disk or (self._at is not None and self._at >= len(self._disk))
-
-    def take(self, text: str) -> bool:
-        """True: ``text`` repeats the disk (drop it); False: it is new (show it)."""
-        if self.done:
-            return False
-        if self._at is None:
-            # The latest occurrence: with repeated lines, rather show a line twice than
-            # drop a new one.
-            for index in range(len(self._disk) - 1, -1, -1):
-                if self._disk[index] == text:
-                    self._at = index + 1
-                    return True
-        elif self._disk[self._at] == text:
-            self._at += 1
-            return True
-        self._disk = []  # not the disk's continuation: everything from here on is new
-        return False
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        where = f" ({error.filename})" if error.filename else ""
-        return f"{error.strerror}{where}"
-    return str(error) or type(error).__name__

@@ -24,13 +24,11 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QMainWindow,
     QMessageBox,
     QPushButton,
     QSizePolicy,
     QSplitter,
-    QSystemTrayIcon,
     QVBoxLayout,
     QWidget,
 )
@@ -72,6 +70,7 @@ from dss_console.gui.pause_banner import PauseBanner
 from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.services_pane import ServicesPane
+from dss_console.gui.status_bar import Banner, BannerAction, Notifier, StatusLine
 from dss_console.gui.tasks import run_blocking, spawn
 from dss_console.v6.audit import is_v6_job
 from dss_console.v6.login import NodeLogin
@@ -172,8 +171,6 @@ class MainWindow(QMainWindow):
         # Why settings_file did not load; while set, the file is never written without asking.
         self._settings_problem: str | None = None
         self._replacing_settings = False
-        # The one connection state the status bar shows: (state, detail).
-        self._connection: tuple[str, str] = ("none", "")
         self.store = store
         self.data_dir = data_dir or paths.data_dir()
         # The engine process this window is attached to (it may have started it).
@@ -183,7 +180,6 @@ class MainWindow(QMainWindow):
         self._quitting = False
         self._preset_quit_choice: str | None = None  # quit_for_signal: no dialog
         self._closed_for_real = False
-        self._next_poll_at: float | None = None
         self._required_tags: dict[str, tuple[str, ...]] = {}
         self._tags_failed_at: dict[str, float] = {}
         self._remember_layout = remember_layout
@@ -210,16 +206,8 @@ class MainWindow(QMainWindow):
         self.queue_pane = QueuePane()
         self.detail_pane = DetailPane()
         self.pause_banner = PauseBanner()
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setVisible(False)
-        self.banner.setObjectName("banner")
-        self.banner_close = QPushButton("Dismiss")
-        self.banner_close.setVisible(False)
-        self.banner_action = QPushButton()  # e.g. "Reload settings file"; per banner
-        self.banner_action.setVisible(False)
-        self._banner_callback: Any = None
-        self._banner_cause: str | None = None  # what ends it (clear_banner(cause))
+        self.messages = Banner()
+        self.banner, self.banner_action = self.messages.label, self.messages.action_button
         self.settings_button = QPushButton("Settings…")
 
         left = QWidget()
@@ -256,21 +244,16 @@ class MainWindow(QMainWindow):
 
         central = QWidget()
         layout = QVBoxLayout(central)
-        banner_row = QHBoxLayout()
-        banner_row.addWidget(self.banner, 1)
-        banner_row.addWidget(self.banner_action)
-        banner_row.addWidget(self.banner_close)
-        layout.addLayout(banner_row)
+        layout.addLayout(self.messages.row)
         layout.addWidget(self.pause_banner)
         layout.addWidget(self.main_splitter, 1)
         self.setCentralWidget(central)
 
-        self.connection_label = QLabel("Not logged in")
-        self.auto_label = QLabel("Auto mode off")
-        self.jobs_label = QLabel("")
-        self.poll_label = QLabel("")
-        for label in (self.connection_label, self.auto_label, self.jobs_label, self.poll_label):
-            self.statusBar().addPermanentWidget(label)
+        self.status_line = StatusLine(self.statusBar(), self.queue_pane, self.pause_banner)
+        line = self.status_line
+        self.connection_label, self.auto_label = line.connection_label, line.auto_label
+        self.jobs_label, self.poll_label = line.jobs_label, line.poll_label
+        self.notifier = Notifier(self)
         quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
@@ -323,8 +306,6 @@ class MainWindow(QMainWindow):
         self.queue_pane.actionRequested.connect(self._action_requested)
         self.queue_pane.batchRequested.connect(self._batch_requested)
         self.detail_pane.editCommandRequested.connect(self.open_settings)
-        self.banner_close.clicked.connect(lambda: self.clear_banner())
-        self.banner_action.clicked.connect(self._banner_action_clicked)
         self.bridge.jobsChanged.connect(self._jobs_changed)
         self.bridge.outputArrived.connect(self.detail_pane.append_output)
         self.bridge.messageArrived.connect(self.detail_pane.append_message)
@@ -339,37 +320,14 @@ class MainWindow(QMainWindow):
             self._use_source_kind(V6)
 
     # -- messages ---------------------------------------------------------------------------
-    def show_banner(self, text: str, level: str = "error",
-                    action: tuple[str, Any] | None = None, cause: str | None = None) -> None:
-        """One message above the panes; `action` = (button label, callback) adds a button
-        that belongs to this message only; `cause` names what clear_banner(cause) ends it
-        ("connection", "claim", "job:<id>") so it does not outlive what it reports."""
-        self._banner_cause = cause
-        colour = {"error": "#c62828", "warning": "#b26a00"}.get(level, "")
-        self.banner.setStyleSheet(f"color: {colour};" if colour else "")
-        # Plain text: messages quote server replies and file contents, never markup.
-        self.banner.setTextFormat(Qt.TextFormat.PlainText)
-        self.banner.setText(text)
-        self.banner.setVisible(True)
-        self.banner_close.setVisible(True)
-        self._banner_callback = action[1] if action else None
-        self.banner_action.setText(action[0] if action else "")
-        self.banner_action.setVisible(action is not None)
+    def show_banner(self, text: str, level: str = "error", action: BannerAction | None = None,
+                    cause: str | None = None) -> None:
+        """One message above the panes (see Banner.show)."""
+        self.messages.show(text, level, action, cause)
 
     def clear_banner(self, cause: str | None = None) -> None:
         """Hide the banner; with `cause`, only a banner shown for that cause."""
-        if cause is not None and cause != self._banner_cause:
-            return
-        self._banner_cause = None
-        self.banner.setVisible(False)
-        self.banner_close.setVisible(False)
-        self.banner_action.setVisible(False)
-        self._banner_callback = None
-
-    def _banner_action_clicked(self) -> None:
-        callback = self._banner_callback
-        if callback is not None:
-            callback()
+        self.messages.clear(cause)
 
     def _notice(self, level: str, text: str) -> None:
         if level == "error":
@@ -559,14 +517,14 @@ class MainWindow(QMainWindow):
 
     def ask_broken_settings(self, path: Path, problem: str) -> str | None:
         """REPLACE_FILE, FIX_FILE or None (keep the changes for this session only)."""
-        from dss_console.gui.settings_dialog import BrokenSettingsDialog
+        from dss_console.gui.broken_settings import BrokenSettingsDialog
 
         dialog = BrokenSettingsDialog(path, problem, self)
         dialog.exec()
         return dialog.choice
 
     def _settings_not_saved(self, path: Path, problem: str) -> None:
-        from dss_console.gui.settings_dialog import FIX_FILE, REPLACE_FILE
+        from dss_console.gui.broken_settings import FIX_FILE, REPLACE_FILE
 
         choice = self.ask_broken_settings(path, problem)
         if choice == REPLACE_FILE:
@@ -587,7 +545,7 @@ class MainWindow(QMainWindow):
                 "it with any text editor, then press Reload settings file:", str(path))
 
     async def _replace_settings_file(self) -> None:
-        from dss_console.gui.settings_dialog import replace_settings_file
+        from dss_console.gui.broken_settings import replace_settings_file
 
         path = self.settings_file
         if path is None or self._replacing_settings:
@@ -767,7 +725,8 @@ class MainWindow(QMainWindow):
         self.services_pane.set_auto_mode(engine.auto)
         self.queue_pane.setEnabled(True)
         self.queue_pane.set_jobs(jobs)
-        if self._connection[0] == "connecting":  # unless the engine said otherwise meanwhile
+        # Unless the engine said otherwise meanwhile:
+        if self.status_line.connection[0] == "connecting":
             self._connection_changed("online", "")
         self._stats_timer.start()
         spawn(self.refresh_services())
@@ -960,31 +919,13 @@ class MainWindow(QMainWindow):
             if job.state.is_terminal or job.state in (JobState.CLAIMED, JobState.BLOCKED):
                 self._stats_soon.start()  # counts, and a blocked service shows as paused
             if job.state.is_terminal and self.settings.notify:
-                self._notify(job)
+                self.notifier.job_ended(job)
         after = self.detail_pane.job
         # Reload the inputs only when they changed (downloaded, or a fresh attempt), not on
         # every progress update.
         if (after is not None and before is not None and after.job_id == before.job_id
                 and (after.inputs_ready, after.attempt) != (before.inputs_ready, before.attempt)):
             spawn(self._load_inputs(after))
-
-    def _notify(self, job: JobSnapshot) -> None:
-        title = f"Ticket {job.ticket_id} {job.state.value}"
-        body = job.reason or job.service_name
-        sender = shutil.which("notify-send")
-        if sender:  # the desktop's notification service; GNOME has no tray
-            spawn(run_blocking(subprocess.run, [sender, "--app-name=DSS Console", title, body],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, check=False, timeout=10))
-            return
-        if not QSystemTrayIcon.isSystemTrayAvailable():
-            self.statusBar().showMessage(f"{title}: {body}", 15_000)
-            return
-        tray = getattr(self, "_tray", None)
-        if tray is None:
-            tray = self._tray = QSystemTrayIcon(self.windowIcon(), self)
-            tray.show()
-        tray.showMessage(title, body)
 
     def _calls_changed(self, job_id: int) -> None:
         job = self.detail_pane.job
@@ -1003,67 +944,21 @@ class MainWindow(QMainWindow):
         States: none, connecting, online, offline (retrying), waiting (a call is slow),
         logged_out (the server ended the session), stopped; others are shown as named.
         """
-        self._connection = (state, detail)
         if state == "online":
             self.clear_banner("connection")
         if state == "logged_out" and self.engine is not None:
             # The form for a new token; the engine keeps its jobs and queued calls.
             self.login_pane.session_ended(detail)
-        self._show_connection()
+        self.status_line.show_connection(state, detail, server_of(self.logged_in))
         self._update_status()
-
-    def _show_connection(self) -> None:
-        state, detail = self._connection
-        server = server_of(self.logged_in)
-        texts = {
-            "none": "Not logged in",
-            "connecting": f"Connecting to {server}…",
-            "online": f"Online: {server}",
-            "offline": "Offline, retrying",
-            # The engine's detail says it whole ("no reply from the server for 7 s").
-            "waiting": detail[:1].upper() + detail[1:] if detail else "Waiting for the server",
-            "logged_out": "Session expired",
-            "stopped": "Not processing",
-        }
-        # Short on the bar (a long message would be cut); the whole detail in the tooltip.
-        self.connection_label.setText(texts.get(state, state.replace("_", " ").capitalize()))
-        tips = {"logged_out": "Log in again with a new token (Server, top left); jobs keep "
-                              "running and what they report waits."}
-        tip = "\n".join(part for part in (server, detail, tips.get(state, "")) if part)
-        self.connection_label.setToolTip(tip)
 
     def _poll_completed(self, ready: dict, next_poll_in: float) -> None:
         self.services_pane.set_ready(ready)
-        self._next_poll_at = time.monotonic() + next_poll_in
+        self.status_line.poll_completed(next_poll_in)
         self._update_status()
 
     def _update_status(self) -> None:
-        engine = self.engine
-        if engine is None:
-            self.auto_label.setText("")
-            self.jobs_label.setText("")
-            self.poll_label.setText("")
-            return
-        self.auto_label.setText("Auto mode on" if engine.auto else "Auto mode off")
-        # From the snapshots the table holds: the Qt thread never waits on the journal.
-        running = 0
-        for job_id in engine.busy_job_ids():
-            job = self.queue_pane.model.job(job_id)
-            if job is not None and job.state in (JobState.DOWNLOADING, JobState.RUNNING):
-                running += 1
-        self.jobs_label.setText(f"Running {running}/{self.settings.concurrency}")
-        # The countdown only while online: offline, waiting or logged out, the connection
-        # label says what happens instead. At zero a poll is on its way, not "0 s" forever.
-        paused = self.pause_banner.status_text() if engine.auto else None
-        if paused:  # not "Checking for tickets…": nothing will be claimed
-            self.poll_label.setText(paused)
-        elif engine.auto and self._connection[0] == "online" and self._next_poll_at is not None:
-            seconds = round(self._next_poll_at - time.monotonic())
-            self.poll_label.setText(f"Next poll in {seconds} s" if seconds >= 1
-                                    else "Checking for tickets…")
-        else:
-            self.poll_label.setText("")
-        self.queue_pane.set_busy(engine.busy_job_ids())
+        self.status_line.update(self.engine, self.settings.concurrency)
 
     # -- selection --------------------------------------------------------------------------
     def _job_selected(self, job: JobSnapshot | None) -> None:
@@ -1247,7 +1142,7 @@ class MainWindow(QMainWindow):
             if not QDesktopServices.openUrl(QUrl.fromLocalFile(job.workdir)):
                 self.ask_copy_path("Open work dir", f"No file manager could open the work dir "
                                    f"of ticket {job.ticket_id}. Its path:", job.workdir)
-        elif name == "itksnap":
+        elif name == "open_inputs":
             self._open_in_itksnap(job)
         elif name == "copy":
             QGuiApplication.clipboard().setText(str(job.ticket_id))

@@ -19,15 +19,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dss_console.core.presentation import Presentation
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
 from dss_console.gui.jobs_model import (
-    V6_COLUMNS,
-    Column,
+    DEFAULT_PRESENTATION,
     JobFilterProxy,
     JobTableModel,
     ProgressDelegate,
 )
+from dss_console.gui.presentations import presentation_for
 from dss_console.v6.audit import is_v6_job
 
 ACTIVE = {JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
@@ -49,34 +50,8 @@ STATE_FILTERS: list[tuple[str, set[JobState] | None]] = [
 
 SERVICE_COLUMN_MAX = 280  # px; a longer name is elided (the full one is in its tooltip)
 
-# action name, button text, shortcut, tooltip
-ACTIONS = [
-    ("run", "Run", "Ctrl+R", "Run the service command on this ticket"),
-    ("cancel", "Cancel", "Ctrl+K", "Stop the command and fail the ticket as cancelled"),
-    ("fail", "Fail…", "Ctrl+Shift+F", "Fail the ticket with a message for the user"),
-    ("upload", "Upload result…", "Ctrl+U", "Upload a result workspace from disk and mark the "
-                                           "ticket a success"),
-    ("retry", "Retry run", "Ctrl+Shift+R", "Run the command again from a clean work dir"),
-    ("workdir", "Open work dir", "Ctrl+O", "Open the ticket's work dir"),
-    ("itksnap", "Open in ITK-SNAP", "Ctrl+I", "Open the input workspace in ITK-SNAP"),
-    ("copy", "Copy id", "Ctrl+Shift+C", "Copy the ticket id"),
-]
-
-
-# A vantage6 node's words for what differs (see set_source_kind).
-V6_TOOLTIPS = {
-    "run": "Run the image's command on this run",
-    "cancel": "Stop the command and fail the run with your reason (vantage6 has no "
-              "cancelled state: the researcher sees a failed run)",
-    "fail": "Fail the run with a reason the researcher reads in its log",
-    "retry": "Run the command again from a clean work dir (only while the run is still open "
-             "on the server)",
-    "workdir": "Open the run's work dir",
-    "copy": "Copy the run id",
-}
 # What several selected tickets can get at once (one question, one reason for all).
 BATCH_ACTIONS = ("retry", "fail", "cancel")
-V6_HIDDEN_ACTIONS = ("upload", "itksnap")  # a run's result goes with its end; no workspace
 NOT_AGAIN = ("Retry run is not possible: the run ended on the server, and a finished "
              "vantage6 run cannot run again")
 
@@ -87,7 +62,8 @@ def v6_retry_possible(job: JobSnapshot) -> bool:
     return job.state is JobState.INTERRUPTED or job.owed > 0
 
 
-def action_tooltip(name: str, job: JobSnapshot | None) -> str | None:
+def action_tooltip(name: str, job: JobSnapshot | None,
+                   presentation: Presentation = DEFAULT_PRESENTATION) -> str | None:
     """A tooltip that says why an action is off for this job, when the state alone does not
     tell; None keeps the action's usual tooltip."""
     if job is None:
@@ -98,12 +74,12 @@ def action_tooltip(name: str, job: JobSnapshot | None) -> str | None:
             and not v6_retry_possible(job):
         return NOT_AGAIN
     if name == "run" and job.state is JobState.BLOCKED:
-        return ("The command cannot start; the ticket runs by itself as soon as it can "
-                "(fix the service's command in Settings…), or Fail… it")
+        return presentation.text("blocked_run_tip") or None
     return None
 
 
-def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False) -> bool:
+def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False,
+                   program: str = "") -> bool:
     """Whether an action makes sense for a job in its current state."""
     if job is None:
         return False
@@ -114,15 +90,13 @@ def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False) -> bo
         # A failed or cancelled ticket is already failed on the server: failing it again
         # would only add a second failure to the user's log.
         return not state.is_terminal
-    if name in V6_HIDDEN_ACTIONS and is_v6_job(job):
-        return False
     if name == "upload":
         return state not in (JobState.SUCCEEDED, JobState.UPLOADING) and not busy
     if name == "retry":
         return state in RETRYABLE and not busy and not job.not_retryable \
             and (not is_v6_job(job) or v6_retry_possible(job))
-    if name == "itksnap":
-        return job.inputs_ready and shutil.which("itksnap") is not None
+    if name == "open_inputs":
+        return job.inputs_ready and bool(program) and shutil.which(program) is not None
     return True
 
 
@@ -138,7 +112,6 @@ class QueuePane(QWidget):
         self.proxy.setSourceModel(self.model)
         self.view = QTableView()
         self.view.setModel(self.proxy)
-        self.view.setItemDelegateForColumn(3, ProgressDelegate(self.view))
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setSortingEnabled(True)
@@ -155,8 +128,6 @@ class QueuePane(QWidget):
         for label, _states in STATE_FILTERS:
             self.state_filter.addItem(label)
         self.text_filter = QLineEdit()
-        self.text_filter.setPlaceholderText(
-            "Filter: ticket, service, instance, reason, SLURM job or node")
         self.text_filter.setClearButtonEnabled(True)
         filters = QHBoxLayout()
         filters.addWidget(self.state_filter)
@@ -165,32 +136,22 @@ class QueuePane(QWidget):
         self.buttons: dict[str, QPushButton] = {}
         self.actions_: dict[str, QAction] = {}
         self._tooltips: dict[str, str] = {}
-        buttons = QHBoxLayout()
-        for name, text, shortcut, tip in ACTIONS:
-            button = QPushButton(text)
-            self._tooltips[name] = f"{tip} ({shortcut})"
-            button.setToolTip(self._tooltips[name])
-            button.clicked.connect(lambda _=False, n=name: self.request(n))
-            action = QAction(text, self)
-            action.setShortcut(QKeySequence(shortcut))
-            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            action.triggered.connect(lambda _=False, n=name: self.request(n))
-            self.addAction(action)
-            self.buttons[name] = button
-            self.actions_[name] = action
-            buttons.addWidget(button)
-        buttons.addStretch(1)
+        self._programs: dict[str, str] = {}
+        self._button_row = QHBoxLayout()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(filters)
         layout.addWidget(self.view, 1)
-        layout.addLayout(buttons)
+        layout.addLayout(self._button_row)
 
         self._busy: set[int] = set()
         self._fitted = False
-        for column in V6_COLUMNS:  # until a vantage6 node logs in
-            self.view.setColumnHidden(column, True)
+        self.presentation = DEFAULT_PRESENTATION
+        self._progress_delegate = ProgressDelegate(self.view)
+        self._progress_column: int | None = None
+        self._make_buttons()
+        self._apply_words()
         self.state_filter.currentIndexChanged.connect(self._state_filter_changed)
         self.text_filter.textChanged.connect(self.proxy.set_text)
         self.view.selectionModel().currentRowChanged.connect(lambda *_: self._current_changed())
@@ -203,24 +164,59 @@ class QueuePane(QWidget):
 
     # -- content ----------------------------------------------------------------------------
     def set_source_kind(self, kind: str) -> None:
-        """A vantage6 node's runs (task, who asked, databases; no upload, no ITK-SNAP) or a
-        DSS server's tickets."""
-        v6 = kind == "v6"
-        self.model.set_source_kind(kind)
-        for column in V6_COLUMNS:
-            self.view.setColumnHidden(column, not v6)
-        # One worker per node: the instance says nothing there, and the room is the task's.
-        self.view.setColumnHidden(Column.INSTANCE, v6)
-        for name in V6_HIDDEN_ACTIONS:
-            self.buttons[name].setVisible(not v6)
-        for name, _text, shortcut, tip in ACTIONS:
-            self._tooltips[name] = f"{V6_TOOLTIPS.get(name, tip) if v6 else tip} ({shortcut})"
-        self.state_filter.setItemText(0, "All runs" if v6 else STATE_FILTERS[0][0])
-        self.text_filter.setPlaceholderText(
-            "Filter: run, task, image, organization, database, reason" if v6 else
-            "Filter: ticket, service, instance, reason, SLURM job or node")
+        """Until the engine sends its presentation (issue 18, step 10)."""
+        self.apply_presentation(presentation_for(kind))
+
+    def apply_presentation(self, presentation: Presentation) -> None:
+        """The source's columns, words and actions (a node's runs: task, who asked,
+        databases; no upload, no ITK-SNAP)."""
+        if presentation == self.presentation:
+            return
+        self.presentation = presentation
+        self.model.apply_presentation(presentation)
+        self._make_buttons()
+        self._apply_words()
         self._fitted = False
         self._update_actions()
+
+    def _apply_words(self) -> None:
+        p = self.presentation
+        if self._progress_column is not None:
+            self.view.setItemDelegateForColumn(self._progress_column, None)
+        self._progress_column = self.model.column_of("progress")
+        self.view.setItemDelegateForColumn(self._progress_column, self._progress_delegate)
+        self.state_filter.setItemText(0, p.text("all_jobs") or STATE_FILTERS[0][0])
+        self.text_filter.setPlaceholderText(p.text("job_filter"))
+
+    def _make_buttons(self) -> None:
+        """One button and one shortcut per action the source offers, in its order."""
+        for name, button in self.buttons.items():
+            self._button_row.removeWidget(button)
+            button.deleteLater()
+            self.removeAction(self.actions_[name])
+            self.actions_[name].deleteLater()
+        while self._button_row.count():  # the stretch
+            self._button_row.takeAt(0)
+        self.buttons.clear()
+        self.actions_.clear()
+        self._tooltips.clear()
+        self._programs.clear()
+        for spec in self.presentation.actions:
+            name = spec.name
+            button = QPushButton(spec.label)
+            self._tooltips[name] = f"{spec.tip} ({spec.shortcut})"
+            self._programs[name] = spec.program
+            button.setToolTip(self._tooltips[name])
+            button.clicked.connect(lambda _=False, n=name: self.request(n))
+            action = QAction(spec.label, self)
+            action.setShortcut(QKeySequence(spec.shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            action.triggered.connect(lambda _=False, n=name: self.request(n))
+            self.addAction(action)
+            self.buttons[name] = button
+            self.actions_[name] = action
+            self._button_row.addWidget(button)
+        self._button_row.addStretch(1)
 
     def set_jobs(self, jobs: list[JobSnapshot]) -> None:
         self.model.set_jobs(jobs)
@@ -231,22 +227,24 @@ class QueuePane(QWidget):
         # Not the last column (Runs on): it stretches to the view's spare width whatever its
         # contents, and measuring it would cost a first load of 10,000 jobs another
         # thousand rows' worth of size hints.
-        for column in Column:
-            if column is not Column.RUNS_ON:
+        for column, column_id in enumerate(self.model.column_ids()):
+            if column_id != "runs_on":
                 self.view.resizeColumnToContents(column)
         # Fitted to the rows of the moment, the State column would cut a later, longer
         # state ("claimed" now, "succee…" later): make room for every state word.
         needed = self._state_column_width()
-        if self.view.columnWidth(Column.STATE) < needed:
-            self.view.setColumnWidth(Column.STATE, needed)
+        state = self.model.column_of("state")
+        if self.view.columnWidth(state) < needed:
+            self.view.setColumnWidth(state, needed)
         self._fitted = self.model.rowCount() > 0
 
     def _widen_service_column(self) -> None:
         """A ticket of a service with a longer name than those fitted: widen the column
         (never narrow it: the operator may have widened it), within reason."""
-        needed = min(self.view.sizeHintForColumn(Column.SERVICE), SERVICE_COLUMN_MAX)
-        if self.view.columnWidth(Column.SERVICE) < needed:
-            self.view.setColumnWidth(Column.SERVICE, needed)
+        service = self.model.column_of("service")
+        needed = min(self.view.sizeHintForColumn(service), SERVICE_COLUMN_MAX)
+        if self.view.columnWidth(service) < needed:
+            self.view.setColumnWidth(service, needed)
 
     def _state_column_width(self) -> int:
         bold = QFont(self.view.font())
@@ -257,7 +255,7 @@ class QueuePane(QWidget):
         margin = 2 * (self.view.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin,
                                                      None, self.view) + 1)
         return max(text + margin + 8, self.view.horizontalHeader().sectionSizeHint(
-            Column.STATE))
+            self.model.column_of("state")))
 
     def update_jobs(self, jobs: list[JobSnapshot]) -> None:
         current = self.current_job()
@@ -299,8 +297,7 @@ class QueuePane(QWidget):
         selected = self.selected_jobs()
         if len(selected) < 2:
             return None
-        return [job for job in selected
-                if action_enabled(name, job, job.job_id in self._busy)]
+        return [job for job in selected if self._enabled(name, job)]
 
     def select_job(self, job_id: int) -> bool:
         row = self.model.row_of(job_id)
@@ -330,8 +327,8 @@ class QueuePane(QWidget):
         for name, button in self.buttons.items():
             batch = self._batch(name)
             if batch is None:
-                enabled = action_enabled(name, job, busy)
-                tip = action_tooltip(name, job) or self._tooltips[name]
+                enabled = action_enabled(name, job, busy, self._programs.get(name, ""))
+                tip = action_tooltip(name, job, self.presentation) or self._tooltips[name]
             else:
                 # Several rows: only what applies to many at once, to those it suits.
                 enabled = name in BATCH_ACTIONS and bool(batch)
@@ -348,5 +345,8 @@ class QueuePane(QWidget):
                 self.batchRequested.emit(name, batch)
             return
         job = self.current_job()
-        if job is not None and action_enabled(name, job, job.job_id in self._busy):
+        if job is not None and self._enabled(name, job):
             self.actionRequested.emit(name, job)
+
+    def _enabled(self, name: str, job: JobSnapshot) -> bool:
+        return action_enabled(name, job, job.job_id in self._busy, self._programs.get(name, ""))

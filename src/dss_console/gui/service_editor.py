@@ -3,6 +3,7 @@ the small widgets and parsers the dialog's other tabs share."""
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shlex
@@ -228,7 +229,7 @@ class _ServiceEditor(QWidget):
         self.note = note
         fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
 
-        title = QLabel(f"<b>{_html(self.display_name)}</b>")
+        title = QLabel(f"<b>{html.escape(self.display_name)}</b>")
         title.setTextFormat(Qt.TextFormat.RichText)
         about = []
         if githash:
@@ -541,7 +542,3 @@ class _ServiceEditor(QWidget):
                               itksnap_wt=self.itksnap_wt_check.isChecked(),
                               sbatch_options=self._sbatch_options(),
                               send_output_tail=getattr(self, "_send_output_tail", None))
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

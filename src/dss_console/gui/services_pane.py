@@ -17,36 +17,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dss_console.core.presentation import Presentation
 from dss_console.dss import ServiceStats
 from dss_console.engine.engine import ServiceView
+from dss_console.gui.jobs_model import DEFAULT_PRESENTATION
+from dss_console.gui.presentations import presentation_for
 
 # Fits the left pane of a 1280 px window without scrolling: what a provider checks at a
 # glance. When the server last heard from a provider and the average ticket time are in the
-# Service cell's tooltip (as are the hash and the 24 h counts in words).
-COLUMNS = ["Service", "Auto", "Ready", "Last 24 h", "Command"]
-COLUMN_TIPS = ["Service name and version (hover for its hash, when a provider was last "
-               "heard from, and the average time from claim to success)",
-               "Whether Auto mode claims this service's tickets (needs a command; greyed "
-               "while Auto mode is off)",
-               "Tickets waiting in the server's queue",
-               "Tickets that succeeded / failed in the last 24 hours (server's count)",
-               "Whether this console has a command for the service; “paused”: auto claiming "
-               "is paused (hover for why)"]
-# A vantage6 node: "services" are the images researchers post, runs counted here (the
-# server keeps no per-image statistics for a node).
-V6_COLUMNS = ["Image", "Auto", "Pending", "Last 24 h", "Command"]
-V6_COLUMN_TIPS = ["The algorithm image exactly as researchers post it (only images with a "
-                  "command in [v6.algorithms] run; others end “not allowed”)",
-                  "Whether Auto mode starts this image's runs (needs a command)",
-                  "Runs of this image waiting for this node on the server",
-                  "Runs of this image this node completed / failed in the last 24 hours",
-                  "Whether [v6.algorithms] has a command for the image; “paused”: auto "
-                  "starting is paused (hover for why)"]
+# Service cell's tooltip (as are the hash and the 24 h counts in words). Titles and tips are
+# the source's (its Presentation's service_columns, by these ids).
+COLUMN_IDS = ("name", "auto", "ready", "day", "command")
 SERVICE_COLUMN = 0
-AUTO_COLUMN = COLUMNS.index("Auto")
-READY_COLUMN = COLUMNS.index("Ready")
-DAY_COLUMN = COLUMNS.index("Last 24 h")
-COMMAND_COLUMN = COLUMNS.index("Command")
+AUTO_COLUMN = COLUMN_IDS.index("auto")
+READY_COLUMN = COLUMN_IDS.index("ready")
+DAY_COLUMN = COLUMN_IDS.index("day")
+COMMAND_COLUMN = COLUMN_IDS.index("command")
 HASH_ROLE = Qt.ItemDataRole.UserRole + 1
 PAUSED_COLOUR = "#bc4c00"
 
@@ -73,15 +59,13 @@ class ServicesPane(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        for column, tip in enumerate(COLUMN_TIPS):
-            self.table.horizontalHeaderItem(column).setToolTip(tip)
+        self.table = QTableWidget(0, len(COLUMN_IDS))
+        self.table.setHorizontalHeaderLabels(list(COLUMN_IDS))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
-        for column in range(len(COLUMNS)):
+        for column in range(len(COLUMN_IDS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         # The name takes the width left over (elided when very narrow), so the table never
         # needs a horizontal scroll bar for its numbers.
@@ -92,8 +76,6 @@ class ServicesPane(QWidget):
         self._stats: dict[str, ServiceStats] = {}
 
         self.claim_button = QPushButton("Claim next")
-        self.claim_button.setToolTip("Claim the next ready ticket of the selected services and "
-                                     "download its inputs (Ctrl+N)")
         # A QAction, not the button's own shortcut: QAbstractButton.setText() (the button
         # reads "Claiming…" while a claim is on its way) replaces a button's shortcut.
         self.claim_action = QAction("Claim next", self)
@@ -115,7 +97,7 @@ class ServicesPane(QWidget):
         self.resume_button.setToolTip("Resume auto claiming for the selected paused service(s)")
         self.resume_button.setVisible(False)
         self._paused: dict[str, str] = {}  # hash -> why
-        self.source_kind = "dss"
+        self.presentation = DEFAULT_PRESENTATION
         self.summary = QLabel("Not logged in.")
 
         buttons = QHBoxLayout()
@@ -142,22 +124,28 @@ class ServicesPane(QWidget):
         self.auto_button.toggled.connect(self.autoModeToggled)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self._update_buttons()
+        self.apply_presentation(self.presentation)
 
     # -- content ----------------------------------------------------------------------------
     def set_source_kind(self, kind: str) -> None:
-        """Say "image" and "run" for a vantage6 node, "service" and "ticket" for DSS."""
-        v6 = kind == "v6"
-        self.source_kind = kind
-        self.table.setHorizontalHeaderLabels(V6_COLUMNS if v6 else COLUMNS)
-        for column, tip in enumerate(V6_COLUMN_TIPS if v6 else COLUMN_TIPS):
-            self.table.horizontalHeaderItem(column).setToolTip(tip)
-        self.claim_button.setToolTip(
-            "Start the next pending run of the selected images (Ctrl+N)" if v6 else
-            "Claim the next ready ticket of the selected services and download its inputs "
-            "(Ctrl+N)")
-        self.edit_button.setToolTip(
-            "Commands of a vantage6 node are the [v6.algorithms] tables of the settings file"
-            if v6 else "")
+        """Until the engine sends its presentation (issue 18, step 10)."""
+        self.apply_presentation(presentation_for(kind))
+
+    def apply_presentation(self, presentation: Presentation) -> None:
+        """Headers, tips and buttons in the source's words ("image" and "run" for a
+        vantage6 node, "service" and "ticket" for DSS)."""
+        self.presentation = presentation
+        specs = {column.id: column for column in presentation.service_columns}
+        for position, column_id in enumerate(COLUMN_IDS):
+            spec = specs.get(column_id)
+            item = self.table.horizontalHeaderItem(position)
+            if item is None:
+                item = QTableWidgetItem()
+                self.table.setHorizontalHeaderItem(position, item)
+            item.setText(spec.title if spec else column_id)
+            item.setToolTip(spec.tip if spec else "")
+        self.claim_button.setToolTip(presentation.text("claim_tip"))
+        self.edit_button.setToolTip(presentation.text("commands_note"))
 
     def set_local_day_counts(self, counts: dict[str, tuple[int, int]]) -> None:
         """Succeeded / failed per service in the last 24 h, as counted here (vantage6)."""
@@ -182,7 +170,7 @@ class ServicesPane(QWidget):
                 added = True
                 row = self.table.rowCount()
                 self.table.insertRow(row)
-                for column in range(len(COLUMNS)):
+                for column in range(len(COLUMN_IDS)):
                     item = QTableWidgetItem("—")
                     item.setData(HASH_ROLE, view.service_hash)
                     self.table.setItem(row, column, item)
@@ -191,9 +179,9 @@ class ServicesPane(QWidget):
                     lambda on, h=view.service_hash: self.serviceAutoToggled.emit(h, on))
                 self.table.setCellWidget(row, AUTO_COLUMN, checkbox)
             # A vantage6 image's "version" says how it runs (wrapper, command, no command).
-            self._names[view.service_hash] = (
-                f"{view.name} · {view.version}" if self.source_kind == "v6" and view.version
-                else f"{view.name} {view.version}".strip())
+            label = self.presentation.text("service_label", name=view.name,
+                                           version=view.version) if view.version else ""
+            self._names[view.service_hash] = label or view.name
             self.table.item(row, SERVICE_COLUMN).setText(self._names[view.service_hash])
             self._update_tooltip(row, view.service_hash)
             command = view.command.command if view.command else None

@@ -35,7 +35,7 @@ BIND_HOST = "127.0.0.1"
 # How often the main thread wakes up to notice a dead parent or a dead serve thread.
 _WATCH_INTERVAL = 0.5
 # Grace period cheroot gives in-flight requests on shutdown.
-_SHUTDOWN_TIMEOUT = 3.0
+_SHUTDOWN_TIMEOUT = 3
 _FREE_PORT_ATTEMPTS = 5
 _SELECT_INTERVAL = 0.1
 

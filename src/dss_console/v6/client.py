@@ -164,11 +164,10 @@ class Run:
     def from_json(cls, data: Mapping[str, Any]) -> Run:
         task = data.get("task")
         task = task if isinstance(task, dict) else {}
-        try:
-            run_id = int(data["id"])
-            task_id = int(task.get("id") if task else _ref_id(data.get("task")))
-        except (KeyError, TypeError, ValueError):
-            raise V6BadReplyError("a run in the server's answer has no id or task id") from None
+        run_id = _int_or_none(data.get("id"))
+        task_id = _int_or_none(task.get("id") if task else _ref_id(data.get("task")))
+        if run_id is None or task_id is None:
+            raise V6BadReplyError("a run in the server's answer has no id or task id")
         return cls(id=run_id, status=str(data.get("status") or ""), task_id=task_id,
                    image=str(task.get("image") or ""), input=data.get("input"),
                    started_at=data.get("started_at"), finished_at=data.get("finished_at"),
@@ -268,7 +267,8 @@ class V6NodeClient:
     @property
     def verify(self) -> bool | str:
         """TLS verification as configured (True, or a CA bundle path): the socket uses it too."""
-        return self._http.verify
+        verify: bool | str | None = self._http.verify
+        return True if verify is None else verify
 
     @property
     def access_token(self) -> str | None:
@@ -379,7 +379,8 @@ class V6NodeClient:
             if not isinstance(items, list):
                 raise V6BadReplyError(f"GET {path}: the answer has no data list")
             yield from (item for item in items if isinstance(item, dict))
-            links = data.get("links") if isinstance(data.get("links"), dict) else {}
+            links = data.get("links")
+            links = links if isinstance(links, dict) else {}
             if not links.get("next") or not items or page >= 10_000:
                 return
             page += 1

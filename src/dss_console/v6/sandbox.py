@@ -38,6 +38,7 @@ from typing import IO, Any
 
 import requests
 
+from dss_console.paths import write_private
 from dss_console.v6 import crypto
 from dss_console.v6.venv import V6_VERSION, V6SandboxError, ensure_venv
 
@@ -244,7 +245,7 @@ def _write_server_config(data_dir: Path) -> Path:
     # The JWT secret is kept with the data so tokens survive a restart (outage tests).
     secret_file = data_dir / "jwt_secret"
     if not secret_file.exists():
-        _write_private(secret_file, secrets.token_hex(32))
+        write_private(secret_file, secrets.token_hex(32))
     jwt_secret = secret_file.read_text(encoding="utf-8").strip()
     db = data_dir / "server.sqlite"
     config = {
@@ -266,20 +267,8 @@ def _write_server_config(data_dir: Path) -> Path:
     }
     path = data_dir / "server.yaml"
     # JSON is valid YAML, and the console's venv has no YAML writer.
-    _write_private(path, json.dumps(config, indent=1))
+    write_private(path, json.dumps(config, indent=1))
     return path
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # -- seeding -----------------------------------------------------------------------------
@@ -335,7 +324,7 @@ def seed(api_url: str, root_password: str, data_dir: Path) -> dict[str, Any]:
         for name in ("station", "research"):
             pem = crypto.new_private_key_pem()
             key_file = keys / f"{name}.pem"
-            _write_private(key_file, pem.decode("ascii"))
+            write_private(key_file, pem.decode("ascii"))
             public = crypto.RsaCryptor.from_pem(pem).public_key_b64
             org = admin.call("POST", "/organization",
                              json={"name": name, "public_key": public,
@@ -435,7 +424,7 @@ class V6Sandbox:
                 "data_dir": str(self._data_dir),
                 "server_log": str(self._data_dir / "logs"),
             }
-            _write_private(self._data_dir / SANDBOX_FILE, json.dumps(self.info, indent=1))
+            write_private(self._data_dir / SANDBOX_FILE, json.dumps(self.info, indent=1))
         except BaseException:
             self.stop()
             raise

@@ -36,23 +36,37 @@
 
 Command placeholders: ``{run} {task} {image} {workdir} {input} {output} {token} {tmp}``.
 
-Strict like the rest of the file: unknown keys, wrong types and bad values raise
-:class:`V6SettingsError` naming the dotted key. The engine's settings loader calls
-:func:`parse_v6_settings` with the ``v6`` table and prefixes the file name.
+Strict like the rest of the file: unknown keys, wrong types and bad values raise an error
+naming the dotted key: :class:`V6SettingsError` from :func:`parse_v6_settings` (the table
+alone), the core's SettingsError with the file name when the core's loader reads the file
+through :data:`SETTINGS`.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from dss_console.engine.settings_reader import (
+    JOB_KIND_KEYS,
+    ServiceCommand,
+    SettingsError,
+    SettingsParser,
+    TableReader,
+    read_job_kind,
+    toml_key,
+    toml_value,
+    type_name,
+    validate_placeholders,
+)
 
 __all__ = [
     "DATABASE_TYPES",
     "PLACEHOLDERS",
+    "SETTINGS",
     "V6Algorithm",
     "V6Database",
     "V6Settings",
@@ -74,6 +88,8 @@ _TOP_KEYS = ("send_output_tail", "share_logs", "log_limit", "unknown_images", "o
              "algorithm_env", "algorithms", "databases")
 _ALGORITHM_KEYS = ("python", "package", "command", "subtasks", "timeout", "max_jobs", "nice",
                    "cwd", "env", "send_output_tail")
+# The shared keys an algorithm table has: all but auto (every configured image runs).
+_JOB_KIND_KEYS = tuple(key for key in JOB_KIND_KEYS if key != "auto")
 _DATABASE_KEYS = ("uri", "type", "env")
 # Labels become parts of variable names (<LABEL>_DATABASE_URI), so they must be identifiers.
 _LABEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -83,7 +99,7 @@ _SIZE_RE = re.compile(r"(?P<n>\d+)\s*(?P<unit>[kKmMgG]?)[bB]?")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
-class V6SettingsError(ValueError):
+class V6SettingsError(SettingsError):
     """A bad ``[v6]`` value; the message starts with the dotted key (``v6.algorithms.…``)."""
 
 
@@ -125,6 +141,14 @@ class V6Algorithm:
             env["PKG_NAME"] = self.package
         return env
 
+    def service_command(self) -> ServiceCommand:
+        """The engine's view of this image: its limits, and a command line to show. The
+        argv that really runs comes from ``source.command`` when the run starts."""
+        return ServiceCommand(key=self.image, command=shlex.join(self.argv_template()),
+                              timeout=self.timeout, max_jobs=self.max_jobs, nice=self.nice,
+                              cwd=self.cwd, env=dict(self.env),
+                              send_output_tail=self.send_output_tail)
+
 
 @dataclass(frozen=True)
 class V6Settings:
@@ -140,6 +164,56 @@ class V6Settings:
     def algorithm_for(self, image: str) -> V6Algorithm | None:
         """Exact match only: the allowlist is the configured image names, nothing looser."""
         return self.algorithms.get(image)
+
+    def command_for(self, name: str, key: str) -> ServiceCommand | None:
+        """A run's image (``key``; a v6 service's name is its image too) as the engine's
+        per-service record; None when the image is not configured (not allowed here)."""
+        algorithm = self.algorithm_for(key)
+        return algorithm.service_command() if algorithm is not None else None
+
+    def configured_keys(self) -> list[str]:
+        """The configured images: claimable from the next poll, before the next services
+        refresh lists them (an image's name is all a v6 "service" is)."""
+        return list(self.algorithms)
+
+    def to_toml(self) -> list[str]:
+        """The [v6] tables, written back from what was parsed (so a console that saves its
+        settings keeps the node's configuration); values at their defaults are left out."""
+        defaults = V6Settings()
+        lines: list[str] = []
+
+        def table(header: str, rows: list[str]) -> None:
+            if not rows:
+                return
+            if lines:
+                lines.append("")
+            lines.append(f"[{header}]")
+            lines.extend(rows)
+
+        def env_rows(env: Mapping[str, str]) -> list[str]:
+            return [f"{toml_key(k)} = {toml_value(v)}" for k, v in env.items()]
+
+        top = [f"{name} = {toml_value(getattr(self, name))}"
+               for name in ("send_output_tail", "log_limit", "unknown_images", "on_shutdown")
+               if getattr(self, name) != getattr(defaults, name)]
+        if top or self.algorithm_env or self.algorithms or self.databases:
+            table("v6", top)
+        table("v6.algorithm_env", env_rows(self.algorithm_env))
+        for image, algorithm in self.algorithms.items():
+            header = f"v6.algorithms.{toml_key(image, quote=True)}"
+            rows = [f"{name} = {toml_value(getattr(algorithm, name))}"
+                    for name in ("python", "package", "command", "timeout", "max_jobs", "nice",
+                                 "cwd", "send_output_tail") if getattr(algorithm, name) is not None]
+            if algorithm.subtasks:
+                rows.append("subtasks = true")
+            table(header, rows)
+            table(f"{header}.env", env_rows(algorithm.env))
+        for label, database in self.databases.items():
+            header = f"v6.databases.{toml_key(label, quote=True)}"
+            table(header, [f"uri = {toml_value(database.uri)}",
+                           f"type = {toml_value(database.type)}"])
+            table(f"{header}.env", env_rows(database.env))
+        return lines
 
 
 def parse_size(value: Any) -> int:
@@ -159,8 +233,23 @@ def parse_size(value: Any) -> int:
 
 def parse_v6_settings(table: Mapping[str, Any], where: str = "v6") -> V6Settings:
     """Check and convert the ``[v6]`` table; V6SettingsError names the key on any problem."""
-    check = _Checker()
-    table = check.table(table, where)
+    return _parse(TableReader(None, V6SettingsError), table, where)
+
+
+class V6SettingsParser:
+    """Reads ``[v6]`` (with its algorithms and databases) for the core's settings loader."""
+
+    tables = ("v6",)
+
+    def parse_settings(self, reader: TableReader, data: Mapping[str, Any]) -> V6Settings:
+        return _parse(reader, data["v6"], "v6") if "v6" in data else V6Settings()
+
+
+SETTINGS: SettingsParser = V6SettingsParser()
+
+
+def _parse(check: TableReader, value: object, where: str) -> V6Settings:
+    table = check.table(value, where)
     check.unknown(table, _TOP_KEYS, where)
     kwargs: dict[str, Any] = {}
     if "share_logs" in table and "send_output_tail" in table:
@@ -178,7 +267,7 @@ def parse_v6_settings(table: Mapping[str, Any], where: str = "v6") -> V6Settings
         if key in table:
             kwargs[key] = check.choice(table[key], f"{where}.{key}", choices)
     if "algorithm_env" in table:
-        kwargs["algorithm_env"] = check.env(table["algorithm_env"], f"{where}.algorithm_env")
+        kwargs["algorithm_env"] = _env(check, table["algorithm_env"], f"{where}.algorithm_env")
     if "algorithms" in table:
         algorithms = check.table(table["algorithms"], f"{where}.algorithms")
         kwargs["algorithms"] = {
@@ -202,10 +291,7 @@ def validate_v6_command(template: str) -> None:
         raise V6SettingsError(f"cannot split the command into words: {exc}") from None
     if not words:
         raise V6SettingsError("the command is empty")
-    # The same rules as a DSS command's words, with the v6 placeholders (imported here:
-    # engine.settings imports this module).
-    from dss_console.engine.settings import SettingsError, validate_placeholders
-
+    # The same rules as a DSS command's words, with the v6 placeholders.
     for word in words:
         try:
             validate_placeholders(word, PLACEHOLDERS)
@@ -213,7 +299,7 @@ def validate_v6_command(template: str) -> None:
             raise V6SettingsError(str(exc)) from None
 
 
-def _algorithm(check: _Checker, image: str, value: Any, where: str) -> V6Algorithm:
+def _algorithm(check: TableReader, image: str, value: Any, where: str) -> V6Algorithm:
     if not image.strip():
         raise check.error(where, "the image name must not be empty")
     table = check.table(value, where)
@@ -242,23 +328,13 @@ def _algorithm(check: _Checker, image: str, value: Any, where: str) -> V6Algorit
         kwargs["command"] = command
     if "subtasks" in table:
         kwargs["subtasks"] = check.boolean(table["subtasks"], f"{where}.subtasks")
-    if "timeout" in table:
-        kwargs["timeout"] = check.duration(table["timeout"], f"{where}.timeout")
-    if "max_jobs" in table:
-        kwargs["max_jobs"] = check.integer(table["max_jobs"], f"{where}.max_jobs", 1, None)
-    if "nice" in table:
-        kwargs["nice"] = check.integer(table["nice"], f"{where}.nice", 0, 19)
-    if "cwd" in table:
-        kwargs["cwd"] = check.string(table["cwd"], f"{where}.cwd")
+    kwargs.update(read_job_kind(check, table, where, _JOB_KIND_KEYS))
     if "env" in table:
-        kwargs["env"] = check.env(table["env"], f"{where}.env")
-    if "send_output_tail" in table:
-        kwargs["send_output_tail"] = check.boolean(table["send_output_tail"],
-                                                   f"{where}.send_output_tail")
+        kwargs["env"] = _env(check, table["env"], f"{where}.env")
     return V6Algorithm(**kwargs)
 
 
-def _database(check: _Checker, label: str, value: Any, where: str) -> V6Database:
+def _database(check: TableReader, label: str, value: Any, where: str) -> V6Database:
     if not _LABEL_RE.fullmatch(label):
         raise check.error(where, "a database label must start with a letter and hold only "
                                  "letters, digits and _ (it becomes part of variable names)")
@@ -269,7 +345,7 @@ def _database(check: _Checker, label: str, value: Any, where: str) -> V6Database
             raise check.error(where, f"missing {key!r}")
     uri = check.string(table["uri"], f"{where}.uri")
     kind = check.choice(table["type"], f"{where}.type", DATABASE_TYPES)
-    env = check.env(table["env"], f"{where}.env") if "env" in table else {}
+    env = _env(check, table["env"], f"{where}.env") if "env" in table else {}
     return V6Database(label=label, uri=uri, type=kind, env=env)
 
 
@@ -277,82 +353,16 @@ def _quoted(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else '"' + key.replace('"', '\\"') + '"'
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-class _Checker:
-    def error(self, where: str, message: str) -> V6SettingsError:
-        return V6SettingsError(f"{where}: {message}")
-
-    def unknown(self, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-        extra = [k for k in table if k not in allowed]
-        if not extra:
-            return
-        described = []
-        for key in extra:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            described.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-        noun = "unknown key" if len(extra) == 1 else "unknown keys"
-        raise self.error(where, f"{noun} {', '.join(described)}; known keys: {', '.join(allowed)}")
-
-    def table(self, value: Any, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.error(where, f"must be a table, not {_type_name(value)}")
-        return value
-
-    def string(self, value: Any, where: str) -> str:
-        if not isinstance(value, str):
-            raise self.error(where, f"must be a string, not {_type_name(value)}")
-        if not value.strip():
-            raise self.error(where, "must not be empty")
-        if "\x00" in value:
-            raise self.error(where, "must not contain NUL characters")
-        return value
-
-    def boolean(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(where, f"must be true or false, not {_type_name(value)}")
-        return value
-
-    def integer(self, value: Any, where: str, minimum: int, maximum: int | None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(where, f"must be an integer, not {_type_name(value)}")
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"{minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
-            raise self.error(where, f"must be {bound}, not {value}")
-        return value
-
-    def choice(self, value: Any, where: str, choices: Sequence[str]) -> str:
-        if value not in choices or not isinstance(value, str):
-            shown = " | ".join(f'"{c}"' for c in choices)
-            raise self.error(where, f"must be {shown}, not {value!r}")
-        return value
-
-    def duration(self, value: Any, where: str) -> float:
-        # Imported here: engine.settings imports this module to parse [v6].
-        from dss_console.engine.settings import SettingsError, parse_duration
-
-        try:
-            seconds = parse_duration(value)
-        except SettingsError as exc:
-            raise self.error(where, str(exc)) from None
-        if seconds <= 0:
-            raise self.error(where, f"must be longer than 0 seconds, not {value!r}")
-        return seconds
-
-    def env(self, value: Any, where: str) -> dict[str, str]:
-        table = self.table(value, where)
-        env: dict[str, str] = {}
-        for name, item in table.items():
-            item_where = f"{where}.{_quoted(name)}"
-            if not _ENV_NAME_RE.fullmatch(name):
-                raise self.error(item_where, "is not a valid environment variable name")
-            if not isinstance(item, str):
-                raise self.error(item_where, f'must be a string, not {_type_name(item)} '
-                                             f'(quote it: {name} = "...")')
-            if "\x00" in item:
-                raise self.error(item_where, "must not contain NUL characters")
-            env[name] = item
-        return env
+def _env(check: TableReader, value: object, where: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, item in check.table(value, where).items():
+        item_where = f"{where}.{_quoted(name)}"
+        if not _ENV_NAME_RE.fullmatch(name):
+            raise check.error(item_where, "is not a valid environment variable name")
+        if not isinstance(item, str):
+            raise check.error(item_where, f'must be a string, not {type_name(item)} '
+                                          f'(quote it: {name} = "...")')
+        if "\x00" in item:
+            raise check.error(item_where, "must not contain NUL characters")
+        env[name] = item
+    return env

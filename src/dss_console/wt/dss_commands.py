@@ -41,7 +41,7 @@ def _ticket(args: ArgReader) -> int:
 
 # -- provider ------------------------------------------------------------------------------
 def dssp_services_list(ctx: RunContext, args: ArgReader) -> None:
-    services = ctx.client().services.list()
+    services = ctx.client().services.provided()
     _table(ctx, [[s.name, s.version, s.githash, s.provider] for s in services])
 
 

@@ -47,7 +47,7 @@ class DssSource(Source):
 
     def services(self) -> list[SourceService]:
         seen: dict[str, SourceService] = {}
-        for s in self.client.services.list():
+        for s in self.client.services.provided():
             seen.setdefault(s.githash, SourceService(s.name, s.githash, s.version))
         return list(seen.values())
 
@@ -116,7 +116,7 @@ class DssSource(Source):
     def default_provider(self) -> str:
         """The provider to name in claims when none is configured: the one provider this
         account belongs to. ValueError (in words) when it belongs to none or several."""
-        providers = sorted({s.provider for s in self.client.services.list()})
+        providers = sorted({s.provider for s in self.client.services.provided()})
         if len(providers) == 1:
             return providers[0]
         if not providers:

@@ -1,0 +1,173 @@
+"""What the window shows for a source, as data the source plug-in declares.
+
+The window learns a source's words, columns, actions and dialogs from the engine (the
+channel's ``info``), and renders them; it never asks which kind of source it serves. A new
+source is a new :class:`Presentation`, not a branch in gui/.
+
+Templates in texts and dialogs use ``str.format`` fields: ``{job}`` / ``{Job}`` (the noun,
+lower-case / capitalised), ``{jobs}``, ``{id}`` (the job's number on the server), ``{ids}``
+and ``{count}`` (a batch), ``{reason}``, ``{requesters}``, ``{picked}`` (a chosen file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+# The job columns every source has; their values come from the core's JobSnapshot fields. A
+# source adds its own columns under other ids, valued by `Presentation.cells`.
+CORE_JOB_COLUMNS = ("work", "service", "state", "progress", "claimed", "run_time", "instance",
+                    "runs_on")
+# What the window does by itself (no engine call): open the work dir, copy the id, open the
+# inputs in a viewer program.
+LOCAL_ACTIONS = ("workdir", "copy", "open_inputs")
+
+
+@dataclass(frozen=True)
+class Words:
+    """Nouns, lower-case singular/plural; the window capitalises them where a title needs it."""
+
+    job: str = "job"
+    jobs: str = "jobs"
+    service: str = "service"
+    services: str = "services"
+    requesters: str = "users"  # who reads what the operator writes (a failure's reason)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    id: str
+    title: str
+    tip: str
+    # A source's own column sorts by this cell's value (a number sorts 9 before 10);
+    # "" = by the column's own cell, as text.
+    sort_cell: str = ""
+
+
+@dataclass(frozen=True)
+class DialogSpec:
+    """What the window asks before it performs an action.
+
+    ``confirm``: yes/no; ``reason``: a text the requester reads (``required`` is said when it
+    is left empty); ``file``: a file to hand over (``file_filter``), then ``confirm_text``.
+    """
+
+    kind: Literal["confirm", "reason", "file"]
+    title: str
+    text: str
+    required: str = ""
+    file_filter: str = ""
+    confirm_text: str = ""
+    # ``file``: the confirmation when the job already failed here (the requester saw that).
+    confirm_text_failed: str = ""
+    # A batch (several selected jobs): the same dialog in plural words; "" = no batch form.
+    batch_title: str = ""
+    batch_text: str = ""
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """A button of the jobs pane. Core actions: run, retry, cancel, fail, upload; window-local
+    ones: LOCAL_ACTIONS."""
+
+    name: str
+    label: str
+    shortcut: str
+    tip: str
+    dialog: DialogSpec | None = None
+    # The program a local action starts (found on PATH), e.g. "itksnap" for open_inputs.
+    program: str = ""
+    done_text: str = ""  # the status bar's words after a local action (copy)
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """A source's face in the window. ``source`` is the plug-in's name, for the window's
+    memory of the last login form only."""
+
+    source: str
+    title: str  # the login form's choice: "ITK-SNAP DSS", "vantage6 node"
+    words: Words
+    job_columns: tuple[ColumnSpec, ...]
+    service_columns: tuple[ColumnSpec, ...]
+    actions: tuple[ActionSpec, ...]
+    # Named texts the panes show (see TEXT_KEYS): filter hints, tooltips, notes.
+    texts: Mapping[str, str] = field(default_factory=dict)
+    # "workspace": the inputs are a workspace the window can inspect; "summary": the engine
+    # gives a summary (names, sizes, hashes) and the window shows that.
+    inputs_view: Literal["workspace", "summary"] = "workspace"
+    # Optional window parts: "audit" (the audit view's button).
+    features: frozenset[str] = frozenset()
+
+    def action(self, name: str) -> ActionSpec | None:
+        return next((a for a in self.actions if a.name == name), None)
+
+    def text(self, key: str, **fields: object) -> str:
+        """A named text with the words filled in (missing keys read as "")."""
+        template = self.texts.get(key, "")
+        return template.format(**self.word_fields(), **fields) if template else ""
+
+    def word_fields(self) -> dict[str, str]:
+        w = self.words
+        return {"job": w.job, "Job": w.job.capitalize(), "jobs": w.jobs,
+                "Jobs": w.jobs.capitalize(), "service": w.service, "services": w.services,
+                "Services": w.services.capitalize(), "requesters": w.requesters}
+
+
+# The texts a presentation may name (a test checks every presentation's keys are among these).
+TEXT_KEYS = frozenset({
+    "all_jobs",          # the state filter's first entry
+    "job_filter",        # the jobs filter's placeholder
+    "claim_tip",         # the Claim next button's tooltip
+    "commands_note",     # why the service editor is not the place for this source's commands
+    "inputs_tab",        # the detail pane's inputs tab title
+    "select_job",        # the detail pane before a job is selected
+    "blocked_run_tip",   # why Run is off for a blocked job
+    "no_work",           # the status bar when Claim next found nothing
+    "service_label",     # a service's name with its version: {name}, {version}
+})
+
+
+def presentation_problems(p: Presentation) -> list[str]:
+    """What makes a presentation unusable by the window (checked by the contract tests)."""
+    problems = [f"unknown text {key!r}" for key in p.texts if key not in TEXT_KEYS]
+    ids = [c.id for c in p.job_columns]
+    problems += [f"job column {i!r} listed twice" for i in set(ids) if ids.count(i) > 1]
+    names = [a.name for a in p.actions]
+    problems += [f"action {n!r} listed twice" for n in set(names) if names.count(n) > 1]
+    for a in p.actions:
+        if a.name == "open_inputs" and not a.program:
+            problems.append("open_inputs names no program")
+        try:
+            for template in (a.tip, *(_dialog_texts(a.dialog))):
+                template.format(**p.word_fields(), id=1, ids="1", count=1, reason="",
+                                picked="", state="", earlier="")
+        except (KeyError, IndexError, ValueError) as exc:
+            problems.append(f"action {a.name!r}: bad template field {exc}")
+    return problems
+
+
+def _dialog_texts(dialog: DialogSpec | None) -> tuple[str, ...]:
+    if dialog is None:
+        return ()
+    return (dialog.title, dialog.text, dialog.required, dialog.confirm_text,
+            dialog.confirm_text_failed, dialog.batch_title, dialog.batch_text)
+
+
+def cell_columns(p: Presentation) -> tuple[ColumnSpec, ...]:
+    """The source's own job columns (valued by the engine's per-job cells)."""
+    return tuple(c for c in p.job_columns if c.id not in CORE_JOB_COLUMNS)
+
+
+CellValue = str | int
+Cells = Mapping[str, CellValue]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a job's inputs are, for the window's inputs tab when they are not a workspace:
+    (label, value) rows, and a note under them."""
+
+    fields: tuple[tuple[str, str], ...]
+    note: str = ""

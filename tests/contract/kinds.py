@@ -1,0 +1,617 @@
+"""The contract suite's adapters: everything that knows a source or an executor.
+
+The cases (test_contract.py) speak only the neutral verbs of :class:`World` and :class:`Node`
+and compare neutral words: a job's state here (``JobState`` values), the work's state on
+the server as the requester sees it (:data:`REMOTE`), what the requester reads. Each
+source and executor kind is one class here; a new kind (vantage6 5.x, Kubernetes) is one
+more class and one more entry in :data:`SOURCES` / :data:`EXECUTORS`, and every call into
+``dss_console`` sits in this file, so an engine refactor touches this file alone.
+
+The rules that differ by source (what happens when a command cannot start, or a service
+has no command; the words the requester reads) are written as expectations a source
+returns (:class:`Expect`), never as ``if source == ...`` in a case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import sys
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from contract_program import ANSWER
+
+from dss_console.dss import DssClient
+from dss_console.engine.engine import Engine
+from dss_console.engine.journal import Journal
+from dss_console.engine.settings import Settings, SettingsError, parse_settings
+from dss_console.engine.states import JobState
+from dss_console.sandbox import Sandbox, SandboxError
+from dss_console.sources.dss.source import DssSource
+from dss_console.v6.sandbox import V6Sandbox
+from dss_console.v6.source import V6Source
+
+from waiting import process_gone, wait_for
+
+PROGRAM = Path(__file__).with_name("contract_program.py")
+
+# The work's state on its server, as its requester would describe it.
+WAITING, OURS, SUCCEEDED, FAILED, GONE = "waiting", "ours", "succeeded", "failed", "gone"
+REMOTE = (WAITING, OURS, SUCCEEDED, FAILED, GONE)
+
+# The engine's timings in every case: short, so a case takes seconds, not minutes.
+ENGINE_TIMINGS: dict[str, float] = {
+    "status_interval": 0.5, "grace_period": 2.0, "retry_interval": 0.2,
+    "outbox_backoff": 0.1, "outbox_max_backoff": 0.5}
+
+
+@dataclass(frozen=True)
+class Work:
+    """One piece of work on a server: ``id`` is what the engine claims (a DSS ticket, a
+    vantage6 run), ``ref`` what the requester holds (the ticket, the task)."""
+
+    id: int
+    ref: int
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the requester can read of a piece of work."""
+
+    remote: str
+    messages: tuple[str, ...]
+    attachments: tuple[str, ...]
+    progress: float | None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.messages + self.attachments)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """How a source's rule ends a job: its state here, on the server, and words the
+    requester reads (None: nothing to read is promised)."""
+
+    local: str
+    remote: str
+    says: str | None = None
+
+
+@dataclass(frozen=True)
+class Words:
+    """The fixed words a source's requester reads for the engine's own decisions."""
+
+    exit_code: str          # {code}
+    no_result: str
+    cancelled: str          # {message}
+    shutdown: str
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+class SourceKind(ABC):
+    """A job source: its server, its requester, its settings table, its rules."""
+
+    name: str
+    words: Words
+    # What a command that cannot start (the provider's configuration) and work for a
+    # service without a command lead to.
+    start_failure: Expect
+    unconfigured: Expect
+
+    @abstractmethod
+    def open(self, request: pytest.FixtureRequest) -> None:
+        """Take the servers and requesters this kind needs from pytest's fixtures."""
+
+    @abstractmethod
+    def new_service(self) -> str:
+        """A service (DSS) / image (v6) of this test's own; its key."""
+
+    @abstractmethod
+    def template(self, words: list[str]) -> str:
+        """The command template running contract_program.py: its result FORMAT, the mode
+        (``words[0]``), this source's input and result placeholders, the other words."""
+
+    @abstractmethod
+    def settings(self, commands: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The settings file's tables for these services (key -> their table)."""
+
+    @abstractmethod
+    def connect(self, settings: Settings) -> Any:
+        """A logged-in source object for an engine."""
+
+    provider: str
+
+    @abstractmethod
+    def submit(self, key: str) -> Work:
+        """The requester posts new work for a service."""
+
+    @abstractmethod
+    def seen(self, work: Work) -> Seen:
+        """What the requester reads now."""
+
+    @abstractmethod
+    def result_delivered(self, work: Work) -> bool:
+        """The requester can fetch the result contract_program.py wrote, and it is that."""
+
+    @abstractmethod
+    def take_away(self, work: Work) -> None:
+        """The work leaves the provider while it runs (deleted / killed by the requester)."""
+
+    @abstractmethod
+    def outage(self) -> contextlib.AbstractContextManager[None]:
+        """The server is away inside the block, back after it."""
+
+    @abstractmethod
+    def meet_unconfigured(self, node: Node, work: Work) -> None:
+        """What brings work of a service without a command before the engine."""
+
+
+class DssKind(SourceKind):
+    name = "dss"
+    words = Words(exit_code="command exited with code {code}",
+                  no_result="the command finished without a result workspace",
+                  cancelled="cancelled by the provider: {message}",
+                  shutdown="provider shut down")
+    # The provider's configuration, not the user's failure: the ticket stays claimed.
+    start_failure = Expect(local=JobState.BLOCKED.value, remote=OURS)
+    unconfigured = Expect(local=JobState.BLOCKED.value, remote=OURS)
+
+    def open(self, request: pytest.FixtureRequest) -> None:
+        self.sandbox: Sandbox = request.getfixturevalue("sandbox")
+        self.provider = self.sandbox.provider
+
+    def new_service(self) -> str:
+        return self.sandbox.register_service(f"Contract-{uuid.uuid4().hex[:8]}", "1.0.0", [
+            {"name": "T1-MRI", "type": "MainImage", "hint": "T1 image", "required": True}])
+
+    def template(self, words: list[str]) -> str:
+        mode, *rest = words
+        return shlex.join([sys.executable, str(PROGRAM), "workspace", mode]) + \
+            " {workspace} {result} " + shlex.join(rest)
+
+    def settings(self, commands: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"services": commands}
+
+    def connect(self, settings: Settings) -> Any:
+        client = DssClient(self.sandbox.url, backoff=0.05, timeout=(2.0, 30.0))
+        client.login(self.sandbox.fresh_token())
+        return DssSource(client)
+
+    def submit(self, key: str) -> Work:
+        ticket = self.sandbox.add_ticket(key)
+        return Work(id=ticket, ref=ticket)
+
+    _REMOTE: ClassVar[dict[str, str]] = {"ready": WAITING, "claimed": OURS,
+                                         "success": SUCCEEDED, "failed": FAILED,
+                                         "timeout": FAILED}
+
+    def seen(self, work: Work) -> Seen:
+        try:
+            detail = self.sandbox.admin.ticket_detail(work.ref)
+        except SandboxError as exc:
+            if "HTTP 500" in str(exc):  # a busy SQLite store; the caller asks again
+                raise
+            return Seen(GONE, (), (), None)
+        status = str(detail.get("status", ""))
+        log = detail.get("log") or []
+        progress = detail.get("progress")
+        return Seen(remote=self._REMOTE.get(status, GONE if status == "deleted" else status),
+                    messages=tuple(str(e["message"]) for e in log),
+                    attachments=tuple(str(a["description"]) for e in log
+                                      for a in e.get("attachments") or []),
+                    progress=None if progress is None else float(progress))
+
+    def result_delivered(self, work: Work) -> bool:
+        from dss_console.workspace import Workspace
+
+        names = self.sandbox.admin.result_files(work.ref)
+        if not names or names[-1] != f"ticket_{work.ref:08d}_results.itksnap":
+            return False
+        down = Path(self._scratch()) / f"result-{work.ref}"
+        down.mkdir(parents=True, exist_ok=True)
+        for index, name in enumerate(names):
+            (down / name).write_bytes(self.sandbox.admin.download_file(work.ref, "results",
+                                                                       index))
+        layers = Workspace.load(down / names[-1]).layers
+        return len(layers) == 1 and all(layer.path.is_file() for layer in layers)
+
+    def _scratch(self) -> str:
+        import tempfile
+
+        return tempfile.mkdtemp(prefix="contract-dss-result-")
+
+    def take_away(self, work: Work) -> None:
+        self.sandbox.admin.delete_ticket(work.ref)
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        server = self.sandbox.public_server
+        server.stop()
+        try:
+            yield
+        finally:
+            server.restart()
+
+    def meet_unconfigured(self, node: Node, work: Work) -> None:
+        # The operator's Run on a ticket of a service without a command (Auto never claims
+        # one): claimed, then blocked until a command is configured.
+        assert node.run_next(node.world.key_of(work))
+
+
+class V6Kind(SourceKind):
+    name = "v6"
+    words = Words(exit_code="command exited with code {code}",
+                  no_result="wrote no result",
+                  cancelled="cancelled by the node operator: {message}",
+                  shutdown="the node shut down")
+    start_failure = Expect(local=JobState.FAILED.value, remote=FAILED,
+                           says="could not be started on this node")
+    # The node's allowlist: the run ends "not allowed" before anything is claimed.
+    unconfigured = Expect(local=JobState.FAILED.value, remote=FAILED,
+                          says="not configured on this node")
+    NODE = "station-demo"
+
+    def open(self, request: pytest.FixtureRequest) -> None:
+        self.sandbox: V6Sandbox = request.getfixturevalue("contract_v6")
+        self.researcher: Any = request.getfixturevalue("contract_researcher")
+        self.provider = self.NODE
+
+    def new_service(self) -> str:
+        return f"contract-{uuid.uuid4().hex[:8]}"
+
+    def template(self, words: list[str]) -> str:
+        mode, *rest = words
+        return shlex.join([sys.executable, str(PROGRAM), "json", mode]) + \
+            " {input} {output} " + shlex.join(rest)
+
+    def settings(self, commands: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        demo = self.sandbox.demo_settings()
+        return {"v6": {"algorithms": commands, "databases": demo["databases"]}}
+
+    def connect(self, settings: Settings) -> Any:
+        return V6Source.connect(self.sandbox.url, self.sandbox.node(self.NODE).api_key,
+                                settings.v6)
+
+    def submit(self, key: str) -> Work:
+        task = self.researcher.create_task(key, "contract", [self.sandbox.org_id("station")])
+        (run,) = self.researcher.call("runs", task_id=task)
+        return Work(id=int(run["id"]), ref=task)
+
+    _FINISHED_GONE: ClassVar[frozenset[str]] = frozenset({"killed by user"})
+
+    def seen(self, work: Work) -> Seen:
+        (run,) = self.researcher.call("runs", task_id=work.ref)
+        status = str(run["status"])
+        remote = {"pending": WAITING, "initializing": OURS, "active": OURS,
+                  "completed": SUCCEEDED}.get(status, GONE if status in self._FINISHED_GONE
+                                               else FAILED)
+        lines = tuple(str(run.get("log") or "").splitlines())
+        # The run's log is one text: a message is a line, after its level.
+        messages = tuple(re.sub(r"^(debug|info|warning|error): ", "", line) for line in lines)
+        attachments = tuple(line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in lines
+                            if line.startswith("attachment kept on the node: "))
+        progress = [float(line.split()[1]) / 100 for line in lines
+                    if line.startswith("progress ") and line.endswith(" %")]
+        return Seen(remote=remote, messages=messages, attachments=attachments,
+                    progress=progress[-1] if progress else None)
+
+    def result_delivered(self, work: Work) -> bool:
+        return bool(self.researcher.call("results", task_id=work.ref) == [ANSWER])
+
+    def take_away(self, work: Work) -> None:
+        self.researcher.call("kill", task_id=work.ref)
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        server = self.sandbox.server
+        assert server is not None
+        server.stop()
+        try:
+            yield
+        finally:
+            server.restart()
+
+    def meet_unconfigured(self, node: Node, work: Work) -> None:
+        # Nothing to do: every poll refuses runs of images without a command.
+        node.engine.wake()
+
+
+# -- executors -------------------------------------------------------------------------------
+
+
+class ExecutorKind(ABC):
+    name: str
+
+    @abstractmethod
+    def open(self, request: pytest.FixtureRequest) -> None:
+        """Take the cluster (if any) from pytest's fixtures and point the engine at it."""
+
+    @abstractmethod
+    def options(self) -> dict[str, Any]:
+        """What a service's settings table says to run on this executor."""
+
+
+class LocalKind(ExecutorKind):
+    name = "local"
+
+    def open(self, request: pytest.FixtureRequest) -> None:
+        pass
+
+    def options(self) -> dict[str, Any]:
+        return {}  # the default: a child process of the engine
+
+
+class SlurmKind(ExecutorKind):
+    name = "slurm"
+
+    def open(self, request: pytest.FixtureRequest) -> None:
+        cluster = request.getfixturevalue("contract_slurm")
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        for name, value in cluster.env.items():  # the engine finds it as sbatch does
+            monkeypatch.setenv(name, value)
+
+    def options(self) -> dict[str, Any]:
+        return {"executor": "slurm"}
+
+
+SOURCES: dict[str, type[SourceKind]] = {"dss": DssKind, "v6": V6Kind}
+EXECUTORS: dict[str, type[ExecutorKind]] = {"local": LocalKind, "slurm": SlurmKind}
+
+
+@dataclass(frozen=True)
+class Combination:
+    source: str
+    executor: str
+    refused: str | None = None  # the settings' words when they refuse this combination
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}-{self.executor}"
+
+
+# vantage6 runs are local processes today (engine/jobs.py: the source decides): a `[v6]`
+# algorithm has no executor key, so the settings refuse one.
+COMBINATIONS = (
+    Combination("dss", "local"),
+    Combination("dss", "slurm"),
+    Combination("v6", "local"),
+    Combination("v6", "slurm", refused="unknown key 'executor'"),
+)
+RUNNABLE = tuple(c for c in COMBINATIONS if c.refused is None)
+
+
+# -- one test's world ------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    """One test's source, executor, scratch dir and the services it configured."""
+
+    source: SourceKind
+    executor: ExecutorKind
+    tmp: Path
+    commands: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+    _keys: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def state(self) -> Path:
+        path = self.tmp / "state"
+        path.mkdir(exist_ok=True)
+        return path
+
+    # -- services ------------------------------------------------------------------------
+    def service(self, mode: str, *args: str) -> str:
+        """A service whose command runs contract_program.py in ``mode``."""
+        key = self.source.new_service()
+        template = self.source.template([mode, str(self.state), *args])
+        self.commands[key] = {"command": template, **self.executor.options()}
+        return key
+
+    def broken_service(self) -> str:
+        """A service whose command names a program that does not exist."""
+        key = self.source.new_service()
+        self.commands[key] = {"command": f"{self.tmp}/no-such-program {{workdir}}",
+                              **self.executor.options()}
+        return key
+
+    def bare_service(self) -> str:
+        """A service this machine has no command for."""
+        return self.source.new_service()
+
+    def settings_text(self) -> str:
+        tables = {"instance": "contract", "workroot": str(self.tmp / "work"),
+                  "poll_interval": 0.2, "concurrency": 2,
+                  **self.source.settings(self.commands)}
+        return _toml(tables)
+
+    def settings(self) -> Settings:
+        """The settings file the operator would write, read by the real loader."""
+        return parse_settings(self.settings_text(), self.tmp / "settings.toml")
+
+    def settings_refusal(self) -> str | None:
+        try:
+            self.settings()
+        except SettingsError as exc:
+            return str(exc)
+        return None
+
+    # -- the engine ----------------------------------------------------------------------
+    def start(self, *, auto: bool = True, journal: Path | None = None) -> Node:
+        settings = self.settings()
+        source = self.source.connect(settings)
+        path = journal or self.tmp / "journal.sqlite3"
+        engine = Engine(settings, source, Journal(path), provider=self.source.provider,
+                        auto=auto, **ENGINE_TIMINGS)
+        node = Node(self, engine, path)
+        self.nodes.append(node)
+        engine.start()
+        return node
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    # -- the requester -------------------------------------------------------------------
+    def submit(self, key: str) -> Work:
+        work = self.source.submit(key)
+        self._keys[work.id] = key
+        return work
+
+    def key_of(self, work: Work) -> str:
+        return self._keys[work.id]
+
+    def seen(self, work: Work) -> Seen:
+        def answer() -> Seen | None:
+            try:
+                return self.source.seen(work)
+            except SandboxError:  # an occasional HTTP 500 of the busy DSS store
+                return None
+
+        return wait_for(answer, 30, what=f"the requester's view of {work}")
+
+    def wait_remote(self, work: Work, remote: str, timeout: float = 30.0) -> Seen:
+        assert remote in REMOTE
+        return wait_for(lambda: (seen := self.seen(work)).remote == remote and seen, timeout,
+                        what=f"{work} to be {remote} on the server")
+
+    def wait_says(self, work: Work, words: str, timeout: float = 30.0) -> Seen:
+        return wait_for(lambda: (seen := self.seen(work)) and words in seen.text and seen,
+                        timeout, what=f"the requester to read {words!r} for {work}")
+
+    def result_delivered(self, work: Work) -> bool:
+        return self.source.result_delivered(work)
+
+    def take_away(self, work: Work) -> None:
+        self.source.take_away(work)
+
+    def outage(self) -> contextlib.AbstractContextManager[None]:
+        return self.source.outage()
+
+    def meet_unconfigured(self, node: Node, work: Work) -> None:
+        self.source.meet_unconfigured(node, work)
+
+    # -- the command's lives -------------------------------------------------------------
+    def lives(self) -> list[int]:
+        path = self.state / "lives"
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    def wait_lives(self, count: int, timeout: float = 60.0) -> list[int]:
+        return wait_for(lambda: len(lives := self.lives()) >= count and lives, timeout,
+                        what=f"the command's life #{count} to start")
+
+    def go(self) -> None:
+        (self.state / "go").write_text("go")
+
+    def wait_stopped(self, pids: list[int], timeout: float = 15.0) -> None:
+        wait_for(lambda: all(process_gone(p) for p in pids), timeout,
+                 what=f"processes {pids} to be stopped")
+
+
+class Node:
+    """One engine of the world: what the operator does and reads."""
+
+    def __init__(self, world: World, engine: Engine, journal: Path) -> None:
+        self.world = world
+        self.engine = engine
+        self.journal = journal
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def _job(self, work: Work) -> Any:
+        if not self._stopped:
+            return self.engine.journal.latest_job_for_ticket(self.engine.source.key, work.id)
+        # Stopped: what its journal says, as the next start will read it.
+        journal = Journal(self.journal)
+        try:
+            return journal.latest_job_for_ticket(self.engine.source.key, work.id)
+        finally:
+            journal.close()
+
+    def state(self, work: Work) -> str | None:
+        job = self._job(work)
+        return None if job is None else str(job.state.value)
+
+    def wait(self, work: Work, *states: str, timeout: float = 30.0) -> str:
+        wanted = {JobState(s) for s in states}
+        return wait_for(lambda: (job := self._job(work)) is not None and job.state in wanted
+                        and job.state.value, timeout,
+                        what=f"{work} to be {' or '.join(states)} here")
+
+    def history(self, work: Work) -> list[str]:
+        job = self._job(work)
+        assert job is not None and not self._stopped
+        return [state for _, state, _ in self.engine.journal.transitions(job.job_id)]
+
+    def reason(self, work: Work) -> str:
+        job = self._job(work)
+        return "" if job is None else job.reason or ""
+
+    def workdir(self, work: Work) -> str:
+        job = self._job(work)
+        assert job is not None
+        return str(job.workdir)
+
+    def owed(self, work: Work) -> int:
+        job = self._job(work)
+        return 0 if job is None else int(job.owed)
+
+    def run_next(self, key: str) -> bool:
+        """The operator's Run: claim the service's next work by hand and run it."""
+        return self.engine.claim_next([key], run=True) is not None
+
+    def wait_paused(self, key: str, timeout: float = 30.0) -> str:
+        """Why Auto stopped claiming for this service (waits until it has)."""
+        return wait_for(lambda: next((v.paused for v in self.engine.services()
+                                      if v.service_hash == key and v.paused), None),
+                        timeout, what=f"service {key} to be paused")
+
+    def cancel(self, work: Work, message: str) -> None:
+        self.engine.cancel_job(self._job(work).job_id, message)
+
+    def fail(self, work: Work, message: str) -> None:
+        self.engine.fail_job(self._job(work).job_id, message)
+
+    def stop(self, running: str | None = None) -> None:
+        """Stop as a worker does on SIGTERM; ``running``: "resume" (work stays open and
+        runs again at the next start) or "fail"."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        try:
+            self.engine.shutdown(flush_timeout=10, job_timeout=15, running=running)
+        finally:
+            self.engine.journal.close()
+
+
+def _toml(tables: dict[str, Any]) -> str:
+    """A settings file from plain tables (strings, numbers, lists, nested tables)."""
+    lines: list[str] = []
+
+    def emit(prefix: list[str], table: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if prefix and scalars:
+            lines.append("[" + ".".join(json.dumps(p) for p in prefix) + "]")
+        for key, value in scalars.items():
+            lines.append(f"{json.dumps(key)} = {json.dumps(value)}")
+        for key, value in nested.items():
+            if not value:
+                lines.append("[" + ".".join(json.dumps(p) for p in [*prefix, key]) + "]")
+            emit([*prefix, key], value)
+
+    emit([], tables)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,108 @@
+"""Settings per plug-in: the core reads the top-level keys, each source its own tables."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import dss_console
+from dss_console import plugins
+from dss_console.engine.profiles import v6_service_command
+from dss_console.engine.settings import Settings, SettingsError, parse_settings
+from dss_console.engine.settings_reader import TableReader, read_job_kind
+from dss_console.v6.settings import V6SettingsError, parse_v6_settings
+
+SRC = Path(dss_console.__file__).parent
+
+
+def test_the_core_settings_module_loads_no_plug_in() -> None:
+    script = textwrap.dedent("""
+        import sys
+        import dss_console.engine.settings
+        loaded = [m for m in sys.modules
+                  if m.startswith(("dss_console.v6", "dss_console.sources"))]
+        assert not loaded, loaded
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(module, at module top) for every import in a file."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.append((node.module, id(node) in top))
+        elif isinstance(node, ast.Import):
+            found.extend((alias.name, id(node) in top) for alias in node.names)
+    return found
+
+
+def test_no_circle_between_the_core_and_the_v6_settings() -> None:
+    core = [SRC / "engine" / "settings.py", SRC / "engine" / "settings_reader.py"]
+    for path in core:
+        runtime = [m for m, at_top in _imports(path) if at_top and "v6" in m.split(".")]
+        assert not runtime, (path.name, runtime)
+    # The v6 tables' parser imports the core at its top, nowhere else.
+    v6 = _imports(SRC / "v6" / "settings.py")
+    assert ("dss_console.engine.settings_reader", True) in v6
+    assert all(at_top for _, at_top in v6), v6
+
+
+def test_each_source_owns_its_tables(tmp_path: Path) -> None:
+    text = textwrap.dedent("""\
+        concurrency = 2
+        [services.Seg]
+        command = "seg {result}"
+        [v6.algorithms."img/avg:1"]
+        command = "avg {input} {output}"
+        max_jobs = 2
+    """)
+    settings = parse_settings(text, tmp_path / "settings.toml")
+    assert list(settings.plugins) == list(plugins.SOURCE_SETTINGS) == ["dss", "v6"]
+    assert settings.plugins["dss"].configured_keys() == ["Seg"]
+    assert settings.plugins["v6"].configured_keys() == ["img/avg:1"]
+    seg = settings.plugins["dss"].command_for("Seg", "a" * 40)
+    assert seg is not None and seg.command == "seg {result}"
+    # The v6 image as the engine's per-service record, the same the engine builds today.
+    algorithm = settings.v6.algorithm_for("img/avg:1")
+    assert algorithm is not None
+    assert settings.plugins["v6"].command_for("img/avg:1", "img/avg:1") == \
+        v6_service_command(algorithm)
+    assert settings.plugins["v6"].command_for("img/other", "img/other") is None
+    assert settings == Settings(concurrency=2, services=settings.services, v6=settings.v6)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[services.X]\ncommand = "run"\nnice = 20', 'services."X".nice: must be 0 to 19, not 20'),
+    ('[services.X]\ncommand = "run"\nnice = -1', 'services."X".nice: must be 0 to 19, not -1'),
+    ('[v6.algorithms.x]\ncommand = "run"\nnice = -1',
+     "v6.algorithms.x.nice: must be 0 to 19, not -1"),
+    ('[v6.algorithms.x]\ncommand = "run"\nauto = false',
+     "v6.algorithms.x: unknown key 'auto'"),
+])
+def test_shared_keys_read_alike(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "settings.toml"
+    with pytest.raises(SettingsError) as info:
+        parse_settings(text, path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_a_table_read_alone_names_the_key_and_its_error_type() -> None:
+    with pytest.raises(V6SettingsError, match=r"^v6\.log_limit: 'lots' is not a size"):
+        parse_v6_settings({"log_limit": "lots"})
+    reader = TableReader(None)
+    assert read_job_kind(reader, {"timeout": "1h30m", "auto": False}, "t") == {
+        "timeout": 5400.0, "auto": False}
+    with pytest.raises(SettingsError, match=r"^t\.max_jobs: must be at least 1, not 0$"):
+        read_job_kind(reader, {"max_jobs": 0}, "t")
