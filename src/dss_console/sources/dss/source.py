@@ -31,6 +31,7 @@ from dss_console.dss import (
     TransferError,
     UnsafeFileNameError,
 )
+from dss_console.sources.dss.presentation import PRESENTATION
 
 _STATES = {TicketStatus.CLAIMED: RemoteState.OURS, TicketStatus.SUCCESS: RemoteState.SUCCEEDED,
            TicketStatus.FAILED: RemoteState.FAILED}
@@ -40,6 +41,7 @@ class DssSource(Source):
     """A DSS server, through the provider client."""
 
     kind = "dss"
+    presentation = PRESENTATION
 
     def __init__(self, client: DssClient) -> None:
         self.client = client
