@@ -19,9 +19,9 @@ from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import CallDelivered, Event, JobMessage, JobOutput
 from dss_console.engine.journal import Journal
 from dss_console.engine.settings import ServiceCommand, Settings
-from dss_console.engine.source import DssSource
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox, SandboxError
+from dss_console.sources.dss.source import DssSource
 from dss_console.workspace import Workspace
 
 from waiting import process_gone, wait_for

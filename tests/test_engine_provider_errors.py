@@ -243,7 +243,7 @@ def test_a_server_that_does_not_answer_shows_as_waiting_within_seconds(tmp_path:
     from dss_console.engine.events import ConnectionChanged
     from dss_console.engine.journal import Journal
     from dss_console.engine.settings import Settings
-    from dss_console.engine.source import DssSource
+    from dss_console.sources.dss.source import DssSource
 
     from hostile_server import HostileServer, Reply
 

@@ -16,9 +16,9 @@ from dss_console.dss import DssClient
 from dss_console.engine.engine import Engine
 from dss_console.engine.journal import Journal
 from dss_console.engine.settings import Settings
-from dss_console.engine.source import DssSource
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
+from dss_console.sources.dss.source import DssSource
 
 from test_engine import TAGS, harness_for
 from waiting import wait_for

@@ -119,8 +119,8 @@ def test_a_refused_upload_tells_the_user_no_local_path(harness: Harness) -> None
     """An upload the client refuses (its file is gone) fails the ticket with the error's
     text: the user reads it with the work root replaced, the journal keeps it whole."""
     from dss_console.engine.journal import Journal
-    from dss_console.engine.source import DssSource
     from dss_console.engine.workdirs import ticket_workdir
+    from dss_console.sources.dss.source import DssSource
 
     ticket = harness.ticket()
     client = harness.client()

@@ -20,6 +20,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from dss_console.core.interfaces import (
+    Connection,
+    NewWork,
+    Outcome,
+    OutcomeKind,
+    RemoteState,
+    WorkGone,
+)
 from dss_console.engine.redact import SHARED_SUFFIX
 from dss_console.v6.client import (
     V6Error,
@@ -29,14 +37,6 @@ from dss_console.v6.client import (
     classify_v6_error,
 )
 from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
-from dss_console.v6.seam import (
-    Connection,
-    NewWork,
-    Outcome,
-    OutcomeKind,
-    RemoteState,
-    WorkGone,
-)
 from dss_console.v6.settings import parse_v6_settings
 from dss_console.v6.source import V6KeyError, V6Source
 

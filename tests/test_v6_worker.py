@@ -240,10 +240,10 @@ def test_a_node_wide_kill_stops_the_process_and_ends_the_run_killed(
     user" itself, as the official node does, and never runs it again. 4.15.2's
     `POST /kill/node/tasks` answers 500 ("RuleCollection has no attribute s_glo") even for
     root, so the event is handed to the engine as its socket handler would."""
+    from dss_console.core.interfaces import WorkGone
     from dss_console.engine.engine import Engine
     from dss_console.engine.journal import Journal
     from dss_console.engine.settings import load_settings
-    from dss_console.engine.source import WorkGone
     from dss_console.engine.states import JobState
     from dss_console.v6.source import V6Source
 

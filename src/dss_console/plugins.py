@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dss_console.core.executor import Executor
+    from dss_console.core.presentation import Presentation
 
-__all__ = ["EXECUTORS", "SOURCE_SETTINGS", "executors"]
+__all__ = ["EXECUTORS", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "executors", "load",
+           "presentation"]
 
 # Each source's reader of its own settings tables (engine.settings_reader.SettingsParser), in
 # the order the file is read and written. Later part of each source's SourcePlugin.
@@ -21,6 +23,30 @@ SOURCE_SETTINGS: dict[str, str] = {
     "dss": "dss_console.sources.dss.settings:SETTINGS",
     "v6": "dss_console.v6.settings:SETTINGS",
 }
+
+# Each source's face in the window (core.presentation.Presentation). The engine sends its
+# source's in the channel's info; the window reads these only before an engine runs (the
+# login form's choice of source).
+SOURCE_PRESENTATIONS: dict[str, str] = {
+    "dss": "dss_console.sources.dss.presentation:PRESENTATION",
+    "v6": "dss_console.v6.presentation:PRESENTATION",
+}
+
+
+def load(target: str) -> object:
+    """The object a registry's ``"module:attribute"`` names (imported now)."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def presentation(source: str) -> Presentation:
+    from dss_console.core.presentation import Presentation
+
+    value = load(SOURCE_PRESENTATIONS[source])
+    if not isinstance(value, Presentation):
+        raise TypeError(f"{SOURCE_PRESENTATIONS[source]} is not a Presentation")
+    return value
+
 
 # Each executor's class, by the name a service's `executor` setting gives.
 EXECUTORS: dict[str, str] = {
@@ -32,8 +58,12 @@ EXECUTORS: dict[str, str] = {
 def executors() -> dict[str, Executor]:
     """One of each executor, for one engine (the SLURM one keeps a monitor for all the
     engine's cluster jobs). Their modules are imported here, not before."""
+    from dss_console.core.executor import Executor
+
     made: dict[str, Executor] = {}
     for name, target in EXECUTORS.items():
-        module, _, attribute = target.partition(":")
-        made[name] = getattr(importlib.import_module(module), attribute)()
+        executor_class = load(target)
+        if not (isinstance(executor_class, type) and issubclass(executor_class, Executor)):
+            raise TypeError(f"{target} is not an Executor")
+        made[name] = executor_class()
     return made

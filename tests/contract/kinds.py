@@ -31,13 +31,15 @@ import pytest
 from contract_program import ANSWER
 
 from dss_console import plugins
+from dss_console.core.presentation import JobView, Presentation
 from dss_console.dss import DssClient
 from dss_console.engine.engine import Engine
 from dss_console.engine.journal import Journal
 from dss_console.engine.settings import Settings, SettingsError, parse_settings
-from dss_console.engine.source import DssSource
 from dss_console.engine.states import JobState
+from dss_console.engine.views import job_view
 from dss_console.sandbox import Sandbox, SandboxError
+from dss_console.sources.dss.source import DssSource
 from dss_console.v6.sandbox import V6Sandbox
 from dss_console.v6.source import V6Source
 
@@ -80,12 +82,13 @@ class Seen:
 
 @dataclass(frozen=True)
 class Expect:
-    """How a source's rule ends a job: its state here, on the server, and words the
-    requester reads (None: nothing to read is promised)."""
+    """How a rule ends a job: its state here (None: never claimed), on the server, words
+    the requester reads (None: nothing promised), and whether Auto paused the service."""
 
-    local: str
+    local: str | None
     remote: str
     says: str | None = None
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class SourceKind(ABC):
     # service without a command lead to.
     start_failure: Expect
     unconfigured: Expect
+    # Whether a job this console failed may run again once the server holds its end (DSS:
+    # the claimant may turn its own failure into a success; a finished v6 run is final).
+    retry_after_failure: bool
 
     @abstractmethod
     def open(self, request: pytest.FixtureRequest) -> None:
@@ -168,6 +174,7 @@ class DssKind(SourceKind):
     # The provider's configuration, not the user's failure: the ticket stays claimed.
     start_failure = Expect(local=JobState.BLOCKED.value, remote=OURS)
     unconfigured = Expect(local=JobState.BLOCKED.value, remote=OURS)
+    retry_after_failure = True
 
     def open(self, request: pytest.FixtureRequest) -> None:
         self.sandbox: Sandbox = request.getfixturevalue("sandbox")
@@ -262,6 +269,7 @@ class V6Kind(SourceKind):
     # The node's allowlist: the run ends "not allowed" before anything is claimed.
     unconfigured = Expect(local=JobState.FAILED.value, remote=FAILED,
                           says="not configured on this node")
+    retry_after_failure = False
     NODE = "station-demo"
 
     def open(self, request: pytest.FixtureRequest) -> None:
@@ -334,6 +342,9 @@ class V6Kind(SourceKind):
 
 class ExecutorKind(ABC):
     name: str
+    # Whether a command's program is looked for before the work is claimed and started
+    # (here), or only where and when it runs (a cluster node).
+    checks_program: bool = True
 
     @abstractmethod
     def open(self, request: pytest.FixtureRequest) -> None:
@@ -356,6 +367,7 @@ class LocalKind(ExecutorKind):
 
 class SlurmKind(ExecutorKind):
     name = "slurm"
+    checks_program = False
 
     def open(self, request: pytest.FixtureRequest) -> None:
         cluster = request.getfixturevalue("contract_slurm")
@@ -427,6 +439,16 @@ class World:
         self.commands[key] = {"command": f"{self.tmp}/no-such-program {{workdir}}",
                               **self.executor.options()}
         return key
+
+    def start_failure(self, *, auto: bool) -> Expect:
+        """What a command whose program does not exist leads to, in Auto or by hand."""
+        if not self.executor.checks_program:
+            # The batch job runs and the shell cannot find it: a failed command.
+            return Expect(local=JobState.FAILED.value, remote=FAILED,
+                          says=self.source.words.exit_code.format(code=127))
+        if auto:  # Auto's check before a claim: nothing claimed, the service paused
+            return Expect(local=None, remote=WAITING, paused=True)
+        return self.source.start_failure
 
     def bare_service(self) -> str:
         """A service this machine has no command for."""
@@ -568,6 +590,15 @@ class Node:
     def owed(self, work: Work) -> int:
         job = self._job(work)
         return 0 if job is None else int(job.owed)
+
+    def view(self, work: Work) -> JobView:
+        """The job as a window attached to this engine sees it."""
+        job = self._job(work)
+        assert job is not None
+        return job_view(self.engine.source, job)
+
+    def presentation(self) -> Presentation:
+        return self.engine.source.presentation
 
     def run_next(self, key: str) -> bool:
         """The operator's Run: claim the service's next work by hand and run it."""

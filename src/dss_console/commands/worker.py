@@ -33,11 +33,13 @@ from dss_console.engine.states import JobState
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from dss_console.core.interfaces import Source
     from dss_console.dss import DssClient
     from dss_console.engine.channel import EngineChannel
     from dss_console.engine.engine import Engine, ServiceView
     from dss_console.engine.events import JobSnapshot
     from dss_console.engine.settings import Settings
+    from dss_console.v6.source import V6Source
 
 WORKER_DESCRIPTION = """\
 Process tickets without a window: poll the server, claim tickets of the services that have
@@ -156,7 +158,7 @@ def worker_command(args: argparse.Namespace) -> int:
     from dss_console.engine.engine import Engine, journal_path
     from dss_console.engine.journal import Journal
     from dss_console.engine.settings import CONSOLE_COMMAND_NICE, SettingsError, settings_path
-    from dss_console.engine.source import DssSource
+    from dss_console.sources.dss.source import DssSource
 
     if not args.for_console:  # a console hands over its path, made when it first saves
         require_named_settings(args.config, env_too=True)
@@ -165,7 +167,8 @@ def worker_command(args: argparse.Namespace) -> int:
         settings = _load(config, args)
     except SettingsError as exc:
         raise CliError(str(exc), code=2) from None
-    source: Any
+    source: Source
+    client: Source | DssClient
     if args.source == "v6":
         keys = None
         if args.for_console:
@@ -175,8 +178,9 @@ def worker_command(args: argparse.Namespace) -> int:
             # knows the images this node runs (the allowlist): arriving later over the
             # channel, they lost a race against that poll, which refused the runs.
             settings = _console_settings(keys, config, args) or settings
-        source = _v6_source(args, settings, keys)
-        client = source
+        node = _v6_source(args, settings, keys)
+        source = client = node
+        again = f"dss-console v6 login --server {node.client.api_url} --api-key-stdin"
     else:
         if not args.server and settings.server:
             args.server = settings.server
@@ -186,6 +190,7 @@ def worker_command(args: argparse.Namespace) -> int:
         else:
             client = logged_in_client(args)
         source = DssSource(client)
+        again = f"dss-console login --server {source.key} --token-stdin"
     data = paths.ensure_private_dir(args.data_dir) if args.data_dir else paths.data_dir()
     try:
         # server_slug() drops a URL's #fragment, and a v6 key is "<api url>#node-<id>": as a
@@ -197,7 +202,7 @@ def worker_command(args: argparse.Namespace) -> int:
     journal = Journal(journal_path(data))
     try:
         provider = args.provider or settings.provider or (
-            source.identity.name if args.source == "v6" else source.default_provider())
+            source.default_provider())
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # The person at a console comes first: the commands of an engine it started yield the
@@ -268,9 +273,6 @@ def worker_command(args: argparse.Namespace) -> int:
                 stuck = _stuck(engine)
                 break
         if logged_out.is_set():
-            again = (f"dss-console v6 login --server {source.client.api_url} --api-key-stdin"
-                     if args.source == "v6" else
-                     f"dss-console login --server {source.key} --token-stdin")
             printer.line(f"the server no longer accepts this session: stopping. Log in again "
                          f"({again}) and restart the worker; what is owed to the server is "
                          "kept and sent then")
@@ -327,7 +329,7 @@ def _console_settings(keys: dict[str, str], config: Path,
 
 
 def _v6_source(args: argparse.Namespace, settings: Settings,
-               keys: dict[str, str] | None = None) -> Any:
+               keys: dict[str, str] | None = None) -> V6Source:
     """Log in as the stored vantage6 node (``dss-console v6 login`` stored its keys), or with
     the keys a console handed over."""
     from dss_console.commands.context import verify_option

@@ -14,6 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.core.executor import Executor, ExecutorDetails, JobRef, Recovery
+from dss_console.core.interfaces import (
+    Connection,
+    Failure,
+    NewWork,
+    OutcomeKind,
+    RemoteState,
+    Source,
+    SourceEvent,
+    SourceService,
+    WorkGone,
+)
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
 from dss_console.engine.events import (
@@ -30,8 +41,7 @@ from dss_console.engine.jobs import (
     V6_CANCEL_REASON,
     JobContext,
     JobExecution,
-    failed_here,
-    not_retryable_reason,
+    remote_status,
 )
 from dss_console.engine.journal import Journal, OutboxItem, command_forgotten
 from dss_console.engine.outbox import Outbox
@@ -48,18 +58,6 @@ from dss_console.engine.profiles import (
 from dss_console.engine.redact import Redactor
 from dss_console.engine.runner import CommandSpec
 from dss_console.engine.settings import ServiceCommand, Settings
-from dss_console.engine.source import (
-    GONE,
-    LOGGED_OUT,
-    TRANSIENT,
-    Connection,
-    JobSource,
-    NewWork,
-    OutcomeKind,
-    SourceEvent,
-    SourceService,
-    WorkGone,
-)
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     remove_old_workdirs,
@@ -83,7 +81,7 @@ def poll_wait(interval: float, idle_for: float, error_backoff: float = 0.0) -> f
     return max(wait, error_backoff)
 
 
-def _send_output_tail(settings: Settings, source: object) -> bool:
+def _send_output_tail(settings: Settings, source: Source) -> bool:
     """The default of a service that does not say: [v6] send_output_tail on a node."""
     return settings.v6.send_output_tail if is_v6(source) else settings.send_output_tail
 
@@ -106,7 +104,7 @@ class ServiceView:
 
 
 class Engine:
-    def __init__(self, settings: Settings, source: JobSource, journal: Journal, *,
+    def __init__(self, settings: Settings, source: Source, journal: Journal, *,
                  provider: str, executors: Mapping[str, Executor],
                  events: EventBus | None = None, auto: bool = False,
                  max_tickets: int | None = None, status_interval: float = 5.0,
@@ -167,11 +165,9 @@ class Engine:
         """Resume deliveries and interrupted jobs, then start polling (auto mode)."""
         self.outbox.start()
         self.recover(run_claimed=run_claimed)
-        watch = getattr(self.source, "watch", None)
-        if watch is not None:
-            # Push events (v6's socket) make the engine react at once; polling stays the
-            # backstop for anything missed while the channel is down.
-            watch(self._on_source_event)
+        # Push events (v6's socket) make the engine react at once; polling stays the
+        # backstop for anything missed while the channel is down.
+        self.source.watch(self._on_source_event)
         self._poller.start()
 
     def shutdown(self, *, drain: bool = False, flush_timeout: float = 30.0,
@@ -207,9 +203,7 @@ class Engine:
         flushed = self.outbox.flush(flush_timeout)
         self.outbox.stop()
         self.connection.stop()
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()  # the v6 socket and subtask proxy (DSS sources have nothing to close)
+        self.source.close()  # the v6 socket and subtask proxy
         for executor in self.executors.values():
             executor.close()
         if self._cleanup_thread is not None:
@@ -331,8 +325,8 @@ class Engine:
         self.ctx.v6_on_shutdown = settings.v6.on_shutdown
         self.ctx.send_output_tail = _send_output_tail(settings, self.source)
         self.ctx.workroot = Path(settings.workroot)
+        self.source.update_settings(settings)
         if self.v6:
-            self.source.settings = settings.v6  # type: ignore[attr-defined]
             # An image configured just now is claimed from the next poll, not the next
             # services refresh (its name is all a v6 "service" is).
             with self._lock:
@@ -428,21 +422,14 @@ class Engine:
                               "cancelled or interrupted jobs can be retried")
         if snap.not_retryable:
             raise EngineError(f"ticket {snap.ticket_id} cannot be retried: {snap.not_retryable}")
-        status = self.source.remote_status(snap.ticket_id)
-        if self.v6 and status != "claimed":
-            # A finished run is immutable on a vantage6 server: there is no rescue.
-            why = f"{V6_NOT_AGAIN} (it is {status} on the server)"
+        status = remote_status(self.source, self.journal, job_id, snap.ticket_id)
+        # `failed` is a rescue only when this console failed it: the DSS server lets the
+        # claimant turn its own failure into a success (a finished v6 run is immutable).
+        if status.state is not RemoteState.OURS and (self.v6 or not status.failed_by_us):
+            why = self.source.not_retryable(status)
             self.journal.update_job(job_id, not_retryable=why)
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
-            raise EngineError(f"run {snap.ticket_id} cannot be retried: {why}")
-        # `failed` is a rescue only when this console failed it: the server lets the
-        # claimant turn its own failure into a success.
-        if status != "claimed" and not (status == "failed"
-                                        and failed_here(self.journal, job_id)):
-            why = not_retryable_reason(status)
-            self.journal.update_job(job_id, not_retryable=why)
-            self.events.publish(JobChanged(job=self.journal.job(job_id)))
-            raise EngineError(f"ticket {snap.ticket_id} cannot be retried: {why}")
+            raise EngineError(f"{self.noun} {snap.ticket_id} cannot be retried: {why}")
         self._launch(job_id, fresh_run=True)
 
     def cancel_job(self, job_id: int, message: str | None = None) -> None:
@@ -732,7 +719,7 @@ class Engine:
                 self._note_failure(kind, exc)
                 error_backoff = min(60.0, max(interval, error_backoff * 2 or interval))
                 self.events.publish(EngineNotice(
-                    level="error" if kind != GONE else "warning",
+                    level="error" if kind is not Failure.GONE else "warning",
                     text=f"polling for {self.noun}s failed: {exc}"))
             if time.monotonic() - last_blocked_retry > BLOCKED_RETRY:
                 last_blocked_retry = time.monotonic()
@@ -750,10 +737,10 @@ class Engine:
                                                   next_poll_in=wait))
             self._wake.wait(wait)
 
-    def _note_failure(self, kind: str, exc: BaseException) -> None:
-        if kind == LOGGED_OUT:
+    def _note_failure(self, kind: Failure, exc: BaseException) -> None:
+        if kind is Failure.LOGGED_OUT:
             self.connection.set(LOGGED_OUT_STATE, str(exc))
-        elif kind == TRANSIENT and getattr(exc, "status", None) is None:
+        elif kind is Failure.TRANSIENT and getattr(exc, "status", None) is None:
             self.connection.set(OFFLINE, str(exc))
         else:
             self.connection.reply_received()
@@ -762,11 +749,8 @@ class Engine:
         """v6: a run for an image this node does not run is answered "not allowed" now, so
         the researcher is not left waiting (the source does the PATCH). The allowlist holds
         whether Auto mode is on or not."""
-        refuse = getattr(self.source, "refuse_unconfigured", None)
-        if refuse is None:
-            return
         with self.connection.call():
-            refused = refuse()
+            refused = self.source.refuse_unconfigured()
         for refusal in refused:  # recorded: the Runs list and the audit show them
             job_id, line = record_refusal(
                 self.journal, source_key=self.source.key, instance=self.instance,
@@ -827,15 +811,14 @@ class Engine:
         """A subtask never waits for a slot its parent holds (the parent waits for it, so
         waiting would deadlock): with the slots full, claim pending subtask runs anyway.
         With a free slot the normal claim takes them first."""
-        claim = getattr(self.source, "claim_subtask", None)
-        if claim is None or not slots_full or not hashes or not self._claiming:
+        if not slots_full or not hashes or not self._claiming:
             return False
         found = False
         while self._claiming and not self._stopping.is_set():
             with self._lock:
                 self._claims_in_flight += 1
             try:
-                claimed = claim(hashes, self.provider, self.instance)
+                claimed = self.source.claim_subtask(hashes, self.provider, self.instance)
                 if claimed is None:
                     break
                 self._adopt(claimed.ticket_id, claimed.service_hash, run=True,

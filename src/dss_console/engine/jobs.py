@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dss_console.core.executor import (
@@ -25,19 +25,24 @@ from dss_console.core.executor import (
     RunRequest,
     StartError,
 )
+from dss_console.core.interfaces import (
+    Failure,
+    OutcomeKind,
+    RemoteState,
+    RemoteStatus,
+    Source,
+)
 from dss_console.engine import redact
 from dss_console.engine.events import EventBus, JobChanged, JobMessage, JobOutput, JobSnapshot
 from dss_console.engine.journal import Journal, command_forgotten, execution_fields
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.profiles import (
     V6_LEFT_OPEN,
-    V6_NOT_AGAIN,
     details_with_outcome,
     finish_call,
     is_end_call,
     is_success_call,
     is_v6,
-    v6_private_values,
 )
 from dss_console.engine.protocol import (
     AttachReport,
@@ -51,15 +56,15 @@ from dss_console.engine.protocol import (
 )
 from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
-from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, JobSource, OutcomeKind
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     ENGINE_DIR,
+    INPUT_DIR,
     clean_workdir,
     find_input_workspace,
     make_private_dir,
+    output_log_name,
 )
-from dss_console.v6.settings import DEFAULT_LOG_LIMIT
 
 SHUTDOWN_REASON = "provider shut down"
 V6_SHUTDOWN_REASON = "the node shut down"  # what a vantage6 researcher reads
@@ -94,7 +99,7 @@ class JobContext:
 
     journal: Journal
     outbox: Outbox
-    source: JobSource
+    source: Source
     events: EventBus
     status_interval: float = 5.0
     grace_period: float = 10.0
@@ -207,8 +212,7 @@ class JobExecution:
         """The server took the work back. v6: ``killed`` (or the source saw "killed by
         user") records that outcome, so the audit says so rather than "failed"."""
         if self.v6:
-            seen = getattr(self.ctx.source, "gone_status", lambda _run: None)(
-                self.snapshot.ticket_id)
+            seen = self.ctx.source.gone_status(self.snapshot.ticket_id)
             if killed or seen == "killed by user":
                 snap = self.snapshot
                 self.ctx.journal.update_job(self.job_id, details={
@@ -255,7 +259,7 @@ class JobExecution:
     def paths(self) -> JobPaths:
         snap = self.ctx.journal.job(self.job_id)
         workdir = Path(snap.workdir)
-        input_dir = workdir / "input"
+        input_dir = workdir / INPUT_DIR
         return JobPaths(ticket_id=snap.ticket_id, service_name=snap.service_name,
                         service_hash=snap.service_hash, workdir=workdir, input_dir=input_dir,
                         workspace=find_input_workspace(input_dir, snap.ticket_id),
@@ -342,23 +346,22 @@ class JobExecution:
                 self.ctx.source.fetch_inputs(self.snapshot.ticket_id, paths.input_dir)
             except Exception as exc:
                 kind = self.ctx.source.classify(exc)
-                if kind == GONE:
+                if kind is Failure.GONE:
                     self._transition(JobState.CANCELLED, f"the ticket went away: {exc}")
                     return False
-                if kind == REFUSED:
+                if kind is Failure.REFUSED:
                     self._fail(f"could not download the ticket's inputs: {exc}",
                                user_reason=USER_DOWNLOAD_FAILED)
                     return False
                 if time.monotonic() >= next_warning:
-                    note = "log in again" if kind == LOGGED_OUT else "retrying"
+                    note = "log in again" if kind is Failure.LOGGED_OUT else "retrying"
                     self._local_note("warning", f"download failed ({exc}); {note}")
                     next_warning = time.monotonic() + 60
                 self.stop.event.wait(self.ctx.retry_interval)
                 continue
-            details = getattr(self.ctx.source, "run_details", None)
+            details = self.ctx.source.run_details(self.snapshot.ticket_id)
             if details is not None:  # what the fetch learnt (a v6 run's input hash, summary)
-                self.ctx.journal.update_job(self.job_id, inputs_ready=1,
-                                            details=details(self.snapshot.ticket_id))
+                self.ctx.journal.update_job(self.job_id, inputs_ready=1, details=details)
             else:
                 self.ctx.journal.update_job(self.job_id, inputs_ready=1)
             return True
@@ -369,25 +372,22 @@ class JobExecution:
         benefit of the doubt: the running command is checked again every few seconds."""
         snap = self.snapshot
         try:
-            status = self.ctx.source.remote_status(snap.ticket_id)
+            status = remote_status(self.ctx.source, self.ctx.journal, self.job_id,
+                                   snap.ticket_id)
         except Exception:
             return True
-        if status == "claimed":
+        if status.state is RemoteState.OURS:
             return True
-        if status == "failed" and self.failed_here():
+        if status.failed_by_us:
             self.rescuing = True
             if announce:
                 self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
                                     message=RETRY_NOTE)
             return True
-        why = f"{V6_NOT_AGAIN} (it is {status} on the server)" if self.v6 \
-            else not_retryable_reason(status)
+        why = self.ctx.source.not_retryable(status)
         self._transition(JobState.CANCELLED, f"not run again: {why}", check=False,
                          not_retryable=why)
         return False
-
-    def failed_here(self) -> bool:
-        return failed_here(self.ctx.journal, self.job_id)
 
     def _stopped_before_run(self) -> None:
         if self.stop.kind == "gone":
@@ -498,8 +498,7 @@ class JobExecution:
                            else command.nice, itksnap_wt=command.itksnap_wt)
 
     def _log_name(self) -> str:
-        attempt = self.snapshot.attempt
-        return "output.log" if attempt <= 1 else f"output-{attempt}.log"
+        return output_log_name(self.snapshot.attempt)
 
     def _v6_spec(self, paths: JobPaths) -> CommandSpec | None:
         """The command of a v6 run: exactly the source's argv and environment, in the same
@@ -507,7 +506,7 @@ class JobExecution:
         assert self.command is not None
         ticket = self.snapshot.ticket_id
         try:
-            argv, env = self.ctx.source.command(ticket, paths.input_dir)  # type: ignore[attr-defined]
+            argv, env = self.ctx.source.command(ticket, paths.input_dir)
         except Exception as exc:
             self.command_result = "failed"
             self._fail(f"the command cannot be prepared: {exc}",
@@ -589,20 +588,22 @@ class JobExecution:
             status = self.ctx.source.remote_status(self.snapshot.ticket_id)
         except Exception:
             return  # an unreachable server is not a reason to kill a running command
-        if status == "claimed" or (status == "failed" and self.rescuing):
+        if status.state is RemoteState.OURS or (status.state is RemoteState.FAILED
+                                                and self.rescuing):
             return
-        if status in ("failed", "success") and not self.v6:
+        if status.state in (RemoteState.FAILED, RemoteState.SUCCEEDED) and not self.v6:
             # Most likely the command finished the ticket itself (ASHS scripts do) and is
             # about to exit: let it end in its own words, within the grace period.
             now = time.monotonic()
             if self._finished_remotely_at is None:
                 self._finished_remotely_at = now
-                self._local_note("info", f"the ticket is now {status} on the server; "
+                self._local_note("info", f"the ticket is now {status.words} on the server; "
                                          "waiting for the command to exit")
             if now - self._finished_remotely_at < self.ctx.grace_period:
                 return
-        self.ctx.journal.update_job(self.job_id, not_retryable=not_retryable_reason(status))
-        self.ticket_gone(f"status: {status}")
+        self.ctx.journal.update_job(self.job_id,
+                                    not_retryable=self.ctx.source.not_retryable(status))
+        self.ticket_gone(f"status: {status.words}")
 
     def _send_output(self) -> None:
         """v6, when the image shares its output's tail: the run's log on the server follows
@@ -762,7 +763,8 @@ class JobExecution:
 
     def _finished_by_command(self) -> bool:
         try:
-            return self.ctx.source.remote_status(self.snapshot.ticket_id) == "success"
+            status = self.ctx.source.remote_status(self.snapshot.ticket_id)
+            return status.state is RemoteState.SUCCEEDED
         except Exception:
             return False  # unknown: the failure path asks again before it sends anything
 
@@ -774,22 +776,23 @@ class JobExecution:
         tail attached if the service shares it (redacted), then mark the ticket failed —
         unless the ticket is already finished (the command may have failed it itself)."""
         snap = self.snapshot
+        current: RemoteStatus | None
         try:
             current = self.ctx.source.remote_status(snap.ticket_id)
         except Exception:
             current = None  # decided again by the outbox just before sending `failed`
-        if current == "failed" and self.rescuing:
+        if current is not None and current.state is RemoteState.FAILED and self.rescuing:
             current = None  # our own earlier failure: say how the retry ended
-        if current == "success":
+        if current is not None and current.state is RemoteState.SUCCEEDED:
             # The command (an itksnap-wt script) delivered its result and finished the
             # ticket itself: that is how the ticket ended, whatever went wrong here after.
             self._transition(JobState.SUCCEEDED, f"the ticket was already success on the "
                                                  f"server; nothing sent (here: {reason})",
                              check=False)
             return
-        if current in ("failed", "deleted"):
-            self._transition(state, f"{reason} (the ticket was already {current} on the "
-                                    "server; nothing sent)", check=False)
+        if current is not None and current.state is not RemoteState.OURS:
+            self._transition(state, f"{reason} (the ticket was already {current.words} on "
+                                    "the server; nothing sent)", check=False)
             return
         calls: list[tuple[str, dict]] = []
         if self.v6:
@@ -840,7 +843,7 @@ class JobExecution:
 
     def _redactor(self) -> redact.Redactor:
         snap = self.snapshot
-        extra_env, values = v6_private_values(getattr(self.ctx.source, "settings", None))
+        extra_env, values = self.ctx.source.private_values()
         return redact.job_redactor(workdir=snap.workdir, workroot=self.ctx.workroot,
                                    command_env=self.command.env if self.command else {},
                                    extra_env=extra_env, values=values,
@@ -851,9 +854,8 @@ class JobExecution:
         does not share it (the source sends no other file)."""
         if not self._shares_tail():
             return None
-        limit = getattr(getattr(self.ctx.source, "settings", None), "log_limit",
-                        DEFAULT_LOG_LIMIT)
-        return redact.shared_tail(self._output_log(), limit, self._redactor())
+        return redact.shared_tail(self._output_log(), self.ctx.source.log_limit(),
+                                  self._redactor())
 
     def _upload(self, result: Path) -> None:
         from dss_console.workspace import WorkspaceError, export_result_workspace
@@ -916,14 +918,11 @@ def failed_here(journal: Journal, job_id: int) -> bool:
                and i.state in ("delivered", "pending") for i in journal.outbox_items(job_id))
 
 
-def not_retryable_reason(status: str) -> str:
-    """Why a ticket with this server status cannot be processed here again, in words."""
-    if status == "deleted":
-        return "the ticket was deleted on the server"
-    if status == "success":
-        return "the ticket was finished on the server by someone else"
-    if status == "failed":
-        return "the ticket was failed on the server by someone else"
-    if status == "ready":
-        return "the ticket was resubmitted on the server and will be claimed as a new job"
-    return f"the ticket is {status} on the server"
+def remote_status(source: Source, journal: Journal, job_id: int,
+                  ticket_id: int) -> RemoteStatus:
+    """The job's state on the server, ``failed_by_us`` from the journal (the source cannot
+    know which console failed it)."""
+    status = source.remote_status(ticket_id)
+    if status.state is RemoteState.FAILED and failed_here(journal, job_id):
+        return replace(status, failed_by_us=True)
+    return status

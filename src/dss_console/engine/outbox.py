@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.interfaces import Failure, Outcome, OutcomeKind, RemoteState, Source
 from dss_console.engine import journal as jr
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
@@ -33,7 +34,6 @@ from dss_console.engine.events import (
 )
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.profiles import outcome_from_payload
-from dss_console.engine.source import GONE, LOGGED_OUT, REFUSED, TRANSIENT, JobSource
 
 INTERNAL_ERROR_LIMIT = 5  # a call the server keeps answering 500 to is given up after this
 # While a stop waits for what is owed, retry this often at most: a server back from an outage
@@ -42,7 +42,7 @@ FLUSH_RETRY = 1.0
 
 
 class Outbox:
-    def __init__(self, journal: Journal, source: JobSource, events: EventBus, *,
+    def __init__(self, journal: Journal, source: Source, events: EventBus, *,
                  instance: str | None = None,
                  workers: int = 3, base_backoff: float = 1.0, max_backoff: float = 30.0,
                  logged_out_retry: float = 30.0,
@@ -229,21 +229,22 @@ class Outbox:
                 # Never fail a ticket that is already finished (the command may have
                 # failed it itself, or the user deleted it).
                 current = src.remote_status(ticket)
-                if current in ("failed", "success", "deleted"):
-                    return f"not sent: the ticket is already {current}"
-            src.set_finished(ticket, p["status"] == "success")
+                if current.state is not RemoteState.OURS:
+                    return f"not sent: the ticket is already {current.words}"
+            src.set_finished(ticket, Outcome(OutcomeKind.COMPLETED if p["status"] == "success"
+                                             else OutcomeKind.FAILED))
         elif item.kind == "finish":
             outcome = outcome_from_payload(p)
             if not outcome.success:
                 # As for `failed` above: a run that already ended there stays as it ended.
                 current = src.remote_status(ticket)
-                if current in ("failed", "success", "deleted"):
-                    return f"not sent: the run is already {current}"
-            src.set_finished(ticket, outcome)  # type: ignore[arg-type]
+                if current.state is not RemoteState.OURS:
+                    return f"not sent: the run is already {current.words}"
+            src.set_finished(ticket, outcome)
         elif item.kind == "active":
-            src.mark_active(ticket)  # type: ignore[attr-defined]
+            src.mark_active(ticket)
         elif item.kind == "output":
-            src.send_output(ticket, Path(p["path"]))  # type: ignore[attr-defined]
+            src.send_output(ticket, Path(p["path"]))
         else:
             raise ValueError(f"unknown outbox call {item.kind!r}")
         return None
@@ -251,7 +252,7 @@ class Outbox:
     def _handle_failure(self, item: OutboxItem, exc: BaseException) -> bool:
         kind = self.source.classify(exc)
         message = str(exc)
-        if kind == TRANSIENT:
+        if kind is Failure.TRANSIENT:
             attempts = self.journal.record_attempt(item.id, message)
             status = getattr(exc, "status", None)
             errors_500 = self._server_errors.get(item.id, 0) + 1 if status == 500 else 0
@@ -259,7 +260,7 @@ class Outbox:
             # A call the server answers 500 to every time (a malformed request) is given up,
             # but never the final status: a ticket must not stay claimed because of it.
             if errors_500 >= INTERNAL_ERROR_LIMIT and item.kind not in ("status", "finish"):
-                kind = REFUSED
+                kind = Failure.REFUSED
             else:
                 delay = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 10))
                 if self._flushing:
@@ -270,13 +271,13 @@ class Outbox:
                 else:
                     self.connection_state.reply_received()
                 return False
-        if kind == LOGGED_OUT:
+        if kind is Failure.LOGGED_OUT:
             self.journal.record_attempt(item.id, message)
             with self._cond:
                 self._paused_until = time.monotonic() + self.logged_out_retry
             self.connection_state.set(LOGGED_OUT_STATE, message)
             return False
-        if kind == GONE:
+        if kind is Failure.GONE:
             dropped = self.journal.drop_pending(item.job_id, message)
             for item_id in dropped:
                 self.events.publish(CallDelivered(job_id=item.job_id, item_id=item_id,

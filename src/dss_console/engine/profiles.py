@@ -17,10 +17,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.interfaces import Outcome, OutcomeKind, Refusal, Source
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.settings import ServiceCommand
-from dss_console.engine.source import Outcome, OutcomeKind
-from dss_console.v6.settings import V6Algorithm, V6Settings
+from dss_console.v6.settings import V6Algorithm
 
 V6 = "v6"
 
@@ -30,8 +30,8 @@ V6_LEFT_OPEN = ("dss-console stopped while the run was in flight; the run stays 
 V6_NOT_AGAIN = "a finished vantage6 run cannot run again"
 
 
-def is_v6(source: object) -> bool:
-    return getattr(source, "kind", "dss") == V6
+def is_v6(source: Source) -> bool:
+    return source.kind == V6
 
 
 def v6_service_command(algorithm: V6Algorithm) -> ServiceCommand:
@@ -41,22 +41,6 @@ def v6_service_command(algorithm: V6Algorithm) -> ServiceCommand:
                           timeout=algorithm.timeout, max_jobs=algorithm.max_jobs,
                           nice=algorithm.nice, cwd=algorithm.cwd, env=dict(algorithm.env),
                           send_output_tail=algorithm.send_output_tail)
-
-
-def v6_private_values(settings: object) -> tuple[dict[str, str], dict[str, str]]:
-    """What a v6 run's output may show that is the node's own, for the redactor: the
-    configured variables (every image's and the databases') and the databases' URIs
-    (placeholder → URI). Empty for a source without v6 settings."""
-    if not isinstance(settings, V6Settings):
-        return {}, {}
-    env = dict(settings.algorithm_env)
-    for algorithm in settings.algorithms.values():
-        env.update(algorithm.env)
-    uris: dict[str, str] = {}
-    for label, database in settings.databases.items():
-        uris[f"<database:{label}>"] = database.uri
-        env.update({f"{label.upper()}_DB_PARAM_{k.upper()}": v for k, v in database.env.items()})
-    return env, uris
 
 
 def v6_preflight_template(algorithm: V6Algorithm) -> str | None:
@@ -119,7 +103,7 @@ def requester_words(details: dict[str, Any]) -> str:
 
 
 def record_refusal(journal: Journal, *, source_key: str, instance: str, workdir: Path,
-                   refusal: Any) -> tuple[int, str]:
+                   refusal: Refusal) -> tuple[int, str]:
     """A run the node ended before claiming it (``V6Source.refuse_unconfigured``), as an
     ended job: in the Runs list and the audit with its image, task, who asked and why.
     Returns the job id and the line for the status bar."""

@@ -36,10 +36,10 @@ from typing import Any
 
 import requests
 
-TRANSIENT = "transient"
-LOGGED_OUT = "logged_out"
-GONE = "gone"
-REFUSED = "refused"
+from dss_console.core.interfaces import Failure
+
+TRANSIENT, LOGGED_OUT, GONE, REFUSED = (Failure.TRANSIENT, Failure.LOGGED_OUT, Failure.GONE,
+                                        Failure.REFUSED)
 
 DEFAULT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds: every call is bounded
 API_PATH = "/api"
@@ -85,8 +85,8 @@ class V6BadReplyError(V6Error):
     """The answer is not the JSON the API sends (a proxy's HTML page, a cut-off body)."""
 
 
-def classify_v6_error(error: BaseException) -> str:
-    """The engine's four kinds (see ``engine/source.py``)."""
+def classify_v6_error(error: BaseException) -> Failure:
+    """The engine's four kinds (see ``core/interfaces.py``)."""
     if isinstance(error, V6NotLoggedInError):
         return LOGGED_OUT
     if isinstance(error, V6NotFoundError | V6RunFinishedError):

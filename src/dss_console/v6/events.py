@@ -22,8 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from dss_console.core.interfaces import Connection, NewWork, SourceEvent, WorkGone
 from dss_console.v6.client import NodeIdentity, V6Error, V6NodeClient
-from dss_console.v6.seam import Connection, NewWork, SourceEvent, WorkGone
 
 log = logging.getLogger(__name__)
 

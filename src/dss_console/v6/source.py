@@ -1,7 +1,7 @@
 """``V6Source``: a vantage6 4.x node as the engine's job source (prototype of the new seam).
 
 Implements the seam proposed in ``shared/v6-node.md`` section 3 (types in
-:mod:`dss_console.v6.seam`) on the hand-written REST client. Ticket ids are *run* ids;
+:mod:`dss_console.core.interfaces`) on the hand-written REST client. Ticket ids are *run* ids;
 "service hash" is the image string exactly as researchers post it.
 
 What the engine must do around it, in order, per run:
@@ -40,21 +40,25 @@ import os
 import string
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dss_console.engine.redact import SHARED_SUFFIX, tail_text
-from dss_console.engine.source import (
-    STATUS_WORD,
+from dss_console.core.interfaces import (
     ClaimedWork,
+    Failure,
     Outcome,
     OutcomeKind,
+    Refusal,
     RemoteState,
+    RemoteStatus,
+    Source,
     SourceEvent,
     SourceService,
 )
+from dss_console.core.presentation import Cells, Summary
+from dss_console.engine.profiles import V6_NOT_AGAIN
+from dss_console.engine.redact import SHARED_SUFFIX, tail_text
 from dss_console.v6 import crypto
 from dss_console.v6.client import (
     FAILED_STATUSES,
@@ -69,8 +73,12 @@ from dss_console.v6.client import (
 )
 from dss_console.v6.environment import RunFiles, run_environment
 from dss_console.v6.events import V6Events
+from dss_console.v6.presentation import PRESENTATION, run_cells, run_summary
 from dss_console.v6.proxy import SubtaskProxy
 from dss_console.v6.settings import V6Algorithm, V6Settings
+
+if TYPE_CHECKING:
+    from dss_console.engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +93,6 @@ _STATUS_FOR = {
     OutcomeKind.NOT_ALLOWED: "not allowed",
     OutcomeKind.KILLED: "killed by user",
 }
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A run this node ended before claiming it, and why (in the researcher's words)."""
-
-    run_id: int
-    image: str
-    outcome: OutcomeKind   # NOT_ALLOWED (image not configured) | FAILED (unknown database)
-    reason: str
-    details: dict[str, Any]
 
 
 # The operator's reason as the engine words it; the researcher reads it after one prefix.
@@ -164,8 +161,10 @@ def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
         raise V6KeyError(f"the private key cannot be used: {exc}") from None
 
 
-class V6Source:
+class V6Source(Source):
     kind = "v6"
+    presentation = PRESENTATION
+    ended_is_final = True
 
     def __init__(self, client: V6NodeClient, identity: NodeIdentity, settings: V6Settings,
                  cryptor: crypto.PlainCryptor | crypto.RsaCryptor) -> None:
@@ -428,26 +427,28 @@ class V6Source:
             return self._gone.pop(ticket_id, None)
 
     def remote_state(self, ticket_id: int) -> RemoteState:
+        return self.remote_status(ticket_id).state
+
+    def remote_status(self, ticket_id: int) -> RemoteStatus:
         try:
             run = self.client.get_run(ticket_id)
         except V6NotFoundError:
             with self._lock:
                 self._gone[ticket_id] = "deleted"
-            return RemoteState.GONE
+            return RemoteStatus(RemoteState.GONE, "deleted")
         if run.status == "killed by user":
             with self._lock:
                 self._gone[ticket_id] = run.status
-            return RemoteState.GONE
+            return RemoteStatus(RemoteState.GONE, run.status)
         if run.status == "completed":
-            return RemoteState.SUCCEEDED
+            return RemoteStatus(RemoteState.SUCCEEDED, run.status)
         if run.status in FAILED_STATUSES or run.finished_at is not None:
-            return RemoteState.FAILED
-        return RemoteState.OURS
+            return RemoteStatus(RemoteState.FAILED, run.status)
+        return RemoteStatus(RemoteState.OURS, run.status)
 
-    def remote_status(self, ticket_id: int) -> str:
-        """``remote_state`` in the engine's DSS words (claimed / success / failed /
-        deleted), so the engine's status checks serve both sources."""
-        return STATUS_WORD[self.remote_state(ticket_id)]
+    def not_retryable(self, status: RemoteStatus) -> str:
+        # A finished run is immutable on a vantage6 server: there is no rescue.
+        return f"{V6_NOT_AGAIN} (it is {status.words} on the server)"
 
     def send_progress(self, ticket_id: int, value: float) -> None:
         self._note(ticket_id, f"progress {round(value * 100)} %")
@@ -500,10 +501,33 @@ class V6Source:
         """End a claimed run as "not allowed" (its image lost its command meanwhile)."""
         self.set_finished(ticket_id, Outcome(OutcomeKind.NOT_ALLOWED, reason=reason))
 
-    def classify(self, error: BaseException) -> str:
+    def classify(self, error: BaseException) -> Failure:
         if isinstance(error, crypto.CryptoError):
-            return "refused"
+            return Failure.REFUSED
         return classify_v6_error(error)
+
+    def default_provider(self) -> str:
+        """A node claims as itself."""
+        return self.identity.name
+
+    def update_settings(self, settings: Settings) -> None:
+        self.settings = settings.v6
+
+    def log_limit(self) -> int:
+        return self.settings.log_limit
+
+    def private_values(self) -> tuple[dict[str, str], dict[str, str]]:
+        """What a run's output may show that is the node's own: the configured variables
+        (every image's and the databases') and the databases' URIs (placeholder → URI)."""
+        env = dict(self.settings.algorithm_env)
+        for algorithm in self.settings.algorithms.values():
+            env.update(algorithm.env)
+        uris: dict[str, str] = {}
+        for label, database in self.settings.databases.items():
+            uris[f"<database:{label}>"] = database.uri
+            env.update({f"{label.upper()}_DB_PARAM_{k.upper()}": v
+                        for k, v in database.env.items()})
+        return env, uris
 
     # -- push and lifetime --------------------------------------------------------------
 
@@ -531,6 +555,12 @@ class V6Source:
                 "database_types": {k: v.type for k, v in self.settings.databases.items()},
                 "allowed_algorithms": list(self.settings.algorithms),
                 "runner": "dss-console (local commands)"}
+
+    def job_cells(self, service_key: str, details: Mapping[str, Any]) -> Cells:
+        return run_cells(details)
+
+    def job_summary(self, service_key: str, details: Mapping[str, Any]) -> Summary | None:
+        return run_summary(service_key, details)
 
     def close(self) -> None:
         if self._events is not None:

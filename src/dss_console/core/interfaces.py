@@ -1,0 +1,271 @@
+"""The seam between the engine and where jobs come from (docs/plugin-plan.md §2).
+
+The engine calls a :class:`Source` (claim, fetch inputs, report, upload, finish, status) and
+sees its failures only as the four kinds of :class:`Failure`. A source plug-in subclasses
+:class:`Source`: the abstract methods are what every source does; the others have a default
+body, so the engine calls them on any source and never asks ``getattr`` (the DSS source is
+``dss_console.sources.dss.source.DssSource``, the vantage6 node ``dss_console.v6.source.V6Source``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dss_console.core.presentation import Cells, Presentation, Summary
+
+if TYPE_CHECKING:
+    from dss_console.engine.settings import Settings
+
+ProgressFn = Callable[[int, int | None], None]  # bytes so far, total (None: unknown)
+
+# Bytes of an output's tail a server's log keeps when the source does not say.
+SHARED_LOG_LIMIT = 256 * 1024
+
+
+class Failure(str, Enum):
+    """How a failed server call is handled. A ``str`` enum: the channel sends the value as
+    an error's ``kind``, and the window compares it with these members."""
+
+    TRANSIENT = "transient"    # retry later
+    LOGGED_OUT = "logged_out"  # pause until the operator logs in again
+    GONE = "gone"              # the work went away: stop working on it
+    REFUSED = "refused"        # this call will never work
+
+
+# By their old module-level names, for callers that compare a channel's error kind.
+TRANSIENT, LOGGED_OUT, GONE, REFUSED = (Failure.TRANSIENT, Failure.LOGGED_OUT, Failure.GONE,
+                                        Failure.REFUSED)
+
+
+class RemoteState(str, Enum):
+    """Where a job stands on the server, in words every source shares; the engine compares
+    only these.
+
+    DSS: ``claimed`` → OURS, ``success`` → SUCCEEDED, ``failed`` → FAILED,
+    deleted/unclaimed/other provider → GONE. v6: not finished → OURS, ``completed`` →
+    SUCCEEDED, crashed/failed/start failed/not allowed → FAILED, ``killed by user`` or 404
+    → GONE.
+    """
+
+    OURS = "ours"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    """A job's state on the server, with the server's own words for what the operator
+    reads ("deleted", "killed by user")."""
+
+    state: RemoteState
+    words: str
+    # DSS: this console failed the ticket itself, so its claimant may still turn it into a
+    # success. Set by the engine from its journal (the source cannot know).
+    failed_by_us: bool = False
+
+
+class OutcomeKind(str, Enum):
+    COMPLETED = "completed"        # the command succeeded and produced its result
+    CRASHED = "crashed"            # the command ran and failed (non-zero exit, exception)
+    START_FAILED = "start_failed"  # the command could not be started (missing binary…)
+    FAILED = "failed"              # anything else: timeout, shutdown with on_shutdown=fail
+    CANCELLED = "cancelled"        # the operator's Cancel/Fail (v6 has no such status:
+    #                                sent as "failed" with the reason in the log)
+    NOT_ALLOWED = "not_allowed"    # v6: the image has no configured command (the allowlist)
+    KILLED = "killed"              # v6: killed on the server for the whole node
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended, handed to ``set_finished`` in one piece (v6: one ``PATCH /run``
+    with result + log + status + finished_at; DSS: the status call)."""
+
+    kind: OutcomeKind
+    result: Path | None = None     # v6: OUTPUT_FILE
+    output: Path | None = None     # the command's combined output (its tail becomes the log)
+    reason: str = ""               # one line for the operator and the server log
+
+    @property
+    def success(self) -> bool:
+        return self.kind is OutcomeKind.COMPLETED
+
+
+@dataclass(frozen=True)
+class NewWork:
+    """Push: the server has new work (engine: wake the claim loop now)."""
+
+
+@dataclass(frozen=True)
+class WorkGone:
+    """Push: the researcher killed these runs (engine: stop their processes now, as when
+    the status check says they are gone)."""
+
+    ticket_ids: tuple[int, ...]
+    all: bool = False              # "kill every run on this node" (POST /kill/node)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Push channel up or down (polling covers the gaps)."""
+
+    connected: bool
+
+
+SourceEvent = NewWork | WorkGone | Connection
+
+
+@dataclass(frozen=True)
+class SourceService:
+    name: str
+    service_hash: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimedWork:
+    ticket_id: int
+    service_hash: str
+    details: dict[str, Any] = field(default_factory=dict, hash=False)  # see JobSnapshot
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Work a source ended before claiming it, and why (in the requester's words)."""
+
+    run_id: int
+    image: str
+    outcome: OutcomeKind   # NOT_ALLOWED (image not configured) | FAILED (unknown database)
+    reason: str
+    details: dict[str, Any]
+
+
+class Source(ABC):
+    """Where jobs come from. ``key`` names the source in the journal (opaque to the engine);
+    ``kind`` picks the job profile the engine uses (engine/profiles.py)."""
+
+    key: str
+    kind: ClassVar[str]
+    # The window's face of this source (words, columns, actions), sent in the channel's info.
+    presentation: ClassVar[Presentation]
+    # A job whose end the server holds cannot be processed again (a finished vantage6 run is
+    # immutable): Retry is offered only while the server still has it open. False: the
+    # claimant may turn its own failure into a success (DSS).
+    ended_is_final: ClassVar[bool] = False
+
+    # -- what every source does ------------------------------------------------------------
+    @abstractmethod
+    def services(self) -> list[SourceService]: ...
+
+    @abstractmethod
+    def available(self, service_hashes: Sequence[str]) -> dict[str, int]: ...
+
+    @abstractmethod
+    def claim(self, service_hashes: Sequence[str], provider: str,
+              instance: str) -> ClaimedWork | None: ...
+
+    @abstractmethod
+    def fetch_inputs(self, ticket_id: int, dest: Path,
+                     progress: ProgressFn | None = None) -> list[Path]: ...
+
+    @abstractmethod
+    def remote_status(self, ticket_id: int) -> RemoteStatus: ...
+
+    @abstractmethod
+    def send_progress(self, ticket_id: int, value: float) -> None: ...
+
+    @abstractmethod
+    def send_log(self, ticket_id: int, level: str, message: str) -> None: ...
+
+    @abstractmethod
+    def send_attachment(self, ticket_id: int, description: str, path: Path,
+                        mime_type: str | None) -> None: ...
+
+    @abstractmethod
+    def send_result_file(self, ticket_id: int, path: Path, name: str) -> None: ...
+
+    @abstractmethod
+    def set_finished(self, ticket_id: int, outcome: Outcome) -> None: ...
+
+    @abstractmethod
+    def classify(self, error: BaseException) -> Failure: ...
+
+    @abstractmethod
+    def not_retryable(self, status: RemoteStatus) -> str:
+        """Why a job with this server status cannot be processed here again, in words."""
+
+    @abstractmethod
+    def default_provider(self) -> str:
+        """Who claims, when the settings name no provider (ValueError in words)."""
+
+    # -- what only some sources do: defaults the engine may call on any ---------------------
+    def claim_subtask(self, service_hashes: Sequence[str], provider: str,
+                      instance: str) -> ClaimedWork | None:
+        """Work that must start even when every slot is taken (a v6 subtask: its parent
+        holds a slot and waits for it). None: the source has no such work."""
+        return None
+
+    def refuse_unconfigured(self) -> list[Refusal]:
+        """Each poll: end work this node will not run (the v6 allowlist)."""
+        return []
+
+    def run_details(self, ticket_id: int) -> dict[str, Any] | None:
+        """What fetching the inputs learnt about the job (journaled); None: nothing."""
+        return None
+
+    def gone_status(self, ticket_id: int) -> str | None:
+        """How work that went away ended on the server, as last seen ("killed by user");
+        None when not known."""
+        return None
+
+    def command(self, ticket_id: int, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        """argv and the complete environment of a job's process, for a source whose
+        commands are its own (v6); others run the settings' command templates."""
+        raise NotImplementedError(f"a {self.kind} source builds no command itself")
+
+    def mark_active(self, ticket_id: int) -> None:
+        """The job's command started (v6: the run becomes ``active``)."""
+        return None
+
+    def send_output(self, ticket_id: int, output: Path) -> None:
+        """The server's log of the job follows this (redacted) output copy."""
+        return None
+
+    def private_values(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The source's own secrets an output may show, for the redactor: variables
+        (name → value) and values (placeholder → value)."""
+        return {}, {}
+
+    def log_limit(self) -> int:
+        """Bytes of an output's tail the server's log may take."""
+        return SHARED_LOG_LIMIT
+
+    def update_settings(self, settings: Settings) -> None:
+        """New settings (the engine's, as the operator saved them)."""
+        return None
+
+    def use_session(self, session_id: str) -> None:
+        """Go on with a new login session (the operator logged in again after an expiry)."""
+        raise NotImplementedError(f"a {self.kind} source takes no session from the console")
+
+    def watch(self, notify: Callable[[SourceEvent], None]) -> None:
+        """Start pushing events (v6's socket); polling stays the backstop."""
+        return None
+
+    def close(self) -> None:
+        return None
+
+    # -- how the window shows a job (called per snapshot sent: cheap, no server call) ---------
+    def job_cells(self, service_key: str, details: Mapping[str, Any]) -> Cells:
+        """Values of the presentation's own job columns, from what the engine journaled."""
+        return {}
+
+    def job_summary(self, service_key: str, details: Mapping[str, Any]) -> Summary | None:
+        """The inputs as the engine learnt them, for a presentation whose inputs_view is
+        "summary"; None: nothing to show."""
+        return None
