@@ -49,3 +49,9 @@ def test_the_scan_sees_an_import_it_must_refuse(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from dss_console.dss import DssClient\n    import requests\n")
     assert [m for _, m in imports_of(probe)] == ["dss_console.dss", "requests"]
+
+
+def test_the_engine_imports_no_executor() -> None:
+    # The composition root (the worker command) gives the engine its executors by name
+    # (plugins.executors()); the engine runs a command only through core.executor.
+    assert violations("engine", ("dss_console.executors",)) == []
