@@ -61,7 +61,7 @@ class ExecutorDetails:
     lines: tuple[str, ...] = ()  # the full story, one fact a line
     ref: str | None = None  # the executor's own id of the command (a cluster job id)
     host: str | None = None  # the machine it runs on when not this one (kept out of output)
-    data: Mapping[str, DetailValue] = field(default_factory=dict)
+    data: Mapping[str, DetailValue] = field(default_factory=dict, hash=False)
 
     @property
     def queued(self) -> bool:

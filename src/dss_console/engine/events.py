@@ -45,7 +45,7 @@ class JobSnapshot:
     # The executor the job's command was given to ("local", "slurm"), and what it says about
     # that command (None before it said anything): where it runs, whether it waits in a queue.
     executor: str = "local"
-    execution: ExecutorDetails | None = None
+    execution: ExecutorDetails | None = field(default=None, hash=False)
     # What the source tells about the job beyond its id (a vantage6 run: task, who asked,
     # databases, input hash and summary; see V6Source.run_details). Empty for DSS tickets.
     details: dict[str, Any] = field(default_factory=dict, hash=False)
