@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
@@ -48,10 +47,6 @@ from dss_console.engine.remote import (
 )
 from dss_console.engine.settings import (
     Settings,
-    SettingsError,
-    load_settings,
-    save_settings,
-    settings_path,
     settings_to_toml,
 )
 from dss_console.engine.spawn import (
@@ -70,11 +65,15 @@ from dss_console.gui.pause_banner import PauseBanner
 from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.services_pane import ServicesPane
+from dss_console.gui.settings_controller import SettingsController
 from dss_console.gui.status_bar import Banner, BannerAction, Notifier, StatusLine
 from dss_console.gui.tasks import run_blocking, spawn
 from dss_console.v6.audit import is_v6_job
 from dss_console.v6.login import NodeLogin
 from dss_console.workspace import Workspace, WorkspaceError
+
+if TYPE_CHECKING:
+    from dss_console.gui.settings_dialog import SettingsDialog
 
 STATS_REFRESH_MS = 15_000
 QUIT_STATUS_TIMEOUT = 3.0  # s; the engine's own count for the quit question, else the table's
@@ -168,9 +167,8 @@ class MainWindow(QMainWindow):
         self.settings_file = settings_file  # None: do not persist (sandbox)
         # A sandbox's server and files go with the window: its jobs cannot keep running.
         self.sandbox = sandbox
-        # Why settings_file did not load; while set, the file is never written without asking.
-        self._settings_problem: str | None = None
-        self._replacing_settings = False
+        self.settings_control = SettingsController(self)
+        self.settings_dialog: SettingsDialog | None = None  # the last one opened
         self.store = store
         self.data_dir = data_dir or paths.data_dir()
         # The engine process this window is attached to (it may have started it).
@@ -195,7 +193,7 @@ class MainWindow(QMainWindow):
         servers = list(dict.fromkeys([*(settings.servers or []),
                                       *([settings.server] if settings.server else []),
                                       *store.known_servers()]))
-        self.login_pane = LoginPane(store, servers, self._verify)
+        self.login_pane = LoginPane(store, servers, self.settings_control.verify)
         if store.last_server():
             self.login_pane.server_box.setCurrentText(store.last_server() or "")
         if remember_layout and self._window_state.value("login/source") == V6:
@@ -267,7 +265,7 @@ class MainWindow(QMainWindow):
 
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(1000)
-        self._status_timer.timeout.connect(self._update_status)
+        self._status_timer.timeout.connect(self.update_status)
         self._status_timer.start()
         self._stats_timer = QTimer(self)
         self._stats_timer.setInterval(STATS_REFRESH_MS)
@@ -289,14 +287,15 @@ class MainWindow(QMainWindow):
             lambda _index: self.logged_in is None
             and self._use_source_kind(self.login_pane.source_kind()))
         self.login_pane.logoutRequested.connect(self._logout_requested)
-        self.login_pane.serversChanged.connect(self._servers_changed)
+        self.login_pane.serversChanged.connect(self.settings_control.servers_changed)
         self.services_pane.claimRequested.connect(self._claim_requested)
         self.services_pane.resumeRequested.connect(self._resume_requested)
         self.pause_banner.resumeRequested.connect(self._resume_requested)
         self.services_pane.servicesShown.connect(self.pause_banner.set_services)
-        self.services_pane.servicesShown.connect(lambda _views: self._update_status())
-        self.services_pane.autoModeToggled.connect(self._auto_mode_toggled)
-        self.services_pane.serviceAutoToggled.connect(self._service_auto_toggled)
+        self.services_pane.servicesShown.connect(lambda _views: self.update_status())
+        self.services_pane.autoModeToggled.connect(self.settings_control.auto_mode_toggled)
+        self.services_pane.serviceAutoToggled.connect(
+            self.settings_control.service_auto_toggled)
         self.services_pane.editCommandRequested.connect(self.open_settings)
         self.services_pane.refreshRequested.connect(lambda: spawn(self.refresh_services()))
         self.settings_button.clicked.connect(lambda: self.open_settings(None))
@@ -311,7 +310,7 @@ class MainWindow(QMainWindow):
         self.bridge.messageArrived.connect(self.detail_pane.append_message)
         self.bridge.callsChanged.connect(self._calls_changed)
         self.bridge.connectionChanged.connect(self._connection_changed)
-        self.bridge.statusChanged.connect(self._update_status)
+        self.bridge.statusChanged.connect(self.update_status)
         self.bridge.servicesChanged.connect(self._services_changed)
         self.engineLost.connect(self._engine_lost)
         self.bridge.pollCompleted.connect(self._poll_completed)
@@ -362,6 +361,14 @@ class MainWindow(QMainWindow):
         modal-blocking: the dialog is opened, not exec'd)."""
         self.path_dialog = show_copyable(self, title, text, path)
 
+    def ask_broken_settings(self, path: Path, problem: str) -> str | None:
+        """REPLACE_FILE, FIX_FILE or None (keep the changes for this session only)."""
+        from dss_console.gui.broken_settings import BrokenSettingsDialog
+
+        dialog = BrokenSettingsDialog(path, problem, self)
+        dialog.exec()
+        return dialog.choice
+
     def ask_quit_choice(self, running: int, *, allow_detach: bool = False) -> str | None:
         box = self.quit_choice_box(running, allow_detach=allow_detach)
         box.exec()
@@ -394,23 +401,20 @@ class MainWindow(QMainWindow):
         box.addButton("Cancel", QMessageBox.ButtonRole.RejectRole)
         return box
 
-    # -- settings ---------------------------------------------------------------------------
-    def _verify(self) -> bool | str:
-        return self.settings.ca_bundle or True
+    # -- settings (settings_controller.py) --------------------------------------------------
+    def open_settings(self, service_hash: str | None = None) -> None:
+        self.settings_control.open_dialog(service_hash)
 
-    def _servers_changed(self, servers: list[str]) -> None:
-        self.settings.servers = list(servers)
-        self._save_settings()
+    def apply_settings(self, settings: Settings) -> None:
+        """Use and save settings the operator changed (Settings… → OK)."""
+        self.settings_control.apply(settings)
 
-    def _save_settings(self) -> None:
-        if self.settings_file is None or self._settings_problem is not None:
-            # A file that does not load is never overwritten behind the user's back:
-            # apply_settings asks (replace it, keeping a backup, or fix it first).
-            return
-        try:
-            save_settings(self.settings, self.settings_file)
-        except (SettingsError, OSError) as exc:
-            self.show_banner(f"Could not save the settings: {exc}")
+    def settings_file_broken(self, path: Path, problem: str) -> None:
+        """The settings file exists but does not load (see SettingsController.file_broken)."""
+        self.settings_control.file_broken(path, problem)
+
+    def reload_settings(self) -> None:
+        self.settings_control.reload()
 
     def open_audit(self) -> None:
         """Every run this node executed (the journal's record), in its own window."""
@@ -436,161 +440,7 @@ class MainWindow(QMainWindow):
             return
         dialog.set_jobs(jobs)
 
-    def open_settings(self, service_hash: str | None = None) -> None:
-        from dss_console.gui.settings_dialog import SettingsDialog
-
-        node = isinstance(self.logged_in, NodeLogin)
-        services = []
-        if self.engine is not None and not isinstance(self.logged_in, NodeLogin):
-            # A node's images are not DSS services: their commands are [v6.algorithms].
-            services = [(s.name, s.service_hash) for s in self.engine.known_services()]
-        dialog = SettingsDialog(self.settings, services, self,
-                                file_problem=self._settings_problem,
-                                engine_note=self._foreign_engine_note(), v6=node,
-                                settings_file=str(self.settings_file) if self.settings_file
-                                else f"{settings_path(None)} (created at OK)")
-        if service_hash and node:
-            dialog.select_image(service_hash)  # an image's "hash" is its name
-        elif service_hash:
-            dialog.select_service(service_hash)
-
-        def finished(result: int) -> None:
-            if result:
-                self.apply_settings(dialog.result_settings())
-            dialog.deleteLater()
-
-        # open(), not exec(): a nested event loop inside the qasync loop is fragile.
-        dialog.finished.connect(finished)
-        dialog.open()
-        self.settings_dialog = dialog
-
-    def _foreign_engine_note(self) -> str | None:
-        """Words for the Settings dialog when the attached engine is a headless worker,
-        which keeps reading its own settings file whatever is changed here."""
-        engine = self.engine
-        if engine is None or engine.info.get("kind") == "console":
-            return None
-        info = engine.info
-        pid = f" (process {info['pid']})" if info.get("pid") else ""
-        source = str(info.get("settings_file") or "")
-        if source and self.settings_file is not None and Path(source) == self.settings_file:
-            return (f"This window is attached to a headless worker{pid} started outside the "
-                    f"console. It reads the same settings file ({source}) and reloads it when "
-                    "it changes, so what is saved here reaches it, except what its command "
-                    "line sets (--command, --concurrency, …).")
-        return (f"This window is attached to a headless worker{pid} started outside the "
-                f"console. It runs with the settings in {source or 'its own settings file'} "
-                "and the options it was started with; what is saved here is this console's "
-                "own settings and does not reach that worker. Edit its file to change what it "
-                "runs (it reloads the file when it changes).")
-
-    def apply_settings(self, settings: Settings) -> None:
-        """Use and save settings the operator changed (Settings… → OK)."""
-        self._use_settings(settings)
-        if self._settings_problem is not None and self.settings_file is not None:
-            self._settings_not_saved(self.settings_file, self._settings_problem)
-        else:
-            self._save_settings()
-
-    def _use_settings(self, settings: Settings) -> None:
-        self.settings = settings
-        engine = self.engine
-        if engine is not None:
-            spawn(self._push_settings(engine))
-        self.login_pane.set_servers(list(dict.fromkeys(
-            [*settings.servers, *([settings.server] if settings.server else [])])),
-            self.login_pane.server_text())
-
-    # -- a settings file that does not load ---------------------------------------------------
-    def settings_file_broken(self, path: Path, problem: str) -> None:
-        """The settings file exists but does not load: the window runs on defaults and keeps
-        the path, to offer replacing the file (with a backup) when the settings change."""
-        self.settings_file = path
-        self._settings_problem = problem
-        self._broken_settings_banner(f"{problem}.")
-
-    def _broken_settings_banner(self, lead: str) -> None:
-        self.show_banner(f"{lead} The console uses default settings, and changes apply to this "
-                         "session only until the file is fixed (then Reload it) or replaced "
-                         "(Settings… → OK offers that). The file was not changed.", "error",
-                         ("Reload settings file", self.reload_settings))
-
-    def ask_broken_settings(self, path: Path, problem: str) -> str | None:
-        """REPLACE_FILE, FIX_FILE or None (keep the changes for this session only)."""
-        from dss_console.gui.broken_settings import BrokenSettingsDialog
-
-        dialog = BrokenSettingsDialog(path, problem, self)
-        dialog.exec()
-        return dialog.choice
-
-    def _settings_not_saved(self, path: Path, problem: str) -> None:
-        from dss_console.gui.broken_settings import FIX_FILE, REPLACE_FILE
-
-        choice = self.ask_broken_settings(path, problem)
-        if choice == REPLACE_FILE:
-            spawn(self._replace_settings_file())
-        elif choice == FIX_FILE:
-            self._broken_settings_banner(f"Your changes were not saved: {path} does not load. "
-                                         "Fix it, then Reload it (the file's settings then "
-                                         "replace this session's changes).")
-            self._open_settings_file(path)
-        else:
-            self._broken_settings_banner(f"Your changes were not saved: {path} does not load.")
-
-    def _open_settings_file(self, path: Path) -> None:
-        # False when no program opens it (no desktop): show the path to edit it another way.
-        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
-            self.path_dialog = show_copyable(
-                self, "Settings file", "No program could open the settings file here. Edit "
-                "it with any text editor, then press Reload settings file:", str(path))
-
-    async def _replace_settings_file(self) -> None:
-        from dss_console.gui.broken_settings import replace_settings_file
-
-        path = self.settings_file
-        if path is None or self._replacing_settings:
-            return
-        self._replacing_settings = True
-        try:
-            # A copy: the operator may change settings while the file is written.
-            backup = await run_blocking(replace_settings_file, copy.deepcopy(self.settings),
-                                        path)
-        except (SettingsError, OSError) as exc:
-            self._broken_settings_banner(f"Could not replace {path}: {exc}.")
-            return
-        finally:
-            self._replacing_settings = False
-        self._settings_problem = None
-        kept = f"; the file that did not load is kept as {backup}" if backup else ""
-        self.show_banner(f"Saved the settings to {path}{kept}.", "info")
-
-    def reload_settings(self) -> None:
-        spawn(self._reload_settings())
-
-    async def _reload_settings(self) -> None:
-        path = self.settings_file
-        if path is None:
-            return
-        try:
-            settings = await run_blocking(load_settings, path)
-        except SettingsError as exc:
-            self._settings_problem = str(exc)
-            self._broken_settings_banner(f"Still does not load: {exc}.")
-            return
-        self._settings_problem = None
-        # Used as read, not written back: the file keeps the user's own layout and comments.
-        self._use_settings(settings)
-        engine = self.engine
-        if engine is not None and engine.info.get("kind") == "console":
-            # The file's Auto mode too, as at a start: the switch, the engine and the footer
-            # agree with the file just read.
-            self.services_pane.set_auto_mode(settings.auto)
-            if settings.auto != engine.auto:
-                await self._set_auto(engine, settings.auto)
-        self._update_status()
-        self.show_banner(f"Settings reloaded from {path}.", "info")
-
-    async def _show_services(self, engine: RemoteEngine) -> None:
+    async def show_services(self, engine: RemoteEngine) -> None:
         try:
             views = await run_blocking(engine.services)
         except (EngineGoneError, EngineCallError):
@@ -600,19 +450,7 @@ class MainWindow(QMainWindow):
 
     def _services_changed(self) -> None:
         if self.engine is not None:
-            spawn(self._show_services(self.engine))
-
-    async def _push_settings(self, engine: RemoteEngine) -> None:
-        """The engine runs what the window's settings say (an engine this console started;
-        a headless worker keeps its own settings file)."""
-        if engine.info.get("kind") != "console":
-            return
-        try:
-            await run_blocking(engine.update_settings, settings_to_toml(self.settings))
-        except (EngineGoneError, EngineCallError) as exc:
-            self.show_banner(f"The engine did not take the new settings: {exc}")
-            return
-        await self._show_services(engine)
+            spawn(self.show_services(self.engine))
 
     # -- engine lifecycle -------------------------------------------------------------------
     @property
@@ -689,7 +527,7 @@ class MainWindow(QMainWindow):
         self._use_source_kind(self.source_kind)
         if isinstance(logged_in, LoggedIn):
             self.settings.server = logged_in.client.server
-            self._save_settings()
+            self.settings_control.save()
         self._connection_changed("connecting", "")
         self.statusBar().showMessage("Starting the engine…")
         try:
@@ -708,7 +546,7 @@ class MainWindow(QMainWindow):
         self.bridge.attach(engine.events)
         # Qt signal from the channel's thread: delivered on the Qt thread.
         engine.on_lost(lambda why, lost=engine: self.engineLost.emit(lost, why))
-        self._update_status()
+        self.update_status()
         try:
             views, jobs = await run_blocking(lambda: (engine.services(),
                                                       engine.jobs(limit=1000)))
@@ -754,7 +592,7 @@ class MainWindow(QMainWindow):
         found = find_engine(self.data_dir, key, instance)
         process = None
         if found is None:
-            config = self.settings_file if self._settings_problem is None else None
+            config = self.settings_control.engine_config()
             process = start_engine_process(
                 server=server_of(logged_in), session_id=secret, instance=instance,
                 data_dir=self.data_dir, workroot=Path(self.settings.workroot), config=config,
@@ -950,14 +788,14 @@ class MainWindow(QMainWindow):
             # The form for a new token; the engine keeps its jobs and queued calls.
             self.login_pane.session_ended(detail)
         self.status_line.show_connection(state, detail, server_of(self.logged_in))
-        self._update_status()
+        self.update_status()
 
     def _poll_completed(self, ready: dict, next_poll_in: float) -> None:
         self.services_pane.set_ready(ready)
         self.status_line.poll_completed(next_poll_in)
-        self._update_status()
+        self.update_status()
 
-    def _update_status(self) -> None:
+    def update_status(self) -> None:
         self.status_line.update(self.engine, self.settings.concurrency)
 
     # -- selection --------------------------------------------------------------------------
@@ -1025,33 +863,6 @@ class MainWindow(QMainWindow):
             self.detail_pane.set_inputs(job.job_id, workspace, required or ())
 
     # -- operator actions -------------------------------------------------------------------
-    def _auto_mode_toggled(self, on: bool) -> None:
-        if self.engine is not None:
-            spawn(self._set_auto(self.engine, on))
-        self.services_pane.set_auto_mode(on)
-        if self.settings.auto != on:
-            self.settings.auto = on  # kept for the next start
-            self._save_settings()
-        self._update_status()
-
-    async def _set_auto(self, engine: RemoteEngine, on: bool) -> None:
-        try:
-            await run_blocking(engine.set_auto, on)
-        except (EngineGoneError, EngineCallError) as exc:
-            self.show_banner(f"Auto mode could not be switched: {exc}")
-        self._update_status()
-
-    def _service_auto_toggled(self, service_hash: str, on: bool) -> None:
-        engine = self.engine
-        names = {s.service_hash: s.name for s in engine.known_services()} if engine else {}
-        command = self.settings.command_for(names.get(service_hash, ""), service_hash)
-        if command is None:
-            return
-        command.auto = on  # part of the settings: saved, and what the Settings dialog shows
-        self._save_settings()
-        if engine is not None:
-            spawn(self._push_settings(engine))
-
     def _resume_requested(self, service_hashes: list[str]) -> None:
         engine = self.engine
         if engine is not None:
@@ -1061,7 +872,7 @@ class MainWindow(QMainWindow):
         # resume_service may start blocked jobs (their threads): not on the Qt thread.
         for service_hash in service_hashes:
             await run_blocking(engine.resume_service, service_hash)
-        await self._show_services(engine)
+        await self.show_services(engine)
 
     def _claim_requested(self, service_hashes: list[str]) -> None:
         # Disabled here, synchronously: a second click queued behind the first must find the
