@@ -65,6 +65,8 @@ class JobActions:
         scheduled as a task."""
         host = self._host
         spec = self.presentation.action(name)
+        if spec is None:
+            return  # not an action this source offers
         fields = {**self.presentation.word_fields(), "id": str(job.ticket_id)}
         if name == "workdir":
             # False when there is no file manager (a bare server, a minimal desktop).
@@ -72,12 +74,12 @@ class JobActions:
                 host.ask_copy_path("Open work dir", "No file manager could open the work dir "
                                    "of {job} {id}. Its path:".format(**fields), job.workdir)
         elif name == "open_inputs":
-            spawn(self._open_inputs(job, spec.program if spec else "", fields))
+            spawn(self._open_inputs(job, spec.program, fields))
         elif name == "copy":
             QGuiApplication.clipboard().setText(str(job.ticket_id))
-            done = spec.done_text if spec and spec.done_text else "Copied {id}"
-            host.statusBar().showMessage(done.format(**fields), 3000)
-        elif spec is not None and spec.dialog is not None:
+            host.statusBar().showMessage((spec.done_text or "Copied {id}").format(**fields),
+                                         3000)
+        elif spec.dialog is not None:
             self._ask_then_perform(name, job, spec.dialog, fields)
         else:
             spawn(self.perform(name, job))
