@@ -36,7 +36,7 @@ from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
 from dss_console.core.presentation import Presentation
 from dss_console.credentials import SessionStore
 from dss_console.dss import DssError, ServerUnreachableError
-from dss_console.engine.engine import EngineError
+from dss_console.engine.engine import EngineError, ServiceView
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEngine
 from dss_console.engine.settings import Settings
@@ -306,18 +306,11 @@ class MainWindow(QMainWindow):
 
     def quit_choice_box(self, running: int, *, allow_detach: bool = False) -> QuitChoiceBox:
         """The question asked at quit (or log-out) while jobs run."""
-        node = self.source_kind == V6
+        words = self.queue_pane.presentation
         box = QuitChoiceBox(self)
-        box.setWindowTitle("Runs are in flight" if node else "Jobs are running")
-        box.setText(f"{running} {'run(s)' if node else 'job(s)'} still running or uploading.")
-        if node:
-            stop = ("Stop them now and run them again when the node starts (the runs stay open "
-                    "on the server), or stop them and fail the runs (the researchers are told "
-                    "\"the node shut down\")?")
-        else:
-            stop = ("Stop them now and run them again when the console starts (the tickets "
-                    "stay claimed; the users are told the provider is restarting), or stop "
-                    "them and fail their tickets (the users are told \"provider shut down\")?")
+        box.setWindowTitle(words.text("quit_title"))
+        box.setText(words.text("quit_running", count=running))
+        stop = words.text("quit_stop")
         first = ("Keep them running without a window (open the console again to see them), "
                  "or let them finish and then stop. ") if allow_detach else \
             "Let them finish and then stop. "
@@ -326,7 +319,7 @@ class MainWindow(QMainWindow):
             box.add_choice("Keep running in the background", QUIT_DETACH)
         box.add_choice("Finish, then stop", QUIT_DRAIN)
         box.setDefaultButton(box.add_choice("Stop, run again at the next start", QUIT_RESUME))
-        box.add_choice("Stop and fail the runs" if node else "Stop and fail them", QUIT_CANCEL,
+        box.add_choice(words.text("quit_fail"), QUIT_CANCEL,
                        QMessageBox.ButtonRole.DestructiveRole)
         box.addButton("Cancel", QMessageBox.ButtonRole.RejectRole)
         return box
@@ -430,9 +423,7 @@ class MainWindow(QMainWindow):
             self.services_pane.set_local_day_counts(day_counts(self.queue_pane.model.jobs()))
             with contextlib.suppress(EngineGoneError, EngineCallError):
                 self.services_pane.set_ready(await run_blocking(engine.ready_counts))
-            self.services_pane.summary.setText(
-                f"{len(views)} image(s); {sum(1 for v in views if v.command)} with a command "
-                "([v6.algorithms] in the settings file).")
+            self._show_services_summary(views)
             return
         client = self.logged_in.client
         for view in views:
@@ -441,8 +432,11 @@ class MainWindow(QMainWindow):
             except DssError:
                 continue
             self.services_pane.set_stats(view.service_hash, stats)
-        self.services_pane.summary.setText(
-            f"{len(views)} service(s); {sum(1 for v in views if v.command)} with a command.")
+        self._show_services_summary(views)
+
+    def _show_services_summary(self, views: list[ServiceView]) -> None:
+        self.services_pane.summary.setText(self.services_pane.presentation.text(
+            "services_summary", count=len(views), commands=sum(1 for v in views if v.command)))
 
     def start_refreshing(self) -> None:
         """The services' counts now and every STATS_REFRESH_MS while an engine runs."""
@@ -615,8 +609,7 @@ class MainWindow(QMainWindow):
             button.setEnabled(bool(self.services_pane.selected_hashes()))
         self.clear_banner("claim")
         if job is None:
-            self.statusBar().showMessage("No ticket is ready for the selected services.",
-                                         10_000)
+            self.statusBar().showMessage(self.queue_pane.presentation.text("no_work"), 10_000)
             return None
         self.queue_pane.update_jobs([job])
         self.queue_pane.select_job(job.job_id)
