@@ -44,7 +44,7 @@ def test_the_window_attaches_to_a_headless_worker_and_shows_its_live_log(
         ticket = console.sandbox.add_ticket(console.service)
         worker.wait_line(": running")
         console.login()
-        assert window.engine is not None and window.engine.info["kind"] == "worker"
+        assert window.engine is not None and window.engine.info["role"] == "worker"
         # Settings… says that the worker runs on its own settings, not this window's.
         window.open_settings()
         note = window.settings_dialog.engine_note_label

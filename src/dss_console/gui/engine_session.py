@@ -58,7 +58,7 @@ def stop_engine_process(engine: RemoteEngine, process: subprocess.Popen[bytes] |
     """Ask an engine this console started to stop, and wait until it has (a worker started
     by someone else is only let go: it is not this window's to stop)."""
     try:
-        if engine.info.get("kind") == "console":
+        if engine.steered_by_console:
             with contextlib.suppress(EngineGoneError, EngineCallError):
                 engine.shutdown(drain=drain, running=running)
             wait = None if drain else ENGINE_STOP_WAIT  # finishing jobs takes what it takes
@@ -149,7 +149,7 @@ class EngineSession(QObject):
     async def _hand_over_session(self, engine: RemoteEngine, logged_in: LoggedIn) -> None:
         w = self._w
         session_id = logged_in.client.transport.session_id
-        if engine.info.get("kind") == "console" and session_id:
+        if engine.steered_by_console and session_id:
             try:
                 await run_blocking(engine.use_session, session_id)
             except (EngineGoneError, EngineCallError) as exc:
@@ -215,7 +215,7 @@ class EngineSession(QObject):
         w.services_pane.set_services(views)
         # Auto mode as the operator left it (the settings file keeps it); a headless worker
         # this window attached to keeps its own.
-        if engine.info.get("kind") == "console" and w.settings.auto != engine.auto:
+        if engine.steered_by_console and w.settings.auto != engine.auto:
             await run_blocking(engine.set_auto, w.settings.auto)
         w.services_pane.set_auto_mode(engine.auto)
         w.queue_pane.setEnabled(True)
@@ -259,7 +259,7 @@ class EngineSession(QObject):
             found = wait_for_engine(process, data_dir, key, instance)
         engine = RemoteEngine(found)
         try:
-            if engine.info.get("kind") == "console":
+            if engine.steered_by_console:
                 engine.update_settings(settings_to_toml(settings))
                 if process is None and session_id:
                     engine.use_session(session_id)  # this window's login is the newest
@@ -379,7 +379,7 @@ class EngineSession(QObject):
         running = self.running_count(now=True)
         drain = detach = False
         stop_as = None
-        if engine is not None and engine.info.get("kind") != "console":
+        if engine is not None and not engine.steered_by_console:
             detach = True  # a headless worker goes on as it did before this window came
         elif running:
             choice = self._preset_quit_choice or w.ask_quit_choice(

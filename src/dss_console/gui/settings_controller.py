@@ -127,7 +127,7 @@ class SettingsController:
         """Words for the Settings dialog when the attached engine is a headless worker,
         which keeps reading its own settings file whatever is changed here."""
         engine = self._host.engine
-        if engine is None or engine.info.get("kind") == "console":
+        if engine is None or engine.steered_by_console:
             return None
         info = engine.info
         pid = f" (process {info['pid']})" if info.get("pid") else ""
@@ -166,7 +166,7 @@ class SettingsController:
     async def push(self, engine: RemoteEngine) -> None:
         """The engine runs what the window's settings say (an engine this console started;
         a headless worker keeps its own settings file)."""
-        if engine.info.get("kind") != "console":
+        if not engine.steered_by_console:
             return
         try:
             await run_blocking(engine.update_settings, settings_to_toml(self._host.settings))
@@ -279,7 +279,7 @@ class SettingsController:
         # Used as read, not written back: the file keeps the user's own layout and comments.
         self._use(settings)
         engine = host.engine
-        if engine is not None and engine.info.get("kind") == "console":
+        if engine is not None and engine.steered_by_console:
             # The file's Auto mode too, as at a start: the switch, the engine and the footer
             # agree with the file just read.
             host.services_pane.set_auto_mode(settings.auto)
