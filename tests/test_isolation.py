@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from dss_console.isolation import (
     Limits,
     Policy,
     PolicyError,
+    SocketForwarder,
     parse_size,
     policy_from_table,
     probe,
     probe_limits,
+    relay_argv,
     runtime_binds,
     sbatch_limit_options,
     wrap,
@@ -342,3 +345,50 @@ def test_the_hook_reports_from_inside_the_sandbox(job: Job) -> None:
     assert done.stdout == "@dss progress 0.75\n"
     text = events.read_text()
     assert "inside the sandbox" in text and "0.5" in text
+
+
+@needs_sandbox
+def test_without_network_a_v6_algorithm_still_reaches_the_local_proxy_and_only_it(
+        job: Job) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"proxy saw {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    port = proxy.server_address[1]
+    try:
+        with socket.socket() as other, SocketForwarder(port) as forwarder:
+            other.bind(("127.0.0.1", 0))  # the DSS server's port, say
+            other.listen(8)
+            code = (
+                "import socket, sys, urllib.request\n"
+                f"print(urllib.request.urlopen('http://127.0.0.1:{port}/task?x=1',"
+                " timeout=30).read().decode())\n"
+                "try:\n"
+                f"    socket.create_connection(('127.0.0.1', {other.getsockname()[1]}),"
+                " timeout=10)\n"
+                "    print('other port reached')\n"
+                "except OSError as exc:\n"
+                "    print('other port:', exc.strerror)\n"
+                "sys.exit(4)\n")
+            argv, env = wrap(relay_argv(port, [sys.executable, "-c", code]), os.environ,
+                             job.workdir, [job.inputs], SANDBOX,
+                             [*runtime_binds(), forwarder.bind])
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=90,
+                                  check=False)
+            assert done.stdout.splitlines() == ["proxy saw /task?x=1",
+                                                "other port: Connection refused"], done.stderr
+            assert done.returncode == 4  # the command's own exit status, through the relay
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

@@ -13,8 +13,9 @@ from dss_console.isolation.policy import (
     policy_from_table,
     sbatch_limit_options,
 )
+from dss_console.isolation.relay import SocketForwarder, relay_argv
 from dss_console.isolation.sandbox import Bind, probe, runtime_binds, wrap
 
 __all__ = ["ISOLATION_MODES", "POLICY_KEYS", "Bind", "Limits", "Policy", "PolicyError",
-           "Support", "format_size", "parse_size", "policy_from_table", "probe",
-           "probe_limits", "runtime_binds", "sbatch_limit_options", "wrap"]
+           "SocketForwarder", "Support", "format_size", "parse_size", "policy_from_table", "probe",
+           "probe_limits", "relay_argv", "runtime_binds", "sbatch_limit_options", "wrap"]

@@ -44,10 +44,11 @@ _SESSION_VARIABLES = ("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "SSH_AUTH_S
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path the sandbox shows at the same place."""
+    """A host path the sandbox shows (at the same place unless ``target`` says)."""
 
     path: str
     writable: bool = False
+    target: str | None = None  # where the sandbox shows it; None: at the same place
 
 
 def probe(bwrap: str | None = None) -> str | None:
@@ -117,11 +118,12 @@ def wrap(argv: Sequence[str], env: Mapping[str, str], workdir: Path | str,
     for bind in shown:
         if os.path.exists(bind.path):
             option = "--bind" if bind.writable else "--ro-bind"
-            mounts.append((bind.path, [option, bind.path, bind.path]))
+            target = bind.target or bind.path
+            mounts.append((target, [option, bind.path, target]))
     late: list[str] = []
     for path in (os.path.abspath(p) for p in hidden):
         # Only a path under something shown needs covering; elsewhere it is absent already.
-        if not any(_under(path, b.path) for b in shown):
+        if not any(_under(path, b.target or b.path) for b in shown):
             continue
         if os.path.isdir(path):
             # Read-only only at the end: a shown path below it needs its mount point made.
