@@ -4,6 +4,7 @@ touch, what they cannot use, and the words their end gets (dss_console.isolation
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -392,3 +393,67 @@ def test_without_network_a_v6_algorithm_still_reaches_the_local_proxy_and_only_i
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def _engine_files(job: Job) -> dict[str, str]:
+    """The job's hook and events file as the runner makes them, and its DSS_* variables."""
+    from dss_console.engine.hook import write_hook_script
+
+    engine_dir = job.workdir / ".dss"
+    engine_dir.mkdir(mode=0o700, exist_ok=True)
+    events = engine_dir / "events.jsonl"
+    events.touch(mode=0o600)
+    hook = write_hook_script(engine_dir, events, engine_dir / "abort")
+    return {"DSS_HOOK": str(hook), "DSS_EVENTS": str(events), "DSS_TICKET_ID": "1",
+            "DSS_WORKDIR": str(job.workdir)}
+
+
+@needs_cgroups
+def test_the_demo_service_succeeds_inside_with_limits(job: Job,
+                                                      limits_of: list[Limits]) -> None:
+    from dss_console.resources.demo_service import demo_service_command
+    from dss_console.sandbox.demo import make_demo_ticket_files
+
+    workspace = make_demo_ticket_files(job.inputs, 1)[0]
+    result = job.workdir / "result.itksnap"
+    argv = [word.format(workspace=str(workspace), result=str(result))
+            for word in shlex.split(demo_service_command())]
+    policy = Policy("sandbox", False, memory=parse_size("512M"), cpus=1, processes=64)
+    limits = Limits(policy, "demo")
+    limits_of.append(limits)
+    variables = _engine_files(job)
+    wrapped, env = wrap(argv, {**os.environ, **variables}, job.workdir, [job.inputs], policy,
+                        runtime_binds())
+    done = subprocess.run([*limits.prefix(), *wrapped], env=env, capture_output=True,
+                          text=True, timeout=90, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert result.is_file()
+    assert "@dss info \"Otsu threshold: " in done.stdout  # reports still on stdout
+    assert "QC report" in Path(variables["DSS_EVENTS"]).read_text()  # and through the hook
+    assert limits.end_reason() is None
+
+
+@needs_sandbox
+def test_an_itksnap_wt_script_works_inside(job: Job) -> None:
+    from dss_console.sandbox.demo import make_demo_ticket_files
+    from dss_console.wt.shim import write_shim
+
+    workspace = make_demo_ticket_files(job.inputs, 1)[0]
+    variables = _engine_files(job)
+    shim_dir = write_shim(job.workdir / ".dss" / "bin").parent
+    script = ('set -e\n'
+              'itksnap-wt -dssp-tickets-log "$DSS_TICKET_ID" info "script started"\n'
+              f'T1=$(itksnap-wt -P -i {shlex.quote(str(workspace))} -llf T1-MRI)\n'
+              'cp "$T1" seg.nii.gz\n'
+              f'itksnap-wt -i {shlex.quote(str(workspace))} -las seg.nii.gz -psn Hippocampus '
+              '-o final.itksnap\n'
+              'echo done\n')
+    env = {**os.environ, **variables, "PATH": f"{shim_dir}{os.pathsep}{os.environ['PATH']}"}
+    argv, env = wrap(["/bin/sh", "-c", script], env, job.workdir, [job.inputs], SANDBOX,
+                     runtime_binds())
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=90,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "done"
+    assert (job.workdir / "final.itksnap").is_file()
+    assert "script started" in Path(variables["DSS_EVENTS"]).read_text()
