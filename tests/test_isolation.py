@@ -291,7 +291,7 @@ def test_allocating_past_the_memory_limit_ends_with_that_reason(
 @needs_cgroups
 def test_a_term_reaches_the_command_through_its_cgroup(job: Job,
                                                        limits_of: list[Limits]) -> None:
-    policy = Policy("sandbox", False, processes=64)
+    policy = Policy("sandbox", False)  # no limits: the job still gets a cgroup to signal
     limits = Limits(policy, "term")
     limits_of.append(limits)
     argv, env = wrap(["/bin/sh", "-c", "trap 'echo cleaned > term.txt; exit 5' TERM; "
@@ -431,6 +431,8 @@ def test_the_demo_service_succeeds_inside_with_limits(job: Job,
     assert "@dss info \"Otsu threshold: " in done.stdout  # reports still on stdout
     assert "QC report" in Path(variables["DSS_EVENTS"]).read_text()  # and through the hook
     assert limits.end_reason() is None
+    peak = limits.peak_memory()
+    assert peak is not None and 1024**2 < peak < parse_size("512M")
 
 
 @needs_sandbox

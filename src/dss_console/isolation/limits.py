@@ -64,15 +64,21 @@ class Limits:
         self.policy = policy
         self.timeout = timeout
         self.support = support or probe_limits()
-        self.kind: Kind = self.support.kind if policy.has_limits else "none"
+        # A job without limits still gets a cgroup where one is possible: it is how the
+        # command's TERM reaches it past bwrap (signal_command) and how stragglers end.
+        self.kind: Kind = self.support.kind
         self.note = self.support.note if policy.has_limits else ""
         self._dirs: dict[str, Path] = {}  # controller ("" for v2) -> this job's cgroup
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
         self.name = f"{safe}-{os.getpid()}-{time.monotonic_ns()}"
-        if self.kind == "cgroup2":
-            self._make_v2()
-        elif self.kind == "cgroup1":
-            self._make_v1()
+        try:
+            if self.kind == "cgroup2":
+                self._make_v2()
+            elif self.kind == "cgroup1":
+                self._make_v1()
+        except OSError:
+            self.close()  # nothing half-made stays behind
+            raise
 
     # -- setting up --------------------------------------------------------------------
 
@@ -105,7 +111,8 @@ class Limits:
         if not isinstance(bases, dict):
             raise OSError(f"cgroup v1 is not usable: {bases}")
         policy = self.policy
-        wanted = {"memory": policy.memory is not None, "pids": policy.processes is not None,
+        # pids always: it holds the job's processes for signal_command() and close().
+        wanted = {"memory": policy.memory is not None, "pids": True,
                   "cpu": policy.cpus is not None}
         for controller, base in bases.items():
             if not wanted.get(controller):
@@ -153,14 +160,14 @@ class Limits:
             return f"hit its process limit: {self.policy.processes} processes"
         return None
 
-    def usage(self) -> dict[str, int]:
-        """Peak memory (bytes) and CPU time (ns) where the cgroup keeps them, for the log."""
-        found: dict[str, int] = {}
+    def peak_memory(self) -> int | None:
+        """The tree's peak memory in bytes (for the Run detail), before close(); None where
+        the cgroup does not keep it (no memory limit under v1, kernels before 5.19)."""
         memory = self._dirs.get("memory") or self._dirs.get("")
         for name in ("memory.max_usage_in_bytes", "memory.peak"):
-            if memory is not None and (memory / name).exists():
-                found["memory_peak"] = int(_read(memory / name) or 0)
-        return found
+            if memory is not None and _read(memory / name).strip().isdigit():
+                return int(_read(memory / name))
+        return None
 
     def _oom_kills(self) -> int:
         if "" in self._dirs:
@@ -180,7 +187,7 @@ class Limits:
         ``--die-with-parent`` then SIGKILLs the command without the grace period a TERM
         promises. Through the cgroup the command gets the TERM itself."""
         reached = 0
-        for job in self._dirs.values():
+        for job in list(self._dirs.values())[:1]:  # each controller holds the same tree
             for pid in _read(job / "cgroup.procs").split():
                 try:
                     if os.path.basename(os.readlink(f"/proc/{pid}/exe")) == "bwrap":
@@ -189,7 +196,6 @@ class Limits:
                     reached += 1
                 except (ProcessLookupError, FileNotFoundError, PermissionError):
                     pass
-            break  # every controller's cgroup holds the same processes
         return reached
 
     # -- cleaning up -------------------------------------------------------------------
