@@ -123,9 +123,9 @@ def test_limits_map_to_sbatch_options_the_operator_did_not_set() -> None:
 
 
 def test_time_limit_words() -> None:
-    limits = Limits(Policy(), "t", timeout=5400)
-    assert limits.end_reason(timed_out=True) == "ran past its time limit: 1h30m"
-    assert limits.end_reason() is None
+    with Limits(Policy(), "t", timeout=5400) as limits:
+        assert limits.end_reason(timed_out=True) == "ran past its time limit: 1h30m"
+        assert limits.end_reason() is None
 
 
 def test_a_missing_bwrap_is_named_with_the_package_to_install(
