@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import shutil
 import subprocess
 import time
@@ -33,10 +32,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console import paths
+from dss_console import paths, plugins
 from dss_console.connection import LoggedIn
 from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
 from dss_console.core.presentation import Presentation
+from dss_console.core.source_plugin import SourcePlugin
 from dss_console.credentials import SessionStore
 from dss_console.dss import DssError, ServerUnreachableError
 from dss_console.engine.engine import EngineError
@@ -131,11 +131,15 @@ class QuitChoiceBox(QMessageBox):
         return next((c for c, b in self.choices.items() if b is clicked), None)
 
 
+def source_of(logged_in: LoggedIn | NodeLogin) -> SourcePlugin:
+    """The source plug-in whose login this is."""
+    return plugins.source_plugin(V6 if isinstance(logged_in, NodeLogin) else "dss")
+
+
 def engine_key(logged_in: LoggedIn | NodeLogin) -> str:
-    """What the engine for this login serves under: the DSS server, or the vantage6 node
-    (one engine per node)."""
-    return logged_in.source_key if isinstance(logged_in, NodeLogin) else \
-        logged_in.client.server
+    """What the engine for this login serves under (the source's key: one engine per DSS
+    server, per vantage6 node)."""
+    return source_of(logged_in).engine_key(logged_in)
 
 
 def day_counts(jobs: list[JobSnapshot], now: float | None = None
@@ -747,28 +751,24 @@ class MainWindow(QMainWindow):
         """The engine for this server (or vantage6 node) and instance: the one already
         running (a headless worker, or the engine an earlier window left running), else a
         new engine process. Blocks: run it off the Qt thread."""
-        key = engine_key(logged_in)
+        source = source_of(logged_in)
+        key = source.engine_key(logged_in)
         instance = self.settings.instance
-        if isinstance(logged_in, NodeLogin):
-            # The node's keys go to the engine on its stdin, never on its command line.
-            # With them the settings: the engine's first poll must know the images this
-            # node runs, or it refuses their runs "not allowed" before the settings arrive.
-            secret = json.dumps({"api_key": logged_in.api_key, "private_key": (
-                logged_in.private_key_pem or b"").decode("ascii"),
-                "settings": settings_to_toml(self.settings)})
-            session_id, node = "", logged_in.identity.name
-        else:
-            secret = session_id = logged_in.client.transport.session_id or ""
-            node = None
+        session_id = "" if isinstance(logged_in, NodeLogin) else \
+            logged_in.client.transport.session_id or ""
         found = find_engine(self.data_dir, key, instance)
         process = None
         if found is None:
             config = self.settings_file if self._settings_problem is None else None
+            # The source's credential goes to the engine on its stdin, never on its
+            # command line.
             process = start_engine_process(
-                server=server_of(logged_in), session_id=secret, instance=instance,
-                data_dir=self.data_dir, workroot=Path(self.settings.workroot), config=config,
+                source=source.name,
+                handover=source.handover(logged_in, settings_to_toml(self.settings)),
+                server=source.server(logged_in), instance=instance, data_dir=self.data_dir,
+                workroot=Path(self.settings.workroot), config=config,
                 provider=self.settings.provider, ca_bundle=self.settings.ca_bundle,
-                v6_node=node, engine_key=key)
+                options=source.engine_argv(logged_in), engine_key=key)
             found = wait_for_engine(process, self.data_dir, key, instance)
         engine = RemoteEngine(found)
         try:

@@ -1,0 +1,106 @@
+"""What a composition root asks of a source plug-in (docs/plugin-plan.md §2, "Registry and
+composition roots").
+
+The roots (``dss-console worker`` and the window's engine session) pick a plug-in by its name
+from ``dss_console.plugins.SOURCES`` and ask it everything that differs between sources: the
+worker's own options, how to connect from the console's handover line or the stored
+credentials, what that one stdin line holds, the key its engine serves under, and the words
+the worker prints. A root never asks which source it has.
+
+A credential is what the plug-in's own login returned (a DSS ``LoggedIn``, a vantage6
+``NodeLogin``): the roots hold it without looking inside, so it is typed ``object`` here and
+each plug-in checks it is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from dss_console.core.interfaces import Source
+    from dss_console.core.presentation import Words
+    from dss_console.engine.settings import Settings
+
+__all__ = ["ConnectError", "SourcePlugin", "WorkerTexts"]
+
+
+class ConnectError(Exception):
+    """A source could not be connected; the message says why, in the operator's words.
+    ``code`` is the exit code of a command line (2: how it was called)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class WorkerTexts:
+    """The headless worker's lines that differ by source (``str.format`` templates)."""
+
+    help: str             # the source's section of `dss-console worker --help`
+    choice: str           # its --source choice explained: "a DSS server's tickets"
+    role: str             # who the worker is on the server: "of provider {provider}"
+    service: str          # a service in a line: {name}, {key} ("service {name} ({key:.10})")
+    not_taken: str        # a service without a command is not ... ("claimed")
+    no_command: str       # said when no service has a command
+    blocked: str          # a blocked job at exit: {id}, {reason}
+    # Note configured services the account does not provide (DSS: a typo in a name).
+    note_unprovided: bool = False
+
+
+@runtime_checkable
+class SourcePlugin(Protocol):
+    """One kind of server the engine takes work from, as the roots see it."""
+
+    @property
+    def name(self) -> str: ...  # its key in plugins.SOURCES and its --source choice
+
+    @property
+    def title(self) -> str: ...  # the login form's choice: "DSS server (token)"
+
+    @property
+    def worker(self) -> WorkerTexts: ...
+
+    def words(self) -> Words:
+        """The source's nouns (its presentation's), for what the worker prints."""
+        ...
+
+    def add_worker_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The worker options only this source has (v6: --node)."""
+        ...
+
+    def connect(self, options: argparse.Namespace, settings: Settings,
+                handover: str | None) -> Source:
+        """The source the worker runs: from the console's ``handover`` line (the engine of
+        a window), else from the credentials stored by this source's login. ConnectError
+        says why not."""
+        ...
+
+    def handover_settings(self, handover: str) -> str | None:
+        """Settings (TOML) the console sent along with the credential, when this source
+        needs them before its first poll; None: they arrive over the channel."""
+        ...
+
+    def login_again(self, source: Source) -> str:
+        """The command that logs in again once the server no longer takes the credential."""
+        ...
+
+    def handover(self, credential: object, settings: str) -> str:
+        """The one line the engine of a window reads on its stdin (never on its command
+        line): the credential, and ``settings`` (TOML) when this source wants them."""
+        ...
+
+    def engine_argv(self, credential: object) -> Sequence[str]:
+        """Worker options the window's engine is started with (no secrets)."""
+        ...
+
+    def engine_key(self, credential: object) -> str:
+        """What the engine for this credential serves under (Source.key)."""
+        ...
+
+    def server(self, credential: object) -> str:
+        """The server this credential is for (the engine's --server)."""
+        ...
