@@ -127,6 +127,11 @@ TEXT_KEYS = frozenset({
     "no_work",           # the status bar when Claim next found nothing
     "service_label",     # a service's name with its version: {name}, {version}
     "retry_closed_tip",  # why Retry is off for a job whose end the server already holds
+    "quit_title",        # the question at quit while jobs run: its title,
+    "quit_running",      # what runs ({count}),
+    "quit_stop",         # what stopping does to the jobs and their requesters,
+    "quit_fail",         # and the button that stops and fails them
+    "services_summary",  # under the services list: {count} listed, {commands} with a command
 })
 
 

@@ -149,15 +149,17 @@ def presented_events(engine: Engine) -> Callable[[Callable[[Event], None]],
 
 def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
                  on_shutdown: Callable[[bool], None], settings_source: Path,
-                 kind: str) -> EngineChannel:
-    """Open the channel for this engine (the caller holds its instance lock)."""
+                 role: str) -> EngineChannel:
+    """Open the channel for this engine (the caller holds its instance lock). ``role``:
+    "console" (an engine a window started and steers: it takes the window's settings and
+    sessions) or "worker" (a headless worker's: a window only watches and asks)."""
     paths: ChannelPaths = channel_paths(data_dir, engine.source.key, engine.instance)
     channel = EngineChannel(
         paths, engine_handlers(engine, on_shutdown=on_shutdown,
                                settings_source=settings_source),
         presented_events(engine),
         info={"server": engine.source.key, "instance": engine.instance,
-              "provider": provider, "data_dir": str(data_dir), "kind": kind,
+              "provider": provider, "data_dir": str(data_dir), "role": role,
               "settings_file": str(settings_source), "pid": os.getpid(),
               "presentation": to_wire(engine.source.presentation)},
         error_kind=error_kind(engine))

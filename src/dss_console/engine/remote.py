@@ -188,6 +188,13 @@ class RemoteEngine:
         for callback in callbacks:
             callback(reason)
 
+    @property
+    def steered_by_console(self) -> bool:
+        """Whether a window started this engine and steers it (takes the window's settings and
+        sessions), rather than a headless worker a window only watches. An engine of
+        protocol version 1 named its role "kind"."""
+        return self.info.get("role", self.info.get("kind")) == "console"
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
