@@ -77,3 +77,17 @@ def test_a_v6_handover_without_the_nodes_key_is_refused(handover: str) -> None:
     with pytest.raises(ConnectError) as refused:
         plugins.source_plugin("v6").handover_settings(handover)
     assert refused.value.code == 2 and "keys on stdin" in str(refused.value)
+
+
+def test_a_credential_names_its_source() -> None:
+    from dss_console.connection import LoggedIn
+    from dss_console.dss import DssClient
+
+    with DssClient("https://dss.example.org") as client:
+        login = LoggedIn(client, "me@example.org")
+        source = plugins.source_of(login)
+        assert source.name == "dss" and source.renews_credential
+        assert source.engine_key(login) == "https://dss.example.org"
+        assert not plugins.source_plugin("v6").owns(login)
+    with pytest.raises(ValueError):
+        plugins.source_of("not a login")

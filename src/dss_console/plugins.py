@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from dss_console.core.source_plugin import SourcePlugin
 
 __all__ = ["SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "load", "presentation",
-           "source_plugin"]
+           "source_of", "source_plugin"]
 
 # The sources (core.source_plugin.SourcePlugin) the roots offer, the default first: the
 # worker's --source choices, the window's login forms.
@@ -53,6 +53,15 @@ def source_plugin(name: str) -> SourcePlugin:
     if not isinstance(value, SourcePlugin):
         raise TypeError(f"{SOURCES[name]} is not a SourcePlugin")
     return value
+
+
+def source_of(credential: object) -> SourcePlugin:
+    """The source whose login returned this credential."""
+    for name in SOURCES:
+        plugin = source_plugin(name)
+        if plugin.owns(credential):
+            return plugin
+    raise ValueError(f"no source plug-in owns a {type(credential).__name__}")
 
 
 def presentation(source: str) -> Presentation:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from dss_console.core.interfaces import Source
     from dss_console.core.presentation import Words
     from dss_console.engine.settings import Settings
 
-__all__ = ["ConnectError", "SourcePlugin", "WorkerTexts"]
+__all__ = ["ConnectError", "LoginField", "LoginForm", "SourcePlugin", "WorkerTexts"]
 
 
 class ConnectError(Exception):
@@ -51,6 +51,33 @@ class WorkerTexts:
     note_unprovided: bool = False
 
 
+@dataclass(frozen=True)
+class LoginField:
+    """One input of a source's login form, as the window renders it."""
+
+    name: str                                      # the value's key: "server", "token"
+    label: str
+    kind: Literal["url", "text", "secret", "file"]  # secret: masked; file: a path, Browse…
+    placeholder: str = ""
+    tip: str = ""
+    file_filter: str = ""                          # file: the Browse dialog's filter
+
+
+@dataclass(frozen=True)
+class LoginForm:
+    """What the window asks before it logs in to a source (before any engine exists)."""
+
+    fields: tuple[LoginField, ...]
+    # The window's own helpers this source's login uses: "server_list" (servers remembered
+    # and removable), "token_page" (Get token opens <server>/token), "itksnap_session" (log
+    # in with ITK-SNAP's stored session).
+    helpers: frozenset[str] = frozenset()
+
+    def field(self, kind: str) -> LoginField | None:
+        """The form's first field of this kind (None: it has none)."""
+        return next((f for f in self.fields if f.kind == kind), None)
+
+
 @runtime_checkable
 class SourcePlugin(Protocol):
     """One kind of server the engine takes work from, as the roots see it."""
@@ -63,6 +90,19 @@ class SourcePlugin(Protocol):
 
     @property
     def worker(self) -> WorkerTexts: ...
+
+    @property
+    def login_form(self) -> LoginForm: ...
+
+    @property
+    def renews_credential(self) -> bool:
+        """A new login for the same account is handed to the running engine (DSS: a new
+        session for the expired one); else a login is a new engine (a v6 node's key)."""
+        ...
+
+    def owns(self, credential: object) -> bool:
+        """Whether a credential is this source's login."""
+        ...
 
     def words(self) -> Words:
         """The source's nouns (its presentation's), for what the worker prints."""

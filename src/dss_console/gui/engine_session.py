@@ -93,15 +93,10 @@ class QuitChoiceBox(QMessageBox):
         return next((c for c, b in self.choices.items() if b is clicked), None)
 
 
-def source_of(logged_in: LoggedIn | NodeLogin) -> SourcePlugin:
-    """The source plug-in whose login this is."""
-    return plugins.source_plugin("v6" if isinstance(logged_in, NodeLogin) else "dss")
-
-
 def engine_key(logged_in: LoggedIn | NodeLogin) -> str:
     """What the engine for this login serves under (the source's key: one engine per DSS
     server, per vantage6 node)."""
-    return source_of(logged_in).engine_key(logged_in)
+    return plugins.source_of(logged_in).engine_key(logged_in)
 
 
 class EngineSession(QObject):
@@ -126,9 +121,12 @@ class EngineSession(QObject):
     def logged_in(self, result: LoggedIn | NodeLogin) -> None:
         w = self._w
         engine = self.engine
-        if isinstance(result, NodeLogin) or isinstance(w.logged_in, NodeLogin):
-            # A node's key does not expire (no session to hand over): a login is a new
-            # engine, after the one of another node or server stopped.
+        source = plugins.source_of(result)
+        if not source.renews_credential or (
+                w.logged_in is not None
+                and not plugins.source_of(w.logged_in).renews_credential):
+            # A credential that does not expire (a node's key: nothing to hand over): a
+            # login is a new engine, after the one of another node or server stopped.
             if engine is not None or self._start_pending():
                 self.starting = spawn(self._restart(result, self.starting))
             else:
@@ -140,7 +138,7 @@ class EngineSession(QObject):
         if engine is not None and result is w.logged_in:
             # A new session for the one that expired (same server and account): the engine
             # carries on with it, so running jobs go on and their queued calls go out now.
-            spawn(self._hand_over_session(engine, result))
+            spawn(self._hand_over_session(engine, source, result))
         elif engine is not None or self._start_pending():
             # Another account after an expired session: its engine stops first (its jobs
             # cannot report with this session).
@@ -150,12 +148,13 @@ class EngineSession(QObject):
         if w.store.fallback_note:
             w.show_banner(w.store.fallback_note.replace("note: ", "Note: ") + ".", "warning")
 
-    async def _hand_over_session(self, engine: RemoteEngine, logged_in: LoggedIn) -> None:
+    async def _hand_over_session(self, engine: RemoteEngine, source: SourcePlugin,
+                                 logged_in: LoggedIn | NodeLogin) -> None:
         w = self._w
-        session_id = logged_in.client.transport.session_id
-        if engine.steered_by_console and session_id:
+        handover = source.handover(logged_in, settings_to_toml(w.settings))
+        if engine.steered_by_console and handover:
             try:
-                await run_blocking(engine.use_session, session_id)
+                await run_blocking(engine.use_session, handover)
             except (EngineGoneError, EngineCallError) as exc:
                 w.show_banner(f"The engine did not take the new session: {exc}")
                 return
@@ -238,19 +237,17 @@ class EngineSession(QObject):
         new engine process. Blocks: run it off the Qt thread."""
         w = self._w
         settings, data_dir = w.settings, w.data_dir
-        source = source_of(logged_in)
+        source = plugins.source_of(logged_in)
         key = source.engine_key(logged_in)
         instance = settings.instance
-        session_id = "" if isinstance(logged_in, NodeLogin) else \
-            logged_in.client.transport.session_id or ""
+        handover = source.handover(logged_in, settings_to_toml(settings))
         found = find_engine(data_dir, key, instance)
         process = None
         if found is None:
             # The source's credential goes to the engine on its stdin, never on its
             # command line.
             process = start_engine_process(
-                source=source.name, handover=source.handover(logged_in,
-                                                             settings_to_toml(settings)),
+                source=source.name, handover=handover,
                 server=source.server(logged_in), instance=instance, data_dir=data_dir,
                 workroot=Path(settings.workroot), config=w.settings_control.engine_config(),
                 provider=settings.provider, ca_bundle=settings.ca_bundle,
@@ -260,8 +257,8 @@ class EngineSession(QObject):
         try:
             if engine.steered_by_console:
                 engine.update_settings(settings_to_toml(settings))
-                if process is None and session_id:
-                    engine.use_session(session_id)  # this window's login is the newest
+                if process is None and source.renews_credential and handover:
+                    engine.use_session(handover)  # this window's login is the newest
             engine.services()
         except BaseException:
             engine.close()

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dss_console.core.source_plugin import ConnectError, WorkerTexts
+from dss_console.core.source_plugin import ConnectError, LoginField, LoginForm, WorkerTexts
 
 if TYPE_CHECKING:
     from dss_console.core.interfaces import Source
@@ -53,6 +53,21 @@ class V6Plugin:
         blocked="run {id} is blocked and stays open: {reason}. Fix its [v6.algorithms] "
                 "command and start the worker again",
     )
+    login_form = LoginForm(fields=(
+        LoginField("server", "Server", "url", "https://v6.example.org",
+                   tip="The vantage6 server this node belongs to"),
+        LoginField("api_key", "API key", "secret", "paste the node's API key"),
+        LoginField("private_key", "Private key", "file", "the organization's private key "
+                   "(PEM), for an encrypted collaboration", tip="The organization's private key",
+                   file_filter="PEM private key (*.pem);;All files (*)"),
+    ))
+    # A node's key does not expire (no session to hand over): a login is a new engine.
+    renews_credential = False
+
+    def owns(self, credential: object) -> bool:
+        from dss_console.v6.login import NodeLogin
+
+        return isinstance(credential, NodeLogin)
 
     def words(self) -> Words:
         from dss_console.v6.presentation import PRESENTATION

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dss_console.core.source_plugin import ConnectError, WorkerTexts
+from dss_console.core.source_plugin import ConnectError, LoginField, LoginForm, WorkerTexts
 
 if TYPE_CHECKING:
     from dss_console.connection import LoggedIn
@@ -36,6 +36,18 @@ class DssPlugin:
                 "start the worker again, or fail it: dss-console pro fail {id} MESSAGE",
         note_unprovided=True,
     )
+    login_form = LoginForm(
+        fields=(LoginField("server", "Server", "url", "https://dss.itksnap.org",
+                           tip="The DSS server to provide services on"),
+                LoginField("token", "Token", "secret", "paste the one-time token")),
+        helpers=frozenset({"server_list", "token_page", "itksnap_session"}),
+    )
+    renews_credential = True  # a session expires; a new one carries the engine on
+
+    def owns(self, credential: object) -> bool:
+        from dss_console.connection import LoggedIn
+
+        return isinstance(credential, LoggedIn)
 
     def words(self) -> Words:
         from dss_console.sources.dss.presentation import PRESENTATION
