@@ -21,6 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.presentation import ServiceFigures
 from dss_console.engine import wire
 from dss_console.engine.channel import MAX_LINE, ChannelPaths, channel_paths
 from dss_console.engine.engine import EngineError, ServiceView
@@ -219,6 +220,9 @@ class RemoteEngine:
     def ready_counts(self) -> dict[str, int]:
         """Work waiting on the server per service (asked by the engine now)."""
         return dict(self.call("ready_counts"))
+
+    def service_figures(self) -> dict[str, ServiceFigures]:
+        return dict(self.call("service_figures"))
 
     def status(self, timeout: float = CALL_TIMEOUT) -> EngineStatus:
         self._status = self.call("status", timeout=timeout)

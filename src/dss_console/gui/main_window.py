@@ -73,23 +73,6 @@ STATS_REFRESH_MS = 15_000
 DEFAULT_SOURCE = next(iter(plugins.SOURCES))
 
 
-def day_counts(jobs: list[JobSnapshot], now: float | None = None
-               ) -> dict[str, tuple[int, int]]:
-    """Succeeded / failed (or cancelled) per service in the last 24 h, from the jobs here."""
-    since = (time.time() if now is None else now) - 24 * 3600
-    counts: dict[str, tuple[int, int]] = {}
-    for job in jobs:
-        if job.finished_at is None or job.finished_at < since:
-            continue
-        done, failed = counts.get(job.service_hash, (0, 0))
-        if job.state is JobState.SUCCEEDED:
-            done += 1
-        elif job.state in (JobState.FAILED, JobState.CANCELLED):
-            failed += 1
-        counts[job.service_hash] = (done, failed)
-    return counts
-
-
 class MainWindow(QMainWindow):
     engineStarted = Signal(object)  # RemoteEngine
     engineStopped = Signal()
@@ -423,19 +406,8 @@ class MainWindow(QMainWindow):
                 self.connection_changed("offline", str(exc))
             return
         self.services_pane.set_services(views)
-        if isinstance(self.logged_in, NodeLogin):
-            self.services_pane.set_local_day_counts(day_counts(self.queue_pane.model.jobs()))
-            with contextlib.suppress(EngineGoneError, EngineCallError):
-                self.services_pane.set_ready(await run_blocking(engine.ready_counts))
-            self._show_services_summary(views)
-            return
-        client = self.logged_in.client
-        for view in views:
-            try:
-                stats = await run_blocking(client.services.stats, view.service_hash)
-            except DssError:
-                continue
-            self.services_pane.set_stats(view.service_hash, stats)
+        with contextlib.suppress(EngineGoneError, EngineCallError):
+            self.services_pane.set_figures(await run_blocking(engine.service_figures))
         self._show_services_summary(views)
 
     def _show_services_summary(self, views: list[ServiceView]) -> None:
@@ -457,8 +429,6 @@ class MainWindow(QMainWindow):
         self.queue_pane.update_jobs(jobs)
         if self.audit_dialog is not None and self.audit_dialog.isVisible():
             self.audit_dialog.update_jobs(jobs)
-        if isinstance(self.logged_in, NodeLogin) and any(j.state.is_terminal for j in jobs):
-            self.services_pane.set_local_day_counts(day_counts(self.queue_pane.model.jobs()))
         if self.engine is not None:
             self.queue_pane.set_busy(self.engine.busy_job_ids())
         for job in jobs:

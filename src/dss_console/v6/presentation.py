@@ -110,6 +110,7 @@ PRESENTATION = Presentation(
         "quit_fail": "Stop and fail the runs",
         "services_summary": "{count} image(s); {commands} with a command ([v6.algorithms] in "
                             "the settings file).",
+        "day_tip": "{done} completed, {failed} failed by this node in the last 24 hours",
         "retry_closed_tip": "Retry run is not possible: the run ended on the server, and a "
                             "finished vantage6 run cannot run again",
         # An image's "version" says how it runs (wrapper, command, no command).

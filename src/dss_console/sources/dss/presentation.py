@@ -103,6 +103,7 @@ PRESENTATION = Presentation(
                      "them and fail their tickets (the users are told \"provider shut down\")?",
         "quit_fail": "Stop and fail them",
         "services_summary": "{count} service(s); {commands} with a command.",
+        "day_tip": "{done} succeeded, {failed} failed in the last 24 hours",
         "service_label": "{name} {version}",
     },
     inputs_view="workspace",
