@@ -44,3 +44,6 @@ def test_the_login_pane_renders_each_sources_declared_form(qtbot: Any, tmp_path:
         assert pane.remove_server_button.isVisible() == ("server_list" in form.helpers)
     # The sources' own words reached the widgets (a DSS token, a node's API key).
     assert {"Token", "API key"} <= seen_labels
+    # The chooser's tip says where each source's work comes from, in its own words.
+    assert all(plugins.source_plugin(name).login_form.about in box.toolTip()
+               for name in plugins.SOURCES)

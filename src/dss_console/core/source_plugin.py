@@ -68,6 +68,7 @@ class LoginForm:
     """What the window asks before it logs in to a source (before any engine exists)."""
 
     fields: tuple[LoginField, ...]
+    about: str = ""  # the chooser's tip: where the work comes from ("a DSS server's tickets")
     # The window's own helpers this source's login uses: "server_list" (servers remembered
     # and removable), "token_page" (Get token opens <server>/token), "itksnap_session" (log
     # in with ITK-SNAP's stored session).

@@ -146,10 +146,11 @@ class LoginPane(QWidget):
                                       "is ignored)")
         self.cancel_button.setVisible(False)
         self.source_box = QComboBox()
-        for name in plugins.SOURCES:
-            self.source_box.addItem(plugins.source_plugin(name).title, name)
-        self.source_box.setToolTip("Where the work comes from: a DSS server's tickets, or the "
-                                   "runs a vantage6 server sends to this node")
+        sources = [plugins.source_plugin(name) for name in plugins.SOURCES]
+        for source in sources:
+            self.source_box.addItem(source.title, source.name)
+        self.source_box.setToolTip("Where the work comes from: " + ", or ".join(
+            source.login_form.about for source in sources))
         self.key_file_edit = QLineEdit()
         self.key_file_edit.setPlaceholderText("the organization's private key (PEM), for an "
                                               "encrypted collaboration")

@@ -53,14 +53,17 @@ class V6Plugin:
         blocked="run {id} is blocked and stays open: {reason}. Fix its [v6.algorithms] "
                 "command and start the worker again",
     )
-    login_form = LoginForm(fields=(
-        LoginField("server", "Server", "url", "https://v6.example.org",
-                   tip="The vantage6 server this node belongs to"),
-        LoginField("api_key", "API key", "secret", "paste the node's API key"),
-        LoginField("private_key", "Private key", "file", "the organization's private key "
-                   "(PEM), for an encrypted collaboration", tip="The organization's private key",
-                   file_filter="PEM private key (*.pem);;All files (*)"),
-    ))
+    login_form = LoginForm(
+        fields=(
+            LoginField("server", "Server", "url", "https://v6.example.org",
+                       tip="The vantage6 server this node belongs to"),
+            LoginField("api_key", "API key", "secret", "paste the node's API key"),
+            LoginField("private_key", "Private key", "file", "the organization's private key "
+                       "(PEM), for an encrypted collaboration",
+                       tip="The organization's private key",
+                       file_filter="PEM private key (*.pem);;All files (*)")),
+        about="the runs a vantage6 server sends to this node",
+    )
     # A node's key does not expire (no session to hand over): a login is a new engine.
     renews_credential = False
 

@@ -41,6 +41,7 @@ class DssPlugin:
                            tip="The DSS server to provide services on"),
                 LoginField("token", "Token", "secret", "paste the one-time token")),
         helpers=frozenset({"server_list", "token_page", "itksnap_session"}),
+        about="a DSS server's tickets",
     )
     renews_credential = True  # a session expires; a new one carries the engine on
 
