@@ -63,9 +63,9 @@ def test_a_console_engine_knows_its_images_before_its_first_poll(
     data = tmp_path / "data"
     data.mkdir()
     process = start_engine_process(
-        server=login.server, session_id=secret, instance=settings.instance, data_dir=data,
-        workroot=settings.workroot, config=None, provider=None, ca_bundle=None,
-        v6_node=login.identity.name, engine_key=login.source_key)
+        source="v6", handover=secret, server=login.server, instance=settings.instance,
+        data_dir=data, workroot=settings.workroot, config=None, provider=None,
+        ca_bundle=None, options=("--node", login.identity.name), engine_key=login.source_key)
     engine = None
     try:
         engine = RemoteEngine(wait_for_engine(process, data, login.source_key,

@@ -13,9 +13,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dss_console.core.executor import Executor
     from dss_console.core.presentation import Presentation
+    from dss_console.core.source_plugin import SourcePlugin
 
-__all__ = ["EXECUTORS", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "executors", "load",
-           "presentation"]
+__all__ = ["EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "executors",
+           "load", "presentation", "source_of", "source_plugin"]
+
+# The sources (core.source_plugin.SourcePlugin) the roots offer, the default first: the
+# worker's --source choices, the window's login forms.
+SOURCES: dict[str, str] = {
+    "dss": "dss_console.sources.dss.plugin:PLUGIN",
+    "v6": "dss_console.v6.plugin:PLUGIN",
+}
 
 # Each source's reader of its own settings tables (engine.settings_reader.SettingsParser), in
 # the order the file is read and written. Later part of each source's SourcePlugin.
@@ -37,6 +45,24 @@ def load(target: str) -> object:
     """The object a registry's ``"module:attribute"`` names (imported now)."""
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def source_plugin(name: str) -> SourcePlugin:
+    from dss_console.core.source_plugin import SourcePlugin
+
+    value = load(SOURCES[name])
+    if not isinstance(value, SourcePlugin):
+        raise TypeError(f"{SOURCES[name]} is not a SourcePlugin")
+    return value
+
+
+def source_of(credential: object) -> SourcePlugin:
+    """The source whose login returned this credential."""
+    for name in SOURCES:
+        plugin = source_plugin(name)
+        if plugin.owns(credential):
+            return plugin
+    raise ValueError(f"no source plug-in owns a {type(credential).__name__}")
 
 
 def presentation(source: str) -> Presentation:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -15,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dss_console import paths, plugins
-from dss_console.commands.context import logged_in_client, require_named_settings
+from dss_console.commands.context import require_named_settings
 from dss_console.commands.errors import CliError
+from dss_console.core.source_plugin import ConnectError
 from dss_console.engine.events import (
     CallDelivered,
     ConnectionChanged,
@@ -33,13 +33,12 @@ from dss_console.engine.states import JobState
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dss_console.core.interfaces import Source
-    from dss_console.dss import DssClient
+    from dss_console.core.presentation import Words
+    from dss_console.core.source_plugin import WorkerTexts
     from dss_console.engine.channel import EngineChannel
     from dss_console.engine.engine import Engine, ServiceView
     from dss_console.engine.events import JobSnapshot
     from dss_console.engine.settings import Settings
-    from dss_console.v6.source import V6Source
 
 WORKER_DESCRIPTION = """\
 Process tickets without a window: poll the server, claim tickets of the services that have
@@ -85,33 +84,24 @@ exits at once (the journal lets the next start recover).
 
 Run several workers (on one or many hosts) with distinct --instance codes: the server hands
 each ticket to exactly one of them.
-
-As a vantage6 4.x node (--source v6): log the node in once, then run the worker for it:
-  dss-console v6 login --server https://v6.example.org --api-key-stdin [--private-key FILE]
-  dss-console worker --source v6 --server https://v6.example.org --node NAME
-The images it runs, and how, are the [v6.algorithms."IMAGE"] tables of the settings file
-(python + package for the official wrapper, or a command with the placeholders {run} {task}
-{image} {workdir} {input} {output} {token} {tmp}); [v6.databases.LABEL] name the data. A
-run of an image not configured there is answered "not allowed". Each run's command gets
-exactly the vantage6 node's environment (not this worker's), in its own process group;
-there is NO container isolation unless the command adds it (apptainer, podman, systemd-run).
-Subtask runs start even when every slot is taken (their parent holds one and waits for
-them). A researcher's kill stops the command at once. At shutdown, runs in flight stay
-open on the server and run again at the next start ([v6] on_shutdown = "leave", the
-default) or are failed (on_shutdown = "fail"). One worker per node.
 """
 
 
 def add_parser(verbs: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from dss_console import plugins
+
+    sources = [plugins.source_plugin(name) for name in plugins.SOURCES]
+    default = sources[0].name
     p = verbs.add_parser("worker", parents=[common], help="process tickets headless (auto mode)",
-                         description=WORKER_DESCRIPTION,
+                         description="\n".join([WORKER_DESCRIPTION] + [
+                             s.worker.help for s in sources if s.worker.help]),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", choices=("dss", "v6"), default="dss",
-                   help="where the work comes from: dss (a DSS server's tickets, the default) "
-                        "or v6 (a vantage6 4.x server's runs for one node, see below)")
-    p.add_argument("--node", metavar="NAME",
-                   help="v6: the node to work as, as logged in with `dss-console v6 login` "
-                        "(may be left out when one node is stored for the server)")
+    p.add_argument("--source", choices=tuple(plugins.SOURCES), default=default,
+                   help="where the work comes from: " + " or ".join(
+                       f"{s.name} ({s.worker.choice}{', the default' if s.name == default else ''})"
+                       for s in sources))
+    for source in sources:
+        source.add_worker_arguments(p)
     p.add_argument("--provider", metavar="NAME",
                    help="provider name sent with claims (default: settings, else the "
                         "provider of your services)")
@@ -158,7 +148,8 @@ def worker_command(args: argparse.Namespace) -> int:
     from dss_console.engine.engine import Engine, journal_path
     from dss_console.engine.journal import Journal
     from dss_console.engine.settings import CONSOLE_COMMAND_NICE, SettingsError, settings_path
-    from dss_console.sources.dss.source import DssSource
+
+    plugin = plugins.source_plugin(args.source)
 
     if not args.for_console:  # a console hands over its path, made when it first saves
         require_named_settings(args.config, env_too=True)
@@ -167,37 +158,25 @@ def worker_command(args: argparse.Namespace) -> int:
         settings = _load(config, args)
     except SettingsError as exc:
         raise CliError(str(exc), code=2) from None
-    source: Source
-    client: Source | DssClient
-    if args.source == "v6":
-        keys = None
+    handover = None
+    try:
         if args.for_console:
             args.manual = True
-            keys = _v6_keys_from_stdin()
-            # The console's settings come with the keys, so the engine's first poll already
-            # knows the images this node runs (the allowlist): arriving later over the
-            # channel, they lost a race against that poll, which refused the runs.
-            settings = _console_settings(keys, config, args) or settings
-        node = _v6_source(args, settings, keys)
-        source = client = node
-        again = f"dss-console v6 login --server {node.client.api_url} --api-key-stdin"
-    else:
-        if not args.server and settings.server:
-            args.server = settings.server
-        if args.for_console:
-            args.manual = True
-            client = _client_from_stdin(args)
-        else:
-            client = logged_in_client(args)
-        source = DssSource(client)
-        again = f"dss-console login --server {source.key} --token-stdin"
+            handover = sys.stdin.readline()
+            settings = _console_settings(plugin.handover_settings(handover), config,
+                                         args) or settings
+        source = plugin.connect(args, settings, handover)
+    except ConnectError as exc:
+        raise CliError(str(exc), code=exc.code) from None
+    again = plugin.login_again(source)
+    texts, words = plugin.worker, plugin.words()
     data = paths.ensure_private_dir(args.data_dir) if args.data_dir else paths.data_dir()
     try:
         # server_slug() drops a URL's #fragment, and a v6 key is "<api url>#node-<id>": as a
         # path, the node stays part of the lock's name (one worker per node, not per server).
         lock = instance_lock(data, source.key.replace("#", "/"), settings.instance)
     except InstanceBusyError as exc:
-        client.close()
+        source.close()
         raise CliError(str(exc)) from None
     journal = Journal(journal_path(data))
     try:
@@ -211,7 +190,7 @@ def worker_command(args: argparse.Namespace) -> int:
                     executors=plugins.executors(), auto=not args.manual,
                     max_tickets=args.max_tickets,
                     command_nice=CONSOLE_COMMAND_NICE if args.for_console else 0)
-    printer = EventPrinter(sys.stdout, noun="run" if args.source == "v6" else "ticket",
+    printer = EventPrinter(sys.stdout, noun=words.job, service_noun=words.service,
                            lookup=engine.job)
     engine.events.subscribe(printer)
     try:
@@ -220,12 +199,9 @@ def worker_command(args: argparse.Namespace) -> int:
         journal.close()
         lock.close()
         raise
-    _say_services(views, settings if args.source == "dss" else None, printer)
+    _say_services(views, texts, settings, printer)
     if not any(v.command for v in views):
-        printer.line("no image has a command configured: nothing will be run (add "
-                     '[v6.algorithms."IMAGE"] tables to the settings file)' if args.source == "v6"
-                     else "no service has a command configured: nothing will be claimed "
-                     "(use --command SERVICE=TEMPLATE or the settings file)")
+        printer.line(texts.no_command)
     stop = threading.Event()
     signals = {"count": 0}
 
@@ -255,7 +231,7 @@ def worker_command(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    role = f"node {provider}" if args.source == "v6" else f"of provider {provider}"
+    role = texts.role.format(provider=provider)
     printer.line(f"worker {settings.instance} {role} on {source.key}: "
                  f"up to {settings.concurrency} jobs, polling every "
                  f"{settings.poll_interval:g} s")
@@ -270,7 +246,7 @@ def worker_command(args: argparse.Namespace) -> int:
             if watcher.changed():
                 _reload(engine, config, args, printer)
             if _finished(engine, args):
-                stuck = _stuck(engine)
+                stuck = _stuck(engine, texts, words)
                 break
         if logged_out.is_set():
             printer.line(f"the server no longer accepts this session: stopping. Log in again "
@@ -296,29 +272,16 @@ def worker_command(args: argparse.Namespace) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         journal.close()
-        client.close()
+        source.close()
         lock.close()
 
 
-def _v6_keys_from_stdin() -> dict[str, str]:
-    """The node's keys from the console that started this engine (a JSON line on stdin:
-    never on the command line or in the environment)."""
-    try:
-        keys = json.loads(sys.stdin.readline() or "{}")
-    except ValueError:
-        keys = {}
-    if not isinstance(keys, dict) or not keys.get("api_key"):
-        raise CliError("--for-console --source v6 needs the node's keys on stdin", code=2)
-    return keys
-
-
-def _console_settings(keys: dict[str, str], config: Path,
+def _console_settings(text: str | None, config: Path,
                       args: argparse.Namespace) -> Settings | None:
-    """The settings a console handed over with the node's keys (TOML), or None."""
+    """The settings a console handed over with its credential (TOML), or None."""
     from dss_console.engine.settings import SettingsError, parse_settings
 
-    text = keys.get("settings")
-    if not isinstance(text, str) or not text:
+    if not text:
         return None
     try:
         settings = parse_settings(text, config)
@@ -326,62 +289,6 @@ def _console_settings(keys: dict[str, str], config: Path,
         raise CliError(f"the console's settings: {exc}", code=2) from None
     _apply_overrides(settings, args)
     return settings
-
-
-def _v6_source(args: argparse.Namespace, settings: Settings,
-               keys: dict[str, str] | None = None) -> V6Source:
-    """Log in as the stored vantage6 node (``dss-console v6 login`` stored its keys), or with
-    the keys a console handed over."""
-    from dss_console.commands.context import verify_option
-    from dss_console.credentials import StoredV6Node, V6CredentialStore
-    from dss_console.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
-    from dss_console.v6.source import V6KeyError, V6Source
-
-    store = V6CredentialStore()
-    try:
-        server = normalise_server_url(args.server) if args.server else None
-    except ValueError as exc:
-        raise CliError(str(exc), code=2) from None
-    stored: StoredV6Node | None
-    if keys is not None and server:
-        pem = keys.get("private_key") or ""
-        stored = StoredV6Node(server=server, node=args.node or "", api_key=keys["api_key"],
-                              private_key_pem=pem.encode("ascii") if pem else None, info={})
-    else:
-        stored = store.load_node(server, args.node) if (server or args.node) else None
-    if stored is None:
-        known = [n for n in store.v6_nodes() if server is None or n["server"] == server]
-        listed = ", ".join(f"{n['node']} ({n['server']})" for n in known) or "none"
-        where = server or "a vantage6 server"
-        if known and not args.node:
-            raise CliError(f"several nodes are logged in for {where} ({listed}): choose one "
-                           "with --node NAME", code=2)
-        raise CliError(f"not logged in as {'node ' + repr(args.node) if args.node else 'a node'}"
-                       f" of {where} (logged in here: {listed}). Log in first: dss-console v6 "
-                       f"login --server {server or 'URL'} --api-key-stdin [--private-key FILE]")
-    try:
-        return V6Source.connect(stored.server, stored.api_key, settings.v6,
-                                private_key_pem=stored.private_key_pem,
-                                verify=verify_option(args) if args.ca_bundle else
-                                (settings.ca_bundle or True))
-    except V6NotLoggedInError:
-        raise CliError(f"{stored.server} no longer accepts the API key of node "
-                       f"{stored.node!r}: log in again (dss-console v6 login --server "
-                       f"{stored.server} --api-key-stdin)") from None
-    except V6KeyError as exc:
-        raise CliError(str(exc)) from None
-    except V6Error as exc:
-        raise CliError(f"cannot reach {stored.server}: {exc}") from None
-
-
-def _client_from_stdin(args: argparse.Namespace) -> DssClient:
-    from dss_console.commands.context import verify_option
-    from dss_console.dss import DssClient
-
-    session_id = sys.stdin.readline().strip()
-    if not session_id or not args.server:
-        raise CliError("--for-console needs --server and the session on stdin", code=2)
-    return DssClient(args.server, session_id=session_id, verify=verify_option(args))
 
 
 def _serve(engine: Engine, data: Path, provider: str, on_shutdown: Callable[[bool], None],
@@ -449,23 +356,16 @@ def _reload(engine: Engine, config: Path, args: argparse.Namespace,
     engine.update_settings(settings)
 
 
-def _stuck(engine: Engine) -> list[str]:
+def _stuck(engine: Engine, texts: WorkerTexts, words: Words) -> list[str]:
     """Why an idle worker leaves work undone: paused services and blocked tickets."""
     lines = []
     names = {v.service_hash: v.name for v in engine.services()}
-    service = "image" if engine.v6 else "service"
     for service_hash in engine.pauses.paused():
         # Its loud PAUSED line, with why, was printed when it paused: not twice.
-        lines.append(f"{service} {names.get(service_hash, service_hash[:10])} stays paused "
-                     "(the reason is above)")
-    for job in engine.blocked_jobs():
-        if engine.v6:  # `pro` is a DSS verb: the run stays open for the fixed command
-            lines.append(f"run {job.ticket_id} is blocked and stays open: {job.reason}. "
-                         "Fix its [v6.algorithms] command and start the worker again")
-            continue
-        lines.append(f"ticket {job.ticket_id} is blocked and stays claimed: {job.reason}. "
-                     f"Fix the command and start the worker again, or fail it: "
-                     f"dss-console pro fail {job.ticket_id} MESSAGE")
+        lines.append(f"{words.service} {names.get(service_hash, service_hash[:10])} stays "
+                     "paused (the reason is above)")
+    lines += [texts.blocked.format(id=job.ticket_id, reason=job.reason)
+              for job in engine.blocked_jobs()]
     return lines
 
 
@@ -502,19 +402,16 @@ def _finished(engine: Engine, args: argparse.Namespace) -> bool:
     return False
 
 
-def _say_services(views: list[ServiceView], settings: Settings | None,
+def _say_services(views: list[ServiceView], texts: WorkerTexts, settings: Settings,
                   printer: EventPrinter) -> None:
     for view in views:
-        # A vantage6 image is its own name; a DSS service is named, then hashed.
-        what = (f"image {view.name}" if settings is None else
-                f"service {view.name} ({view.service_hash[:10]})")
+        what = texts.service.format(name=view.name, key=view.service_hash)
         if view.command:
             limit = f", at most {view.command.max_jobs} at once" if view.command.max_jobs else ""
             printer.line(f"{what}: {view.command.command}{limit}")
         else:
-            printer.line(f"{what}: no command, not " + ("run" if settings is None
-                                                       else "claimed"))
-    if settings is None:  # v6: images come from [v6.algorithms], all listed above
+            printer.line(f"{what}: no command, not {texts.not_taken}")
+    if not texts.note_unprovided:
         return
     known = {v.name for v in views} | {v.service_hash for v in views}
     for key in settings.services:
@@ -541,11 +438,13 @@ class EventPrinter:
     state change."""
 
     def __init__(self, stream: TextIO, noun: str = "ticket",
-                 lookup: Callable[[int], JobSnapshot] | None = None):
+                 lookup: Callable[[int], JobSnapshot] | None = None,
+                 service_noun: str = "service"):
         self.stream = stream
-        self.noun = noun  # what the server calls a job: a DSS ticket, a vantage6 run
+        # What the server calls a job and a service: a DSS ticket, a vantage6 run's image.
+        self.noun = noun
+        self.service_noun = service_noun
         self.lookup = lookup
-        self.service_noun = "image" if noun == "run" else "service"
         self._lock = threading.Lock()
         self._states: dict[int, JobState] = {}
         self._progress: dict[int, int] = {}

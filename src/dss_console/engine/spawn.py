@@ -3,8 +3,9 @@
 The console never runs jobs itself: it starts `dss-console worker --for-console` (the same
 engine the headless worker runs, steered by the window, claiming nothing by itself until
 Auto mode is switched on) in a session of its own, so closing or crashing the window does not
-take a job with it. The session id goes to the engine on its stdin, never on its command line
-or in its environment. What the engine prints goes to a log file in the data dir.
+take a job with it. The source plug-in's handover line (a DSS session, a vantage6 node's keys)
+goes to the engine on its stdin, never on its command line or in its environment. What the
+engine prints goes to a log file in the data dir.
 
 Qt-free.
 """
@@ -16,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from dss_console import paths
@@ -44,17 +46,18 @@ def engine_log_path(data_dir: Path, server: str, instance: str) -> Path:
     return folder / f"engine-{server_slug(server.replace('#', '/'))}-{instance}.log"
 
 
-def start_engine_process(*, server: str, session_id: str, instance: str, data_dir: Path,
-                         workroot: Path, config: Path | None, provider: str | None,
-                         ca_bundle: str | None, v6_node: str | None = None,
+def start_engine_process(*, source: str, handover: str, server: str, instance: str,
+                         data_dir: Path, workroot: Path, config: Path | None,
+                         provider: str | None, ca_bundle: str | None,
+                         options: Sequence[str] = (),
                          engine_key: str | None = None) -> subprocess.Popen[bytes]:
-    """`session_id`: a DSS session, or with `v6_node` the node's keys as one JSON line
-    ({"api_key", "private_key"}); it goes to the engine on its stdin. `engine_key`: what the
-    engine serves under (a v6 node's source key; default the server), naming its log."""
-    argv = [*engine_argv(), "worker", "--for-console", "--server", server, "--instance",
-            instance, "--data-dir", str(data_dir), "--workdir", str(workroot)]
-    if v6_node is not None:
-        argv += ["--source", "v6", "--node", v6_node]
+    """`source`: the plug-in's name (plugins.SOURCES); `handover`: its one line for the
+    engine (SourcePlugin.handover), written to the engine's stdin; `options`: its worker
+    options (SourcePlugin.engine_argv, no secrets). `engine_key`: what the engine serves under
+    (SourcePlugin.engine_key; default the server), naming its log."""
+    argv = [*engine_argv(), "worker", "--for-console", "--source", source, *options,
+            "--server", server, "--instance", instance, "--data-dir", str(data_dir),
+            "--workdir", str(workroot)]
     # A settings file that does not load would stop the engine: the window sends its
     # settings once attached anyway.
     argv += ["--config", str(config) if config is not None else os.devnull]
@@ -72,7 +75,7 @@ def start_engine_process(*, server: str, session_id: str, instance: str, data_di
                                    close_fds=True)
     assert process.stdin is not None
     try:
-        process.stdin.write(session_id.encode() + b"\n")
+        process.stdin.write(handover.encode() + b"\n")
         process.stdin.close()
     except OSError:
         pass  # it died at once: wait_for_engine says why

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,8 +16,10 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QPushButton, QWidget
 
+from dss_console import plugins
 from dss_console.connection import LoggedIn
 from dss_console.core.presentation import Presentation
+from dss_console.core.source_plugin import SourcePlugin
 from dss_console.dss import DssError
 from dss_console.engine.remote import (
     EngineCallError,
@@ -34,7 +35,6 @@ from dss_console.engine.spawn import (
     wait_for_engine,
 )
 from dss_console.engine.states import JobState
-from dss_console.gui.login_pane import server_of
 from dss_console.gui.tasks import run_blocking, spawn
 from dss_console.v6.login import NodeLogin
 
@@ -94,10 +94,9 @@ class QuitChoiceBox(QMessageBox):
 
 
 def engine_key(logged_in: LoggedIn | NodeLogin) -> str:
-    """What the engine for this login serves under: the DSS server, or the vantage6 node
-    (one engine per node)."""
-    return logged_in.source_key if isinstance(logged_in, NodeLogin) else \
-        logged_in.client.server
+    """What the engine for this login serves under (the source's key: one engine per DSS
+    server, per vantage6 node)."""
+    return plugins.source_of(logged_in).engine_key(logged_in)
 
 
 class EngineSession(QObject):
@@ -122,9 +121,12 @@ class EngineSession(QObject):
     def logged_in(self, result: LoggedIn | NodeLogin) -> None:
         w = self._w
         engine = self.engine
-        if isinstance(result, NodeLogin) or isinstance(w.logged_in, NodeLogin):
-            # A node's key does not expire (no session to hand over): a login is a new
-            # engine, after the one of another node or server stopped.
+        source = plugins.source_of(result)
+        if not source.renews_credential or (
+                w.logged_in is not None
+                and not plugins.source_of(w.logged_in).renews_credential):
+            # A credential that does not expire (a node's key: nothing to hand over): a
+            # login is a new engine, after the one of another node or server stopped.
             if engine is not None or self._start_pending():
                 self.starting = spawn(self._restart(result, self.starting))
             else:
@@ -136,7 +138,7 @@ class EngineSession(QObject):
         if engine is not None and result is w.logged_in:
             # A new session for the one that expired (same server and account): the engine
             # carries on with it, so running jobs go on and their queued calls go out now.
-            spawn(self._hand_over_session(engine, result))
+            spawn(self._hand_over_session(engine, source, result))
         elif engine is not None or self._start_pending():
             # Another account after an expired session: its engine stops first (its jobs
             # cannot report with this session).
@@ -146,12 +148,13 @@ class EngineSession(QObject):
         if w.store.fallback_note:
             w.show_banner(w.store.fallback_note.replace("note: ", "Note: ") + ".", "warning")
 
-    async def _hand_over_session(self, engine: RemoteEngine, logged_in: LoggedIn) -> None:
+    async def _hand_over_session(self, engine: RemoteEngine, source: SourcePlugin,
+                                 logged_in: LoggedIn | NodeLogin) -> None:
         w = self._w
-        session_id = logged_in.client.transport.session_id
-        if engine.steered_by_console and session_id:
+        handover = source.handover(logged_in, settings_to_toml(w.settings))
+        if engine.steered_by_console and handover:
             try:
-                await run_blocking(engine.use_session, session_id)
+                await run_blocking(engine.use_session, handover)
             except (EngineGoneError, EngineCallError) as exc:
                 w.show_banner(f"The engine did not take the new session: {exc}")
                 return
@@ -234,35 +237,28 @@ class EngineSession(QObject):
         new engine process. Blocks: run it off the Qt thread."""
         w = self._w
         settings, data_dir = w.settings, w.data_dir
-        key = engine_key(logged_in)
+        source = plugins.source_of(logged_in)
+        key = source.engine_key(logged_in)
         instance = settings.instance
-        node: str | None
-        if isinstance(logged_in, NodeLogin):
-            # The node's keys go to the engine on its stdin, never on its command line.
-            # With them the settings: the engine's first poll must know the images this
-            # node runs, or it refuses their runs "not allowed" before the settings arrive.
-            secret = json.dumps({"api_key": logged_in.api_key, "private_key": (
-                logged_in.private_key_pem or b"").decode("ascii"),
-                "settings": settings_to_toml(settings)})
-            session_id, node = "", logged_in.identity.name
-        else:
-            secret = session_id = logged_in.client.transport.session_id or ""
-            node = None
+        handover = source.handover(logged_in, settings_to_toml(settings))
         found = find_engine(data_dir, key, instance)
         process = None
         if found is None:
+            # The source's credential goes to the engine on its stdin, never on its
+            # command line.
             process = start_engine_process(
-                server=server_of(logged_in), session_id=secret, instance=instance,
-                data_dir=data_dir, workroot=Path(settings.workroot),
-                config=w.settings_control.engine_config(), provider=settings.provider,
-                ca_bundle=settings.ca_bundle, v6_node=node, engine_key=key)
+                source=source.name, handover=handover,
+                server=source.server(logged_in), instance=instance, data_dir=data_dir,
+                workroot=Path(settings.workroot), config=w.settings_control.engine_config(),
+                provider=settings.provider, ca_bundle=settings.ca_bundle,
+                options=source.engine_argv(logged_in), engine_key=key)
             found = wait_for_engine(process, data_dir, key, instance)
         engine = RemoteEngine(found)
         try:
             if engine.steered_by_console:
                 engine.update_settings(settings_to_toml(settings))
-                if process is None and session_id:
-                    engine.use_session(session_id)  # this window's login is the newest
+                if process is None and source.renews_credential and handover:
+                    engine.use_session(handover)  # this window's login is the newest
             engine.services()
         except BaseException:
             engine.close()

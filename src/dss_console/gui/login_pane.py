@@ -26,8 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console import connection
+from dss_console import connection, plugins
 from dss_console.connection import LoggedIn
+from dss_console.core.source_plugin import LoginForm
 from dss_console.credentials import SessionStore, V6CredentialStore
 from dss_console.dss import DssError, LoginFailedError, TlsError, normalize_server_url
 from dss_console.gui import tasks
@@ -36,7 +37,6 @@ from dss_console.gui.tasks import run_blocking, spawn
 from dss_console.v6.login import NodeLogin
 
 DSS, V6 = "dss", "v6"
-SOURCES = [(DSS, "DSS server (token)"), (V6, "vantage6 node (API key)")]
 
 T = TypeVar("T")
 
@@ -146,10 +146,11 @@ class LoginPane(QWidget):
                                       "is ignored)")
         self.cancel_button.setVisible(False)
         self.source_box = QComboBox()
-        for key, text in SOURCES:
-            self.source_box.addItem(text, key)
-        self.source_box.setToolTip("Where the work comes from: a DSS server's tickets, or the "
-                                   "runs a vantage6 server sends to this node")
+        sources = [plugins.source_plugin(name) for name in plugins.SOURCES]
+        for source in sources:
+            self.source_box.addItem(source.title, source.name)
+        self.source_box.setToolTip("Where the work comes from: " + ", or ".join(
+            source.login_form.about for source in sources))
         self.key_file_edit = QLineEdit()
         self.key_file_edit.setPlaceholderText("the organization's private key (PEM), for an "
                                               "encrypted collaboration")
@@ -177,6 +178,7 @@ class LoginPane(QWidget):
         key_row.addWidget(self.key_file_button)
         form.addRow("Private key", key_row)
         self._form, self._key_row, self._token_row = form, key_row, token_row
+        self._server_row = server_row
         buttons = QHBoxLayout()
         buttons.addWidget(self.login_button)
         buttons.addWidget(self.import_button)
@@ -224,26 +226,42 @@ class LoginPane(QWidget):
     def set_source_kind(self, kind: str) -> None:
         self.source_box.setCurrentIndex(max(0, self.source_box.findData(kind)))
 
+    def login_form(self) -> LoginForm:
+        """The chosen source's form."""
+        return plugins.source_plugin(self.source_kind()).login_form
+
     def _show_source(self) -> None:
-        v6 = self.source_kind() == V6
-        self._form.setRowVisible(self._key_row, v6)
-        label = self._form.labelForField(self._token_row)
-        if isinstance(label, QLabel):
-            label.setText("API key" if v6 else "Token")
-        self.get_token_button.setVisible(not v6)
-        self.import_button.setVisible(not v6)
-        self.remove_server_button.setVisible(not v6)  # the DSS server list's
-        self.token_edit.setPlaceholderText("paste the node's API key" if v6
-                                           else "paste the one-time token")
-        self.server_box.lineEdit().setPlaceholderText(
-            "https://v6.example.org" if v6 else "https://dss.itksnap.org")
-        self.server_box.setToolTip("The vantage6 server this node belongs to" if v6
-                                   else "The DSS server to provide services on")
+        """The chosen source's form: one row per kind of field it declares (url: the server
+        box, secret: the masked field, file: the key file), with its words."""
+        form = self.login_form()
+        rows: list[tuple[str, QWidget | QHBoxLayout, QLineEdit]] = [
+            ("url", self._server_row, self.server_box.lineEdit()),
+            ("secret", self._token_row, self.token_edit),
+            ("file", self._key_row, self.key_file_edit)]
+        for kind, row, edit in rows:
+            field = form.field(kind)
+            self._form.setRowVisible(row, field is not None)
+            if field is None:
+                continue
+            label = self._form.labelForField(row)
+            if isinstance(label, QLabel):
+                label.setText(field.label)
+            edit.setPlaceholderText(field.placeholder)
+            if kind == "url":
+                self.server_box.setToolTip(field.tip)
+            else:
+                edit.setToolTip(field.tip)
+        self.get_token_button.setVisible("token_page" in form.helpers)
+        self.import_button.setVisible("itksnap_session" in form.helpers)
+        self.remove_server_button.setVisible("server_list" in form.helpers)
 
     def _browse_key_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "The organization's private key",
+        field = self.login_form().field("file")
+        if field is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, field.tip or field.label,
                                               self.key_file_edit.text(),
-                                              "PEM private key (*.pem);;All files (*)")
+                                              field.file_filter or "All files (*)")
         if path:
             self.key_file_edit.setText(path)
 

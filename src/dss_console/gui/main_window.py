@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console import paths
+from dss_console import paths, plugins
 from dss_console.connection import LoggedIn
 from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
 from dss_console.core.presentation import Presentation
@@ -54,7 +54,7 @@ from dss_console.gui.engine_session import (
     QuitChoiceBox,
 )
 from dss_console.gui.job_actions import JobActions
-from dss_console.gui.login_pane import V6, LoginPane, server_of
+from dss_console.gui.login_pane import LoginPane, server_of
 from dss_console.gui.pause_banner import PauseBanner
 from dss_console.gui.presentations import job_inputs_dir, presentation_for
 from dss_console.gui.queue_pane import QueuePane
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from dss_console.gui.settings_dialog import SettingsDialog
 
 STATS_REFRESH_MS = 15_000
+DEFAULT_SOURCE = next(iter(plugins.SOURCES))
 
 
 class MainWindow(QMainWindow):
@@ -110,9 +111,10 @@ class MainWindow(QMainWindow):
         self.login_pane = LoginPane(store, servers, self.settings_control.verify)
         if store.last_server():
             self.login_pane.server_box.setCurrentText(store.last_server() or "")
-        if remember_layout and self._window_state.value("login/source") == V6:
-            # The console logged a vantage6 node in last time: its next start does again.
-            self.login_pane.set_source_kind(V6)
+        remembered = self._window_state.value("login/source")
+        if remember_layout and remembered in plugins.SOURCES:
+            # The source the console logged in to last time: its next start does again.
+            self.login_pane.set_source_kind(str(remembered))
         self.services_pane = ServicesPane()
         self.services_pane.set_logged_in(False)
         self.queue_pane = QueuePane()
@@ -228,8 +230,8 @@ class MainWindow(QMainWindow):
         self.bridge.servicesChanged.connect(self._services_changed)
         self.bridge.pollCompleted.connect(self._poll_completed)
         self.bridge.notice.connect(self._notice)
-        if self.login_pane.source_kind() == V6:
-            self.use_source_kind(V6)
+        if self.login_pane.source_kind() != DEFAULT_SOURCE:  # the panes start in its words
+            self.use_source_kind(self.login_pane.source_kind())
 
     # -- messages ---------------------------------------------------------------------------
     def show_banner(self, text: str, level: str = "error", action: BannerAction | None = None,
@@ -366,8 +368,10 @@ class MainWindow(QMainWindow):
 
     @property
     def source_kind(self) -> str:
-        """"v6" while a vantage6 node is logged in, else "dss"."""
-        return V6 if isinstance(self.logged_in, NodeLogin) else "dss"
+        """The name of the source logged in to (plugins.SOURCES), else the default one."""
+        if self.logged_in is None:
+            return DEFAULT_SOURCE
+        return plugins.source_of(self.logged_in).name
 
     def use_source_kind(self, kind: str) -> None:
         """The window in the words of the login form's source, until an engine says its own."""

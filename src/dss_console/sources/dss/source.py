@@ -48,6 +48,10 @@ class DssSource(Source):
         self.client = client
         self.key = client.server
 
+    def close(self) -> None:
+        # Drops the client's connections only: a later call opens new ones.
+        self.client.close()
+
     def services(self) -> list[SourceService]:
         seen: dict[str, SourceService] = {}
         for s in self.client.services.provided():

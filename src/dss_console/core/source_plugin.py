@@ -1,0 +1,147 @@
+"""What a composition root asks of a source plug-in (docs/plugin-plan.md §2, "Registry and
+composition roots").
+
+The roots (``dss-console worker`` and the window's engine session) pick a plug-in by its name
+from ``dss_console.plugins.SOURCES`` and ask it everything that differs between sources: the
+worker's own options, how to connect from the console's handover line or the stored
+credentials, what that one stdin line holds, the key its engine serves under, and the words
+the worker prints. A root never asks which source it has.
+
+A credential is what the plug-in's own login returned (a DSS ``LoggedIn``, a vantage6
+``NodeLogin``): the roots hold it without looking inside, so it is typed ``object`` here and
+each plug-in checks it is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from dss_console.core.interfaces import Source
+    from dss_console.core.presentation import Words
+    from dss_console.engine.settings import Settings
+
+__all__ = ["ConnectError", "LoginField", "LoginForm", "SourcePlugin", "WorkerTexts"]
+
+
+class ConnectError(Exception):
+    """A source could not be connected; the message says why, in the operator's words.
+    ``code`` is the exit code of a command line (2: how it was called)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class WorkerTexts:
+    """The headless worker's lines that differ by source (``str.format`` templates)."""
+
+    help: str             # the source's section of `dss-console worker --help`
+    choice: str           # its --source choice explained: "a DSS server's tickets"
+    role: str             # who the worker is on the server: "of provider {provider}"
+    service: str          # a service in a line: {name}, {key} ("service {name} ({key:.10})")
+    not_taken: str        # a service without a command is not ... ("claimed")
+    no_command: str       # said when no service has a command
+    blocked: str          # a blocked job at exit: {id}, {reason}
+    # Note configured services the account does not provide (DSS: a typo in a name).
+    note_unprovided: bool = False
+
+
+@dataclass(frozen=True)
+class LoginField:
+    """One input of a source's login form, as the window renders it."""
+
+    name: str                                      # the value's key: "server", "token"
+    label: str
+    kind: Literal["url", "text", "secret", "file"]  # secret: masked; file: a path, Browse…
+    placeholder: str = ""
+    tip: str = ""
+    file_filter: str = ""                          # file: the Browse dialog's filter
+
+
+@dataclass(frozen=True)
+class LoginForm:
+    """What the window asks before it logs in to a source (before any engine exists)."""
+
+    fields: tuple[LoginField, ...]
+    about: str = ""  # the chooser's tip: where the work comes from ("a DSS server's tickets")
+    # The window's own helpers this source's login uses: "server_list" (servers remembered
+    # and removable), "token_page" (Get token opens <server>/token), "itksnap_session" (log
+    # in with ITK-SNAP's stored session).
+    helpers: frozenset[str] = frozenset()
+
+    def field(self, kind: str) -> LoginField | None:
+        """The form's first field of this kind (None: it has none)."""
+        return next((f for f in self.fields if f.kind == kind), None)
+
+
+@runtime_checkable
+class SourcePlugin(Protocol):
+    """One kind of server the engine takes work from, as the roots see it."""
+
+    @property
+    def name(self) -> str: ...  # its key in plugins.SOURCES and its --source choice
+
+    @property
+    def title(self) -> str: ...  # the login form's choice: "DSS server (token)"
+
+    @property
+    def worker(self) -> WorkerTexts: ...
+
+    @property
+    def login_form(self) -> LoginForm: ...
+
+    @property
+    def renews_credential(self) -> bool:
+        """A new login for the same account is handed to the running engine (DSS: a new
+        session for the expired one); else a login is a new engine (a v6 node's key)."""
+        ...
+
+    def owns(self, credential: object) -> bool:
+        """Whether a credential is this source's login."""
+        ...
+
+    def words(self) -> Words:
+        """The source's nouns (its presentation's), for what the worker prints."""
+        ...
+
+    def add_worker_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The worker options only this source has (v6: --node)."""
+        ...
+
+    def connect(self, options: argparse.Namespace, settings: Settings,
+                handover: str | None) -> Source:
+        """The source the worker runs: from the console's ``handover`` line (the engine of
+        a window), else from the credentials stored by this source's login. ConnectError
+        says why not."""
+        ...
+
+    def handover_settings(self, handover: str) -> str | None:
+        """Settings (TOML) the console sent along with the credential, when this source
+        needs them before its first poll; None: they arrive over the channel."""
+        ...
+
+    def login_again(self, source: Source) -> str:
+        """The command that logs in again once the server no longer takes the credential."""
+        ...
+
+    def handover(self, credential: object, settings: str) -> str:
+        """The one line the engine of a window reads on its stdin (never on its command
+        line): the credential, and ``settings`` (TOML) when this source wants them."""
+        ...
+
+    def engine_argv(self, credential: object) -> Sequence[str]:
+        """Worker options the window's engine is started with (no secrets)."""
+        ...
+
+    def engine_key(self, credential: object) -> str:
+        """What the engine for this credential serves under (Source.key)."""
+        ...
+
+    def server(self, credential: object) -> str:
+        """The server this credential is for (the engine's --server)."""
+        ...

@@ -1,0 +1,184 @@
+"""A vantage6 4.x node as the composition roots see it (core.source_plugin.SourcePlugin).
+
+Imported whenever the command line is built (the worker's options and help): the client, the
+crypto and the source are imported only by ``connect``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dss_console.core.source_plugin import ConnectError, LoginField, LoginForm, WorkerTexts
+
+if TYPE_CHECKING:
+    from dss_console.core.interfaces import Source
+    from dss_console.core.presentation import Words
+    from dss_console.engine.settings import Settings
+    from dss_console.v6.login import NodeLogin
+
+__all__ = ["PLUGIN", "V6Plugin"]
+
+WORKER_HELP = """\
+As a vantage6 4.x node (--source v6): log the node in once, then run the worker for it:
+  dss-console v6 login --server https://v6.example.org --api-key-stdin [--private-key FILE]
+  dss-console worker --source v6 --server https://v6.example.org --node NAME
+The images it runs, and how, are the [v6.algorithms."IMAGE"] tables of the settings file
+(python + package for the official wrapper, or a command with the placeholders {run} {task}
+{image} {workdir} {input} {output} {token} {tmp}); [v6.databases.LABEL] name the data. A
+run of an image not configured there is answered "not allowed". Each run's command gets
+exactly the vantage6 node's environment (not this worker's), in its own process group;
+there is NO container isolation unless the command adds it (apptainer, podman, systemd-run).
+Subtask runs start even when every slot is taken (their parent holds one and waits for
+them). A researcher's kill stops the command at once. At shutdown, runs in flight stay
+open on the server and run again at the next start ([v6] on_shutdown = "leave", the
+default) or are failed (on_shutdown = "fail"). One worker per node.
+"""
+
+
+class V6Plugin:
+    name = "v6"
+    title = "vantage6 node (API key)"
+    worker = WorkerTexts(
+        help=WORKER_HELP,
+        choice="a vantage6 4.x server's runs for one node, see below",
+        role="node {provider}",
+        service="image {name}",  # an image is its own name
+        not_taken="run",
+        no_command="no image has a command configured: nothing will be run (add "
+                   '[v6.algorithms."IMAGE"] tables to the settings file)',
+        # `pro` is a DSS verb: the run stays open for the fixed command.
+        blocked="run {id} is blocked and stays open: {reason}. Fix its [v6.algorithms] "
+                "command and start the worker again",
+    )
+    login_form = LoginForm(
+        fields=(
+            LoginField("server", "Server", "url", "https://v6.example.org",
+                       tip="The vantage6 server this node belongs to"),
+            LoginField("api_key", "API key", "secret", "paste the node's API key"),
+            LoginField("private_key", "Private key", "file", "the organization's private key "
+                       "(PEM), for an encrypted collaboration",
+                       tip="The organization's private key",
+                       file_filter="PEM private key (*.pem);;All files (*)")),
+        about="the runs a vantage6 server sends to this node",
+    )
+    # A node's key does not expire (no session to hand over): a login is a new engine.
+    renews_credential = False
+
+    def owns(self, credential: object) -> bool:
+        from dss_console.v6.login import NodeLogin
+
+        return isinstance(credential, NodeLogin)
+
+    def words(self) -> Words:
+        from dss_console.v6.presentation import PRESENTATION
+
+        return PRESENTATION.words
+
+    def add_worker_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--node", metavar="NAME",
+                            help="v6: the node to work as, as logged in with `dss-console v6 "
+                                 "login` (may be left out when one node is stored for the "
+                                 "server)")
+
+    def handover_settings(self, handover: str) -> str | None:
+        # The console's settings come with the keys, so the engine's first poll already
+        # knows the images this node runs (the allowlist): arriving later over the
+        # channel, they lost a race against that poll, which refused the runs.
+        text = _keys(handover).get("settings")
+        return text if isinstance(text, str) and text else None
+
+    def connect(self, options: argparse.Namespace, settings: Settings,
+                handover: str | None) -> Source:
+        """Log in as the stored vantage6 node (``dss-console v6 login`` stored its keys), or
+        with the keys a console handed over."""
+        from dss_console.credentials import StoredV6Node, V6CredentialStore
+        from dss_console.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
+        from dss_console.v6.source import V6KeyError, V6Source
+
+        keys = _keys(handover) if handover is not None else None
+        store = V6CredentialStore()
+        try:
+            server = normalise_server_url(options.server) if options.server else None
+        except ValueError as exc:
+            raise ConnectError(str(exc), code=2) from None
+        stored: StoredV6Node | None
+        if keys is not None and server:
+            pem = keys.get("private_key") or ""
+            stored = StoredV6Node(server=server, node=options.node or "",
+                                  api_key=keys["api_key"],
+                                  private_key_pem=pem.encode("ascii") if pem else None, info={})
+        else:
+            stored = store.load_node(server, options.node) if (server or options.node) \
+                else None
+        if stored is None:
+            known = [n for n in store.v6_nodes() if server is None or n["server"] == server]
+            listed = ", ".join(f"{n['node']} ({n['server']})" for n in known) or "none"
+            where = server or "a vantage6 server"
+            if known and not options.node:
+                raise ConnectError(f"several nodes are logged in for {where} ({listed}): "
+                                   "choose one with --node NAME", code=2)
+            who = "node " + repr(options.node) if options.node else "a node"
+            raise ConnectError(f"not logged in as {who} of {where} (logged in here: {listed})."
+                               f" Log in first: dss-console v6 login --server "
+                               f"{server or 'URL'} --api-key-stdin [--private-key FILE]")
+        try:
+            return V6Source.connect(stored.server, stored.api_key, settings.v6,
+                                    private_key_pem=stored.private_key_pem,
+                                    verify=options.ca_bundle or settings.ca_bundle or True)
+        except V6NotLoggedInError:
+            raise ConnectError(f"{stored.server} no longer accepts the API key of node "
+                               f"{stored.node!r}: log in again (dss-console v6 login --server "
+                               f"{stored.server} --api-key-stdin)") from None
+        except V6KeyError as exc:
+            raise ConnectError(str(exc)) from None
+        except V6Error as exc:
+            raise ConnectError(f"cannot reach {stored.server}: {exc}") from None
+
+    def login_again(self, source: Source) -> str:
+        from dss_console.v6.source import V6Source
+
+        server = source.client.api_url if isinstance(source, V6Source) else source.key
+        return f"dss-console v6 login --server {server} --api-key-stdin"
+
+    def handover(self, credential: object, settings: str) -> str:
+        # With the keys the settings: the engine's first poll must know the images this
+        # node runs, or it refuses their runs "not allowed" before the settings arrive.
+        login = _node_login(credential)
+        return json.dumps({"api_key": login.api_key,
+                           "private_key": (login.private_key_pem or b"").decode("ascii"),
+                           "settings": settings})
+
+    def engine_argv(self, credential: object) -> Sequence[str]:
+        return ("--node", _node_login(credential).identity.name)
+
+    def engine_key(self, credential: object) -> str:
+        return _node_login(credential).source_key  # one engine per node
+
+    def server(self, credential: object) -> str:
+        return _node_login(credential).server
+
+
+def _keys(handover: str) -> dict[str, str]:
+    """The node's keys from the console that started this engine (a JSON line on stdin:
+    never on the command line or in the environment)."""
+    try:
+        keys = json.loads(handover or "{}")
+    except ValueError:
+        keys = {}
+    if not isinstance(keys, dict) or not keys.get("api_key"):
+        raise ConnectError("--for-console --source v6 needs the node's keys on stdin", code=2)
+    return keys
+
+
+def _node_login(credential: object) -> NodeLogin:
+    from dss_console.v6.login import NodeLogin
+
+    if not isinstance(credential, NodeLogin):
+        raise TypeError(f"not a vantage6 node login: {type(credential).__name__}")
+    return credential
+
+
+PLUGIN = V6Plugin()
