@@ -452,13 +452,14 @@ def _stuck(engine: Engine) -> list[str]:
     """Why an idle worker leaves work undone: paused services and blocked tickets."""
     lines = []
     names = {v.service_hash: v.name for v in engine.services()}
-    service = "image" if engine.v6 else "service"
+    v6 = engine.source.kind == "v6"  # this root knows the plug-ins; the engine does not
+    service = "image" if v6 else "service"
     for service_hash in engine.pauses.paused():
         # Its loud PAUSED line, with why, was printed when it paused: not twice.
         lines.append(f"{service} {names.get(service_hash, service_hash[:10])} stays paused "
                      "(the reason is above)")
     for job in engine.blocked_jobs():
-        if engine.v6:  # `pro` is a DSS verb: the run stays open for the fixed command
+        if v6:  # `pro` is a DSS verb: the run stays open for the fixed command
             lines.append(f"run {job.ticket_id} is blocked and stays open: {job.reason}. "
                          "Fix its [v6.algorithms] command and start the worker again")
             continue

@@ -16,24 +16,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dss_console.core.interfaces import (
+    Ending,
     Failure,
+    OutboxCall,
     OutcomeKind,
     RemoteState,
     RemoteStatus,
+    ResultRejected,
     Source,
 )
 from dss_console.engine import redact
+from dss_console.engine.calls import details_with_outcome, is_end_call, is_success_call
 from dss_console.engine.events import EventBus, JobChanged, JobMessage, JobOutput, JobSnapshot
 from dss_console.engine.journal import Journal
 from dss_console.engine.outbox import Outbox
-from dss_console.engine.profiles import (
-    V6_LEFT_OPEN,
-    details_with_outcome,
-    finish_call,
-    is_end_call,
-    is_success_call,
-    is_v6,
-)
 from dss_console.engine.protocol import (
     AttachReport,
     MessageReport,
@@ -69,31 +65,14 @@ from dss_console.engine.workdirs import (
     process_identity,
 )
 
-SHUTDOWN_REASON = "provider shut down"
-V6_SHUTDOWN_REASON = "the node shut down"  # what a vantage6 researcher reads
-# A DSS ticket stopped by a shutdown with on_shutdown = "resume": what the operator reads, and
-# the one line each end user reads then and when it runs again (fixed words, no detail).
-LEFT_CLAIMED = ("dss-console stopped while the ticket was in flight; the ticket stays claimed "
-                "on the server and runs again when dss-console starts")
-RESTARTING_NOTE = "The provider is restarting; processing will resume."
-RESTARTED_NOTE = "Processing restarted after the provider restarted."
-CANCEL_REASON = "cancelled by the provider"
-V6_CANCEL_REASON = "cancelled by the node operator"  # a vantage6 researcher's words
-RETRY_NOTE = "The provider is processing this ticket again (retried by the provider)"
 PROGRESS_SEND_INTERVAL = 0.5
-OUTPUT_SEND_INTERVAL = 5.0  # v6: the run's log on the server follows the output this often
 
 # What the end user reads when the provider's side went wrong: the local detail (paths,
 # PATH, host names) stays in the journal, the local log and the console.
 USER_DOWNLOAD_FAILED = ("the provider could not download this ticket's inputs; the provider "
                         "has been notified")
-USER_EXPORT_FAILED = ("the provider's result could not be prepared for upload; the provider "
-                      "has been notified")
 USER_INTERNAL_ERROR = ("the provider's software met an internal error; the provider has "
                        "been notified")
-# A v6 run's command could not be prepared or started (the detail names local paths).
-V6_USER_START_FAILED = ("the algorithm could not be started on this node; the node's "
-                        "operator has been notified")
 
 
 @dataclass
@@ -115,10 +94,9 @@ class JobContext:
     on_started: Callable[[JobSnapshot], None] | None = None
     on_blocked: Callable[[JobSnapshot, str], None] | None = None
     # Jobs in flight at shutdown: keep them open on the server and run them again at the next
-    # start ("resume"; v6 says "leave") or fail them ("fail").
+    # start ("resume") or fail them ("fail"), unless the source's rules decide.
     on_shutdown: str = "resume"
-    v6_on_shutdown: str = "leave"
-    shutdown_choice: str | None = None  # the operator's, at quit: wins over both settings
+    shutdown_choice: str | None = None  # the operator's, at quit: wins over the settings
     interrupted: str = "rerun"  # what the next start does with it: "rerun" | "fail"
     # Whether a failure sends the output's tail (redacted) when the service does not say.
     send_output_tail: bool = False
@@ -171,13 +149,13 @@ class JobExecution:
         # A retry of a ticket this console failed: the server keeps it `failed` until the
         # rerun sends `success`, so `failed` still means "ours" while it runs.
         self.rescuing = False
-        # How a v6 run's end is told when the stop itself decides it (a node-wide kill).
+        # How the job's end is told when the stop itself decides it (a node-wide kill).
         self._end_as: OutcomeKind | None = None
         # How the command itself ended, for the service's failure breaker: succeeded |
         # failed (the command's own failure, not the operator's or a shutdown) | None.
         self.command_result: str | None = None
         self._finished_remotely_at: float | None = None
-        self.v6 = is_v6(ctx.source)  # a vantage6 run (engine/profiles.py), else a DSS ticket
+        self.source = ctx.source
         self._last_output_sent = 0.0
         self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
 
@@ -194,37 +172,32 @@ class JobExecution:
         return self._thread.is_alive()
 
     def cancel(self, message: str | None = None) -> None:
-        reason = (V6_CANCEL_REASON if self.v6 else CANCEL_REASON) + (
-            f": {message}" if message else "")
+        reason = self.source.words.cancelled + (f": {message}" if message else "")
         self._request_stop("cancel", reason)
 
     def fail_with(self, message: str) -> None:
         self._request_stop("fail", message)
 
     def shutdown(self) -> None:
-        self._request_stop("shutdown", V6_SHUTDOWN_REASON if self.v6 else SHUTDOWN_REASON)
+        self._request_stop("shutdown", self.source.words.shut_down)
 
     def killed_on_node(self, detail: str) -> None:
-        """v6: everything on this node was killed (``POST /kill/node/tasks``). The server
-        leaves such runs open: stop the command and end the run "killed by user", as the
-        official node does."""
+        """Everything of this worker was killed on the server (a vantage6 ``POST
+        /kill/node/tasks``). The server leaves such jobs open: stop the command and end the
+        job "killed by user", as the official node does."""
         self._end_as = OutcomeKind.KILLED
         self._request_stop("cancel", f"killed on the server ({detail})")
 
     def ticket_gone(self, detail: str, *, killed: bool = False) -> None:
-        """The server took the work back. v6: ``killed`` (or the source saw "killed by
-        user") records that outcome, so the audit says so rather than "failed"."""
-        if self.v6:
-            seen = self.ctx.source.gone_status(self.snapshot.ticket_id)
-            if killed or seen == "killed by user":
-                snap = self.snapshot
-                self.ctx.journal.update_job(self.job_id, details={
-                    **snap.details, "outcome": OutcomeKind.KILLED.value})
-                self._request_stop("gone", f"killed by user on the server ({detail})")
-                return
-            self._request_stop("gone", f"the run is no longer open on the server ({detail})")
+        """The server took the work back. ``killed`` (or the source saw it killed there)
+        records that outcome, so the audit says so rather than "failed"."""
+        if killed or self.source.killed_remotely(self.snapshot.ticket_id):
+            snap = self.snapshot
+            self.ctx.journal.update_job(self.job_id, details={
+                **snap.details, "outcome": OutcomeKind.KILLED.value})
+            self._request_stop("gone", f"killed by user on the server ({detail})")
             return
-        self._request_stop("gone", f"the ticket is no longer ours on the server ({detail})")
+        self._request_stop("gone", f"{self.source.words.gone} ({detail})")
 
     def _request_stop(self, kind: str, reason: str) -> None:
         self.stop.set(kind, reason)
@@ -241,7 +214,7 @@ class JobExecution:
         self.ctx.events.publish(JobChanged(job=self.ctx.journal.job(self.job_id)))
 
     def _transition(self, state: JobState, reason: str | None = None,
-                    calls: list[tuple[str, dict]] | None = None, *, check: bool = True,
+                    calls: list[OutboxCall] | None = None, *, check: bool = True,
                     drop_final: bool = False, **fields: object) -> None:
         snap = self.ctx.journal.job(self.job_id)
         payload_calls = [(kind, {**payload, "ticket": snap.ticket_id})
@@ -254,6 +227,14 @@ class JobExecution:
         if items:
             self.ctx.outbox.announce(items)
         self._publish()
+
+    def _put(self, calls: list[OutboxCall]) -> None:
+        """Queue calls the source gave (outside a transition)."""
+        if not calls:
+            return
+        ticket = self.snapshot.ticket_id
+        for kind, payload in calls:
+            self.ctx.outbox.put(self.job_id, ticket, kind, **payload)
 
     def _local_note(self, level: str, text: str) -> None:
         self.ctx.events.publish(JobMessage(job_id=self.job_id, level=level, text=text,
@@ -306,20 +287,18 @@ class JobExecution:
             return
         if self.fresh_run and not self._still_ours(announce=not self.restarted):
             return
-        if self.restarted and not self.v6:
-            self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
-                                message=RESTARTED_NOTE)
+        if self.restarted:
+            self._put(self.source.restarted_calls())
         if snap.state is JobState.BLOCKED and not self._still_ours(announce=False):
             return  # e.g. the operator failed it from the command line meanwhile
         if self.command is None:
-            if self.v6:  # the image lost its command meanwhile: the allowlist says no
-                self._fail("this image is not configured on this node (any more)",
-                           outcome=OutcomeKind.NOT_ALLOWED)
+            if self.source.rules.unconfigured == "refuse":  # the allowlist says no
+                self._fail(self.source.words.unconfigured, outcome=OutcomeKind.NOT_ALLOWED)
             else:
-                self._block("no command is configured for this service")
+                self._block(self.source.words.unconfigured)
             return
         workdir = make_private_dir(Path(snap.workdir))
-        if self.v6 and not self.fresh_run:
+        if self.source.rules.refetch_on_restart and not self.fresh_run:
             # Each life of a run needs its own container token (and the source's memory of
             # the run): fetch again rather than trust files from an earlier process.
             self.ctx.journal.update_job(self.job_id, inputs_ready=0)
@@ -363,7 +342,7 @@ class JobExecution:
                 self.stop.event.wait(self.ctx.retry_interval)
                 continue
             details = self.ctx.source.run_details(self.snapshot.ticket_id)
-            if details is not None:  # what the fetch learnt (a v6 run's input hash, summary)
+            if details is not None:  # what the fetch learnt (e.g. an input's hash, summary)
                 self.ctx.journal.update_job(self.job_id, inputs_ready=1, details=details)
             else:
                 self.ctx.journal.update_job(self.job_id, inputs_ready=1)
@@ -384,8 +363,7 @@ class JobExecution:
         if status.failed_by_us:
             self.rescuing = True
             if announce:
-                self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
-                                    message=RETRY_NOTE)
+                self._put(self.source.rescue_calls())
             return True
         why = self.ctx.source.not_retryable(status)
         self._transition(JobState.CANCELLED, f"not run again: {why}", check=False,
@@ -396,64 +374,57 @@ class JobExecution:
         if self.stop.kind == "gone":
             self._transition(JobState.CANCELLED, self.stop.reason)
         elif self.stop.kind == "cancel":
-            self._fail(self.stop.reason or CANCEL_REASON, state=JobState.CANCELLED)
+            self._fail(self.stop.reason or self.source.words.cancelled, state=JobState.CANCELLED)
         elif self.stop.kind == "fail":
             self._fail(self.stop.reason or "failed by the provider")
         elif self._leave_open():
             self._left_open()
         else:
-            self._fail(self.stop.reason or SHUTDOWN_REASON)
+            self._fail(self.stop.reason or self.source.words.shut_down)
 
     def _leave_open(self) -> bool:
         """A job stopped by a shutdown stays open on the server and runs again at the next
-        start, as after a crash (a v6 run: the official node's behaviour), unless
-        `on_shutdown = "fail"` (`[v6] on_shutdown = "fail"` for a node)."""
+        start, as after a crash, unless `on_shutdown = "fail"` (or the source's own rule:
+        `[v6] on_shutdown` for a node)."""
         if self.stop.kind != "shutdown":
             return False
         if self.ctx.shutdown_choice is not None:
             return self.ctx.shutdown_choice == "resume"
-        if self.v6:
-            return self.ctx.v6_on_shutdown == "leave"
-        return self.ctx.on_shutdown == "resume"
+        leave = self.source.rules.leave_open_on_shutdown
+        return self.ctx.on_shutdown == "resume" if leave is None else leave
 
     def _left_open(self) -> None:
         """Record a job left open by a shutdown: INTERRUPTED, which the next start runs
         again (engine.recover), exactly as after a crash."""
-        if self.v6:
-            self._transition(JobState.INTERRUPTED, V6_LEFT_OPEN, check=False)
-            return
-        if self.prefetch_only:
+        if self.prefetch_only and self.source.rules.shutdown_keeps_manual_claims:
             # Claimed by hand and not run yet: it waits for Run again, as it did.
             self._transition(JobState.CLAIMED, "stopped while its inputs were downloaded; "
                              "they are downloaded again", check=False, inputs_ready=0)
             return
         # The runner cancelled a cluster job: the next start must run the ticket again, not
-        # follow that job. Promise the user a resumption only when the next start keeps it.
-        calls = [("log", {"level": "info", "message": RESTARTING_NOTE})] \
-            if self.ctx.interrupted != "fail" else []
-        self._transition(JobState.INTERRUPTED, LEFT_CLAIMED, check=False, pid=None, pgid=None,
-                         cluster_job=None, calls=calls)
+        # follow that job.
+        calls = self.source.left_open_calls(rerun=self.ctx.interrupted != "fail")
+        self._transition(JobState.INTERRUPTED, self.source.words.left_open, check=False,
+                         pid=None, pgid=None, cluster_job=None, calls=calls)
 
     def _execute(self, follow: str | None = None) -> None:
         """Run the command (``follow``: the SLURM job id already submitted for it)."""
         assert self.command is not None or follow is not None
         paths = self.paths()
-        if paths.workspace is None and follow is None and not self.v6:
-            self._fail("the ticket has no ITK-SNAP workspace (.itksnap) among its inputs")
+        missing = self.source.missing_inputs(paths) if follow is None else None
+        if missing is not None:
+            self._fail(missing)
             return
         command = self.command
         if follow is None:
             with contextlib.suppress(OSError):
                 paths.result.unlink()
         on_cluster = follow is not None or (command is not None and command.executor == "slurm")
-        if self.v6:
-            on_cluster = False  # a v6 run is a local process (its command may add isolation)
-            runner = self._v6_runner(paths)
-            if runner is None:
-                return
-        else:
-            runner = self._make_runner(paths, follow) if on_cluster \
-                else self._local_runner(paths)
+        spec = self._spec(paths)
+        if spec is None:
+            return
+        runner = self._make_runner(paths, follow, spec) if on_cluster \
+            else self._local_runner(paths, spec)
         if follow is None:
             self._transition(JobState.RUNNING, exit_code=None, finished_at=None,
                              executor="slurm" if on_cluster else "local", cluster_job=None,
@@ -478,12 +449,9 @@ class JobExecution:
         if isinstance(started, int):
             self.ctx.journal.update_job(self.job_id, pid=started, pgid=runner.pgid,
                                         proc_start=process_identity(started))
-        if self.v6:
-            # Through the outbox: a server that does not answer right now must not fail the
-            # run; a run killed meanwhile (gone) stops it.
-            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "active")
+        self._put(self.source.started_calls())
         if self.stop.kind:  # asked to stop while starting
-            runner.terminate(self.stop.reason or SHUTDOWN_REASON)
+            runner.terminate(self.stop.reason or self.source.words.shut_down)
         outcome = self._watch(runner)
         self._runner = None
         self._send_progress(force=True)
@@ -491,50 +459,47 @@ class JobExecution:
                                     pgid=None)
         self._decide(outcome, paths)
 
-    def _spec(self) -> CommandSpec:
+    def _spec(self, paths: JobPaths) -> CommandSpec | None:
+        """The job's command as its source builds it; None when it cannot be prepared (the
+        job ended or blocked, recorded)."""
         command = self.command
         if command is None:  # following a cluster job whose service lost its command
             return CommandSpec(template="true")
-        return CommandSpec(template=command.command, timeout=command.timeout,
-                           env=dict(command.env), cwd=command.cwd,
-                           nice=self.ctx.command_nice if command.nice is None
-                           else command.nice, itksnap_wt=command.itksnap_wt)
+        nice = self.ctx.command_nice if command.nice is None else command.nice
+        try:
+            return self.source.command_spec(self.snapshot.ticket_id, command, paths, nice)
+        except Exception as exc:
+            self._start_failed(f"the command cannot be prepared: {exc}")
+            return None
+
+    def _start_failed(self, reason: str) -> None:
+        """The command cannot be prepared or started: keep the job and pause the service
+        (the provider's configuration), or end it at once (its requester waits for an
+        answer; the engine's preflight pauses the service before claiming more)."""
+        if self.source.rules.start_failure == "fail":
+            self.command_result = "failed"
+            self._fail(reason, user_reason=self.source.words.start_failed,
+                       outcome=OutcomeKind.START_FAILED)
+        else:
+            self._block(reason)
 
     def _log_name(self) -> str:
         attempt = self.snapshot.attempt
         return "output.log" if attempt <= 1 else f"output-{attempt}.log"
 
-    def _v6_runner(self, paths: JobPaths) -> CommandRunner | None:
-        """The runner of a v6 run: exactly the source's argv and environment, in the same
-        directory the inputs were fetched to. None when the source cannot say (recorded)."""
-        assert self.command is not None
-        ticket = self.snapshot.ticket_id
-        try:
-            argv, env = self.ctx.source.command(ticket, paths.input_dir)
-        except Exception as exc:
-            self.command_result = "failed"
-            self._fail(f"the command cannot be prepared: {exc}",
-                       user_reason=V6_USER_START_FAILED, outcome=OutcomeKind.START_FAILED)
-            return None
-        spec = CommandSpec(template=self.command.command, timeout=self.command.timeout,
-                           cwd=self.command.cwd, argv=argv, exact_env=env,
-                           nice=self.ctx.command_nice if self.command.nice is None
-                           else self.command.nice)
-        return CommandRunner(spec, paths, self._on_report, grace_period=self.ctx.grace_period,
-                             log_name=self._log_name())
-
     def _output_log(self) -> Path:
         return self.paths().engine_dir / self._log_name()
 
-    def _local_runner(self, paths: JobPaths) -> CommandRunner:
-        return CommandRunner(self._spec(), paths, self._on_report,
+    def _local_runner(self, paths: JobPaths, spec: CommandSpec) -> CommandRunner:
+        return CommandRunner(spec, paths, self._on_report,
                              grace_period=self.ctx.grace_period, log_name=self._log_name())
 
-    def _make_runner(self, paths: JobPaths, follow: str | None) -> SlurmRunner:
+    def _make_runner(self, paths: JobPaths, follow: str | None,
+                     spec: CommandSpec) -> SlurmRunner:
         assert self.ctx.cluster is not None, "the engine gave no cluster monitor"
         snap = self.snapshot
         return SlurmRunner(
-            self._spec(), paths, self._on_report, monitor=self.ctx.cluster(),
+            spec, paths, self._on_report, monitor=self.ctx.cluster(),
             job_name=cluster_job_name(snap.instance, self.job_id, snap.attempt),
             sbatch_options=self.command.sbatch_options if self.command else (),
             on_submitted=self._cluster_job_submitted, on_state=self._cluster_job_state,
@@ -571,15 +536,8 @@ class JobExecution:
             except CommandStartError as exc:
                 if self.stop.kind:
                     self._stopped_before_run()
-                elif self.v6:
-                    # The researcher waits for an answer: say at once that it cannot start
-                    # (the engine's preflight pauses the image before claiming more).
-                    self.command_result = "failed"
-                    self._fail(f"the command cannot start: {exc}",
-                               user_reason=V6_USER_START_FAILED,
-                               outcome=OutcomeKind.START_FAILED)
                 else:
-                    self._block(f"the command cannot start: {exc}")
+                    self._start_failed(f"the command cannot start: {exc}")
                 return None
 
     def _cluster_job_submitted(self, cluster_job: str) -> None:
@@ -611,8 +569,7 @@ class JobExecution:
             if outcome is not None:
                 return outcome
             self._send_progress()
-            if self.v6:
-                self._send_output()
+            self._send_output()
             if time.monotonic() >= next_check and not self.stop.kind:
                 next_check = time.monotonic() + self.ctx.status_interval
                 self._check_still_claimed()
@@ -625,7 +582,8 @@ class JobExecution:
         if status.state is RemoteState.OURS or (status.state is RemoteState.FAILED
                                                 and self.rescuing):
             return
-        if status.state in (RemoteState.FAILED, RemoteState.SUCCEEDED) and not self.v6:
+        if (status.state in (RemoteState.FAILED, RemoteState.SUCCEEDED)
+                and self.source.rules.command_may_finish):
             # Most likely the command finished the ticket itself (ASHS scripts do) and is
             # about to exit: let it end in its own words, within the grace period.
             now = time.monotonic()
@@ -640,12 +598,14 @@ class JobExecution:
         self.ticket_gone(f"status: {status.words}")
 
     def _send_output(self) -> None:
-        """v6, when the image shares its output's tail: the run's log on the server follows
-        it (a redacted copy, made now); one such call pending at a time."""
-        if not self._shares_tail():
+        """When the source's log follows the output (rules.output_interval) and the service
+        shares its output's tail: a redacted copy, made now; one such call pending at a
+        time."""
+        interval = self.source.rules.output_interval
+        if interval is None or not self._shares_tail():
             return
         now = time.monotonic()
-        if now - self._last_output_sent < OUTPUT_SEND_INTERVAL:
+        if now - self._last_output_sent < interval:
             return
         self._last_output_sent = now
         if any(i.kind == "output" and i.state == "pending"
@@ -735,65 +695,42 @@ class JobExecution:
             self._left_open()
             return
         if self.stop.kind == "shutdown":
-            self._fail(self.stop.reason or SHUTDOWN_REASON, tail)
+            self._fail(self.stop.reason or self.source.words.shut_down, tail)
             return
         if self.stop.kind == "cancel":
-            self._fail(self.stop.reason or CANCEL_REASON, tail, state=JobState.CANCELLED)
+            self._fail(self.stop.reason or self.source.words.cancelled, tail,
+                       state=JobState.CANCELLED)
             return
         if self.stop.kind == "fail":
             self._fail(self.stop.reason or "failed by the provider", tail,
-                       outcome=OutcomeKind.CANCELLED if self.v6 else None)
+                       outcome=OutcomeKind.CANCELLED)
             return
         # From here on the command itself decided: its failures count for the breaker.
         self.command_result = "failed"
         if outcome.stop_reason:  # timeout
             self._fail(f"the command {outcome.stop_reason}", tail)
             return
-        if self.v6:
-            self._decide_v6(outcome, paths)
-            return
         if outcome.exit_code == 0:
-            if paths.result.is_file():
+            result = self.source.result_path(paths)
+            if result.is_file():
                 self.command_result = "succeeded"
-                self._upload(paths.result)
-            elif self._finished_by_command():
+                self._deliver(result)
+            elif self.source.rules.command_may_finish and self._finished_by_command():
                 self.command_result = "succeeded"
                 self._transition(JobState.SUCCEEDED, "the command uploaded its result and "
                                                      "finished the ticket itself", check=False)
             else:
-                self._fail("the command finished without a result workspace "
-                           f"(expected {paths.result.name})", tail)
+                self._fail(self.source.missing_result(result), tail,
+                           outcome=OutcomeKind.CRASHED)
             return
         # The command's own last `@dss error` already reached the user: not a second time.
         told = outcome.last_error is not None
         if outcome.exit_code is not None:
             self._fail(outcome.last_error or f"command exited with code {outcome.exit_code}",
-                       tail, told=told)
+                       tail, outcome=OutcomeKind.CRASHED, told=told)
             return
         self._fail(outcome.last_error or f"command was killed by signal {outcome.signal}", tail,
-                   told=told)
-
-    def _decide_v6(self, outcome: RunOutcome, paths: JobPaths) -> None:
-        """The command ended by itself: exit 0 → COMPLETED with its output file as the
-        result; anything else → CRASHED with its last error (the researcher reads it)."""
-        result = paths.input_dir / "output"
-        if outcome.exit_code == 0 and not result.is_file():
-            # The official wrapper always writes it; a command that does not has failed to
-            # deliver, whatever its exit code says.
-            self._fail("the command exited 0 but wrote no result (its {output} file / "
-                       "OUTPUT_FILE)", outcome=OutcomeKind.CRASHED)
-            return
-        if outcome.exit_code == 0:
-            self.command_result = "succeeded"
-            name, payload = finish_call(OutcomeKind.COMPLETED, result=result,
-                                        output=self._shared_output(), final=True)
-            self._transition(JobState.UPLOADING, None, calls=[(name, payload)], progress=1.0)
-            self._finish_upload()
-            return
-        reason = outcome.last_error or (f"command exited with code {outcome.exit_code}"
-                                        if outcome.exit_code is not None else
-                                        f"command was killed by signal {outcome.signal}")
-        self._fail(reason, outcome=OutcomeKind.CRASHED, told=outcome.last_error is not None)
+                   outcome=OutcomeKind.CRASHED, told=told)
 
     def _finished_by_command(self) -> bool:
         try:
@@ -828,26 +765,13 @@ class JobExecution:
             self._transition(state, f"{reason} (the ticket was already {current.words} on "
                                     "the server; nothing sent)", check=False)
             return
-        calls: list[tuple[str, dict]] = []
-        if self.v6:
-            # One call: status, reason and the output's tail as the run's log (v6 has no
-            # cancelled status: an operator's stop is sent as failed, the reason says so).
-            kind = outcome or self._end_as or (
-                OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED)
-            calls.append(finish_call(kind, reason="" if told else user_reason or reason,
-                                     output=self._shared_output()))
-            self._transition(state, reason, calls=calls, check=False, drop_final=True)
-            return
-        attached = bool(tail) and self._shares_tail()
-        if attached:
-            tail_file = self._write_tail(tail or [])
-            calls.append(("attach", {"description": redact.TAIL_DESCRIPTION,
-                                     "path": str(tail_file), "mime_type": "text/plain"}))
-        if not told:
-            calls.append(("log", {"level": "error", "message": user_reason or reason}))
-        elif attached:  # an attachment is shown with the next log message
-            calls.append(("log", {"level": "info", "message": redact.TAIL_NOTE}))
-        calls.append(("status", {"status": "failed"}))
+        kind = outcome or self._end_as or (
+            OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED)
+        lines = tail or []
+        calls = self.source.failure_calls(Ending(
+            kind=kind, reason="" if told else user_reason or reason, told=told,
+            tail_file=lambda: self._write_tail(lines) if lines and self._shares_tail() else None,
+            shared_output=self._shared_output))
         self._transition(state, reason, calls=calls, check=False, drop_final=True)
 
     def _stop_during_upload(self) -> None:
@@ -860,7 +784,7 @@ class JobExecution:
             self.ctx.journal.drop_pending(self.job_id, self.stop.reason or "ticket gone")
             self._transition(JobState.CANCELLED, self.stop.reason, check=False)
         elif self.stop.kind == "cancel":
-            self._fail(self.stop.reason or CANCEL_REASON, state=JobState.CANCELLED)
+            self._fail(self.stop.reason or self.source.words.cancelled, state=JobState.CANCELLED)
         else:
             self._fail(self.stop.reason or "failed by the provider")
 
@@ -883,36 +807,28 @@ class JobExecution:
                                    extra_env=extra_env, values=values, node=snap.cluster_node)
 
     def _shared_output(self) -> Path | None:
-        """v6: a redacted copy of the output's tail for the run's log, or None when the image
-        does not share it (the source sends no other file)."""
+        """A redacted copy of the output's tail for the server's log, or None when the
+        service does not share it (the source sends no other file)."""
         if not self._shares_tail():
             return None
         return redact.shared_tail(self._output_log(), self.ctx.source.log_limit(),
                                   self._redactor())
 
     def _upload(self, result: Path) -> None:
-        from dss_console.workspace import WorkspaceError, export_result_workspace
+        """A result the operator picked: delivered as the command's would be."""
+        self._deliver(result)
 
-        snap = self.snapshot
-        export_dir = self.paths().engine_dir / "export"
-        shutil.rmtree(export_dir, ignore_errors=True)
-        make_private_dir(export_dir)
+    def _deliver(self, result: Path) -> None:
+        """Queue the calls that deliver the result and end the job (the source's), then
+        wait for them."""
         try:
-            exported = export_result_workspace(result, export_dir, snap.ticket_id,
-                                               copy_layers=True)
-        except WorkspaceError as exc:
+            calls = self.source.result_calls(self.snapshot.ticket_id, result,
+                                             self.paths().engine_dir / "export",
+                                             self._shared_output)
+        except ResultRejected as exc:
             self.command_result = "failed"
-            self._fail(f"the result workspace could not be exported: {exc}",
-                       user_reason=USER_EXPORT_FAILED)
+            self._fail(exc.reason, user_reason=exc.user_reason)
             return
-        calls: list[tuple[str, dict]] = [
-            ("upload", {"path": str(path), "name": name, "final": True})
-            for name, path in exported.uploads]
-        calls.append(("log", {"level": "info", "final": True,
-                              "message": f"Processing finished; result uploaded "
-                                         f"({len(exported.uploads)} files)"}))
-        calls.append(("progress", {"value": 1.0, "final": True}))
-        calls.append(("status", {"status": "success", "final": True}))
         self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0)
         self._finish_upload()
 
@@ -954,8 +870,9 @@ def failed_here(journal: Journal, job_id: int) -> bool:
 def remote_status(source: Source, journal: Journal, job_id: int,
                   ticket_id: int) -> RemoteStatus:
     """The job's state on the server, ``failed_by_us`` from the journal (the source cannot
-    know which console failed it)."""
+    know which console failed it) where the source lets a claimant rescue its own failure."""
     status = source.remote_status(ticket_id)
-    if status.state is RemoteState.FAILED and failed_here(journal, job_id):
+    if (status.state is RemoteState.FAILED and source.rules.rescue_own_failure
+            and failed_here(journal, job_id)):
         return replace(status, failed_by_us=True)
     return status
