@@ -79,12 +79,13 @@ class Seen:
 
 @dataclass(frozen=True)
 class Expect:
-    """How a source's rule ends a job: its state here, on the server, and words the
-    requester reads (None: nothing to read is promised)."""
+    """How a rule ends a job: its state here (None: never claimed), on the server, words
+    the requester reads (None: nothing promised), and whether Auto paused the service."""
 
-    local: str
+    local: str | None
     remote: str
     says: str | None = None
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,9 @@ class V6Kind(SourceKind):
 
 class ExecutorKind(ABC):
     name: str
+    # Whether a command's program is looked for before the work is claimed and started
+    # (here), or only where and when it runs (a cluster node).
+    checks_program: bool = True
 
     @abstractmethod
     def open(self, request: pytest.FixtureRequest) -> None:
@@ -355,6 +359,7 @@ class LocalKind(ExecutorKind):
 
 class SlurmKind(ExecutorKind):
     name = "slurm"
+    checks_program = False
 
     def open(self, request: pytest.FixtureRequest) -> None:
         cluster = request.getfixturevalue("contract_slurm")
@@ -426,6 +431,16 @@ class World:
         self.commands[key] = {"command": f"{self.tmp}/no-such-program {{workdir}}",
                               **self.executor.options()}
         return key
+
+    def start_failure(self, *, auto: bool) -> Expect:
+        """What a command whose program does not exist leads to, in Auto or by hand."""
+        if not self.executor.checks_program:
+            # The batch job runs and the shell cannot find it: a failed command.
+            return Expect(local=JobState.FAILED.value, remote=FAILED,
+                          says=self.source.words.exit_code.format(code=127))
+        if auto:  # Auto's check before a claim: nothing claimed, the service paused
+            return Expect(local=None, remote=WAITING, paused=True)
+        return self.source.start_failure
 
     def bare_service(self) -> str:
         """A service this machine has no command for."""

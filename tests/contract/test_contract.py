@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from contract_program import ATTACHMENT, GO_SEEN, HALFWAY, LOCAL_MARKER
 from contract_program import WAITING as WAITING_SAID
-from kinds import FAILED, GONE, OURS, SUCCEEDED, WAITING, Combination, World
+from kinds import FAILED, GONE, OURS, SUCCEEDED, Combination, World
 
 from v6_fixtures import SERVER_TEST_TIMEOUT
 
@@ -70,23 +70,25 @@ def test_a_command_without_a_result_fails_the_work(world: World) -> None:
     world.wait_remote(work, FAILED)
 
 
-def test_a_command_that_cannot_start_pauses_auto_and_a_run_by_hand_ends_by_rule(
-        world: World) -> None:
+@pytest.mark.parametrize("auto", [True, False], ids=["auto", "by-hand"])
+def test_a_command_that_cannot_start_ends_by_rule(world: World, auto: bool) -> None:
+    """The provider's configuration, not the requester's failure, where it can be told."""
     key = world.broken_service()
-    auto = world.start()
+    node = world.start(auto=auto)
     work = world.submit(key)
-    why = auto.wait_paused(key)
-    assert "cannot start" in why and "no-such-program" in why, why
-    assert auto.state(work) is None and world.seen(work).remote == WAITING
-    auto.stop()
-    by_hand = world.start(auto=False)
-    assert by_hand.run_next(key)
-    expect = world.source.start_failure
-    by_hand.wait(work, expect.local)
+    if not auto:
+        assert node.run_next(key)
+    expect = world.start_failure(auto=auto)
+    if expect.paused:
+        why = node.wait_paused(key)
+        assert "cannot start" in why and "no-such-program" in why, why
+    if expect.local is None:
+        assert node.state(work) is None
+    else:
+        node.wait(work, expect.local)
     world.wait_remote(work, expect.remote)
     if expect.says is not None:
         world.wait_says(work, expect.says)
-    assert "no-such-program" in by_hand.reason(work)  # the operator reads which program
     assert world.lives() == []
 
 
@@ -97,6 +99,7 @@ def test_work_of_a_service_without_a_command_ends_as_the_source_rules(world: Wor
     work = world.submit(bare)
     world.meet_unconfigured(node, work)
     expect = world.source.unconfigured
+    assert expect.local is not None
     node.wait(work, expect.local)
     world.wait_remote(work, expect.remote)
     if expect.says is not None:
