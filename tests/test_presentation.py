@@ -16,8 +16,8 @@ from dss_console.core.presentation import (
     presentation_problems,
 )
 from dss_console.sources.dss.presentation import PRESENTATION as DSS
-from dss_console.v6.presentation import PRESENTATION as V6
-from dss_console.v6.presentation import run_cells
+from dss_console.sources.v6.presentation import PRESENTATION as V6
+from dss_console.sources.v6.presentation import run_cells
 
 PRESENTATIONS = {"dss": DSS, "v6": V6}
 

@@ -13,5 +13,5 @@ __all__ = ["SOURCE_SETTINGS"]
 # the order the file is read and written. Later part of each source's SourcePlugin.
 SOURCE_SETTINGS: dict[str, str] = {
     "dss": "dss_console.sources.dss.settings:SETTINGS",
-    "v6": "dss_console.v6.settings:SETTINGS",
+    "v6": "dss_console.sources.v6.settings:SETTINGS",
 }

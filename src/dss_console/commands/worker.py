@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from dss_console.engine.engine import Engine, ServiceView
     from dss_console.engine.events import JobSnapshot
     from dss_console.engine.settings import Settings
-    from dss_console.v6.source import V6Source
+    from dss_console.sources.v6.source import V6Source
 
 WORKER_DESCRIPTION = """\
 Process tickets without a window: poll the server, claim tickets of the services that have
@@ -333,8 +333,8 @@ def _v6_source(args: argparse.Namespace, settings: Settings,
     the keys a console handed over."""
     from dss_console.commands.context import verify_option
     from dss_console.credentials import StoredV6Node, V6CredentialStore
-    from dss_console.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
-    from dss_console.v6.source import V6KeyError, V6Source
+    from dss_console.sources.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
+    from dss_console.sources.v6.source import V6KeyError, V6Source
 
     store = V6CredentialStore()
     try:

@@ -4,7 +4,8 @@ The engine calls a :class:`Source` (claim, fetch inputs, report, upload, finish,
 sees its failures only as the four kinds of :class:`Failure`. A source plug-in subclasses
 :class:`Source`: the abstract methods are what every source does; the others have a default
 body, so the engine calls them on any source and never asks ``getattr`` (the DSS source is
-``dss_console.sources.dss.source.DssSource``, the vantage6 node ``dss_console.v6.source.V6Source``).
+``dss_console.sources.dss.source.DssSource``, the vantage6 node
+``dss_console.sources.v6.source.V6Source``).
 """
 
 from __future__ import annotations

@@ -72,8 +72,8 @@ from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.status_bar import Banner, BannerAction, Notifier, StatusLine
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.v6.audit import is_v6_job
-from dss_console.v6.login import NodeLogin
+from dss_console.sources.v6.audit import is_v6_job
+from dss_console.sources.v6.login import NodeLogin
 from dss_console.workspace import Workspace, WorkspaceError
 
 STATS_REFRESH_MS = 15_000

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dss_console.core.presentation import Cells, Presentation, Summary
 from dss_console.engine.events import JobSnapshot
 from dss_console.sources.dss.presentation import PRESENTATION as DSS_PRESENTATION
-from dss_console.v6.presentation import PRESENTATION as V6_PRESENTATION
-from dss_console.v6.presentation import run_cells, run_summary
+from dss_console.sources.v6.presentation import PRESENTATION as V6_PRESENTATION
+from dss_console.sources.v6.presentation import run_cells, run_summary
 
 _BY_SOURCE = {p.source: p for p in (DSS_PRESENTATION, V6_PRESENTATION)}
 

@@ -29,7 +29,7 @@ from dss_console.gui.jobs_model import (
     ProgressDelegate,
 )
 from dss_console.gui.presentations import presentation_for
-from dss_console.v6.audit import is_v6_job
+from dss_console.sources.v6.audit import is_v6_job
 
 ACTIVE = {JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
           JobState.UPLOADING}

@@ -63,8 +63,8 @@ from dss_console.engine.calls import finish_call
 from dss_console.engine.redact import SHARED_SUFFIX, tail_text
 from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
-from dss_console.v6 import crypto, profile
-from dss_console.v6.client import (
+from dss_console.sources.v6 import crypto, profile
+from dss_console.sources.v6.client import (
     FAILED_STATUSES,
     GONE,
     NodeIdentity,
@@ -75,11 +75,11 @@ from dss_console.v6.client import (
     classify_v6_error,
     now_iso,
 )
-from dss_console.v6.environment import RunFiles, run_environment
-from dss_console.v6.events import V6Events
-from dss_console.v6.profile import V6_NOT_AGAIN
-from dss_console.v6.proxy import SubtaskProxy
-from dss_console.v6.settings import V6Algorithm, V6Settings
+from dss_console.sources.v6.environment import RunFiles, run_environment
+from dss_console.sources.v6.events import V6Events
+from dss_console.sources.v6.profile import V6_NOT_AGAIN
+from dss_console.sources.v6.proxy import SubtaskProxy
+from dss_console.sources.v6.settings import V6Algorithm, V6Settings
 
 if TYPE_CHECKING:
     from dss_console.engine.settings import Settings

@@ -13,7 +13,7 @@ import shlex
 from typing import Any
 
 from dss_console.core.interfaces import JobWords, OutcomeKind, Refusal, Rules
-from dss_console.v6.settings import V6Algorithm, V6Settings
+from dss_console.sources.v6.settings import V6Algorithm, V6Settings
 
 # What the operator reads for a run left open at shutdown (on_shutdown = "leave").
 V6_LEFT_OPEN = ("dss-console stopped while the run was in flight; the run stays open on the "
