@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -13,8 +14,10 @@ from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QTableView
 
+from dss_console.core.presentation import JobView
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
+from dss_console.engine.views import unavailable_actions
 from dss_console.gui.jobs_model import (
     JobFilterProxy,
     JobTableModel,
@@ -22,6 +25,7 @@ from dss_console.gui.jobs_model import (
     format_claimed,
     format_elapsed,
 )
+from dss_console.sources.dss.presentation import PRESENTATION as DSS_PRESENTATION
 
 from gui_columns import DSS_COLUMNS, col
 
@@ -36,7 +40,11 @@ def snap(job_id: int, **changes: Any) -> JobSnapshot:
         claimed_at=NOW - 600, started_at=NOW - 500, finished_at=None, updated_at=NOW,
         inputs_ready=True, attempt=1, owed=0)
     base.update(changes)
-    return JobSnapshot(**base)
+    job = JobSnapshot(**base)
+    # As the engine sends it over the channel: with its view (the actions it would refuse).
+    view = JobView(unavailable=unavailable_actions(DSS_PRESENTATION, job, ended_is_final=False),
+                   log_file=f"{job.workdir}/.dss/output.log")
+    return dataclasses.replace(job, view=view)
 
 
 class Recorder:

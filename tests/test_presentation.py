@@ -7,19 +7,28 @@ import dataclasses
 
 import pytest
 
+from dss_console import plugins
 from dss_console.core.presentation import (
     CORE_JOB_COLUMNS,
     ActionSpec,
     DialogSpec,
+    JobView,
     Presentation,
     cell_columns,
     presentation_problems,
 )
+from dss_console.engine.events import JobSnapshot
+from dss_console.engine.states import JobState
 from dss_console.sources.dss.presentation import PRESENTATION as DSS
 from dss_console.sources.v6.presentation import PRESENTATION as V6
-from dss_console.sources.v6.presentation import run_cells
+from dss_console.sources.v6.presentation import run_cells, run_summary
 
 PRESENTATIONS = {"dss": DSS, "v6": V6}
+
+
+def test_the_registry_names_every_presentation() -> None:
+    assert {name: plugins.presentation(name) for name in plugins.SOURCE_PRESENTATIONS} \
+        == PRESENTATIONS
 
 
 @pytest.mark.parametrize("name", sorted(PRESENTATIONS))
@@ -72,3 +81,21 @@ def test_a_presentation_crosses_the_engine_channel_unchanged(name: str) -> None:
     presentation = PRESENTATIONS[name]
     message = wire.loads(wire.dumps({"info": {"presentation": presentation}}))
     assert message["info"]["presentation"] == presentation
+
+
+def test_a_job_view_crosses_the_channel_with_its_snapshot() -> None:
+    from dss_console.engine import wire
+
+    details = {"task_id": 7, "task_name": "mean", "init_org": "research", "init_user_id": 2,
+               "databases": ["default"], "input_summary": {"method": "mean",
+                                                          "kwargs": ["column"], "bytes": 40}}
+    view = JobView(cells=run_cells(details), summary=run_summary("img:1", details),
+                   unavailable={"run": "", "retry": "Retry run is not possible: gone"})
+    job = JobSnapshot(job_id=1, source="s", ticket_id=7, service_hash="img:1",
+                      service_name="img", state=JobState.FAILED, progress=0.0, instance="i",
+                      reason=None, workdir="w", exit_code=1, claimed_at=None,
+                      started_at=None, finished_at=None, updated_at=0.0, inputs_ready=True,
+                      attempt=1, owed=0, details=details, view=view)
+    back = wire.loads(wire.dumps({"job": job}))["job"]
+    assert back.view == view and back.view.summary is not None
+    assert ("Method", "mean") in back.view.summary.fields

@@ -219,10 +219,11 @@ def test_refused_runs_are_recorded_shown_and_audited(
 
     pytest.importorskip("PySide6.QtWidgets")
     from dss_console.core.presentation import ColumnSpec
+    from dss_console.engine.views import presented
     from dss_console.gui.detail_pane import run_summary_html
     from dss_console.gui.jobs_model import JobTableModel
 
-    html = run_summary_html(failed)
+    html = run_summary_html(presented(engine.source, failed))  # as a window receives it
     assert "Not on this node" in html and "nosuch" in html
     assert JobTableModel._display(refused, ColumnSpec("state", "State", "")) == "not allowed"
 

@@ -7,7 +7,13 @@ plug-in (or forming a circle with one).
 
 from __future__ import annotations
 
-__all__ = ["SOURCE_SETTINGS"]
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dss_console.core.presentation import Presentation
+
+__all__ = ["SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "load", "presentation"]
 
 # Each source's reader of its own settings tables (engine.settings_reader.SettingsParser), in
 # the order the file is read and written. Later part of each source's SourcePlugin.
@@ -15,3 +21,26 @@ SOURCE_SETTINGS: dict[str, str] = {
     "dss": "dss_console.sources.dss.settings:SETTINGS",
     "v6": "dss_console.sources.v6.settings:SETTINGS",
 }
+
+# Each source's face in the window (core.presentation.Presentation). The engine sends its
+# source's in the channel's info; the window reads these only before an engine runs (the
+# login form's choice of source).
+SOURCE_PRESENTATIONS: dict[str, str] = {
+    "dss": "dss_console.sources.dss.presentation:PRESENTATION",
+    "v6": "dss_console.sources.v6.presentation:PRESENTATION",
+}
+
+
+def load(target: str) -> object:
+    """The object a registry's ``"module:attribute"`` names (imported now)."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def presentation(source: str) -> Presentation:
+    from dss_console.core.presentation import Presentation
+
+    value = load(SOURCE_PRESENTATIONS[source])
+    if not isinstance(value, Presentation):
+        raise TypeError(f"{SOURCE_PRESENTATIONS[source]} is not a Presentation")
+    return value

@@ -30,11 +30,13 @@ from typing import Any, ClassVar
 import pytest
 from contract_program import ANSWER
 
+from dss_console.core.presentation import JobView, Presentation
 from dss_console.dss import DssClient
 from dss_console.engine.engine import Engine
 from dss_console.engine.journal import Journal
 from dss_console.engine.settings import Settings, SettingsError, parse_settings
 from dss_console.engine.states import JobState
+from dss_console.engine.views import job_view
 from dss_console.sandbox import Sandbox, SandboxError
 from dss_console.sources.dss.source import DssSource
 from dss_console.sources.v6.sandbox import V6Sandbox
@@ -110,6 +112,9 @@ class SourceKind(ABC):
     # service without a command lead to.
     start_failure: Expect
     unconfigured: Expect
+    # Whether a job this console failed may run again once the server holds its end (DSS:
+    # the claimant may turn its own failure into a success; a finished v6 run is final).
+    retry_after_failure: bool
 
     @abstractmethod
     def open(self, request: pytest.FixtureRequest) -> None:
@@ -168,6 +173,7 @@ class DssKind(SourceKind):
     # The provider's configuration, not the user's failure: the ticket stays claimed.
     start_failure = Expect(local=JobState.BLOCKED.value, remote=OURS)
     unconfigured = Expect(local=JobState.BLOCKED.value, remote=OURS)
+    retry_after_failure = True
 
     def open(self, request: pytest.FixtureRequest) -> None:
         self.sandbox: Sandbox = request.getfixturevalue("sandbox")
@@ -262,6 +268,7 @@ class V6Kind(SourceKind):
     # The node's allowlist: the run ends "not allowed" before anything is claimed.
     unconfigured = Expect(local=JobState.FAILED.value, remote=FAILED,
                           says="not configured on this node")
+    retry_after_failure = False
     NODE = "station-demo"
 
     def open(self, request: pytest.FixtureRequest) -> None:
@@ -582,6 +589,15 @@ class Node:
     def owed(self, work: Work) -> int:
         job = self._job(work)
         return 0 if job is None else int(job.owed)
+
+    def view(self, work: Work) -> JobView:
+        """The job as a window attached to this engine sees it."""
+        job = self._job(work)
+        assert job is not None
+        return job_view(self.engine.source, job)
+
+    def presentation(self) -> Presentation:
+        return self.engine.source.presentation
 
     def run_next(self, key: str) -> bool:
         """The operator's Run: claim the service's next work by hand and run it."""

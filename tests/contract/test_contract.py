@@ -14,7 +14,10 @@ from contract_program import ATTACHMENT, GO_SEEN, HALFWAY, LOCAL_MARKER
 from contract_program import WAITING as WAITING_SAID
 from kinds import FAILED, GONE, OURS, SUCCEEDED, Combination, World
 
+from dss_console.core.presentation import cell_columns, presentation_problems
+
 from v6_fixtures import SERVER_TEST_TIMEOUT
+from waiting import wait_for
 
 # The first vantage6 case may build the sandbox's venv (once per machine).
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
@@ -31,6 +34,26 @@ def test_the_settings_accept_a_combination_or_refuse_it_in_words(
         assert refusal is None
     else:
         assert refusal is not None and wanted.refused in refusal, refusal
+
+
+def test_a_window_sees_the_work_in_its_sources_words(world: World) -> None:
+    """What the engine sends a window: the source's presentation, and per job its own
+    columns' values and which actions it would refuse, by the source's rules."""
+    key = world.service("exit", "1")
+    node = world.start()
+    presentation = node.presentation()
+    assert presentation_problems(presentation) == []
+    assert {"run", "cancel", "fail", "retry"} <= {a.name for a in presentation.actions}
+    work = world.submit(key)
+    node.wait(work, "failed")
+    wait_for(lambda: node.owed(work) == 0, what="the failure delivered")
+    view = node.view(work)
+    assert {c.id for c in cell_columns(presentation)} <= set(view.cells)
+    assert {"run", "cancel", "fail"} <= set(view.unavailable)
+    assert ("retry" not in view.unavailable) is world.source.retry_after_failure, view
+    if not world.source.retry_after_failure:
+        assert view.unavailable["retry"], "a closed run says why it cannot run again"
+    assert view.log_file.startswith(node.workdir(work))
 
 
 def test_claim_fetch_report_succeed(world: World) -> None:

@@ -11,11 +11,13 @@ body, so the engine calls them on any source and never asks ``getattr`` (the DSS
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from dss_console.core.presentation import Cells, Presentation, Summary
 
 if TYPE_CHECKING:
     from dss_console.engine.runner import CommandSpec, JobPaths
@@ -241,6 +243,12 @@ class Source(ABC):
     @property
     @abstractmethod
     def rules(self) -> Rules: ...
+    # The window's face of this source (words, columns, actions), sent in the channel's info.
+    presentation: ClassVar[Presentation]
+    # A job whose end the server holds cannot be processed again (a finished vantage6 run is
+    # immutable): Retry is offered only while the server still has it open. False: the
+    # claimant may turn its own failure into a success (DSS).
+    ended_is_final: ClassVar[bool] = False
 
     # -- what every source does ------------------------------------------------------------
     @abstractmethod
@@ -397,4 +405,14 @@ class Source(ABC):
         return None
 
     def close(self) -> None:
+        return None
+
+    # -- how the window shows a job (called per snapshot sent: cheap, no server call) ---------
+    def job_cells(self, service_key: str, details: Mapping[str, Any]) -> Cells:
+        """Values of the presentation's own job columns, from what the engine journaled."""
+        return {}
+
+    def job_summary(self, service_key: str, details: Mapping[str, Any]) -> Summary | None:
+        """The inputs as the engine learnt them, for a presentation whose inputs_view is
+        "summary"; None: nothing to show."""
         return None

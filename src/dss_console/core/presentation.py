@@ -126,6 +126,7 @@ TEXT_KEYS = frozenset({
     "blocked_run_tip",   # why Run is off for a blocked job
     "no_work",           # the status bar when Claim next found nothing
     "service_label",     # a service's name with its version: {name}, {version}
+    "retry_closed_tip",  # why Retry is off for a job whose end the server already holds
 })
 
 
@@ -171,3 +172,19 @@ class Summary:
 
     fields: tuple[tuple[str, str], ...]
     note: str = ""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job as its source presents it, sent with each snapshot: the values of the
+    source's own columns, the inputs' summary (``inputs_view`` "summary"), and the engine
+    actions that cannot be done now, each with why ("" when the job's state says it and the
+    action's own tooltip serves)."""
+
+    cells: Cells = field(default_factory=dict)
+    summary: Summary | None = None
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    # Where the engine keeps the job's files, for the window to open and read: this
+    # attempt's output log and the fetched inputs ("" when not known).
+    log_file: str = ""
+    inputs_dir: str = ""

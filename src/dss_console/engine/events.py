@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dss_console.core.presentation import JobView
 from dss_console.engine.states import JobState
 
 
@@ -51,6 +52,9 @@ class JobSnapshot:
     # What the source tells about the job beyond its id (a vantage6 run: task, who asked,
     # databases, input hash and summary; see V6Source.run_details). Empty for DSS tickets.
     details: dict[str, Any] = field(default_factory=dict, hash=False)
+    # The job as its source presents it (cells, summary, actions that cannot be done now):
+    # set on snapshots sent to windows (engine/views.py), None inside the engine.
+    view: JobView | None = field(default=None, hash=False, compare=False)
 
     @property
     def pending_seconds(self) -> float | None:

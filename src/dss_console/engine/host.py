@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dss_console.engine.channel import ChannelPaths, EngineChannel, channel_paths
 from dss_console.engine.engine import Engine, EngineError
-from dss_console.engine.events import EngineStatus
+from dss_console.engine.events import EngineStatus, Event, JobChanged, JobSnapshot
 from dss_console.engine.settings import parse_settings, settings_to_toml
+from dss_console.engine.views import presented
+from dss_console.engine.wire import to_wire
 
 STATUS_INTERVAL = 0.25  # how often the engine's status is compared with what windows know
 
@@ -88,9 +91,13 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         engine.connection.set("online")
         engine.wake()
 
+    def present(job: JobSnapshot | None) -> JobSnapshot | None:
+        return None if job is None else presented(engine.source, job)
+
     return {
-        "jobs": lambda limit=None: engine.jobs(limit=limit),
-        "job": lambda job_id: engine.job(int(job_id)),
+        "jobs": lambda limit=None: [presented(engine.source, j)
+                                    for j in engine.jobs(limit=limit)],
+        "job": lambda job_id: present(engine.job(int(job_id))),
         "services": engine.services,
         "refresh_services": engine.refresh_services,
         # Work waiting on the server per service, asked now (a window with Auto mode off
@@ -101,8 +108,8 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         "use_session": use_session,
         "settings": lambda: settings_to_toml(engine.settings),
         "outbox_items": lambda job_id: engine.journal.outbox_items(int(job_id)),
-        "claim_next": lambda service_hashes=None, run=False: engine.claim_next(
-            service_hashes, run=bool(run)),
+        "claim_next": lambda service_hashes=None, run=False: present(engine.claim_next(
+            service_hashes, run=bool(run))),
         "run_job": lambda job_id: engine.run_job(int(job_id)),
         "retry_job": lambda job_id: engine.retry_job(int(job_id)),
         "cancel_job": lambda job_id, message=None: engine.cancel_job(int(job_id), message),
@@ -126,6 +133,20 @@ def error_kind(engine: Engine) -> Callable[[BaseException], str]:
     return kind
 
 
+def presented_events(engine: Engine) -> Callable[[Callable[[Event], None]],
+                                                   Callable[[], None]]:
+    """The engine's bus as windows see it: each changed job with its view."""
+    def subscribe(handler: Callable[[Event], None]) -> Callable[[], None]:
+        def on_event(event: Event) -> None:
+            if isinstance(event, JobChanged):
+                event = replace(event, job=presented(engine.source, event.job))
+            handler(event)
+
+        return engine.events.subscribe(on_event)
+
+    return subscribe
+
+
 def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
                  on_shutdown: Callable[[bool], None], settings_source: Path,
                  kind: str) -> EngineChannel:
@@ -134,10 +155,11 @@ def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
     channel = EngineChannel(
         paths, engine_handlers(engine, on_shutdown=on_shutdown,
                                settings_source=settings_source),
-        engine.events.subscribe,
+        presented_events(engine),
         info={"server": engine.source.key, "instance": engine.instance,
               "provider": provider, "data_dir": str(data_dir), "kind": kind,
-              "settings_file": str(settings_source), "pid": os.getpid()},
+              "settings_file": str(settings_source), "pid": os.getpid(),
+              "presentation": to_wire(engine.source.presentation)},
         error_kind=error_kind(engine))
     publisher = StatusPublisher(engine)
     channel.on_close.append(publisher.stop)

@@ -59,9 +59,11 @@ from dss_console.engine.slurm_runner import (
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     ENGINE_DIR,
+    INPUT_DIR,
     clean_workdir,
     find_input_workspace,
     make_private_dir,
+    output_log_name,
     process_identity,
 )
 
@@ -243,7 +245,7 @@ class JobExecution:
     def paths(self) -> JobPaths:
         snap = self.ctx.journal.job(self.job_id)
         workdir = Path(snap.workdir)
-        input_dir = workdir / "input"
+        input_dir = workdir / INPUT_DIR
         return JobPaths(ticket_id=snap.ticket_id, service_name=snap.service_name,
                         service_hash=snap.service_hash, workdir=workdir, input_dir=input_dir,
                         workspace=find_input_workspace(input_dir, snap.ticket_id),
@@ -484,8 +486,7 @@ class JobExecution:
             self._block(reason)
 
     def _log_name(self) -> str:
-        attempt = self.snapshot.attempt
-        return "output.log" if attempt <= 1 else f"output-{attempt}.log"
+        return output_log_name(self.snapshot.attempt)
 
     def _output_log(self) -> Path:
         return self.paths().engine_dir / self._log_name()

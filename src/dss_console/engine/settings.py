@@ -78,7 +78,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import importlib
 import os
 import socket
 import sys
@@ -171,8 +170,7 @@ def source_settings() -> dict[str, SettingsParser]:
     imported on first use from the registry (:data:`dss_console.plugins.SOURCE_SETTINGS`)."""
     parsers: dict[str, SettingsParser] = {}
     for name, target in plugins.SOURCE_SETTINGS.items():
-        module, _, attribute = target.partition(":")
-        parsers[name] = getattr(importlib.import_module(module), attribute)
+        parsers[name] = cast(SettingsParser, plugins.load(target))
     return parsers
 
 

@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ENGINE_DIR = ".dss"
+ENGINE_DIR = ".dss"  # in a job's work dir: the engine's own files (events, hook, logs)
+INPUT_DIR = "input"  # in a job's work dir: the inputs as fetched
+
+
+def output_log_name(attempt: int) -> str:
+    """The file (in ENGINE_DIR) holding an attempt's output: one per attempt, so a retry
+    keeps the earlier run's log."""
+    return "output.log" if attempt <= 1 else f"output-{attempt}.log"
 
 
 def server_slug(server: str) -> str:

@@ -31,7 +31,7 @@ from dss_console.gui.jobs_model import (
     cluster_times,
 )
 from dss_console.gui.logview import LogView
-from dss_console.gui.presentations import job_summary, presentation_for
+from dss_console.gui.presentations import job_summary
 from dss_console.workspace import Workspace
 
 STATE_WORDS = {
@@ -92,10 +92,9 @@ def cluster_summary_html(job: JobSnapshot) -> str:
     return " · ".join(parts)
 
 
-def job_log_file(job: JobSnapshot) -> Path:
-    engine_dir = Path(job.workdir) / ".dss"
-    name = "output.log" if job.attempt <= 1 else f"output-{job.attempt}.log"
-    return engine_dir / name
+def job_log_file(job: JobSnapshot) -> Path | None:
+    """This attempt's output log, where the engine said it keeps it."""
+    return Path(job.view.log_file) if job.view is not None and job.view.log_file else None
 
 
 BLOCKED_STYLE = ("QFrame#blockedBanner { background: #fff1e5; border: 1px solid #bc4c00; "
@@ -198,7 +197,7 @@ class DetailPane(QWidget):
             self.log.clear()
             path = job_log_file(job)
             self.log.set_log_file(path)
-            if path.exists():
+            if path is not None and path.exists():
                 self.log.load_tail(path)
 
     def set_header(self, job: JobSnapshot | None) -> None:
@@ -310,10 +309,6 @@ class DetailPane(QWidget):
         for column in range(3):
             self.calls.resizeColumnToContents(column)
 
-    def set_source_kind(self, kind: str) -> None:
-        """Until the engine sends its presentation (issue 18, step 10)."""
-        self.apply_presentation(presentation_for(kind))
-
     def apply_presentation(self, presentation: Presentation) -> None:
         """The source's words; inputs that are not a workspace (a vantage6 run's input is
         one blob) show as the engine's summary instead of a workspace's layers."""
@@ -369,6 +364,8 @@ def run_summary_html(job: JobSnapshot) -> str:
     """The engine's summary of a job's inputs (a vantage6 run's task, requester, databases,
     method and argument names), as a table."""
     rows = job_summary(job)
+    if rows is None:
+        return ""
     cells = "".join(f"<tr><td style='padding-right:12px'><b>{html.escape(k)}</b></td>"
                     f"<td>{html.escape(v)}</td></tr>" for k, v in rows.fields)
     note = f"<p style='color:gray'>{html.escape(rows.note)}</p>" if rows.note else ""

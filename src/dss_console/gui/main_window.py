@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from dss_console import paths
 from dss_console.connection import LoggedIn
 from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
+from dss_console.core.presentation import Presentation
 from dss_console.credentials import SessionStore
 from dss_console.dss import DssError, ServerUnreachableError
 from dss_console.engine.engine import EngineError
@@ -67,6 +68,7 @@ from dss_console.gui.copyable import show_copyable
 from dss_console.gui.detail_pane import DetailPane
 from dss_console.gui.login_pane import V6, LoginPane, server_of
 from dss_console.gui.pause_banner import PauseBanner
+from dss_console.gui.presentations import presentation_for
 from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.services_pane import ServicesPane
@@ -621,16 +623,20 @@ class MainWindow(QMainWindow):
         return V6 if isinstance(self.logged_in, NodeLogin) else "dss"
 
     def _use_source_kind(self, kind: str) -> None:
-        """The window in the words of its job source: runs and images for a vantage6 node."""
-        v6 = kind == V6
-        self.services_box.setTitle("Algorithms" if v6 else "Services")
-        self.queue_box.setTitle("Runs" if v6 else "Tickets")
-        self.audit_button.setVisible(v6)
-        self.services_pane.set_source_kind(kind)
-        self.queue_pane.set_source_kind(kind)
-        self.detail_pane.set_source_kind(kind)
+        """The window in the words of the login form's source, until an engine says its own."""
+        self.use_presentation(presentation_for(kind))
         if self._remember_layout:
             self._window_state.setValue("login/source", kind)
+
+    def use_presentation(self, presentation: Presentation) -> None:
+        """The window in its source's words, columns and actions."""
+        words = presentation.word_fields()
+        self.services_box.setTitle(words["Services"])
+        self.queue_box.setTitle(words["Jobs"])
+        self.audit_button.setVisible("audit" in presentation.features)
+        self.services_pane.apply_presentation(presentation)
+        self.queue_pane.apply_presentation(presentation)
+        self.detail_pane.apply_presentation(presentation)
 
     def _logged_in(self, result: LoggedIn | NodeLogin) -> None:
         engine = self.engine
@@ -705,6 +711,9 @@ class MainWindow(QMainWindow):
             await run_blocking(_stop_engine_process, engine, process, False)
             return False
         self.engine, self._engine_process = engine, process
+        presentation = engine.info.get("presentation")
+        if isinstance(presentation, Presentation):  # an engine older than this window: none
+            self.use_presentation(presentation)
         self.bridge.attach(engine.events)
         # Qt signal from the channel's thread: delivered on the Qt thread.
         engine.on_lost(lambda why, lost=engine: self.engineLost.emit(lost, why))

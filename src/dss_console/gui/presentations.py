@@ -1,34 +1,31 @@
-"""The window's bridge to the sources' presentations, until the engine sends them.
+"""The window's access to its sources' presentations.
 
-Temporary (issue 18, step 10): the engine's ``info`` will carry the Presentation and each
-snapshot its cells; then this module goes and gui/ imports no plug-in.
+The engine sends its source's :class:`Presentation` in the channel's info and each job's
+view with its snapshot; the registry's presentations serve only before an engine runs (the
+login form's choice of source decides the window's words meanwhile).
 """
 
 from __future__ import annotations
 
+from dss_console import plugins
 from dss_console.core.presentation import Cells, Presentation, Summary
 from dss_console.engine.events import JobSnapshot
-from dss_console.sources.dss.presentation import PRESENTATION as DSS_PRESENTATION
-from dss_console.sources.v6.presentation import PRESENTATION as V6_PRESENTATION
-from dss_console.sources.v6.presentation import run_cells, run_summary
-
-_BY_SOURCE = {p.source: p for p in (DSS_PRESENTATION, V6_PRESENTATION)}
 
 
 def default_presentation() -> Presentation:
-    return DSS_PRESENTATION
+    """The first registered source's: the login form's first choice."""
+    return plugins.presentation(next(iter(plugins.SOURCE_PRESENTATIONS)))
 
 
 def presentation_for(source: str) -> Presentation:
-    return _BY_SOURCE[source]
+    return plugins.presentation(source)
 
 
 def job_cells(job: JobSnapshot) -> Cells:
-    """A job's values for its source's own columns."""
-    return run_cells(job.details) if job.details.get("task_id") is not None else {}
+    """A job's values for its source's own columns, as the engine sent them."""
+    return job.view.cells if job.view is not None else {}
 
 
-def job_summary(job: JobSnapshot) -> Summary:
-    """A job's inputs as the engine learnt them, for a source whose inputs_view is
-    "summary"."""
-    return run_summary(job.service_hash, job.details)
+def job_summary(job: JobSnapshot) -> Summary | None:
+    """A job's inputs as the engine learnt them (a source whose inputs_view is "summary")."""
+    return job.view.summary if job.view is not None else None

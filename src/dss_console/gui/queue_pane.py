@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console.core.presentation import Presentation
+from dss_console.core.presentation import LOCAL_ACTIONS, Presentation
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
 from dss_console.gui.jobs_model import (
@@ -28,8 +28,6 @@ from dss_console.gui.jobs_model import (
     JobTableModel,
     ProgressDelegate,
 )
-from dss_console.gui.presentations import presentation_for
-from dss_console.sources.v6.audit import is_v6_job
 
 ACTIVE = {JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
           JobState.UPLOADING}
@@ -52,52 +50,33 @@ SERVICE_COLUMN_MAX = 280  # px; a longer name is elided (the full one is in its 
 
 # What several selected tickets can get at once (one question, one reason for all).
 BATCH_ACTIONS = ("retry", "fail", "cancel")
-NOT_AGAIN = ("Retry run is not possible: the run ended on the server, and a finished "
-             "vantage6 run cannot run again")
 
 
-def v6_retry_possible(job: JobSnapshot) -> bool:
-    """Only a run still open on the server can run again: interrupted here, or failed
-    here with its end not yet delivered."""
-    return job.state is JobState.INTERRUPTED or job.owed > 0
-
-
-def action_tooltip(name: str, job: JobSnapshot | None,
-                   presentation: Presentation = DEFAULT_PRESENTATION) -> str | None:
-    """A tooltip that says why an action is off for this job, when the state alone does not
-    tell; None keeps the action's usual tooltip."""
-    if job is None:
+def action_tooltip(name: str, job: JobSnapshot | None) -> str | None:
+    """Why an engine action is off for this job, as the engine said, when the state alone
+    does not tell; None keeps the action's usual tooltip."""
+    if job is None or job.view is None:
         return None
-    if name == "retry" and job.not_retryable and job.state in RETRYABLE:
-        return f"Retry run is not possible: {job.not_retryable}"
-    if name == "retry" and job.state in RETRYABLE and is_v6_job(job) \
-            and not v6_retry_possible(job):
-        return NOT_AGAIN
-    if name == "run" and job.state is JobState.BLOCKED:
-        return presentation.text("blocked_run_tip") or None
-    return None
+    return job.view.unavailable.get(name) or None
 
 
 def action_enabled(name: str, job: JobSnapshot | None, busy: bool = False,
                    program: str = "") -> bool:
-    """Whether an action makes sense for a job in its current state."""
+    """Whether an action can be done for this job now: the engine's word for its own
+    actions (not while a call for the job is in flight), the window's for its local ones."""
     if job is None:
         return False
-    state = job.state
-    if name == "run":
-        return state in (JobState.CLAIMED, JobState.INTERRUPTED) and not busy
-    if name in ("cancel", "fail"):
-        # A failed or cancelled ticket is already failed on the server: failing it again
-        # would only add a second failure to the user's log.
-        return not state.is_terminal
-    if name == "upload":
-        return state not in (JobState.SUCCEEDED, JobState.UPLOADING) and not busy
-    if name == "retry":
-        return state in RETRYABLE and not busy and not job.not_retryable \
-            and (not is_v6_job(job) or v6_retry_possible(job))
     if name == "open_inputs":
         return job.inputs_ready and bool(program) and shutil.which(program) is not None
-    return True
+    if name in LOCAL_ACTIONS:
+        return True
+    if job.view is None:
+        # An engine started by an older version sends no view: its actions stay off until
+        # it restarts (the jobs still show and run).
+        return False
+    if name in ("run", "upload", "retry") and busy:
+        return False
+    return name not in job.view.unavailable
 
 
 class QueuePane(QWidget):
@@ -163,10 +142,6 @@ class QueuePane(QWidget):
         self._update_actions()
 
     # -- content ----------------------------------------------------------------------------
-    def set_source_kind(self, kind: str) -> None:
-        """Until the engine sends its presentation (issue 18, step 10)."""
-        self.apply_presentation(presentation_for(kind))
-
     def apply_presentation(self, presentation: Presentation) -> None:
         """The source's columns, words and actions (a node's runs: task, who asked,
         databases; no upload, no ITK-SNAP)."""
@@ -328,7 +303,7 @@ class QueuePane(QWidget):
             batch = self._batch(name)
             if batch is None:
                 enabled = action_enabled(name, job, busy, self._programs.get(name, ""))
-                tip = action_tooltip(name, job, self.presentation) or self._tooltips[name]
+                tip = action_tooltip(name, job) or self._tooltips[name]
             else:
                 # Several rows: only what applies to many at once, to those it suits.
                 enabled = name in BATCH_ACTIONS and bool(batch)

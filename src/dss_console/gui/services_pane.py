@@ -21,7 +21,6 @@ from dss_console.core.presentation import Presentation
 from dss_console.dss import ServiceStats
 from dss_console.engine.engine import ServiceView
 from dss_console.gui.jobs_model import DEFAULT_PRESENTATION
-from dss_console.gui.presentations import presentation_for
 
 # Fits the left pane of a 1280 px window without scrolling: what a provider checks at a
 # glance. When the server last heard from a provider and the average ticket time are in the
@@ -127,10 +126,6 @@ class ServicesPane(QWidget):
         self.apply_presentation(self.presentation)
 
     # -- content ----------------------------------------------------------------------------
-    def set_source_kind(self, kind: str) -> None:
-        """Until the engine sends its presentation (issue 18, step 10)."""
-        self.apply_presentation(presentation_for(kind))
-
     def apply_presentation(self, presentation: Presentation) -> None:
         """Headers, tips and buttons in the source's words ("image" and "run" for a
         vantage6 node, "service" and "ticket" for DSS)."""

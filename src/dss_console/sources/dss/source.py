@@ -41,6 +41,7 @@ from dss_console.engine import redact
 from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.workdirs import make_private_dir
+from dss_console.sources.dss.presentation import PRESENTATION
 
 # A ticket stopped by a shutdown with on_shutdown = "resume": what the operator reads, and
 # the one line each end user reads then and when it runs again (fixed words, no detail).
@@ -81,6 +82,7 @@ class DssSource(Source):
     kind = "dss"
     words = WORDS
     rules = RULES
+    presentation = PRESENTATION
 
     def __init__(self, client: DssClient) -> None:
         self.client = client

@@ -102,6 +102,8 @@ PRESENTATION = Presentation(
         "blocked_run_tip": "The command cannot start; the run starts by itself as soon as it "
                            "can (fix the image's command in the settings file), or Fail… it",
         "no_work": "No run is pending for the selected images.",
+        "retry_closed_tip": "Retry run is not possible: the run ended on the server, and a "
+                            "finished vantage6 run cannot run again",
         # An image's "version" says how it runs (wrapper, command, no command).
         "service_label": "{name} · {version}",
     },

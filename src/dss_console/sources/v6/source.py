@@ -40,7 +40,7 @@ import os
 import string
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,7 @@ from dss_console.core.interfaces import (
     SourceEvent,
     SourceService,
 )
+from dss_console.core.presentation import Cells, Summary
 from dss_console.engine.calls import finish_call
 from dss_console.engine.redact import SHARED_SUFFIX, tail_text
 from dss_console.engine.runner import CommandSpec, JobPaths
@@ -77,6 +78,7 @@ from dss_console.sources.v6.client import (
 )
 from dss_console.sources.v6.environment import RunFiles, run_environment
 from dss_console.sources.v6.events import V6Events
+from dss_console.sources.v6.presentation import PRESENTATION, run_cells, run_summary
 from dss_console.sources.v6.profile import V6_NOT_AGAIN
 from dss_console.sources.v6.proxy import SubtaskProxy
 from dss_console.sources.v6.settings import V6Algorithm, V6Settings
@@ -168,6 +170,8 @@ def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
 class V6Source(Source):
     kind = "v6"
     words = profile.WORDS
+    presentation = PRESENTATION
+    ended_is_final = True
 
     def __init__(self, client: V6NodeClient, identity: NodeIdentity, settings: V6Settings,
                  cryptor: crypto.PlainCryptor | crypto.RsaCryptor) -> None:
@@ -608,6 +612,12 @@ class V6Source(Source):
                 "database_types": {k: v.type for k, v in self.settings.databases.items()},
                 "allowed_algorithms": list(self.settings.algorithms),
                 "runner": "dss-console (local commands)"}
+
+    def job_cells(self, service_key: str, details: Mapping[str, Any]) -> Cells:
+        return run_cells(details)
+
+    def job_summary(self, service_key: str, details: Mapping[str, Any]) -> Summary | None:
+        return run_summary(service_key, details)
 
     def close(self) -> None:
         if self._events is not None:

@@ -1,0 +1,63 @@
+"""Each job as the window shows it: its source's cells and summary, and which engine actions
+cannot be done now and why.
+
+The engine decides this, not the window: the rules are the engine's (which states a job may
+be run, retried, failed or given a result in) and the source's (whether a job the server
+ended can run again). Computed for every snapshot sent over the channel, from the journal's
+values alone: no server call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from dss_console.core.interfaces import Source
+from dss_console.core.presentation import JobView, Presentation
+from dss_console.engine.events import JobSnapshot
+from dss_console.engine.states import JobState
+from dss_console.engine.workdirs import ENGINE_DIR, INPUT_DIR, output_log_name
+
+# The states from which Retry run starts the command again (Engine.retry_job).
+RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED})
+# Run is offered for a job waiting to run; a blocked one runs by itself once it can.
+RUNNABLE = frozenset({JobState.CLAIMED, JobState.INTERRUPTED})
+
+
+def unavailable_actions(words: Presentation, job: JobSnapshot, *,
+                        ended_is_final: bool) -> dict[str, str]:
+    """The engine actions (run, cancel, fail, upload, retry) this job cannot take now, each
+    with why in words ("" when its state says it plainly). ``ended_is_final``: the source's
+    rule (Source.ended_is_final)."""
+    off: dict[str, str] = {}
+    if job.state not in RUNNABLE:
+        off["run"] = (words.text("blocked_run_tip") if job.state is JobState.BLOCKED else "")
+    if job.state.is_terminal:
+        # A failed or cancelled job is already failed on the server: failing it again would
+        # only add a second failure to the requester's log.
+        off["cancel"] = off["fail"] = ""
+    if job.state in (JobState.SUCCEEDED, JobState.UPLOADING):
+        off["upload"] = ""
+    if job.state not in RETRYABLE:
+        off["retry"] = ""
+    elif job.not_retryable:
+        off["retry"] = f"Retry run is not possible: {job.not_retryable}"
+    elif ended_is_final and job.state is not JobState.INTERRUPTED and job.owed == 0:
+        # Its end was delivered: the server holds a finished job, which cannot run again.
+        off["retry"] = words.text("retry_closed_tip") or "Retry run is not possible"
+    return off
+
+
+def job_view(source: Source, job: JobSnapshot) -> JobView:
+    workdir = Path(job.workdir)
+    return JobView(cells=source.job_cells(job.service_hash, job.details),
+                   summary=source.job_summary(job.service_hash, job.details),
+                   unavailable=unavailable_actions(source.presentation, job,
+                                                   ended_is_final=source.ended_is_final),
+                   log_file=str(workdir / ENGINE_DIR / output_log_name(job.attempt)),
+                   inputs_dir=str(workdir / INPUT_DIR))
+
+
+def presented(source: Source, job: JobSnapshot) -> JobSnapshot:
+    """The snapshot with its view, as it crosses the channel."""
+    return replace(job, view=job_view(source, job))
