@@ -245,10 +245,6 @@ class Source(ABC):
     def rules(self) -> Rules: ...
     # The window's face of this source (words, columns, actions), sent in the channel's info.
     presentation: ClassVar[Presentation]
-    # A job whose end the server holds cannot be processed again (a finished vantage6 run is
-    # immutable): Retry is offered only while the server still has it open. False: the
-    # claimant may turn its own failure into a success (DSS).
-    ended_is_final: ClassVar[bool] = False
 
     # -- what every source does ------------------------------------------------------------
     @abstractmethod

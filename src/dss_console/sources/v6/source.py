@@ -171,7 +171,6 @@ class V6Source(Source):
     kind = "v6"
     words = profile.WORDS
     presentation = PRESENTATION
-    ended_is_final = True
 
     def __init__(self, client: V6NodeClient, identity: NodeIdentity, settings: V6Settings,
                  cryptor: crypto.PlainCryptor | crypto.RsaCryptor) -> None:
