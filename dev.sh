@@ -20,11 +20,18 @@ QT_PACKAGES=(libgl1 libegl1 libfontconfig1 libxkbcommon0 libdbus-1-3 libglib2.0-
 
 # The SLURM tests run a real single-node cluster (munged, slurmctld, slurmd) as root.
 SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
+# The isolation tests run commands in a real sandbox (bubblewrap, what Flatpak uses).
+SANDBOX_PACKAGES=(bubblewrap)
 
 need_system_packages() {
   local missing=()
   if [[ ${1:-} == with-slurm && $(id -u) -eq 0 ]] && command -v dpkg >/dev/null 2>&1; then
     for pkg in "${SLURM_PACKAGES[@]}"; do
+      dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+  fi
+  if [[ ${1:-} == with-slurm ]] && command -v dpkg >/dev/null 2>&1; then
+    for pkg in "${SANDBOX_PACKAGES[@]}"; do
       dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
   fi

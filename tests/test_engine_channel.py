@@ -71,7 +71,7 @@ def test_a_window_attaches_watches_live_output_and_cancels(sandbox: Sandbox, ser
     worker.wait_line(": running")
     remote = attach(sandbox, tmp_path)
     try:
-        assert remote.info["server"] == sandbox.url and remote.info["kind"] == "worker"
+        assert remote.info["server"] == sandbox.url and remote.info["role"] == "worker"
         recorder = Recorder(remote)
         job = next(j for j in remote.jobs() if j.ticket_id == ticket)
         assert job.state is JobState.RUNNING

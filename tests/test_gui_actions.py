@@ -96,7 +96,7 @@ def test_open_work_dir_without_a_file_manager_shows_the_path(
     console.login()
     window = console.window
     job_id = console.claim()
-    monkeypatch.setattr("dss_console.gui.main_window.QDesktopServices.openUrl",
+    monkeypatch.setattr("dss_console.gui.job_actions.QDesktopServices.openUrl",
                         lambda url: False)
     window.queue_pane.buttons["workdir"].click()
     shown = window.path_dialog  # opened, not exec'd: nothing blocks

@@ -307,7 +307,7 @@ def test_quit_with_running_job_cancels_and_fails_it(make_console, qtbot) -> None
     window = console.window
     window.ask_quit_choice = lambda running, **_: None  # type: ignore  # "Keep running"
     window.close()  # the answer is given synchronously, inside closeEvent
-    assert not window.closed and window.engine is not None and not window._quitting
+    assert not window.closed and window.engine is not None and not window.session.quitting
     ticket = window.engine.job(job_id).ticket_id
     console.close(QUIT_CANCEL)
     assert console.sandbox.admin.ticket_status(ticket) == "failed"

@@ -44,7 +44,7 @@ def test_the_window_attaches_to_a_headless_worker_and_shows_its_live_log(
         ticket = console.sandbox.add_ticket(console.service)
         worker.wait_line(": running")
         console.login()
-        assert window.engine is not None and window.engine.info["kind"] == "worker"
+        assert window.engine is not None and window.engine.info["role"] == "worker"
         # Settings… says that the worker runs on its own settings, not this window's.
         window.open_settings()
         note = window.settings_dialog.engine_note_label
@@ -75,7 +75,7 @@ def test_keep_running_leaves_the_job_running_and_a_new_window_shows_it(
     console = make_console("chatter", str(go))
     console.login()
     job_id = console.claim_and_run()
-    engine_pid = console.window._engine_process.pid
+    engine_pid = console.window.session.process.pid
     # As on SIGTERM (app.Console.on_signal): no dialog, the running job goes on.
     console.window.ask_quit_choice = None  # type: ignore[assignment]  # must not be asked
     console.window.quit_for_signal(keep_running_jobs=True)
@@ -86,7 +86,7 @@ def test_keep_running_leaves_the_job_running_and_a_new_window_shows_it(
                     "chatter", str(go))
     again.window.settings = console.window.settings
     again.login()
-    assert again.window._engine_process is None  # attached, not started
+    assert again.window.session.process is None  # attached, not started
     again.wait_state(job_id, JobState.RUNNING)
     select(again, job_id)
     qtbot.waitUntil(lambda: "chatter line" in live_text(again), timeout=WAIT_MS)
@@ -106,7 +106,7 @@ def test_a_crashed_engine_is_reported_and_restarted_without_losing_the_ticket(
     job_id = console.claim_and_run()
     window = console.window
     ticket = window.engine.job(job_id).ticket_id
-    process = window._engine_process
+    process = window.session.process
     os.kill(process.pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: window.engine is None, timeout=WAIT_MS)
     assert "engine process stopped unexpectedly" in window.banner.text()

@@ -264,7 +264,7 @@ def worker_command(args: argparse.Namespace) -> int:
     try:
         engine.start(run_claimed=not args.manual)
         channel = _serve(engine, data, provider, shutdown_asked, config, printer,
-                         kind="console" if args.for_console else "worker")
+                         role="console" if args.for_console else "worker")
         while not stop.wait(0.2):
             if watcher.changed():
                 _reload(engine, config, args, printer)
@@ -384,7 +384,7 @@ def _client_from_stdin(args: argparse.Namespace) -> DssClient:
 
 
 def _serve(engine: Engine, data: Path, provider: str, on_shutdown: Callable[[bool], None],
-           config: Path, printer: EventPrinter, *, kind: str) -> EngineChannel | None:
+           config: Path, printer: EventPrinter, *, role: str) -> EngineChannel | None:
     """Open the local channel, so a console on this machine can attach and watch. A worker
     that cannot open it still works, headless."""
     from dss_console.engine.channel import ChannelError
@@ -392,7 +392,7 @@ def _serve(engine: Engine, data: Path, provider: str, on_shutdown: Callable[[boo
 
     try:
         return serve_engine(engine, data, provider=provider, on_shutdown=on_shutdown,
-                            settings_source=config, kind=kind)
+                            settings_source=config, role=role)
     except (ChannelError, OSError) as exc:
         printer.line(f"note: consoles cannot attach to this worker: {exc}")
         return None

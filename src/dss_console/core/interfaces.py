@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from dss_console.core.presentation import Cells, Presentation, Summary
+from dss_console.core.presentation import Cells, Presentation, ServiceFigures, Summary
 
 if TYPE_CHECKING:
     from dss_console.engine.runner import CommandSpec, JobPaths
@@ -407,6 +407,12 @@ class Source(ABC):
     def job_cells(self, service_key: str, details: Mapping[str, Any]) -> Cells:
         """Values of the presentation's own job columns, from what the engine journaled."""
         return {}
+
+    def service_figures(self, service_keys: Sequence[str]) -> dict[str, ServiceFigures] | None:
+        """The server's own figures per service (a DSS server counts every provider's work);
+        a service left out is not known now. None: the engine counts its own jobs and asks
+        ``available`` for the work waiting."""
+        return None
 
     def job_summary(self, service_key: str, details: Mapping[str, Any]) -> Summary | None:
         """The inputs as the engine learnt them, for a presentation whose inputs_view is

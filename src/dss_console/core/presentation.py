@@ -127,6 +127,12 @@ TEXT_KEYS = frozenset({
     "no_work",           # the status bar when Claim next found nothing
     "service_label",     # a service's name with its version: {name}, {version}
     "retry_closed_tip",  # why Retry is off for a job whose end the server already holds
+    "quit_title",        # the question at quit while jobs run: its title,
+    "quit_running",      # what runs ({count}),
+    "quit_stop",         # what stopping does to the jobs and their requesters,
+    "quit_fail",         # and the button that stops and fails them
+    "services_summary",  # under the services list: {count} listed, {commands} with a command
+    "day_tip",           # a service's last-24-h cell: {done} succeeded, {failed} failed
 })
 
 
@@ -188,3 +194,14 @@ class JobView:
     # attempt's output log and the fetched inputs ("" when not known).
     log_file: str = ""
     inputs_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceFigures:
+    """One service's figures in the services pane: work waiting for it on the server (None:
+    not known), jobs that succeeded and failed in the last 24 h, and lines for its tooltip."""
+
+    ready: int | None = None
+    done: int = 0
+    failed: int = 0
+    lines: tuple[str, ...] = ()

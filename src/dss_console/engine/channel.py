@@ -42,7 +42,9 @@ from dss_console.paths import write_private
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+# 2: the hello names the engine's "role" (was "kind") and carries its source's presentation;
+# job snapshots carry their view.
+PROTOCOL_VERSION = 2
 HELLO_TIMEOUT = 5.0
 OUTPUT_RATE = 2000  # lines per second per watched job, per peer
 MAX_QUEUED = 20_000  # messages queued for a peer that does not read: then it is dropped

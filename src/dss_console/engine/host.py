@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from dss_console.engine.channel import ChannelPaths, EngineChannel, channel_path
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import EngineStatus, Event, JobChanged, JobSnapshot
 from dss_console.engine.settings import parse_settings, settings_to_toml
-from dss_console.engine.views import presented
+from dss_console.engine.views import presented, service_figures
 from dss_console.engine.wire import to_wire
 
 STATUS_INTERVAL = 0.25  # how often the engine's status is compared with what windows know
@@ -103,6 +104,10 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         # Work waiting on the server per service, asked now (a window with Auto mode off
         # shows it too; the engine's polls ask only for what they may claim).
         "ready_counts": lambda: ready_counts(engine),
+        # Each service's figures for the services pane (the server's, or this engine's own).
+        "service_figures": lambda: service_figures(
+            engine.source, [s.service_hash for s in engine.services()], engine.jobs,
+            time.time()),
         "status": lambda: engine_status(engine),
         "stop_claiming": engine.stop_claiming,
         "use_session": use_session,
@@ -149,15 +154,17 @@ def presented_events(engine: Engine) -> Callable[[Callable[[Event], None]],
 
 def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
                  on_shutdown: Callable[[bool], None], settings_source: Path,
-                 kind: str) -> EngineChannel:
-    """Open the channel for this engine (the caller holds its instance lock)."""
+                 role: str) -> EngineChannel:
+    """Open the channel for this engine (the caller holds its instance lock). ``role``:
+    "console" (an engine a window started and steers: it takes the window's settings and
+    sessions) or "worker" (a headless worker's: a window only watches and asks)."""
     paths: ChannelPaths = channel_paths(data_dir, engine.source.key, engine.instance)
     channel = EngineChannel(
         paths, engine_handlers(engine, on_shutdown=on_shutdown,
                                settings_source=settings_source),
         presented_events(engine),
         info={"server": engine.source.key, "instance": engine.instance,
-              "provider": provider, "data_dir": str(data_dir), "kind": kind,
+              "provider": provider, "data_dir": str(data_dir), "role": role,
               "settings_file": str(settings_source), "pid": os.getpid(),
               "presentation": to_wire(engine.source.presentation)},
         error_kind=error_kind(engine))

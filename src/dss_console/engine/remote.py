@@ -21,6 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.presentation import ServiceFigures
 from dss_console.engine import wire
 from dss_console.engine.channel import MAX_LINE, ChannelPaths, channel_paths
 from dss_console.engine.engine import EngineError, ServiceView
@@ -188,6 +189,13 @@ class RemoteEngine:
         for callback in callbacks:
             callback(reason)
 
+    @property
+    def steered_by_console(self) -> bool:
+        """Whether a window started this engine and steers it (takes the window's settings and
+        sessions), rather than a headless worker a window only watches. An engine of
+        protocol version 1 named its role "kind"."""
+        return self.info.get("role", self.info.get("kind")) == "console"
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
@@ -212,6 +220,9 @@ class RemoteEngine:
     def ready_counts(self) -> dict[str, int]:
         """Work waiting on the server per service (asked by the engine now)."""
         return dict(self.call("ready_counts"))
+
+    def service_figures(self) -> dict[str, ServiceFigures]:
+        return dict(self.call("service_figures"))
 
     def status(self, timeout: float = CALL_TIMEOUT) -> EngineStatus:
         self._status = self.call("status", timeout=timeout)

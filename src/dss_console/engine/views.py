@@ -1,5 +1,5 @@
 """Each job as the window shows it: its source's cells and summary, and which engine actions
-cannot be done now and why.
+cannot be done now and why; and each service's figures.
 
 The engine decides this, not the window: the rules are the engine's (which states a job may
 be run, retried, failed or given a result in) and the source's (whether a job the server
@@ -9,11 +9,12 @@ values alone: no server call.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from dss_console.core.interfaces import Source
-from dss_console.core.presentation import JobView, Presentation
+from dss_console.core.presentation import JobView, Presentation, ServiceFigures
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import ENGINE_DIR, INPUT_DIR, output_log_name
@@ -63,3 +64,36 @@ def job_view(source: Source, job: JobSnapshot) -> JobView:
 def presented(source: Source, job: JobSnapshot) -> JobSnapshot:
     """The snapshot with its view, as it crosses the channel."""
     return replace(job, view=job_view(source, job))
+
+
+DAY = 24 * 3600.0
+
+
+def day_counts(jobs: Iterable[JobSnapshot], now: float) -> dict[str, tuple[int, int]]:
+    """Succeeded / failed (or cancelled) per service in the 24 h before ``now``."""
+    counts: dict[str, tuple[int, int]] = {}
+    for job in jobs:
+        if job.finished_at is None or job.finished_at < now - DAY:
+            continue
+        done, failed = counts.get(job.service_hash, (0, 0))
+        if job.state is JobState.SUCCEEDED:
+            done += 1
+        elif job.state in (JobState.FAILED, JobState.CANCELLED):
+            failed += 1
+        counts[job.service_hash] = (done, failed)
+    return counts
+
+
+def service_figures(source: Source, service_keys: Sequence[str],
+                    jobs: Callable[[], Iterable[JobSnapshot]],
+                    now: float) -> dict[str, ServiceFigures]:
+    """The source's figures where it keeps them (a DSS server), else this engine's own:
+    its jobs of the last 24 h and the work ``available`` says waits."""
+    figures = source.service_figures(service_keys)
+    if figures is not None:
+        return figures
+    ready = source.available(service_keys) if service_keys else {}
+    counts = day_counts(jobs(), now)
+    return {key: ServiceFigures(ready=int(ready.get(key, 0)), done=counts.get(key, (0, 0))[0],
+                                failed=counts.get(key, (0, 0))[1])
+            for key in service_keys}

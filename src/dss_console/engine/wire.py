@@ -29,7 +29,8 @@ WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.JobSnapshot, ev.JobChanged, ev.JobOutput, ev.JobMessage, ev.CallQueued,
     ev.CallDelivered, ev.ConnectionChanged, ev.PollCompleted, ev.ServicePaused,
     ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
-    pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary, pr.JobView,
+    pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary,
+    pr.JobView, pr.ServiceFigures,
 )}
 
 

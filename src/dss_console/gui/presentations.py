@@ -7,6 +7,8 @@ login form's choice of source decides the window's words meanwhile).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dss_console import plugins
 from dss_console.core.presentation import Cells, Presentation, Summary
 from dss_console.engine.events import JobSnapshot
@@ -29,3 +31,8 @@ def job_cells(job: JobSnapshot) -> Cells:
 def job_summary(job: JobSnapshot) -> Summary | None:
     """A job's inputs as the engine learnt them (a source whose inputs_view is "summary")."""
     return job.view.summary if job.view is not None else None
+
+
+def job_inputs_dir(job: JobSnapshot) -> Path | None:
+    """Where the engine keeps the job's fetched inputs (None: it did not say)."""
+    return Path(job.view.inputs_dir) if job.view is not None and job.view.inputs_dir else None

@@ -17,8 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console.core.presentation import Presentation
-from dss_console.dss import ServiceStats
+from dss_console.core.presentation import Presentation, ServiceFigures
 from dss_console.engine.engine import ServiceView
 from dss_console.gui.jobs_model import DEFAULT_PRESENTATION
 
@@ -34,17 +33,6 @@ DAY_COLUMN = COLUMN_IDS.index("day")
 COMMAND_COLUMN = COLUMN_IDS.index("command")
 HASH_ROLE = Qt.ItemDataRole.UserRole + 1
 PAUSED_COLOUR = "#bc4c00"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class ServicesPane(QWidget):
@@ -72,7 +60,7 @@ class ServicesPane(QWidget):
         header.setStretchLastSection(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self._names: dict[str, str] = {}  # hash -> "name version"
-        self._stats: dict[str, ServiceStats] = {}
+        self._figures: dict[str, ServiceFigures] = {}
 
         self.claim_button = QPushButton("Claim next")
         # A QAction, not the button's own shortcut: QAbstractButton.setText() (the button
@@ -141,15 +129,6 @@ class ServicesPane(QWidget):
             item.setToolTip(spec.tip if spec else "")
         self.claim_button.setToolTip(presentation.text("claim_tip"))
         self.edit_button.setToolTip(presentation.text("commands_note"))
-
-    def set_local_day_counts(self, counts: dict[str, tuple[int, int]]) -> None:
-        """Succeeded / failed per service in the last 24 h, as counted here (vantage6)."""
-        for row in range(self.table.rowCount()):
-            done, failed = counts.get(self._hash_at(row), (0, 0))
-            item = self.table.item(row, DAY_COLUMN)
-            item.setText(f"{done} / {failed}")
-            item.setToolTip(f"{done} completed, {failed} failed by this node in the last "
-                            "24 hours")
 
     def set_services(self, services: list[ServiceView]) -> None:
         selected = set(self.selected_hashes())
@@ -236,31 +215,34 @@ class ServicesPane(QWidget):
             if count is not None:
                 self.table.item(row, READY_COLUMN).setText(str(count))
 
-    def set_stats(self, service_hash: str, stats: ServiceStats) -> None:
-        self._stats[service_hash] = stats
+    def set_figures(self, figures: dict[str, ServiceFigures]) -> None:
+        """Each listed service's figures as the engine gave them (a service it left out
+        keeps what it showed)."""
+        self._figures.update(figures)
         for row in range(self.table.rowCount()):
-            if self._hash_at(row) == service_hash:
-                self.table.item(row, READY_COLUMN).setText(str(stats.queue_length))
-                self.table.item(row, DAY_COLUMN).setText(f"{stats.n_success} / {stats.n_failed}")
-                self.table.item(row, DAY_COLUMN).setToolTip(
-                    f"{stats.n_success} succeeded, {stats.n_failed} failed in the last 24 hours")
-                self._update_tooltip(row, service_hash)
+            key = self._hash_at(row)
+            found = figures.get(key)
+            if found is None:
+                continue
+            if found.ready is not None:
+                self.table.item(row, READY_COLUMN).setText(str(found.ready))
+            day = self.table.item(row, DAY_COLUMN)
+            day.setText(f"{found.done} / {found.failed}")
+            day.setToolTip(self.presentation.text("day_tip", done=found.done,
+                                                  failed=found.failed))
+            self._update_tooltip(row, key)
 
     def _update_tooltip(self, row: int, service_hash: str) -> None:
-        lines = [self._names.get(service_hash, ""), f"Hash {service_hash}"]
-        stats = self._stats.get(service_hash)
-        if stats is not None:
-            lines.append(f"Last heard from a provider: {_duration(stats.last_heard_from)} ago")
-            # The server's figure: from claim to success, unlike the tickets' Run time.
-            lines.append("Average time from claim to success (last 24 h): "
-                         f"{_duration(stats.avg_duration)}")
+        figures = self._figures.get(service_hash)
+        lines = [self._names.get(service_hash, ""), f"Hash {service_hash}",
+                 *(figures.lines if figures is not None else ())]
         self.table.item(row, SERVICE_COLUMN).setToolTip("\n".join(line for line in lines if line))
 
     def set_logged_in(self, logged_in: bool) -> None:
         if not logged_in:
             self.table.setRowCount(0)
             self._names.clear()
-            self._stats.clear()
+            self._figures.clear()
             self._paused.clear()
             self._update_buttons()
             self.summary.setText("Not logged in.")

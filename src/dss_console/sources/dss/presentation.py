@@ -96,6 +96,14 @@ PRESENTATION = Presentation(
         "blocked_run_tip": "The command cannot start; the ticket runs by itself as soon as it "
                            "can (fix the service's command in Settings…), or Fail… it",
         "no_work": "No ticket is ready for the selected services.",
+        "quit_title": "Jobs are running",
+        "quit_running": "{count} job(s) still running or uploading.",
+        "quit_stop": "Stop them now and run them again when the console starts (the tickets "
+                     "stay claimed; the users are told the provider is restarting), or stop "
+                     "them and fail their tickets (the users are told \"provider shut down\")?",
+        "quit_fail": "Stop and fail them",
+        "services_summary": "{count} service(s); {commands} with a command.",
+        "day_tip": "{done} succeeded, {failed} failed in the last 24 hours",
         "service_label": "{name} {version}",
     },
     inputs_view="workspace",

@@ -21,6 +21,7 @@ from dss_console.core.interfaces import (
     Source,
     SourceService,
 )
+from dss_console.core.presentation import ServiceFigures
 from dss_console.dss import (
     BadReplyError,
     ClaimOutcomeUnknownError,
@@ -93,6 +94,21 @@ class DssSource(Source):
         for s in self.client.services.provided():
             seen.setdefault(s.githash, SourceService(s.name, s.githash, s.version))
         return list(seen.values())
+
+    def service_figures(self, service_keys: Sequence[str]) -> dict[str, ServiceFigures]:
+        figures: dict[str, ServiceFigures] = {}
+        for key in service_keys:
+            try:
+                stats = self.client.services.stats(key)
+            except DssError:
+                continue  # not known now: the window keeps showing "—"
+            figures[key] = ServiceFigures(
+                ready=stats.queue_length, done=stats.n_success, failed=stats.n_failed,
+                lines=(f"Last heard from a provider: {_duration(stats.last_heard_from)} ago",
+                       # The server's figure: from claim to success, unlike a job's run time.
+                       "Average time from claim to success (last 24 h): "
+                       f"{_duration(stats.avg_duration)}"))
+        return figures
 
     def available(self, service_hashes: Sequence[str]) -> dict[str, int]:
         if not service_hashes:
@@ -254,3 +270,14 @@ def classify_dss_error(error: BaseException) -> Failure:
     if isinstance(error, TransferError | UnsafeFileNameError | DssError | OSError):
         return Failure.REFUSED
     return Failure.REFUSED
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

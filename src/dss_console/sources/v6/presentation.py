@@ -102,6 +102,15 @@ PRESENTATION = Presentation(
         "blocked_run_tip": "The command cannot start; the run starts by itself as soon as it "
                            "can (fix the image's command in the settings file), or Fail… it",
         "no_work": "No run is pending for the selected images.",
+        "quit_title": "Runs are in flight",
+        "quit_running": "{count} run(s) still running or uploading.",
+        "quit_stop": "Stop them now and run them again when the node starts (the runs stay "
+                     "open on the server), or stop them and fail the runs (the researchers are "
+                     "told \"the node shut down\")?",
+        "quit_fail": "Stop and fail the runs",
+        "services_summary": "{count} image(s); {commands} with a command ([v6.algorithms] in "
+                            "the settings file).",
+        "day_tip": "{done} completed, {failed} failed by this node in the last 24 hours",
         "retry_closed_tip": "Retry run is not possible: the run ended on the server, and a "
                             "finished vantage6 run cannot run again",
         # An image's "version" says how it runs (wrapper, command, no command).
