@@ -31,6 +31,7 @@ from dss_console.core.interfaces import (
 from dss_console.engine.calls import carries_result, details_with_outcome, record_refusal
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
+from dss_console.engine.endings import remote_status
 from dss_console.engine.events import (
     EngineNotice,
     EventBus,
@@ -40,7 +41,7 @@ from dss_console.engine.events import (
     ServicePaused,
     ServiceResumed,
 )
-from dss_console.engine.jobs import JobContext, JobExecution, remote_status
+from dss_console.engine.jobs import JobContext, JobExecution
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.pauses import BLOCKED, ServicePauses
