@@ -3,7 +3,8 @@
 #   ./dev.sh run    install into .venv, then open the console on the embedded sandbox (a real DSS
 #                   server with demo tickets); without a display it runs the console's self-test
 #                   offscreen and saves a screenshot instead
-#   ./dev.sh test   install into .venv (with test extras), then lint and run the whole test suite
+#   ./dev.sh test   install into .venv (with test extras), then lint, type-check and run the
+#                   whole test suite
 # Works on a fresh Debian/Ubuntu machine: missing system packages are installed with apt.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -78,10 +79,12 @@ case "${1:-}" in
     install_project test
     shift
     "$VENV/bin/ruff" check .
+    # The type checker proves the plug-in interfaces are kept (config: pyproject.toml).
+    "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)
-    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

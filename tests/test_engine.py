@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dss_console import plugins
 from dss_console.dss import DssClient
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import CallDelivered, Event, JobMessage, JobOutput
@@ -66,7 +67,8 @@ class Harness:
                             concurrency=concurrency, services=services, interrupted=interrupted)
         engine = Engine(settings, DssSource(self.client()),
                         Journal(journal or self.tmp / f"journal-{instance}.sqlite3"),
-                        provider=self.sandbox.provider, auto=auto, status_interval=0.5,
+                        provider=self.sandbox.provider, executors=plugins.executors(),
+                        auto=auto, status_interval=0.5,
                         grace_period=2.0, retry_interval=0.2, outbox_backoff=0.1,
                         outbox_max_backoff=0.5)
         engine.events.subscribe(self._record)

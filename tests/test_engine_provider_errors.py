@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dss_console import plugins
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import JobChanged, ServicePaused, ServiceResumed
 from dss_console.engine.settings import ServiceCommand
@@ -259,7 +260,7 @@ def test_a_server_that_does_not_answer_shows_as_waiting_within_seconds(tmp_path:
                            retries=0)
         engine = Engine(Settings(workroot=tmp_path / "work", poll_interval=0.2),
                         DssSource(client), Journal(tmp_path / "journal.sqlite3"),
-                        provider="lab", auto=True)
+                        provider="lab", executors=plugins.executors(), auto=True)
         engine.events.subscribe(lambda e: isinstance(e, ConnectionChanged)
                                 and states.append(e.state))
         started = time.monotonic()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from dss_console import plugins
 from dss_console.dss import DssClient
 from dss_console.engine.engine import Engine
 from dss_console.engine.journal import Journal
@@ -28,7 +29,8 @@ def test_retention_keeps_unfinished_and_owing_jobs_dirs(sandbox: Sandbox, client
     source = DssSource(client)
     journal = Journal(tmp_path / "journal.sqlite3")
     settings = Settings(instance="keeper", workroot=tmp_path / "work", retention_days=7)
-    engine = Engine(settings, source, journal, provider=sandbox.provider, auto=False)
+    engine = Engine(settings, source, journal, provider=sandbox.provider,
+                    executors=plugins.executors(), auto=False)
     month_ago = time.time() - 30 * 86400
 
     def job(ticket: int, state: JobState, *, owes: bool = False,

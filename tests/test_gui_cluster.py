@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication
 
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
+from dss_console.executors.slurm.details import describe
 from dss_console.gui import tasks
 from dss_console.gui.detail_pane import DetailPane, cluster_clock_text, format_span
 from dss_console.gui.jobs_model import (
@@ -40,6 +41,13 @@ def snap(job_id: int, **changes: Any) -> JobSnapshot:
         claimed_at=NOW - 600, started_at=NOW - 500, finished_at=None, updated_at=NOW,
         inputs_ready=True, attempt=1, owed=0)
     base.update(changes)
+    if base.get("executor") == "slurm":
+        # As the SLURM executor reports it (the snapshot carries its ExecutorDetails).
+        base["execution"] = describe(base.pop("cluster_job", None),
+                                     base.pop("cluster_state", None),
+                                     base.pop("cluster_node", None),
+                                     queued_at=base.pop("queued_at", None),
+                                     running_at=base.pop("running_at", None))
     return JobSnapshot(**base)
 
 
@@ -358,16 +366,17 @@ def test_a_ticket_on_slurm_from_the_settings_dialog_to_the_table(
 
     qtbot.waitUntil(lambda: runs_on_text().endswith(f"RUNNING on {node}"), timeout=WAIT_MS)
     job = model.job(job_id)
-    assert job is not None and job.cluster_job is not None
-    assert runs_on_text() == f"SLURM {job.cluster_job} · RUNNING on {node}"
+    assert job is not None and job.execution is not None and job.execution.ref is not None
+    cluster_job = job.execution.ref
+    assert runs_on_text() == f"SLURM {cluster_job} · RUNNING on {node}"
     # The sbatch options reached SLURM, their placeholder filled in.
-    comment = slurm.run("squeue", "--noheader", "--jobs", job.cluster_job, "--format=%k")
+    comment = slurm.run("squeue", "--noheader", "--jobs", cluster_job, "--format=%k")
     assert comment.stdout.strip() == f"dss ticket {job.ticket_id}"
 
     detail = window.detail_pane  # the new ticket is the selected one
     assert detail.job is not None and detail.job.job_id == job_id
     qtbot.waitUntil(lambda: detail.cluster_label.text() ==
-                    f"Runs on <b>SLURM job {job.cluster_job}</b> · RUNNING on {node}",
+                    f"Runs on <b>SLURM job {cluster_job}</b> · RUNNING on {node}",
                     timeout=WAIT_MS)
     qtbot.waitUntil(lambda: ", running " in detail.cluster_clock.text(), timeout=WAIT_MS)
     assert detail.cluster_timer.isActive()
@@ -375,8 +384,8 @@ def test_a_ticket_on_slurm_from_the_settings_dialog_to_the_table(
     window.ask_confirm = lambda *_args, **_kw: True  # type: ignore[method-assign]
     window.queue_pane.buttons["cancel"].click()
     console.wait_state(job_id, JobState.CANCELLED)
-    qtbot.waitUntil(lambda: runs_on_text() == f"SLURM {job.cluster_job} · CANCELLED on {node}",
+    qtbot.waitUntil(lambda: runs_on_text() == f"SLURM {cluster_job} · CANCELLED on {node}",
                     timeout=WAIT_MS)
-    assert slurm.job_state(job.cluster_job) == "CANCELLED"
+    assert slurm.job_state(cluster_job) == "CANCELLED"
     qtbot.waitUntil(lambda: ", ran " in detail.cluster_clock.text(), timeout=WAIT_MS)
     assert not detail.cluster_timer.isActive()

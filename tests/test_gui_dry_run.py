@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from dss_console.engine.runner import RunOutcome
+from dss_console.core.executor import RunOutcome
 from dss_console.engine.settings import ServiceCommand
 from dss_console.gui.dry_run import (
     DRY_RUN_TICKET_ID,

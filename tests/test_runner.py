@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dss_console.core.executor import RunOutcome
 from dss_console.engine.protocol import (
     AttachReport,
     MessageReport,
@@ -27,15 +28,14 @@ from dss_console.engine.protocol import (
     Report,
 )
 from dss_console.engine.runner import (
-    CommandRunner,
     CommandSpec,
     CommandStartError,
     JobPaths,
-    RunOutcome,
     check_template,
     command_environment,
     expand_command,
 )
+from dss_console.executors.local.process import CommandRunner
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX process groups")
 
@@ -825,7 +825,8 @@ def test_memory_stays_flat_for_a_million_lines(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import resource, sys
         from pathlib import Path
-        from dss_console.engine.runner import CommandRunner, CommandSpec, JobPaths
+        from dss_console.engine.runner import CommandSpec, JobPaths
+        from dss_console.executors.local.process import CommandRunner
 
         def peak_mib():
             # VmHWM belongs to this program's memory; ru_maxrss on Linux also remembers

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.engine.events import JobMessage, ServicePaused
+from dss_console.core.executor import ExecutorDetails
+from dss_console.engine.engine import journal_path
+from dss_console.engine.events import JobMessage, JobSnapshot, ServicePaused
+from dss_console.engine.journal import Journal
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
@@ -57,6 +61,11 @@ def on_slurm(harness: Harness, mode: str, *args: str, options: list[str] | None 
                                             executor="slurm", sbatch_options=options or [])}
 
 
+def cluster(job: JobSnapshot) -> ExecutorDetails:
+    """What the SLURM executor said of the job's command (nothing yet: empty details)."""
+    return job.execution or ExecutorDetails("slurm")
+
+
 def cluster_jobs(cluster: SlurmCluster) -> list[str]:
     result = cluster.run("squeue", "--noheader", "--states=all", "--format=%i")
     assert result.returncode == 0, result.stderr
@@ -70,11 +79,12 @@ def test_a_ticket_runs_as_a_slurm_job_to_success(harness: Harness,
     job_id = harness.wait_job(engine, ticket, JobState.SUCCEEDED, timeout=60)
     harness.wait_server(ticket, "success")
     job = engine.job(job_id)
-    assert job.executor == "slurm" and job.cluster_job and job.cluster_job.isdigit()
-    assert job.cluster_state == "COMPLETED" and job.cluster_node == cluster_env.node
-    assert job.running_at is not None and job.queued_at is not None
+    assert job.executor == "slurm" and cluster(job).ref and cluster(job).ref.isdigit()
+    assert cluster(job).data.get("cluster_state") == "COMPLETED"
+    assert cluster(job).host == cluster_env.node
+    assert cluster(job).running_at is not None and cluster(job).queued_at is not None
     assert job.pending_seconds is not None and job.running_seconds is not None
-    assert cluster_env.job_state(job.cluster_job) == "COMPLETED"
+    assert cluster_env.job_state(cluster(job).ref) == "COMPLETED"
     # Both reporting channels crossed the cluster: @dss lines from the log SLURM wrote, and
     # the hook's events file; the attachment too.
     log = harness.log(ticket)
@@ -84,9 +94,9 @@ def test_a_ticket_runs_as_a_slurm_job_to_success(harness: Harness,
     assert job.progress == 1.0 and job.exit_code == 0
     notes = [e.text for e in harness.event_list() if isinstance(e, JobMessage)
              and e.job_id == job_id]
-    assert f"submitted as SLURM job {job.cluster_job}" in notes
+    assert f"submitted as SLURM job {cluster(job).ref}" in notes
     # RUNNING, or already COMPLETED when the job ran between two polls: with its node.
-    assert f"SLURM job {job.cluster_job}: COMPLETED on {cluster_env.node}" in notes
+    assert f"SLURM job {cluster(job).ref}: COMPLETED on {cluster_env.node}" in notes
     output = (Path(job.workdir) / ".dss" / "output.log").read_text()
     assert "some stderr noise" in output  # SLURM merged stderr into the job's log
 
@@ -97,7 +107,7 @@ def test_a_failing_cluster_job_fails_the_ticket_with_its_error(harness: Harness)
     job_id = harness.wait_job(engine, ticket, JobState.FAILED, timeout=60)
     harness.wait_server(ticket, "failed")
     job = engine.job(job_id)
-    assert job.exit_code == 3 and job.cluster_state == "FAILED"
+    assert job.exit_code == 3 and cluster(job).data.get("cluster_state") == "FAILED"
     assert job.reason == "input rejected: not a brain"  # its @dss error, read from SLURM's log
     wait_for(lambda: engine.job(job_id).owed == 0, 30, what="every call to be delivered")
     detail = harness.sandbox.admin.ticket_detail(ticket)
@@ -117,8 +127,8 @@ def test_cancel_stops_the_cluster_job_and_its_processes(harness: Harness,
     engine.cancel_job(job_id)
     harness.wait_job(engine, ticket, JobState.CANCELLED, timeout=30)
     job = engine.job(job_id)
-    assert job.cluster_state == "CANCELLED"
-    assert cluster_env.job_state(job.cluster_job) == "CANCELLED"
+    assert cluster(job).data.get("cluster_state") == "CANCELLED"
+    assert cluster_env.job_state(cluster(job).ref) == "CANCELLED"
     wait_for(lambda: all(process_gone(p) for p in pids), 20,
              what="the cluster job's processes to be gone")
     harness.wait_server(ticket, "failed")
@@ -129,7 +139,7 @@ def test_a_ticket_deleted_on_the_server_cancels_its_cluster_job(
     ticket = harness.ticket()
     engine = harness.engine(extra=on_slurm(harness, "sleep", "600"))
     job_id = harness.run_by_hand(engine, ticket, JobState.RUNNING)
-    cluster_job = wait_for(lambda: engine.job(job_id).cluster_job, 30)
+    cluster_job = wait_for(lambda: cluster(engine.job(job_id)).ref, 30)
     wait_for(lambda: cluster_env.job_state(cluster_job) == "RUNNING", 30,
              what="the cluster job to run")
     harness.sandbox.admin.delete_ticket(ticket)
@@ -142,13 +152,14 @@ def test_a_pending_job_shows_why_it_waits(harness: Harness, cluster_env: SlurmCl
     ticket = harness.ticket()
     engine = harness.engine(extra=on_slurm(harness, "success", options=["--partition=closed"]))
     job_id = harness.run_by_hand(engine, ticket, JobState.RUNNING)
-    wait_for(lambda: engine.job(job_id).cluster_state == "PENDING (PartitionDown)", 30,
+    wait_for(lambda: cluster(engine.job(job_id)).data.get("cluster_state")
+             == "PENDING (PartitionDown)", 30,
              what="the job to be shown pending with SLURM's reason")
     job = engine.job(job_id)
-    assert job.running_at is None and job.cluster_node is None
+    assert cluster(job).running_at is None and cluster(job).host is None
     engine.cancel_job(job_id)
     harness.wait_job(engine, ticket, JobState.CANCELLED, timeout=30)
-    assert cluster_env.job_state(job.cluster_job) == "CANCELLED"
+    assert cluster_env.job_state(cluster(job).ref) == "CANCELLED"
 
 
 def test_a_refused_submission_blocks_the_tickets_and_pauses_the_service(
@@ -170,7 +181,7 @@ def test_a_refused_submission_blocks_the_tickets_and_pauses_the_service(
                                               "specified")
     assert cluster_env.node not in why and str(harness.tmp) not in why
     assert not [j for j in engine.jobs() if j.state is JobState.FAILED]
-    assert engine.job(job_id).cluster_job is None
+    assert cluster(engine.job(job_id)).ref is None
     statuses = [harness.server_status(t) for t in tickets]
     assert set(statuses) <= {"claimed", "ready"} and statuses[0] == "claimed", statuses
     for ticket in tickets:  # nothing reached the users
@@ -219,11 +230,13 @@ def slurm_worker(env: dict[str, str], service: str, tmp_path: Path, go: Path,
                   f"{service}=slurm", *options)
 
 
-@pytest.mark.parametrize("finish_while_down", [False, True],
-                         ids=["job-still-running", "job-ended-while-down"])
+@pytest.mark.parametrize(("finish_while_down", "upgraded"),
+                         [(False, False), (True, False), (False, True)],
+                         ids=["job-still-running", "job-ended-while-down",
+                              "journaled-by-the-version-before-executor-plug-ins"])
 def test_a_restarted_worker_follows_its_cluster_job_instead_of_running_the_ticket_again(
         sandbox: Sandbox, slurm_worker_env: dict[str, str], slurm: SlurmCluster,
-        service: str, tmp_path: Path, finish_while_down: bool) -> None:
+        service: str, tmp_path: Path, finish_while_down: bool, upgraded: bool) -> None:
     go = tmp_path / "go"
     ticket = sandbox.add_ticket(service)
     first = slurm_worker(slurm_worker_env, service, tmp_path, go)
@@ -242,6 +255,11 @@ def test_a_restarted_worker_follows_its_cluster_job_instead_of_running_the_ticke
     time.sleep(max(0.0, reported + 4.0 - time.time()))
     assert slurm.job_state(cluster_job) == "RUNNING"
     jobs_before = cluster_jobs(slurm)
+    journal = journal_path(tmp_path / "data" / "dss-console")
+    if upgraded:
+        # The version before executors were plug-ins kept the cluster job in flat columns
+        # and had no `execution` column: the new one must still follow that job.
+        assert _as_old_journal(journal) == [cluster_job]
     if finish_while_down:
         go.write_text("go")
         wait_for(lambda: slurm.job_state(cluster_job) == "COMPLETED", 60,
@@ -261,6 +279,37 @@ def test_a_restarted_worker_follows_its_cluster_job_instead_of_running_the_ticke
     ran = float(done.rsplit(" after ", 1)[1].removesuffix(" s"))
     began = _stamp_epoch(done.split(" ", 1)[0], near=reported) - ran
     assert began <= reported + 1.0, (began - reported, "\n".join(second.lines))
+    followed = Journal(journal)
+    try:
+        execution = followed.jobs()[0].execution
+    finally:
+        followed.close()
+    assert execution is not None and execution.ref == cluster_job
+    assert execution.data.get("cluster_state") == "COMPLETED"
+
+
+def _as_old_journal(path: Path) -> list[str]:
+    """Rewrite a journal into the shape the version before executor plug-ins wrote (what
+    the SLURM executor said in flat columns, no `execution` column); the cluster job ids
+    it holds."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT id, execution FROM jobs WHERE execution IS NOT NULL")
+        for job_id, text in rows.fetchall():
+            execution = json.loads(text)
+            data = execution["data"]
+            db.execute("UPDATE jobs SET executor=?, cluster_job=?, cluster_state=?, "
+                       "cluster_node=?, queued_at=?, running_at=?, pid=?, pgid=? WHERE id=?",
+                       (execution["executor"], data.get("cluster_job"),
+                        data.get("cluster_state"), data.get("cluster_node"),
+                        execution["queued_at"], execution["running_at"], data.get("pid"),
+                        data.get("pgid"), job_id))
+        db.execute("ALTER TABLE jobs DROP COLUMN execution")
+        db.commit()
+        return [row[0] for row in db.execute("SELECT cluster_job FROM jobs "
+                                             "WHERE cluster_job IS NOT NULL")]
+    finally:
+        db.close()
 
 
 def _stamp_epoch(stamp: str, near: float) -> float:
@@ -278,8 +327,8 @@ def test_a_forgotten_job_without_accounting_fails_in_words_after_its_output_is_r
         cluster_env: SlurmCluster, tmp_path: Path) -> None:
     from dss_console.engine.protocol import MessageReport
     from dss_console.engine.runner import CommandSpec, JobPaths
-    from dss_console.engine.slurm import ClusterMonitor, SlurmTools
-    from dss_console.engine.slurm_runner import ResumePoint, SlurmRunner
+    from dss_console.executors.slurm.runner import ResumePoint, SlurmRunner
+    from dss_console.executors.slurm.tools import ClusterMonitor, SlurmTools
 
     work = tmp_path / "work"
     engine_dir = work / ".dss"
@@ -308,7 +357,7 @@ def test_an_unreachable_controller_is_transient_never_a_refusal(
         slurm: SlurmCluster, tmp_path: Path) -> None:
     import re
 
-    from dss_console.engine.slurm import SlurmTools, SlurmUnreachableError
+    from dss_console.executors.slurm.tools import SlurmTools, SlurmUnreachableError
 
     dead = tmp_path / "dead.conf"
     dead.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=1", slurm.conf.read_text()))
@@ -333,7 +382,7 @@ def test_a_cluster_cancel_tells_the_user_nothing_of_the_cluster(
     extra[harness.service].env = {"LEAK_TEST_SECRET": secret}
     engine = harness.engine(auto=True, extra=extra)
     job_id = harness.wait_job(engine, ticket, JobState.RUNNING, timeout=60)
-    cluster_job = wait_for(lambda: engine.job(job_id).cluster_job, 30)
+    cluster_job = wait_for(lambda: cluster(engine.job(job_id)).ref, 30)
     log = Path(engine.job(job_id).workdir) / ".dss" / "output.log"
     wait_for(lambda: log.is_file() and "harmless: the last words" in log.read_text(), 60,
              what="the job's output")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dss_console import plugins
 from dss_console.engine.settings import Settings, settings_to_toml
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
@@ -160,7 +161,8 @@ def enc_engine(v6_sandbox: V6Sandbox, tmp_path: Path) -> Iterator[tuple]:
                               settings.v6,
                               private_key_pem=v6_sandbox.key_file("station").read_bytes())
     journal = Journal(tmp_path / "journal.sqlite")
-    engine = Engine(settings, source, journal, provider="station-demo-enc", auto=True)
+    engine = Engine(settings, source, journal, provider="station-demo-enc",
+                    executors=plugins.executors(), auto=True)
     notices: list[str] = []
     engine.events.subscribe(lambda e: notices.append(e.text)
                             if isinstance(e, EngineNotice) else None)
@@ -249,7 +251,8 @@ def sleepy_engine(v6_sandbox: V6Sandbox, tmp_path: Path) -> Iterator[tuple]:
                               settings.v6,
                               private_key_pem=v6_sandbox.key_file("station").read_bytes())
     journal = Journal(tmp_path / "journal.sqlite")
-    engine = Engine(settings, source, journal, provider="station-demo-enc", auto=True,
+    engine = Engine(settings, source, journal, provider="station-demo-enc",
+                    executors=plugins.executors(), auto=True,
                     status_interval=0.5)
     try:
         engine.start()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from dss_console import plugins
 from dss_console.engine.settings import Settings, settings_to_toml
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
@@ -252,7 +253,8 @@ def test_a_node_wide_kill_stops_the_process_and_ends_the_run_killed(
     source = V6Source.connect(v6_sandbox.url, node.api_key, settings.v6,
                               private_key_pem=v6_sandbox.key_file("station").read_bytes())
     journal = Journal(tmp_path / "journal.sqlite")
-    engine = Engine(settings, source, journal, provider="station-demo-enc", auto=True)
+    engine = Engine(settings, source, journal, provider="station-demo-enc",
+                    executors=plugins.executors(), auto=True)
     researcher = researchers["demo-enc"]
     try:
         engine.start()
@@ -319,7 +321,8 @@ def test_a_crash_reaches_the_researcher_and_a_finished_run_is_not_retried(
                               settings.v6)
     journal = Journal(journal_path(home / "data" / "dss-console"))
     try:
-        engine = Engine(settings, source, journal, provider="station-demo")
+        engine = Engine(settings, source, journal, provider="station-demo",
+                        executors=plugins.executors())
         job = journal.latest_job_for_ticket(source.key, run["id"])
         assert job is not None
         # The audit's outcome is the status the server was told, not only the job's state.

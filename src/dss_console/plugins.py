@@ -11,9 +11,11 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from dss_console.core.executor import Executor
     from dss_console.core.presentation import Presentation
 
-__all__ = ["SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "load", "presentation"]
+__all__ = ["EXECUTORS", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "executors", "load",
+           "presentation"]
 
 # Each source's reader of its own settings tables (engine.settings_reader.SettingsParser), in
 # the order the file is read and written. Later part of each source's SourcePlugin.
@@ -44,3 +46,24 @@ def presentation(source: str) -> Presentation:
     if not isinstance(value, Presentation):
         raise TypeError(f"{SOURCE_PRESENTATIONS[source]} is not a Presentation")
     return value
+
+
+# Each executor's class, by the name a service's `executor` setting gives.
+EXECUTORS: dict[str, str] = {
+    "local": "dss_console.executors.local:LocalExecutor",
+    "slurm": "dss_console.executors.slurm:SlurmExecutor",
+}
+
+
+def executors() -> dict[str, Executor]:
+    """One of each executor, for one engine (the SLURM one keeps a monitor for all the
+    engine's cluster jobs). Their modules are imported here, not before."""
+    from dss_console.core.executor import Executor
+
+    made: dict[str, Executor] = {}
+    for name, target in EXECUTORS.items():
+        executor_class = load(target)
+        if not (isinstance(executor_class, type) and issubclass(executor_class, Executor)):
+            raise TypeError(f"{target} is not an Executor")
+        made[name] = executor_class()
+    return made

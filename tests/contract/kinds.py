@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import pytest
 from contract_program import ANSWER
 
+from dss_console import plugins
 from dss_console.core.presentation import JobView, Presentation
 from dss_console.dss import DssClient
 from dss_console.engine.engine import Engine
@@ -476,7 +477,7 @@ class World:
         source = self.source.connect(settings)
         path = journal or self.tmp / "journal.sqlite3"
         engine = Engine(settings, source, Journal(path), provider=self.source.provider,
-                        auto=auto, **ENGINE_TIMINGS)
+                        executors=plugins.executors(), auto=auto, **ENGINE_TIMINGS)
         node = Node(self, engine, path)
         self.nodes.append(node)
         engine.start()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dss_console import paths
+from dss_console import paths, plugins
 from dss_console.commands.context import logged_in_client, require_named_settings
 from dss_console.commands.errors import CliError
 from dss_console.engine.events import (
@@ -207,7 +207,8 @@ def worker_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     # The person at a console comes first: the commands of an engine it started yield the
     # CPU to the window on a busy machine (a service's own `nice` setting wins).
-    engine = Engine(settings, source, journal, provider=provider, auto=not args.manual,
+    engine = Engine(settings, source, journal, provider=provider,
+                    executors=plugins.executors(), auto=not args.manual,
                     max_tickets=args.max_tickets,
                     command_nice=CONSOLE_COMMAND_NICE if args.for_console else 0)
     printer = EventPrinter(sys.stdout, noun="run" if args.source == "v6" else "ticket",
@@ -632,9 +633,11 @@ class EventPrinter:
 
 
 def _run_seconds(job: JobSnapshot) -> float | None:
-    """How long the command ran: a cluster job's from SLURM's own start time (journaled,
-    kept across a restart that follows the job again), not from when it was submitted or
-    followed again."""
-    if job.executor == "slurm" and job.running_seconds is not None:
-        return job.running_seconds
+    """How long the command ran: a queued one's (a cluster job) from when it left the queue
+    (journaled, kept across a restart that follows the job again), not from when it was
+    submitted or followed again."""
+    execution = job.execution
+    if execution is not None and execution.queued and execution.running_at is not None:
+        end = job.finished_at if job.finished_at is not None else time.time()
+        return max(0.0, end - execution.running_at)
     return job.elapsed

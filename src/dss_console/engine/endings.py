@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dss_console.core.executor import RunOutcome
 from dss_console.core.interfaces import (
     Ending,
     OutboxCall,
@@ -26,8 +27,8 @@ from dss_console.core.interfaces import (
 from dss_console.engine import redact
 from dss_console.engine.calls import details_with_outcome, is_end_call, is_success_call
 from dss_console.engine.events import JobChanged, JobMessage, JobSnapshot
-from dss_console.engine.journal import Journal
-from dss_console.engine.runner import JobPaths, RunOutcome
+from dss_console.engine.journal import Journal, command_forgotten
+from dss_console.engine.runner import JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
@@ -133,11 +134,11 @@ class JobEndings:
             self._transition(JobState.CLAIMED, "stopped while its inputs were downloaded; "
                              "they are downloaded again", check=False, inputs_ready=0)
             return
-        # The runner cancelled a cluster job: the next start must run the ticket again, not
-        # follow that job.
+        # The command was stopped (a cluster job cancelled): the next start must run the
+        # job again, not follow that command.
         calls = self.source.left_open_calls(rerun=self.ctx.interrupted != "fail")
         self._transition(JobState.INTERRUPTED, self.source.words.left_open, check=False,
-                         pid=None, pgid=None, cluster_job=None, calls=calls)
+                         calls=calls, **command_forgotten())
 
     # -- endings ----------------------------------------------------------------------------
     def _decide(self, outcome: RunOutcome, paths: JobPaths) -> None:
@@ -259,7 +260,8 @@ class JobEndings:
         extra_env, values = self.ctx.source.private_values()
         return redact.job_redactor(workdir=snap.workdir, workroot=self.ctx.workroot,
                                    command_env=self.command.env if self.command else {},
-                                   extra_env=extra_env, values=values, node=snap.cluster_node)
+                                   extra_env=extra_env, values=values,
+                                   node=snap.execution.host if snap.execution else None)
 
     def _shared_output(self) -> Path | None:
         """A redacted copy of the output's tail for the server's log, or None when the

@@ -6,14 +6,14 @@ through `events`. Methods that talk to the server block; call them off the GUI t
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.executor import Executor, ExecutorDetails, JobRef, Recovery
 from dss_console.core.interfaces import (
     NO_FILE,
     Connection,
@@ -42,17 +42,13 @@ from dss_console.engine.events import (
     ServiceResumed,
 )
 from dss_console.engine.jobs import JobContext, JobExecution
-from dss_console.engine.journal import Journal, OutboxItem
+from dss_console.engine.journal import Journal, OutboxItem, command_forgotten
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.pauses import BLOCKED, ServicePauses
 from dss_console.engine.redact import Redactor
-from dss_console.engine.runner import CommandSpec, CommandStartError, check_template, preflight
 from dss_console.engine.settings import ServiceCommand, Settings
-from dss_console.engine.slurm import ClusterMonitor, SlurmError, SlurmTools
-from dss_console.engine.slurm_runner import cluster_job_name
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
-    kill_orphaned_group,
     remove_old_workdirs,
     server_slug,
     ticket_workdir,
@@ -93,12 +89,16 @@ class ServiceView:
 
 class Engine:
     def __init__(self, settings: Settings, source: Source, journal: Journal, *,
-                 provider: str, events: EventBus | None = None, auto: bool = False,
+                 provider: str, executors: Mapping[str, Executor],
+                 events: EventBus | None = None, auto: bool = False,
                  max_tickets: int | None = None, status_interval: float = 5.0,
                  grace_period: float = 10.0, retry_interval: float = 5.0,
                  outbox_backoff: float = 1.0, outbox_max_backoff: float = 30.0,
                  command_nice: int = 0):
         self.settings = settings
+        # What runs the commands, by the name a service's `executor` setting gives (the
+        # composition root's: plugins.executors()); the engine closes them when it stops.
+        self.executors = executors
         self.source = source
         self.journal = journal
         self.provider = provider
@@ -117,7 +117,7 @@ class Engine:
                               events=self.events, status_interval=status_interval,
                               grace_period=grace_period, retry_interval=retry_interval,
                               command_nice=command_nice,
-                              cluster=self.cluster_monitor,
+                              executors=self.executors,
                               on_started=self._on_command_started,
                               on_blocked=self._on_job_blocked,
                               on_shutdown=settings.on_shutdown,
@@ -141,14 +141,6 @@ class Engine:
         self._cleanup_thread: threading.Thread | None = None
         self._poller = threading.Thread(target=self._poll_loop, name="scheduler", daemon=True)
         self._shutdown_result: bool | None = None
-        self._cluster: ClusterMonitor | None = None
-
-    def cluster_monitor(self) -> ClusterMonitor:
-        """The one monitor of this engine's SLURM jobs (made when the first one needs it)."""
-        with self._lock:
-            if self._cluster is None:
-                self._cluster = ClusterMonitor(SlurmTools())
-            return self._cluster
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, *, run_claimed: bool = False) -> None:
@@ -194,8 +186,8 @@ class Engine:
         self.outbox.stop()
         self.connection.stop()
         self.source.close()  # e.g. a push channel, a proxy for the commands
-        if self._cluster is not None:
-            self._cluster.close()
+        for executor in self.executors.values():
+            executor.close()
         if self._cleanup_thread is not None:
             self._cleanup_thread.join(timeout=30)
         self._shutdown_result = flushed
@@ -471,14 +463,14 @@ class Engine:
         return self.journal.job(job_id)
 
     def _launch(self, job_id: int, *, fresh_run: bool = False, prefetch_only: bool = False,
-                upload: Path | None = None, follow_cluster_job: bool = False,
+                upload: Path | None = None, follow: bool = False,
                 restarted: bool = False) -> JobExecution:
         snap = self.journal.job(job_id)
         # By the job's own service name: the live service list may not be loaded yet.
         command = self._command(snap.service_name, snap.service_hash)
         execution = JobExecution(self.ctx, job_id, command,
                                  fresh_run=fresh_run, prefetch_only=prefetch_only,
-                                 upload=upload, follow_cluster_job=follow_cluster_job,
+                                 upload=upload, follow=follow,
                                  restarted=restarted, on_finished=self._on_job_finished)
         with self._lock:
             self._executions[job_id] = execution
@@ -637,26 +629,20 @@ class Engine:
                     self._launch(snap.job_id)
                     resumed.append(snap.job_id)
                 continue
-            if snap.executor == "slurm" and snap.cluster_job:
-                # Its cluster job ran on (or ended) without us: follow it, never rerun it.
-                self._launch(snap.job_id, follow_cluster_job=True)
+            recovery = self._recover_command(snap)
+            if recovery.follow:
+                self._launch(snap.job_id, follow=True)
                 resumed.append(snap.job_id)
                 continue
-            if snap.executor == "slurm":
-                self._cancel_unjournaled_cluster_job(snap)
-            row = self.journal.job_row(snap.job_id)
-            killed = kill_orphaned_group(row.get("pgid"), row.get("pid"), row.get("proc_start"),
-                                         grace=self.ctx.grace_period)
             was = snap.state.value
             if snap.state is not JobState.INTERRUPTED:
                 self.journal.transition(snap.job_id, JobState.INTERRUPTED,
                                         f"dss-console stopped while the job was {was}",
-                                        check=False, pid=None, pgid=None)
-            if killed:
+                                        check=False, **command_forgotten())
+            for note in recovery.notes:
                 self.events.publish(EngineNotice(
                     level="warning", job_id=snap.job_id,
-                    text=f"{self.noun} {snap.ticket_id}: stopped the command left running by the "
-                         "previous run"))
+                    text=f"{self.noun} {snap.ticket_id}: {note}"))
             self.events.publish(JobChanged(job=self.journal.job(snap.job_id)))
             if self.settings.interrupted == "fail":
                 self._finish_without_run(
@@ -667,23 +653,15 @@ class Engine:
             resumed.append(snap.job_id)
         return resumed
 
-    def _cancel_unjournaled_cluster_job(self, snap: JobSnapshot) -> None:
-        """Stopped between sbatch and journaling the id: the job was submitted held and never
-        released; find it by its name and cancel it before the ticket runs again."""
-        tools = self.cluster_monitor().tools
-        name = cluster_job_name(snap.instance, snap.job_id, snap.attempt)
-        try:
-            for cluster_job in tools.find_by_name(name):
-                tools.cancel(cluster_job)
-                self.events.publish(EngineNotice(
-                    level="warning", job_id=snap.job_id,
-                    text=f"ticket {snap.ticket_id}: cancelled SLURM job {cluster_job}, "
-                         "submitted but never started by the previous run"))
-        except SlurmError as exc:
-            self.events.publish(EngineNotice(
-                level="warning", job_id=snap.job_id,
-                text=f"ticket {snap.ticket_id}: could not look for a SLURM job left by the "
-                     f"previous run ({exc})"))
+    def _recover_command(self, snap: JobSnapshot) -> Recovery:
+        """Ask the job's executor what became of its command: follow it (it ran on without
+        us), or it cleaned up what was left (a process group, a held cluster job)."""
+        executor = self.executors.get(snap.executor)
+        if executor is None:
+            return Recovery()
+        return executor.recover(snap.execution or ExecutorDetails(snap.executor),
+                                JobRef(snap.instance, snap.job_id, snap.attempt),
+                                grace=self.ctx.grace_period)
 
     # -- auto mode --------------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -830,10 +808,9 @@ class Engine:
             spec = self.source.preflight_spec(view.service_hash, view.command)
             if spec is None:
                 continue  # e.g. the program's name has a placeholder: checked at start
-            if view.command.executor == "slurm":
-                problem = self._cluster_preflight(spec)
-            else:
-                problem = preflight(spec)
+            executor = self.executors.get(view.command.executor)
+            problem = f"no executor named {view.command.executor!r} in this engine" \
+                if executor is None else executor.preflight(spec, Path(self.settings.workroot))
             if problem is not None:
                 reason = f"the command cannot start: {problem}"
                 if self.pauses.block(view.service_hash, reason):
@@ -847,27 +824,6 @@ class Engine:
                 self.events.publish(ServiceResumed(service_hash=view.service_hash,
                                                    service_name=view.name,
                                                    why="its command can start"))
-
-    def _cluster_preflight(self, spec: CommandSpec) -> str | None:
-        """Why a service's jobs cannot be submitted to SLURM from here: a bad template, the
-        client tools missing, or a work root the jobs cannot write (it must be on a file
-        system the cluster's nodes share)."""
-        try:
-            check_template(spec.template)
-        except CommandStartError as exc:
-            return str(exc)
-        missing = self.cluster_monitor().tools.missing()
-        if missing is not None:
-            return missing
-        root = Path(self.settings.workroot)
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return f"the work root {root} cannot be created: {exc.strerror or exc}"
-        if not os.access(root, os.W_OK | os.X_OK):
-            return (f"the work root {root} is not writable; cluster jobs need a writable work "
-                    "root on a file system shared with the cluster's nodes")
-        return None
 
     def _service_has_slot(self, service_hash: str, command: ServiceCommand) -> bool:
         running = self.active_count(service_hash)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dss_console.core.executor import ExecutorDetails
 from dss_console.core.presentation import JobView
 from dss_console.engine.states import JobState
 
@@ -41,14 +42,10 @@ class JobSnapshot:
     # Why Retry run cannot rescue this job (the ticket was deleted on the server or finished
     # by someone else), in words; None when a retry may be tried.
     not_retryable: str | None = None
-    # Where the command runs: "local" (a child process) or "slurm" (a cluster job, with
-    # its id, the scheduler's state and reason in words, and its node once running).
+    # The executor the job's command was given to ("local", "slurm"), and what it says about
+    # that command (None before it said anything): where it runs, whether it waits in a queue.
     executor: str = "local"
-    cluster_job: str | None = None
-    cluster_state: str | None = None
-    cluster_node: str | None = None
-    queued_at: float | None = None  # submitted to the cluster
-    running_at: float | None = None  # the cluster job seen running
+    execution: ExecutorDetails | None = field(default=None, hash=False)
     # What the source tells about the job beyond its id (a vantage6 run: task, who asked,
     # databases, input hash and summary; see V6Source.run_details). Empty for DSS tickets.
     details: dict[str, Any] = field(default_factory=dict, hash=False)
@@ -58,19 +55,31 @@ class JobSnapshot:
 
     @property
     def pending_seconds(self) -> float | None:
-        """How long the cluster job waited in the queue (so far)."""
-        if self.queued_at is None:
+        """How long the command waited in its executor's queue (so far); None if it did not
+        go through one."""
+        execution = self.execution
+        if execution is None or execution.queued_at is None:
             return None
-        end = self.running_at or self.finished_at or time.time()
-        return max(0.0, end - self.queued_at)
+        end = execution.running_at or self.finished_at or time.time()
+        return max(0.0, end - execution.queued_at)
 
     @property
     def running_seconds(self) -> float | None:
-        """How long the cluster job has run (so far)."""
-        if self.running_at is None:
+        """How long a queued command has run since it left the queue (so far)."""
+        execution = self.execution
+        if execution is None or execution.running_at is None:
             return None
         end = self.finished_at if self.finished_at is not None else time.time()
-        return max(0.0, end - self.running_at)
+        return max(0.0, end - execution.running_at)
+
+    @property
+    def run_started_at(self) -> float | None:
+        """When the command began to run: for one that went through a queue, when it left it
+        (None while it waits); else the job's start."""
+        execution = self.execution
+        if execution is not None and execution.queued:
+            return execution.running_at
+        return self.started_at
 
     @property
     def elapsed(self) -> float | None:

@@ -12,10 +12,20 @@ import contextlib
 import shutil
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from dss_console.core.executor import (
+    Executor,
+    ExecutorDetails,
+    JobRef,
+    RunCallbacks,
+    RunHandle,
+    RunOutcome,
+    RunRequest,
+    StartError,
+)
 from dss_console.core.interfaces import (
     Failure,
     OutcomeKind,
@@ -24,7 +34,7 @@ from dss_console.core.interfaces import (
 )
 from dss_console.engine.endings import JobEndings, remote_status
 from dss_console.engine.events import EventBus, JobMessage, JobOutput, JobSnapshot
-from dss_console.engine.journal import Journal
+from dss_console.engine.journal import Journal, command_forgotten, execution_fields
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.protocol import (
     AttachReport,
@@ -36,28 +46,13 @@ from dss_console.engine.protocol import (
     Report,
     resolve_attachment,
 )
-from dss_console.engine.runner import (
-    CommandRunner,
-    CommandSpec,
-    CommandStartError,
-    JobPaths,
-    RunOutcome,
-)
+from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
-from dss_console.engine.slurm import ClusterJobState, ClusterMonitor
-from dss_console.engine.slurm_runner import (
-    ClusterSubmitRefused,
-    ClusterUnreachable,
-    ResumePoint,
-    SlurmRunner,
-    cluster_job_name,
-)
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
     clean_workdir,
     make_private_dir,
     output_log_name,
-    process_identity,
 )
 
 PROGRESS_SEND_INTERVAL = 0.5
@@ -84,8 +79,8 @@ class JobContext:
     # The engine's ears: a command of a service started; a job blocked (its command cannot
     # start) with the reason.
     command_nice: int = 0  # a command's nice value unless its service sets one
-    # The engine's one cluster monitor, made on first use (only SLURM jobs need it).
-    cluster: Callable[[], ClusterMonitor] | None = None
+    # What runs a job's command, by the name its service's `executor` setting gives.
+    executors: Mapping[str, Executor] = field(default_factory=dict)
     on_started: Callable[[JobSnapshot], None] | None = None
     on_blocked: Callable[[JobSnapshot, str], None] | None = None
     # Jobs in flight at shutdown: keep them open on the server and run them again at the next
@@ -118,7 +113,7 @@ class JobExecution(JobEndings):
 
     def __init__(self, ctx: JobContext, job_id: int, command: ServiceCommand | None, *,
                  fresh_run: bool = False, prefetch_only: bool = False,
-                 upload: Path | None = None, follow_cluster_job: bool = False,
+                 upload: Path | None = None, follow: bool = False,
                  restarted: bool = False,
                  on_finished: Callable[[int], None] | None = None):
         self.ctx = ctx
@@ -127,15 +122,15 @@ class JobExecution(JobEndings):
         self.fresh_run = fresh_run
         self.prefetch_only = prefetch_only  # manual claim: fetch inputs, then wait for Run
         self.upload = upload  # a result workspace the operator picked
-        # Restarted while its cluster job was submitted: follow that job, do not run again.
-        self.follow_cluster_job = follow_cluster_job
+        # Restarted while its command ran on without the engine (a cluster job): follow
+        # that command, do not run again.
+        self.follow = follow
         # Run again because dss-console stopped (crashed or was stopped) while it ran: the
         # user is told before the steps repeat.
         self.restarted = restarted
         self.on_finished = on_finished
         self.stop = StopRequest()
-        self._runner: CommandRunner | None = None
-        self._last_cluster_note = ""
+        self._handle: RunHandle | None = None
         self._tracker = ProgressTracker()
         self._progress_lock = threading.Lock()  # reports arrive on the runner's thread
         self._progress_to_send: float | None = None
@@ -196,9 +191,9 @@ class JobExecution(JobEndings):
 
     def _request_stop(self, kind: str, reason: str) -> None:
         self.stop.set(kind, reason)
-        runner = self._runner
-        if runner is not None:
-            runner.terminate(reason)
+        handle = self._handle
+        if handle is not None:
+            handle.stop(reason)
 
     # -- the job ----------------------------------------------------------------------------
     def _main(self) -> None:
@@ -225,8 +220,8 @@ class JobExecution(JobEndings):
         if self.upload is not None:
             self._upload(self.upload)
             return
-        if self.follow_cluster_job and snap.cluster_job:
-            self._execute(follow=snap.cluster_job)
+        if self.follow:
+            self._execute(follow=snap.execution or ExecutorDetails(snap.executor))
             return
         if self.prefetch_only:
             make_private_dir(Path(snap.workdir))
@@ -321,63 +316,59 @@ class JobExecution(JobEndings):
                          not_retryable=why)
         return False
 
-    def _execute(self, follow: str | None = None) -> None:
-        """Run the command (``follow``: the SLURM job id already submitted for it)."""
+    def _execute(self, follow: ExecutorDetails | None = None) -> None:
+        """Run the command (``follow``: what its executor journaled of a command that
+        outlived the engine)."""
         assert self.command is not None or follow is not None
         paths = self.paths()
         missing = self.source.missing_inputs(paths) if follow is None else None
         if missing is not None:
             self._fail(missing)
             return
-        command = self.command
         if follow is None:
             with contextlib.suppress(OSError):
                 paths.result.unlink()
-        on_cluster = follow is not None or (command is not None and command.executor == "slurm")
+        name = follow.executor if follow is not None else \
+            (self.command.executor if self.command is not None else "local")
         spec = self._spec(paths)
         if spec is None:
             return
-        runner = self._make_runner(paths, follow, spec) if on_cluster \
-            else self._local_runner(paths, spec)
+        executor = self.ctx.executors.get(name)
+        if executor is None:
+            self._block(f"no executor named {name!r} in this engine")
+            return
+        snap = self.snapshot
+        request = RunRequest(spec=spec, paths=paths, log_name=self._log_name(),
+                             job=JobRef(snap.instance, self.job_id, snap.attempt),
+                             grace_period=self.ctx.grace_period, command=self.command)
         if follow is None:
             self._transition(JobState.RUNNING, exit_code=None, finished_at=None,
-                             executor="slurm" if on_cluster else "local", cluster_job=None,
-                             cluster_state=None, cluster_node=None, queued_at=None,
-                             running_at=None)
+                             **execution_fields(executor.details(), reset=True))
         else:
-            self._local_note("info", f"following SLURM job {follow} again after a restart")
             # The run began before the restart: keep its start, so its run time is real.
-            began = self.snapshot.started_at
-            if began is not None:
-                self._transition(JobState.RUNNING, "following its cluster job again",
-                                 check=False, started_at=began)
-            else:
-                self._transition(JobState.RUNNING, "following its cluster job again",
-                                 check=False)
-        started = self._start(runner)
-        if started is None:
+            began = snap.started_at if snap.started_at is not None else time.time()
+            self._transition(JobState.RUNNING, "following its command again", check=False,
+                             started_at=began)
+        handle = self._start(executor, request, follow)
+        if handle is None:
             return
         if self.ctx.on_started:
             self.ctx.on_started(self.snapshot)
-        self._runner = runner
-        if isinstance(started, int):
-            self.ctx.journal.update_job(self.job_id, pid=started, pgid=runner.pgid,
-                                        proc_start=process_identity(started))
+        self._handle = handle
         self._put(self.source.started_calls())
         if self.stop.kind:  # asked to stop while starting
-            runner.terminate(self.stop.reason or self.source.words.shut_down)
-        outcome = self._watch(runner)
-        self._runner = None
+            handle.stop(self.stop.reason or self.source.words.shut_down)
+        outcome = self._watch(handle)
+        self._handle = None
         self._send_progress(force=True)
-        self.ctx.journal.update_job(self.job_id, exit_code=outcome.exit_code, pid=None,
-                                    pgid=None)
+        self.ctx.journal.update_job(self.job_id, exit_code=outcome.exit_code)
         self._decide(outcome, paths)
 
     def _spec(self, paths: JobPaths) -> CommandSpec | None:
         """The job's command as its source builds it; None when it cannot be prepared (the
         job ended or blocked, recorded)."""
         command = self.command
-        if command is None:  # following a cluster job whose service lost its command
+        if command is None:  # following a command whose service lost its settings
             return CommandSpec(template="true")
         nice = self.ctx.command_nice if command.nice is None else command.nice
         try:
@@ -403,82 +394,53 @@ class JobExecution(JobEndings):
     def _output_log(self) -> Path:
         return self.paths().engine_dir / self._log_name()
 
-    def _local_runner(self, paths: JobPaths, spec: CommandSpec) -> CommandRunner:
-        return CommandRunner(spec, paths, self._on_report,
-                             grace_period=self.ctx.grace_period, log_name=self._log_name())
+    def _callbacks(self) -> RunCallbacks:
+        return RunCallbacks(on_report=self._on_report, on_details=self._record_execution,
+                            on_note=self._local_note)
 
-    def _make_runner(self, paths: JobPaths, follow: str | None,
-                     spec: CommandSpec) -> SlurmRunner:
-        assert self.ctx.cluster is not None, "the engine gave no cluster monitor"
-        snap = self.snapshot
-        return SlurmRunner(
-            spec, paths, self._on_report, monitor=self.ctx.cluster(),
-            job_name=cluster_job_name(snap.instance, self.job_id, snap.attempt),
-            sbatch_options=self.command.sbatch_options if self.command else (),
-            on_submitted=self._cluster_job_submitted, on_state=self._cluster_job_state,
-            resume=ResumePoint.load(paths.engine_dir, follow) if follow else None,
-            grace_period=self.ctx.grace_period, log_name=self._log_name())
+    def _record_execution(self, details: ExecutorDetails) -> None:
+        # Journaled before the executor lets the command run (a restart finds it again).
+        self.ctx.journal.record_execution(self.job_id, details)
+        self._publish()
 
-    def _start(self, runner: CommandRunner) -> int | str | None:
-        """Start the runner: its pid or cluster job id; None when the job ended instead
-        (blocked, failed or stopped), already recorded."""
+    def _start(self, executor: Executor, request: RunRequest,
+               follow: ExecutorDetails | None) -> RunHandle | None:
+        """Start (or follow) the command; None when the job ended instead (blocked, failed
+        or stopped), already recorded."""
         next_warning = 0.0
+        callbacks = self._callbacks()
         while True:
             try:
-                return runner.start()
-            except ClusterUnreachable as exc:
-                # Nothing was submitted: keep the ticket and try again, never fail it.
-                if time.monotonic() >= next_warning:
-                    self._local_note("warning", f"{exc}; the job is submitted when it answers")
-                    next_warning = time.monotonic() + 60
-                self.ctx.journal.update_job(self.job_id, cluster_state="not submitted yet: "
-                                            "the SLURM controller does not answer")
-                self._publish()
-                if self.stop.event.wait(self.ctx.retry_interval):
-                    self._stopped_before_run()
-                    return None
-            except ClusterSubmitRefused as exc:
-                # Options the cluster refuses (a typo'd partition) are the provider's
-                # configuration, like a command that cannot start: every ticket would be
-                # refused the same way. Keep it claimed and pause the service instead.
+                if follow is not None:
+                    return executor.follow(request, callbacks, follow)
+                return executor.start(request, callbacks)
+            except StartError as exc:
+                if exc.retry_later:
+                    # Nothing was started: keep the ticket and try again, never fail it.
+                    if time.monotonic() >= next_warning:
+                        self._local_note("warning", str(exc))
+                        next_warning = time.monotonic() + 60
+                    if exc.details is not None:
+                        self._record_execution(exc.details)
+                    if self.stop.event.wait(self.ctx.retry_interval):
+                        self._stopped_before_run()
+                        return None
+                    continue
                 if self.stop.kind:
                     self._stopped_before_run()
-                else:
-                    self._block(f"the cluster refused the job: {exc.slurm_message}")
-                return None
-            except CommandStartError as exc:
-                if self.stop.kind:
-                    self._stopped_before_run()
+                elif exc.configuration:
+                    # Options the executor refuses (a typo'd partition) are the provider's
+                    # configuration, like a command that cannot start: every ticket would
+                    # be refused the same way. Keep it claimed and pause the service.
+                    self._block(str(exc))
                 else:
                     self._start_failed(f"the command cannot start: {exc}")
                 return None
 
-    def _cluster_job_submitted(self, cluster_job: str) -> None:
-        # Journaled before SLURM may run it (the runner releases it after this returns).
-        self.ctx.journal.update_job(self.job_id, cluster_job=cluster_job,
-                                    cluster_state="PENDING", queued_at=time.time())
-        self._local_note("info", f"submitted as SLURM job {cluster_job}")
-        self._publish()
-
-    def _cluster_job_state(self, state: ClusterJobState) -> None:
-        snap = self.snapshot
-        fields: dict[str, object] = {"cluster_state": state.words(),
-                                     "cluster_node": state.node or snap.cluster_node}
-        if snap.running_at is None and (state.running or state.started_at is not None):
-            # A short job may end between two polls: SLURM's start time says when it ran.
-            fields["running_at"] = state.started_at or time.time()
-        self.ctx.journal.update_job(self.job_id, **fields)
-        note = f"SLURM job {state.job_id}: {state.words()}" + \
-            (f" on {state.node}" if state.node and state.state != "PENDING" else "")
-        if note != self._last_cluster_note:
-            self._last_cluster_note = note
-            self._local_note("info", note)
-        self._publish()
-
-    def _watch(self, runner: CommandRunner) -> RunOutcome:
+    def _watch(self, handle: RunHandle) -> RunOutcome:
         next_check = time.monotonic() + self.ctx.status_interval
         while True:
-            outcome = runner.wait(timeout=0.25)
+            outcome = handle.wait(timeout=0.25)
             if outcome is not None:
                 return outcome
             self._send_progress()
@@ -534,8 +496,8 @@ class JobExecution(JobEndings):
         failed segmentation. Keep the ticket claimed and wait for the command to be fixed."""
         self._local_note("error", f"{reason}. The ticket stays claimed: fix the service's "
                                   "command in the settings and it runs, or fail the ticket.")
-        self._transition(JobState.BLOCKED, reason, check=False, started_at=None, pid=None,
-                         pgid=None)
+        self._transition(JobState.BLOCKED, reason, check=False, started_at=None,
+                         **command_forgotten())
         if self.ctx.on_blocked:
             self.ctx.on_blocked(self.snapshot, reason)
 

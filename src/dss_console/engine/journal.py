@@ -12,12 +12,13 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.executor import DetailValue, ExecutorDetails
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState, check_transition
 
@@ -34,6 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     workdir TEXT NOT NULL,
     progress REAL NOT NULL DEFAULT 0,
     exit_code INTEGER,
+    -- pid, pgid, proc_start and executor's cluster_job ... running_at: what the executor said
+    -- before that went to `execution` (JSON); only read, by _migrate and read_jobs.
     pid INTEGER,
     pgid INTEGER,
     proc_start TEXT,
@@ -84,6 +87,7 @@ _ADDED_COLUMNS = (
     ("queued_at", "REAL"),
     ("running_at", "REAL"),
     ("details", "TEXT"),
+    ("execution", "TEXT"),  # ExecutorDetails as JSON; replaces pid ... running_at (kept readable)
 )
 
 PENDING = "pending"
@@ -164,6 +168,17 @@ class Journal:
             if name not in columns:
                 with contextlib.suppress(sqlite3.OperationalError):  # another engine added it
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
+        # A journal written before executors were plug-ins keeps what its executor said in
+        # flat columns: carried into `execution` once, so a command still running (a cluster
+        # job) is followed, and a leftover process group stopped, after the upgrade.
+        with self._tx() as db:
+            rows = db.execute(f"SELECT * FROM jobs WHERE execution IS NULL AND "
+                              f"({_LEGACY_PRESENT})").fetchall()
+            for row in rows:
+                legacy = _legacy_execution(row)
+                if legacy is not None:
+                    db.execute("UPDATE jobs SET execution=? WHERE id=?",
+                               (_execution_json(legacy), row["id"]))
 
     def close(self) -> None:
         with self._lock:
@@ -247,15 +262,27 @@ class Journal:
 
     @staticmethod
     def _update(db: sqlite3.Connection, job_id: int, fields: dict[str, Any]) -> None:
-        allowed = {"state", "reason", "progress", "exit_code", "pid", "pgid", "proc_start",
-                   "inputs_ready", "attempt", "started_at", "finished_at", "updated_at",
-                   "workdir", "not_retryable", "executor", "cluster_job", "cluster_state",
-                   "cluster_node", "queued_at", "running_at", "details"}
+        allowed = {"state", "reason", "progress", "exit_code", "inputs_ready", "attempt",
+                   "started_at", "finished_at", "updated_at", "workdir", "not_retryable",
+                   "executor", "details", "execution", _FORGET, _REPLACE}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown job fields {sorted(unknown)}")
         if isinstance(fields.get("details"), dict):
             fields["details"] = json.dumps(fields["details"])
+        forget = bool(fields.pop(_FORGET, False))
+        replace = bool(fields.pop(_REPLACE, False))
+        update = fields.get("execution")
+        if forget or isinstance(update, ExecutorDetails):
+            row = db.execute("SELECT execution FROM jobs WHERE id=?", (job_id,)).fetchone()
+            current = _execution_of(row["execution"]) if row is not None else None
+            if isinstance(update, ExecutorDetails):
+                current = update if current is None or replace else current.merged(update)
+            if forget and current is not None:
+                current = current.forgotten()
+            fields["execution"] = None if current is None else _execution_json(current)
+        if not fields:
+            return
         cols = ", ".join(f"{k}=?" for k in fields)
         db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
 
@@ -264,6 +291,10 @@ class Journal:
         if not rows:
             raise KeyError(job_id)
         return _snapshot(rows[0])
+
+    def record_execution(self, job_id: int, details: ExecutorDetails) -> None:
+        """A later report of the job's executor (ExecutorDetails.merged)."""
+        self.update_job(job_id, **execution_fields(details))
 
     def job_row(self, job_id: int) -> dict[str, Any]:
         rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
@@ -413,6 +444,101 @@ def read_jobs(path: Path, *, source_contains: str = "") -> list[JobSnapshot]:
     return jobs
 
 
+# Pseudo-fields of update_job/transition: what the executor said of the job's last command
+# is forgotten (kept for the operator, not to follow or stop); `execution` replaces the
+# details instead of updating them (a new run).
+_FORGET = "_forget_command"
+_REPLACE = "_replace_execution"
+
+
+def execution_fields(details: ExecutorDetails, *, reset: bool = False) -> dict[str, Any]:
+    """The job fields that record ``details``: a later report of the same command, or with
+    ``reset`` the first one of a new run (what the last run's executor said is dropped)."""
+    fields: dict[str, Any] = {"executor": details.executor, "execution": details}
+    if reset:
+        fields[_REPLACE] = True
+    return fields
+
+
+def command_forgotten() -> dict[str, Any]:
+    """The job fields that make the next start neither follow nor stop the job's last
+    command (it was stopped on purpose and is to run again)."""
+    return {_FORGET: True}
+
+
+def _execution_json(details: ExecutorDetails) -> str:
+    return json.dumps({"executor": details.executor, "label": details.label,
+                       "summary": details.summary,
+                       "waiting": details.waiting, "queued_at": details.queued_at,
+                       "running_at": details.running_at, "lines": list(details.lines),
+                       "ref": details.ref, "host": details.host, "data": dict(details.data)})
+
+
+def _execution_of(text: str | None) -> ExecutorDetails | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("executor"), str):
+        return None
+
+    def number(name: str) -> float | None:
+        item = value.get(name)
+        return float(item) if isinstance(item, int | float) else None
+
+    def text_of(name: str) -> str | None:
+        item = value.get(name)
+        return item if isinstance(item, str) else None
+
+    data = value.get("data")
+    lines = value.get("lines")
+    return ExecutorDetails(
+        executor=value["executor"], label=text_of("label") or "",
+        summary=text_of("summary") or "",
+        waiting=bool(value.get("waiting")), queued_at=number("queued_at"),
+        running_at=number("running_at"), ref=text_of("ref"), host=text_of("host"),
+        lines=tuple(str(line) for line in lines) if isinstance(lines, list) else (),
+        data={str(k): v for k, v in data.items() if v is None or isinstance(v, str | int | float)}
+        if isinstance(data, dict) else {})
+
+
+# The flat columns a journal written before executors were plug-ins (c269b3e … issue 18 step 7)
+# keeps its executor's word in; read once into `execution` (Journal._migrate), or on the fly
+# by read_jobs, which never writes.
+_LEGACY_DATA = ("pid", "pgid", "proc_start", "cluster_job", "cluster_state", "cluster_node")
+_LEGACY_PRESENT = " OR ".join(f"{name} IS NOT NULL"
+                              for name in (*_LEGACY_DATA, "queued_at", "running_at")) + \
+    " OR executor != 'local'"
+
+
+def _legacy_execution(row: Mapping[str, Any] | sqlite3.Row) -> ExecutorDetails | None:
+    """What an older version's flat columns said about the job's command, in the shape its
+    executor reports today (the data keys are the ones it reads back); None when they hold
+    nothing."""
+    keys = set(row.keys())
+    data: dict[str, DetailValue] = {name: row[name] for name in _LEGACY_DATA
+                                    if name in keys and row[name] is not None}
+    executor = (row["executor"] if "executor" in keys else None) or "local"
+    queued_at = row["queued_at"] if "queued_at" in keys else None
+    running_at = row["running_at"] if "running_at" in keys else None
+    if not data and queued_at is None and running_at is None and executor == "local":
+        return None
+    if executor == "local":
+        return ExecutorDetails(executor, label="local", data=data)
+    # Words the old window showed, from the same columns; the executor's next report (a
+    # followed cluster job) replaces them.
+    job = data.get("cluster_job")
+    state = data.get("cluster_state")
+    node = data.get("cluster_node")
+    label = executor.upper() + (f" {job}" if job else "") + (f" · {state}" if state else "") \
+        + (f" on {node}" if node and state and not str(state).startswith("PENDING") else "")
+    return ExecutorDetails(executor, label=label, queued_at=queued_at, running_at=running_at,
+                           ref=str(job) if job else None, host=str(node) if node else None,
+                           data=data)
+
+
 def _snapshot(row: sqlite3.Row) -> JobSnapshot:
     return JobSnapshot(
         job_id=row["id"], source=row["source"], ticket_id=row["ticket_id"],
@@ -423,9 +549,9 @@ def _snapshot(row: sqlite3.Row) -> JobSnapshot:
         finished_at=row["finished_at"], updated_at=row["updated_at"],
         inputs_ready=bool(row["inputs_ready"]), attempt=int(row["attempt"]),
         owed=int(row["owed"]), not_retryable=row["not_retryable"],
-        executor=row["executor"] or "local", cluster_job=row["cluster_job"],
-        cluster_state=row["cluster_state"], cluster_node=row["cluster_node"],
-        queued_at=row["queued_at"], running_at=row["running_at"],
+        executor=row["executor"] or "local",
+        execution=_execution_of(row["execution"]) if row["execution"] is not None
+        else _legacy_execution(row),
         details=_details(row["details"]))
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypedDict
 
+from dss_console import plugins
+
 __all__ = [
     "CONSOLE_COMMAND_NICE",
     "EXECUTORS",
@@ -428,8 +430,12 @@ def read_job_kind(reader: TableReader, table: Mapping[str, Any], where: str,
 # Read here, in one place, until the executor plug-ins read their own options
 # (docs/plugin-plan.md §2: Executor.parse_options).
 
-EXECUTORS = ("local", "slurm")
+EXECUTORS = tuple(plugins.EXECUTORS)  # the names a service's `executor` may give
 EXECUTOR_KEYS = ("executor", "sbatch_options")
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"'
 
 
 class ExecutorKeys(NamedTuple):
@@ -445,7 +451,8 @@ def read_executor_keys(reader: TableReader, table: Mapping[str, Any],
         executor = reader.string(table["executor"], f"{where}.executor")
         if executor not in EXECUTORS:
             raise reader.error(f"{where}.executor",
-                               f'must be "local" or "slurm", not {executor!r}')
+                               f"must be {' or '.join(map(_quoted, EXECUTORS))}, "
+                               f"not {executor!r}")
     sbatch_options: list[str] = []
     if "sbatch_options" in table:
         options = table["sbatch_options"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.core import presentation as pr
+from dss_console.core.executor import ExecutorDetails
 from dss_console.engine import events as ev
 from dss_console.engine.engine import ServiceView
 from dss_console.engine.journal import OutboxItem
@@ -30,7 +31,7 @@ WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.CallDelivered, ev.ConnectionChanged, ev.PollCompleted, ev.ServicePaused,
     ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
     pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary,
-    pr.JobView, pr.ServiceFigures,
+    pr.JobView, pr.ServiceFigures, ExecutorDetails,
 )}
 
 

@@ -1,1 +1,1 @@
-"""Executor plug-ins: one folder per way of running a job's command."""
+"""Executor plug-ins: one folder per way of running a job's command (named in plugins.py)."""

@@ -76,20 +76,12 @@ def cluster_clock_text(job: JobSnapshot, now: float | None = None) -> str:
 
 
 def cluster_summary_html(job: JobSnapshot) -> str:
-    """'Runs on SLURM job 1234 · PENDING (Resources)', '… · RUNNING on node7'."""
-    what = (f"<b>SLURM job {html.escape(job.cluster_job)}</b>" if job.cluster_job
-            else "<b>SLURM</b>")
-    parts = [f"Runs on {what}"]
-    state = job.cluster_state
-    if state is None and not job.cluster_job:
-        state = "not submitted yet"
-    if state:
-        parts.append(html.escape(state))
-    if job.cluster_node:
-        node = html.escape(job.cluster_node)
-        parts[-1] += f" on {node}" if state and not state.startswith("PENDING") \
-            else f" (node {node})"
-    return " · ".join(parts)
+    """'Runs on SLURM job 1234 · PENDING (Resources)', '… · RUNNING on node7': what the
+    executor says in full, what runs the command in bold."""
+    execution = job.execution
+    text = job.executor if execution is None else execution.summary or execution.label
+    what, sep, rest = text.partition(" · ")
+    return f"Runs on <b>{html.escape(what)}</b>" + (f" · {html.escape(rest)}" if sep else "")
 
 
 def job_log_file(job: JobSnapshot) -> Path | None:
@@ -235,7 +227,7 @@ class DetailPane(QWidget):
         self.blocked_banner.setVisible(blocked)
 
     def _show_cluster(self, job: JobSnapshot | None) -> None:
-        on_cluster = job is not None and job.executor == "slurm"
+        on_cluster = job is not None and job.execution is not None and job.execution.queued
         self.cluster_row.setVisible(on_cluster)
         if not on_cluster:
             self.cluster_timer.stop()

@@ -52,6 +52,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dss_console.core.executor import RunOutcome
 from dss_console.engine.protocol import (
     AttachReport,
     MessageReport,
@@ -61,16 +62,10 @@ from dss_console.engine.protocol import (
     ProtocolWarning,
     Report,
 )
-from dss_console.engine.runner import (
-    CommandRunner,
-    CommandSpec,
-    CommandStartError,
-    JobPaths,
-    RunOutcome,
-    expand_command,
-)
+from dss_console.engine.runner import CommandSpec, CommandStartError, JobPaths, expand_command
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.workdirs import ENGINE_DIR, make_private_dir
+from dss_console.executors.local.process import CommandRunner
 from dss_console.gui.copyable import show_copyable
 from dss_console.workspace import Workspace, WorkspaceError, export_result_workspace
 

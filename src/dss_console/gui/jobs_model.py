@@ -85,9 +85,9 @@ _COLUMN_FIELDS: dict[str, tuple[str, ...]] = {
     "state": ("state",),
     "progress": ("progress", "state"),
     "claimed": ("claimed_at",),
-    "run_time": ("started_at", "finished_at", "state", "updated_at", "running_at"),
+    "run_time": ("started_at", "finished_at", "state", "updated_at", "run_started_at"),
     "instance": ("instance",),
-    "runs_on": ("executor", "cluster_job", "cluster_state", "cluster_node"),
+    "runs_on": ("executor", "execution"),
 }
 _CELL_FIELDS = ("details",)
 # Shown in every cell's tooltip: a change there touches the whole row.
@@ -97,16 +97,16 @@ _ROW_FIELDS = ("reason", "owed", "attempt", "not_retryable")
 def _ticking(job: JobSnapshot) -> bool:
     """Its run time grows by itself: started and not finished (a blocked job's command is
     not running: it could not start)."""
-    if job.executor == "slurm" and job.running_at is None:
-        return False  # in the cluster's queue: its run time is "—" until a node starts it
+    if _queued(job) and job.run_started_at is None:
+        return False  # in a queue (a cluster's): its run time is "—" until it leaves it
     return (job.started_at is not None and job.finished_at is None
             and not job.state.is_terminal
             and job.state not in (JobState.INTERRUPTED, JobState.BLOCKED))
 
 
 def _elapsed(job: JobSnapshot) -> float | None:
-    if job.executor == "slurm" and job.started_at is not None:
-        # Waiting in the cluster's queue is not running: count from the node's start.
+    if _queued(job) and job.started_at is not None:
+        # Waiting in the queue is not running: count from when it left it (a node started it).
         return cluster_times(job)[1]
     if job.started_at is None:
         return None
@@ -117,62 +117,56 @@ def _elapsed(job: JobSnapshot) -> float | None:
     return job.elapsed
 
 
+def _queued(job: JobSnapshot) -> bool:
+    """Its executor queues commands (a cluster): its run time counts from leaving the queue."""
+    return job.execution is not None and job.execution.queued
+
+
 def cluster_times(job: JobSnapshot, now: float | None = None
                   ) -> tuple[float | None, float | None]:
     """(seconds pending in the cluster's queue, seconds running on a node) of a cluster job,
     so far; None for a phase it has not reached. A job whose engine lost track of it
     (interrupted, blocked) or that ended without a recorded end stops at its last update,
     so its clocks do not count on forever."""
-    if job.queued_at is None:
+    execution = job.execution
+    if execution is None or execution.queued_at is None:
         return None, None
+    queued_at, running_at = execution.queued_at, execution.running_at
     if job.finished_at is not None:
         end = job.finished_at
     elif cluster_clock_ticking(job):
         end = time.time() if now is None else now
     else:
         end = job.updated_at
-    pending_end = job.running_at if job.running_at is not None else end
-    pending = max(0.0, min(pending_end, end) - job.queued_at)
-    running = None if job.running_at is None else max(0.0, end - job.running_at)
+    pending_end = running_at if running_at is not None else end
+    pending = max(0.0, min(pending_end, end) - queued_at)
+    running = None if running_at is None else max(0.0, end - running_at)
     return pending, running
 
 
 def cluster_clock_ticking(job: JobSnapshot) -> bool:
     """A cluster job's pending or running clock grows by itself."""
-    return (job.executor == "slurm" and job.queued_at is not None and job.finished_at is None
+    return (job.execution is not None and job.execution.queued_at is not None
+            and job.finished_at is None
             and not job.state.is_terminal
             and job.state not in (JobState.INTERRUPTED, JobState.BLOCKED))
 
 
 def _cluster_waiting(job: JobSnapshot) -> bool:
-    """A live cluster job not yet running: pending in the queue, or not submitted yet."""
-    if job.executor != "slurm" or job.state.is_terminal or job.running_at is not None:
-        return False
-    return job.cluster_state is None or not job.cluster_state.startswith(
-        ("RUNNING", "COMPLETING", "COMPLETED"))
+    """A live job its executor has not run yet: pending in a cluster's queue, or not
+    submitted yet."""
+    execution = job.execution
+    return (execution is not None and execution.waiting and execution.running_at is None
+            and not job.state.is_terminal)
 
 
 def format_runs_on(job: JobSnapshot) -> str:
-    """Where a job's command runs, short: 'local', 'SLURM 1234 · PENDING (Resources)',
-    'SLURM 1234 · RUNNING on node7', 'SLURM · not submitted yet'."""
-    if job.executor != "slurm":
+    """Where a job's command runs, short, as its executor says: 'local',
+    'SLURM 1234 · PENDING (Resources)', 'SLURM 1234 · RUNNING on node7'."""
+    execution = job.execution
+    if execution is None or not execution.label:
         return job.executor or "local"
-    words = ["SLURM"]
-    if job.cluster_job:
-        words.append(f" {job.cluster_job}")
-    state = job.cluster_state
-    if state is None:
-        # Run on SLURM, and sbatch not called yet (the moment between Run and the submit).
-        state = "not submitted yet" if not job.cluster_job else None
-    elif ":" in state and not job.cluster_job:
-        # "not submitted yet: the SLURM controller does not answer": the why is in the
-        # tooltip and the detail pane; the table keeps to the first words.
-        state = state.split(":", 1)[0]
-    if state:
-        words.append(f" · {state}")
-        if job.cluster_node and not state.startswith("PENDING"):
-            words.append(f" on {job.cluster_node}")
-    return "".join(words)
+    return execution.label
 
 
 def _is_dark() -> bool:
@@ -324,10 +318,11 @@ class JobTableModel(QAbstractTableModel):
             elapsed = _elapsed(job)
             return -1.0 if elapsed is None else float(elapsed)
         if key == "runs_on":
-            # Local jobs first, then cluster jobs by their number (not as text: "999" > "1000").
-            if job.executor != "slurm":
+            # Local jobs first, then queued (cluster) jobs by their number (not as text:
+            # "999" > "1000").
+            if not _queued(job):
                 return f"0 {job.executor}"
-            number = job.cluster_job or ""
+            number = (job.execution.ref if job.execution is not None else None) or ""
             return f"1 {number.zfill(20) if number.isdigit() else number}"
         if key == "instance":
             return job.instance.casefold()
@@ -339,7 +334,7 @@ class JobTableModel(QAbstractTableModel):
         lines = []
         if column_id == "service" and job.service_hash:
             lines.append(f"Service hash {job.service_hash}")
-        if column_id == "runs_on" and job.executor == "slurm":
+        if column_id == "runs_on" and job.execution is not None and job.execution.lines:
             lines.extend(_cluster_lines(job))
         if job.reason:
             lines.append(job.reason)
@@ -427,12 +422,9 @@ class JobTableModel(QAbstractTableModel):
 
 
 def _cluster_lines(job: JobSnapshot) -> list[str]:
-    """The cluster job in full, for the Runs on column's tooltip."""
-    lines = [f"SLURM job {job.cluster_job}" if job.cluster_job else "SLURM cluster job"]
-    if job.cluster_state:
-        lines.append(f"State: {job.cluster_state}")
-    if job.cluster_node:
-        lines.append(f"Node: {job.cluster_node}")
+    """Where the command runs in full, as its executor says, with its time in the queue and
+    running, for the Runs on column's tooltip."""
+    lines = list(job.execution.lines) if job.execution is not None else []
     pending, running = cluster_times(job)
     if pending is not None:
         times = f"Pending {format_elapsed(pending)}"
@@ -440,6 +432,11 @@ def _cluster_lines(job: JobSnapshot) -> list[str]:
             times += f", running {format_elapsed(running)}"
         lines.append(times)
     return lines
+
+
+def _execution_words(job: JobSnapshot) -> tuple[str, ...]:
+    execution = job.execution
+    return () if execution is None else (execution.label, *execution.lines)
 
 
 class JobFilterProxy(QSortFilterProxyModel):
@@ -492,11 +489,11 @@ class JobFilterProxy(QSortFilterProxyModel):
             cells = job_cells(job)
             haystack = " ".join((job.service_name, job.service_hash, job.instance,
                                  job.reason or "", job.state.value, job.executor,
-                                 job.cluster_state or "", job.cluster_node or "",
+                                 *_execution_words(job),
                                  *(str(v) for v in cells.values()))).casefold()
             # A number is a ticket id, a SLURM job id or a number the source shows (a
             # vantage6 task id): "12" must not match every hash that contains "12".
-            numbers = (str(job.ticket_id), job.cluster_job,
+            numbers = (str(job.ticket_id), job.execution.ref if job.execution else None,
                        *(str(v) for v in cells.values() if isinstance(v, int)))
             return all(word in numbers if word.isdigit()
                        else word in haystack for word in self._words)

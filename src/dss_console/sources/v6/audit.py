@@ -167,7 +167,7 @@ def _outcome(job: JobSnapshot, details: Mapping[str, Any]) -> str:
 def _clock(job: JobSnapshot, now: float) -> tuple[float | None, bool]:
     """(seconds the command ran, whether that still grows)."""
     # A cluster job's time in the scheduler's queue is not run time.
-    started = job.running_at if job.executor == "slurm" else job.started_at
+    started = job.run_started_at
     if started is None:
         return None, False
     if job.finished_at is not None:

@@ -16,7 +16,9 @@ there: a report may be relayed twice after a crash, none is skipped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 import os
 import shlex
 import threading
@@ -25,28 +27,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dss_console.core.executor import RunOutcome, StartError
+from dss_console.core.output import (
+    EVENTS_INTERVAL,
+    READ_SIZE,
+    LineState,
+    OutputRelay,
+    ReportChannel,
+    outcome_of,
+    timed_out_reason,
+)
 from dss_console.engine.protocol import ProtocolWarning, Report
 from dss_console.engine.runner import (
-    _EVENTS_INTERVAL,
-    _READ_SIZE,
-    CommandRunner,
     CommandSpec,
     CommandStartError,
     JobPaths,
-    _expand_word,
-    _format_seconds,
-    _LineState,
-    _Mark,
-    _placeholder_values,
     command_environment,
     expand_command,
+    expand_word,
+    placeholder_values,
 )
-from dss_console.engine.slurm import (
+from dss_console.executors.slurm.details import UNREACHABLE, describe
+from dss_console.executors.slurm.tools import (
     ClusterJobState,
     ClusterMonitor,
     SlurmError,
     SlurmUnreachableError,
 )
+
+log = logging.getLogger(__name__)
 
 RESUME_FILE = "cluster-job.json"
 BATCH_SCRIPT = "cluster-job.sh"
@@ -56,16 +65,22 @@ _SETTLE = 0.5  # after the job ended, the log must stop growing for this long (N
 CANCEL_REPORT_AFTER = 30.0  # a scancel not effective after grace + this is reported
 
 
-class ClusterSubmitRefused(CommandStartError):
-    """sbatch refused the job (bad partition, over a limit): SLURM's words in the message."""
+class ClusterSubmitRefused(StartError):
+    """sbatch refused the job (bad partition, over a limit): SLURM's words in the message.
+    Every job of the service would be refused the same way."""
+
+    configuration = True
 
     def __init__(self, slurm_message: str) -> None:
-        super().__init__(f"sbatch refused the job: {slurm_message}")
+        super().__init__(f"the cluster refused the job: {slurm_message}")
         self.slurm_message = slurm_message
 
 
-class ClusterUnreachable(CommandStartError):
-    """The controller did not answer the submission: nothing was submitted; try again."""
+class ClusterUnreachable(StartError):
+    """The controller did not answer the submission: nothing was submitted; try again (the
+    message is the operator's note)."""
+
+    retry_later = True
 
 
 @dataclass(frozen=True)
@@ -104,8 +119,8 @@ def cluster_job_name(instance: str, job_id: int, attempt: int) -> str:
     return f"dss-{safe}-{job_id}-{attempt}"
 
 
-class SlurmRunner(CommandRunner):
-    """A :class:`CommandRunner` whose command runs as a SLURM batch job.
+class SlurmRunner:
+    """Runs one job's command once, as a SLURM batch job.
 
     ``start()`` submits (or, with ``resume``, follows an already submitted job) and returns
     the SLURM job id; ``wait()``, ``terminate()`` and the reports work as for a local run.
@@ -118,8 +133,24 @@ class SlurmRunner(CommandRunner):
                  job_name: str, sbatch_options: Sequence[str] = (),
                  on_submitted: Callable[[str], None] | None = None,
                  on_state: Callable[[ClusterJobState], None] | None = None,
-                 resume: ResumePoint | None = None, **kwargs: object) -> None:
-        super().__init__(spec, paths, on_report, **kwargs)  # type: ignore[arg-type]
+                 resume: ResumePoint | None = None, grace_period: float = 10.0,
+                 log_name: str = "output.log", tail_lines: int = 200,
+                 max_line_bytes: int = 64 * 1024, output_batch_interval: float = 0.1,
+                 spill_bytes: int = 8 * 1024 * 1024) -> None:
+        self._spec = spec
+        self._paths = paths
+        self._grace = grace_period
+        self._channel = ReportChannel(Path(paths.engine_dir))
+        self.log_path = Path(paths.engine_dir) / log_name
+        self.events_path = self._channel.events_path
+        self.abort_path = self._channel.abort_path
+        self._relay = OutputRelay(on_report, workdir=Path(paths.workdir),
+                                  log_path=self.log_path, events_path=self.events_path,
+                                  writes_log=False, tail_lines=tail_lines,
+                                  max_line_bytes=max_line_bytes,
+                                  output_batch_interval=output_batch_interval,
+                                  spill_bytes=spill_bytes,
+                                  on_events_relayed=self._relayed_events_at)
         self._monitor = monitor
         self._job_name = job_name
         self._sbatch_options = list(sbatch_options)
@@ -127,6 +158,14 @@ class SlurmRunner(CommandRunner):
         self._on_state = on_state
         self._resume = resume
         self.job_id: str | None = resume.job_id if resume else None
+
+        self._lock = threading.Lock()  # stop reason, deadlines, the monitor's word
+        self._started_at = 0.0
+        self._ended_at: float | None = None
+        self._timeout_at: float | None = None
+        self._kill_at: float | None = None
+        self._stop_reason: str | None = None
+        self._pre_start_stop: str | None = None
         self._state: ClusterJobState | None = None  # the monitor's latest word
         self._problem: str | None = None
         self._state_seen: ClusterJobState | None = None  # the last one passed to on_state
@@ -139,25 +178,23 @@ class SlurmRunner(CommandRunner):
         self._relayed_events = resume.events_offset if resume else 0
         self._saved: tuple[int, int] | None = None
         self._tailer: threading.Thread | None = None
+        self._supervisor: threading.Thread | None = None
+        self._abandon = threading.Event()  # the tailer: stop even if the log still grows
+        self._wake = threading.Event()  # supervisor: look now
+        self._done = threading.Event()
+        self._outcome: RunOutcome | None = None
         self._submitted = False
 
     # -- public API -------------------------------------------------------------------------
     @property
-    def pid(self) -> int | None:
-        return None
-
-    @property
-    def pgid(self) -> int | None:
-        return None
+    def hook_path(self) -> Path | None:
+        return self._channel.hook_path
 
     @property
     def running(self) -> bool:
         return self._submitted and not self._done.is_set()
 
-    def _has_started(self) -> bool:
-        return self._submitted
-
-    def start(self) -> str:  # type: ignore[override]
+    def start(self) -> str:
         """Submit the job (or follow the one in ``resume``); return its SLURM job id.
         ClusterSubmitRefused / ClusterUnreachable / CommandStartError in words."""
         if self._submitted:
@@ -166,24 +203,39 @@ class SlurmRunner(CommandRunner):
             raise CommandStartError(f"stopped before it started: {self._pre_start_stop}")
         paths = self._paths
         try:
-            self._prepare_engine_dir(keep_events=self._resume is not None)
+            self._channel.prepare(keep_events=self._resume is not None,
+                                  itksnap_wt=self._spec.itksnap_wt)
         except OSError as exc:
             raise CommandStartError(f"cannot prepare {paths.engine_dir}: "
                                     f"{exc.strerror or exc}") from None
         if self._resume is None:
             self.job_id = self._submit()
         else:
-            self._events_offset = self._resume.events_offset
+            self._relay.events_offset = self._resume.events_offset
         self._submitted = True
         self._started_at = time.monotonic()
         with self._lock:
             stop_requested = self._pre_start_stop
-        self._start_cluster_threads()
+        self._start_threads()
         assert self.job_id is not None
         self._monitor.watch(self.job_id, self._cluster_said)
         if stop_requested is not None:
             self.terminate(stop_requested)
         return self.job_id
+
+    def wait(self, timeout: float | None = None) -> RunOutcome | None:
+        """The outcome once the job ended and everything it reported was delivered; None
+        if that has not happened within ``timeout`` seconds."""
+        if not self._submitted:
+            raise RuntimeError("the command was not started")
+        if self._relay.is_dispatcher(threading.current_thread()):
+            raise RuntimeError("wait() called from on_report would wait for itself")
+        if not self._done.wait(timeout):
+            return None
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join()
+        return self._outcome
 
     def terminate(self, reason: str, grace: float | None = None) -> None:
         """scancel (from the supervisor thread) now; SIGKILL to every step after ``grace``;
@@ -196,7 +248,7 @@ class SlurmRunner(CommandRunner):
             if self._stop_reason is not None or self._job_ended.is_set():
                 return
             self._stop_reason = reason
-            self._write_abort_file(reason)
+            self._channel.write_abort(reason)
             self._kill_at = time.monotonic() + max(0.0, grace)
         self._wake.set()
 
@@ -215,8 +267,8 @@ class SlurmRunner(CommandRunner):
         assert self.hook_path is not None
         env = command_environment(paths, self._spec, self.hook_path, self.events_path,
                                   self.abort_path)
-        values = _placeholder_values(paths)
-        options = [_expand_word(option, values) for option in self._sbatch_options]
+        values = placeholder_values(paths)
+        options = [expand_word(option, values) for option in self._sbatch_options]
         script = Path(paths.engine_dir) / BATCH_SCRIPT
         try:
             # The log exists before the job does: the tailer opens it from the start.
@@ -235,7 +287,8 @@ class SlurmRunner(CommandRunner):
                 f"--output={self.log_path}", f"--error={self.log_path}", "--open-mode=append",
                 "--export=ALL", *options], env)
         except SlurmUnreachableError as exc:
-            raise ClusterUnreachable(str(exc)) from None
+            raise ClusterUnreachable(f"{exc}; the job is submitted when it answers",
+                                     details=describe(None, UNREACHABLE, None)) from None
         except SlurmError as exc:
             raise ClusterSubmitRefused(str(exc)) from None
         try:
@@ -252,16 +305,13 @@ class SlurmRunner(CommandRunner):
             raise
         return job_id
 
-    def _start_cluster_threads(self) -> None:
+    def _start_threads(self) -> None:
         tag = f"ticket {self._paths.ticket_id}"
-        self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
-                                            name=f"dss-runner {tag} reports")
+        self._relay.start(f"dss-runner {tag} reports")
         self._tailer = threading.Thread(target=self._tail_log, daemon=True,
                                         name=f"dss-runner {tag} log")
-        self._readers = [self._tailer]
         self._supervisor = threading.Thread(target=self._supervise, daemon=True,
                                             name=f"dss-runner {tag} supervisor")
-        self._dispatcher.start()
         self._tailer.start()
         self._supervisor.start()
 
@@ -276,11 +326,8 @@ class SlurmRunner(CommandRunner):
         self._wake.set()
 
     # -- the log, as SLURM writes it ------------------------------------------------------
-    def _write_log(self, data: bytes) -> None:
-        pass  # SLURM writes the log; this runner only reads it
-
     def _tail_log(self) -> None:
-        state = _LineState()
+        state = LineState()
         offset = self._relayed_log
         settled_since: float | None = None
         try:
@@ -288,9 +335,9 @@ class SlurmRunner(CommandRunner):
                 data = self._read_log_from(offset)
                 if data:
                     offset += len(data)
-                    self._consume("stdout", state, data)
+                    self._relay.consume("stdout", state, data)
                     relayed = offset - len(state.buffer) - state.spilled
-                    self._queue.put(_Mark(lambda at=relayed: self._relayed_log_at(at)))
+                    self._relay.mark(functools.partial(self._relayed_log_at, relayed))
                     settled_since = None
                     continue
                 if self._job_ended.is_set():
@@ -303,9 +350,9 @@ class SlurmRunner(CommandRunner):
                     break
                 self._abandon.wait(_TAIL_INTERVAL)
         except OSError as exc:
-            self._emit(ProtocolWarning(f"reading the cluster job's log failed: {exc}"))
+            self._relay.emit(ProtocolWarning(f"reading the cluster job's log failed: {exc}"))
         finally:
-            self._finish_stream("stdout", state)
+            self._relay.finish_stream("stdout", state)
             self._wake.set()
 
     def _read_log_from(self, offset: int) -> bytes:
@@ -313,17 +360,12 @@ class SlurmRunner(CommandRunner):
         try:
             with open(self.log_path, "rb") as handle:
                 handle.seek(offset)
-                return handle.read(_READ_SIZE)
+                return handle.read(READ_SIZE)
         except FileNotFoundError:
             return b""
 
     def _relayed_log_at(self, offset: int) -> None:
         self._relayed_log = offset
-
-    def _read_events(self, final: bool = False) -> None:
-        super()._read_events(final)
-        relayed = self._events_offset - len(self._events_partial)
-        self._queue.put(_Mark(lambda at=relayed: self._relayed_events_at(at)))
 
     def _relayed_events_at(self, offset: int) -> None:
         self._relayed_events = offset
@@ -337,18 +379,32 @@ class SlurmRunner(CommandRunner):
             self._saved = (point.log_offset, point.events_offset)
         except OSError as exc:
             if self._saved is not None or not self._problem_reported:
-                self._emit(ProtocolWarning(f"cannot save how far the job's output was "
-                                           f"relayed: {exc}"))
+                self._relay.emit(ProtocolWarning(f"cannot save how far the job's output was "
+                                                 f"relayed: {exc}"))
                 self._problem_reported = True
 
     # -- the supervisor -------------------------------------------------------------------
+    def _supervise(self) -> None:
+        try:
+            self._watch_until_exit()
+            self._wind_down()
+        except Exception:  # a bug here must not leave wait() hanging or the job running
+            log.exception("the cluster job supervisor failed")
+            if self.job_id is not None:
+                with contextlib.suppress(Exception):
+                    self._monitor.tools.cancel(self.job_id)
+            if not self._done.is_set():
+                with contextlib.suppress(Exception):
+                    self._abandon.set()
+                    self._finish(returncode=None)
+
     def _watch_until_exit(self) -> None:
         next_events = next_save = 0.0
         while True:
             now = time.monotonic()
             if now >= next_events:
-                self._read_events()
-                next_events = now + _EVENTS_INTERVAL
+                self._relay.read_events()
+                next_events = now + EVENTS_INTERVAL
             if now >= next_save:
                 self._save_resume_point()
                 next_save = now + _SAVE_INTERVAL
@@ -358,8 +414,9 @@ class SlurmRunner(CommandRunner):
                 state, problem = self._state, self._problem
             if problem and not self._problem_reported:
                 self._problem_reported = True
-                self._emit(ProtocolWarning(f"cannot ask SLURM about job {self.job_id}: "
-                                           f"{problem}; the job is kept and asked again"))
+                self._relay.emit(ProtocolWarning(
+                    f"cannot ask SLURM about job {self.job_id}: {problem}; the job is kept "
+                    "and asked again"))
             if state is not None and state.running:
                 self._start_timeout_clock()
             if state is not None and state != self._state_seen:
@@ -369,10 +426,9 @@ class SlurmRunner(CommandRunner):
                     self._on_state(state)
             if state is not None and state.ended:
                 break
-            self._wake.wait(_EVENTS_INTERVAL)
+            self._wake.wait(EVENTS_INTERVAL)
             self._wake.clear()
         with self._lock:
-            self._exited = True
             self._ended_at = time.monotonic()
         self._job_ended.set()
 
@@ -392,13 +448,14 @@ class SlurmRunner(CommandRunner):
                 tools.cancel(self.job_id, "KILL")  # our grace period is over
                 self._kill_sent = True
         except SlurmError as exc:
-            self._emit(ProtocolWarning(f"scancel {self.job_id} failed: {exc}; trying again"))
+            self._relay.emit(ProtocolWarning(f"scancel {self.job_id} failed: {exc}; "
+                                             "trying again"))
             self._cancel_sent_at = None if not self._kill_sent else self._cancel_sent_at
         if self._kill_sent and not self._cancel_reported and \
                 now >= kill_at + CANCEL_REPORT_AFTER:
             self._cancel_reported = True
             state = self._state.words() if self._state else "unknown"
-            self._emit(ProtocolWarning(
+            self._relay.emit(ProtocolWarning(
                 f"scancel did not take effect: SLURM job {self.job_id} is still {state} "
                 f"{self._grace + CANCEL_REPORT_AFTER:g} s after it was asked to stop"))
 
@@ -415,26 +472,19 @@ class SlurmRunner(CommandRunner):
                          and self._stop_reason is None)
         if timed_out:
             assert self._spec.timeout is not None
-            self.terminate(f"timed out after {_format_seconds(self._spec.timeout)} s")
-
-    def _signal_group(self, sig: int) -> None:
-        # Called by the base supervisor when it fails: do not leave the job running.
-        if self.job_id is not None:
-            with contextlib.suppress(SlurmError):
-                self._monitor.tools.cancel(self.job_id)
+            self.terminate(timed_out_reason(self._spec.timeout))
 
     def _wind_down(self) -> None:
         assert self.job_id is not None
         self._monitor.unwatch(self.job_id)
         tailer = self._tailer
         while tailer is not None and tailer.is_alive():
-            self._read_events()
-            tailer.join(_EVENTS_INTERVAL)
+            self._relay.read_events()
+            tailer.join(EVENTS_INTERVAL)
         state = self._state
         with self._lock:
             if state is not None and self._stop_reason is None:
                 self._stop_reason = state.ended_how()
-            self._reaped = True
         returncode: int | None = None
         if state is not None and state.state in ("COMPLETED", "FAILED"):
             if state.exit_code is not None:
@@ -443,3 +493,11 @@ class SlurmRunner(CommandRunner):
                 returncode = -state.signal
         self._finish(returncode)
         self._save_resume_point()
+
+    def _finish(self, returncode: int | None) -> None:
+        tail, last_error = self._relay.finish()
+        ended = self._ended_at if self._ended_at is not None else time.monotonic()
+        self._outcome = outcome_of(returncode, stop_reason=self._stop_reason, tail=tail,
+                                   last_error=last_error, duration=ended - self._started_at,
+                                   log_path=self.log_path)
+        self._done.set()

@@ -1,0 +1,71 @@
+"""The local executor: a job's command as a child process in its own process group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dss_console.core.executor import (
+    DetailValue,
+    Executor,
+    ExecutorDetails,
+    JobRef,
+    Recovery,
+    RunCallbacks,
+    RunHandle,
+    RunOutcome,
+    RunRequest,
+)
+from dss_console.engine.runner import CommandSpec, preflight
+from dss_console.executors.local.process import CommandRunner
+from dss_console.executors.local.recover import kill_orphaned_group, process_identity
+
+__all__ = ["LocalExecutor"]
+
+LEFTOVER_STOPPED = "stopped the command left running by the previous run"
+
+
+class _LocalRun(RunHandle):
+    def __init__(self, runner: CommandRunner, callbacks: RunCallbacks) -> None:
+        self._runner = runner
+        self._callbacks = callbacks
+        self._ended = False
+
+    def wait(self, timeout: float | None = None) -> RunOutcome | None:
+        outcome = self._runner.wait(timeout)
+        if outcome is not None and not self._ended:
+            self._ended = True
+            # Its group is gone: nothing for a restart to stop.
+            self._callbacks.on_details(ExecutorDetails(LocalExecutor.name, label="local",
+                                                       data={"pid": None, "pgid": None}))
+        return outcome
+
+    def stop(self, reason: str, grace: float | None = None) -> None:
+        self._runner.terminate(reason, grace)
+
+
+def _int(value: DetailValue) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
+        return preflight(spec)
+
+    def start(self, request: RunRequest, callbacks: RunCallbacks) -> RunHandle:
+        runner = CommandRunner(request.spec, request.paths, callbacks.on_report,
+                               grace_period=request.grace_period, log_name=request.log_name)
+        pid = runner.start()
+        # Journaled so that a restart after a crash stops what is left of its group.
+        callbacks.on_details(ExecutorDetails(self.name, label="local", data={
+            "pid": pid, "pgid": runner.pgid, "proc_start": process_identity(pid)}))
+        return _LocalRun(runner, callbacks)
+
+    def recover(self, details: ExecutorDetails, job: JobRef, grace: float) -> Recovery:
+        data = details.data
+        proc_start = data.get("proc_start")
+        killed = kill_orphaned_group(_int(data.get("pgid")), _int(data.get("pid")),
+                                     proc_start if isinstance(proc_start, str) else None,
+                                     grace=grace)
+        return Recovery(notes=(LEFTOVER_STOPPED,) if killed else ())

@@ -1,0 +1,444 @@
+"""Run one job's command as a child process on this machine, and relay what it reports.
+
+The command runs in its own process group (its own session) so that a stop reaches
+everything it started. Its stdout and stderr are kept whole in one log file on disk; the
+output relay (core/output.py) turns ``@dss`` lines and hook calls into typed reports.
+
+Threads per run, all ended before ``wait()`` returns an outcome:
+
+* two readers (stdout, stderr): feed the relay (which writes the log and parses lines);
+* a supervisor: tails the events file, enforces the timeout and the kill deadline, and
+  notices the exit; it reaps the command only after signalling what is left of its group,
+  so the group id cannot belong to a reused pid when it is signalled (where os.waitid
+  exists, i.e. Linux, and macOS from Python 3.13; elsewhere a tiny window remains);
+* the relay's dispatcher: the only caller of ``on_report``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from dss_console.core.executor import RunOutcome
+from dss_console.core.output import (
+    EVENTS_INTERVAL,
+    READ_SIZE,
+    LineState,
+    OutputRelay,
+    ReportChannel,
+    format_seconds,
+    outcome_of,
+    timed_out_reason,
+)
+from dss_console.engine.protocol import ProtocolWarning, Report
+from dss_console.engine.runner import (
+    CommandSpec,
+    CommandStartError,
+    JobPaths,
+    check_program,
+    command_environment,
+    expand_command,
+)
+
+try:
+    import select
+
+    _HAVE_POLL = hasattr(select, "poll")
+except ImportError:  # pragma: no cover - every supported platform has select
+    _HAVE_POLL = False
+
+__all__ = ["CommandRunner", "lower_session_weight"]
+
+log = logging.getLogger(__name__)
+
+_SUPERVISOR_TICK = 0.05
+_POLL_MS = 250
+_WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+_GROUPS = hasattr(os, "killpg")
+_SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
+
+
+def _start_error(exc: OSError, program: str) -> CommandStartError:
+    code = exc.errno
+    if code == errno.ENOENT:
+        return CommandStartError(f"command not found: {program}")
+    if code in (errno.EACCES, errno.EPERM):
+        return CommandStartError(f"not executable: {program} (permission denied)")
+    if code == errno.ENOEXEC:
+        return CommandStartError(f"not executable: {program} is not a program this system "
+                                 "can run (a script needs a #! first line)")
+    if code == errno.ENOTDIR:
+        return CommandStartError(f"not executable: {program} (a part of its path is not a "
+                                 "directory)")
+    if code == errno.E2BIG:
+        return CommandStartError("the command line or environment is too long")
+    if code == getattr(errno, "ETXTBSY", None):
+        return CommandStartError(f"not executable: {program} is being written right now")
+    return CommandStartError(f"cannot start {program}: {exc.strerror or exc}")
+
+
+def _lower_priority(pgid: int, nice: int) -> None:
+    """Lower the priority of the command's whole process group: what it already forked is
+    in the group, what it forks later inherits the priority. Best effort: a platform
+    without it, or a command that already exited, runs as it is."""
+    if not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        target = min(19, current + nice)
+        os.setpriority(os.PRIO_PGRP, pgid, target)
+        lower_session_weight(pgid, target)
+
+
+def lower_session_weight(pid: int, nice: int) -> None:
+    """With Linux's scheduler autogroups (the default on desktops), each session gets an
+    equal share of the CPU whatever its processes' nice values: a command in a session of its
+    own would get as much as the console. The autogroup's own nice value lowers that share.
+    Best effort: nothing to do elsewhere, or when autogroups are off."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as group:
+        group.write(str(nice))
+
+
+class CommandRunner:
+    """Runs one job's command once. See the module docstring for the threads.
+
+    ``on_report`` is called from the relay's dispatcher thread, one report at a time,
+    in order per channel (stdout; the hook's events file). It may be slow; it must not
+    call ``wait()`` (the dispatcher is what ``wait()`` waits for).
+    """
+
+    def __init__(self, spec: CommandSpec, paths: JobPaths,
+                 on_report: Callable[[Report], None], *,
+                 tail_lines: int = 200, max_line_bytes: int = 64 * 1024,
+                 output_batch_interval: float = 0.1, grace_period: float = 10.0,
+                 log_name: str = "output.log", drain_timeout: float = 2.0,
+                 spill_bytes: int = 8 * 1024 * 1024) -> None:
+        self._spec = spec
+        self._paths = paths
+        self._grace = grace_period
+        self._drain_timeout = drain_timeout
+        self._channel = ReportChannel(Path(paths.engine_dir))
+        self.log_path = Path(paths.engine_dir) / log_name
+        self.events_path = self._channel.events_path
+        self.abort_path = self._channel.abort_path
+        self._relay = OutputRelay(on_report, workdir=Path(paths.workdir),
+                                  log_path=self.log_path, events_path=self.events_path,
+                                  tail_lines=tail_lines, max_line_bytes=max_line_bytes,
+                                  output_batch_interval=output_batch_interval,
+                                  spill_bytes=spill_bytes)
+
+        self._lock = threading.Lock()  # process state: stop, kill deadline, reaped
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
+        self._ended_at: float | None = None
+        self._timeout_at: float | None = None
+        self._kill_at: float | None = None
+        self._killed = False
+        self._exited = False  # the command was seen to exit (maybe not reaped yet)
+        self._reaped = False
+        self._stop_reason: str | None = None
+        self._pre_start_stop: str | None = None
+
+        self._readers: list[threading.Thread] = []
+        self._supervisor: threading.Thread | None = None
+        self._abandon = threading.Event()  # readers: stop even without EOF
+        self._wake = threading.Event()  # supervisor: look now
+        self._done = threading.Event()
+        self._outcome: RunOutcome | None = None
+
+    # -- public API ---------------------------------------------------------------------
+    @property
+    def hook_path(self) -> Path | None:
+        return self._channel.hook_path
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    @property
+    def pgid(self) -> int | None:
+        # start_new_session makes the command the leader of a new group with its own pid.
+        if self._popen is None or not _GROUPS:
+            return None
+        return self._popen.pid
+
+    @property
+    def running(self) -> bool:
+        """True from start() until the outcome is ready."""
+        return self._popen is not None and not self._done.is_set()
+
+    def start(self) -> int:
+        """Start the command; return its pid. Raises CommandStartError in words."""
+        if self._popen is not None:
+            raise RuntimeError("a CommandRunner runs its command once")
+        if self._pre_start_stop is not None:
+            raise CommandStartError(f"stopped before it started: {self._pre_start_stop}")
+        paths = self._paths
+        if self._spec.argv is not None:
+            argv = list(self._spec.argv)
+            if not argv or not argv[0]:
+                raise CommandStartError("empty command")
+        else:
+            argv = expand_command(self._spec.template, paths)
+        cwd = Path(paths.workdir, self._spec.cwd) if self._spec.cwd else Path(paths.workdir)
+        if not cwd.is_dir():
+            raise CommandStartError(f"the working directory {cwd} does not exist")
+        try:
+            hook_path = self._channel.prepare(itksnap_wt=self._spec.itksnap_wt)
+        except OSError as exc:
+            raise CommandStartError(f"cannot prepare {paths.engine_dir}: "
+                                    f"{exc.strerror or exc}") from None
+        if self._spec.exact_env is not None:
+            env = dict(self._spec.exact_env)
+        else:
+            env = command_environment(paths, self._spec, hook_path, self.events_path,
+                                      self.abort_path)
+        check_program(argv[0], cwd, env)
+        try:
+            self._relay.open_log()
+        except OSError as exc:
+            raise CommandStartError(f"cannot create the log {self.log_path}: "
+                                    f"{exc.strerror or exc}") from None
+        try:
+            # Explicit pipes and DEVNULL: a GUI app (frozen or not) may have no usable
+            # stdin/stdout of its own to inherit.
+            if os.name == "posix":
+                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         cwd=cwd, env=env, bufsize=0, close_fds=True,
+                                         start_new_session=True)
+            else:
+                popen = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, cwd=cwd, env=env, bufsize=0, close_fds=True,
+                    creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
+        except OSError as exc:
+            self._relay.close_log()
+            raise _start_error(exc, argv[0]) from None
+        self._started_at = time.monotonic()
+        if self._spec.nice:
+            _lower_priority(popen.pid, self._spec.nice)
+        with self._lock:
+            self._popen = popen
+            if self._spec.timeout is not None and self._spec.timeout > 0:
+                self._timeout_at = self._started_at + self._spec.timeout
+            stop_requested = self._pre_start_stop  # terminate() raced with start()
+        try:
+            self._start_threads(popen)
+        except RuntimeError as exc:  # cannot start a thread: do not leave it running
+            self._signal_group(_SIGKILL)
+            self._abandon.set()
+            self._relay.abort()
+            popen.wait()
+            raise CommandStartError(f"cannot watch the command: {exc}") from None
+        if stop_requested is not None:
+            self.terminate(stop_requested)
+        return popen.pid
+
+    def wait(self, timeout: float | None = None) -> RunOutcome | None:
+        """The outcome once the command ended and everything it reported was delivered;
+        None if that has not happened within ``timeout`` seconds."""
+        if self._popen is None:
+            raise RuntimeError("the command was not started")
+        if self._relay.is_dispatcher(threading.current_thread()):
+            raise RuntimeError("wait() called from on_report would wait for itself")
+        if not self._done.wait(timeout):
+            return None
+        # Setting _done is the supervisor's last act: once it has returned, no thread of
+        # this run is left.
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join()
+        return self._outcome
+
+    def terminate(self, reason: str, grace: float | None = None) -> None:
+        """Stop the command and everything in its process group: the hook starts failing
+        (abort file), SIGTERM now, SIGKILL after ``grace`` seconds (default: the grace
+        period). Returns at once; idempotent (the first reason is kept)."""
+        grace = self._grace if grace is None else grace
+        with self._lock:
+            if self._popen is None:
+                self._pre_start_stop = self._pre_start_stop or reason
+                return
+            if self._stop_reason is not None or self._exited:
+                return
+            self._stop_reason = reason
+            self._channel.write_abort(reason)
+            self._kill_at = time.monotonic() + max(0.0, grace)
+            self._signal_group_locked(signal.SIGTERM)
+        self._wake.set()
+
+    # -- set-up -------------------------------------------------------------------------
+    def _start_threads(self, popen: subprocess.Popen[bytes]) -> None:
+        tag = f"ticket {self._paths.ticket_id}"
+        assert popen.stdout is not None and popen.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read_stream, args=("stdout", popen.stdout),
+                             name=f"dss-runner {tag} stdout", daemon=True),
+            threading.Thread(target=self._read_stream, args=("stderr", popen.stderr),
+                             name=f"dss-runner {tag} stderr", daemon=True),
+        ]
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                            name=f"dss-runner {tag} supervisor")
+        self._relay.start(f"dss-runner {tag} reports")
+        for reader in self._readers:
+            reader.start()
+        self._supervisor.start()
+
+    # -- signals ------------------------------------------------------------------------
+    def _signal_group(self, sig: int) -> None:
+        with self._lock:
+            self._signal_group_locked(sig)
+
+    def _signal_group_locked(self, sig: int) -> None:
+        popen = self._popen
+        if popen is None or self._reaped:
+            return  # once reaped, the group id may name someone else's processes
+        if _GROUPS:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, sig)
+        else:  # Windows: the command itself only
+            with contextlib.suppress(OSError):
+                if sig == signal.SIGTERM:
+                    popen.terminate()
+                else:
+                    popen.kill()
+
+    # -- reading the pipes --------------------------------------------------------------
+    def _read_stream(self, stream: str, pipe: BinaryIO) -> None:
+        fd = pipe.fileno()
+        state = LineState()
+        poller = None
+        if _HAVE_POLL:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        try:
+            while True:
+                # Polling with a timeout lets the supervisor abandon a pipe that a process
+                # outside the group keeps open after the command exited.
+                if poller is not None:
+                    if self._abandon.is_set():
+                        break
+                    if not poller.poll(_POLL_MS):
+                        continue
+                data = os.read(fd, READ_SIZE)
+                if not data:
+                    break
+                self._relay.consume(stream, state, data)
+        except OSError as exc:
+            self._relay.emit(ProtocolWarning(f"reading the command's {stream} failed: {exc}"))
+        finally:
+            self._relay.finish_stream(stream, state)
+            with contextlib.suppress(OSError):
+                pipe.close()
+            self._wake.set()
+
+    # -- the supervisor -----------------------------------------------------------------
+    def _command_exited(self) -> bool:
+        popen = self._popen
+        assert popen is not None
+        if not _WAITID:
+            return popen.poll() is not None
+        try:
+            # WNOWAIT: leave it a zombie, so its pid (= the group id) cannot be reused
+            # while the rest of the group is being signalled.
+            result = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped behind our back (SIGCHLD ignored?)
+            return True
+        return result is not None
+
+    def _supervise(self) -> None:
+        try:
+            self._watch_until_exit()
+            self._wind_down()
+        except Exception:  # a bug here must not leave wait() hanging or the command running
+            log.exception("the command supervisor failed")
+            with contextlib.suppress(Exception):
+                self._signal_group(_SIGKILL)
+            if not self._done.is_set():
+                with contextlib.suppress(Exception):
+                    self._finish(returncode=None)
+
+    def _watch_until_exit(self) -> None:
+        next_events = 0.0
+        while not self._command_exited():
+            now = time.monotonic()
+            if now >= next_events:
+                self._relay.read_events()
+                next_events = now + EVENTS_INTERVAL
+            self._check_deadlines(now)
+            self._wake.wait(_SUPERVISOR_TICK)
+            self._wake.clear()
+        with self._lock:
+            self._exited = True
+            self._ended_at = time.monotonic()
+
+    def _check_deadlines(self, now: float) -> None:
+        with self._lock:
+            timed_out = (self._timeout_at is not None and now >= self._timeout_at
+                         and self._stop_reason is None)
+            kill_due = self._kill_at is not None and now >= self._kill_at and not self._killed
+        if timed_out:
+            assert self._spec.timeout is not None
+            self.terminate(timed_out_reason(self._spec.timeout))
+        if kill_due:
+            with self._lock:
+                self._killed = True
+                self._signal_group_locked(_SIGKILL)
+
+    def _readers_alive(self) -> bool:
+        return any(reader.is_alive() for reader in self._readers)
+
+    def _join_readers(self, deadline: float) -> bool:
+        for reader in self._readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        return not self._readers_alive()
+
+    def _wind_down(self) -> None:
+        # The command exited. What it started may still be running: give it until the
+        # drain timeout (or, when stopping, the kill deadline) to close the pipes, then
+        # kill whatever is left in the group. A finished job leaves nothing behind.
+        with self._lock:
+            stopping = self._stop_reason is not None
+            kill_at = self._kill_at
+        if stopping and kill_at is not None:
+            deadline = kill_at
+        else:
+            deadline = time.monotonic() + self._drain_timeout
+        while self._readers_alive() and time.monotonic() < deadline:
+            self._relay.read_events()
+            self._join_readers(min(deadline, time.monotonic() + EVENTS_INTERVAL))
+        lingering = self._readers_alive()
+        self._signal_group(_SIGKILL)
+        if lingering and not stopping:
+            self._relay.emit(ProtocolWarning(
+                "the command exited but processes it started kept its output open for "
+                f"{format_seconds(self._drain_timeout)} s; they were killed"))
+        if not self._join_readers(time.monotonic() + 1.0):
+            # Someone outside the group (setsid, a daemon) holds the pipes.
+            self._abandon.set()
+            self._join_readers(time.monotonic() + 1.0 + _POLL_MS / 1000)
+            self._relay.emit(ProtocolWarning(
+                "a process outside the command's process group keeps its output open; "
+                "stopped reading it"))
+        with self._lock:
+            self._reaped = True
+        returncode = self._popen.wait() if self._popen is not None else None
+        self._finish(returncode)
+
+    def _finish(self, returncode: int | None) -> None:
+        tail, last_error = self._relay.finish()
+        ended = self._ended_at if self._ended_at is not None else time.monotonic()
+        self._outcome = outcome_of(returncode, stop_reason=self._stop_reason, tail=tail,
+                                   last_error=last_error, duration=ended - self._started_at,
+                                   log_path=self.log_path)
+        self._done.set()
