@@ -40,7 +40,7 @@ NO_SOCKET = ("import sys; sys.modules['socketio'] = None\n"  # V6Source.watch â†
 
 def write_settings(home: Path) -> None:
     from dss_console.engine.settings import Settings, settings_to_toml
-    from dss_console.v6.settings import parse_v6_settings
+    from dss_console.sources.v6.settings import parse_v6_settings
 
     (home / "noop.py").write_text(NOOP)
     (home / "stamps").mkdir()
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--batch-tasks", type=int, default=20)
     args = parser.parse_args()
 
-    from dss_console.v6.sandbox import V6Sandbox
+    from dss_console.sources.v6.sandbox import V6Sandbox
 
     with tempfile.TemporaryDirectory(prefix="dss-v6-bench-") as tmp, \
             V6Sandbox(data_dir=Path(tmp) / "server") as sandbox:

@@ -17,10 +17,10 @@ import pytest
 from dss_console import plugins
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import JobChanged, ServicePaused, ServiceResumed
-from dss_console.engine.jobs import RETRY_NOTE, USER_EXPORT_FAILED
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
+from dss_console.sources.dss.source import RETRY_NOTE, USER_EXPORT_FAILED
 
 from test_engine import TAGS, Harness, command, harness_for
 from waiting import wait_for

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.engine.jobs import RESTARTING_NOTE
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox
+from dss_console.sources.dss.source import RESTARTING_NOTE
 
 from test_engine import TAGS, Harness, harness_for
 from waiting import wait_for

@@ -15,7 +15,6 @@ from PySide6.QtCore import QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
 from dss_console.credentials import SessionStore
-from dss_console.engine.jobs import RESTARTING_NOTE
 from dss_console.engine.settings import ServiceCommand, Settings, load_settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
@@ -28,6 +27,7 @@ from dss_console.gui.main_window import (
     QuitChoiceBox,
 )
 from dss_console.sandbox import Sandbox
+from dss_console.sources.dss.source import RESTARTING_NOTE
 
 from test_engine import TAGS, command
 from waiting import process_gone

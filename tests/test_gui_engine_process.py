@@ -9,9 +9,9 @@ import signal
 from pathlib import Path
 
 import test_gui_console
-from dss_console.engine.jobs import RESTARTED_NOTE
 from dss_console.engine.states import JobState
 from dss_console.gui.main_window import QUIT_CANCEL, QUIT_DETACH
+from dss_console.sources.dss.source import RESTARTED_NOTE
 from test_gui_console import WAIT_MS, Console
 from test_worker_cli import Worker, args_for, worker_env  # noqa: F401 (fixture)
 

@@ -25,8 +25,8 @@ from dss_console.engine.settings import Settings, load_settings, parse_settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
-from dss_console.v6.sandbox import V6Sandbox
-from dss_console.v6.settings import parse_v6_settings
+from dss_console.sources.v6.sandbox import V6Sandbox
+from dss_console.sources.v6.settings import parse_v6_settings
 from test_gui_console import WAIT_MS, child_pids, event_loop_qt
 
 from v6_fixtures import (

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dss_console import cli
-from dss_console.v6 import venv as v6venv
+from dss_console.sources.v6 import venv as v6venv
 
 from v6_fixtures import SERVER_TEST_TIMEOUT, v6_python
 

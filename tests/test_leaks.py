@@ -127,7 +127,7 @@ def test_a_refused_upload_tells_the_user_no_local_path(harness: Harness) -> None
     claimed = client.services.claim([harness.service], harness.sandbox.provider, "node-a")
     assert claimed is not None and claimed.ticket_id == ticket
     key = DssSource(client).key
-    workdir = ticket_workdir(harness.tmp / "work", key, ticket)
+    workdir = ticket_workdir(harness.tmp / "work", key, ticket, DssSource.words.job)
     missing = workdir / ".dss" / "export" / "layer_000_gone.nii.gz"
     # A worker that stopped while uploading a result whose file is gone meanwhile.
     journal = Journal(harness.tmp / "journal-node-a.sqlite3")

@@ -20,8 +20,8 @@ from dss_console.core.presentation import (
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
 from dss_console.sources.dss.presentation import PRESENTATION as DSS
-from dss_console.v6.presentation import PRESENTATION as V6
-from dss_console.v6.presentation import run_cells, run_summary
+from dss_console.sources.v6.presentation import PRESENTATION as V6
+from dss_console.sources.v6.presentation import run_cells, run_summary
 
 PRESENTATIONS = {"dss": DSS, "v6": V6}
 

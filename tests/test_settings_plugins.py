@@ -12,10 +12,9 @@ import pytest
 
 import dss_console
 from dss_console import plugins
-from dss_console.engine.profiles import v6_service_command
 from dss_console.engine.settings import Settings, SettingsError, parse_settings
-from dss_console.engine.settings_reader import TableReader, read_job_kind
-from dss_console.v6.settings import V6SettingsError, parse_v6_settings
+from dss_console.engine.settings_reader import ServiceCommand, TableReader, read_job_kind
+from dss_console.sources.v6.settings import V6SettingsError, parse_v6_settings
 
 SRC = Path(dss_console.__file__).parent
 
@@ -25,7 +24,7 @@ def test_the_core_settings_module_loads_no_plug_in() -> None:
         import sys
         import dss_console.engine.settings
         loaded = [m for m in sys.modules
-                  if m.startswith(("dss_console.v6", "dss_console.sources"))]
+                  if m.startswith(("dss_console.sources.v6", "dss_console.sources"))]
         assert not loaded, loaded
         print("ok")
     """)
@@ -54,7 +53,7 @@ def test_no_circle_between_the_core_and_the_v6_settings() -> None:
         runtime = [m for m, at_top in _imports(path) if at_top and "v6" in m.split(".")]
         assert not runtime, (path.name, runtime)
     # The v6 tables' parser imports the core at its top, nowhere else.
-    v6 = _imports(SRC / "v6" / "settings.py")
+    v6 = _imports(SRC / "sources" / "v6" / "settings.py")
     assert ("dss_console.engine.settings_reader", True) in v6
     assert all(at_top for _, at_top in v6), v6
 
@@ -74,11 +73,9 @@ def test_each_source_owns_its_tables(tmp_path: Path) -> None:
     assert settings.plugins["v6"].configured_keys() == ["img/avg:1"]
     seg = settings.plugins["dss"].command_for("Seg", "a" * 40)
     assert seg is not None and seg.command == "seg {result}"
-    # The v6 image as the engine's per-service record, the same the engine builds today.
-    algorithm = settings.v6.algorithm_for("img/avg:1")
-    assert algorithm is not None
-    assert settings.plugins["v6"].command_for("img/avg:1", "img/avg:1") == \
-        v6_service_command(algorithm)
+    # The v6 image as the engine's per-service record (the engine asks the plug-in alone).
+    assert settings.plugins["v6"].command_for("img/avg:1", "img/avg:1") == ServiceCommand(
+        key="img/avg:1", command="avg '{input}' '{output}'", max_jobs=2)
     assert settings.plugins["v6"].command_for("img/other", "img/other") is None
     assert settings == Settings(concurrency=2, services=settings.services, v6=settings.v6)
 

@@ -36,11 +36,12 @@ def test_the_command_line_loads_the_plug_ins_but_no_client_of_theirs() -> None:
         import sys
         from dss_console.cli import build_parser
         build_parser()
-        heavy = [m for m in sys.modules if m.startswith(("dss_console.v6.client",
-                 "dss_console.v6.source", "dss_console.v6.crypto", "dss_console.sources.dss.source",
+        heavy = [m for m in sys.modules if m.startswith((
+                 "dss_console.sources.v6.client", "dss_console.sources.v6.source",
+                 "dss_console.sources.v6.crypto", "dss_console.sources.dss.source",
                  "cryptography", "socketio"))]
         assert not heavy, heavy
-        assert "dss_console.v6.plugin" in sys.modules
+        assert "dss_console.sources.v6.plugin" in sys.modules
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

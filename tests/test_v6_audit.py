@@ -21,7 +21,7 @@ from dss_console.engine.engine import journal_path
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.journal import Journal
 from dss_console.engine.states import JobState
-from dss_console.v6.audit import (
+from dss_console.sources.v6.audit import (
     CSV_FIELDS,
     audit_records,
     format_input,

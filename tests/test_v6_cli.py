@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.v6.sandbox import V6Sandbox
+from dss_console.sources.v6.sandbox import V6Sandbox
 
 from v6_fixtures import SERVER_TEST_TIMEOUT, v6_python, v6_sandbox
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.v6 import crypto
+from dss_console.sources.v6 import crypto
 
 from v6_fixtures import SERVER_TEST_TIMEOUT, run_official, v6_python
 

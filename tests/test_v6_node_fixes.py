@@ -16,8 +16,8 @@ import pytest
 
 from dss_console import plugins
 from dss_console.engine.settings import Settings, settings_to_toml
-from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
-from dss_console.v6.settings import parse_v6_settings
+from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
+from dss_console.sources.v6.settings import parse_v6_settings
 from test_gui_console import event_loop_qt
 
 from v6_fixtures import (
@@ -47,7 +47,7 @@ def test_a_console_engine_knows_its_images_before_its_first_poll(
     happened, and the demo run must still be pending then, and run once Auto is on."""
     from dss_console.engine.remote import RemoteEngine
     from dss_console.engine.spawn import start_engine_process, wait_for_engine
-    from dss_console.v6.login import login_node
+    from dss_console.sources.v6.login import login_node
 
     researcher = researchers["demo-enc"]
     station = v6_sandbox.org_id("station")
@@ -83,7 +83,7 @@ def test_a_console_engine_knows_its_images_before_its_first_poll(
 
 
 def _org_public_key(sandbox: V6Sandbox, node: str) -> str | None:
-    from dss_console.v6.client import V6NodeClient
+    from dss_console.sources.v6.client import V6NodeClient
 
     client = V6NodeClient(sandbox.url)
     try:
@@ -110,8 +110,8 @@ def test_another_organizations_key_is_refused_unless_replacing_is_asked(
         v6_sandbox: V6Sandbox, tmp_path: Path) -> None:
     """`v6 login --private-key` with the research organization's key silently replaced the
     station's public key on the server (the researcher's next encrypted task then failed)."""
-    from dss_console.v6 import crypto
-    from dss_console.v6.login import V6LoginError, login_node
+    from dss_console.sources.v6 import crypto
+    from dss_console.sources.v6.login import V6LoginError, login_node
 
     node = "station-demo-enc"
     registered = _org_public_key(v6_sandbox, node)
@@ -153,7 +153,7 @@ def enc_engine(v6_sandbox: V6Sandbox, tmp_path: Path) -> Iterator[tuple]:
     from dss_console.engine.engine import Engine
     from dss_console.engine.events import EngineNotice
     from dss_console.engine.journal import Journal
-    from dss_console.v6.source import V6Source
+    from dss_console.sources.v6.source import V6Source
 
     settings = Settings(workroot=tmp_path / "work", poll_interval=1.0,
                         v6=parse_v6_settings(v6_sandbox.demo_settings()))
@@ -183,7 +183,7 @@ def test_refused_runs_are_recorded_shown_and_audited(
     any start, in words, and appear in the Runs list, the audit and the status line with
     their image, task and who asked."""
     from dss_console.engine.states import JobState
-    from dss_console.v6.audit import audit_records
+    from dss_console.sources.v6.audit import audit_records
 
     engine, _source, notices = enc_engine
     researcher = researchers["demo-enc"]
@@ -240,7 +240,7 @@ def sleepy_engine(v6_sandbox: V6Sandbox, tmp_path: Path) -> Iterator[tuple]:
 
     from dss_console.engine.engine import Engine
     from dss_console.engine.journal import Journal
-    from dss_console.v6.source import V6Source
+    from dss_console.sources.v6.source import V6Source
 
     table = v6_sandbox.demo_settings()
     table["algorithms"][SLEEPY_IMAGE] = {
@@ -281,7 +281,7 @@ def test_a_researchers_kill_is_recorded_as_killed_by_user(
         v6_sandbox: V6Sandbox) -> None:
     """The audit said `failed` ("the ticket is no longer ours") for a researcher's kill."""
     from dss_console.engine.states import JobState
-    from dss_console.v6.audit import audit_records
+    from dss_console.sources.v6.audit import audit_records
 
     engine, _source = sleepy_engine
     researcher = researchers["demo-enc"]
@@ -355,8 +355,8 @@ def test_edit_command_opens_the_images_row_and_names_the_settings_file(
     from dss_console.credentials import SessionStore
     from dss_console.gui import tasks
     from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
-    from dss_console.v6.client import NodeIdentity
-    from dss_console.v6.login import NodeLogin
+    from dss_console.sources.v6.client import NodeIdentity
+    from dss_console.sources.v6.login import NodeLogin
 
     config = tmp_path / "cfg" / "settings.toml"
     monkeypatch.setenv("DSS_CONSOLE_CONFIG", str(config))

@@ -29,16 +29,16 @@ from dss_console.core.interfaces import (
     WorkGone,
 )
 from dss_console.engine.redact import SHARED_SUFFIX
-from dss_console.v6.client import (
+from dss_console.sources.v6.client import (
     V6Error,
     V6NodeClient,
     V6NotLoggedInError,
     V6UnreachableError,
     classify_v6_error,
 )
-from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
-from dss_console.v6.settings import parse_v6_settings
-from dss_console.v6.source import V6KeyError, V6Source
+from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
+from dss_console.sources.v6.settings import parse_v6_settings
+from dss_console.sources.v6.source import V6KeyError, V6Source
 
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.v6.client import (
+from dss_console.sources.v6.client import (
     V6BadReplyError,
     V6NodeClient,
     V6NotFoundError,
@@ -22,14 +22,14 @@ from dss_console.v6.client import (
     classify_v6_error,
     normalise_server_url,
 )
-from dss_console.v6.environment import (
+from dss_console.sources.v6.environment import (
     RunFiles,
     decode_env_value,
     encode_env_value,
     run_environment,
 )
-from dss_console.v6.settings import V6SettingsError, parse_size, parse_v6_settings
-from dss_console.v6.source import input_summary, tail_text
+from dss_console.sources.v6.settings import V6SettingsError, parse_size, parse_v6_settings
+from dss_console.sources.v6.source import input_summary, tail_text
 
 from hostile_server import HostileServer, Reply
 from v6_fixtures import SERVER_TEST_TIMEOUT, run_official, v6_python
@@ -302,7 +302,7 @@ def test_input_summary_never_holds_values() -> None:
 
 
 def test_venv_failure_leaves_no_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dss_console.v6 import venv
+    from dss_console.sources.v6 import venv
 
     target = tmp_path / "v6-venv"
     monkeypatch.setenv(venv.ENV_OVERRIDE, str(target))
@@ -314,7 +314,7 @@ def test_venv_failure_leaves_no_marker(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_the_enum_fix_is_needed_here_and_works(v6_python: Path) -> None:
     """Python 3.11+ formats str-mixin enums by name; vantage6 4.15.2 needs the value."""
-    from dss_console.v6.sandbox import server_script
+    from dss_console.sources.v6.sandbox import server_script
 
     code = ("import runpy, sys\n"
             "from vantage6.server.model.rule import Operation, Scope\n"
@@ -335,7 +335,7 @@ def test_venv_wait_for_another_build_is_said(tmp_path: Path,
     import fcntl
     import threading
 
-    from dss_console.v6 import venv
+    from dss_console.sources.v6 import venv
 
     from waiting import wait_for
 

@@ -27,8 +27,8 @@ import pytest
 
 from dss_console import plugins
 from dss_console.engine.settings import Settings, settings_to_toml
-from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
-from dss_console.v6.settings import parse_v6_settings
+from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
+from dss_console.sources.v6.settings import parse_v6_settings
 
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
@@ -245,7 +245,7 @@ def test_a_node_wide_kill_stops_the_process_and_ends_the_run_killed(
     from dss_console.engine.journal import Journal
     from dss_console.engine.settings import load_settings
     from dss_console.engine.states import JobState
-    from dss_console.v6.source import V6Source
+    from dss_console.sources.v6.source import V6Source
 
     node = v6_sandbox.node("station-demo-enc")  # no worker of this module runs for it now
     settings = load_settings(home / "settings.toml")
@@ -303,7 +303,7 @@ def test_a_crash_reaches_the_researcher_and_a_finished_run_is_not_retried(
     from dss_console.engine.engine import Engine, EngineError, journal_path
     from dss_console.engine.journal import Journal
     from dss_console.engine.settings import load_settings
-    from dss_console.v6.source import V6Source
+    from dss_console.sources.v6.source import V6Source
 
     researcher = researchers["demo"]
     task_id = researcher.create_task(DEMO_IMAGE, "fail", [v6_sandbox.org_id("station")],
@@ -468,7 +468,7 @@ def test_a_crash_tells_the_researcher_nothing_of_the_node(
     """What a researcher can fetch of a crashed run (its log, its result, the task) carries
     no path of the node, no host name, no environment value: with the output's tail off
     (the default) and with it on (redacted, the algorithm's own error still there)."""
-    from dss_console.v6.sandbox import demo_csv
+    from dss_console.sources.v6.sandbox import demo_csv
 
     secret = "v6-secret-" + os.urandom(6).hex()
     _write_settings(home, v6_sandbox, "tail.toml", send_output_tail=True,

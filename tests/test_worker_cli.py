@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.engine.jobs import RESTARTED_NOTE, RESTARTING_NOTE
 from dss_console.sandbox import Sandbox
+from dss_console.sources.dss.source import RESTARTED_NOTE, RESTARTING_NOTE
 
 from test_engine import TAGS, command
 from waiting import end_session, process_gone, wait_for

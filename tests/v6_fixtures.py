@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from dss_console.v6 import venv as v6venv
-from dss_console.v6.sandbox import V6Sandbox
+from dss_console.sources.v6 import venv as v6venv
+from dss_console.sources.v6.sandbox import V6Sandbox
 
 # Module-level timeout for tests that use the server: the first one pays for the venv build.
 SERVER_TEST_TIMEOUT = 900

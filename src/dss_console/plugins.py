@@ -22,14 +22,14 @@ __all__ = ["EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "e
 # worker's --source choices, the window's login forms.
 SOURCES: dict[str, str] = {
     "dss": "dss_console.sources.dss.plugin:PLUGIN",
-    "v6": "dss_console.v6.plugin:PLUGIN",
+    "v6": "dss_console.sources.v6.plugin:PLUGIN",
 }
 
 # Each source's reader of its own settings tables (engine.settings_reader.SettingsParser), in
 # the order the file is read and written. Later part of each source's SourcePlugin.
 SOURCE_SETTINGS: dict[str, str] = {
     "dss": "dss_console.sources.dss.settings:SETTINGS",
-    "v6": "dss_console.v6.settings:SETTINGS",
+    "v6": "dss_console.sources.v6.settings:SETTINGS",
 }
 
 # Each source's face in the window (core.presentation.Presentation). The engine sends its
@@ -37,7 +37,7 @@ SOURCE_SETTINGS: dict[str, str] = {
 # login form's choice of source).
 SOURCE_PRESENTATIONS: dict[str, str] = {
     "dss": "dss_console.sources.dss.presentation:PRESENTATION",
-    "v6": "dss_console.v6.presentation:PRESENTATION",
+    "v6": "dss_console.sources.v6.presentation:PRESENTATION",
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kinds import COMBINATIONS, EXECUTORS, RUNNABLE, SOURCES, Combination, World
 
-from dss_console.v6.sandbox import V6Sandbox
+from dss_console.sources.v6.sandbox import V6Sandbox
 
 from slurm_cluster import SlurmCluster, require_slurm
 from v6_fixtures import Researcher, v6_python

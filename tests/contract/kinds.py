@@ -40,8 +40,8 @@ from dss_console.engine.states import JobState
 from dss_console.engine.views import job_view
 from dss_console.sandbox import Sandbox, SandboxError
 from dss_console.sources.dss.source import DssSource
-from dss_console.v6.sandbox import V6Sandbox
-from dss_console.v6.source import V6Source
+from dss_console.sources.v6.sandbox import V6Sandbox
+from dss_console.sources.v6.source import V6Source
 
 from waiting import process_gone, wait_for
 

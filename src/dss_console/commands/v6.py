@@ -125,7 +125,7 @@ def _verify(args: argparse.Namespace) -> bool | str:
 
 
 def login_command(args: argparse.Namespace) -> int:
-    from dss_console.v6.login import (
+    from dss_console.sources.v6.login import (
         V6LoginError,
         describe_node,
         login_node,
@@ -138,7 +138,7 @@ def login_command(args: argparse.Namespace) -> int:
         raise CliError("no API key on standard input (the node's API key, as the server "
                        "printed it when the node was created)", code=EXIT_USAGE)
     try:
-        from dss_console.v6.client import normalise_server_url
+        from dss_console.sources.v6.client import normalise_server_url
 
         normalise_server_url(args.server)
     except ValueError as exc:
@@ -165,7 +165,7 @@ def login_command(args: argparse.Namespace) -> int:
 
 
 def logout_command(args: argparse.Namespace) -> int:
-    from dss_console.v6.client import normalise_server_url
+    from dss_console.sources.v6.client import normalise_server_url
 
     store = _store()
     server = normalise_server_url(args.server) if args.server else None
@@ -182,8 +182,8 @@ def logout_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from dss_console.v6.client import V6Error, V6NodeClient
-    from dss_console.v6.login import short_error
+    from dss_console.sources.v6.client import V6Error, V6NodeClient
+    from dss_console.sources.v6.login import short_error
 
     store = _store()
     nodes = store.v6_nodes()
@@ -237,8 +237,8 @@ def sandbox_settings_toml(sandbox_info: dict[str, Any]) -> str:
 
 
 def sandbox_command(args: argparse.Namespace) -> int:
-    from dss_console.v6.sandbox import V6Sandbox
-    from dss_console.v6.venv import V6SandboxError
+    from dss_console.sources.v6.sandbox import V6Sandbox
+    from dss_console.sources.v6.venv import V6SandboxError
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -80,7 +80,7 @@ def _days(text: str) -> float:
 def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     from dss_console import paths
     from dss_console.engine.engine import journal_path
-    from dss_console.v6.audit import (
+    from dss_console.sources.v6.audit import (
         audit_records,
         load_journal_jobs,
         records_to_csv,
@@ -134,7 +134,7 @@ def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 def _server(raw: str | None) -> str | None:
     if not raw:
         return None
-    from dss_console.v6.client import normalise_server_url
+    from dss_console.sources.v6.client import normalise_server_url
 
     try:
         return normalise_server_url(raw)
@@ -230,7 +230,7 @@ def _stored_node_names() -> dict[tuple[str, int], str]:
 
 
 def table_row(record: Any, now: float | None = None) -> list[str]:
-    from dss_console.v6.audit import format_input, format_requester
+    from dss_console.sources.v6.audit import format_input, format_requester
 
     task = record.task_name or ""
     if record.task_id is not None:

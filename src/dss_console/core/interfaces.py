@@ -4,7 +4,8 @@ The engine calls a :class:`Source` (claim, fetch inputs, report, upload, finish,
 sees its failures only as the four kinds of :class:`Failure`. A source plug-in subclasses
 :class:`Source`: the abstract methods are what every source does; the others have a default
 body, so the engine calls them on any source and never asks ``getattr`` (the DSS source is
-``dss_console.sources.dss.source.DssSource``, the vantage6 node ``dss_console.v6.source.V6Source``).
+``dss_console.sources.dss.source.DssSource``, the vantage6 node
+``dss_console.sources.v6.source.V6Source``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dss_console.core.presentation import Cells, Presentation, ServiceFigures, Summary
 
 if TYPE_CHECKING:
-    from dss_console.engine.settings import Settings
+    from dss_console.engine.runner import CommandSpec, JobPaths
+    from dss_console.engine.settings import ServiceCommand, Settings
 
 ProgressFn = Callable[[int, int | None], None]  # bytes so far, total (None: unknown)
 
@@ -143,20 +145,106 @@ class Refusal:
     outcome: OutcomeKind   # NOT_ALLOWED (image not configured) | FAILED (unknown database)
     reason: str
     details: dict[str, Any]
+    note: str = ""           # the operator's one line (status bar, log)
+    not_retryable: str = ""  # why the job cannot run again, journaled with it
+
+
+# A server call the core queues in the outbox: (kind, payload). Core kinds: progress, log,
+# attach, upload, status, finish, active, output (engine/outbox.py performs them).
+OutboxCall = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How a source's jobs behave where sources differ, named by the behaviour (the core asks
+    these, never which kind of source it has). docs/plugin-plan.md §2."""
+
+    # A job whose service has no command (any more): keep it claimed and wait for the
+    # settings ("block"), or end it at once as not allowed ("refuse").
+    unconfigured: Literal["block", "refuse"]
+    # A command that cannot be prepared or started: "block" (kept, service paused) or
+    # "fail" (ended START_FAILED: its requester waits for an answer).
+    start_failure: Literal["block", "fail"]
+    # The claimant may turn its own `failed` into a success (retry of a job it failed).
+    rescue_own_failure: bool
+    # The command may finish the job on the server itself (ASHS scripts): a finished status
+    # while it runs waits for it to exit, and exit 0 without a result asks the server.
+    command_may_finish: bool
+    # Each life of a job fetches its inputs again (a fresh container token per process).
+    refetch_on_restart: bool
+    # Seconds between updates of the server's log from the command's output; None: never.
+    output_interval: float | None
+    # A job stopped by a shutdown stays open (True) or fails (False); None: as the core's
+    # `on_shutdown` setting says.
+    leave_open_on_shutdown: bool | None
+    # A job claimed by hand whose command did not run yet waits for Run again after a
+    # shutdown (else it runs again at the next start, like any job left open).
+    shutdown_keeps_manual_claims: bool
+    # The operator may hand over a result file for a job ("Upload result…").
+    operator_result: bool
+
+
+@dataclass(frozen=True)
+class JobWords:
+    """What the core writes about a source's jobs, in the words its requesters and
+    operators use."""
+
+    job: str               # "ticket" | "run"
+    cancelled: str         # the operator's cancel, before its message
+    shut_down: str         # a job failed by a shutdown
+    left_open: str         # a job left open by a shutdown (the operator reads it)
+    gone: str              # the job is no longer the worker's on the server
+    unconfigured: str      # its service has no command here (any more)
+    start_failed: str      # what the requester reads when its command could not start
+    killed: str            # not retryable: killed on the server
+    no_operator_result: str  # refused operator result (rules.operator_result False)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a job ends without its result, for ``Source.failure_calls``."""
+
+    kind: OutcomeKind      # the outcome for a source that reports one (FAILED, CRASHED, …)
+    reason: str            # what the requester reads; "" when `told`
+    told: bool             # the reason already reached the requester (the command said it)
+    # A redacted file of the output's last lines, or None when the service keeps its output
+    # here (made on demand: only a source that sends it asks).
+    tail_file: Callable[[], Path | None]
+    # A redacted copy of the output log's tail for the server's log, or None (on demand).
+    shared_output: Callable[[], Path | None]
+
+
+class ResultRejected(Exception):
+    """The command's result cannot be delivered (``Source.result_calls``): ``reason`` for
+    the operator (may name local paths), ``user_reason`` for the requester."""
+
+    def __init__(self, reason: str, user_reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.user_reason = user_reason
+
+
+def _nothing() -> Path | None:
+    return None
+
+
+NO_FILE: Callable[[], Path | None] = _nothing
 
 
 class Source(ABC):
     """Where jobs come from. ``key`` names the source in the journal (opaque to the engine);
-    ``kind`` picks the job profile the engine uses (engine/profiles.py)."""
+    ``kind`` names its settings plug-in (``Settings.plugins[kind]``, plugins.py); ``words``
+    and ``rules`` are how its jobs read and behave where sources differ."""
 
     key: str
     kind: ClassVar[str]
+    words: ClassVar[JobWords]
+
+    @property
+    @abstractmethod
+    def rules(self) -> Rules: ...
     # The window's face of this source (words, columns, actions), sent in the channel's info.
     presentation: ClassVar[Presentation]
-    # A job whose end the server holds cannot be processed again (a finished vantage6 run is
-    # immutable): Retry is offered only while the server still has it open. False: the
-    # claimant may turn its own failure into a success (DSS).
-    ended_is_final: ClassVar[bool] = False
 
     # -- what every source does ------------------------------------------------------------
     @abstractmethod
@@ -203,6 +291,71 @@ class Source(ABC):
     def default_provider(self) -> str:
         """Who claims, when the settings name no provider (ValueError in words)."""
 
+    # -- the command and how a job ends --------------------------------------------------
+    @abstractmethod
+    def preflight_spec(self, key: str, command: ServiceCommand) -> CommandSpec | None:
+        """What to check before claiming for a service (is its program there); None: nothing
+        can be checked before the job starts."""
+
+    @abstractmethod
+    def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
+                     nice: int) -> CommandSpec:
+        """The job's command and environment. An exception says why it cannot be prepared
+        (handled as ``rules.start_failure`` says)."""
+
+    def missing_inputs(self, paths: JobPaths) -> str | None:
+        """Why the fetched inputs cannot run (the job fails), or None."""
+        return None
+
+    @abstractmethod
+    def result_path(self, paths: JobPaths) -> Path:
+        """The file a command that succeeded leaves as its result."""
+
+    @abstractmethod
+    def missing_result(self, result: Path) -> str:
+        """Why a command that exited 0 failed: it left no result at ``result``."""
+
+    @abstractmethod
+    def result_calls(self, ticket_id: int, result: Path, export_dir: Path,
+                     shared_output: Callable[[], Path | None]) -> list[OutboxCall]:
+        """The calls that deliver a result and end the job as a success (each ``final``).
+        ``export_dir``: the job's own place for what must be prepared first (not made yet;
+        emptied by whoever uses it). Raises
+        :class:`ResultRejected`."""
+
+    @abstractmethod
+    def failure_calls(self, ending: Ending) -> list[OutboxCall]:
+        """The calls that end the job without its result."""
+
+    def started_calls(self) -> list[OutboxCall]:
+        """Calls when the job's command started."""
+        return []
+
+    def restarted_calls(self) -> list[OutboxCall]:
+        """Calls when a job runs again after the worker stopped while it ran."""
+        return []
+
+    def rescue_calls(self) -> list[OutboxCall]:
+        """Calls when the claimant retries a job it failed itself (rules.rescue_own_failure)."""
+        return []
+
+    def left_open_calls(self, rerun: bool) -> list[OutboxCall]:
+        """Calls when a shutdown leaves a job open (``rerun``: the next start runs it again)."""
+        return []
+
+    def killed_remotely(self, ticket_id: int) -> bool:
+        """The job that went away was killed on the server (as last seen; told once)."""
+        return False
+
+    def configured_services(self) -> list[SourceService]:
+        """Services claimable as soon as the settings name them, before the next services
+        refresh lists them."""
+        return []
+
+    def shares_output_tail(self, settings: Settings) -> bool:
+        """Whether a service that does not say shares its output's tail (redacted)."""
+        return settings.send_output_tail
+
     # -- what only some sources do: defaults the engine may call on any ---------------------
     def claim_subtask(self, service_hashes: Sequence[str], provider: str,
                       instance: str) -> ClaimedWork | None:
@@ -217,16 +370,6 @@ class Source(ABC):
     def run_details(self, ticket_id: int) -> dict[str, Any] | None:
         """What fetching the inputs learnt about the job (journaled); None: nothing."""
         return None
-
-    def gone_status(self, ticket_id: int) -> str | None:
-        """How work that went away ended on the server, as last seen ("killed by user");
-        None when not known."""
-        return None
-
-    def command(self, ticket_id: int, workdir: Path) -> tuple[list[str], dict[str, str]]:
-        """argv and the complete environment of a job's process, for a source whose
-        commands are its own (v6); others run the settings' command templates."""
-        raise NotImplementedError(f"a {self.kind} source builds no command itself")
 
     def mark_active(self, ticket_id: int) -> None:
         """The job's command started (v6: the run becomes ``active``)."""

@@ -15,9 +15,12 @@ from typing import Any
 
 from dss_console.core.executor import Executor, ExecutorDetails, JobRef, Recovery
 from dss_console.core.interfaces import (
+    NO_FILE,
     Connection,
+    Ending,
     Failure,
     NewWork,
+    OutboxCall,
     OutcomeKind,
     RemoteState,
     Source,
@@ -25,8 +28,10 @@ from dss_console.core.interfaces import (
     SourceService,
     WorkGone,
 )
+from dss_console.engine.calls import carries_result, details_with_outcome, record_refusal
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
+from dss_console.engine.endings import remote_status
 from dss_console.engine.events import (
     EngineNotice,
     EventBus,
@@ -36,27 +41,11 @@ from dss_console.engine.events import (
     ServicePaused,
     ServiceResumed,
 )
-from dss_console.engine.jobs import (
-    CANCEL_REASON,
-    V6_CANCEL_REASON,
-    JobContext,
-    JobExecution,
-    remote_status,
-)
+from dss_console.engine.jobs import JobContext, JobExecution
 from dss_console.engine.journal import Journal, OutboxItem, command_forgotten
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.pauses import BLOCKED, ServicePauses
-from dss_console.engine.profiles import (
-    V6_NOT_AGAIN,
-    details_with_outcome,
-    finish_call,
-    is_v6,
-    record_refusal,
-    v6_preflight_template,
-    v6_service_command,
-)
 from dss_console.engine.redact import Redactor
-from dss_console.engine.runner import CommandSpec
 from dss_console.engine.settings import ServiceCommand, Settings
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
@@ -79,11 +68,6 @@ def poll_wait(interval: float, idle_for: float, error_backoff: float = 0.0) -> f
     if idle_for > IDLE_BACKOFF_AFTER:
         wait = max(interval, min(interval * IDLE_BACKOFF_FACTOR, 60.0))
     return max(wait, error_backoff)
-
-
-def _send_output_tail(settings: Settings, source: Source) -> bool:
-    """The default of a service that does not say: [v6] send_output_tail on a node."""
-    return settings.v6.send_output_tail if is_v6(source) else settings.send_output_tail
 
 
 class EngineError(Exception):
@@ -138,11 +122,9 @@ class Engine:
                               on_blocked=self._on_job_blocked,
                               on_shutdown=settings.on_shutdown,
                               interrupted=settings.interrupted,
-                              v6_on_shutdown=settings.v6.on_shutdown,
-                              send_output_tail=_send_output_tail(settings, source),
+                              send_output_tail=source.shares_output_tail(settings),
                               workroot=Path(settings.workroot))
-        self.v6 = is_v6(source)  # a vantage6 node: runs, not tickets (engine/profiles.py)
-        self.noun = "run" if self.v6 else "ticket"  # in what the operator reads
+        self.noun = source.words.job  # in what the operator reads
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
         self._executions: dict[int, JobExecution] = {}
@@ -203,7 +185,7 @@ class Engine:
         flushed = self.outbox.flush(flush_timeout)
         self.outbox.stop()
         self.connection.stop()
-        self.source.close()  # the v6 socket and subtask proxy
+        self.source.close()  # e.g. a push channel, a proxy for the commands
         for executor in self.executors.values():
             executor.close()
         if self._cleanup_thread is not None:
@@ -303,11 +285,8 @@ class Engine:
         return self._command(name, service_hash)
 
     def _command(self, name: str, service_hash: str) -> ServiceCommand | None:
-        if self.v6:
-            # An image runs only when [v6.algorithms] names it exactly (the allowlist).
-            algorithm = self.settings.v6.algorithm_for(service_hash)
-            return v6_service_command(algorithm) if algorithm is not None else None
-        return self.settings.command_for(name, service_hash)
+        # The source's own settings tables say (a vantage6 image: only when named exactly).
+        return self.settings.plugins[self.source.kind].command_for(name, service_hash)
 
     def set_auto(self, enabled: bool, service_hash: str | None = None) -> None:
         if service_hash is None:
@@ -322,17 +301,15 @@ class Engine:
         self.settings = settings
         self.ctx.on_shutdown = settings.on_shutdown
         self.ctx.interrupted = settings.interrupted
-        self.ctx.v6_on_shutdown = settings.v6.on_shutdown
-        self.ctx.send_output_tail = _send_output_tail(settings, self.source)
+        self.ctx.send_output_tail = self.source.shares_output_tail(settings)
         self.ctx.workroot = Path(settings.workroot)
         self.source.update_settings(settings)
-        if self.v6:
-            # An image configured just now is claimed from the next poll, not the next
-            # services refresh (its name is all a v6 "service" is).
+        configured = self.source.configured_services()
+        if configured:
+            # Claimed from the next poll, not the next services refresh.
             with self._lock:
                 known = {s.service_hash for s in self._services}
-                self._services += [SourceService(image, image, "configured")
-                                   for image in settings.v6.algorithms if image not in known]
+                self._services += [s for s in configured if s.service_hash not in known]
         self.pauses.failures = settings.pause_after_failures
         self.pauses.window = settings.pause_window
         self.retry_blocked()
@@ -423,9 +400,9 @@ class Engine:
         if snap.not_retryable:
             raise EngineError(f"ticket {snap.ticket_id} cannot be retried: {snap.not_retryable}")
         status = remote_status(self.source, self.journal, job_id, snap.ticket_id)
-        # `failed` is a rescue only when this console failed it: the DSS server lets the
-        # claimant turn its own failure into a success (a finished v6 run is immutable).
-        if status.state is not RemoteState.OURS and (self.v6 or not status.failed_by_us):
+        # `failed` is a rescue only when this console failed it and the source lets the
+        # claimant turn its own failure into a success (remote_status says).
+        if status.state is not RemoteState.OURS and not status.failed_by_us:
             why = self.source.not_retryable(status)
             self.journal.update_job(job_id, not_retryable=why)
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
@@ -441,8 +418,7 @@ class Engine:
         snap = self.journal.job(job_id)
         if snap.state.is_terminal:
             raise EngineError(f"ticket {snap.ticket_id} is already {snap.state.value}")
-        reason = (V6_CANCEL_REASON if self.v6 else CANCEL_REASON) + (
-            f": {message}" if message else "")
+        reason = self.source.words.cancelled + (f": {message}" if message else "")
         self._finish_without_run(snap, JobState.CANCELLED, reason)
 
     def fail_job(self, job_id: int, message: str) -> None:
@@ -461,9 +437,8 @@ class Engine:
     def upload_result(self, job_id: int, workspace: str | Path) -> None:
         """Upload a result workspace the operator picked, then mark the ticket a success."""
         snap = self._job_without_execution(job_id, "upload a result for")
-        if self.v6:
-            raise EngineError("a vantage6 run's result is its algorithm's output; there is no "
-                              "workspace to upload")
+        if not self.source.rules.operator_result:
+            raise EngineError(self.source.words.no_operator_result)
         if snap.state is JobState.SUCCEEDED:
             raise EngineError(f"ticket {snap.ticket_id} already succeeded")
         if self.journal.pending_final(job_id):
@@ -476,7 +451,7 @@ class Engine:
     # -- internals --------------------------------------------------------------------------
     def _adopt(self, ticket_id: int, service_hash: str, *, run: bool,
                details: dict[str, Any] | None = None) -> JobSnapshot:
-        workdir = ticket_workdir(self.settings.workroot, self.source.key, ticket_id)
+        workdir = ticket_workdir(self.settings.workroot, self.source.key, ticket_id, self.noun)
         job_id = self.journal.create_job(
             source=self.source.key, ticket_id=ticket_id, service_hash=service_hash,
             service_name=self._service_name(service_hash), instance=self.instance,
@@ -519,16 +494,20 @@ class Engine:
         return snap
 
     def _finish_without_run(self, snap: JobSnapshot, state: JobState, reason: str) -> None:
-        calls = [("log", {"level": "error", "message": reason, "ticket": snap.ticket_id}),
-                 ("status", {"status": "failed", "ticket": snap.ticket_id})]
-        if self.v6:
-            kind = OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED
-            name, payload = finish_call(kind, reason=reason)
-            calls = [(name, {**payload, "ticket": snap.ticket_id})]
+        kind = OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED
+        calls = self._failure_calls(snap, kind, reason)
         items = self.journal.transition(snap.job_id, state, reason, check=False, calls=calls,
                                         drop_final=True)
         self.outbox.announce(items)
         self.events.publish(JobChanged(job=self.journal.job(snap.job_id)))
+
+    def _failure_calls(self, snap: JobSnapshot, kind: OutcomeKind, reason: str,
+                       output: Path | None = None) -> list[OutboxCall]:
+        """The source's calls that end a job the engine fails without a running command."""
+        calls = self.source.failure_calls(Ending(
+            kind=kind, reason=reason, told=False, tail_file=NO_FILE,
+            shared_output=(lambda: output) if output is not None else NO_FILE))
+        return [(name, {**payload, "ticket": snap.ticket_id}) for name, payload in calls]
 
     def _on_job_finished(self, job_id: int) -> None:
         with self._lock:
@@ -594,8 +573,8 @@ class Engine:
             for execution in self._live_executions():
                 snap = self.journal.job(execution.job_id)
                 if event.all or snap.ticket_id in wanted:
-                    self.journal.update_job(execution.job_id, not_retryable=f"{V6_NOT_AGAIN} "
-                                                                          "(killed on the server)")
+                    self.journal.update_job(execution.job_id,
+                                            not_retryable=self.source.words.killed)
                     if event.all:  # the server left these open: they end here, killed
                         execution.killed_on_node("every run of this node")
                     else:
@@ -610,29 +589,20 @@ class Engine:
         self.events.publish(EngineNotice(
             level="error", job_id=job_id,
             text=f"{self.noun} {snap.ticket_id}: the server refused {item.summary}: {message}"))
-        if item.kind == "finish" and item.payload.get("outcome") == OutcomeKind.COMPLETED.value:
-            # v6: the result cannot be sent (e.g. it cannot be encrypted for the researcher's
-            # organization): the run must still end, or the researcher waits forever.
-            reason = f"the result could not be sent ({message})"
-            name, payload = finish_call(OutcomeKind.CRASHED, reason=self._told(reason),
-                                        output=Path(item.payload["output"])
-                                        if item.payload.get("output") else None)
-            calls = [(name, {**payload, "ticket": snap.ticket_id})]
-            items = self.journal.transition(job_id, snap.state, reason, check=False,
-                                            calls=calls, details=details_with_outcome(
-                                                snap.details, calls) or snap.details)
-            self.outbox.announce(items)
+        if not carries_result(item):
             return
-        if item.kind != "upload":
-            return
-        # Without every result file the ticket cannot succeed: in one transaction, replace
-        # the rest of the result phase with a failure the user is told about.
-        reason = f"the result could not be uploaded ({message})"
-        calls = [("log", {"level": "error", "message": self._told(reason),
-                          "ticket": snap.ticket_id}),
-                 ("status", {"status": "failed", "ticket": snap.ticket_id})]
+        # Without its result the job cannot succeed (a file refused, a result that cannot be
+        # encrypted for its requester), and it must still end, or its requester waits
+        # forever: in one transaction, replace the rest of the result phase with a failure
+        # the requester is told about.
+        verb = "uploaded" if item.kind == "upload" else "sent"
+        reason = f"the result could not be {verb} ({message})"
+        output = item.payload.get("output")
+        calls = self._failure_calls(snap, OutcomeKind.CRASHED, self._told(reason),
+                                    Path(output) if output else None)
         items = self.journal.transition(job_id, snap.state, reason, check=False, calls=calls,
-                                        drop_final=True)
+                                        drop_final=True, details=details_with_outcome(
+                                            snap.details, calls) or snap.details)
         self.outbox.announce(items)
 
     def _told(self, reason: str) -> str:
@@ -746,18 +716,19 @@ class Engine:
             self.connection.reply_received()
 
     def _refuse_unconfigured(self) -> None:
-        """v6: a run for an image this node does not run is answered "not allowed" now, so
-        the researcher is not left waiting (the source does the PATCH). The allowlist holds
-        whether Auto mode is on or not."""
+        """Work for a service this worker does not run is answered now (a vantage6 run "not
+        allowed"), so its requester is not left waiting (the source ends it). The allowlist
+        holds whether Auto mode is on or not."""
         with self.connection.call():
             refused = self.source.refuse_unconfigured()
-        for refusal in refused:  # recorded: the Runs list and the audit show them
-            job_id, line = record_refusal(
+        for refusal in refused:  # recorded: the jobs list and the audit show them
+            job_id = record_refusal(
                 self.journal, source_key=self.source.key, instance=self.instance,
-                workdir=ticket_workdir(self.settings.workroot, self.source.key, refusal.run_id),
+                workdir=ticket_workdir(self.settings.workroot, self.source.key, refusal.run_id,
+                                       self.noun),
                 refusal=refusal)
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
-            self.events.publish(EngineNotice(level="info", job_id=job_id, text=line))
+            self.events.publish(EngineNotice(level="info", job_id=job_id, text=refusal.note))
 
     def _poll_once(self) -> bool:
         if not self._claiming or self._stopping.is_set():
@@ -834,14 +805,9 @@ class Engine:
         (and lift that pause once the command would start and no ticket waits on it)."""
         for view in services:
             assert view.command is not None
-            spec = CommandSpec(template=view.command.command, env=dict(view.command.env),
-                               itksnap_wt=view.command.itksnap_wt)
-            if self.v6:
-                algorithm = self.settings.v6.algorithm_for(view.service_hash)
-                template = v6_preflight_template(algorithm) if algorithm else None
-                if template is None:
-                    continue  # the program's name has a placeholder: checked at start
-                spec = CommandSpec(template=template)
+            spec = self.source.preflight_spec(view.service_hash, view.command)
+            if spec is None:
+                continue  # e.g. the program's name has a placeholder: checked at start
             executor = self.executors.get(view.command.executor)
             problem = f"no executor named {view.command.executor!r} in this engine" \
                 if executor is None else executor.preflight(spec, Path(self.settings.workroot))

@@ -1,5 +1,6 @@
 """One job from its current state to the end: fetch inputs, run the command, relay what it
-reports, then upload and succeed, or fail with a reason. Runs on its own thread.
+reports, then upload and succeed, or fail with a reason (how it ends: engine/endings.py).
+Runs on its own thread.
 
 Every decision is written to the journal (with the server calls it implies, in the same
 transaction) before it is acted on.
@@ -12,7 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dss_console.core.executor import (
@@ -29,21 +30,12 @@ from dss_console.core.interfaces import (
     Failure,
     OutcomeKind,
     RemoteState,
-    RemoteStatus,
     Source,
 )
-from dss_console.engine import redact
-from dss_console.engine.events import EventBus, JobChanged, JobMessage, JobOutput, JobSnapshot
+from dss_console.engine.endings import JobEndings, remote_status
+from dss_console.engine.events import EventBus, JobMessage, JobOutput, JobSnapshot
 from dss_console.engine.journal import Journal, command_forgotten, execution_fields
 from dss_console.engine.outbox import Outbox
-from dss_console.engine.profiles import (
-    V6_LEFT_OPEN,
-    details_with_outcome,
-    finish_call,
-    is_end_call,
-    is_success_call,
-    is_v6,
-)
 from dss_console.engine.protocol import (
     AttachReport,
     MessageReport,
@@ -58,39 +50,19 @@ from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
-    ENGINE_DIR,
-    INPUT_DIR,
     clean_workdir,
-    find_input_workspace,
     make_private_dir,
     output_log_name,
 )
 
-SHUTDOWN_REASON = "provider shut down"
-V6_SHUTDOWN_REASON = "the node shut down"  # what a vantage6 researcher reads
-# A DSS ticket stopped by a shutdown with on_shutdown = "resume": what the operator reads, and
-# the one line each end user reads then and when it runs again (fixed words, no detail).
-LEFT_CLAIMED = ("dss-console stopped while the ticket was in flight; the ticket stays claimed "
-                "on the server and runs again when dss-console starts")
-RESTARTING_NOTE = "The provider is restarting; processing will resume."
-RESTARTED_NOTE = "Processing restarted after the provider restarted."
-CANCEL_REASON = "cancelled by the provider"
-V6_CANCEL_REASON = "cancelled by the node operator"  # a vantage6 researcher's words
-RETRY_NOTE = "The provider is processing this ticket again (retried by the provider)"
 PROGRESS_SEND_INTERVAL = 0.5
-OUTPUT_SEND_INTERVAL = 5.0  # v6: the run's log on the server follows the output this often
 
 # What the end user reads when the provider's side went wrong: the local detail (paths,
 # PATH, host names) stays in the journal, the local log and the console.
 USER_DOWNLOAD_FAILED = ("the provider could not download this ticket's inputs; the provider "
                         "has been notified")
-USER_EXPORT_FAILED = ("the provider's result could not be prepared for upload; the provider "
-                      "has been notified")
 USER_INTERNAL_ERROR = ("the provider's software met an internal error; the provider has "
                        "been notified")
-# A v6 run's command could not be prepared or started (the detail names local paths).
-V6_USER_START_FAILED = ("the algorithm could not be started on this node; the node's "
-                        "operator has been notified")
 
 
 @dataclass
@@ -112,10 +84,9 @@ class JobContext:
     on_started: Callable[[JobSnapshot], None] | None = None
     on_blocked: Callable[[JobSnapshot, str], None] | None = None
     # Jobs in flight at shutdown: keep them open on the server and run them again at the next
-    # start ("resume"; v6 says "leave") or fail them ("fail").
+    # start ("resume") or fail them ("fail"), unless the source's rules decide.
     on_shutdown: str = "resume"
-    v6_on_shutdown: str = "leave"
-    shutdown_choice: str | None = None  # the operator's, at quit: wins over both settings
+    shutdown_choice: str | None = None  # the operator's, at quit: wins over the settings
     interrupted: str = "rerun"  # what the next start does with it: "rerun" | "fail"
     # Whether a failure sends the output's tail (redacted) when the service does not say.
     send_output_tail: bool = False
@@ -136,7 +107,7 @@ class StopRequest:
         self.event.set()
 
 
-class JobExecution:
+class JobExecution(JobEndings):
     """Drives one job on a thread. `cancel`, `shutdown` and `ticket_gone` may come from any
     thread."""
 
@@ -168,13 +139,13 @@ class JobExecution:
         # A retry of a ticket this console failed: the server keeps it `failed` until the
         # rerun sends `success`, so `failed` still means "ours" while it runs.
         self.rescuing = False
-        # How a v6 run's end is told when the stop itself decides it (a node-wide kill).
+        # How the job's end is told when the stop itself decides it (a node-wide kill).
         self._end_as: OutcomeKind | None = None
         # How the command itself ended, for the service's failure breaker: succeeded |
         # failed (the command's own failure, not the operator's or a shutdown) | None.
         self.command_result: str | None = None
         self._finished_remotely_at: float | None = None
-        self.v6 = is_v6(ctx.source)  # a vantage6 run (engine/profiles.py), else a DSS ticket
+        self.source = ctx.source
         self._last_output_sent = 0.0
         self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
 
@@ -191,79 +162,38 @@ class JobExecution:
         return self._thread.is_alive()
 
     def cancel(self, message: str | None = None) -> None:
-        reason = (V6_CANCEL_REASON if self.v6 else CANCEL_REASON) + (
-            f": {message}" if message else "")
+        reason = self.source.words.cancelled + (f": {message}" if message else "")
         self._request_stop("cancel", reason)
 
     def fail_with(self, message: str) -> None:
         self._request_stop("fail", message)
 
     def shutdown(self) -> None:
-        self._request_stop("shutdown", V6_SHUTDOWN_REASON if self.v6 else SHUTDOWN_REASON)
+        self._request_stop("shutdown", self.source.words.shut_down)
 
     def killed_on_node(self, detail: str) -> None:
-        """v6: everything on this node was killed (``POST /kill/node/tasks``). The server
-        leaves such runs open: stop the command and end the run "killed by user", as the
-        official node does."""
+        """Everything of this worker was killed on the server (a vantage6 ``POST
+        /kill/node/tasks``). The server leaves such jobs open: stop the command and end the
+        job "killed by user", as the official node does."""
         self._end_as = OutcomeKind.KILLED
         self._request_stop("cancel", f"killed on the server ({detail})")
 
     def ticket_gone(self, detail: str, *, killed: bool = False) -> None:
-        """The server took the work back. v6: ``killed`` (or the source saw "killed by
-        user") records that outcome, so the audit says so rather than "failed"."""
-        if self.v6:
-            seen = self.ctx.source.gone_status(self.snapshot.ticket_id)
-            if killed or seen == "killed by user":
-                snap = self.snapshot
-                self.ctx.journal.update_job(self.job_id, details={
-                    **snap.details, "outcome": OutcomeKind.KILLED.value})
-                self._request_stop("gone", f"killed by user on the server ({detail})")
-                return
-            self._request_stop("gone", f"the run is no longer open on the server ({detail})")
+        """The server took the work back. ``killed`` (or the source saw it killed there)
+        records that outcome, so the audit says so rather than "failed"."""
+        if killed or self.source.killed_remotely(self.snapshot.ticket_id):
+            snap = self.snapshot
+            self.ctx.journal.update_job(self.job_id, details={
+                **snap.details, "outcome": OutcomeKind.KILLED.value})
+            self._request_stop("gone", f"killed by user on the server ({detail})")
             return
-        self._request_stop("gone", f"the ticket is no longer ours on the server ({detail})")
+        self._request_stop("gone", f"{self.source.words.gone} ({detail})")
 
     def _request_stop(self, kind: str, reason: str) -> None:
         self.stop.set(kind, reason)
         handle = self._handle
         if handle is not None:
             handle.stop(reason)
-
-    # -- helpers ----------------------------------------------------------------------------
-    @property
-    def snapshot(self) -> JobSnapshot:
-        return self.ctx.journal.job(self.job_id)
-
-    def _publish(self) -> None:
-        self.ctx.events.publish(JobChanged(job=self.ctx.journal.job(self.job_id)))
-
-    def _transition(self, state: JobState, reason: str | None = None,
-                    calls: list[tuple[str, dict]] | None = None, *, check: bool = True,
-                    drop_final: bool = False, **fields: object) -> None:
-        snap = self.ctx.journal.job(self.job_id)
-        payload_calls = [(kind, {**payload, "ticket": snap.ticket_id})
-                         for kind, payload in (calls or [])]
-        details = details_with_outcome(snap.details, payload_calls)
-        if details is not None:
-            fields["details"] = details
-        items = self.ctx.journal.transition(self.job_id, state, reason, calls=payload_calls,
-                                            check=check, drop_final=drop_final, **fields)
-        if items:
-            self.ctx.outbox.announce(items)
-        self._publish()
-
-    def _local_note(self, level: str, text: str) -> None:
-        self.ctx.events.publish(JobMessage(job_id=self.job_id, level=level, text=text,
-                                           local=True))
-
-    def paths(self) -> JobPaths:
-        snap = self.ctx.journal.job(self.job_id)
-        workdir = Path(snap.workdir)
-        input_dir = workdir / INPUT_DIR
-        return JobPaths(ticket_id=snap.ticket_id, service_name=snap.service_name,
-                        service_hash=snap.service_hash, workdir=workdir, input_dir=input_dir,
-                        workspace=find_input_workspace(input_dir, snap.ticket_id),
-                        result=workdir / "result.itksnap", engine_dir=workdir / ENGINE_DIR)
 
     # -- the job ----------------------------------------------------------------------------
     def _main(self) -> None:
@@ -303,20 +233,18 @@ class JobExecution:
             return
         if self.fresh_run and not self._still_ours(announce=not self.restarted):
             return
-        if self.restarted and not self.v6:
-            self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
-                                message=RESTARTED_NOTE)
+        if self.restarted:
+            self._put(self.source.restarted_calls())
         if snap.state is JobState.BLOCKED and not self._still_ours(announce=False):
             return  # e.g. the operator failed it from the command line meanwhile
         if self.command is None:
-            if self.v6:  # the image lost its command meanwhile: the allowlist says no
-                self._fail("this image is not configured on this node (any more)",
-                           outcome=OutcomeKind.NOT_ALLOWED)
+            if self.source.rules.unconfigured == "refuse":  # the allowlist says no
+                self._fail(self.source.words.unconfigured, outcome=OutcomeKind.NOT_ALLOWED)
             else:
-                self._block("no command is configured for this service")
+                self._block(self.source.words.unconfigured)
             return
         workdir = make_private_dir(Path(snap.workdir))
-        if self.v6 and not self.fresh_run:
+        if self.source.rules.refetch_on_restart and not self.fresh_run:
             # Each life of a run needs its own container token (and the source's memory of
             # the run): fetch again rather than trust files from an earlier process.
             self.ctx.journal.update_job(self.job_id, inputs_ready=0)
@@ -360,7 +288,7 @@ class JobExecution:
                 self.stop.event.wait(self.ctx.retry_interval)
                 continue
             details = self.ctx.source.run_details(self.snapshot.ticket_id)
-            if details is not None:  # what the fetch learnt (a v6 run's input hash, summary)
+            if details is not None:  # what the fetch learnt (e.g. an input's hash, summary)
                 self.ctx.journal.update_job(self.job_id, inputs_ready=1, details=details)
             else:
                 self.ctx.journal.update_job(self.job_id, inputs_ready=1)
@@ -381,79 +309,30 @@ class JobExecution:
         if status.failed_by_us:
             self.rescuing = True
             if announce:
-                self.ctx.outbox.put(self.job_id, snap.ticket_id, "log", level="info",
-                                    message=RETRY_NOTE)
+                self._put(self.source.rescue_calls())
             return True
         why = self.ctx.source.not_retryable(status)
         self._transition(JobState.CANCELLED, f"not run again: {why}", check=False,
                          not_retryable=why)
         return False
 
-    def _stopped_before_run(self) -> None:
-        if self.stop.kind == "gone":
-            self._transition(JobState.CANCELLED, self.stop.reason)
-        elif self.stop.kind == "cancel":
-            self._fail(self.stop.reason or CANCEL_REASON, state=JobState.CANCELLED)
-        elif self.stop.kind == "fail":
-            self._fail(self.stop.reason or "failed by the provider")
-        elif self._leave_open():
-            self._left_open()
-        else:
-            self._fail(self.stop.reason or SHUTDOWN_REASON)
-
-    def _leave_open(self) -> bool:
-        """A job stopped by a shutdown stays open on the server and runs again at the next
-        start, as after a crash (a v6 run: the official node's behaviour), unless
-        `on_shutdown = "fail"` (`[v6] on_shutdown = "fail"` for a node)."""
-        if self.stop.kind != "shutdown":
-            return False
-        if self.ctx.shutdown_choice is not None:
-            return self.ctx.shutdown_choice == "resume"
-        if self.v6:
-            return self.ctx.v6_on_shutdown == "leave"
-        return self.ctx.on_shutdown == "resume"
-
-    def _left_open(self) -> None:
-        """Record a job left open by a shutdown: INTERRUPTED, which the next start runs
-        again (engine.recover), exactly as after a crash."""
-        if self.v6:
-            self._transition(JobState.INTERRUPTED, V6_LEFT_OPEN, check=False)
-            return
-        if self.prefetch_only:
-            # Claimed by hand and not run yet: it waits for Run again, as it did.
-            self._transition(JobState.CLAIMED, "stopped while its inputs were downloaded; "
-                             "they are downloaded again", check=False, inputs_ready=0)
-            return
-        # The command was stopped (a cluster job cancelled): the next start must run the
-        # ticket again, not follow that command. Promise the user a resumption only when
-        # the next start keeps it.
-        calls = [("log", {"level": "info", "message": RESTARTING_NOTE})] \
-            if self.ctx.interrupted != "fail" else []
-        self._transition(JobState.INTERRUPTED, LEFT_CLAIMED, check=False, calls=calls,
-                         **command_forgotten())
-
     def _execute(self, follow: ExecutorDetails | None = None) -> None:
         """Run the command (``follow``: what its executor journaled of a command that
         outlived the engine)."""
         assert self.command is not None or follow is not None
         paths = self.paths()
-        if paths.workspace is None and follow is None and not self.v6:
-            self._fail("the ticket has no ITK-SNAP workspace (.itksnap) among its inputs")
+        missing = self.source.missing_inputs(paths) if follow is None else None
+        if missing is not None:
+            self._fail(missing)
             return
         if follow is None:
             with contextlib.suppress(OSError):
                 paths.result.unlink()
-        if self.v6:
-            # A v6 run is a local process (its command may add isolation): the source
-            # builds it.
-            name = "local"
-            spec = self._v6_spec(paths)
-            if spec is None:
-                return
-        else:
-            name = follow.executor if follow is not None else \
-                (self.command.executor if self.command is not None else "local")
-            spec = self._spec()
+        name = follow.executor if follow is not None else \
+            (self.command.executor if self.command is not None else "local")
+        spec = self._spec(paths)
+        if spec is None:
+            return
         executor = self.ctx.executors.get(name)
         if executor is None:
             self._block(f"no executor named {name!r} in this engine")
@@ -476,46 +355,41 @@ class JobExecution:
         if self.ctx.on_started:
             self.ctx.on_started(self.snapshot)
         self._handle = handle
-        if self.v6:
-            # Through the outbox: a server that does not answer right now must not fail the
-            # run; a run killed meanwhile (gone) stops it.
-            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "active")
+        self._put(self.source.started_calls())
         if self.stop.kind:  # asked to stop while starting
-            handle.stop(self.stop.reason or SHUTDOWN_REASON)
+            handle.stop(self.stop.reason or self.source.words.shut_down)
         outcome = self._watch(handle)
         self._handle = None
         self._send_progress(force=True)
         self.ctx.journal.update_job(self.job_id, exit_code=outcome.exit_code)
         self._decide(outcome, paths)
 
-    def _spec(self) -> CommandSpec:
+    def _spec(self, paths: JobPaths) -> CommandSpec | None:
+        """The job's command as its source builds it; None when it cannot be prepared (the
+        job ended or blocked, recorded)."""
         command = self.command
-        if command is None:  # following a cluster job whose service lost its command
+        if command is None:  # following a command whose service lost its settings
             return CommandSpec(template="true")
-        return CommandSpec(template=command.command, timeout=command.timeout,
-                           env=dict(command.env), cwd=command.cwd,
-                           nice=self.ctx.command_nice if command.nice is None
-                           else command.nice, itksnap_wt=command.itksnap_wt)
+        nice = self.ctx.command_nice if command.nice is None else command.nice
+        try:
+            return self.source.command_spec(self.snapshot.ticket_id, command, paths, nice)
+        except Exception as exc:
+            self._start_failed(f"the command cannot be prepared: {exc}")
+            return None
+
+    def _start_failed(self, reason: str) -> None:
+        """The command cannot be prepared or started: keep the job and pause the service
+        (the provider's configuration), or end it at once (its requester waits for an
+        answer; the engine's preflight pauses the service before claiming more)."""
+        if self.source.rules.start_failure == "fail":
+            self.command_result = "failed"
+            self._fail(reason, user_reason=self.source.words.start_failed,
+                       outcome=OutcomeKind.START_FAILED)
+        else:
+            self._block(reason)
 
     def _log_name(self) -> str:
         return output_log_name(self.snapshot.attempt)
-
-    def _v6_spec(self, paths: JobPaths) -> CommandSpec | None:
-        """The command of a v6 run: exactly the source's argv and environment, in the same
-        directory the inputs were fetched to. None when the source cannot say (recorded)."""
-        assert self.command is not None
-        ticket = self.snapshot.ticket_id
-        try:
-            argv, env = self.ctx.source.command(ticket, paths.input_dir)
-        except Exception as exc:
-            self.command_result = "failed"
-            self._fail(f"the command cannot be prepared: {exc}",
-                       user_reason=V6_USER_START_FAILED, outcome=OutcomeKind.START_FAILED)
-            return None
-        return CommandSpec(template=self.command.command, timeout=self.command.timeout,
-                           cwd=self.command.cwd, argv=argv, exact_env=env,
-                           nice=self.ctx.command_nice if self.command.nice is None
-                           else self.command.nice)
 
     def _output_log(self) -> Path:
         return self.paths().engine_dir / self._log_name()
@@ -559,15 +433,8 @@ class JobExecution:
                     # configuration, like a command that cannot start: every ticket would
                     # be refused the same way. Keep it claimed and pause the service.
                     self._block(str(exc))
-                elif self.v6:
-                    # The researcher waits for an answer: say at once that it cannot start
-                    # (the engine's preflight pauses the image before claiming more).
-                    self.command_result = "failed"
-                    self._fail(f"the command cannot start: {exc}",
-                               user_reason=V6_USER_START_FAILED,
-                               outcome=OutcomeKind.START_FAILED)
                 else:
-                    self._block(f"the command cannot start: {exc}")
+                    self._start_failed(f"the command cannot start: {exc}")
                 return None
 
     def _watch(self, handle: RunHandle) -> RunOutcome:
@@ -577,8 +444,7 @@ class JobExecution:
             if outcome is not None:
                 return outcome
             self._send_progress()
-            if self.v6:
-                self._send_output()
+            self._send_output()
             if time.monotonic() >= next_check and not self.stop.kind:
                 next_check = time.monotonic() + self.ctx.status_interval
                 self._check_still_claimed()
@@ -591,7 +457,8 @@ class JobExecution:
         if status.state is RemoteState.OURS or (status.state is RemoteState.FAILED
                                                 and self.rescuing):
             return
-        if status.state in (RemoteState.FAILED, RemoteState.SUCCEEDED) and not self.v6:
+        if (status.state in (RemoteState.FAILED, RemoteState.SUCCEEDED)
+                and self.source.rules.command_may_finish):
             # Most likely the command finished the ticket itself (ASHS scripts do) and is
             # about to exit: let it end in its own words, within the grace period.
             now = time.monotonic()
@@ -606,12 +473,14 @@ class JobExecution:
         self.ticket_gone(f"status: {status.words}")
 
     def _send_output(self) -> None:
-        """v6, when the image shares its output's tail: the run's log on the server follows
-        it (a redacted copy, made now); one such call pending at a time."""
-        if not self._shares_tail():
+        """When the source's log follows the output (rules.output_interval) and the service
+        shares its output's tail: a redacted copy, made now; one such call pending at a
+        time."""
+        interval = self.source.rules.output_interval
+        if interval is None or not self._shares_tail():
             return
         now = time.monotonic()
-        if now - self._last_output_sent < OUTPUT_SEND_INTERVAL:
+        if now - self._last_output_sent < interval:
             return
         self._last_output_sent = now
         if any(i.kind == "output" and i.state == "pending"
@@ -689,240 +558,3 @@ class JobExecution:
             self.ctx.journal.update_job(self.job_id, progress=value)
             self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "progress", value=value)
         self._publish()
-
-    # -- endings ----------------------------------------------------------------------------
-    def _decide(self, outcome: RunOutcome, paths: JobPaths) -> None:
-        tail = outcome.tail
-        if self.stop.kind == "gone":
-            self.ctx.journal.drop_pending(self.job_id, self.stop.reason or "ticket gone")
-            self._transition(JobState.CANCELLED, self.stop.reason)
-            return
-        if self._leave_open():
-            self._left_open()
-            return
-        if self.stop.kind == "shutdown":
-            self._fail(self.stop.reason or SHUTDOWN_REASON, tail)
-            return
-        if self.stop.kind == "cancel":
-            self._fail(self.stop.reason or CANCEL_REASON, tail, state=JobState.CANCELLED)
-            return
-        if self.stop.kind == "fail":
-            self._fail(self.stop.reason or "failed by the provider", tail,
-                       outcome=OutcomeKind.CANCELLED if self.v6 else None)
-            return
-        # From here on the command itself decided: its failures count for the breaker.
-        self.command_result = "failed"
-        if outcome.stop_reason:  # timeout
-            self._fail(f"the command {outcome.stop_reason}", tail)
-            return
-        if self.v6:
-            self._decide_v6(outcome, paths)
-            return
-        if outcome.exit_code == 0:
-            if paths.result.is_file():
-                self.command_result = "succeeded"
-                self._upload(paths.result)
-            elif self._finished_by_command():
-                self.command_result = "succeeded"
-                self._transition(JobState.SUCCEEDED, "the command uploaded its result and "
-                                                     "finished the ticket itself", check=False)
-            else:
-                self._fail("the command finished without a result workspace "
-                           f"(expected {paths.result.name})", tail)
-            return
-        # The command's own last `@dss error` already reached the user: not a second time.
-        told = outcome.last_error is not None
-        if outcome.exit_code is not None:
-            self._fail(outcome.last_error or f"command exited with code {outcome.exit_code}",
-                       tail, told=told)
-            return
-        self._fail(outcome.last_error or f"command was killed by signal {outcome.signal}", tail,
-                   told=told)
-
-    def _decide_v6(self, outcome: RunOutcome, paths: JobPaths) -> None:
-        """The command ended by itself: exit 0 → COMPLETED with its output file as the
-        result; anything else → CRASHED with its last error (the researcher reads it)."""
-        result = paths.input_dir / "output"
-        if outcome.exit_code == 0 and not result.is_file():
-            # The official wrapper always writes it; a command that does not has failed to
-            # deliver, whatever its exit code says.
-            self._fail("the command exited 0 but wrote no result (its {output} file / "
-                       "OUTPUT_FILE)", outcome=OutcomeKind.CRASHED)
-            return
-        if outcome.exit_code == 0:
-            self.command_result = "succeeded"
-            name, payload = finish_call(OutcomeKind.COMPLETED, result=result,
-                                        output=self._shared_output(), final=True)
-            self._transition(JobState.UPLOADING, None, calls=[(name, payload)], progress=1.0)
-            self._finish_upload()
-            return
-        reason = outcome.last_error or (f"command exited with code {outcome.exit_code}"
-                                        if outcome.exit_code is not None else
-                                        f"command was killed by signal {outcome.signal}")
-        self._fail(reason, outcome=OutcomeKind.CRASHED, told=outcome.last_error is not None)
-
-    def _finished_by_command(self) -> bool:
-        try:
-            status = self.ctx.source.remote_status(self.snapshot.ticket_id)
-            return status.state is RemoteState.SUCCEEDED
-        except Exception:
-            return False  # unknown: the failure path asks again before it sends anything
-
-    def _fail(self, reason: str, tail: list[str] | None = None, *,
-              state: JobState = JobState.FAILED, user_reason: str | None = None,
-              outcome: OutcomeKind | None = None, told: bool = False) -> None:
-        """Tell the user why (`user_reason` when `reason` carries local detail; nothing when
-        `told`: it is the command's own error message, already sent), with the output's
-        tail attached if the service shares it (redacted), then mark the ticket failed —
-        unless the ticket is already finished (the command may have failed it itself)."""
-        snap = self.snapshot
-        current: RemoteStatus | None
-        try:
-            current = self.ctx.source.remote_status(snap.ticket_id)
-        except Exception:
-            current = None  # decided again by the outbox just before sending `failed`
-        if current is not None and current.state is RemoteState.FAILED and self.rescuing:
-            current = None  # our own earlier failure: say how the retry ended
-        if current is not None and current.state is RemoteState.SUCCEEDED:
-            # The command (an itksnap-wt script) delivered its result and finished the
-            # ticket itself: that is how the ticket ended, whatever went wrong here after.
-            self._transition(JobState.SUCCEEDED, f"the ticket was already success on the "
-                                                 f"server; nothing sent (here: {reason})",
-                             check=False)
-            return
-        if current is not None and current.state is not RemoteState.OURS:
-            self._transition(state, f"{reason} (the ticket was already {current.words} on "
-                                    "the server; nothing sent)", check=False)
-            return
-        calls: list[tuple[str, dict]] = []
-        if self.v6:
-            # One call: status, reason and the output's tail as the run's log (v6 has no
-            # cancelled status: an operator's stop is sent as failed, the reason says so).
-            kind = outcome or self._end_as or (
-                OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED)
-            calls.append(finish_call(kind, reason="" if told else user_reason or reason,
-                                     output=self._shared_output()))
-            self._transition(state, reason, calls=calls, check=False, drop_final=True)
-            return
-        attached = bool(tail) and self._shares_tail()
-        if attached:
-            tail_file = self._write_tail(tail or [])
-            calls.append(("attach", {"description": redact.TAIL_DESCRIPTION,
-                                     "path": str(tail_file), "mime_type": "text/plain"}))
-        if not told:
-            calls.append(("log", {"level": "error", "message": user_reason or reason}))
-        elif attached:  # an attachment is shown with the next log message
-            calls.append(("log", {"level": "info", "message": redact.TAIL_NOTE}))
-        calls.append(("status", {"status": "failed"}))
-        self._transition(state, reason, calls=calls, check=False, drop_final=True)
-
-    def _stop_during_upload(self) -> None:
-        """Cancel, fail or a vanished ticket while the result phase is in flight."""
-        if any(is_success_call(i) and i.state == "delivered"
-               for i in self.ctx.journal.outbox_items(self.job_id)):
-            self._transition(JobState.SUCCEEDED, "the result had already been delivered")
-            return
-        if self.stop.kind == "gone":
-            self.ctx.journal.drop_pending(self.job_id, self.stop.reason or "ticket gone")
-            self._transition(JobState.CANCELLED, self.stop.reason, check=False)
-        elif self.stop.kind == "cancel":
-            self._fail(self.stop.reason or CANCEL_REASON, state=JobState.CANCELLED)
-        else:
-            self._fail(self.stop.reason or "failed by the provider")
-
-    def _write_tail(self, tail: list[str]) -> Path:
-        folder = make_private_dir(self.paths().engine_dir / "attachments")
-        name = f"output-tail-{int(time.time() * 1000)}{redact.SHARED_SUFFIX}"
-        return redact.write_shared(folder / name, "\n".join(self._redactor().lines(tail)) + "\n")
-
-    # -- what of the output may go to the server (engine/redact.py) -------------------------
-    def _shares_tail(self) -> bool:
-        """Raw output stays here unless the service (or the settings' default) opts in."""
-        own = self.command.send_output_tail if self.command is not None else None
-        return self.ctx.send_output_tail if own is None else own
-
-    def _redactor(self) -> redact.Redactor:
-        snap = self.snapshot
-        extra_env, values = self.ctx.source.private_values()
-        return redact.job_redactor(workdir=snap.workdir, workroot=self.ctx.workroot,
-                                   command_env=self.command.env if self.command else {},
-                                   extra_env=extra_env, values=values,
-                                   node=snap.execution.host if snap.execution else None)
-
-    def _shared_output(self) -> Path | None:
-        """v6: a redacted copy of the output's tail for the run's log, or None when the image
-        does not share it (the source sends no other file)."""
-        if not self._shares_tail():
-            return None
-        return redact.shared_tail(self._output_log(), self.ctx.source.log_limit(),
-                                  self._redactor())
-
-    def _upload(self, result: Path) -> None:
-        from dss_console.workspace import WorkspaceError, export_result_workspace
-
-        snap = self.snapshot
-        export_dir = self.paths().engine_dir / "export"
-        shutil.rmtree(export_dir, ignore_errors=True)
-        make_private_dir(export_dir)
-        try:
-            exported = export_result_workspace(result, export_dir, snap.ticket_id,
-                                               copy_layers=True)
-        except WorkspaceError as exc:
-            self.command_result = "failed"
-            self._fail(f"the result workspace could not be exported: {exc}",
-                       user_reason=USER_EXPORT_FAILED)
-            return
-        calls: list[tuple[str, dict]] = [
-            ("upload", {"path": str(path), "name": name, "final": True})
-            for name, path in exported.uploads]
-        calls.append(("log", {"level": "info", "final": True,
-                              "message": f"Processing finished; result uploaded "
-                                         f"({len(exported.uploads)} files)"}))
-        calls.append(("progress", {"value": 1.0, "final": True}))
-        calls.append(("status", {"status": "success", "final": True}))
-        self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0)
-        self._finish_upload()
-
-    def _finish_upload(self) -> None:
-        journal = self.ctx.journal
-        while not journal.job(self.job_id).state.is_terminal:
-            if self.ctx.outbox.wait_job(self.job_id, timeout=1.0):
-                break
-            if self.stop.kind == "shutdown":
-                # The result phase stays queued in the journal and resumes on the next start.
-                self._local_note("warning", "stopped while the result was being uploaded; "
-                                            "the upload resumes when dss-console starts again")
-                return
-            if self.stop.kind in ("cancel", "fail", "gone"):
-                self._stop_during_upload()
-                return
-        snap = journal.job(self.job_id)
-        if snap.state.is_terminal:
-            return
-        if self.stop.kind == "gone":
-            self._transition(JobState.CANCELLED, self.stop.reason, check=False)
-            return
-        statuses = [i for i in journal.outbox_items(self.job_id) if is_end_call(i)]
-        last = statuses[-1] if statuses else None
-        if last and is_success_call(last) and last.state == "delivered":
-            self._transition(JobState.SUCCEEDED, None)
-        else:
-            reason = snap.reason or (last.last_error if last else None) or \
-                "the result could not be delivered"
-            self._transition(JobState.FAILED, reason)
-
-
-def failed_here(journal: Journal, job_id: int) -> bool:
-    """Did this console deliver (or queue) a `failed` status for the job's ticket?"""
-    return any(i.kind == "status" and i.payload.get("status") == "failed"
-               and i.state in ("delivered", "pending") for i in journal.outbox_items(job_id))
-
-
-def remote_status(source: Source, journal: Journal, job_id: int,
-                  ticket_id: int) -> RemoteStatus:
-    """The job's state on the server, ``failed_by_us`` from the journal (the source cannot
-    know which console failed it)."""
-    status = source.remote_status(ticket_id)
-    if status.state is RemoteState.FAILED and failed_here(journal, job_id):
-        return replace(status, failed_by_us=True)
-    return status

@@ -24,6 +24,7 @@ from typing import Any
 
 from dss_console.core.interfaces import Failure, Outcome, OutcomeKind, RemoteState, Source
 from dss_console.engine import journal as jr
+from dss_console.engine.calls import outcome_from_payload
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
 from dss_console.engine.events import (
@@ -33,7 +34,6 @@ from dss_console.engine.events import (
     JobChanged,
 )
 from dss_console.engine.journal import Journal, OutboxItem
-from dss_console.engine.profiles import outcome_from_payload
 
 INTERNAL_ERROR_LIMIT = 5  # a call the server keeps answering 500 to is given up after this
 # While a stop waits for what is owed, retry this often at most: a server back from an outage

@@ -61,7 +61,7 @@ Command templates are split with shlex into words (no shell) and may use the pla
 
 Each table has an owner: this module reads the top-level keys; every source plug-in reads
 its own tables (``[services]``: :mod:`dss_console.sources.dss.settings`; ``[v6]``:
-:mod:`dss_console.v6.settings`, documented there) through the shared
+:mod:`dss_console.sources.v6.settings`, documented there) through the shared
 :class:`~dss_console.engine.settings_reader.TableReader`, and writes them back itself.
 
 Loading is strict: an unknown key (a typo), a wrong type or a bad value raises
@@ -114,7 +114,7 @@ if TYPE_CHECKING:
     # Only for the types of the compatibility accessors Settings.services and Settings.v6,
     # which go when their callers read Settings.plugins (docs/plugin-plan.md §2).
     from dss_console.sources.dss.settings import DssSettings
-    from dss_console.v6.settings import V6Settings
+    from dss_console.sources.v6.settings import V6Settings
 
 if sys.version_info >= (3, 11):
     import tomllib

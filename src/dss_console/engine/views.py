@@ -28,8 +28,9 @@ RUNNABLE = frozenset({JobState.CLAIMED, JobState.INTERRUPTED})
 def unavailable_actions(words: Presentation, job: JobSnapshot, *,
                         ended_is_final: bool) -> dict[str, str]:
     """The engine actions (run, cancel, fail, upload, retry) this job cannot take now, each
-    with why in words ("" when its state says it plainly). ``ended_is_final``: the source's
-    rule (Source.ended_is_final)."""
+    with why in words ("" when its state says it plainly). ``ended_is_final``: a job whose
+    end the server holds cannot be processed again (the source's rules.rescue_own_failure is
+    off: a finished vantage6 run is immutable)."""
     off: dict[str, str] = {}
     if job.state not in RUNNABLE:
         off["run"] = (words.text("blocked_run_tip") if job.state is JobState.BLOCKED else "")
@@ -53,8 +54,9 @@ def job_view(source: Source, job: JobSnapshot) -> JobView:
     workdir = Path(job.workdir)
     return JobView(cells=source.job_cells(job.service_hash, job.details),
                    summary=source.job_summary(job.service_hash, job.details),
-                   unavailable=unavailable_actions(source.presentation, job,
-                                                   ended_is_final=source.ended_is_final),
+                   unavailable=unavailable_actions(
+                       source.presentation, job,
+                       ended_is_final=not source.rules.rescue_own_failure),
                    log_file=str(workdir / ENGINE_DIR / output_log_name(job.attempt)),
                    inputs_dir=str(workdir / INPUT_DIR))
 

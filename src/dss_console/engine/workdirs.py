@@ -37,15 +37,12 @@ def server_slug(server: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-V6_NODE_MARK = "#node-"  # a vantage6 source's key: "<api url>#node-<id>"
-
-
-def ticket_workdir(workroot: Path, server: str, ticket_id: int) -> Path:
-    """A DSS ticket's `ticket_%08d`; a vantage6 run's `run_%08d` (a node's operator meets
-    vantage6 words, not DSS ones). Existing dirs are found through the journal, which
-    keeps each job's work dir, so a rename never strands one."""
-    name = "run" if V6_NODE_MARK in server else "ticket"
-    return Path(workroot) / server_slug(server) / f"{name}_{ticket_id:08d}"
+def ticket_workdir(workroot: Path, server: str, ticket_id: int, noun: str) -> Path:
+    """A job's work dir, named by the source's noun: a DSS ticket's `ticket_%08d`, a
+    vantage6 run's `run_%08d` (a node's operator meets vantage6 words, not DSS ones).
+    Existing dirs are found through the journal, which keeps each job's work dir, so a
+    rename never strands one."""
+    return Path(workroot) / server_slug(server) / f"{noun}_{ticket_id:08d}"
 
 
 def make_private_dir(path: Path) -> Path:

@@ -248,9 +248,9 @@ class Console:
         who posts the demo tasks."""
         from dss_console.commands.v6 import sandbox_settings_toml
         from dss_console.credentials import V6CredentialStore
-        from dss_console.v6.demo_researcher import DEMO_COLUMN, DEMO_METHOD, DemoResearcher
-        from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
-        from dss_console.v6.venv import venv_dir, venv_ready
+        from dss_console.sources.v6.demo_researcher import DEMO_COLUMN, DEMO_METHOD, DemoResearcher
+        from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
+        from dss_console.sources.v6.venv import venv_dir, venv_ready
 
         first = "" if venv_ready() else (
             f" The first start builds the server's Python environment in {venv_dir()} "
@@ -374,8 +374,8 @@ class Console:
         """As the DSS one, for a vantage6 run: the engine as the node, the demo algorithm in
         the services list, Claim next, Run, the run `completed` on the server (asked as the
         researcher), its result there, success in the queue and output in its log."""
-        from dss_console.v6.demo_researcher import FINISHED
-        from dss_console.v6.sandbox import DEMO_IMAGE
+        from dss_console.sources.v6.demo_researcher import FINISHED
+        from dss_console.sources.v6.sandbox import DEMO_IMAGE
 
         researcher = self.researcher
         if researcher is None:

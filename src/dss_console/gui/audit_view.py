@@ -1,7 +1,7 @@
 """The vantage6 audit: every run this node ran, who asked for it, with which input, and how
 it ended (a non-modal window fed with the jobs the console already holds).
 
-The records are built from job snapshots in memory (dss_console.v6.audit); the only disk
+The records are built from job snapshots in memory (dss_console.sources.v6.audit); the only disk
 work on the Qt thread is writing an exported CSV file, small by nature.
 """
 
@@ -41,14 +41,14 @@ from PySide6.QtWidgets import (
 
 from dss_console.engine.events import JobSnapshot
 from dss_console.gui.jobs_model import header_for_role
-from dss_console.timefmt import format_claimed, format_elapsed
-from dss_console.v6.audit import (
+from dss_console.sources.v6.audit import (
     AuditRecord,
     audit_records,
     format_input,
     format_requester,
     records_to_csv,
 )
+from dss_console.timefmt import format_claimed, format_elapsed
 
 __all__ = ["AuditColumn", "AuditDialog", "AuditFilterProxy", "AuditTableModel"]
 

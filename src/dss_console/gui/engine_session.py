@@ -36,7 +36,7 @@ from dss_console.engine.spawn import (
 )
 from dss_console.engine.states import JobState
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.v6.login import NodeLogin
+from dss_console.sources.v6.login import NodeLogin
 
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QAbstractButton

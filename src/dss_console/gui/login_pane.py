@@ -34,7 +34,7 @@ from dss_console.dss import DssError, LoginFailedError, TlsError, normalize_serv
 from dss_console.gui import tasks
 from dss_console.gui.copyable import CopyableTextDialog, show_copyable
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.v6.login import NodeLogin
+from dss_console.sources.v6.login import NodeLogin
 
 DSS, V6 = "dss", "v6"
 
@@ -77,7 +77,7 @@ def server_of(current: LoggedIn | NodeLogin | None) -> str:
 def v6_login(server: str, api_key: str, key_file: str | None, store: V6CredentialStore,
              verify: bool | str) -> NodeLogin:
     """Blocking: log the node in and remember its keys (V6LoginError says why not)."""
-    from dss_console.v6.login import login_node, read_private_key, remember_node
+    from dss_console.sources.v6.login import login_node, read_private_key, remember_node
 
     pem = read_private_key(key_file) if key_file else None
     result = login_node(server, api_key, pem, verify=verify)
@@ -87,7 +87,7 @@ def v6_login(server: str, api_key: str, key_file: str | None, store: V6Credentia
 
 def v6_resume(store: V6CredentialStore, verify: bool | str) -> NodeLogin | None:
     """Blocking: log in again as the node logged in last (None: there is none)."""
-    from dss_console.v6.login import login_node
+    from dss_console.sources.v6.login import login_node
 
     stored = store.load_node()
     if stored is None:
@@ -473,8 +473,8 @@ class LoginPane(QWidget):
     async def login_v6(self, server: str, api_key: str, private_key: Path | None) -> bool:
         """Log in as a vantage6 node; its keys are remembered (keyring, else a private file)
         for the engine and the next start."""
-        from dss_console.v6.client import normalise_server_url
-        from dss_console.v6.login import V6LoginError
+        from dss_console.sources.v6.client import normalise_server_url
+        from dss_console.sources.v6.login import V6LoginError
 
         try:
             url = normalise_server_url(server)
@@ -510,7 +510,7 @@ class LoginPane(QWidget):
 
     async def resume_v6(self) -> bool:
         """Log in again as the node logged in last, with its stored keys."""
-        from dss_console.v6.login import V6LoginError
+        from dss_console.sources.v6.login import V6LoginError
 
         self.set_source_kind(V6)
         self.say("Logging the vantage6 node in again…")

@@ -63,7 +63,7 @@ from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.settings_controller import SettingsController
 from dss_console.gui.status_bar import Banner, BannerAction, Notifier, StatusLine
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.v6.login import NodeLogin
+from dss_console.sources.v6.login import NodeLogin
 from dss_console.workspace import Workspace, WorkspaceError
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from dss_console.gui.login_pane import LoginPane
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.status_bar import BannerAction
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.v6.login import NodeLogin
+from dss_console.sources.v6.login import NodeLogin
 
 if TYPE_CHECKING:
     from dss_console.gui.settings_dialog import SettingsDialog

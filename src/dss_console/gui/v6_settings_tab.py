@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from dss_console.engine.settings import format_duration
-from dss_console.v6.settings import (
+from dss_console.sources.v6.settings import (
     DATABASE_TYPES,
     V6Settings,
     V6SettingsError,

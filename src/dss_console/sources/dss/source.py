@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dss_console.core.interfaces import (
     ClaimedWork,
+    Ending,
     Failure,
+    JobWords,
+    OutboxCall,
     Outcome,
     ProgressFn,
     RemoteState,
     RemoteStatus,
+    ResultRejected,
+    Rules,
     Source,
     SourceService,
 )
@@ -32,7 +38,40 @@ from dss_console.dss import (
     TransferError,
     UnsafeFileNameError,
 )
+from dss_console.engine import redact
+from dss_console.engine.runner import CommandSpec, JobPaths
+from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.workdirs import make_private_dir
 from dss_console.sources.dss.presentation import PRESENTATION
+
+# A ticket stopped by a shutdown with on_shutdown = "resume": what the operator reads, and
+# the one line each end user reads then and when it runs again (fixed words, no detail).
+LEFT_CLAIMED = ("dss-console stopped while the ticket was in flight; the ticket stays claimed "
+                "on the server and runs again when dss-console starts")
+RESTARTING_NOTE = "The provider is restarting; processing will resume."
+RESTARTED_NOTE = "Processing restarted after the provider restarted."
+CANCEL_REASON = "cancelled by the provider"
+SHUTDOWN_REASON = "provider shut down"
+RETRY_NOTE = "The provider is processing this ticket again (retried by the provider)"
+USER_EXPORT_FAILED = ("the provider's result could not be prepared for upload; the provider "
+                      "has been notified")
+
+WORDS = JobWords(
+    job="ticket", cancelled=CANCEL_REASON, shut_down=SHUTDOWN_REASON, left_open=LEFT_CLAIMED,
+    gone="the ticket is no longer ours on the server",
+    unconfigured="no command is configured for this service",
+    start_failed=("the provider could not start this ticket's command; the provider has been "
+                  "notified"),
+    killed="the ticket was killed on the server",
+    no_operator_result="")
+
+# A ticket's command is the provider's configuration: one that cannot run blocks (the ticket
+# stays claimed); ASHS-style scripts finish the ticket themselves; the claimant may turn its
+# own `failed` into a success.
+RULES = Rules(unconfigured="block", start_failure="block", rescue_own_failure=True,
+              command_may_finish=True, refetch_on_restart=False, output_interval=None,
+              leave_open_on_shutdown=None, shutdown_keeps_manual_claims=True,
+              operator_result=True)
 
 _STATES = {TicketStatus.CLAIMED: RemoteState.OURS, TicketStatus.SUCCESS: RemoteState.SUCCEEDED,
            TicketStatus.FAILED: RemoteState.FAILED}
@@ -42,6 +81,8 @@ class DssSource(Source):
     """A DSS server, through the provider client."""
 
     kind = "dss"
+    words = WORDS
+    rules = RULES
     presentation = PRESENTATION
 
     def __init__(self, client: DssClient) -> None:
@@ -130,6 +171,76 @@ class DssSource(Source):
 
     def classify(self, error: BaseException) -> Failure:
         return classify_dss_error(error)
+
+    # -- the command: a template from [services], expanded by the runner -------------------
+    def preflight_spec(self, key: str, command: ServiceCommand) -> CommandSpec | None:
+        return CommandSpec(template=command.command, env=dict(command.env),
+                           itksnap_wt=command.itksnap_wt)
+
+    def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
+                     nice: int) -> CommandSpec:
+        return CommandSpec(template=command.command, timeout=command.timeout,
+                           env=dict(command.env), cwd=command.cwd, nice=nice,
+                           itksnap_wt=command.itksnap_wt)
+
+    def missing_inputs(self, paths: JobPaths) -> str | None:
+        if paths.workspace is None:
+            return "the ticket has no ITK-SNAP workspace (.itksnap) among its inputs"
+        return None
+
+    # -- how a ticket ends ---------------------------------------------------------------
+    def result_path(self, paths: JobPaths) -> Path:
+        return paths.result
+
+    def missing_result(self, result: Path) -> str:
+        return f"the command finished without a result workspace (expected {result.name})"
+
+    def result_calls(self, ticket_id: int, result: Path, export_dir: Path,
+                     shared_output: Callable[[], Path | None]) -> list[OutboxCall]:
+        """Export the result workspace (layers renamed), upload it file by file, then one
+        log line, progress 1 and `success`."""
+        from dss_console.workspace import WorkspaceError, export_result_workspace
+
+        shutil.rmtree(export_dir, ignore_errors=True)
+        make_private_dir(export_dir)
+        try:
+            exported = export_result_workspace(result, export_dir, ticket_id, copy_layers=True)
+        except WorkspaceError as exc:
+            raise ResultRejected(f"the result workspace could not be exported: {exc}",
+                                 USER_EXPORT_FAILED) from exc
+        calls: list[OutboxCall] = [("upload", {"path": str(path), "name": name, "final": True})
+                                   for name, path in exported.uploads]
+        calls.append(("log", {"level": "info", "final": True,
+                              "message": f"Processing finished; result uploaded "
+                                         f"({len(exported.uploads)} files)"}))
+        calls.append(("progress", {"value": 1.0, "final": True}))
+        calls.append(("status", {"status": "success", "final": True}))
+        return calls
+
+    def failure_calls(self, ending: Ending) -> list[OutboxCall]:
+        """The output's tail attached (when shared), the reason as an error message (unless
+        the command said it already), then `failed`."""
+        calls: list[OutboxCall] = []
+        tail_file = ending.tail_file()
+        if tail_file is not None:
+            calls.append(("attach", {"description": redact.TAIL_DESCRIPTION,
+                                     "path": str(tail_file), "mime_type": "text/plain"}))
+        if not ending.told:
+            calls.append(("log", {"level": "error", "message": ending.reason}))
+        elif tail_file is not None:  # an attachment is shown with the next log message
+            calls.append(("log", {"level": "info", "message": redact.TAIL_NOTE}))
+        calls.append(("status", {"status": "failed"}))
+        return calls
+
+    def restarted_calls(self) -> list[OutboxCall]:
+        return [("log", {"level": "info", "message": RESTARTED_NOTE})]
+
+    def rescue_calls(self) -> list[OutboxCall]:
+        return [("log", {"level": "info", "message": RETRY_NOTE})]
+
+    def left_open_calls(self, rerun: bool) -> list[OutboxCall]:
+        # Promise the user a resumption only when the next start keeps it.
+        return [("log", {"level": "info", "message": RESTARTING_NOTE})] if rerun else []
 
     def use_session(self, session_id: str) -> None:
         """Go on with a new session (the operator logged in again after an expiry)."""

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from dss_console.core.interfaces import Source
     from dss_console.core.presentation import Words
     from dss_console.engine.settings import Settings
-    from dss_console.v6.login import NodeLogin
+    from dss_console.sources.v6.login import NodeLogin
 
 __all__ = ["PLUGIN", "V6Plugin"]
 
@@ -68,12 +68,12 @@ class V6Plugin:
     renews_credential = False
 
     def owns(self, credential: object) -> bool:
-        from dss_console.v6.login import NodeLogin
+        from dss_console.sources.v6.login import NodeLogin
 
         return isinstance(credential, NodeLogin)
 
     def words(self) -> Words:
-        from dss_console.v6.presentation import PRESENTATION
+        from dss_console.sources.v6.presentation import PRESENTATION
 
         return PRESENTATION.words
 
@@ -95,8 +95,8 @@ class V6Plugin:
         """Log in as the stored vantage6 node (``dss-console v6 login`` stored its keys), or
         with the keys a console handed over."""
         from dss_console.credentials import StoredV6Node, V6CredentialStore
-        from dss_console.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
-        from dss_console.v6.source import V6KeyError, V6Source
+        from dss_console.sources.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
+        from dss_console.sources.v6.source import V6KeyError, V6Source
 
         keys = _keys(handover) if handover is not None else None
         store = V6CredentialStore()
@@ -138,7 +138,7 @@ class V6Plugin:
             raise ConnectError(f"cannot reach {stored.server}: {exc}") from None
 
     def login_again(self, source: Source) -> str:
-        from dss_console.v6.source import V6Source
+        from dss_console.sources.v6.source import V6Source
 
         server = source.client.api_url if isinstance(source, V6Source) else source.key
         return f"dss-console v6 login --server {server} --api-key-stdin"
@@ -174,7 +174,7 @@ def _keys(handover: str) -> dict[str, str]:
 
 
 def _node_login(credential: object) -> NodeLogin:
-    from dss_console.v6.login import NodeLogin
+    from dss_console.sources.v6.login import NodeLogin
 
     if not isinstance(credential, NodeLogin):
         raise TypeError(f"not a vantage6 node login: {type(credential).__name__}")

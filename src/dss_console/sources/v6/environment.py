@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dss_console.v6.settings import V6Database
+from dss_console.sources.v6.settings import V6Database
 
 ENV_VAR_EQUALS_REPLACEMENT = "!"
 

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dss_console.credentials import StoredV6Node, V6CredentialStore
-from dss_console.v6 import crypto
-from dss_console.v6.client import (
+from dss_console.sources.v6 import crypto
+from dss_console.sources.v6.client import (
     NodeIdentity,
     V6Error,
     V6NotLoggedInError,
     normalise_server_url,
 )
-from dss_console.v6.settings import V6Settings
-from dss_console.v6.source import V6KeyError, V6KeyMismatchError, V6Source, check_public_key
+from dss_console.sources.v6.settings import V6Settings
+from dss_console.sources.v6.source import V6KeyError, V6KeyMismatchError, V6Source, check_public_key
 
 
 class V6LoginError(Exception):

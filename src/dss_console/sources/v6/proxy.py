@@ -25,8 +25,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from dss_console.v6 import crypto
-from dss_console.v6.client import V6Error, V6NodeClient
+from dss_console.sources.v6 import crypto
+from dss_console.sources.v6.client import V6Error, V6NodeClient
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ DIR which is kept and reused), seeded over REST:
 * user ``researcher`` (organization research, role Researcher plus the rule
   event/send/collaboration, without which ``POST /kill/task`` answers 401).
 
-The server runs in its own venv (see :mod:`dss_console.v6.venv`) through
+The server runs in its own venv (see :mod:`dss_console.sources.v6.venv`) through
 ``resources/v6_demo/v6_sandbox_server.py``, which applies the Python 3.11 enum fix.
 ``sandbox.json`` (0600) in the data dir holds everything a client needs, secrets included:
 it is the sandbox's purpose.
@@ -39,8 +39,8 @@ from typing import IO, Any
 import requests
 
 from dss_console.paths import write_private
-from dss_console.v6 import crypto
-from dss_console.v6.venv import V6_VERSION, V6SandboxError, ensure_venv
+from dss_console.sources.v6 import crypto
+from dss_console.sources.v6.venv import V6_VERSION, V6SandboxError, ensure_venv
 
 BIND_HOST = "127.0.0.1"
 API_PATH = "/api"

@@ -46,21 +46,26 @@ from typing import TYPE_CHECKING, Any
 
 from dss_console.core.interfaces import (
     ClaimedWork,
+    Ending,
     Failure,
+    OutboxCall,
     Outcome,
     OutcomeKind,
     Refusal,
     RemoteState,
     RemoteStatus,
+    Rules,
     Source,
     SourceEvent,
     SourceService,
 )
 from dss_console.core.presentation import Cells, Summary
-from dss_console.engine.profiles import V6_NOT_AGAIN
+from dss_console.engine.calls import finish_call
 from dss_console.engine.redact import SHARED_SUFFIX, tail_text
-from dss_console.v6 import crypto
-from dss_console.v6.client import (
+from dss_console.engine.runner import CommandSpec, JobPaths
+from dss_console.engine.settings import ServiceCommand
+from dss_console.sources.v6 import crypto, profile
+from dss_console.sources.v6.client import (
     FAILED_STATUSES,
     GONE,
     NodeIdentity,
@@ -71,11 +76,12 @@ from dss_console.v6.client import (
     classify_v6_error,
     now_iso,
 )
-from dss_console.v6.environment import RunFiles, run_environment
-from dss_console.v6.events import V6Events
-from dss_console.v6.presentation import PRESENTATION, run_cells, run_summary
-from dss_console.v6.proxy import SubtaskProxy
-from dss_console.v6.settings import V6Algorithm, V6Settings
+from dss_console.sources.v6.environment import RunFiles, run_environment
+from dss_console.sources.v6.events import V6Events
+from dss_console.sources.v6.presentation import PRESENTATION, run_cells, run_summary
+from dss_console.sources.v6.profile import V6_NOT_AGAIN
+from dss_console.sources.v6.proxy import SubtaskProxy
+from dss_console.sources.v6.settings import V6Algorithm, V6Settings
 
 if TYPE_CHECKING:
     from dss_console.engine.settings import Settings
@@ -163,8 +169,8 @@ def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
 
 class V6Source(Source):
     kind = "v6"
+    words = profile.WORDS
     presentation = PRESENTATION
-    ended_is_final = True
 
     def __init__(self, client: V6NodeClient, identity: NodeIdentity, settings: V6Settings,
                  cryptor: crypto.PlainCryptor | crypto.RsaCryptor) -> None:
@@ -261,7 +267,7 @@ class V6Source(Source):
             details = self._claim_details(run)
             if outcome is OutcomeKind.FAILED:
                 details["unknown_databases"] = self.unknown_databases(run)
-            refused.append(Refusal(run.id, run.image, outcome, reason, details))
+            refused.append(profile.refusal(run.id, run.image, outcome, reason, details))
         return refused
 
     def unknown_databases(self, run: Run) -> list[str]:
@@ -419,12 +425,12 @@ class V6Source(Source):
         self.client.patch_run(ticket_id, status="active", log=self._log_text(ticket_id))
         self._status_event(ticket_id, "active")
 
-    def gone_status(self, ticket_id: int) -> str | None:
-        """How a run that went away ended there, as last seen ("killed by user", or
-        "deleted" when the server no longer knows it); None when not seen gone. Told
-        once (a long-lived worker keeps nothing per run)."""
+    def killed_remotely(self, ticket_id: int) -> bool:
+        """The run that went away was "killed by user" there, as last seen (not "deleted":
+        the server no longer knows it). Told once (a long-lived worker keeps nothing per
+        run)."""
         with self._lock:
-            return self._gone.pop(ticket_id, None)
+            return self._gone.pop(ticket_id, None) == "killed by user"
 
     def remote_state(self, ticket_id: int) -> RemoteState:
         return self.remote_status(ticket_id).state
@@ -509,6 +515,56 @@ class V6Source(Source):
     def default_provider(self) -> str:
         """A node claims as itself."""
         return self.identity.name
+
+    # -- the engine's rules, the command and how a run ends (v6/profile.py) ---------------
+
+    @property
+    def rules(self) -> Rules:
+        return profile.rules(self.settings)
+
+    def configured_services(self) -> list[SourceService]:
+        """An image configured just now is claimable from the next poll, not the next
+        services refresh (its name is all a v6 "service" is)."""
+        return [SourceService(image, image, "configured") for image in self.settings.algorithms]
+
+    def shares_output_tail(self, settings: Settings) -> bool:
+        return settings.v6.send_output_tail
+
+    def preflight_spec(self, key: str, command: ServiceCommand) -> CommandSpec | None:
+        algorithm = self.settings.algorithm_for(key)
+        template = profile.preflight_template(algorithm) if algorithm else None
+        return CommandSpec(template=template) if template is not None else None
+
+    def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
+                     nice: int) -> CommandSpec:
+        """Exactly :meth:`command`'s argv and environment, in the directory the inputs were
+        fetched to; the template is only for display."""
+        argv, env = self.command(ticket_id, paths.input_dir)
+        return CommandSpec(template=command.command, timeout=command.timeout,
+                           cwd=command.cwd, argv=argv, exact_env=env, nice=nice)
+
+    def result_path(self, paths: JobPaths) -> Path:
+        return paths.input_dir / "output"
+
+    def missing_result(self, result: Path) -> str:
+        # The official wrapper always writes it; a command that does not has failed to
+        # deliver, whatever its exit code says.
+        return "the command exited 0 but wrote no result (its {output} file / OUTPUT_FILE)"
+
+    def result_calls(self, ticket_id: int, result: Path, export_dir: Path,
+                     shared_output: Callable[[], Path | None]) -> list[OutboxCall]:
+        return [finish_call(OutcomeKind.COMPLETED, result=result, output=shared_output(),
+                            final=True)]
+
+    def failure_calls(self, ending: Ending) -> list[OutboxCall]:
+        """One call: status, reason and the output's tail as the run's log (v6 has no
+        cancelled status: an operator's stop is sent as failed, the reason says so)."""
+        return [finish_call(ending.kind, reason=ending.reason, output=ending.shared_output())]
+
+    def started_calls(self) -> list[OutboxCall]:
+        # Through the outbox: a server that does not answer right now must not fail the
+        # run; a run killed meanwhile (gone) stops it.
+        return [("active", {})]
 
     def update_settings(self, settings: Settings) -> None:
         self.settings = settings.v6

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from dss_console.v6.sandbox import DEMO_IMAGE, V6Sandbox
+from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 
 DEMO_METHOD = "column_mean"  # the demo algorithm's partial function (resources/v6_demo)
 DEMO_COLUMN = "age"          # a column of resources/v6_demo/demo.csv

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dss_console.core.interfaces import Connection, NewWork, SourceEvent, WorkGone
-from dss_console.v6.client import NodeIdentity, V6Error, V6NodeClient
+from dss_console.sources.v6.client import NodeIdentity, V6Error, V6NodeClient
 
 log = logging.getLogger(__name__)
 
