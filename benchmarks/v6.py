@@ -68,7 +68,7 @@ def latency(home: Path, researcher: Researcher, station: int, tasks: int) -> lis
     delays = []
     for _ in range(tasks):
         created = time.time()
-        task_id = researcher.create_task(NOOP_IMAGE, "noop", [station])
+        task_id = researcher.create_task(NOOP_IMAGE, "noop", [station], databases=[])
         (run,) = researcher.call("runs", task_id=task_id)
         delays.append(stamp(home, run["id"]) - created)
         assert researcher.call("wait_task", task_id=task_id, timeout=60) == "completed"
@@ -129,7 +129,7 @@ def main() -> None:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             start = time.monotonic()
-            task_ids = [researcher.create_task(NOOP_IMAGE, "noop", [station])
+            task_ids = [researcher.create_task(NOOP_IMAGE, "noop", [station], databases=[])
                         for _ in range(args.batch_tasks)]
             for task_id in task_ids:
                 assert researcher.call("wait_task", task_id=task_id, timeout=300) == "completed"
