@@ -115,14 +115,11 @@ GUI_NOT_YET = {
     "gui/audit_view.py imports dss_console.sources.v6.audit",
     "gui/dry_run.py imports dss_console.executors.local.process",
     "gui/engine_session.py imports dss_console.dss",
-    "gui/engine_session.py imports dss_console.sources.v6.login",
     "gui/job_actions.py imports dss_console.dss",
     "gui/login_pane.py imports dss_console.dss",
     "gui/login_pane.py imports dss_console.sources.v6.client",
     "gui/login_pane.py imports dss_console.sources.v6.login",
     "gui/main_window.py imports dss_console.dss",
-    "gui/main_window.py imports dss_console.sources.v6.login",
-    "gui/settings_controller.py imports dss_console.sources.v6.login",
     "gui/v6_settings_tab.py imports dss_console.sources.v6.settings",
 }
 

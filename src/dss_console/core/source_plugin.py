@@ -145,3 +145,19 @@ class SourcePlugin(Protocol):
     def server(self, credential: object) -> str:
         """The server this credential is for (the engine's --server)."""
         ...
+
+    @property
+    def server_setting(self) -> bool:
+        """A login sets the settings' ``server`` (DSS: the worker's default --server); a
+        v6 node's server is stored with its keys instead."""
+        ...
+
+    def close(self, credential: object) -> None:
+        """Drop the window's own connection of a credential it no longer uses (the stored
+        login stays). Blocking."""
+        ...
+
+    def required_tags(self, credential: object, service: str) -> tuple[str, ...] | None:
+        """The input tags a service (by its key) requires, for the inputs view; None: this
+        source's services declare none. Blocking; ConnectError: the server did not say."""
+        ...

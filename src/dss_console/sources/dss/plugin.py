@@ -99,6 +99,19 @@ class DssPlugin:
     def server(self, credential: object) -> str:
         return _logged_in(credential).client.server
 
+    server_setting = True
+
+    def close(self, credential: object) -> None:
+        _logged_in(credential).client.close()
+
+    def required_tags(self, credential: object, service: str) -> tuple[str, ...] | None:
+        from dss_console.dss import DssError
+
+        try:
+            return _logged_in(credential).client.services.detail(service).required_tags
+        except DssError as exc:
+            raise ConnectError(str(exc)) from None
+
 
 def _logged_in(credential: object) -> LoggedIn:
     from dss_console.connection import LoggedIn

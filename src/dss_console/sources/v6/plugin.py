@@ -160,6 +160,14 @@ class V6Plugin:
     def server(self, credential: object) -> str:
         return _node_login(credential).server
 
+    server_setting = False  # the node's server is stored with its keys
+
+    def close(self, credential: object) -> None:
+        return None  # each call of a node's login is its own connection
+
+    def required_tags(self, credential: object, service: str) -> tuple[str, ...] | None:
+        return None  # a run's input is the data a database label names, not tagged files
+
 
 def _keys(handover: str) -> dict[str, str]:
     """The node's keys from the console that started this engine (a JSON line on stdin:
