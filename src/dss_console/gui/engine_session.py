@@ -129,9 +129,7 @@ class EngineSession(QObject):
                 self.starting = spawn(self._restart(result, self.starting))
             else:
                 self.starting = spawn(self.start(result))
-            if w.login_pane.v6_store.fallback_note:
-                w.show_banner(w.login_pane.v6_store.fallback_note.replace(
-                    "note: ", "Note: ") + ".", "warning")
+            self._store_note(source)
             return
         if engine is not None and result is w.logged_in:
             # A new session for the one that expired (same server and account): the engine
@@ -143,8 +141,13 @@ class EngineSession(QObject):
             self.starting = spawn(self._restart(result, self.starting))
         else:
             self.starting = spawn(self.start(result))
-        if w.store.fallback_note:
-            w.show_banner(w.store.fallback_note.replace("note: ", "Note: ") + ".", "warning")
+        self._store_note(source)
+
+    def _store_note(self, source: SourcePlugin) -> None:
+        """Where the login was stored when the keyring could not take it."""
+        note = source.store_note(self._w.login_pane.stores())
+        if note:
+            self._w.show_banner(note.replace("note: ", "Note: ") + ".", "warning")
 
     async def _hand_over_session(self, engine: RemoteEngine, source: SourcePlugin,
                                  logged_in: object) -> None:
