@@ -116,7 +116,6 @@ GUI_NOT_YET = {
     "gui/dry_run.py imports dss_console.executors.local.process",
     "gui/engine_session.py imports dss_console.dss",
     "gui/job_actions.py imports dss_console.dss",
-    "gui/login_pane.py imports dss_console.dss",
     "gui/main_window.py imports dss_console.dss",
     "gui/v6_settings_tab.py imports dss_console.sources.v6.settings",
 }

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from dss_console.engine.settings import Settings
 
 __all__ = ["ConnectError", "LoginCall", "LoginField", "LoginForm", "LoginInputError",
-           "LoginStores", "SourcePlugin", "Submit", "WorkerTexts"]
+           "LoginRefusedError", "LoginStores", "SourcePlugin", "Submit", "WorkerTexts"]
 
 
 class ConnectError(Exception):
@@ -88,6 +88,10 @@ Submit = Callable[[Callable[[], object]], "Future[object]"]
 
 class LoginInputError(ValueError):
     """The login form's values cannot go out; the message says what to fix, in words."""
+
+
+class LoginRefusedError(Exception):
+    """The server did not take a borrowed login; the message says so, in words."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,14 @@ class SourcePlugin(Protocol):
     def start_resume(self, server: str, stores: LoginStores, verify: bool | str,
                      submit: Submit) -> LoginCall:
         """Log in again with what an earlier login stored (DSS: for ``server``)."""
+        ...
+
+    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+                       submit: Submit) -> LoginCall:
+        """Log in with the session another program keeps for ``server`` (the form's
+        "itksnap_session" helper: ITK-SNAP's), stored here too. Blocking (reads that
+        program's files). LoginInputError: there is none; the call fails with
+        LoginRefusedError when the server does not take it."""
         ...
 
     def login_error(self, error: Exception) -> str | None:

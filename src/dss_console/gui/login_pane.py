@@ -24,17 +24,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console import connection, plugins
-from dss_console.connection import LoggedIn
+from dss_console import plugins
 from dss_console.core.source_plugin import (
     LoginCall,
     LoginForm,
     LoginInputError,
+    LoginRefusedError,
     LoginStores,
     SourcePlugin,
 )
 from dss_console.credentials import SessionStore, V6CredentialStore
-from dss_console.dss import DssError, normalize_server_url
 from dss_console.gui import tasks
 from dss_console.gui.copyable import CopyableTextDialog, show_copyable
 from dss_console.gui.tasks import run_blocking, spawn
@@ -48,15 +47,8 @@ class LoginCancelled(Exception):
     """The operator pressed Cancel while a login call was in flight."""
 
 
-def _close_late(result: LoggedIn | None) -> None:
-    """A resumed or imported session that came back after Cancel: keep it stored (it is
-    the user's), just drop this connection to it. Runs on the call's own thread."""
-    if result is not None:
-        result.client.close()
-
-
 def _drop_late(_result: object) -> None:
-    """A late result that holds nothing to close."""
+    """A late result that holds nothing to close (a call's LoginCall.late says if it does)."""
 
 
 def _when_late(discard: Callable[[Any], None], call: Future[Any]) -> None:
@@ -289,7 +281,7 @@ class LoginPane(QWidget):
             return
         self.server_box.removeItem(index)
         with contextlib.suppress(ValueError, OSError):
-            self.store.forget(normalize_server_url(text))
+            self.store.forget(self.plugin().server_url(text))
         self.serversChanged.emit(self.servers())
 
     def _remember_server(self, url: str) -> None:
@@ -300,7 +292,7 @@ class LoginPane(QWidget):
 
     def open_token_page(self) -> None:
         try:
-            url = normalize_server_url(self.server_text()) + "/token"
+            url = self.plugin().server_url(self.server_text()) + "/token"
         except ValueError as exc:
             self.say_error(f"Check the server address: {exc}.")
             return
@@ -346,7 +338,7 @@ class LoginPane(QWidget):
     # -- a cancellable call -----------------------------------------------------------------
     async def _wait(self, url: str, call: Future[T], *,
                     stop: Callable[[], str] | None = None,
-                    discard: Callable[[Any], None] = _close_late) -> T:
+                    discard: Callable[[Any], None] = _drop_late) -> T:
         """Wait for a blocking login call running off the Qt thread, with Cancel and a
         "still waiting" note. Cancel stops *waiting* at once (an HTTP request in flight
         cannot be interrupted): `stop` tells the call itself (and returns what the operator
@@ -476,27 +468,25 @@ class LoginPane(QWidget):
         return await self._wait(call.waiting_for, call.future, stop=call.stop, discard=late)
 
     async def import_itksnap_session(self, server: str) -> bool:
+        """Log in with ITK-SNAP's session for `server` (the form's "itksnap_session")."""
+        plugin = self.plugin()
         try:
-            url = normalize_server_url(server)
-        except ValueError as exc:
-            self.say_error(f"Check the server address: {exc}.")
+            call = await run_blocking(plugin.start_borrowed, server, self.stores(),
+                                      self._verify(), _submit)
+        except LoginInputError as exc:
+            self.say_error(str(exc))
             return False
-        session_id = await run_blocking(connection.itksnap_session_id, url)
-        if not session_id:
-            self.say_error(f"ITK-SNAP has no saved session for {url} (looked in ~/.alfabis).")
-            return False
-        self.say(f"Checking ITK-SNAP's session with {url}…")
+        self.say(call.saying)
         try:
-            result = await self._wait(url, tasks.executor().submit(
-                connection.use_session, url, session_id, self.store, verify=self._verify()))
+            result = await self._wait_for(call)
         except LoginCancelled:
             return False
-        except DssError as exc:
-            self.say_error(f"ITK-SNAP's session for {url} did not work: {exc}")
+        except LoginRefusedError as exc:
+            self.say_error(str(exc))
             return False
+        url = plugin.server(result)
         self._remember_server(url)
         self._imported = True
-        plugin = plugins.source_of(result)
         self._logged_in(plugin, self._renewed(plugin, result))
         return True
 

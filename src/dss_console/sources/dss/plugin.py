@@ -19,6 +19,7 @@ from dss_console.core.source_plugin import (
     LoginField,
     LoginForm,
     LoginInputError,
+    LoginRefusedError,
     LoginStores,
     Submit,
     WorkerTexts,
@@ -170,6 +171,30 @@ class DssPlugin:
             submit(lambda: connection.resume_session(server, stores.sessions, verify=verify)),
             server, f"Resuming the session with {server}…", late=_close_late,
             nothing_stored="Log in with a token from the server's token page.")
+
+    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+                       submit: Submit) -> LoginCall:
+        from dss_console import connection
+        from dss_console.dss import DssError
+
+        try:
+            url = self.server_url(server)
+        except ValueError as exc:
+            raise LoginInputError(f"Check the server address: {exc}.") from None
+        session_id = connection.itksnap_session_id(url)
+        if not session_id:
+            raise LoginInputError(f"ITK-SNAP has no saved session for {url} (looked in "
+                                  "~/.alfabis).")
+
+        def use() -> LoggedIn:
+            try:
+                return connection.use_session(url, session_id, stores.sessions, verify=verify)
+            except DssError as exc:
+                raise LoginRefusedError(f"ITK-SNAP's session for {url} did not work: "
+                                        f"{exc}") from exc
+
+        return LoginCall(submit(use), url, f"Checking ITK-SNAP's session with {url}…",
+                         late=_close_late)
 
     def login_error(self, error: Exception) -> str | None:
         from dss_console.connection import LoginCancelledError

@@ -210,6 +210,10 @@ class V6Plugin:
                          "Logging the vantage6 node in again…", late=_drop,
                          nothing_stored="Log in with the node's API key.")
 
+    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+                       submit: Submit) -> LoginCall:
+        raise LoginInputError("A vantage6 node logs in with its own API key.")
+
     def login_error(self, error: Exception) -> str | None:
         from dss_console.sources.v6.login import V6LoginError
 
