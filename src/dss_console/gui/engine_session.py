@@ -19,7 +19,6 @@ from PySide6.QtWidgets import QMessageBox, QPushButton, QWidget
 from dss_console import plugins
 from dss_console.core.presentation import Presentation
 from dss_console.core.source_plugin import SourcePlugin
-from dss_console.dss import DssError
 from dss_console.engine.remote import (
     EngineCallError,
     EngineGoneError,
@@ -187,7 +186,7 @@ class EngineSession(QObject):
         w.statusBar().showMessage("Starting the engine…")
         try:
             engine, process = await run_blocking(self._attach, logged_in)
-        except (DssError, ValueError, OSError, EngineStartError, EngineGoneError,
+        except (ValueError, OSError, EngineStartError, EngineGoneError,
                 EngineCallError) as exc:
             w.statusBar().clearMessage()
             w.show_banner(f"Logged in, but the console cannot work with this server: {exc}")

@@ -35,7 +35,6 @@ from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
 from dss_console.core.presentation import Presentation
 from dss_console.core.source_plugin import ConnectError
 from dss_console.credentials import SessionStore
-from dss_console.dss import DssError, ServerUnreachableError
 from dss_console.engine.engine import EngineError, ServiceView
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEngine
@@ -577,9 +576,9 @@ class MainWindow(QMainWindow):
             if engine is None:
                 return None
             job = await run_blocking(engine.claim_next, service_hashes, run=run)
-        except (DssError, EngineError, EngineCallError, EngineGoneError) as exc:
-            network = isinstance(exc, ServerUnreachableError) or (
-                isinstance(exc, EngineCallError) and exc.kind == TRANSIENT)
+        except (EngineError, EngineCallError, EngineGoneError) as exc:
+            # The engine process talks to the server: its errors arrive as EngineCallError.
+            network = isinstance(exc, EngineCallError) and exc.kind == TRANSIENT
             self.show_banner(str(exc), cause="connection" if network else "claim")
             return None
         finally:
