@@ -17,6 +17,7 @@ from dss_console.engine.events import ConnectionChanged, PollCompleted
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.login_pane import LoginPane
+from dss_console.gui.main_window import QUIT_CANCEL
 from dss_console.gui.tasks import spawn
 from test_gui_console import WAIT_MS
 
@@ -227,3 +228,41 @@ def test_status_bar_shows_one_connection_state(make_console, qtbot) -> None:
 
     qtbot.waitUntil(checking, timeout=WAIT_MS)
     window.services_pane.auto_button.click()
+
+
+def test_itksnap_session_logs_in_and_logging_out_only_forgets_it(
+        make_console, qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'Use ITK-SNAP's session' logs in with the cookie itksnap-wt keeps in ~/.alfabis;
+    logging out forgets it here but leaves it working for ITK-SNAP."""
+    import hashlib
+
+    from dss_console.dss import DssClient
+    from dss_console.dss.transport import SESSION_COOKIE
+
+    console = make_console("success")
+    pane = console.window.login_pane
+    url = console.sandbox.url
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    pane.server_box.setCurrentText(url)
+    pane.import_button.click()
+    qtbot.waitUntil(lambda: "no saved session" in pane.message.text(), timeout=WAIT_MS)
+    assert pane.current is None
+
+    with DssClient(url) as itksnap:
+        itksnap.login(console.sandbox.fresh_token())
+        session_id = itksnap.session_id
+        jar = tmp_path / "home" / ".alfabis" / f"cookie_{hashlib.md5(url.encode()).hexdigest()}.jar"
+        jar.parent.mkdir(parents=True)
+        host = url.split("//", 1)[1].split(":", 1)[0]
+        jar.write_text(f"#HttpOnly_{host}\tFALSE\t/\tFALSE\t0\t{SESSION_COOKIE}\t{session_id}\n")
+        pane.import_button.click()
+        qtbot.waitUntil(lambda: console.window.engine is not None, timeout=WAIT_MS)
+        assert pane.current is not None and "Logged in to" in pane.who_label.text()
+
+        console.window.ask_quit_choice = lambda running, **_: QUIT_CANCEL
+        pane.logout_button.click()
+        qtbot.waitUntil(lambda: pane.current is None and console.window.engine is None,
+                        timeout=WAIT_MS)
+        assert pane.message.text() == f"Logged out of {url}."
+        assert pane.store.load(url) is None
+        assert itksnap.whoami()  # ITK-SNAP's session still works on the server

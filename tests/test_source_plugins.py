@@ -7,6 +7,7 @@ import ast
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,30 @@ def test_a_credential_names_its_source() -> None:
         assert not plugins.source_plugin("v6").owns(login)
     with pytest.raises(ValueError):
         plugins.source_of("not a login")
+
+
+@pytest.mark.parametrize("name", list(plugins.SOURCES))
+@pytest.mark.parametrize("values, wording", [
+    ({"server": "ftp://nowhere"}, "Check the server address"),
+    ({"server": "https://server.example.org"}, "Paste "),
+])
+def test_a_login_form_missing_a_value_goes_nowhere(
+        name: str, values: dict[str, str], wording: str, tmp_path: Path) -> None:
+    """The form's values are checked before anything is sent or started: the window says
+    what to fix, in the source's words."""
+    from dss_console.core.source_plugin import LoginInputError, LoginStores
+    from dss_console.credentials import SessionStore, V6CredentialStore
+
+    plugin = plugins.source_plugin(name)
+    secret = next(f.name for f in plugin.login_form.fields if f.kind == "secret")
+    stores = LoginStores(SessionStore(tmp_path, use_keyring=False),
+                         V6CredentialStore(tmp_path, use_keyring=False))
+    submitted: list[object] = []
+
+    def submit(call: object) -> Future[object]:
+        submitted.append(call)
+        raise AssertionError("nothing may start")
+
+    with pytest.raises(LoginInputError) as refused:
+        plugin.start_login({**values, secret: "  "}, stores, True, submit)
+    assert str(refused.value).startswith(wording) and submitted == []

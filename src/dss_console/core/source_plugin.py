@@ -15,16 +15,19 @@ each plug-in checks it is its own.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from dss_console.core.interfaces import Source
     from dss_console.core.presentation import Words
+    from dss_console.credentials import SessionStore, V6CredentialStore
     from dss_console.engine.settings import Settings
 
-__all__ = ["ConnectError", "LoginField", "LoginForm", "SourcePlugin", "WorkerTexts"]
+__all__ = ["ConnectError", "LoginCall", "LoginField", "LoginForm", "LoginInputError",
+           "LoginRefusedError", "LoginStores", "SourcePlugin", "Submit", "WorkerTexts"]
 
 
 class ConnectError(Exception):
@@ -77,6 +80,41 @@ class LoginForm:
     def field(self, kind: str) -> LoginField | None:
         """The form's first field of this kind (None: it has none)."""
         return next((f for f in self.fields if f.kind == kind), None)
+
+
+# Runs a blocking call on the window's worker threads (login calls never block its loop).
+Submit = Callable[[Callable[[], object]], "Future[object]"]
+
+
+class LoginInputError(ValueError):
+    """The login form's values cannot go out; the message says what to fix, in words."""
+
+
+class LoginRefusedError(Exception):
+    """The server did not take a borrowed login; the message says so, in words."""
+
+
+@dataclass(frozen=True)
+class LoginStores:
+    """Where the window's logins are kept (the keyring, else private files)."""
+
+    sessions: SessionStore     # DSS sessions, by server
+    nodes: V6CredentialStore   # vantage6 nodes' keys
+
+
+@dataclass(frozen=True)
+class LoginCall:
+    """A login (or a resume) on its way, off the window's thread. Its future's result is
+    the credential, or None for a resume with nothing stored."""
+
+    future: Future[object]
+    waiting_for: str  # the window's "Still waiting for …": the server's address
+    saying: str       # what the window says meanwhile: "Logging in to …"
+    # Cancel tells the call itself and returns what the operator should know (DSS: whether
+    # the token went out). None: a credential that arrives after Cancel goes to `late`.
+    stop: Callable[[], str] | None = None
+    late: Callable[[object], None] | None = None
+    nothing_stored: str = ""  # a resume's result None: what the window says instead
 
 
 @runtime_checkable
@@ -144,4 +182,74 @@ class SourcePlugin(Protocol):
 
     def server(self, credential: object) -> str:
         """The server this credential is for (the engine's --server)."""
+        ...
+
+    @property
+    def server_setting(self) -> bool:
+        """A login sets the settings' ``server`` (DSS: the worker's default --server); a
+        v6 node's server is stored with its keys instead."""
+        ...
+
+    def close(self, credential: object) -> None:
+        """Drop the window's own connection of a credential it no longer uses (the stored
+        login stays). Blocking."""
+        ...
+
+    def required_tags(self, credential: object, service: str) -> tuple[str, ...] | None:
+        """The input tags a service (by its key) requires, for the inputs view; None: this
+        source's services declare none. Blocking; ConnectError: the server did not say."""
+        ...
+
+
+    # -- the window's login pane (docs/plugin-plan.md §2: the login actions) -----------------
+    def server_url(self, text: str) -> str:
+        """The server address as typed, normalised (ValueError says what is wrong)."""
+        ...
+
+    def start_login(self, values: Mapping[str, str], stores: LoginStores,
+                    verify: bool | str, submit: Submit) -> LoginCall:
+        """Log in with the login form's values (by LoginField.name) and store the credential
+        for the worker and the next start. LoginInputError: a value to fix first."""
+        ...
+
+    def start_resume(self, server: str, stores: LoginStores, verify: bool | str,
+                     submit: Submit) -> LoginCall:
+        """Log in again with what an earlier login stored (DSS: for ``server``)."""
+        ...
+
+    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+                       submit: Submit) -> LoginCall:
+        """Log in with the session another program keeps for ``server`` (the form's
+        "itksnap_session" helper: ITK-SNAP's), stored here too. Blocking (reads that
+        program's files). LoginInputError: there is none; the call fails with
+        LoginRefusedError when the server does not take it."""
+        ...
+
+    def login_error(self, error: Exception) -> str | None:
+        """A failed login in the operator's words; None: it was cancelled (nothing to say)."""
+        ...
+
+    def resume_error(self, error: Exception) -> str | None:
+        """A failed resume in the operator's words ("": say nothing); None: not this
+        source's error (it propagates)."""
+        ...
+
+    def who(self, credential: object, *, expired: bool = False) -> str:
+        """The pane's line for a logged-in credential (rich text, escaped); ``expired``: the
+        server ended its session."""
+        ...
+
+    def renew(self, old: object, new: object) -> bool:
+        """After the server ended ``old``'s session: when ``new`` is the same account, move
+        its session into ``old`` (whose client the engine uses) and say True; the window then
+        closes ``new``."""
+        ...
+
+    def logout(self, credential: object, stores: LoginStores, *, borrowed: bool) -> str:
+        """Log out and forget the stored credential (``borrowed``: ITK-SNAP's session, only
+        forgotten here); says what happened. Blocking; the local login is gone either way."""
+        ...
+
+    def store_note(self, stores: LoginStores) -> str | None:
+        """Where this source's credentials went when the keyring could not take them."""
         ...

@@ -172,8 +172,9 @@ class Console:
                     print(f"self-test failed: {message}", file=sys.stderr)
                     await self._close(window)
                     return 1
-        elif store.last_server() or window.login_pane.source_kind() == "v6":
-            # The last login again: a DSS session, or the vantage6 node logged in last.
+        else:
+            # The last login again, if the chosen source stored one: the DSS session for
+            # the last server, or the vantage6 node logged in last.
             await window.login_pane.resume(store.last_server() or "")
         if options.self_test:
             try:
@@ -236,7 +237,8 @@ class Console:
         window.login_pane.set_servers([sandbox.url], sandbox.url)
         token = await run_blocking(sandbox.fresh_token)
         window.clear_banner()
-        if not await window.login_pane.login(sandbox.url, token):
+        if not await window.login_pane.log_in("dss", {"server": sandbox.url,
+                                                         "token": token}):
             raise RuntimeError(window.login_pane.message.text())
         window.show_banner(f"Sandbox running at {sandbox.url}: the demo service's command is "
                            "configured and selected: press Claim next, or turn on Auto mode.",
@@ -277,7 +279,8 @@ class Console:
         node = sandbox.node("station-demo")
         try:
             window.clear_banner()
-            logged_in = await window.login_pane.login_v6(sandbox.url, node.api_key, None)
+            logged_in = await window.login_pane.log_in(
+                "v6", {"server": sandbox.url, "api_key": node.api_key})
         finally:
             await asyncio.wait([starting])
             if not starting.cancelled():

@@ -17,10 +17,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QPushButton, QWidget
 
 from dss_console import plugins
-from dss_console.connection import LoggedIn
 from dss_console.core.presentation import Presentation
 from dss_console.core.source_plugin import SourcePlugin
-from dss_console.dss import DssError
 from dss_console.engine.remote import (
     EngineCallError,
     EngineGoneError,
@@ -36,7 +34,6 @@ from dss_console.engine.spawn import (
 )
 from dss_console.engine.states import JobState
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.sources.v6.login import NodeLogin
 
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QAbstractButton
@@ -93,7 +90,7 @@ class QuitChoiceBox(QMessageBox):
         return next((c for c, b in self.choices.items() if b is clicked), None)
 
 
-def engine_key(logged_in: LoggedIn | NodeLogin) -> str:
+def engine_key(logged_in: object) -> str:
     """What the engine for this login serves under (the source's key: one engine per DSS
     server, per vantage6 node)."""
     return plugins.source_of(logged_in).engine_key(logged_in)
@@ -118,7 +115,7 @@ class EngineSession(QObject):
         return self.starting is not None and not self.starting.done()
 
     # -- login ------------------------------------------------------------------------------
-    def logged_in(self, result: LoggedIn | NodeLogin) -> None:
+    def logged_in(self, result: object) -> None:
         w = self._w
         engine = self.engine
         source = plugins.source_of(result)
@@ -131,9 +128,7 @@ class EngineSession(QObject):
                 self.starting = spawn(self._restart(result, self.starting))
             else:
                 self.starting = spawn(self.start(result))
-            if w.login_pane.v6_store.fallback_note:
-                w.show_banner(w.login_pane.v6_store.fallback_note.replace(
-                    "note: ", "Note: ") + ".", "warning")
+            self._store_note(source)
             return
         if engine is not None and result is w.logged_in:
             # A new session for the one that expired (same server and account): the engine
@@ -145,11 +140,16 @@ class EngineSession(QObject):
             self.starting = spawn(self._restart(result, self.starting))
         else:
             self.starting = spawn(self.start(result))
-        if w.store.fallback_note:
-            w.show_banner(w.store.fallback_note.replace("note: ", "Note: ") + ".", "warning")
+        self._store_note(source)
+
+    def _store_note(self, source: SourcePlugin) -> None:
+        """Where the login was stored when the keyring could not take it."""
+        note = source.store_note(self._w.login_pane.stores())
+        if note:
+            self._w.show_banner(note.replace("note: ", "Note: ") + ".", "warning")
 
     async def _hand_over_session(self, engine: RemoteEngine, source: SourcePlugin,
-                                 logged_in: LoggedIn | NodeLogin) -> None:
+                                 logged_in: object) -> None:
         w = self._w
         handover = source.handover(logged_in, settings_to_toml(w.settings))
         if engine.steered_by_console and handover:
@@ -161,31 +161,32 @@ class EngineSession(QObject):
         w.statusBar().showMessage("Logged in again: queued calls are being delivered.", 10_000)
         spawn(w.refresh_services())
 
-    async def _restart(self, logged_in: LoggedIn | NodeLogin,
+    async def _restart(self, logged_in: object,
                        starting: asyncio.Task[bool] | None) -> bool:
         if starting is not None and not starting.done():
             await starting
         old = self._w.logged_in
         await self.stop(drain=False)
-        if isinstance(old, LoggedIn) and old is not logged_in:
-            await run_blocking(old.client.close)
+        if old is not None and old is not logged_in:
+            await run_blocking(plugins.source_of(old).close, old)
         return await self.start(logged_in)
 
     # -- start ------------------------------------------------------------------------------
-    async def start(self, logged_in: LoggedIn | NodeLogin) -> bool:
+    async def start(self, logged_in: object) -> bool:
         w = self._w
         if self.quitting:
             return False
         w.logged_in = logged_in
         w.use_source_kind(w.source_kind)
-        if isinstance(logged_in, LoggedIn):
-            w.settings.server = logged_in.client.server
+        source = plugins.source_of(logged_in)
+        if source.server_setting:
+            w.settings.server = source.server(logged_in)
             w.settings_control.save()
         w.connection_changed("connecting", "")
         w.statusBar().showMessage("Starting the engine…")
         try:
             engine, process = await run_blocking(self._attach, logged_in)
-        except (DssError, ValueError, OSError, EngineStartError, EngineGoneError,
+        except (ValueError, OSError, EngineStartError, EngineGoneError,
                 EngineCallError) as exc:
             w.statusBar().clearMessage()
             w.show_banner(f"Logged in, but the console cannot work with this server: {exc}")
@@ -230,7 +231,7 @@ class EngineSession(QObject):
         w.engineStarted.emit(engine)
         return True
 
-    def _attach(self, logged_in: LoggedIn | NodeLogin
+    def _attach(self, logged_in: object
                 ) -> tuple[RemoteEngine, subprocess.Popen[bytes] | None]:
         """The engine for this server (or vantage6 node) and instance: the one already
         running (a headless worker, or the engine an earlier window left running), else a
@@ -294,7 +295,7 @@ class EngineSession(QObject):
                       "lost: restarting it recovers every ticket from the journal (a job "
                       f"that was running runs again). Its log: {log}", "error", action)
 
-    def _restart_after_loss(self, logged_in: LoggedIn | NodeLogin) -> None:
+    def _restart_after_loss(self, logged_in: object) -> None:
         self._w.clear_banner()
         self.starting = spawn(self.start(logged_in))
 
@@ -413,8 +414,8 @@ class EngineSession(QObject):
                     await run_blocking(engine.stop_claiming)
             await self.stop(drain=drain, detach=detach, running=running)
         w.shut_down_views()
-        if isinstance(w.logged_in, LoggedIn):
-            w.logged_in.client.close()
+        if w.logged_in is not None:
+            plugins.source_of(w.logged_in).close(w.logged_in)
         self.closed = True
         w.close()
         w.finished.emit()

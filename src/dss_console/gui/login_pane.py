@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, TypeVar
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
@@ -26,17 +24,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console import connection, plugins
-from dss_console.connection import LoggedIn
-from dss_console.core.source_plugin import LoginForm
+from dss_console import plugins
+from dss_console.core.source_plugin import (
+    LoginCall,
+    LoginForm,
+    LoginInputError,
+    LoginRefusedError,
+    LoginStores,
+    SourcePlugin,
+)
 from dss_console.credentials import SessionStore, V6CredentialStore
-from dss_console.dss import DssError, LoginFailedError, TlsError, normalize_server_url
 from dss_console.gui import tasks
 from dss_console.gui.copyable import CopyableTextDialog, show_copyable
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.sources.v6.login import NodeLogin
-
-DSS, V6 = "dss", "v6"
 
 T = TypeVar("T")
 
@@ -47,11 +47,8 @@ class LoginCancelled(Exception):
     """The operator pressed Cancel while a login call was in flight."""
 
 
-def _close_late(result: LoggedIn | None) -> None:
-    """A resumed or imported session that came back after Cancel: keep it stored (it is
-    the user's), just drop this connection to it. Runs on the call's own thread."""
-    if result is not None:
-        result.client.close()
+def _drop_late(_result: object) -> None:
+    """A late result that holds nothing to close (a call's LoginCall.late says if it does)."""
 
 
 def _when_late(discard: Callable[[Any], None], call: Future[Any]) -> None:
@@ -67,36 +64,12 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def server_of(current: LoggedIn | NodeLogin | None) -> str:
-    """The server a login is with ("" for none)."""
-    if current is None:
-        return ""
-    return current.server if isinstance(current, NodeLogin) else current.client.server
-
-
-def v6_login(server: str, api_key: str, key_file: str | None, store: V6CredentialStore,
-             verify: bool | str) -> NodeLogin:
-    """Blocking: log the node in and remember its keys (V6LoginError says why not)."""
-    from dss_console.sources.v6.login import login_node, read_private_key, remember_node
-
-    pem = read_private_key(key_file) if key_file else None
-    result = login_node(server, api_key, pem, verify=verify)
-    remember_node(result, store)
-    return result
-
-
-def v6_resume(store: V6CredentialStore, verify: bool | str) -> NodeLogin | None:
-    """Blocking: log in again as the node logged in last (None: there is none)."""
-    from dss_console.sources.v6.login import login_node
-
-    stored = store.load_node()
-    if stored is None:
-        return None
-    return login_node(stored.server, stored.api_key, stored.private_key_pem, verify=verify)
+def _submit(call: Callable[[], object]) -> Future[object]:
+    return tasks.executor().submit(call)
 
 
 class LoginPane(QWidget):
-    loggedIn = Signal(object)  # LoggedIn, or NodeLogin (a vantage6 node)
+    loggedIn = Signal(object)  # the credential the source's login returned
     loggedOut = Signal()
     logoutRequested = Signal()  # the window decides when (running jobs first)
     serversChanged = Signal(list)
@@ -108,7 +81,7 @@ class LoginPane(QWidget):
         self.v6_store = V6CredentialStore(store.directory) if store.uses_keyring else \
             V6CredentialStore(store.directory, use_keyring=False)
         self._verify = verify
-        self.current: LoggedIn | NodeLogin | None = None
+        self.current: object | None = None  # what the source's login returned
         # The server ended `current`'s session (logged out elsewhere, or expired): the form
         # is back for a new token, while the engine keeps the jobs it has.
         self.expired = False
@@ -226,9 +199,22 @@ class LoginPane(QWidget):
     def set_source_kind(self, kind: str) -> None:
         self.source_box.setCurrentIndex(max(0, self.source_box.findData(kind)))
 
+    def plugin(self) -> SourcePlugin:
+        """The chosen source's plug-in."""
+        return plugins.source_plugin(self.source_kind())
+
     def login_form(self) -> LoginForm:
         """The chosen source's form."""
-        return plugins.source_plugin(self.source_kind()).login_form
+        return self.plugin().login_form
+
+    def stores(self) -> LoginStores:
+        return LoginStores(self.store, self.v6_store)
+
+    def form_values(self) -> dict[str, str]:
+        """The chosen form's values, by field name (a file's path stripped)."""
+        widgets = {"url": self.server_text(), "secret": self.token_edit.text(),
+                   "file": self.key_file_edit.text().strip()}
+        return {field.name: widgets.get(field.kind, "") for field in self.login_form().fields}
 
     def _show_source(self) -> None:
         """The chosen source's form: one row per kind of field it declares (url: the server
@@ -288,12 +274,14 @@ class LoginPane(QWidget):
         index = self.server_box.findText(text)
         if index < 0:
             return
-        if self.current is not None and server_of(self.current) in (text, text.rstrip("/")):
+        current = self.current
+        if current is not None and \
+                plugins.source_of(current).server(current) in (text, text.rstrip("/")):
             self.say_error("Log out of this server before removing it.")
             return
         self.server_box.removeItem(index)
         with contextlib.suppress(ValueError, OSError):
-            self.store.forget(normalize_server_url(text))
+            self.store.forget(self.plugin().server_url(text))
         self.serversChanged.emit(self.servers())
 
     def _remember_server(self, url: str) -> None:
@@ -304,7 +292,7 @@ class LoginPane(QWidget):
 
     def open_token_page(self) -> None:
         try:
-            url = normalize_server_url(self.server_text()) + "/token"
+            url = self.plugin().server_url(self.server_text()) + "/token"
         except ValueError as exc:
             self.say_error(f"Check the server address: {exc}.")
             return
@@ -350,7 +338,7 @@ class LoginPane(QWidget):
     # -- a cancellable call -----------------------------------------------------------------
     async def _wait(self, url: str, call: Future[T], *,
                     stop: Callable[[], str] | None = None,
-                    discard: Callable[[Any], None] = _close_late) -> T:
+                    discard: Callable[[Any], None] = _drop_late) -> T:
         """Wait for a blocking login call running off the Qt thread, with Cancel and a
         "still waiting" note. Cancel stops *waiting* at once (an HTTP request in flight
         cannot be interrupted): `stop` tells the call itself (and returns what the operator
@@ -408,12 +396,7 @@ class LoginPane(QWidget):
     def _login_clicked(self) -> None:
         if self.busy:
             return  # Return in the token field while a login is on its way
-        if self.source_kind() == V6:
-            key_file = self.key_file_edit.text().strip()
-            spawn(self.login_v6(self.server_text(), self.token_edit.text(),
-                                Path(key_file) if key_file else None))
-            return
-        spawn(self.login(self.server_text(), self.token_edit.text()))
+        spawn(self.log_in(self.source_kind(), self.form_values()))
 
     def _import_clicked(self) -> None:
         spawn(self.import_itksnap_session(self.server_text()))
@@ -421,215 +404,109 @@ class LoginPane(QWidget):
     def _logout_clicked(self) -> None:
         self.logoutRequested.emit()
 
-    async def login(self, server: str, token: str) -> bool:
+    async def log_in(self, source: str, values: Mapping[str, str]) -> bool:
+        """Log in to a source with its form's values (by field name)."""
+        self.set_source_kind(source)
+        plugin = plugins.source_plugin(source)
         try:
-            url = normalize_server_url(server)
-        except ValueError as exc:
-            self.say_error(f"Check the server address: {exc}.")
-            return False
-        if not token.strip():
-            self.say_error("Paste a token first: 'Get token' opens the page that shows one.")
-            return False
-        self.say(f"Logging in to {url}…")
-        # Its own thread, which knows whether the token went out: a session that arrives
-        # after Cancel is logged out there and never stored. The address goes as typed, so
-        # a scheme-less local address can fall back to http://.
-        attempt = connection.start_login(server.strip(), token, self.store,
-                                         verify=self._verify())
-
-        def stop() -> str:
-            attempt.cancel()
-            with contextlib.suppress(Exception):
-                error = attempt.future.exception(timeout=0)
-                if isinstance(error, connection.LoginCancelledError):
-                    return f"{error}."
-            return ""
-
-        try:
-            result = await self._wait(url, attempt.future, stop=stop)
-        except (LoginCancelled, connection.LoginCancelledError):
-            return False
-        except LoginFailedError:
-            self.say_error("The server refused this token: it is wrong, or it was already used "
-                           "(a token works once). Get a new one with 'Get token'.")
-            return False
-        except TlsError as exc:
-            self.say_error(f"Secure connection failed: {exc}. If the server uses a private "
-                           "certificate authority, set its CA bundle in Settings.")
-            return False
-        except DssError as exc:
+            call = plugin.start_login(values, self.stores(), self._verify(), _submit)
+        except LoginInputError as exc:
             self.say_error(str(exc))
             return False
-        except Exception as exc:  # e.g. the session could not be stored: say so, in words
-            self.say_error(f"Logging in failed: {exc}")
+        self.say(call.saying)
+        try:
+            result = await self._wait_for(call)
+        except LoginCancelled:
+            return False
+        except Exception as exc:
+            said = plugin.login_error(exc)
+            if said is not None:
+                self.say_error(said)
             return False
         finally:
-            self.token_edit.clear()  # a token works once; never keep it around
-        self._remember_server(result.client.server)  # the URL used (maybe http:// after all)
+            self.token_edit.clear()  # a token works once, a key is stored: never in a widget
+        server = plugin.server(result)
+        if "server_list" in plugin.login_form.helpers:
+            self._remember_server(server)  # the URL used (maybe http:// after all)
+        else:
+            # Not added to the DSS server list (the settings' `servers`): a v6 node's server
+            # is remembered with its keys, and the next start logs the node in again.
+            self.server_box.setCurrentText(server)
         self._imported = False
-        self._logged_in(self._renewed(result))
+        self._logged_in(plugin, self._renewed(plugin, result))
         return True
-
-    async def login_v6(self, server: str, api_key: str, private_key: Path | None) -> bool:
-        """Log in as a vantage6 node; its keys are remembered (keyring, else a private file)
-        for the engine and the next start."""
-        from dss_console.sources.v6.client import normalise_server_url
-        from dss_console.sources.v6.login import V6LoginError
-
-        try:
-            url = normalise_server_url(server)
-        except ValueError as exc:
-            self.say_error(f"Check the server address: {exc}.")
-            return False
-        if not api_key.strip():
-            self.say_error("Paste the node's API key first (the server showed it when the node "
-                           "was registered).")
-            return False
-        self.set_source_kind(V6)
-        self.say(f"Logging in to {url} as a node…")
-        call = tasks.executor().submit(v6_login, server, api_key,
-                                       str(private_key) if private_key else None,
-                                       self.v6_store, self._verify())
-        try:
-            result = await self._wait(url, call, discard=lambda _late: None)
-        except LoginCancelled:
-            return False
-        except V6LoginError as exc:
-            self.say_error(f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
-            return False
-        except Exception as exc:  # e.g. the keys could not be stored: say so, in words
-            self.say_error(f"Logging in failed: {exc}")
-            return False
-        finally:
-            self.token_edit.clear()  # the key is in the store now; not in a widget
-        # Not added to the DSS server list (the settings' `servers`): the node's server is
-        # remembered with its keys, and the next start logs the node in again.
-        self.server_box.setCurrentText(result.server)
-        self._node_logged_in(result)
-        return True
-
-    async def resume_v6(self) -> bool:
-        """Log in again as the node logged in last, with its stored keys."""
-        from dss_console.sources.v6.login import V6LoginError
-
-        self.set_source_kind(V6)
-        self.say("Logging the vantage6 node in again…")
-        try:
-            result = await self._wait("the vantage6 server", tasks.executor().submit(
-                v6_resume, self.v6_store, self._verify()), discard=lambda _late: None)
-        except LoginCancelled:
-            return False
-        except V6LoginError as exc:
-            self.say_error(f"Could not log the node in again: {exc}. Log in again, or try "
-                           "later.")
-            return False
-        if result is None:
-            self.say("Log in with the node's API key.")
-            return False
-        self.server_box.setCurrentText(result.server)
-        self._node_logged_in(result)
-        return True
-
-    def _node_logged_in(self, result: NodeLogin) -> None:
-        who = result.identity
-        self.current = result
-        self.expired = False
-        self.who_label.setText(
-            f"Node <b>{html.escape(who.name)}</b> of <b>{html.escape(who.organization_name)}"
-            f"</b> on <b>{html.escape(result.server)}</b> · collaboration "
-            f"<b>{html.escape(who.collaboration_name)}</b> "
-            f"({'encrypted' if who.encrypted else 'not encrypted'})")
-        self.who_label.setToolTip("")
-        self._busy(False)
-        self._show_page(True)
-        self.say("")
-        self.loggedIn.emit(result)
 
     async def resume(self, server: str) -> bool:
-        """Resume the stored session for `server`, if it is still valid."""
-        if self.source_kind() == V6:
-            return await self.resume_v6()
-        self.say(f"Resuming the session with {server}…")
+        """Log in again with what the chosen source's last login stored (DSS: the session
+        for `server`, if it is still valid)."""
+        plugin = self.plugin()
+        call = plugin.start_resume(server, self.stores(), self._verify(), _submit)
+        self.say(call.saying)
         try:
-            result = await self._wait(server, tasks.executor().submit(
-                connection.resume_session, server, self.store, verify=self._verify()))
+            result = await self._wait_for(call)
         except LoginCancelled:
             return False
-        except DssError as exc:
-            self.say_error(f"Could not resume the session: {exc}. Log in again, or try later.")
-            return False
-        except (ValueError, OSError):
-            self.say("")
+        except Exception as exc:
+            said = plugin.resume_error(exc)
+            if said is None:
+                raise
+            if said:
+                self.say_error(said)
+            else:
+                self.say("")
             return False
         if result is None:
-            self.say("Log in with a token from the server's token page.")
+            self.say(call.nothing_stored)
             return False
-        self._logged_in(result)
+        if "server_list" not in plugin.login_form.helpers:
+            self.server_box.setCurrentText(plugin.server(result))
+        self._logged_in(plugin, result)
         return True
 
+    async def _wait_for(self, call: LoginCall) -> object:
+        late = call.late or _drop_late
+        return await self._wait(call.waiting_for, call.future, stop=call.stop, discard=late)
+
     async def import_itksnap_session(self, server: str) -> bool:
+        """Log in with ITK-SNAP's session for `server` (the form's "itksnap_session")."""
+        plugin = self.plugin()
         try:
-            url = normalize_server_url(server)
-        except ValueError as exc:
-            self.say_error(f"Check the server address: {exc}.")
+            call = await run_blocking(plugin.start_borrowed, server, self.stores(),
+                                      self._verify(), _submit)
+        except LoginInputError as exc:
+            self.say_error(str(exc))
             return False
-        session_id = await run_blocking(connection.itksnap_session_id, url)
-        if not session_id:
-            self.say_error(f"ITK-SNAP has no saved session for {url} (looked in ~/.alfabis).")
-            return False
-        self.say(f"Checking ITK-SNAP's session with {url}…")
+        self.say(call.saying)
         try:
-            result = await self._wait(url, tasks.executor().submit(
-                connection.use_session, url, session_id, self.store, verify=self._verify()))
+            result = await self._wait_for(call)
         except LoginCancelled:
             return False
-        except DssError as exc:
-            self.say_error(f"ITK-SNAP's session for {url} did not work: {exc}")
+        except LoginRefusedError as exc:
+            self.say_error(str(exc))
             return False
+        url = plugin.server(result)
         self._remember_server(url)
         self._imported = True
-        self._logged_in(self._renewed(result))
+        self._logged_in(plugin, self._renewed(plugin, result))
         return True
 
     async def logout(self) -> None:
-        """End the session. One borrowed from ITK-SNAP is only forgotten here: ending it on
-        the server would log ITK-SNAP out too."""
+        """End the session (the plug-in forgets the stored credential)."""
         current = self.current
         if current is None:
             return
         self._busy(True)
         self.cancel_button.setVisible(False)  # logging out is not cancellable
-        if isinstance(current, NodeLogin):
-            # A node's API key does not expire: logging out here forgets it (and the
-            # private key), as `dss-console v6 logout` does.
-            try:
-                await run_blocking(self.v6_store.delete_node, current.server,
-                                   current.identity.name)
-            except OSError:
-                pass
-            finally:
-                self._busy(False)
-            self.current = None
-            self._show_page(False)
-            self.say(f"Logged out node {current.identity.name} of {current.server}: its API "
-                     "key and private key are forgotten here.")
-            self.loggedOut.emit()
-            return
         try:
-            if self._imported:
-                await run_blocking(self.store.delete, current.client.server)
-                await run_blocking(current.client.close)
-            else:
-                await run_blocking(connection.logout, current, self.store)
-        except (DssError, OSError):
-            pass  # the local session is gone either way
+            said = await run_blocking(plugins.source_of(current).logout, current, self.stores(),
+                                      borrowed=self._imported)
         finally:
             self._imported = False
             self.expired = False
             self._busy(False)
         self.current = None
         self._show_page(False)
-        self.say(f"Logged out of {current.client.server}.")
+        self.say(said)
         self.loggedOut.emit()
 
     # -- the session ended elsewhere ----------------------------------------------------------
@@ -637,18 +514,18 @@ class LoginPane(QWidget):
         """The server no longer accepts the current session (a logout from the CLI or the
         web page, or it expired): show the form for a new token, keep the rest."""
         current = self.current
-        if current is None or isinstance(current, NodeLogin):
+        if current is None or not plugins.source_of(current).renews_credential:
             return  # a node's key does not expire; the window says what the server said
+        plugin = plugins.source_of(current)
         first = not self.expired
         self.expired = True
-        self.who_label.setText(f"Session expired on <b>{html.escape(current.client.server)}"
-                               f"</b> (was <b>{html.escape(current.email)}</b>)")
+        self.who_label.setText(plugin.who(current, expired=True))
         self.who_label.setToolTip(detail)
         self.login_page.setVisible(True)
         self.who_page.setVisible(True)
         if self.busy:
             return  # a new login is already on its way: leave its form and message alone
-        self.server_box.setCurrentText(current.client.server)
+        self.server_box.setCurrentText(plugin.server(current))
         self._busy(False)  # locks the server box to this session's server
         self.say_error("The server ended this session (a logout elsewhere, or it expired). "
                        "Jobs keep running here and what they report waits: paste a new token "
@@ -656,23 +533,20 @@ class LoginPane(QWidget):
         if first:
             self.token_edit.setFocus()
 
-    def _renewed(self, result: LoggedIn) -> LoggedIn:
+    def _renewed(self, plugin: SourcePlugin, result: object) -> object:
         """After an expired session: a new session for the same server and account goes
         into the client the engine already uses, so its jobs and queued calls carry on."""
         old = self.current
-        if (not self.expired or old is None or isinstance(old, NodeLogin)
-                or old.client.server != result.client.server
-                or old.email != result.email or old is result):
+        if (not self.expired or old is None or old is result or not plugin.renews_credential
+                or not plugin.owns(old) or not plugin.renew(old, result)):
             return result
-        old.client.transport.session_id = result.client.session_id
-        spawn(run_blocking(result.client.close))  # the new client's connection only
+        spawn(run_blocking(plugin.close, result))  # the new client's connection only
         return old
 
-    def _logged_in(self, result: LoggedIn) -> None:
+    def _logged_in(self, plugin: SourcePlugin, result: object) -> None:
         self.current = result
         self.expired = False
-        self.who_label.setText(f"Logged in to <b>{html.escape(result.client.server)}</b> as "
-                               f"<b>{html.escape(result.email)}</b>")
+        self.who_label.setText(plugin.who(result))
         self.who_label.setToolTip("")
         self._busy(False)
         self._show_page(True)

@@ -31,11 +31,10 @@ from PySide6.QtWidgets import (
 )
 
 from dss_console import paths, plugins
-from dss_console.connection import LoggedIn
 from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
 from dss_console.core.presentation import Presentation
+from dss_console.core.source_plugin import ConnectError
 from dss_console.credentials import SessionStore
-from dss_console.dss import DssError, ServerUnreachableError
 from dss_console.engine.engine import EngineError, ServiceView
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEngine
@@ -54,7 +53,7 @@ from dss_console.gui.engine_session import (
     QuitChoiceBox,
 )
 from dss_console.gui.job_actions import JobActions
-from dss_console.gui.login_pane import LoginPane, server_of
+from dss_console.gui.login_pane import LoginPane
 from dss_console.gui.pause_banner import PauseBanner
 from dss_console.gui.presentations import job_inputs_dir, presentation_for
 from dss_console.gui.queue_pane import QueuePane
@@ -63,7 +62,6 @@ from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.settings_controller import SettingsController
 from dss_console.gui.status_bar import Banner, BannerAction, Notifier, StatusLine
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.sources.v6.login import NodeLogin
 from dss_console.workspace import Workspace, WorkspaceError
 
 if TYPE_CHECKING:
@@ -91,7 +89,8 @@ class MainWindow(QMainWindow):
         self.settings_dialog: SettingsDialog | None = None  # the last one opened
         self.store = store
         self.data_dir = data_dir or paths.data_dir()
-        self.logged_in: LoggedIn | NodeLogin | None = None
+        # The credential the source's login returned (its plug-in knows what is inside).
+        self.logged_in: object | None = None
         self.session = EngineSession(self)
         self.job_actions = JobActions(self)
         self._required_tags: dict[str, tuple[str, ...]] = {}
@@ -466,7 +465,9 @@ class MainWindow(QMainWindow):
         if state == "logged_out" and self.engine is not None:
             # The form for a new token; the engine keeps its jobs and queued calls.
             self.login_pane.session_ended(detail)
-        self.status_line.show_connection(state, detail, server_of(self.logged_in))
+        self.status_line.show_connection(
+            state, detail, "" if self.logged_in is None
+            else plugins.source_of(self.logged_in).server(self.logged_in))
         self.update_status()
 
     def _poll_completed(self, ready: dict, next_poll_in: float) -> None:
@@ -512,13 +513,15 @@ class MainWindow(QMainWindow):
             return
         required = self._required_tags.get(job.service_hash)
         failed_at = self._tags_failed_at.get(job.service_hash, -1e9)
-        if required is None and isinstance(self.logged_in, LoggedIn) \
+        logged_in = self.logged_in
+        if required is None and logged_in is not None \
                 and time.monotonic() - failed_at > 60:
             try:
-                detail = await run_blocking(self.logged_in.client.services.detail,
-                                            job.service_hash)
-                required = self._required_tags[job.service_hash] = detail.required_tags
-            except DssError:
+                required = await run_blocking(plugins.source_of(logged_in).required_tags,
+                                              logged_in, job.service_hash)
+                if required is not None:
+                    self._required_tags[job.service_hash] = required
+            except ConnectError:
                 self._tags_failed_at[job.service_hash] = time.monotonic()
                 required = ()
         if generation != self._inputs_loads:
@@ -573,9 +576,9 @@ class MainWindow(QMainWindow):
             if engine is None:
                 return None
             job = await run_blocking(engine.claim_next, service_hashes, run=run)
-        except (DssError, EngineError, EngineCallError, EngineGoneError) as exc:
-            network = isinstance(exc, ServerUnreachableError) or (
-                isinstance(exc, EngineCallError) and exc.kind == TRANSIENT)
+        except (EngineError, EngineCallError, EngineGoneError) as exc:
+            # The engine process talks to the server: its errors arrive as EngineCallError.
+            network = isinstance(exc, EngineCallError) and exc.kind == TRANSIENT
             self.show_banner(str(exc), cause="connection" if network else "claim")
             return None
         finally:

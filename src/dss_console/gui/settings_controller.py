@@ -14,7 +14,7 @@ from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QWidget
 
-from dss_console.connection import LoggedIn
+from dss_console import plugins
 from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEngine
 from dss_console.engine.settings import (
     Settings,
@@ -28,7 +28,6 @@ from dss_console.gui.login_pane import LoginPane
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.status_bar import BannerAction
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.sources.v6.login import NodeLogin
 
 if TYPE_CHECKING:
     from dss_console.gui.settings_dialog import SettingsDialog
@@ -47,7 +46,7 @@ class SettingsHost(Protocol):
     def engine(self) -> RemoteEngine | None: ...
 
     @property
-    def logged_in(self) -> LoggedIn | NodeLogin | None: ...
+    def logged_in(self) -> object | None: ...
 
     def window(self) -> QWidget: ...
 
@@ -98,7 +97,8 @@ class SettingsController:
         from dss_console.gui.settings_dialog import SettingsDialog
 
         host = self._host
-        node = isinstance(host.logged_in, NodeLogin)
+        # The settings dialog still has a vantage6 node's tab by name (its own plug-in step).
+        node = host.logged_in is not None and plugins.source_of(host.logged_in).name == "v6"
         services = []
         if host.engine is not None and not node:
             # A node's images are not DSS services: their commands are [v6.algorithms].

@@ -7,10 +7,23 @@ the source are imported only by ``connect``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import contextlib
+import html
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, cast
 
-from dss_console.core.source_plugin import ConnectError, LoginField, LoginForm, WorkerTexts
+from dss_console.core.source_plugin import (
+    ConnectError,
+    LoginCall,
+    LoginField,
+    LoginForm,
+    LoginInputError,
+    LoginRefusedError,
+    LoginStores,
+    Submit,
+    WorkerTexts,
+)
 
 if TYPE_CHECKING:
     from dss_console.connection import LoggedIn
@@ -98,6 +111,157 @@ class DssPlugin:
 
     def server(self, credential: object) -> str:
         return _logged_in(credential).client.server
+
+    server_setting = True
+
+    def close(self, credential: object) -> None:
+        _logged_in(credential).client.close()
+
+    def required_tags(self, credential: object, service: str) -> tuple[str, ...] | None:
+        from dss_console.dss import DssError
+
+        try:
+            return _logged_in(credential).client.services.detail(service).required_tags
+        except DssError as exc:
+            raise ConnectError(str(exc)) from None
+
+    # -- the window's login pane ----------------------------------------------------------
+    def server_url(self, text: str) -> str:
+        from dss_console.dss import normalize_server_url
+
+        return normalize_server_url(text)
+
+    def start_login(self, values: Mapping[str, str], stores: LoginStores,
+                    verify: bool | str, submit: Submit) -> LoginCall:
+        from dss_console import connection
+
+        server, token = values.get("server", ""), values.get("token", "")
+        try:
+            url = self.server_url(server)
+        except ValueError as exc:
+            raise LoginInputError(f"Check the server address: {exc}.") from None
+        if not token.strip():
+            raise LoginInputError("Paste a token first: 'Get token' opens the page that shows "
+                                  "one.")
+        # Its own thread, which knows whether the token went out: a session that arrives
+        # after Cancel is logged out there and never stored. The address goes as typed, so
+        # a scheme-less local address can fall back to http://.
+        attempt = connection.start_login(server.strip(), token, stores.sessions, verify=verify)
+
+        def stop() -> str:
+            attempt.cancel()
+            with contextlib.suppress(Exception):
+                error = attempt.future.exception(timeout=0)
+                if isinstance(error, connection.LoginCancelledError):
+                    return f"{error}."
+            return ""
+
+        return LoginCall(cast("Future[object]", attempt.future), url, f"Logging in to {url}…",
+                         stop=stop)
+
+    def start_resume(self, server: str, stores: LoginStores, verify: bool | str,
+                     submit: Submit) -> LoginCall:
+        from dss_console import connection
+
+        if not server.strip():  # no server logged in to before: nothing to resume
+            nothing: Future[object] = Future()
+            nothing.set_result(None)
+            return LoginCall(nothing, "", "")
+        return LoginCall(
+            submit(lambda: connection.resume_session(server, stores.sessions, verify=verify)),
+            server, f"Resuming the session with {server}…", late=_close_late,
+            nothing_stored="Log in with a token from the server's token page.")
+
+    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+                       submit: Submit) -> LoginCall:
+        from dss_console import connection
+        from dss_console.dss import DssError
+
+        try:
+            url = self.server_url(server)
+        except ValueError as exc:
+            raise LoginInputError(f"Check the server address: {exc}.") from None
+        session_id = connection.itksnap_session_id(url)
+        if not session_id:
+            raise LoginInputError(f"ITK-SNAP has no saved session for {url} (looked in "
+                                  "~/.alfabis).")
+
+        def use() -> LoggedIn:
+            try:
+                return connection.use_session(url, session_id, stores.sessions, verify=verify)
+            except DssError as exc:
+                raise LoginRefusedError(f"ITK-SNAP's session for {url} did not work: "
+                                        f"{exc}") from exc
+
+        return LoginCall(submit(use), url, f"Checking ITK-SNAP's session with {url}…",
+                         late=_close_late)
+
+    def login_error(self, error: Exception) -> str | None:
+        from dss_console.connection import LoginCancelledError
+        from dss_console.dss import DssError, LoginFailedError, TlsError
+
+        if isinstance(error, LoginCancelledError):
+            return None
+        if isinstance(error, LoginFailedError):
+            return ("The server refused this token: it is wrong, or it was already used (a "
+                    "token works once). Get a new one with 'Get token'.")
+        if isinstance(error, TlsError):
+            return (f"Secure connection failed: {error}. If the server uses a private "
+                    "certificate authority, set its CA bundle in Settings.")
+        if isinstance(error, DssError):
+            return str(error)
+        # e.g. the session could not be stored: say so, in words
+        return f"Logging in failed: {error}"
+
+    def resume_error(self, error: Exception) -> str | None:
+        from dss_console.dss import DssError
+
+        if isinstance(error, DssError):
+            return f"Could not resume the session: {error}. Log in again, or try later."
+        if isinstance(error, (ValueError, OSError)):
+            return ""
+        return None
+
+    def who(self, credential: object, *, expired: bool = False) -> str:
+        login = _logged_in(credential)
+        server, email = html.escape(login.client.server), html.escape(login.email)
+        if expired:
+            return f"Session expired on <b>{server}</b> (was <b>{email}</b>)"
+        return f"Logged in to <b>{server}</b> as <b>{email}</b>"
+
+    def renew(self, old: object, new: object) -> bool:
+        before, after = _logged_in(old), _logged_in(new)
+        if before.client.server != after.client.server or before.email != after.email:
+            return False
+        before.client.transport.session_id = after.client.session_id
+        return True
+
+    def logout(self, credential: object, stores: LoginStores, *, borrowed: bool) -> str:
+        """One borrowed from ITK-SNAP is only forgotten here: ending it on the server would
+        log ITK-SNAP out too."""
+        from dss_console import connection
+        from dss_console.dss import DssError
+
+        login = _logged_in(credential)
+        try:
+            if borrowed:
+                stores.sessions.delete(login.client.server)
+                login.client.close()
+            else:
+                connection.logout(login, stores.sessions)
+        except (DssError, OSError):
+            pass  # the local session is gone either way
+        return f"Logged out of {login.client.server}."
+
+    def store_note(self, stores: LoginStores) -> str | None:
+        return stores.sessions.fallback_note
+
+
+def _close_late(result: object) -> None:
+    """A resumed session that came back after Cancel: keep it stored (it is the user's),
+    just drop this connection to it. Runs on the call's own thread."""
+    if result is not None:
+        _logged_in(result).client.close()
 
 
 def _logged_in(credential: object) -> LoggedIn:

@@ -7,15 +7,27 @@ crypto and the source are imported only by ``connect``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import html
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from dss_console.core.source_plugin import ConnectError, LoginField, LoginForm, WorkerTexts
+from dss_console.core.source_plugin import (
+    ConnectError,
+    LoginCall,
+    LoginField,
+    LoginForm,
+    LoginInputError,
+    LoginStores,
+    Submit,
+    WorkerTexts,
+)
 
 if TYPE_CHECKING:
     from dss_console.core.interfaces import Source
     from dss_console.core.presentation import Words
+    from dss_console.credentials import V6CredentialStore
     from dss_console.engine.settings import Settings
     from dss_console.sources.v6.login import NodeLogin
 
@@ -159,6 +171,112 @@ class V6Plugin:
 
     def server(self, credential: object) -> str:
         return _node_login(credential).server
+
+    server_setting = False  # the node's server is stored with its keys
+
+    def close(self, credential: object) -> None:
+        return None  # each call of a node's login is its own connection
+
+    def required_tags(self, credential: object, service: str) -> tuple[str, ...] | None:
+        return None  # a run's input is the data a database label names, not tagged files
+
+    # -- the window's login pane ----------------------------------------------------------
+    def server_url(self, text: str) -> str:
+        from dss_console.sources.v6.client import normalise_server_url
+
+        return normalise_server_url(text)
+
+    def start_login(self, values: Mapping[str, str], stores: LoginStores,
+                    verify: bool | str, submit: Submit) -> LoginCall:
+        """The node's keys are remembered (keyring, else a private file) for the engine and
+        the next start."""
+        server, api_key = values.get("server", ""), values.get("api_key", "")
+        key_file = values.get("private_key", "").strip() or None
+        try:
+            url = self.server_url(server)
+        except ValueError as exc:
+            raise LoginInputError(f"Check the server address: {exc}.") from None
+        if not api_key.strip():
+            raise LoginInputError("Paste the node's API key first (the server showed it when "
+                                  "the node was registered).")
+        nodes = stores.nodes
+        return LoginCall(submit(lambda: _login(server, api_key, key_file, nodes, verify)), url,
+                         f"Logging in to {url} as a node…", late=_drop)
+
+    def start_resume(self, server: str, stores: LoginStores, verify: bool | str,
+                     submit: Submit) -> LoginCall:
+        nodes = stores.nodes  # the node logged in last: one node per window
+        return LoginCall(submit(lambda: _resume(nodes, verify)), "the vantage6 server",
+                         "Logging the vantage6 node in again…", late=_drop,
+                         nothing_stored="Log in with the node's API key.")
+
+    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+                       submit: Submit) -> LoginCall:
+        raise LoginInputError("A vantage6 node logs in with its own API key.")
+
+    def login_error(self, error: Exception) -> str | None:
+        from dss_console.sources.v6.login import V6LoginError
+
+        if isinstance(error, V6LoginError):
+            return f"{str(error)[:1].upper()}{str(error)[1:]}."
+        # e.g. the keys could not be stored: say so, in words
+        return f"Logging in failed: {error}"
+
+    def resume_error(self, error: Exception) -> str | None:
+        from dss_console.sources.v6.login import V6LoginError
+
+        if isinstance(error, V6LoginError):
+            return f"Could not log the node in again: {error}. Log in again, or try later."
+        return None
+
+    def who(self, credential: object, *, expired: bool = False) -> str:
+        login = _node_login(credential)  # a node's key does not expire
+        who = login.identity
+        return (f"Node <b>{html.escape(who.name)}</b> of <b>"
+                f"{html.escape(who.organization_name)}</b> on <b>{html.escape(login.server)}"
+                f"</b> · collaboration <b>{html.escape(who.collaboration_name)}</b> "
+                f"({'encrypted' if who.encrypted else 'not encrypted'})")
+
+    def renew(self, old: object, new: object) -> bool:
+        return False  # no session: a login is a new engine
+
+    def logout(self, credential: object, stores: LoginStores, *, borrowed: bool) -> str:
+        """A node's API key does not expire: logging out here forgets it (and the private
+        key), as `dss-console v6 logout` does."""
+        login = _node_login(credential)
+        with contextlib.suppress(OSError):
+            stores.nodes.delete_node(login.server, login.identity.name)
+        return (f"Logged out node {login.identity.name} of {login.server}: its API key and "
+                "private key are forgotten here.")
+
+    def store_note(self, stores: LoginStores) -> str | None:
+        return stores.nodes.fallback_note
+
+
+def _login(server: str, api_key: str, key_file: str | None, store: V6CredentialStore,
+           verify: bool | str) -> NodeLogin:
+    """Blocking: log the node in and remember its keys (V6LoginError says why not)."""
+    from dss_console.sources.v6.login import login_node, read_private_key, remember_node
+
+    pem = read_private_key(key_file) if key_file else None
+    result = login_node(server, api_key, pem, verify=verify)
+    remember_node(result, store)
+    return result
+
+
+def _resume(store: V6CredentialStore, verify: bool | str) -> NodeLogin | None:
+    """Blocking: log in again as the node logged in last (None: there is none)."""
+    from dss_console.sources.v6.login import login_node
+
+    stored = store.load_node()
+    if stored is None:
+        return None
+    return login_node(stored.server, stored.api_key, stored.private_key_pem, verify=verify)
+
+
+def _drop(late: object) -> None:
+    """A node login that came back after Cancel: its keys are stored (as any login's), the
+    login itself holds no connection."""
 
 
 def _keys(handover: str) -> dict[str, str]:
