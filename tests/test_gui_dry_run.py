@@ -419,6 +419,17 @@ def test_prepare_dry_run(tmp_path: Path, workspace: Path) -> None:
         ("run {workspace}", 60.0, {"A": "1"}, "sub")
 
 
+def test_prepare_dry_run_builds_the_command_a_ticket_runs(tmp_path: Path,
+                                                          workspace: Path) -> None:
+    # The DSS source's own builder: the service's itksnap-wt shim too, as on a real ticket.
+    from dss_console.sources.dss.command import command_spec
+
+    command = ServiceCommand(key="Svc", command="itksnap-wt -h", env={"A": "1"},
+                             itksnap_wt=True)
+    spec, _paths = prepare_dry_run(workspace, command, "Svc", tmp_path)
+    assert spec == command_spec(command) and spec.itksnap_wt
+
+
 def test_prepare_dry_run_takes_the_hash_of_a_hash_key(tmp_path: Path, workspace: Path) -> None:
     key = "AB" * 20
     _spec, paths = prepare_dry_run(workspace, ServiceCommand(key=key, command="x"), "Svc",

@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     from dss_console.core.executor import Executor
     from dss_console.core.presentation import Presentation
     from dss_console.core.source_plugin import SourcePlugin
+    from dss_console.engine.runner import CommandSpec
+    from dss_console.engine.settings import ServiceCommand
 
-__all__ = ["EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "executors",
-           "load", "presentation", "source_of", "source_plugin"]
+__all__ = ["DRY_RUN_COMMAND", "EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS",
+           "dry_run_command", "executors", "load", "presentation", "source_of", "source_plugin"]
 
 # The sources (core.source_plugin.SourcePlugin) the roots offer, the default first: the
 # worker's --source choices, the window's login forms.
@@ -93,3 +95,18 @@ def executors() -> dict[str, Executor]:
             raise TypeError(f"{target} is not an Executor")
         made[name] = executor_class()
     return made
+
+
+# The builder of a DSS service's command, as a ticket runs it: the window's dry run (a DSS
+# workspace run locally, no server) runs exactly what a claimed ticket would.
+DRY_RUN_COMMAND = "dss_console.sources.dss.command:command_spec"
+
+
+def dry_run_command(command: ServiceCommand) -> CommandSpec:
+    from dss_console.engine.runner import CommandSpec
+
+    build = load(DRY_RUN_COMMAND)
+    spec = build(command) if callable(build) else None
+    if not isinstance(spec, CommandSpec):
+        raise TypeError(f"{DRY_RUN_COMMAND} does not build a CommandSpec")
+    return spec

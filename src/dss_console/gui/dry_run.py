@@ -52,6 +52,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dss_console import plugins
 from dss_console.core.executor import RunOutcome
 from dss_console.engine.protocol import (
     AttachReport,
@@ -147,9 +148,7 @@ def prepare_dry_run(workspace: Path, service_command: ServiceCommand, service_na
                      service_hash=service_hash, workdir=workdir, input_dir=input_dir,
                      workspace=ticket_workspace, result=workdir / RESULT_NAME,
                      engine_dir=workdir / ENGINE_DIR)
-    spec = CommandSpec(template=service_command.command, timeout=service_command.timeout,
-                       env=dict(service_command.env), cwd=service_command.cwd)
-    return spec, paths
+    return plugins.dry_run_command(service_command), paths
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from dss_console.engine import redact
 from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.workdirs import make_private_dir
+from dss_console.sources.dss.command import command_spec, preflight_spec
 from dss_console.sources.dss.presentation import PRESENTATION
 
 # A ticket stopped by a shutdown with on_shutdown = "resume": what the operator reads, and
@@ -174,14 +175,11 @@ class DssSource(Source):
 
     # -- the command: a template from [services], expanded by the runner -------------------
     def preflight_spec(self, key: str, command: ServiceCommand) -> CommandSpec | None:
-        return CommandSpec(template=command.command, env=dict(command.env),
-                           itksnap_wt=command.itksnap_wt)
+        return preflight_spec(command)
 
     def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
                      nice: int) -> CommandSpec:
-        return CommandSpec(template=command.command, timeout=command.timeout,
-                           env=dict(command.env), cwd=command.cwd, nice=nice,
-                           itksnap_wt=command.itksnap_wt)
+        return command_spec(command, nice=nice)
 
     def missing_inputs(self, paths: JobPaths) -> str | None:
         if paths.workspace is None:
