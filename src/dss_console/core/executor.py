@@ -20,7 +20,6 @@ from dss_console.engine.protocol import Report
 
 if TYPE_CHECKING:
     from dss_console.engine.runner import CommandSpec, JobPaths
-    from dss_console.engine.settings import ServiceCommand
     from dss_console.engine.settings_reader import TableReader
 
 __all__ = [
@@ -160,9 +159,9 @@ class RunRequest:
     job: JobRef
     log_name: str  # in paths.engine_dir
     grace_period: float  # a stopped command's time to end before it is killed
-    # The service's settings (executor options among them); None when following a command
-    # whose service lost its settings meanwhile.
-    command: ServiceCommand | None = None
+    # The executor's own options from the service's settings (Executor.own_options); empty
+    # when following a command whose service lost its settings meanwhile.
+    options: Mapping[str, OptionValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -212,6 +211,12 @@ class Executor(ABC):
         """This executor's keys (``option_fields``) of the service table ``where``, checked;
         keys the table does not give are left out."""
         return {}
+
+    @classmethod
+    def own_options(cls, options: Mapping[str, OptionValue]) -> dict[str, OptionValue]:
+        """This executor's keys of a service's options (which hold every executor's)."""
+        return {option.name: options[option.name] for option in cls.option_fields
+                if option.name in options}
 
     @classmethod
     def check_option(cls, name: str, value: OptionValue) -> None:

@@ -161,8 +161,7 @@ class SlurmExecutor(Executor):
         job_id = details.data.get("cluster_job") if details is not None else None
         resume = ResumePoint.load(request.paths.engine_dir, job_id) \
             if isinstance(job_id, str) else None
-        options = request.command.options if request.command is not None else {}
-        sbatch_options = options.get(slurm_options.SBATCH_OPTIONS.name)
+        sbatch_options = request.options.get(slurm_options.SBATCH_OPTIONS.name)
         runner = SlurmRunner(
             request.spec, request.paths, callbacks.on_report, monitor=self.monitor(),
             job_name=cluster_job_name(request.job.instance, request.job.job_id,
