@@ -11,6 +11,7 @@ from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QCheckBox, QDialogButtonBox, QTableWidgetItem
 from pytestqt.qtbot import QtBot
 
+from dss_console import plugins
 from dss_console.engine.settings import (
     ServiceCommand,
     Settings,
@@ -20,6 +21,7 @@ from dss_console.engine.settings import (
 )
 from dss_console.gui.dry_run import DryRunDialog
 from dss_console.gui.settings_dialog import SettingsDialog, format_duration
+from toy_executor import TARGET
 
 ASHS_HASH = "a" * 40
 NECK_HASH = "b" * 40
@@ -266,6 +268,32 @@ def test_sbatch_options_are_checked_and_apply_to_slurm_only(
     sbatch_edit.setText("--output=/tmp/job.log")
     assert ok_enabled(dialog)
     assert "--output is set by dss-console" in sbatch_message.text()
+
+
+def test_an_executors_rows_come_from_its_declaration(
+        qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(plugins.EXECUTORS, "toy", TARGET)
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    ashs = select(dialog, "ASHS-PMC-T1")
+    toy_edit, toy_message = ashs.option_edits["toy_flags"], ashs.option_messages["toy_flags"]
+    assert toy_edit.placeholderText() == "e.g. +fast" and toy_edit.toolTip() == "The toy's flags"
+    assert not toy_edit.isEnabled() and not ashs.executor_help["toy"].isVisible()
+    ashs.executor_combo.setCurrentIndex(ashs.executor_combo.findText(
+        "Toy runner (declares options only)"))
+    assert toy_edit.isEnabled() and ashs.executor_help["toy"].isVisible()
+    assert not ashs.option_edits["sbatch_options"].isEnabled()
+    assert not ashs.executor_help["slurm"].isVisible()
+    assert "no flags: the toy idles" in toy_message.text()  # the toy's note
+    assert "(not on the toy)" in ashs.test_button.toolTip()
+
+    toy_edit.setText("+fast slow")
+    assert not ok_enabled(dialog)
+    assert "'slow' is not a toy flag" in toy_message.text()
+    assert "ASHS-PMC-T1: Toy flags: 'slow' is not a toy flag" in dialog.status_label.text()
+    toy_edit.setText("+fast '+very quiet'")
+    assert ok_enabled(dialog) and not toy_message.text()
+    saved = dialog.result_settings().services["ASHS-PMC-T1"]
+    assert (saved.executor, saved.options) == ("toy", {"toy_flags": ["+fast", "+very quiet"]})
 
 
 def test_general_fields_are_checked(qtbot: QtBot, tmp_path: Path) -> None:

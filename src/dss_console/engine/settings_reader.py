@@ -442,7 +442,7 @@ def _quoted(name: str) -> str:
 def executor_keys() -> tuple[str, ...]:
     """The keys of a service table the executors read: ``executor``, then each executor's
     options in the registry's order."""
-    return ("executor", *(option.name for name in EXECUTORS
+    return ("executor", *(option.name for name in plugins.EXECUTORS
                           for option in plugins.executor_class(name).option_fields))
 
 
@@ -454,12 +454,12 @@ def read_executor(reader: TableReader, table: Mapping[str, Any],
     executor = "local"
     if "executor" in table:
         executor = reader.string(table["executor"], f"{where}.executor")
-        if executor not in EXECUTORS:
+        if executor not in plugins.EXECUTORS:
             raise reader.error(f"{where}.executor",
-                               f"must be {' or '.join(map(_quoted, EXECUTORS))}, "
+                               f"must be {' or '.join(map(_quoted, plugins.EXECUTORS))}, "
                                f"not {executor!r}")
     options: dict[str, OptionValue] = {}
-    for name in EXECUTORS:
+    for name in plugins.EXECUTORS:
         options.update(plugins.executor_class(name).parse_options(reader, table, where))
     return executor, options
 
