@@ -354,9 +354,7 @@ class _ServiceEditor(QWidget):
         form.addRow(self._buddy("E&xecutor:", self.executor_combo),
                     _stacked(self.executor_combo, *self.executor_help.values()))
         for name, edit in self.option_edits.items():
-            owner = self._option_owner[name]
-            label = next(o.label for o in owner.option_fields if o.name == name)
-            form.addRow(self._buddy(f"{label}:", edit),
+            form.addRow(self._buddy(f"{self._field(name).label}:", edit),
                         _stacked(edit, self.option_messages[name]))
         form.addRow(self._buddy("T&imeout:", self.timeout_edit),
                     _stacked(self.timeout_edit, self.timeout_message))
