@@ -351,7 +351,8 @@ def test_a_ticket_on_slurm_from_the_settings_dialog_to_the_table(
     editor = dialog.current_editor()
     assert editor is not None
     editor.executor_combo.setCurrentIndex(editor.executor_combo.findData("slurm"))
-    editor.sbatch_edit.setText("--time=00:10:00 --comment='dss ticket {ticket}'")
+    editor.option_edits["sbatch_options"].setText(
+        "--time=00:10:00 --comment='dss ticket {ticket}'")
     dialog.ok_button.click()
     qtbot.waitUntil(lambda: window.settings.services[console.service].executor == "slurm",
                     timeout=WAIT_MS)

@@ -11,6 +11,7 @@ from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QCheckBox, QDialogButtonBox, QTableWidgetItem
 from pytestqt.qtbot import QtBot
 
+from dss_console import plugins
 from dss_console.engine.settings import (
     ServiceCommand,
     Settings,
@@ -20,6 +21,7 @@ from dss_console.engine.settings import (
 )
 from dss_console.gui.dry_run import DryRunDialog
 from dss_console.gui.settings_dialog import SettingsDialog, format_duration
+from toy_executor import TARGET
 
 ASHS_HASH = "a" * 40
 NECK_HASH = "b" * 40
@@ -95,7 +97,8 @@ def test_unchanged_settings_come_back_equal(qtbot: QtBot, tmp_path: Path) -> Non
     settings.services[OTHER_HASH] = ServiceCommand(
         key=OTHER_HASH, command="x {result}", timeout=0.5, executor="slurm",
         # Shown on one line, joined as a shell would quote them: read back word for word.
-        sbatch_options=["--partition=gpu", "--comment=ticket {ticket}", "--gres=gpu:1"])
+        options={"sbatch_options": ["--partition=gpu", "--comment=ticket {ticket}",
+                                    "--gres=gpu:1"]})
     snapshot = dataclasses.replace(settings, services=dict(settings.services))
     dialog = open_dialog(qtbot, settings)
     assert ok_enabled(dialog) and not dialog.status_label.isVisible()
@@ -133,6 +136,7 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
     ashs.env_table.item(0, 1).setText("/srv/ashs")
 
     neck = select(dialog, "NeckTrim")
+    neck_sbatch = neck.option_edits["sbatch_options"]
     assert not neck.configured
     click(qtbot, neck.add_button)
     neck.command_edit.setPlainText("python3 /opt/necktrim/run.py {workspace} {result}")
@@ -141,10 +145,10 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
     neck.nice_spin.setValue(15)
     click(qtbot, neck.itksnap_wt_check)
     neck.cwd_edit.setText("scratch")
-    assert not neck.sbatch_edit.isEnabled()  # local: the options do not apply
+    assert not neck_sbatch.isEnabled()  # local: the options do not apply
     neck.executor_combo.setCurrentIndex(neck.executor_combo.findData("slurm"))
-    assert neck.sbatch_edit.isEnabled() and neck.slurm_help.isVisible()
-    neck.sbatch_edit.setText("--partition=gpu --time=06:00:00 --comment='ticket {ticket}'")
+    assert neck_sbatch.isEnabled() and neck.executor_help["slurm"].isVisible()
+    neck_sbatch.setText("--partition=gpu --time=06:00:00 --comment='ticket {ticket}'")
 
     retired = select(dialog, "Retired")
     click(qtbot, retired.auto_check)  # back on
@@ -163,8 +167,8 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
             "NeckTrim": ServiceCommand(
                 key="NeckTrim", command="python3 /opt/necktrim/run.py {workspace} {result}",
                 max_jobs=1, cwd="scratch", nice=15, executor="slurm",
-                sbatch_options=["--partition=gpu", "--time=06:00:00",
-                                "--comment=ticket {ticket}"], itksnap_wt=True),
+                options={"sbatch_options": ["--partition=gpu", "--time=06:00:00",
+                                            "--comment=ticket {ticket}"]}, itksnap_wt=True),
             "Retired": ServiceCommand(key="Retired", command="old-tool {workspace} {result}"),
         },
     )
@@ -225,11 +229,14 @@ def test_sbatch_options_are_checked_and_apply_to_slurm_only(
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on this computer
     dialog = open_dialog(qtbot, make_settings(tmp_path))
     ashs = select(dialog, "ASHS-PMC-T1")
+    sbatch_edit = ashs.option_edits["sbatch_options"]
+    sbatch_message = ashs.option_messages["sbatch_options"]
+    slurm_help = ashs.executor_help["slurm"]
     assert ashs.executor_combo.currentData() == "local"
-    assert not ashs.sbatch_edit.isEnabled() and not ashs.slurm_help.isVisible()
+    assert not sbatch_edit.isEnabled() and not slurm_help.isVisible()
     ashs.executor_combo.setCurrentIndex(ashs.executor_combo.findData("slurm"))
-    assert ashs.sbatch_edit.isEnabled()
-    assert "sbatch is not on this computer's PATH" in ashs.sbatch_message.text()
+    assert sbatch_edit.isEnabled()
+    assert "sbatch is not on this computer's PATH" in sbatch_message.text()
     assert ok_enabled(dialog)  # a note: the worker may run on the cluster's login node
     assert "not as a cluster job" in ashs.test_button.toolTip()
 
@@ -239,9 +246,9 @@ def test_sbatch_options_are_checked_and_apply_to_slurm_only(
                               "mean {ticket}?"),
         ("gpu --time=1:00:00", "'gpu' is not an option: options start with - or --"),
     ]:
-        ashs.sbatch_edit.setText(text)
+        sbatch_edit.setText(text)
         assert not ok_enabled(dialog), text
-        assert ashs.sbatch_message.isVisible() and expected in ashs.sbatch_message.text()
+        assert sbatch_message.isVisible() and expected in sbatch_message.text()
         assert "Service commands › ASHS-PMC-T1: sbatch options: " in dialog.status_label.text()
         with pytest.raises(ValueError, match="sbatch options"):
             dialog.result_settings()
@@ -249,18 +256,44 @@ def test_sbatch_options_are_checked_and_apply_to_slurm_only(
     # Back to local with a problem left: the field stays editable, or OK could never be
     # pressed again; once fixed it is off, and the options are kept for later.
     ashs.executor_combo.setCurrentIndex(ashs.executor_combo.findData("local"))
-    assert not ok_enabled(dialog) and ashs.sbatch_edit.isEnabled()
-    ashs.sbatch_edit.setText("--partition gpu")
-    assert ok_enabled(dialog) and not ashs.sbatch_edit.isEnabled()
-    assert not ashs.sbatch_message.isVisible()
+    assert not ok_enabled(dialog) and sbatch_edit.isEnabled()
+    sbatch_edit.setText("--partition gpu")
+    assert ok_enabled(dialog) and not sbatch_edit.isEnabled()
+    assert not sbatch_message.isVisible()
     saved = dialog.result_settings().services["ASHS-PMC-T1"]
-    assert (saved.executor, saved.sbatch_options) == ("local", ["--partition", "gpu"])
+    assert (saved.executor, saved.options["sbatch_options"]) == ("local", ["--partition", "gpu"])
 
     # An option dss-console sets itself: a warning in words, not a refusal.
     ashs.executor_combo.setCurrentIndex(ashs.executor_combo.findData("slurm"))
-    ashs.sbatch_edit.setText("--output=/tmp/job.log")
+    sbatch_edit.setText("--output=/tmp/job.log")
     assert ok_enabled(dialog)
-    assert "--output is set by dss-console" in ashs.sbatch_message.text()
+    assert "--output is set by dss-console" in sbatch_message.text()
+
+
+def test_an_executors_rows_come_from_its_declaration(
+        qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(plugins.EXECUTORS, "toy", TARGET)
+    dialog = open_dialog(qtbot, make_settings(tmp_path))
+    ashs = select(dialog, "ASHS-PMC-T1")
+    toy_edit, toy_message = ashs.option_edits["toy_flags"], ashs.option_messages["toy_flags"]
+    assert toy_edit.placeholderText() == "e.g. +fast" and toy_edit.toolTip() == "The toy's flags"
+    assert not toy_edit.isEnabled() and not ashs.executor_help["toy"].isVisible()
+    ashs.executor_combo.setCurrentIndex(ashs.executor_combo.findText(
+        "Toy runner (declares options only)"))
+    assert toy_edit.isEnabled() and ashs.executor_help["toy"].isVisible()
+    assert not ashs.option_edits["sbatch_options"].isEnabled()
+    assert not ashs.executor_help["slurm"].isVisible()
+    assert "no flags: the toy idles" in toy_message.text()  # the toy's note
+    assert "(not on the toy)" in ashs.test_button.toolTip()
+
+    toy_edit.setText("+fast slow")
+    assert not ok_enabled(dialog)
+    assert "'slow' is not a toy flag" in toy_message.text()
+    assert "ASHS-PMC-T1: Toy flags: 'slow' is not a toy flag" in dialog.status_label.text()
+    toy_edit.setText("+fast '+very quiet'")
+    assert ok_enabled(dialog) and not toy_message.text()
+    saved = dialog.result_settings().services["ASHS-PMC-T1"]
+    assert (saved.executor, saved.options) == ("toy", {"toy_flags": ["+fast", "+very quiet"]})
 
 
 def test_general_fields_are_checked(qtbot: QtBot, tmp_path: Path) -> None:

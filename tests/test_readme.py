@@ -40,8 +40,8 @@ def test_slurm_example_loads(tmp_path: Path) -> None:
     path.write_text(block.group(1))
     ashs = load_settings(path).command_for("ASHS-PMC-T1", "0" * 40)
     assert ashs is not None and ashs.executor == "slurm"
-    assert "--partition=gpu" in ashs.sbatch_options and "--job-name=ashs-{ticket}" in \
-        ashs.sbatch_options
+    assert "--partition=gpu" in ashs.options["sbatch_options"] and "--job-name=ashs-{ticket}" in \
+        ashs.options["sbatch_options"]
 
 
 def test_every_worker_option_in_the_readme_exists() -> None:

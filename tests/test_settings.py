@@ -541,7 +541,7 @@ def test_cluster_and_itksnap_wt_keys_round_trip(tmp_path: Path) -> None:
                            "itksnap_wt = true\n")
     service = load_settings(path).services["X"]
     assert service.executor == "slurm" and service.itksnap_wt
-    assert service.sbatch_options == ["--partition=gpu", "--output=x-{ticket}"]
+    assert service.options["sbatch_options"] == ["--partition=gpu", "--output=x-{ticket}"]
     again = save_settings(load_settings(path), tmp_path / "again.toml")
     assert load_settings(again).services["X"] == service
 

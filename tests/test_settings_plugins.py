@@ -12,9 +12,15 @@ import pytest
 
 import dss_console
 from dss_console import plugins
-from dss_console.engine.settings import Settings, SettingsError, parse_settings
+from dss_console.engine.settings import (
+    Settings,
+    SettingsError,
+    parse_settings,
+    settings_to_toml,
+)
 from dss_console.engine.settings_reader import ServiceCommand, TableReader, read_job_kind
 from dss_console.sources.v6.settings import V6SettingsError, parse_v6_settings
+from toy_executor import TARGET
 
 SRC = Path(dss_console.__file__).parent
 
@@ -103,3 +109,24 @@ def test_a_table_read_alone_names_the_key_and_its_error_type() -> None:
         "timeout": 5400.0, "auto": False}
     with pytest.raises(SettingsError, match=r"^t\.max_jobs: must be at least 1, not 0$"):
         read_job_kind(reader, {"max_jobs": 0}, "t")
+
+
+def test_an_executor_reads_and_writes_its_own_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(plugins.EXECUTORS, "toy", TARGET)
+    path = tmp_path / "settings.toml"
+    # B runs locally: SLURM's options are still checked and kept (switching finds them).
+    settings = parse_settings(
+        '[services.A]\ncommand = "run"\nexecutor = "toy"\ntoy_flags = ["+fast", "+quiet"]\n\n'
+        '[services.B]\ncommand = "run"\nsbatch_options = ["--partition=gpu"]\n', path)
+    a, b = settings.services["A"], settings.services["B"]
+    assert (a.executor, a.options) == ("toy", {"toy_flags": ["+fast", "+quiet"]})
+    assert (b.executor, b.options) == ("local", {"sbatch_options": ["--partition=gpu"]})
+    text = settings_to_toml(settings)
+    assert 'executor = "toy"\ntoy_flags = ["+fast", "+quiet"]' in text
+    assert parse_settings(text, path).services == settings.services
+
+    with pytest.raises(SettingsError, match=r'services."A".toy_flags: must be an array'):
+        parse_settings('[services.A]\ncommand = "run"\ntoy_flags = "+fast"\n', path)
+    with pytest.raises(SettingsError, match="did you mean 'toy_flags'"):
+        parse_settings('[services.A]\ncommand = "run"\ntoy_flag = ["+fast"]\n', path)

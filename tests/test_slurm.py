@@ -58,7 +58,8 @@ def harness(sandbox: Sandbox, tmp_path: Path, service: str,
 def on_slurm(harness: Harness, mode: str, *args: str, options: list[str] | None = None,
              ) -> dict[str, ServiceCommand]:
     return {harness.service: ServiceCommand(key=harness.service, command=command(mode, *args),
-                                            executor="slurm", sbatch_options=options or [])}
+                                            executor="slurm",
+                                            options={"sbatch_options": options or []})}
 
 
 def cluster(job: JobSnapshot) -> ExecutorDetails:

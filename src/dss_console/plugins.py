@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from dss_console.engine.settings import ServiceCommand
 
 __all__ = ["DRY_RUN_COMMAND", "EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS",
-           "dry_run_command", "executors", "load", "presentation", "source_of", "source_plugin"]
+           "dry_run_command", "executor_class", "executors", "load", "presentation",
+           "source_of", "source_plugin"]
 
 # The sources (core.source_plugin.SourcePlugin) the roots offer, the default first: the
 # worker's --source choices, the window's login forms.
@@ -83,18 +84,21 @@ EXECUTORS: dict[str, str] = {
 }
 
 
+def executor_class(name: str) -> type[Executor]:
+    """The executor class ``name`` (imported now): what it reads of a service's table and
+    how the settings dialog edits that, without making one."""
+    from dss_console.core.executor import Executor
+
+    value = load(EXECUTORS[name])
+    if not (isinstance(value, type) and issubclass(value, Executor)):
+        raise TypeError(f"{EXECUTORS[name]} is not an Executor")
+    return value
+
+
 def executors() -> dict[str, Executor]:
     """One of each executor, for one engine (the SLURM one keeps a monitor for all the
     engine's cluster jobs). Their modules are imported here, not before."""
-    from dss_console.core.executor import Executor
-
-    made: dict[str, Executor] = {}
-    for name, target in EXECUTORS.items():
-        executor_class = load(target)
-        if not (isinstance(executor_class, type) and issubclass(executor_class, Executor)):
-            raise TypeError(f"{target} is not an Executor")
-        made[name] = executor_class()
-    return made
+    return {name: executor_class(name)() for name in EXECUTORS}
 
 
 # The builder of a DSS service's command, as a ticket runs it: the window's dry run (a DSS

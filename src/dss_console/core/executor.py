@@ -14,19 +14,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dss_console.engine.protocol import Report
 
 if TYPE_CHECKING:
     from dss_console.engine.runner import CommandSpec, JobPaths
-    from dss_console.engine.settings import ServiceCommand
+    from dss_console.engine.settings_reader import TableReader
 
 __all__ = [
     "DetailValue",
     "Executor",
     "ExecutorDetails",
     "JobRef",
+    "OptionField",
+    "OptionValue",
     "Recovery",
     "RunCallbacks",
     "RunHandle",
@@ -36,6 +38,25 @@ __all__ = [
 ]
 
 DetailValue = str | int | float | None
+# A value an executor reads from a service's table (``sbatch_options``: a list of words).
+OptionValue = str | bool | int | float | list[str]
+
+
+@dataclass(frozen=True)
+class OptionField:
+    """One key an executor reads from a service's table, as the settings dialog edits it."""
+
+    name: str  # the key in the table: "sbatch_options"
+    label: str  # the dialog's row, "&" before its shortcut: "s&batch options"
+    # How the dialog edits it: "words": one line split into words as a shell would.
+    kind: Literal["words"]
+    tip: str
+    placeholder: str = ""  # an example, shown while the field is empty
+
+    @property
+    def words(self) -> str:
+        """The label in running text (problems, the accessible name)."""
+        return self.label.replace("&", "")
 
 
 @dataclass(frozen=True)
@@ -138,9 +159,9 @@ class RunRequest:
     job: JobRef
     log_name: str  # in paths.engine_dir
     grace_period: float  # a stopped command's time to end before it is killed
-    # The service's settings (executor options among them); None when following a command
-    # whose service lost its settings meanwhile.
-    command: ServiceCommand | None = None
+    # The executor's own options from the service's settings (Executor.own_options); empty
+    # when following a command whose service lost its settings meanwhile.
+    options: Mapping[str, OptionValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,7 +195,40 @@ class RunHandle(ABC):
 
 
 class Executor(ABC):
+    """Runs commands. What a service's table says to an executor (its options) is read by the
+    class, without an engine: the settings file and the settings dialog use it."""
+
     name: ClassVar[str]
+    title: ClassVar[str]  # the settings dialog's choice: "Local process (...)"
+    help: ClassVar[str] = ""  # rich text under the choice while it is chosen
+    # Why the dialog's dry run is not what a job does (it runs a local process).
+    dry_run_note: ClassVar[str] = ""
+    option_fields: ClassVar[tuple[OptionField, ...]] = ()
+
+    @classmethod
+    def parse_options(cls, reader: TableReader, table: Mapping[str, Any],
+                      where: str) -> dict[str, OptionValue]:
+        """This executor's keys (``option_fields``) of the service table ``where``, checked;
+        keys the table does not give are left out."""
+        return {}
+
+    @classmethod
+    def own_options(cls, options: Mapping[str, OptionValue]) -> dict[str, OptionValue]:
+        """This executor's keys of a service's options (which hold every executor's)."""
+        return {option.name: options[option.name] for option in cls.option_fields
+                if option.name in options}
+
+    @classmethod
+    def check_option(cls, name: str, value: OptionValue) -> None:
+        """Raises ValueError in words when ``value`` (as the dialog read it) is unusable
+        for the option ``name``."""
+        return None
+
+    @classmethod
+    def option_note(cls, name: str, value: OptionValue) -> str | None:
+        """A warning in words for a usable value (it may still be what the operator
+        wants)."""
+        return None
 
     @abstractmethod
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:

@@ -340,7 +340,9 @@ class JobExecution(JobEndings):
         snap = self.snapshot
         request = RunRequest(spec=spec, paths=paths, log_name=self._log_name(),
                              job=JobRef(snap.instance, self.job_id, snap.attempt),
-                             grace_period=self.ctx.grace_period, command=self.command)
+                             grace_period=self.ctx.grace_period,
+                             options=executor.own_options(self.command.options)
+                             if self.command is not None else {})
         if follow is None:
             self._transition(JobState.RUNNING, exit_code=None, finished_at=None,
                              **execution_fields(executor.details(), reset=True))

@@ -3,7 +3,8 @@
 The core (:mod:`dss_console.engine.settings`) reads the top-level keys; each source plug-in
 reads its own tables with the same :class:`TableReader`, so every error names the file and
 the dotted key the same way. :func:`read_job_kind` reads the keys every service or algorithm
-table shares; :func:`read_executor_keys` the executor keys (until the executors own them).
+table shares; :func:`read_executor` hands ``executor`` and the executors' own keys to the
+executor classes (:meth:`~dss_console.core.executor.Executor.parse_options`).
 This module imports no plug-in: plug-ins import it.
 """
 
@@ -17,28 +18,28 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from dss_console import plugins
+from dss_console.core.executor import OptionValue
 
 __all__ = [
     "CONSOLE_COMMAND_NICE",
     "EXECUTORS",
-    "EXECUTOR_KEYS",
     "JOB_KIND_KEYS",
     "PLACEHOLDERS",
-    "ExecutorKeys",
     "JobKindKeys",
     "PluginSettings",
     "ServiceCommand",
     "SettingsError",
     "SettingsParser",
     "TableReader",
-    "executor_keys_toml",
+    "executor_keys",
+    "executor_toml",
     "format_duration",
     "is_hash",
     "parse_duration",
-    "read_executor_keys",
+    "read_executor",
     "read_job_kind",
     "toml_key",
     "toml_string",
@@ -93,7 +94,9 @@ class ServiceCommand:
     env: dict[str, str] = field(default_factory=dict)
     auto: bool = True
     executor: str = "local"  # one of EXECUTORS
-    sbatch_options: list[str] = field(default_factory=list)
+    # Each executor's keys the table gave, by key (``sbatch_options``): those of another
+    # executor than the chosen one too, kept for when the service is switched to it.
+    options: dict[str, OptionValue] = field(default_factory=dict)
     itksnap_wt: bool = False  # the itksnap-wt shim on the command's PATH
     send_output_tail: bool | None = None  # None: the file's top-level send_output_tail
 
@@ -427,55 +430,48 @@ def read_job_kind(reader: TableReader, table: Mapping[str, Any], where: str,
 
 
 # -- executor keys -------------------------------------------------------------------
-# Read here, in one place, until the executor plug-ins read their own options
-# (docs/plugin-plan.md §2: Executor.parse_options).
+# ``executor`` here; the rest by each executor class, which owns its keys.
 
 EXECUTORS = tuple(plugins.EXECUTORS)  # the names a service's `executor` may give
-EXECUTOR_KEYS = ("executor", "sbatch_options")
 
 
 def _quoted(name: str) -> str:
     return f'"{name}"'
 
 
-class ExecutorKeys(NamedTuple):
-    executor: str
-    sbatch_options: list[str]
+def executor_keys() -> tuple[str, ...]:
+    """The keys of a service table the executors read: ``executor``, then each executor's
+    options in the registry's order."""
+    return ("executor", *(option.name for name in plugins.EXECUTORS
+                          for option in plugins.executor_class(name).option_fields))
 
 
-def read_executor_keys(reader: TableReader, table: Mapping[str, Any],
-                       where: str) -> ExecutorKeys:
-    """``executor`` and ``sbatch_options`` of the service table ``where``, checked."""
+def read_executor(reader: TableReader, table: Mapping[str, Any],
+                  where: str) -> tuple[str, dict[str, OptionValue]]:
+    """``executor`` of the service table ``where`` and the executors' options, checked.
+    Every executor reads its keys, not only the chosen one: options set for a cluster are
+    checked and kept while the service runs locally."""
     executor = "local"
     if "executor" in table:
         executor = reader.string(table["executor"], f"{where}.executor")
-        if executor not in EXECUTORS:
+        if executor not in plugins.EXECUTORS:
             raise reader.error(f"{where}.executor",
-                               f"must be {' or '.join(map(_quoted, EXECUTORS))}, "
+                               f"must be {' or '.join(map(_quoted, plugins.EXECUTORS))}, "
                                f"not {executor!r}")
-    sbatch_options: list[str] = []
-    if "sbatch_options" in table:
-        options = table["sbatch_options"]
-        option_where = f"{where}.sbatch_options"
-        if not isinstance(options, list):
-            raise reader.error(option_where,
-                               f"must be an array of strings, not {type_name(options)} "
-                               '(e.g. ["--partition=gpu", "--time=06:00:00"])')
-        for index, option in enumerate(options):
-            text = reader.string(option, f"{option_where}[{index}]")
-            try:
-                validate_placeholders(text)
-            except SettingsError as exc:
-                raise reader.error(f"{option_where}[{index}]", str(exc)) from None
-            sbatch_options.append(text)
-    return ExecutorKeys(executor, sbatch_options)
+    options: dict[str, OptionValue] = {}
+    for name in plugins.EXECUTORS:
+        options.update(plugins.executor_class(name).parse_options(reader, table, where))
+    return executor, options
 
 
-def executor_keys_toml(service: ServiceCommand) -> list[str]:
-    """The executor keys' lines of a service table; defaults left out."""
+def executor_toml(service: ServiceCommand) -> list[str]:
+    """The executor keys' lines of a service table; defaults (and empty options) left
+    out."""
     lines = []
     if service.executor != "local":
         lines.append(f"executor = {toml_value(service.executor)}")
-    if service.sbatch_options:
-        lines.append(f"sbatch_options = {toml_value(service.sbatch_options)}")
+    for key in executor_keys()[1:]:
+        value = service.options.get(key)
+        if value is not None and value != [] and value != "":
+            lines.append(f"{key} = {toml_value(value)}")
     return lines

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFontDatabase
@@ -32,6 +33,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dss_console import plugins
+from dss_console.core.executor import Executor, OptionField, OptionValue
 from dss_console.engine.settings import (
     CONSOLE_COMMAND_NICE,
     ServiceCommand,
@@ -39,10 +42,9 @@ from dss_console.engine.settings import (
     format_duration,
     parse_duration,
     validate_command_template,
-    validate_placeholders,
 )
 
-__all__ = ["EXECUTOR_CHOICES", "PLACEHOLDER_HELP"]
+__all__ = ["PLACEHOLDER_HELP", "executor_choices"]
 
 PLACEHOLDER_HELP: tuple[tuple[str, str], ...] = (
     ("ticket", "the ticket number"),
@@ -65,20 +67,12 @@ _COMMAND_HELP = (
     "prints goes to the job's log. Details: README, “How a service command works”."
 )
 
-# (value saved, what the choice says)
-EXECUTOR_CHOICES: tuple[tuple[str, str], ...] = (
-    ("local", "Local process (on the engine's computer)"),
-    ("slurm", "SLURM cluster job (submitted with sbatch)"),
-)
-_SLURM_HELP = (
-    "Each ticket is submitted with <code>sbatch</code> and followed in the cluster's queue. "
-    "The work root (General tab) must be on a file system the cluster's nodes share, and "
-    "the command must exist on the nodes."
-)
-# sbatch options the engine sets itself for every ticket's job: one given again here would
-# send the job's output where the console does not read it, or run it elsewhere.
-_ENGINE_SBATCH_OPTIONS = ("--job-name", "--chdir", "--output", "--error", "--open-mode",
-                          "--export", "--parsable", "--hold", "--wait", "-J", "-D", "-o", "-e")
+
+def executor_choices() -> tuple[type[Executor], ...]:
+    """The executors a service may run on, as the registry lists them (their options and
+    words are declared by each executor class)."""
+    return tuple(plugins.executor_class(name) for name in plugins.EXECUTORS)
+
 
 _HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
 _URL_RE = re.compile(r"https?://[^\s/]+")  # what the settings loader accepts
@@ -111,38 +105,26 @@ def _url(text: str) -> str:
     return text
 
 
-def _sbatch_options(text: str) -> list[str]:
-    """The sbatch options line split into words as the settings file stores them."""
+def _words(text: str, executor: type[Executor], option: OptionField) -> list[str]:
+    """A "words" option's line split into words as the settings file stores them, checked
+    by its executor."""
     try:
         words = shlex.split(text)
     except ValueError as exc:
         raise _Invalid(f"cannot split the options into words: {exc}") from None
-    if words and not words[0].startswith("-"):
-        raise _Invalid(f"{words[0]!r} is not an option: options start with - or --, "
-                       "e.g. --partition=gpu")
-    for word in words:
-        try:
-            validate_placeholders(word)
-        except SettingsError as exc:
-            raise _Invalid(str(exc)) from None
+    try:
+        executor.check_option(option.name, words)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
     return words
 
 
-def _sbatch_note(text: str) -> str | None:
-    """A warning for options the engine already sets, or for sbatch missing here (not an
-    error: the worker may run on another machine)."""
+def _words_note(text: str, executor: type[Executor], option: OptionField) -> str | None:
     try:
         words = shlex.split(text)
     except ValueError:
         return None
-    for word in words:
-        name = word.split("=", 1)[0]
-        if name in _ENGINE_SBATCH_OPTIONS:
-            return (f"{name} is set by dss-console for every ticket (the job's log, work dir "
-                    "and name); giving it here breaks the live log")
-    if shutil.which("sbatch") is None:
-        return "sbatch is not on this computer's PATH (fine if the worker runs elsewhere)"
-    return None
+    return executor.option_note(option.name, words)
 
 
 def _program_note(template: str) -> str | None:
@@ -304,19 +286,31 @@ class _ServiceEditor(QWidget):
             "Puts an itksnap-wt first on the command's PATH, so an existing provider script "
             "that calls itksnap-wt runs unchanged, without ITK-SNAP installed")
         self.executor_combo = QComboBox()
-        for value, text in EXECUTOR_CHOICES:
-            self.executor_combo.addItem(text, value)
+        self._executors = {executor.name: executor for executor in executor_choices()}
+        for executor in self._executors.values():
+            self.executor_combo.addItem(executor.title, executor.name)
         self.executor_combo.setToolTip("Where each ticket's command runs")
-        self.sbatch_edit = QLineEdit()
-        self.sbatch_edit.setFont(fixed)
-        self.sbatch_edit.setPlaceholderText("e.g. --partition=gpu --gres=gpu:1 --time=06:00:00")
-        self.sbatch_edit.setAccessibleName("sbatch options")
-        self.sbatch_edit.setToolTip("Added to sbatch for each ticket, split into words as a "
-                                    "shell would; placeholders such as {ticket} allowed")
-        self.sbatch_message = _Message()
-        self.slurm_help = QLabel(_SLURM_HELP)
-        self.slurm_help.setWordWrap(True)
-        self.slurm_help.setTextFormat(Qt.TextFormat.RichText)
+        # Each executor's help and option rows, by executor and option name; every
+        # executor's rows are there, only the chosen one's enabled.
+        self.executor_help: dict[str, QLabel] = {}
+        self.option_edits: dict[str, QLineEdit] = {}
+        self.option_messages: dict[str, _Message] = {}
+        self._option_owner: dict[str, type[Executor]] = {}
+        for executor in self._executors.values():
+            if executor.help:
+                help_label = QLabel(executor.help)
+                help_label.setWordWrap(True)
+                help_label.setTextFormat(Qt.TextFormat.RichText)
+                self.executor_help[executor.name] = help_label
+            for option in executor.option_fields:
+                edit = QLineEdit()
+                edit.setFont(fixed)
+                edit.setPlaceholderText(option.placeholder)
+                edit.setAccessibleName(option.words)
+                edit.setToolTip(option.tip)
+                self.option_edits[option.name] = edit
+                self.option_messages[option.name] = _Message()
+                self._option_owner[option.name] = executor
 
         self.env_table = QTableWidget(0, 2)
         self.env_table.setHorizontalHeaderLabels(["Name", "Value"])
@@ -358,9 +352,10 @@ class _ServiceEditor(QWidget):
         form.addRow(command_label, _stacked(self.command_edit, self.command_message))
         form.addRow(placeholders)
         form.addRow(self._buddy("E&xecutor:", self.executor_combo),
-                    _stacked(self.executor_combo, self.slurm_help))
-        form.addRow(self._buddy("s&batch options:", self.sbatch_edit),
-                    _stacked(self.sbatch_edit, self.sbatch_message))
+                    _stacked(self.executor_combo, *self.executor_help.values()))
+        for name, edit in self.option_edits.items():
+            form.addRow(self._buddy(f"{self._field(name).label}:", edit),
+                        _stacked(edit, self.option_messages[name]))
         form.addRow(self._buddy("T&imeout:", self.timeout_edit),
                     _stacked(self.timeout_edit, self.timeout_message))
         form.addRow(self._buddy("Max &jobs at once:", self.max_jobs_spin), self.max_jobs_spin)
@@ -384,7 +379,7 @@ class _ServiceEditor(QWidget):
         for signal in (self.command_edit.textChanged, self.timeout_edit.textChanged,
                        self.max_jobs_spin.valueChanged, self.nice_spin.valueChanged,
                        self.cwd_edit.textChanged, self.executor_combo.currentIndexChanged,
-                       self.sbatch_edit.textChanged,
+                       *(edit.textChanged for edit in self.option_edits.values()),
                        self.auto_check.toggled, self.itksnap_wt_check.toggled,
                        self.env_table.itemChanged):
             signal.connect(self.changed)
@@ -419,8 +414,11 @@ class _ServiceEditor(QWidget):
         self._send_output_tail = command.send_output_tail if command else None
         executor = command.executor if command else "local"
         self.executor_combo.setCurrentIndex(max(0, self.executor_combo.findData(executor)))
-        self.sbatch_edit.setText(shlex.join(command.sbatch_options) if command else "")
-        self.sbatch_edit.setCursorPosition(0)  # a long line shows its first options
+        options = command.options if command else {}
+        for name, edit in self.option_edits.items():
+            value = options.get(name)
+            edit.setText(shlex.join(value) if isinstance(value, list) else "")
+            edit.setCursorPosition(0)  # a long line shows its first options
         self.env_table.setRowCount(0)
         for name, value in (command.env if command else {}).items():
             self._append_env(name, value)
@@ -475,11 +473,22 @@ class _ServiceEditor(QWidget):
     def executor(self) -> str:
         return self.executor_combo.currentData()
 
-    def _sbatch_options(self) -> list[str]:
-        return _sbatch_options(self.sbatch_edit.text())
+    def _option(self, name: str) -> list[str]:
+        owner = self._option_owner[name]
+        return _words(self.option_edits[name].text(), owner, self._field(name))
 
-    def _sbatch_note(self) -> str | None:
-        return _sbatch_note(self.sbatch_edit.text()) if self.executor == "slurm" else None
+    def _option_note(self, name: str) -> str | None:
+        owner = self._option_owner[name]
+        if owner.name != self.executor:
+            return None
+        return _words_note(self.option_edits[name].text(), owner, self._field(name))
+
+    def _field(self, name: str) -> OptionField:
+        return next(o for o in self._option_owner[name].option_fields if o.name == name)
+
+    def _options(self) -> dict[str, OptionValue]:
+        # An empty field is the default: left out, as the settings file reads it.
+        return {name: value for name in self.option_edits if (value := self._option(name))}
 
     def _env(self) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -503,13 +512,17 @@ class _ServiceEditor(QWidget):
         found: list[str] = []
         if not self.configured:
             return found
-        for label, parse, message, note in (
+        checks: list[tuple[str, Callable[[], object], _Message,
+                           Callable[[], str | None] | None]] = [
             ("command", self._command_text, self.command_message,
-             lambda: _program_note(self.command_edit.toPlainText())),
-            ("sbatch options", self._sbatch_options, self.sbatch_message, self._sbatch_note),
-            ("timeout", self._timeout, self.timeout_message, None),
-            ("environment", self._env, self.env_message, None),
-        ):
+             lambda: _program_note(self.command_edit.toPlainText()))]
+        for name in self.option_edits:
+            checks.append((self._field(name).words, lambda name=name: self._option(name),
+                           self.option_messages[name],
+                           lambda name=name: self._option_note(name)))
+        checks += [("timeout", self._timeout, self.timeout_message, None),
+                   ("environment", self._env, self.env_message, None)]
+        for label, parse, message, note in checks:
             try:
                 parse()
             except _Invalid as exc:
@@ -517,17 +530,20 @@ class _ServiceEditor(QWidget):
                 found.append(f"{label}: {exc}")
             else:
                 message.show_text(None, note() if note else None)
-        slurm = self.executor == "slurm"
-        self.slurm_help.setVisible(slurm)
-        # Options are kept when the executor is local (switching back finds them again);
-        # the field stays editable while it has a problem, which would otherwise block OK
-        # with no way to fix it.
-        self.sbatch_edit.setEnabled(slurm or any(p.startswith("sbatch options")
-                                                 for p in found))
+        for name, help_label in self.executor_help.items():
+            help_label.setVisible(name == self.executor)
+        # Another executor's options are kept (switching back finds them again); a field
+        # stays editable while it has a problem, which would otherwise block OK with no way
+        # to fix it.
+        for name, edit in self.option_edits.items():
+            words = self._field(name).words
+            edit.setEnabled(self._option_owner[name].name == self.executor
+                            or any(p.startswith(f"{words}: ") for p in found))
         self.test_button.setEnabled(not found)
+        dry_run_note = self._executors[self.executor].dry_run_note
         self.test_button.setToolTip(
             "Run this command, as edited here, on a copy of an ITK-SNAP workspace, without a "
-            "server" + (" (on this computer, not as a cluster job)" if slurm else ""))
+            "server" + (f" ({dry_run_note})" if dry_run_note else ""))
         return found
 
     def service_command(self) -> ServiceCommand:
@@ -540,5 +556,5 @@ class _ServiceEditor(QWidget):
                               cwd=cwd or None, env=self._env(),
                               auto=self.auto_check.isChecked(), executor=self.executor,
                               itksnap_wt=self.itksnap_wt_check.isChecked(),
-                              sbatch_options=self._sbatch_options(),
+                              options=self._options(),
                               send_output_tail=getattr(self, "_send_output_tail", None))

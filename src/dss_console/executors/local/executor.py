@@ -49,6 +49,7 @@ def _int(value: DetailValue) -> int | None:
 
 class LocalExecutor(Executor):
     name = "local"
+    title = "Local process (on the engine's computer)"
 
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
         return preflight(spec)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dss_console.core.executor import (
     Executor,
     ExecutorDetails,
     JobRef,
+    OptionValue,
     Recovery,
     RunCallbacks,
     RunHandle,
@@ -23,6 +26,8 @@ from dss_console.core.executor import (
     StartError,
 )
 from dss_console.engine.runner import CommandSpec, CommandStartError, check_template
+from dss_console.engine.settings_reader import TableReader
+from dss_console.executors.slurm import options as slurm_options
 from dss_console.executors.slurm.details import NAME, describe
 from dss_console.executors.slurm.runner import ResumePoint, SlurmRunner, cluster_job_name
 from dss_console.executors.slurm.tools import (
@@ -86,6 +91,23 @@ class _SlurmRun(RunHandle):
 
 class SlurmExecutor(Executor):
     name = NAME
+    title = "SLURM cluster job (submitted with sbatch)"
+    help = slurm_options.HELP
+    dry_run_note = "on this computer, not as a cluster job"
+    option_fields = (slurm_options.SBATCH_OPTIONS,)
+
+    @classmethod
+    def parse_options(cls, reader: TableReader, table: Mapping[str, Any],
+                      where: str) -> dict[str, OptionValue]:
+        return slurm_options.parse_options(reader, table, where)
+
+    @classmethod
+    def check_option(cls, name: str, value: OptionValue) -> None:
+        slurm_options.check_option(name, value)
+
+    @classmethod
+    def option_note(cls, name: str, value: OptionValue) -> str | None:
+        return slurm_options.option_note(name, value)
 
     def details(self) -> ExecutorDetails:
         return describe(None, None, None)
@@ -139,12 +161,12 @@ class SlurmExecutor(Executor):
         job_id = details.data.get("cluster_job") if details is not None else None
         resume = ResumePoint.load(request.paths.engine_dir, job_id) \
             if isinstance(job_id, str) else None
-        command = request.command
+        sbatch_options = request.options.get(slurm_options.SBATCH_OPTIONS.name)
         runner = SlurmRunner(
             request.spec, request.paths, callbacks.on_report, monitor=self.monitor(),
             job_name=cluster_job_name(request.job.instance, request.job.job_id,
                                       request.job.attempt),
-            sbatch_options=command.sbatch_options if command is not None else (),
+            sbatch_options=sbatch_options if isinstance(sbatch_options, list) else (),
             on_submitted=reports.submitted, on_state=reports.state, resume=resume,
             grace_period=request.grace_period, log_name=request.log_name)
         runner.start()

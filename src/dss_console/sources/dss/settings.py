@@ -8,8 +8,8 @@ core module's docstring, :mod:`dss_console.engine.settings`)::
     timeout = "6h"
 
 The keys every service or algorithm table shares are read by the core's
-:func:`~dss_console.engine.settings_reader.read_job_kind`, the executor keys by
-:func:`~dss_console.engine.settings_reader.read_executor_keys`.
+:func:`~dss_console.engine.settings_reader.read_job_kind`, ``executor`` and the
+executors' own keys by :func:`~dss_console.engine.settings_reader.read_executor`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from dss_console.engine.settings_reader import (
     SettingsError,
     SettingsParser,
     TableReader,
-    executor_keys_toml,
+    executor_keys,
+    executor_toml,
     is_hash,
-    read_executor_keys,
+    read_executor,
     read_job_kind,
     toml_key,
     toml_value,
@@ -34,11 +35,14 @@ from dss_console.engine.settings_reader import (
     validate_command_template,
 )
 
-__all__ = ["SERVICE_KEYS", "SETTINGS", "DssSettings", "DssSettingsParser"]
+__all__ = ["SETTINGS", "DssSettings", "DssSettingsParser", "service_keys"]
 
-# In the order an "unknown key" message lists them.
-SERVICE_KEYS = ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice", "executor",
-                "sbatch_options", "itksnap_wt", "send_output_tail")
+
+def service_keys() -> tuple[str, ...]:
+    """A service table's keys, in the order an "unknown key" message lists them (the
+    executors' keys as the executor classes declare them)."""
+    return ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice", *executor_keys(),
+            "itksnap_wt", "send_output_tail")
 
 
 @dataclass
@@ -131,7 +135,7 @@ class DssSettings:
                 lines.append("itksnap_wt = true")
             if service.send_output_tail is not None:
                 lines.append(f"send_output_tail = {toml_value(service.send_output_tail)}")
-            lines.extend(executor_keys_toml(service))
+            lines.extend(executor_toml(service))
             if service.env:
                 lines.append("")
                 lines.append(f"[{header}.env]")
@@ -161,7 +165,8 @@ def _service(reader: TableReader, key: str, value: object) -> ServiceCommand:
     if not key.strip():
         raise reader.error(where, "the service key must not be empty")
     table = reader.table(value, where)
-    nested = [k for k, v in table.items() if k not in SERVICE_KEYS and isinstance(v, dict)]
+    keys = service_keys()
+    nested = [k for k, v in table.items() if k not in keys and isinstance(v, dict)]
     if nested and "command" not in table:
         # [services.My.Service] without quotes nests tables; say so rather than "unknown key".
         dotted = f"{key}.{nested[0]}"
@@ -170,7 +175,7 @@ def _service(reader: TableReader, key: str, value: object) -> ServiceCommand:
             f"no command, but a sub-table {nested[0]!r}: a service name with dots or spaces "
             f"must be quoted, e.g. [services.{toml_key(dotted, quote=True)}]",
         )
-    reader.unknown(table, SERVICE_KEYS, where)
+    reader.unknown(table, keys, where)
     if "command" not in table:
         raise reader.error(where, "missing 'command' (the command template to run)")
     command = reader.string(table["command"], f"{where}.command")
@@ -181,7 +186,7 @@ def _service(reader: TableReader, key: str, value: object) -> ServiceCommand:
     service = ServiceCommand(key=key, command=command, **read_job_kind(reader, table, where))
     if "itksnap_wt" in table:
         service.itksnap_wt = reader.boolean(table["itksnap_wt"], f"{where}.itksnap_wt")
-    service.executor, service.sbatch_options = read_executor_keys(reader, table, where)
+    service.executor, service.options = read_executor(reader, table, where)
     if "env" in table:
         service.env = _env(reader, table["env"], f"{where}.env")
     return service
