@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 try:
     import fcntl
 except ImportError:  # Windows: appends with O_APPEND only
-    fcntl = None  # type: ignore[assignment]
+    LOCKS = False
+else:
+    LOCKS = True
 
 try:
     # The json package would pull in re (a third of this module's start-up); its C string
@@ -92,7 +94,7 @@ def _append_line(path: str, data: bytes) -> None:
     # line goes in one write so readers never see half of it.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
     try:
-        if fcntl is not None:
+        if LOCKS:
             fcntl.flock(fd, fcntl.LOCK_EX)
         view = memoryview(data)
         while view:

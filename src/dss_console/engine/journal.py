@@ -440,7 +440,7 @@ def read_jobs(path: Path, *, source_contains: str = "") -> list[JobSnapshot]:
         values = dict(row)
         for name, _declaration in _ADDED_COLUMNS:
             values.setdefault(name, None)
-        jobs.append(_snapshot(values))  # type: ignore[arg-type]
+        jobs.append(_snapshot(values))
     return jobs
 
 
@@ -539,7 +539,8 @@ def _legacy_execution(row: Mapping[str, Any] | sqlite3.Row) -> ExecutorDetails |
                            data=data)
 
 
-def _snapshot(row: sqlite3.Row) -> JobSnapshot:
+def _snapshot(row: sqlite3.Row | Mapping[str, Any]) -> JobSnapshot:
+    """A job from its row (an sqlite3.Row, or a dict of its columns)."""
     return JobSnapshot(
         job_id=row["id"], source=row["source"], ticket_id=row["ticket_id"],
         service_hash=row["service_hash"], service_name=row["service_name"],

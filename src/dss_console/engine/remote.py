@@ -160,8 +160,9 @@ class RemoteEngine:
                 if "event" in message:
                     self.events.publish(message["event"])
                     continue
+                call_id = message.get("id")
                 with self._lock:
-                    future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+                    future = self._pending.get(call_id) if isinstance(call_id, int) else None
                 if future is None or future.done():
                     continue
                 if message.get("ok"):
