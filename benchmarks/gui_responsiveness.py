@@ -89,7 +89,7 @@ async def flood_run(args: argparse.Namespace, tmp: Path) -> list[float]:
                             data_dir=tmp / "data", window_state_file=tmp / "w.ini")
         window.show()
         token = await run_blocking(sandbox.fresh_token)
-        assert await window.login_pane.login(sandbox.url, token)
+        assert await window.login_pane.log_in("dss", {"server": sandbox.url, "token": token})
         while window.engine is None:
             await asyncio.sleep(0.05)
         engine = window.engine

@@ -57,7 +57,7 @@ async def take(tmp: Path) -> None:
         await asyncio.sleep(0.5)
         window.grab().save(str(OUT / "login.png"))
 
-        assert await window.login_pane.login(sandbox.url, token)
+        assert await window.login_pane.log_in("dss", {"server": sandbox.url, "token": token})
         await wait_until(lambda: window.engine is not None)
         engine = window.engine
         window.services_pane.select_service(sandbox.service_hash)
