@@ -44,6 +44,7 @@ from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.workdirs import make_private_dir
 from dss_console.sources.dss.command import command_spec, preflight_spec
 from dss_console.sources.dss.presentation import PRESENTATION
+from dss_console.timefmt import format_elapsed
 
 # A ticket stopped by a shutdown with on_shutdown = "resume": what the operator reads, and
 # the one line each end user reads then and when it runs again (fixed words, no detail).
@@ -109,10 +110,10 @@ class DssSource(Source):
                 continue  # not known now: the window keeps showing "—"
             figures[key] = ServiceFigures(
                 ready=stats.queue_length, done=stats.n_success, failed=stats.n_failed,
-                lines=(f"Last heard from a provider: {_duration(stats.last_heard_from)} ago",
+                lines=(f"Last heard from a provider: {format_elapsed(stats.last_heard_from)} ago",
                        # The server's figure: from claim to success, unlike a job's run time.
                        "Average time from claim to success (last 24 h): "
-                       f"{_duration(stats.avg_duration)}"))
+                       f"{format_elapsed(stats.avg_duration)}"))
         return figures
 
     def available(self, service_hashes: Sequence[str]) -> dict[str, int]:
@@ -273,13 +274,3 @@ def classify_dss_error(error: BaseException) -> Failure:
         return Failure.REFUSED
     return Failure.REFUSED
 
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
