@@ -432,10 +432,10 @@ def test_progress_is_coalesced_and_messages_ordered(harness: Harness) -> None:
     job_id = harness.wait_job(engine, ticket, JobState.SUCCEEDED)
     items = engine.journal.outbox_items(job_id)
     progress = [i for i in items if i.kind == "progress"]
-    assert all(i.state in ("delivered", "superseded") for i in items if i.kind != "status")
+    assert all(i.state in ("delivered", "superseded") for i in items if i.kind != "finish")
     assert progress[-1].payload["value"] == 1.0 and progress[-1].state == "delivered"
     kinds = [i.kind for i in items if i.state == "delivered"]
-    assert kinds[-1] == "status" and kinds.count("log") == 21
+    assert kinds[-1] == "finish" and kinds.count("log") == 21
     delivered = [e for e in harness.event_list() if isinstance(e, CallDelivered)]
     assert delivered and all(e.job_id == job_id for e in delivered)
     messages = [e.text for e in harness.event_list() if isinstance(e, JobMessage)

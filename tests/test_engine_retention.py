@@ -12,7 +12,9 @@ from pathlib import Path
 import requests
 
 from dss_console import plugins
+from dss_console.core.interfaces import OutcomeKind
 from dss_console.dss import DssClient
+from dss_console.engine.calls import finish_call
 from dss_console.engine.engine import Engine
 from dss_console.engine.journal import Journal
 from dss_console.engine.settings import Settings
@@ -44,7 +46,7 @@ def test_retention_keeps_unfinished_and_owing_jobs_dirs(sandbox: Sandbox, client
                                     service_name="S", instance=instance, workdir=str(workdir),
                                     state=state)
         if owes:
-            journal.enqueue(job_id, "status", {"status": "success"})
+            journal.enqueue(job_id, *finish_call(OutcomeKind.COMPLETED, status="success"))
         return workdir
 
     finished = [job(1, JobState.SUCCEEDED), job(2, JobState.FAILED)]

@@ -17,6 +17,8 @@ from urllib.parse import urljoin
 import pytest
 import requests
 
+from dss_console.core.interfaces import OutcomeKind
+from dss_console.engine.calls import finish_call
 from dss_console.engine.redact import TAIL_DESCRIPTION
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
@@ -130,13 +132,14 @@ def test_a_refused_upload_tells_the_user_no_local_path(harness: Harness) -> None
     workdir = ticket_workdir(harness.tmp / "work", key, ticket, DssSource.words.job)
     missing = workdir / ".dss" / "export" / "layer_000_gone.nii.gz"
     # A worker that stopped while uploading a result whose file is gone meanwhile.
+    end, payload = finish_call(OutcomeKind.COMPLETED, status="success", final=True)
     journal = Journal(harness.tmp / "journal-node-a.sqlite3")
     job_id = journal.create_job(source=key, ticket_id=ticket, service_hash=harness.service,
                                 service_name="LeakTest", instance="node-a", workdir=str(workdir))
     journal.transition(job_id, JobState.UPLOADING, check=False, calls=[
         ("upload", {"path": str(missing), "name": missing.name, "final": True,
                     "ticket": ticket}),
-        ("status", {"status": "success", "final": True, "ticket": ticket})])
+        (end, {**payload, "ticket": ticket})])
     journal.close()
     engine = harness.engine()
     harness.wait_job(engine, ticket, JobState.FAILED)

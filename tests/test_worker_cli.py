@@ -148,12 +148,23 @@ def test_printer_names_a_job_it_has_not_seen_by_its_ticket(tmp_path: Path) -> No
             out = io.StringIO()
             printer = EventPrinter(out, noun=noun, lookup=journal.job)
             printer(JobMessage(job_id=job_id, level="info", text="following SLURM job 5"))
-            printer(CallDelivered(job_id=job_id, item_id=1, kind="status",
+            printer(CallDelivered(job_id=job_id, item_id=1, kind="finish",
                                   summary="status failed", state="failed", error="gone"))
+            # The end call not sent (the job had ended on the server) is said; other calls
+            # only when they fail.
+            printer(CallDelivered(job_id=job_id, item_id=2, kind="finish",
+                                  summary="run end: crashed", state="skipped",
+                                  error=f"not sent: the {noun} is already failed"))
+            printer(CallDelivered(job_id=job_id, item_id=3, kind="log", summary="info: hi",
+                                  state="delivered"))
+            printer(CallDelivered(job_id=job_id, item_id=4, kind="finish",
+                                  summary="status success", state="delivered"))
             printer(JobMessage(job_id=999, level="info", text="hello"))
             lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
             assert lines == [f"{noun} 21: info: following SLURM job 5",
                              f"{noun} 21: server call status failed failed: gone",
+                             f"{noun} 21: server call run end: crashed skipped: not sent: "
+                             f"the {noun} is already failed",
                              f"a {noun}: info: hello"]
     finally:
         journal.close()

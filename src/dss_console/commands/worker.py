@@ -17,6 +17,7 @@ from dss_console import paths, plugins
 from dss_console.commands.context import require_named_settings
 from dss_console.commands.errors import CliError
 from dss_console.core.source_plugin import ConnectError
+from dss_console.engine.calls import FINISH
 from dss_console.engine.events import (
     CallDelivered,
     ConnectionChanged,
@@ -509,7 +510,9 @@ class EventPrinter:
             kind = "note" if event.local else event.level
             self.line(f"{who}: {kind}: {event.text}")
         elif isinstance(event, CallDelivered):
-            if event.state in ("failed", "dropped") or (event.kind == "status"
+            # Calls that did not go through, and the end call whenever it was not sent as
+            # queued (skipped: the job had already ended on the server).
+            if event.state in ("failed", "dropped") or (event.kind == FINISH
                                                          and event.state != "delivered"):
                 who = self._who(event.job_id)
                 self.line(f"{who}: server call {event.summary} {event.state}"

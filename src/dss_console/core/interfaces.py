@@ -150,7 +150,8 @@ class Refusal:
 
 
 # A server call the core queues in the outbox: (kind, payload). Core kinds: progress, log,
-# attach, upload, status, finish, active, output (engine/outbox.py performs them).
+# attach, upload, active, output, and finish, the one call that ends a job with its Outcome
+# (engine/calls.py builds and recognises it; engine/outbox.py performs them all).
 OutboxCall = tuple[str, dict[str, Any]]
 
 

@@ -3,8 +3,11 @@ source built it.
 
 A source says how its jobs end (``Source.result_calls`` / ``failure_calls``) as a list of
 :data:`~dss_console.core.interfaces.OutboxCall`; the core queues them with the job's
-transition. Two calls end a job: ``status`` (``{"status": "success" | "failed"}``) and
-``finish`` (an :class:`Outcome` in one call); the helpers below recognise both.
+transition. One call ends a job, whatever the source: ``finish``, the neutral
+:class:`Outcome` in one call, which the source turns into its server's words when it is
+delivered (``Source.set_finished``: DSS its status call, vantage6 one PATCH of the run).
+A journal written before there was one end call may still owe DSS ``status`` calls: the
+journal reads those as ``finish`` (:func:`dss_console.engine.journal.legacy_end_call`).
 """
 
 from __future__ import annotations
@@ -17,19 +20,26 @@ from dss_console.core.interfaces import OutboxCall, Outcome, OutcomeKind, Refusa
 from dss_console.engine.journal import Journal, OutboxItem
 from dss_console.engine.states import JobState
 
+FINISH = "finish"
+
 
 def finish_call(kind: OutcomeKind, *, reason: str = "", result: Path | None = None,
-                output: Path | None = None, final: bool = False) -> OutboxCall:
+                output: Path | None = None, status: str | None = None,
+                final: bool = False) -> OutboxCall:
     """The call that ends a job with an :class:`Outcome` (after everything queued before
-    it)."""
+    it). ``status``: the word the server will show for this end, where the source names it
+    (DSS: ``success`` / ``failed``); the outbox views show it ("status failed") instead of
+    the outcome."""
     payload: dict[str, Any] = {"outcome": kind.value, "reason": reason}
     if result is not None:
         payload["result"] = str(result)
     if output is not None:
         payload["output"] = str(output)
+    if status is not None:
+        payload["status"] = status
     if final:
         payload["final"] = True
-    return "finish", payload
+    return FINISH, payload
 
 
 def details_with_outcome(details: dict[str, Any], calls: list[OutboxCall]
@@ -37,7 +47,7 @@ def details_with_outcome(details: dict[str, Any], calls: list[OutboxCall]
     """The job's details with the outcome its `finish` call tells the server (for the audit:
     "crashed" and "start failed" are not job states), or None when no such call is queued."""
     for kind, payload in calls:
-        if kind == "finish":
+        if kind == FINISH:
             return {**details, "outcome": payload["outcome"]}
     return None
 
@@ -49,23 +59,25 @@ def outcome_from_payload(payload: dict[str, Any]) -> Outcome:
                    reason=str(payload.get("reason") or ""))
 
 
-def is_success_call(item: OutboxItem) -> bool:
-    """The call that says "this job succeeded": `status success` or `finish completed`."""
-    if item.kind == "status":
-        return item.payload.get("status") == "success"
-    if item.kind == "finish":
-        return item.payload.get("outcome") == OutcomeKind.COMPLETED.value
-    return False
-
-
 def is_end_call(item: OutboxItem) -> bool:
-    return item.kind in ("status", "finish")
+    """The call that ends the job on the server (`finish`)."""
+    return item.kind == FINISH
+
+
+def is_success_call(item: OutboxItem) -> bool:
+    """The end call that says "this job succeeded"."""
+    return is_end_call(item) and item.payload.get("outcome") == OutcomeKind.COMPLETED.value
+
+
+def is_failure_call(item: OutboxItem) -> bool:
+    """The end call that says "this job did not succeed" (failed, crashed, cancelled, …)."""
+    return is_end_call(item) and not is_success_call(item)
 
 
 def carries_result(item: OutboxItem) -> bool:
     """A call without which the job cannot succeed: a result file, or the success that
-    carries the result itself."""
-    return item.kind == "upload" or (item.kind == "finish" and is_success_call(item))
+    carries the result itself (a vantage6 run's; a DSS success only follows the uploads)."""
+    return item.kind == "upload" or (is_success_call(item) and bool(item.payload.get("result")))
 
 
 def record_refusal(journal: Journal, *, source_key: str, instance: str, workdir: Path,

@@ -25,7 +25,12 @@ from dss_console.core.interfaces import (
     Source,
 )
 from dss_console.engine import redact
-from dss_console.engine.calls import details_with_outcome, is_end_call, is_success_call
+from dss_console.engine.calls import (
+    details_with_outcome,
+    is_end_call,
+    is_failure_call,
+    is_success_call,
+)
 from dss_console.engine.events import JobChanged, JobMessage, JobSnapshot
 from dss_console.engine.journal import Journal, command_forgotten
 from dss_console.engine.runner import JobPaths
@@ -308,8 +313,8 @@ class JobEndings:
         if self.stop.kind == "gone":
             self._transition(JobState.CANCELLED, self.stop.reason, check=False)
             return
-        statuses = [i for i in journal.outbox_items(self.job_id) if is_end_call(i)]
-        last = statuses[-1] if statuses else None
+        ends = [i for i in journal.outbox_items(self.job_id) if is_end_call(i)]
+        last = ends[-1] if ends else None
         if last and is_success_call(last) and last.state == "delivered":
             self._transition(JobState.SUCCEEDED, None)
         else:
@@ -318,12 +323,10 @@ class JobEndings:
             self._transition(JobState.FAILED, reason)
 
 
-
-
 def failed_here(journal: Journal, job_id: int) -> bool:
-    """Did this console deliver (or queue) a `failed` status for the job's ticket?"""
-    return any(i.kind == "status" and i.payload.get("status") == "failed"
-               and i.state in ("delivered", "pending") for i in journal.outbox_items(job_id))
+    """Did this console deliver (or queue) an end other than success for the job's ticket?"""
+    return any(is_failure_call(i) and i.state in ("delivered", "pending")
+               for i in journal.outbox_items(job_id))
 
 
 def remote_status(source: Source, journal: Journal, job_id: int,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.core.executor import DetailValue, ExecutorDetails
+from dss_console.core.interfaces import OutcomeKind
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState, check_transition
 
@@ -102,7 +103,7 @@ SKIPPED = "skipped"
 class OutboxItem:
     id: int
     job_id: int
-    kind: str  # progress | log | attach | upload | status
+    kind: str  # progress | log | attach | upload | active | output | finish (the end call)
     payload: dict[str, Any]
     state: str
     attempts: int
@@ -121,9 +122,11 @@ class OutboxItem:
             return f"attachment {p['description']!r} ({Path(p['path']).name})"
         if self.kind == "upload":
             return f"result file {p['name']}"
-        if self.kind == "status":
-            return f"status {p['status']}"
         if self.kind == "finish":
+            # The server's word where the source gave it (DSS: "status failed"), else the
+            # outcome (a vantage6 run: "run end: crashed").
+            if p.get("status"):
+                return f"status {p['status']}"
             return f"run end: {p.get('outcome', '?')}"
         if self.kind == "active":
             return "run active"
@@ -567,7 +570,19 @@ def _details(text: str | None) -> dict[str, Any]:
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:
-    return OutboxItem(id=row["id"], job_id=row["job_id"], kind=row["kind"],
-                      payload=json.loads(row["payload"]), state=row["state"],
-                      attempts=row["attempts"], last_error=row["last_error"],
-                      created_at=row["created_at"], delivered_at=row["delivered_at"])
+    kind, payload = legacy_end_call(row["kind"], json.loads(row["payload"]))
+    return OutboxItem(id=row["id"], job_id=row["job_id"], kind=kind, payload=payload,
+                      state=row["state"], attempts=row["attempts"],
+                      last_error=row["last_error"], created_at=row["created_at"],
+                      delivered_at=row["delivered_at"])
+
+
+def legacy_end_call(kind: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A DSS ``status`` call (``{"status": "success" | "failed", "ticket": N}``, perhaps
+    ``"final"``), as journals written before one end call hold it, read as the ``finish``
+    call that says the same: delivered, skipped and shown exactly as it was. Any other call
+    as it is."""
+    if kind != "status":
+        return kind, payload
+    outcome = OutcomeKind.COMPLETED if payload.get("status") == "success" else OutcomeKind.FAILED
+    return "finish", {"outcome": outcome.value, "reason": "", **payload}

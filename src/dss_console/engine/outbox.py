@@ -6,9 +6,9 @@ it); different jobs are delivered in parallel so one slow upload does not hold b
 ticket's progress. Consecutive progress updates collapse into the latest. A restart resumes
 delivery from the journal.
 
-Kinds: progress, log, attach, upload, status (DSS and v6 alike, where the source has them);
-active, output and finish (a vantage6 run: started, its log follows the output, its
-:class:`Outcome` in one call).
+Kinds: progress, log, attach, upload (where the source has them); active and output (a
+vantage6 run: started, its log follows the output); finish, the one call that ends a job
+with its :class:`Outcome`, for every source (engine/calls.py).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from dss_console.core.interfaces import Failure, Outcome, OutcomeKind, RemoteState, Source
+from dss_console.core.interfaces import Failure, RemoteState, Source
 from dss_console.engine import journal as jr
-from dss_console.engine.calls import outcome_from_payload
+from dss_console.engine.calls import is_end_call, outcome_from_payload
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
 from dss_console.engine.connection import OFFLINE, ConnectionState
 from dss_console.engine.events import (
@@ -224,22 +224,14 @@ class Outbox:
             src.send_attachment(ticket, p["description"], Path(p["path"]), p.get("mime_type"))
         elif item.kind == "upload":
             src.send_result_file(ticket, Path(p["path"]), p["name"])
-        elif item.kind == "status":
-            if p["status"] == "failed":
-                # Never fail a ticket that is already finished (the command may have
-                # failed it itself, or the user deleted it).
-                current = src.remote_status(ticket)
-                if current.state is not RemoteState.OURS:
-                    return f"not sent: the ticket is already {current.words}"
-            src.set_finished(ticket, Outcome(OutcomeKind.COMPLETED if p["status"] == "success"
-                                             else OutcomeKind.FAILED))
-        elif item.kind == "finish":
+        elif is_end_call(item):
             outcome = outcome_from_payload(p)
             if not outcome.success:
-                # As for `failed` above: a run that already ended there stays as it ended.
+                # Never fail a job that already ended on the server (the command may have
+                # failed its ticket itself, the user deleted it): it stays as it ended.
                 current = src.remote_status(ticket)
                 if current.state is not RemoteState.OURS:
-                    return f"not sent: the run is already {current.words}"
+                    return f"not sent: the {src.words.job} is already {current.words}"
             src.set_finished(ticket, outcome)
         elif item.kind == "active":
             src.mark_active(ticket)
@@ -259,7 +251,7 @@ class Outbox:
             self._server_errors[item.id] = errors_500
             # A call the server answers 500 to every time (a malformed request) is given up,
             # but never the final status: a ticket must not stay claimed because of it.
-            if errors_500 >= INTERNAL_ERROR_LIMIT and item.kind not in ("status", "finish"):
+            if errors_500 >= INTERNAL_ERROR_LIMIT and not is_end_call(item):
                 kind = Failure.REFUSED
             else:
                 delay = min(self.max_backoff, self.base_backoff * 2 ** min(attempts - 1, 10))

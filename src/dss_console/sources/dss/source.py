@@ -13,6 +13,7 @@ from dss_console.core.interfaces import (
     JobWords,
     OutboxCall,
     Outcome,
+    OutcomeKind,
     ProgressFn,
     RemoteState,
     RemoteStatus,
@@ -39,6 +40,7 @@ from dss_console.dss import (
     UnsafeFileNameError,
 )
 from dss_console.engine import redact
+from dss_console.engine.calls import finish_call
 from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.workdirs import make_private_dir
@@ -197,7 +199,7 @@ class DssSource(Source):
     def result_calls(self, ticket_id: int, result: Path, export_dir: Path,
                      shared_output: Callable[[], Path | None]) -> list[OutboxCall]:
         """Export the result workspace (layers renamed), upload it file by file, then one
-        log line, progress 1 and `success`."""
+        log line, progress 1 and the end call (`success` on the server)."""
         from dss_console.workspace import WorkspaceError, export_result_workspace
 
         shutil.rmtree(export_dir, ignore_errors=True)
@@ -213,12 +215,13 @@ class DssSource(Source):
                               "message": f"Processing finished; result uploaded "
                                          f"({len(exported.uploads)} files)"}))
         calls.append(("progress", {"value": 1.0, "final": True}))
-        calls.append(("status", {"status": "success", "final": True}))
+        calls.append(finish_call(OutcomeKind.COMPLETED, status="success", final=True))
         return calls
 
     def failure_calls(self, ending: Ending) -> list[OutboxCall]:
         """The output's tail attached (when shared), the reason as an error message (unless
-        the command said it already), then `failed`."""
+        the command said it already), then the end call (`failed` on the server, whatever
+        the outcome: DSS has no other word)."""
         calls: list[OutboxCall] = []
         tail_file = ending.tail_file()
         if tail_file is not None:
@@ -228,7 +231,7 @@ class DssSource(Source):
             calls.append(("log", {"level": "error", "message": ending.reason}))
         elif tail_file is not None:  # an attachment is shown with the next log message
             calls.append(("log", {"level": "info", "message": redact.TAIL_NOTE}))
-        calls.append(("status", {"status": "failed"}))
+        calls.append(finish_call(ending.kind, reason=ending.reason, status="failed"))
         return calls
 
     def restarted_calls(self) -> list[OutboxCall]:
