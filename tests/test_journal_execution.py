@@ -131,3 +131,25 @@ def test_reports_update_the_details_and_a_stop_forgets_only_what_finds_the_comma
         assert journal.job(job_id).executor == "local"
     finally:
         journal.close()
+
+
+def test_the_day_counts_read_only_the_jobs_that_ended_in_the_day(tmp_path: Path) -> None:
+    # The services pane asks for its figures every refresh: a journal of months must not be
+    # read whole for the last day's counts.
+    from dss_console.engine.views import DAY, day_counts
+
+    journal = Journal(tmp_path / "journal.sqlite3")
+    try:
+        now = 1_000_000_000.0
+        for ticket, (state, finished_at) in enumerate([
+                (JobState.SUCCEEDED, now - 2 * DAY), (JobState.SUCCEEDED, now - 60),
+                (JobState.FAILED, now - 3600), (JobState.RUNNING, None)], start=1):
+            job_id = journal.create_job(source="s", ticket_id=ticket, service_hash="h",
+                                        service_name="n", instance="i", workdir="/w")
+            journal.transition(job_id, state, check=False, finished_at=finished_at)
+        recent = journal.jobs(source="s", instance="i", finished_since=now - DAY)
+        assert sorted(j.ticket_id for j in recent) == [2, 3]
+        assert day_counts(recent, now) == {"h": (1, 1)}
+        assert len(journal.jobs(source="s", instance="i")) == 4
+    finally:
+        journal.close()

@@ -165,9 +165,12 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
         self.ctx.shutdown_choice = running
 
     # -- queries ----------------------------------------------------------------------------
-    def jobs(self, limit: int | None = None) -> list[JobSnapshot]:
-        """This engine's jobs (a shared journal also holds other instances')."""
-        return self.journal.jobs(source=self.source.key, instance=self.instance, limit=limit)
+    def jobs(self, limit: int | None = None,
+             finished_since: float | None = None) -> list[JobSnapshot]:
+        """This engine's jobs (a shared journal also holds other instances'); with
+        ``finished_since``, only those that ended at or after it."""
+        return self.journal.jobs(source=self.source.key, instance=self.instance, limit=limit,
+                                 finished_since=finished_since)
 
     def job(self, job_id: int) -> JobSnapshot:
         return self.journal.job(job_id)

@@ -106,8 +106,8 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         "ready_counts": lambda: ready_counts(engine),
         # Each service's figures for the services pane (the server's, or this engine's own).
         "service_figures": lambda: service_figures(
-            engine.source, [s.service_hash for s in engine.services()], engine.jobs,
-            time.time()),
+            engine.source, [s.service_hash for s in engine.services()],
+            lambda since: engine.jobs(finished_since=since), time.time()),
         "status": lambda: engine_status(engine),
         "stop_claiming": engine.stop_claiming,
         "use_session": use_session,

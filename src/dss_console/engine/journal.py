@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_ticket ON jobs(source, ticket_id);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+-- The services pane's day counts read only the last day's jobs.
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs(finished_at);
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id INTEGER NOT NULL REFERENCES jobs(id),
@@ -306,8 +308,12 @@ class Journal:
         return dict(rows[0])
 
     def jobs(self, *, source: str | None = None, instance: str | None = None,
-             states: set[JobState] | None = None, limit: int | None = None) -> list[JobSnapshot]:
+             states: set[JobState] | None = None, limit: int | None = None,
+             finished_since: float | None = None) -> list[JobSnapshot]:
         sql, args = _scoped(f"{_JOB_SELECT} WHERE 1=1", [], source, instance)
+        if finished_since is not None:
+            sql += " AND j.finished_at >= ?"
+            args.append(finished_since)
         if states:
             sql += f" AND j.state IN ({','.join('?' * len(states))})"
             args.extend(s.value for s in states)

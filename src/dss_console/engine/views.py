@@ -85,15 +85,16 @@ def day_counts(jobs: Iterable[JobSnapshot], now: float) -> dict[str, tuple[int, 
 
 
 def service_figures(source: Source, service_keys: Sequence[str],
-                    jobs: Callable[[], Iterable[JobSnapshot]],
+                    jobs_finished_since: Callable[[float], Iterable[JobSnapshot]],
                     now: float) -> dict[str, ServiceFigures]:
     """The source's figures where it keeps them (a DSS server), else this engine's own:
-    its jobs of the last 24 h and the work ``available`` says waits."""
+    its jobs of the last 24 h (only those are read: a journal of months is not) and the
+    work ``available`` says waits."""
     figures = source.service_figures(service_keys)
     if figures is not None:
         return figures
     ready = source.available(service_keys) if service_keys else {}
-    counts = day_counts(jobs(), now)
+    counts = day_counts(jobs_finished_since(now - DAY), now)
     return {key: ServiceFigures(ready=int(ready.get(key, 0)), done=counts.get(key, (0, 0))[0],
                                 failed=counts.get(key, (0, 0))[1])
             for key in service_keys}
