@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -390,3 +391,21 @@ def test_a_ticket_on_slurm_from_the_settings_dialog_to_the_table(
     assert slurm.job_state(cluster_job) == "CANCELLED"
     qtbot.waitUntil(lambda: ", ran " in detail.cluster_clock.text(), timeout=WAIT_MS)
     assert not detail.cluster_timer.isActive()
+
+
+def test_the_detail_pane_marks_the_layer_files_found_missing(pane: DetailPane,
+                                                             tmp_path: Path) -> None:
+    # Which files are missing is found where the workspace is read (off the Qt thread); the
+    # pane only marks them.
+    from dss_console.workspace import Workspace
+    from test_workspace import itksnap_workspace
+
+    workspace = Workspace.load(itksnap_workspace(tmp_path))
+    job = pending(1)
+    pane.show_job(job)
+    gone = workspace.layers[1].path
+    pane.set_inputs(job.job_id, workspace, (), missing_files={gone})
+    rows = [pane.inputs.topLevelItem(i) for i in range(pane.inputs.topLevelItemCount())]
+    assert len(rows) == len(workspace.layers) >= 2
+    assert [row.toolTip(4) for row in rows] == [
+        "file not found" if layer.path == gone else "" for layer in workspace.layers]

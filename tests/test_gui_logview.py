@@ -582,3 +582,17 @@ def test_the_find_box_keeps_a_usable_width_when_narrow(qtbot: Any) -> None:
     field.setText("a needle nowhere in this log, with a long text " * 3)
     view.find_next()
     assert view.minimumSizeHint().width() <= before
+
+
+def test_load_tail_of_a_log_not_written_yet_is_no_output(qtbot: Any, tmp_path: Path) -> None:
+    # A job that has printed nothing has no log file yet: the detail pane asks for its tail
+    # without looking first (the Qt thread does not stat), and nothing is an error.
+    view = make_view(qtbot)
+    view.load_tail(tmp_path / "output-1.log", missing_ok=True)
+    view.append_lines([("stdout", "first line")])
+    qtbot.waitUntil(lambda: not view.loading, timeout=10_000)
+    assert lines_of(view) == ["first line"]
+    quiet = make_view(qtbot)
+    quiet.load_tail(tmp_path / "output-2.log", missing_ok=True)
+    qtbot.waitUntil(lambda: not quiet.loading, timeout=10_000)
+    assert lines_of(quiet) == []

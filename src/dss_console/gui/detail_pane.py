@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
@@ -189,8 +189,10 @@ class DetailPane(QWidget):
             self.log.clear()
             path = job_log_file(job)
             self.log.set_log_file(path)
-            if path is not None and path.exists():
-                self.log.load_tail(path)
+            if path is not None:
+                # Read (or found missing) on the log view's worker thread: the Qt thread
+                # never waits on the disk, a slow network mount included.
+                self.log.load_tail(path, missing_ok=True)
 
     def set_header(self, job: JobSnapshot | None) -> None:
         self._show_blocked(job)
@@ -323,7 +325,9 @@ class DetailPane(QWidget):
         self.inputs_note.setText(run_summary_html(job))
 
     def set_inputs(self, job_id: int, workspace: Workspace | None, required: tuple[str, ...],
-                   problem: str | None = None) -> None:
+                   problem: str | None = None, missing_files: Collection[Path] = ()) -> None:
+        """``missing_files``: the workspace's layer files found missing (looked up off the Qt
+        thread, where the workspace was read)."""
         if self.job is None or job_id != self.job.job_id:
             return
         self.inputs.clear()
@@ -344,7 +348,7 @@ class DetailPane(QWidget):
         for layer in workspace.layers:
             row = QTreeWidgetItem([str(layer.index), layer.role, layer.nickname,
                                    ", ".join(layer.tags), str(layer.path)])
-            if not layer.path.exists():
+            if layer.path in missing_files:
                 row.setForeground(4, QBrush(QColor("#c62828")))
                 row.setToolTip(4, "file not found")
             self.inputs.addTopLevelItem(row)

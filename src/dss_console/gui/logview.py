@@ -140,6 +140,7 @@ class _FindField(QLineEdit):
 class _Loading:
     request: int
     pending: deque[tuple[str, str]]  # live lines and notes that arrived meanwhile
+    missing_ok: bool = False  # a missing file is no output yet
 
 
 class LogView(QWidget):
@@ -424,9 +425,12 @@ class LogView(QWidget):
         self._suggested_name = suggested_name
         self._update_save_button()
 
-    def load_tail(self, path: Path, max_lines: int | None = None) -> None:
+    def load_tail(self, path: Path, max_lines: int | None = None,
+                  missing_ok: bool = False) -> None:
         """Show the last ``max_lines`` (default: ``max_blocks``) lines of ``path``, read on a
-        worker thread. Lines and notes appended meanwhile are shown after them."""
+        worker thread. Lines and notes appended meanwhile are shown after them. With
+        ``missing_ok`` a file that does not exist is no output yet, not an error (a job that
+        has printed nothing has no log file)."""
         limit = self._max_blocks if max_lines is None else max(1, min(max_lines,
                                                                       self._max_blocks))
         self.clear()
@@ -435,7 +439,7 @@ class LogView(QWidget):
         if request is None:  # shut down: the window is closing
             self._text.setPlaceholderText("No output yet.")
             return
-        self._loading = _Loading(request, deque(maxlen=self._max_blocks))
+        self._loading = _Loading(request, deque(maxlen=self._max_blocks), missing_ok)
 
     @property
     def loading(self) -> bool:
@@ -737,6 +741,9 @@ class LogView(QWidget):
             self._text.setPlaceholderText("No output yet.")
             if ok:
                 self._show_tail(result, list(loading.pending))
+            elif loading.missing_ok and isinstance(result, FileNotFoundError):
+                if loading.pending:
+                    self._insert(list(loading.pending))
             else:
                 message = log_disk.describe(result)
                 self._insert([("note:error", f"{NOTE_PREFIX}Cannot read the log: {message}"),

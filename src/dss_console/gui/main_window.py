@@ -531,20 +531,23 @@ class MainWindow(QMainWindow):
             return
         from dss_console.engine.workdirs import find_input_workspace
 
-        def load() -> Workspace | None:
+        def load() -> tuple[Workspace | None, set[Path]]:
             inputs = job_inputs_dir(job)
             found = find_input_workspace(inputs, job.ticket_id) if inputs else None
-            return Workspace.load(found) if found else None
+            workspace = Workspace.load(found) if found else None
+            layers = workspace.layers if workspace is not None else []
+            return workspace, {layer.path for layer in layers if not layer.path.exists()}
 
         try:
-            workspace = await run_blocking(load)
+            workspace, missing = await run_blocking(load)
         except WorkspaceError as exc:
             if generation == self._inputs_loads:
                 self.detail_pane.set_inputs(job.job_id, None, required or (),
                                             f"Unreadable: {exc}")
             return
         if generation == self._inputs_loads:
-            self.detail_pane.set_inputs(job.job_id, workspace, required or ())
+            self.detail_pane.set_inputs(job.job_id, workspace, required or (),
+                                        missing_files=missing)
 
     # -- operator actions -------------------------------------------------------------------
     def _resume_requested(self, service_hashes: list[str]) -> None:
