@@ -112,7 +112,6 @@ GUI_NOT_YET = {
     "gui/app.py imports dss_console.sources.v6.sandbox",
     "gui/app.py imports dss_console.sources.v6.venv",
     "gui/audit_view.py imports dss_console.sources.v6.audit",
-    "gui/dry_run.py imports dss_console.executors.local.process",
     "gui/job_actions.py imports dss_console.dss",
     "gui/v6_settings_tab.py imports dss_console.sources.v6.settings",
 }

@@ -326,8 +326,8 @@ def _stamp_epoch(stamp: str, near: float) -> float:
 
 def test_a_forgotten_job_without_accounting_fails_in_words_after_its_output_is_read(
         cluster_env: SlurmCluster, tmp_path: Path) -> None:
+    from dss_console.core.command import CommandSpec, JobPaths
     from dss_console.engine.protocol import MessageReport
-    from dss_console.engine.runner import CommandSpec, JobPaths
     from dss_console.executors.slurm.runner import ResumePoint, SlurmRunner
     from dss_console.executors.slurm.tools import ClusterMonitor, SlurmTools
 
@@ -340,7 +340,7 @@ def test_a_forgotten_job_without_accounting_fails_in_words_after_its_output_is_r
     reports: list[object] = []
     monitor = ClusterMonitor(SlurmTools(), interval=0.2)
     try:
-        runner = SlurmRunner(CommandSpec(template="true"), paths, reports.append,
+        runner = SlurmRunner(CommandSpec(argv=("true",)), paths, reports.append,
                              monitor=monitor, job_name="dss-test-forgotten",
                              resume=ResumePoint("987654"))
         assert runner.start() == "987654"
