@@ -29,8 +29,14 @@ from dss_console.engine.protocol import (
     Report,
 )
 from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.settings_reader import PLACEHOLDERS
 from dss_console.executors.local.process import CommandRunner
-from dss_console.sources.dss.command import check_template, command_spec, expand_command
+from dss_console.sources.dss.command import (
+    check_template,
+    command_spec,
+    expand_command,
+    placeholder_values,
+)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX process groups")
 
@@ -222,6 +228,11 @@ def test_bad_templates(template: str, words: str, paths: JobPaths) -> None:
     with pytest.raises(CommandStartError, match=None) as info:
         expand_command(template, paths)
     assert words in str(info.value)
+
+
+def test_the_values_are_the_placeholders_the_settings_check(paths: JobPaths) -> None:
+    # The settings file and dialog accept exactly the names a ticket's command fills in.
+    assert tuple(placeholder_values(paths)) == PLACEHOLDERS
 
 
 def test_check_template() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from dss_console.core.command import CommandSpec, CommandStartError, JobPaths, fill_in
 from dss_console.core.output import ProgressChannel
 from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.settings_reader import PLACEHOLDERS
 
 __all__ = [
     "PLACEHOLDERS",
@@ -31,8 +32,6 @@ __all__ = [
     "placeholder_values",
     "preflight_spec",
 ]
-
-PLACEHOLDERS = ("ticket", "service", "service_hash", "workdir", "inputs", "workspace", "result")
 
 SHIM_DIR = "bin"  # in the engine dir: where the itksnap-wt shim goes
 SHIM_PROGRAM = "itksnap-wt"
