@@ -16,7 +16,7 @@ def headless_modules() -> list[str]:
     names = [info.name for info in pkgutil.walk_packages(dss_console.__path__, "dss_console.")
              if not info.name.startswith("dss_console.gui")
              and info.name != "dss_console.__main__"]
-    assert "dss_console.engine.engine" in names and "dss_console.engine.runner" in names
+    assert "dss_console.engine.engine" in names and "dss_console.core.command" in names
     return names
 
 

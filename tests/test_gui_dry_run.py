@@ -415,8 +415,9 @@ def test_prepare_dry_run(tmp_path: Path, workspace: Path) -> None:
     assert paths.engine_dir == paths.workdir / ".dss"
     assert paths.ticket_id == DRY_RUN_TICKET_ID and paths.service_name == "Svc"
     assert paths.service_hash == UNKNOWN_SERVICE_HASH
-    assert (spec.template, spec.timeout, dict(spec.env), spec.cwd) == \
-        ("run {workspace}", 60.0, {"A": "1"}, "sub")
+    assert (spec.display, spec.timeout, spec.env["A"], spec.cwd) == \
+        ("run {workspace}", 60.0, "1", paths.workdir / "sub")
+    assert tuple(spec.argv) == ("run", str(paths.workspace))  # the ticket's placeholders
 
 
 def test_prepare_dry_run_builds_the_command_a_ticket_runs(tmp_path: Path,
@@ -426,8 +427,9 @@ def test_prepare_dry_run_builds_the_command_a_ticket_runs(tmp_path: Path,
 
     command = ServiceCommand(key="Svc", command="itksnap-wt -h", env={"A": "1"},
                              itksnap_wt=True)
-    spec, _paths = prepare_dry_run(workspace, command, "Svc", tmp_path)
-    assert spec == command_spec(command) and spec.itksnap_wt
+    spec, paths = prepare_dry_run(workspace, command, "Svc", tmp_path)
+    assert spec == command_spec(command, paths)
+    assert spec.path_first == (str(paths.engine_dir / "bin"),) and spec.setup is not None
 
 
 def test_prepare_dry_run_takes_the_hash_of_a_hash_key(tmp_path: Path, workspace: Path) -> None:

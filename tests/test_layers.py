@@ -98,6 +98,14 @@ def test_the_engine_imports_no_executor() -> None:
     assert violations("engine", ("dss_console.executors",)) == []
 
 
+def test_the_executors_import_no_source() -> None:
+    # An executor runs the core.command.CommandSpec its job's source built; a source's
+    # command language (DSS placeholders, DSS_* variables, the itksnap-wt shim) is not its
+    # business.
+    assert violations("executors", ("dss_console.sources", "dss_console.dss",
+                                    "dss_console.wt", "dss_console.workspace")) == []
+
+
 # What the window may not import: a plug-in's folder or a server's client. It learns a
 # source's words, columns and actions from the engine (core.presentation), and reaches the
 # plug-ins before an engine runs through plugins.py only.
@@ -105,14 +113,13 @@ GUI_MAY_NOT_IMPORT = ("dss_console.sources", "dss_console.executors", "dss_conso
                       "requests", "socketio")
 # Imports of gui/ the refactor has not moved out yet (issue 18); the list only shrinks. The
 # DSS client's error a job action names, the vantage6 settings tab and audit view (per
-# plug-in settings tabs; the ledger of issue 20), the dry run's local runner, the --sandbox
-# v6 start (a plug-in's sandbox factory).
+# plug-in settings tabs; the ledger of issue 20), the --sandbox v6 start (a plug-in's sandbox
+# factory).
 GUI_NOT_YET = {
     "gui/app.py imports dss_console.sources.v6.demo_researcher",
     "gui/app.py imports dss_console.sources.v6.sandbox",
     "gui/app.py imports dss_console.sources.v6.venv",
     "gui/audit_view.py imports dss_console.sources.v6.audit",
-    "gui/dry_run.py imports dss_console.executors.local.process",
     "gui/job_actions.py imports dss_console.dss",
     "gui/v6_settings_tab.py imports dss_console.sources.v6.settings",
 }

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dss_console.core.command import CommandSpec, CommandStartError, JobPaths, command_environment
 from dss_console.core.executor import RunOutcome
 from dss_console.engine.protocol import (
     AttachReport,
@@ -27,15 +28,15 @@ from dss_console.engine.protocol import (
     ProtocolWarning,
     Report,
 )
-from dss_console.engine.runner import (
-    CommandSpec,
-    CommandStartError,
-    JobPaths,
-    check_template,
-    command_environment,
-    expand_command,
-)
+from dss_console.engine.settings import ServiceCommand
+from dss_console.engine.settings_reader import PLACEHOLDERS
 from dss_console.executors.local.process import CommandRunner
+from dss_console.sources.dss.command import (
+    check_template,
+    command_spec,
+    expand_command,
+    placeholder_values,
+)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX process groups")
 
@@ -145,6 +146,14 @@ def paths(tmp_path: Path) -> JobPaths:
                     result=workdir / "result.itksnap", engine_dir=workdir / ".dss")
 
 
+def dss_spec(paths: JobPaths, template: str, *, timeout: float | None = None,
+             env: dict[str, str] | None = None, cwd: str | None = None,
+             nice: int = 0) -> CommandSpec:
+    """A DSS service's command as a ticket with ``paths`` runs it (sources/dss/command.py)."""
+    return command_spec(ServiceCommand(key="S", command=template, timeout=timeout,
+                                       env=env or {}, cwd=cwd), paths, nice=nice)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     yield
@@ -157,8 +166,8 @@ def run(paths: JobPaths, template: str, *, timeout: float | None = None,
         collector: Collector | None = None, nice: int = 0, **options: object
         ) -> tuple[RunOutcome, Collector]:
     collector = collector or Collector()
-    runner = CommandRunner(CommandSpec(template, timeout=timeout, env=env or {}, cwd=cwd,
-                                       nice=nice),
+    runner = CommandRunner(dss_spec(paths, template, timeout=timeout, env=env, cwd=cwd,
+                                    nice=nice),
                            paths, collector, **options)  # type: ignore[arg-type]
     runner.start()
     outcome = runner.wait(DEADLINE)
@@ -221,6 +230,11 @@ def test_bad_templates(template: str, words: str, paths: JobPaths) -> None:
     assert words in str(info.value)
 
 
+def test_the_values_are_the_placeholders_the_settings_check(paths: JobPaths) -> None:
+    # The settings file and dialog accept exactly the names a ticket's command fills in.
+    assert tuple(placeholder_values(paths)) == PLACEHOLDERS
+
+
 def test_check_template() -> None:
     check_template("bash x.sh {ticket} {workdir} {{literal}}")
     with pytest.raises(CommandStartError, match="unknown placeholder"):
@@ -233,9 +247,8 @@ def test_check_template() -> None:
 def test_command_environment(paths: JobPaths, tmp_path: Path) -> None:
     base = {"PATH": "/usr/bin:/bin", "HOME": "/home/x", "DSS_CONSOLE_SECRET": "s3cret",
             "DSS_EVENTS": "/stale/parent/events"}
-    env = command_environment(paths, CommandSpec("x", env={"OMP_NUM_THREADS": "4",
-                                                           "DSS_TICKET_ID": "spoofed"}),
-                              tmp_path / "hook", tmp_path / "events", tmp_path / "abort",
+    env = command_environment(dss_spec(paths, "x", env={"OMP_NUM_THREADS": "4",
+                                                        "DSS_TICKET_ID": "spoofed"}),
                               base=base)
     assert env["PATH"] == "/usr/bin:/bin" and env["HOME"] == "/home/x"
     assert env["OMP_NUM_THREADS"] == "4"
@@ -247,9 +260,9 @@ def test_command_environment(paths: JobPaths, tmp_path: Path) -> None:
     assert env["DSS_INPUT_DIR"] == str(paths.input_dir)
     assert env["DSS_INPUT_WORKSPACE"] == str(paths.workspace)
     assert env["DSS_RESULT_WORKSPACE"] == str(paths.result)
-    assert env["DSS_EVENTS"] == str(tmp_path / "events")
-    assert env["DSS_HOOK"] == str(tmp_path / "hook")
-    assert env["DSS_ABORT_FILE"] == str(tmp_path / "abort")
+    assert env["DSS_EVENTS"] == str(paths.engine_dir / "events.jsonl")
+    assert env["DSS_HOOK"] == str(paths.engine_dir / "hook")
+    assert env["DSS_ABORT_FILE"] == str(paths.engine_dir / "abort")
 
 
 def test_the_child_sees_the_environment_and_runs_in_the_workdir(paths: JobPaths) -> None:
@@ -440,7 +453,7 @@ def test_bad_events_lines_are_warnings(paths: JobPaths) -> None:
 
 def test_hook_aborts_once_the_job_is_stopped(paths: JobPaths) -> None:
     collector = Collector()
-    runner = CommandRunner(CommandSpec(sh("""
+    runner = CommandRunner(dss_spec(paths, sh("""
         trap '' TERM
         echo started
         while :; do
@@ -533,7 +546,7 @@ def test_a_slow_consumer_gets_every_report_and_a_bounded_backlog(paths: JobPaths
         collector(report)
 
     collector = Collector()
-    runner = CommandRunner(CommandSpec(py("""
+    runner = CommandRunner(dss_spec(paths, py("""
         import sys
         for i in range(200):
             sys.stdout.write("".join("noise %d.%d\\n" % (i, j) for j in range(1000)))
@@ -621,7 +634,7 @@ def test_stdout_and_stderr_lines_never_interleave_mid_line(paths: JobPaths) -> N
 
 def test_timeout_kills_the_whole_group(paths: JobPaths) -> None:
     collector = Collector()
-    runner = CommandRunner(CommandSpec(sh("sleep 1000 & sleep 1000; wait"), timeout=0.5),
+    runner = CommandRunner(dss_spec(paths, sh("sleep 1000 & sleep 1000; wait"), timeout=0.5),
                            paths, collector, grace_period=5)
     runner.start()
     pgid = runner.pgid
@@ -636,7 +649,7 @@ def test_timeout_kills_the_whole_group(paths: JobPaths) -> None:
 
 def test_terminate_is_idempotent_and_kills_grandchildren(paths: JobPaths) -> None:
     collector = Collector()
-    runner = CommandRunner(CommandSpec(sh("""
+    runner = CommandRunner(dss_spec(paths, sh("""
         sleep 1000 &
         echo "grandchild $!"
         bash -c 'sleep 1000' &
@@ -662,7 +675,7 @@ def test_terminate_is_idempotent_and_kills_grandchildren(paths: JobPaths) -> Non
 
 def test_sigterm_ignored_means_sigkill_after_the_grace_period(paths: JobPaths) -> None:
     collector = Collector()
-    runner = CommandRunner(CommandSpec(sh("""
+    runner = CommandRunner(dss_spec(paths, sh("""
         trap '' TERM
         echo ready
         while :; do sleep 0.05; done
@@ -680,7 +693,7 @@ def test_sigterm_ignored_means_sigkill_after_the_grace_period(paths: JobPaths) -
 
 def test_grandchild_ignoring_sigterm_is_killed_after_the_grace_period(paths: JobPaths) -> None:
     collector = Collector()
-    runner = CommandRunner(CommandSpec(sh("""
+    runner = CommandRunner(dss_spec(paths, sh("""
         (trap '' TERM; echo "stubborn $BASHPID"; exec sleep 1000) &
         sleep 1000
     """)), paths, collector, grace_period=1)
@@ -736,7 +749,7 @@ def test_a_process_outside_the_group_holding_the_pipe_does_not_hang_wait(
 
 
 def test_terminate_before_start(paths: JobPaths) -> None:
-    runner = CommandRunner(CommandSpec("true"), paths, Collector())
+    runner = CommandRunner(dss_spec(paths, "true"), paths, Collector())
     runner.terminate("shutting down")
     with pytest.raises(CommandStartError, match="stopped before it started: shutting down"):
         runner.start()
@@ -746,7 +759,7 @@ def test_terminate_before_start(paths: JobPaths) -> None:
 
 
 def test_command_not_found(paths: JobPaths) -> None:
-    runner = CommandRunner(CommandSpec("no-such-program-dss {ticket}"), paths, Collector())
+    runner = CommandRunner(dss_spec(paths, "no-such-program-dss {ticket}"), paths, Collector())
     with pytest.raises(CommandStartError, match="command not found: no-such-program-dss"):
         runner.start()
     assert runner.pid is None
@@ -756,12 +769,12 @@ def test_a_file_in_the_workdir_needs_a_path(paths: JobPaths) -> None:
     (paths.workdir / "run.sh").write_text("#!/bin/sh\n")
     (paths.workdir / "run.sh").chmod(0o755)
     with pytest.raises(CommandStartError, match=r"command not found: run\.sh .*write \./run\.sh"):
-        CommandRunner(CommandSpec("run.sh"), paths, Collector()).start()
+        CommandRunner(dss_spec(paths, "run.sh"), paths, Collector()).start()
 
 
 def test_missing_script_path(paths: JobPaths) -> None:
     with pytest.raises(CommandStartError, match=r"command not found: \./missing\.sh"):
-        CommandRunner(CommandSpec("./missing.sh"), paths, Collector()).start()
+        CommandRunner(dss_spec(paths, "./missing.sh"), paths, Collector()).start()
 
 
 def test_not_executable(paths: JobPaths) -> None:
@@ -769,13 +782,13 @@ def test_not_executable(paths: JobPaths) -> None:
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o644)
     with pytest.raises(CommandStartError, match=r"not executable: .*service\.sh.*chmod \+x"):
-        CommandRunner(CommandSpec(f"{shlex.quote(str(script))} {{ticket}}"), paths,
+        CommandRunner(dss_spec(paths, f"{shlex.quote(str(script))} {{ticket}}"), paths,
                       Collector()).start()
 
 
 def test_a_directory(paths: JobPaths) -> None:
     with pytest.raises(CommandStartError, match=r"not executable: .* is a directory"):
-        CommandRunner(CommandSpec("{inputs}"), paths, Collector()).start()
+        CommandRunner(dss_spec(paths, "{inputs}"), paths, Collector()).start()
 
 
 def test_a_script_without_a_shebang(paths: JobPaths) -> None:
@@ -783,12 +796,12 @@ def test_a_script_without_a_shebang(paths: JobPaths) -> None:
     script.write_bytes(b"\x7fELF garbage")
     script.chmod(0o755)
     with pytest.raises(CommandStartError, match="not a program this system can run"):
-        CommandRunner(CommandSpec("./noshebang"), paths, Collector()).start()
+        CommandRunner(dss_spec(paths, "./noshebang"), paths, Collector()).start()
 
 
 def test_missing_working_directory(paths: JobPaths) -> None:
     with pytest.raises(CommandStartError, match=r"working directory .* does not exist"):
-        CommandRunner(CommandSpec("true", cwd="nowhere"), paths, Collector()).start()
+        CommandRunner(dss_spec(paths, "true", cwd="nowhere"), paths, Collector()).start()
 
 
 def test_path_of_the_command_environment_is_searched(paths: JobPaths) -> None:
@@ -810,7 +823,7 @@ def test_on_report_errors_do_not_stop_delivery(paths: JobPaths) -> None:
         if len(seen) == 1:
             raise RuntimeError("consumer bug")
 
-    runner = CommandRunner(CommandSpec(sh('echo "@dss info a"; echo "@dss info b"')), paths,
+    runner = CommandRunner(dss_spec(paths, sh('echo "@dss info a"; echo "@dss info b"')), paths,
                            fussy)
     runner.start()
     assert runner.wait(DEADLINE) is not None
@@ -825,7 +838,7 @@ def test_memory_stays_flat_for_a_million_lines(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import resource, sys
         from pathlib import Path
-        from dss_console.engine.runner import CommandSpec, JobPaths
+        from dss_console.core.command import CommandSpec, JobPaths
         from dss_console.executors.local.process import CommandRunner
 
         def peak_mib():
@@ -845,8 +858,8 @@ def test_memory_stays_flat_for_a_million_lines(tmp_path: Path) -> None:
         paths = JobPaths(1, "s", "h", work, work, None, work / "r", work / ".dss")
         base = peak_mib()
         count = [0]
-        runner = CommandRunner(CommandSpec(sys.argv[1]), paths, lambda r: count.__setitem__(0,
-                               count[0] + 1))
+        runner = CommandRunner(CommandSpec(argv=sys.argv[1].split()), paths,
+                               lambda r: count.__setitem__(0, count[0] + 1))
         runner.start()
         outcome = runner.wait(60)
         print(base, peak_mib(), count[0], outcome.exit_code)

@@ -102,6 +102,22 @@ def test_a_ticket_runs_as_a_slurm_job_to_success(harness: Harness,
     assert "some stderr noise" in output  # SLURM merged stderr into the job's log
 
 
+def test_sbatch_options_are_filled_in_with_the_tickets_values(
+        harness: Harness, cluster_env: SlurmCluster) -> None:
+    # The DSS source gives the values (CommandSpec.option_values); the executor fills its
+    # own options with them.
+    ticket = harness.ticket()
+    engine = harness.engine(auto=True, extra=on_slurm(
+        harness, "success", options=["--comment=ticket {ticket}, {{literal}}"]))
+    job_id = harness.wait_job(engine, ticket, JobState.SUCCEEDED, timeout=60)
+    ref = cluster(engine.job(job_id)).ref
+    assert ref
+    result = cluster_env.run("squeue", "--noheader", "--states=all", f"--jobs={ref}",
+                             "--format=%k")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ticket {ticket}, {{literal}}"
+
+
 def test_a_failing_cluster_job_fails_the_ticket_with_its_error(harness: Harness) -> None:
     ticket = harness.ticket()
     engine = harness.engine(auto=True, extra=on_slurm(harness, "fail"))
@@ -326,8 +342,8 @@ def _stamp_epoch(stamp: str, near: float) -> float:
 
 def test_a_forgotten_job_without_accounting_fails_in_words_after_its_output_is_read(
         cluster_env: SlurmCluster, tmp_path: Path) -> None:
+    from dss_console.core.command import CommandSpec, JobPaths
     from dss_console.engine.protocol import MessageReport
-    from dss_console.engine.runner import CommandSpec, JobPaths
     from dss_console.executors.slurm.runner import ResumePoint, SlurmRunner
     from dss_console.executors.slurm.tools import ClusterMonitor, SlurmTools
 
@@ -340,7 +356,7 @@ def test_a_forgotten_job_without_accounting_fails_in_words_after_its_output_is_r
     reports: list[object] = []
     monitor = ClusterMonitor(SlurmTools(), interval=0.2)
     try:
-        runner = SlurmRunner(CommandSpec(template="true"), paths, reports.append,
+        runner = SlurmRunner(CommandSpec(argv=("true",)), paths, reports.append,
                              monitor=monitor, job_name="dss-test-forgotten",
                              resume=ResumePoint("987654"))
         assert runner.start() == "987654"

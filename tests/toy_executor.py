@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.command import CommandSpec
 from dss_console.core.executor import (
     Executor,
     ExecutorDetails,
@@ -20,7 +21,6 @@ from dss_console.core.executor import (
     RunRequest,
     StartError,
 )
-from dss_console.engine.runner import CommandSpec
 from dss_console.engine.settings_reader import TableReader
 
 TARGET = "toy_executor:ToyExecutor"

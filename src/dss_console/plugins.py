@@ -11,10 +11,10 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from dss_console.core.command import CommandSpec, JobPaths
     from dss_console.core.executor import Executor
     from dss_console.core.presentation import Presentation
     from dss_console.core.source_plugin import SourcePlugin
-    from dss_console.engine.runner import CommandSpec
     from dss_console.engine.settings import ServiceCommand
 
 __all__ = ["DRY_RUN_COMMAND", "EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS",
@@ -106,11 +106,13 @@ def executors() -> dict[str, Executor]:
 DRY_RUN_COMMAND = "dss_console.sources.dss.command:command_spec"
 
 
-def dry_run_command(command: ServiceCommand) -> CommandSpec:
-    from dss_console.engine.runner import CommandSpec
+def dry_run_command(command: ServiceCommand, paths: JobPaths) -> CommandSpec:
+    """The spec a ticket with ``paths`` would run for ``command``, ready for an executor.
+    CommandStartError (core.command) in words when it cannot be built."""
+    from dss_console.core.command import CommandSpec
 
     build = load(DRY_RUN_COMMAND)
-    spec = build(command) if callable(build) else None
+    spec = build(command, paths) if callable(build) else None
     if not isinstance(spec, CommandSpec):
         raise TypeError(f"{DRY_RUN_COMMAND} does not build a CommandSpec")
     return spec

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from dss_console.engine.protocol import Report
 
 if TYPE_CHECKING:
-    from dss_console.engine.runner import CommandSpec, JobPaths
+    from dss_console.core.command import CommandSpec, JobPaths
     from dss_console.engine.settings_reader import TableReader
 
 __all__ = [

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from dss_console.core.presentation import Cells, Presentation, ServiceFigures, Summary
 
 if TYPE_CHECKING:
-    from dss_console.engine.runner import CommandSpec, JobPaths
+    from dss_console.core.command import CommandSpec, JobPaths
     from dss_console.engine.settings import ServiceCommand, Settings
 
 ProgressFn = Callable[[int, int | None], None]  # bytes so far, total (None: unknown)
@@ -296,13 +296,15 @@ class Source(ABC):
     @abstractmethod
     def preflight_spec(self, key: str, command: ServiceCommand) -> CommandSpec | None:
         """What to check before claiming for a service (is its program there); None: nothing
-        can be checked before the job starts."""
+        can be checked before the job starts. StartError in words: no job of it can start
+        (a command the source cannot build)."""
 
     @abstractmethod
     def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
                      nice: int) -> CommandSpec:
-        """The job's command and environment. An exception says why it cannot be prepared
-        (handled as ``rules.start_failure`` says)."""
+        """The job's command as its executor runs it: exact argv, environment, working
+        directory. StartError says why it cannot start, another exception why it cannot be
+        prepared (both handled as ``rules.start_failure`` says)."""
 
     def missing_inputs(self, paths: JobPaths) -> str | None:
         """Why the fetched inputs cannot run (the job fails), or None."""

@@ -1,8 +1,9 @@
 """What every executor does with a command's output, whatever runs the command.
 
-* :class:`ReportChannel`: the engine's files a command reports through (the events file the
-  hook appends to, the hook script, the abort file that makes the hook fail once the job is
-  being stopped).
+* :class:`ProgressChannel`: the engine's files a command reports its progress through (the
+  events file the hook appends to, the hook script, the abort file that makes the hook fail
+  once the job is being stopped). A source tells its command where they are (DSS: the
+  ``DSS_*`` variables); executors prepare them and relay what arrives.
 * :class:`OutputRelay`: the command's output turned into reports. Bytes arrive in pieces
   (a pipe, a log file growing on a shared file system); they are split into lines, written
   whole to the log when the relay keeps it, ``@dss`` lines on stdout parsed into typed reports
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dss_console.core.executor import RunOutcome
-from dss_console.engine.hook import write_hook_script
+from dss_console.engine.hook import HOOK_SCRIPT_NAME, write_hook_script
 from dss_console.engine.protocol import (
     MessageReport,
     OutputReport,
@@ -46,10 +47,9 @@ __all__ = [
     "EVENTS_FILE",
     "EVENTS_INTERVAL",
     "READ_SIZE",
-    "SHIM_DIR",
     "LineState",
     "OutputRelay",
-    "ReportChannel",
+    "ProgressChannel",
     "format_seconds",
     "outcome_of",
     "timed_out_reason",
@@ -57,7 +57,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SHIM_DIR = "bin"  # in the engine dir: where the itksnap-wt shim goes
 EVENTS_FILE = "events.jsonl"
 ABORT_FILE = "abort"
 
@@ -99,17 +98,19 @@ def outcome_of(returncode: int | None, *, stop_reason: str | None, tail: list[st
 # -- the engine's files -----------------------------------------------------------------
 
 
-class ReportChannel:
-    """The files in a job's engine dir through which its command reports and is told to
-    stop: events (appended by the hook), the hook script, the abort file."""
+class ProgressChannel:
+    """The files in a job's engine dir through which its command reports progress and is
+    told to stop: events (appended by the hook), the hook script, the abort file. Their
+    paths follow from the engine dir alone, so a source can name them in the command's
+    environment before anything is written."""
 
     def __init__(self, engine_dir: Path) -> None:
         self.engine_dir = Path(engine_dir)
         self.events_path = self.engine_dir / EVENTS_FILE
         self.abort_path = self.engine_dir / ABORT_FILE
-        self.hook_path: Path | None = None  # written by prepare()
+        self.hook_path = self.engine_dir / HOOK_SCRIPT_NAME  # written by prepare()
 
-    def prepare(self, *, keep_events: bool = False, itksnap_wt: bool = False) -> Path:
+    def prepare(self, *, keep_events: bool = False) -> Path:
         """Make the engine dir private, remove an earlier run's abort file, write the hook
         script; return its path. ``keep_events``: a command followed again (a cluster job
         after a restart) may have reported meanwhile, and that is still to be relayed.
@@ -124,10 +125,6 @@ class ReportChannel:
         fd = os.open(self.events_path, flags, 0o600)
         os.close(fd)
         self.hook_path = write_hook_script(engine_dir, self.events_path, self.abort_path)
-        if itksnap_wt:
-            from dss_console.wt.shim import write_shim
-
-            write_shim(engine_dir / SHIM_DIR)
         return self.hook_path
 
     def write_abort(self, reason: str) -> None:

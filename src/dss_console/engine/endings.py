@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dss_console.core.command import JobPaths
 from dss_console.core.executor import RunOutcome
 from dss_console.core.interfaces import (
     Ending,
@@ -33,7 +34,6 @@ from dss_console.engine.calls import (
 )
 from dss_console.engine.events import JobChanged, JobMessage, JobSnapshot
 from dss_console.engine.journal import Journal, command_forgotten
-from dss_console.engine.runner import JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (

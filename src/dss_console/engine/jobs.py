@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dss_console.core.command import CommandSpec, JobPaths
 from dss_console.core.executor import (
     Executor,
     ExecutorDetails,
@@ -46,7 +47,6 @@ from dss_console.engine.protocol import (
     Report,
     resolve_attachment,
 )
-from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
@@ -371,10 +371,16 @@ class JobExecution(JobEndings):
         job ended or blocked, recorded)."""
         command = self.command
         if command is None:  # following a command whose service lost its settings
-            return CommandSpec(template="true")
+            return CommandSpec(argv=("true",), display="true")
         nice = self.ctx.command_nice if command.nice is None else command.nice
         try:
             return self.source.command_spec(self.snapshot.ticket_id, command, paths, nice)
+        except StartError as exc:  # in words, as if the executor had refused it
+            if self.stop.kind:
+                self._stopped_before_run()
+            else:
+                self._start_failed(f"the command cannot start: {exc}")
+            return None
         except Exception as exc:
             self._start_failed(f"the command cannot be prepared: {exc}")
             return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_console.core.executor import Executor
+from dss_console.core.executor import Executor, StartError
 from dss_console.core.interfaces import Failure, Source, SourceService
 from dss_console.engine.calls import record_refusal
 from dss_console.engine.connection import LOGGED_OUT as LOGGED_OUT_STATE
@@ -243,12 +243,21 @@ class Scheduler:
         (and lift that pause once the command would start and no ticket waits on it)."""
         for view in services:
             assert view.command is not None
-            spec = self.source.preflight_spec(view.service_hash, view.command)
-            if spec is None:
+            refused: str | None = None  # a template that cannot be expanded, say
+            try:
+                spec = self.source.preflight_spec(view.service_hash, view.command)
+            except StartError as exc:
+                spec, refused = None, str(exc)
+            if spec is None and refused is None:
                 continue  # e.g. the program's name has a placeholder: checked at start
             executor = self.executors.get(view.command.executor)
-            problem = f"no executor named {view.command.executor!r} in this engine" \
-                if executor is None else executor.preflight(spec, Path(self.settings.workroot))
+            if executor is None:
+                problem: str | None = \
+                    f"no executor named {view.command.executor!r} in this engine"
+            elif spec is None:
+                problem = refused
+            else:
+                problem = executor.preflight(spec, Path(self.settings.workroot))
             if problem is not None:
                 reason = f"the command cannot start: {problem}"
                 if self.pauses.block(view.service_hash, reason):

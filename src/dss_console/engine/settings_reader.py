@@ -50,8 +50,8 @@ __all__ = [
 ]
 
 # The placeholders of a DSS command template (and of sbatch options). Here, not in the DSS
-# plug-in, while validate_placeholders defaults to them; they move with the DSS command
-# building (docs/plugin-plan.md §4 step 6).
+# plug-in, while validate_placeholders defaults to them and the settings dialog checks
+# templates with validate_command_template; sources/dss/command.py fills in these names.
 PLACEHOLDERS = ("ticket", "service", "service_hash", "workdir", "inputs", "workspace", "result")
 # Commands of an engine a console started run below the console's priority: a machine full
 # of jobs still answers the person in front of it. A headless worker's run at normal priority.

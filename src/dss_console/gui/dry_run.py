@@ -53,7 +53,16 @@ from PySide6.QtWidgets import (
 )
 
 from dss_console import plugins
-from dss_console.core.executor import RunOutcome
+from dss_console.core.command import CommandSpec, CommandStartError, JobPaths
+from dss_console.core.executor import (
+    ExecutorDetails,
+    JobRef,
+    RunCallbacks,
+    RunHandle,
+    RunOutcome,
+    RunRequest,
+    StartError,
+)
 from dss_console.engine.protocol import (
     AttachReport,
     MessageReport,
@@ -63,10 +72,8 @@ from dss_console.engine.protocol import (
     ProtocolWarning,
     Report,
 )
-from dss_console.engine.runner import CommandSpec, CommandStartError, JobPaths, expand_command
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.workdirs import ENGINE_DIR, make_private_dir
-from dss_console.executors.local.process import CommandRunner
 from dss_console.gui.copyable import show_copyable
 from dss_console.workspace import Workspace, WorkspaceError, export_result_workspace
 
@@ -98,6 +105,15 @@ class DryRunError(Exception):
     """The dry run could not be set up (unreadable workspace, missing layer, full disk)."""
 
 
+class DryRunCommandError(DryRunError):
+    """The work dir is ready but the command cannot be built for it (a bad template): it
+    could not start, as on a real ticket."""
+
+    def __init__(self, message: str, paths: JobPaths) -> None:
+        super().__init__(message)
+        self.paths = paths
+
+
 def _layers_text(workspace: Workspace) -> str:
     names = [layer.nickname or layer.role or f"layer {layer.index}" for layer in workspace.layers]
     count = len(names)
@@ -108,12 +124,14 @@ def prepare_dry_run(workspace: Path, service_command: ServiceCommand, service_na
                     root: Path | None = None, *,
                     service_hash: str | None = None) -> tuple[CommandSpec, JobPaths]:
     """Make a fresh private work dir under ``root`` (default: the system's temp dir) that
-    looks like a real ticket's, and return how to run ``service_command`` in it.
+    looks like a real ticket's, and return how to run ``service_command`` in it (built by
+    the source's own builder, so exactly what a ticket with these paths would run).
 
     The workspace and its layers are copied (never linked: a command may write to its
     inputs) under the names ITK-SNAP gives a ticket's files, with the registry kept whole
     (tags, nicknames, roles) and SaveLocation pointing at the copies. Raises DryRunError in
-    words; nothing is left behind then.
+    words; nothing is left behind then, except for DryRunCommandError (the work dir is
+    kept: the command cannot be built for it).
     """
     try:
         source = Workspace.load(workspace)
@@ -148,7 +166,10 @@ def prepare_dry_run(workspace: Path, service_command: ServiceCommand, service_na
                      service_hash=service_hash, workdir=workdir, input_dir=input_dir,
                      workspace=ticket_workspace, result=workdir / RESULT_NAME,
                      engine_dir=workdir / ENGINE_DIR)
-    return plugins.dry_run_command(service_command), paths
+    try:
+        return plugins.dry_run_command(service_command, paths), paths
+    except CommandStartError as exc:
+        raise DryRunCommandError(str(exc), paths) from None
 
 
 @dataclass(frozen=True)
@@ -240,7 +261,7 @@ class DryRunPrepared:
     """The work dir is ready and the command is about to start."""
 
     paths: JobPaths
-    argv: tuple[str, ...]  # the command after placeholder expansion
+    argv: tuple[str, ...]  # the command as it runs (placeholders filled in)
     input_description: str  # e.g. "1 layer (T1)"
 
 
@@ -272,7 +293,8 @@ class DryRun:
         self._grace = grace_period
         self._events: queue.SimpleQueue[DryRunEvent] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._runner: CommandRunner | None = None
+        self._handle: RunHandle | None = None
+        self._pid: int | None = None
         self._stop_reason: str | None = None
         self._thread = threading.Thread(target=self._main, name="dss-dry-run", daemon=True)
 
@@ -287,8 +309,7 @@ class DryRun:
     def pid(self) -> int | None:
         """The command's pid once it has started."""
         with self._lock:
-            runner = self._runner
-        return runner.pid if runner is not None else None
+            return self._pid
 
     @property
     def stopping(self) -> bool:
@@ -301,9 +322,9 @@ class DryRun:
         with self._lock:
             if self._stop_reason is None:
                 self._stop_reason = reason
-            runner = self._runner
-        if runner is not None:
-            runner.terminate(reason)  # also safe before runner.start(): start then refuses
+            handle = self._handle
+        if handle is not None:
+            handle.stop(reason)  # before it started: _run stops it once it has
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -322,6 +343,12 @@ class DryRun:
             would_succeed=False, verdict=verdict, details=tuple(details),
             workdir=paths.workdir if paths is not None else None, started=False))
 
+    def _on_details(self, details: ExecutorDetails) -> None:
+        pid = details.data.get("pid")
+        if isinstance(pid, int):  # kept once it ended, as the window last saw it
+            with self._lock:
+                self._pid = pid
+
     def _main(self) -> None:
         finished: DryRunFinished | None = None
         try:
@@ -330,10 +357,10 @@ class DryRun:
             log.exception("dry run failed")
             finished = self._not_run(f"The dry run failed: {exc!r}", None)
             with self._lock:
-                runner = self._runner
-            if runner is not None and runner.running:
-                runner.terminate("the dry run failed")
-                runner.wait()
+                handle = self._handle
+            if handle is not None:
+                handle.stop("the dry run failed")
+                handle.wait()
         finally:
             self._events.put(finished or self._not_run("The dry run failed.", None))
 
@@ -343,29 +370,37 @@ class DryRun:
         try:
             spec, paths = prepare_dry_run(self._workspace, self._command, self._name,
                                           self._root, service_hash=self._hash)
+        except DryRunCommandError as exc:
+            return self._not_run(f"The command could not start: {exc}.", exc.paths)
         except DryRunError as exc:
             return self._not_run(f"The dry run could not be prepared: {exc}", None)
-        try:
-            argv = tuple(expand_command(spec.template, paths))
-        except CommandStartError as exc:
-            return self._not_run(f"The command could not start: {exc}.", paths)
         assert paths.workspace is not None  # prepare_dry_run always makes one
         try:
             described = _layers_text(Workspace.load(paths.workspace))
         except (WorkspaceError, OSError) as exc:
             return self._not_run(f"The copied workspace cannot be read: {exc}", paths)
-        self._events.put(DryRunPrepared(paths=paths, argv=argv, input_description=described))
-        runner = CommandRunner(spec, paths, self._events.put, grace_period=self._grace)
+        self._events.put(DryRunPrepared(paths=paths, argv=tuple(spec.argv),
+                                        input_description=described))
         with self._lock:
-            self._runner = runner
             stop = self._stop_reason
         if stop is not None:  # while the workspace was being copied
             return self._not_run(f"Stopped before the command started ({stop}).", paths)
+        # A dry run is a local process whatever the service's executor (its dialog says so).
+        executor = plugins.executor_class("local")()
+        request = RunRequest(spec=spec, paths=paths, job=JobRef("dry-run", 0, 0),
+                             log_name="output.log", grace_period=self._grace)
+        callbacks = RunCallbacks(on_report=self._events.put, on_details=self._on_details,
+                                 on_note=lambda level, text: log.info("dry run: %s", text))
         try:
-            runner.start()
-        except CommandStartError as exc:
+            handle = executor.start(request, callbacks)
+        except StartError as exc:
             return self._not_run(f"The command could not start: {exc}.", paths)
-        outcome = runner.wait()
+        with self._lock:
+            self._handle = handle
+            stop = self._stop_reason
+        if stop is not None:  # asked while it was starting
+            handle.stop(stop)
+        outcome = handle.wait()
         assert outcome is not None
         return DryRunFinished(summarize_run(outcome, paths, stopped_by_user=self.stopping))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dss_console.core.command import CommandSpec, preflight
 from dss_console.core.executor import (
     DetailValue,
     Executor,
@@ -15,7 +16,6 @@ from dss_console.core.executor import (
     RunOutcome,
     RunRequest,
 )
-from dss_console.engine.runner import CommandSpec, preflight
 from dss_console.executors.local.process import CommandRunner
 from dss_console.executors.local.recover import kill_orphaned_group, process_identity
 

@@ -28,26 +28,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from dss_console.core.command import (
+    CommandSpec,
+    CommandStartError,
+    JobPaths,
+    check_program,
+    command_environment,
+)
 from dss_console.core.executor import RunOutcome
 from dss_console.core.output import (
     EVENTS_INTERVAL,
     READ_SIZE,
     LineState,
     OutputRelay,
-    ReportChannel,
+    ProgressChannel,
     format_seconds,
     outcome_of,
     timed_out_reason,
 )
 from dss_console.engine.protocol import ProtocolWarning, Report
-from dss_console.engine.runner import (
-    CommandSpec,
-    CommandStartError,
-    JobPaths,
-    check_program,
-    command_environment,
-    expand_command,
-)
 
 try:
     import select
@@ -126,7 +125,7 @@ class CommandRunner:
         self._paths = paths
         self._grace = grace_period
         self._drain_timeout = drain_timeout
-        self._channel = ReportChannel(Path(paths.engine_dir))
+        self._channel = ProgressChannel(Path(paths.engine_dir))
         self.log_path = Path(paths.engine_dir) / log_name
         self.events_path = self._channel.events_path
         self.abort_path = self._channel.abort_path
@@ -157,7 +156,7 @@ class CommandRunner:
 
     # -- public API ---------------------------------------------------------------------
     @property
-    def hook_path(self) -> Path | None:
+    def hook_path(self) -> Path:
         return self._channel.hook_path
 
     @property
@@ -183,25 +182,20 @@ class CommandRunner:
         if self._pre_start_stop is not None:
             raise CommandStartError(f"stopped before it started: {self._pre_start_stop}")
         paths = self._paths
-        if self._spec.argv is not None:
-            argv = list(self._spec.argv)
-            if not argv or not argv[0]:
-                raise CommandStartError("empty command")
-        else:
-            argv = expand_command(self._spec.template, paths)
-        cwd = Path(paths.workdir, self._spec.cwd) if self._spec.cwd else Path(paths.workdir)
+        argv = list(self._spec.argv)
+        if not argv or not argv[0]:
+            raise CommandStartError("empty command")
+        cwd = Path(self._spec.cwd) if self._spec.cwd is not None else Path(paths.workdir)
         if not cwd.is_dir():
             raise CommandStartError(f"the working directory {cwd} does not exist")
         try:
-            hook_path = self._channel.prepare(itksnap_wt=self._spec.itksnap_wt)
+            self._channel.prepare()
+            if self._spec.setup is not None:
+                self._spec.setup()
         except OSError as exc:
             raise CommandStartError(f"cannot prepare {paths.engine_dir}: "
                                     f"{exc.strerror or exc}") from None
-        if self._spec.exact_env is not None:
-            env = dict(self._spec.exact_env)
-        else:
-            env = command_environment(paths, self._spec, hook_path, self.events_path,
-                                      self.abort_path)
+        env = command_environment(self._spec)
         check_program(argv[0], cwd, env)
         try:
             self._relay.open_log()

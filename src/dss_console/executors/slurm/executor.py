@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.command import CommandSpec
 from dss_console.core.executor import (
     Executor,
     ExecutorDetails,
@@ -25,7 +26,6 @@ from dss_console.core.executor import (
     RunRequest,
     StartError,
 )
-from dss_console.engine.runner import CommandSpec, CommandStartError, check_template
 from dss_console.engine.settings_reader import TableReader
 from dss_console.executors.slurm import options as slurm_options
 from dss_console.executors.slurm.details import NAME, describe
@@ -124,13 +124,9 @@ class SlurmExecutor(Executor):
             return self._monitor
 
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
-        """Why a service's jobs cannot be submitted to SLURM from here: a bad template, the
-        client tools missing, or a work root the jobs cannot write (it must be on a file
-        system the cluster's nodes share)."""
-        try:
-            check_template(spec.template)
-        except CommandStartError as exc:
-            return str(exc)
+        """Why a service's jobs cannot be submitted to SLURM from here: the client tools
+        missing, or a work root the jobs cannot write (it must be on a file system the
+        cluster's nodes share). The program is not looked for: it runs on a node."""
         missing = self.monitor().tools.missing()
         if missing is not None:
             return missing

@@ -27,26 +27,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dss_console.core.command import (
+    CommandSpec,
+    CommandStartError,
+    JobPaths,
+    command_environment,
+    fill_in,
+)
 from dss_console.core.executor import RunOutcome, StartError
 from dss_console.core.output import (
     EVENTS_INTERVAL,
     READ_SIZE,
     LineState,
     OutputRelay,
-    ReportChannel,
+    ProgressChannel,
     outcome_of,
     timed_out_reason,
 )
 from dss_console.engine.protocol import ProtocolWarning, Report
-from dss_console.engine.runner import (
-    CommandSpec,
-    CommandStartError,
-    JobPaths,
-    command_environment,
-    expand_command,
-    expand_word,
-    placeholder_values,
-)
 from dss_console.executors.slurm.details import UNREACHABLE, describe
 from dss_console.executors.slurm.tools import (
     ClusterJobState,
@@ -140,7 +138,7 @@ class SlurmRunner:
         self._spec = spec
         self._paths = paths
         self._grace = grace_period
-        self._channel = ReportChannel(Path(paths.engine_dir))
+        self._channel = ProgressChannel(Path(paths.engine_dir))
         self.log_path = Path(paths.engine_dir) / log_name
         self.events_path = self._channel.events_path
         self.abort_path = self._channel.abort_path
@@ -187,7 +185,7 @@ class SlurmRunner:
 
     # -- public API -------------------------------------------------------------------------
     @property
-    def hook_path(self) -> Path | None:
+    def hook_path(self) -> Path:
         return self._channel.hook_path
 
     @property
@@ -203,8 +201,9 @@ class SlurmRunner:
             raise CommandStartError(f"stopped before it started: {self._pre_start_stop}")
         paths = self._paths
         try:
-            self._channel.prepare(keep_events=self._resume is not None,
-                                  itksnap_wt=self._spec.itksnap_wt)
+            self._channel.prepare(keep_events=self._resume is not None)
+            if self._spec.setup is not None:
+                self._spec.setup()
         except OSError as exc:
             raise CommandStartError(f"cannot prepare {paths.engine_dir}: "
                                     f"{exc.strerror or exc}") from None
@@ -260,15 +259,15 @@ class SlurmRunner:
     # -- submitting -------------------------------------------------------------------------
     def _submit(self) -> str:
         paths = self._paths
-        argv = expand_command(self._spec.template, paths)
-        cwd = Path(paths.workdir, self._spec.cwd) if self._spec.cwd else Path(paths.workdir)
+        argv = list(self._spec.argv)
+        if not argv or not argv[0]:
+            raise CommandStartError("empty command")
+        cwd = Path(self._spec.cwd) if self._spec.cwd is not None else Path(paths.workdir)
         if not cwd.is_dir():
             raise CommandStartError(f"the working directory {cwd} does not exist")
-        assert self.hook_path is not None
-        env = command_environment(paths, self._spec, self.hook_path, self.events_path,
-                                  self.abort_path)
-        values = placeholder_values(paths)
-        options = [expand_word(option, values) for option in self._sbatch_options]
+        env = command_environment(self._spec)
+        # The options' {ticket}-style fields, with the values the job's source gave.
+        options = [fill_in(option, self._spec.option_values) for option in self._sbatch_options]
         script = Path(paths.engine_dir) / BATCH_SCRIPT
         try:
             # The log exists before the job does: the tailer opens it from the start.

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dss_console.core.command import CommandSpec, JobPaths
 from dss_console.core.interfaces import (
     ClaimedWork,
     Ending,
@@ -41,7 +42,6 @@ from dss_console.dss import (
 )
 from dss_console.engine import redact
 from dss_console.engine.calls import finish_call
-from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.workdirs import make_private_dir
 from dss_console.sources.dss.command import command_spec, preflight_spec
@@ -176,13 +176,13 @@ class DssSource(Source):
     def classify(self, error: BaseException) -> Failure:
         return classify_dss_error(error)
 
-    # -- the command: a template from [services], expanded by the runner -------------------
+    # -- the command: a template from [services], expanded for the ticket (command.py) ------
     def preflight_spec(self, key: str, command: ServiceCommand) -> CommandSpec | None:
         return preflight_spec(command)
 
     def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
                      nice: int) -> CommandSpec:
-        return command_spec(command, nice=nice)
+        return command_spec(command, paths, nice=nice)
 
     def missing_inputs(self, paths: JobPaths) -> str | None:
         if paths.workspace is None:

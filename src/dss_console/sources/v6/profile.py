@@ -9,7 +9,6 @@ wrapper base32-decodes every variable it sees), and its end is one ``finish`` ca
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from dss_console.core.interfaces import JobWords, OutcomeKind, Refusal, Rules
@@ -47,11 +46,11 @@ def rules(settings: V6Settings) -> Rules:
                  shutdown_keeps_manual_claims=False, operator_result=False)
 
 
-def preflight_template(algorithm: V6Algorithm) -> str | None:
-    """A template of just the program, for the runner's preflight (is it on PATH, is it
-    executable); None when the program name itself has a placeholder (checked at start)."""
+def preflight_program(algorithm: V6Algorithm) -> str | None:
+    """The program, for the executor's preflight (is it on PATH, is it executable); None
+    when its name has a placeholder (checked at start)."""
     program = algorithm.argv_template()[0]
-    return None if "{" in program else shlex.quote(program)
+    return None if "{" in program else program
 
 
 def requester_words(details: dict[str, Any]) -> str:

@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dss_console.core.command import CommandSpec, JobPaths
 from dss_console.core.interfaces import (
     ClaimedWork,
     Ending,
@@ -62,7 +63,6 @@ from dss_console.core.interfaces import (
 from dss_console.core.presentation import Cells, Summary
 from dss_console.engine.calls import finish_call
 from dss_console.engine.redact import SHARED_SUFFIX, tail_text
-from dss_console.engine.runner import CommandSpec, JobPaths
 from dss_console.engine.settings import ServiceCommand
 from dss_console.sources.v6 import crypto, profile
 from dss_console.sources.v6.client import (
@@ -532,16 +532,19 @@ class V6Source(Source):
 
     def preflight_spec(self, key: str, command: ServiceCommand) -> CommandSpec | None:
         algorithm = self.settings.algorithm_for(key)
-        template = profile.preflight_template(algorithm) if algorithm else None
-        return CommandSpec(template=template) if template is not None else None
+        program = profile.preflight_program(algorithm) if algorithm else None
+        return CommandSpec(argv=(program,), display=program) if program is not None else None
 
     def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
                      nice: int) -> CommandSpec:
         """Exactly :meth:`command`'s argv and environment, in the directory the inputs were
-        fetched to; the template is only for display."""
+        fetched to, with no other environment (the official v6 wrapper base32-decodes every
+        variable it sees); the template is only for display."""
         argv, env = self.command(ticket_id, paths.input_dir)
-        return CommandSpec(template=command.command, timeout=command.timeout,
-                           cwd=command.cwd, argv=argv, exact_env=env, nice=nice)
+        return CommandSpec(argv=tuple(argv), display=command.command, env=env,
+                           inherit_env=False, timeout=command.timeout,
+                           cwd=Path(paths.workdir, command.cwd) if command.cwd
+                           else Path(paths.workdir), nice=nice)
 
     def result_path(self, paths: JobPaths) -> Path:
         return paths.input_dir / "output"
