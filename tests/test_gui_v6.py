@@ -155,7 +155,7 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     assert model.headerData(model.column_of("work"), Qt.Orientation.Horizontal) == "Run"
     assert model.headerData(model.column_of("service"), Qt.Orientation.Horizontal) == "Image"
     assert not window.queue_pane.view.isColumnHidden(model.column_of("requested_by"))
-    assert window.audit_button.isVisible()
+    assert window.view_buttons["audit"].isVisible()
     # The node's words offer no upload: results leave with the run's end, never by hand.
     assert "upload" not in window.queue_pane.buttons
     assert set(window.queue_pane.buttons) >= {"run", "cancel", "fail", "retry"}
@@ -188,8 +188,8 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     # A finished run cannot run again: Retry is off and says why.
     assert not window.queue_pane.buttons["run"].isEnabled()
 
-    window.audit_button.click()
-    dialog = window.audit_dialog
+    window.view_buttons["audit"].click()
+    dialog = window.view_windows["audit"]
     qtbot.waitUntil(lambda: dialog is not None and dialog.model.rowCount() >= 1,
                     timeout=WAIT_MS)
     texts = [dialog.model.index(0, c).data() for c in range(dialog.model.columnCount())]
@@ -347,9 +347,9 @@ def test_the_settings_dialog_edits_the_nodes_algorithms_and_databases(
     window.services_pane.select_service(console.image)
     window.services_pane.edit_button.click()  # "Edit command…" on an image
     dialog = window.settings_dialog
-    assert dialog.isVisible() and dialog.v6_tab is not None
-    assert dialog.tabs.currentWidget() is dialog.v6_tab
-    tab = dialog.v6_tab
+    assert dialog.isVisible() and dialog.source_tab is not None
+    assert dialog.tabs.currentWidget() is dialog.source_tab
+    tab = dialog.source_tab
     assert tab.algorithms.item(tab.algorithms.currentRow(), 0).text() == console.image
     assert dialog.service_list.count() == 0  # the node's images are not DSS services
     tab.add_database("extra", "/data/extra.csv", "csv")

@@ -371,9 +371,9 @@ def test_edit_command_opens_the_images_row_and_names_the_settings_file(
         api_key="k", private_key_pem=None, uploaded_public_key=False)
     window.open_settings(DEMO_IMAGE)
     dialog = window.settings_dialog
-    assert dialog is not None and dialog.v6_tab is not None
-    assert dialog.tabs.currentWidget() is dialog.v6_tab
-    table = dialog.v6_tab.algorithms
+    assert dialog is not None and dialog.source_tab is not None
+    assert dialog.tabs.currentWidget() is dialog.source_tab
+    table = dialog.source_tab.algorithms
     assert table.item(table.currentRow(), 0).text() == DEMO_IMAGE
     assert str(config) in dialog.file_label.text() and dialog.file_label.isVisibleTo(dialog)
     dialog.reject()
