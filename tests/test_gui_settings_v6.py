@@ -12,6 +12,7 @@ from pytestqt.qtbot import QtBot
 
 from dss_console.engine.settings import ServiceCommand, Settings, load_settings, save_settings
 from dss_console.gui.settings_dialog import SettingsDialog
+from settings_helpers import settings_with, v6_of
 
 NODE_FILE = """\
 # This node belongs to the cohort study. Ask Ana before adding images.
@@ -45,7 +46,7 @@ def node_dialog(qtbot: QtBot, tmp_path: Path) -> tuple[SettingsDialog, Path]:
 
 
 def test_default_size_shows_every_field_within_1280_by_800(qtbot: QtBot) -> None:
-    settings = Settings(services={"Seg": ServiceCommand(key="Seg", command="seg {result}")})
+    settings = settings_with(services={"Seg": ServiceCommand(key="Seg", command="seg {result}")})
     dialog = SettingsDialog(settings, [("Seg", "a" * 40)])
     qtbot.addWidget(dialog)
     dialog.show()
@@ -105,7 +106,7 @@ def test_edit_add_and_check_images_and_databases(qtbot: QtBot, tmp_path: Path) -
     assert isinstance(combo, QComboBox) and combo.currentText() == "sql"
 
     save_settings(dialog.result_settings(), path)
-    saved = load_settings(path).v6
+    saved = v6_of(load_settings(path))
     survival = saved.algorithms["ghcr.io/lab/survival:2"]
     assert survival.command == "python -m surv {input} {output}"
     assert survival.timeout == 5400 and survival.subtasks

@@ -27,6 +27,7 @@ from dss_console.gui import tasks
 from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
 from dss_console.sources.v6.sandbox import V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
+from settings_helpers import settings_with, v6_of
 from test_gui_console import WAIT_MS, child_pids, event_loop_qt
 
 from v6_fixtures import (
@@ -65,7 +66,7 @@ class NodeConsole:
             "algorithms": {self.image: {"command": f"{sys.executable} {script} {{input}} "
                                                   "{output}"}},
             "databases": {"default": {"uri": str(tmp_path / "data.csv"), "type": "csv"}}})
-        settings = Settings(instance=f"gui-v6-{uuid.uuid4().hex[:6]}",
+        settings = settings_with(instance=f"gui-v6-{uuid.uuid4().hex[:6]}",
                             workroot=tmp_path / "work", poll_interval=0.5, concurrency=2, v6=v6)
         self.window = MainWindow(settings, tmp_path / "settings.toml",
                                  SessionStore(tmp_path / "store", use_keyring=False),
@@ -356,9 +357,9 @@ def test_the_settings_dialog_edits_the_nodes_algorithms_and_databases(
     assert dialog.ok_button.isEnabled()
     dialog.ok_button.click()
     qtbot.waitUntil(lambda: console.window.settings_file.exists()
-                    and "extra" in load_settings(window.settings_file).v6.databases,
+                    and "extra" in v6_of(load_settings(window.settings_file)).databases,
                     timeout=WAIT_MS)
     # ... and the engine runs with it.
-    qtbot.waitUntil(lambda: "extra" in parse_settings(window.engine.settings_toml(), Path("e"))
-                    .v6.databases,
+    qtbot.waitUntil(lambda: "extra" in v6_of(parse_settings(window.engine.settings_toml(),
+                                                            Path("e"))).databases,
                     timeout=WAIT_MS)

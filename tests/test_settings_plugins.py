@@ -13,13 +13,13 @@ import pytest
 import dss_console
 from dss_console import plugins
 from dss_console.engine.settings import (
-    Settings,
     SettingsError,
     parse_settings,
     settings_to_toml,
 )
 from dss_console.engine.settings_reader import ServiceCommand, TableReader, read_job_kind
 from dss_console.sources.v6.settings import V6SettingsError, parse_v6_settings
+from settings_helpers import services_of, settings_with, v6_of
 from toy_executor import TARGET
 
 SRC = Path(dss_console.__file__).parent
@@ -83,7 +83,8 @@ def test_each_source_owns_its_tables(tmp_path: Path) -> None:
     assert settings.plugins["v6"].command_for("img/avg:1", "img/avg:1") == ServiceCommand(
         key="img/avg:1", command="avg '{input}' '{output}'", max_jobs=2)
     assert settings.plugins["v6"].command_for("img/other", "img/other") is None
-    assert settings == Settings(concurrency=2, services=settings.services, v6=settings.v6)
+    assert settings == settings_with(concurrency=2, services=services_of(settings),
+                                     v6=v6_of(settings))
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -119,12 +120,12 @@ def test_an_executor_reads_and_writes_its_own_keys(
     settings = parse_settings(
         '[services.A]\ncommand = "run"\nexecutor = "toy"\ntoy_flags = ["+fast", "+quiet"]\n\n'
         '[services.B]\ncommand = "run"\nsbatch_options = ["--partition=gpu"]\n', path)
-    a, b = settings.services["A"], settings.services["B"]
+    a, b = services_of(settings)["A"], services_of(settings)["B"]
     assert (a.executor, a.options) == ("toy", {"toy_flags": ["+fast", "+quiet"]})
     assert (b.executor, b.options) == ("local", {"sbatch_options": ["--partition=gpu"]})
     text = settings_to_toml(settings)
     assert 'executor = "toy"\ntoy_flags = ["+fast", "+quiet"]' in text
-    assert parse_settings(text, path).services == settings.services
+    assert services_of(parse_settings(text, path)) == services_of(settings)
 
     with pytest.raises(SettingsError, match=r'services."A".toy_flags: must be an array'):
         parse_settings('[services.A]\ncommand = "run"\ntoy_flags = "+fast"\n', path)

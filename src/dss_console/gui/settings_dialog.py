@@ -299,10 +299,12 @@ class SettingsDialog(QDialog):
         self.add_service_button.setToolTip("Configure a command for a service by name or hash")
         self.add_service_button.clicked.connect(self._add_service)
 
-        remaining = dict(settings.services)
-        used_keys = set(settings.services)
+        tables = settings.service_tables()
+        configured = tables.services if tables is not None else {}
+        remaining = dict(configured)
+        used_keys = set(configured)
         for name, githash in services:
-            matching = [sc for sc in settings.services.values() if sc.matches(name, githash)]
+            matching = [sc for sc in configured.values() if sc.matches(name, githash)]
             own = [sc for sc in matching if sc.key in remaining]
             if own:
                 # The entry the engine would use: a hash key before a name key.
@@ -510,8 +512,9 @@ class SettingsDialog(QDialog):
                 interrupted=self.interrupted_combo.currentData(),
                 ca_bundle=self._ca_bundle(),
                 notify=self.notify_check.isChecked(),
-                services=services,
             )
+            if edited.service_tables() is not None:
+                edited = edited.with_services(services)
             return self.source_tab.write(edited) if self.source_tab is not None else edited
         except ValueError:  # _Invalid, or the source tab's
             raise ValueError("; ".join(self.problems())) from None

@@ -14,6 +14,7 @@ executors' own keys by :func:`~dss_console.engine.settings_reader.read_executor`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,10 @@ class DssSettings:
 
     def configured_keys(self) -> list[str]:
         return list(self.services)
+
+    def with_services(self, services: dict[str, ServiceCommand]) -> DssSettings:
+        # replace(), not a new DssSettings: the --command overrides' precedence stays.
+        return dataclasses.replace(self, services=services)
 
     def apply_command_overrides(self, overrides: Sequence[str]) -> None:
         """Apply ``SERVICE=TEMPLATE`` overrides (from ``--command``) in place.

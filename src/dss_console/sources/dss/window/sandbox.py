@@ -13,7 +13,6 @@ from dss_console.engine.settings import ServiceCommand, Settings
 from dss_console.gui.self_test import SelfTestFailed, until
 from dss_console.gui.source_window import SandboxOptions
 from dss_console.gui.tasks import run_blocking
-from dss_console.sources.dss.settings import DssSettings
 
 if TYPE_CHECKING:
     from dss_console.gui.main_window import MainWindow
@@ -41,9 +40,8 @@ class DssWindowSandbox:
         settings = Settings(
             server=sandbox.url, servers=[sandbox.url], provider=sandbox.provider,
             instance="sandbox-console", workroot=console_dir / "work", poll_interval=2.0,
-            concurrency=2)
-        settings.plugins["dss"] = DssSettings(services={sandbox.service_name: ServiceCommand(
-            key=sandbox.service_name, command=demo_service_command(options.pace))})
+            concurrency=2).with_services({sandbox.service_name: ServiceCommand(
+                key=sandbox.service_name, command=demo_service_command(options.pace))})
         window.settings = settings
         window.store = window.login_pane.store = SessionStore(console_dir / "sessions",
                                                               use_keyring=False)
