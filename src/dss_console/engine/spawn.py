@@ -40,8 +40,9 @@ def engine_argv() -> list[str]:
 
 
 def engine_log_path(data_dir: Path, server: str, instance: str) -> Path:
-    """`server`: the engine's key (a server URL, or a v6 node's "<api url>#node-<id>":
-    the node stays in the name, one log per node)."""
+    """`server`: the engine's key, as its source plug-in names it (a server URL, or a URL
+    with a fragment naming one of several identities on that server): the whole key stays
+    in the name, one log per key."""
     folder = paths.ensure_private_dir(Path(data_dir) / "logs")
     return folder / f"engine-{server_slug(server.replace('#', '/'))}-{instance}.log"
 
