@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -131,3 +132,44 @@ def test_an_executor_reads_and_writes_its_own_keys(
         parse_settings('[services.A]\ncommand = "run"\ntoy_flags = "+fast"\n', path)
     with pytest.raises(SettingsError, match="did you mean 'toy_flags'"):
         parse_settings('[services.A]\ncommand = "run"\ntoy_flag = ["+fast"]\n', path)
+
+
+def test_the_service_tables_are_found_by_their_shape(tmp_path: Path) -> None:
+    from dss_console.engine.settings import ServiceTables
+    from dss_console.sources.dss.settings import dss_settings
+    from dss_console.sources.v6.settings import v6_settings
+
+    settings = parse_settings('[services.Seg]\ncommand = "seg {result}"\n',
+                              tmp_path / "settings.toml")
+    tables = settings.service_tables()
+    assert tables is dss_settings(settings) and isinstance(tables, ServiceTables)
+    assert not isinstance(v6_settings(settings), ServiceTables)  # its images are not tables
+    # A copy with other tables: the original and the other plug-ins' settings are kept.
+    new = settings.with_services({"X": ServiceCommand(key="X", command="x {result}")})
+    assert list(dss_settings(new).services) == ["X"] and list(tables.services) == ["Seg"]
+    assert v6_settings(new) is v6_settings(settings) and new.plugins is not settings.plugins
+    # --command overrides stay first after with_services (the tables' other fields kept).
+    overridden = settings.with_command_overrides(["Seg=other {result}"])
+    again = overridden.with_services(dict(dss_settings(overridden).services))
+    assert dss_settings(again).overridden == frozenset({"Seg"})
+    # Without a source that reads service tables, the core says so instead of guessing.
+    bare = dataclasses.replace(settings, plugins={"v6": v6_settings(settings)})
+    assert bare.service_tables() is None and bare.command_for("Seg", "a" * 40) is None
+    with pytest.raises(SettingsError, match="no source reads service tables"):
+        bare.with_services({})
+    with pytest.raises(SettingsError, match="--command: no source reads service tables"):
+        bare.with_command_overrides(["Seg=x"])
+    assert bare.with_command_overrides([]) == bare  # nothing asked, nothing refused
+
+
+def test_each_plug_in_reads_its_own_part_typed(tmp_path: Path) -> None:
+    from dss_console.sources.dss.settings import dss_settings
+    from dss_console.sources.v6.settings import v6_settings
+
+    settings = parse_settings("", tmp_path / "settings.toml")
+    swapped = dataclasses.replace(settings, plugins={"dss": settings.plugins["v6"],
+                                                     "v6": settings.plugins["dss"]})
+    with pytest.raises(TypeError, match="dss plug-in's settings are a V6Settings"):
+        dss_settings(swapped)
+    with pytest.raises(TypeError, match="v6 plug-in's settings are a DssSettings"):
+        v6_settings(swapped)
