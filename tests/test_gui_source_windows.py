@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from dss_console import plugins
@@ -12,6 +13,7 @@ from dss_console.engine.settings import Settings, parse_settings
 from dss_console.gui.settings_dialog import SettingsDialog
 from dss_console.gui.source_window import SourceSettingsTab, SourceWindow
 from settings_helpers import v6_of
+from test_gui_console import event_loop_qt  # noqa: F401 (fixture)
 
 
 def test_every_registered_source_has_window_parts() -> None:
@@ -57,3 +59,31 @@ def test_the_tab_writes_back_only_its_own_part(qtbot: QtBot, tmp_path: Path) -> 
     assert result.concurrency == 3
     assert v6_of(result).databases["default"].uri == "/data/a.csv"
     assert result == settings
+
+
+@pytest.mark.usefixtures("event_loop_qt")
+def test_the_window_shows_the_views_of_the_source_it_speaks_for(qtbot: QtBot,
+                                                                tmp_path: Path) -> None:
+    from dss_console.credentials import SessionStore
+    from dss_console.gui import tasks
+    from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
+    from dss_console.gui.presentations import presentation_for
+
+    window = MainWindow(Settings(), None, SessionStore(tmp_path / "sessions", use_keyring=False),
+                        remember_layout=False)
+    qtbot.addWidget(window)
+    window.show()
+    window.use_presentation(presentation_for("v6"))
+    button = window.view_buttons["audit"]
+    assert button.text() == "Run audit…"
+    qtbot.waitUntil(button.isVisible, timeout=5_000)  # shown by its layout, queued
+    button.click()  # no engine: an empty audit, no error
+    audit = window.view_windows["audit"].widget()
+    qtbot.waitUntil(audit.isVisible, timeout=5_000)
+    window.use_presentation(presentation_for("dss"))
+    assert window.view_buttons == {} and window.view_windows == {}
+    assert not audit.isVisible()  # another source's view does not stay open
+    window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore[method-assign]
+    window.close()
+    qtbot.waitUntil(lambda: window.closed, timeout=30_000)
+    qtbot.waitUntil(lambda: not tasks.pending_tasks(), timeout=15_000)

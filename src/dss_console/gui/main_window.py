@@ -333,8 +333,11 @@ class MainWindow(QMainWindow):
             window = self.view_windows.pop(name, None)
             if window is not None:
                 window.widget().close()
+                window.widget().deleteLater()
         self.view_buttons = {}
-        for view in plugins.source_window(source).views():
+        # A source this console does not know (an engine newer than the window) adds none.
+        known = source in plugins.SOURCE_WINDOWS
+        for view in plugins.source_window(source).views() if known else ():
             button = QPushButton(view.label)
             button.setToolTip(view.tip)
             button.clicked.connect(lambda _checked=False, v=view: self.open_view(v))
@@ -368,7 +371,8 @@ class MainWindow(QMainWindow):
         try:
             jobs = await run_blocking(engine.jobs)
         except (EngineGoneError, EngineCallError) as exc:
-            self.show_banner(f"{view.label.rstrip('…')} could not be loaded: {exc}")
+            title = view.label.rstrip("…").lower()
+            self.show_banner(f"The {title} could not be loaded: {exc}")
             return
         window.set_jobs(jobs)
 
