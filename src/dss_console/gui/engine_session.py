@@ -308,8 +308,7 @@ class EngineSession(QObject):
         w = self._w
         engine, process = self.engine, self.process
         w.stop_refreshing()
-        if w.audit_dialog is not None:
-            w.audit_dialog.close()  # its runs are this engine's node's
+        w.close_views()  # their jobs are this engine's
         if engine is None:
             return
         self.engine, self.process = None, None

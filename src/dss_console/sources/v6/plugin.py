@@ -108,6 +108,7 @@ class V6Plugin:
         with the keys a console handed over."""
         from dss_console.credentials import StoredV6Node, V6CredentialStore
         from dss_console.sources.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
+        from dss_console.sources.v6.settings import v6_settings
         from dss_console.sources.v6.source import V6KeyError, V6Source
 
         keys = _keys(handover) if handover is not None else None
@@ -137,7 +138,7 @@ class V6Plugin:
                                f" Log in first: dss-console v6 login --server "
                                f"{server or 'URL'} --api-key-stdin [--private-key FILE]")
         try:
-            return V6Source.connect(stored.server, stored.api_key, settings.v6,
+            return V6Source.connect(stored.server, stored.api_key, v6_settings(settings),
                                     private_key_pem=stored.private_key_pem,
                                     verify=options.ca_bundle or settings.ca_bundle or True)
         except V6NotLoggedInError:
