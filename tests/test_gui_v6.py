@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import Qt, QTimer
 
+from dss_console import plugins
 from dss_console.credentials import SessionStore
 from dss_console.engine.settings import Settings, load_settings, parse_settings
 from dss_console.engine.states import JobState
@@ -296,7 +297,7 @@ def test_the_next_start_logs_the_node_in_again(
         qtbot.waitUntil(lambda: pane.current is None and again.window.engine is None,
                         timeout=WAIT_MS)
         assert "forgotten" in pane.message.text()
-        assert pane.v6_store.load_node() is None
+        assert pane.login_store(plugins.source_plugin("v6")).load_node() is None
     finally:
         again.close()
 

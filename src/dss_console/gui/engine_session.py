@@ -144,7 +144,7 @@ class EngineSession(QObject):
 
     def _store_note(self, source: SourcePlugin) -> None:
         """Where the login was stored when the keyring could not take it."""
-        note = source.store_note(self._w.login_pane.stores())
+        note = source.store_note(self._w.login_pane.login_store(source))
         if note:
             self._w.show_banner(note.replace("note: ", "Note: ") + ".", "warning")
 

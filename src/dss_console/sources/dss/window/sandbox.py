@@ -8,7 +8,6 @@ import time
 from typing import TYPE_CHECKING
 
 from dss_console.connection import LoggedIn
-from dss_console.credentials import SessionStore
 from dss_console.engine.settings import ServiceCommand, Settings
 from dss_console.gui.self_test import SelfTestFailed, until
 from dss_console.gui.source_window import SandboxOptions
@@ -43,8 +42,8 @@ class DssWindowSandbox:
             concurrency=2).with_services({sandbox.service_name: ServiceCommand(
                 key=sandbox.service_name, command=demo_service_command(options.pace))})
         window.settings = settings
-        window.store = window.login_pane.store = SessionStore(console_dir / "sessions",
-                                                              use_keyring=False)
+        window.login_pane.keep_logins_in(console_dir / "sessions", use_keyring=False)
+        window.store = window.login_pane.store
         window.data_dir = console_dir
         window.login_pane.set_servers([sandbox.url], sandbox.url)
         token = await run_blocking(sandbox.fresh_token)

@@ -9,7 +9,6 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from dss_console.credentials import V6CredentialStore
 from dss_console.engine.settings import Settings, parse_settings
 from dss_console.gui.self_test import SelfTestFailed, until
 from dss_console.gui.source_window import SandboxOptions
@@ -57,8 +56,7 @@ class V6WindowSandbox:
         settings.plugins["v6"] = v6_settings(parse_settings(
             sandbox_settings_toml(sandbox.info), console_dir / "settings"))
         window.settings = settings
-        window.login_pane.v6_store = V6CredentialStore(console_dir / "sessions",
-                                                       use_keyring=False)
+        window.login_pane.keep_logins_in(console_dir / "sessions", use_keyring=False)
         window.data_dir = console_dir
         # The researcher logs in while the node does; the tasks are posted once both are in
         # (the node's engine then sees them at its first poll or push).
