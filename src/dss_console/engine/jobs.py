@@ -330,7 +330,7 @@ class JobExecution(JobEndings):
                 paths.result.unlink()
         name = follow.executor if follow is not None else \
             (self.command.executor if self.command is not None else "local")
-        spec = self._spec(paths)
+        spec = self._spec(paths, following=follow is not None)
         if spec is None:
             return
         executor = self.ctx.executors.get(name)
@@ -366,23 +366,28 @@ class JobExecution(JobEndings):
         self.ctx.journal.update_job(self.job_id, exit_code=outcome.exit_code)
         self._decide(outcome, paths)
 
-    def _spec(self, paths: JobPaths) -> CommandSpec | None:
+    def _spec(self, paths: JobPaths, *, following: bool = False) -> CommandSpec | None:
         """The job's command as its source builds it; None when it cannot be prepared (the
-        job ended or blocked, recorded)."""
+        job ended or blocked, recorded). ``following``: the command already runs (it
+        outlived the engine), so it is never refused now: the executor finds it by what it
+        journaled, and a command edited into one that cannot be built meanwhile must not
+        orphan it (a blocked job forgets its command, and would run it a second time)."""
         command = self.command
         if command is None:  # following a command whose service lost its settings
             return CommandSpec(argv=("true",), display="true")
         nice = self.ctx.command_nice if command.nice is None else command.nice
         try:
             return self.source.command_spec(self.snapshot.ticket_id, command, paths, nice)
-        except StartError as exc:  # in words, as if the executor had refused it
-            if self.stop.kind:
-                self._stopped_before_run()
-            else:
-                self._start_failed(f"the command cannot start: {exc}")
-            return None
         except Exception as exc:
-            self._start_failed(f"the command cannot be prepared: {exc}")
+            if following:  # the service's next job finds the problem (preflight pauses it)
+                return CommandSpec(argv=("true",), display="true", timeout=command.timeout,
+                                   nice=nice)
+            if not isinstance(exc, StartError):
+                self._start_failed(f"the command cannot be prepared: {exc}")
+            elif self.stop.kind:
+                self._stopped_before_run()
+            else:  # in words, as if the executor had refused it
+                self._start_failed(f"the command cannot start: {exc}")
             return None
 
     def _start_failed(self, reason: str) -> None:
