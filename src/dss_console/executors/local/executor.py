@@ -16,8 +16,15 @@ from dss_console.core.executor import (
     RunOutcome,
     RunRequest,
 )
+from dss_console.executors.local.contain import (
+    Containment,
+    Host,
+    check_policy_value,
+    policy_of,
+)
 from dss_console.executors.local.process import CommandRunner
 from dss_console.executors.local.recover import kill_orphaned_group, process_identity
+from dss_console.isolation import POLICY_KEYS
 
 __all__ = ["LocalExecutor"]
 
@@ -50,14 +57,38 @@ def _int(value: DetailValue) -> int | None:
 class LocalExecutor(Executor):
     name = "local"
     title = "Local process (on the engine's computer)"
+    # isolation, network, memory, cpus, processes, read_only, read_write: a sandbox and
+    # limits for the command's whole tree (docs/isolation-plan.md).
+    policy_keys = POLICY_KEYS
+
+    @classmethod
+    def check_policy_value(cls, key: str, value: object) -> None:
+        check_policy_value(key, value)
+
+    def __init__(self) -> None:
+        # Whether a sandbox can run here and how limits are enforced: found once.
+        self.host = Host()
 
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
         return preflight(spec)
 
     def start(self, request: RunRequest, callbacks: RunCallbacks) -> RunHandle:
+        policy = policy_of(request.options)
+        containment = None
+        if Containment.needed(policy):
+            # A sandbox that cannot run here raises SandboxUnavailable: the service pauses.
+            containment = Containment(
+                policy, self.host, f"{request.job.instance}-{request.job.job_id}",
+                timeout=request.spec.timeout, private_dirs=request.private_dirs)
         runner = CommandRunner(request.spec, request.paths, callbacks.on_report,
-                               grace_period=request.grace_period, log_name=request.log_name)
-        pid = runner.start()
+                               grace_period=request.grace_period, log_name=request.log_name,
+                               containment=containment)
+        try:
+            pid = runner.start()
+        except BaseException:
+            if containment is not None:
+                containment.close()
+            raise
         # Journaled so that a restart after a crash stops what is left of its group.
         callbacks.on_details(ExecutorDetails(self.name, label="local", data={
             "pid": pid, "pgid": runner.pgid, "proc_start": process_identity(pid)}))
