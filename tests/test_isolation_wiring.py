@@ -3,23 +3,45 @@ job's command in the real sandbox (bwrap) with real limits (cgroups)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import socket
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from dss_console.core.command import CommandSpec, JobPaths
-from dss_console.core.executor import JobRef, RunCallbacks, RunOutcome, RunRequest, StartError
+from dss_console.core.executor import (
+    JobRef,
+    OptionValue,
+    RunCallbacks,
+    RunOutcome,
+    RunRequest,
+    StartError,
+)
+from dss_console.credentials import FALLBACK_FILE, SessionStore
 from dss_console.engine.protocol import Report
-from dss_console.engine.settings import SettingsError, parse_settings, settings_to_toml
+from dss_console.engine.settings import (
+    ServiceCommand,
+    SettingsError,
+    parse_settings,
+    settings_to_toml,
+)
+from dss_console.engine.states import JobState
 from dss_console.executors.local import LocalExecutor
 from dss_console.executors.local.contain import SandboxUnavailable
 from dss_console.executors.slurm import SlurmExecutor
 from dss_console.isolation import probe, probe_limits
+from dss_console.sandbox import Sandbox
+from test_leaks import assert_nothing_local, everything_the_user_can_fetch
 
+from test_engine import TAGS, Harness, harness_for
 from waiting import wait_for
 
 NO_SANDBOX = probe()
@@ -243,3 +265,66 @@ def test_no_sandbox_here_pauses_the_service_instead_of_running_uncontained(
     assert isinstance(caught.value, StartError) and caught.value.configuration
     assert 'install the package "bubblewrap"' in str(caught.value)
     assert not (ran.root / "job" / "ran").exists()
+
+
+# -- through the engine, with the real DSS server ---------------------------------------
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def service(sandbox: Sandbox) -> str:
+    return sandbox.register_service(f"IsoTest-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
+
+
+@pytest.fixture
+def harness(sandbox: Sandbox, tmp_path: Path, service: str) -> Iterator[Harness]:
+    yield from harness_for(sandbox, tmp_path, service)
+
+
+def contained(harness: Harness, command: str, **options: OptionValue) -> ServiceCommand:
+    # The test's own scripts are shown read-only: a command's program must be visible.
+    return ServiceCommand(key=harness.service, command=command, options={
+        "isolation": "sandbox", "network": False, "read_only": [str(TESTS)], **options})
+
+
+@needs_cgroups
+def test_a_sandboxed_service_succeeds_and_reaches_nothing_local(harness: Harness) -> None:
+    store = SessionStore(use_keyring=False)  # the real store, in the console's data dir
+    store.save(harness.sandbox.url, f"session-{uuid.uuid4().hex}", "provider@example.org")
+    secret = store.directory / FALLBACK_FILE
+    assert secret.is_file()
+    other = harness.tmp / "work" / "another-job"
+    other.mkdir(parents=True)
+    port = urlsplit(harness.sandbox.url).port
+    command = shlex.join([sys.executable, str(TESTS / "isolation_cmd.py"), str(secret),
+                          str(other), str(port), "success"]) + " {workspace} {result}"
+    ticket = harness.ticket()
+    engine = harness.engine(auto=True, extra={harness.service: contained(harness, command)})
+    job_id = harness.wait_job(engine, ticket, JobState.SUCCEEDED, JobState.FAILED)
+    job = engine.job(job_id)
+    assert job.state == JobState.SUCCEEDED, (job.reason, harness.log(ticket))
+    harness.wait_server(ticket, "success")
+    # Both channels worked inside: the hook's progress and the @dss lines.
+    assert ("info", "Affine registration done") in harness.log(ticket)
+    assert not Path("/usr/dss-escaped").exists()
+
+
+@needs_cgroups
+def test_a_memory_hog_fails_with_the_limit_in_words_and_nothing_local(
+        harness: Harness) -> None:
+    hog = "x = []\nwhile True: x.append(bytearray(16 * 1024 * 1024))"
+    command = shlex.join([sys.executable, "-c", hog.replace("{", "{{").replace("}", "}}")])
+    ticket = harness.ticket()
+    engine = harness.engine(auto=True, extra={
+        harness.service: contained(harness, command, memory="64M")})
+    job_id = harness.wait_job(engine, ticket, JobState.FAILED)
+    harness.wait_server(ticket, "failed")
+    wait_for(lambda: engine.job(job_id).owed == 0, 30, what="every call to be delivered")
+    job = engine.job(job_id)
+    assert job.reason == "the command ran out of memory: limit 64 MiB"
+    detail, bodies = everything_the_user_can_fetch(harness.sandbox, ticket)
+    fetched = json.dumps(detail) + "\n".join(bodies)
+    assert "ran out of memory: limit 64 MiB" in fetched
+    assert_nothing_local(fetched, [job.workdir, str(harness.tmp), "pytest-of-",
+                                   str(Path.home())])
