@@ -38,6 +38,7 @@ from dss_console.executors.local import LocalExecutor
 from dss_console.executors.local.contain import SandboxUnavailable
 from dss_console.executors.slurm import SlurmExecutor
 from dss_console.isolation import probe, probe_limits
+from dss_console.resources.demo_service import demo_service_command
 from dss_console.sandbox import Sandbox
 from test_leaks import assert_nothing_local, everything_the_user_can_fetch
 
@@ -328,3 +329,30 @@ def test_a_memory_hog_fails_with_the_limit_in_words_and_nothing_local(
     assert "ran out of memory: limit 64 MiB" in fetched
     assert_nothing_local(fetched, [job.workdir, str(harness.tmp), "pytest-of-",
                                    str(Path.home())])
+
+
+@needs_cgroups
+def test_the_demo_service_and_an_itksnap_wt_script_succeed_inside(harness: Harness) -> None:
+    script = harness.tmp / "scripts" / "wt_service.sh"
+    script.parent.mkdir()
+    script.write_text('#!/bin/sh\nset -e\n'
+                      'itksnap-wt -i "$1" -layers-list > "$DSS_WORKDIR/layers.txt"\n'
+                      'itksnap-wt -i "$1" -dssp-tickets-log "$DSS_TICKET_ID" info "listed" '
+                      '-o "$2"\n')
+    script.chmod(0o755)
+    demo = harness.sandbox.register_service(f"IsoDemo-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
+    wt_service = contained(harness, f"{script} {{workspace}} {{result}}",
+                           read_only=[str(script.parent)])
+    wt_service.itksnap_wt = True
+    demo_service = contained(harness, demo_service_command())
+    demo_service.key = demo
+    tickets = {harness.ticket(): harness.service, harness.sandbox.add_ticket(demo): demo}
+    engine = harness.engine(auto=True, extra={harness.service: wt_service, demo: demo_service})
+    for ticket in tickets:
+        job_id = harness.wait_job(engine, ticket, JobState.SUCCEEDED, JobState.FAILED,
+                                  timeout=60)
+        job = engine.job(job_id)
+        assert job.state is JobState.SUCCEEDED, (job.reason, harness.log(ticket))
+        harness.wait_server(ticket, "success")
+    wt_ticket = next(t for t, s in tickets.items() if s == harness.service)
+    assert ("info", "listed") in harness.log(wt_ticket)  # the shim's report, from inside
