@@ -10,7 +10,7 @@ import socket
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +18,7 @@ import pytest
 
 from dss_console.core.command import CommandSpec, JobPaths
 from dss_console.core.executor import (
+    ExecutorDetails,
     JobRef,
     OptionValue,
     RunCallbacks,
@@ -37,13 +38,13 @@ from dss_console.engine.states import JobState
 from dss_console.executors.local import LocalExecutor
 from dss_console.executors.local.contain import SandboxUnavailable
 from dss_console.executors.slurm import SlurmExecutor
-from dss_console.isolation import probe, probe_limits
+from dss_console.isolation import Limits, probe, probe_limits
 from dss_console.resources.demo_service import demo_service_command
 from dss_console.sandbox import Sandbox
 from test_leaks import assert_nothing_local, everything_the_user_can_fetch
 
 from test_engine import TAGS, Harness, harness_for
-from waiting import wait_for
+from waiting import process_gone, wait_for
 
 NO_SANDBOX = probe()
 NO_CGROUPS = None if probe_limits().kind in ("cgroup1", "cgroup2") else "no usable cgroup"
@@ -125,6 +126,7 @@ class Ran:
         self.other = self.root / "other-job"
         self.other.mkdir(parents=True)
         (self.other / "their.txt").write_text("theirs")
+        self.on_details: Callable[[ExecutorDetails], None] = lambda details: None
 
     def start(self, code: str, options: dict[str, object], *, name: str = "job",
               grace: float = 5.0):
@@ -138,7 +140,7 @@ class Ran:
                              log_name="output.log", grace_period=grace,
                              options=options,  # type: ignore[arg-type]
                              private_dirs=(self.root, self.data))
-        callbacks = RunCallbacks(on_report=self.reports.append, on_details=lambda d: None,
+        callbacks = RunCallbacks(on_report=self.reports.append, on_details=self.on_details,
                                  on_note=lambda level, text: None)
         return self.executor.start(request, callbacks)
 
@@ -356,3 +358,20 @@ def test_the_demo_service_and_an_itksnap_wt_script_succeed_inside(harness: Harne
         harness.wait_server(ticket, "success")
     wt_ticket = next(t for t, s in tickets.items() if s == harness.service)
     assert ("info", "listed") in harness.log(wt_ticket)  # the shim's report, from inside
+
+
+@needs_cgroups
+def test_after_a_crash_recovery_ends_the_sandbox_and_removes_its_cgroup(ran: Ran) -> None:
+    details: list[ExecutorDetails] = []
+    ran.on_details = details.append
+    ran.start("import time\nprint('ready', flush=True)\ntime.sleep(60)", SANDBOX)
+    (started,) = details
+    name = started.data["cgroup"]
+    assert isinstance(name, str) and Limits.leftover(name) is not None
+    pgid = started.data["pgid"]
+    assert isinstance(pgid, int)
+    # The engine died: a new one's executor finds the journaled details.
+    recovery = LocalExecutor().recover(started, JobRef("test", 1, 1), grace=5)
+    assert recovery.notes and not recovery.follow
+    wait_for(lambda: process_gone(pgid), 10, what="the sandbox to end")
+    assert Limits.leftover(name) is None

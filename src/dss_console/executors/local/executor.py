@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from dss_console.core.command import CommandSpec, preflight
@@ -24,7 +25,7 @@ from dss_console.executors.local.contain import (
 )
 from dss_console.executors.local.process import CommandRunner
 from dss_console.executors.local.recover import kill_orphaned_group, process_identity
-from dss_console.isolation import POLICY_KEYS
+from dss_console.isolation import POLICY_KEYS, Limits
 
 __all__ = ["LocalExecutor"]
 
@@ -43,7 +44,8 @@ class _LocalRun(RunHandle):
             self._ended = True
             # Its group is gone: nothing for a restart to stop.
             self._callbacks.on_details(ExecutorDetails(LocalExecutor.name, label="local",
-                                                       data={"pid": None, "pgid": None}))
+                                                       data={"pid": None, "pgid": None,
+                                                             "cgroup": None}))
         return outcome
 
     def stop(self, reason: str, grace: float | None = None) -> None:
@@ -90,8 +92,11 @@ class LocalExecutor(Executor):
                 containment.close()
             raise
         # Journaled so that a restart after a crash stops what is left of its group.
-        callbacks.on_details(ExecutorDetails(self.name, label="local", data={
-            "pid": pid, "pgid": runner.pgid, "proc_start": process_identity(pid)}))
+        data: dict[str, DetailValue] = {"pid": pid, "pgid": runner.pgid,
+                                        "proc_start": process_identity(pid)}
+        if containment is not None and containment.limits is not None:
+            data["cgroup"] = containment.limits.name  # what a restart removes after a crash
+        callbacks.on_details(ExecutorDetails(self.name, label="local", data=data))
         return _LocalRun(runner, callbacks)
 
     def recover(self, details: ExecutorDetails, job: JobRef, grace: float) -> Recovery:
@@ -100,4 +105,10 @@ class LocalExecutor(Executor):
         killed = kill_orphaned_group(_int(data.get("pgid")), _int(data.get("pid")),
                                      proc_start if isinstance(proc_start, str) else None,
                                      grace=grace)
+        cgroup = data.get("cgroup")
+        leftover = Limits.leftover(cgroup) if isinstance(cgroup, str) and cgroup else None
+        if leftover is not None:
+            # What outlived the sandbox's group (it should be nothing), and the cgroup itself.
+            with contextlib.suppress(OSError):
+                leftover.close()
         return Recovery(notes=(LEFTOVER_STOPPED,) if killed else ())
