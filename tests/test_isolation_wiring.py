@@ -3,12 +3,15 @@ job's command in the real sandbox (bwrap) with real limits (cgroups)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shlex
 import socket
 import sys
+import tempfile
 import textwrap
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ from dss_console.core.executor import (
     JobRef,
     OptionValue,
     RunCallbacks,
+    RunHandle,
     RunOutcome,
     RunRequest,
     StartError,
@@ -129,12 +133,13 @@ class Ran:
         self.on_details: Callable[[ExecutorDetails], None] = lambda details: None
 
     def start(self, code: str, options: dict[str, object], *, name: str = "job",
-              grace: float = 5.0):
+              grace: float = 5.0, loopback_port: int | None = None) -> RunHandle:
         workdir = self.root / name
         (workdir / "input").mkdir(parents=True, exist_ok=True)
         paths = JobPaths(1, "Seg", "ab" * 20, workdir, workdir / "input", None,
                          workdir / "result.itksnap", workdir / ".dss")
-        spec = CommandSpec(argv=[sys.executable, "-I", "-c", code], timeout=60)
+        spec = CommandSpec(argv=[sys.executable, "-I", "-c", code], timeout=60,
+                           loopback_port=loopback_port)
         self.reports: list[Report] = []
         request = RunRequest(spec=spec, paths=paths, job=JobRef("test", 1, 1),
                              log_name="output.log", grace_period=grace,
@@ -144,8 +149,9 @@ class Ran:
                                  on_note=lambda level, text: None)
         return self.executor.start(request, callbacks)
 
-    def run(self, code: str, options: dict[str, object]) -> tuple[RunOutcome, str]:
-        outcome = self.start(code, options).wait(60)
+    def run(self, code: str, options: dict[str, object],
+            loopback_port: int | None = None) -> tuple[RunOutcome, str]:
+        outcome = self.start(code, options, loopback_port=loopback_port).wait(60)
         assert outcome is not None
         return outcome, outcome.log_path.read_text()
 
@@ -375,3 +381,42 @@ def test_after_a_crash_recovery_ends_the_sandbox_and_removes_its_cgroup(ran: Ran
     assert recovery.notes and not recovery.follow
     wait_for(lambda: process_gone(pgid), 10, what="the sandbox to end")
     assert Limits.leftover(name) is None
+
+
+@needs_sandbox
+def test_without_network_only_the_relayed_loopback_port_is_reached(ran: Ran) -> None:
+    # The vantage6 subtask proxy's case: a real HTTP server on the host's loopback is
+    # reached at the same 127.0.0.1:PORT inside; another local port is not.
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"hello from the proxy")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    port, other_port = proxy.server_address[1], other.getsockname()[1]
+    code = textwrap.dedent(f"""\
+        import socket, urllib.request
+        print(urllib.request.urlopen("http://127.0.0.1:{port}/", timeout=10).read().decode())
+        try:
+            socket.create_connection(("127.0.0.1", {other_port}), timeout=2)
+            print("other port ALLOWED")
+        except OSError:
+            print("other port refused")
+    """)
+    before = set(Path(tempfile.gettempdir()).glob("dss-proxy-*"))
+    try:
+        outcome, log = ran.run(code, SANDBOX, loopback_port=port)
+    finally:
+        proxy.shutdown()
+        other.close()
+    assert outcome.exit_code == 0, log
+    assert "hello from the proxy" in log and "other port refused" in log
+    assert set(Path(tempfile.gettempdir()).glob("dss-proxy-*")) == before  # closed

@@ -16,6 +16,7 @@ from pathlib import Path
 from dss_console.core.command import CommandStartError
 from dss_console.core.executor import OptionValue, StartError
 from dss_console.isolation import (
+    Bind,
     Limits,
     Policy,
     PolicyError,
@@ -23,9 +24,11 @@ from dss_console.isolation import (
     policy_from_table,
     probe,
     probe_limits,
+    relay_argv,
     runtime_binds,
     wrap,
 )
+from dss_console.isolation.relay import SocketForwarder
 
 __all__ = ["Containment", "Host", "SandboxUnavailable", "check_policy_value", "policy_of"]
 
@@ -94,6 +97,7 @@ class Containment:
             if problem is not None:
                 raise SandboxUnavailable(f"its isolation is \"sandbox\" and {problem}")
         self.limits: Limits | None = None
+        self._forwarder: SocketForwarder | None = None
         # A sandboxed job gets a cgroup even without limits: it is how a stop's TERM reaches
         # the command past bwrap (which does not forward signals) and how stragglers end.
         if policy.has_limits or policy.sandboxed:
@@ -111,12 +115,20 @@ class Containment:
         return policy.sandboxed or policy.has_limits
 
     def command(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-                workdir: Path, inputs: Sequence[Path]) -> tuple[list[str], dict[str, str]]:
-        """The command line and environment that run ``argv`` contained."""
+                workdir: Path, inputs: Sequence[Path], *, loopback_port: int | None = None,
+                runtime_paths: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that run ``argv`` contained. ``loopback_port``:
+        reachable on the sandbox's own 127.0.0.1 even without network (relayed through a
+        unix socket, isolation/relay.py); ``runtime_paths``: shown read-only."""
         words, environment = list(argv), dict(env)
         if self.policy.sandboxed:
+            binds = [*runtime_binds(), *(Bind(path) for path in runtime_paths)]
+            if loopback_port is not None and not self.policy.network:
+                self._forwarder = SocketForwarder(loopback_port)
+                binds.append(self._forwarder.bind)
+                words = relay_argv(loopback_port, words)
             words, environment = wrap(words, environment, workdir, inputs, self.policy,
-                                      runtime_binds(), hidden=self._private_dirs, cwd=cwd)
+                                      binds, hidden=self._private_dirs, cwd=cwd)
         prefix = self.limits.prefix() if self.limits is not None else []
         return prefix + words, environment
 
@@ -130,5 +142,8 @@ class Containment:
 
     def close(self) -> None:
         """End what is left of the job's tree and remove its cgroup. Idempotent."""
+        if self._forwarder is not None:
+            self._forwarder.close()
+            self._forwarder = None
         if self.limits is not None:
             self.limits.close()

@@ -207,8 +207,11 @@ class CommandRunner:
                 # The sandboxed command is in a session of its own, out of reach of the
                 # group's priority below: it inherits this one instead.
                 argv = ["nice", "-n", str(self._spec.nice), *argv]
-            argv, env = self._containment.command(argv, env, cwd, Path(paths.workdir),
-                                                  [Path(paths.input_dir)])
+            argv, env = self._containment.command(
+                argv, env, cwd, Path(paths.workdir),
+                [] if self._spec.writable_inputs else [Path(paths.input_dir)],
+                loopback_port=self._spec.loopback_port,
+                runtime_paths=self._spec.runtime_paths)
         try:
             self._relay.open_log()
         except OSError as exc:
