@@ -45,6 +45,7 @@ from dss_console.executors.slurm import SlurmExecutor
 from dss_console.isolation import Limits, probe, probe_limits
 from dss_console.resources.demo_service import demo_service_command
 from dss_console.sandbox import Sandbox
+from test_engine_provider_errors import paused_reason
 from test_leaks import assert_nothing_local, everything_the_user_can_fetch
 
 from test_engine import TAGS, Harness, harness_for
@@ -420,3 +421,17 @@ def test_without_network_only_the_relayed_loopback_port_is_reached(ran: Ran) -> 
     assert outcome.exit_code == 0, log
     assert "hello from the proxy" in log and "other port refused" in log
     assert set(Path(tempfile.gettempdir()).glob("dss-proxy-*")) == before  # closed
+
+
+def test_a_sandboxed_service_on_a_host_without_bwrap_is_paused_before_claiming(
+        harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticket = harness.ticket()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # bwrap cannot be found
+    engine = harness.engine(auto=True, extra={
+        harness.service: contained(harness, f"{sys.executable} -c pass")})
+    reason = wait_for(lambda: paused_reason(engine, harness.service), 30,
+                      what="the service to be paused")
+    assert 'isolation is "sandbox"' in reason and 'install the package "bubblewrap"' in reason
+    wait_for(lambda: engine.idle_poll_completed(), 30, what="a poll after the pause")
+    # Nothing claimed, nothing run uncontained: the ticket waits on the server.
+    assert engine.jobs() == [] and harness.server_status(ticket) == "ready"

@@ -248,6 +248,12 @@ class Executor(ABC):
         """Why no job of this command can start here (checked before claiming), in words;
         None when it may start."""
 
+    def options_problem(self, options: Mapping[str, OptionValue]) -> str | None:
+        """Why no job with a service's ``options`` (``own_options``) can start here, in
+        words (a sandbox this machine cannot run); None when they can. Checked before
+        claiming, with ``preflight``."""
+        return None
+
     def details(self) -> ExecutorDetails:
         """What a job shows from the moment its run begins until this executor reports
         (journaled with the run's start)."""

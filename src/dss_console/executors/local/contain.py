@@ -30,7 +30,8 @@ from dss_console.isolation import (
 )
 from dss_console.isolation.relay import SocketForwarder
 
-__all__ = ["Containment", "Host", "SandboxUnavailable", "check_policy_value", "policy_of"]
+__all__ = ["Containment", "Host", "SandboxUnavailable", "check_policy_value", "policy_of",
+           "sandbox_problem"]
 
 
 def check_policy_value(key: str, value: object) -> None:
@@ -58,6 +59,15 @@ def policy_of(options: Mapping[str, OptionValue], where: str = "") -> Policy:
     except PolicyError as exc:
         raise SandboxUnavailable(f"the service's isolation settings are unusable: {exc}") \
             from None
+
+
+def sandbox_problem(policy: Policy, host: Host) -> str | None:
+    """Why a command under ``policy`` cannot run here (it asks for a sandbox this machine
+    cannot start), in words naming the fix; None when it can."""
+    if not policy.sandboxed:
+        return None
+    problem = host.sandbox_problem()
+    return None if problem is None else f"its isolation is \"sandbox\" and {problem}"
 
 
 class Host:
@@ -92,10 +102,9 @@ class Containment:
                  private_dirs: Sequence[Path]) -> None:
         self.policy = policy
         self._private_dirs = tuple(private_dirs)
-        if policy.sandboxed:
-            problem = host.sandbox_problem()
-            if problem is not None:
-                raise SandboxUnavailable(f"its isolation is \"sandbox\" and {problem}")
+        problem = sandbox_problem(policy, host)
+        if problem is not None:
+            raise SandboxUnavailable(problem)
         self.limits: Limits | None = None
         self._forwarder: SocketForwarder | None = None
         # A sandboxed job gets a cgroup even without limits: it is how a stop's TERM reaches

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from dss_console.core.command import CommandSpec, preflight
@@ -11,6 +12,7 @@ from dss_console.core.executor import (
     Executor,
     ExecutorDetails,
     JobRef,
+    OptionValue,
     Recovery,
     RunCallbacks,
     RunHandle,
@@ -20,8 +22,10 @@ from dss_console.core.executor import (
 from dss_console.executors.local.contain import (
     Containment,
     Host,
+    SandboxUnavailable,
     check_policy_value,
     policy_of,
+    sandbox_problem,
 )
 from dss_console.executors.local.process import CommandRunner
 from dss_console.executors.local.recover import kill_orphaned_group, process_identity
@@ -73,6 +77,13 @@ class LocalExecutor(Executor):
 
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
         return preflight(spec)
+
+    def options_problem(self, options: Mapping[str, OptionValue]) -> str | None:
+        try:
+            policy = policy_of(options)
+        except SandboxUnavailable as exc:
+            return str(exc)
+        return sandbox_problem(policy, self.host)
 
     def start(self, request: RunRequest, callbacks: RunCallbacks) -> RunHandle:
         policy = policy_of(request.options)
