@@ -5,6 +5,7 @@ subtasks reach the node's proxy through the relay and nothing else."""
 # ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from v6_fixtures import SERVER_TEST_TIMEOUT, Researcher, researchers, v6_python,
 
 NO_SANDBOX = probe() or (None if probe_limits().kind in ("cgroup1", "cgroup2")
                          else "no usable cgroup")
+if os.environ.get("DSS_CONSOLE_REQUIRE_SANDBOX") and NO_SANDBOX:
+    raise RuntimeError(f"DSS_CONSOLE_REQUIRE_SANDBOX is set but {NO_SANDBOX}")
 pytestmark = [pytest.mark.timeout(SERVER_TEST_TIMEOUT),
               pytest.mark.skipif(NO_SANDBOX is not None, reason=str(NO_SANDBOX))]
 
