@@ -134,13 +134,14 @@ class Ran:
         self.on_details: Callable[[ExecutorDetails], None] = lambda details: None
 
     def start(self, code: str, options: dict[str, object], *, name: str = "job",
-              grace: float = 5.0, loopback_port: int | None = None) -> RunHandle:
+              grace: float = 5.0, loopback_port: int | None = None,
+              nice: int = 0) -> RunHandle:
         workdir = self.root / name
         (workdir / "input").mkdir(parents=True, exist_ok=True)
         paths = JobPaths(1, "Seg", "ab" * 20, workdir, workdir / "input", None,
                          workdir / "result.itksnap", workdir / ".dss")
         spec = CommandSpec(argv=[sys.executable, "-I", "-c", code], timeout=60,
-                           loopback_port=loopback_port)
+                           loopback_port=loopback_port, nice=nice)
         self.reports: list[Report] = []
         request = RunRequest(spec=spec, paths=paths, job=JobRef("test", 1, 1),
                              log_name="output.log", grace_period=grace,
@@ -435,3 +436,12 @@ def test_a_sandboxed_service_on_a_host_without_bwrap_is_paused_before_claiming(
     wait_for(lambda: engine.idle_poll_completed(), 30, what="a poll after the pause")
     # Nothing claimed, nothing run uncontained: the ticket waits on the server.
     assert engine.jobs() == [] and harness.server_status(ticket) == "ready"
+
+
+@needs_sandbox
+def test_a_sandboxed_command_runs_at_its_lower_priority(ran: Ran) -> None:
+    # In its own session inside bwrap, the group's priority does not reach it: nice does.
+    handle = ran.start("import os\nprint('nice', os.nice(0))", SANDBOX, nice=5)
+    outcome = handle.wait(60)
+    assert outcome is not None and outcome.exit_code == 0
+    assert f"nice {min(19, os.nice(0) + 5)}" in outcome.log_path.read_text()

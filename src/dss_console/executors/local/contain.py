@@ -133,7 +133,11 @@ class Containment:
         if self.policy.sandboxed:
             binds = [*runtime_binds(), *(Bind(path) for path in runtime_paths)]
             if loopback_port is not None and not self.policy.network:
-                self._forwarder = SocketForwarder(loopback_port)
+                try:
+                    self._forwarder = SocketForwarder(loopback_port)
+                except OSError as exc:
+                    raise CommandStartError(f"cannot relay port {loopback_port} into the "
+                                            f"sandbox: {exc.strerror or exc}") from None
                 binds.append(self._forwarder.bind)
                 words = relay_argv(loopback_port, words)
             words, environment = wrap(words, environment, workdir, inputs, self.policy,

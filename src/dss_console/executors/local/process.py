@@ -203,9 +203,9 @@ class CommandRunner:
         check_program(argv[0], cwd, env)
         program = argv[0]
         if self._containment is not None:
-            if self._spec.nice:
-                # The sandboxed command is in a session of its own, out of reach of the
-                # group's priority below: it inherits this one instead.
+            if self._spec.nice and self._containment.policy.sandboxed:
+                # The sandboxed command is in a session of its own (bwrap --new-session),
+                # out of reach of the group's priority set below: nice starts it lower.
                 argv = ["nice", "-n", str(self._spec.nice), *argv]
             argv, env = self._containment.command(
                 argv, env, cwd, Path(paths.workdir),
@@ -234,7 +234,8 @@ class CommandRunner:
             self._relay.close_log()
             raise _start_error(exc, program) from None
         self._started_at = time.monotonic()
-        if self._spec.nice:
+        sandboxed = self._containment is not None and self._containment.policy.sandboxed
+        if self._spec.nice and not sandboxed:  # a sandboxed one was started with nice
             _lower_priority(popen.pid, self._spec.nice)
         with self._lock:
             self._popen = popen
