@@ -83,8 +83,8 @@ async def flood_run(args: argparse.Namespace, tmp: Path) -> list[float]:
         template = (shlex.join([sys.executable, str(script)]) + " {workspace} {result} "
                     + f"{args.rate} {args.seconds}")
         settings = Settings(instance="bench", workroot=tmp / "work", poll_interval=0.5,
-                            concurrency=args.jobs, provider=sandbox.provider,
-                            services={service: ServiceCommand(key=service, command=template)})
+                            concurrency=args.jobs, provider=sandbox.provider).with_services(
+                                {service: ServiceCommand(key=service, command=template)})
         window = MainWindow(settings, None, SessionStore(tmp / "store", use_keyring=False),
                             data_dir=tmp / "data", window_state_file=tmp / "w.ini")
         window.show()

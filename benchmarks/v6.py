@@ -45,7 +45,8 @@ def write_settings(home: Path) -> None:
     (home / "noop.py").write_text(NOOP)
     (home / "stamps").mkdir()
     command = f"{sys.executable} {home / 'noop.py'} {{output}} {home / 'stamps'}/{{run}}"
-    settings = Settings(v6=parse_v6_settings({"algorithms": {NOOP_IMAGE: {"command": command}}}))
+    settings = Settings()
+    settings.plugins["v6"] = parse_v6_settings({"algorithms": {NOOP_IMAGE: {"command": command}}})
     (home / "settings.toml").write_text(settings_to_toml(settings))
 
 

@@ -43,10 +43,10 @@ async def take(tmp: Path) -> None:
     try:
         settings = Settings(server=sandbox.url, servers=[sandbox.url], provider=sandbox.provider,
                             instance="lab-workstation", workroot=tmp / "work",
-                            poll_interval=2.0, concurrency=2,
-                            services={sandbox.service_name: ServiceCommand(
-                                key=sandbox.service_name, command=demo_service_command(2.0),
-                                timeout=3600, max_jobs=2)})
+                            poll_interval=2.0, concurrency=2).with_services(
+                                {sandbox.service_name: ServiceCommand(
+                                    key=sandbox.service_name, command=demo_service_command(2.0),
+                                    timeout=3600, max_jobs=2)})
         window = MainWindow(settings, None, SessionStore(tmp / "store", use_keyring=False),
                             data_dir=tmp / "data", window_state_file=tmp / "w.ini")
         window.resize(1360, 860)

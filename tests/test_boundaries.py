@@ -8,13 +8,15 @@ import textwrap
 
 
 def headless_modules() -> list[str]:
-    """Every module of the package outside gui/ (walked, so a new one is covered too)."""
+    """Every module of the package outside gui/ and the sources' window parts
+    (sources/NAME/window/, Qt code the window loads) (walked, so a new one is covered too)."""
     import pkgutil
 
     import dss_console
 
     names = [info.name for info in pkgutil.walk_packages(dss_console.__path__, "dss_console.")
              if not info.name.startswith("dss_console.gui")
+             and info.name.split(".")[1:4:2] != ["sources", "window"]
              and info.name != "dss_console.__main__"]
     assert "dss_console.engine.engine" in names and "dss_console.core.command" in names
     return names

@@ -18,11 +18,12 @@ from dss_console.dss import DssClient
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import CallDelivered, Event, JobMessage, JobOutput
 from dss_console.engine.journal import Journal
-from dss_console.engine.settings import ServiceCommand, Settings
+from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.sandbox import Sandbox, SandboxError
 from dss_console.sources.dss.source import DssSource
 from dss_console.workspace import Workspace
+from settings_helpers import services_of, settings_with
 
 from waiting import process_gone, wait_for
 
@@ -63,7 +64,7 @@ class Harness:
         if mode is not None:
             services[self.service] = ServiceCommand(key=self.service, command=command(mode, *args),
                                                     timeout=timeout, max_jobs=max_jobs)
-        settings = Settings(instance=instance, workroot=self.tmp / "work", poll_interval=0.2,
+        settings = settings_with(instance=instance, workroot=self.tmp / "work", poll_interval=0.2,
                             concurrency=concurrency, services=services, interrupted=interrupted)
         engine = Engine(settings, DssSource(self.client()),
                         Journal(journal or self.tmp / f"journal-{instance}.sqlite3"),
@@ -383,7 +384,7 @@ def test_retry_run_after_failure(harness: Harness, tmp_path: Path) -> None:
     job_id = harness.wait_job(engine, ticket, JobState.FAILED)
     harness.wait_server(ticket, "failed")
     engine.set_auto(False)
-    engine.settings.services[harness.service] = ServiceCommand(
+    services_of(engine.settings)[harness.service] = ServiceCommand(
         key=harness.service, command=command("success"))
     engine.retry_job(job_id)
     harness.wait_job(engine, ticket, JobState.SUCCEEDED)

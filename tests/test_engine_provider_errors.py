@@ -39,7 +39,7 @@ def harness(sandbox: Sandbox, tmp_path: Path, service: str) -> Iterator[Harness]
 
 
 def with_command(engine: Engine, service: str, template: str) -> None:
-    settings = dataclasses.replace(engine.settings, services={
+    settings = engine.settings.with_services({
         service: ServiceCommand(key=service, command=template)})
     engine.update_settings(settings)
 

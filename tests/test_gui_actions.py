@@ -16,6 +16,7 @@ import test_gui_console
 from dss_console.engine.settings import ServiceCommand, load_settings
 from dss_console.engine.states import JobState
 from dss_console.gui.main_window import QUIT_DRAIN
+from settings_helpers import services_of
 from test_gui_console import WAIT_MS, Console
 
 from test_engine import command
@@ -109,7 +110,7 @@ def test_open_work_dir_without_a_file_manager_shows_the_path(
 def test_a_blocked_job_says_what_to_do_and_can_be_failed(make_console, qtbot) -> None:
     console = make_console()
     window = console.window
-    window.settings.services[console.service] = ServiceCommand(
+    services_of(window.settings)[console.service] = ServiceCommand(
         key=console.service, command=f"{MISSING_PROGRAM} {{workspace}} {{result}}")
     console.login()
     job_id = console.claim()
@@ -273,7 +274,7 @@ def test_a_paused_service_has_a_banner_until_a_retried_ticket_succeeds(
     assert console.sandbox.admin.ticket_status(second) == "ready"
     # Fixed, and the failed ticket retried by hand: its success ends the pause by itself.
     settings = window.settings
-    settings.services[console.service] = ServiceCommand(key=console.service,
+    services_of(settings)[console.service] = ServiceCommand(key=console.service,
                                                         command=command("success"))
     window.apply_settings(settings)
     qtbot.waitUntil(lambda: " success {workspace}" in window.engine.settings_toml(),

@@ -298,6 +298,7 @@ def test_the_clock_ticking_keeps_a_selection_of_the_job_id(pane: DetailPane) -> 
 
 # -- the real window, the real engine process, a real single-node SLURM ---------------------
 
+from settings_helpers import services_of  # noqa: E402
 from test_gui_console import (  # noqa: E402
     WAIT_MS,
     Console,
@@ -355,7 +356,7 @@ def test_a_ticket_on_slurm_from_the_settings_dialog_to_the_table(
     editor.option_edits["sbatch_options"].setText(
         "--time=00:10:00 --comment='dss ticket {ticket}'")
     dialog.ok_button.click()
-    qtbot.waitUntil(lambda: window.settings.services[console.service].executor == "slurm",
+    qtbot.waitUntil(lambda: services_of(window.settings)[console.service].executor == "slurm",
                     timeout=WAIT_MS)
     console.login()
     job_id = console.claim_and_run()

@@ -28,6 +28,7 @@ from dss_console.gui.main_window import (
 )
 from dss_console.sandbox import Sandbox
 from dss_console.sources.dss.source import RESTARTING_NOTE
+from settings_helpers import services_of, settings_with
 
 from test_engine import TAGS, command
 from waiting import process_gone
@@ -66,7 +67,7 @@ class Console:
         self.sandbox = sandbox
         self.service = service
         self.settings_file = tmp_path / "settings.toml"
-        settings = Settings(
+        settings = settings_with(
             instance=f"gui-{uuid.uuid4().hex[:6]}", workroot=tmp_path / "work",
             poll_interval=0.3, concurrency=2, provider=sandbox.provider,
             services={service: ServiceCommand(key=service, command=command(mode, *args))})
@@ -289,12 +290,12 @@ def test_settings_are_saved_and_applied(make_console, qtbot) -> None:
     window = console.window
     new = window.settings
     new.concurrency = 3
-    new.services[console.service] = ServiceCommand(key=console.service,
+    services_of(new)[console.service] = ServiceCommand(key=console.service,
                                                    command=command("fail"), max_jobs=1)
     window.apply_settings(new)
     saved = load_settings(console.settings_file)
     assert saved.concurrency == 3
-    assert saved.services[console.service].max_jobs == 1
+    assert services_of(saved)[console.service].max_jobs == 1
     # ... and the engine process runs with them.
     qtbot.waitUntil(lambda: "concurrency = 3" in window.engine.settings_toml(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.jobs_label.text().endswith("/3"), timeout=5000)
@@ -404,7 +405,7 @@ def test_settings_dialog_round_trip_from_the_window(make_console, qtbot) -> None
     qtbot.waitUntil(lambda: load_settings(console.settings_file).concurrency == 4,
                     timeout=WAIT_MS)
     saved = load_settings(console.settings_file)
-    assert saved.services[console.service].max_jobs == 2
+    assert services_of(saved)[console.service].max_jobs == 2
     qtbot.waitUntil(lambda: "concurrency = 4" in window.engine.settings_toml(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.jobs_label.text().endswith("/4"), timeout=5000)
 

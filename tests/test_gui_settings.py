@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from dss_console.engine.settings import (
 )
 from dss_console.gui.dry_run import DryRunDialog
 from dss_console.gui.settings_dialog import SettingsDialog, format_duration
+from settings_helpers import services_of, settings_with
 from toy_executor import TARGET
 
 ASHS_HASH = "a" * 40
@@ -39,7 +39,7 @@ def click(qtbot: QtBot, widget) -> None:
 
 
 def make_settings(tmp_path: Path) -> Settings:
-    return Settings(
+    return settings_with(
         server="https://dss.itksnap.org",
         servers=["https://dss.itksnap.org", "http://127.0.0.1:8080"],
         provider="mylab",
@@ -94,12 +94,12 @@ def ok_enabled(dialog: SettingsDialog) -> bool:
 
 def test_unchanged_settings_come_back_equal(qtbot: QtBot, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    settings.services[OTHER_HASH] = ServiceCommand(
+    services_of(settings)[OTHER_HASH] = ServiceCommand(
         key=OTHER_HASH, command="x {result}", timeout=0.5, executor="slurm",
         # Shown on one line, joined as a shell would quote them: read back word for word.
         options={"sbatch_options": ["--partition=gpu", "--comment=ticket {ticket}",
                                     "--gres=gpu:1"]})
-    snapshot = dataclasses.replace(settings, services=dict(settings.services))
+    snapshot = settings.with_services(dict(services_of(settings)))
     dialog = open_dialog(qtbot, settings)
     assert ok_enabled(dialog) and not dialog.status_label.isVisible()
     assert dialog.result_settings() == settings
@@ -154,7 +154,7 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
     click(qtbot, retired.auto_check)  # back on
 
     assert ok_enabled(dialog), dialog.problems()
-    expected = Settings(
+    expected = settings_with(
         server="http://127.0.0.1:9000",
         servers=["http://127.0.0.1:9000", "https://dss.example.org"],
         provider="otherlab", instance="gpu-2", workroot=tmp_path / "w2", poll_interval=60.0,
@@ -260,7 +260,7 @@ def test_sbatch_options_are_checked_and_apply_to_slurm_only(
     sbatch_edit.setText("--partition gpu")
     assert ok_enabled(dialog) and not sbatch_edit.isEnabled()
     assert not sbatch_message.isVisible()
-    saved = dialog.result_settings().services["ASHS-PMC-T1"]
+    saved = services_of(dialog.result_settings())["ASHS-PMC-T1"]
     assert (saved.executor, saved.options["sbatch_options"]) == ("local", ["--partition", "gpu"])
 
     # An option dss-console sets itself: a warning in words, not a refusal.
@@ -292,7 +292,7 @@ def test_an_executors_rows_come_from_its_declaration(
     assert "ASHS-PMC-T1: Toy flags: 'slow' is not a toy flag" in dialog.status_label.text()
     toy_edit.setText("+fast '+very quiet'")
     assert ok_enabled(dialog) and not toy_message.text()
-    saved = dialog.result_settings().services["ASHS-PMC-T1"]
+    saved = services_of(dialog.result_settings())["ASHS-PMC-T1"]
     assert (saved.executor, saved.options) == ("toy", {"toy_flags": ["+fast", "+very quiet"]})
 
 
@@ -328,11 +328,11 @@ def test_timeout_parsing(qtbot: QtBot, tmp_path: Path) -> None:
     ashs = select(dialog, "ASHS-PMC-T1")
     assert ashs.timeout_edit.text() == "6h"
     ashs.timeout_edit.setText("1h30m")
-    assert dialog.result_settings().services["ASHS-PMC-T1"].timeout == 5400.0
+    assert services_of(dialog.result_settings())["ASHS-PMC-T1"].timeout == 5400.0
     ashs.timeout_edit.setText("90")
-    assert dialog.result_settings().services["ASHS-PMC-T1"].timeout == 90.0
+    assert services_of(dialog.result_settings())["ASHS-PMC-T1"].timeout == 90.0
     ashs.timeout_edit.setText("")
-    assert dialog.result_settings().services["ASHS-PMC-T1"].timeout is None
+    assert services_of(dialog.result_settings())["ASHS-PMC-T1"].timeout is None
     ashs.timeout_edit.setText("an hour")
     assert not ok_enabled(dialog)
     assert "'an hour' is not a duration" in ashs.timeout_message.text()
@@ -391,17 +391,17 @@ def test_env_rows_add_and_remove(qtbot: QtBot, tmp_path: Path) -> None:
     ashs.env_table.item(2, 0).setText("OMP_NUM_THREADS")
     ashs.env_table.item(2, 1).setText("4")
     assert ok_enabled(dialog)
-    assert dialog.result_settings().services["ASHS-PMC-T1"].env == {
+    assert services_of(dialog.result_settings())["ASHS-PMC-T1"].env == {
         "ASHS_ROOT": "/opt/ashs", "ASHS_HOOK_SCRIPT": "${DSS_HOOK}", "OMP_NUM_THREADS": "4"}
 
     ashs.env_table.selectRow(0)
     click(qtbot, ashs.env_remove_button)
     assert ashs.env_table.rowCount() == 2
-    assert dialog.result_settings().services["ASHS-PMC-T1"].env == {
+    assert services_of(dialog.result_settings())["ASHS-PMC-T1"].env == {
         "ASHS_HOOK_SCRIPT": "${DSS_HOOK}", "OMP_NUM_THREADS": "4"}
     # A cell set through the table's own item API counts too.
     ashs.env_table.setItem(0, 1, QTableWidgetItem("/x/hook"))
-    assert dialog.result_settings().services["ASHS-PMC-T1"].env["ASHS_HOOK_SCRIPT"] == "/x/hook"
+    assert services_of(dialog.result_settings())["ASHS-PMC-T1"].env["ASHS_HOOK_SCRIPT"] == "/x/hook"
 
 
 def test_remove_a_command(qtbot: QtBot, tmp_path: Path) -> None:
@@ -411,12 +411,12 @@ def test_remove_a_command(qtbot: QtBot, tmp_path: Path) -> None:
     # A provided service stays listed, without a command.
     assert not ashs.configured
     assert "ASHS-PMC-T1 (no command)" in list_texts(dialog)
-    assert "ASHS-PMC-T1" not in dialog.result_settings().services
+    assert "ASHS-PMC-T1" not in services_of(dialog.result_settings())
 
     retired = select(dialog, "Retired")
     click(qtbot, retired.remove_button)
     assert not any(text.startswith("Retired") for text in list_texts(dialog))
-    assert set(dialog.result_settings().services) == set()
+    assert set(services_of(dialog.result_settings())) == set()
     # The list and the pages stay in step.
     for index in range(dialog.service_list.count()):
         dialog.service_list.setCurrentRow(index)
@@ -425,7 +425,7 @@ def test_remove_a_command(qtbot: QtBot, tmp_path: Path) -> None:
 
 def test_configured_keys_not_provided_are_listed(qtbot: QtBot, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    settings.services[NECK_HASH] = ServiceCommand(key=NECK_HASH, command="neck {result}")
+    services_of(settings)[NECK_HASH] = ServiceCommand(key=NECK_HASH, command="neck {result}")
     dialog = open_dialog(qtbot, settings)
     assert list_texts(dialog) == [
         "ASHS-PMC-T1",
@@ -458,7 +458,7 @@ def test_add_a_service_by_name_or_hash(qtbot: QtBot, tmp_path: Path,
     assert not ok_enabled(dialog)  # no command yet
     editor.command_edit.setPlainText("tool {workspace} {result}")
     assert ok_enabled(dialog)
-    assert dialog.result_settings().services[OTHER_HASH.upper()].command == \
+    assert services_of(dialog.result_settings())[OTHER_HASH.upper()].command == \
         "tool {workspace} {result}"
 
     # A provided service without a command: selected and given one, not added twice.

@@ -12,6 +12,7 @@ from pytestqt.qtbot import QtBot
 
 from dss_console.engine.settings import ServiceCommand, Settings, load_settings, save_settings
 from dss_console.gui.settings_dialog import SettingsDialog
+from settings_helpers import settings_with, v6_of
 
 NODE_FILE = """\
 # This node belongs to the cohort study. Ask Ana before adding images.
@@ -38,14 +39,14 @@ password = "kept-as-is"
 def node_dialog(qtbot: QtBot, tmp_path: Path) -> tuple[SettingsDialog, Path]:
     path = tmp_path / "settings.toml"
     path.write_text(NODE_FILE)
-    dialog = SettingsDialog(load_settings(path), [], v6=True)
+    dialog = SettingsDialog(load_settings(path), [], source="v6")
     qtbot.addWidget(dialog)
     dialog.show()
     return dialog, path
 
 
 def test_default_size_shows_every_field_within_1280_by_800(qtbot: QtBot) -> None:
-    settings = Settings(services={"Seg": ServiceCommand(key="Seg", command="seg {result}")})
+    settings = settings_with(services={"Seg": ServiceCommand(key="Seg", command="seg {result}")})
     dialog = SettingsDialog(settings, [("Seg", "a" * 40)])
     qtbot.addWidget(dialog)
     dialog.show()
@@ -64,13 +65,13 @@ def test_default_size_shows_every_field_within_1280_by_800(qtbot: QtBot) -> None
 def test_a_dss_console_has_no_vantage6_tab(qtbot: QtBot) -> None:
     dialog = SettingsDialog(Settings(), [("Seg", "a" * 40)])
     qtbot.addWidget(dialog)
-    assert dialog.v6_tab is None and dialog.tabs.count() == 2
+    assert dialog.source_tab is None and dialog.tabs.count() == 2
 
 
 def test_node_tables_show_the_file_and_ok_changes_nothing(qtbot: QtBot, tmp_path: Path
                                                          ) -> None:
     dialog, path = node_dialog(qtbot, tmp_path)
-    tab = dialog.v6_tab
+    tab = dialog.source_tab
     assert tab is not None and dialog.service_list.count() == 0  # no images as DSS services
     assert tab.algorithms.item(0, 0).text() == "harbor2.vantage6.ai/demo/average"
     assert tab.algorithms.item(0, 4).text() == "6h"
@@ -83,11 +84,11 @@ def test_node_tables_show_the_file_and_ok_changes_nothing(qtbot: QtBot, tmp_path
 
 def test_edit_add_and_check_images_and_databases(qtbot: QtBot, tmp_path: Path) -> None:
     dialog, path = node_dialog(qtbot, tmp_path)
-    tab = dialog.v6_tab
+    tab = dialog.source_tab
     assert tab is not None
     tab.databases.item(0, 1).setText("/data/cohort-2026.csv")
     # A new image, first with a timeout that is not one: OK goes off and says why.
-    dialog.select_image("ghcr.io/lab/survival:2")
+    dialog.select_source_item("ghcr.io/lab/survival:2")
     assert dialog.tabs.currentWidget() is tab
     row = tab.algorithms.currentRow()
     assert tab.algorithms.item(row, 0).text() == "ghcr.io/lab/survival:2"
@@ -105,7 +106,7 @@ def test_edit_add_and_check_images_and_databases(qtbot: QtBot, tmp_path: Path) -
     assert isinstance(combo, QComboBox) and combo.currentText() == "sql"
 
     save_settings(dialog.result_settings(), path)
-    saved = load_settings(path).v6
+    saved = v6_of(load_settings(path))
     survival = saved.algorithms["ghcr.io/lab/survival:2"]
     assert survival.command == "python -m surv {input} {output}"
     assert survival.timeout == 5400 and survival.subtasks
@@ -124,7 +125,7 @@ def test_edit_add_and_check_images_and_databases(qtbot: QtBot, tmp_path: Path) -
 
 def test_an_image_listed_twice_keeps_ok_off(qtbot: QtBot, tmp_path: Path) -> None:
     dialog, _path = node_dialog(qtbot, tmp_path)
-    tab = dialog.v6_tab
+    tab = dialog.source_tab
     assert tab is not None
     row = tab.add_algorithm("harbor2.vantage6.ai/demo/average")
     tab.algorithms.item(row, 3).setText("run {input} {output}")

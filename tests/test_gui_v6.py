@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import Qt, QTimer
 
+from dss_console import plugins
 from dss_console.credentials import SessionStore
 from dss_console.engine.settings import Settings, load_settings, parse_settings
 from dss_console.engine.states import JobState
@@ -27,6 +28,7 @@ from dss_console.gui import tasks
 from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
 from dss_console.sources.v6.sandbox import V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
+from settings_helpers import settings_with, v6_of
 from test_gui_console import WAIT_MS, child_pids, event_loop_qt
 
 from v6_fixtures import (
@@ -65,7 +67,7 @@ class NodeConsole:
             "algorithms": {self.image: {"command": f"{sys.executable} {script} {{input}} "
                                                   "{output}"}},
             "databases": {"default": {"uri": str(tmp_path / "data.csv"), "type": "csv"}}})
-        settings = Settings(instance=f"gui-v6-{uuid.uuid4().hex[:6]}",
+        settings = settings_with(instance=f"gui-v6-{uuid.uuid4().hex[:6]}",
                             workroot=tmp_path / "work", poll_interval=0.5, concurrency=2, v6=v6)
         self.window = MainWindow(settings, tmp_path / "settings.toml",
                                  SessionStore(tmp_path / "store", use_keyring=False),
@@ -155,7 +157,7 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     assert model.headerData(model.column_of("work"), Qt.Orientation.Horizontal) == "Run"
     assert model.headerData(model.column_of("service"), Qt.Orientation.Horizontal) == "Image"
     assert not window.queue_pane.view.isColumnHidden(model.column_of("requested_by"))
-    assert window.audit_button.isVisible()
+    assert window.view_buttons["audit"].isVisible()
     # The node's words offer no upload: results leave with the run's end, never by hand.
     assert "upload" not in window.queue_pane.buttons
     assert set(window.queue_pane.buttons) >= {"run", "cancel", "fail", "retry"}
@@ -188,8 +190,8 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     # A finished run cannot run again: Retry is off and says why.
     assert not window.queue_pane.buttons["run"].isEnabled()
 
-    window.audit_button.click()
-    dialog = window.audit_dialog
+    window.view_buttons["audit"].click()
+    dialog = window.view_windows["audit"]
     qtbot.waitUntil(lambda: dialog is not None and dialog.model.rowCount() >= 1,
                     timeout=WAIT_MS)
     texts = [dialog.model.index(0, c).data() for c in range(dialog.model.columnCount())]
@@ -295,7 +297,7 @@ def test_the_next_start_logs_the_node_in_again(
         qtbot.waitUntil(lambda: pane.current is None and again.window.engine is None,
                         timeout=WAIT_MS)
         assert "forgotten" in pane.message.text()
-        assert pane.v6_store.load_node() is None
+        assert pane.login_store(plugins.source_plugin("v6")).load_node() is None
     finally:
         again.close()
 
@@ -347,18 +349,18 @@ def test_the_settings_dialog_edits_the_nodes_algorithms_and_databases(
     window.services_pane.select_service(console.image)
     window.services_pane.edit_button.click()  # "Edit command…" on an image
     dialog = window.settings_dialog
-    assert dialog.isVisible() and dialog.v6_tab is not None
-    assert dialog.tabs.currentWidget() is dialog.v6_tab
-    tab = dialog.v6_tab
+    assert dialog.isVisible() and dialog.source_tab is not None
+    assert dialog.tabs.currentWidget() is dialog.source_tab
+    tab = dialog.source_tab
     assert tab.algorithms.item(tab.algorithms.currentRow(), 0).text() == console.image
     assert dialog.service_list.count() == 0  # the node's images are not DSS services
     tab.add_database("extra", "/data/extra.csv", "csv")
     assert dialog.ok_button.isEnabled()
     dialog.ok_button.click()
     qtbot.waitUntil(lambda: console.window.settings_file.exists()
-                    and "extra" in load_settings(window.settings_file).v6.databases,
+                    and "extra" in v6_of(load_settings(window.settings_file)).databases,
                     timeout=WAIT_MS)
     # ... and the engine runs with it.
-    qtbot.waitUntil(lambda: "extra" in parse_settings(window.engine.settings_toml(), Path("e"))
-                    .v6.databases,
+    qtbot.waitUntil(lambda: "extra" in v6_of(parse_settings(window.engine.settings_toml(),
+                                                            Path("e"))).databases,
                     timeout=WAIT_MS)

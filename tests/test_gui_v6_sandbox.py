@@ -68,7 +68,7 @@ def test_sandbox_flag_kinds(gui_options: list[object], argv: list[str], kind: st
     assert cli.main(argv) == 0
     (options,) = gui_options
     assert options.sandbox is True  # type: ignore[attr-defined]
-    assert options.sandbox_kind == kind  # type: ignore[attr-defined]
+    assert options.sandbox_source == kind  # type: ignore[attr-defined]
     assert options.self_test == ("--self-test" in argv)  # type: ignore[attr-defined]
 
 

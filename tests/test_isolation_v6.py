@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.engine.settings import Settings, settings_to_toml
+from dss_console.engine.settings import settings_to_toml
 from dss_console.isolation import probe, probe_limits
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import new_algorithm_policy, parse_v6_settings
+from settings_helpers import settings_with
 from test_v6_worker import DEMO_AGE_MEAN, Worker, _login
 
 from v6_fixtures import SERVER_TEST_TIMEOUT, Researcher, researchers, v6_python, v6_sandbox
@@ -32,7 +33,7 @@ def test_a_sandboxed_algorithm_with_subtasks_completes_through_the_relay(
     # As a new entry is written: a sandbox without network (subtasks through the relay).
     table["algorithms"][DEMO_IMAGE].update(new_algorithm_policy())
     assert table["algorithms"][DEMO_IMAGE]["network"] is False
-    settings = Settings(v6=parse_v6_settings(table))
+    settings = settings_with(v6=parse_v6_settings(table))
     (tmp_path / "settings.toml").write_text(settings_to_toml(settings))
     assert 'isolation = "sandbox"' in (tmp_path / "settings.toml").read_text()
     _login(tmp_path, v6_sandbox, "station-demo")

@@ -45,6 +45,7 @@ from dss_console.executors.slurm import SlurmExecutor
 from dss_console.isolation import Limits, probe, probe_limits
 from dss_console.resources.demo_service import demo_service_command
 from dss_console.sandbox import Sandbox
+from settings_helpers import services_of
 from test_engine_provider_errors import paused_reason
 from test_leaks import assert_nothing_local, everything_the_user_can_fetch
 
@@ -82,7 +83,7 @@ def test_the_isolation_keys_are_read_inherited_and_written_back(tmp_path: Path) 
         memory = "1G"
     """)
     settings = parse_settings(text, tmp_path / "settings.toml")
-    seg = settings.services["Seg"]
+    seg = services_of(settings)["Seg"]
     # What the local executor is handed: [defaults] under the service's own keys.
     assert LocalExecutor.own_options(seg.executor_options()) == {
         "memory": "8G", "processes": 256, "isolation": "sandbox", "network": False,

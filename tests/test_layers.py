@@ -59,13 +59,9 @@ def test_the_scan_sees_an_import_it_must_refuse(tmp_path: Path) -> None:
 ENGINE_MAY_IMPORT = ("dss_console.core", "dss_console.engine", "dss_console.paths")
 # Imports of engine/ the refactor has not moved out yet (issue 18); the list only shrinks.
 ENGINE_NOT_YET = {
-    # The registry (each source's and executor's settings reader) and the types of the
-    # compatibility accessors Settings.services and Settings.v6 (plan step 8: the accessors
-    # go when the tests read plugins[...]).
+    # The registry (each source's and executor's settings reader).
     "engine/settings.py imports dss_console.plugins",
     "engine/settings_reader.py imports dss_console.plugins",
-    "engine/settings.py imports dss_console.sources.dss.settings",
-    "engine/settings.py imports dss_console.sources.v6.settings",
 }
 
 
@@ -83,7 +79,9 @@ def engine_imports_outside() -> set[str]:
 def test_the_engine_imports_no_source_no_executor_and_no_window() -> None:
     # No v6/, sources/, executors/, gui/, dss/ or workspace/: what engine/ needs of a source
     # it asks through core/interfaces.py.
-    assert engine_imports_outside() - ENGINE_NOT_YET == set()
+    found = engine_imports_outside()
+    assert found - ENGINE_NOT_YET == set()
+    assert ENGINE_NOT_YET - found == set(), "moved out: shrink ENGINE_NOT_YET"
 
 
 def test_the_engine_scan_reads_a_package_level_import(tmp_path: Path) -> None:
@@ -111,18 +109,8 @@ def test_the_executors_import_no_source() -> None:
 # plug-ins before an engine runs through plugins.py only.
 GUI_MAY_NOT_IMPORT = ("dss_console.sources", "dss_console.executors", "dss_console.dss",
                       "requests", "socketio")
-# Imports of gui/ the refactor has not moved out yet (issue 18); the list only shrinks. The
-# DSS client's error a job action names, the vantage6 settings tab and audit view (per
-# plug-in settings tabs; the ledger of issue 20), the --sandbox v6 start (a plug-in's sandbox
-# factory).
-GUI_NOT_YET = {
-    "gui/app.py imports dss_console.sources.v6.demo_researcher",
-    "gui/app.py imports dss_console.sources.v6.sandbox",
-    "gui/app.py imports dss_console.sources.v6.venv",
-    "gui/audit_view.py imports dss_console.sources.v6.audit",
-    "gui/job_actions.py imports dss_console.dss",
-    "gui/v6_settings_tab.py imports dss_console.sources.v6.settings",
-}
+# Imports of gui/ the refactor had not moved out yet (issue 18): none left, and none may come.
+GUI_NOT_YET: set[str] = set()
 
 
 def test_the_window_imports_no_plug_in_and_no_server_client() -> None:
@@ -130,3 +118,67 @@ def test_the_window_imports_no_plug_in_and_no_server_client() -> None:
              for line in violations("gui", GUI_MAY_NOT_IMPORT)}
     assert found - GUI_NOT_YET == set()
     assert GUI_NOT_YET - found == set(), "moved out: shrink GUI_NOT_YET"
+
+
+# Qt is the window's: gui/ and each source's window parts (sources/NAME/window/, what
+# plugins.SOURCE_WINDOWS names) may import it, no other package module.
+def qt_allowed(path: Path) -> bool:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] == "gui" or (len(parts) > 3 and parts[0] == "sources" and parts[2] == "window")
+
+
+def test_qt_is_imported_only_by_the_window() -> None:
+    found = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+             for path in sorted(PACKAGE.rglob("*.py")) if not qt_allowed(path)
+             for line, module in imports_of(path)
+             if any(module == q or module.startswith(q + ".") for q in QT)]
+    assert found == []
+
+
+def test_the_qt_rule_knows_the_window_folders() -> None:
+    assert qt_allowed(PACKAGE / "gui" / "app.py")
+    assert qt_allowed(PACKAGE / "sources" / "v6" / "window" / "settings_tab.py")
+    assert not qt_allowed(PACKAGE / "sources" / "v6" / "settings.py")
+    assert not qt_allowed(PACKAGE / "engine" / "window" / "x.py")
+
+
+def test_every_source_window_is_in_its_sources_window_folder() -> None:
+    from dss_console import plugins
+
+    assert set(plugins.SOURCE_WINDOWS) <= set(plugins.SOURCES)
+    for name, target in plugins.SOURCE_WINDOWS.items():
+        assert target.startswith(f"dss_console.sources.{name}.window."), target
+
+
+def test_the_worker_path_loads_no_qt() -> None:
+    # The worker command, each source's plug-in, presentation and settings reader import
+    # without Qt: the window parts are loaded by the window only (plugins.source_window).
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import importlib, importlib.abc, sys
+
+        class BlockQt(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("PySide6", "shiboken6", "qasync"):
+                    raise ImportError("Qt is blocked on the worker path: " + name)
+                return None
+
+        sys.meta_path.insert(0, BlockQt())
+        import dss_console.commands.worker
+        from dss_console import plugins
+        for name in plugins.SOURCES:
+            plugins.source_plugin(name)
+            plugins.presentation(name)
+            plugins.load(plugins.SOURCE_SETTINGS[name])
+        loaded = [m for m in sys.modules if m.split(".")[0] in ("PySide6", "shiboken6", "qasync")
+                  or ".window" in m]
+        assert not loaded, loaded
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

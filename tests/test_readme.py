@@ -9,6 +9,7 @@ import pytest
 
 from dss_console.cli import build_parser
 from dss_console.engine.settings import load_settings
+from settings_helpers import v6_of
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -59,8 +60,8 @@ def test_v6_example_loads(tmp_path: Path) -> None:
     path = tmp_path / "settings.toml"
     path.write_text(block.group(1))
     settings = load_settings(path)
-    assert settings.v6 is not None
-    assert "harbor2.vantage6.ai/demo/average" in settings.v6.algorithms
+    assert v6_of(settings) is not None
+    assert "harbor2.vantage6.ai/demo/average" in v6_of(settings).algorithms
 
 
 def test_settings_example_shows_notify_and_the_pause_settings(tmp_path: Path) -> None:

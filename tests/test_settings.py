@@ -25,6 +25,7 @@ from dss_console.engine.settings import (
     settings_to_toml,
     validate_command_template,
 )
+from settings_helpers import services_of, settings_with, v6_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,7 +101,7 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
     assert settings.interrupted == "rerun"
     assert settings.on_shutdown == "resume"
     assert settings.ca_bundle is None and settings.notify is False
-    assert settings.services == {}
+    assert services_of(settings) == {}
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_full_example_loads(tmp_path: Path) -> None:
     assert settings.workroot == Path("/data/dss-work")
     assert settings.concurrency == 2
     assert settings.ca_bundle == "/etc/ssl/my-ca.pem"
-    ashs = settings.services["ASHS-PMC-T1"]
+    ashs = services_of(settings)["ASHS-PMC-T1"]
     assert ashs == ServiceCommand(
         key="ASHS-PMC-T1",
         command=ASHS,
@@ -126,8 +127,8 @@ def test_full_example_loads(tmp_path: Path) -> None:
         env={"ASHS_ROOT": "/opt/ashs"},
         auto=True,
     )
-    assert settings.services[HASH].auto is False
-    assert settings.services[HASH].timeout is None
+    assert services_of(settings)[HASH].auto is False
+    assert services_of(settings)[HASH].timeout is None
 
 
 def test_relative_workroot_is_taken_from_the_files_directory(
@@ -181,7 +182,7 @@ def tricky_settings(tmp_path: Path) -> Settings:
             auto=bool(i % 2),
         )
     services[HASH] = ServiceCommand(key=HASH, command="x {{literal}} {ticket}")
-    return Settings(
+    return settings_with(
         server="https://dss.example.org/sub path",
         servers=["https://a.example.org", "http://127.0.0.1:8080"],
         provider='lab "one" \\ ü',
@@ -205,7 +206,7 @@ def test_round_trip_with_tricky_strings(tmp_path: Path) -> None:
     # A standard TOML reader agrees with ours, value for value.
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     assert data["provider"] == settings.provider
-    for key, service in settings.services.items():
+    for key, service in services_of(settings).items():
         assert data["services"][key]["command"] == service.command
         assert data["services"][key].get("env", {}) == service.env
 
@@ -259,8 +260,8 @@ def test_save_refuses_settings_it_could_not_load(tmp_path: Path) -> None:
     for bad in (
         Settings(concurrency=0),
         Settings(interrupted="maybe"),
-        Settings(services={"X": ServiceCommand("X", "run {workspce}")}),
-        Settings(services={"X": ServiceCommand("Y", "run")}),
+        settings_with(services={"X": ServiceCommand("X", "run {workspce}")}),
+        settings_with(services={"X": ServiceCommand("Y", "run")}),
         Settings(provider="bad \ud800 surrogate"),
     ):
         with pytest.raises(SettingsError):
@@ -423,7 +424,7 @@ def test_valid_templates(template: str) -> None:
 
 
 def test_command_for_prefers_a_hash_key(tmp_path: Path) -> None:
-    settings = Settings(
+    settings = settings_with(
         services={
             "Demo": ServiceCommand("Demo", "by-name"),
             HASH.upper(): ServiceCommand(HASH.upper(), "by-hash"),
@@ -447,25 +448,25 @@ def test_matches() -> None:
 
 
 def test_overrides_replace_the_command_and_keep_the_options() -> None:
-    base = Settings(
+    base = settings_with(
         services={"Demo": ServiceCommand("Demo", "old", timeout=60, env={"A": "1"}, auto=False)}
     )
     new = base.with_command_overrides(["Demo=new {workspace} {result}", "Added=run {ticket}"])
-    assert new.services["Demo"] == ServiceCommand(
+    assert services_of(new)["Demo"] == ServiceCommand(
         "Demo", "new {workspace} {result}", timeout=60, env={"A": "1"}, auto=False
     )
-    assert new.services["Added"] == ServiceCommand("Added", "run {ticket}")
-    assert base.services["Demo"].command == "old"  # the original is untouched
-    assert "Added" not in base.services
+    assert services_of(new)["Added"] == ServiceCommand("Added", "run {ticket}")
+    assert services_of(base)["Demo"].command == "old"  # the original is untouched
+    assert "Added" not in services_of(base)
 
 
 def test_override_values_may_contain_equals_signs() -> None:
     new = Settings().with_command_overrides(["Demo=run --out={result} --x=1"])
-    assert new.services["Demo"].command == "run --out={result} --x=1"
+    assert services_of(new)["Demo"].command == "run --out={result} --x=1"
 
 
 def test_an_override_by_name_wins_over_a_hash_key_in_the_file() -> None:
-    base = Settings(services={HASH: ServiceCommand(HASH, "from-file")})
+    base = settings_with(services={HASH: ServiceCommand(HASH, "from-file")})
     new = base.with_command_overrides(["Demo=from-cli"])
     found = new.command_for("Demo", HASH)
     assert found is not None and found.command == "from-cli"
@@ -539,17 +540,17 @@ def test_cluster_and_itksnap_wt_keys_round_trip(tmp_path: Path) -> None:
                            'executor = "slurm"\n'
                            'sbatch_options = ["--partition=gpu", "--output=x-{ticket}"]\n'
                            "itksnap_wt = true\n")
-    service = load_settings(path).services["X"]
+    service = services_of(load_settings(path))["X"]
     assert service.executor == "slurm" and service.itksnap_wt
     assert service.options["sbatch_options"] == ["--partition=gpu", "--output=x-{ticket}"]
     again = save_settings(load_settings(path), tmp_path / "again.toml")
-    assert load_settings(again).services["X"] == service
+    assert services_of(load_settings(again))["X"] == service
 
 
 def test_executor_overrides_from_the_command_line(tmp_path: Path) -> None:
-    settings = Settings(services={"X": ServiceCommand(key="X", command="run")})
-    assert settings.with_executor_overrides(["X=slurm"]).services["X"].executor == "slurm"
-    assert settings.services["X"].executor == "local"  # a copy
+    settings = settings_with(services={"X": ServiceCommand(key="X", command="run")})
+    assert services_of(settings.with_executor_overrides(["X=slurm"]))["X"].executor == "slurm"
+    assert services_of(settings)["X"].executor == "local"  # a copy
     with pytest.raises(SettingsError, match="expected SERVICE=local or SERVICE=slurm"):
         settings.with_executor_overrides(["X=pbs"])
     with pytest.raises(SettingsError, match="'Y': that service has no command"):
@@ -566,14 +567,14 @@ def test_send_output_tail_is_off_by_default_and_each_service_may_opt_in(tmp_path
         '[v6.algorithms."img:1"]\ncommand = "x {output}"\nsend_output_tail = false\n')
     settings = load_settings(path)
     assert settings.send_output_tail is True
-    assert settings.services["A"].send_output_tail is False
-    assert settings.services["B"].send_output_tail is None  # the top-level default
-    assert settings.v6.send_output_tail is True
-    assert settings.v6.algorithms["img:1"].send_output_tail is False
+    assert services_of(settings)["A"].send_output_tail is False
+    assert services_of(settings)["B"].send_output_tail is None  # the top-level default
+    assert v6_of(settings).send_output_tail is True
+    assert v6_of(settings).algorithms["img:1"].send_output_tail is False
     again = parse_settings(settings_to_toml(settings), path)
     assert again == settings
     defaults = Settings()
-    assert defaults.send_output_tail is False and defaults.v6.send_output_tail is False
+    assert defaults.send_output_tail is False and v6_of(defaults).send_output_tail is False
     path.write_text('[v6]\nshare_logs = true\nsend_output_tail = false\n')
     with pytest.raises(SettingsError, match="old name of send_output_tail"):
         load_settings(path)
@@ -615,8 +616,8 @@ def test_a_changed_value_changes_only_that_value(tmp_path: Path) -> None:
     path = write(tmp_path, COMMENTED)
     settings = load_settings(path)
     settings.concurrency = 3  # a new key
-    settings.services["ASHS-PMC-T1"].max_jobs = 2
-    settings.services["ASHS-PMC-T1"].timeout = 5400.0  # a changed duration, spelled as such
+    services_of(settings)["ASHS-PMC-T1"].max_jobs = 2
+    services_of(settings)["ASHS-PMC-T1"].timeout = 5400.0  # a changed duration, spelled as such
     save_settings(settings, path)
     text = path.read_text()
     assert load_settings(path) == settings
@@ -629,8 +630,8 @@ def test_a_changed_value_changes_only_that_value(tmp_path: Path) -> None:
 
 def test_removed_entries_go_and_the_rest_keeps_its_comments(tmp_path: Path) -> None:
     path = write(tmp_path, COMMENTED)
-    settings = dataclasses.replace(load_settings(path), services={},
-                                   pause_window=900.0)  # back to the default: left out
+    settings = dataclasses.replace(load_settings(path),
+                                   pause_window=900.0).with_services({})  # default: left out
     save_settings(settings, path)
     text = path.read_text()
     assert load_settings(path) == settings

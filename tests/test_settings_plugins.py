@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -13,13 +14,13 @@ import pytest
 import dss_console
 from dss_console import plugins
 from dss_console.engine.settings import (
-    Settings,
     SettingsError,
     parse_settings,
     settings_to_toml,
 )
 from dss_console.engine.settings_reader import ServiceCommand, TableReader, read_job_kind
 from dss_console.sources.v6.settings import V6SettingsError, parse_v6_settings
+from settings_helpers import services_of, settings_with, v6_of
 from toy_executor import TARGET
 
 SRC = Path(dss_console.__file__).parent
@@ -83,7 +84,8 @@ def test_each_source_owns_its_tables(tmp_path: Path) -> None:
     assert settings.plugins["v6"].command_for("img/avg:1", "img/avg:1") == ServiceCommand(
         key="img/avg:1", command="avg '{input}' '{output}'", max_jobs=2)
     assert settings.plugins["v6"].command_for("img/other", "img/other") is None
-    assert settings == Settings(concurrency=2, services=settings.services, v6=settings.v6)
+    assert settings == settings_with(concurrency=2, services=services_of(settings),
+                                     v6=v6_of(settings))
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -119,14 +121,55 @@ def test_an_executor_reads_and_writes_its_own_keys(
     settings = parse_settings(
         '[services.A]\ncommand = "run"\nexecutor = "toy"\ntoy_flags = ["+fast", "+quiet"]\n\n'
         '[services.B]\ncommand = "run"\nsbatch_options = ["--partition=gpu"]\n', path)
-    a, b = settings.services["A"], settings.services["B"]
+    a, b = services_of(settings)["A"], services_of(settings)["B"]
     assert (a.executor, a.options) == ("toy", {"toy_flags": ["+fast", "+quiet"]})
     assert (b.executor, b.options) == ("local", {"sbatch_options": ["--partition=gpu"]})
     text = settings_to_toml(settings)
     assert 'executor = "toy"\ntoy_flags = ["+fast", "+quiet"]' in text
-    assert parse_settings(text, path).services == settings.services
+    assert services_of(parse_settings(text, path)) == services_of(settings)
 
     with pytest.raises(SettingsError, match=r'services."A".toy_flags: must be an array'):
         parse_settings('[services.A]\ncommand = "run"\ntoy_flags = "+fast"\n', path)
     with pytest.raises(SettingsError, match="did you mean 'toy_flags'"):
         parse_settings('[services.A]\ncommand = "run"\ntoy_flag = ["+fast"]\n', path)
+
+
+def test_the_service_tables_are_found_by_their_shape(tmp_path: Path) -> None:
+    from dss_console.engine.settings import ServiceTables
+    from dss_console.sources.dss.settings import dss_settings
+    from dss_console.sources.v6.settings import v6_settings
+
+    settings = parse_settings('[services.Seg]\ncommand = "seg {result}"\n',
+                              tmp_path / "settings.toml")
+    tables = settings.service_tables()
+    assert tables is dss_settings(settings) and isinstance(tables, ServiceTables)
+    assert not isinstance(v6_settings(settings), ServiceTables)  # its images are not tables
+    # A copy with other tables: the original and the other plug-ins' settings are kept.
+    new = settings.with_services({"X": ServiceCommand(key="X", command="x {result}")})
+    assert list(dss_settings(new).services) == ["X"] and list(tables.services) == ["Seg"]
+    assert v6_settings(new) is v6_settings(settings) and new.plugins is not settings.plugins
+    # --command overrides stay first after with_services (the tables' other fields kept).
+    overridden = settings.with_command_overrides(["Seg=other {result}"])
+    again = overridden.with_services(dict(dss_settings(overridden).services))
+    assert dss_settings(again).overridden == frozenset({"Seg"})
+    # Without a source that reads service tables, the core says so instead of guessing.
+    bare = dataclasses.replace(settings, plugins={"v6": v6_settings(settings)})
+    assert bare.service_tables() is None and bare.command_for("Seg", "a" * 40) is None
+    with pytest.raises(SettingsError, match="no source reads service tables"):
+        bare.with_services({})
+    with pytest.raises(SettingsError, match="--command: no source reads service tables"):
+        bare.with_command_overrides(["Seg=x"])
+    assert bare.with_command_overrides([]) == bare  # nothing asked, nothing refused
+
+
+def test_each_plug_in_reads_its_own_part_typed(tmp_path: Path) -> None:
+    from dss_console.sources.dss.settings import dss_settings
+    from dss_console.sources.v6.settings import v6_settings
+
+    settings = parse_settings("", tmp_path / "settings.toml")
+    swapped = dataclasses.replace(settings, plugins={"dss": settings.plugins["v6"],
+                                                     "v6": settings.plugins["dss"]})
+    with pytest.raises(TypeError, match="dss plug-in's settings are a V6Settings"):
+        dss_settings(swapped)
+    with pytest.raises(TypeError, match="v6 plug-in's settings are a DssSettings"):
+        v6_settings(swapped)

@@ -3,7 +3,6 @@ started for this test session) and the real DSS server. No fake sbatch."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sqlite3
@@ -203,7 +202,7 @@ def test_a_refused_submission_blocks_the_tickets_and_pauses_the_service(
     assert set(statuses) <= {"claimed", "ready"} and statuses[0] == "claimed", statuses
     for ticket in tickets:  # nothing reached the users
         assert "error" not in [category for category, _ in harness.log(ticket)]
-    fixed = dataclasses.replace(engine.settings, services=on_slurm(harness, "success"))
+    fixed = engine.settings.with_services(on_slurm(harness, "success"))
     engine.update_settings(fixed)
     for ticket in tickets:
         harness.wait_job(engine, ticket, JobState.SUCCEEDED, timeout=90)

@@ -105,12 +105,10 @@ def test_a_login_form_missing_a_value_goes_nowhere(
     """The form's values are checked before anything is sent or started: the window says
     what to fix, in the source's words."""
     from dss_console.core.source_plugin import LoginInputError, LoginStores
-    from dss_console.credentials import SessionStore, V6CredentialStore
 
     plugin = plugins.source_plugin(name)
     secret = next(f.name for f in plugin.login_form.fields if f.kind == "secret")
-    stores = LoginStores(SessionStore(tmp_path, use_keyring=False),
-                         V6CredentialStore(tmp_path, use_keyring=False))
+    store = plugin.login_store(LoginStores(tmp_path, use_keyring=False))
     submitted: list[object] = []
 
     def submit(call: object) -> Future[object]:
@@ -118,5 +116,24 @@ def test_a_login_form_missing_a_value_goes_nowhere(
         raise AssertionError("nothing may start")
 
     with pytest.raises(LoginInputError) as refused:
-        plugin.start_login({**values, secret: "  "}, stores, True, submit)
+        plugin.start_login({**values, secret: "  "}, store, True, submit)
     assert str(refused.value).startswith(wording) and submitted == []
+
+
+@pytest.mark.parametrize("name", list(plugins.SOURCES))
+def test_each_source_keeps_its_logins_in_its_own_store_and_refuses_another(
+        name: str, tmp_path: Path) -> None:
+    """The window holds one store per source without knowing its kind; a plug-in handed
+    another source's store says so instead of writing a credential where it does not
+    belong."""
+    from dss_console.core.source_plugin import LoginStores
+
+    plugin = plugins.source_plugin(name)
+    where = LoginStores(tmp_path, use_keyring=False)
+    assert plugin.store_note(plugin.login_store(where)) is None
+    others = [plugins.source_plugin(other).login_store(where)
+              for other in plugins.SOURCES if other != name]
+    assert others
+    for store in others:
+        with pytest.raises(TypeError, match="keeps"):
+            plugin.store_note(store)

@@ -341,7 +341,7 @@ def test_cli_without_a_journal(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.fixture
 def dialog(qtbot: Any) -> Any:
     pytest.importorskip("PySide6.QtWidgets")
-    from dss_console.gui.audit_view import AuditDialog
+    from dss_console.sources.v6.window.audit_view import AuditDialog
 
     view = AuditDialog()
     qtbot.addWidget(view)
@@ -364,7 +364,7 @@ def _column(view: Any, column: int) -> list[str]:
 def test_dialog_rows_sort_and_tooltips(dialog: Any) -> None:
     from PySide6.QtCore import Qt
 
-    from dss_console.gui.audit_view import AuditColumn
+    from dss_console.sources.v6.window.audit_view import AuditColumn
 
     assert not dialog.isModal()
     assert dialog.model.rowCount() == 3  # the DSS ticket is not a vantage6 run
@@ -397,7 +397,7 @@ def test_dialog_rows_sort_and_tooltips(dialog: Any) -> None:
 
 
 def test_dialog_filter_and_updates(dialog: Any) -> None:
-    from dss_console.gui.audit_view import AuditColumn
+    from dss_console.sources.v6.window.audit_view import AuditColumn
 
     dialog.filter_edit.setText("BOB")
     assert _column(dialog, AuditColumn.RUN) == ["11"]
@@ -435,7 +435,7 @@ def test_dialog_exports_the_rows_shown(dialog: Any, tmp_path: Path,
     monkeypatch.setattr(dialog, "_ask_save_path", lambda: None)  # the user cancelled
     assert dialog.export_csv() is None
 
-    from dss_console.gui import audit_view
+    from dss_console.sources.v6.window import audit_view
 
     warnings: list[str] = []
     monkeypatch.setattr(audit_view.QMessageBox, "warning",
@@ -448,7 +448,7 @@ def test_dialog_exports_the_rows_shown(dialog: Any, tmp_path: Path,
 def test_dialog_has_a_reason_column_and_escape_closes_it(dialog: Any, qtbot: Any) -> None:
     from PySide6.QtCore import Qt
 
-    from dss_console.gui.audit_view import AuditColumn
+    from dss_console.sources.v6.window.audit_view import AuditColumn
 
     title = dialog.model.headerData(int(AuditColumn.REASON), Qt.Orientation.Horizontal)
     assert title == "Reason"

@@ -18,6 +18,7 @@ from dss_console import plugins
 from dss_console.engine.settings import Settings, settings_to_toml
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
+from settings_helpers import settings_with, v6_of
 from test_gui_console import event_loop_qt
 
 from v6_fixtures import (
@@ -56,7 +57,7 @@ def test_a_console_engine_knows_its_images_before_its_first_poll(
     node = v6_sandbox.node("station-demo-enc")
     pem = v6_sandbox.key_file("station").read_bytes()
     login = login_node(v6_sandbox.url, node.api_key, pem)
-    settings = Settings(instance="t-console", workroot=tmp_path / "work", poll_interval=1.0,
+    settings = settings_with(instance="t-console", workroot=tmp_path / "work", poll_interval=1.0,
                         v6=parse_v6_settings(v6_sandbox.demo_settings()))
     secret = json.dumps({"api_key": node.api_key, "private_key": pem.decode("ascii"),
                          "settings": settings_to_toml(settings)})
@@ -155,10 +156,10 @@ def enc_engine(v6_sandbox: V6Sandbox, tmp_path: Path) -> Iterator[tuple]:
     from dss_console.engine.journal import Journal
     from dss_console.sources.v6.source import V6Source
 
-    settings = Settings(workroot=tmp_path / "work", poll_interval=1.0,
+    settings = settings_with(workroot=tmp_path / "work", poll_interval=1.0,
                         v6=parse_v6_settings(v6_sandbox.demo_settings()))
     source = V6Source.connect(v6_sandbox.url, v6_sandbox.node("station-demo-enc").api_key,
-                              settings.v6,
+                              v6_of(settings),
                               private_key_pem=v6_sandbox.key_file("station").read_bytes())
     journal = Journal(tmp_path / "journal.sqlite")
     engine = Engine(settings, source, journal, provider="station-demo-enc",
@@ -245,10 +246,10 @@ def sleepy_engine(v6_sandbox: V6Sandbox, tmp_path: Path) -> Iterator[tuple]:
     table = v6_sandbox.demo_settings()
     table["algorithms"][SLEEPY_IMAGE] = {
         "command": f"{sys.executable} -c \"import time; time.sleep(600)\""}
-    settings = Settings(workroot=tmp_path / "work", poll_interval=1.0,
+    settings = settings_with(workroot=tmp_path / "work", poll_interval=1.0,
                         v6=parse_v6_settings(table))
     source = V6Source.connect(v6_sandbox.url, v6_sandbox.node("station-demo-enc").api_key,
-                              settings.v6,
+                              v6_of(settings),
                               private_key_pem=v6_sandbox.key_file("station").read_bytes())
     journal = Journal(tmp_path / "journal.sqlite")
     engine = Engine(settings, source, journal, provider="station-demo-enc",
@@ -371,9 +372,9 @@ def test_edit_command_opens_the_images_row_and_names_the_settings_file(
         api_key="k", private_key_pem=None, uploaded_public_key=False)
     window.open_settings(DEMO_IMAGE)
     dialog = window.settings_dialog
-    assert dialog is not None and dialog.v6_tab is not None
-    assert dialog.tabs.currentWidget() is dialog.v6_tab
-    table = dialog.v6_tab.algorithms
+    assert dialog is not None and dialog.source_tab is not None
+    assert dialog.tabs.currentWidget() is dialog.source_tab
+    table = dialog.source_tab.algorithms
     assert table.item(table.currentRow(), 0).text() == DEMO_IMAGE
     assert str(config) in dialog.file_label.text() and dialog.file_label.isVisibleTo(dialog)
     dialog.reject()

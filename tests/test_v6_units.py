@@ -30,6 +30,7 @@ from dss_console.sources.v6.environment import (
 )
 from dss_console.sources.v6.settings import V6SettingsError, parse_size, parse_v6_settings
 from dss_console.sources.v6.source import input_summary, tail_text
+from settings_helpers import settings_with, v6_of
 
 from hostile_server import HostileServer, Reply
 from v6_fixtures import SERVER_TEST_TIMEOUT, run_official, v6_python
@@ -112,10 +113,10 @@ def test_v6_table_in_the_settings_file_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "settings.toml"
     path.write_text("provider = \"lab\"\n" + _toml_of(FULL))
     settings = load_settings(path)
-    assert settings.v6 == parse_v6_settings(FULL)
+    assert v6_of(settings) == parse_v6_settings(FULL)
     save_settings(settings, path)
     again = load_settings(path)
-    assert again.v6 == settings.v6 and again.provider == "lab"
+    assert v6_of(again) == v6_of(settings) and again.provider == "lab"
     assert "[v6]" not in settings_to_toml(load_settings(tmp_path / "missing.toml"))
     path.write_text("[v6]\non_shutdown = \"later\"\n")
     with pytest.raises(SettingsError) as info:
@@ -126,7 +127,7 @@ def test_v6_table_in_the_settings_file_round_trips(tmp_path: Path) -> None:
 def _toml_of(v6: dict) -> str:
     from dss_console.engine.settings import Settings, settings_to_toml
 
-    return settings_to_toml(Settings(v6=parse_v6_settings(v6)))
+    return settings_to_toml(settings_with(v6=parse_v6_settings(v6)))
 
 
 def test_parse_size() -> None:

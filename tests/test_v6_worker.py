@@ -29,6 +29,7 @@ from dss_console import plugins
 from dss_console.engine.settings import Settings, settings_to_toml
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
+from settings_helpers import settings_with, v6_of
 
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
@@ -132,7 +133,7 @@ def _write_settings(home: Path, sandbox: V6Sandbox, name: str = "settings.toml",
         "command": f"{sys.executable} {script} {{output}} {home / 'lives'}/{{run}}"}
     table["algorithms"][SILENT_IMAGE] = {"command": f"{sys.executable} -c pass"}
     table.update(v6)
-    settings = Settings(v6=parse_v6_settings(table))
+    settings = settings_with(v6=parse_v6_settings(table))
     (home / name).write_text(settings_to_toml(settings))
 
 
@@ -250,7 +251,7 @@ def test_a_node_wide_kill_stops_the_process_and_ends_the_run_killed(
     node = v6_sandbox.node("station-demo-enc")  # no worker of this module runs for it now
     settings = load_settings(home / "settings.toml")
     settings.workroot = tmp_path / "work"
-    source = V6Source.connect(v6_sandbox.url, node.api_key, settings.v6,
+    source = V6Source.connect(v6_sandbox.url, node.api_key, v6_of(settings),
                               private_key_pem=v6_sandbox.key_file("station").read_bytes())
     journal = Journal(tmp_path / "journal.sqlite")
     engine = Engine(settings, source, journal, provider="station-demo-enc",
@@ -318,7 +319,7 @@ def test_a_crash_reaches_the_researcher_and_a_finished_run_is_not_retried(
     # The operator's Retry (the console's button) on the same journal: refused in words.
     settings = load_settings(home / "settings.toml")
     source = V6Source.connect(v6_sandbox.url, v6_sandbox.node("station-demo").api_key,
-                              settings.v6)
+                              v6_of(settings))
     journal = Journal(journal_path(home / "data" / "dss-console"))
     try:
         engine = Engine(settings, source, journal, provider="station-demo",

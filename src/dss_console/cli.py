@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dss_console import __version__
+from dss_console import __version__, plugins
 from dss_console.commands.errors import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -36,7 +36,8 @@ Try it all locally first with `dss-console sandbox`, or in the window with
 """
 
 
-SANDBOX_KINDS = ("dss", "v6")  # --sandbox [KIND]: an embedded DSS server, a vantage6 one
+# --sandbox [SOURCE]: each source's window parts bring its sandbox (the default first).
+SANDBOX_SOURCES = tuple(plugins.SOURCE_WINDOWS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     gui = parser.add_argument_group("console window (no verb)")
-    gui.add_argument("--sandbox", nargs="?", const="dss", choices=SANDBOX_KINDS,
-                     metavar="{dss,v6}",
+    gui.add_argument("--sandbox", nargs="?", const=SANDBOX_SOURCES[0], choices=SANDBOX_SOURCES,
+                     metavar="{" + ",".join(SANDBOX_SOURCES) + "}",
                      help="open the console on a local sandbox with demo work: `--sandbox` or "
                           "`--sandbox dss` logs in to an embedded DSS server with demo tickets "
                           "and the demo service's command configured; `--sandbox v6` logs in "
@@ -185,8 +186,9 @@ def _open_gui(args: argparse.Namespace) -> int:
                        "(see --help)")
         return EXIT_FAILED
     return run(GuiOptions(sandbox=args.sandbox is not None,
-                          sandbox_kind=args.sandbox or "dss", self_test=args.self_test,
-                          screenshot=args.screenshot, config=args.gui_config))
+                          sandbox_source=args.sandbox or SANDBOX_SOURCES[0],
+                          self_test=args.self_test, screenshot=args.screenshot,
+                          config=args.gui_config))
 
 
 if __name__ == "__main__":  # pragma: no cover

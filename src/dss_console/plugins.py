@@ -16,10 +16,11 @@ if TYPE_CHECKING:
     from dss_console.core.presentation import Presentation
     from dss_console.core.source_plugin import SourcePlugin
     from dss_console.engine.settings import ServiceCommand
+    from dss_console.gui.source_window import SourceWindow
 
 __all__ = ["DRY_RUN_COMMAND", "EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS",
-           "dry_run_command", "executor_class", "executors", "load", "presentation",
-           "source_of", "source_plugin"]
+           "SOURCE_WINDOWS", "dry_run_command", "executor_class", "executors", "load",
+           "presentation", "source_of", "source_plugin", "source_window"]
 
 # The sources (core.source_plugin.SourcePlugin) the roots offer, the default first: the
 # worker's --source choices, the window's login forms.
@@ -74,6 +75,25 @@ def presentation(source: str) -> Presentation:
     value = load(SOURCE_PRESENTATIONS[source])
     if not isinstance(value, Presentation):
         raise TypeError(f"{SOURCE_PRESENTATIONS[source]} is not a Presentation")
+    return value
+
+
+# Each source's parts of the window (gui.source_window.SourceWindow: its Settings tab, its
+# --sandbox, its extra views). Qt modules: only the window loads them, never the worker. The
+# keys are the `--sandbox [SOURCE]` choices, the default first.
+SOURCE_WINDOWS: dict[str, str] = {
+    "dss": "dss_console.sources.dss.window.window:WINDOW",
+    "v6": "dss_console.sources.v6.window.window:WINDOW",
+}
+
+
+def source_window(source: str) -> SourceWindow:
+    """The window parts of source ``source`` (imports Qt)."""
+    from dss_console.gui.source_window import SourceWindow
+
+    value = load(SOURCE_WINDOWS[source])
+    if not isinstance(value, SourceWindow):
+        raise TypeError(f"{SOURCE_WINDOWS[source]} is not a SourceWindow")
     return value
 
 

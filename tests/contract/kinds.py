@@ -42,6 +42,7 @@ from dss_console.sandbox import Sandbox, SandboxError
 from dss_console.sources.dss.source import DssSource
 from dss_console.sources.v6.sandbox import V6Sandbox
 from dss_console.sources.v6.source import V6Source
+from settings_helpers import v6_of
 
 from waiting import process_gone, wait_for
 
@@ -291,7 +292,7 @@ class V6Kind(SourceKind):
 
     def connect(self, settings: Settings) -> Any:
         return V6Source.connect(self.sandbox.url, self.sandbox.node(self.NODE).api_key,
-                                settings.v6)
+                                v6_of(settings))
 
     def submit(self, key: str) -> Work:
         task = self.researcher.create_task(key, "contract", [self.sandbox.org_id("station")])

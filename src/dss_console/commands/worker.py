@@ -415,7 +415,8 @@ def _say_services(views: list[ServiceView], texts: WorkerTexts, settings: Settin
     if not texts.note_unprovided:
         return
     known = {v.name for v in views} | {v.service_hash for v in views}
-    for key in settings.services:
+    tables = settings.service_tables()
+    for key in tables.services if tables is not None else ():
         if key not in known:
             printer.line(f"note: a command is configured for {key!r}, which this account "
                          "does not provide")

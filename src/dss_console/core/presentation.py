@@ -97,7 +97,9 @@ class Presentation:
     # "workspace": the inputs are a workspace the window can inspect; "summary": the engine
     # gives a summary (names, sizes, hashes) and the window shows that.
     inputs_view: Literal["workspace", "summary"] = "workspace"
-    # Optional window parts: "audit" (the audit view's button).
+    # What the window may offer for this source: "service_editor" (the engine's services get
+    # their commands in the Settings dialog's service editor, the [services] tables). A
+    # source's own widgets (settings tab, views, sandbox) come from gui.source_window.
     features: frozenset[str] = frozenset()
 
     def action(self, name: str) -> ActionSpec | None:

@@ -18,12 +18,12 @@ import argparse
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from dss_console.core.interfaces import Source
     from dss_console.core.presentation import Words
-    from dss_console.credentials import SessionStore, V6CredentialStore
     from dss_console.engine.settings import Settings
 
 __all__ = ["ConnectError", "LoginCall", "LoginField", "LoginForm", "LoginInputError",
@@ -96,10 +96,12 @@ class LoginRefusedError(Exception):
 
 @dataclass(frozen=True)
 class LoginStores:
-    """Where the window's logins are kept (the keyring, else private files)."""
+    """Where the window keeps logins: the keyring, else private files in ``directory``. Each
+    source keeps its own kind of credential there, in the store its plug-in makes
+    (:meth:`SourcePlugin.login_store`); the window makes one per source and keeps it."""
 
-    sessions: SessionStore     # DSS sessions, by server
-    nodes: V6CredentialStore   # vantage6 nodes' keys
+    directory: Path | None  # None: the platform's data dir
+    use_keyring: bool
 
 
 @dataclass(frozen=True)
@@ -202,22 +204,27 @@ class SourcePlugin(Protocol):
 
 
     # -- the window's login pane (docs/plugin-plan.md §2: the login actions) -----------------
+    # ``store`` below is what :meth:`login_store` made: the plug-in checks it is its own.
+    def login_store(self, where: LoginStores) -> object:
+        """Where this source keeps its logins (a DSS session per server, a node's keys)."""
+        ...
+
     def server_url(self, text: str) -> str:
         """The server address as typed, normalised (ValueError says what is wrong)."""
         ...
 
-    def start_login(self, values: Mapping[str, str], stores: LoginStores,
+    def start_login(self, values: Mapping[str, str], store: object,
                     verify: bool | str, submit: Submit) -> LoginCall:
         """Log in with the login form's values (by LoginField.name) and store the credential
         for the worker and the next start. LoginInputError: a value to fix first."""
         ...
 
-    def start_resume(self, server: str, stores: LoginStores, verify: bool | str,
+    def start_resume(self, server: str, store: object, verify: bool | str,
                      submit: Submit) -> LoginCall:
         """Log in again with what an earlier login stored (DSS: for ``server``)."""
         ...
 
-    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+    def start_borrowed(self, server: str, store: object, verify: bool | str,
                        submit: Submit) -> LoginCall:
         """Log in with the session another program keeps for ``server`` (the form's
         "itksnap_session" helper: ITK-SNAP's), stored here too. Blocking (reads that
@@ -245,11 +252,11 @@ class SourcePlugin(Protocol):
         closes ``new``."""
         ...
 
-    def logout(self, credential: object, stores: LoginStores, *, borrowed: bool) -> str:
+    def logout(self, credential: object, store: object, *, borrowed: bool) -> str:
         """Log out and forget the stored credential (``borrowed``: ITK-SNAP's session, only
         forgotten here); says what happened. Blocking; the local login is gone either way."""
         ...
 
-    def store_note(self, stores: LoginStores) -> str | None:
+    def store_note(self, store: object) -> str | None:
         """Where this source's credentials went when the keyring could not take them."""
         ...

@@ -86,7 +86,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import platformdirs
 import tomlkit
@@ -101,6 +101,7 @@ from dss_console.engine.settings_reader import (
     PLACEHOLDERS,
     PluginSettings,
     ServiceCommand,
+    ServiceTables,
     SettingsError,
     SettingsParser,
     TableReader,
@@ -112,12 +113,6 @@ from dss_console.engine.settings_reader import (
     validate_command_template,
     validate_placeholders,
 )
-
-if TYPE_CHECKING:
-    # Only for the types of the compatibility accessors Settings.services and Settings.v6,
-    # which go when their callers read Settings.plugins (docs/plugin-plan.md §2).
-    from dss_console.sources.dss.settings import DssSettings
-    from dss_console.sources.v6.settings import V6Settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -133,6 +128,7 @@ __all__ = [
     "SETTINGS_FILE_NAME",
     "PluginSettings",
     "ServiceCommand",
+    "ServiceTables",
     "Settings",
     "SettingsError",
     "TableReader",
@@ -187,10 +183,9 @@ def _default_plugins() -> dict[str, PluginSettings]:
 @dataclass(init=False)
 class Settings:
     """Everything the settings file can hold: the top-level keys (see the module docstring
-    for their meaning) and, by source name, what each source plug-in read from its tables.
-
-    ``services=`` and ``v6=`` (here and in ``dataclasses.replace``) set the DSS services and
-    the [v6] table, as before the tables had owners.
+    for their meaning) and, by source name, what each source plug-in read from its tables
+    (each plug-in reads its own part through a typed function it owns, e.g.
+    ``sources.dss.settings.dss_settings``).
     """
 
     server: str | None
@@ -224,9 +219,7 @@ class Settings:
                  ca_bundle: str | None = None, notify: bool = False,
                  send_output_tail: bool = False,
                  defaults: Mapping[str, OptionValue] | None = None,
-                 plugins: Mapping[str, PluginSettings] | None = None,
-                 services: dict[str, ServiceCommand] | None = None,
-                 v6: V6Settings | None = None) -> None:
+                 plugins: Mapping[str, PluginSettings] | None = None) -> None:
         self.server = server
         self.servers = list(servers)
         self.provider = provider
@@ -246,28 +239,33 @@ class Settings:
         self.defaults = dict(defaults or {})
         # A copy: dataclasses.replace() passes the original's mapping.
         self.plugins = _default_plugins() if plugins is None else dict(plugins)
-        if services is not None:
-            # replace(), not a new DssSettings: the --command overrides' precedence stays.
-            self.plugins["dss"] = dataclasses.replace(self._dss(), services=services)
-        if v6 is not None:
-            self.plugins["v6"] = v6
 
-    def _dss(self) -> DssSettings:
-        return cast("DssSettings", self.plugins["dss"])
+    def service_tables(self) -> ServiceTables | None:
+        """The plug-in settings that are one table per service (the DSS ``[services]``), if
+        a registered source reads such tables."""
+        return next((p for p in self.plugins.values() if isinstance(p, ServiceTables)), None)
 
-    @property
-    def services(self) -> dict[str, ServiceCommand]:
-        """The ``[services]`` commands (the dss plug-in's settings), by key as in the file."""
-        return self._dss().services
-
-    @property
-    def v6(self) -> V6Settings:
-        """The ``[v6]`` table: this machine as a vantage6 node (the v6 plug-in's settings)."""
-        return cast("V6Settings", self.plugins["v6"])
+    def with_services(self, services: dict[str, ServiceCommand]) -> Settings:
+        """A copy whose service tables are ``services`` (the other plug-ins' settings and
+        the tables' own other fields kept); SettingsError when no source reads such tables."""
+        plugins = dict(self.plugins)
+        for name, plugin in plugins.items():
+            if isinstance(plugin, ServiceTables):
+                plugins[name] = plugin.with_services(services)
+                return dataclasses.replace(self, plugins=plugins)
+        raise SettingsError("no source reads service tables")
 
     def command_for(self, name: str, githash: str) -> ServiceCommand | None:
-        """The command for a DSS service: an override first, then a hash key, then a name."""
-        return self._dss().command_for(name, githash)
+        """The command for a service of the service tables: an override first, then a hash
+        key, then a name."""
+        tables = self.service_tables()
+        return tables.command_for(name, githash) if tables is not None else None
+
+    def _tables_for(self, option: str) -> ServiceTables:
+        tables = self.service_tables()
+        if tables is None:
+            raise SettingsError(f"{option}: no source reads service tables")
+        return tables
 
     def with_command_overrides(self, overrides: Sequence[str]) -> Settings:
         """A copy with ``SERVICE=TEMPLATE`` overrides (from ``--command``) applied.
@@ -276,14 +274,16 @@ class Settings:
         entry is added. SERVICE is a key as in the file: a service name or hash.
         """
         result = copy.deepcopy(self)
-        result._dss().apply_command_overrides(overrides)
+        if overrides:
+            result._tables_for("--command").apply_command_overrides(overrides)
         return result
 
     def with_executor_overrides(self, overrides: Sequence[str]) -> Settings:
         """A copy with ``SERVICE=EXECUTOR`` overrides (from ``--executor``) applied to
         services that have a command (from the file or ``--command``)."""
         result = copy.deepcopy(self)
-        result._dss().apply_executor_overrides(overrides)
+        if overrides:
+            result._tables_for("--executor").apply_executor_overrides(overrides)
         return result
 
 

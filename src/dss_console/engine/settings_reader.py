@@ -18,7 +18,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from dss_console import plugins
 from dss_console.core.executor import OptionValue
@@ -32,6 +32,7 @@ __all__ = [
     "JobKindKeys",
     "PluginSettings",
     "ServiceCommand",
+    "ServiceTables",
     "SettingsError",
     "SettingsParser",
     "TableReader",
@@ -387,6 +388,25 @@ class PluginSettings(Protocol):
     def to_toml(self) -> list[str]:
         """The tables' lines, one blank line between tables; defaults left out."""
         ...
+
+
+@runtime_checkable
+class ServiceTables(PluginSettings, Protocol):
+    """A plug-in's settings that are one table per service, each a ServiceCommand (the DSS
+    ``[services.*]``): what the Settings dialog's service editor edits and the worker's
+    ``--command``/``--executor`` overrides change. The core finds them by this shape, never
+    by a source's name."""
+
+    @property
+    def services(self) -> dict[str, ServiceCommand]: ...  # by key as in the file
+
+    def with_services(self, services: dict[str, ServiceCommand]) -> ServiceTables:
+        """A copy with these tables (the other fields kept)."""
+        ...
+
+    def apply_command_overrides(self, overrides: Sequence[str]) -> None: ...  # SERVICE=TEMPLATE
+
+    def apply_executor_overrides(self, overrides: Sequence[str]) -> None: ...  # SERVICE=EXECUTOR
 
 
 class SettingsParser(Protocol):

@@ -1,6 +1,7 @@
-"""Starting the console: the Qt application on a qasync loop, the embedded sandboxes
-(`--sandbox [dss]`: a DSS server; `--sandbox v6`: a vantage6 server, this console its node)
-and the end-to-end self-test (`--sandbox [dss|v6] --self-test`)."""
+"""Starting the console: the Qt application on a qasync loop, the embedded sandbox of a source
+(`--sandbox [SOURCE]`: its local server with demo work, this console logged in to it; each
+source's own, gui.source_window.SourceSandbox) and the end-to-end self-test
+(`--sandbox [SOURCE] --self-test`)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,25 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QSize
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
+from dss_console import plugins
 from dss_console.credentials import SessionStore
 from dss_console.engine.settings import (
-    ServiceCommand,
     Settings,
     SettingsError,
     load_settings,
-    parse_settings,
     settings_path,
 )
 from dss_console.gui.main_window import MainWindow
+from dss_console.gui.self_test import SelfTestFailed, until
+from dss_console.gui.source_window import SandboxOptions, SourceSandbox
 from dss_console.gui.tasks import run_blocking, shutdown_executor
 
 FIRST_PAINT_ENV = "DSS_CONSOLE_REPORT_FIRST_PAINT"
@@ -39,16 +39,13 @@ SELF_TEST_TIMEOUT = 180.0
 @dataclass(frozen=True)
 class GuiOptions:
     sandbox: bool = False
-    sandbox_kind: str = "dss"  # with sandbox: "dss" (an embedded DSS server) or "v6"
+    # With sandbox: whose (a key of plugins.SOURCE_WINDOWS; the first is the default).
+    sandbox_source: str = next(iter(plugins.SOURCE_WINDOWS))
     self_test: bool = False
     screenshot: Path | None = None
     config: str | None = None
     sandbox_tickets: int = 3
     sandbox_pace: float = 0.3
-
-
-class SelfTestFailed(Exception):
-    pass
 
 
 class _FirstPaint(QObject):
@@ -116,8 +113,7 @@ class Console:
 
     def __init__(self, options: GuiOptions):
         self.options = options
-        self.sandbox: Any = None  # dss_console.sandbox.Sandbox or v6.sandbox.V6Sandbox
-        self.researcher: Any = None  # v6: the DemoResearcher posting the demo tasks
+        self.sandbox: SourceSandbox | None = None  # with --sandbox: the source's
         self.window: MainWindow | None = None
         self.closed = asyncio.Event()
         self._paint_probe: _FirstPaint | None = None
@@ -146,8 +142,6 @@ class Console:
         try:
             return await self._main()
         finally:
-            if self.researcher is not None:
-                await run_blocking(self.researcher.close)
             if self.sandbox is not None:
                 await run_blocking(self.sandbox.stop)
 
@@ -162,9 +156,8 @@ class Console:
         else:
             window = self._open_window(settings, settings_file, store, data_dir)
         if options.sandbox:
-            start = self._start_v6_sandbox if self.v6 else self._start_sandbox
             try:
-                await start(window)
+                await self._start_sandbox(window)
             except Exception as exc:  # the sandbox is optional; say why it did not start
                 message = f"The sandbox could not start: {exc}"
                 window.show_banner(message)
@@ -184,9 +177,15 @@ class Console:
         await self.closed.wait()
         return 0
 
-    @property
-    def v6(self) -> bool:
-        return self.options.sandbox and self.options.sandbox_kind == "v6"
+    async def _start_sandbox(self, window: MainWindow) -> None:
+        options = self.options
+        sandbox = plugins.source_window(options.sandbox_source).sandbox()
+        if sandbox is None:
+            raise RuntimeError(f"the source {options.sandbox_source!r} has no sandbox")
+        self.sandbox = sandbox  # stopped by main() whatever happens from here
+        await sandbox.start(window, SandboxOptions(
+            work=options.sandbox_tickets,
+            pace=0.0 if options.self_test else options.sandbox_pace))
 
     def _user_settings(self) -> tuple[Settings, Path | None, SessionStore, Path | None, str]:
         """Settings, their file, the session store, the data dir, and why the file did not
@@ -213,88 +212,6 @@ class Console:
         window.show()
         self.window = window
         return window
-
-    async def _start_sandbox(self, window: MainWindow) -> None:
-        from dss_console.resources.demo_service import demo_service_command
-        from dss_console.sandbox import Sandbox
-
-        window.show_banner("Starting the embedded sandbox (a local DSS server with demo "
-                           "tickets)…", "info")
-        sandbox = Sandbox(tickets=self.options.sandbox_tickets)
-        await run_blocking(sandbox.start)
-        self.sandbox = sandbox
-        pace = 0.0 if self.options.self_test else self.options.sandbox_pace
-        console_dir = sandbox.data_dir / "console"
-        settings = Settings(
-            server=sandbox.url, servers=[sandbox.url], provider=sandbox.provider,
-            instance="sandbox-console", workroot=console_dir / "work", poll_interval=2.0,
-            concurrency=2, services={sandbox.service_name: ServiceCommand(
-                key=sandbox.service_name, command=demo_service_command(pace))})
-        window.settings = settings
-        window.store = window.login_pane.store = SessionStore(console_dir / "sessions",
-                                                              use_keyring=False)
-        window.data_dir = console_dir
-        window.login_pane.set_servers([sandbox.url], sandbox.url)
-        token = await run_blocking(sandbox.fresh_token)
-        window.clear_banner()
-        if not await window.login_pane.log_in("dss", {"server": sandbox.url,
-                                                         "token": token}):
-            raise RuntimeError(window.login_pane.message.text())
-        window.show_banner(f"Sandbox running at {sandbox.url}: the demo service's command is "
-                           "configured and selected: press Claim next, or turn on Auto mode.",
-                           "info")
-
-    async def _start_v6_sandbox(self, window: MainWindow) -> None:
-        """The real vantage6 server on 127.0.0.1 (its own venv, built on first use), this
-        console logged in as the node of the plain collaboration ``demo``, and a researcher
-        who posts the demo tasks."""
-        from dss_console.commands.v6 import sandbox_settings_toml
-        from dss_console.credentials import V6CredentialStore
-        from dss_console.sources.v6.demo_researcher import DEMO_COLUMN, DEMO_METHOD, DemoResearcher
-        from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
-        from dss_console.sources.v6.venv import venv_dir, venv_ready
-
-        first = "" if venv_ready() else (
-            f" The first start builds the server's Python environment in {venv_dir()} "
-            "(1–2 minutes, needs PyPI); later starts take seconds.")
-        window.show_banner("Starting the vantage6 sandbox (a local vantage6 server with a demo "
-                           f"collaboration, this console its data station's node)…{first}",
-                           "info")
-        sandbox = V6Sandbox(report=lambda line: print(f"v6 sandbox: {line}", file=sys.stderr,
-                                                      flush=True))
-        self.sandbox = sandbox  # stopped by main() whatever happens from here
-        await run_blocking(sandbox.start)
-        console_dir = sandbox.data_dir / "console"
-        v6 = parse_settings(sandbox_settings_toml(sandbox.info), console_dir / "settings").v6
-        window.settings = Settings(instance="sandbox-console", workroot=console_dir / "work",
-                                   poll_interval=2.0, concurrency=2, v6=v6)
-        window.login_pane.v6_store = V6CredentialStore(console_dir / "sessions",
-                                                       use_keyring=False)
-        window.data_dir = console_dir
-        # The researcher logs in while the node does; the tasks are posted once both are in
-        # (the node's engine then sees them at its first poll or push).
-        researcher = DemoResearcher.for_sandbox(sandbox, "demo")
-        self.researcher = researcher
-        starting = asyncio.ensure_future(run_blocking(researcher.start))
-        node = sandbox.node("station-demo")
-        try:
-            window.clear_banner()
-            logged_in = await window.login_pane.log_in(
-                "v6", {"server": sandbox.url, "api_key": node.api_key})
-        finally:
-            await asyncio.wait([starting])
-            if not starting.cancelled():
-                starting.exception()  # retrieved here, raised below unless login failed
-        if not logged_in:
-            raise RuntimeError(window.login_pane.message.text())
-        starting.result()  # the researcher's failure, in words
-        count = self.options.sandbox_tickets
-        await run_blocking(researcher.post_demo_tasks, count)
-        window.show_banner(
-            f"vantage6 sandbox running at {sandbox.url}; this console is node "
-            f"{node.name!r} of collaboration 'demo', and a researcher posted {count} tasks of "
-            f"{DEMO_IMAGE!r} ({DEMO_METHOD}: the mean of {DEMO_COLUMN!r} in the demo CSV). "
-            "It is selected: press Claim next, or turn on Auto mode.", "info")
 
     async def _close(self, window: MainWindow) -> None:
         window.close()
@@ -323,48 +240,17 @@ class Console:
         sandbox = self.sandbox
         if sandbox is None:
             raise SelfTestFailed("--self-test needs --sandbox")
-        if self.v6:
-            await self._v6_self_test_steps(window)
-            return
-        await _until(lambda: window.engine is not None, 30, "the engine to start after login")
-        engine = window.engine
-        assert engine is not None
-        await _until(lambda: window.services_pane.table.rowCount() > 0, 30,
-                     "the services list")
-        window.services_pane.select_service(sandbox.service_hash)
-        # The same action as the operator's click on "Claim next".
-        window.services_pane.claim_button.click()
-        await _until(lambda: bool(engine.jobs()), 30, "a claimed ticket")
-        job = engine.jobs()[0]
-        await _until(lambda: engine.job(job.job_id).inputs_ready, 30, "its inputs")
-        if not window.queue_pane.select_job(job.job_id):
-            raise SelfTestFailed(f"ticket {job.ticket_id} is not in the queue view")
-        await _until(lambda: window.queue_pane.buttons["run"].isEnabled(), 10,
-                     "the Run button to be enabled")
-        window.queue_pane.buttons["run"].click()
-        client = window.logged_in.client if window.logged_in else None
-        if client is None:
-            raise SelfTestFailed("not logged in")
-        deadline = time.monotonic() + 120
-        while True:
-            status = await run_blocking(client.tickets.status, job.ticket_id)
-            if status.value == "success":
-                break
-            if status.is_terminal or time.monotonic() > deadline:
-                reason = engine.job(job.job_id).reason
-                raise SelfTestFailed(f"ticket {job.ticket_id} ended {status.value} on the "
-                                     f"server: {reason}")
-            await asyncio.sleep(0.2)
+        await sandbox.self_test(window)
         await self._self_test_end(window)
 
     async def _self_test_end(self, window: MainWindow) -> None:
         """The queue shows the job succeeded, its log shows output; the screenshot."""
-        await _until(lambda: window.queue_pane.current_job() is not None
-                     and window.queue_pane.current_job().state.value == "succeeded", 20,
-                     "the queue to show success")
+        await until(lambda: window.queue_pane.current_job() is not None
+                    and window.queue_pane.current_job().state.value == "succeeded", 20,
+                    "the queue to show success")
         window.detail_pane.tabs.setCurrentIndex(0)
-        await _until(lambda: window.detail_pane.log.text_edit.toPlainText().strip() != "", 20,
-                     "the ticket's log to show")
+        await until(lambda: window.detail_pane.log.text_edit.toPlainText().strip() != "", 20,
+                    "the ticket's log to show")
         if self.options.screenshot:
             await asyncio.sleep(0.3)  # one more paint cycle for the last updates
             path = Path(self.options.screenshot)
@@ -372,63 +258,3 @@ class Console:
             if not window.grab().save(str(path)):
                 raise SelfTestFailed(f"could not save the screenshot to {path}")
             print(f"screenshot saved to {path}", flush=True)
-
-    async def _v6_self_test_steps(self, window: MainWindow) -> None:
-        """As the DSS one, for a vantage6 run: the engine as the node, the demo algorithm in
-        the services list, Claim next, Run, the run `completed` on the server (asked as the
-        researcher), its result there, success in the queue and output in its log."""
-        from dss_console.sources.v6.demo_researcher import FINISHED
-        from dss_console.sources.v6.sandbox import DEMO_IMAGE
-
-        researcher = self.researcher
-        if researcher is None:
-            raise SelfTestFailed("the sandbox's researcher did not start")
-        await _until(lambda: window.engine is not None, 30, "the engine to start after login")
-        engine = window.engine
-        assert engine is not None
-        if window.source_kind != "v6":
-            raise SelfTestFailed(f"the window serves a {window.source_kind!r} source, not v6")
-
-        def demo_selected() -> bool:
-            window.services_pane.select_service(DEMO_IMAGE)
-            return DEMO_IMAGE in window.services_pane.selected_hashes()
-
-        await _until(demo_selected, 30, f"{DEMO_IMAGE} in the services list")
-        # The same action as the operator's click on "Claim next".
-        window.services_pane.claim_button.click()
-        await _until(lambda: bool(engine.jobs()), 30, "a claimed run")
-        job = engine.jobs()[0]
-        await _until(lambda: engine.job(job.job_id).inputs_ready, 30, "its input")
-        if not window.queue_pane.select_job(job.job_id):
-            raise SelfTestFailed(f"run {job.ticket_id} is not in the queue view")
-        await _until(lambda: window.queue_pane.buttons["run"].isEnabled(), 10,
-                     "the Run button to be enabled")
-        window.queue_pane.buttons["run"].click()
-        deadline = time.monotonic() + 120
-        while True:
-            status = await run_blocking(researcher.run_status, job.ticket_id)
-            if status == "completed":
-                break
-            if status in FINISHED or time.monotonic() > deadline:
-                reason = engine.job(job.job_id).reason
-                raise SelfTestFailed(f"run {job.ticket_id} is {status!r} on the server: "
-                                     f"{reason}")
-            await asyncio.sleep(0.2)
-        task_id = engine.job(job.job_id).details.get("task_id")
-        if task_id is not None:
-            results = await run_blocking(researcher.results, int(task_id))
-            if not any(isinstance(r, dict) and r.get("count") for r in results):
-                raise SelfTestFailed(f"task {task_id} completed without the demo's result "
-                                     f"(the researcher sees {results!r})")
-        await self._self_test_end(window)
-
-
-async def _until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Exception):
-            if condition():
-                return
-        if time.monotonic() > deadline:
-            raise SelfTestFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)

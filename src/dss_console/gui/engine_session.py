@@ -144,7 +144,7 @@ class EngineSession(QObject):
 
     def _store_note(self, source: SourcePlugin) -> None:
         """Where the login was stored when the keyring could not take it."""
-        note = source.store_note(self._w.login_pane.stores())
+        note = source.store_note(self._w.login_pane.login_store(source))
         if note:
             self._w.show_banner(note.replace("note: ", "Note: ") + ".", "warning")
 
@@ -308,8 +308,7 @@ class EngineSession(QObject):
         w = self._w
         engine, process = self.engine, self.process
         w.stop_refreshing()
-        if w.audit_dialog is not None:
-            w.audit_dialog.close()  # its runs are this engine's node's
+        w.close_views()  # their jobs are this engine's
         if engine is None:
             return
         self.engine, self.process = None, None

@@ -14,7 +14,6 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QStatusBar
 
 from dss_console.core.presentation import DialogSpec, Presentation
-from dss_console.dss import DssError
 from dss_console.engine.engine import EngineError
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEngine
@@ -153,7 +152,7 @@ class JobActions:
         }
         try:
             await run_blocking(calls[name])
-        except (EngineError, DssError, EngineCallError, EngineGoneError) as exc:
+        except (EngineError, EngineCallError, EngineGoneError) as exc:
             noun = self.presentation.word_fields()["Job"]
             host.show_banner(f"{noun} {job.ticket_id}: {exc}", cause=f"job:{job.job_id}")
             return False

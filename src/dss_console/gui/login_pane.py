@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
@@ -33,7 +34,7 @@ from dss_console.core.source_plugin import (
     LoginStores,
     SourcePlugin,
 )
-from dss_console.credentials import SessionStore, V6CredentialStore
+from dss_console.credentials import SessionStore
 from dss_console.gui import tasks
 from dss_console.gui.copyable import CopyableTextDialog, show_copyable
 from dss_console.gui.tasks import run_blocking, spawn
@@ -77,9 +78,8 @@ class LoginPane(QWidget):
     def __init__(self, store: SessionStore, servers: list[str],
                  verify: Callable[[], bool | str], parent: QWidget | None = None):
         super().__init__(parent)
-        self.store = store
-        self.v6_store = V6CredentialStore(store.directory) if store.uses_keyring else \
-            V6CredentialStore(store.directory, use_keyring=False)
+        self.store = store  # the window's own: the servers remembered, the last login
+        self._login_stores: dict[str, object] = {}  # each source's, made by its plug-in
         self._verify = verify
         self.current: object | None = None  # what the source's login returned
         # The server ended `current`'s session (logged out elsewhere, or expired): the form
@@ -207,8 +207,18 @@ class LoginPane(QWidget):
         """The chosen source's form."""
         return self.plugin().login_form
 
-    def stores(self) -> LoginStores:
-        return LoginStores(self.store, self.v6_store)
+    def login_store(self, plugin: SourcePlugin) -> object:
+        """Where ``plugin``'s source keeps its logins, next to the window's own store (the
+        same directory, the keyring when that store has one); made once per source."""
+        if plugin.name not in self._login_stores:
+            where = LoginStores(self.store.directory, self.store.uses_keyring)
+            self._login_stores[plugin.name] = plugin.login_store(where)
+        return self._login_stores[plugin.name]
+
+    def keep_logins_in(self, directory: Path, *, use_keyring: bool) -> None:
+        """Keep every login in ``directory`` from now on (a sandbox's throw-away one)."""
+        self.store = SessionStore(directory, use_keyring=use_keyring)
+        self._login_stores.clear()
 
     def form_values(self) -> dict[str, str]:
         """The chosen form's values, by field name (a file's path stripped)."""
@@ -409,7 +419,8 @@ class LoginPane(QWidget):
         self.set_source_kind(source)
         plugin = plugins.source_plugin(source)
         try:
-            call = plugin.start_login(values, self.stores(), self._verify(), _submit)
+            call = plugin.start_login(values, self.login_store(plugin), self._verify(),
+                                      _submit)
         except LoginInputError as exc:
             self.say_error(str(exc))
             return False
@@ -440,7 +451,7 @@ class LoginPane(QWidget):
         """Log in again with what the chosen source's last login stored (DSS: the session
         for `server`, if it is still valid)."""
         plugin = self.plugin()
-        call = plugin.start_resume(server, self.stores(), self._verify(), _submit)
+        call = plugin.start_resume(server, self.login_store(plugin), self._verify(), _submit)
         self.say(call.saying)
         try:
             result = await self._wait_for(call)
@@ -471,7 +482,7 @@ class LoginPane(QWidget):
         """Log in with ITK-SNAP's session for `server` (the form's "itksnap_session")."""
         plugin = self.plugin()
         try:
-            call = await run_blocking(plugin.start_borrowed, server, self.stores(),
+            call = await run_blocking(plugin.start_borrowed, server, self.login_store(plugin),
                                       self._verify(), _submit)
         except LoginInputError as exc:
             self.say_error(str(exc))
@@ -498,7 +509,8 @@ class LoginPane(QWidget):
         self._busy(True)
         self.cancel_button.setVisible(False)  # logging out is not cancellable
         try:
-            said = await run_blocking(plugins.source_of(current).logout, current, self.stores(),
+            plugin = plugins.source_of(current)
+            said = await run_blocking(plugin.logout, current, self.login_store(plugin),
                                       borrowed=self._imported)
         finally:
             self._imported = False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -60,6 +60,7 @@ from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.settings_controller import SettingsController
+from dss_console.gui.source_window import SourceView, SourceViewWindow
 from dss_console.gui.status_bar import Banner, BannerAction, Notifier, StatusLine
 from dss_console.gui.tasks import run_blocking, spawn
 from dss_console.workspace import Workspace, WorkspaceError
@@ -134,13 +135,13 @@ class MainWindow(QMainWindow):
         # Preferred, not Maximum: a Maximum box keeps its size hint, which ignores how tall
         # a wrapped login error gets, and clips it. The services box takes the extra room.
         server_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        self.audit_button = QPushButton("Run audit…")
-        self.audit_button.setToolTip("Every run this node executed: who asked for it, which "
-                                     "image, the input's hash, the outcome")
-        self.audit_button.setVisible(False)
-        left_buttons = QHBoxLayout()
+        # The source's own views (gui.source_window.SourceView), one button each, for the
+        # source whose words the window speaks (use_presentation).
+        self.view_buttons: dict[str, QPushButton] = {}
+        self.view_windows: dict[str, SourceViewWindow] = {}
+        self._views_of: str | None = None
+        left_buttons = self._left_buttons = QHBoxLayout()
         left_buttons.addWidget(self.settings_button)
-        left_buttons.addWidget(self.audit_button)
         left_buttons.addStretch(1)
         left_layout.addLayout(left_buttons, 0)
 
@@ -214,8 +215,6 @@ class MainWindow(QMainWindow):
         self.services_pane.editCommandRequested.connect(self.open_settings)
         self.services_pane.refreshRequested.connect(lambda: spawn(self.refresh_services()))
         self.settings_button.clicked.connect(lambda: self.open_settings(None))
-        self.audit_button.clicked.connect(self.open_audit)
-        self.audit_dialog: Any = None
         self.queue_pane.currentJobChanged.connect(self._job_selected)
         self.queue_pane.actionRequested.connect(self.job_actions.requested)
         self.queue_pane.batchRequested.connect(self.job_actions.batch_requested)
@@ -323,29 +322,59 @@ class MainWindow(QMainWindow):
     def reload_settings(self) -> None:
         self.settings_control.reload()
 
-    def open_audit(self) -> None:
-        """Every run this node executed (the journal's record), in its own window."""
-        from dss_console.gui.audit_view import AuditDialog
+    def _use_views(self, source: str) -> None:
+        """The view buttons of ``source`` (none of another source's stay)."""
+        if source == self._views_of:
+            return
+        self._views_of = source
+        for name, button in self.view_buttons.items():
+            self._left_buttons.removeWidget(button)
+            button.deleteLater()
+            window = self.view_windows.pop(name, None)
+            if window is not None:
+                window.widget().close()
+                window.widget().deleteLater()
+        self.view_buttons = {}
+        # A source this console does not know (an engine newer than the window) adds none.
+        known = source in plugins.SOURCE_WINDOWS
+        for view in plugins.source_window(source).views() if known else ():
+            button = QPushButton(view.label)
+            button.setToolTip(view.tip)
+            button.clicked.connect(lambda _checked=False, v=view: self.open_view(v))
+            # After the Settings button, before the stretch.
+            self._left_buttons.insertWidget(self._left_buttons.count() - 1, button)
+            self.view_buttons[view.name] = button
 
-        if self.audit_dialog is None:
-            self.audit_dialog = AuditDialog(self)
-        spawn(self._fill_audit(self.audit_dialog))
-        self.audit_dialog.show()
-        self.audit_dialog.raise_()
-        # Keys (Escape closes it) go to the dialog, not to the window behind it: without a
+    def open_view(self, view: SourceView) -> None:
+        """One of the source's views (the vantage6 run audit), in its own window, filled
+        with the jobs the engine holds."""
+        window = self.view_windows.get(view.name)
+        if window is None:
+            window = self.view_windows[view.name] = view.create(self)
+        spawn(self._fill_view(view, window))
+        widget = window.widget()
+        widget.show()
+        widget.raise_()
+        # Keys (Escape closes it) go to the view, not to the window behind it: without a
         # window manager that activates new windows (Xvfb) nobody else does.
-        self.audit_dialog.activateWindow()
+        widget.activateWindow()
 
-    async def _fill_audit(self, dialog: Any) -> None:
+    def close_views(self) -> None:
+        """Close the source's views (they show the jobs of the engine being let go)."""
+        for window in self.view_windows.values():
+            window.widget().close()
+
+    async def _fill_view(self, view: SourceView, window: SourceViewWindow) -> None:
         engine = self.engine
         if engine is None:
             return
         try:
             jobs = await run_blocking(engine.jobs)
         except (EngineGoneError, EngineCallError) as exc:
-            self.show_banner(f"The run audit could not be loaded: {exc}")
+            title = view.label.rstrip("…").lower()
+            self.show_banner(f"The {title} could not be loaded: {exc}")
             return
-        dialog.set_jobs(jobs)
+        window.set_jobs(jobs)
 
     async def show_services(self, engine: RemoteEngine) -> None:
         try:
@@ -383,7 +412,7 @@ class MainWindow(QMainWindow):
         words = presentation.word_fields()
         self.services_box.setTitle(words["Services"])
         self.queue_box.setTitle(words["Jobs"])
-        self.audit_button.setVisible("audit" in presentation.features)
+        self._use_views(presentation.source)
         self.services_pane.apply_presentation(presentation)
         self.queue_pane.apply_presentation(presentation)
         self.detail_pane.apply_presentation(presentation)
@@ -426,8 +455,9 @@ class MainWindow(QMainWindow):
     def _jobs_changed(self, jobs: list[JobSnapshot]) -> None:
         before = self.detail_pane.job
         self.queue_pane.update_jobs(jobs)
-        if self.audit_dialog is not None and self.audit_dialog.isVisible():
-            self.audit_dialog.update_jobs(jobs)
+        for view_window in self.view_windows.values():
+            if view_window.widget().isVisible():
+                view_window.update_jobs(jobs)
         if self.engine is not None:
             self.queue_pane.set_busy(self.engine.busy_job_ids())
         for job in jobs:

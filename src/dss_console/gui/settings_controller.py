@@ -97,19 +97,21 @@ class SettingsController:
         from dss_console.gui.settings_dialog import SettingsDialog
 
         host = self._host
-        # The settings dialog still has a vantage6 node's tab by name (its own plug-in step).
-        node = host.logged_in is not None and plugins.source_of(host.logged_in).name == "v6"
+        # The logged-in source's own tab, if it has one; its services go to the service
+        # editor only when its presentation says their commands are edited there (a
+        # vantage6 node's images are its algorithms tables, edited in its own tab).
+        source = plugins.source_of(host.logged_in).name if host.logged_in is not None else None
+        in_editor = source is None or "service_editor" in plugins.presentation(source).features
         services = []
-        if host.engine is not None and not node:
-            # A node's images are not DSS services: their commands are [v6.algorithms].
+        if host.engine is not None and in_editor:
             services = [(s.name, s.service_hash) for s in host.engine.known_services()]
         dialog = SettingsDialog(host.settings, services, host.window(),
                                 file_problem=self.problem,
-                                engine_note=self._foreign_engine_note(), v6=node,
+                                engine_note=self._foreign_engine_note(), source=source,
                                 settings_file=str(host.settings_file) if host.settings_file
                                 else f"{settings_path(None)} (created at OK)")
-        if service_hash and node:
-            dialog.select_image(service_hash)  # an image's "hash" is its name
+        if service_hash and dialog.source_tab is not None:
+            dialog.select_source_item(service_hash)  # e.g. an image: its "hash" is its name
         elif service_hash:
             dialog.select_service(service_hash)
 

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dss_console import plugins
 from dss_console.engine.settings import (
     Settings,
     default_instance,
@@ -57,7 +58,7 @@ from dss_console.gui.service_editor import (
     _stacked,
     _url,
 )
-from dss_console.gui.v6_settings_tab import V6Tab
+from dss_console.gui.source_window import SourceSettingsTab
 
 __all__ = ["PLACEHOLDER_HELP", "SettingsDialog", "format_duration"]
 
@@ -67,13 +68,13 @@ __all__ = ["PLACEHOLDER_HELP", "SettingsDialog", "format_duration"]
 
 class SettingsDialog(QDialog):
     """Edit a copy of the settings. ``services`` are the (name, hash) pairs of the services
-    the logged-in account provides (may be empty); with ``v6`` (a vantage6 node) a tab edits
-    the node's algorithms and databases. After ``accepted``, read :meth:`result_settings`;
-    the dialog saves nothing itself."""
+    the logged-in account provides (may be empty); with ``source`` (a plug-in's name) that
+    source's own tab (gui.source_window.SourceSettingsTab) edits its settings, if it has one.
+    After ``accepted``, read :meth:`result_settings`; the dialog saves nothing itself."""
 
     def __init__(self, settings: Settings, services: Sequence[tuple[str, str]] = (),
                  parent: QWidget | None = None, *, file_problem: str | None = None,
-                 engine_note: str | None = None, v6: bool = False,
+                 engine_note: str | None = None, source: str | None = None,
                  settings_file: str | None = None) -> None:
         super().__init__(parent)
         self._original = settings
@@ -88,11 +89,11 @@ class SettingsDialog(QDialog):
         self.tabs = QTabWidget()
         self.tabs.addTab(self._general_tab(settings), "&General")
         self.tabs.addTab(self._services_tab(settings, services), "Service &commands")
-        self.v6_tab: V6Tab | None = None
-        if v6:
-            self.v6_tab = V6Tab(settings.v6)
-            self.v6_tab.changed.connect(self.revalidate)
-            self.tabs.addTab(self.v6_tab, "&vantage6 node")
+        self.source_tab: SourceSettingsTab | None = (
+            plugins.source_window(source).settings_tab(settings) if source else None)
+        if self.source_tab is not None:
+            self.source_tab.on_changed(self.revalidate)
+            self.tabs.addTab(self.source_tab.widget(), self.source_tab.title)
 
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
@@ -298,10 +299,12 @@ class SettingsDialog(QDialog):
         self.add_service_button.setToolTip("Configure a command for a service by name or hash")
         self.add_service_button.clicked.connect(self._add_service)
 
-        remaining = dict(settings.services)
-        used_keys = set(settings.services)
+        tables = settings.service_tables()
+        configured = tables.services if tables is not None else {}
+        remaining = dict(configured)
+        used_keys = set(configured)
         for name, githash in services:
-            matching = [sc for sc in settings.services.values() if sc.matches(name, githash)]
+            matching = [sc for sc in configured.values() if sc.matches(name, githash)]
             own = [sc for sc in matching if sc.key in remaining]
             if own:
                 # The entry the engine would use: a hash key before a name key.
@@ -395,11 +398,11 @@ class SettingsDialog(QDialog):
             editor.deleteLater()
         self.revalidate()
 
-    def select_image(self, image: str) -> None:
-        """Show the vantage6 tab at an image's row (a new row when it has none yet)."""
-        if self.v6_tab is not None:
-            self.tabs.setCurrentWidget(self.v6_tab)
-            self.v6_tab.select_image(image)
+    def select_source_item(self, key: str) -> None:
+        """Show the source's own tab at one of its services (see SourceSettingsTab.select)."""
+        if self.source_tab is not None:
+            self.tabs.setCurrentWidget(self.source_tab.widget())
+            self.source_tab.select(key)
 
     def select_service(self, name_or_hash: str) -> bool:
         """Show the Service commands tab at a service (by hash, settings key or name);
@@ -451,8 +454,9 @@ class SettingsDialog(QDialog):
             self._show_item(index, editor, editor_problems)
             found.extend(f"Service commands › {editor.display_name}: {problem}"
                          for problem in editor_problems)
-        if self.v6_tab is not None:
-            found.extend(f"vantage6 node › {problem}" for problem in self.v6_tab.problems())
+        if self.source_tab is not None:
+            area = self.source_tab.area
+            found.extend(f"{area} › {problem}" for problem in self.source_tab.problems())
         return found
 
     def _show_item(self, index: int, editor: _ServiceEditor, problems: list[str]) -> None:
@@ -495,7 +499,7 @@ class SettingsDialog(QDialog):
                 if editor.configured:
                     command = editor.service_command()
                     services[command.key] = command
-            return dataclasses.replace(
+            edited = dataclasses.replace(
                 self._original,
                 server=self._server(),
                 servers=self._servers(),
@@ -508,8 +512,9 @@ class SettingsDialog(QDialog):
                 interrupted=self.interrupted_combo.currentData(),
                 ca_bundle=self._ca_bundle(),
                 notify=self.notify_check.isChecked(),
-                services=services,
-                v6=self.v6_tab.v6_settings() if self.v6_tab is not None else self._original.v6,
             )
-        except ValueError:  # _Invalid, or the vantage6 tab's
+            if edited.service_tables() is not None:
+                edited = edited.with_services(services)
+            return self.source_tab.write(edited) if self.source_tab is not None else edited
+        except ValueError:  # _Invalid, or the source tab's
             raise ValueError("; ".join(self.problems())) from None

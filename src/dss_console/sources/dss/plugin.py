@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dss_console.connection import LoggedIn
     from dss_console.core.interfaces import Source
     from dss_console.core.presentation import Words
+    from dss_console.credentials import SessionStore
     from dss_console.engine.settings import Settings
 
 __all__ = ["PLUGIN", "DssPlugin"]
@@ -126,12 +127,17 @@ class DssPlugin:
             raise ConnectError(str(exc)) from None
 
     # -- the window's login pane ----------------------------------------------------------
+    def login_store(self, where: LoginStores) -> object:
+        from dss_console.credentials import SessionStore
+
+        return SessionStore(where.directory, use_keyring=where.use_keyring)
+
     def server_url(self, text: str) -> str:
         from dss_console.dss import normalize_server_url
 
         return normalize_server_url(text)
 
-    def start_login(self, values: Mapping[str, str], stores: LoginStores,
+    def start_login(self, values: Mapping[str, str], store: object,
                     verify: bool | str, submit: Submit) -> LoginCall:
         from dss_console import connection
 
@@ -146,7 +152,8 @@ class DssPlugin:
         # Its own thread, which knows whether the token went out: a session that arrives
         # after Cancel is logged out there and never stored. The address goes as typed, so
         # a scheme-less local address can fall back to http://.
-        attempt = connection.start_login(server.strip(), token, stores.sessions, verify=verify)
+        attempt = connection.start_login(server.strip(), token, _sessions(store),
+                                           verify=verify)
 
         def stop() -> str:
             attempt.cancel()
@@ -159,7 +166,7 @@ class DssPlugin:
         return LoginCall(cast("Future[object]", attempt.future), url, f"Logging in to {url}…",
                          stop=stop)
 
-    def start_resume(self, server: str, stores: LoginStores, verify: bool | str,
+    def start_resume(self, server: str, store: object, verify: bool | str,
                      submit: Submit) -> LoginCall:
         from dss_console import connection
 
@@ -167,12 +174,13 @@ class DssPlugin:
             nothing: Future[object] = Future()
             nothing.set_result(None)
             return LoginCall(nothing, "", "")
+        sessions = _sessions(store)
         return LoginCall(
-            submit(lambda: connection.resume_session(server, stores.sessions, verify=verify)),
+            submit(lambda: connection.resume_session(server, sessions, verify=verify)),
             server, f"Resuming the session with {server}…", late=_close_late,
             nothing_stored="Log in with a token from the server's token page.")
 
-    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+    def start_borrowed(self, server: str, store: object, verify: bool | str,
                        submit: Submit) -> LoginCall:
         from dss_console import connection
         from dss_console.dss import DssError
@@ -186,9 +194,11 @@ class DssPlugin:
             raise LoginInputError(f"ITK-SNAP has no saved session for {url} (looked in "
                                   "~/.alfabis).")
 
+        sessions = _sessions(store)
+
         def use() -> LoggedIn:
             try:
-                return connection.use_session(url, session_id, stores.sessions, verify=verify)
+                return connection.use_session(url, session_id, sessions, verify=verify)
             except DssError as exc:
                 raise LoginRefusedError(f"ITK-SNAP's session for {url} did not work: "
                                         f"{exc}") from exc
@@ -236,7 +246,7 @@ class DssPlugin:
         before.client.transport.session_id = after.client.session_id
         return True
 
-    def logout(self, credential: object, stores: LoginStores, *, borrowed: bool) -> str:
+    def logout(self, credential: object, store: object, *, borrowed: bool) -> str:
         """One borrowed from ITK-SNAP is only forgotten here: ending it on the server would
         log ITK-SNAP out too."""
         from dss_console import connection
@@ -245,16 +255,26 @@ class DssPlugin:
         login = _logged_in(credential)
         try:
             if borrowed:
-                stores.sessions.delete(login.client.server)
+                _sessions(store).delete(login.client.server)
                 login.client.close()
             else:
-                connection.logout(login, stores.sessions)
+                connection.logout(login, _sessions(store))
         except (DssError, OSError):
             pass  # the local session is gone either way
         return f"Logged out of {login.client.server}."
 
-    def store_note(self, stores: LoginStores) -> str | None:
-        return stores.sessions.fallback_note
+    def store_note(self, store: object) -> str | None:
+        return _sessions(store).fallback_note
+
+
+def _sessions(store: object) -> SessionStore:
+    from dss_console.credentials import SessionStore
+
+    # Exactly: a vantage6 node store is a SessionStore too (same keyring and files code).
+    if type(store) is not SessionStore:
+        raise TypeError(f"the DSS plug-in keeps its sessions in a SessionStore, not in a "
+                        f"{type(store).__name__}")
+    return store
 
 
 def _close_late(result: object) -> None:

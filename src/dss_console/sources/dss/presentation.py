@@ -107,4 +107,5 @@ PRESENTATION = Presentation(
         "service_label": "{name} {version}",
     },
     inputs_view="workspace",
+    features=frozenset({"service_editor"}),
 )

@@ -14,11 +14,13 @@ executors' own keys by :func:`~dss_console.engine.settings_reader.read_executor`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dss_console.core.executor import OptionValue
+from dss_console.engine.settings import Settings
 from dss_console.engine.settings_reader import (
     EXECUTORS,
     ServiceCommand,
@@ -37,7 +39,7 @@ from dss_console.engine.settings_reader import (
     validate_command_template,
 )
 
-__all__ = ["SETTINGS", "DssSettings", "DssSettingsParser", "service_keys"]
+__all__ = ["SETTINGS", "DssSettings", "DssSettingsParser", "dss_settings", "service_keys"]
 
 
 def service_keys() -> tuple[str, ...]:
@@ -73,6 +75,10 @@ class DssSettings:
 
     def configured_keys(self) -> list[str]:
         return list(self.services)
+
+    def with_services(self, services: dict[str, ServiceCommand]) -> DssSettings:
+        # replace(), not a new DssSettings: the --command overrides' precedence stays.
+        return dataclasses.replace(self, services=services)
 
     def apply_command_overrides(self, overrides: Sequence[str]) -> None:
         """Apply ``SERVICE=TEMPLATE`` overrides (from ``--command``) in place.
@@ -147,6 +153,14 @@ class DssSettings:
                 for env_name, env_value in service.env.items():
                     lines.append(f"{toml_key(env_name)} = {toml_value(env_value)}")
         return lines
+
+
+def dss_settings(settings: Settings) -> DssSettings:
+    """The ``[services]`` tables of ``settings``: what this plug-in read of the file."""
+    value = settings.plugins["dss"]
+    if not isinstance(value, DssSettings):
+        raise TypeError(f"the dss plug-in's settings are a {type(value).__name__}")
+    return value
 
 
 class DssSettingsParser:

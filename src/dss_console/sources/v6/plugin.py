@@ -108,6 +108,7 @@ class V6Plugin:
         with the keys a console handed over."""
         from dss_console.credentials import StoredV6Node, V6CredentialStore
         from dss_console.sources.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
+        from dss_console.sources.v6.settings import v6_settings
         from dss_console.sources.v6.source import V6KeyError, V6Source
 
         keys = _keys(handover) if handover is not None else None
@@ -137,7 +138,7 @@ class V6Plugin:
                                f" Log in first: dss-console v6 login --server "
                                f"{server or 'URL'} --api-key-stdin [--private-key FILE]")
         try:
-            return V6Source.connect(stored.server, stored.api_key, settings.v6,
+            return V6Source.connect(stored.server, stored.api_key, v6_settings(settings),
                                     private_key_pem=stored.private_key_pem,
                                     verify=options.ca_bundle or settings.ca_bundle or True)
         except V6NotLoggedInError:
@@ -181,12 +182,17 @@ class V6Plugin:
         return None  # a run's input is the data a database label names, not tagged files
 
     # -- the window's login pane ----------------------------------------------------------
+    def login_store(self, where: LoginStores) -> object:
+        from dss_console.credentials import V6CredentialStore
+
+        return V6CredentialStore(where.directory, use_keyring=where.use_keyring)
+
     def server_url(self, text: str) -> str:
         from dss_console.sources.v6.client import normalise_server_url
 
         return normalise_server_url(text)
 
-    def start_login(self, values: Mapping[str, str], stores: LoginStores,
+    def start_login(self, values: Mapping[str, str], store: object,
                     verify: bool | str, submit: Submit) -> LoginCall:
         """The node's keys are remembered (keyring, else a private file) for the engine and
         the next start."""
@@ -199,18 +205,18 @@ class V6Plugin:
         if not api_key.strip():
             raise LoginInputError("Paste the node's API key first (the server showed it when "
                                   "the node was registered).")
-        nodes = stores.nodes
+        nodes = _nodes(store)
         return LoginCall(submit(lambda: _login(server, api_key, key_file, nodes, verify)), url,
                          f"Logging in to {url} as a node…", late=_drop)
 
-    def start_resume(self, server: str, stores: LoginStores, verify: bool | str,
+    def start_resume(self, server: str, store: object, verify: bool | str,
                      submit: Submit) -> LoginCall:
-        nodes = stores.nodes  # the node logged in last: one node per window
+        nodes = _nodes(store)  # the node logged in last: one node per window
         return LoginCall(submit(lambda: _resume(nodes, verify)), "the vantage6 server",
                          "Logging the vantage6 node in again…", late=_drop,
                          nothing_stored="Log in with the node's API key.")
 
-    def start_borrowed(self, server: str, stores: LoginStores, verify: bool | str,
+    def start_borrowed(self, server: str, store: object, verify: bool | str,
                        submit: Submit) -> LoginCall:
         raise LoginInputError("A vantage6 node logs in with its own API key.")
 
@@ -240,17 +246,17 @@ class V6Plugin:
     def renew(self, old: object, new: object) -> bool:
         return False  # no session: a login is a new engine
 
-    def logout(self, credential: object, stores: LoginStores, *, borrowed: bool) -> str:
+    def logout(self, credential: object, store: object, *, borrowed: bool) -> str:
         """A node's API key does not expire: logging out here forgets it (and the private
         key), as `dss-console v6 logout` does."""
         login = _node_login(credential)
         with contextlib.suppress(OSError):
-            stores.nodes.delete_node(login.server, login.identity.name)
+            _nodes(store).delete_node(login.server, login.identity.name)
         return (f"Logged out node {login.identity.name} of {login.server}: its API key and "
                 "private key are forgotten here.")
 
-    def store_note(self, stores: LoginStores) -> str | None:
-        return stores.nodes.fallback_note
+    def store_note(self, store: object) -> str | None:
+        return _nodes(store).fallback_note
 
 
 def _login(server: str, api_key: str, key_file: str | None, store: V6CredentialStore,
@@ -289,6 +295,15 @@ def _keys(handover: str) -> dict[str, str]:
     if not isinstance(keys, dict) or not keys.get("api_key"):
         raise ConnectError("--for-console --source v6 needs the node's keys on stdin", code=2)
     return keys
+
+
+def _nodes(store: object) -> V6CredentialStore:
+    from dss_console.credentials import V6CredentialStore
+
+    if not isinstance(store, V6CredentialStore):
+        raise TypeError(f"the vantage6 plug-in keeps its nodes' keys in a V6CredentialStore, "
+                        f"not in a {type(store).__name__}")
+    return store
 
 
 def _node_login(credential: object) -> NodeLogin:

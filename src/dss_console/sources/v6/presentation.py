@@ -117,7 +117,6 @@ PRESENTATION = Presentation(
         "service_label": "{name} · {version}",
     },
     inputs_view="summary",
-    features=frozenset({"audit"}),
 )
 
 

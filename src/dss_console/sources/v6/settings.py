@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dss_console.core.executor import OptionValue
+from dss_console.engine.settings import Settings
 from dss_console.engine.settings_reader import (
     JOB_KIND_KEYS,
     ServiceCommand,
@@ -77,6 +78,7 @@ __all__ = [
     "V6SettingsError",
     "parse_size",
     "parse_v6_settings",
+    "v6_settings",
 ]
 
 PLACEHOLDERS = ("run", "task", "image", "workdir", "input", "output", "token", "tmp")
@@ -230,6 +232,14 @@ class V6Settings:
                            f"type = {toml_value(database.type)}"])
             table(f"{header}.env", env_rows(database.env))
         return lines
+
+
+def v6_settings(settings: Settings) -> V6Settings:
+    """The ``[v6]`` table of ``settings``: what this plug-in read of the file."""
+    value = settings.plugins["v6"]
+    if not isinstance(value, V6Settings):
+        raise TypeError(f"the v6 plug-in's settings are a {type(value).__name__}")
+    return value
 
 
 def parse_size(value: Any) -> int:

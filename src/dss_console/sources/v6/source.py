@@ -81,7 +81,7 @@ from dss_console.sources.v6.events import V6Events
 from dss_console.sources.v6.presentation import PRESENTATION, run_cells, run_summary
 from dss_console.sources.v6.profile import V6_NOT_AGAIN
 from dss_console.sources.v6.proxy import SubtaskProxy
-from dss_console.sources.v6.settings import V6Algorithm, V6Settings
+from dss_console.sources.v6.settings import V6Algorithm, V6Settings, v6_settings
 
 if TYPE_CHECKING:
     from dss_console.engine.settings import Settings
@@ -528,7 +528,7 @@ class V6Source(Source):
         return [SourceService(image, image, "configured") for image in self.settings.algorithms]
 
     def shares_output_tail(self, settings: Settings) -> bool:
-        return settings.v6.send_output_tail
+        return v6_settings(settings).send_output_tail
 
     def preflight_spec(self, key: str, command: ServiceCommand) -> CommandSpec | None:
         algorithm = self.settings.algorithm_for(key)
@@ -585,7 +585,7 @@ class V6Source(Source):
         return [("active", {})]
 
     def update_settings(self, settings: Settings) -> None:
-        self.settings = settings.v6
+        self.settings = v6_settings(settings)
 
     def log_limit(self) -> int:
         return self.settings.log_limit

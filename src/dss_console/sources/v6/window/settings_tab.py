@@ -10,6 +10,7 @@ them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -27,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console.engine.settings import format_duration
+from dss_console.engine.settings import Settings, format_duration
 from dss_console.sources.v6.settings import (
     DATABASE_TYPES,
     V6Settings,
@@ -76,9 +77,12 @@ def _text(table: QTableWidget, row: int, column: int) -> str:
 
 
 class V6Tab(QWidget):
-    """Edit a copy of the node's algorithms and databases; read :meth:`v6_settings`."""
+    """Edit a copy of the node's algorithms and databases; read :meth:`v6_settings` (the
+    Settings dialog reads it as a gui.source_window.SourceSettingsTab)."""
 
     changed = Signal()
+    title = "&vantage6 node"
+    area = "vantage6 node"
 
     def __init__(self, v6: V6Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -213,6 +217,20 @@ class V6Tab(QWidget):
         if rows:
             self.changed.emit()
 
+    # -- as the Settings dialog's source tab (gui.source_window.SourceSettingsTab) -----------
+    def widget(self) -> QWidget:
+        return self
+
+    def on_changed(self, slot: Callable[[], None]) -> None:
+        self.changed.connect(slot)
+
+    def write(self, settings: Settings) -> Settings:
+        return dataclasses.replace(settings, plugins={**settings.plugins,
+                                                      "v6": self.v6_settings()})
+
+    def select(self, key: str) -> None:
+        self.select_image(key)  # a node's service key is its image
+
     def select_image(self, image: str) -> None:
         """Show an image's row; an image not listed yet gets a new row to fill in."""
         for row in range(self.algorithms.rowCount()):
@@ -245,7 +263,8 @@ class V6Tab(QWidget):
                                          f"not {text!r}") from None
                 else:
                     entry[key] = text
-            if self.algorithms.item(row, _SUBTASKS).checkState() == Qt.CheckState.Checked:
+            subtasks = self.algorithms.item(row, _SUBTASKS)
+            if subtasks is not None and subtasks.checkState() == Qt.CheckState.Checked:
                 entry["subtasks"] = True
             earlier = self._original.algorithms.get(image)
             if earlier is not None and earlier.env:
@@ -261,7 +280,8 @@ class V6Tab(QWidget):
             if label in databases:
                 raise ValueError(f"the database label {label} is listed twice")
             combo = self.databases.cellWidget(row, _TYPE)
-            entry = {"uri": _text(self.databases, row, 1), "type": combo.currentText()}
+            kind = combo.currentText() if isinstance(combo, QComboBox) else ""
+            entry = {"uri": _text(self.databases, row, 1), "type": kind}
             if not entry["uri"]:
                 raise ValueError(f"database {label}: the URI is empty")
             earlier_db = self._original.databases.get(label)

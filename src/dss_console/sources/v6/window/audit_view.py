@@ -340,7 +340,8 @@ class AuditFilterProxy(QSortFilterProxyModel):
             self.invalidateRowsFilter()
 
     def record_at(self, proxy_row: int) -> AuditRecord:
-        return self.index(proxy_row, 0).data(AuditTableModel.RecordRole)
+        record: AuditRecord = self.index(proxy_row, 0).data(AuditTableModel.RecordRole)
+        return record
 
     def records(self) -> list[AuditRecord]:
         """The records shown, in the order shown."""
@@ -421,6 +422,9 @@ class AuditDialog(QDialog):
         self._update_status()
 
     # -- feeding ----------------------------------------------------------------------------
+    def widget(self) -> QWidget:  # as a gui.source_window.SourceViewWindow
+        return self
+
     def set_jobs(self, jobs: Iterable[JobSnapshot]) -> None:
         """Show these jobs' runs (replacing any shown)."""
         self.model.set_records(audit_records(jobs))

@@ -1,0 +1,138 @@
+"""`dss-console --sandbox v6`: the real vantage6 server on 127.0.0.1 (its own venv, built on
+first use), this console logged in as the node of the plain collaboration ``demo``, and a
+researcher who posts the demo tasks; and the self-test's steps on it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from dss_console.engine.settings import Settings, parse_settings
+from dss_console.gui.self_test import SelfTestFailed, until
+from dss_console.gui.source_window import SandboxOptions
+from dss_console.gui.tasks import run_blocking
+from dss_console.sources.v6.settings import v6_settings
+
+if TYPE_CHECKING:
+    from dss_console.gui.main_window import MainWindow
+    from dss_console.sources.v6.demo_researcher import DemoResearcher
+    from dss_console.sources.v6.sandbox import V6Sandbox
+
+__all__ = ["V6WindowSandbox"]
+
+
+class V6WindowSandbox:
+    """A gui.source_window.SourceSandbox."""
+
+    def __init__(self) -> None:
+        self.sandbox: V6Sandbox | None = None
+        self.researcher: DemoResearcher | None = None  # posts the demo tasks
+
+    async def start(self, window: MainWindow, options: SandboxOptions) -> None:
+        from dss_console.commands.v6 import sandbox_settings_toml
+        from dss_console.sources.v6.demo_researcher import (
+            DEMO_COLUMN,
+            DEMO_METHOD,
+            DemoResearcher,
+        )
+        from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
+        from dss_console.sources.v6.venv import venv_dir, venv_ready
+
+        first = "" if venv_ready() else (
+            f" The first start builds the server's Python environment in {venv_dir()} "
+            "(1–2 minutes, needs PyPI); later starts take seconds.")
+        window.show_banner("Starting the vantage6 sandbox (a local vantage6 server with a demo "
+                           f"collaboration, this console its data station's node)…{first}",
+                           "info")
+        sandbox = V6Sandbox(report=lambda line: print(f"v6 sandbox: {line}", file=sys.stderr,
+                                                      flush=True))
+        self.sandbox = sandbox  # stopped by stop() whatever happens from here
+        await run_blocking(sandbox.start)
+        console_dir = sandbox.data_dir / "console"
+        settings = Settings(instance="sandbox-console", workroot=console_dir / "work",
+                            poll_interval=2.0, concurrency=2)
+        settings.plugins["v6"] = v6_settings(parse_settings(
+            sandbox_settings_toml(sandbox.info), console_dir / "settings"))
+        window.settings = settings
+        window.login_pane.keep_logins_in(console_dir / "sessions", use_keyring=False)
+        window.data_dir = console_dir
+        # The researcher logs in while the node does; the tasks are posted once both are in
+        # (the node's engine then sees them at its first poll or push).
+        researcher = DemoResearcher.for_sandbox(sandbox, "demo")
+        self.researcher = researcher
+        starting = asyncio.ensure_future(run_blocking(researcher.start))
+        node = sandbox.node("station-demo")
+        try:
+            window.clear_banner()
+            logged_in = await window.login_pane.log_in(
+                "v6", {"server": sandbox.url, "api_key": node.api_key})
+        finally:
+            await asyncio.wait([starting])
+            if not starting.cancelled():
+                starting.exception()  # retrieved here, raised below unless login failed
+        if not logged_in:
+            raise RuntimeError(window.login_pane.message.text())
+        starting.result()  # the researcher's failure, in words
+        count = options.work
+        await run_blocking(researcher.post_demo_tasks, count)
+        window.show_banner(
+            f"vantage6 sandbox running at {sandbox.url}; this console is node "
+            f"{node.name!r} of collaboration 'demo', and a researcher posted {count} tasks of "
+            f"{DEMO_IMAGE!r} ({DEMO_METHOD}: the mean of {DEMO_COLUMN!r} in the demo CSV). "
+            "It is selected: press Claim next, or turn on Auto mode.", "info")
+
+    async def self_test(self, window: MainWindow) -> None:
+        """As the DSS one, for a vantage6 run: the engine as the node, the demo algorithm in
+        the services list, Claim next, Run, the run `completed` on the server (asked as the
+        researcher), its result there."""
+        from dss_console.sources.v6.demo_researcher import FINISHED
+        from dss_console.sources.v6.sandbox import DEMO_IMAGE
+
+        researcher = self.researcher
+        if researcher is None:
+            raise SelfTestFailed("the sandbox's researcher did not start")
+        await until(lambda: window.engine is not None, 30, "the engine to start after login")
+        engine = window.engine
+        assert engine is not None
+        if window.source_kind != "v6":
+            raise SelfTestFailed(f"the window serves a {window.source_kind!r} source, not v6")
+
+        def demo_selected() -> bool:
+            window.services_pane.select_service(DEMO_IMAGE)
+            return DEMO_IMAGE in window.services_pane.selected_hashes()
+
+        await until(demo_selected, 30, f"{DEMO_IMAGE} in the services list")
+        # The same action as the operator's click on "Claim next".
+        window.services_pane.claim_button.click()
+        await until(lambda: bool(engine.jobs()), 30, "a claimed run")
+        job = engine.jobs()[0]
+        await until(lambda: engine.job(job.job_id).inputs_ready, 30, "its input")
+        if not window.queue_pane.select_job(job.job_id):
+            raise SelfTestFailed(f"run {job.ticket_id} is not in the queue view")
+        await until(lambda: window.queue_pane.buttons["run"].isEnabled(), 10,
+                    "the Run button to be enabled")
+        window.queue_pane.buttons["run"].click()
+        deadline = time.monotonic() + 120
+        while True:
+            status = await run_blocking(researcher.run_status, job.ticket_id)
+            if status == "completed":
+                break
+            if status in FINISHED or time.monotonic() > deadline:
+                reason = engine.job(job.job_id).reason
+                raise SelfTestFailed(f"run {job.ticket_id} is {status!r} on the server: "
+                                     f"{reason}")
+            await asyncio.sleep(0.2)
+        task_id = engine.job(job.job_id).details.get("task_id")
+        if task_id is not None:
+            results = await run_blocking(researcher.results, int(task_id))
+            if not any(isinstance(r, dict) and r.get("count") for r in results):
+                raise SelfTestFailed(f"task {task_id} completed without the demo's result "
+                                     f"(the researcher sees {results!r})")
+
+    def stop(self) -> None:
+        if self.researcher is not None:
+            self.researcher.close()
+        if self.sandbox is not None:
+            self.sandbox.stop()
