@@ -97,3 +97,17 @@ def test_sandbox_sample_output_is_what_it_prints() -> None:
     for line, start in zip(lines, starts, strict=True):
         assert line.startswith(start), (line, start)
     assert lines[4].endswith("--token-stdin") and "--exit-when-idle" in lines[6]
+
+
+def test_isolation_example_loads(tmp_path: Path) -> None:
+    from dss_console.executors.local import LocalExecutor
+
+    block = re.search(r"## Isolation and limits.*?```toml\n(.*?)```", README.read_text(), re.S)
+    assert block is not None
+    path = tmp_path / "settings.toml"
+    path.write_text(block.group(1))
+    ashs = load_settings(path).command_for("ASHS-PMC-T1", "0" * 40)
+    assert ashs is not None
+    assert LocalExecutor.own_options(ashs.executor_options()) == {
+        "memory": "8G", "processes": 256, "isolation": "sandbox", "network": False,
+        "cpus": 2, "read_only": ["/opt/ashs"]}

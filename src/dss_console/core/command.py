@@ -67,6 +67,15 @@ class CommandSpec:
     # Values an executor fills into its own options' ``{name}`` fields (the ticket's id in a
     # cluster job's sbatch options).
     option_values: Mapping[str, str] = field(default_factory=dict)
+    # A port on this machine's loopback the command must reach even in a sandbox without
+    # network (a vantage6 algorithm's subtask proxy): the sandbox relays it, nothing else.
+    loopback_port: int | None = None
+    # What the command needs to see, read-only, besides its work dir and the system (its
+    # interpreter's environment, a venv outside /usr): shown when it runs in a sandbox.
+    runtime_paths: tuple[str, ...] = ()
+    # The command writes among its inputs (a vantage6 run dir: input, output, token, tmp):
+    # a sandbox shows the input dir read-write instead of read-only.
+    writable_inputs: bool = False
     # Run by the executor once the job's engine dir is ready, before the command starts:
     # writes what the command needs there (a helper program on ``path_first``). OSError.
     setup: Callable[[], object] | None = None

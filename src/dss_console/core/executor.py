@@ -162,6 +162,9 @@ class RunRequest:
     # The executor's own options from the service's settings (Executor.own_options); empty
     # when following a command whose service lost its settings meanwhile.
     options: Mapping[str, OptionValue] = field(default_factory=dict)
+    # What a contained command must not see even under a path it is shown: the console's
+    # data and config dirs, the work root (other jobs' dirs). The engine's to say.
+    private_dirs: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,10 @@ class Executor(ABC):
     # Why the dialog's dry run is not what a job does (it runs a local process).
     dry_run_note: ClassVar[str] = ""
     option_fields: ClassVar[tuple[OptionField, ...]] = ()
+    # The isolation and limit keys it reads from a service's (or algorithm's) table and the
+    # file's [defaults] (docs/isolation-plan.md): "isolation", "memory"... Checked by the
+    # settings reader (not edited as words by the dialog), handed over in RunRequest.options.
+    policy_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def parse_options(cls, reader: TableReader, table: Mapping[str, Any],
@@ -215,8 +222,14 @@ class Executor(ABC):
     @classmethod
     def own_options(cls, options: Mapping[str, OptionValue]) -> dict[str, OptionValue]:
         """This executor's keys of a service's options (which hold every executor's)."""
-        return {option.name: options[option.name] for option in cls.option_fields
-                if option.name in options}
+        names = [option.name for option in cls.option_fields] + list(cls.policy_keys)
+        return {name: options[name] for name in names if name in options}
+
+    @classmethod
+    def check_policy_value(cls, key: str, value: object) -> None:
+        """Raises ValueError in words (without the key's name) when ``value`` of the
+        isolation or limit key ``key`` (one of ``policy_keys``) is unusable."""
+        return None
 
     @classmethod
     def check_option(cls, name: str, value: OptionValue) -> None:
@@ -234,6 +247,12 @@ class Executor(ABC):
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
         """Why no job of this command can start here (checked before claiming), in words;
         None when it may start."""
+
+    def options_problem(self, options: Mapping[str, OptionValue]) -> str | None:
+        """Why no job with a service's ``options`` (``own_options``) can start here, in
+        words (a sandbox this machine cannot run); None when they can. Checked before
+        claiming, with ``preflight``."""
+        return None
 
     def details(self) -> ExecutorDetails:
         """What a job shows from the moment its run begins until this executor reports

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dss_console import paths as platform_paths
 from dss_console.core.command import CommandSpec, JobPaths
 from dss_console.core.executor import (
     Executor,
@@ -341,8 +342,9 @@ class JobExecution(JobEndings):
         request = RunRequest(spec=spec, paths=paths, log_name=self._log_name(),
                              job=JobRef(snap.instance, self.job_id, snap.attempt),
                              grace_period=self.ctx.grace_period,
-                             options=executor.own_options(self.command.options)
-                             if self.command is not None else {})
+                             options=executor.own_options(self.command.executor_options())
+                             if self.command is not None else {},
+                             private_dirs=self._private_dirs())
         if follow is None:
             self._transition(JobState.RUNNING, exit_code=None, finished_at=None,
                              **execution_fields(executor.details(), reset=True))
@@ -400,6 +402,14 @@ class JobExecution(JobEndings):
                        outcome=OutcomeKind.START_FAILED)
         else:
             self._block(reason)
+
+    def _private_dirs(self) -> tuple[Path, ...]:
+        """What a contained command must not see: the console's data and config dirs (the
+        journal, the stored session, the settings) and the work root (other jobs)."""
+        found = [platform_paths.data_dir(), platform_paths.config_dir()]
+        if self.ctx.workroot is not None:
+            found.append(Path(self.ctx.workroot))
+        return tuple(found)
 
     def _log_name(self) -> str:
         return output_log_name(self.snapshot.attempt)

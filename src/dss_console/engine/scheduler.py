@@ -257,7 +257,9 @@ class Scheduler:
             elif spec is None:
                 problem = refused
             else:
-                problem = executor.preflight(spec, Path(self.settings.workroot))
+                problem = executor.preflight(spec, Path(self.settings.workroot)) or \
+                    executor.options_problem(
+                        executor.own_options(view.command.executor_options()))
             if problem is not None:
                 reason = f"the command cannot start: {problem}"
                 if self.pauses.block(view.service_hash, reason):

@@ -93,8 +93,10 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from dss_console import paths, plugins
+from dss_console.core.executor import OptionValue
 from dss_console.engine.settings_reader import (
     CONSOLE_COMMAND_NICE,
+    DEFAULTS_TABLE,
     EXECUTORS,
     PLACEHOLDERS,
     PluginSettings,
@@ -105,6 +107,7 @@ from dss_console.engine.settings_reader import (
     TableReader,
     format_duration,
     parse_duration,
+    read_defaults,
     toml_value,
     type_name,
     validate_command_template,
@@ -202,6 +205,9 @@ class Settings:
     notify: bool
     # Raw output stays on this machine unless a service (or this default) opts in.
     send_output_tail: bool
+    # [defaults]: the isolation and limit keys every service and algorithm inherits (as
+    # written; each source reads them again for its entries). Written back as a table.
+    defaults: dict[str, OptionValue]
     plugins: dict[str, PluginSettings]
 
     def __init__(self, *, server: str | None = None, servers: Sequence[str] = (),
@@ -212,6 +218,7 @@ class Settings:
                  pause_window: float = 900.0, auto: bool = False,
                  ca_bundle: str | None = None, notify: bool = False,
                  send_output_tail: bool = False,
+                 defaults: Mapping[str, OptionValue] | None = None,
                  plugins: Mapping[str, PluginSettings] | None = None) -> None:
         self.server = server
         self.servers = list(servers)
@@ -229,6 +236,7 @@ class Settings:
         self.ca_bundle = ca_bundle
         self.notify = notify
         self.send_output_tail = send_output_tail
+        self.defaults = dict(defaults or {})
         # A copy: dataclasses.replace() passes the original's mapping.
         self.plugins = _default_plugins() if plugins is None else dict(plugins)
 
@@ -281,7 +289,8 @@ class Settings:
 
 # The top-level keys the core reads, in the order an "unknown key" message lists them
 # (each source's tables follow).
-CORE_KEYS = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "plugins")
+CORE_KEYS = tuple(f.name for f in dataclasses.fields(Settings)
+                  if f.name not in ("plugins", "defaults"))
 
 
 # -- locating, loading ---------------------------------------------------------------
@@ -333,7 +342,8 @@ def _parse(raw: bytes, path: Path) -> Settings:
 def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
     check = TableReader(path)
     parsers = source_settings()
-    check.unknown(data, CORE_KEYS + tuple(t for p in parsers.values() for t in p.tables), "")
+    check.unknown(data, (*CORE_KEYS, DEFAULTS_TABLE,
+                         *(t for p in parsers.values() for t in p.tables)), "")
     settings = Settings(plugins={})
     if "server" in data:
         settings.server = check.url(data["server"], "server")
@@ -381,6 +391,7 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
         settings.notify = check.boolean(data["notify"], "notify")
     if "send_output_tail" in data:
         settings.send_output_tail = check.boolean(data["send_output_tail"], "send_output_tail")
+    settings.defaults = read_defaults(check, data)
     # Each source reads its own tables (absent ones give its defaults).
     settings.plugins = {name: parser.parse_settings(check, data)
                         for name, parser in parsers.items()}
@@ -399,6 +410,11 @@ def settings_to_toml(settings: Settings) -> str:
         if value is None or value == getattr(defaults, name):
             continue
         lines.append(f"{name} = {toml_value(value)}")
+    if settings.defaults:
+        if lines:
+            lines.append("")
+        lines.append(f"[{DEFAULTS_TABLE}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in settings.defaults.items())
     for plugin in settings.plugins.values():
         tables = plugin.to_toml()
         if tables and lines:

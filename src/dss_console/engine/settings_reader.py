@@ -25,6 +25,7 @@ from dss_console.core.executor import OptionValue
 
 __all__ = [
     "CONSOLE_COMMAND_NICE",
+    "DEFAULTS_TABLE",
     "EXECUTORS",
     "JOB_KIND_KEYS",
     "PLACEHOLDERS",
@@ -40,8 +41,11 @@ __all__ = [
     "format_duration",
     "is_hash",
     "parse_duration",
+    "policy_keys",
+    "read_defaults",
     "read_executor",
     "read_job_kind",
+    "read_policy",
     "toml_key",
     "toml_string",
     "toml_value",
@@ -100,6 +104,14 @@ class ServiceCommand:
     options: dict[str, OptionValue] = field(default_factory=dict)
     itksnap_wt: bool = False  # the itksnap-wt shim on the command's PATH
     send_output_tail: bool | None = None  # None: the file's top-level send_output_tail
+    # The isolation and limit keys (docs/isolation-plan.md) this command inherits: its
+    # kind's default (a vantage6 algorithm: a sandbox without network) under the file's
+    # [defaults]. Its own keys are in ``options``, with the executors' other keys.
+    inherited: dict[str, OptionValue] = field(default_factory=dict)
+
+    def executor_options(self) -> dict[str, OptionValue]:
+        """What the executors read: the inherited isolation keys, then the table's own."""
+        return {**self.inherited, **self.options}
 
     def matches(self, name: str, githash: str) -> bool:
         """True when the key is this service's hash or its exact name."""
@@ -461,9 +473,20 @@ def _quoted(name: str) -> str:
 
 def executor_keys() -> tuple[str, ...]:
     """The keys of a service table the executors read: ``executor``, then each executor's
-    options in the registry's order."""
+    options in the registry's order, then the isolation and limit keys they read."""
     return ("executor", *(option.name for name in plugins.EXECUTORS
-                          for option in plugins.executor_class(name).option_fields))
+                          for option in plugins.executor_class(name).option_fields),
+            *policy_keys())
+
+
+def policy_keys() -> tuple[str, ...]:
+    """The isolation and limit keys some executor reads (``Executor.policy_keys``), in the
+    registry's order, each once (isolation, network, memory, cpus, processes, read_only,
+    read_write)."""
+    found: list[str] = []
+    for name in plugins.EXECUTORS:
+        found += [k for k in plugins.executor_class(name).policy_keys if k not in found]
+    return tuple(found)
 
 
 def read_executor(reader: TableReader, table: Mapping[str, Any],
@@ -481,7 +504,47 @@ def read_executor(reader: TableReader, table: Mapping[str, Any],
     options: dict[str, OptionValue] = {}
     for name in plugins.EXECUTORS:
         options.update(plugins.executor_class(name).parse_options(reader, table, where))
+    options.update(read_policy(reader, table, where))
     return executor, options
+
+
+# -- isolation and limits ------------------------------------------------------------
+# The keys of docs/isolation-plan.md, in a service table, a vantage6 algorithm table and
+# the [defaults] table both inherit. Kept as written (``memory = "8G"`` stays "8G", so the
+# file reads back as it was); the executors turn them into a Policy when a job starts.
+
+DEFAULTS_TABLE = "defaults"
+
+
+def read_policy(reader: TableReader, table: Mapping[str, Any], where: str,
+                keys: Sequence[str] | None = None) -> dict[str, OptionValue]:
+    """The isolation and limit keys the table ``where`` gives, checked as the executors
+    will read them (a bad one names its dotted key and the fix)."""
+    found: dict[str, OptionValue] = {}
+    for key in policy_keys() if keys is None else keys:
+        if key not in table:
+            continue
+        value = table[key]
+        for name in plugins.EXECUTORS:
+            executor = plugins.executor_class(name)
+            if key in executor.policy_keys:
+                try:
+                    executor.check_policy_value(key, value)
+                except ValueError as exc:
+                    raise reader.error(f"{where}.{key}", str(exc)) from None
+        found[key] = list(value) if isinstance(value, list) else value
+    return found
+
+
+def read_defaults(reader: TableReader, data: Mapping[str, Any]) -> dict[str, OptionValue]:
+    """The file's ``[defaults]`` table: the isolation and limit keys every service and
+    vantage6 algorithm inherits (its own keys win)."""
+    if DEFAULTS_TABLE not in data:
+        return {}
+    table = reader.table(data[DEFAULTS_TABLE], DEFAULTS_TABLE)
+    keys = policy_keys()
+    reader.unknown(table, keys, DEFAULTS_TABLE)
+    return read_policy(reader, table, DEFAULTS_TABLE, keys)
 
 
 def executor_toml(service: ServiceCommand) -> list[str]:

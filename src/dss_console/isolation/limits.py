@@ -80,6 +80,29 @@ class Limits:
             self.close()  # nothing half-made stays behind
             raise
 
+    @classmethod
+    def leftover(cls, name: str) -> Limits | None:
+        """The cgroup(s) of a job a previous worker left (after a crash), found by its
+        :attr:`name`, for :meth:`close`; None when nothing of it is left here."""
+        if "/" in name or name in ("", ".", ".."):
+            return None
+        found: dict[str, Path] = {}
+        domain = _v2_domain(create=False)
+        if isinstance(domain, Path) and (domain / GROUP / name).is_dir():
+            found[""] = domain / GROUP / name
+        bases = _v1_bases()
+        if isinstance(bases, dict):
+            found.update({controller: base / GROUP / name for controller, base in bases.items()
+                          if (base / GROUP / name).is_dir()})
+        if not found:
+            return None
+        limits = cls.__new__(cls)
+        limits.policy, limits.timeout = Policy(), None
+        limits.support = Support("none", "")
+        limits.kind, limits.note, limits.name = "none", "", name
+        limits._dirs = found
+        return limits
+
     # -- setting up --------------------------------------------------------------------
 
     def _make_v2(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from dss_console.core.command import CommandSpec, preflight
@@ -10,14 +12,24 @@ from dss_console.core.executor import (
     Executor,
     ExecutorDetails,
     JobRef,
+    OptionValue,
     Recovery,
     RunCallbacks,
     RunHandle,
     RunOutcome,
     RunRequest,
 )
+from dss_console.executors.local.contain import (
+    Containment,
+    Host,
+    SandboxUnavailable,
+    check_policy_value,
+    policy_of,
+    sandbox_problem,
+)
 from dss_console.executors.local.process import CommandRunner
 from dss_console.executors.local.recover import kill_orphaned_group, process_identity
+from dss_console.isolation import POLICY_KEYS, Limits
 
 __all__ = ["LocalExecutor"]
 
@@ -36,7 +48,8 @@ class _LocalRun(RunHandle):
             self._ended = True
             # Its group is gone: nothing for a restart to stop.
             self._callbacks.on_details(ExecutorDetails(LocalExecutor.name, label="local",
-                                                       data={"pid": None, "pgid": None}))
+                                                       data={"pid": None, "pgid": None,
+                                                             "cgroup": None}))
         return outcome
 
     def stop(self, reason: str, grace: float | None = None) -> None:
@@ -50,17 +63,51 @@ def _int(value: DetailValue) -> int | None:
 class LocalExecutor(Executor):
     name = "local"
     title = "Local process (on the engine's computer)"
+    # isolation, network, memory, cpus, processes, read_only, read_write: a sandbox and
+    # limits for the command's whole tree (docs/isolation-plan.md).
+    policy_keys = POLICY_KEYS
+
+    @classmethod
+    def check_policy_value(cls, key: str, value: object) -> None:
+        check_policy_value(key, value)
+
+    def __init__(self) -> None:
+        # Whether a sandbox can run here and how limits are enforced: found once.
+        self.host = Host()
 
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
         return preflight(spec)
 
+    def options_problem(self, options: Mapping[str, OptionValue]) -> str | None:
+        try:
+            policy = policy_of(options)
+        except SandboxUnavailable as exc:
+            return str(exc)
+        return sandbox_problem(policy, self.host)
+
     def start(self, request: RunRequest, callbacks: RunCallbacks) -> RunHandle:
+        policy = policy_of(request.options)
+        containment = None
+        if Containment.needed(policy):
+            # A sandbox that cannot run here raises SandboxUnavailable: the service pauses.
+            containment = Containment(
+                policy, self.host, f"{request.job.instance}-{request.job.job_id}",
+                timeout=request.spec.timeout, private_dirs=request.private_dirs)
         runner = CommandRunner(request.spec, request.paths, callbacks.on_report,
-                               grace_period=request.grace_period, log_name=request.log_name)
-        pid = runner.start()
+                               grace_period=request.grace_period, log_name=request.log_name,
+                               containment=containment)
+        try:
+            pid = runner.start()
+        except BaseException:
+            if containment is not None:
+                containment.close()
+            raise
         # Journaled so that a restart after a crash stops what is left of its group.
-        callbacks.on_details(ExecutorDetails(self.name, label="local", data={
-            "pid": pid, "pgid": runner.pgid, "proc_start": process_identity(pid)}))
+        data: dict[str, DetailValue] = {"pid": pid, "pgid": runner.pgid,
+                                        "proc_start": process_identity(pid)}
+        if containment is not None and containment.limits is not None:
+            data["cgroup"] = containment.limits.name  # what a restart removes after a crash
+        callbacks.on_details(ExecutorDetails(self.name, label="local", data=data))
         return _LocalRun(runner, callbacks)
 
     def recover(self, details: ExecutorDetails, job: JobRef, grace: float) -> Recovery:
@@ -69,4 +116,10 @@ class LocalExecutor(Executor):
         killed = kill_orphaned_group(_int(data.get("pgid")), _int(data.get("pid")),
                                      proc_start if isinstance(proc_start, str) else None,
                                      grace=grace)
+        cgroup = data.get("cgroup")
+        leftover = Limits.leftover(cgroup) if isinstance(cgroup, str) and cgroup else None
+        if leftover is not None:
+            # What outlived the sandbox's group (it should be nothing), and the cgroup itself.
+            with contextlib.suppress(OSError):
+                leftover.close()
         return Recovery(notes=(LEFTOVER_STOPPED,) if killed else ())

@@ -47,6 +47,7 @@ from dss_console.core.output import (
     timed_out_reason,
 )
 from dss_console.engine.protocol import ProtocolWarning, Report
+from dss_console.executors.local.contain import Containment
 
 try:
     import select
@@ -120,8 +121,11 @@ class CommandRunner:
                  tail_lines: int = 200, max_line_bytes: int = 64 * 1024,
                  output_batch_interval: float = 0.1, grace_period: float = 10.0,
                  log_name: str = "output.log", drain_timeout: float = 2.0,
-                 spill_bytes: int = 8 * 1024 * 1024) -> None:
+                 spill_bytes: int = 8 * 1024 * 1024,
+                 containment: Containment | None = None) -> None:
         self._spec = spec
+        # The run's sandbox and limits (executors/local/contain.py); None: runs as it is.
+        self._containment = containment
         self._paths = paths
         self._grace = grace_period
         self._drain_timeout = drain_timeout
@@ -197,6 +201,17 @@ class CommandRunner:
                                     f"{exc.strerror or exc}") from None
         env = command_environment(self._spec)
         check_program(argv[0], cwd, env)
+        program = argv[0]
+        if self._containment is not None:
+            if self._spec.nice and self._containment.policy.sandboxed:
+                # The sandboxed command is in a session of its own (bwrap --new-session),
+                # out of reach of the group's priority set below: nice starts it lower.
+                argv = ["nice", "-n", str(self._spec.nice), *argv]
+            argv, env = self._containment.command(
+                argv, env, cwd, Path(paths.workdir),
+                [] if self._spec.writable_inputs else [Path(paths.input_dir)],
+                loopback_port=self._spec.loopback_port,
+                runtime_paths=self._spec.runtime_paths)
         try:
             self._relay.open_log()
         except OSError as exc:
@@ -217,9 +232,10 @@ class CommandRunner:
                     creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
         except OSError as exc:
             self._relay.close_log()
-            raise _start_error(exc, argv[0]) from None
+            raise _start_error(exc, program) from None
         self._started_at = time.monotonic()
-        if self._spec.nice:
+        sandboxed = self._containment is not None and self._containment.policy.sandboxed
+        if self._spec.nice and not sandboxed:  # a sandboxed one was started with nice
             _lower_priority(popen.pid, self._spec.nice)
         with self._lock:
             self._popen = popen
@@ -268,8 +284,18 @@ class CommandRunner:
             self._stop_reason = reason
             self._channel.write_abort(reason)
             self._kill_at = time.monotonic() + max(0.0, grace)
-            self._signal_group_locked(signal.SIGTERM)
+            self._terminate_locked()
         self._wake.set()
+
+    def _terminate_locked(self) -> None:
+        # A sandboxed command gets the TERM itself through its cgroup: a TERM to bwrap
+        # would end it, and its --die-with-parent would SIGKILL the command at once,
+        # without the grace period. The group's KILL at the deadline still ends it all.
+        containment = self._containment
+        if (containment is not None and containment.policy.sandboxed and not self._reaped
+                and containment.signal_command(signal.SIGTERM) > 0):
+            return
+        self._signal_group_locked(signal.SIGTERM)
 
     # -- set-up -------------------------------------------------------------------------
     def _start_threads(self, popen: subprocess.Popen[bytes]) -> None:
@@ -432,7 +458,18 @@ class CommandRunner:
     def _finish(self, returncode: int | None) -> None:
         tail, last_error = self._relay.finish()
         ended = self._ended_at if self._ended_at is not None else time.monotonic()
-        self._outcome = outcome_of(returncode, stop_reason=self._stop_reason, tail=tail,
+        stop_reason = self._stop_reason
+        if self._containment is not None:
+            # A limit it hit is why it ended, before what its exit code says ("ran out of
+            # memory: limit 8 GiB", not "killed by signal 9"). A command that succeeded
+            # despite a refused fork succeeded.
+            if stop_reason is None and returncode != 0:
+                stop_reason = self._containment.end_reason()
+            try:
+                self._containment.close()
+            except OSError as exc:  # its processes outlived 10 s of SIGKILL: say so
+                log.warning("could not remove the limits of %s: %s", self.log_path, exc)
+        self._outcome = outcome_of(returncode, stop_reason=stop_reason, tail=tail,
                                    last_error=last_error, duration=ended - self._started_at,
                                    log_path=self.log_path)
         self._done.set()

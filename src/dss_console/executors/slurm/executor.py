@@ -36,6 +36,7 @@ from dss_console.executors.slurm.tools import (
     SlurmError,
     SlurmTools,
 )
+from dss_console.isolation import PolicyError, policy_from_table, sbatch_limit_options
 
 __all__ = ["SlurmExecutor"]
 
@@ -95,6 +96,16 @@ class SlurmExecutor(Executor):
     help = slurm_options.HELP
     dry_run_note = "on this computer, not as a cluster job"
     option_fields = (slurm_options.SBATCH_OPTIONS,)
+    # A service's memory and CPU limits become --mem / --cpus-per-task where its
+    # sbatch_options set neither; isolation on the cluster is the cluster's.
+    policy_keys = ("memory", "cpus")
+
+    @classmethod
+    def check_policy_value(cls, key: str, value: object) -> None:
+        try:
+            policy_from_table({key: value}, "")
+        except PolicyError as exc:
+            raise ValueError(str(exc).removeprefix(f"{key}: ")) from None
 
     @classmethod
     def parse_options(cls, reader: TableReader, table: Mapping[str, Any],
@@ -157,12 +168,19 @@ class SlurmExecutor(Executor):
         job_id = details.data.get("cluster_job") if details is not None else None
         resume = ResumePoint.load(request.paths.engine_dir, job_id) \
             if isinstance(job_id, str) else None
-        sbatch_options = request.options.get(slurm_options.SBATCH_OPTIONS.name)
+        given = request.options.get(slurm_options.SBATCH_OPTIONS.name)
+        sbatch_options = list(given) if isinstance(given, list) else []
+        try:
+            policy = policy_from_table({k: v for k, v in request.options.items()
+                                        if k in self.policy_keys}, "")
+        except PolicyError as exc:
+            raise StartError(f"the service's limits are unusable: {exc}") from None
+        sbatch_options += sbatch_limit_options(policy, sbatch_options)
         runner = SlurmRunner(
             request.spec, request.paths, callbacks.on_report, monitor=self.monitor(),
             job_name=cluster_job_name(request.job.instance, request.job.job_id,
                                       request.job.attempt),
-            sbatch_options=sbatch_options if isinstance(sbatch_options, list) else (),
+            sbatch_options=sbatch_options,
             on_submitted=reports.submitted, on_state=reports.state, resume=resume,
             grace_period=request.grace_period, log_name=request.log_name)
         runner.start()

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dss_console.core.executor import OptionValue
 from dss_console.engine.settings import Settings
 from dss_console.engine.settings_reader import (
     EXECUTORS,
@@ -29,6 +30,7 @@ from dss_console.engine.settings_reader import (
     executor_keys,
     executor_toml,
     is_hash,
+    read_defaults,
     read_executor,
     read_job_kind,
     toml_key,
@@ -56,6 +58,8 @@ class DssSettings:
     # command_for, so `--command Name=...` is not shadowed by a hash key in the file.
     # An init field (not init=False), so dataclasses.replace() carries it along.
     overridden: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+    # The file's [defaults] isolation and limit keys, for services made here (--command).
+    inherited: dict[str, OptionValue] = field(default_factory=dict, repr=False, compare=False)
 
     def command_for(self, name: str, key: str) -> ServiceCommand | None:
         """The command for a service: an override first, then a hash key, then a name key."""
@@ -99,7 +103,8 @@ class DssSettings:
             if existing is not None:
                 existing.command = template
             else:
-                self.services[key] = ServiceCommand(key=key, command=template)
+                self.services[key] = ServiceCommand(key=key, command=template,
+                                                    inherited=dict(self.inherited))
             overridden.add(key)
         self.overridden = frozenset(overridden)
 
@@ -164,10 +169,13 @@ class DssSettingsParser:
     tables = ("services",)
 
     def parse_settings(self, reader: TableReader, data: Mapping[str, Any]) -> DssSettings:
-        settings = DssSettings()
+        # A DSS service is not isolated unless it says so (its pipelines often need cluster
+        # tools): only the file's [defaults] is inherited.
+        settings = DssSettings(inherited=read_defaults(reader, data))
         if "services" in data:
             for key, table in reader.table(data["services"], "services").items():
                 settings.services[key] = _service(reader, key, table)
+                settings.services[key].inherited = dict(settings.inherited)
         return settings
 
 

@@ -50,6 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dss_console.core.executor import OptionValue
 from dss_console.engine.settings import Settings
 from dss_console.engine.settings_reader import (
     JOB_KIND_KEYS,
@@ -57,7 +58,10 @@ from dss_console.engine.settings_reader import (
     SettingsError,
     SettingsParser,
     TableReader,
+    policy_keys,
+    read_defaults,
     read_job_kind,
+    read_policy,
     toml_key,
     toml_value,
     type_name,
@@ -88,8 +92,14 @@ WRAPPER_CODE = "from vantage6.algorithm.tools.wrap import wrap_algorithm; wrap_a
 
 _TOP_KEYS = ("send_output_tail", "share_logs", "log_limit", "unknown_images", "on_shutdown",
              "algorithm_env", "algorithms", "databases")
-_ALGORITHM_KEYS = ("python", "package", "command", "subtasks", "timeout", "max_jobs", "nice",
-                   "cwd", "env", "send_output_tail")
+_BASE_ALGORITHM_KEYS = ("python", "package", "command", "subtasks", "timeout", "max_jobs",
+                        "nice", "cwd", "env", "send_output_tail")
+# A new algorithm entry runs in a sandbox without network (what the Docker node users
+# compare with gives each algorithm a container): the keys are written into it
+# (new_algorithm_policy), so the file shows it and the operator can change it. An entry
+# without them inherits [defaults] only: an algorithm configured before isolation existed
+# (its venv, its subtasks through the proxy) keeps running as it did.
+KIND_POLICY: dict[str, OptionValue] = {"isolation": "sandbox", "network": False}
 # The shared keys an algorithm table has: all but auto (every configured image runs).
 _JOB_KIND_KEYS = tuple(key for key in JOB_KIND_KEYS if key != "auto")
 _DATABASE_KEYS = ("uri", "type", "env")
@@ -128,6 +138,10 @@ class V6Algorithm:
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     send_output_tail: bool | None = None  # None: [v6] send_output_tail
+    # Its own isolation and limit keys, as written; ``inherited``: the file's [defaults]
+    # (docs/isolation-plan.md).
+    policy: dict[str, OptionValue] = field(default_factory=dict)
+    inherited: dict[str, OptionValue] = field(default_factory=dict)
 
     def argv_template(self) -> list[str]:
         """The command's words before placeholders are filled in."""
@@ -149,7 +163,8 @@ class V6Algorithm:
         return ServiceCommand(key=self.image, command=shlex.join(self.argv_template()),
                               timeout=self.timeout, max_jobs=self.max_jobs, nice=self.nice,
                               cwd=self.cwd, env=dict(self.env),
-                              send_output_tail=self.send_output_tail)
+                              send_output_tail=self.send_output_tail,
+                              options=dict(self.policy), inherited=dict(self.inherited))
 
 
 @dataclass(frozen=True)
@@ -208,6 +223,7 @@ class V6Settings:
                                  "cwd", "send_output_tail") if getattr(algorithm, name) is not None]
             if algorithm.subtasks:
                 rows.append("subtasks = true")
+            rows += [f"{key} = {toml_value(value)}" for key, value in algorithm.policy.items()]
             table(header, rows)
             table(f"{header}.env", env_rows(algorithm.env))
         for label, database in self.databases.items():
@@ -252,13 +268,15 @@ class V6SettingsParser:
     tables = ("v6",)
 
     def parse_settings(self, reader: TableReader, data: Mapping[str, Any]) -> V6Settings:
-        return _parse(reader, data["v6"], "v6") if "v6" in data else V6Settings()
+        return _parse(reader, data["v6"], "v6", read_defaults(reader, data)) \
+            if "v6" in data else V6Settings()
 
 
 SETTINGS: SettingsParser = V6SettingsParser()
 
 
-def _parse(check: TableReader, value: object, where: str) -> V6Settings:
+def _parse(check: TableReader, value: object, where: str,
+           defaults: Mapping[str, OptionValue] | None = None) -> V6Settings:
     table = check.table(value, where)
     check.unknown(table, _TOP_KEYS, where)
     kwargs: dict[str, Any] = {}
@@ -281,7 +299,8 @@ def _parse(check: TableReader, value: object, where: str) -> V6Settings:
     if "algorithms" in table:
         algorithms = check.table(table["algorithms"], f"{where}.algorithms")
         kwargs["algorithms"] = {
-            image: _algorithm(check, image, value, f"{where}.algorithms.{_quoted(image)}")
+            image: _algorithm(check, image, value, f"{where}.algorithms.{_quoted(image)}",
+                              defaults or {})
             for image, value in algorithms.items()
         }
     if "databases" in table:
@@ -309,11 +328,23 @@ def validate_v6_command(template: str) -> None:
             raise V6SettingsError(str(exc)) from None
 
 
-def _algorithm(check: TableReader, image: str, value: Any, where: str) -> V6Algorithm:
+def algorithm_keys() -> tuple[str, ...]:
+    """An algorithm table's keys, the isolation and limit keys last."""
+    return (*_BASE_ALGORITHM_KEYS, *policy_keys())
+
+
+def new_algorithm_policy() -> dict[str, OptionValue]:
+    """The isolation keys a new algorithm entry is written with: the kind's default,
+    spelled out so the operator sees (and can change) how it runs."""
+    return dict(KIND_POLICY)
+
+
+def _algorithm(check: TableReader, image: str, value: Any, where: str,
+               defaults: Mapping[str, OptionValue]) -> V6Algorithm:
     if not image.strip():
         raise check.error(where, "the image name must not be empty")
     table = check.table(value, where)
-    check.unknown(table, _ALGORITHM_KEYS, where)
+    check.unknown(table, algorithm_keys(), where)
     has_shorthand = "python" in table or "package" in table
     if has_shorthand and "command" in table:
         raise check.error(where, "give either python + package or command, not both")
@@ -341,6 +372,8 @@ def _algorithm(check: TableReader, image: str, value: Any, where: str) -> V6Algo
     kwargs.update(read_job_kind(check, table, where, _JOB_KIND_KEYS))
     if "env" in table:
         kwargs["env"] = _env(check, table["env"], f"{where}.env")
+    kwargs["policy"] = read_policy(check, table, where)
+    kwargs["inherited"] = dict(defaults)
     return V6Algorithm(**kwargs)
 
 

@@ -541,10 +541,25 @@ class V6Source(Source):
         fetched to, with no other environment (the official v6 wrapper base32-decodes every
         variable it sees); the template is only for display."""
         argv, env = self.command(ticket_id, paths.input_dir)
+        algorithm = self.settings.algorithm_for(self._run(ticket_id).image)
+        subtasks = algorithm is not None and algorithm.subtasks
         return CommandSpec(argv=tuple(argv), display=command.command, env=env,
                            inherit_env=False, timeout=command.timeout,
                            cwd=Path(paths.workdir, command.cwd) if command.cwd
-                           else Path(paths.workdir), nice=nice)
+                           else Path(paths.workdir), nice=nice,
+                           # In a sandbox without network: the proxy, relayed; its python's
+                           # environment shown; the run dir (output, tmp) writable.
+                           loopback_port=self._ensure_proxy() if subtasks else None,
+                           runtime_paths=self._sandbox_paths(algorithm),
+                           writable_inputs=True)
+
+    def _sandbox_paths(self, algorithm: V6Algorithm | None) -> tuple[str, ...]:
+        """What a sandboxed run must see read-only: its python's environment and the
+        node's database files (a URI that is a local path)."""
+        found = environment_paths(algorithm.python) if algorithm and algorithm.python else ()
+        files = tuple(os.path.abspath(database.uri) for database in
+                      self.settings.databases.values() if os.path.exists(database.uri))
+        return (*found, *files)
 
     def result_path(self, paths: JobPaths) -> Path:
         return paths.input_dir / "output"
@@ -748,3 +763,23 @@ def _write_private(path: Path, data: bytes) -> None:
 
 __all__ = ["GONE", "ClaimedWork", "SourceService", "V6KeyError", "V6Source", "make_cryptor",
            "tail_text"]
+
+
+def environment_paths(python: str) -> tuple[str, ...]:
+    """What an algorithm's ``python`` needs to see in a sandbox: its environment (a venv's
+    prefix) and, for a venv, the interpreter it was made from (pyvenv.cfg's ``home``)."""
+    program = Path(python).expanduser()
+    found = [program.absolute().parent.parent, Path(os.path.realpath(program)).parent.parent]
+    config = found[0] / "pyvenv.cfg"
+    try:
+        for line in config.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                home = Path(value.strip())
+                found += [home.parent, Path(os.path.realpath(home)).parent]
+    except OSError:
+        pass  # not a venv: its prefix is all
+    # The system is shown anyway; "/" (a python in /bin) would show everything.
+    system = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+    return tuple(dict.fromkeys(str(path) for path in found
+                               if len(path.parts) > 1 and path.parts[1] not in system))
