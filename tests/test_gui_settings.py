@@ -106,6 +106,28 @@ def test_unchanged_settings_come_back_equal(qtbot: QtBot, tmp_path: Path) -> Non
     assert settings == snapshot  # the input is not touched
 
 
+def test_editing_a_service_keeps_its_isolation_and_limits(qtbot: QtBot, tmp_path: Path) -> None:
+    # No row of the dialog edits them (yet): a save must not drop them, nor what the service
+    # inherits from [defaults].
+    settings = make_settings(tmp_path)
+    services_of(settings)[OTHER_HASH] = ServiceCommand(
+        key=OTHER_HASH, command="x {result}",
+        options={"isolation": "sandbox", "network": False, "memory": "8G",
+                 "read_only": ["/opt/ashs"]},
+        inherited={"processes": 256})
+    dialog = open_dialog(qtbot, settings)
+    editor = next(e for e in dialog._editors if e.key == OTHER_HASH)
+    dialog.tabs.setCurrentIndex(1)
+    dialog.service_list.setCurrentRow(dialog._editors.index(editor))
+    editor.timeout_edit.setText("2h")
+    assert ok_enabled(dialog)
+    saved = services_of(dialog.result_settings())[OTHER_HASH]
+    assert saved.timeout == 7200
+    assert saved.options == {"isolation": "sandbox", "network": False, "memory": "8G",
+                             "read_only": ["/opt/ashs"]}
+    assert saved.inherited == {"processes": 256}
+
+
 def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_settings(tmp_path)

@@ -410,8 +410,14 @@ class _ServiceEditor(QWidget):
         self.cwd_edit.setText((command.cwd or "") if command else "")
         self.auto_check.setChecked(command.auto if command else True)
         self.itksnap_wt_check.setChecked(command.itksnap_wt if command else False)
-        # Not edited here (yet): kept as the file says.
+        # Not edited here (yet): kept as the file says. The isolation and limit keys
+        # (isolation, network, memory, ...) are options no executor row edits: kept as well,
+        # with what the command inherits from [defaults].
         self._send_output_tail = command.send_output_tail if command else None
+        self._kept_options = {name: value for name, value in
+                              (command.options if command else {}).items()
+                              if name not in self.option_edits}
+        self._inherited = dict(command.inherited) if command else {}
         executor = command.executor if command else "local"
         self.executor_combo.setCurrentIndex(max(0, self.executor_combo.findData(executor)))
         options = command.options if command else {}
@@ -556,5 +562,7 @@ class _ServiceEditor(QWidget):
                               cwd=cwd or None, env=self._env(),
                               auto=self.auto_check.isChecked(), executor=self.executor,
                               itksnap_wt=self.itksnap_wt_check.isChecked(),
-                              options=self._options(),
-                              send_output_tail=getattr(self, "_send_output_tail", None))
+                              options={**getattr(self, "_kept_options", {}),
+                                       **self._options()},
+                              send_output_tail=getattr(self, "_send_output_tail", None),
+                              inherited=dict(getattr(self, "_inherited", {})))
