@@ -23,6 +23,7 @@ python = "/opt/v6/average/bin/python"
 package = "v6_average"
 timeout = "6h"                # the slowest site needs 4 h
 send_output_tail = true
+memory = "2G"                 # its own limit, no column for it
 
 [v6.algorithms."harbor2.vantage6.ai/demo/average".env]
 PYTHONPATH = "/opt/v6/average/src"
@@ -116,6 +117,9 @@ def test_edit_add_and_check_images_and_databases(qtbot: QtBot, tmp_path: Path) -
     average = saved.algorithms["harbor2.vantage6.ai/demo/average"]
     assert average.env == {"PYTHONPATH": "/opt/v6/average/src"}
     assert average.send_output_tail is True  # not shown, kept
+    assert average.policy == {"memory": "2G"}  # not shown, kept
+    # A new image is written with its kind's default isolation, for the operator to see.
+    assert survival.policy == {"isolation": "sandbox", "network": False}
     text = path.read_text()
     # Edited in place: the comments and the untouched spellings stay.
     assert text.startswith("# This node belongs to the cohort study.")

@@ -33,6 +33,7 @@ from dss_console.sources.v6.settings import (
     DATABASE_TYPES,
     V6Settings,
     V6SettingsError,
+    new_algorithm_policy,
     parse_v6_settings,
 )
 
@@ -267,6 +268,9 @@ class V6Tab(QWidget):
             if subtasks is not None and subtasks.checkState() == Qt.CheckState.Checked:
                 entry["subtasks"] = True
             earlier = self._original.algorithms.get(image)
+            # Isolation and limits have no column yet: kept as the file says; a new image
+            # is written with its kind's default (a sandbox without network), to be seen.
+            entry.update(earlier.policy if earlier is not None else new_algorithm_policy())
             if earlier is not None and earlier.env:
                 entry["env"] = dict(earlier.env)
             if earlier is not None and earlier.send_output_tail is not None:
@@ -296,7 +300,12 @@ class V6Tab(QWidget):
             parsed = parse_v6_settings(self._raw())
         except V6SettingsError as exc:
             raise ValueError(str(exc)) from None
-        return dataclasses.replace(self._original, algorithms=parsed.algorithms,
+        # What each image inherits from the file's [defaults] (not a table of this tab).
+        algorithms = {image: dataclasses.replace(
+            algorithm, inherited=dict(earlier.inherited)) if (
+                earlier := self._original.algorithms.get(image)) is not None else algorithm
+            for image, algorithm in parsed.algorithms.items()}
+        return dataclasses.replace(self._original, algorithms=algorithms,
                                    databases=parsed.databases)
 
     def problems(self) -> list[str]:
