@@ -108,9 +108,15 @@ def test_the_executors_import_no_source() -> None:
 # source's words, columns and actions from the engine (core.presentation), and reaches the
 # plug-ins before an engine runs through plugins.py only.
 GUI_MAY_NOT_IMPORT = ("dss_console.sources", "dss_console.executors", "dss_console.dss",
-                      "requests", "socketio")
-# Imports of gui/ the refactor had not moved out yet (issue 18): none left, and none may come.
-GUI_NOT_YET: set[str] = set()
+                      "dss_console.workspace", "requests", "socketio")
+# Imports of gui/ the refactor has not moved out yet; the list only shrinks. An ITK-SNAP
+# workspace is a DSS job's input and result: the inputs inspector and the dry run read it in
+# the window, where a DSS window part (sources/dss/window/, gui/source_window.py) should.
+GUI_NOT_YET = {
+    "gui/detail_pane.py imports dss_console.workspace",
+    "gui/dry_run.py imports dss_console.workspace",
+    "gui/main_window.py imports dss_console.workspace",
+}
 
 
 def test_the_window_imports_no_plug_in_and_no_server_client() -> None:

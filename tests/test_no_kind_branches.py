@@ -26,11 +26,26 @@ MAX_LINES = 800
 def kind_branches(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     found: list[tuple[int, str]] = []
+    def kind_constants(node: ast.AST) -> list[str]:
+        """The registered names ``node`` spells: a constant, or one in a literal tuple,
+        list or set (``source in ("v6", "x")``)."""
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return [item.value for item in items
+                if isinstance(item, ast.Constant) and item.value in KIND_NAMES]
+
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             for operand in (node.left, *node.comparators):
-                if isinstance(operand, ast.Constant) and operand.value in KIND_NAMES:
-                    found.append((node.lineno, f"compares with {operand.value!r}"))
+                found += [(node.lineno, f"compares with {name!r}")
+                          for name in kind_constants(operand)]
+        elif isinstance(node, ast.Subscript):
+            found += [(node.lineno, f"looks up {name!r}") for name in kind_constants(node.slice)]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "get" and node.args:
+            found += [(node.lineno, f"looks up {name!r}") for name in kind_constants(node.args[0])]
+        elif isinstance(node, ast.MatchValue):
+            found += [(node.value.lineno, f"matches {name!r}")
+                      for name in kind_constants(node.value)]
         elif isinstance(node, ast.Attribute) and node.attr in KIND_ATTRIBUTES:
             found.append((node.lineno, f"reads .{node.attr}"))
         elif isinstance(node, ast.Name) and node.id in KIND_ATTRIBUTES:
@@ -58,10 +73,16 @@ def test_the_scan_finds_each_kind_of_branch(tmp_path: Path) -> None:
     probe.write_text('if job.source == "v6": pass\n'
                      'if "slurm" != executor: pass\n'
                      'x = self.v6\n'
-                     'key = f"{url}#node-{node_id}"\n')
-    whats = [what for _, what in kind_branches(probe)]
+                     'key = f"{url}#node-{node_id}"\n'
+                     'if source in ("dss", "other"): pass\n'
+                     'words = WORDS["v6"]\n'
+                     'rule = RULES.get("slurm")\n'
+                     'match executor:\n'
+                     '    case "slurm": pass\n')
+    whats = [what for _, what in sorted(kind_branches(probe))]
     assert whats == ["compares with 'v6'", "compares with 'slurm'", "reads .v6",
-                     "builds or reads a '#node-' key"]
+                     "builds or reads a '#node-' key", "compares with 'dss'",
+                     "looks up 'v6'", "looks up 'slurm'", "matches 'slurm'"]
 
 
 def test_the_core_and_the_engine_hold_no_type_ignore() -> None:
