@@ -88,7 +88,6 @@ class MainWindow(QMainWindow):
         self.sandbox = sandbox
         self.settings_control = SettingsController(self)
         self.settings_dialog: SettingsDialog | None = None  # the last one opened
-        self.store = store
         self.data_dir = data_dir or paths.data_dir()
         # The credential the source's login returned (its plug-in knows what is inside).
         self.logged_in: object | None = None

@@ -43,7 +43,6 @@ class DssWindowSandbox:
                 key=sandbox.service_name, command=demo_service_command(options.pace))})
         window.settings = settings
         window.login_pane.keep_logins_in(console_dir / "sessions", use_keyring=False)
-        window.store = window.login_pane.store
         window.data_dir = console_dir
         window.login_pane.set_servers([sandbox.url], sandbox.url)
         token = await run_blocking(sandbox.fresh_token)
