@@ -254,6 +254,12 @@ class Executor(ABC):
         claiming, with ``preflight``."""
         return None
 
+    def describe_options(self, options: Mapping[str, OptionValue]) -> str:
+        """How a service's ``options`` (``own_options``: its isolation and limit keys among
+        them) contain its commands here, in the operator's words for the window: "sandbox,
+        no network, memory 8 GiB, 2 CPUs". "" when this executor has nothing to say."""
+        return ""
+
     def details(self) -> ExecutorDetails:
         """What a job shows from the moment its run begins until this executor reports
         (journaled with the run's start)."""

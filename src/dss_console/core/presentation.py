@@ -196,6 +196,9 @@ class JobView:
     # attempt's output log and the fetched inputs ("" when not known).
     log_file: str = ""
     inputs_dir: str = ""
+    # How the job's command is contained, in its executor's words ("sandbox, no network,
+    # memory 8 GiB, 2 CPUs"; "" when not known): the detail's "Limits" line.
+    limits: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Any
 from dss_console.engine.channel import ChannelPaths, EngineChannel, channel_paths
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import EngineStatus, Event, JobChanged, JobSnapshot
-from dss_console.engine.settings import parse_settings, settings_to_toml
-from dss_console.engine.views import presented, service_figures
+from dss_console.engine.settings import ServiceCommand, parse_settings, settings_to_toml
+from dss_console.engine.views import described_services, job_limits, presented, service_figures
 from dss_console.engine.wire import to_wire
 
 STATUS_INTERVAL = 0.25  # how often the engine's status is compared with what windows know
@@ -69,6 +69,16 @@ def ready_counts(engine: Engine) -> dict[str, int]:
     return {h: int(found.get(h, 0)) for h in hashes}
 
 
+def present_job(engine: Engine, job: JobSnapshot) -> JobSnapshot:
+    """A job as a window receives it: its view, with the limits it runs under."""
+    def command_for(name: str, service_hash: str) -> ServiceCommand | None:
+        # The settings' own lookup (no server call): a journaled job's service may not be
+        # listed yet after a restart.
+        return engine.settings.plugins[engine.source.kind].command_for(name, service_hash)
+
+    return presented(engine.source, job, job_limits(engine.executors, command_for, job))
+
+
 def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
                     settings_source: Path) -> dict[str, Callable[..., Any]]:
     def update_settings(toml: str) -> None:
@@ -93,14 +103,15 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         engine.wake()
 
     def present(job: JobSnapshot | None) -> JobSnapshot | None:
-        return None if job is None else presented(engine.source, job)
+        return None if job is None else present_job(engine, job)
 
     return {
-        "jobs": lambda limit=None: [presented(engine.source, j)
-                                    for j in engine.jobs(limit=limit)],
+        "jobs": lambda limit=None: [present_job(engine, j) for j in engine.jobs(limit=limit)],
         "job": lambda job_id: present(engine.job(int(job_id))),
-        "services": engine.services,
-        "refresh_services": engine.refresh_services,
+        # Each with how its command is contained, in its executor's words.
+        "services": lambda: described_services(engine.services(), engine.executors),
+        "refresh_services": lambda: described_services(engine.refresh_services(),
+                                                       engine.executors),
         # Work waiting on the server per service, asked now (a window with Auto mode off
         # shows it too; the engine's polls ask only for what they may claim).
         "ready_counts": lambda: ready_counts(engine),
@@ -144,7 +155,7 @@ def presented_events(engine: Engine) -> Callable[[Callable[[Event], None]],
     def subscribe(handler: Callable[[Event], None]) -> Callable[[], None]:
         def on_event(event: Event) -> None:
             if isinstance(event, JobChanged):
-                event = replace(event, job=presented(engine.source, event.job))
+                event = replace(event, job=present_job(engine, event.job))
             handler(event)
 
         return engine.events.subscribe(on_event)

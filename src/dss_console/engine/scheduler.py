@@ -61,6 +61,9 @@ class ServiceView:
     # Why auto claiming is paused for this service (its command cannot start, or several
     # tickets failed in a row), in words; None when it is not paused.
     paused: str | None = None
+    # How its command is contained, in its executor's words ("sandbox, no network, memory
+    # 8 GiB"); "" when it has no command or the executor says nothing (engine/views.py).
+    isolation: str = ""
 
 
 class Scheduler:

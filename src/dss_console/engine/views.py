@@ -9,13 +9,16 @@ values alone: no server call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from dss_console.core.executor import Executor
 from dss_console.core.interfaces import Source
 from dss_console.core.presentation import JobView, Presentation, ServiceFigures
 from dss_console.engine.events import JobSnapshot
+from dss_console.engine.scheduler import ServiceView
+from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import ENGINE_DIR, INPUT_DIR, output_log_name
 
@@ -50,7 +53,25 @@ def unavailable_actions(words: Presentation, job: JobSnapshot, *,
     return off
 
 
-def job_view(source: Source, job: JobSnapshot) -> JobView:
+def options_words(executors: Mapping[str, Executor], executor: str,
+                  command: ServiceCommand | None) -> str:
+    """How ``command``'s isolation and limit keys contain it under ``executor`` (one of
+    ``executors``), in that executor's words; "" without a command or a known executor."""
+    found = executors.get(executor) if command is not None else None
+    if command is None or found is None:
+        return ""
+    return found.describe_options(found.own_options(command.executor_options()))
+
+
+def described_services(views: Iterable[ServiceView],
+                       executors: Mapping[str, Executor]) -> list[ServiceView]:
+    """The services as the window lists them: each with how its command is contained."""
+    return [replace(view, isolation=options_words(executors, view.command.executor,
+                                                  view.command))
+            if view.command is not None else view for view in views]
+
+
+def job_view(source: Source, job: JobSnapshot, limits: str = "") -> JobView:
     workdir = Path(job.workdir)
     return JobView(cells=source.job_cells(job.service_hash, job.details),
                    summary=source.job_summary(job.service_hash, job.details),
@@ -58,12 +79,23 @@ def job_view(source: Source, job: JobSnapshot) -> JobView:
                        source.presentation, job,
                        ended_is_final=not source.rules.rescue_own_failure),
                    log_file=str(workdir / ENGINE_DIR / output_log_name(job.attempt)),
-                   inputs_dir=str(workdir / INPUT_DIR))
+                   inputs_dir=str(workdir / INPUT_DIR), limits=limits)
 
 
-def presented(source: Source, job: JobSnapshot) -> JobSnapshot:
-    """The snapshot with its view, as it crosses the channel."""
-    return replace(job, view=job_view(source, job))
+def presented(source: Source, job: JobSnapshot, limits: str = "") -> JobSnapshot:
+    """The snapshot with its view, as it crosses the channel (``limits``: job_limits)."""
+    return replace(job, view=job_view(source, job, limits))
+
+
+def job_limits(executors: Mapping[str, Executor],
+               command_for: Callable[[str, str], ServiceCommand | None],
+               job: JobSnapshot) -> str:
+    """The isolation and limits a job runs (or ran) with: the words of the executor that ran
+    it (journaled with the job) for its service's options as the settings now give them
+    (``command_for(name, hash)``); not journaled per run, so a job that ran before its
+    service's settings changed shows the new ones."""
+    return options_words(executors, job.executor,
+                         command_for(job.service_name, job.service_hash))
 
 
 DAY = 24 * 3600.0

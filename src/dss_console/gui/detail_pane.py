@@ -204,6 +204,9 @@ class DetailPane(QWidget):
         parts = [f"<b>{noun} {job.ticket_id}</b> · "
                  f"{html.escape(job.service_name or job.service_hash[:10])}"
                  f" · {job.state.value} · {job.progress * 100:.0f}%"]
+        limits = job.view.limits if job.view is not None else ""
+        if limits:  # how its command is (or was) contained, in its executor's words
+            parts.append(f"<br>Limits: {html.escape(limits)}")
         if job.reason and job.state is not JobState.BLOCKED:  # the banner says it
             parts.append(f"<br>{html.escape(job.reason)}")
         if job.owed:

@@ -336,6 +336,8 @@ class JobTableModel(QAbstractTableModel):
             lines.append(f"Service hash {job.service_hash}")
         if column_id == "runs_on" and job.execution is not None and job.execution.lines:
             lines.extend(_cluster_lines(job))
+        if column_id == "runs_on" and job.view is not None and job.view.limits:
+            lines.append(f"Limits: {job.view.limits}")
         if job.reason:
             lines.append(job.reason)
         if job.attempt > 1:

@@ -35,6 +35,11 @@ HASH_ROLE = Qt.ItemDataRole.UserRole + 1
 PAUSED_COLOUR = "#bc4c00"
 
 
+def isolation_line(words: str) -> str:
+    """A tooltip's line on how a service's command is contained ("" when not known)."""
+    return f"Isolation: {words}" if words else ""
+
+
 class ServicesPane(QWidget):
     claimRequested = Signal(list)  # service hashes
     editCommandRequested = Signal(str)  # service hash
@@ -61,6 +66,8 @@ class ServicesPane(QWidget):
         self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self._names: dict[str, str] = {}  # hash -> "name version"
         self._figures: dict[str, ServiceFigures] = {}
+        # hash -> how its command is contained, in its executor's words (the engine's)
+        self._isolation: dict[str, str] = {}
 
         self.claim_button = QPushButton("Claim next")
         # A QAction, not the button's own shortcut: QAbstractButton.setText() (the button
@@ -156,6 +163,7 @@ class ServicesPane(QWidget):
             label = self.presentation.text("service_label", name=view.name,
                                            version=view.version) if view.version else ""
             self._names[view.service_hash] = label or view.name
+            self._isolation[view.service_hash] = view.isolation
             self.table.item(row, SERVICE_COLUMN).setText(self._names[view.service_hash])
             self._update_tooltip(row, view.service_hash)
             command = view.command.command if view.command else None
@@ -170,8 +178,9 @@ class ServicesPane(QWidget):
                 command_item.setText("yes" if command else "no")
                 command_item.setData(Qt.ItemDataRole.ForegroundRole, None)
                 command_item.setToolTip(
-                    command or "No command configured: tickets can be claimed and handled by "
-                               "hand")
+                    "\n".join(line for line in (command, isolation_line(view.isolation))
+                              if line) if command else
+                    "No command configured: tickets can be claimed and handled by hand")
             checkbox = self.table.cellWidget(row, AUTO_COLUMN)
             checkbox.blockSignals(True)
             checkbox.setChecked(view.auto)
@@ -235,6 +244,7 @@ class ServicesPane(QWidget):
     def _update_tooltip(self, row: int, service_hash: str) -> None:
         figures = self._figures.get(service_hash)
         lines = [self._names.get(service_hash, ""), f"Hash {service_hash}",
+                 isolation_line(self._isolation.get(service_hash, "")),
                  *(figures.lines if figures is not None else ())]
         self.table.item(row, SERVICE_COLUMN).setToolTip("\n".join(line for line in lines if line))
 
@@ -243,6 +253,7 @@ class ServicesPane(QWidget):
             self.table.setRowCount(0)
             self._names.clear()
             self._figures.clear()
+            self._isolation.clear()
             self._paused.clear()
             self._update_buttons()
             self.summary.setText("Not logged in.")

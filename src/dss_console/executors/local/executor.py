@@ -34,6 +34,8 @@ from dss_console.isolation import POLICY_KEYS, Limits
 __all__ = ["LocalExecutor"]
 
 LEFTOVER_STOPPED = "stopped the command left running by the previous run"
+# The window's words when this machine enforces limits with prlimit only (no usable cgroup).
+WEAK_LIMITS = "limits per process only: no usable cgroup here, no CPU limit"
 
 
 class _LocalRun(RunHandle):
@@ -84,6 +86,17 @@ class LocalExecutor(Executor):
         except SandboxUnavailable as exc:
             return str(exc)
         return sandbox_problem(policy, self.host)
+
+    def describe_options(self, options: Mapping[str, OptionValue]) -> str:
+        try:
+            policy = policy_of(options)
+        except SandboxUnavailable as exc:
+            return str(exc)
+        words = policy.describe()
+        if policy.has_limits and self.host.limits_support().kind == "prlimit":
+            # Without a cgroup the limits bind each process, not the tree (isolation/limits.py).
+            words += f" ({WEAK_LIMITS})"
+        return words
 
     def start(self, request: RunRequest, callbacks: RunCallbacks) -> RunHandle:
         policy = policy_of(request.options)

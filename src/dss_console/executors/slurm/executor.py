@@ -36,7 +36,12 @@ from dss_console.executors.slurm.tools import (
     SlurmError,
     SlurmTools,
 )
-from dss_console.isolation import PolicyError, policy_from_table, sbatch_limit_options
+from dss_console.isolation import (
+    PolicyError,
+    format_size,
+    policy_from_table,
+    sbatch_limit_options,
+)
 
 __all__ = ["SlurmExecutor"]
 
@@ -122,6 +127,31 @@ class SlurmExecutor(Executor):
 
     def details(self) -> ExecutorDetails:
         return describe(None, None, None)
+
+    def describe_options(self, options: Mapping[str, OptionValue]) -> str:
+        # Isolation on the cluster is the cluster's: only the limits that become sbatch
+        # options are this console's to say, as submitted (the operator's own --mem / -c win).
+        given = options.get(slurm_options.SBATCH_OPTIONS.name)
+        operator_options = list(given) if isinstance(given, list) else []
+        try:
+            policy = policy_from_table({k: v for k, v in options.items()
+                                        if k in self.policy_keys}, "")
+        except PolicyError as exc:
+            return f"the service's limits are unusable: {exc}"
+        added = dict(option.split("=", 1) for option in
+                     sbatch_limit_options(policy, operator_options))
+        words = []
+        if "--mem" in added:
+            words.append(f"memory {format_size(int(added['--mem'].removesuffix('M')) * 1024**2)}")
+        elif policy.memory is not None:
+            words.append("memory as its sbatch options say")
+        if "--cpus-per-task" in added:
+            cpus = int(added["--cpus-per-task"])
+            words.append(f"{cpus} CPU{'' if cpus == 1 else 's'}")
+        elif policy.cpus is not None:
+            words.append("CPUs as its sbatch options say")
+        return "on the cluster: " + (", ".join(words) if words
+                                     else "its own isolation and limits")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
