@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QTextCursor
-from PySide6.QtWidgets import QCheckBox, QDialogButtonBox, QTableWidgetItem
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDialogButtonBox, QLineEdit, QTableWidgetItem
 from pytestqt.qtbot import QtBot
 
 from dss_console import plugins
@@ -126,6 +126,41 @@ def test_editing_a_service_keeps_its_isolation_and_limits(qtbot: QtBot, tmp_path
     assert saved.options == {"isolation": "sandbox", "network": False, "memory": "8G",
                              "read_only": ["/opt/ashs"]}
     assert saved.inherited == {"processes": 256}
+
+
+def test_isolation_and_limits_are_edited_in_words_and_checked(qtbot: QtBot,
+                                                             tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    services_of(settings)[OTHER_HASH] = ServiceCommand(
+        key=OTHER_HASH, command="x {result}", inherited={"memory": "4G"})
+    dialog = open_dialog(qtbot, settings)
+    editor = next(e for e in dialog._editors if e.key == OTHER_HASH)
+    dialog.tabs.setCurrentIndex(1)
+    dialog.service_list.setCurrentRow(dialog._editors.index(editor))
+    rows = editor.policy.widgets
+    # What the service inherits from [defaults] is shown where it is not set here.
+    assert rows["memory"].placeholderText() == "as inherited: 4G"
+    isolation = rows["isolation"]
+    assert isinstance(isolation, QComboBox)
+    isolation.setCurrentIndex(isolation.findData("sandbox"))
+    network = rows["network"]
+    assert isinstance(network, QComboBox)
+    network.setCurrentIndex(network.findData("off"))
+    memory = rows["memory"]
+    assert isinstance(memory, QLineEdit)
+    memory.setText("lots")
+    assert not ok_enabled(dialog)
+    assert "Memory limit" in dialog.status_label.text()
+    memory.setText("8G")
+    cpus, read_only = rows["cpus"], rows["read_only"]
+    assert isinstance(cpus, QLineEdit) and isinstance(read_only, QLineEdit)
+    cpus.setText("0.5")
+    read_only.setText("/opt/ashs '/opt/with space'")
+    assert ok_enabled(dialog)
+    saved = services_of(dialog.result_settings())[OTHER_HASH]
+    assert saved.options == {"isolation": "sandbox", "network": False, "memory": "8G",
+                             "cpus": 0.5, "read_only": ["/opt/ashs", "/opt/with space"]}
+    assert saved.inherited == {"memory": "4G"}
 
 
 def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,

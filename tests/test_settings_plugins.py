@@ -160,6 +160,12 @@ def test_the_service_tables_are_found_by_their_shape(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="--command: no source reads service tables"):
         bare.with_command_overrides(["Seg=x"])
     assert bare.with_command_overrides([]) == bare  # nothing asked, nothing refused
+    # Two sources with service tables: which one a service belongs to is not guessed.
+    twice = dataclasses.replace(settings, plugins={"dss": tables, "other": tables})
+    for ask in (twice.service_tables, lambda: twice.with_services({}),
+                lambda: twice.command_for("Seg", "a" * 40)):
+        with pytest.raises(SettingsError, match="several sources read service tables"):
+            ask()
 
 
 def test_each_plug_in_reads_its_own_part_typed(tmp_path: Path) -> None:

@@ -48,10 +48,13 @@ class OptionField:
 
     name: str  # the key in the table: "sbatch_options"
     label: str  # the dialog's row, "&" before its shortcut: "s&batch options"
-    # How the dialog edits it: "words": one line split into words as a shell would.
-    kind: Literal["words"]
+    # How the dialog edits it: "words": one line split into words as a shell would (a
+    # list); "choice": one of ``choices`` (a string); "switch": on or off (a boolean);
+    # "value": one line kept as written, a number when it reads as one ("8G", 2, 0.5).
+    kind: Literal["words", "choice", "switch", "value"]
     tip: str
     placeholder: str = ""  # an example, shown while the field is empty
+    choices: tuple[str, ...] = ()  # "choice": the values offered
 
     @property
     def words(self) -> str:
@@ -209,8 +212,11 @@ class Executor(ABC):
     option_fields: ClassVar[tuple[OptionField, ...]] = ()
     # The isolation and limit keys it reads from a service's (or algorithm's) table and the
     # file's [defaults] (docs/isolation-plan.md): "isolation", "memory"... Checked by the
-    # settings reader (not edited as words by the dialog), handed over in RunRequest.options.
+    # settings reader, handed over in RunRequest.options.
     policy_keys: ClassVar[tuple[str, ...]] = ()
+    # How the settings dialog edits them (an executor that reads a key another executor
+    # declares shares that row: one row per key). Empty: the file is the only editor.
+    policy_fields: ClassVar[tuple[OptionField, ...]] = ()
 
     @classmethod
     def parse_options(cls, reader: TableReader, table: Mapping[str, Any],

@@ -240,20 +240,30 @@ class Settings:
         # A copy: dataclasses.replace() passes the original's mapping.
         self.plugins = _default_plugins() if plugins is None else dict(plugins)
 
+    def _service_tables_owner(self) -> str | None:
+        # One source at most reads one table per service (the DSS [services]): with two,
+        # an edit or an override could land in the other's tables unnoticed.
+        owners = [name for name, p in self.plugins.items() if isinstance(p, ServiceTables)]
+        if len(owners) > 1:
+            raise SettingsError(f"several sources read service tables ({', '.join(owners)}): "
+                                "the settings cannot tell whose a service is")
+        return owners[0] if owners else None
+
     def service_tables(self) -> ServiceTables | None:
         """The plug-in settings that are one table per service (the DSS ``[services]``), if
         a registered source reads such tables."""
-        return next((p for p in self.plugins.values() if isinstance(p, ServiceTables)), None)
+        owner = self._service_tables_owner()
+        return cast(ServiceTables, self.plugins[owner]) if owner is not None else None
 
     def with_services(self, services: dict[str, ServiceCommand]) -> Settings:
         """A copy whose service tables are ``services`` (the other plug-ins' settings and
         the tables' own other fields kept); SettingsError when no source reads such tables."""
-        plugins = dict(self.plugins)
-        for name, plugin in plugins.items():
-            if isinstance(plugin, ServiceTables):
-                plugins[name] = plugin.with_services(services)
-                return dataclasses.replace(self, plugins=plugins)
-        raise SettingsError("no source reads service tables")
+        owner = self._service_tables_owner()
+        if owner is None:
+            raise SettingsError("no source reads service tables")
+        tables = cast(ServiceTables, self.plugins[owner])
+        return dataclasses.replace(self, plugins={**self.plugins,
+                                                  owner: tables.with_services(services)})
 
     def command_for(self, name: str, githash: str) -> ServiceCommand | None:
         """The command for a service of the service tables: an override first, then a hash

@@ -193,6 +193,139 @@ def _lines_high(edit: QPlainTextEdit, lines: int) -> None:
 # -- one service's command ------------------------------------------------------------------
 
 
+_AS_INHERITED = "as inherited"
+
+
+def _policy_text(value: OptionValue) -> str:
+    if isinstance(value, list):
+        return shlex.join(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _number_or_text(text: str) -> OptionValue:
+    """A "value" row as the settings file keeps it: 2 and 0.5 are numbers, "8G" stays."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+class _PolicyRows:
+    """The isolation and limit rows (each executor's ``policy_fields``, one row per key):
+    empty means "not set here", so the service inherits the file's [defaults] (shown)."""
+
+    def __init__(self, executors: dict[str, type[Executor]]) -> None:
+        self.fields: dict[str, OptionField] = {}
+        for executor in executors.values():
+            for field in executor.policy_fields:
+                self.fields.setdefault(field.name, field)
+        self._executors = executors
+        self.widgets: dict[str, QComboBox | QLineEdit] = {}
+        self.messages: dict[str, _Message] = {}
+        for name, field in self.fields.items():
+            widget: QComboBox | QLineEdit
+            if field.kind in ("choice", "switch"):
+                widget = QComboBox()
+                widget.addItem(_AS_INHERITED, None)
+                for choice in (field.choices if field.kind == "choice" else ("on", "off")):
+                    widget.addItem(choice, choice)
+            else:
+                widget = QLineEdit()
+            widget.setToolTip(field.tip)
+            widget.setAccessibleName(field.words)
+            self.widgets[name] = widget
+            self.messages[name] = _Message()
+        self._inherited: dict[str, OptionValue] = {}
+
+    def add_to(self, form: QFormLayout) -> None:
+        for name, widget in self.widgets.items():
+            label = QLabel(f"{self.fields[name].label}:")
+            label.setBuddy(widget)
+            form.addRow(label, _stacked(widget, self.messages[name]))
+
+    def connect(self, slot: Callable[[], None]) -> None:
+        for widget in self.widgets.values():
+            if isinstance(widget, QComboBox):
+                widget.currentIndexChanged.connect(lambda _index: slot())
+            else:
+                widget.textChanged.connect(lambda _text: slot())
+
+    def load(self, options: dict[str, OptionValue], inherited: dict[str, OptionValue]) -> None:
+        self._inherited = dict(inherited)
+        for name, widget in self.widgets.items():
+            value, field = options.get(name), self.fields[name]
+            shown = (f"{_AS_INHERITED}: {_policy_text(inherited[name])}" if name in inherited
+                     else f"{_AS_INHERITED} (not set)")
+            if isinstance(widget, QComboBox):
+                widget.setItemText(0, shown)
+                index = widget.findData(_policy_text(value)) if value is not None else 0
+                widget.setCurrentIndex(max(0, index))
+            else:
+                widget.setPlaceholderText(shown if name in inherited else
+                                          f"not set (e.g. {field.placeholder})"
+                                          if field.placeholder else "not set")
+                widget.setText(_policy_text(value) if value is not None else "")
+
+    def _value(self, name: str) -> OptionValue | None:
+        widget, field = self.widgets[name], self.fields[name]
+        if isinstance(widget, QComboBox):
+            data = widget.currentData()
+            if data is None:
+                return None
+            return data == "on" if field.kind == "switch" else str(data)
+        text = widget.text().strip()
+        if not text:
+            return None
+        if field.kind == "words":
+            try:
+                return shlex.split(text)
+            except ValueError as exc:
+                raise _Invalid(f"cannot split it into words: {exc}") from None
+        return _number_or_text(text)
+
+    def values(self, executor: str) -> dict[str, OptionValue]:
+        """The keys set here (raises _Invalid for the first unusable one)."""
+        found = {}
+        for name in self.widgets:
+            value = self._value(name)
+            if value is not None:
+                self._check(executor, name, value)
+                found[name] = value
+        return found
+
+    def _check(self, executor: str, name: str, value: OptionValue) -> None:
+        owner = self._executors[executor]
+        if name not in owner.policy_keys:
+            return  # kept for another executor; this one does not read it
+        try:
+            owner.check_policy_value(name, value)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+
+    def problems(self, executor: str) -> list[str]:
+        """What keeps the rows from being saved, shown under each; enables the rows the
+        chosen executor reads (another's stay editable while they have a problem)."""
+        found = []
+        reads = self._executors[executor].policy_keys
+        for name, widget in self.widgets.items():
+            try:
+                value = self._value(name)
+                if value is not None:
+                    self._check(executor, name, value)
+            except _Invalid as exc:
+                self.messages[name].show_text(str(exc))
+                found.append(f"{self.fields[name].words}: {exc}")
+                widget.setEnabled(True)
+                continue
+            self.messages[name].show_text(None)
+            widget.setEnabled(name in reads)
+        return found
+
+
 class _ServiceEditor(QWidget):
     """The command fields of one service; a service without a command shows a page that
     offers to add one. Whether it has a command is which page is showing."""
@@ -312,6 +445,8 @@ class _ServiceEditor(QWidget):
                 self.option_messages[option.name] = _Message()
                 self._option_owner[option.name] = executor
 
+        self.policy = _PolicyRows(self._executors)
+
         self.env_table = QTableWidget(0, 2)
         self.env_table.setHorizontalHeaderLabels(["Name", "Value"])
         self.env_table.horizontalHeader().setSectionResizeMode(
@@ -356,6 +491,7 @@ class _ServiceEditor(QWidget):
         for name, edit in self.option_edits.items():
             form.addRow(self._buddy(f"{self._field(name).label}:", edit),
                         _stacked(edit, self.option_messages[name]))
+        self.policy.add_to(form)
         form.addRow(self._buddy("T&imeout:", self.timeout_edit),
                     _stacked(self.timeout_edit, self.timeout_message))
         form.addRow(self._buddy("Max &jobs at once:", self.max_jobs_spin), self.max_jobs_spin)
@@ -384,6 +520,7 @@ class _ServiceEditor(QWidget):
                        self.env_table.itemChanged):
             signal.connect(self.changed)
         self.pages.currentChanged.connect(self.changed)
+        self.policy.connect(self.changed.emit)
 
     @staticmethod
     def _buddy(text: str, widget: QWidget) -> QLabel:
@@ -416,8 +553,10 @@ class _ServiceEditor(QWidget):
         self._send_output_tail = command.send_output_tail if command else None
         self._kept_options = {name: value for name, value in
                               (command.options if command else {}).items()
-                              if name not in self.option_edits}
+                              if name not in self.option_edits
+                              and name not in self.policy.fields}
         self._inherited = dict(command.inherited) if command else {}
+        self.policy.load(command.options if command else {}, self._inherited)
         executor = command.executor if command else "local"
         self.executor_combo.setCurrentIndex(max(0, self.executor_combo.findData(executor)))
         options = command.options if command else {}
@@ -536,6 +675,7 @@ class _ServiceEditor(QWidget):
                 found.append(f"{label}: {exc}")
             else:
                 message.show_text(None, note() if note else None)
+        found += self.policy.problems(self.executor)
         for name, help_label in self.executor_help.items():
             help_label.setVisible(name == self.executor)
         # Another executor's options are kept (switching back finds them again); a field
@@ -563,6 +703,7 @@ class _ServiceEditor(QWidget):
                               auto=self.auto_check.isChecked(), executor=self.executor,
                               itksnap_wt=self.itksnap_wt_check.isChecked(),
                               options={**getattr(self, "_kept_options", {}),
-                                       **self._options()},
+                                       **self._options(),
+                                       **self.policy.values(self.executor)},
                               send_output_tail=getattr(self, "_send_output_tail", None),
                               inherited=dict(getattr(self, "_inherited", {})))

@@ -12,6 +12,7 @@ from dss_console.core.executor import (
     Executor,
     ExecutorDetails,
     JobRef,
+    OptionField,
     OptionValue,
     Recovery,
     RunCallbacks,
@@ -68,6 +69,29 @@ class LocalExecutor(Executor):
     # isolation, network, memory, cpus, processes, read_only, read_write: a sandbox and
     # limits for the command's whole tree (docs/isolation-plan.md).
     policy_keys = POLICY_KEYS
+    policy_fields = (
+        OptionField("isolation", "Is&olation", "choice",
+                    "sandbox: the command sees the system read-only, its work dir, its inputs "
+                    "and an empty HOME; not the console's files, other jobs or the network "
+                    "(bubblewrap). none: it runs as the worker's user, with everything that "
+                    "user can reach.", choices=("none", "sandbox")),
+        OptionField("network", "&Network in the sandbox", "switch",
+                    "Whether a sandboxed command may use the network (off: none at all)"),
+        OptionField("memory", "Memor&y limit", "value",
+                    "The most memory the command's whole process tree may use: bytes or "
+                    "512M, 8G, 1.5G (G = GiB); past it the job ends, said in words",
+                    placeholder="8G"),
+        OptionField("cpus", "CP&Us", "value",
+                    "CPU share of the command's tree (0.5 allowed): over it, it runs slower",
+                    placeholder="2"),
+        OptionField("processes", "P&rocesses", "value",
+                    "The most processes and threads of the command's tree", placeholder="256"),
+        OptionField("read_only", "Rea&d-only paths", "words",
+                    "Extra paths the sandbox shows read-only (the tools the command needs)",
+                    placeholder="/opt/ashs"),
+        OptionField("read_write", "Writable pat&hs", "words",
+                    "Extra paths the sandbox shows writable", placeholder="/scratch/lab"),
+    )
 
     @classmethod
     def check_policy_value(cls, key: str, value: object) -> None:
