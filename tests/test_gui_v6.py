@@ -161,6 +161,10 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     # The node's words offer no upload: results leave with the run's end, never by hand.
     assert "upload" not in window.queue_pane.buttons
     assert set(window.queue_pane.buttons) >= {"run", "cancel", "fail", "retry"}
+    # An algorithm entry without isolation keys runs as before (issue 19), and says so.
+    services = window.services_pane
+    image_row = services.all_hashes().index(console.image)
+    assert "Isolation: no isolation" in services.table.item(image_row, 0).toolTip()
 
     researcher = researchers["demo"]
     task_id = console.create_task(researcher, "summarise", "gui-summary",
@@ -180,6 +184,7 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     detail = window.detail_pane
     qtbot.waitUntil(lambda: "method summarise" in detail.log.text_edit.toPlainText(),
                     timeout=WAIT_MS)
+    assert "Limits: no isolation" in detail.header.text()
     assert detail.tabs.tabText(detail.inputs_tab) == "Run"
     summary = detail.inputs_note.text()
     assert "summarise" in summary and "column, secret_cutoff" in summary
