@@ -19,7 +19,7 @@ def test_the_local_executor_words_its_sandbox_and_limits() -> None:
         "sandbox, no network, memory 8 GiB, 2 CPUs, 256 processes" + note
     assert executor.describe_options({}) == "no isolation"
     assert executor.describe_options({"isolation": "none"}) == "no isolation"
-    assert executor.describe_options({"isolation": "sandbox"}) == "sandbox, network"
+    assert executor.describe_options({"isolation": "sandbox"}) == "sandbox, no network"
     assert executor.describe_options({"memory": "64M", "cpus": 0.5}) == \
         "no isolation, memory 64 MiB, 0.5 CPUs" + note
     # Options the settings reader would refuse still get words, not an exception.

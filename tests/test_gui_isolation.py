@@ -43,7 +43,7 @@ def test_a_sandboxed_service_shows_its_isolation_and_its_job_the_limits(
                     timeout=WAIT_MS)
     for column in (SERVICE_COLUMN, COMMAND_COLUMN):
         tip = table.item(row, column).toolTip()
-        assert "Isolation: sandbox, network, memory 64 MiB" in tip, tip
+        assert "Isolation: sandbox, no network, memory 64 MiB" in tip, tip
     # A service without a command has nothing to contain: no isolation line.
     demo = next(r for r in range(table.rowCount())
                 if table.item(r, SERVICE_COLUMN).text() == "DemoSegmentation 1.0.0")
@@ -60,8 +60,8 @@ def test_a_sandboxed_service_shows_its_isolation_and_its_job_the_limits(
     qtbot.waitUntil(lambda: detail.job is not None and detail.job.job_id == job_id
                     and detail.job.state is JobState.SUCCEEDED, timeout=WAIT_MS)
     header = detail.header.text()
-    assert "Limits: sandbox, network, memory 64 MiB" in header, header
+    assert "Limits: sandbox, no network, memory 64 MiB" in header, header
     model = window.queue_pane.model
     runs_on = model.column_of("runs_on")
     tip = model.index(model.row_of(job_id), runs_on).data(Qt.ItemDataRole.ToolTipRole)
-    assert "Limits: sandbox, network, memory 64 MiB" in tip, tip
+    assert "Limits: sandbox, no network, memory 64 MiB" in tip, tip

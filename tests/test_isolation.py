@@ -103,7 +103,9 @@ def test_settings_words_become_a_policy_and_bad_ones_name_their_key() -> None:
     # the [defaults] table under an entry: the entry's keys win, the rest is inherited
     base = policy_from_table({"isolation": "sandbox", "memory": "4G"}, "defaults")
     assert policy_from_table({"memory": "512M"}, "v6.algorithms.x", base) == Policy(
-        "sandbox", True, 512 * 1024**2)
+        "sandbox", False, 512 * 1024**2)
+    # a sandbox has no network unless a table allows it
+    assert not base.network and policy_from_table({"network": True}, "x", base).network
     for table, words in [({"memory": "8 gigs"}, "services.ASHS.memory: '8 gigs' is not a size"),
                          ({"memory": 8}, "services.ASHS.memory: 8 is less than 16 MiB"),
                          ({"isolation": "docker"}, "services.ASHS.isolation: 'docker'"),

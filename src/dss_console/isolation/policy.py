@@ -46,7 +46,7 @@ class Policy:
     """How one service's or algorithm's commands run. None: no limit of that kind."""
 
     isolation: Isolation = "none"
-    network: bool = True
+    network: bool = False  # a sandbox has no network unless the settings allow it
     memory: int | None = None  # bytes
     cpus: float | None = None
     processes: int | None = None
@@ -64,7 +64,7 @@ class Policy:
     def describe(self) -> str:
         """One line for the window: how this service's commands are contained."""
         if self.sandboxed:
-            words = ["sandbox", "network" if self.network else "no network"]
+            words = ["sandbox", "with network" if self.network else "no network"]
         else:
             words = ["no isolation"]
         words.extend(self.limit_words())
