@@ -56,6 +56,9 @@ def test_a_sandboxed_service_shows_its_isolation_and_its_job_the_limits(
     console.wait_state(job_id, JobState.SUCCEEDED, JobState.FAILED)
     job = window.engine.job(job_id)
     assert job.state is JobState.SUCCEEDED, job.reason
+    # Kept with the run when its command started: what applied, whatever the settings say
+    # later.
+    assert job.details.get("limits") == "sandbox, no network, memory 64 MiB", job.details
     # The limits it ran under: in the detail's header and the Runs on cell's tooltip.
     qtbot.waitUntil(lambda: detail.job is not None and detail.job.job_id == job_id
                     and detail.job.state is JobState.SUCCEEDED, timeout=WAIT_MS)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dss_console import paths as platform_paths
 from dss_console.core.command import CommandSpec, JobPaths
@@ -346,8 +347,13 @@ class JobExecution(JobEndings):
                              if self.command is not None else {},
                              private_dirs=self._private_dirs())
         if follow is None:
-            self._transition(JobState.RUNNING, exit_code=None, finished_at=None,
-                             **execution_fields(executor.details(), reset=True))
+            # The isolation and limits it runs under, as its executor words them, kept with
+            # the run: the detail shows what applied, whatever the settings say later.
+            fields: dict[str, Any] = execution_fields(executor.details(), reset=True)
+            limits = executor.describe_options(request.options)
+            if limits:
+                fields["details"] = {**snap.details, "limits": limits}
+            self._transition(JobState.RUNNING, exit_code=None, finished_at=None, **fields)
         else:
             # The run began before the restart: keep its start, so its run time is real.
             began = snap.started_at if snap.started_at is not None else time.time()

@@ -90,10 +90,13 @@ def presented(source: Source, job: JobSnapshot, limits: str = "") -> JobSnapshot
 def job_limits(executors: Mapping[str, Executor],
                command_for: Callable[[str, str], ServiceCommand | None],
                job: JobSnapshot) -> str:
-    """The isolation and limits a job runs (or ran) with: the words of the executor that ran
-    it (journaled with the job) for its service's options as the settings now give them
-    (``command_for(name, hash)``); not journaled per run, so a job that ran before its
-    service's settings changed shows the new ones."""
+    """The isolation and limits a job runs (or ran) with: as journaled when its command
+    started; before that (or for a job started by an older version), the words of its
+    executor for its service's options as the settings now give them
+    (``command_for(name, hash)``)."""
+    journaled = job.details.get("limits")
+    if isinstance(journaled, str):
+        return journaled
     return options_words(executors, job.executor,
                          command_for(job.service_name, job.service_hash))
 
