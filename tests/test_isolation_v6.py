@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dss_console.engine.settings import settings_to_toml
+from dss_console.engine.settings import load_settings, settings_to_toml
 from dss_console.isolation import probe, probe_limits
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import new_algorithm_policy, parse_v6_settings
@@ -51,3 +51,18 @@ def test_a_sandboxed_algorithm_with_subtasks_completes_through_the_relay(
         code = worker.stop()
     assert code == 0, worker.output
     assert "Traceback" not in worker.output, worker.output
+
+
+def test_the_sandbox_demo_is_written_as_a_new_algorithm_entry_is(tmp_path: Path) -> None:
+    # `dss-console v6 sandbox` and `--sandbox v6` show the default a new entry gets: the
+    # demo runs in the sandbox, without network, where this machine can run one.
+    from dss_console.commands.v6 import sandbox_settings_toml
+    from dss_console.sources.v6.settings import v6_settings
+
+    info = {"python": "/usr/bin/python3",
+            "demo": {"image": DEMO_IMAGE, "package": "v6_demo", "pythonpath": "/opt/demo",
+                     "csv": "/opt/demo/demo.csv"}}
+    path = tmp_path / "settings.toml"
+    path.write_text(sandbox_settings_toml(info))
+    demo = v6_settings(load_settings(path)).algorithms[DEMO_IMAGE]
+    assert demo.policy == new_algorithm_policy()

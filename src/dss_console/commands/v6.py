@@ -218,7 +218,15 @@ def status_command(args: argparse.Namespace) -> int:
 
 def sandbox_settings_toml(sandbox_info: dict[str, Any]) -> str:
     """A settings file fragment that runs the demo algorithm on the demo CSV."""
+    from dss_console.isolation import probe
+
     demo = sandbox_info["demo"]
+    # As a new algorithm entry is written (a sandbox without network; its subtasks reach
+    # the node's proxy through a relay), where this machine can run the sandbox; where it
+    # cannot, the demo says why and runs as the worker's user instead of staying paused.
+    problem = probe()
+    isolation = ['isolation = "sandbox"', "network = false"] if problem is None else [
+        f'isolation = "none"  # no sandbox here: {problem}'.replace("\n", " ")]
     return "\n".join([
         "[v6]",
         "",
@@ -226,6 +234,7 @@ def sandbox_settings_toml(sandbox_info: dict[str, Any]) -> str:
         f"python = {json.dumps(sandbox_info['python'])}",
         f"package = {json.dumps(demo['package'])}",
         "subtasks = true",
+        *isolation,
         f'[v6.algorithms."{demo["image"]}".env]',
         f"PYTHONPATH = {json.dumps(demo['pythonpath'])}",
         "",
