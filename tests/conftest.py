@@ -14,6 +14,11 @@ import pytest
 from dss_console.dss import DssClient
 from dss_console.sandbox import Sandbox, SandboxError
 
+# The vantage6 server, its venv and its researchers, registered here once: a session fixture
+# imported into a test module is that module's own (pytest keys a fixture by where it is
+# defined), so five modules importing it started five servers that all lived to the end.
+from v6_fixtures import researchers, v6_python, v6_sandbox  # noqa: F401
+
 # -- the real server -------------------------------------------------------------------
 
 

@@ -5,8 +5,6 @@ Each test configures an image of its own (a plain local command), so runs other 
 left pending for the same node are never the ones these tests take.
 """
 
-# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
-
 from __future__ import annotations
 
 import sys
@@ -21,21 +19,18 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 
 from dss_console.credentials import SessionStore
-from dss_console.engine.settings import Settings, load_settings, parse_settings
+from dss_console.engine.settings import load_settings, parse_settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
 from dss_console.sources.v6.sandbox import V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
 from settings_helpers import settings_with, v6_of
-from test_gui_console import WAIT_MS, child_pids, event_loop_qt
+from test_gui_console import WAIT_MS, child_pids, event_loop_qt  # noqa: F401 (fixture)
 
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
     Researcher,
-    researchers,
-    v6_python,
-    v6_sandbox,
     wait_for,
 )
 
@@ -127,7 +122,7 @@ class NodeConsole:
 
 
 @pytest.fixture
-def node_console(qtbot: Any, event_loop_qt: Any, v6_sandbox: V6Sandbox,
+def node_console(qtbot: Any, event_loop_qt: Any, v6_sandbox: V6Sandbox,  # noqa: F811
                  tmp_path: Path) -> Iterator[NodeConsole]:
     before = set(child_pids(set()))  # the vantage6 server and researchers are not ours
     threads_before = set(threading.enumerate())

@@ -4,8 +4,6 @@ asking for a database this node lacks is refused before it starts, a researcher'
 recorded as such. Real server 4.15.2, the official client as the researcher, real engine
 processes."""
 
-# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
-
 from __future__ import annotations
 
 import json
@@ -19,14 +17,11 @@ from dss_console.engine.settings import Settings, settings_to_toml
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
 from settings_helpers import settings_with, v6_of
-from test_gui_console import event_loop_qt
+from test_gui_console import event_loop_qt  # noqa: F401 (fixture)
 
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
     Researcher,
-    researchers,
-    v6_python,
-    v6_sandbox,
     wait_for,
 )
 
@@ -349,7 +344,7 @@ def test_a_v6_workers_output_and_work_dirs_use_vantage6_words(
 
 
 def test_edit_command_opens_the_images_row_and_names_the_settings_file(
-        qtbot, event_loop_qt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        qtbot, event_loop_qt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """'Edit command…' for an image said "in the settings file": which one? It opens the
     Settings dialog's vantage6 tab at that image, and the dialog names the file OK writes."""
     pytest.importorskip("PySide6.QtWidgets")

@@ -2,8 +2,6 @@
 when a case of that kind runs (``-k dss`` starts no vantage6 server), and ``world``, the
 case's adapter for one source × executor combination (kinds.py)."""
 
-# ruff: noqa: F401, F811 - the session fixture v6_python is imported from v6_fixtures.
-
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ from kinds import COMBINATIONS, EXECUTORS, RUNNABLE, SOURCES, Combination, World
 from dss_console.sources.v6.sandbox import V6Sandbox
 
 from slurm_cluster import SlurmCluster, require_slurm
-from v6_fixtures import Researcher, v6_python
+from v6_fixtures import Researcher
 
 
 # Module scope: the contract module's servers and cluster end with it, so a whole-suite run
