@@ -23,16 +23,9 @@ from dss_console.sandbox import Sandbox
 from test_leaks import assert_nothing_local, everything_the_user_can_fetch, local_detail
 from test_worker_cli import Worker, args_for, worker_env  # noqa: F401 (fixture)
 
-from slurm_cluster import SlurmCluster, require_slurm
+from slurm_cluster import SlurmCluster
 from test_engine import TAGS, Harness, command, harness_for
 from waiting import process_gone, wait_for
-
-
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    require_slurm()
-    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
-        yield cluster
 
 
 @pytest.fixture
