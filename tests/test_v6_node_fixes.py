@@ -133,9 +133,10 @@ def test_another_organizations_key_is_refused_unless_replacing_is_asked(
         assert crypto.RsaCryptor.from_pem(wrong.read_bytes()).matches(
             _org_public_key(v6_sandbox, node))
     finally:
-        # The session's other tests need the station's own key registered again.
-        restored = _v6_login(tmp_path, v6_sandbox, node, station_key, "--replace-public-key")
-        assert restored.returncode == 0, restored
+        # The session's other tests need the station's own key registered again (in this
+        # process: the command's --replace-public-key was run above).
+        login_node(v6_sandbox.url, v6_sandbox.node(node).api_key, station_key.read_bytes(),
+                   replace_public_key=True)
     assert crypto.RsaCryptor.from_pem(station_key.read_bytes()).matches(
         _org_public_key(v6_sandbox, node))
     done = _v6_login(tmp_path, v6_sandbox, node, station_key)  # the right key: no flag needed
