@@ -193,13 +193,43 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     assert str(task_id) in joined and console.image in joined and "research" in joined
     dialog.close()
 
+    # Quitting asks about runs and the node: they stay open on the server (the default) or
+    # fail in the node's words; no tickets, no provider.
+    box = window.quit_choice_box(2, allow_detach=True)
+    try:
+        labels = [b.text() for b in box.buttons()]
+        assert box.defaultButton().text() == "Stop, run again at the next start"
+        assert "Stop and fail the runs" in labels
+        said = f"{box.windowTitle()} {box.text()} {box.informativeText()}"
+        assert "run(s)" in said and "the node starts" in said
+        assert "the node shut down" in said
+        for word in ("ticket", "provider", "job(s)"):
+            assert word not in said, word
+    finally:
+        box.deleteLater()
 
-def test_cancel_fails_the_run_with_the_operators_reason(
-        node_console: NodeConsole, researchers: dict[str, Researcher], qtbot: Any) -> None:
+
+def test_with_auto_mode_off_a_run_waits_and_cancel_fails_it_with_the_operators_reason(
+        node_console: NodeConsole, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox, qtbot: Any) -> None:
+    """The allowlist holds whatever the operator does: with Auto mode off the console's
+    engine claims nothing by itself, but answers a run of an image this node does not run.
+    The run the operator then starts and cancels fails on the server in their words."""
     console, window = node_console, node_console.window
     console.login()
+    assert not window.engine.auto
     researcher = researchers["demo"]
+    task = researcher.call("create_task", image=f"unknown-{uuid.uuid4().hex[:8]}",
+                           method="anything", kwargs={},
+                           organizations=[v6_sandbox.org_id("station")],
+                           databases=[{"label": "default"}], name="gui-unknown")
+    assert researcher.call("wait_task", task_id=task["id"], timeout=60) == "not allowed"
+    # ... and its own image's run waits for the operator.
     task_id = console.create_task(researcher, "sleep", "gui-sleep")
+    console.window.services_pane.select_service(console.image)
+    wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "pending", 5,
+             "the run to be pending")
+    assert not [j for j in window.engine.jobs() if j.details.get("task_id") == task_id]
     job_id = console.claim_and_run()
     console.wait_state(job_id, JobState.RUNNING)
     wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "active", 30,
@@ -294,46 +324,6 @@ def test_the_next_start_logs_the_node_in_again(
         assert pane.v6_store.load_node() is None
     finally:
         again.close()
-
-
-def test_with_auto_mode_off_an_unconfigured_image_is_still_not_allowed(
-        node_console: NodeConsole, researchers: dict[str, Researcher],
-        v6_sandbox: V6Sandbox) -> None:
-    """The allowlist holds whatever the operator does: with Auto mode off the console's
-    engine claims nothing by itself, but answers a run of an image this node does not run."""
-    console, window = node_console, node_console.window
-    console.login()
-    assert not window.engine.auto
-    researcher = researchers["demo"]
-    task = researcher.call("create_task", image=f"unknown-{uuid.uuid4().hex[:8]}",
-                           method="anything", kwargs={},
-                           organizations=[v6_sandbox.org_id("station")],
-                           databases=[{"label": "default"}], name="gui-unknown")
-    assert researcher.call("wait_task", task_id=task["id"], timeout=60) == "not allowed"
-    # ... and its own image's run waits for the operator.
-    task_id = console.create_task(researcher, "summarise", "gui-waits")
-    console.window.services_pane.select_service(console.image)
-    wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "pending", 5,
-             "the run to be pending")
-    assert not [j for j in window.engine.jobs() if j.details.get("task_id") == task_id]
-
-
-def test_the_quit_question_is_in_the_nodes_words(node_console: NodeConsole) -> None:
-    """Quitting a node's console asks about runs and the node: they stay open on the server
-    (the default) or fail in the node's words; no tickets, no provider."""
-    node_console.login()
-    box = node_console.window.quit_choice_box(2, allow_detach=True)
-    try:
-        labels = [b.text() for b in box.buttons()]
-        assert box.defaultButton().text() == "Stop, run again at the next start"
-        assert "Stop and fail the runs" in labels
-        said = f"{box.windowTitle()} {box.text()} {box.informativeText()}"
-        assert "run(s)" in said and "the node starts" in said
-        assert "the node shut down" in said
-        for word in ("ticket", "provider", "job(s)"):
-            assert word not in said, word
-    finally:
-        box.deleteLater()
 
 
 def test_the_settings_dialog_edits_the_nodes_algorithms_and_databases(
