@@ -209,27 +209,12 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
         box.deleteLater()
 
 
-def test_with_auto_mode_off_a_run_waits_and_cancel_fails_it_with_the_operators_reason(
-        node_console: NodeConsole, researchers: dict[str, Researcher],
-        v6_sandbox: V6Sandbox, qtbot: Any) -> None:
-    """The allowlist holds whatever the operator does: with Auto mode off the console's
-    engine claims nothing by itself, but answers a run of an image this node does not run.
-    The run the operator then starts and cancels fails on the server in their words."""
+def test_cancel_fails_the_run_with_the_operators_reason(
+        node_console: NodeConsole, researchers: dict[str, Researcher], qtbot: Any) -> None:
     console, window = node_console, node_console.window
     console.login()
-    assert not window.engine.auto
     researcher = researchers["demo"]
-    task = researcher.call("create_task", image=f"unknown-{uuid.uuid4().hex[:8]}",
-                           method="anything", kwargs={},
-                           organizations=[v6_sandbox.org_id("station")],
-                           databases=[{"label": "default"}], name="gui-unknown")
-    assert researcher.call("wait_task", task_id=task["id"], timeout=60) == "not allowed"
-    # ... and its own image's run waits for the operator.
     task_id = console.create_task(researcher, "sleep", "gui-sleep")
-    console.window.services_pane.select_service(console.image)
-    wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "pending", 5,
-             "the run to be pending")
-    assert not [j for j in window.engine.jobs() if j.details.get("task_id") == task_id]
     job_id = console.claim_and_run()
     console.wait_state(job_id, JobState.RUNNING)
     wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "active", 30,
@@ -324,6 +309,28 @@ def test_the_next_start_logs_the_node_in_again(
         assert pane.v6_store.load_node() is None
     finally:
         again.close()
+
+
+def test_with_auto_mode_off_an_unconfigured_image_is_still_not_allowed(
+        node_console: NodeConsole, researchers: dict[str, Researcher],
+        v6_sandbox: V6Sandbox) -> None:
+    """The allowlist holds whatever the operator does: with Auto mode off the console's
+    engine claims nothing by itself, but answers a run of an image this node does not run."""
+    console, window = node_console, node_console.window
+    console.login()
+    assert not window.engine.auto
+    researcher = researchers["demo"]
+    task = researcher.call("create_task", image=f"unknown-{uuid.uuid4().hex[:8]}",
+                           method="anything", kwargs={},
+                           organizations=[v6_sandbox.org_id("station")],
+                           databases=[{"label": "default"}], name="gui-unknown")
+    assert researcher.call("wait_task", task_id=task["id"], timeout=60) == "not allowed"
+    # ... and its own image's run waits for the operator.
+    task_id = console.create_task(researcher, "summarise", "gui-waits")
+    console.window.services_pane.select_service(console.image)
+    wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "pending", 5,
+             "the run to be pending")
+    assert not [j for j in window.engine.jobs() if j.details.get("task_id") == task_id]
 
 
 def test_the_settings_dialog_edits_the_nodes_algorithms_and_databases(
