@@ -14,6 +14,13 @@ import pytest
 from dss_console.dss import DssClient
 from dss_console.sandbox import Sandbox, SandboxError
 
+from slurm_cluster import SlurmCluster, require_slurm
+
+# The vantage6 server, its venv and its researchers, registered here once: a session fixture
+# imported into a test module is that module's own (pytest keys a fixture by where it is
+# defined), so five modules importing it started five servers that all lived to the end.
+from v6_fixtures import researchers, v6_python, v6_sandbox  # noqa: F401
+
 # -- the real server -------------------------------------------------------------------
 
 
@@ -28,6 +35,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """
     with Sandbox(data_dir=tmp_path_factory.mktemp("dss-sandbox"), tickets=0) as sb:
         yield sb
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A real single-node SLURM (munged, slurmctld, slurmd), one for the session; fails
+    under DSS_CONSOLE_REQUIRE_SLURM=1 when no cluster can run here, else skips."""
+    require_slurm()
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

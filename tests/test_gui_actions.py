@@ -294,7 +294,7 @@ def test_a_paused_service_has_a_banner_until_a_retried_ticket_succeeds(
 
 def test_auto_mode_is_one_story_and_survives_a_restart(make_console, qtbot) -> None:
     """The per-service boxes say which services Auto mode claims, greyed while it is off;
-    Auto mode itself comes back as the operator left it."""
+    Auto mode itself comes back as the operator left it, and works the queue then."""
     console = make_console()
     console.login()
     window = console.window
@@ -307,6 +307,8 @@ def test_auto_mode_is_one_story_and_survives_a_restart(make_console, qtbot) -> N
     qtbot.waitUntil(lambda: window.engine.auto, timeout=WAIT_MS)
     assert load_settings(console.settings_file).auto is True
     console.close()
+    # Work queued while no window runs: the restarted Auto mode claims and runs it.
+    tickets = [console.sandbox.add_ticket(console.service) for _ in range(2)]
     # A new window on the same settings file (what a restart reads).
     again = Console(qtbot, console.sandbox, console.settings_file.parent / "again",
                     console.service, "success")
@@ -315,6 +317,10 @@ def test_auto_mode_is_one_story_and_survives_a_restart(make_console, qtbot) -> N
     again.login()
     qtbot.waitUntil(again.window.services_pane.auto_button.isChecked, timeout=WAIT_MS)
     assert again.window.engine.auto
+    qtbot.waitUntil(lambda: all(console.sandbox.admin.ticket_status(t) == "success"
+                                for t in tickets), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: again.window.queue_pane.model.rowCount() == 2, timeout=WAIT_MS)
+    assert again.window.auto_label.text() == "Auto mode on"
     again.window.services_pane.auto_button.click()
     assert load_settings(console.settings_file).auto is False
     again.close()

@@ -306,17 +306,7 @@ from test_gui_console import (  # noqa: E402
     event_loop_qt,  # noqa: F401 (fixture)
 )
 
-from slurm_cluster import SlurmCluster, require_slurm  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """A real single-node SLURM for this module only. Not test_slurm's session cluster:
-    its daemons are children of this process, and the window tests after this module
-    (test_gui_console's make_console) take any child left running for their own leftover."""
-    require_slurm()
-    with SlurmCluster(tmp_path_factory.mktemp("gui-slurm")) as cluster:
-        yield cluster
+from slurm_cluster import SlurmCluster  # noqa: E402
 
 
 @pytest.fixture
@@ -324,8 +314,8 @@ def slurm_console(qtbot: Any, event_loop_qt: Any, sandbox: Any,  # noqa: F811
                   slurm: SlurmCluster,
                   tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
     """A console window whose engine finds the test cluster as any SLURM client does
-    (SLURM_CONF); as test_gui_console's make_console, but the cluster's daemons (children
-    of this process, started for this module) are not the test's leftovers."""
+    (SLURM_CONF); as test_gui_console's make_console, but the session cluster's daemons
+    (children of this process) are not the test's leftovers."""
     for name, value in slurm.env.items():
         monkeypatch.setenv(name, value)
     before = set(child_pids(set()))

@@ -217,7 +217,7 @@ def test_claim_inspect_and_run_to_success(make_console, qtbot) -> None:
     assert not window.queue_pane.buttons["run"].isEnabled()
 
 
-def test_cancel_running_ticket(make_console, qtbot) -> None:
+def test_cancel_a_running_ticket_then_quit_with_one_running(make_console, qtbot) -> None:
     console = make_console("sleep", "300")
     console.login()
     job_id = console.claim_and_run()
@@ -233,29 +233,31 @@ def test_cancel_running_ticket(make_console, qtbot) -> None:
     qtbot.waitUntil(lambda: all(process_gone(p) for p in pids), timeout=15_000)
     qtbot.waitUntil(lambda: console.server_status(job_id) == "failed", timeout=WAIT_MS)
 
-
-def test_fail_with_message(make_console, qtbot) -> None:
-    console = make_console("success")
-    console.login()
-    job_id = console.claim()
-    window = console.window
-    window.ask_text = lambda title, label: "The image is a knee"  # type: ignore
-    window.queue_pane.buttons["fail"].click()
-    console.wait_state(job_id, JobState.FAILED)
-    qtbot.waitUntil(lambda: console.server_status(job_id) == "failed", timeout=WAIT_MS)
+    # Quit with another job running: "Keep running" leaves the window open, Stop and fail
+    # ends it and tells the requester.
+    job_id = console.claim_and_run()
+    window.ask_quit_choice = lambda running, **_: None  # type: ignore  # "Keep running"
+    window.close()  # the answer is given synchronously, inside closeEvent
+    assert not window.closed and window.engine is not None and not window.session.quitting
     ticket = window.engine.job(job_id).ticket_id
+    console.close(QUIT_CANCEL)
+    assert console.sandbox.admin.ticket_status(ticket) == "failed"
     log = console.sandbox.admin.ticket_detail(ticket)["log"]
-    assert ("error", "The image is a knee") in {(e["category"], e["message"]) for e in log}
+    assert ("error", "provider shut down") in {(e["category"], e["message"]) for e in log}
 
 
-def test_filter_by_state_and_text(make_console, qtbot) -> None:
+def test_fail_with_message_then_filter_by_state_and_text(make_console, qtbot) -> None:
     console = make_console("success")
     console.login()
     window = console.window
     first = console.claim()
-    window.ask_text = lambda title, label: "no"  # type: ignore
+    window.ask_text = lambda title, label: "The image is a knee"  # type: ignore
     window.queue_pane.buttons["fail"].click()
     console.wait_state(first, JobState.FAILED)
+    # Fail with a message: the requester reads it.
+    qtbot.waitUntil(lambda: console.server_status(first) == "failed", timeout=WAIT_MS)
+    log = console.sandbox.admin.ticket_detail(window.engine.job(first).ticket_id)["log"]
+    assert ("error", "The image is a knee") in {(e["category"], e["message"]) for e in log}
     second = console.claim()
     pane = window.queue_pane
     assert pane.proxy.rowCount() == 2
@@ -269,19 +271,6 @@ def test_filter_by_state_and_text(make_console, qtbot) -> None:
     assert pane.proxy.rowCount() == 1
     pane.text_filter.setText("no-such-thing")
     assert pane.proxy.rowCount() == 0
-
-
-def test_auto_mode_processes_the_queue(make_console, qtbot) -> None:
-    console = make_console("success")
-    tickets = [console.sandbox.add_ticket(console.service) for _ in range(2)]
-    console.login()
-    window = console.window
-    window.services_pane.auto_button.click()
-    qtbot.waitUntil(lambda: window.engine.auto, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: all(console.sandbox.admin.ticket_status(t) == "success"
-                                for t in tickets), timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: window.queue_pane.model.rowCount() == 2, timeout=WAIT_MS)
-    assert window.auto_label.text() == "Auto mode on"
 
 
 def test_settings_are_saved_and_applied(make_console, qtbot) -> None:
@@ -299,21 +288,6 @@ def test_settings_are_saved_and_applied(make_console, qtbot) -> None:
     # ... and the engine process runs with them.
     qtbot.waitUntil(lambda: "concurrency = 3" in window.engine.settings_toml(), timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.jobs_label.text().endswith("/3"), timeout=5000)
-
-
-def test_quit_with_running_job_cancels_and_fails_it(make_console, qtbot) -> None:
-    console = make_console("sleep", "300")
-    console.login()
-    job_id = console.claim_and_run()
-    window = console.window
-    window.ask_quit_choice = lambda running, **_: None  # type: ignore  # "Keep running"
-    window.close()  # the answer is given synchronously, inside closeEvent
-    assert not window.closed and window.engine is not None and not window.session.quitting
-    ticket = window.engine.job(job_id).ticket_id
-    console.close(QUIT_CANCEL)
-    assert console.sandbox.admin.ticket_status(ticket) == "failed"
-    log = console.sandbox.admin.ticket_detail(ticket)["log"]
-    assert ("error", "provider shut down") in {(e["category"], e["message"]) for e in log}
 
 
 def test_quit_dialog_offers_stop_and_run_again_by_default(make_console, qtbot) -> None:

@@ -5,8 +5,6 @@ Each test configures an image of its own (a plain local command), so runs other 
 left pending for the same node are never the ones these tests take.
 """
 
-# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
-
 from __future__ import annotations
 
 import sys
@@ -22,21 +20,18 @@ from PySide6.QtCore import Qt, QTimer
 
 from dss_console import plugins
 from dss_console.credentials import SessionStore
-from dss_console.engine.settings import Settings, load_settings, parse_settings
+from dss_console.engine.settings import load_settings, parse_settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
 from dss_console.sources.v6.sandbox import V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
 from settings_helpers import settings_with, v6_of
-from test_gui_console import WAIT_MS, child_pids, event_loop_qt
+from test_gui_console import WAIT_MS, child_pids, event_loop_qt  # noqa: F401 (fixture)
 
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
     Researcher,
-    researchers,
-    v6_python,
-    v6_sandbox,
     wait_for,
 )
 
@@ -128,7 +123,7 @@ class NodeConsole:
 
 
 @pytest.fixture
-def node_console(qtbot: Any, event_loop_qt: Any, v6_sandbox: V6Sandbox,
+def node_console(qtbot: Any, event_loop_qt: Any, v6_sandbox: V6Sandbox,  # noqa: F811
                  tmp_path: Path) -> Iterator[NodeConsole]:
     before = set(child_pids(set()))  # the vantage6 server and researchers are not ours
     threads_before = set(threading.enumerate())
@@ -203,6 +198,21 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     joined = " | ".join(str(t) for t in texts)
     assert str(task_id) in joined and console.image in joined and "research" in joined
     dialog.close()
+
+    # Quitting asks about runs and the node: they stay open on the server (the default) or
+    # fail in the node's words; no tickets, no provider.
+    box = window.quit_choice_box(2, allow_detach=True)
+    try:
+        labels = [b.text() for b in box.buttons()]
+        assert box.defaultButton().text() == "Stop, run again at the next start"
+        assert "Stop and fail the runs" in labels
+        said = f"{box.windowTitle()} {box.text()} {box.informativeText()}"
+        assert "run(s)" in said and "the node starts" in said
+        assert "the node shut down" in said
+        for word in ("ticket", "provider", "job(s)"):
+            assert word not in said, word
+    finally:
+        box.deleteLater()
 
 
 def test_cancel_fails_the_run_with_the_operators_reason(
@@ -327,24 +337,6 @@ def test_with_auto_mode_off_an_unconfigured_image_is_still_not_allowed(
     wait_for(lambda: researcher.call("runs", task_id=task_id)[0]["status"] == "pending", 5,
              "the run to be pending")
     assert not [j for j in window.engine.jobs() if j.details.get("task_id") == task_id]
-
-
-def test_the_quit_question_is_in_the_nodes_words(node_console: NodeConsole) -> None:
-    """Quitting a node's console asks about runs and the node: they stay open on the server
-    (the default) or fail in the node's words; no tickets, no provider."""
-    node_console.login()
-    box = node_console.window.quit_choice_box(2, allow_detach=True)
-    try:
-        labels = [b.text() for b in box.buttons()]
-        assert box.defaultButton().text() == "Stop, run again at the next start"
-        assert "Stop and fail the runs" in labels
-        said = f"{box.windowTitle()} {box.text()} {box.informativeText()}"
-        assert "run(s)" in said and "the node starts" in said
-        assert "the node shut down" in said
-        for word in ("ticket", "provider", "job(s)"):
-            assert word not in said, word
-    finally:
-        box.deleteLater()
 
 
 def test_the_settings_dialog_edits_the_nodes_algorithms_and_databases(

@@ -5,8 +5,6 @@ vantage6-server 4.15.2 and the official vantage6-client as the researcher who po
 tasks; the sandbox venv is the one v6_fixtures builds once per machine.
 """
 
-# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
-
 from __future__ import annotations
 
 import os
@@ -19,7 +17,7 @@ import pytest
 from dss_console import cli
 from dss_console.sources.v6 import venv as v6venv
 
-from v6_fixtures import SERVER_TEST_TIMEOUT, v6_python
+from v6_fixtures import SERVER_TEST_TIMEOUT
 
 EXE = Path(sys.executable).with_name("dss-console")
 

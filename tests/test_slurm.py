@@ -23,16 +23,9 @@ from dss_console.sandbox import Sandbox
 from test_leaks import assert_nothing_local, everything_the_user_can_fetch, local_detail
 from test_worker_cli import Worker, args_for, worker_env  # noqa: F401 (fixture)
 
-from slurm_cluster import SlurmCluster, require_slurm
+from slurm_cluster import SlurmCluster
 from test_engine import TAGS, Harness, command, harness_for
 from waiting import process_gone, wait_for
-
-
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    require_slurm()
-    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
-        yield cluster
 
 
 @pytest.fixture
@@ -267,8 +260,10 @@ def test_a_restarted_worker_follows_its_cluster_job_instead_of_running_the_ticke
     finally:
         first.kill()  # SIGKILL: no chance to scancel
     # Not a wait for anything: the worker that follows the job starts measurably later than
-    # the job did, so a run time counted from the re-attach shows.
-    time.sleep(max(0.0, reported + 4.0 - time.time()))
+    # the job did, so a run time counted from the re-attach shows. 2.5 s is enough: the
+    # line's stamp is cut to the second, so a count from the re-attach gives a start at least
+    # 1.5 s after `reported`, and the check below allows 1 s.
+    time.sleep(max(0.0, reported + 2.5 - time.time()))
     assert slurm.job_state(cluster_job) == "RUNNING"
     jobs_before = cluster_jobs(slurm)
     journal = journal_path(tmp_path / "data" / "dss-console")
@@ -375,14 +370,20 @@ def test_an_unreachable_controller_is_transient_never_a_refusal(
 
     from dss_console.executors.slurm.tools import SlurmTools, SlurmUnreachableError
 
+    dead_conf = re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=1", slurm.conf.read_text())
     dead = tmp_path / "dead.conf"
-    dead.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=1", slurm.conf.read_text()))
+    dead.write_text(dead_conf)
+    # A client retries the connection for MessageTimeout seconds (10 by default) before it
+    # says "Unable to contact": a cluster configured with 1 s says it within a second.
+    dead_soon = tmp_path / "dead-soon.conf"
+    dead_soon.write_text(dead_conf + "MessageTimeout=1\n")
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/sh\ntrue\n")
-    tools = SlurmTools(env={**os.environ, "SLURM_CONF": str(dead)})
+    tools = SlurmTools(env={**os.environ, "SLURM_CONF": str(dead_soon)})
     with pytest.raises(SlurmUnreachableError, match=r"cannot be reached.*Unable to contact"):
         tools.submit(script, [], tools.env)
-    quick = SlurmTools(env=tools.env, timeout=2)
+    # With the default 10 s the client is still trying when the console stops waiting.
+    quick = SlurmTools(env={**os.environ, "SLURM_CONF": str(dead)}, timeout=2)
     with pytest.raises(SlurmUnreachableError, match="did not answer within 2 s"):
         quick.queue_states(["1"])
 

@@ -1,8 +1,6 @@
 """`dss-console v6 login|status|logout|sandbox` as an operator runs them: real processes,
 the real server, secrets never on stdout/stderr (except the sandbox's own banner)."""
 
-# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
-
 from __future__ import annotations
 
 import json
@@ -19,7 +17,7 @@ import pytest
 
 from dss_console.sources.v6.sandbox import V6Sandbox
 
-from v6_fixtures import SERVER_TEST_TIMEOUT, v6_python, v6_sandbox
+from v6_fixtures import SERVER_TEST_TIMEOUT
 
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 

@@ -4,9 +4,6 @@ The official code runs in the sandbox venv (a subprocess); no vantage6 package i
 into the test process.
 """
 
-# ruff: noqa: F401, F811 - the session fixtures are imported from v6_fixtures and used as
-# test arguments by design (conftest.py belongs to the DSS suite).
-
 from __future__ import annotations
 
 import base64
@@ -18,7 +15,7 @@ import pytest
 
 from dss_console.sources.v6 import crypto
 
-from v6_fixtures import SERVER_TEST_TIMEOUT, run_official, v6_python
+from v6_fixtures import SERVER_TEST_TIMEOUT, run_official
 
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 

@@ -4,8 +4,6 @@ asking for a database this node lacks is refused before it starts, a researcher'
 recorded as such. Real server 4.15.2, the official client as the researcher, real engine
 processes."""
 
-# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
-
 from __future__ import annotations
 
 import json
@@ -19,14 +17,11 @@ from dss_console.engine.settings import Settings, settings_to_toml
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
 from settings_helpers import settings_with, v6_of
-from test_gui_console import event_loop_qt
+from test_gui_console import event_loop_qt  # noqa: F401 (fixture)
 
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
     Researcher,
-    researchers,
-    v6_python,
-    v6_sandbox,
     wait_for,
 )
 
@@ -138,9 +133,10 @@ def test_another_organizations_key_is_refused_unless_replacing_is_asked(
         assert crypto.RsaCryptor.from_pem(wrong.read_bytes()).matches(
             _org_public_key(v6_sandbox, node))
     finally:
-        # The session's other tests need the station's own key registered again.
-        restored = _v6_login(tmp_path, v6_sandbox, node, station_key, "--replace-public-key")
-        assert restored.returncode == 0, restored
+        # The session's other tests need the station's own key registered again (in this
+        # process: the command's --replace-public-key was run above).
+        login_node(v6_sandbox.url, v6_sandbox.node(node).api_key, station_key.read_bytes(),
+                   replace_public_key=True)
     assert crypto.RsaCryptor.from_pem(station_key.read_bytes()).matches(
         _org_public_key(v6_sandbox, node))
     done = _v6_login(tmp_path, v6_sandbox, node, station_key)  # the right key: no flag needed
@@ -349,7 +345,7 @@ def test_a_v6_workers_output_and_work_dirs_use_vantage6_words(
 
 
 def test_edit_command_opens_the_images_row_and_names_the_settings_file(
-        qtbot, event_loop_qt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        qtbot, event_loop_qt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """'Edit command…' for an image said "in the settings file": which one? It opens the
     Settings dialog's vantage6 tab at that image, and the dialog names the file OK writes."""
     pytest.importorskip("PySide6.QtWidgets")

@@ -6,9 +6,6 @@ child process with our environment builder — in a plain and an encrypted colla
 engine integration is the lead's next step.
 """
 
-# ruff: noqa: F401, F811 - the session fixtures are imported from v6_fixtures and used as
-# test arguments by design (conftest.py belongs to the DSS suite).
-
 from __future__ import annotations
 
 import contextlib
@@ -43,9 +40,6 @@ from dss_console.sources.v6.source import V6KeyError, V6Source
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
     Researcher,
-    researchers,
-    v6_python,
-    v6_sandbox,
     wait_for,
 )
 

@@ -2,8 +2,6 @@
 official wrapper's decoder), the REST client's error handling against a misbehaving server,
 log tails and input summaries."""
 
-# ruff: noqa: F401, F811 - v6_python is a session fixture imported from v6_fixtures.
-
 from __future__ import annotations
 
 import json
@@ -33,7 +31,7 @@ from dss_console.sources.v6.source import input_summary, tail_text
 from settings_helpers import settings_with, v6_of
 
 from hostile_server import HostileServer, Reply
-from v6_fixtures import SERVER_TEST_TIMEOUT, run_official, v6_python
+from v6_fixtures import SERVER_TEST_TIMEOUT, run_official
 
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 
@@ -125,7 +123,7 @@ def test_v6_table_in_the_settings_file_round_trips(tmp_path: Path) -> None:
 
 
 def _toml_of(v6: dict) -> str:
-    from dss_console.engine.settings import Settings, settings_to_toml
+    from dss_console.engine.settings import settings_to_toml
 
     return settings_to_toml(settings_with(v6=parse_v6_settings(v6)))
 

@@ -7,8 +7,6 @@ One worker per node at a time (the rule): the plain node's worker is shared by t
 the module that use the plain collaboration; the encrypted node gets its own workers.
 """
 
-# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
-
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from dss_console import plugins
-from dss_console.engine.settings import Settings, settings_to_toml
+from dss_console.engine.settings import settings_to_toml
 from dss_console.sources.v6.sandbox import DEMO_IMAGE, V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
 from settings_helpers import settings_with, v6_of
@@ -34,9 +32,6 @@ from settings_helpers import settings_with, v6_of
 from v6_fixtures import (
     SERVER_TEST_TIMEOUT,
     Researcher,
-    researchers,
-    v6_python,
-    v6_sandbox,
     wait_for,
 )
 

@@ -1,6 +1,8 @@
 """The real vantage6 4.15.2 server for the v6 tests: started once per session, on first use.
 
-Import the fixtures into a test module (``from v6_fixtures import v6_sandbox, researchers``).
+conftest.py registers the fixtures (``v6_python``, ``v6_sandbox``, ``researchers``) for the
+whole session: never import them into a test module, which would give that module a server
+of its own.
 The sandbox venv lives in the *real* user cache (``~/.cache/dss-console/v6-sandbox-4.15.2``),
 not in the per-session scratch XDG dirs conftest sets, so it is built once per machine
 (~70-110 s with PyPI) and reused by every later session. Only when it cannot be built because

@@ -2,8 +2,6 @@
 when a case of that kind runs (``-k dss`` starts no vantage6 server), and ``world``, the
 case's adapter for one source × executor combination (kinds.py)."""
 
-# ruff: noqa: F401, F811 - the session fixture v6_python is imported from v6_fixtures.
-
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -14,32 +12,25 @@ from kinds import COMBINATIONS, EXECUTORS, RUNNABLE, SOURCES, Combination, World
 
 from dss_console.sources.v6.sandbox import V6Sandbox
 
-from slurm_cluster import SlurmCluster, require_slurm
-from v6_fixtures import Researcher, v6_python
+from slurm_cluster import SlurmCluster
+from v6_fixtures import Researcher
 
 
-# Module scope: the contract module's servers and cluster end with it, so a whole-suite run
-# never keeps two vantage6 servers or two SLURM clusters (test_v6_*, test_slurm.py own
-# theirs) at once.
-@pytest.fixture(scope="module")
-def contract_v6(v6_python: Path, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[V6Sandbox]:
-    with V6Sandbox(data_dir=tmp_path_factory.mktemp("contract-v6")) as sandbox:
-        yield sandbox
+# The session's vantage6 server, researcher and SLURM cluster (conftest.py), the ones the
+# per-source tests use: one of each per run, started by whichever test needs it first.
+@pytest.fixture
+def contract_v6(v6_sandbox: V6Sandbox) -> V6Sandbox:
+    return v6_sandbox
 
 
-@pytest.fixture(scope="module")
-def contract_researcher(v6_python: Path, contract_v6: V6Sandbox) -> Iterator[Researcher]:
-    researcher = Researcher(v6_python, contract_v6, "demo")
-    yield researcher
-    researcher.close()
+@pytest.fixture
+def contract_researcher(researchers: dict[str, Researcher]) -> Researcher:
+    return researchers["demo"]
 
 
-@pytest.fixture(scope="module")
-def contract_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    require_slurm()  # fails under DSS_CONSOLE_REQUIRE_SLURM=1 when no cluster can run here
-    with SlurmCluster(tmp_path_factory.mktemp("contract-slurm")) as cluster:
-        yield cluster
+@pytest.fixture
+def contract_slurm(slurm: SlurmCluster) -> SlurmCluster:
+    return slurm
 
 
 def _world(request: pytest.FixtureRequest, combination: Combination, tmp_path: Path, *,
