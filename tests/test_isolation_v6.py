@@ -2,7 +2,6 @@
 network, run by a real `dss-console worker --source v6` for the real vantage6-server; its
 subtasks reach the node's proxy through the relay and nothing else."""
 
-# ruff: noqa: F401, F811 - session fixtures imported from v6_fixtures.
 from __future__ import annotations
 
 import os
@@ -17,7 +16,7 @@ from dss_console.sources.v6.settings import new_algorithm_policy, parse_v6_setti
 from settings_helpers import settings_with
 from test_v6_worker import DEMO_AGE_MEAN, Worker, _login
 
-from v6_fixtures import SERVER_TEST_TIMEOUT, Researcher, researchers, v6_python, v6_sandbox
+from v6_fixtures import SERVER_TEST_TIMEOUT, Researcher
 
 NO_SANDBOX = probe() or (None if probe_limits().kind in ("cgroup1", "cgroup2")
                          else "no usable cgroup")
