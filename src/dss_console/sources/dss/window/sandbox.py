@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from dss_console.connection import LoggedIn
 from dss_console.engine.settings import ServiceCommand, Settings
-from dss_console.gui.self_test import SelfTestFailed, until
+from dss_console.gui.self_test import SelfTestFailed, claim_and_run, until
 from dss_console.gui.source_window import SandboxOptions
 from dss_console.gui.tasks import run_blocking
 
@@ -66,16 +66,7 @@ class DssWindowSandbox:
         await until(lambda: window.services_pane.table.rowCount() > 0, 30,
                     "the services list")
         window.services_pane.select_service(sandbox.service_hash)
-        # The same action as the operator's click on "Claim next".
-        window.services_pane.claim_button.click()
-        await until(lambda: bool(engine.jobs()), 30, "a claimed ticket")
-        job = engine.jobs()[0]
-        await until(lambda: engine.job(job.job_id).inputs_ready, 30, "its inputs")
-        if not window.queue_pane.select_job(job.job_id):
-            raise SelfTestFailed(f"ticket {job.ticket_id} is not in the queue view")
-        await until(lambda: window.queue_pane.buttons["run"].isEnabled(), 10,
-                    "the Run button to be enabled")
-        window.queue_pane.buttons["run"].click()
+        job = await claim_and_run(window, engine, "ticket")
         login = window.logged_in
         if not isinstance(login, LoggedIn):
             raise SelfTestFailed("not logged in to the DSS server")

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from dss_console.engine.settings import Settings, parse_settings
-from dss_console.gui.self_test import SelfTestFailed, until
+from dss_console.gui.self_test import SelfTestFailed, claim_and_run, until
 from dss_console.gui.source_window import SandboxOptions
 from dss_console.gui.tasks import run_blocking
 from dss_console.sources.v6.settings import v6_settings
@@ -104,16 +104,7 @@ class V6WindowSandbox:
             return DEMO_IMAGE in window.services_pane.selected_hashes()
 
         await until(demo_selected, 30, f"{DEMO_IMAGE} in the services list")
-        # The same action as the operator's click on "Claim next".
-        window.services_pane.claim_button.click()
-        await until(lambda: bool(engine.jobs()), 30, "a claimed run")
-        job = engine.jobs()[0]
-        await until(lambda: engine.job(job.job_id).inputs_ready, 30, "its input")
-        if not window.queue_pane.select_job(job.job_id):
-            raise SelfTestFailed(f"run {job.ticket_id} is not in the queue view")
-        await until(lambda: window.queue_pane.buttons["run"].isEnabled(), 10,
-                    "the Run button to be enabled")
-        window.queue_pane.buttons["run"].click()
+        job = await claim_and_run(window, engine, "run")
         deadline = time.monotonic() + 120
         while True:
             status = await run_blocking(researcher.run_status, job.ticket_id)
