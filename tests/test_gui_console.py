@@ -451,8 +451,11 @@ def test_selecting_a_running_job_shows_its_log_once_and_follows(make_console, qt
                     timeout=WAIT_MS)
     target = sorted(engine.busy_job_ids())[-1]
     window.queue_pane.select_job(target)  # mid-run: the tail from disk, then live lines
-    qtbot.waitUntil(lambda: engine.job(target).progress > 0.3, timeout=WAIT_MS)
     log = window.detail_pane.log
+    # The tail is read on a worker thread: on a busy machine it may still be loading when
+    # the job has moved on, so wait for both before looking.
+    qtbot.waitUntil(lambda: not log.loading and engine.job(target).progress > 0.3,
+                    timeout=WAIT_MS)
     lines = [line for line in log.text_edit.toPlainText().splitlines() if line.strip()]
     steps = [line for line in lines if "step " in line and "@dss" not in line]
     assert steps and len(steps) == len(set(steps)), "a line is shown twice"
