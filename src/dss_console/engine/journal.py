@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,16 @@ from typing import Any
 from dss_console.core.executor import DetailValue, ExecutorDetails
 from dss_console.core.interfaces import OutcomeKind
 from dss_console.engine.events import JobSnapshot
+from dss_console.engine.ledger import (
+    LEDGER_SCHEMA,
+    LedgerEntry,
+    LedgerHead,
+    QueuedRecord,
+    note_written,
+    queue_entries,
+    queued_rows,
+    read_head,
+)
 from dss_console.engine.states import JobState, check_transition
 
 SCHEMA = """
@@ -78,7 +88,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, job_id, id);
-"""
+""" + LEDGER_SCHEMA
 
 # Columns added after the first release, with their declarations, in the order added.
 _ADDED_COLUMNS = (
@@ -147,6 +157,8 @@ class Journal:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._db.row_factory = sqlite3.Row
+        # Called after a transaction that queued ledger records committed (the writers wake).
+        self._ledger_listeners: list[Callable[[], None]] = []
         self._initialise()
 
     def _initialise(self) -> None:
@@ -207,7 +219,10 @@ class Journal:
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, *, source: str, ticket_id: int, service_hash: str, service_name: str,
                    instance: str, workdir: str, state: JobState = JobState.CLAIMED,
-                   reason: str | None = None, details: dict[str, Any] | None = None) -> int:
+                   reason: str | None = None, details: dict[str, Any] | None = None,
+                   ledger: Sequence[LedgerEntry] = (), **fields: Any) -> int:
+        """A new job; ``ledger``: what to record of it (the claim, a refusal), queued in the
+        same transaction. ``fields``: more job fields (as ``update_job``)."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
@@ -219,15 +234,21 @@ class Journal:
             job_id = int(cur.lastrowid or 0)
             db.execute("INSERT INTO transitions (job_id, at, state, reason) VALUES (?,?,?,?)",
                        (job_id, now, state.value, reason))
+            if fields:
+                self._update(db, job_id, fields)
+            queued = self._queue_ledger(db, job_id, ledger, now)
+        self._ledger_queued(queued)
         return job_id
 
     def transition(self, job_id: int, new: JobState, reason: str | None = None, *,
                    check: bool = True, calls: Sequence[tuple[str, dict[str, Any]]] = (),
-                   drop_final: bool = False, **fields: Any) -> list[OutboxItem]:
+                   drop_final: bool = False, ledger: Sequence[LedgerEntry] = (),
+                   **fields: Any) -> list[OutboxItem]:
         """Record a state change (and job fields) durably before the caller acts on it.
 
         `calls` are queued in the outbox in the same transaction, so a crash can never leave
-        a job decided but its server calls unqueued (or the other way round).
+        a job decided but its server calls unqueued (or the other way round); so are the
+        `ledger` entries recording the step (bound to this job, after the change).
         """
         now = time.time()
         items: list[OutboxItem] = []
@@ -258,7 +279,63 @@ class Journal:
                                  "VALUES (?,?,?,?)", (job_id, kind, json.dumps(payload), now))
                 items.append(OutboxItem(int(cur.lastrowid or 0), job_id, kind, payload, PENDING,
                                         0, None, now, None))
+            queued = self._queue_ledger(db, job_id, ledger, now)
+        self._ledger_queued(queued)
         return items
+
+    # -- the ledger's queue (engine/ledger.py) -------------------------------------------------
+    def queue_ledger(self, entries: Sequence[LedgerEntry], *, source: str | None = None,
+                     instance: str | None = None) -> None:
+        """Queue records of steps that change no job state (an entry's ``job`` names its job;
+        one bound to no job needs ``source``), in one transaction."""
+        if not entries:
+            return
+        with self._tx() as db:
+            queued = queue_entries(db, entries, job=None, source=source, instance=instance)
+        self._ledger_queued(queued)
+
+    def on_ledger_queued(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap, non-blocking: it wakes a writer) after each commit that
+        queued ledger records."""
+        with self._lock:
+            self._ledger_listeners.append(listener)
+
+    def remove_ledger_listener(self, listener: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._ledger_listeners.remove(listener)
+
+    def queued_ledger(self, source: str, limit: int = 500) -> list[QueuedRecord]:
+        """The oldest records queued for ``source``'s ledger, in the order they are written."""
+        with self._lock:
+            return queued_rows(self._db, source, limit)
+
+    def queued_ledger_count(self, source: str) -> int:
+        return int(self._query("SELECT COUNT(*) AS n FROM ledger_queue WHERE source=?",
+                               (source,))[0]["n"])
+
+    def ledger_head(self, source: str) -> LedgerHead | None:
+        with self._lock:
+            return read_head(self._db, source)
+
+    def ledger_written(self, source: str, row_ids: Sequence[int], head: LedgerHead) -> None:
+        """The rows are in the ledger file, which now ends at ``head``: one transaction."""
+        with self._tx() as db:
+            note_written(db, source, row_ids, head)
+
+    def _queue_ledger(self, db: sqlite3.Connection, job_id: int,
+                      entries: Sequence[LedgerEntry], now: float) -> int:
+        if not entries:
+            return 0
+        row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return queue_entries(db, entries, job=dict(row), at=now)
+
+    def _ledger_queued(self, count: int) -> None:
+        if not count:
+            return
+        with self._lock:
+            listeners = list(self._ledger_listeners)
+        for listener in listeners:
+            listener()
 
     def update_job(self, job_id: int, **fields: Any) -> None:
         fields["updated_at"] = time.time()
