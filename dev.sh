@@ -23,8 +23,9 @@ QT_PACKAGES=(libgl1 libegl1 libfontconfig1 libxkbcommon0 libdbus-1-3 libglib2.0-
 SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
 # The isolation tests run commands in a real sandbox (bubblewrap, what Flatpak uses).
 SANDBOX_PACKAGES=(bubblewrap)
-# The notification tests send to a real daemon (dunst) on a virtual X display (Xvfb).
-NOTIFY_PACKAGES=(dunst xvfb xauth)
+# The notification tests send to a real daemon (dunst) on a virtual X display (Xvfb); systemd
+# for busctl, which `dunstctl history` calls (present on most systems already).
+NOTIFY_PACKAGES=(dunst xvfb xauth systemd)
 
 need_system_packages() {
   local missing=()
