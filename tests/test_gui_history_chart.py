@@ -13,6 +13,7 @@ from dss_console.gui.history_chart import (
     NO_SELECTION,
     SUCCEEDED_COLOUR,
     HistoryChart,
+    bar_words,
     nice_ceiling,
     run_time_words,
 )
@@ -119,6 +120,15 @@ def test_an_empty_history_says_so_and_draws_no_bar(qtbot) -> None:
 def test_run_time_words() -> None:
     assert [run_time_words(s) for s in (42, 60, 312, 3599.6, 7500)] == [
         "42 s", "1 min", "5 min 12 s", "1 h 00 min", "2 h 05 min"]
+
+
+def test_a_bars_tooltip_says_when_and_how_many(qtbot) -> None:
+    chart = chart_shown(qtbot, HISTORY)
+    ok, failed = chart.canvas.bar_rects()[3]
+    assert chart.canvas.bar_at(failed.center()) == 3 and chart.canvas.bar_at(ok.center()) == 3
+    assert bar_words("day", 3, 24, HOURS[3]) == "20–21 h ago: 3 succeeded, 1 failed"
+    assert bar_words("day", 23, 24, Bar(2, 0)) == "In the last hour: 2 succeeded, 0 failed"
+    assert bar_words("month", 28, 30, Bar(1, 1)) == "1 day ago: 1 succeeded, 1 failed"
 
 
 def view(name: str, service_hash: str) -> ServiceView:
