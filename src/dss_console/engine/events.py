@@ -178,6 +178,7 @@ class EngineStatus(Event):
     connection: str
     claims_in_flight: int
     idle_poll_completed: bool
+    waiting: int = 0  # jobs waiting for a person's decision (approval or release)
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,10 @@ class RemoteEngine:
     def idle_poll_completed(self) -> bool:
         return self._status.idle_poll_completed
 
+    def waiting_count(self) -> int:
+        """Jobs waiting for a person's decision (approval or release)."""
+        return self._status.waiting
+
     @property
     def connection_state(self) -> str:
         return self._status.connection
