@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dss_console.sources.v6 import venv as v6venv
-from dss_console.sources.v6.venv import V6SandboxError, VenvSpec
+from dss_console.sources.v6.venv import V6SandboxError, V6VenvUnavailable, VenvSpec
 
 V6X5_VERSION = "5.0.3"
 PACKAGES = (
@@ -83,6 +83,9 @@ def find_python313() -> str:
         f"was found: set {PYTHON_ENV} to its path, put python3.13 on PATH, or install it "
         "with pyenv (pyenv install 3.13)")
 
+
+__all__ = ["PACKAGES", "SPEC", "V6X5_VERSION", "V6SandboxError", "V6VenvUnavailable",
+           "ensure_venv", "find_python313", "venv_dir", "venv_ready"]
 
 SPEC = VenvSpec(name=f"v6-sandbox-{V6X5_VERSION}", label=f"vantage6 {V6X5_VERSION}",
                 what=f"vantage6 {V6X5_VERSION} HQ", packages=PACKAGES,
