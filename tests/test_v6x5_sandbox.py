@@ -217,3 +217,50 @@ def test_hq_socket_says_expired_or_invalid_token(v6x5_sandbox: HqSandbox,
     genuine = _client_token(sb, http, node.client_id, node.api_key)
     forged = jws.sign(jws.unverified_claims(genuine), jws.new_key(), kid="foreign")
     assert _socket_events(sb, forged) == ["invalid_token"]
+
+
+# -- the Python 3.13 and the venv --------------------------------------------------------------
+
+
+def test_find_python313_order_and_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dss_console.sources.v6x5 import venv
+
+    real = venv.find_python313()  # this machine has one (pyenv): the suite needs it
+    # A pyenv shim on PATH for a version not selected: it exists but fails.
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    shim = shims / "python3.13"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.13: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    pyenv = tmp_path / "pyenv"
+    (pyenv / "versions" / "3.13.0" / "bin").mkdir(parents=True)
+    (pyenv / "versions" / "3.13.0" / "bin" / "python3").symlink_to(real)
+    monkeypatch.delenv(venv.PYTHON_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(shims))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PYENV_ROOT", str(pyenv))
+    assert venv.find_python313() == str(pyenv / "versions" / "3.13.0" / "bin" / "python3")
+    # The operator's choice comes first, and a wrong one is said, not passed over.
+    monkeypatch.setenv(venv.PYTHON_ENV, str(shim))
+    with pytest.raises(venv.V6SandboxError, match=r"DSS_CONSOLE_PYTHON313 names .* not a Python"):
+        venv.find_python313()
+    monkeypatch.setenv(venv.PYTHON_ENV, real)
+    assert venv.find_python313() == real
+    # None anywhere: an error in words (the fixture fails with it; nothing is skipped).
+    monkeypatch.delenv(venv.PYTHON_ENV)
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    with pytest.raises(venv.V6SandboxError, match=r"needs Python 3\.13 .*\(pyenv install 3\.13\)"):
+        venv.find_python313()
+
+
+def test_the_5x_venv_has_hq_5_0_3_on_python_3_13(v6x5_python: Path) -> None:
+    from dss_console.sources.v6x5 import venv
+
+    code = ("import sys, importlib.metadata as m, vantage6.backend.common\n"
+            "print(sys.version_info >= (3, 13), m.version('vantage6-hq'), "
+            "m.version('vantage6-client'), m.version('vantage6-algorithm-tools'))")
+    proc = subprocess.run([str(v6x5_python), "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "5.0.3", "5.0.3", "5.0.3"]
+    assert venv.venv_ready()
