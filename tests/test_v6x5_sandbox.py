@@ -219,6 +219,24 @@ def test_hq_socket_says_expired_or_invalid_token(v6x5_sandbox: HqSandbox,
     assert _socket_events(sb, forged) == ["invalid_token"]
 
 
+def test_hq_and_the_standin_restart_on_their_ports(v6x5_sandbox: HqSandbox,
+                                                   http: requests.Session) -> None:
+    """What outage tests rely on: each comes back on the same URL with the same realm, so
+    a node's API key and HQ's trust in the realm's tokens survive both restarts."""
+    sb = v6x5_sandbox
+    assert sb.idp is not None and sb.hq is not None
+    node = sb.node("station-demo")
+    urls = (sb.url, sb.auth_url)
+    sb.idp.stop()
+    with pytest.raises(requests.ConnectionError):
+        _client_token(sb, http, node.client_id, node.api_key)
+    sb.idp.restart()
+    sb.hq.restart()
+    assert (sb.url, sb.auth_url) == urls
+    token = _client_token(sb, http, node.client_id, node.api_key)
+    assert _get(http, f"{sb.api_url}/node/me", token).json()["name"] == "station-demo"
+
+
 # -- the Python 3.13 and the venv --------------------------------------------------------------
 
 
