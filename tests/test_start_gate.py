@@ -18,6 +18,8 @@ from dss_console.executors.local import LocalExecutor
 from dss_console.executors.local.process import STOPPED_AT_GATE, CommandRunner
 from test_runner import DEADLINE, Collector, dss_spec, no_leaked_threads, paths, py, run, sh
 
+from waiting import wait_for
+
 __all__ = ["no_leaked_threads", "paths"]  # fixtures used here
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the gate is POSIX")
@@ -37,7 +39,8 @@ def test_a_held_command_runs_once_released(paths: JobPaths) -> None:
                            paths, Collector())
     pid = runner.start(hold=True)
     if Path("/proc/self/cmdline").exists():
-        assert _at_gate(pid)
+        # Popen returns as the exec begins; the command line shows once it is complete.
+        wait_for(lambda: _at_gate(pid), 10, interval=0.01, what="the gate's command line")
     assert not marker.exists()
     runner.release()
     outcome = runner.wait(DEADLINE)
@@ -100,29 +103,36 @@ def test_the_gate_leaks_into_no_command(paths: JobPaths) -> None:
 _ENGINE = """
 import sys, threading
 from pathlib import Path
-from dss_console.core.command import JobPaths
+from dss_console.core.command import CommandSpec, JobPaths
 from dss_console.executors.local.process import CommandRunner
-from test_runner import Collector, dss_spec, sh
 workdir = Path(sys.argv[1])
 paths = JobPaths(ticket_id=7, service_name="S", service_hash="ab" * 20, workdir=workdir,
                  input_dir=workdir, workspace=workdir / "w.itksnap",
                  result=workdir / "r.itksnap", engine_dir=workdir / ".dss")
-runner = CommandRunner(dss_spec(paths, sh("touch ran")), paths, Collector())
+runner = CommandRunner(CommandSpec(argv=("touch", "ran")), paths, lambda report: None)
 print(runner.start(hold=True), flush=True)
-threading.Event().wait()  # killed here, never releasing
+threading.Event().wait(60)  # killed here, never releasing (60 s: a stuck test's bound)
 """
 
 # A subreaper adopts the orphaned gate, so that its exit status can be seen.
 _REAPER = """
-import ctypes, os, subprocess, sys
+import ctypes, os, subprocess, sys, time
 if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
     sys.exit("no subreaper")
 engine = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]],
                           stdout=subprocess.PIPE, text=True)
-pid = int(engine.stdout.readline())
-print(open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")[3].decode(), flush=True)
-engine.kill()
-engine.wait()
+try:
+    pid = int(engine.stdout.readline())
+    # Until its exec is complete the kernel shows an empty command line.
+    deadline = time.monotonic() + 30
+    while len(words := open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")) < 4:
+        assert time.monotonic() < deadline, words
+        time.sleep(0.01)
+    print(words[3].decode(), flush=True)
+finally:
+    engine.kill()
+    engine.wait()
+print("the engine is dead", file=sys.stderr, flush=True)
 _, status = os.waitpid(pid, 0)  # the gate, ours now
 print(os.waitstatus_to_exitcode(status), flush=True)
 """
@@ -130,11 +140,12 @@ print(os.waitstatus_to_exitcode(status), flush=True)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux subreaper")
 def test_an_engine_killed_before_release_leaves_nothing_run(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
-                                                       os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", _REAPER, textwrap.dedent(_ENGINE),
-                             str(tmp_path)], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=DEADLINE)
+    try:
+        result = subprocess.run([sys.executable, "-c", _REAPER, textwrap.dedent(_ENGINE),
+                                 str(tmp_path)], capture_output=True, text=True,
+                                cwd=tmp_path, timeout=DEADLINE)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"stuck: {exc.stdout!r} {exc.stderr!r}") from None
     assert result.returncode == 0, result.stderr
     at_start, exit_code = result.stdout.split()
     assert at_start == "dss-start"  # it was held at its gate when the engine died
