@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -68,7 +69,9 @@ TEST_HOOK_FREEZE_BEFORE_JOURNAL = "DSS_CONSOLE_TEST_HOOK_FREEZE_BEFORE_JOURNAL"
 
 def _test_hook_freeze_before_journal() -> None:
     if os.environ.get(TEST_HOOK_FREEZE_BEFORE_JOURNAL) == "1" and hasattr(signal, "SIGSTOP"):
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # To this thread: a SIGSTOP to the process is taken by its main thread, and this
+        # one would run on (journal, release) until the whole process stops.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def _int(value: DetailValue) -> int | None:
