@@ -60,7 +60,7 @@ try:
 except ImportError:  # pragma: no cover - every supported platform has select
     _HAVE_POLL = False
 
-__all__ = ["CommandRunner", "lower_session_weight"]
+__all__ = ["STOPPED_AT_GATE", "CommandRunner", "lower_session_weight"]
 
 log = logging.getLogger(__name__)
 
