@@ -23,7 +23,7 @@ from dss_console.sandbox import Sandbox
 from test_leaks import assert_nothing_local, everything_the_user_can_fetch, local_detail
 from test_worker_cli import Worker, args_for, worker_env  # noqa: F401 (fixture)
 
-from slurm_cluster import SlurmCluster
+from slurm_cluster import FAST_POLL, SlurmCluster
 from test_engine import TAGS, Harness, command, harness_for
 from waiting import process_gone, wait_for
 
@@ -31,7 +31,7 @@ from waiting import process_gone, wait_for
 @pytest.fixture
 def cluster_env(slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
     """The engine finds the cluster as any SLURM client does: SLURM_CONF."""
-    for name, value in slurm.env.items():
+    for name, value in {**slurm.env, **FAST_POLL}.items():
         monkeypatch.setenv(name, value)
     return slurm
 
@@ -230,7 +230,7 @@ def test_a_worker_refused_by_the_cluster_fails_nothing_and_exits_1_when_idle(
 
 @pytest.fixture
 def slurm_worker_env(worker_env: dict[str, str], slurm: SlurmCluster) -> dict[str, str]:  # noqa: F811
-    return {**worker_env, **slurm.env}
+    return {**worker_env, **slurm.env, **FAST_POLL}
 
 
 def slurm_worker(env: dict[str, str], service: str, tmp_path: Path, go: Path,
@@ -418,3 +418,33 @@ def test_a_cluster_cancel_tells_the_user_nothing_of_the_cluster(
     (tail,) = bodies
     assert f"slurmstepd-<host>: error: *** JOB {cluster_job} ON <host> CANCELLED AT" in tail
     assert "harmless: segmentation step 3 of 5 done" in tail
+
+
+def test_the_poll_interval_is_the_operators_to_set(cluster_env: SlurmCluster,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    from dss_console.core.command import CommandSpec
+    from dss_console.executors.slurm import SlurmExecutor
+    from dss_console.executors.slurm.tools import POLL_INTERVAL_VARIABLE, cluster_poll_interval
+
+    assert cluster_poll_interval({}) == 2.0  # unset: the default
+    assert cluster_poll_interval({POLL_INTERVAL_VARIABLE: " 0.5 "}) == 0.5
+    for wrong in ("0.1", "0", "-1", "fast", "inf", "nan"):
+        with pytest.raises(ValueError, match=r"must be a number of seconds, 0\.2 or more"):
+            cluster_poll_interval({POLL_INTERVAL_VARIABLE: wrong})
+    monkeypatch.setenv(POLL_INTERVAL_VARIABLE, "0.75")
+    executor = SlurmExecutor()
+    try:
+        assert executor.monitor().interval == 0.75
+    finally:
+        executor.close()
+    # Set wrong: no new job is submitted (the service pauses with the words), and the
+    # monitor still follows what is on the cluster at the default pace.
+    monkeypatch.setenv(POLL_INTERVAL_VARIABLE, "often")
+    executor = SlurmExecutor()
+    try:
+        problem = executor.preflight(CommandSpec(argv=("true",)), tmp_path / "work")
+        assert problem is not None and "$DSS_CONSOLE_SLURM_POLL_INTERVAL is 'often'" in problem
+        assert executor.monitor().interval == 2.0
+    finally:
+        executor.close()

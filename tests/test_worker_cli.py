@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dss_console.executors.local.executor import TEST_HOOK_FREEZE_BEFORE_JOURNAL
 from dss_console.sandbox import Sandbox
 from dss_console.sources.dss.source import RESTARTED_NOTE, RESTARTING_NOTE
 
@@ -276,6 +278,62 @@ def test_sigkill_mid_job_then_restart_finishes_ticket(sandbox: Sandbox,
     assert messages.count(RESTARTED_NOTE) == 1, messages
     assert messages.index(RESTARTED_NOTE) < messages.index("Affine registration done")
     assert RESTARTING_NOTE not in messages  # nobody could say so: it was killed
+
+
+def _frozen(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _at_gate(pid: int) -> bool:
+    try:
+        return b"dss-start" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc")
+def test_sigkill_between_start_and_journal_runs_the_ticket_once(
+        sandbox: Sandbox, worker_env: dict[str, str], service: str, tmp_path: Path,
+        workers: list[Worker]) -> None:
+    """Killed after its command was forked and before its pid was journaled: the command
+    waited at its gate, so nothing of it ran and nothing is left for the restart to miss."""
+    ticket = sandbox.add_ticket(service)
+    # The test hook freezes the worker (SIGSTOP) exactly in that gap.
+    first = Worker(dict(worker_env, **{TEST_HOOK_FREEZE_BEFORE_JOURNAL: "1"}),
+                   *args_for(service, tmp_path, "sleep", "300"))
+    workers.append(first)
+    wait_for(lambda: _frozen(first.proc.pid) or first.proc.poll() is not None, 30,
+             what="the worker frozen between its command's start and the journal")
+    gates = _children(first.proc.pid)
+    assert len(gates) == 1, gates
+    # Its exec may still be completing (the command line shows once it is).
+    wait_for(lambda: _at_gate(gates[0]), 10, interval=0.01,
+             what="the command waiting at its gate")
+    first.proc.send_signal(signal.SIGKILL)
+    first.finish()
+    wait_for(lambda: all(process_gone(pid) for pid in gates), 10,
+             what="the gate to close with the worker")
+    assert _try_pids(tmp_path, ticket) is None  # the command never ran
+    assert sandbox.admin.ticket_status(ticket) == "claimed"
+    second = Worker(worker_env, *args_for(service, tmp_path, "success"), "--exit-when-idle")
+    workers.append(second)
+    assert second.finish() == 0, "\n".join(second.lines)
+    assert sandbox.admin.ticket_status(ticket) == "success"
+    assert second.saw("interrupted"), "\n".join(second.lines)
+    assert not second.saw("stopped the command left running"), "\n".join(second.lines)
+    messages = [message for _, message in _log(sandbox, ticket)]
+    assert messages.count("Affine registration done") == 1, messages  # it ran once
 
 
 def test_second_worker_with_same_instance_is_refused(sandbox: Sandbox,

@@ -44,6 +44,7 @@ from dss_console.sources.v6.sandbox import V6Sandbox
 from dss_console.sources.v6.source import V6Source
 from settings_helpers import v6_of
 
+from slurm_cluster import FAST_POLL
 from waiting import process_gone, wait_for
 
 PROGRAM = Path(__file__).with_name("contract_program.py")
@@ -374,6 +375,8 @@ class SlurmKind(ExecutorKind):
         cluster = request.getfixturevalue("contract_slurm")
         monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
         for name, value in cluster.env.items():  # the engine finds it as sbatch does
+            monkeypatch.setenv(name, value)
+        for name, value in FAST_POLL.items():  # and asks it often: no 2 s waits per state
             monkeypatch.setenv(name, value)
 
     def options(self) -> dict[str, Any]:

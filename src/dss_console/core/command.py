@@ -188,11 +188,57 @@ def check_program(program: str, cwd: Path, env: Mapping[str, str]) -> None:
         if not os.access(path, os.X_OK):
             raise CommandStartError(f"not executable: {program} (no execute permission; "
                                     "chmod +x it, or run it with bash/python in the command)")
+        _check_format(path, program)
         return
     search = env.get("PATH", os.defpath)
-    if shutil.which(program, path=search) is None:
+    found = shutil.which(program, path=search)
+    if found is None:
         hint = f"; for the file in {cwd}, write ./{program}" if Path(cwd, program).exists() \
             else ""
         raise CommandStartError(f"command not found: {program} (not on the command's PATH: "
                                 f"{search}{hint})")
+    _check_format(Path(found), program)
+
+
+_ELF_MAGIC = b"\x7fELF"
+_MACH_O_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe",
+                  b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+_BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
+
+
+def _other_formats_run() -> bool:
+    """Whether Linux has handlers for more formats than ELF and #! (binfmt_misc: qemu,
+    wine, jar...): then an unknown first line is the kernel's to judge."""
+    try:
+        return any(entry.name not in ("register", "status") for entry in _BINFMT_MISC.iterdir())
+    except OSError:
+        return False
+
+
+def _check_format(path: Path, program: str) -> None:
+    """Refuse a file the system cannot run (what exec calls ENOEXEC), in words. Needed
+    before the start: a command is exec'd by a shell (the local executor's start gate), and
+    a shell runs a text file without #! as a shell script instead of refusing it. Linux and
+    macOS; elsewhere exec judges."""
+    if sys.platform.startswith("linux"):
+        formats: tuple[bytes, ...] = (_ELF_MAGIC,)
+    elif sys.platform == "darwin":
+        formats = _MACH_O_MAGICS
+    else:
+        return
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:  # executable but unreadable: exec judges
+        return
+    if head.startswith(b"#!"):
+        return
+    if head.startswith(_ELF_MAGIC):
+        # The smallest (32-bit) header; its class, byte order and version as exec checks.
+        if len(head) >= 52 and head[4] in (1, 2) and head[5] in (1, 2) and head[6] == 1:
+            return
+    elif head.startswith(formats) or (formats[0] == _ELF_MAGIC and _other_formats_run()):
+        return
+    raise CommandStartError(f"not executable: {program} is not a program this system can run "
+                            "(a script needs a #! first line)")
 

@@ -5,7 +5,9 @@ The core chooses an executor by the name on the service's command (``executor = 
 from a dict it is given; it never asks which kind it has. What is particular to one executor
 (a process group, a cluster job id, a queue state) travels as :class:`ExecutorDetails`,
 journaled by the core before the command may run and handed back to :meth:`Executor.recover`
-after a restart.
+after a restart. An executor that learns them only once the command exists (a local pid) holds
+the command until ``on_details`` returned (the local executor's start gate), so an engine that
+dies in between leaves nothing running that a restart could not find.
 """
 
 from __future__ import annotations
@@ -173,7 +175,8 @@ class RunRequest:
 @dataclass(frozen=True)
 class RunCallbacks:
     on_report: Callable[[Report], None]  # from the run's dispatcher thread, in order
-    # Journaled at once; called before the command may run, then when what it says changes.
+    # Journaled at once; called before the command may run (the executor holds it until this
+    # returns), then when what it says changes.
     on_details: Callable[[ExecutorDetails], None]
     on_note: Callable[[str, str], None]  # (level, text): for the operator, not the job's owner
 

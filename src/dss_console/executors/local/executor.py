@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,6 +60,18 @@ class _LocalRun(RunHandle):
 
     def stop(self, reason: str, grace: float | None = None) -> None:
         self._runner.terminate(reason, grace)
+
+
+# Test hook, read by tests/test_worker_cli.py only: the engine stops itself (SIGSTOP) between
+# starting a command and journaling it, so that a test can kill it exactly there.
+TEST_HOOK_FREEZE_BEFORE_JOURNAL = "DSS_CONSOLE_TEST_HOOK_FREEZE_BEFORE_JOURNAL"
+
+
+def _test_hook_freeze_before_journal() -> None:
+    if os.environ.get(TEST_HOOK_FREEZE_BEFORE_JOURNAL) == "1" and hasattr(signal, "SIGSTOP"):
+        # To this thread: a SIGSTOP to the process is taken by its main thread, and this
+        # one would run on (journal, release) until the whole process stops.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def _int(value: DetailValue) -> int | None:
@@ -134,17 +149,28 @@ class LocalExecutor(Executor):
                                grace_period=request.grace_period, log_name=request.log_name,
                                containment=containment)
         try:
-            pid = runner.start()
+            pid = runner.start(hold=True)  # it waits at its gate until journaled
         except BaseException:
             if containment is not None:
                 containment.close()
             raise
-        # Journaled so that a restart after a crash stops what is left of its group.
+        # Journaled so that a restart after a crash stops what is left of its group. Only
+        # then may the command run: if the engine dies before, the gate closes with it and
+        # nothing of the command ran (process.py).
         data: dict[str, DetailValue] = {"pid": pid, "pgid": runner.pgid,
                                         "proc_start": process_identity(pid)}
         if containment is not None and containment.limits is not None:
             data["cgroup"] = containment.limits.name  # what a restart removes after a crash
-        callbacks.on_details(ExecutorDetails(self.name, label="local", data=data))
+        _test_hook_freeze_before_journal()
+        try:
+            callbacks.on_details(ExecutorDetails(self.name, label="local", data=data))
+        except BaseException:
+            # Not journaled: a restart could not find it, so it must not run at all.
+            runner.terminate("its start could not be recorded")
+            runner.release()  # closes the gate without a go: it ends unrun
+            runner.wait()
+            raise
+        runner.release()
         return _LocalRun(runner, callbacks)
 
     def recover(self, details: ExecutorDetails, job: JobRef, grace: float) -> Recovery:

@@ -1,7 +1,11 @@
 """Run one job's command as a child process on this machine, and relay what it reports.
 
 The command runs in its own process group (its own session) so that a stop reaches
-everything it started. Its stdout and stderr are kept whole in one log file on disk; the
+everything it started. On POSIX it starts behind a gate: a tiny shell that waits for one line
+on its stdin before it execs the command, so that the executor can journal the pid first
+(``start(hold=True)``, then ``release()``). If the engine dies before, the shell reads end of
+file and exits without having run anything of the command: a restart never misses a command
+that runs. Its stdout and stderr are kept whole in one log file on disk; the
 output relay (core/output.py) turns ``@dss`` lines and hook calls into typed reports.
 
 Threads per run, all ended before ``wait()`` returns an outcome:
@@ -56,7 +60,7 @@ try:
 except ImportError:  # pragma: no cover - every supported platform has select
     _HAVE_POLL = False
 
-__all__ = ["CommandRunner", "lower_session_weight"]
+__all__ = ["STOPPED_AT_GATE", "CommandRunner", "lower_session_weight"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,15 @@ _POLL_MS = 250
 _WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 _GROUPS = hasattr(os, "killpg")
 _SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
+
+# The start gate. The pipe is the shell's stdin rather than a passed fd: dash cannot name an
+# fd above 9, and the command's stdin was /dev/null anyway (and is again once it runs).
+# "$@" is exec'd as it is, never parsed by the shell. Exit 111: the gate closed without a go.
+_GATE_ARGV = ("/bin/sh", "-c",
+              'IFS= read -r go && [ "$go" = go ] || exit 111; exec "$@" </dev/null',
+              "dss-start")
+_GO = b"go\n"
+STOPPED_AT_GATE = "stopped before it started"
 
 
 def _start_error(exc: OSError, program: str) -> CommandStartError:
@@ -150,6 +163,9 @@ class CommandRunner:
         self._reaped = False
         self._stop_reason: str | None = None
         self._pre_start_stop: str | None = None
+        self._gate: int | None = None  # the gate's write end while the command waits at it
+        self._gated = False  # it started behind the gate (POSIX)
+        self._let_go = False  # the gate said go: the command may have run
 
         self._readers: list[threading.Thread] = []
         self._supervisor: threading.Thread | None = None
@@ -179,8 +195,11 @@ class CommandRunner:
         """True from start() until the outcome is ready."""
         return self._popen is not None and not self._done.is_set()
 
-    def start(self) -> int:
-        """Start the command; return its pid. Raises CommandStartError in words."""
+    def start(self, *, hold: bool = False) -> int:
+        """Start the command; return its pid. Raises CommandStartError in words.
+
+        ``hold``: the command waits at its gate until ``release()`` (the caller journals
+        the pid and group meanwhile); without it, it is let go at once."""
         if self._popen is not None:
             raise RuntimeError("a CommandRunner runs its command once")
         if self._pre_start_stop is not None:
@@ -217,11 +236,18 @@ class CommandRunner:
         except OSError as exc:
             raise CommandStartError(f"cannot create the log {self.log_path}: "
                                     f"{exc.strerror or exc}") from None
+        gate_read: int | None = None
         try:
             # Explicit pipes and DEVNULL: a GUI app (frozen or not) may have no usable
             # stdin/stdout of its own to inherit.
             if os.name == "posix":
-                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                # Outermost, before the limits' cgroup join and bwrap (which all exec in
+                # place): the pid journaled is the group's leader and the gate's alike.
+                # Both ends are close-on-exec; only the child's stdin copy outlives the
+                # exec, so no other child holds the write end open past the engine's death.
+                gate_read, self._gate = os.pipe()
+                self._gated = True
+                popen = subprocess.Popen([*_GATE_ARGV, *argv], stdin=gate_read,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          cwd=cwd, env=env, bufsize=0, close_fds=True,
                                          start_new_session=True)
@@ -232,7 +258,11 @@ class CommandRunner:
                     creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
         except OSError as exc:
             self._relay.close_log()
+            self._close_gate()
             raise _start_error(exc, program) from None
+        finally:
+            if gate_read is not None:
+                os.close(gate_read)
         self._started_at = time.monotonic()
         sandboxed = self._containment is not None and self._containment.policy.sandboxed
         if self._spec.nice and not sandboxed:  # a sandboxed one was started with nice
@@ -245,6 +275,7 @@ class CommandRunner:
         try:
             self._start_threads(popen)
         except RuntimeError as exc:  # cannot start a thread: do not leave it running
+            self._close_gate()  # it never runs
             self._signal_group(_SIGKILL)
             self._abandon.set()
             self._relay.abort()
@@ -252,7 +283,35 @@ class CommandRunner:
             raise CommandStartError(f"cannot watch the command: {exc}") from None
         if stop_requested is not None:
             self.terminate(stop_requested)
+        if not hold:
+            self.release()
         return popen.pid
+
+    def release(self) -> None:
+        """Let the command run: it waits at its gate since ``start(hold=True)``. One that
+        was stopped meanwhile is not let go (it ends without having run). Idempotent; a
+        no-op where there is no gate (Windows)."""
+        with self._lock:
+            gate, self._gate = self._gate, None
+            go = gate is not None and self._stop_reason is None
+            if go:
+                self._let_go = True
+        if gate is None:
+            return
+        try:
+            if go:
+                os.write(gate, _GO)
+        except OSError:  # the gate's shell is gone already (killed): nothing ran
+            pass
+        finally:
+            os.close(gate)
+
+    def _close_gate(self) -> None:
+        """Close the gate without a go: the command ends without running (exit 111)."""
+        with self._lock:
+            gate, self._gate = self._gate, None
+        if gate is not None:
+            os.close(gate)
 
     def wait(self, timeout: float | None = None) -> RunOutcome | None:
         """The outcome once the command ended and everything it reported was delivered;
@@ -456,9 +515,14 @@ class CommandRunner:
         self._finish(returncode)
 
     def _finish(self, returncode: int | None) -> None:
+        self._close_gate()  # it ended at its gate: let nothing linger
         tail, last_error = self._relay.finish()
         ended = self._ended_at if self._ended_at is not None else time.monotonic()
         stop_reason = self._stop_reason
+        if stop_reason is None and self._gated and not self._let_go:
+            # Its gate closed without a go (exit 111): the command itself never ran, so
+            # this is not the command failing.
+            stop_reason = STOPPED_AT_GATE
         if self._containment is not None:
             # A limit it hit is why it ended, before what its exit code says ("ran out of
             # memory: limit 8 GiB", not "killed by signal 9"). A command that succeeded

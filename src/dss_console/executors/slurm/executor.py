@@ -31,10 +31,12 @@ from dss_console.executors.slurm import options as slurm_options
 from dss_console.executors.slurm.details import NAME, describe
 from dss_console.executors.slurm.runner import ResumePoint, SlurmRunner, cluster_job_name
 from dss_console.executors.slurm.tools import (
+    CLUSTER_POLL_INTERVAL,
     ClusterJobState,
     ClusterMonitor,
     SlurmError,
     SlurmTools,
+    cluster_poll_interval,
 )
 from dss_console.isolation import (
     PolicyError,
@@ -156,12 +158,19 @@ class SlurmExecutor(Executor):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._monitor: ClusterMonitor | None = None
+        self._interval_problem: str | None = None  # a poll interval set wrong, in words
 
     def monitor(self) -> ClusterMonitor:
         """The one monitor of this executor's jobs (made when the first one needs it)."""
         with self._lock:
             if self._monitor is None:
-                self._monitor = ClusterMonitor(SlurmTools())
+                try:
+                    interval = cluster_poll_interval()
+                except ValueError as exc:
+                    # New jobs wait for the fix (preflight says it); jobs already on the
+                    # cluster are followed at the default pace meanwhile.
+                    interval, self._interval_problem = CLUSTER_POLL_INTERVAL, str(exc)
+                self._monitor = ClusterMonitor(SlurmTools(), interval)
             return self._monitor
 
     def preflight(self, spec: CommandSpec, workroot: Path) -> str | None:
@@ -171,6 +180,8 @@ class SlurmExecutor(Executor):
         missing = self.monitor().tools.missing()
         if missing is not None:
             return missing
+        if self._interval_problem is not None:
+            return self._interval_problem
         root = Path(workroot)
         try:
             root.mkdir(parents=True, exist_ok=True)

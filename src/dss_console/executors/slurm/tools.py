@@ -10,6 +10,7 @@ runner's and the job's business (slurm_runner.py, jobs.py).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -22,7 +23,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CLUSTER_POLL_INTERVAL = 2.0  # seconds between two squeue calls of one engine
+CLUSTER_POLL_INTERVAL = 2.0  # seconds between two squeue calls of one engine, by default
+# What an operator sets it with: one monitor serves every SLURM service of the engine, so it
+# is the engine's setting, not a service's. Below the minimum, squeue would load the
+# controller for nothing.
+POLL_INTERVAL_VARIABLE = "DSS_CONSOLE_SLURM_POLL_INTERVAL"
+MIN_CLUSTER_POLL_INTERVAL = 0.2
 TOOL_TIMEOUT = 30.0  # a controller that does not answer within this is unreachable
 
 # States after which the job will not run again (squeue's long names).
@@ -50,6 +56,23 @@ _UNREACHABLE = re.compile(
     r"unable to contact slurm controller|connection refused|connect failure|"
     r"socket timed out|communication connection failure|slurm_load_jobs error: "
     r"(?!invalid job id)|zero bytes were transmitted|timed out", re.IGNORECASE)
+
+
+def cluster_poll_interval(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds between two ``squeue`` calls: ``$DSS_CONSOLE_SLURM_POLL_INTERVAL``, else
+    :data:`CLUSTER_POLL_INTERVAL`. ValueError in words for a value that is not one."""
+    text = (os.environ if environ is None else environ).get(POLL_INTERVAL_VARIABLE, "").strip()
+    if not text:
+        return CLUSTER_POLL_INTERVAL
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (MIN_CLUSTER_POLL_INTERVAL <= seconds < math.inf):
+        raise ValueError(f"${POLL_INTERVAL_VARIABLE} is {text!r}: it must be a number of "
+                         f"seconds, {MIN_CLUSTER_POLL_INTERVAL:g} or more (unset: "
+                         f"{CLUSTER_POLL_INTERVAL:g})")
+    return seconds
 
 
 class SlurmError(Exception):
