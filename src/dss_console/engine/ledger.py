@@ -149,8 +149,8 @@ def ledger_dir(data_dir: Path) -> Path:
 
 
 def ledger_path(data_dir: Path, source_key: str) -> Path:
-    """``<data dir>/ledger/<slug>-<hash8>.jsonl``: the slug says which server (it drops a
-    ``#node-3``), the hash keeps two source keys of one server apart."""
+    """``<data dir>/ledger/<slug>-<hash8>.jsonl``: the slug says which server (without the
+    key's fragment), the hash keeps two source keys of one server apart."""
     digest = hashlib.sha256(source_key.encode("utf-8")).hexdigest()[:8]
     return ledger_dir(data_dir) / f"{server_slug(source_key)}-{digest}.jsonl"
 

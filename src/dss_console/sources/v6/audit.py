@@ -31,6 +31,7 @@ __all__ = [
     "format_requester",
     "is_v6_job",
     "iso_time",
+    "ledger_fields",
     "load_journal_jobs",
     "record_key",
     "records_to_csv",
@@ -227,6 +228,24 @@ def audit_records(jobs: Iterable[JobSnapshot], now: float | None = None) -> list
     records = [audit_record(job, at) for job in latest.values()]
     records.sort(key=lambda r: (r.claimed_at or 0.0, r.local_job), reverse=True)
     return records
+
+
+_LEDGER_KEYS = ("task_id", "task_name", "job_id", "parent_id", "collaboration_id",
+                "init_org_id", "init_org", "init_user_id", "init_user", "databases", "node",
+                "input_sha256")
+_SUMMARY_KEYS = ("format", "method", "kwargs", "args", "bytes")
+
+
+def ledger_fields(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The whitelist of a run's journaled details the ledger keeps (V6Source.ledger_details)."""
+    kept: dict[str, Any] = {key: details[key] for key in _LEDGER_KEYS
+                            if details.get(key) is not None}
+    if isinstance(kept.get("databases"), list):
+        kept["databases"] = [str(label) for label in kept["databases"]]
+    summary = details.get("input_summary")
+    if isinstance(summary, Mapping):
+        kept["input_summary"] = {key: summary[key] for key in _SUMMARY_KEYS if key in summary}
+    return kept
 
 
 # -- words ------------------------------------------------------------------------------

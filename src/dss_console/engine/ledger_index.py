@@ -1,0 +1,277 @@
+"""A derived index beside a ledger (``<ledger>.index.sqlite3``), so the history chart, ``audit
+stats`` and the audit view's pages need not scan a file of a million records.
+
+It holds nothing the ledger does not: each job's end (service, time, succeeded or not, run
+seconds) and each record's byte offset. Deleted, it is rebuilt from the file; one whose last
+line no longer hashes as it noted (the file was replaced or cut) is rebuilt too. The writer
+brings it up to date after each append (``catch_up``: the lines past the last it read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dss_console.core.history import Bar, ServiceHistory
+from dss_console.engine.ledger import line_hash, parse_utc
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ends (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    service TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    run_s REAL
+);
+CREATE INDEX IF NOT EXISTS ends_by_service ON ends(service, at);
+CREATE INDEX IF NOT EXISTS ends_by_time ON ends(at);
+CREATE TABLE IF NOT EXISTS offsets (
+    seq INTEGER PRIMARY KEY,
+    byte_offset INTEGER NOT NULL,
+    at REAL NOT NULL,
+    job INTEGER,
+    kind TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS offsets_by_job ON offsets(job, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+HOURS = 24
+DAYS = 30
+_BATCH = 5000
+
+
+def index_path(ledger: Path) -> Path:
+    return ledger.with_name(ledger.name + ".index.sqlite3")
+
+
+def end_of(record: dict[str, Any]) -> tuple[bool, float | None] | None:
+    """(succeeded, run seconds) when the record ends a job (an ``end``, a ``refusal``, an
+    imported job that had ended); None otherwise."""
+    kind = record.get("kind")
+    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    if kind == "end":
+        return data.get("outcome") == "completed", _seconds(data.get("run_s"))
+    if kind == "refusal":
+        return False, None
+    if kind == "imported" and data.get("state") in ("succeeded", "failed", "cancelled"):
+        return data.get("state") == "succeeded", _seconds(data.get("run_s"))
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
+class LedgerIndex:
+    """The index of the ledger at ``ledger`` (opened per use: cheap, and safe across the
+    processes that share a data dir)."""
+
+    def __init__(self, ledger: Path):
+        self.ledger = Path(ledger)
+        self.path = index_path(self.ledger)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        fresh = not self.path.exists()
+        db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        try:
+            if fresh and os.name == "posix":
+                with contextlib.suppress(OSError):
+                    os.chmod(self.path, 0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            yield db
+        finally:
+            db.close()
+
+    # -- following the file -------------------------------------------------------------
+    def catch_up(self) -> int:
+        """Index the lines past the last one indexed (rebuilding when the index no longer
+        matches the file); returns how many records were added."""
+        if not self.ledger.is_file():
+            return 0
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                start = self._resume_offset(db)
+                added = self._index_from(db, start)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return added
+
+    def rebuild(self) -> int:
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            self._clear(db)
+            added = self._index_from(db, 0)
+            db.execute("COMMIT")
+        return added
+
+    def _resume_offset(self, db: sqlite3.Connection) -> int:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if "last_offset" not in meta:
+            self._clear(db)
+            return 0
+        last_offset, last_hash = int(meta["last_offset"]), meta.get("last_hash", "")
+        try:
+            with open(self.ledger, "rb") as handle:
+                handle.seek(last_offset)
+                line = handle.readline()
+        except OSError:
+            line = b""
+        if not line.endswith(b"\n") or line_hash(line) != last_hash:
+            self._clear(db)  # the file is not the one indexed: start again
+            return 0
+        return last_offset + len(line)
+
+    @staticmethod
+    def _clear(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM ends")
+        db.execute("DELETE FROM offsets")
+        db.execute("DELETE FROM meta")
+
+    def _index_from(self, db: sqlite3.Connection, start: int) -> int:
+        ends: list[tuple[Any, ...]] = []
+        offsets: list[tuple[Any, ...]] = []
+        last: tuple[int, bytes] | None = None
+        added = 0
+        with open(self.ledger, "rb") as handle:
+            handle.seek(start)
+            position = start
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # a line being written: the next catch-up reads it whole
+                offset, position = position, position + len(raw)
+                try:
+                    record = json.loads(raw)
+                    seq = int(record["seq"])
+                    at = parse_utc(str(record["at"]))
+                except (ValueError, KeyError, TypeError):
+                    last = (offset, raw)
+                    continue  # not a record: verify says so; the index skips it
+                job = record.get("job") if isinstance(record.get("job"), dict) else {}
+                offsets.append((seq, offset, at, job.get("local") if job else None,
+                                str(record.get("kind", ""))))
+                ended = end_of(record)
+                service = record.get("service") if isinstance(record.get("service"),
+                                                              dict) else {}
+                if ended is not None and service:
+                    ends.append((seq, at, str(service.get("name") or service.get("key")),
+                                 int(ended[0]), ended[1]))
+                last = (offset, raw)
+                added += 1
+                if len(offsets) >= _BATCH:
+                    self._flush(db, ends, offsets)
+        self._flush(db, ends, offsets)
+        if last is not None:
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)",
+                           [("last_offset", str(last[0])), ("last_hash", line_hash(last[1]))])
+        return added
+
+    @staticmethod
+    def _flush(db: sqlite3.Connection, ends: list[tuple[Any, ...]],
+               offsets: list[tuple[Any, ...]]) -> None:
+        db.executemany("INSERT OR REPLACE INTO ends VALUES (?,?,?,?,?)", ends)
+        db.executemany("INSERT OR REPLACE INTO offsets VALUES (?,?,?,?,?)", offsets)
+        ends.clear()
+        offsets.clear()
+
+    # -- reading ------------------------------------------------------------------------
+    def stats(self, now: float, days: int = DAYS) -> dict[str, ServiceHistory]:
+        """Per service: jobs that ended per hour over the last day and per day over the last
+        ``days`` days (succeeded, failed), and the median run seconds of each window."""
+        self.catch_up()
+        since = now - days * 86400
+        with self._db() as db:
+            rows = db.execute("SELECT service, at, ok, run_s FROM ends WHERE at >= ? AND "
+                              "at < ? ORDER BY service", (since, now)).fetchall()
+        by_service: dict[str, list[tuple[float, int, float | None]]] = {}
+        for service, at, ok, run_s in rows:
+            by_service.setdefault(service, []).append((at, ok, run_s))
+        return {service: _history(service, ends, now, days)
+                for service, ends in by_service.items()}
+
+    def page(self, *, before: int | None = None, limit: int = 100,
+             job: int | None = None) -> list[dict[str, Any]]:
+        """Records newest first: those before seq ``before`` (all when None), of one local
+        ``job`` when given, at most ``limit``."""
+        self.catch_up()
+        sql, args = "SELECT byte_offset FROM offsets WHERE 1=1", []
+        if before is not None:
+            sql += " AND seq < ?"
+            args.append(before)
+        if job is not None:
+            sql += " AND job = ?"
+            args.append(job)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(max(1, min(int(limit), 10_000)))
+        with self._db() as db:
+            offsets = [int(r[0]) for r in db.execute(sql, tuple(args))]
+        records = []
+        with open(self.ledger, "rb") as handle:
+            for offset in offsets:
+                handle.seek(offset)
+                with contextlib.suppress(ValueError):
+                    records.append(json.loads(handle.readline()))
+        return records
+
+    def count(self) -> int:
+        self.catch_up()
+        with self._db() as db:
+            return int(db.execute("SELECT COUNT(*) FROM offsets").fetchone()[0])
+
+
+def _history(service: str, ends: Sequence[tuple[float, int, float | None]], now: float,
+             days: int) -> ServiceHistory:
+    hours = [[0, 0] for _ in range(HOURS)]
+    day_bars = [[0, 0] for _ in range(days)]
+    run_day: list[float] = []
+    run_month: list[float] = []
+    for at, ok, run_s in ends:
+        age = now - at
+        day = days - 1 - int(age // 86400)
+        if 0 <= day < days:
+            day_bars[day][0 if ok else 1] += 1
+            if run_s is not None:
+                run_month.append(run_s)
+        hour = HOURS - 1 - int(age // 3600)
+        if 0 <= hour < HOURS:
+            hours[hour][0 if ok else 1] += 1
+            if run_s is not None:
+                run_day.append(run_s)
+    return ServiceHistory(service=service,
+                          hours=tuple(Bar(ok, failed) for ok, failed in hours),
+                          days=tuple(Bar(ok, failed) for ok, failed in day_bars),
+                          median_run_s_day=_median(run_day),
+                          median_run_s_month=_median(run_month))
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    values.sort()
+    middle = len(values) // 2
+    if len(values) % 2:
+        return values[middle]
+    return (values[middle - 1] + values[middle]) / 2
+
+
+def days_for(since_days: float | None) -> int:
+    """The number of day bars ``--since DAYS`` asks for (default: a month)."""
+    return DAYS if since_days is None else max(1, math.ceil(since_days))
