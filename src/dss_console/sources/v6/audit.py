@@ -13,13 +13,13 @@ import csv
 import datetime
 import json
 import time
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from dss_console.engine.events import JobSnapshot
+from dss_console.engine.ledger_export import csv_cell
 from dss_console.engine.states import JobState
 
 __all__ = [
@@ -328,20 +328,6 @@ def records_to_json(records: Iterable[AuditRecord], stream: IO[str],
     stream.write("\n")
 
 
-# A cell a spreadsheet would take for a formula (task names, org and user names come from the
-# server's users): prefixed with ' so it is shown, never evaluated.
-_FORMULA_START = ("=", "+", "-", "@")
-
-
-def _csv_cell(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    # A control character (an escape sequence in a task name) must not reach a terminal
-    # the CSV is printed on; a line break would only split the cell in a naive reader.
-    value = "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in value)
-    return "'" + value if value.startswith(_FORMULA_START) else value
-
-
 def records_to_csv(records: Iterable[AuditRecord], stream: IO[str],
                    now: float | None = None) -> None:
     """One header line and a row per record; lists joined with ';'. Open `stream` with
@@ -350,7 +336,7 @@ def records_to_csv(records: Iterable[AuditRecord], stream: IO[str],
     writer.writerow(CSV_FIELDS)
     for row in records_to_jsonable(records, now):
         writer.writerow([
-            _csv_cell(";".join(value) if isinstance(value, list) else
+            csv_cell(";".join(value) if isinstance(value, list) else
                       "" if value is None else value)
             for value in row.values()])
 
