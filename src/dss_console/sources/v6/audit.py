@@ -26,6 +26,7 @@ __all__ = [
     "CSV_FIELDS",
     "AuditRecord",
     "audit_record",
+    "audit_record_from",
     "audit_records",
     "format_input",
     "format_requester",
@@ -59,7 +60,8 @@ _OUTCOME: dict[JobState, str] = {
 _OUTCOME_WORDS = {"completed": "completed", "crashed": "crashed", "start_failed": "start failed",
                   "start failed": "start failed", "failed": "failed", "cancelled": "failed",
                   "not_allowed": "not allowed", "not allowed": "not allowed",
-                  "killed": "killed by user", "killed by user": "killed by user"}
+                  "killed": "killed by user", "killed by user": "killed by user",
+                  "rejected": "rejected"}
 # The engine's reason when a claimed run's image has no command (any more): the node ends the
 # run "not allowed" (engine/jobs.py).
 _NOT_ALLOWED_REASON = "this image is not configured on this node"
@@ -181,36 +183,50 @@ def _clock(job: JobSnapshot, now: float) -> tuple[float | None, bool]:
     return max(0.0, now - started), True
 
 
-def audit_record(job: JobSnapshot, now: float | None = None) -> AuditRecord:
-    """One job as a record (any job: see `audit_records` for the vantage6 ones only)."""
-    details: Mapping[str, Any] = getattr(job, "details", None) or {}
-    server, node_id = split_source(job.source)
+def _detail_fields(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's fields a run's details give: task, who asked, databases, input."""
     summary = details.get("input_summary")
     summary = summary if isinstance(summary, Mapping) else {}
     kwargs = summary.get("kwargs")
     databases = details.get("databases")
-    input_format = (_text(summary.get("format")) or "JSON") if summary else None
-    duration, live = _clock(job, time.time() if now is None else now)
-    return AuditRecord(
-        run_id=job.ticket_id, server=server, node_id=node_id,
+    return dict(
         task_id=_int(details.get("task_id")), task_name=_text(details.get("task_name")),
         job_id=_int(details.get("job_id")), parent_id=_int(details.get("parent_id")),
         collaboration_id=_int(details.get("collaboration_id")),
         init_org_id=_int(details.get("init_org_id")), init_org=_text(details.get("init_org")),
         init_user_id=_int(details.get("init_user_id")),
         init_user=_text(details.get("init_user")),
-        image=job.service_hash or job.service_name,
         databases=tuple(str(d) for d in databases) if isinstance(databases, list) else (),
         input_sha256=_text(details.get("input_sha256")),
-        input_format=input_format,
+        input_format=(_text(summary.get("format")) or "JSON") if summary else None,
         input_method=_text(summary.get("method")),
         input_kwargs=tuple(str(k) for k in kwargs) if isinstance(kwargs, list) else (),
         input_args=_int(summary.get("args")), input_bytes=_int(summary.get("bytes")),
+        node_name=_text(details.get("node")))
+
+
+def audit_record_from(details: Mapping[str, Any]) -> AuditRecord:
+    """A record holding what ``details`` give, the rest empty: for a record built from
+    elsewhere (the ledger: sources/v6/audit_ledger.py), which fills the rest in."""
+    return AuditRecord(
+        run_id=0, server="", node_id=None, image="", outcome="", state="", reason=None,
+        claimed_at=None, started_at=None, finished_at=None, duration=None, live=False,
+        exit_code=None, attempt=1, instance="", local_job=0, **_detail_fields(details))
+
+
+def audit_record(job: JobSnapshot, now: float | None = None) -> AuditRecord:
+    """One job as a record (any job: see `audit_records` for the vantage6 ones only)."""
+    details: Mapping[str, Any] = getattr(job, "details", None) or {}
+    server, node_id = split_source(job.source)
+    duration, live = _clock(job, time.time() if now is None else now)
+    return AuditRecord(
+        run_id=job.ticket_id, server=server, node_id=node_id,
+        image=job.service_hash or job.service_name,
         outcome=_outcome(job, details), state=job.state.value, reason=job.reason,
         claimed_at=job.claimed_at, started_at=job.started_at, finished_at=job.finished_at,
         duration=duration, live=live, exit_code=job.exit_code, attempt=job.attempt,
         instance=job.instance, local_job=job.job_id, updated_at=job.updated_at,
-        node_name=_text(details.get("node")))
+        **_detail_fields(details))
 
 
 def audit_records(jobs: Iterable[JobSnapshot], now: float | None = None) -> list[AuditRecord]:
