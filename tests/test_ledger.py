@@ -24,6 +24,7 @@ from dss_console.sandbox import Sandbox
 from test_worker_cli import Worker, worker_env  # noqa: F401  (a fixture)
 
 from test_engine import TAGS, command
+from waiting import wait_for
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -252,3 +253,69 @@ def test_migration_imports_each_journal_job_once(
     verdict = verify_file(ledger_path(data, sandbox.url),
                           journal_head(journal_file, sandbox.url))
     assert verdict.ok and "imported" in verdict.text()
+
+
+def test_an_unwritable_ledger_keeps_its_records_queued_and_jobs_go_on(
+        sandbox: Sandbox, worker_env: dict[str, str],  # noqa: F811
+        services: tuple[str, str], tmp_path: Path) -> None:
+    ok = services[0]
+    data = data_dir(worker_env)
+    path = ledger_path(data, sandbox.url)
+    path.mkdir(parents=True)  # a folder where the file should be: no write can succeed
+    ticket = sandbox.add_ticket(ok)
+    worker = _idle_worker(worker_env, ok, tmp_path)
+    assert sandbox.admin.ticket_status(ticket) == "success"  # the job went on
+    assert worker.saw("cannot write the ledger"), "\n".join(worker.lines)
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        queued = [r.body["kind"] for r in journal.queued_ledger(sandbox.url)]
+    finally:
+        journal.close()
+    assert queued == ["claim", "inputs", "start", "upload", "delivered", "end"]
+    path.rmdir()
+    _idle_worker(worker_env, ok, tmp_path)  # written at the next start
+    found = assert_chained(path)
+    assert job_kinds(found, ticket) == queued
+
+
+def test_a_window_reads_the_ledger_over_the_channel(
+        sandbox: Sandbox, worker_env: dict[str, str],  # noqa: F811
+        services: tuple[str, str], tmp_path: Path) -> None:
+    from dss_console.core.history import ServiceHistory
+    from dss_console.engine.remote import RemoteEngine, find_engine
+
+    ok, bad = services
+    tickets = [sandbox.add_ticket(ok), sandbox.add_ticket(bad)]
+    worker = Worker(worker_env, "--command", f"{ok}={command('success')}",
+                    "--command", f"{bad}={command('fail')}", "--workdir",
+                    str(tmp_path / "work"), "--poll-interval", "0.2", "--instance", "ci-led")
+    try:
+        paths = wait_for(lambda: find_engine(data_dir(worker_env), sandbox.url, "ci-led"), 60,
+                         what="the worker's channel")
+        remote = RemoteEngine(paths)
+        try:
+            def ended() -> bool:
+                page = remote.ledger_page(limit=50)
+                return sum(r["kind"] == "end" for r in page) == 2
+            wait_for(ended, 90, what="both jobs' ends in the ledger")
+            page = remote.ledger_page(limit=3)
+            assert [r["seq"] for r in page] == sorted((r["seq"] for r in page), reverse=True)
+            older = remote.ledger_page(before=page[-1]["seq"], limit=1)
+            assert older[0]["seq"] == page[-1]["seq"] - 1
+            job = next(r for r in remote.ledger_page(limit=50) if r["kind"] == "claim"
+                       and r["job"]["id"] == tickets[0])["job"]["local"]
+            assert {r["kind"] for r in remote.ledger_page(job=job)} >= {"claim", "end"}
+            verdict = remote.ledger_verify()
+            assert verdict.ok and "chain intact" in verdict.text()
+            stats = remote.ledger_stats()
+            assert all(isinstance(h, ServiceHistory) for h in stats.values())
+            by_name = {name.split("-")[0]: h for name, h in stats.items()}
+            assert sum(b.succeeded for b in by_name["LedgerOk"].hours) == 1
+            assert sum(b.failed for b in by_name["LedgerFail"].days) == 1
+            assert len(by_name["LedgerOk"].hours) == 24 and len(by_name["LedgerOk"].days) == 30
+            assert by_name["LedgerOk"].median_run_s_day is not None
+        finally:
+            remote.close()
+    finally:
+        worker.proc.terminate()
+        worker.finish(timeout=60)

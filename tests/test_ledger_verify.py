@@ -137,3 +137,74 @@ def test_audit_path_export_and_stats(ledger: tuple[Path, Path]) -> None:
     assert " 1/1 " in line, stats.stdout
     empty = audit(data, "stats", "--server", "https://other.example.org")
     assert empty.returncode == 1 and "no ledger" in empty.stderr
+
+
+def _end(at: float, service: str, outcome: str, run_s: float, job: int) -> dict[str, object]:
+    from dss_console.engine.ledger import utc_text
+
+    return {"kind": "end", "at": utc_text(at), "source": SOURCE, "instance": "i1",
+            "job": {"local": job, "id": job, "attempt": 1},
+            "service": {"name": service, "key": service},
+            "data": {"outcome": outcome, "run_s": run_s, "state": "x", "exit_code": 0,
+                     "reason": None}}
+
+
+def test_stats_match_a_full_scan_and_survive_a_deleted_index(tmp_path: Path) -> None:
+    import random
+
+    from dss_console.engine.ledger_index import LedgerIndex, index_path
+
+    now = 1_800_000_000.0
+    rng = random.Random(20)
+    bodies = []
+    for job in range(1, 2001):
+        at = now - rng.uniform(0, 40 * 86400)  # some older than the month: left out
+        service = rng.choice(["seg", "reg", "=odd"])
+        outcome = rng.choice(["completed", "completed", "crashed", "failed"])
+        bodies.append(_end(at, service, outcome, round(rng.uniform(1, 500), 3), job))
+    bodies.sort(key=lambda b: str(b["at"]))
+    journal = Journal(tmp_path / "journal.sqlite3")
+    writer = LedgerWriter(journal, SOURCE, tmp_path,
+                          on_appended=lambda path, _lines: LedgerIndex(path).catch_up())
+    writer.append_bodies(bodies[:1500])
+    writer.append_bodies(bodies[1500:])  # the index follows in steps
+    path = ledger_path(tmp_path, SOURCE)
+    stats = LedgerIndex(path).stats(now)
+
+    # A full scan, by hand: hour bars for the last day, day bars for the last 30 days.
+    expected: dict[str, dict[str, list[int]]] = {}
+    runs: dict[str, list[float]] = {}
+    for line in path.read_bytes().splitlines():
+        record = json.loads(line)
+        if record["kind"] != "end":
+            continue
+        from dss_console.engine.ledger import parse_utc
+
+        age = now - parse_utc(record["at"])
+        name, ok = record["service"]["name"], record["data"]["outcome"] == "completed"
+        bars = expected.setdefault(name, {"hours": [0] * 48, "days": [0] * 60})
+        if age < 30 * 86400:
+            day = 29 - int(age // 86400)
+            bars["days"][day * 2 + (0 if ok else 1)] += 1
+            runs.setdefault(name, []).append(record["data"]["run_s"])
+        if age < 86400:
+            hour = 23 - int(age // 3600)
+            bars["hours"][hour * 2 + (0 if ok else 1)] += 1
+    assert set(stats) == set(expected) == {"seg", "reg", "=odd"}
+    for name, history in stats.items():
+        assert [v for b in history.hours for v in (b.succeeded, b.failed)] == \
+            expected[name]["hours"]
+        assert [v for b in history.days for v in (b.succeeded, b.failed)] == \
+            expected[name]["days"]
+        values = sorted(runs[name])
+        middle = len(values) // 2
+        median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+        assert history.median_run_s_month == pytest.approx(median)
+    # Deleted: rebuilt, same figures; a different file behind the same name: rebuilt too.
+    index_path(path).unlink()
+    assert LedgerIndex(path).stats(now) == stats
+    lines = path.read_bytes().splitlines()
+    path.write_bytes(b"\n".join(lines[:-1]) + b"\n")
+    shorter = LedgerIndex(path).stats(now)
+    assert shorter != stats and LedgerIndex(path).count() == len(lines) - 1
+    journal.close()

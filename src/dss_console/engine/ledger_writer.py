@@ -273,12 +273,24 @@ class LedgerWriter:
                   if isinstance(r.body.get("job"), dict)}
         bodies = import_records(self.journal, self.source, self.instance, skip_jobs=queued,
                                 signing=self.signing, details_filter=self.details_filter)
+        return self._append_bodies(bodies)
+
+    def _append_bodies(self, bodies: list[dict[str, Any]]) -> int:
+        tail = self._current_tail()
         lines = self._lines(tail, [(body, None) for body in bodies])
         new_tail = self._write(tail, lines)
         self.journal.ledger_written(self.source, [],
                                     LedgerHead(new_tail.seq, new_tail.hash, new_tail.size))
         self._appended(lines)
         return len(lines)
+
+    def append_bodies(self, bodies: list[dict[str, Any]]) -> int:
+        """Write records made elsewhere (bodies as the journal queues them) straight to the
+        file, chained after what is there: records with no journal step of their own (a
+        benchmark's, a test's). Returns how many were written."""
+        with self._round, self._locked():
+            self._import_once()
+            return self._append_bodies(bodies) if bodies else 0
 
     # -- words ----------------------------------------------------------------------------
     def _failed(self, exc: OSError) -> None:
