@@ -95,7 +95,8 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
         self.ledger = LedgerWriter(journal, source.key, journal.path.parent,
                                    instance=self.instance, on_notice=self._ledger_notice,
                                    details_filter=source.ledger_details,
-                                   on_appended=_follow_index)
+                                   on_appended=self._follow_index)
+        self._index: LedgerIndex | None = None  # the writer's, kept open (its thread only)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
         self._executions: dict[int, JobExecution] = {}
@@ -158,6 +159,8 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
         flushed = self.outbox.flush(flush_timeout)
         self.outbox.stop()
         self.ledger.stop()
+        if self._index is not None:
+            self._index.close()
         self.connection.stop()
         self.source.close()  # e.g. a push channel, a proxy for the commands
         for executor in self.executors.values():
@@ -231,6 +234,11 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
         self._wake.set()
 
     # -- the ledger (read: the audit view, `audit stats`, the history chart) ---------------
+    def _follow_index(self, ledger: Path, _lines: list[tuple[int, bytes]]) -> None:
+        if self._index is None:
+            self._index = LedgerIndex(ledger, keep_open=True)
+        self._index.catch_up()
+
     def ledger_page(self, before: int | None = None, limit: int = 100,
                     job: int | None = None) -> list[dict[str, Any]]:
         """Records newest first (before seq ``before``; of one local job)."""
@@ -450,10 +458,6 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
     def _say_paused(self, service_hash: str, name: str, reason: str) -> None:
         self.events.publish(ServicePaused(service_hash=service_hash, service_name=name,
                                           reason=reason))
-
-
-def _follow_index(ledger: Path, _lines: list[tuple[int, bytes]]) -> None:
-    LedgerIndex(ledger).catch_up()
 
 
 def journal_path(data_dir: Path) -> Path:

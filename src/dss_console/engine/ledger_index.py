@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,27 +77,52 @@ def _seconds(value: Any) -> float | None:
 
 
 class LedgerIndex:
-    """The index of the ledger at ``ledger`` (opened per use: cheap, and safe across the
-    processes that share a data dir)."""
+    """The index of the ledger at ``ledger``. A reader opens one per use (cheap, and safe
+    across the processes that share a data dir); the writer keeps one open (``keep_open``):
+    closing the last connection of a WAL database checkpoints and syncs it, a cost per
+    append it need not pay."""
 
-    def __init__(self, ledger: Path):
+    def __init__(self, ledger: Path, *, keep_open: bool = False):
         self.ledger = Path(ledger)
         self.path = index_path(self.ledger)
+        self.keep_open = keep_open
+        self._open: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._open is not None:
+                self._open.close()
+                self._open = None
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        fresh = not self.path.exists()
-        db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-        try:
-            if fresh and os.name == "posix":
-                with contextlib.suppress(OSError):
-                    os.chmod(self.path, 0o600)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
-            yield db
-        finally:
-            db.close()
+        with self._lock:
+            if self._open is not None and self.path.exists():
+                yield self._open
+                return
+            self.close()
+            fresh = not self.path.exists()
+            db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                if fresh and os.name == "posix":
+                    with contextlib.suppress(OSError):
+                        os.chmod(self.path, 0o600)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            if self.keep_open:
+                self._open = db
+                yield db
+                return
+            try:
+                yield db
+            finally:
+                db.close()
 
     # -- following the file -------------------------------------------------------------
     def catch_up(self) -> int:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.engine.ledger import GENESIS, LedgerHead, line_hash
-from dss_console.engine.ledger_read import lines_with_offsets
 
 # Checks one record's signature: None when it holds, else why not.
 SignatureCheck = Callable[[dict[str, Any]], "str | None"]
@@ -52,15 +51,18 @@ class _Line:
 
 
 def _parsed(path: Path) -> Iterator[_Line]:
-    for number, (_offset, raw) in enumerate(lines_with_offsets(path), start=1):
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict) or not isinstance(value.get("seq"), int) \
-                or isinstance(value.get("seq"), bool) or not isinstance(value.get("prev"), str):
-            value = None
-        yield _Line(number, raw, value)
+    loads = json.loads
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            raw = raw.rstrip(b"\n")
+            try:
+                value = loads(raw)
+            except ValueError:
+                value = None
+            if value.__class__ is not dict or value.get("seq").__class__ is not int \
+                    or value.get("prev").__class__ is not str:
+                value = None
+            yield _Line(number, raw, value)
 
 
 def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = True,

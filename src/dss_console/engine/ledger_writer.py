@@ -248,7 +248,9 @@ class LedgerWriter:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            # The data and the size it grew to: what a reader after a crash needs.
+            sync = getattr(os, "fdatasync", os.fsync)
+            sync(fd)
         finally:
             os.close(fd)
         new_tail = _Tail(tail.size + len(data), lines[-1][0], line_hash(lines[-1][1]))
