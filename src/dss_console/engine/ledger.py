@@ -123,8 +123,11 @@ def utc_text(at: float) -> str:
 
 
 def parse_utc(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=timezone.utc).timestamp()
+    """The time a record's ``at`` names (fromisoformat: C, ten times strptime's speed)."""
+    if not text.endswith("Z") or "T" not in text:
+        raise ValueError(f"not a ledger time: {text!r}")
+    moment = datetime.fromisoformat(text[:-1])
+    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 def queue_marker(row_id: int) -> str:
