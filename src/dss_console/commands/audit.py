@@ -237,18 +237,20 @@ def stats_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         if not figures:
             lines.append(f"  no job ended in the last {days} days")
             continue
-        width = max(len(name) for name in figures)
-        lines.append(f"  {'service'.ljust(width)}  last 24 h ok/failed  last {days} d "
-                     "ok/failed  median run (24 h / {0} d)".format(days))
+        table = [("Service", "24 h ok", "failed", f"{days} d ok", "failed",
+                  "median 24 h", f"median {days} d")]
         for name, history in sorted(figures.items()):
-            day_ok = sum(b.succeeded for b in history.hours)
-            day_failed = sum(b.failed for b in history.hours)
-            month_ok = sum(b.succeeded for b in history.days)
-            month_failed = sum(b.failed for b in history.days)
-            lines.append(f"  {name.ljust(width)}  {f'{day_ok}/{day_failed}':>19}  "
-                         f"{f'{month_ok}/{month_failed}':>{len(str(days)) + 16}}  "
-                         f"{_seconds(history.median_run_s_day)} / "
-                         f"{_seconds(history.median_run_s_month)}")
+            table.append((
+                name, str(sum(b.succeeded for b in history.hours)),
+                str(sum(b.failed for b in history.hours)),
+                str(sum(b.succeeded for b in history.days)),
+                str(sum(b.failed for b in history.days)),
+                _seconds(history.median_run_s_day), _seconds(history.median_run_s_month)))
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width
+                                                 in zip(row[1:], widths[1:], strict=True)]
+            lines.append("  " + "  ".join(cells))
     _quiet_pipe(lambda: print("\n".join(lines), file=out), out)
     return 0
 
