@@ -17,6 +17,7 @@ import pytest
 from dss_console.engine.engine import journal_path
 from dss_console.engine.journal import Journal
 from dss_console.engine.ledger import LedgerEntry, ledger_path
+from dss_console.engine.ledger_verify import verify_file
 from dss_console.engine.ledger_writer import LedgerWriter
 from dss_console.engine.states import JobState
 
@@ -207,4 +208,28 @@ def test_stats_match_a_full_scan_and_survive_a_deleted_index(tmp_path: Path) -> 
     path.write_bytes(b"\n".join(lines[:-1]) + b"\n")
     shorter = LedgerIndex(path).stats(now)
     assert shorter != stats and LedgerIndex(path).count() == len(lines) - 1
+    journal.close()
+
+
+def test_an_interrupted_append_is_cut_and_the_chain_goes_on(tmp_path: Path) -> None:
+    journal = Journal(journal_path(tmp_path))
+    notices: list[str] = []
+    writer = LedgerWriter(journal, SOURCE, tmp_path,
+                          on_notice=lambda _level, text: notices.append(text))
+    job = journal.create_job(source=SOURCE, ticket_id=1, service_hash="h", service_name="s",
+                             instance="i", workdir="/w", ledger=[LedgerEntry("claim")])
+    writer.drain()
+    path = ledger_path(tmp_path, SOURCE)
+    whole = path.read_bytes()
+    # A crash mid-append in another engine: half a record, no newline.
+    with open(path, "ab") as handle:
+        handle.write(b'{"at":"2026-12-07T18:00:00.000Z","kind":"sta')
+    journal.transition(job, JobState.RUNNING)
+    writer.drain()
+    lines = path.read_bytes().splitlines()
+    assert path.read_bytes().startswith(whole)
+    assert [json.loads(line)["kind"] for line in lines] == ["ledger", "claim", "start"]
+    assert any("interrupted append" in text for text in notices)
+    verdict = verify_file(path, journal.ledger_head(SOURCE))
+    assert verdict.ok, verdict.text()
     journal.close()

@@ -175,6 +175,8 @@ class LedgerWriter:
         cached = self._tail
         if cached is not None and cached.size == size:
             return cached
+        if size:
+            size = self._cut_interrupted_append(size)
         if size == 0:
             head = self.journal.ledger_head(self.source)
             # The file is gone or emptied while the journal remembers records: the chain
@@ -186,6 +188,30 @@ class LedgerWriter:
             tail = _Tail(size, int(record["seq"]), line_hash(line))
         self._tail = tail
         return tail
+
+    def _cut_interrupted_append(self, size: int) -> int:
+        """A file that does not end with a newline holds the start of an append that never
+        finished (a crash or power loss mid-write): never synced, never noted, its rows still
+        queued. It is cut, so the chain goes on from the last whole record."""
+        with open(self.path, "rb+") as handle:
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return size
+            step, end = min(size, 1 << 16), size
+            keep = 0
+            while end > 0:
+                start = max(0, end - step)
+                handle.seek(start)
+                cut = handle.read(end - start).rfind(b"\n")
+                if cut >= 0:
+                    keep = start + cut + 1
+                    break
+                end = start
+            handle.truncate(keep)
+            os.fsync(handle.fileno())
+        self._say("warning", f"the ledger {self.path} ended in an interrupted append "
+                             f"({size - keep} bytes): cut; its records are written again")
+        return keep
 
     def _unwritten(self, rows: list[QueuedRecord]) -> list[QueuedRecord]:
         """The rows not yet in the file: lines past the journal's head (a crash between the
@@ -246,11 +272,18 @@ class LedgerWriter:
             if tail.size and os.fstat(fd).st_size != tail.size:
                 raise OSError(f"the ledger {self.path} changed size while locked")
             view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            # The data and the size it grew to: what a reader after a crash needs.
-            sync = getattr(os, "fdatasync", os.fsync)
-            sync(fd)
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+                # The data and the size it grew to: what a reader after a crash needs.
+                sync = getattr(os, "fdatasync", os.fsync)
+                sync(fd)
+            except OSError:
+                # A short write (a full disk) must not leave half a line behind.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, tail.size)
+                self._tail = None
+                raise
         finally:
             os.close(fd)
         new_tail = _Tail(tail.size + len(data), lines[-1][0], line_hash(lines[-1][1]))
