@@ -11,6 +11,12 @@
 (c) stats     ``audit stats`` from the index at N records (target: <= 0.2 s at 1 M), and the
               index's rebuild from the file (target: <= 10 s per million).
 
+Measured (2 cores shared with other test runs, load 2-4, 2026-12-07): (a) round p50 0.54 ms,
+p95 0.85 ms (append + fdatasync alone 0.22 / 0.42 ms); under heavy I/O from other runs 3.4 /
+7.6 ms. (b) 195k records (110 MB) in 1.44 s, 7.4 s per million (2.2-5 s under load).
+(c) 975k records, 125k ends in the month: stats 160-170 ms median, worst 290 ms; rebuild
+11.5-14 s per million (64 MB index).
+
 Records are synthetic jobs of seven steps (claim with v6-like details, inputs, start,
 upload, delivered, end), spread over 40 days, written through ``LedgerWriter``.
 """
