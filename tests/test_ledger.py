@@ -26,6 +26,8 @@ from test_worker_cli import Worker, worker_env  # noqa: F401  (a fixture)
 from test_engine import TAGS, command
 from waiting import wait_for
 
+EXE_AUDIT = Path(sys.executable).with_name("dss-console")
+
 
 def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]

@@ -69,6 +69,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     verify.add_argument("--file", type=Path, metavar="F",
                         help="verify this copy of a ledger (no journal: its last record is "
                              "not checked against it)")
+    verify.add_argument("--public-key", metavar="K",
+                        help="the signing key to trust: a PEM file (signing.pub) or the "
+                             "ed25519:… text; default: signing.pub beside the ledgers")
     verify.set_defaults(handler=verify_command)
     export = sub.add_parser("export", help="a row per record as CSV, or JSON with the verdict")
     common(export)
@@ -163,20 +166,38 @@ def verify_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     from dss_console.engine.ledger_verify import journal_head, verify_file
 
     out = out if out is not None else sys.stdout
+    trusted = _trusted_key(args)
     if args.file is not None:
         if not Path(args.file).is_file():
             raise CliError(f"no such file: {args.file}", code=EXIT_USAGE)
-        verdict = verify_file(Path(args.file), None, journal_known=False)
+        verdict = verify_file(Path(args.file), None, journal_known=False, public_key=trusted)
         print(f"{args.file}: {verdict.text()}", file=out)
         return 0 if verdict.ok else 1
     data, chosen = _selected(args)
     journal = journal_path(data)
     failed = False
     for item in chosen:
-        verdict = verify_file(item.path, journal_head(journal, item.source))
+        verdict = verify_file(item.path, journal_head(journal, item.source),
+                              public_key=trusted)
         failed = failed or not verdict.ok
         print(f"{item.source}: {verdict.text()}\n  ({item.path})", file=out)
     return 1 if failed else 0
+
+
+def _trusted_key(args: argparse.Namespace) -> str | None:
+    from dss_console.engine.ledger import ledger_dir
+    from dss_console.engine.ledger_sign import PUBLIC_KEY_FILE, read_public_key
+
+    given = args.public_key
+    if given is None and args.file is None:
+        beside = ledger_dir(_data_dir(args)) / PUBLIC_KEY_FILE
+        given = str(beside) if beside.is_file() else None
+    if given is None:
+        return None
+    try:
+        return read_public_key(given)
+    except ValueError as exc:
+        raise CliError(str(exc), code=EXIT_USAGE) from None
 
 
 def export_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:

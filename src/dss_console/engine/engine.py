@@ -39,8 +39,17 @@ from dss_console.engine.events import (
 )
 from dss_console.engine.jobs import JobContext, JobExecution
 from dss_console.engine.journal import Journal
+from dss_console.engine.ledger import make_ledger_dir
 from dss_console.engine.ledger_index import DAYS, LedgerIndex
 from dss_console.engine.ledger_records import claim_entry
+from dss_console.engine.ledger_sign import (
+    Ed25519PrivateKey,
+    SigningUnavailable,
+    public_text,
+    signer,
+    signing_key,
+    write_public_key,
+)
 from dss_console.engine.ledger_verify import Verdict, verify_file
 from dss_console.engine.ledger_writer import LedgerWriter
 from dss_console.engine.outbox import Outbox
@@ -91,11 +100,17 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
                               send_output_tail=source.shares_output_tail(settings),
                               workroot=Path(settings.workroot))
         self.noun = source.words.job  # in what the operator reads
-        # The ledger beside the journal (engine/ledger.py): every step, hash-chained.
+        # The ledger beside the journal (engine/ledger.py): every step, hash-chained, and
+        # signed when the settings ask (the key from the keyring; refused in words if none).
+        signing = ledger_signing(journal.path.parent) if settings.sign_ledger else None
+        self._signing_refused = signing if isinstance(signing, str) else None
+        key = None if signing is None or isinstance(signing, str) else signing
         self.ledger = LedgerWriter(journal, source.key, journal.path.parent,
                                    instance=self.instance, on_notice=self._ledger_notice,
                                    details_filter=source.ledger_details,
-                                   on_appended=self._follow_index)
+                                   on_appended=self._follow_index,
+                                   signer=signer(key) if key is not None else None,
+                                   signing=public_text(key) if key is not None else None)
         self._index: LedgerIndex | None = None  # the writer's, kept open (its thread only)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
@@ -118,6 +133,8 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
     def start(self, *, run_claimed: bool = False) -> None:
         """Resume deliveries and interrupted jobs, then start polling (auto mode)."""
         # What a previous run queued for the ledger is written before anything moves.
+        if self._signing_refused is not None:
+            self.events.publish(EngineNotice(level="error", text=self._signing_refused))
         self.ledger.start()
         self.outbox.start()
         self.recover(run_claimed=run_claimed)
@@ -247,7 +264,7 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
     def ledger_verify(self) -> Verdict:
         # The head first: the file holds at least what it names.
         head = self.journal.ledger_head(self.source.key)
-        return verify_file(self.ledger.path, head)
+        return verify_file(self.ledger.path, head, public_key=self.ledger.signing)
 
     def ledger_stats(self, now: float | None = None,
                      days: int = DAYS) -> dict[str, ServiceHistory]:
@@ -458,6 +475,18 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
     def _say_paused(self, service_hash: str, name: str, reason: str) -> None:
         self.events.publish(ServicePaused(service_hash=service_hash, service_name=name,
                                           reason=reason))
+
+
+def ledger_signing(data_dir: Path) -> Ed25519PrivateKey | str:
+    """The ledger's signing key (its public half written beside the ledgers), or why there
+    is none, in words."""
+    try:
+        key = signing_key(data_dir)
+        make_ledger_dir(data_dir)
+        write_public_key(data_dir, key)
+    except (SigningUnavailable, OSError) as exc:
+        return f"the ledger is not signed although sign_ledger = true: {exc}"
+    return key
 
 
 def journal_path(data_dir: Path) -> Path:

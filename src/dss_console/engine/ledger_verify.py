@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dss_console.engine.ledger import GENESIS, LedgerHead, line_hash
-
-# Checks one record's signature: None when it holds, else why not.
-SignatureCheck = Callable[[dict[str, Any]], "str | None"]
+from dss_console.engine.ledger_sign import fingerprint, signature_problem
 
 
 @dataclass(frozen=True)
@@ -66,12 +64,17 @@ def _parsed(path: Path) -> Iterator[_Line]:
 
 
 def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = True,
-                check_signature: SignatureCheck | None = None,
-                signed_by: str | None = None) -> Verdict:
+                public_key: str | None = None) -> Verdict:
     """The verdict on the ledger at ``path``. ``head``: the journal's ``ledger_head`` for its
     source (None: the journal knows none); ``journal_known`` False: a copy checked without
-    its journal (the last record is then checked only by its signature, said so)."""
+    its journal (the last record is then checked only by its signature, said so).
+
+    Signatures: from the record that names a key (the ``ledger`` record, or a ``signing``
+    record when signing began later) every record must carry one that holds under it.
+    ``public_key`` (``ed25519:…``): the key to trust; a chain naming another fails."""
     notes: list[str] = []
+    key: str | None = None
+    signed_by: str | None = None
     if not path.is_file():
         if head is not None:
             return Verdict(False, 0, None, f"the ledger is missing: the journal knows "
@@ -124,8 +127,14 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
         else:
             return fail(f"records {seq} and {prev_seq} are swapped" if seq == prev_seq - 1
                         else f"line {line.number} repeats record {seq}", line.number)
-        if check_signature is not None:
-            why = check_signature(record)
+        named = _named_key(record)
+        if named is not None:
+            if public_key is not None and named != public_key:
+                return fail(f"record {seq} names a signing key other than the one given "
+                            f"({fingerprint(named)})", seq)
+            key, signed_by = named, fingerprint(named)
+        if key is not None:
+            why = signature_problem(key, record)
             if why is not None:
                 return fail(f"record {seq} was changed ({why})", seq)
         prev_hash, prev_seq = line_hash(line.raw), seq
@@ -134,9 +143,12 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
             hash_at_head = prev_hash
     last = Verdict(True, count, prev_hash if count else None, notes=tuple(notes),
                    signed_by=signed_by)
+    if key is not None and public_key is None:
+        notes.append("signatures checked against the key the ledger names; give the key "
+                     "you trust (--public-key) to check it is that one")
     if not journal_known:
         notes.append("checked without its journal: the last record is vouched for by its "
-                     "signature only" if check_signature is not None else
+                     "signature only" if key is not None else
                      "checked without its journal and unsigned: an edit of the last record "
                      "would not show")
         return Verdict(True, count, last.head, notes=tuple(notes), signed_by=signed_by)
@@ -155,6 +167,18 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
         notes.append(f"{prev_seq - head.seq} record(s) past the journal's head: written "
                      "just before a crash or by a running engine, noted at its next write")
     return Verdict(True, count, last.head, notes=tuple(notes), signed_by=signed_by)
+
+
+def _named_key(record: dict[str, Any]) -> str | None:
+    """The signing key a record names: the ``ledger`` record's, or a ``signing`` record's."""
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return None
+    if record.get("kind") == "ledger" and isinstance(data.get("signing"), str):
+        return str(data["signing"])
+    if record.get("kind") == "signing" and isinstance(data.get("public_key"), str):
+        return str(data["public_key"])
+    return None
 
 
 def journal_head(journal: Path, source: str) -> LedgerHead | None:

@@ -39,6 +39,7 @@ from dss_console.engine.ledger import (
     make_ledger_dir,
     marker_row,
     queue_marker,
+    utc_text,
 )
 from dss_console.engine.ledger_import import DetailsFilter, import_records
 from dss_console.engine.ledger_read import last_line, lines_after
@@ -89,6 +90,7 @@ class LedgerWriter:
         self._round = threading.Lock()  # one round at a time (the thread, a drain())
         self._failing_since: float | None = None
         self._last_notice = 0.0
+        self._announced = signer is None  # the chain names our signing key
         self.written = 0  # records this writer appended (for tests and the benchmark)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -134,6 +136,7 @@ class LedgerWriter:
             try:
                 with self._locked():
                     total += self._import_once()
+                    total += self._announce_key()
                     while True:
                         rows = self.journal.queued_ledger(self.source, BATCH)
                         if not rows:
@@ -327,6 +330,18 @@ class LedgerWriter:
             self._import_once()
             return self._append_bodies(bodies) if bodies else 0
 
+    def _announce_key(self) -> int:
+        """Signing begins on a chain that does not name this key yet: a ``signing`` record
+        (signed by it) says so, and the records after it must be signed by it."""
+        if self._announced:
+            return 0
+        self._announced = True
+        if self.signing is None or _named_last(self.path) == self.signing:
+            return 0
+        return self._append_bodies([{
+            "kind": "signing", "at": utc_text(time.time()), "source": self.source,
+            "instance": self.instance, "data": {"public_key": self.signing}}])
+
     # -- words ----------------------------------------------------------------------------
     def _failed(self, exc: OSError) -> None:
         now = time.monotonic()
@@ -343,6 +358,37 @@ class LedgerWriter:
         if self.on_notice is not None:
             with contextlib.suppress(Exception):
                 self.on_notice(level, text)
+
+
+def _named_last(path: Path) -> str | None:
+    """The signing key the chain names last (its ``signing`` records, else its ``ledger``
+    record), read backwards from the end: a chain that named one names it near its start or
+    in a ``signing`` record."""
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            carry = b""
+            while end > 0:
+                start = max(0, end - (1 << 20))
+                handle.seek(start)
+                chunk = handle.read(end - start) + carry
+                lines = chunk.split(b"\n")
+                carry = lines[0] if start > 0 else b""
+                for line in reversed(lines[1:] if start > 0 else lines):
+                    if b'"kind":"signing"' in line or b'"kind":"ledger"' in line:
+                        with contextlib.suppress(ValueError):
+                            record = json.loads(line)
+                            data = record.get("data") or {}
+                            if record.get("kind") == "signing":
+                                return str(data.get("public_key") or "") or None
+                            if record.get("kind") == "ledger":
+                                return str(data.get("signing") or "") or None
+                end = start
+    except OSError:
+        return None
+    return None
 
 
 def _record_of(line: bytes) -> dict[str, Any]:
