@@ -35,6 +35,7 @@ from typing import Any
 from dss_console.engine.journal import Journal
 from dss_console.engine.ledger import LedgerEntry, ledger_path, utc_text
 from dss_console.engine.ledger_index import LedgerIndex, index_path
+from dss_console.engine.ledger_sign import Ed25519PrivateKey, public_text, signer
 from dss_console.engine.ledger_verify import verify_file
 from dss_console.engine.ledger_writer import LedgerWriter
 
@@ -100,12 +101,15 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def bench_append(folder: Path, count: int) -> None:
+def bench_append(folder: Path, count: int, sign: bool = False) -> None:
     journal = Journal(folder / "journal.sqlite3")
     # As the engine does: the writer's index stays open.
     index = LedgerIndex(ledger_path(folder, SOURCE), keep_open=True)
+    key = Ed25519PrivateKey.generate() if sign else None  # the keyring's, in the engine
     writer = LedgerWriter(journal, SOURCE, folder,
-                          on_appended=lambda _path, _lines: index.catch_up() and None)
+                          on_appended=lambda _path, _lines: index.catch_up() and None,
+                          signer=signer(key) if key else None,
+                          signing=public_text(key) if key else None)
     writer.drain()
     job = journal.create_job(source=SOURCE, ticket_id=1, service_hash=SERVICES[0],
                              service_name="service-0", instance="node1", workdir="/w")
@@ -128,7 +132,8 @@ def bench_append(folder: Path, count: int) -> None:
         writer.drain()
         rounds.append((time.perf_counter() - began) * 1000)
     size = ledger_path(folder, SOURCE).stat().st_size
-    print(f"(a) append, {count} records (~{size // max(1, count + 1)} bytes a line):")
+    print(f"(a) append{', signed' if sign else ''}, {count} records "
+          f"(~{size // max(1, count + 1)} bytes a line):")
     print(f"    writer round (queue -> append+fsync -> journal note -> index): "
           f"p50 {statistics.median(rounds):.2f} ms, p95 {percentile(rounds, 0.95):.2f} ms")
     print(f"    append + fsync alone: p50 {statistics.median(writes):.2f} ms, "
@@ -183,6 +188,8 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=1000)
     parser.add_argument("--verify-records", type=int, default=200_000)
     parser.add_argument("--stats-records", type=int, default=1_000_000)
+    parser.add_argument("--sign", action="store_true",
+                        help="append with Ed25519 signatures (a generated key)")
     parser.add_argument("--dir", type=Path, help="where to write (default: a temp dir)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ledger-bench-", dir=args.dir))
@@ -193,7 +200,10 @@ def main() -> None:
             if size > 0:
                 folder = root / name
                 folder.mkdir()
-                bench(folder, size)
+                if bench is bench_append:
+                    bench_append(folder, size, args.sign)
+                else:
+                    bench(folder, size)
                 shutil.rmtree(folder)
     finally:
         shutil.rmtree(root, ignore_errors=True)
