@@ -233,3 +233,23 @@ def test_an_interrupted_append_is_cut_and_the_chain_goes_on(tmp_path: Path) -> N
     verdict = verify_file(path, journal.ledger_head(SOURCE))
     assert verdict.ok, verdict.text()
     journal.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the ledger another owner")
+def test_stats_of_another_users_ledger_write_nothing_beside_it(
+        ledger: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from dss_console.engine.ledger_index import index_path
+
+    data, _path = ledger
+    theirs = tmp_path / "theirs"
+    shutil.copytree(data, theirs, ignore=shutil.ignore_patterns("*.index.sqlite3*"))
+    copied = ledger_path(theirs, SOURCE)
+    os.chown(copied, 65534, 65534)
+    done = audit(theirs, "stats")
+    assert done.returncode == 0, done.stderr
+    assert next(x for x in done.stdout.splitlines() if "=seg" in x).split()[:3] == [
+        "=seg", "1", "1"]
+    assert not index_path(copied).exists()
+    assert not list(copied.parent.glob("*.index.sqlite3*"))

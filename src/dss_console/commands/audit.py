@@ -16,13 +16,17 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from dss_console.commands.errors import EXIT_USAGE, CliError
+
+if TYPE_CHECKING:
+    from dss_console.engine.ledger_index import LedgerIndex
 
 AUDIT_DESCRIPTION = """\
 The ledger: every claim, decision, start, end, upload and refusal of every job this
@@ -245,15 +249,18 @@ def export_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
 
 def stats_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
-    from dss_console.engine.ledger_index import LedgerIndex, days_for
+    from dss_console.engine.ledger_index import days_for
 
     out = out if out is not None else sys.stdout
     _data, chosen = _selected(args)
     days = days_for(args.since)
     now = time.time()
     lines = []
+    with tempfile.TemporaryDirectory(prefix="dss-console-index-") as spare:
+        figures_of = {item.path: _index_for(item.path, Path(spare)).stats(now, days)
+                      for item in chosen}
     for item in chosen:
-        figures = LedgerIndex(item.path).stats(now, days)
+        figures = figures_of[item.path]
         lines.append(f"{item.source}")
         if not figures:
             lines.append(f"  no job ended in the last {days} days")
@@ -274,6 +281,16 @@ def stats_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
             lines.append("  " + "  ".join(cells))
     _quiet_pipe(lambda: print("\n".join(lines), file=out), out)
     return 0
+
+
+def _index_for(ledger: Path, spare: Path) -> LedgerIndex:
+    """The ledger's own index when it is this user's; else one in ``spare``, a private
+    temporary folder (root reading a worker's ledger writes nothing beside it)."""
+    from dss_console.engine.ledger_index import LedgerIndex
+
+    if not hasattr(os, "geteuid") or ledger.stat().st_uid == os.geteuid():
+        return LedgerIndex(ledger)
+    return LedgerIndex(ledger, path=spare / f"{ledger.name}.index.sqlite3")
 
 
 def _seconds(value: float | None) -> str:

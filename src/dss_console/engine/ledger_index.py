@@ -82,9 +82,11 @@ class LedgerIndex:
     closing the last connection of a WAL database checkpoints and syncs it, a cost per
     append it need not pay."""
 
-    def __init__(self, ledger: Path, *, keep_open: bool = False):
+    def __init__(self, ledger: Path, *, keep_open: bool = False, path: Path | None = None):
         self.ledger = Path(ledger)
-        self.path = index_path(self.ledger)
+        # ``path``: an index elsewhere (someone reading another user's ledger must not
+        # write beside it: the owner's engine could no longer update a file it does not own).
+        self.path = index_path(self.ledger) if path is None else Path(path)
         self.keep_open = keep_open
         self._open: sqlite3.Connection | None = None
         self._lock = threading.RLock()
