@@ -26,6 +26,9 @@ SANDBOX_PACKAGES=(bubblewrap)
 # The notification tests send to a real daemon (dunst) on a virtual X display (Xvfb); systemd
 # for busctl, which `dunstctl history` calls (present on most systems already).
 NOTIFY_PACKAGES=(dunst xvfb xauth systemd)
+# The signed-ledger tests keep the key in a real Secret Service (gnome-keyring on a private
+# D-Bus session bus).
+KEYRING_PACKAGES=(gnome-keyring dbus)
 
 need_system_packages() {
   local missing=()
@@ -35,7 +38,7 @@ need_system_packages() {
     done
   fi
   if [[ ${1:-} == with-slurm ]] && command -v dpkg >/dev/null 2>&1; then
-    for pkg in "${SANDBOX_PACKAGES[@]}" "${NOTIFY_PACKAGES[@]}"; do
+    for pkg in "${SANDBOX_PACKAGES[@]}" "${NOTIFY_PACKAGES[@]}" "${KEYRING_PACKAGES[@]}"; do
       dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
   fi

@@ -57,7 +57,7 @@ def _server_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dss_console.commands import auth, pro, sandbox, v6, worker
+    from dss_console.commands import audit, auth, pro, sandbox, v6, worker
     from dss_console.commands.wt import WT_HELP
 
     parser = _Parser(prog=PROG, description=DESCRIPTION,
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_parser(verbs, common)
     sandbox.add_parser(verbs)
     v6.add_parser(verbs)
+    audit.add_parser(verbs)
     # Listed for --help only: `wt` takes itksnap-wt's command line, dispatched before argparse.
     verbs.add_parser("wt", help=WT_HELP, add_help=False)
     return parser

@@ -1,8 +1,10 @@
-"""`dss-console v6 audit`: the vantage6 runs this machine ran, from its journal.
+"""`dss-console v6 audit`: the vantage6 runs this machine ran, from its ledger (the journal
+for a node whose engine has not written one yet).
 
     dss-console v6 audit [--node NAME] [--server URL] [--since DAYS] [--json|--csv]
 
-Reads the journal read-only (an engine may be running on it) and needs no server.
+Reads the ledger and the journal read-only (an engine may be running on them) and needs no
+server.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def _days(text: str) -> float:
 
 def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     from dss_console import paths
+    from dss_console.commands.audit import ledgers
     from dss_console.engine.engine import journal_path
     from dss_console.sources.v6.audit import (
         audit_records,
@@ -87,6 +90,7 @@ def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         records_to_json,
         split_source,
     )
+    from dss_console.sources.v6.audit_ledger import is_v6_ledger, ledger_audit_records
 
     out = out if out is not None else sys.stdout
     server = _server(args.server)
@@ -108,9 +112,16 @@ def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
             return False
         return node is None or (job_node == node[1] and node[0] in (None, job_server))
 
-    jobs = [job for job in jobs if wanted(job.source)]
+    # The ledger speaks for each node that has one; the journal for a node whose engine has
+    # not started since the ledger came (it begins with the journal's history).
+    found = [item for item in ledgers(data, None)
+             if is_v6_ledger(item.source) and wanted(item.source) and item.path.is_file()]
+    covered = {item.source for item in found}
+    jobs = [job for job in jobs if wanted(job.source) and job.source not in covered]
     now = time.time()
-    records = audit_records(jobs, now)
+    records = ledger_audit_records([item.path for item in found], now) + \
+        audit_records(jobs, now)
+    records.sort(key=lambda r: (r.claimed_at or 0.0, r.local_job), reverse=True)
     if args.since is not None:
         cut = now - args.since * 86400
         records = [r for r in records if (r.claimed_at or r.started_at or 0.0) >= cut]

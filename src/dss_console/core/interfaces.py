@@ -374,6 +374,12 @@ class Source(ABC):
         """What fetching the inputs learnt about the job (journaled); None: nothing."""
         return None
 
+    def ledger_details(self, details: Mapping[str, Any]) -> dict[str, Any]:
+        """What of a job's journaled details the ledger keeps: a whitelist of ids, the names
+        of who asked, labels, hashes and counts (JSON values). Never argument values, local
+        paths, file names or host names. Default: nothing."""
+        return {}
+
     def mark_active(self, ticket_id: int) -> None:
         """The job's command started (v6: the run becomes ``active``)."""
         return None

@@ -13,11 +13,13 @@ journal reads those as ``finish`` (:func:`dss_console.engine.journal.legacy_end_
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dss_console.core.interfaces import OutboxCall, Outcome, OutcomeKind, Refusal
 from dss_console.engine.journal import Journal, OutboxItem
+from dss_console.engine.ledger_records import refusal_entry
 from dss_console.engine.states import JobState
 
 FINISH = "finish"
@@ -81,14 +83,17 @@ def carries_result(item: OutboxItem) -> bool:
 
 
 def record_refusal(journal: Journal, *, source_key: str, instance: str, workdir: Path,
-                   refusal: Refusal) -> int:
+                   refusal: Refusal,
+                   ledger_details: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
+                   = None) -> int:
     """Work the source ended before claiming it (``Source.refuse_unconfigured``), as an
     ended job: in the jobs list and the audit with its service, who asked and why. Returns
     the job id."""
     details = {**refusal.details, "outcome": refusal.outcome.value}
-    job_id = journal.create_job(
+    return journal.create_job(
         source=source_key, ticket_id=refusal.run_id, service_hash=refusal.image,
         service_name=refusal.image, instance=instance, workdir=str(workdir),
-        state=JobState.FAILED, reason=refusal.reason, details=details)
-    journal.update_job(job_id, finished_at=time.time(), not_retryable=refusal.not_retryable)
-    return job_id
+        state=JobState.FAILED, reason=refusal.reason, details=details,
+        finished_at=time.time(), not_retryable=refusal.not_retryable,
+        ledger=[refusal_entry(refusal.outcome.value, refusal.reason,
+                              ledger_details(refusal.details) if ledger_details else {})])

@@ -36,6 +36,7 @@ from dss_console.engine.calls import (
 from dss_console.engine.events import JobChanged, JobMessage, JobSnapshot
 from dss_console.engine.journal import Journal, command_forgotten
 from dss_console.engine.ledger import LedgerEntry
+from dss_console.engine.ledger_records import upload_entry
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
@@ -295,7 +296,9 @@ class JobEndings:
             self.command_result = "failed"
             self._fail(exc.reason, user_reason=exc.user_reason)
             return
-        self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0)
+        upload = upload_entry(calls)
+        self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0,
+                         ledger=[upload] if upload is not None else [])
         self._finish_upload()
 
     def _finish_upload(self) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.core.executor import Executor
+from dss_console.core.history import ServiceHistory
 from dss_console.core.interfaces import (
     NO_FILE,
     Ending,
@@ -29,6 +30,7 @@ from dss_console.core.interfaces import (
 from dss_console.engine.actions import EngineError, OperatorActions
 from dss_console.engine.connection import ConnectionState
 from dss_console.engine.events import (
+    EngineNotice,
     EventBus,
     JobChanged,
     JobSnapshot,
@@ -37,6 +39,19 @@ from dss_console.engine.events import (
 )
 from dss_console.engine.jobs import JobContext, JobExecution
 from dss_console.engine.journal import Journal
+from dss_console.engine.ledger import make_ledger_dir
+from dss_console.engine.ledger_index import DAYS, LedgerIndex
+from dss_console.engine.ledger_records import claim_entry
+from dss_console.engine.ledger_sign import (
+    Ed25519PrivateKey,
+    SigningUnavailable,
+    public_text,
+    signer,
+    signing_key,
+    write_public_key,
+)
+from dss_console.engine.ledger_verify import Verdict, verify_file
+from dss_console.engine.ledger_writer import LedgerWriter
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.pauses import ServicePauses
 from dss_console.engine.reactions import Reactions
@@ -85,6 +100,18 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
                               send_output_tail=source.shares_output_tail(settings),
                               workroot=Path(settings.workroot))
         self.noun = source.words.job  # in what the operator reads
+        # The ledger beside the journal (engine/ledger.py): every step, hash-chained, and
+        # signed when the settings ask (the key from the keyring; refused in words if none).
+        signing = ledger_signing(journal.path.parent) if settings.sign_ledger else None
+        self._signing_refused = signing if isinstance(signing, str) else None
+        key = None if signing is None or isinstance(signing, str) else signing
+        self.ledger = LedgerWriter(journal, source.key, journal.path.parent,
+                                   instance=self.instance, on_notice=self._ledger_notice,
+                                   details_filter=source.ledger_details,
+                                   on_appended=self._follow_index,
+                                   signer=signer(key) if key is not None else None,
+                                   signing=public_text(key) if key is not None else None)
+        self._index: LedgerIndex | None = None  # the writer's, kept open (its thread only)
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
         self._executions: dict[int, JobExecution] = {}
@@ -105,6 +132,10 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, *, run_claimed: bool = False) -> None:
         """Resume deliveries and interrupted jobs, then start polling (auto mode)."""
+        # What a previous run queued for the ledger is written before anything moves.
+        if self._signing_refused is not None:
+            self.events.publish(EngineNotice(level="error", text=self._signing_refused))
+        self.ledger.start()
         self.outbox.start()
         self.recover(run_claimed=run_claimed)
         # Push events (v6's socket) make the engine react at once; polling stays the
@@ -144,6 +175,9 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
             execution.join(remaining)
         flushed = self.outbox.flush(flush_timeout)
         self.outbox.stop()
+        self.ledger.stop()
+        if self._index is not None:
+            self._index.close()
         self.connection.stop()
         self.source.close()  # e.g. a push channel, a proxy for the commands
         for executor in self.executors.values():
@@ -215,6 +249,27 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
 
     def wake(self) -> None:
         self._wake.set()
+
+    # -- the ledger (read: the audit view, `audit stats`, the history chart) ---------------
+    def _follow_index(self, ledger: Path, _lines: list[tuple[int, bytes]]) -> None:
+        if self._index is None:
+            self._index = LedgerIndex(ledger, keep_open=True)
+        self._index.catch_up()
+
+    def ledger_page(self, before: int | None = None, limit: int = 100,
+                    job: int | None = None) -> list[dict[str, Any]]:
+        """Records newest first (before seq ``before``; of one local job)."""
+        return LedgerIndex(self.ledger.path).page(before=before, limit=limit, job=job)
+
+    def ledger_verify(self) -> Verdict:
+        # The head first: the file holds at least what it names.
+        head = self.journal.ledger_head(self.source.key)
+        return verify_file(self.ledger.path, head, public_key=self.ledger.signing)
+
+    def ledger_stats(self, now: float | None = None,
+                     days: int = DAYS) -> dict[str, ServiceHistory]:
+        """Per service name: jobs ended per hour (last day) and per day, medians."""
+        return LedgerIndex(self.ledger.path).stats(time.time() if now is None else now, days)
 
     # -- services ---------------------------------------------------------------------------
     def refresh_services(self) -> list[ServiceView]:
@@ -332,7 +387,8 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
         job_id = self.journal.create_job(
             source=self.source.key, ticket_id=ticket_id, service_hash=service_hash,
             service_name=self._service_name(service_hash), instance=self.instance,
-            workdir=str(workdir), details=details)
+            workdir=str(workdir), details=details,
+            ledger=[claim_entry(self.source.ledger_details(details or {}))])
         self._launch(job_id, prefetch_only=not run)
         with self._lock:
             self.claims_made += 1
@@ -413,9 +469,24 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
             self.retry_blocked(snap.service_hash)
             self._wake.set()
 
+    def _ledger_notice(self, level: str, text: str) -> None:
+        self.events.publish(EngineNotice(level=level, text=text))
+
     def _say_paused(self, service_hash: str, name: str, reason: str) -> None:
         self.events.publish(ServicePaused(service_hash=service_hash, service_name=name,
                                           reason=reason))
+
+
+def ledger_signing(data_dir: Path) -> Ed25519PrivateKey | str:
+    """The ledger's signing key (its public half written beside the ledgers), or why there
+    is none, in words."""
+    try:
+        key = signing_key(data_dir)
+        make_ledger_dir(data_dir)
+        write_public_key(data_dir, key)
+    except (SigningUnavailable, OSError) as exc:
+        return f"the ledger is not signed although sign_ledger = true: {exc}"
+    return key
 
 
 def journal_path(data_dir: Path) -> Path:

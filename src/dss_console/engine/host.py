@@ -124,6 +124,13 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         "use_session": use_session,
         "settings": lambda: settings_to_toml(engine.settings),
         "outbox_items": lambda job_id: engine.journal.outbox_items(int(job_id)),
+        # The ledger, read: the audit view's pages and verdict, the history charts.
+        "ledger_page": lambda before=None, limit=100, job=None: engine.ledger_page(
+            None if before is None else int(before), int(limit),
+            None if job is None else int(job)),
+        "ledger_verify": engine.ledger_verify,
+        "ledger_stats": lambda now=None, days=30: engine.ledger_stats(
+            None if now is None else float(now), int(days)),
         "claim_next": lambda service_hashes=None, run=False: present(engine.claim_next(
             service_hashes, run=bool(run))),
         "run_job": lambda job_id: engine.run_job(int(job_id)),

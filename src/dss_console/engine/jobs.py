@@ -38,6 +38,7 @@ from dss_console.core.interfaces import (
 from dss_console.engine.endings import JobEndings, remote_status
 from dss_console.engine.events import EventBus, JobMessage, JobOutput, JobSnapshot
 from dss_console.engine.journal import Journal, command_forgotten, execution_fields
+from dss_console.engine.ledger_records import inputs_entry
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.protocol import (
     AttachReport,
@@ -290,10 +291,15 @@ class JobExecution(JobEndings):
                 self.stop.event.wait(self.ctx.retry_interval)
                 continue
             details = self.ctx.source.run_details(self.snapshot.ticket_id)
+            # The ledger names the inputs by SHA-256 and size (hashed here, on the job's
+            # thread; the writer's fsync is not).
+            entry = inputs_entry(paths.input_dir, self.ctx.source.ledger_details(
+                details if details is not None else self.snapshot.details))
             if details is not None:  # what the fetch learnt (e.g. an input's hash, summary)
-                self.ctx.journal.update_job(self.job_id, inputs_ready=1, details=details)
+                self.ctx.journal.update_job(self.job_id, inputs_ready=1, details=details,
+                                            ledger=[entry])
             else:
-                self.ctx.journal.update_job(self.job_id, inputs_ready=1)
+                self.ctx.journal.update_job(self.job_id, inputs_ready=1, ledger=[entry])
             return True
 
     def _still_ours(self, *, announce: bool) -> bool:

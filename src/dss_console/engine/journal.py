@@ -31,6 +31,7 @@ from dss_console.engine.ledger import (
     queued_rows,
     read_head,
 )
+from dss_console.engine.ledger_records import step_entries
 from dss_console.engine.states import JobState, check_transition
 
 SCHEMA = """
@@ -279,7 +280,9 @@ class Journal:
                                  "VALUES (?,?,?,?)", (job_id, kind, json.dumps(payload), now))
                 items.append(OutboxItem(int(cur.lastrowid or 0), job_id, kind, payload, PENDING,
                                         0, None, now, None))
-            queued = self._queue_ledger(db, job_id, ledger, now)
+            after = dict(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+            steps = step_entries(db, job_id, old, new, after)  # start, end: whoever moved it
+            queued = queue_entries(db, [*steps, *ledger], job=after, at=now)
         self._ledger_queued(queued)
         return items
 
@@ -337,10 +340,15 @@ class Journal:
         for listener in listeners:
             listener()
 
-    def update_job(self, job_id: int, **fields: Any) -> None:
-        fields["updated_at"] = time.time()
+    def update_job(self, job_id: int, *, ledger: Sequence[LedgerEntry] = (),
+                   **fields: Any) -> None:
+        """Job fields; ``ledger``: records of the step they note (the inputs), queued in the
+        same transaction."""
+        now = fields["updated_at"] = time.time()
         with self._tx() as db:
             self._update(db, job_id, fields)
+            queued = self._queue_ledger(db, job_id, ledger, now)
+        self._ledger_queued(queued)
 
     @staticmethod
     def _update(db: sqlite3.Connection, job_id: int, fields: dict[str, Any]) -> None:
@@ -450,10 +458,13 @@ class Journal:
         return [r["job_id"] for r in self._query(sql + " GROUP BY o.job_id ORDER BY first",
                                                  tuple(args))]
 
-    def mark_item(self, item_id: int, state: str, error: str | None = None) -> None:
+    def mark_item(self, item_id: int, state: str, error: str | None = None, *,
+                  ledger: Sequence[LedgerEntry] = ()) -> None:
         with self._tx() as db:
             db.execute("UPDATE outbox SET state=?, last_error=?, delivered_at=? WHERE id=?",
                        (state, error, time.time() if state != PENDING else None, item_id))
+            queued = queue_entries(db, ledger, job=None)
+        self._ledger_queued(queued)
 
     def record_attempt(self, item_id: int, error: str) -> int:
         with self._tx() as db:

@@ -123,8 +123,11 @@ def utc_text(at: float) -> str:
 
 
 def parse_utc(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=timezone.utc).timestamp()
+    """The time a record's ``at`` names (fromisoformat: C, ten times strptime's speed)."""
+    if not text.endswith("Z") or "T" not in text:
+        raise ValueError(f"not a ledger time: {text!r}")
+    moment = datetime.fromisoformat(text[:-1])
+    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 def queue_marker(row_id: int) -> str:
@@ -149,8 +152,8 @@ def ledger_dir(data_dir: Path) -> Path:
 
 
 def ledger_path(data_dir: Path, source_key: str) -> Path:
-    """``<data dir>/ledger/<slug>-<hash8>.jsonl``: the slug says which server (it drops a
-    ``#node-3``), the hash keeps two source keys of one server apart."""
+    """``<data dir>/ledger/<slug>-<hash8>.jsonl``: the slug says which server (without the
+    key's fragment), the hash keeps two source keys of one server apart."""
     digest = hashlib.sha256(source_key.encode("utf-8")).hexdigest()[:8]
     return ledger_dir(data_dir) / f"{server_slug(source_key)}-{digest}.jsonl"
 

@@ -34,6 +34,7 @@ from dss_console.engine.events import (
     JobChanged,
 )
 from dss_console.engine.journal import Journal, OutboxItem
+from dss_console.engine.ledger_records import delivered_entry
 
 INTERNAL_ERROR_LIMIT = 5  # a call the server keeps answering 500 to is given up after this
 # While a stop waits for what is owed, retry this often at most: a server back from an outage
@@ -198,7 +199,9 @@ class Outbox:
             return self._handle_failure(item, exc)
         state = jr.SKIPPED if note else jr.DELIVERED
         self._server_errors.pop(item.id, None)
-        self.journal.mark_item(item.id, state, note)
+        # The end call reaching the server is a step of the job the ledger records.
+        self.journal.mark_item(item.id, state, note, ledger=[
+            delivered_entry(item.job_id, item.payload, state)] if is_end_call(item) else [])
         self._not_before.pop(item.job_id, None)
         self.connection_state.reached()
         self.events.publish(CallDelivered(job_id=item.job_id, item_id=item.id, kind=item.kind,

@@ -21,14 +21,17 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.history import ServiceHistory
 from dss_console.core.presentation import ServiceFigures
 from dss_console.engine import wire
 from dss_console.engine.channel import MAX_LINE, ChannelPaths, channel_paths
 from dss_console.engine.engine import EngineError, ServiceView
 from dss_console.engine.events import EngineStatus, Event, EventBus, JobSnapshot
 from dss_console.engine.journal import OutboxItem
+from dss_console.engine.ledger_verify import Verdict
 
 CALL_TIMEOUT = 120.0  # claims and uploads wait on the network inside the engine
+LEDGER_TIMEOUT = 600.0  # verifying a ledger of millions of records reads it all
 
 
 class EngineGoneError(Exception):
@@ -257,6 +260,17 @@ class RemoteEngine:
 
     def outbox_items(self, job_id: int) -> list[OutboxItem]:
         return self.call("outbox_items", job_id=job_id)
+
+    def ledger_page(self, before: int | None = None, limit: int = 100,
+                    job: int | None = None) -> list[dict[str, Any]]:
+        return self.call("ledger_page", before=before, limit=limit, job=job)
+
+    def ledger_verify(self) -> Verdict:
+        return self.call("ledger_verify", timeout=LEDGER_TIMEOUT)
+
+    def ledger_stats(self, now: float | None = None, days: int = 30
+                     ) -> dict[str, ServiceHistory]:
+        return self.call("ledger_stats", now=now, days=days)
 
     def claim_next(self, service_hashes: Sequence[str] | None = None, *,
                    run: bool = False) -> JobSnapshot | None:

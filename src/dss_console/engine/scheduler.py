@@ -167,7 +167,7 @@ class Scheduler:
                 self.journal, source_key=self.source.key, instance=self.instance,
                 workdir=ticket_workdir(self.settings.workroot, self.source.key, refusal.run_id,
                                        self.noun),
-                refusal=refusal)
+                refusal=refusal, ledger_details=self.source.ledger_details)
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
             self.events.publish(EngineNotice(level="info", job_id=job_id, text=refusal.note))
 

@@ -33,6 +33,9 @@ A missing file means all defaults. Every key is optional::
                                           # command's output, redacted (default false: raw
                                           # output stays on this machine); each service may
                                           # say otherwise
+    sign_ledger = false                   # sign each ledger record (Ed25519, the key kept
+                                          # in the OS keyring), so a copy can be checked
+                                          # elsewhere (dss-console audit verify --file)
 
     [services."ASHS-PMC-T1"]              # key: a service name (exact) or its 40-hex hash
     command = "bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}"
@@ -212,6 +215,7 @@ class Settings:
     notify: tuple[str, ...]  # NOTIFY_KINDS opted into, in NOTIFY_KINDS order
     # Raw output stays on this machine unless a service (or this default) opts in.
     send_output_tail: bool
+    sign_ledger: bool  # Ed25519 signatures on the ledger's records (engine/ledger_sign.py)
     # [defaults]: the isolation and limit keys every service and algorithm inherits (as
     # written; each source reads them again for its entries). Written back as a table.
     defaults: dict[str, OptionValue]
@@ -224,7 +228,7 @@ class Settings:
                  on_shutdown: str = "resume", pause_after_failures: int = 3,
                  pause_window: float = 900.0, auto: bool = False,
                  ca_bundle: str | None = None, notify: Sequence[str] = (),
-                 send_output_tail: bool = False,
+                 send_output_tail: bool = False, sign_ledger: bool = False,
                  defaults: Mapping[str, OptionValue] | None = None,
                  plugins: Mapping[str, PluginSettings] | None = None) -> None:
         self.server = server
@@ -243,6 +247,7 @@ class Settings:
         self.ca_bundle = ca_bundle
         self.notify = tuple(k for k in NOTIFY_KINDS if k in notify)
         self.send_output_tail = send_output_tail
+        self.sign_ledger = sign_ledger
         self.defaults = dict(defaults or {})
         # A copy: dataclasses.replace() passes the original's mapping.
         self.plugins = _default_plugins() if plugins is None else dict(plugins)
@@ -408,6 +413,8 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
         settings.notify = _notify_kinds(check, data["notify"])
     if "send_output_tail" in data:
         settings.send_output_tail = check.boolean(data["send_output_tail"], "send_output_tail")
+    if "sign_ledger" in data:
+        settings.sign_ledger = check.boolean(data["sign_ledger"], "sign_ledger")
     settings.defaults = read_defaults(check, data)
     # Each source reads its own tables (absent ones give its defaults).
     settings.plugins = {name: parser.parse_settings(check, data)

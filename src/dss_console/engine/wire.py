@@ -18,9 +18,11 @@ from typing import Any
 
 from dss_console.core import presentation as pr
 from dss_console.core.executor import ExecutorDetails
+from dss_console.core.history import Bar, ServiceHistory
 from dss_console.engine import events as ev
 from dss_console.engine.engine import ServiceView
 from dss_console.engine.journal import OutboxItem
+from dss_console.engine.ledger_verify import Verdict
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 
@@ -31,7 +33,7 @@ WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.CallDelivered, ev.ConnectionChanged, ev.PollCompleted, ev.ServicePaused,
     ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
     pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary,
-    pr.JobView, pr.ServiceFigures, ExecutorDetails,
+    pr.JobView, pr.ServiceFigures, ExecutorDetails, Bar, ServiceHistory, Verdict,
 )}
 
 

@@ -41,6 +41,8 @@ from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEn
 from dss_console.engine.settings import Settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
+from dss_console.gui.audit_view import PAGE as LEDGER_PAGE
+from dss_console.gui.audit_view import LedgerDialog
 from dss_console.gui.bridge import EngineBridge
 from dss_console.gui.copyable import show_copyable
 from dss_console.gui.desktop_notify import Notifier
@@ -123,6 +125,11 @@ class MainWindow(QMainWindow):
         self.messages = Banner()
         self.banner, self.banner_action = self.messages.label, self.messages.action_button
         self.settings_button = QPushButton("Settings…")
+        # Every source's ledger (gui/audit_view.py), whatever views the source adds.
+        self.audit_button = QPushButton("Audit…")
+        self.audit_button.setToolTip("Every step of every job, from the engine's tamper-"
+                                     "evident ledger, with its verdict")
+        self.ledger_view: LedgerDialog | None = None
 
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -142,6 +149,7 @@ class MainWindow(QMainWindow):
         self._views_of: str | None = None
         left_buttons = self._left_buttons = QHBoxLayout()
         left_buttons.addWidget(self.settings_button)
+        left_buttons.addWidget(self.audit_button)
         left_buttons.addStretch(1)
         left_layout.addLayout(left_buttons, 0)
 
@@ -215,6 +223,7 @@ class MainWindow(QMainWindow):
         self.services_pane.editCommandRequested.connect(self.open_settings)
         self.services_pane.refreshRequested.connect(lambda: spawn(self.refresh_services()))
         self.settings_button.clicked.connect(lambda: self.open_settings(None))
+        self.audit_button.clicked.connect(self.open_ledger)
         self.queue_pane.currentJobChanged.connect(self._job_selected)
         self.queue_pane.actionRequested.connect(self.job_actions.requested)
         self.queue_pane.batchRequested.connect(self.job_actions.batch_requested)
@@ -359,10 +368,55 @@ class MainWindow(QMainWindow):
         # window manager that activates new windows (Xvfb) nobody else does.
         widget.activateWindow()
 
+    def open_ledger(self) -> LedgerDialog:
+        """The engine's ledger in its own window: the newest records and the verdict."""
+        view = self.ledger_view
+        if view is None:
+            view = self.ledger_view = LedgerDialog(self)
+            view.older_wanted.connect(lambda before: spawn(self._ledger_older(before)))
+            view.verify_wanted.connect(lambda: spawn(self._ledger_verdict()))
+        spawn(self._fill_ledger())
+        view.show()
+        view.raise_()
+        view.activateWindow()
+        return view
+
+    async def _fill_ledger(self) -> None:
+        engine, view = self.engine, self.ledger_view
+        if engine is None or view is None:
+            return
+        try:
+            records = await run_blocking(engine.ledger_page, None, LEDGER_PAGE)
+        except (EngineGoneError, EngineCallError) as exc:
+            view.show_problem(f"The ledger could not be read: {exc}")
+            return
+        view.show_page(records)
+        await self._ledger_verdict()
+
+    async def _ledger_older(self, before: int) -> None:
+        engine, view = self.engine, self.ledger_view
+        if engine is None or view is None:
+            return
+        try:
+            view.add_older(await run_blocking(engine.ledger_page, before, LEDGER_PAGE))
+        except (EngineGoneError, EngineCallError) as exc:
+            view.show_problem(f"The ledger could not be read: {exc}")
+
+    async def _ledger_verdict(self) -> None:
+        engine, view = self.engine, self.ledger_view
+        if engine is None or view is None:
+            return
+        try:
+            view.show_verdict(await run_blocking(engine.ledger_verify))
+        except (EngineGoneError, EngineCallError) as exc:
+            view.show_problem(f"The ledger could not be verified: {exc}")
+
     def close_views(self) -> None:
         """Close the source's views (they show the jobs of the engine being let go)."""
         for window in self.view_windows.values():
             window.widget().close()
+        if self.ledger_view is not None:
+            self.ledger_view.close()
 
     async def _fill_view(self, view: SourceView, window: SourceViewWindow) -> None:
         engine = self.engine

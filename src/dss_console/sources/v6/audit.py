@@ -13,24 +13,26 @@ import csv
 import datetime
 import json
 import time
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from dss_console.engine.events import JobSnapshot
+from dss_console.engine.ledger_export import csv_cell
 from dss_console.engine.states import JobState
 
 __all__ = [
     "CSV_FIELDS",
     "AuditRecord",
     "audit_record",
+    "audit_record_from",
     "audit_records",
     "format_input",
     "format_requester",
     "is_v6_job",
     "iso_time",
+    "ledger_fields",
     "load_journal_jobs",
     "record_key",
     "records_to_csv",
@@ -58,7 +60,8 @@ _OUTCOME: dict[JobState, str] = {
 _OUTCOME_WORDS = {"completed": "completed", "crashed": "crashed", "start_failed": "start failed",
                   "start failed": "start failed", "failed": "failed", "cancelled": "failed",
                   "not_allowed": "not allowed", "not allowed": "not allowed",
-                  "killed": "killed by user", "killed by user": "killed by user"}
+                  "killed": "killed by user", "killed by user": "killed by user",
+                  "rejected": "rejected"}
 # The engine's reason when a claimed run's image has no command (any more): the node ends the
 # run "not allowed" (engine/jobs.py).
 _NOT_ALLOWED_REASON = "this image is not configured on this node"
@@ -180,36 +183,50 @@ def _clock(job: JobSnapshot, now: float) -> tuple[float | None, bool]:
     return max(0.0, now - started), True
 
 
-def audit_record(job: JobSnapshot, now: float | None = None) -> AuditRecord:
-    """One job as a record (any job: see `audit_records` for the vantage6 ones only)."""
-    details: Mapping[str, Any] = getattr(job, "details", None) or {}
-    server, node_id = split_source(job.source)
+def _detail_fields(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's fields a run's details give: task, who asked, databases, input."""
     summary = details.get("input_summary")
     summary = summary if isinstance(summary, Mapping) else {}
     kwargs = summary.get("kwargs")
     databases = details.get("databases")
-    input_format = (_text(summary.get("format")) or "JSON") if summary else None
-    duration, live = _clock(job, time.time() if now is None else now)
-    return AuditRecord(
-        run_id=job.ticket_id, server=server, node_id=node_id,
+    return dict(
         task_id=_int(details.get("task_id")), task_name=_text(details.get("task_name")),
         job_id=_int(details.get("job_id")), parent_id=_int(details.get("parent_id")),
         collaboration_id=_int(details.get("collaboration_id")),
         init_org_id=_int(details.get("init_org_id")), init_org=_text(details.get("init_org")),
         init_user_id=_int(details.get("init_user_id")),
         init_user=_text(details.get("init_user")),
-        image=job.service_hash or job.service_name,
         databases=tuple(str(d) for d in databases) if isinstance(databases, list) else (),
         input_sha256=_text(details.get("input_sha256")),
-        input_format=input_format,
+        input_format=(_text(summary.get("format")) or "JSON") if summary else None,
         input_method=_text(summary.get("method")),
         input_kwargs=tuple(str(k) for k in kwargs) if isinstance(kwargs, list) else (),
         input_args=_int(summary.get("args")), input_bytes=_int(summary.get("bytes")),
+        node_name=_text(details.get("node")))
+
+
+def audit_record_from(details: Mapping[str, Any]) -> AuditRecord:
+    """A record holding what ``details`` give, the rest empty: for a record built from
+    elsewhere (the ledger: sources/v6/audit_ledger.py), which fills the rest in."""
+    return AuditRecord(
+        run_id=0, server="", node_id=None, image="", outcome="", state="", reason=None,
+        claimed_at=None, started_at=None, finished_at=None, duration=None, live=False,
+        exit_code=None, attempt=1, instance="", local_job=0, **_detail_fields(details))
+
+
+def audit_record(job: JobSnapshot, now: float | None = None) -> AuditRecord:
+    """One job as a record (any job: see `audit_records` for the vantage6 ones only)."""
+    details: Mapping[str, Any] = getattr(job, "details", None) or {}
+    server, node_id = split_source(job.source)
+    duration, live = _clock(job, time.time() if now is None else now)
+    return AuditRecord(
+        run_id=job.ticket_id, server=server, node_id=node_id,
+        image=job.service_hash or job.service_name,
         outcome=_outcome(job, details), state=job.state.value, reason=job.reason,
         claimed_at=job.claimed_at, started_at=job.started_at, finished_at=job.finished_at,
         duration=duration, live=live, exit_code=job.exit_code, attempt=job.attempt,
         instance=job.instance, local_job=job.job_id, updated_at=job.updated_at,
-        node_name=_text(details.get("node")))
+        **_detail_fields(details))
 
 
 def audit_records(jobs: Iterable[JobSnapshot], now: float | None = None) -> list[AuditRecord]:
@@ -227,6 +244,24 @@ def audit_records(jobs: Iterable[JobSnapshot], now: float | None = None) -> list
     records = [audit_record(job, at) for job in latest.values()]
     records.sort(key=lambda r: (r.claimed_at or 0.0, r.local_job), reverse=True)
     return records
+
+
+_LEDGER_KEYS = ("task_id", "task_name", "job_id", "parent_id", "collaboration_id",
+                "init_org_id", "init_org", "init_user_id", "init_user", "databases", "node",
+                "input_sha256")
+_SUMMARY_KEYS = ("format", "method", "kwargs", "args", "bytes")
+
+
+def ledger_fields(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The whitelist of a run's journaled details the ledger keeps (V6Source.ledger_details)."""
+    kept: dict[str, Any] = {key: details[key] for key in _LEDGER_KEYS
+                            if details.get(key) is not None}
+    if isinstance(kept.get("databases"), list):
+        kept["databases"] = [str(label) for label in kept["databases"]]
+    summary = details.get("input_summary")
+    if isinstance(summary, Mapping):
+        kept["input_summary"] = {key: summary[key] for key in _SUMMARY_KEYS if key in summary}
+    return kept
 
 
 # -- words ------------------------------------------------------------------------------
@@ -309,20 +344,6 @@ def records_to_json(records: Iterable[AuditRecord], stream: IO[str],
     stream.write("\n")
 
 
-# A cell a spreadsheet would take for a formula (task names, org and user names come from the
-# server's users): prefixed with ' so it is shown, never evaluated.
-_FORMULA_START = ("=", "+", "-", "@")
-
-
-def _csv_cell(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    # A control character (an escape sequence in a task name) must not reach a terminal
-    # the CSV is printed on; a line break would only split the cell in a naive reader.
-    value = "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in value)
-    return "'" + value if value.startswith(_FORMULA_START) else value
-
-
 def records_to_csv(records: Iterable[AuditRecord], stream: IO[str],
                    now: float | None = None) -> None:
     """One header line and a row per record; lists joined with ';'. Open `stream` with
@@ -331,7 +352,7 @@ def records_to_csv(records: Iterable[AuditRecord], stream: IO[str],
     writer.writerow(CSV_FIELDS)
     for row in records_to_jsonable(records, now):
         writer.writerow([
-            _csv_cell(";".join(value) if isinstance(value, list) else
+            csv_cell(";".join(value) if isinstance(value, list) else
                       "" if value is None else value)
             for value in row.values()])
 

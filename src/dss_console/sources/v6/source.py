@@ -65,6 +65,7 @@ from dss_console.engine.calls import finish_call
 from dss_console.engine.redact import SHARED_SUFFIX, tail_text
 from dss_console.engine.settings import ServiceCommand
 from dss_console.sources.v6 import crypto, profile
+from dss_console.sources.v6.audit import ledger_fields
 from dss_console.sources.v6.client import (
     FAILED_STATUSES,
     GONE,
@@ -373,6 +374,12 @@ class V6Source(Source):
         if user_id is not None:
             details["init_user"] = self._name("user", user_id, "username")
         return details
+
+    def ledger_details(self, details: Mapping[str, Any]) -> dict[str, Any]:
+        """The audit's fields, for the ledger: task, job, parent, collaboration, who asked (ids
+        and names), database labels, the input's SHA-256 and its summary (method, argument
+        *names*, counts). Never an argument value or a database's URI."""
+        return ledger_fields(details)
 
     def _claim_details(self, run: Run) -> dict[str, Any]:
         """The run's own details, which node ran it (the audit names the node) and who

@@ -1,0 +1,302 @@
+"""A derived index beside a ledger (``<ledger>.index.sqlite3``), so the history chart, ``audit
+stats`` and the audit view's pages need not scan a file of a million records.
+
+It holds nothing the ledger does not: each job's end (service, time, succeeded or not, run
+seconds) and each record's byte offset. Deleted, it is rebuilt from the file; one whose last
+line no longer hashes as it noted (the file was replaced or cut) is rebuilt too. The writer
+brings it up to date after each append (``catch_up``: the lines past the last it read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dss_console.core.history import Bar, ServiceHistory
+from dss_console.engine.ledger import line_hash, parse_utc
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ends (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    service TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    run_s REAL
+);
+-- Covering: the figures of a month read the index alone, never the table.
+CREATE INDEX IF NOT EXISTS ends_by_service ON ends(service, at, ok, run_s);
+CREATE TABLE IF NOT EXISTS offsets (
+    seq INTEGER PRIMARY KEY,
+    byte_offset INTEGER NOT NULL,
+    at REAL NOT NULL,
+    job INTEGER,
+    kind TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS offsets_by_job ON offsets(job, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+HOURS = 24
+DAYS = 30
+_BATCH = 5000
+
+
+def index_path(ledger: Path) -> Path:
+    return ledger.with_name(ledger.name + ".index.sqlite3")
+
+
+def end_of(record: dict[str, Any]) -> tuple[bool, float | None] | None:
+    """(succeeded, run seconds) when the record ends a job (an ``end``, a ``refusal``, an
+    imported job that had ended); None otherwise."""
+    kind = record.get("kind")
+    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    if kind == "end":
+        return data.get("outcome") == "completed", _seconds(data.get("run_s"))
+    if kind == "refusal":
+        return False, None
+    if kind == "imported" and data.get("state") in ("succeeded", "failed", "cancelled"):
+        return data.get("state") == "succeeded", _seconds(data.get("run_s"))
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
+class LedgerIndex:
+    """The index of the ledger at ``ledger``. A reader opens one per use (cheap, and safe
+    across the processes that share a data dir); the writer keeps one open (``keep_open``):
+    closing the last connection of a WAL database checkpoints and syncs it, a cost per
+    append it need not pay."""
+
+    def __init__(self, ledger: Path, *, keep_open: bool = False, path: Path | None = None):
+        self.ledger = Path(ledger)
+        # ``path``: an index elsewhere (someone reading another user's ledger must not
+        # write beside it: the owner's engine could no longer update a file it does not own).
+        self.path = index_path(self.ledger) if path is None else Path(path)
+        self.keep_open = keep_open
+        self._open: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._open is not None:
+                self._open.close()
+                self._open = None
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._open is not None and self.path.exists():
+                yield self._open
+                return
+            self.close()
+            fresh = not self.path.exists()
+            db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                if fresh and os.name == "posix":
+                    with contextlib.suppress(OSError):
+                        os.chmod(self.path, 0o600)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            if self.keep_open:
+                self._open = db
+                yield db
+                return
+            try:
+                yield db
+            finally:
+                db.close()
+
+    # -- following the file -------------------------------------------------------------
+    def catch_up(self) -> int:
+        """Index the lines past the last one indexed (rebuilding when the index no longer
+        matches the file); returns how many records were added."""
+        if not self.ledger.is_file():
+            return 0
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                start = self._resume_offset(db)
+                added = self._index_from(db, start)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return added
+
+    def rebuild(self) -> int:
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            self._clear(db)
+            added = self._index_from(db, 0)
+            db.execute("COMMIT")
+        return added
+
+    def _resume_offset(self, db: sqlite3.Connection) -> int:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if "last_offset" not in meta:
+            self._clear(db)
+            return 0
+        last_offset, last_hash = int(meta["last_offset"]), meta.get("last_hash", "")
+        try:
+            with open(self.ledger, "rb") as handle:
+                handle.seek(last_offset)
+                line = handle.readline()
+        except OSError:
+            line = b""
+        if not line.endswith(b"\n") or line_hash(line) != last_hash:
+            self._clear(db)  # the file is not the one indexed: start again
+            return 0
+        return last_offset + len(line)
+
+    @staticmethod
+    def _clear(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM ends")
+        db.execute("DELETE FROM offsets")
+        db.execute("DELETE FROM meta")
+
+    def _index_from(self, db: sqlite3.Connection, start: int) -> int:
+        ends: list[tuple[Any, ...]] = []
+        offsets: list[tuple[Any, ...]] = []
+        last: tuple[int, bytes] | None = None
+        added = 0
+        with open(self.ledger, "rb") as handle:
+            handle.seek(start)
+            position = start
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # a line being written: the next catch-up reads it whole
+                offset, position = position, position + len(raw)
+                try:
+                    record = json.loads(raw)
+                    seq = int(record["seq"])
+                    at = parse_utc(str(record["at"]))
+                except (ValueError, KeyError, TypeError):
+                    last = (offset, raw)
+                    continue  # not a record: verify says so; the index skips it
+                job = record.get("job") if isinstance(record.get("job"), dict) else {}
+                offsets.append((seq, offset, at, job.get("local") if job else None,
+                                str(record.get("kind", ""))))
+                ended = end_of(record)
+                service = record.get("service") if isinstance(record.get("service"),
+                                                              dict) else {}
+                if ended is not None and service:
+                    ends.append((seq, at, str(service.get("name") or service.get("key")),
+                                 int(ended[0]), ended[1]))
+                last = (offset, raw)
+                added += 1
+                if len(offsets) >= _BATCH:
+                    self._flush(db, ends, offsets)
+        self._flush(db, ends, offsets)
+        if last is not None:
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)",
+                           [("last_offset", str(last[0])), ("last_hash", line_hash(last[1]))])
+        return added
+
+    @staticmethod
+    def _flush(db: sqlite3.Connection, ends: list[tuple[Any, ...]],
+               offsets: list[tuple[Any, ...]]) -> None:
+        db.executemany("INSERT OR REPLACE INTO ends VALUES (?,?,?,?,?)", ends)
+        db.executemany("INSERT OR REPLACE INTO offsets VALUES (?,?,?,?,?)", offsets)
+        ends.clear()
+        offsets.clear()
+
+    # -- reading ------------------------------------------------------------------------
+    def stats(self, now: float, days: int = DAYS) -> dict[str, ServiceHistory]:
+        """Per service: jobs that ended per hour over the last day and per day over the last
+        ``days`` days (succeeded, failed), and the median run seconds of each window. Counted
+        and sorted in SQL: a month of a busy service is thousands of rows."""
+        self.catch_up()
+        since, day_ago = now - days * 86400, now - 86400
+        hours: dict[str, list[list[int]]] = {}
+        day_bars: dict[str, list[list[int]]] = {}
+        with self._db() as db:
+            for service, age, ok, count in db.execute(
+                    "SELECT service, CAST((? - at) / 86400 AS INTEGER) AS age, ok, COUNT(*) "
+                    "FROM ends WHERE at >= ? AND at < ? GROUP BY service, age, ok",
+                    (now, since, now)):
+                bars = day_bars.setdefault(service, [[0, 0] for _ in range(days)])
+                if 0 <= age < days:
+                    bars[days - 1 - age][0 if ok else 1] += count
+            for service, age, ok, count in db.execute(
+                    "SELECT service, CAST((? - at) / 3600 AS INTEGER) AS age, ok, COUNT(*) "
+                    "FROM ends WHERE at >= ? AND at < ? GROUP BY service, age, ok",
+                    (now, day_ago, now)):
+                bars = hours.setdefault(service, [[0, 0] for _ in range(HOURS)])
+                if 0 <= age < HOURS:
+                    bars[HOURS - 1 - age][0 if ok else 1] += count
+            return {service: ServiceHistory(
+                service=service,
+                hours=tuple(Bar(a, b) for a, b in hours.get(
+                    service, [[0, 0] for _ in range(HOURS)])),
+                days=tuple(Bar(a, b) for a, b in bars),
+                median_run_s_day=_median_in(db, service, day_ago, now),
+                median_run_s_month=_median_in(db, service, since, now))
+                for service, bars in day_bars.items()}
+
+    def page(self, *, before: int | None = None, limit: int = 100,
+             job: int | None = None) -> list[dict[str, Any]]:
+        """Records newest first: those before seq ``before`` (all when None), of one local
+        ``job`` when given, at most ``limit``."""
+        self.catch_up()
+        sql, args = "SELECT byte_offset FROM offsets WHERE 1=1", []
+        if before is not None:
+            sql += " AND seq < ?"
+            args.append(before)
+        if job is not None:
+            sql += " AND job = ?"
+            args.append(job)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(max(1, min(int(limit), 10_000)))
+        with self._db() as db:
+            offsets = [int(r[0]) for r in db.execute(sql, tuple(args))]
+        records = []
+        with open(self.ledger, "rb") as handle:
+            for offset in offsets:
+                handle.seek(offset)
+                with contextlib.suppress(ValueError):
+                    records.append(json.loads(handle.readline()))
+        return records
+
+    def count(self) -> int:
+        self.catch_up()
+        with self._db() as db:
+            return int(db.execute("SELECT COUNT(*) FROM offsets").fetchone()[0])
+
+
+def _median_in(db: sqlite3.Connection, service: str, since: float, until: float
+               ) -> float | None:
+    """The median run seconds of ``service``'s jobs that ended in [since, until)."""
+    where = "FROM ends WHERE service=? AND at >= ? AND at < ? AND run_s IS NOT NULL"
+    args = (service, since, until)
+    count = int(db.execute(f"SELECT COUNT(*) {where}", args).fetchone()[0])
+    if not count:
+        return None
+    middle = [float(r[0]) for r in db.execute(
+        f"SELECT run_s {where} ORDER BY run_s LIMIT ? OFFSET ?",
+        (*args, 2 - count % 2, (count - 1) // 2))]
+    return sum(middle) / len(middle)
+
+
+def days_for(since_days: float | None) -> int:
+    """The number of day bars ``--since DAYS`` asks for (default: a month)."""
+    return DAYS if since_days is None else max(1, math.ceil(since_days))
