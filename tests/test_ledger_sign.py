@@ -25,7 +25,6 @@ from test_worker_cli import Worker
 from test_engine import TAGS, command
 
 
-
 @pytest.fixture
 def secret_service(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A session bus and an unlocked gnome-keyring on it, for this test only: the env of
