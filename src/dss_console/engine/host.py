@@ -31,7 +31,8 @@ def engine_status(engine: Engine) -> EngineStatus:
     return EngineStatus(auto=engine.auto, busy=tuple(sorted(engine.busy_job_ids())),
                         connection=engine.connection.state,
                         claims_in_flight=engine.claims_in_flight,
-                        idle_poll_completed=engine.idle_poll_completed())
+                        idle_poll_completed=engine.idle_poll_completed(),
+                        waiting=engine.waiting_count())
 
 
 class StatusPublisher:
@@ -56,9 +57,10 @@ class StatusPublisher:
             status = engine_status(self.engine)
             last = self._last
             if last is None or (status.auto, status.busy, status.connection,
-                                status.claims_in_flight, status.idle_poll_completed) != (
+                                status.claims_in_flight, status.idle_poll_completed,
+                                status.waiting) != (
                     last.auto, last.busy, last.connection, last.claims_in_flight,
-                    last.idle_poll_completed):
+                    last.idle_poll_completed, last.waiting):
                 self._last = status
                 self.engine.events.publish(status)
 
@@ -132,6 +134,14 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         "fail_job": lambda job_id, message: engine.fail_job(int(job_id), str(message)),
         "upload_result": lambda job_id, workspace: engine.upload_result(int(job_id),
                                                                         str(workspace)),
+        # The operator's gate (engine/decisions.py): ``via`` says who asked (the window, the
+        # `approvals` command); what a waiting job is crosses only this private channel.
+        "waiting_jobs": engine.waiting_jobs,
+        "approval": lambda job_id: engine.approval(int(job_id)),
+        "approve_job": lambda job_id, via="window": engine.approve_job(int(job_id), str(via)),
+        "reject_job": lambda job_id, message, via="window": engine.reject_job(
+            int(job_id), str(message), str(via)),
+        "release_job": lambda job_id, via="window": engine.release_job(int(job_id), str(via)),
         "set_auto": lambda enabled, service_hash=None: engine.set_auto(bool(enabled),
                                                                       service_hash),
         "resume_service": lambda service_hash: engine.resume_service(str(service_hash)),

@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from dss_console.core.presentation import ServiceFigures
+from dss_console.core.presentation import ApprovalView, ServiceFigures
 from dss_console.engine import wire
 from dss_console.engine.channel import MAX_LINE, ChannelPaths, channel_paths
 from dss_console.engine.engine import EngineError, ServiceView
@@ -29,6 +29,7 @@ from dss_console.engine.events import EngineStatus, Event, EventBus, JobSnapshot
 from dss_console.engine.journal import OutboxItem
 
 CALL_TIMEOUT = 120.0  # claims and uploads wait on the network inside the engine
+GATE_PROTOCOL = 3  # the channel version that brought the operator's gate (channel.py)
 
 
 class EngineGoneError(Exception):
@@ -273,6 +274,43 @@ class RemoteEngine:
 
     def upload_result(self, job_id: int, workspace: str | Path) -> None:
         self.call("upload_result", job_id=job_id, workspace=str(workspace))
+
+    # -- the operator's gate (engine/decisions.py) -------------------------------------------
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for a decision, from the engine's last status (no round trip)."""
+        return self._status.waiting
+
+    @property
+    def protocol(self) -> int:
+        """The engine's channel protocol version (1 when its hello did not say)."""
+        version = self.info.get("version")
+        return version if isinstance(version, int) else 1
+
+    def _gate_call(self, op: str, **args: Any) -> Any:
+        if self.protocol < GATE_PROTOCOL:
+            raise EngineError(f"this worker is older (channel protocol {self.protocol}) and has "
+                              "no approvals: restart it with this version of dss-console")
+        return self.call(op, **args)
+
+    def waiting_jobs(self) -> list[ApprovalView]:
+        """Every job waiting for a decision, oldest first (no facts or preview)."""
+        return list(self._gate_call("waiting_jobs"))
+
+    def approval(self, job_id: int) -> ApprovalView:
+        """What a waiting job is: facts before its run, the preview of a held result. Its
+        local-only values are for this machine's operator: never log or export them."""
+        found: ApprovalView = self._gate_call("approval", job_id=job_id)
+        return found
+
+    def approve_job(self, job_id: int, via: str = "window") -> None:
+        self._gate_call("approve_job", job_id=job_id, via=via)
+
+    def reject_job(self, job_id: int, message: str, via: str = "window") -> None:
+        self._gate_call("reject_job", job_id=job_id, message=message, via=via)
+
+    def release_job(self, job_id: int, via: str = "window") -> None:
+        self._gate_call("release_job", job_id=job_id, via=via)
 
     def set_auto(self, enabled: bool, service_hash: str | None = None) -> None:
         self.call("set_auto", enabled=enabled, service_hash=service_hash)

@@ -31,7 +31,8 @@ WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.CallDelivered, ev.ConnectionChanged, ev.PollCompleted, ev.ServicePaused,
     ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
     pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary,
-    pr.JobView, pr.ServiceFigures, ExecutorDetails,
+    pr.JobView, pr.ServiceFigures, ExecutorDetails, pr.Requester, pr.Fact, pr.PreviewFile,
+    pr.Preview, pr.ApprovalView,
 )}
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dss_console.core.presentation import (
+    GATE_ACTION_SPECS,
     ActionSpec,
     Cells,
     ColumnSpec,
@@ -87,6 +88,7 @@ PRESENTATION = Presentation(
                               batch_title="Retry runs",
                               batch_text="Run {count} {jobs} again ({ids})? Their work dirs "
                               "are emptied first (the logs of earlier runs are kept).")),
+        *GATE_ACTION_SPECS,
         ActionSpec("workdir", "Open work dir", "Ctrl+O", "Open the run's work dir"),
         ActionSpec("copy", "Copy id", "Ctrl+Shift+C", "Copy the run id",
                    done_text="Copied run id {id}"),
