@@ -494,6 +494,8 @@ class EventPrinter:
                 extra = f" (log: {Path(job.workdir) / '.dss'})"
             elif job.state.is_terminal and ran is not None:
                 extra = f" after {ran:.1f} s"
+            elif job.state.is_waiting:  # the operator's gate: how to decide headless
+                extra = f" (dss-console approvals show {job.ticket_id})"
             reason = f": {job.reason}" if job.reason else ""
             self.line(f"{label}: {job.state.value}{reason}{extra}")
         step = int(job.progress * 10)

@@ -1,0 +1,105 @@
+"""`dss-console approvals` against a running worker process (issue 20 §4): every verb, its
+exit codes, JSON without local-only values. Real DSS server, real worker, real channel."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from dss_console.sandbox import Sandbox
+from test_worker_cli import EXE, Worker, service, worker_env, workers  # noqa: F401 (fixtures)
+
+from test_engine import command
+from waiting import wait_for
+
+
+def approvals(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), "approvals", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def waiting(env: dict[str, str]) -> list[dict[str, Any]]:
+    result = approvals(env, "list", "--json")
+    if result.returncode == 1 and "no engine runs" in result.stderr:
+        return []  # the worker's channel is not open yet
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout))
+
+
+def wait_waiting(env: dict[str, str], ticket: int, gate: str) -> dict[str, Any]:
+    return wait_for(lambda: next((row for row in waiting(env) if row["id"] == ticket
+                                  and row["gate"] == gate), None), 60,
+                    what=f"ticket {ticket} waiting at the {gate} gate")
+
+
+def test_approvals_cli_against_a_running_worker(
+        sandbox: Sandbox, tmp_path: Path,
+        worker_env: dict[str, str],  # noqa: F811 (the fixture imported above)
+        service: str,  # noqa: F811
+        workers: list[Worker]) -> None:  # noqa: F811
+    env = worker_env
+    config = tmp_path / "settings.toml"
+    config.write_text(f'[services."{service}"]\ncommand = {json.dumps(command("success"))}\n'
+                      'approve = "both"\n')
+    first, second = sandbox.add_ticket(service), sandbox.add_ticket(service)
+    worker = Worker(env, "--config", str(config), "--workdir", str(tmp_path / "work"),
+                    "--poll-interval", "0.2", "--instance", "ci-node")
+    workers.append(worker)
+    row = wait_waiting(env, first, "run")
+    assert row["service"].startswith("WorkerTest-") and row["engine"] == sandbox.url
+    worker.wait_line(f"dss-console approvals show {first}")
+    # concurrency 1: one job waits for approval, the next is not claimed meanwhile
+    assert [r["id"] for r in waiting(env)] == [first]
+    assert sandbox.admin.ticket_status(second) == "ready"
+
+    shown = approvals(env, "show", str(first))
+    assert shown.returncode == 0, shown.stderr
+    assert "waits for approval" in shown.stdout and "Input files" in shown.stdout
+    # Refusals in words (1), usage (2).
+    refused = approvals(env, "release", str(first))
+    assert refused.returncode == 1 and "not awaiting release" in refused.stderr, refused.stderr
+    assert approvals(env, "approve", "99999999").returncode == 1
+    assert approvals(env, "reject", str(first), "--message", " ").returncode == 2
+    assert approvals(env, "approve").returncode == 2
+    assert approvals(env, "list", "--data-dir", str(tmp_path / "elsewhere")).returncode == 1
+
+    approved = approvals(env, "approve", str(first))
+    assert approved.returncode == 0, approved.stderr
+    assert "approved" in approved.stdout
+    wait_waiting(env, first, "release")
+    assert sandbox.admin.ticket_status(first) == "claimed"
+    assert sandbox.admin.result_files(first) == []  # held: nothing left
+    held = approvals(env, "show", str(first), "--json")
+    assert held.returncode == 0, held.stderr
+    preview = json.loads(held.stdout)["preview"]
+    assert preview["files"] and all(set(f) == {"role", "size", "sha256"}
+                                    for f in preview["files"])
+    with_values = approvals(env, "show", str(first), "--with-values")
+    assert "(shown here only)" in with_values.stdout
+    released = approvals(env, "release", str(first))
+    assert released.returncode == 0, released.stderr
+    wait_for(lambda: sandbox.admin.ticket_status(first) == "success", 60,
+             what="the released ticket to succeed")
+    assert sandbox.admin.result_files(first)
+
+    wait_waiting(env, second, "run")
+    rejected = approvals(env, "reject", str(second), "--message", "Wrong modality: a knee")
+    assert rejected.returncode == 0, rejected.stderr
+    wait_for(lambda: sandbox.admin.ticket_status(second) == "failed", 60,
+             what="the rejected ticket to fail")
+    log = sandbox.admin.ticket_detail(second).get("log") or []
+    assert any("Wrong modality: a knee" in str(entry["message"]) for entry in log)
+    again = approvals(env, "approve", str(second))
+    assert again.returncode == 1 and "not waiting for a decision" in again.stderr
+
+    journal = next((tmp_path / "data").rglob("journal.sqlite3"))
+    with sqlite3.connect(journal) as db:
+        decisions = [json.loads(text) for (text,) in
+                     db.execute("SELECT decision FROM jobs WHERE decision IS NOT NULL")]
+    vias = {(gate, record["verdict"], record["via"]) for d in decisions
+            for gate, record in d.items()}
+    assert {("run", "approve", "cli"), ("release", "release", "cli"),
+            ("run", "reject", "cli")} <= vias
