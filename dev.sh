@@ -23,6 +23,9 @@ QT_PACKAGES=(libgl1 libegl1 libfontconfig1 libxkbcommon0 libdbus-1-3 libglib2.0-
 SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
 # The isolation tests run commands in a real sandbox (bubblewrap, what Flatpak uses).
 SANDBOX_PACKAGES=(bubblewrap)
+# The notification tests send to a real daemon (dunst) on a virtual X display (Xvfb); systemd
+# for busctl, which `dunstctl history` calls (present on most systems already).
+NOTIFY_PACKAGES=(dunst xvfb xauth systemd)
 
 need_system_packages() {
   local missing=()
@@ -32,7 +35,7 @@ need_system_packages() {
     done
   fi
   if [[ ${1:-} == with-slurm ]] && command -v dpkg >/dev/null 2>&1; then
-    for pkg in "${SANDBOX_PACKAGES[@]}"; do
+    for pkg in "${SANDBOX_PACKAGES[@]}" "${NOTIFY_PACKAGES[@]}"; do
       dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
   fi

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from dss_console.engine.remote import RemoteEngine, find_engine
 from dss_console.sandbox import Sandbox
 from test_worker_cli import EXE, Worker, service, worker_env, workers  # noqa: F401 (fixtures)
 
@@ -42,7 +43,8 @@ def test_approvals_cli_against_a_running_worker(
         workers: list[Worker]) -> None:  # noqa: F811
     env = worker_env
     config = tmp_path / "settings.toml"
-    config.write_text(f'[services."{service}"]\ncommand = {json.dumps(command("success"))}\n'
+    config.write_text('# the provider\'s own words, kept when a rule is saved\n'
+                      f'[services."{service}"]\ncommand = {json.dumps(command("success"))}\n'
                       'approve = "both"\n')
     first, second = sandbox.add_ticket(service), sandbox.add_ticket(service)
     worker = Worker(env, "--config", str(config), "--workdir", str(tmp_path / "work"),
@@ -95,6 +97,25 @@ def test_approvals_cli_against_a_running_worker(
     again = approvals(env, "approve", str(second))
     assert again.returncode == 1 and "not waiting for a decision" in again.stderr
 
+    # A rule (the window's "always approve", over the same channel): kept in the settings
+    # file with its comments, and the next ticket runs and leaves by itself.
+    data = tmp_path / "data" / "dss-console"
+    remote = RemoteEngine(wait_for(lambda: find_engine(data, sandbox.url, "ci-node"), 30,
+                                   what="the worker's channel"))
+    try:
+        rule = remote.add_rule(service, gate="both")
+        assert rule.id and rule.added_by
+        assert [r.rule_id for r in remote.approval_rules()] == [rule.id]
+        assert config.read_text().startswith("# the provider's own words")
+        assert f'id = "{rule.id}"' in config.read_text()
+        third = sandbox.add_ticket(service)
+        wait_for(lambda: sandbox.admin.ticket_status(third) == "success", 60,
+                 what="the ticket a rule approved and released")
+        assert remote.revoke_rule(rule.id).rule_id == rule.id
+        assert "[[approval_rules]]" not in config.read_text()
+    finally:
+        remote.close()
+
     journal = next((tmp_path / "data").rglob("journal.sqlite3"))
     with sqlite3.connect(journal) as db:
         decisions = [json.loads(text) for (text,) in
@@ -102,4 +123,5 @@ def test_approvals_cli_against_a_running_worker(
     vias = {(gate, record["verdict"], record["via"]) for d in decisions
             for gate, record in d.items()}
     assert {("run", "approve", "cli"), ("release", "release", "cli"),
-            ("run", "reject", "cli")} <= vias
+            ("run", "reject", "cli"), ("run", "approve", "rule"),
+            ("release", "release", "rule")} <= vias

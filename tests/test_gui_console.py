@@ -62,7 +62,7 @@ def child_pids(exclude: set[int]) -> list[int]:
 
 class Console:
     def __init__(self, qtbot, sandbox: Sandbox, tmp_path: Path, service: str,
-                 mode: str, *args: str):
+                 mode: str, *args: str, **overrides: object):
         self.qtbot = qtbot
         self.sandbox = sandbox
         self.service = service
@@ -70,7 +70,8 @@ class Console:
         settings = settings_with(
             instance=f"gui-{uuid.uuid4().hex[:6]}", workroot=tmp_path / "work",
             poll_interval=0.3, concurrency=2, provider=sandbox.provider,
-            services={service: ServiceCommand(key=service, command=command(mode, *args))})
+            services={service: ServiceCommand(key=service, command=command(mode, *args))},
+            **overrides)
         self.window = MainWindow(settings, self.settings_file,
                                  SessionStore(tmp_path / "store", use_keyring=False),
                                  data_dir=tmp_path / "data",
@@ -136,9 +137,10 @@ def make_console(qtbot, event_loop_qt, sandbox: Sandbox, tmp_path: Path
     servers = {sandbox.public_server.pid, sandbox.admin_server.pid, *child_pids(set())}
     threads_before = set(threading.enumerate())
 
-    def make(mode: str = "success", *args: str) -> Console:
+    def make(mode: str = "success", *args: str, **overrides: object) -> Console:
         service = sandbox.register_service(f"GuiTest-{uuid.uuid4().hex[:8]}", "1.0.0", TAGS)
-        console = Console(qtbot, sandbox, tmp_path / f"c{len(consoles)}", service, mode, *args)
+        console = Console(qtbot, sandbox, tmp_path / f"c{len(consoles)}", service, mode, *args,
+                          **overrides)
         consoles.append(console)
         return console
 

@@ -50,7 +50,7 @@ def make_settings(tmp_path: Path) -> Settings:
         retention_days=7,
         interrupted="rerun",
         ca_bundle=None,
-        notify=False,
+        notify=(),
         services={
             "ASHS-PMC-T1": ServiceCommand(
                 key="ASHS-PMC-T1",
@@ -182,7 +182,8 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
     dialog.interrupted_combo.setCurrentIndex(dialog.interrupted_combo.findData("fail"))
     monkeypatch.setattr(dialog, "choose_file", lambda title, start, filters: str(ca))
     click(qtbot, dialog.ca_browse)
-    click(qtbot, dialog.notify_check)
+    click(qtbot, dialog.notify_checks["failed"])
+    click(qtbot, dialog.notify_checks["decision"])
 
     ashs = select(dialog, "ASHS-PMC-T1")
     ashs.command_edit.setPlainText("bash run.sh {workspace} {result}")
@@ -215,7 +216,8 @@ def test_every_field_is_editable(qtbot: QtBot, tmp_path: Path,
         server="http://127.0.0.1:9000",
         servers=["http://127.0.0.1:9000", "https://dss.example.org"],
         provider="otherlab", instance="gpu-2", workroot=tmp_path / "w2", poll_interval=60.0,
-        concurrency=5, retention_days=0, interrupted="fail", ca_bundle=str(ca), notify=True,
+        concurrency=5, retention_days=0, interrupted="fail", ca_bundle=str(ca),
+        notify=("decision", "failed"),
         services={
             "ASHS-PMC-T1": ServiceCommand(
                 key="ASHS-PMC-T1", command="bash run.sh {workspace} {result}", timeout=5400.0,

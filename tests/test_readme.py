@@ -70,7 +70,7 @@ def test_settings_example_shows_notify_and_the_pause_settings(tmp_path: Path) ->
     path = tmp_path / "settings.toml"
     path.write_text(block.group(1))
     settings = load_settings(path)
-    assert settings.notify is True
+    assert settings.notify == ("decision", "failed")
     assert settings.pause_after_failures == 3 and settings.pause_window == 15 * 60
 
 

@@ -100,12 +100,33 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
     assert settings.retention_days == 7
     assert settings.interrupted == "rerun"
     assert settings.on_shutdown == "resume"
-    assert settings.ca_bundle is None and settings.notify is False
+    assert settings.ca_bundle is None and settings.notify == ()
     assert services_of(settings) == {}
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, "")) == Settings()
+
+
+def test_notify_true_still_means_succeeded_and_failed(tmp_path: Path) -> None:
+    # Files written before the kinds: the switch keeps meaning what it meant.
+    assert load_settings(write(tmp_path, "notify = true\n")).notify == ("failed", "succeeded")
+    assert load_settings(write(tmp_path, "notify = false\n")).notify == ()
+    # A list, in any order and with repeats, reads as the kinds in their own order.
+    path = write(tmp_path, '# mine\nnotify = ["succeeded", "decision", "succeeded"]\n')
+    assert load_settings(path).notify == ("decision", "succeeded")
+
+
+def test_saved_notify_is_the_list_of_kinds(tmp_path: Path) -> None:
+    path = write(tmp_path, "# keep me\nnotify = true\nconcurrency = 2\n")
+    settings = load_settings(path)
+    save_settings(dataclasses.replace(settings, notify=("decision",)), path)
+    text = path.read_text()
+    assert 'notify = ["decision"]' in text and "# keep me" in text, text
+    assert load_settings(path).notify == ("decision",)
+    save_settings(dataclasses.replace(settings, notify=()), path)
+    assert "notify" not in path.read_text()  # the default (none) is left out
+    assert load_settings(path).notify == ()
 
 
 def test_full_example_loads(tmp_path: Path) -> None:
@@ -194,7 +215,7 @@ def tricky_settings(tmp_path: Path) -> Settings:
         interrupted="fail",
         on_shutdown="fail",
         ca_bundle=str(tmp_path / "ca bundle.pem"),
-        notify=True,
+        notify=("decision", "succeeded"),
         services=services,
     )
 
@@ -307,7 +328,11 @@ CMD = "[services.X]\ncommand = "  # ... or to give a bad command
         ('interrupted = "retry"', "interrupted: must be \"rerun\" or \"fail\", not 'retry'"),
         ('on_shutdown = "leave"', "on_shutdown: must be \"resume\" or \"fail\", not 'leave'"),
         ("ca_bundle = []", "ca_bundle: must be a string, not an array"),
-        ('notify = "yes"', "notify: must be true or false, not a string"),
+        ('notify = "yes"', 'notify: must be a list of "decision", "failed", "succeeded" (e.g. '
+                           'notify = ["decision", "failed"]), not a string'),
+        ('notify = ["failure"]', "notify: unknown kind 'failure' (did you mean 'failed'?): use "
+                                 '"decision", "failed", "succeeded"'),
+        ("notify = [1]", "notify[0]: must be a string, not an integer"),
         ('services = "x"', "services: must be a table, not a string"),
         ('services.X = "run"', 'services."X": must be a table, not a string'),
         ("[services.X]\ntimeout = 5", "services.\"X\": missing 'command'"),

@@ -653,6 +653,17 @@ class Node:
         """What the operator reviews of a waiting job (facts, or a held result's preview)."""
         return self.engine.approval(self._job(work).job_id)
 
+    def ledger_records(self, work: Work) -> list[dict[str, Any]]:
+        """What the ledger holds or will hold of the work: the records its journal queued,
+        and those a ledger writer already appended (any ledger file of this test)."""
+        job = self._job(work)
+        assert job is not None
+        bodies = [r.body for r in self.engine.journal.queued_ledger(self.engine.source.key,
+                                                                     limit=100_000)]
+        for path in self.world.tmp.rglob("*.jsonl"):
+            bodies += [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [b for b in bodies if (b.get("job") or {}).get("local") == job.job_id]
+
     def decision(self, work: Work) -> dict[str, Any]:
         job = self._job(work)
         return dict(job.decision) if job is not None else {}

@@ -6,6 +6,7 @@ servers, real commands; sources differ only through their adapter (kinds.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,9 @@ def test_a_gated_job_waits_with_its_inputs_and_runs_when_approved(world: World) 
     decided = node.decision(work)["run"]
     assert decided["verdict"] == "approve" and decided["via"] == "window" and decided["user"]
     assert node.engine.waiting_count() == 0
+    kinds = [(r["kind"], r["data"].get("gate")) for r in node.ledger_records(work)
+             if r["kind"] in ("awaiting", "decision")]
+    assert kinds == [("awaiting", "run"), ("decision", "run")], kinds
 
 
 def test_a_rejection_reaches_the_requester_in_the_operators_words(world: World) -> None:
@@ -67,6 +71,8 @@ def test_a_rule_approves_by_itself_and_the_journal_names_it(world: World) -> Non
     assert "awaiting_approval" not in node.history(work)
     decided = node.decision(work)["run"]
     assert decided["via"] == "rule" and decided["rule"] == "contract-rule"
+    (record,) = [r for r in node.ledger_records(work) if r["kind"] == "decision"]
+    assert record["by"]["via"] == "rule" and record["by"]["rule"] == "contract-rule"
 
 
 def test_a_held_result_leaves_only_when_released(world: World) -> None:
@@ -176,6 +182,9 @@ def test_the_facts_show_the_requester_and_argument_values_locally(world: World) 
         assert fact.local_only and "note" in fact.label
     node.approve(work)
     node.wait(work, "succeeded")
-    # The value is shown, never kept: not in the journal, the worker's work log, the server.
-    assert canary.encode() not in node.journal.read_bytes()
+    # The value is shown, never kept: not in the journal (its ledger queue too), the
+    # ledger's records, the server.
+    for path in node.journal.parent.glob(node.journal.name + "*"):  # with its WAL
+        assert canary.encode() not in path.read_bytes(), path
+    assert canary not in json.dumps(node.ledger_records(work))
     assert canary not in world.seen(work).text

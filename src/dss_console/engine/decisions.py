@@ -10,9 +10,12 @@ thread, timer or server call of its own.
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,22 +25,26 @@ from dss_console.engine.actions import EngineError
 from dss_console.engine.endings import remote_status
 from dss_console.engine.events import Event, EventBus, JobChanged, JobSnapshot
 from dss_console.engine.gate import (
+    RULE_GATES,
+    ApprovalRule,
     Decision,
     Gate,
     approved,
+    decision_entry,
     inputs_digest,
     local_user,
-    record_gate,
+    rule_entry,
     with_decision,
 )
 from dss_console.engine.journal import Journal
+from dss_console.engine.ledger import LedgerEntry
 from dss_console.engine.settings import Settings
 from dss_console.engine.states import WAITING, JobState
 from dss_console.engine.workdirs import ENGINE_DIR, INPUT_DIR, find_input_workspace
 
 if TYPE_CHECKING:
     from dss_console.core.command import JobPaths
-    from dss_console.engine.jobs import JobExecution
+    from dss_console.engine.jobs import JobContext, JobExecution
     from dss_console.engine.outbox import Outbox
 
 VIAS_BY_HAND = ("window", "cli")
@@ -55,6 +62,7 @@ class GateDecisions:
     noun: str
     _lock: threading.RLock
     _waiting: dict[int, tuple[JobState, str, float]]
+    ctx: JobContext
 
     if TYPE_CHECKING:
         def _execution(self, job_id: int) -> JobExecution | None: ...
@@ -141,8 +149,8 @@ class GateDecisions:
                             inputs_sha256=inputs_digest(Path(snap.workdir) / INPUT_DIR,
                                                         snap.details))
         self.journal.update_job(job_id, waiting_since=None,
-                                decision=with_decision(snap.decision, decision))
-        record_gate(self.journal, snap, "decision", decision.record())
+                                decision=with_decision(snap.decision, decision),
+                                ledger=[self._decision_entry(snap, decision)])
         self._launch(job_id)
 
     def release_job(self, job_id: int, via: str = "window") -> None:
@@ -162,8 +170,8 @@ class GateDecisions:
         decision = Decision(Gate.RELEASE, "release", _via(via), user=local_user(),
                             at=time.time())
         items = self.journal.release(job_id, JobState.UPLOADING, "released by the operator",
-                                     decision=with_decision(snap.decision, decision))
-        record_gate(self.journal, snap, "decision", decision.record())
+                                     decision=with_decision(snap.decision, decision),
+                                     ledger=[self._decision_entry(snap, decision)])
         self.outbox.announce(items)
         self.events.publish(JobChanged(job=self.journal.job(job_id)))
         self._launch(job_id)
@@ -178,8 +186,8 @@ class GateDecisions:
         gate = Gate.RUN if snap.state is JobState.AWAITING_APPROVAL else Gate.RELEASE
         decision = Decision(gate, "reject", _via(via), user=local_user(), at=time.time())
         self.journal.update_job(job_id, waiting_since=None,
-                                decision=with_decision(snap.decision, decision))
-        record_gate(self.journal, snap, "decision", decision.record())
+                                decision=with_decision(snap.decision, decision),
+                                ledger=[self._decision_entry(snap, decision)])
         reason = f"{self.source.words.rejected}: {message.strip()}"
         self._finish_without_run(self.journal.job(job_id), JobState.FAILED, reason,
                                  kind=OutcomeKind.REJECTED, drop_held=True)
@@ -199,12 +207,46 @@ class GateDecisions:
             gate = Gate.RUN if snap.state is JobState.AWAITING_APPROVAL else Gate.RELEASE
             decision = Decision(gate, "timeout", "timeout", at=moment)
             self.journal.update_job(snap.job_id, waiting_since=None,
-                                    decision=with_decision(snap.decision, decision))
-            record_gate(self.journal, snap, "decision", decision.record())
+                                    decision=with_decision(snap.decision, decision),
+                                    ledger=[self._decision_entry(snap, decision)])
             self._finish_without_run(self.journal.job(snap.job_id), JobState.FAILED,
                                      self.source.words.decision_timed_out,
                                      drop_held=True)
         return [s.job_id for s in expired]
+
+    def _decision_entry(self, snap: JobSnapshot, decision: Decision) -> LedgerEntry:
+        return decision_entry(decision, self.source.requester(snap.details))
+
+    # -- rules ("always approve this requester for this service") -------------------------
+    def approval_rules(self) -> list[ApprovalRule]:
+        return list(self.settings.approval_rules)
+
+    def add_rule(self, rule: ApprovalRule, via: str = "window") -> ApprovalRule:
+        """Apply a new rule now (the caller keeps it in the settings file); its ledger
+        record names who added it. Returns it with its id and author."""
+        problem = rule_problem(rule)
+        if problem:
+            raise EngineError(problem)
+        made = replace(rule, id=rule.id or f"rule-{secrets.token_hex(4)}",
+                       added_by=rule.added_by or local_user())
+        if any(r.rule_id == made.rule_id for r in self.settings.approval_rules):
+            raise EngineError(f"a rule {made.rule_id!r} exists already")
+        self._set_rules([*self.settings.approval_rules, made],
+                        rule_entry(made, "added", local_user(), _via(via)))
+        return made
+
+    def revoke_rule(self, rule_id: str, via: str = "window") -> ApprovalRule:
+        found = next((r for r in self.settings.approval_rules if r.rule_id == rule_id), None)
+        if found is None:
+            raise EngineError(f"no rule {rule_id!r} (see the rules listed)")
+        self._set_rules([r for r in self.settings.approval_rules if r.rule_id != rule_id],
+                        rule_entry(found, "revoked", local_user(), _via(via)))
+        return found
+
+    def _set_rules(self, rules: list[ApprovalRule], entry: LedgerEntry) -> None:
+        self.settings = replace(self.settings, approval_rules=rules)
+        self.ctx.approval_rules = list(rules)
+        self.journal.queue_ledger([entry], source=self.source.key, instance=self.instance)
 
     # -- what the one who decides reads --------------------------------------------------------
     def waiting_jobs(self) -> list[ApprovalView]:
@@ -238,6 +280,20 @@ class GateDecisions:
                             waiting_since=snap.waiting_since,
                             requester=self.source.requester(snap.details), facts=facts,
                             preview=preview)
+
+
+def rule_problem(rule: ApprovalRule) -> str:
+    """Why a rule cannot be kept, in words ("" when it can)."""
+    if not rule.service.strip():
+        return "a rule needs the service (its name or hash, or the vantage6 image)"
+    if rule.gate not in RULE_GATES:
+        return f'a rule\'s gate is "run", "release" or "both", not {rule.gate!r}'
+    if rule.until:
+        try:
+            dt.date.fromisoformat(rule.until)
+        except ValueError:
+            return f"{rule.until!r} is not a date like 2027-06-30"
+    return ""
 
 
 def _via(via: str) -> str:

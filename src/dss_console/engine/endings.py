@@ -10,6 +10,7 @@ the job (inputs, command, reports) on its thread; the helpers every part of a jo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from dss_console.engine.calls import (
 )
 from dss_console.engine.events import JobChanged, JobMessage, JobSnapshot
 from dss_console.engine.journal import Journal, command_forgotten
+from dss_console.engine.ledger import LedgerEntry
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import (
@@ -75,6 +77,7 @@ class JobEndings:
     def _transition(self, state: JobState, reason: str | None = None,
                     calls: list[OutboxCall] | None = None, *, check: bool = True,
                     drop_final: bool = False, hold: bool = False, drop_held: bool = False,
+                    ledger: Sequence[LedgerEntry] = (),
                     **fields: object) -> None:
         snap = self.ctx.journal.job(self.job_id)
         payload_calls = [(kind, {**payload, "ticket": snap.ticket_id})
@@ -84,7 +87,7 @@ class JobEndings:
             fields["details"] = details
         items = self.ctx.journal.transition(self.job_id, state, reason, calls=payload_calls,
                                             check=check, drop_final=drop_final, hold=hold,
-                                            drop_held=drop_held, **fields)
+                                            drop_held=drop_held, ledger=ledger, **fields)
         if items:
             self.ctx.outbox.announce(items)
         self._publish()

@@ -18,11 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from dss_console.engine.events import JobSnapshot
-    from dss_console.engine.journal import Journal
+from dss_console.core.presentation import Requester
+from dss_console.engine.ledger import LedgerEntry, LedgerValue
 
 APPROVE_CHOICES = ("none", "run", "release", "both")
 VERDICTS = ("approve", "reject", "release", "timeout")
@@ -157,10 +156,32 @@ def inputs_digest(input_dir: Path, details: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def record_gate(journal: Journal, job: JobSnapshot, kind: str, data: Mapping[str, Any]) -> None:
-    """THE LEDGER HOOK of the gate: where its ``awaiting``, ``decision`` and ``rule`` records
-    go (docs/gate-plan.md §6; ``data``: gate, verdict, via, user, rule, inputs_sha256; never
-    an argument value or a message). The ledger's journal-first API (engine/ledger.py,
-    ``Journal.queue_ledger``) is not on this branch yet: until it is merged, the journal's
-    ``decision`` column and transitions are the record, and this writes nothing more."""
-    del journal, job, kind, data
+
+# -- what the ledger records of the gate (engine/ledger.py; journal first: each entry is
+# queued in the transaction of the step it records). Never a message or an argument value.
+def _requester(requester: Requester | None) -> dict[str, LedgerValue] | None:
+    if requester is None:
+        return None
+    return {"key": requester.key, "user": requester.user, "org": requester.org}
+
+
+def awaiting_entry(gate: Gate, requester: Requester | None) -> LedgerEntry:
+    return LedgerEntry("awaiting", data={"gate": gate.value}, requester=_requester(requester))
+
+
+def decision_entry(decision: Decision, requester: Requester | None) -> LedgerEntry:
+    data: dict[str, LedgerValue] = {"gate": decision.gate.value, "verdict": decision.verdict}
+    if decision.inputs_sha256:
+        data["inputs_sha256"] = decision.inputs_sha256
+    return LedgerEntry("decision", data=data, requester=_requester(requester),
+                       by={"user": decision.user or None, "via": decision.via,
+                           "rule": decision.rule or None})
+
+
+def rule_entry(rule: ApprovalRule, change: str, user: str, via: str) -> LedgerEntry:
+    """A rule ``added`` or ``revoked`` (bound to no job: the caller names the source)."""
+    return LedgerEntry("rule", data={"change": change, "rule": rule.rule_id,
+                                     "gate": rule.gate, "requester": rule.requester or None,
+                                     "until": rule.until or None},
+                       by={"user": user, "via": via, "rule": rule.rule_id},
+                       service={"name": rule.service})

@@ -18,19 +18,23 @@ from dss_console.engine.gate import (
     Decision,
     Gate,
     approved,
+    awaiting_entry,
+    decision_entry,
     gates,
     inputs_digest,
     local_user,
     matching_rule,
-    record_gate,
     with_decision,
 )
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from dss_console.core.command import JobPaths
     from dss_console.engine.jobs import JobContext
+    from dss_console.engine.ledger import LedgerEntry
 
 
 class JobGates:
@@ -51,7 +55,8 @@ class JobGates:
         def _transition(self, state: JobState, reason: str | None = None,
                         calls: list[OutboxCall] | None = None, *, check: bool = True,
                         drop_final: bool = False, hold: bool = False,
-                        drop_held: bool = False, **fields: object) -> None: ...
+                        drop_held: bool = False, ledger: Sequence[LedgerEntry] = (),
+                        **fields: object) -> None: ...
         def _put(self, calls: list[OutboxCall]) -> None: ...
 
     def _gated(self, gate: Gate) -> bool:
@@ -93,9 +98,9 @@ class JobGates:
                              requester.key if requester is not None else None, gate)
 
     def _record(self, snap: JobSnapshot, decision: Decision) -> None:
-        self.ctx.journal.update_job(self.job_id,
-                                    decision=with_decision(snap.decision, decision))
-        record_gate(self.ctx.journal, snap, "decision", decision.record())
+        self.ctx.journal.update_job(
+            self.job_id, decision=with_decision(snap.decision, decision),
+            ledger=[decision_entry(decision, self.source.requester(snap.details))])
 
     def _pass_run_gate(self) -> bool:
         """True: the command may run now. False: the job waits for approval (journaled)."""
@@ -121,9 +126,10 @@ class JobGates:
 
     def _await(self, gate: Gate, reason: str, **fields: Any) -> None:
         state = JobState.AWAITING_APPROVAL if gate is Gate.RUN else JobState.AWAITING_RELEASE
+        requester = self.source.requester(self.snapshot.details)
         self._transition(state, reason, calls=self.source.waiting_calls(gate.value),
-                         check=False, waiting_since=time.time(), **fields)
-        record_gate(self.ctx.journal, self.snapshot, "awaiting", {"gate": gate.value})
+                         check=False, waiting_since=time.time(),
+                         ledger=[awaiting_entry(gate, requester)], **fields)
 
     def _hold_for_release(self, calls: list[OutboxCall]) -> bool:
         """True: the result's calls were held for the operator's release (journaled; the job
@@ -142,6 +148,7 @@ class JobGates:
         self._put(self.source.waiting_calls(Gate.RELEASE.value))
         self._transition(JobState.AWAITING_RELEASE, "the result waits for the operator's "
                          "release", calls=calls, hold=True, progress=1.0,
-                         waiting_since=time.time())
-        record_gate(self.ctx.journal, self.snapshot, "awaiting", {"gate": "release"})
+                         waiting_since=time.time(),
+                         ledger=[awaiting_entry(Gate.RELEASE,
+                                                self.source.requester(snap.details))])
         return True

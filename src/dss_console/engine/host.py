@@ -19,7 +19,14 @@ from typing import Any
 from dss_console.engine.channel import ChannelPaths, EngineChannel, channel_paths
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import EngineStatus, Event, JobChanged, JobSnapshot
-from dss_console.engine.settings import ServiceCommand, parse_settings, settings_to_toml
+from dss_console.engine.gate import ApprovalRule
+from dss_console.engine.settings import (
+    ServiceCommand,
+    load_settings,
+    parse_settings,
+    save_settings,
+    settings_to_toml,
+)
 from dss_console.engine.views import described_services, job_limits, presented, service_figures
 from dss_console.engine.wire import to_wire
 
@@ -104,6 +111,26 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         engine.connection.set("online")
         engine.wake()
 
+    def keep_rules() -> None:
+        """The engine's rules into its settings file (in place: comments kept), so a
+        restart and the window's Settings see them."""
+        if settings_source.exists():
+            current = load_settings(settings_source)
+            save_settings(replace(current, approval_rules=engine.approval_rules()),
+                          settings_source)
+
+    def add_rule(service: str, requester: str = "", gate: str = "run", until: str = "",
+                 via: str = "window") -> ApprovalRule:
+        made = engine.add_rule(ApprovalRule(service=str(service), requester=str(requester),
+                                            gate=str(gate), until=str(until)), str(via))
+        keep_rules()
+        return made
+
+    def revoke_rule(rule_id: str, via: str = "window") -> ApprovalRule:
+        gone = engine.revoke_rule(str(rule_id), str(via))
+        keep_rules()
+        return gone
+
     def present(job: JobSnapshot | None) -> JobSnapshot | None:
         return None if job is None else present_job(engine, job)
 
@@ -142,6 +169,9 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         "reject_job": lambda job_id, message, via="window": engine.reject_job(
             int(job_id), str(message), str(via)),
         "release_job": lambda job_id, via="window": engine.release_job(int(job_id), str(via)),
+        "approval_rules": engine.approval_rules,
+        "add_rule": add_rule,
+        "revoke_rule": revoke_rule,
         "set_auto": lambda enabled, service_hash=None: engine.set_auto(bool(enabled),
                                                                       service_hash),
         "resume_service": lambda service_hash: engine.resume_service(str(service_hash)),

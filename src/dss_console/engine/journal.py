@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +21,16 @@ from typing import Any
 from dss_console.core.executor import DetailValue, ExecutorDetails
 from dss_console.core.interfaces import OutcomeKind
 from dss_console.engine.events import JobSnapshot
+from dss_console.engine.ledger import (
+    LEDGER_SCHEMA,
+    LedgerEntry,
+    LedgerHead,
+    QueuedRecord,
+    note_written,
+    queue_entries,
+    queued_rows,
+    read_head,
+)
 from dss_console.engine.states import JobState, check_transition
 
 SCHEMA = """
@@ -78,7 +88,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, job_id, id);
-"""
+""" + LEDGER_SCHEMA
 # Created after the columns it names exist (an old journal gains them in _migrate).
 _WAITING_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_waiting ON jobs(state, waiting_since)"
 
@@ -157,6 +167,8 @@ class Journal:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._db.row_factory = sqlite3.Row
+        # Called after a transaction that queued ledger records committed (the writers wake).
+        self._ledger_listeners: list[Callable[[], None]] = []
         self._initialise()
 
     def _initialise(self) -> None:
@@ -219,7 +231,10 @@ class Journal:
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, *, source: str, ticket_id: int, service_hash: str, service_name: str,
                    instance: str, workdir: str, state: JobState = JobState.CLAIMED,
-                   reason: str | None = None, details: dict[str, Any] | None = None) -> int:
+                   reason: str | None = None, details: dict[str, Any] | None = None,
+                   ledger: Sequence[LedgerEntry] = (), **fields: Any) -> int:
+        """A new job; ``ledger``: what to record of it (the claim, a refusal), queued in the
+        same transaction. ``fields``: more job fields (as ``update_job``)."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
@@ -231,18 +246,24 @@ class Journal:
             job_id = int(cur.lastrowid or 0)
             db.execute("INSERT INTO transitions (job_id, at, state, reason) VALUES (?,?,?,?)",
                        (job_id, now, state.value, reason))
+            if fields:
+                self._update(db, job_id, fields)
+            queued = self._queue_ledger(db, job_id, ledger, now)
+        self._ledger_queued(queued)
         return job_id
 
     def transition(self, job_id: int, new: JobState, reason: str | None = None, *,
                    check: bool = True, calls: Sequence[tuple[str, dict[str, Any]]] = (),
                    drop_final: bool = False, hold: bool = False, drop_held: bool = False,
+                   ledger: Sequence[LedgerEntry] = (),
                    **fields: Any) -> list[OutboxItem]:
         """Record a state change (and job fields) durably before the caller acts on it.
 
         `calls` are queued in the outbox in the same transaction, so a crash can never leave
-        a job decided but its server calls unqueued (or the other way round). ``hold``: they
-        are queued held (a result waiting for the operator's release); ``drop_held``: the
-        job's held calls are dropped (a rejected release).
+        a job decided but its server calls unqueued (or the other way round); so are the
+        `ledger` entries recording the step (bound to this job, after the change).
+        ``hold``: the calls are queued held (a result waiting for the operator's
+        release); ``drop_held``: the job's held calls are dropped (a rejected release).
         """
         now = time.time()
         items: list[OutboxItem] = []
@@ -278,10 +299,12 @@ class Journal:
                                                         state_of_calls, now))
                 items.append(OutboxItem(int(cur.lastrowid or 0), job_id, kind, payload,
                                         state_of_calls, 0, None, now, None))
+            queued = self._queue_ledger(db, job_id, ledger, now)
+        self._ledger_queued(queued)
         return [] if hold else items
 
-    def release(self, job_id: int, new: JobState, reason: str | None = None,
-                **fields: Any) -> list[OutboxItem]:
+    def release(self, job_id: int, new: JobState, reason: str | None = None, *,
+                ledger: Sequence[LedgerEntry] = (), **fields: Any) -> list[OutboxItem]:
         """The operator released a held result: its held calls become pending, in the order
         they were made, and the job goes to ``new`` (UPLOADING), in one transaction."""
         now = time.time()
@@ -298,6 +321,8 @@ class Journal:
                                       "waiting_since": None, **fields})
             db.execute("INSERT INTO transitions (job_id, at, state, reason) VALUES (?,?,?,?)",
                        (job_id, now, new.value, reason))
+            queued = self._queue_ledger(db, job_id, ledger, now)
+        self._ledger_queued(queued)
         return [replace(_item(r), state=PENDING) for r in rows]
 
     def held_items(self, job_id: int) -> list[OutboxItem]:
@@ -305,10 +330,68 @@ class Journal:
         return [_item(r) for r in self._query("SELECT * FROM outbox WHERE job_id=? AND "
                                               "state=? ORDER BY id", (job_id, HELD))]
 
-    def update_job(self, job_id: int, **fields: Any) -> None:
-        fields["updated_at"] = time.time()
+    # -- the ledger's queue (engine/ledger.py) -------------------------------------------------
+    def queue_ledger(self, entries: Sequence[LedgerEntry], *, source: str | None = None,
+                     instance: str | None = None) -> None:
+        """Queue records of steps that change no job state (an entry's ``job`` names its job;
+        one bound to no job needs ``source``), in one transaction."""
+        if not entries:
+            return
+        with self._tx() as db:
+            queued = queue_entries(db, entries, job=None, source=source, instance=instance)
+        self._ledger_queued(queued)
+
+    def on_ledger_queued(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap, non-blocking: it wakes a writer) after each commit that
+        queued ledger records."""
+        with self._lock:
+            self._ledger_listeners.append(listener)
+
+    def remove_ledger_listener(self, listener: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._ledger_listeners.remove(listener)
+
+    def queued_ledger(self, source: str, limit: int = 500) -> list[QueuedRecord]:
+        """The oldest records queued for ``source``'s ledger, in the order they are written."""
+        with self._lock:
+            return queued_rows(self._db, source, limit)
+
+    def queued_ledger_count(self, source: str) -> int:
+        return int(self._query("SELECT COUNT(*) AS n FROM ledger_queue WHERE source=?",
+                               (source,))[0]["n"])
+
+    def ledger_head(self, source: str) -> LedgerHead | None:
+        with self._lock:
+            return read_head(self._db, source)
+
+    def ledger_written(self, source: str, row_ids: Sequence[int], head: LedgerHead) -> None:
+        """The rows are in the ledger file, which now ends at ``head``: one transaction."""
+        with self._tx() as db:
+            note_written(db, source, row_ids, head)
+
+    def _queue_ledger(self, db: sqlite3.Connection, job_id: int,
+                      entries: Sequence[LedgerEntry], now: float) -> int:
+        if not entries:
+            return 0
+        row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return queue_entries(db, entries, job=dict(row), at=now)
+
+    def _ledger_queued(self, count: int) -> None:
+        if not count:
+            return
+        with self._lock:
+            listeners = list(self._ledger_listeners)
+        for listener in listeners:
+            listener()
+
+    def update_job(self, job_id: int, *, ledger: Sequence[LedgerEntry] = (),
+                   **fields: Any) -> None:
+        """Job fields (and ``ledger`` entries recording the step) in one transaction."""
+        now = fields["updated_at"] = time.time()
         with self._tx() as db:
             self._update(db, job_id, fields)
+            queued = self._queue_ledger(db, job_id, ledger, now)
+        self._ledger_queued(queued)
 
     @staticmethod
     def _update(db: sqlite3.Connection, job_id: int, fields: dict[str, Any]) -> None:

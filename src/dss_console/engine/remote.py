@@ -26,6 +26,7 @@ from dss_console.engine import wire
 from dss_console.engine.channel import MAX_LINE, ChannelPaths, channel_paths
 from dss_console.engine.engine import EngineError, ServiceView
 from dss_console.engine.events import EngineStatus, Event, EventBus, JobSnapshot
+from dss_console.engine.gate import ApprovalRule
 from dss_console.engine.journal import OutboxItem
 
 CALL_TIMEOUT = 120.0  # claims and uploads wait on the network inside the engine
@@ -241,6 +242,10 @@ class RemoteEngine:
     def idle_poll_completed(self) -> bool:
         return self._status.idle_poll_completed
 
+    def waiting_count(self) -> int:
+        """Jobs waiting for a person's decision (approval or release)."""
+        return self._status.waiting
+
     @property
     def connection_state(self) -> str:
         return self._status.connection
@@ -277,11 +282,6 @@ class RemoteEngine:
 
     # -- the operator's gate (engine/decisions.py) -------------------------------------------
     @property
-    def waiting(self) -> int:
-        """Jobs waiting for a decision, from the engine's last status (no round trip)."""
-        return self._status.waiting
-
-    @property
     def protocol(self) -> int:
         """The engine's channel protocol version (1 when its hello did not say)."""
         version = self.info.get("version")
@@ -311,6 +311,20 @@ class RemoteEngine:
 
     def release_job(self, job_id: int, via: str = "window") -> None:
         self._gate_call("release_job", job_id=job_id, via=via)
+
+    def approval_rules(self) -> list[ApprovalRule]:
+        return list(self._gate_call("approval_rules"))
+
+    def add_rule(self, service: str, requester: str = "", gate: str = "run", until: str = "",
+                 via: str = "window") -> ApprovalRule:
+        """"Always approve": kept in the engine's settings file; its ledger names who."""
+        made: ApprovalRule = self._gate_call("add_rule", service=service, requester=requester,
+                                             gate=gate, until=until, via=via)
+        return made
+
+    def revoke_rule(self, rule_id: str, via: str = "window") -> ApprovalRule:
+        gone: ApprovalRule = self._gate_call("revoke_rule", rule_id=rule_id, via=via)
+        return gone
 
     def set_auto(self, enabled: bool, service_hash: str | None = None) -> None:
         self.call("set_auto", enabled=enabled, service_hash=service_hash)

@@ -25,7 +25,10 @@ A missing file means all defaults. Every key is optional::
     auto = false                          # the console's Auto mode, as last left (the
                                           # headless worker always runs in auto mode)
     ca_bundle = "/etc/ssl/my-ca.pem"      # extra CA bundle for TLS verification
-    notify = false                        # desktop notification on success/failure (GUI)
+    notify = ["decision", "failed"]       # desktop notifications (console), any of
+                                          # "decision" (a job waits for a person), "failed",
+                                          # "succeeded"; true (older files) means
+                                          # ["succeeded", "failed"], false none
     send_output_tail = false              # a failed ticket's log gets the last lines of the
                                           # command's output, redacted (default false: raw
                                           # output stays on this machine); each service may
@@ -93,6 +96,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import difflib
 import os
 import socket
 import sys
@@ -166,6 +170,9 @@ SETTINGS_FILE_NAME = "settings.toml"
 CONFIG_ENV = "DSS_CONSOLE_CONFIG"
 INTERRUPTED_CHOICES = ("rerun", "fail")
 ON_SHUTDOWN_CHOICES = ("resume", "fail")
+# What the console's desktop notifications may tell, each opted into by the operator.
+NOTIFY_KINDS = ("decision", "failed", "succeeded")
+NOTIFY_ON_OLD_TRUE = ("failed", "succeeded")  # what `notify = true` meant before the kinds
 
 
 def default_instance() -> str:
@@ -218,7 +225,7 @@ class Settings:
     pause_window: float
     auto: bool
     ca_bundle: str | None
-    notify: bool
+    notify: tuple[str, ...]  # NOTIFY_KINDS opted into, in NOTIFY_KINDS order
     # Raw output stays on this machine unless a service (or this default) opts in.
     send_output_tail: bool
     # The operator's gate (engine/gate.py): seconds a decision may wait (None: for ever),
@@ -238,7 +245,7 @@ class Settings:
                  concurrency: int = 1, retention_days: float = 7, interrupted: str = "rerun",
                  on_shutdown: str = "resume", pause_after_failures: int = 3,
                  pause_window: float = 900.0, auto: bool = False,
-                 ca_bundle: str | None = None, notify: bool = False,
+                 ca_bundle: str | None = None, notify: Sequence[str] = (),
                  send_output_tail: bool = False,
                  approval_timeout: float | None = None, approval_queue: int | None = None,
                  approval_rules: Sequence[ApprovalRule] = (),
@@ -258,7 +265,7 @@ class Settings:
         self.pause_window = pause_window
         self.auto = auto
         self.ca_bundle = ca_bundle
-        self.notify = notify
+        self.notify = tuple(k for k in NOTIFY_KINDS if k in notify)
         self.send_output_tail = send_output_tail
         self.approval_timeout = approval_timeout
         self.approval_queue = approval_queue
@@ -430,7 +437,7 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
     if "ca_bundle" in data:
         settings.ca_bundle = str(Path(check.string(data["ca_bundle"], "ca_bundle")).expanduser())
     if "notify" in data:
-        settings.notify = check.boolean(data["notify"], "notify")
+        settings.notify = _notify_kinds(check, data["notify"])
     if "send_output_tail" in data:
         settings.send_output_tail = check.boolean(data["send_output_tail"], "send_output_tail")
     if "approval_timeout" in data:
@@ -444,6 +451,26 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
     settings.plugins = {name: parser.parse_settings(check, data)
                         for name, parser in parsers.items()}
     return settings
+
+
+def _notify_kinds(check: TableReader, value: object) -> tuple[str, ...]:
+    """The kinds of desktop notification opted into; the old switch still reads as it
+    meant."""
+    if isinstance(value, bool):
+        return NOTIFY_ON_OLD_TRUE if value else ()
+    choices = ", ".join(f'"{k}"' for k in NOTIFY_KINDS)
+    if not isinstance(value, list):
+        raise check.error("notify", f"must be a list of {choices} (e.g. notify = "
+                                    f'["decision", "failed"]), not {type_name(value)}')
+    chosen: set[str] = set()
+    for index, item in enumerate(value):
+        kind = check.string(item, f"notify[{index}]")
+        if kind not in NOTIFY_KINDS:
+            close = difflib.get_close_matches(kind, NOTIFY_KINDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise check.error("notify", f"unknown kind {kind!r}{hint}: use {choices}")
+        chosen.add(kind)
+    return tuple(k for k in NOTIFY_KINDS if k in chosen)
 
 
 _RULE_KEYS = ("service", "requester", "gate", "until", "id", "added_by")

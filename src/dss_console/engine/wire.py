@@ -20,6 +20,7 @@ from dss_console.core import presentation as pr
 from dss_console.core.executor import ExecutorDetails
 from dss_console.engine import events as ev
 from dss_console.engine.engine import ServiceView
+from dss_console.engine.gate import ApprovalRule
 from dss_console.engine.journal import OutboxItem
 from dss_console.engine.settings import ServiceCommand
 from dss_console.engine.states import JobState
@@ -32,7 +33,7 @@ WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
     pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary,
     pr.JobView, pr.ServiceFigures, ExecutorDetails, pr.Requester, pr.Fact, pr.PreviewFile,
-    pr.Preview, pr.ApprovalView,
+    pr.Preview, pr.ApprovalView, ApprovalRule,
 )}
 
 

@@ -43,6 +43,7 @@ from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.bridge import EngineBridge
 from dss_console.gui.copyable import show_copyable
+from dss_console.gui.desktop_notify import Notifier
 from dss_console.gui.detail_pane import DetailPane
 from dss_console.gui.engine_session import (
     QUIT_CANCEL,
@@ -61,7 +62,7 @@ from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.services_pane import ServicesPane
 from dss_console.gui.settings_controller import SettingsController
 from dss_console.gui.source_window import SourceView, SourceViewWindow
-from dss_console.gui.status_bar import Banner, BannerAction, Notifier, StatusLine
+from dss_console.gui.status_bar import Banner, BannerAction, StatusLine
 from dss_console.gui.tasks import run_blocking, spawn
 from dss_console.workspace import Workspace, WorkspaceError
 
@@ -463,8 +464,9 @@ class MainWindow(QMainWindow):
             self.detail_pane.update_job(job)
             if job.state.is_terminal or job.state in (JobState.CLAIMED, JobState.BLOCKED):
                 self._stats_soon.start()  # counts, and a blocked service shows as paused
-            if job.state.is_terminal and self.settings.notify:
-                self.notifier.job_ended(job)
+            if job.state.is_terminal:
+                self.notifier.job_ended(job, self.settings.notify,
+                                        self.queue_pane.presentation.words)
         after = self.detail_pane.job
         # Reload the inputs only when they changed (downloaded, or a fresh attempt), not on
         # every progress update.
@@ -506,6 +508,8 @@ class MainWindow(QMainWindow):
 
     def update_status(self) -> None:
         self.status_line.update(self.engine, self.settings.concurrency)
+        self.notifier.waiting_changed(
+            self.engine.waiting_count() if self.engine is not None else 0, self.settings.notify)
 
     # -- selection --------------------------------------------------------------------------
     def _job_selected(self, job: JobSnapshot | None) -> None:

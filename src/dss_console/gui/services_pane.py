@@ -17,8 +17,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dss_console.core.history import ServiceHistory
 from dss_console.core.presentation import Presentation, ServiceFigures
 from dss_console.engine.engine import ServiceView
+from dss_console.gui.history_chart import NO_SELECTION, HistoryChart
 from dss_console.gui.jobs_model import DEFAULT_PRESENTATION
 
 # Fits the left pane of a 1280 px window without scrolling: what a provider checks at a
@@ -68,6 +70,10 @@ class ServicesPane(QWidget):
         self._figures: dict[str, ServiceFigures] = {}
         # hash -> how its command is contained, in its executor's words (the engine's)
         self._isolation: dict[str, str] = {}
+        self._plain_names: dict[str, str] = {}  # hash -> the service's name (no version)
+        # The ledger's figures per service (issue 20, part 7), shown for the selected one.
+        self._histories: dict[str, ServiceHistory] = {}
+        self.history_chart = HistoryChart()
 
         self.claim_button = QPushButton("Claim next")
         # A QAction, not the button's own shortcut: QAbstractButton.setText() (the button
@@ -110,6 +116,8 @@ class ServicesPane(QWidget):
         summary_row.addWidget(self.summary, 1)
         summary_row.addWidget(self.resume_button)
         layout.addLayout(summary_row)
+        # The space under the table: the selected service's history.
+        layout.addWidget(self.history_chart)
 
         self.claim_button.clicked.connect(self._claim_clicked)
         self.edit_button.clicked.connect(self._edit_clicked)
@@ -117,7 +125,9 @@ class ServicesPane(QWidget):
         self.resume_button.clicked.connect(self._resume_clicked)
         self.auto_button.toggled.connect(self.autoModeToggled)
         self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table.itemSelectionChanged.connect(self._show_selected_history)
         self._update_buttons()
+        self._show_selected_history()
         self.apply_presentation(self.presentation)
 
     # -- content ----------------------------------------------------------------------------
@@ -164,6 +174,7 @@ class ServicesPane(QWidget):
                                            version=view.version) if view.version else ""
             self._names[view.service_hash] = label or view.name
             self._isolation[view.service_hash] = view.isolation
+            self._plain_names[view.service_hash] = view.name
             self.table.item(row, SERVICE_COLUMN).setText(self._names[view.service_hash])
             self._update_tooltip(row, view.service_hash)
             command = view.command.command if view.command else None
@@ -193,6 +204,7 @@ class ServicesPane(QWidget):
             # (when it is listed; a later refresh leaves the operator's selection alone).
             self._select_row(0, clear=True)
         self._update_buttons()
+        self._show_selected_history()
         self.servicesShown.emit(list(services))
 
     def set_auto_mode(self, on: bool) -> None:
@@ -241,6 +253,26 @@ class ServicesPane(QWidget):
                                                   failed=found.failed))
             self._update_tooltip(row, key)
 
+    def show_histories(self, histories: dict[str, ServiceHistory]) -> None:
+        """The ledger's figures per service (keyed by service hash, or by name where the
+        ledger knows only that); the chart shows the selected service's."""
+        self._histories = dict(histories)
+        self._show_selected_history()
+
+    def history_of(self, service_hash: str) -> ServiceHistory | None:
+        found = self._histories.get(service_hash)
+        if found is None:
+            name = self._plain_names.get(service_hash)
+            found = self._histories.get(name) if name is not None else None
+        return found
+
+    def _show_selected_history(self) -> None:
+        selected = self.selected_hashes()
+        if len(selected) == 1:
+            self.history_chart.set_history(self.history_of(selected[0]))
+        else:
+            self.history_chart.set_history(None, NO_SELECTION)
+
     def _update_tooltip(self, row: int, service_hash: str) -> None:
         figures = self._figures.get(service_hash)
         lines = [self._names.get(service_hash, ""), f"Hash {service_hash}",
@@ -254,8 +286,11 @@ class ServicesPane(QWidget):
             self._names.clear()
             self._figures.clear()
             self._isolation.clear()
+            self._plain_names.clear()
+            self._histories.clear()
             self._paused.clear()
             self._update_buttons()
+            self._show_selected_history()
             self.summary.setText("Not logged in.")
             self.servicesShown.emit([])
         self.setEnabled(logged_in)

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from dss_console import plugins
 from dss_console.engine.settings import (
+    NOTIFY_KINDS,
     Settings,
     default_instance,
     default_workroot,
@@ -59,6 +60,13 @@ from dss_console.gui.service_editor import (
     _url,
 )
 from dss_console.gui.source_window import SourceSettingsTab
+
+# The settings' notify kinds as the dialog offers them (NOTIFY_KINDS order).
+NOTIFY_LABELS = {
+    "decision": "when a job waits for your &decision",
+    "failed": "when a job fai&ls",
+    "succeeded": "when a job succ&eeds",
+}
 
 __all__ = ["PLACEHOLDER_HELP", "SettingsDialog", "format_duration"]
 
@@ -182,8 +190,10 @@ class SettingsDialog(QDialog):
         self.ca_message = _Message()
         self.ca_browse = QPushButton("Br&owse…")
         self.ca_browse.clicked.connect(self._browse_ca_bundle)
-        self.notify_check = QCheckBox("&Desktop notification when a ticket succeeds or fails")
-        self.notify_check.setChecked(settings.notify)
+        # One opt-in per kind of desktop notification (the settings' notify list).
+        self.notify_checks = {kind: QCheckBox(label) for kind, label in NOTIFY_LABELS.items()}
+        for kind, check in self.notify_checks.items():
+            check.setChecked(kind in settings.notify)
 
         page = QWidget()
         outer = QVBoxLayout(page)
@@ -212,7 +222,9 @@ class SettingsDialog(QDialog):
         label = QLabel("&CA bundle:")
         label.setBuddy(self.ca_edit)
         form.addRow(label, _stacked(_row(self.ca_edit, self.ca_browse), self.ca_message))
-        form.addRow("", self.notify_check)
+        label = QLabel("Desktop notifications:")
+        label.setBuddy(self.notify_checks[NOTIFY_KINDS[0]])
+        form.addRow(label, _stacked(*self.notify_checks.values()))
 
         for signal in (self.server_edit.textChanged, self.servers_edit.textChanged,
                        self.workroot_edit.textChanged, self.poll_edit.textChanged,
@@ -511,7 +523,8 @@ class SettingsDialog(QDialog):
                 retention_days=self.retention_spin.value(),
                 interrupted=self.interrupted_combo.currentData(),
                 ca_bundle=self._ca_bundle(),
-                notify=self.notify_check.isChecked(),
+                notify=tuple(kind for kind, check in self.notify_checks.items()
+                             if check.isChecked()),
             )
             if edited.service_tables() is not None:
                 edited = edited.with_services(services)

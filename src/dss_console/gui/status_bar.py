@@ -1,11 +1,9 @@
 """What the window says besides its panes: the one message above them (the banner), the
-status bar's parts (connection, Auto mode, running jobs, next poll), and a desktop notice
-when a job ends."""
+status bar's parts (connection, Auto mode, running jobs, next poll). Desktop notifications:
+gui/desktop_notify.py."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -13,18 +11,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
-    QMainWindow,
     QPushButton,
     QStatusBar,
-    QSystemTrayIcon,
 )
 
-from dss_console.engine.events import JobSnapshot
 from dss_console.engine.remote import RemoteEngine
 from dss_console.engine.states import JobState
 from dss_console.gui.pause_banner import PauseBanner
 from dss_console.gui.queue_pane import QueuePane
-from dss_console.gui.tasks import run_blocking, spawn
 
 BannerAction = tuple[str, Callable[[], object]]  # (button label, what it does)
 
@@ -152,27 +146,3 @@ class StatusLine:
             self.poll_label.setText("")
         self._queue_pane.set_busy(engine.busy_job_ids())
 
-
-class Notifier:
-    """A desktop notice when a job ends (the settings' notify)."""
-
-    def __init__(self, window: QMainWindow) -> None:
-        self._window = window
-        self._tray: QSystemTrayIcon | None = None
-
-    def job_ended(self, job: JobSnapshot) -> None:
-        title = f"Ticket {job.ticket_id} {job.state.value}"
-        body = job.reason or job.service_name
-        sender = shutil.which("notify-send")
-        if sender:  # the desktop's notification service; GNOME has no tray
-            spawn(run_blocking(subprocess.run, [sender, "--app-name=DSS Console", title, body],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, check=False, timeout=10))
-            return
-        if not QSystemTrayIcon.isSystemTrayAvailable():
-            self._window.statusBar().showMessage(f"{title}: {body}", 15_000)
-            return
-        if self._tray is None:
-            self._tray = QSystemTrayIcon(self._window.windowIcon(), self._window)
-            self._tray.show()
-        self._tray.showMessage(title, body)
