@@ -653,6 +653,10 @@ class Node:
         """What the operator reviews of a waiting job (facts, or a held result's preview)."""
         return self.engine.approval(self._job(work).job_id)
 
+    def upload(self, work: Work, path: Path) -> None:
+        """The operator's "Upload result…" with a file of their choosing."""
+        self.engine.upload_result(self._job(work).job_id, path)
+
     def ledger_records(self, work: Work) -> list[dict[str, Any]]:
         """What the ledger holds or will hold of the work: the records its journal queued,
         and those a ledger writer already appended (any ledger file of this test)."""

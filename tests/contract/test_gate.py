@@ -188,3 +188,31 @@ def test_the_facts_show_the_requester_and_argument_values_locally(world: World) 
         assert canary.encode() not in path.read_bytes(), path
     assert canary not in json.dumps(node.ledger_records(work))
     assert canary not in world.seen(work).text
+
+
+def test_an_operator_upload_is_its_release(world: World) -> None:
+    """A result the operator hands over leaves at once: the operator's release, recorded so
+    (where the source takes an operator's result at all)."""
+    key = world.service("success", approve="release")
+    node = world.start()
+    work = world.submit(key)
+    node.wait(work, "awaiting_release")
+    picked = world.tmp / "picked"
+    picked.mkdir()
+    if not node.engine.source.rules.operator_result:
+        (picked / "mine").write_text("{}")
+        with pytest.raises(Exception, match=node.words().no_operator_result[:20]):
+            node.upload(work, picked / "mine")
+        assert node.state(work) == "awaiting_release"
+        return
+    source = Path(node.workdir(work))
+    result = next(p for p in source.iterdir() if p.name.startswith("result"))
+    for path in result.parent.iterdir():  # the result and the layers beside it
+        if path.is_file():
+            (picked / path.name).write_bytes(path.read_bytes())
+    node.upload(work, picked / result.name)
+    node.wait(work, "succeeded")
+    world.wait_remote(work, SUCCEEDED)
+    assert world.result_delivered(work)
+    decided = node.decision(work)["release"]
+    assert decided["verdict"] == "release" and decided["via"] == "window"
