@@ -125,3 +125,51 @@ def test_approvals_cli_against_a_running_worker(
     assert {("run", "approve", "cli"), ("release", "release", "cli"),
             ("run", "reject", "cli"), ("run", "approve", "rule"),
             ("release", "release", "rule")} <= vias
+
+
+def test_a_worker_killed_while_a_decision_waits_still_waits_after_restart(
+        sandbox: Sandbox, tmp_path: Path,
+        worker_env: dict[str, str],  # noqa: F811 (the fixture imported above)
+        service: str,  # noqa: F811
+        workers: list[Worker]) -> None:  # noqa: F811
+    """SIGKILL at either gate: the next worker shows the job waiting where it was; nothing
+    ran or left meanwhile, and a decision then goes on from there."""
+    env = worker_env
+    config = tmp_path / "settings.toml"
+    config.write_text(f'[services."{service}"]\ncommand = {json.dumps(command("success"))}\n'
+                      'approve = "both"\n')
+    args = ("--config", str(config), "--workdir", str(tmp_path / "work"), "--poll-interval",
+            "0.2", "--instance", "ci-node")
+    ticket = sandbox.add_ticket(service)
+
+    def start() -> Worker:
+        started = Worker(env, *args)
+        workers.append(started)
+        return started
+
+    def transitions() -> list[str]:
+        journal = next((tmp_path / "data").rglob("journal.sqlite3"))
+        with sqlite3.connect(journal) as db:
+            return [state for (state,) in db.execute("SELECT state FROM transitions ORDER BY id")]
+
+    first = start()
+    wait_waiting(env, ticket, "run")
+    first.kill()
+    second = start()
+    second.wait_line("worker ")  # it started (and recovered) before it is asked
+    assert wait_waiting(env, ticket, "run")
+    assert "running" not in transitions()
+    assert sandbox.admin.ticket_status(ticket) == "claimed"
+    assert approvals(env, "approve", str(ticket)).returncode == 0
+    wait_waiting(env, ticket, "release")
+    second.kill()
+    third = start()
+    third.wait_line("worker ")
+    assert wait_waiting(env, ticket, "release")
+    assert transitions().count("running") == 1  # not run again
+    assert sandbox.admin.result_files(ticket) == []
+    assert sandbox.admin.ticket_status(ticket) == "claimed"
+    assert approvals(env, "release", str(ticket)).returncode == 0
+    wait_for(lambda: sandbox.admin.ticket_status(ticket) == "success", 60,
+             what="the released ticket to succeed")
+    assert transitions().count("running") == 1
