@@ -653,6 +653,18 @@ class Node:
         """What the operator reviews of a waiting job (facts, or a held result's preview)."""
         return self.engine.approval(self._job(work).job_id)
 
+    def inputs_ready(self, work: Work) -> bool:
+        job = self._job(work)
+        return job is not None and bool(job.inputs_ready)
+
+    def claim(self, key: str) -> bool:
+        """The operator's Claim next (inputs fetched; the job then waits for Run)."""
+        return self.engine.claim_next([key]) is not None
+
+    def run(self, work: Work) -> None:
+        """The operator's Run on a claimed job."""
+        self.engine.run_job(self._job(work).job_id)
+
     def upload(self, work: Work, path: Path) -> None:
         """The operator's "Upload result…" with a file of their choosing."""
         self.engine.upload_result(self._job(work).job_id, path)

@@ -6,6 +6,7 @@ servers, real commands; sources differ only through their adapter (kinds.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -172,6 +173,9 @@ def test_the_facts_show_the_requester_and_argument_values_locally(world: World) 
     canary = "CANARY-7f3a-not-for-the-journal"
     key = world.service("success", approve="run")
     node = world.start()
+    # What a worker prints, a window receives: the engine's events.
+    events: list[object] = []
+    node.engine.events.subscribe(events.append)
     work = world.submit(key, note=canary)
     node.wait(work, "awaiting_approval")
     facts = node.approval(work).facts
@@ -188,6 +192,7 @@ def test_the_facts_show_the_requester_and_argument_values_locally(world: World) 
         assert canary.encode() not in path.read_bytes(), path
     assert canary not in json.dumps(node.ledger_records(work))
     assert canary not in world.seen(work).text
+    assert events and not [e for e in events if canary in repr(e)]
 
 
 def test_an_operator_upload_is_its_release(world: World) -> None:
@@ -216,3 +221,36 @@ def test_an_operator_upload_is_its_release(world: World) -> None:
     assert world.result_delivered(work)
     decided = node.decision(work)["release"]
     assert decided["verdict"] == "release" and decided["via"] == "window"
+
+
+def test_the_operators_run_is_its_approval(world: World) -> None:
+    """Claimed by hand, then Run: the operator decided; no second click at the gate."""
+    key = world.service("success", approve="run")
+    node = world.start(auto=False)
+    work = world.submit(key)
+    assert node.claim(key)
+    wait_for(lambda: node.inputs_ready(work) and node.engine.busy_job_ids() == set(), 30,
+             what="the inputs fetched")
+    assert node.state(work) == "claimed"
+    node.run(work)
+    node.wait(work, "succeeded")
+    assert "awaiting_approval" not in node.history(work)
+    decided = node.decision(work)["run"]
+    assert decided["verdict"] == "approve" and decided["via"] == "window"
+
+
+def test_work_taken_away_while_it_waits_is_not_run(world: World) -> None:
+    """Deleted or killed by its requester while it waits for approval: it ends cancelled
+    (on a push, or when someone decides), and its command never runs."""
+    key = world.service("success", approve="run")
+    node = world.start()
+    work = world.submit(key)
+    node.wait(work, "awaiting_approval")
+    world.take_away(work)
+    wait_for(lambda: world.seen(work).remote != OURS, 30, what="the work gone on the server")
+    if node.state(work) == "awaiting_approval":
+        with contextlib.suppress(Exception):  # a push may end it meanwhile
+            node.approve(work)
+    node.wait(work, "cancelled")
+    assert world.lives() == []
+    assert node.engine.waiting_count() == 0
