@@ -173,3 +173,20 @@ def test_a_worker_killed_while_a_decision_waits_still_waits_after_restart(
     wait_for(lambda: sandbox.admin.ticket_status(ticket) == "success", 60,
              what="the released ticket to succeed")
     assert transitions().count("running") == 1
+
+
+def test_an_idle_worker_says_what_waits_for_a_decision(
+        sandbox: Sandbox, tmp_path: Path,
+        worker_env: dict[str, str],  # noqa: F811 (the fixture imported above)
+        service: str,  # noqa: F811
+        workers: list[Worker]) -> None:  # noqa: F811
+    config = tmp_path / "settings.toml"
+    config.write_text(f'[services."{service}"]\ncommand = {json.dumps(command("success"))}\n'
+                      'approve = "run"\n')
+    ticket = sandbox.add_ticket(service)
+    worker = Worker(worker_env, "--config", str(config), "--workdir", str(tmp_path / "work"),
+                    "--poll-interval", "0.2", "--instance", "ci-node", "--exit-when-idle")
+    workers.append(worker)
+    assert worker.finish() == 1, "\n".join(worker.lines)
+    assert worker.saw(f"ticket {ticket} waits for the operator's approval"), worker.lines
+    assert sandbox.admin.ticket_status(ticket) == "claimed"  # still ours, still waiting
