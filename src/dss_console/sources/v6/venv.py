@@ -6,6 +6,9 @@ share the console's environment, so the first use creates
 file is written only after pip succeeded, so an interrupted build is redone, never used; a
 file lock keeps two processes (two test sessions, a test run and ``v6 sandbox``) from
 building it at once. The console itself never imports anything from it.
+
+:class:`VenvSpec` names one such environment; the vantage6 5.x sandbox (``sources/v6x5``)
+builds its own with the same code.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -43,41 +47,67 @@ class V6VenvUnavailable(V6SandboxError):
     """The venv could not be created because PyPI (or pip) is unreachable from here."""
 
 
-def venv_dir() -> Path:
-    override = os.environ.get(ENV_OVERRIDE)
+@dataclass(frozen=True)
+class VenvSpec:
+    """One sandbox environment: where it lives, what pip installs, which Python makes it.
+
+    The 4.x sandbox's is :data:`V6_SPEC`; the 5.x one (``sources/v6x5/venv.py``) differs only
+    in these fields, and shares the build, the marker and the lock below."""
+
+    name: str  # directory under the user cache, e.g. "v6-sandbox-4.15.2"
+    label: str  # in words: "vantage6 4.15.2"
+    what: str  # what the environment serves, for the "waiting for …" line
+    packages: tuple[str, ...]
+    find_python: Callable[[], str]  # the interpreter to create the venv with
+    env_override: str  # a prepared venv elsewhere (CI cache, air-gapped box)
+
+
+def _find_4x_python() -> str:
+    return _base_python()  # looked up at call time (tests replace it)
+
+
+V6_SPEC = VenvSpec(name=f"v6-sandbox-{V6_VERSION}", label=f"vantage6 {V6_VERSION}",
+                   what="vantage6 server", packages=SANDBOX_PACKAGES,
+                   find_python=_find_4x_python, env_override=ENV_OVERRIDE)
+
+
+def venv_dir(spec: VenvSpec = V6_SPEC) -> Path:
+    override = os.environ.get(spec.env_override)
     if override:
         return Path(override).expanduser()
     cache = platformdirs.user_cache_path(paths.APP_NAME, appauthor=False)
-    return cache / f"v6-sandbox-{V6_VERSION}"
+    return cache / spec.name
 
 
-def venv_python(directory: Path | None = None) -> Path:
-    directory = directory or venv_dir()
+def venv_python(directory: Path | None = None, spec: VenvSpec = V6_SPEC) -> Path:
+    directory = directory or venv_dir(spec)
     if os.name == "nt":
         return directory / "Scripts" / "python.exe"
     return directory / "bin" / "python"
 
 
-def venv_ready(directory: Path | None = None) -> bool:
-    directory = directory or venv_dir()
+def venv_ready(directory: Path | None = None, spec: VenvSpec = V6_SPEC) -> bool:
+    directory = directory or venv_dir(spec)
     return (directory / MARKER).is_file() and venv_python(directory).exists()
 
 
 def ensure_venv(report: Callable[[str], None] | None = None, *,
-                timeout: float = 1800.0) -> Path:
+                timeout: float = 1800.0, spec: VenvSpec = V6_SPEC) -> Path:
     """The sandbox venv's Python, building the venv first if needed (returns at once when it
     exists). ``report`` gets one line before a build starts (it takes minutes)."""
-    directory = venv_dir()
+    directory = venv_dir(spec)
     if venv_ready(directory):
         return venv_python(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(directory.with_name(directory.name + ".lock"), timeout, report):
+    with _build_lock(directory.with_name(directory.name + ".lock"), timeout, report,
+                     spec.what):
         if venv_ready(directory):  # another process built it while we waited
             return venv_python(directory)
+        base = spec.find_python()  # before saying "creating": it may fail in words
         if report is not None:
-            report(f"creating the vantage6 {V6_VERSION} sandbox environment in {directory} "
+            report(f"creating the {spec.label} sandbox environment in {directory} "
                    "(first use only; needs PyPI, takes 1-2 minutes) …")
-        _build(directory, timeout)
+        _build(directory, timeout, spec, base)
     return venv_python(directory)
 
 
@@ -93,12 +123,12 @@ def _base_python() -> str:
                          "(python3 on PATH) to create its environment")
 
 
-def _build(directory: Path, timeout: float) -> None:
+def _build(directory: Path, timeout: float, spec: VenvSpec, base_python: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)  # a half-built leftover is never reused
     log_path = directory.with_name(directory.name + ".pip.log")
     deadline = time.monotonic() + timeout
     try:
-        subprocess.run([_base_python(), "-m", "venv", str(directory)], check=True,
+        subprocess.run([base_python, "-m", "venv", str(directory)], check=True,
                        capture_output=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as exc:
         shutil.rmtree(directory, ignore_errors=True)
@@ -106,7 +136,7 @@ def _build(directory: Path, timeout: float) -> None:
         raise V6SandboxError(f"cannot create a Python venv in {directory}: "
                              f"{detail.decode(errors='replace').strip() or exc}") from None
     command = [str(venv_python(directory)), "-m", "pip", "install", "--disable-pip-version-check",
-               "--no-input", *SANDBOX_PACKAGES]
+               "--no-input", *spec.packages]
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
@@ -126,9 +156,9 @@ def _build(directory: Path, timeout: float) -> None:
         error = V6VenvUnavailable if offline else V6SandboxError
         hint = (" — is PyPI reachable from here? The sandbox environment is built on first "
                 "use and needs network access once") if offline else ""
-        raise error(f"installing vantage6 {V6_VERSION} into {directory} {what}{hint}; "
+        raise error(f"installing {spec.label} into {directory} {what}{hint}; "
                     f"full log: {log_path}\n{tail}")
-    (directory / MARKER).write_text(" ".join(SANDBOX_PACKAGES) + "\n", encoding="utf-8")
+    (directory / MARKER).write_text(" ".join(spec.packages) + "\n", encoding="utf-8")
 
 
 def _useful_tail(log_path: Path, lines: int = 15) -> str:
@@ -142,8 +172,8 @@ def _useful_tail(log_path: Path, lines: int = 15) -> str:
 
 
 @contextlib.contextmanager
-def _build_lock(path: Path, timeout: float,
-                report: Callable[[str], None] | None = None) -> Iterator[None]:
+def _build_lock(path: Path, timeout: float, report: Callable[[str], None] | None = None,
+                what: str = "vantage6 server") -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # Windows: no concurrent builds expected there; go without
@@ -160,8 +190,7 @@ def _build_lock(path: Path, timeout: float,
                 if report is not None and not said:
                     # Another build takes a minute or two: silence would look like a hang.
                     said = True
-                    report("waiting for another process building the vantage6 server "
-                           "environment…")
+                    report(f"waiting for another process building the {what} environment…")
                 if time.monotonic() >= deadline:
                     raise V6SandboxError(f"another process has been building {path.stem} "
                                          f"for over {timeout:.0f} s (lock {path})") from None
