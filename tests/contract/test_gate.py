@@ -254,3 +254,19 @@ def test_work_taken_away_while_it_waits_is_not_run(world: World) -> None:
     node.wait(work, "cancelled")
     assert world.lives() == []
     assert node.engine.waiting_count() == 0
+
+
+def test_jobs_waiting_for_a_decision_hold_no_thread(world: World) -> None:
+    """Waiting costs the engine nothing of its own: no job thread, no slot, while three
+    jobs wait; a decision starts one again."""
+    key = world.service("success", approve="run")
+    world.top["approval_queue"] = 3
+    node = world.start()
+    works = [world.submit(key) for _ in range(3)]
+    wait_for(lambda: node.engine.waiting_count() == 3, 60, what="three jobs waiting")
+    # No live execution (a job's thread) for any of them, and no slot taken.
+    wait_for(lambda: not node.engine.busy_job_ids(), 10, what="their threads returned")
+    assert node.engine.active_count() == 0
+    node.approve(works[0])
+    node.wait(works[0], "succeeded")
+    assert node.engine.waiting_count() == 2
