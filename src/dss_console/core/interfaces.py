@@ -216,7 +216,7 @@ class JobWords:
     awaiting_approval: str = "waiting for the provider's approval before it runs"
     awaiting_release: str = "finished; the result waits for the provider's review"
     rejected: str = "rejected by the provider"
-    decision_timed_out: str = "no decision was made in time; the provider did not run it"
+    decision_timed_out: str = "the provider made no decision in time"
 
 
 @dataclass(frozen=True)
