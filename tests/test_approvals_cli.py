@@ -133,8 +133,12 @@ def test_a_worker_killed_while_a_decision_waits_still_waits_after_restart(
         service: str,  # noqa: F811
         workers: list[Worker]) -> None:  # noqa: F811
     """SIGKILL at either gate: the next worker shows the job waiting where it was; nothing
-    ran or left meanwhile, and a decision then goes on from there."""
-    env = worker_env
+    ran or left meanwhile, and a decision then goes on from there. The worker runs without
+    XDG_RUNTIME_DIR (cron, systemd) and the SSH session has its own: approvals finds it."""
+    worker_env = {k: v for k, v in worker_env.items() if k != "XDG_RUNTIME_DIR"}
+    session = tmp_path / "session-runtime"
+    session.mkdir(mode=0o700)
+    env = dict(worker_env, XDG_RUNTIME_DIR=str(session))
     config = tmp_path / "settings.toml"
     config.write_text(f'[services."{service}"]\ncommand = {json.dumps(command("success"))}\n'
                       'approve = "both"\n')
@@ -143,7 +147,7 @@ def test_a_worker_killed_while_a_decision_waits_still_waits_after_restart(
     ticket = sandbox.add_ticket(service)
 
     def start() -> Worker:
-        started = Worker(env, *args)
+        started = Worker(worker_env, *args)
         workers.append(started)
         return started
 

@@ -110,20 +110,38 @@ def _decide(engine: _Engine, verb: str, job_id: int, message: str) -> None:
         raise CliError(str(exc), EXIT_FAILED) from None
 
 
+def _channel_dirs() -> list[Path]:
+    """Where engines of this user may have opened their channels: this session's runtime
+    dir, and the temp-dir fallback an engine uses without XDG_RUNTIME_DIR (a worker started
+    by cron or systemd, an SSH session without one)."""
+    import os
+    import tempfile
+
+    from dss_console.engine.channel import ChannelError, runtime_dir
+
+    found: list[Path] = []
+    with contextlib.suppress(ChannelError, OSError):
+        found.append(runtime_dir())
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    for base in (Path(tempfile.gettempdir()), Path("/tmp")):
+        folder = base / f"dss-console-{uid}"
+        with contextlib.suppress(OSError):
+            if folder.is_dir() and folder.stat().st_uid == uid and folder not in found:
+                found.append(folder)
+    return found
+
+
 @contextlib.contextmanager
 def _engines(data: Path, server: str | None) -> Iterator[list[_Engine]]:
     """Every engine of this data dir answering on its channel (``server``: only its)."""
-    from dss_console.engine.channel import ChannelError, runtime_dir
-    from dss_console.engine.remote import EngineGoneError, RemoteEngine, find_engine
+    from dss_console.engine.channel import ChannelPaths
+    from dss_console.engine.remote import EngineGoneError, RemoteEngine
 
-    try:
-        folder = runtime_dir()
-    except ChannelError as exc:
-        raise CliError(str(exc)) from None
     wanted = data.resolve()
     found: list[_Engine] = []
     try:
-        for info_file in sorted(folder.glob("engine-*.json")):
+        for info_file in [f for folder in _channel_dirs()
+                          for f in sorted(folder.glob("engine-*.json"))]:
             try:
                 info = json.loads(info_file.read_text())
             except (OSError, ValueError):
@@ -134,13 +152,14 @@ def _engines(data: Path, server: str | None) -> Iterator[list[_Engine]]:
             key, instance = str(info.get("server", "")), str(info.get("instance", ""))
             if server is not None and server not in (key, key.split("#")[0]):
                 continue
-            channel = find_engine(wanted, key, instance)
-            if channel is None:
+            channel = ChannelPaths(info_file.with_suffix(".sock"),
+                                   info_file.with_suffix(".token"), info_file)
+            if any(e.server == key and e.instance == instance for e in found):
                 continue
             try:
                 found.append(_Engine(key, instance, RemoteEngine(channel)))
-            except EngineGoneError:
-                continue
+            except (EngineGoneError, OSError):
+                continue  # a channel left by an engine that died
         if not found:
             which = f" serving {server}" if server else ""
             raise CliError(f"no engine{which} runs for {data}: start `dss-console worker` (or "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from dss_console.core.interfaces import (
     ClaimedWork,
     Ending,
     Failure,
+    HeldCall,
     JobWords,
     OutboxCall,
     Outcome,
@@ -23,8 +25,9 @@ from dss_console.core.interfaces import (
     Rules,
     Source,
     SourceService,
+    default_preview,
 )
-from dss_console.core.presentation import Fact, ServiceFigures
+from dss_console.core.presentation import Fact, Preview, ServiceFigures
 from dss_console.dss import (
     BadReplyError,
     ClaimOutcomeUnknownError,
@@ -195,6 +198,15 @@ class DssSource(Source):
         return (Fact("Service", paths.service_name or paths.service_hash),
                 Fact("Ticket", str(ticket_id)),
                 Fact("Input files", f"{len(files)} files, {size / 1e6:.1f} MB"))
+
+    def release_preview(self, ticket_id: int, paths: JobPaths,
+                        held: Sequence[HeldCall]) -> Preview:
+        """The export's files as they would be uploaded (scrambled names): the workspace,
+        its layers, the attachments; sizes and SHA-256. Open in ITK-SNAP shows them."""
+        found = default_preview(held)
+        files = tuple(replace(f, role="layer") if f.role == "result"
+                      and not f.name.endswith(".itksnap") else f for f in found.files)
+        return replace(found, files=files)
 
     def missing_inputs(self, paths: JobPaths) -> str | None:
         if paths.workspace is None:
