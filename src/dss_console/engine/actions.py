@@ -82,6 +82,9 @@ class OperatorActions:
 
     def run_job(self, job_id: int) -> None:
         snap = self._job_without_execution(job_id, "run")
+        if snap.state.is_waiting:
+            raise EngineError(f"{self.noun} {snap.ticket_id} waits for the operator's decision: "
+                              "approve, release or reject it")
         if snap.state not in (JobState.CLAIMED, JobState.INTERRUPTED, JobState.BLOCKED):
             raise EngineError(f"ticket {snap.ticket_id} is {snap.state.value}; use Retry run")
         # The operator's Run is the operator's approval: no second click at the gate.
