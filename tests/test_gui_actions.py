@@ -324,3 +324,29 @@ def test_auto_mode_is_one_story_and_survives_a_restart(make_console, qtbot) -> N
     again.window.services_pane.auto_button.click()
     assert load_settings(console.settings_file).auto is False
     again.close()
+
+
+def test_the_window_is_offered_approve_reject_release_by_state(make_console, qtbot) -> None:
+    """The gate's buttons show while the selected job waits (in place of Run and Retry run,
+    so the row keeps its width), enabled by the engine's word for its state."""
+    console = make_console()
+    window = console.window
+    services_of(window.settings)[console.service] = ServiceCommand(
+        key=console.service, command=command("success"), approve="release")
+    console.login()
+    buttons = window.queue_pane.buttons
+    assert not buttons["approve"].isVisible() and not buttons["release"].isVisible()
+    job_id = console.claim()
+    buttons["run"].click()  # the operator's Run: its approval; the result is held
+    console.wait_state(job_id, JobState.AWAITING_RELEASE)
+    qtbot.waitUntil(lambda: buttons["release"].isVisible() and buttons["release"].isEnabled(),
+                    timeout=WAIT_MS)
+    assert buttons["reject"].isEnabled() and not buttons["approve"].isEnabled()
+    assert not buttons["run"].isVisible() and not buttons["retry"].isVisible()
+    assert console.server_status(job_id) == "claimed"
+    window.ask_confirm = lambda title, text: True  # type: ignore[method-assign]
+    buttons["release"].click()
+    console.wait_state(job_id, JobState.SUCCEEDED)
+    qtbot.waitUntil(lambda: console.server_status(job_id) == "success", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not buttons["release"].isVisible(), timeout=WAIT_MS)
+    assert buttons["run"].isVisible()

@@ -65,3 +65,4 @@ def test_the_sandbox_demo_is_written_as_a_new_algorithm_entry_is(tmp_path: Path)
     path.write_text(sandbox_settings_toml(info))
     demo = v6_settings(load_settings(path)).algorithms[DEMO_IMAGE]
     assert demo.policy == new_algorithm_policy()
+    assert demo.approve == "both"  # the operator's gate, so people see it (issue 20)

@@ -57,7 +57,7 @@ def _server_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dss_console.commands import audit, auth, pro, sandbox, v6, worker
+    from dss_console.commands import approvals, audit, auth, pro, sandbox, v6, worker
     from dss_console.commands.wt import WT_HELP
 
     parser = _Parser(prog=PROG, description=DESCRIPTION,
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_parsers(verbs, common)
     pro.add_parser(verbs, common)
     worker.add_parser(verbs, common)
+    approvals.add_parser(verbs)
     sandbox.add_parser(verbs)
     v6.add_parser(verbs)
     audit.add_parser(verbs)

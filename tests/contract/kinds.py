@@ -143,8 +143,15 @@ class SourceKind(ABC):
     provider: str
 
     @abstractmethod
-    def submit(self, key: str) -> Work:
-        """The requester posts new work for a service."""
+    def submit(self, key: str, note: str | None = None) -> Work:
+        """The requester posts new work for a service (``note``: an argument value of the
+        requester's, where the source's work carries arguments)."""
+
+    # What the operator's gate shows of a job waiting for approval, as (label, value) a fact
+    # must carry: the inputs (DSS), the requester's argument value (v6, local only).
+    gate_fact: tuple[str, str | None] = ("", None)
+    # Whether that fact's value is the requester's note (shown locally only).
+    shows_note: bool = False
 
     @abstractmethod
     def seen(self, work: Work) -> Seen:
@@ -199,7 +206,9 @@ class DssKind(SourceKind):
         client.login(self.sandbox.fresh_token())
         return DssSource(client)
 
-    def submit(self, key: str) -> Work:
+    gate_fact = ("Input files", None)
+
+    def submit(self, key: str, note: str | None = None) -> Work:
         ticket = self.sandbox.add_ticket(key)
         return Work(id=ticket, ref=ticket)
 
@@ -295,8 +304,13 @@ class V6Kind(SourceKind):
         return V6Source.connect(self.sandbox.url, self.sandbox.node(self.NODE).api_key,
                                 v6_of(settings))
 
-    def submit(self, key: str) -> Work:
-        task = self.researcher.create_task(key, "contract", [self.sandbox.org_id("station")])
+    gate_fact = ("Method", None)
+    shows_note = True
+
+    def submit(self, key: str, note: str | None = None) -> Work:
+        extra = {} if note is None else {"note": note}
+        task = self.researcher.create_task(key, "contract", [self.sandbox.org_id("station")],
+                                           **extra)
         (run,) = self.researcher.call("runs", task_id=task)
         return Work(id=int(run["id"]), ref=task)
 
@@ -421,6 +435,8 @@ class World:
     tmp: Path
     commands: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    # More top-level settings (approval_timeout, approval_rules, ...).
+    top: dict[str, Any] = field(default_factory=dict)
     _keys: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -430,11 +446,13 @@ class World:
         return path
 
     # -- services ------------------------------------------------------------------------
-    def service(self, mode: str, *args: str) -> str:
-        """A service whose command runs contract_program.py in ``mode``."""
+    def service(self, mode: str, *args: str, approve: str | None = None) -> str:
+        """A service whose command runs contract_program.py in ``mode`` (``approve``: the
+        operator's gate, "run", "release" or "both")."""
         key = self.source.new_service()
         template = self.source.template([mode, str(self.state), *args])
-        self.commands[key] = {"command": template, **self.executor.options()}
+        self.commands[key] = {"command": template, **self.executor.options(),
+                              **({"approve": approve} if approve else {})}
         return key
 
     def broken_service(self) -> str:
@@ -460,7 +478,7 @@ class World:
 
     def settings_text(self) -> str:
         tables = {"instance": "contract", "workroot": str(self.tmp / "work"),
-                  "poll_interval": 0.2, "concurrency": 2,
+                  "poll_interval": 0.2, "concurrency": 2, **self.top,
                   **self.source.settings(self.commands)}
         return _toml(tables)
 
@@ -492,8 +510,8 @@ class World:
             node.stop()
 
     # -- the requester -------------------------------------------------------------------
-    def submit(self, key: str) -> Work:
-        work = self.source.submit(key)
+    def submit(self, key: str, note: str | None = None) -> Work:
+        work = self.source.submit(key, note)
         self._keys[work.id] = key
         return work
 
@@ -620,6 +638,55 @@ class Node:
     def fail(self, work: Work, message: str) -> None:
         self.engine.fail_job(self._job(work).job_id, message)
 
+    # -- the operator's gate -------------------------------------------------------------
+    def words(self) -> Any:
+        """The source's words for the engine's own decisions (what the requester reads)."""
+        return self.engine.source.words
+
+    def approve(self, work: Work) -> None:
+        self.engine.approve_job(self._job(work).job_id)
+
+    def reject(self, work: Work, message: str) -> None:
+        self.engine.reject_job(self._job(work).job_id, message)
+
+    def release(self, work: Work) -> None:
+        self.engine.release_job(self._job(work).job_id)
+
+    def approval(self, work: Work) -> Any:
+        """What the operator reviews of a waiting job (facts, or a held result's preview)."""
+        return self.engine.approval(self._job(work).job_id)
+
+    def inputs_ready(self, work: Work) -> bool:
+        job = self._job(work)
+        return job is not None and bool(job.inputs_ready)
+
+    def claim(self, key: str) -> bool:
+        """The operator's Claim next (inputs fetched; the job then waits for Run)."""
+        return self.engine.claim_next([key]) is not None
+
+    def run(self, work: Work) -> None:
+        """The operator's Run on a claimed job."""
+        self.engine.run_job(self._job(work).job_id)
+
+    def upload(self, work: Work, path: Path) -> None:
+        """The operator's "Upload result…" with a file of their choosing."""
+        self.engine.upload_result(self._job(work).job_id, path)
+
+    def ledger_records(self, work: Work) -> list[dict[str, Any]]:
+        """What the ledger holds or will hold of the work: the records its journal queued,
+        and those a ledger writer already appended (any ledger file of this test)."""
+        job = self._job(work)
+        assert job is not None
+        bodies = [r.body for r in self.engine.journal.queued_ledger(self.engine.source.key,
+                                                                     limit=100_000)]
+        for path in self.world.tmp.rglob("*.jsonl"):
+            bodies += [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [b for b in bodies if (b.get("job") or {}).get("local") == job.job_id]
+
+    def decision(self, work: Work) -> dict[str, Any]:
+        job = self._job(work)
+        return dict(job.decision) if job is not None else {}
+
     def stop(self, running: str | None = None) -> None:
         """Stop as a worker does on SIGTERM; ``running``: "resume" (work stays open and
         runs again at the next start) or "fail"."""
@@ -643,6 +710,13 @@ def _toml(tables: dict[str, Any]) -> str:
         if prefix and scalars:
             lines.append("[" + ".".join(json.dumps(p) for p in prefix) + "]")
         for key, value in scalars.items():
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                # An array of tables, inline: [{service = "...", gate = "run"}]
+                value_text = "[" + ", ".join("{" + ", ".join(
+                    f"{json.dumps(k)} = {json.dumps(v)}" for k, v in item.items()) + "}"
+                    for item in value) + "]"
+                lines.append(f"{json.dumps(key)} = {value_text}")
+                continue
             lines.append(f"{json.dumps(key)} = {json.dumps(value)}")
         for key, value in nested.items():
             if not value:

@@ -234,6 +234,9 @@ def sandbox_settings_toml(sandbox_info: dict[str, Any]) -> str:
         f"python = {json.dumps(sandbox_info['python'])}",
         f"package = {json.dumps(demo['package'])}",
         "subtasks = true",
+        # The operator's gate, so people see it: each run (and subtask) waits for Approve,
+        # and its result for Release, in the window or `dss-console approvals`.
+        'approve = "both"',
         *isolation,
         f'[v6.algorithms."{demo["image"]}".env]',
         f"PYTHONPATH = {json.dumps(demo['pythonpath'])}",

@@ -358,7 +358,8 @@ def _reload(engine: Engine, config: Path, args: argparse.Namespace,
 
 
 def _stuck(engine: Engine, texts: WorkerTexts, words: Words) -> list[str]:
-    """Why an idle worker leaves work undone: paused services and blocked tickets."""
+    """Why an idle worker leaves work undone: paused services, blocked tickets, work waiting
+    for the operator's decision."""
     lines = []
     names = {v.service_hash: v.name for v in engine.services()}
     for service_hash in engine.pauses.paused():
@@ -367,6 +368,11 @@ def _stuck(engine: Engine, texts: WorkerTexts, words: Words) -> list[str]:
                      "paused (the reason is above)")
     lines += [texts.blocked.format(id=job.ticket_id, reason=job.reason)
               for job in engine.blocked_jobs()]
+    # The operator's gate: they keep waiting (the next start shows them again).
+    lines += [f"{words.job} {view.ticket_id} waits for the operator's "
+              f"{'approval' if view.gate == 'run' else 'release'} (dss-console approvals "
+              f"show {view.ticket_id}); it keeps waiting"
+              for view in engine.waiting_jobs()]
     return lines
 
 
@@ -494,6 +500,8 @@ class EventPrinter:
                 extra = f" (log: {Path(job.workdir) / '.dss'})"
             elif job.state.is_terminal and ran is not None:
                 extra = f" after {ran:.1f} s"
+            elif job.state.is_waiting:  # the operator's gate: how to decide headless
+                extra = f" (dss-console approvals show {job.ticket_id})"
             reason = f": {job.reason}" if job.reason else ""
             self.line(f"{label}: {job.state.value}{reason}{extra}")
         step = int(job.progress * 10)

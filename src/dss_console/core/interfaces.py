@@ -17,7 +17,16 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from dss_console.core.presentation import Cells, Presentation, ServiceFigures, Summary
+from dss_console.core.presentation import (
+    Cells,
+    Fact,
+    Presentation,
+    Preview,
+    PreviewFile,
+    Requester,
+    ServiceFigures,
+    Summary,
+)
 
 if TYPE_CHECKING:
     from dss_console.core.command import CommandSpec, JobPaths
@@ -81,6 +90,8 @@ class OutcomeKind(str, Enum):
     #                                sent as "failed" with the reason in the log)
     NOT_ALLOWED = "not_allowed"    # v6: the image has no configured command (the allowlist)
     KILLED = "killed"              # v6: killed on the server for the whole node
+    REJECTED = "rejected"          # the operator rejected it at a gate (engine/gate.py): DSS
+    #                                `failed`, v6 `failed` with the message in the run's log
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,13 @@ class JobWords:
     start_failed: str      # what the requester reads when its command could not start
     killed: str            # not retryable: killed on the server
     no_operator_result: str  # refused operator result (rules.operator_result False)
+    # The operator's gate (engine/gate.py): what the requester reads while the job waits
+    # for approval / for its result's release, the prefix of the operator's rejection, and
+    # why a decision not made in time failed it.
+    awaiting_approval: str = "waiting for the provider's approval before it runs"
+    awaiting_release: str = "finished; the result waits for the provider's review"
+    rejected: str = "rejected by the provider"
+    decision_timed_out: str = "the provider made no decision in time"
 
 
 @dataclass(frozen=True)
@@ -223,6 +241,47 @@ class ResultRejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.user_reason = user_reason
+
+
+@dataclass(frozen=True)
+class HeldCall:
+    """A call held for release, as ``release_preview`` reads it: its kind and payload."""
+
+    kind: str
+    payload: Mapping[str, Any]
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """A file's size and SHA-256 (read in blocks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def default_preview(held: Sequence[HeldCall]) -> Preview:
+    """The held calls' files and messages (what ``release_preview`` shows by default)."""
+    files: list[PreviewFile] = []
+    messages: list[str] = []
+    for call in held:
+        path = call.payload.get("path")
+        if isinstance(path, str) and call.kind in ("upload", "attach"):
+            try:
+                size, sha = file_digest(Path(path))
+            except OSError:
+                continue
+            role = "result" if call.kind == "upload" else "attachment"
+            name = str(call.payload.get("name") or call.payload.get("description") or
+                       Path(path).name)
+            files.append(PreviewFile(name=name, size=size, sha256=sha, role=role))
+        elif call.kind == "log" and isinstance(call.payload.get("message"), str):
+            messages.append(f"{call.payload.get('level', 'info')}: {call.payload['message']}")
+    return Preview(files=tuple(files), messages=tuple(messages))
 
 
 def _nothing() -> Path | None:
@@ -422,6 +481,30 @@ class Source(ABC):
         a service left out is not known now. None: the engine counts its own jobs and asks
         ``available`` for the work waiting."""
         return None
+
+    # -- the operator's gate (engine/gate.py; local data, no server call) ---------------------
+    def requester(self, details: Mapping[str, Any]) -> Requester | None:
+        """Who asked for the job, from what the engine journaled; None: the source's API
+        names nobody (rules then match by service only)."""
+        return None
+
+    def approval_facts(self, ticket_id: int, paths: JobPaths,
+                       details: Mapping[str, Any]) -> tuple[Fact, ...]:
+        """What the operator reads before approving, from the fetched inputs. Values marked
+        ``local_only`` are never journaled, logged or sent."""
+        return ()
+
+    def release_preview(self, ticket_id: int, paths: JobPaths,
+                        held: Sequence[HeldCall]) -> Preview:
+        """What a held result would send: by default the held calls' files (name, size,
+        SHA-256) and log messages."""
+        return default_preview(held)
+
+    def waiting_calls(self, gate: str) -> list[OutboxCall]:
+        """Calls when a job begins to wait at ``gate`` ("run" | "release"): the requester
+        reads that it waits (a log line in the source's words)."""
+        text = self.words.awaiting_approval if gate == "run" else self.words.awaiting_release
+        return [("log", {"level": "info", "message": text})]
 
     def job_summary(self, service_key: str, details: Mapping[str, Any]) -> Summary | None:
         """The inputs as the engine learnt them, for a presentation whose inputs_view is

@@ -135,7 +135,42 @@ TEXT_KEYS = frozenset({
     "quit_fail",         # and the button that stops and fails them
     "services_summary",  # under the services list: {count} listed, {commands} with a command
     "day_tip",           # a service's last-24-h cell: {done} succeeded, {failed} failed
+    "approval_tab",      # the detail pane's tab of what a job waiting for approval is
+    "release_tab",       # ... and of what a held result would send
+    "waiting_title",     # the window's title while decisions wait: {count}
+    "requester_label",   # the label of who asked for the work
 })
+
+# The core actions of the operator's gate (engine/decisions.py), offered by state
+# (engine/views.unavailable_actions): approve (AWAITING_APPROVAL), release
+# (AWAITING_RELEASE), reject (both; a reason the requester reads).
+GATE_ACTIONS = ("approve", "reject", "release")
+
+
+# The gate's buttons in every source's words (a source lists them with its own actions).
+GATE_ACTION_SPECS = (
+    ActionSpec("approve", "Approve", "Ctrl+Shift+A",
+               "Run this {job}: its inputs were fetched and wait for your approval",
+               DialogSpec("confirm", "Approve {job}", "Run {job} {id} now?",
+                          batch_title="Approve {jobs}",
+                          batch_text="Run {count} {jobs} ({ids}) now?")),
+    ActionSpec("reject", "Reject…", "Ctrl+Shift+J",
+               "Fail this waiting {job} with a message its {requesters} read; a held result "
+               "stays here",
+               DialogSpec("reason", "Reject {job}",
+                          "Message for the {requesters} of {job} {id} (why it is rejected):",
+                          required="{Job} {id} was not rejected: a message for its "
+                          "{requesters} is required.",
+                          batch_title="Reject {jobs}",
+                          batch_text="Why {count} {jobs} ({ids}) are rejected, for their "
+                          "{requesters} (one reason for all):")),
+    ActionSpec("release", "Release", "Ctrl+Shift+L",
+               "Send this {job}'s result, held for your review, and finish it",
+               DialogSpec("confirm", "Release result", "Send the result of {job} {id} to its "
+                          "{requesters} now?",
+                          batch_title="Release results",
+                          batch_text="Send the results of {count} {jobs} ({ids}) now?")),
+)
 
 
 def presentation_problems(p: Presentation) -> list[str]:
@@ -199,6 +234,73 @@ class JobView:
     # How the job's command is contained, in its executor's words ("sandbox, no network,
     # memory 8 GiB, 2 CPUs"; "" when not known): the detail's "Limits" line.
     limits: str = ""
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked for the work, as the source knows it: ``key`` is stable (rules match it),
+    ``user`` / ``org`` the names shown."""
+
+    key: str
+    user: str | None = None
+    org: str | None = None
+
+    def words(self) -> str:
+        shown = " @ ".join(x for x in (self.user, self.org) if x)
+        return f"{shown} ({self.key})" if shown else self.key
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One line of what a job waiting for approval is (label, value). ``local_only``: the
+    value is shown to this machine's operator only (an argument's value, a database path):
+    never journaled, logged, exported or sent; ``warning``: something the operator should
+    know before approving (a database label this node lacks)."""
+
+    label: str
+    value: str
+    local_only: bool = False
+    warning: str = ""
+
+
+@dataclass(frozen=True)
+class PreviewFile:
+    """A file that would leave at release: its name (shown locally only), size, SHA-256
+    and role (layer | result | attachment | log)."""
+
+    name: str
+    size: int
+    sha256: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a held result would send: its files, a readable text (a JSON output, at most
+    64 KiB), a table (at most 50 rows) and the held log messages. Local only."""
+
+    files: tuple[PreviewFile, ...] = ()
+    text: str = ""
+    rows: tuple[tuple[str, ...], ...] = ()
+    messages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    """A job waiting at a gate as the operator reviews it (the channel's ``approval``):
+    computed on demand from local files, never journaled. ``gate``: "run" | "release";
+    ``waiting_since`` and ``deadline`` (when ``approval_timeout`` fails it; None: never):
+    epoch seconds."""
+
+    job_id: int
+    ticket_id: int
+    service: str
+    gate: str
+    waiting_since: float | None
+    requester: Requester | None = None
+    facts: tuple[Fact, ...] = ()
+    preview: Preview | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dss_console.core.interfaces import RemoteState, Source
+from dss_console.core.interfaces import OutcomeKind, RemoteState, Source
 from dss_console.engine.endings import remote_status
 from dss_console.engine.events import EventBus, JobChanged, JobSnapshot
+from dss_console.engine.gate import Decision, Gate, local_user
 from dss_console.engine.journal import Journal
 from dss_console.engine.pauses import ServicePauses
 from dss_console.engine.settings import ServiceCommand
@@ -47,11 +48,13 @@ class OperatorActions:
         def _service_name(self, service_hash: str) -> str: ...
         def _claim(self, hashes: list[str], *, run: bool) -> JobSnapshot | None: ...
         def _execution(self, job_id: int) -> JobExecution | None: ...
-        def _finish_without_run(self, snap: JobSnapshot, state: JobState,
-                                reason: str) -> None: ...
+        def _finish_without_run(self, snap: JobSnapshot, state: JobState, reason: str, *,
+                                kind: OutcomeKind | None = None,
+                                drop_held: bool = False) -> None: ...
         def _launch(self, job_id: int, *, fresh_run: bool = False,
                     prefetch_only: bool = False, upload: Path | None = None,
-                    follow: bool = False, restarted: bool = False) -> JobExecution: ...
+                    follow: bool = False, restarted: bool = False,
+                    decision: Decision | None = None) -> JobExecution: ...
 
     # -- manual operations (block on the network) -------------------------------------------
     def claim_next(self, service_hashes: Sequence[str] | None = None, *,
@@ -79,9 +82,14 @@ class OperatorActions:
 
     def run_job(self, job_id: int) -> None:
         snap = self._job_without_execution(job_id, "run")
+        if snap.state.is_waiting:
+            raise EngineError(f"{self.noun} {snap.ticket_id} waits for the operator's decision: "
+                              "approve, release or reject it")
         if snap.state not in (JobState.CLAIMED, JobState.INTERRUPTED, JobState.BLOCKED):
             raise EngineError(f"ticket {snap.ticket_id} is {snap.state.value}; use Retry run")
-        self._launch(job_id, fresh_run=snap.state is JobState.INTERRUPTED)
+        # The operator's Run is the operator's approval: no second click at the gate.
+        self._launch(job_id, fresh_run=snap.state is JobState.INTERRUPTED,
+                     decision=Decision(Gate.RUN, "approve", "window", user=local_user()))
 
     def retry_job(self, job_id: int) -> None:
         """Run the command again from a clean work dir, if the ticket is still ours."""
@@ -135,10 +143,15 @@ class OperatorActions:
             raise EngineError(f"ticket {snap.ticket_id} already succeeded")
         if self.journal.pending_final(job_id):
             raise EngineError(f"ticket {snap.ticket_id} is still sending a result")
+        if snap.state is JobState.AWAITING_APPROVAL:
+            raise EngineError(f"ticket {snap.ticket_id} waits for approval; approve or "
+                              "reject it first")
         path = Path(workspace)
         if not path.is_file():
             raise EngineError(f"{path} is not a file")
-        self._launch(job_id, upload=path)
+        # A result the operator hands over is the operator's release (recorded so).
+        self._launch(job_id, upload=path,
+                     decision=Decision(Gate.RELEASE, "release", "window", user=local_user()))
 
     def _job_without_execution(self, job_id: int, verb: str) -> JobSnapshot:
         snap = self.journal.job(job_id)

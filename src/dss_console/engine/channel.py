@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 # 2: the hello names the engine's "role" (was "kind") and carries its source's presentation;
 # job snapshots carry their view.
-PROTOCOL_VERSION = 2
+# 3: the operator's gate: waiting_jobs, approval, approve_job, reject_job, release_job;
+# EngineStatus.waiting; the states awaiting_approval and awaiting_release.
+PROTOCOL_VERSION = 3
 HELLO_TIMEOUT = 5.0
 OUTPUT_RATE = 2000  # lines per second per watched job, per peer
 MAX_QUEUED = 20_000  # messages queued for a peer that does not read: then it is dropped

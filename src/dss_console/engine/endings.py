@@ -65,6 +65,7 @@ class JobEndings:
 
     if TYPE_CHECKING:
         def _output_log(self) -> Path: ...
+        def _hold_for_release(self, calls: list[OutboxCall]) -> bool: ...
 
     # -- helpers ----------------------------------------------------------------------------
     @property
@@ -76,7 +77,8 @@ class JobEndings:
 
     def _transition(self, state: JobState, reason: str | None = None,
                     calls: list[OutboxCall] | None = None, *, check: bool = True,
-                    drop_final: bool = False, ledger: Sequence[LedgerEntry] = (),
+                    drop_final: bool = False, hold: bool = False, drop_held: bool = False,
+                    ledger: Sequence[LedgerEntry] = (),
                     **fields: object) -> None:
         snap = self.ctx.journal.job(self.job_id)
         payload_calls = [(kind, {**payload, "ticket": snap.ticket_id})
@@ -85,8 +87,8 @@ class JobEndings:
         if details is not None:
             fields["details"] = details
         items = self.ctx.journal.transition(self.job_id, state, reason, calls=payload_calls,
-                                            check=check, drop_final=drop_final,
-                                            ledger=ledger, **fields)
+                                            check=check, drop_final=drop_final, hold=hold,
+                                            drop_held=drop_held, ledger=ledger, **fields)
         if items:
             self.ctx.outbox.announce(items)
         self._publish()
@@ -233,12 +235,16 @@ class JobEndings:
             return
         kind = outcome or self._end_as or (
             OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED)
+        # Messages held for a release that will not come never left: the reason must.
+        held = bool(self.ctx.journal.held_items(self.job_id))
+        told = told and not held
         lines = tail or []
         calls = self.source.failure_calls(Ending(
             kind=kind, reason="" if told else user_reason or reason, told=told,
             tail_file=lambda: self._write_tail(lines) if lines and self._shares_tail() else None,
             shared_output=self._shared_output))
-        self._transition(state, reason, calls=calls, check=False, drop_final=True)
+        self._transition(state, reason, calls=calls, check=False, drop_final=True,
+                         drop_held=held)
 
     def _stop_during_upload(self) -> None:
         """Cancel, fail or a vanished ticket while the result phase is in flight."""
@@ -296,8 +302,11 @@ class JobEndings:
             self.command_result = "failed"
             self._fail(exc.reason, user_reason=exc.user_reason)
             return
+        if self._hold_for_release(calls):
+            return  # the result waits for the operator's release: no thread waits with it
+        # Whatever an earlier result held goes: this one (the operator's) replaces it.
         upload = upload_entry(calls)
-        self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0,
+        self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0, drop_held=True,
                          ledger=[upload] if upload is not None else [])
         self._finish_upload()
 

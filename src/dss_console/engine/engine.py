@@ -29,6 +29,7 @@ from dss_console.core.interfaces import (
 )
 from dss_console.engine.actions import EngineError, OperatorActions
 from dss_console.engine.connection import ConnectionState
+from dss_console.engine.decisions import GateDecisions
 from dss_console.engine.events import (
     EngineNotice,
     EventBus,
@@ -37,6 +38,7 @@ from dss_console.engine.events import (
     ServicePaused,
     ServiceResumed,
 )
+from dss_console.engine.gate import Decision
 from dss_console.engine.jobs import JobContext, JobExecution
 from dss_console.engine.journal import Journal
 from dss_console.engine.ledger import make_ledger_dir
@@ -62,7 +64,7 @@ from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import server_slug, ticket_workdir
 
 
-class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
+class Engine(OperatorActions, GateDecisions, Scheduler, StartupRecovery, Reactions):
     def __init__(self, settings: Settings, source: Source, journal: Journal, *,
                  provider: str, executors: Mapping[str, Executor],
                  events: EventBus | None = None, auto: bool = False,
@@ -98,7 +100,8 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
                               on_shutdown=settings.on_shutdown,
                               interrupted=settings.interrupted,
                               send_output_tail=source.shares_output_tail(settings),
-                              workroot=Path(settings.workroot))
+                              workroot=Path(settings.workroot),
+                              approval_rules=list(settings.approval_rules))
         self.noun = source.words.job  # in what the operator reads
         # The ledger beside the journal (engine/ledger.py): every step, hash-chained, and
         # signed when the settings ask (the key from the keyring; refused in words if none).
@@ -115,6 +118,10 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
         self.pauses = ServicePauses(settings.pause_after_failures, settings.pause_window)
         self._lock = threading.RLock()
         self._executions: dict[int, JobExecution] = {}
+        # Jobs waiting for a decision: job -> (state, service key, since); kept from the
+        # engine's own JobChanged events (engine/decisions.py), rebuilt at start.
+        self._waiting: dict[int, tuple[JobState, str, float]] = {}
+        self.events.subscribe(self._track_waiting)
         self._services: list[SourceService] = []
         self._service_auto: dict[str, bool] = {}
         self._last_ready: dict[str, int] = {}
@@ -137,6 +144,7 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
             self.events.publish(EngineNotice(level="error", text=self._signing_refused))
         self.ledger.start()
         self.outbox.start()
+        self._load_waiting()
         self.recover(run_claimed=run_claimed)
         # Push events (v6's socket) make the engine react at once; polling stays the
         # backstop for anything missed while the channel is down.
@@ -321,6 +329,7 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
         self.ctx.interrupted = settings.interrupted
         self.ctx.send_output_tail = self.source.shares_output_tail(settings)
         self.ctx.workroot = Path(settings.workroot)
+        self.ctx.approval_rules = list(settings.approval_rules)
         self.source.update_settings(settings)
         configured = self.source.configured_services()
         if configured:
@@ -397,14 +406,14 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
 
     def _launch(self, job_id: int, *, fresh_run: bool = False, prefetch_only: bool = False,
                 upload: Path | None = None, follow: bool = False,
-                restarted: bool = False) -> JobExecution:
+                restarted: bool = False, decision: Decision | None = None) -> JobExecution:
         snap = self.journal.job(job_id)
         # By the job's own service name: the live service list may not be loaded yet.
         command = self._command(snap.service_name, snap.service_hash)
         execution = JobExecution(self.ctx, job_id, command,
                                  fresh_run=fresh_run, prefetch_only=prefetch_only,
-                                 upload=upload, follow=follow,
-                                 restarted=restarted, on_finished=self._on_job_finished)
+                                 upload=upload, follow=follow, restarted=restarted,
+                                 decision=decision, on_finished=self._on_job_finished)
         with self._lock:
             self._executions[job_id] = execution
         execution.start()
@@ -419,11 +428,16 @@ class Engine(OperatorActions, Scheduler, StartupRecovery, Reactions):
         with self._lock:
             return [e for e in self._executions.values() if e.alive]
 
-    def _finish_without_run(self, snap: JobSnapshot, state: JobState, reason: str) -> None:
-        kind = OutcomeKind.CANCELLED if state is JobState.CANCELLED else OutcomeKind.FAILED
+    def _finish_without_run(self, snap: JobSnapshot, state: JobState, reason: str, *,
+                            kind: OutcomeKind | None = None, drop_held: bool = False) -> None:
+        """End a job no command runs for (``drop_held``: its held result stays here)."""
+        kind = kind or (OutcomeKind.CANCELLED if state is JobState.CANCELLED
+                        else OutcomeKind.FAILED)
         calls = self._failure_calls(snap, kind, reason)
+        held = bool(self.journal.held_items(snap.job_id))
         items = self.journal.transition(snap.job_id, state, reason, check=False, calls=calls,
-                                        drop_final=True)
+                                        drop_final=True, drop_held=drop_held or held,
+                                        waiting_since=None)
         self.outbox.announce(items)
         self.events.publish(JobChanged(job=self.journal.job(snap.job_id)))
 

@@ -52,6 +52,10 @@ class JobSnapshot:
     # The job as its source presents it (cells, summary, actions that cannot be done now):
     # set on snapshots sent to windows (engine/views.py), None inside the engine.
     view: JobView | None = field(default=None, hash=False, compare=False)
+    # The operator's gate: since when the job waits for a decision (None: it does not), and
+    # the decisions made, by gate ("run", "release"): {verdict, user, via, rule, at}.
+    waiting_since: float | None = None
+    decision: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def pending_seconds(self) -> float | None:
@@ -178,7 +182,17 @@ class EngineStatus(Event):
     connection: str
     claims_in_flight: int
     idle_poll_completed: bool
-    waiting: int = 0  # jobs waiting for a person's decision (approval or release)
+    # Jobs waiting for the operator's decision (approve, release or reject): from a set the
+    # engine keeps, not a query per status tick.
+    waiting: int = 0
+
+
+@dataclass(frozen=True)
+class RulesEdited(Event):
+    """The operator's approval rules changed (added or revoked): whoever keeps the settings
+    file saves them (a worker's channel host; a console's window)."""
+
+    rules: tuple[Any, ...]  # engine.gate.ApprovalRule (not imported here: no cycle)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ from typing import Any
 from dss_console.engine.channel import ChannelPaths, EngineChannel, channel_paths
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import EngineStatus, Event, JobChanged, JobSnapshot
-from dss_console.engine.settings import ServiceCommand, parse_settings, settings_to_toml
+from dss_console.engine.gate import ApprovalRule
+from dss_console.engine.settings import (
+    ServiceCommand,
+    load_settings,
+    parse_settings,
+    save_settings,
+    settings_to_toml,
+)
 from dss_console.engine.views import described_services, job_limits, presented, service_figures
 from dss_console.engine.wire import to_wire
 
@@ -31,7 +38,8 @@ def engine_status(engine: Engine) -> EngineStatus:
     return EngineStatus(auto=engine.auto, busy=tuple(sorted(engine.busy_job_ids())),
                         connection=engine.connection.state,
                         claims_in_flight=engine.claims_in_flight,
-                        idle_poll_completed=engine.idle_poll_completed())
+                        idle_poll_completed=engine.idle_poll_completed(),
+                        waiting=engine.waiting_count())
 
 
 class StatusPublisher:
@@ -56,9 +64,10 @@ class StatusPublisher:
             status = engine_status(self.engine)
             last = self._last
             if last is None or (status.auto, status.busy, status.connection,
-                                status.claims_in_flight, status.idle_poll_completed) != (
+                                status.claims_in_flight, status.idle_poll_completed,
+                                status.waiting) != (
                     last.auto, last.busy, last.connection, last.claims_in_flight,
-                    last.idle_poll_completed):
+                    last.idle_poll_completed, last.waiting):
                 self._last = status
                 self.engine.events.publish(status)
 
@@ -80,7 +89,10 @@ def present_job(engine: Engine, job: JobSnapshot) -> JobSnapshot:
 
 
 def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
-                    settings_source: Path) -> dict[str, Callable[..., Any]]:
+                    settings_source: Path,
+                    keeps_settings_file: bool = True) -> dict[str, Callable[..., Any]]:
+    """``keeps_settings_file``: this engine writes its rules to its settings file (a worker;
+    a console's window saves its own settings on ``RulesEdited``)."""
     def update_settings(toml: str) -> None:
         settings = parse_settings(toml, settings_source)
         # Who the engine is and where it works stay as started: they name its journal,
@@ -101,6 +113,36 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         engine.outbox.resume()
         engine.connection.set("online")
         engine.wake()
+
+    def keep_rules() -> None:
+        """The engine's rules into its settings file (in place: comments kept), so a
+        restart and the window's Settings see them."""
+        if keeps_settings_file and settings_source.exists():
+            current = load_settings(settings_source)
+            save_settings(replace(current, approval_rules=engine.approval_rules()),
+                          settings_source)
+
+    def add_rule(service: str, requester: str = "", gate: str = "run", until: str = "",
+                 via: str = "window") -> ApprovalRule:
+        made = engine.add_rule(ApprovalRule(service=str(service), requester=str(requester),
+                                            gate=str(gate), until=str(until)), str(via))
+        keep_rules()
+        return made
+
+    def revoke_rule(rule_id: str, via: str = "window") -> ApprovalRule:
+        gone = engine.revoke_rule(str(rule_id), str(via))
+        keep_rules()
+        return gone
+
+    def approve_job(job_id: int, via: str = "window", always: bool = False, until: str = "",
+                    any_requester: bool = False) -> ApprovalRule | None:
+        if not always:
+            engine.approve_job(int(job_id), str(via))
+            return None
+        made = engine.approve_always(int(job_id), until=str(until or ""),
+                                     any_requester=bool(any_requester), via=str(via))
+        keep_rules()
+        return made
 
     def present(job: JobSnapshot | None) -> JobSnapshot | None:
         return None if job is None else present_job(engine, job)
@@ -139,6 +181,17 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         "fail_job": lambda job_id, message: engine.fail_job(int(job_id), str(message)),
         "upload_result": lambda job_id, workspace: engine.upload_result(int(job_id),
                                                                         str(workspace)),
+        # The operator's gate (engine/decisions.py): ``via`` says who asked (the window, the
+        # `approvals` command); what a waiting job is crosses only this private channel.
+        "waiting_jobs": engine.waiting_jobs,
+        "approval": lambda job_id: engine.approval(int(job_id)),
+        "approve_job": approve_job,
+        "reject_job": lambda job_id, message, via="window": engine.reject_job(
+            int(job_id), str(message), str(via)),
+        "release_job": lambda job_id, via="window": engine.release_job(int(job_id), str(via)),
+        "approval_rules": engine.approval_rules,
+        "add_rule": add_rule,
+        "revoke_rule": revoke_rule,
         "set_auto": lambda enabled, service_hash=None: engine.set_auto(bool(enabled),
                                                                       service_hash),
         "resume_service": lambda service_hash: engine.resume_service(str(service_hash)),
@@ -179,7 +232,8 @@ def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
     paths: ChannelPaths = channel_paths(data_dir, engine.source.key, engine.instance)
     channel = EngineChannel(
         paths, engine_handlers(engine, on_shutdown=on_shutdown,
-                               settings_source=settings_source),
+                               settings_source=settings_source,
+                               keeps_settings_file=role != "console"),
         presented_events(engine),
         info={"server": engine.source.key, "instance": engine.instance,
               "provider": provider, "data_dir": str(data_dir), "role": role,

@@ -37,6 +37,8 @@ from dss_console.core.interfaces import (
 )
 from dss_console.engine.endings import JobEndings, remote_status
 from dss_console.engine.events import EventBus, JobMessage, JobOutput, JobSnapshot
+from dss_console.engine.gate import ApprovalRule, Decision
+from dss_console.engine.gate_job import JobGates
 from dss_console.engine.journal import Journal, command_forgotten, execution_fields
 from dss_console.engine.ledger_records import inputs_entry
 from dss_console.engine.outbox import Outbox
@@ -94,6 +96,8 @@ class JobContext:
     # Whether a failure sends the output's tail (redacted) when the service does not say.
     send_output_tail: bool = False
     workroot: Path | None = None  # redacted from what is sent, with the job's own work dir
+    # The rules that approve by themselves (settings' [[approval_rules]], engine/gate.py).
+    approval_rules: list[ApprovalRule] = field(default_factory=list)
 
 
 class StopRequest:
@@ -110,14 +114,14 @@ class StopRequest:
         self.event.set()
 
 
-class JobExecution(JobEndings):
+class JobExecution(JobEndings, JobGates):
     """Drives one job on a thread. `cancel`, `shutdown` and `ticket_gone` may come from any
     thread."""
 
     def __init__(self, ctx: JobContext, job_id: int, command: ServiceCommand | None, *,
                  fresh_run: bool = False, prefetch_only: bool = False,
                  upload: Path | None = None, follow: bool = False,
-                 restarted: bool = False,
+                 restarted: bool = False, decision: Decision | None = None,
                  on_finished: Callable[[int], None] | None = None):
         self.ctx = ctx
         self.job_id = job_id
@@ -132,6 +136,7 @@ class JobExecution(JobEndings):
         # user is told before the steps repeat.
         self.restarted = restarted
         self.on_finished = on_finished
+        self.operator_decision = decision
         self.stop = StopRequest()
         self._handle: RunHandle | None = None
         self._tracker = ProgressTracker()
@@ -150,6 +155,7 @@ class JobExecution(JobEndings):
         self._finished_remotely_at: float | None = None
         self.source = ctx.source
         self._last_output_sent = 0.0
+        self._holding = False  # the command's reports are held for the release gate
         self._thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
 
     # -- control ----------------------------------------------------------------------------
@@ -236,6 +242,8 @@ class JobExecution(JobEndings):
             return
         if self.fresh_run and not self._still_ours(announce=not self.restarted):
             return
+        if snap.state is JobState.AWAITING_APPROVAL and not self._still_ours(announce=False):
+            return  # the work went away while it waited for the operator
         if self.restarted:
             self._put(self.source.restarted_calls())
         if snap.state is JobState.BLOCKED and not self._still_ours(announce=False):
@@ -261,6 +269,8 @@ class JobExecution(JobEndings):
         if self.stop.kind:
             self._stopped_before_run()
             return
+        if not self._pass_run_gate():
+            return  # it waits for the operator's decision: no thread waits with it
         self._execute()
 
     def _download(self) -> bool:
@@ -365,6 +375,7 @@ class JobExecution(JobEndings):
             began = snap.started_at if snap.started_at is not None else time.time()
             self._transition(JobState.RUNNING, "following its command again", check=False,
                              started_at=began)
+        self._holding = self.holds_reports()
         handle = self._start(executor, request, follow)
         if handle is None:
             return
@@ -512,7 +523,7 @@ class JobExecution(JobEndings):
         shares its output's tail: a redacted copy, made now; one such call pending at a
         time."""
         interval = self.source.rules.output_interval
-        if interval is None or not self._shares_tail():
+        if interval is None or not self._shares_tail() or self._holding:
             return
         now = time.monotonic()
         if now - self._last_output_sent < interval:
@@ -538,6 +549,7 @@ class JobExecution(JobEndings):
 
     # -- reports from the command -----------------------------------------------------------
     def _on_report(self, report: Report) -> None:
+        held = self._holding  # what would leave waits for the release gate
         if isinstance(report, OutputReport):
             self.ctx.events.publish(JobOutput(job_id=self.job_id, lines=report.lines,
                                               skipped=report.skipped))
@@ -548,7 +560,7 @@ class JobExecution(JobEndings):
             self.ctx.events.publish(JobMessage(job_id=self.job_id, level=report.level,
                                                text=report.text))
             self._send_progress(force=True)  # keep progress and messages in order
-            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "log",
+            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "log", held=held,
                                 level=report.level, message=report.text)
         elif isinstance(report, AttachReport):
             try:
@@ -556,7 +568,7 @@ class JobExecution(JobEndings):
             except (OSError, ValueError) as exc:
                 self._local_note("warning", f"attachment {report.description!r} not sent: {exc}")
                 return
-            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "attach",
+            self.ctx.outbox.put(self.job_id, self.snapshot.ticket_id, "attach", held=held,
                                 description=report.description, path=str(kept),
                                 mime_type=report.mime_type)
             self._local_note("info", f"attachment queued: {report.description} "

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, job_id, id);
 """ + LEDGER_SCHEMA
+# Created after the columns it names exist (an old journal gains them in _migrate).
+_WAITING_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_waiting ON jobs(state, waiting_since)"
 
 # Columns added after the first release, with their declarations, in the order added.
 _ADDED_COLUMNS = (
@@ -102,6 +104,10 @@ _ADDED_COLUMNS = (
     ("running_at", "REAL"),
     ("details", "TEXT"),
     ("execution", "TEXT"),  # ExecutorDetails as JSON; replaces pid ... running_at (kept readable)
+    # The operator's gate (engine/gate.py): when the job began to wait for a decision, and
+    # the decisions made, by gate (JSON: {gate: {verdict, user, via, rule, at, ...}}).
+    ("waiting_since", "REAL"),
+    ("decision", "TEXT"),
 )
 
 PENDING = "pending"
@@ -110,6 +116,10 @@ SUPERSEDED = "superseded"
 DROPPED = "dropped"
 FAILED = "failed"
 SKIPPED = "skipped"
+# Calls a job made while its result waits for the operator's release: kept in order, never
+# sent (the outbox reads only pending rows), turned pending by `release` or dropped by a
+# rejection.
+HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,8 @@ class Journal:
                 if legacy is not None:
                     db.execute("UPDATE jobs SET execution=? WHERE id=?",
                                (_execution_json(legacy), row["id"]))
+        with contextlib.suppress(sqlite3.OperationalError):  # another engine made it
+            self._db.execute(_WAITING_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -243,17 +255,24 @@ class Journal:
 
     def transition(self, job_id: int, new: JobState, reason: str | None = None, *,
                    check: bool = True, calls: Sequence[tuple[str, dict[str, Any]]] = (),
-                   drop_final: bool = False, ledger: Sequence[LedgerEntry] = (),
+                   drop_final: bool = False, hold: bool = False, drop_held: bool = False,
+                   ledger: Sequence[LedgerEntry] = (),
                    **fields: Any) -> list[OutboxItem]:
         """Record a state change (and job fields) durably before the caller acts on it.
 
         `calls` are queued in the outbox in the same transaction, so a crash can never leave
         a job decided but its server calls unqueued (or the other way round); so are the
         `ledger` entries recording the step (bound to this job, after the change).
+        ``hold``: the calls are queued held (a result waiting for the operator's
+        release); ``drop_held``: the job's held calls are dropped (a rejected release).
         """
         now = time.time()
         items: list[OutboxItem] = []
+        state_of_calls = HELD if hold else PENDING
         with self._tx() as db:
+            if drop_held:
+                db.execute("UPDATE outbox SET state=?, last_error=?, delivered_at=? WHERE "
+                           "job_id=? AND state=?", (DROPPED, reason, now, job_id, HELD))
             if drop_final:
                 # A failure replaces a result phase still in flight (its uploads and success).
                 for row in db.execute("SELECT id, payload FROM outbox WHERE job_id=? AND "
@@ -276,15 +295,43 @@ class Journal:
             db.execute("INSERT INTO transitions (job_id, at, state, reason) VALUES (?,?,?,?)",
                        (job_id, now, new.value, reason))
             for kind, payload in calls:
-                cur = db.execute("INSERT INTO outbox (job_id, kind, payload, created_at) "
-                                 "VALUES (?,?,?,?)", (job_id, kind, json.dumps(payload), now))
-                items.append(OutboxItem(int(cur.lastrowid or 0), job_id, kind, payload, PENDING,
-                                        0, None, now, None))
+                cur = db.execute("INSERT INTO outbox (job_id, kind, payload, state, created_at) "
+                                 "VALUES (?,?,?,?,?)", (job_id, kind, json.dumps(payload),
+                                                        state_of_calls, now))
+                items.append(OutboxItem(int(cur.lastrowid or 0), job_id, kind, payload,
+                                        state_of_calls, 0, None, now, None))
             after = dict(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
             steps = step_entries(db, job_id, old, new, after)  # start, end: whoever moved it
             queued = queue_entries(db, [*steps, *ledger], job=after, at=now)
         self._ledger_queued(queued)
-        return items
+        return [] if hold else items
+
+    def release(self, job_id: int, new: JobState, reason: str | None = None, *,
+                ledger: Sequence[LedgerEntry] = (), **fields: Any) -> list[OutboxItem]:
+        """The operator released a held result: its held calls become pending, in the order
+        they were made, and the job goes to ``new`` (UPLOADING), in one transaction."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            check_transition(JobState(row["state"]), new)
+            rows = db.execute("SELECT * FROM outbox WHERE job_id=? AND state=? ORDER BY id",
+                              (job_id, HELD)).fetchall()
+            db.execute("UPDATE outbox SET state=? WHERE job_id=? AND state=?",
+                       (PENDING, job_id, HELD))
+            self._update(db, job_id, {"state": new.value, "reason": reason, "updated_at": now,
+                                      "waiting_since": None, **fields})
+            db.execute("INSERT INTO transitions (job_id, at, state, reason) VALUES (?,?,?,?)",
+                       (job_id, now, new.value, reason))
+            queued = self._queue_ledger(db, job_id, ledger, now)
+        self._ledger_queued(queued)
+        return [replace(_item(r), state=PENDING) for r in rows]
+
+    def held_items(self, job_id: int) -> list[OutboxItem]:
+        """The calls a job's result waits to make (in order)."""
+        return [_item(r) for r in self._query("SELECT * FROM outbox WHERE job_id=? AND "
+                                              "state=? ORDER BY id", (job_id, HELD))]
 
     # -- the ledger's queue (engine/ledger.py) -------------------------------------------------
     def queue_ledger(self, entries: Sequence[LedgerEntry], *, source: str | None = None,
@@ -354,12 +401,14 @@ class Journal:
     def _update(db: sqlite3.Connection, job_id: int, fields: dict[str, Any]) -> None:
         allowed = {"state", "reason", "progress", "exit_code", "inputs_ready", "attempt",
                    "started_at", "finished_at", "updated_at", "workdir", "not_retryable",
-                   "executor", "details", "execution", _FORGET, _REPLACE}
+                   "executor", "details", "execution", "waiting_since", "decision",
+                   _FORGET, _REPLACE}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown job fields {sorted(unknown)}")
-        if isinstance(fields.get("details"), dict):
-            fields["details"] = json.dumps(fields["details"])
+        for name in ("details", "decision"):
+            if isinstance(fields.get(name), dict):
+                fields[name] = json.dumps(fields[name])
         forget = bool(fields.pop(_FORGET, False))
         replace = bool(fields.pop(_REPLACE, False))
         update = fields.get("execution")
@@ -393,9 +442,13 @@ class Journal:
         return dict(rows[0])
 
     def jobs(self, *, source: str | None = None, instance: str | None = None,
-             states: set[JobState] | None = None, limit: int | None = None,
-             finished_since: float | None = None) -> list[JobSnapshot]:
+             states: set[JobState] | frozenset[JobState] | None = None,
+             limit: int | None = None, finished_since: float | None = None,
+             waiting_before: float | None = None) -> list[JobSnapshot]:
         sql, args = _scoped(f"{_JOB_SELECT} WHERE 1=1", [], source, instance)
+        if waiting_before is not None:  # decisions overdue (jobs_by_waiting)
+            sql += " AND j.waiting_since IS NOT NULL AND j.waiting_since < ?"
+            args.append(waiting_before)
         if finished_since is not None:
             sql += " AND j.finished_at >= ?"
             args.append(finished_since)
@@ -418,13 +471,16 @@ class Journal:
                             "ORDER BY id", (job_id,))]
 
     # -- outbox -----------------------------------------------------------------------------
-    def enqueue(self, job_id: int, kind: str, payload: dict[str, Any]) -> OutboxItem:
+    def enqueue(self, job_id: int, kind: str, payload: dict[str, Any], *,
+                held: bool = False) -> OutboxItem:
         now = time.time()
+        state = HELD if held else PENDING
         with self._tx() as db:
-            cur = db.execute("INSERT INTO outbox (job_id, kind, payload, created_at) "
-                             "VALUES (?,?,?,?)", (job_id, kind, json.dumps(payload), now))
+            cur = db.execute("INSERT INTO outbox (job_id, kind, payload, state, created_at) "
+                             "VALUES (?,?,?,?,?)", (job_id, kind, json.dumps(payload), state,
+                                                    now))
             item_id = int(cur.lastrowid or 0)
-        return OutboxItem(item_id, job_id, kind, payload, PENDING, 0, None, now, None)
+        return OutboxItem(item_id, job_id, kind, payload, state, 0, None, now, None)
 
     def next_pending(self, job_id: int) -> OutboxItem | None:
         rows = self._query("SELECT * FROM outbox WHERE job_id=? AND state=? ORDER BY id "
@@ -650,7 +706,8 @@ def _snapshot(row: sqlite3.Row | Mapping[str, Any]) -> JobSnapshot:
         executor=row["executor"] or "local",
         execution=_execution_of(row["execution"]) if row["execution"] is not None
         else _legacy_execution(row),
-        details=_details(row["details"]))
+        details=_details(row["details"]),
+        waiting_since=row["waiting_since"], decision=_details(row["decision"]))
 
 
 def _details(text: str | None) -> dict[str, Any]:

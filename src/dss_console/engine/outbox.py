@@ -87,12 +87,15 @@ class Outbox:
         return self.connection_state.state
 
     # -- queueing ---------------------------------------------------------------------------
-    def put(self, job_id: int, ticket_id: int, kind: str, **payload: Any) -> OutboxItem:
+    def put(self, job_id: int, ticket_id: int, kind: str, *, held: bool = False,
+            **payload: Any) -> OutboxItem:
+        """Queue a call; ``held``: kept until the operator releases the job's result."""
         payload["ticket"] = ticket_id
-        item = self.journal.enqueue(job_id, kind, payload)
+        item = self.journal.enqueue(job_id, kind, payload, held=held)
         self.events.publish(CallQueued(job_id=job_id, item_id=item.id, kind=kind,
                                        summary=item.summary))
-        self.wake()
+        if not held:
+            self.wake()
         return item
 
     def announce(self, items: list[OutboxItem]) -> None:

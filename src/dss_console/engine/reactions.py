@@ -43,6 +43,8 @@ class Reactions:
     outbox: Outbox
     noun: str
     _wake: threading.Event
+    _lock: threading.RLock
+    _waiting: dict[int, tuple[JobState, str, float]]
 
     if TYPE_CHECKING:
         def _execution(self, job_id: int) -> JobExecution | None: ...
@@ -82,10 +84,27 @@ class Reactions:
                         execution.killed_on_node("every run of this node")
                     else:
                         execution.ticket_gone("killed on the server", killed=True)
+            self._gone_while_waiting(wanted, every=event.all)
         elif isinstance(event, Connection):
             self.events.publish(EngineNotice(
                 level="info", text="push events: connected" if event.connected else
                 "push events: disconnected; polling until they are back"))
+
+    def _gone_while_waiting(self, ticket_ids: set[int], *, every: bool) -> None:
+        """Work killed on the server while it waited for the operator: no execution runs to
+        stop, so it ends here (its held calls dropped: nothing is sent for it)."""
+        with self._lock:
+            waiting = list(self._waiting)
+        for job_id in waiting:
+            snap = self.journal.job(job_id)
+            if not snap.state.is_waiting or not (every or snap.ticket_id in ticket_ids):
+                continue
+            if self._execution(job_id) is not None:
+                continue
+            self.journal.transition(job_id, JobState.CANCELLED, "killed on the server while "
+                                    "it waited for a decision", check=False, drop_held=True,
+                                    waiting_since=None, not_retryable=self.source.words.killed)
+            self.events.publish(JobChanged(job=self.journal.job(job_id)))
 
     def _on_call_refused(self, job_id: int, item: OutboxItem, message: str) -> None:
         snap = self.journal.job(job_id)

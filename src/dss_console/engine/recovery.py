@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dss_console.core.executor import Executor, ExecutorDetails, JobRef, Recovery
-from dss_console.core.interfaces import Source
+from dss_console.core.interfaces import OutcomeKind, Source
 from dss_console.engine.events import EngineNotice, EventBus, JobChanged, JobSnapshot
 from dss_console.engine.journal import Journal, command_forgotten
 from dss_console.engine.settings import Settings
@@ -36,8 +36,9 @@ class StartupRecovery:
     noun: str
 
     if TYPE_CHECKING:
-        def _finish_without_run(self, snap: JobSnapshot, state: JobState,
-                                reason: str) -> None: ...
+        def _finish_without_run(self, snap: JobSnapshot, state: JobState, reason: str, *,
+                                kind: OutcomeKind | None = None,
+                                drop_held: bool = False) -> None: ...
         def _launch(self, job_id: int, *, fresh_run: bool = False,
                     prefetch_only: bool = False, upload: Path | None = None,
                     follow: bool = False, restarted: bool = False) -> JobExecution: ...
@@ -48,6 +49,11 @@ class StartupRecovery:
         mine = [j for j in self.journal.jobs(source=self.source.key)
                 if j.instance == self.instance and not j.state.is_terminal]
         for snap in mine:
+            if snap.state.is_waiting:
+                # Waiting for a decision: nothing ran or left, nothing runs or leaves until
+                # someone decides (its held calls stay held). Only shown again.
+                self.events.publish(JobChanged(job=snap))
+                continue
             if snap.state is JobState.UPLOADING:
                 self._launch(snap.job_id)
                 resumed.append(snap.job_id)

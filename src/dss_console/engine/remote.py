@@ -22,16 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.core.history import ServiceHistory
-from dss_console.core.presentation import ServiceFigures
+from dss_console.core.presentation import ApprovalView, ServiceFigures
 from dss_console.engine import wire
 from dss_console.engine.channel import MAX_LINE, ChannelPaths, channel_paths
 from dss_console.engine.engine import EngineError, ServiceView
 from dss_console.engine.events import EngineStatus, Event, EventBus, JobSnapshot
+from dss_console.engine.gate import ApprovalRule
 from dss_console.engine.journal import OutboxItem
 from dss_console.engine.ledger_verify import Verdict
 
 CALL_TIMEOUT = 120.0  # claims and uploads wait on the network inside the engine
 LEDGER_TIMEOUT = 600.0  # verifying a ledger of millions of records reads it all
+GATE_PROTOCOL = 3  # the channel version that brought the operator's gate (channel.py)
 
 
 class EngineGoneError(Exception):
@@ -291,6 +293,61 @@ class RemoteEngine:
 
     def upload_result(self, job_id: int, workspace: str | Path) -> None:
         self.call("upload_result", job_id=job_id, workspace=str(workspace))
+
+    # -- the operator's gate (engine/decisions.py) -------------------------------------------
+    @property
+    def protocol(self) -> int:
+        """The engine's channel protocol version (1 when its hello did not say)."""
+        version = self.info.get("version")
+        return version if isinstance(version, int) else 1
+
+    def _gate_call(self, op: str, **args: Any) -> Any:
+        if self.protocol < GATE_PROTOCOL:
+            raise EngineError(f"this worker is older (channel protocol {self.protocol}) and has "
+                              "no approvals: restart it with this version of dss-console")
+        return self.call(op, **args)
+
+    def waiting_jobs(self) -> list[ApprovalView]:
+        """Every job waiting for a decision, oldest first (no facts or preview)."""
+        return list(self._gate_call("waiting_jobs"))
+
+    def approval(self, job_id: int) -> ApprovalView:
+        """What a waiting job is: facts before its run, the preview of a held result. Its
+        local-only values are for this machine's operator: never log or export them."""
+        found: ApprovalView = self._gate_call("approval", job_id=job_id)
+        return found
+
+    def approve_job(self, job_id: int, via: str = "window", *, always: bool = False,
+                    until: str = "", any_requester: bool = False) -> ApprovalRule | None:
+        """Run a waiting job; ``always``: and add a rule approving its requester (or
+        ``any_requester``) for its service from now on (until the day ``until``)."""
+        if not always:
+            self._gate_call("approve_job", job_id=job_id, via=via)
+            return None
+        made: ApprovalRule | None = self._gate_call(
+            "approve_job", job_id=job_id, via=via, always=True, until=until,
+            any_requester=any_requester)
+        return made
+
+    def reject_job(self, job_id: int, message: str, via: str = "window") -> None:
+        self._gate_call("reject_job", job_id=job_id, message=message, via=via)
+
+    def release_job(self, job_id: int, via: str = "window") -> None:
+        self._gate_call("release_job", job_id=job_id, via=via)
+
+    def approval_rules(self) -> list[ApprovalRule]:
+        return list(self._gate_call("approval_rules"))
+
+    def add_rule(self, service: str, requester: str = "", gate: str = "run", until: str = "",
+                 via: str = "window") -> ApprovalRule:
+        """"Always approve": kept in the engine's settings file; its ledger names who."""
+        made: ApprovalRule = self._gate_call("add_rule", service=service, requester=requester,
+                                             gate=gate, until=until, via=via)
+        return made
+
+    def revoke_rule(self, rule_id: str, via: str = "window") -> ApprovalRule:
+        gone: ApprovalRule = self._gate_call("revoke_rule", rule_id=rule_id, via=via)
+        return gone
 
     def set_auto(self, enabled: bool, service_hash: str | None = None) -> None:
         self.call("set_auto", enabled=enabled, service_hash=service_hash)

@@ -28,6 +28,7 @@ from dss_console.engine.events import (
     PollCompleted,
     ServiceResumed,
 )
+from dss_console.engine.gate import Gate, gates
 from dss_console.engine.journal import Journal
 from dss_console.engine.pauses import BLOCKED, ServicePauses
 from dss_console.engine.settings import ServiceCommand, Settings
@@ -104,6 +105,9 @@ class Scheduler:
         def _adopt(self, ticket_id: int, service_hash: str, *, run: bool,
                    details: dict[str, Any] | None = None) -> JobSnapshot: ...
         def _say_paused(self, service_hash: str, name: str, reason: str) -> None: ...
+        def waiting_for_approval(self, service_hash: str) -> int: ...
+        def expire_decisions(self, now: float | None = None) -> list[int]: ...
+        def next_decision_deadline(self) -> float | None: ...
 
     def _poll_loop(self) -> None:
         idle_since = time.monotonic()
@@ -138,9 +142,17 @@ class Scheduler:
             if time.monotonic() - last_cleanup > CLEANUP_EVERY:
                 last_cleanup = time.monotonic()
                 self._start_cleanup()
+            try:
+                self.expire_decisions()  # one indexed query, only while decisions wait
+            except Exception as exc:
+                self.events.publish(EngineNotice(level="error",
+                                                 text=f"a decision's timeout failed: {exc}"))
             if self._stopping.is_set():
                 break
             wait = poll_wait(interval, time.monotonic() - idle_since, error_backoff)
+            deadline = self.next_decision_deadline()
+            if deadline is not None:  # no longer than the nearest decision's deadline
+                wait = max(0.05, min(wait, deadline - time.time() + 0.05))
             if self._polled:
                 # The real wait (slower when idle or after errors), so a countdown is right.
                 self._polled = False
@@ -278,6 +290,9 @@ class Scheduler:
                                                    why="its command can start"))
 
     def _service_has_slot(self, service_hash: str, command: ServiceCommand) -> bool:
+        if (Gate.RUN in gates(command.approve)
+                and self.waiting_for_approval(service_hash) >= self.settings.approval_bound):
+            return False  # its queue of work waiting for the operator's approval is full
         running = self.active_count(service_hash)
         if not self.pauses.may_start(service_hash, running):
             return False  # those running may still fail: no more than the breaker allows

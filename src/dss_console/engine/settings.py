@@ -36,6 +36,18 @@ A missing file means all defaults. Every key is optional::
     sign_ledger = false                   # sign each ledger record (Ed25519, the key kept
                                           # in the OS keyring), so a copy can be checked
                                           # elsewhere (dss-console audit verify --file)
+    approval_timeout = "2d"               # a decision not made within this fails the job
+                                          # (default: none, it waits)
+    approval_queue = 4                    # a gated service claims no more while this many
+                                          # of its jobs wait for approval (default:
+                                          # concurrency)
+
+    [[approval_rules]]                    # "always approve this requester for this service"
+    service = "ASHS-PMC-T1"               # a service's name or hash, a vantage6 image
+    requester = "user:7@org:3"            # a requester's key; absent: anyone
+    gate = "run"                          # "run" | "release" | "both"
+    until = 2027-06-30                    # the last day it holds (a date); absent: always
+    id = "rule-ashs"                      # named by each decision it makes (default: derived)
 
     [services."ASHS-PMC-T1"]              # key: a service name (exact) or its 40-hex hash
     command = "bash /opt/ashs/service_ashs.sh {ticket} {workdir} {workspace} {result}"
@@ -45,6 +57,9 @@ A missing file means all defaults. Every key is optional::
                                           # (lowest); default 10 for an engine a console
                                           # started (the desktop stays responsive), else 0
     cwd = "/opt/ashs"                     # working directory of the command
+    approve = "run"                       # the operator's gate: "none" (default), "run"
+                                          # (approve each ticket before it runs), "release"
+                                          # (review each result before it leaves), "both"
     auto = true                           # take part in auto mode (default true)
     executor = "slurm"                    # "local" (default: a child process) or "slurm"
                                           # (each ticket is a cluster job, see below)
@@ -84,6 +99,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime as dt
 import difflib
 import os
 import socket
@@ -101,6 +117,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from dss_console import paths, plugins
 from dss_console.core.executor import OptionValue
+from dss_console.engine.gate import RULE_GATES, ApprovalRule
 from dss_console.engine.settings_reader import (
     CONSOLE_COMMAND_NICE,
     DEFAULTS_TABLE,
@@ -216,6 +233,12 @@ class Settings:
     # Raw output stays on this machine unless a service (or this default) opts in.
     send_output_tail: bool
     sign_ledger: bool  # Ed25519 signatures on the ledger's records (engine/ledger_sign.py)
+    # The operator's gate (engine/gate.py): seconds a decision may wait (None: for ever),
+    # jobs of one gated service waiting for approval before it claims more (None: as many
+    # as `concurrency`), and the rules that approve by themselves ([[approval_rules]]).
+    approval_timeout: float | None
+    approval_queue: int | None
+    approval_rules: list[ApprovalRule]
     # [defaults]: the isolation and limit keys every service and algorithm inherits (as
     # written; each source reads them again for its entries). Written back as a table.
     defaults: dict[str, OptionValue]
@@ -229,6 +252,8 @@ class Settings:
                  pause_window: float = 900.0, auto: bool = False,
                  ca_bundle: str | None = None, notify: Sequence[str] = (),
                  send_output_tail: bool = False, sign_ledger: bool = False,
+                 approval_timeout: float | None = None, approval_queue: int | None = None,
+                 approval_rules: Sequence[ApprovalRule] = (),
                  defaults: Mapping[str, OptionValue] | None = None,
                  plugins: Mapping[str, PluginSettings] | None = None) -> None:
         self.server = server
@@ -248,6 +273,9 @@ class Settings:
         self.notify = tuple(k for k in NOTIFY_KINDS if k in notify)
         self.send_output_tail = send_output_tail
         self.sign_ledger = sign_ledger
+        self.approval_timeout = approval_timeout
+        self.approval_queue = approval_queue
+        self.approval_rules = list(approval_rules)
         self.defaults = dict(defaults or {})
         # A copy: dataclasses.replace() passes the original's mapping.
         self.plugins = _default_plugins() if plugins is None else dict(plugins)
@@ -276,6 +304,11 @@ class Settings:
         tables = cast(ServiceTables, self.plugins[owner])
         return dataclasses.replace(self, plugins={**self.plugins,
                                                   owner: tables.with_services(services)})
+
+    @property
+    def approval_bound(self) -> int:
+        """Jobs of one gated service that may wait for approval before it claims more."""
+        return self.approval_queue if self.approval_queue is not None else self.concurrency
 
     def command_for(self, name: str, githash: str) -> ServiceCommand | None:
         """The command for a service of the service tables: an override first, then a hash
@@ -415,6 +448,12 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Settings:
         settings.send_output_tail = check.boolean(data["send_output_tail"], "send_output_tail")
     if "sign_ledger" in data:
         settings.sign_ledger = check.boolean(data["sign_ledger"], "sign_ledger")
+    if "approval_timeout" in data:
+        settings.approval_timeout = check.duration(data["approval_timeout"], "approval_timeout")
+    if "approval_queue" in data:
+        settings.approval_queue = check.integer(data["approval_queue"], "approval_queue", 1)
+    if "approval_rules" in data:
+        settings.approval_rules = _approval_rules(check, data["approval_rules"])
     settings.defaults = read_defaults(check, data)
     # Each source reads its own tables (absent ones give its defaults).
     settings.plugins = {name: parser.parse_settings(check, data)
@@ -442,6 +481,58 @@ def _notify_kinds(check: TableReader, value: object) -> tuple[str, ...]:
     return tuple(k for k in NOTIFY_KINDS if k in chosen)
 
 
+_RULE_KEYS = ("id", "service", "requester", "gate", "until", "added_by", "added")
+
+
+def _approval_rules(check: TableReader, value: object) -> list[ApprovalRule]:
+    """``[[approval_rules]]``: each a table; errors name the rule by its position."""
+    if not isinstance(value, list):
+        raise check.error("approval_rules", "must be an array of tables ([[approval_rules]]), "
+                                            f"not {type_name(value)}")
+    rules = []
+    for index, item in enumerate(value):
+        where = f"approval_rules[{index}]"
+        table = check.table(item, where)
+        check.unknown(table, _RULE_KEYS, where)
+        if "service" not in table:
+            raise check.error(where, "missing 'service' (the service's name or hash, or the "
+                                     "vantage6 image, the rule approves)")
+        until = table.get("until")
+        if isinstance(until, dt.date) and not isinstance(until, dt.datetime):
+            until = until.isoformat()  # a TOML date, as the file is written
+        fields = {key: check.string(until if key == "until" else table[key], f"{where}.{key}")
+                  for key in _RULE_KEYS if key in table and key != "gate"}
+        if "gate" in table:
+            fields["gate"] = check.choice(table["gate"], f"{where}.gate", RULE_GATES)
+        if "until" in fields:
+            try:
+                dt.date.fromisoformat(fields["until"])
+            except ValueError:
+                raise check.error(f"{where}.until", f"{fields['until']!r} is not a date "
+                                                    "like 2027-06-30") from None
+        rules.append(ApprovalRule(**fields))
+    ids = [r.rule_id for r in rules]
+    twice = next((i for i in ids if ids.count(i) > 1), None)
+    if twice is not None:
+        raise check.error("approval_rules", f"two rules have the id {twice!r}: give each its "
+                                            "own id")
+    return rules
+
+
+def _rule_value(key: str, value: str) -> str:
+    return value if key == "until" else toml_value(value)
+
+
+def _rules_toml(rules: Sequence[ApprovalRule]) -> list[str]:
+    lines: list[str] = []
+    for rule in rules:
+        lines += ["", "[[approval_rules]]"]
+        # `until` as a TOML date (2027-06-30), the rest as strings.
+        lines += [f"{key} = {_rule_value(key, getattr(rule, key))}" for key in _RULE_KEYS
+                  if getattr(rule, key)]
+    return lines
+
+
 # -- saving --------------------------------------------------------------------------
 
 
@@ -451,7 +542,7 @@ def settings_to_toml(settings: Settings) -> str:
     lines: list[str] = []
     for name in CORE_KEYS:
         value = getattr(settings, name)
-        if value is None or value == getattr(defaults, name):
+        if value is None or value == getattr(defaults, name) or name == "approval_rules":
             continue
         lines.append(f"{name} = {toml_value(value)}")
     if settings.defaults:
@@ -464,11 +555,15 @@ def settings_to_toml(settings: Settings) -> str:
         if tables and lines:
             lines.append("")
         lines.extend(tables)
+    # Arrays of tables last: a top-level key after them would belong to the last one.
+    lines.extend(_rules_toml(settings.approval_rules))
+    while lines and lines[0] == "":
+        lines.pop(0)
     return "\n".join(lines) + "\n" if lines else ""
 
 
 # Keys whose numbers are seconds: a changed one is written as a person would ("30m").
-_DURATION_KEYS = frozenset({"poll_interval", "pause_window", "timeout"})
+_DURATION_KEYS = frozenset({"poll_interval", "pause_window", "timeout", "approval_timeout"})
 
 
 def _plain(settings: Settings) -> dict[str, Any]:

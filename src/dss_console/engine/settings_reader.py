@@ -108,6 +108,9 @@ class ServiceCommand:
     # kind's default (a vantage6 algorithm: a sandbox without network) under the file's
     # [defaults]. Its own keys are in ``options``, with the executors' other keys.
     inherited: dict[str, OptionValue] = field(default_factory=dict)
+    # The operator's gate (engine/gate.py): "none", "run" (approve before the command runs),
+    # "release" (review the result before it leaves) or "both".
+    approve: str = "none"
 
     def executor_options(self) -> dict[str, OptionValue]:
         """What the executors read: the inherited isolation keys, then the table's own."""
@@ -434,10 +437,12 @@ class JobKindKeys(TypedDict, total=False):
     cwd: str
     auto: bool
     send_output_tail: bool
+    approve: str
 
 
 # In the order they are read (the first bad one is reported).
-JOB_KIND_KEYS = ("timeout", "max_jobs", "nice", "cwd", "auto", "send_output_tail")
+JOB_KIND_KEYS = ("timeout", "max_jobs", "nice", "cwd", "auto", "send_output_tail", "approve")
+APPROVE_CHOICES = ("none", "run", "release", "both")  # engine/gate.py reads them
 
 
 def read_job_kind(reader: TableReader, table: Mapping[str, Any], where: str,
@@ -458,6 +463,9 @@ def read_job_kind(reader: TableReader, table: Mapping[str, Any], where: str,
     if "send_output_tail" in keys and "send_output_tail" in table:
         found["send_output_tail"] = reader.boolean(table["send_output_tail"],
                                                    f"{where}.send_output_tail")
+    if "approve" in keys and "approve" in table:
+        found["approve"] = reader.choice(table["approve"], f"{where}.approve",
+                                         APPROVE_CHOICES)
     return found
 
 

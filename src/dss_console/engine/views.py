@@ -30,7 +30,8 @@ RUNNABLE = frozenset({JobState.CLAIMED, JobState.INTERRUPTED})
 
 def unavailable_actions(words: Presentation, job: JobSnapshot, *,
                         ended_is_final: bool) -> dict[str, str]:
-    """The engine actions (run, cancel, fail, upload, retry) this job cannot take now, each
+    """The engine actions (run, cancel, fail, upload, retry, approve, reject, release) this
+    job cannot take now, each
     with why in words ("" when its state says it plainly). ``ended_is_final``: a job whose
     end the server holds cannot be processed again (the source's rules.rescue_own_failure is
     off: a finished vantage6 run is immutable)."""
@@ -43,6 +44,15 @@ def unavailable_actions(words: Presentation, job: JobSnapshot, *,
         off["cancel"] = off["fail"] = ""
     if job.state in (JobState.SUCCEEDED, JobState.UPLOADING):
         off["upload"] = ""
+    # The gate's decisions, by state (engine/decisions.py); Run, Cancel and Fail as above.
+    if job.state is not JobState.AWAITING_APPROVAL:
+        off["approve"] = ""
+    if job.state is not JobState.AWAITING_RELEASE:
+        off["release"] = ""
+    if not job.state.is_waiting:
+        off["reject"] = ""
+    if job.state is JobState.AWAITING_APPROVAL:
+        off["upload"] = ""  # its command did not run yet: approve or reject it first
     if job.state not in RETRYABLE:
         off["retry"] = ""
     elif job.not_retryable:

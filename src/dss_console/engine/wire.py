@@ -21,6 +21,7 @@ from dss_console.core.executor import ExecutorDetails
 from dss_console.core.history import Bar, ServiceHistory
 from dss_console.engine import events as ev
 from dss_console.engine.engine import ServiceView
+from dss_console.engine.gate import ApprovalRule
 from dss_console.engine.journal import OutboxItem
 from dss_console.engine.ledger_verify import Verdict
 from dss_console.engine.settings import ServiceCommand
@@ -31,9 +32,11 @@ TYPE_KEY = "__type__"
 WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.JobSnapshot, ev.JobChanged, ev.JobOutput, ev.JobMessage, ev.CallQueued,
     ev.CallDelivered, ev.ConnectionChanged, ev.PollCompleted, ev.ServicePaused,
-    ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
+    ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ev.RulesEdited, ServiceView,
+    ServiceCommand, OutboxItem,
     pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary,
     pr.JobView, pr.ServiceFigures, ExecutorDetails, Bar, ServiceHistory, Verdict,
+    pr.Requester, pr.Fact, pr.PreviewFile, pr.Preview, pr.ApprovalView, ApprovalRule,
 )}
 
 

@@ -149,6 +149,9 @@ class JobActions:
             "cancel": lambda: engine.cancel_job(job.job_id, argument),
             "fail": lambda: engine.fail_job(job.job_id, argument or ""),
             "upload": lambda: engine.upload_result(job.job_id, argument or ""),
+            "approve": lambda: engine.approve_job(job.job_id),
+            "reject": lambda: engine.reject_job(job.job_id, argument or ""),
+            "release": lambda: engine.release_job(job.job_id),
         }
         try:
             await run_blocking(calls[name])

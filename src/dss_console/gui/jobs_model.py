@@ -55,6 +55,7 @@ DEFAULT_PRESENTATION = default_presentation()
 
 # Lifecycle order, so sorting by state groups live jobs before finished ones.
 _STATE_ORDER = {state: rank for rank, state in enumerate((
+    JobState.AWAITING_APPROVAL, JobState.AWAITING_RELEASE,
     JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
     JobState.UPLOADING,
     JobState.INTERRUPTED, JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED))}
@@ -70,12 +71,16 @@ _STATE_COLOURS: dict[JobState, tuple[str, str]] = {
     JobState.INTERRUPTED: ("#9a6700", "#e3b341"),
     # Orange and bold (see data()): the operator has to fix something before it can go on.
     JobState.BLOCKED: ("#bc4c00", "#ffa657"),
+    # Purple and bold: a decision of the operator's is wanted (approve, release or reject).
+    JobState.AWAITING_APPROVAL: ("#8250df", "#d2a8ff"),
+    JobState.AWAITING_RELEASE: ("#8250df", "#d2a8ff"),
 }
 # A cluster job still waiting for the scheduler (or for its controller): the Runs on cell in
 # the interrupted state's amber, so a queue that does not move stands out.
 _WAITING_COLOURS = _STATE_COLOURS[JobState.INTERRUPTED]
 # States that want the operator's attention in the State column: shown bold.
-_BOLD_STATES = frozenset({JobState.BLOCKED})
+_BOLD_STATES = frozenset({JobState.BLOCKED, JobState.AWAITING_APPROVAL,
+                          JobState.AWAITING_RELEASE})
 
 # The fields each core column shows, to narrow a row's dataChanged to the columns that moved;
 # a source's own columns (cells) follow its details.

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dss_console.core.presentation import LOCAL_ACTIONS, Presentation
+from dss_console.core.presentation import GATE_ACTIONS, LOCAL_ACTIONS, Presentation
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.states import JobState
 from dss_console.gui.jobs_model import (
@@ -50,6 +50,7 @@ SERVICE_COLUMN_MAX = 280  # px; a longer name is elided (the full one is in its 
 
 # What several selected tickets can get at once (one question, one reason for all).
 BATCH_ACTIONS = ("retry", "fail", "cancel")
+GATE_REPLACES = ("run", "retry")  # hidden while the gate's buttons show
 
 
 def action_tooltip(name: str, job: JobSnapshot | None) -> str | None:
@@ -299,7 +300,15 @@ class QueuePane(QWidget):
     def _update_actions(self) -> None:
         job = self.current_job()
         busy = job is not None and job.job_id in self._busy
+        # The gate's buttons (approve, reject, release) show in place of Run and Retry run
+        # while the selected job waits for a decision: the row keeps its width.
+        deciding = (job is not None and job.state.is_waiting
+                    and self._batch(GATE_ACTIONS[0]) is None)
         for name, button in self.buttons.items():
+            if name in GATE_ACTIONS:
+                button.setVisible(deciding)
+            elif name in GATE_REPLACES:
+                button.setVisible(not deciding)
             batch = self._batch(name)
             if batch is None:
                 enabled = action_enabled(name, job, busy, self._programs.get(name, ""))

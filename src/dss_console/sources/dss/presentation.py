@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dss_console.core.presentation import (
+    GATE_ACTION_SPECS,
     ActionSpec,
     ColumnSpec,
     DialogSpec,
@@ -80,6 +81,7 @@ PRESENTATION = Presentation(
                               batch_title="Retry runs",
                               batch_text="Run {count} {jobs} again ({ids})? Their work dirs "
                               "are emptied first (the logs of earlier runs are kept).")),
+        *GATE_ACTION_SPECS,
         ActionSpec("workdir", "Open work dir", "Ctrl+O", "Open the ticket's work dir"),
         ActionSpec("open_inputs", "Open in ITK-SNAP", "Ctrl+I",
                    "Open the input workspace in ITK-SNAP", program="itksnap"),
@@ -87,6 +89,11 @@ PRESENTATION = Presentation(
                    done_text="Copied {id}"),
     ),
     texts={
+        # The operator's gate (the window's approval and release views).
+        "approval_tab": "Before it runs",
+        "release_tab": "Result to release",
+        "waiting_title": "{count} decision(s) wait",
+        "requester_label": "Requested by",
         "all_jobs": "All tickets",
         "job_filter": "Filter: ticket, service, instance, reason, SLURM job or node",
         "claim_tip": "Claim the next ready ticket of the selected services and download its "

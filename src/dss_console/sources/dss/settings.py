@@ -46,7 +46,7 @@ def service_keys() -> tuple[str, ...]:
     """A service table's keys, in the order an "unknown key" message lists them (the
     executors' keys as the executor classes declare them)."""
     return ("command", "timeout", "max_jobs", "cwd", "env", "auto", "nice", *executor_keys(),
-            "itksnap_wt", "send_output_tail")
+            "itksnap_wt", "send_output_tail", "approve")
 
 
 @dataclass
@@ -146,6 +146,8 @@ class DssSettings:
                 lines.append("itksnap_wt = true")
             if service.send_output_tail is not None:
                 lines.append(f"send_output_tail = {toml_value(service.send_output_tail)}")
+            if service.approve != "none":
+                lines.append(f"approve = {toml_value(service.approve)}")
             lines.extend(executor_toml(service))
             if service.env:
                 lines.append("")

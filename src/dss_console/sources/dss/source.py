@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from dss_console.core.command import CommandSpec, JobPaths
 from dss_console.core.interfaces import (
     ClaimedWork,
     Ending,
     Failure,
+    HeldCall,
     JobWords,
     OutboxCall,
     Outcome,
@@ -22,8 +25,9 @@ from dss_console.core.interfaces import (
     Rules,
     Source,
     SourceService,
+    default_preview,
 )
-from dss_console.core.presentation import ServiceFigures
+from dss_console.core.presentation import Fact, Preview, ServiceFigures
 from dss_console.dss import (
     BadReplyError,
     ClaimOutcomeUnknownError,
@@ -183,6 +187,26 @@ class DssSource(Source):
     def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
                      nice: int) -> CommandSpec:
         return command_spec(command, paths, nice=nice)
+
+    def approval_facts(self, ticket_id: int, paths: JobPaths,
+                       details: Mapping[str, Any]) -> tuple[Fact, ...]:
+        """The service, the ticket and its input files (count and size; their names may
+        carry a patient's: the workspace inspector and ITK-SNAP show them locally)."""
+        files = [p for p in paths.input_dir.rglob("*") if p.is_file()] \
+            if paths.input_dir.is_dir() else []
+        size = sum(p.stat().st_size for p in files)
+        return (Fact("Service", paths.service_name or paths.service_hash),
+                Fact("Ticket", str(ticket_id)),
+                Fact("Input files", f"{len(files)} files, {size / 1e6:.1f} MB"))
+
+    def release_preview(self, ticket_id: int, paths: JobPaths,
+                        held: Sequence[HeldCall]) -> Preview:
+        """The export's files as they would be uploaded (scrambled names): the workspace,
+        its layers, the attachments; sizes and SHA-256. Open in ITK-SNAP shows them."""
+        found = default_preview(held)
+        files = tuple(replace(f, role="layer") if f.role == "result"
+                      and not f.name.endswith(".itksnap") else f for f in found.files)
+        return replace(found, files=files)
 
     def missing_inputs(self, paths: JobPaths) -> str | None:
         if paths.workspace is None:

@@ -55,13 +55,15 @@ _OUTCOME: dict[JobState, str] = {
     JobState.DOWNLOADING: "fetching input",
     JobState.RUNNING: "running",
     JobState.UPLOADING: "sending result",
+    JobState.AWAITING_APPROVAL: "awaiting approval",
+    JobState.AWAITING_RELEASE: "awaiting release",
 }
 # Run ends a source may record in details["outcome"] (OutcomeKind values or status words).
 _OUTCOME_WORDS = {"completed": "completed", "crashed": "crashed", "start_failed": "start failed",
                   "start failed": "start failed", "failed": "failed", "cancelled": "failed",
                   "not_allowed": "not allowed", "not allowed": "not allowed",
-                  "killed": "killed by user", "killed by user": "killed by user",
-                  "rejected": "rejected"}
+                  "rejected": "rejected",
+                  "killed": "killed by user", "killed by user": "killed by user"}
 # The engine's reason when a claimed run's image has no command (any more): the node ends the
 # run "not allowed" (engine/jobs.py).
 _NOT_ALLOWED_REASON = "this image is not configured on this node"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dss_console.core.presentation import (
+    GATE_ACTION_SPECS,
     ActionSpec,
     Cells,
     ColumnSpec,
@@ -87,11 +88,17 @@ PRESENTATION = Presentation(
                               batch_title="Retry runs",
                               batch_text="Run {count} {jobs} again ({ids})? Their work dirs "
                               "are emptied first (the logs of earlier runs are kept).")),
+        *GATE_ACTION_SPECS,
         ActionSpec("workdir", "Open work dir", "Ctrl+O", "Open the run's work dir"),
         ActionSpec("copy", "Copy id", "Ctrl+Shift+C", "Copy the run id",
                    done_text="Copied run id {id}"),
     ),
     texts={
+        # The operator's gate (the window's approval and release views).
+        "approval_tab": "Before it runs",
+        "release_tab": "Output to release",
+        "waiting_title": "{count} decision(s) wait",
+        "requester_label": "Researcher",
         "all_jobs": "All runs",
         "job_filter": "Filter: run, task, image, organization, database, reason",
         "claim_tip": "Start the next pending run of the selected images (Ctrl+N)",

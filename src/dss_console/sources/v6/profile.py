@@ -31,7 +31,12 @@ WORDS = JobWords(
     unconfigured="this image is not configured on this node (any more)",
     start_failed=V6_USER_START_FAILED, killed=f"{V6_NOT_AGAIN} (killed on the server)",
     no_operator_result=("a vantage6 run's result is its algorithm's output; there is no "
-                        "workspace to upload"))
+                        "workspace to upload"),
+    # The operator's gate, in the researcher's words (the run's log).
+    awaiting_approval="waiting for the node operator's approval before it runs",
+    awaiting_release="finished; the result waits for the node operator's review",
+    rejected="rejected by the node operator",
+    decision_timed_out="the node operator made no decision in time")
 
 
 def rules(settings: V6Settings) -> Rules:

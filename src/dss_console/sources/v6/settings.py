@@ -25,6 +25,9 @@
     nice = 0
     cwd = "/opt/v6/average"
     send_output_tail = true    # this image's run logs carry its output's tail (redacted)
+    approve = "both"           # the operator approves each run before it runs and reviews
+                               #   its result before it leaves: "none" (default) | "run" |
+                               #   "release" | "both"
     [v6.algorithms."harbor2.vantage6.ai/demo/average".env]   # plain, like the image's ENV
     PYTHONPATH = "/opt/v6/average/src"
 
@@ -93,7 +96,7 @@ WRAPPER_CODE = "from vantage6.algorithm.tools.wrap import wrap_algorithm; wrap_a
 _TOP_KEYS = ("send_output_tail", "share_logs", "log_limit", "unknown_images", "on_shutdown",
              "algorithm_env", "algorithms", "databases")
 _BASE_ALGORITHM_KEYS = ("python", "package", "command", "subtasks", "timeout", "max_jobs",
-                        "nice", "cwd", "env", "send_output_tail")
+                        "nice", "cwd", "env", "send_output_tail", "approve")
 # A new algorithm entry runs in a sandbox without network (what the Docker node users
 # compare with gives each algorithm a container): the keys are written into it
 # (new_algorithm_policy), so the file shows it and the operator can change it. An entry
@@ -138,6 +141,8 @@ class V6Algorithm:
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     send_output_tail: bool | None = None  # None: [v6] send_output_tail
+    # The operator's gate: "none" | "run" | "release" | "both" (engine/gate.py).
+    approve: str = "none"
     # Its own isolation and limit keys, as written; ``inherited``: the file's [defaults]
     # (docs/isolation-plan.md).
     policy: dict[str, OptionValue] = field(default_factory=dict)
@@ -164,7 +169,8 @@ class V6Algorithm:
                               timeout=self.timeout, max_jobs=self.max_jobs, nice=self.nice,
                               cwd=self.cwd, env=dict(self.env),
                               send_output_tail=self.send_output_tail,
-                              options=dict(self.policy), inherited=dict(self.inherited))
+                              options=dict(self.policy), inherited=dict(self.inherited),
+                              approve=self.approve)
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,8 @@ class V6Settings:
             rows = [f"{name} = {toml_value(getattr(algorithm, name))}"
                     for name in ("python", "package", "command", "timeout", "max_jobs", "nice",
                                  "cwd", "send_output_tail") if getattr(algorithm, name) is not None]
+            if algorithm.approve != "none":
+                rows.append(f"approve = {toml_value(algorithm.approve)}")
             if algorithm.subtasks:
                 rows.append("subtasks = true")
             rows += [f"{key} = {toml_value(value)}" for key, value in algorithm.policy.items()]

@@ -79,6 +79,7 @@ from dss_console.sources.v6.client import (
 )
 from dss_console.sources.v6.environment import RunFiles, run_environment
 from dss_console.sources.v6.events import V6Events
+from dss_console.sources.v6.gate import V6Gate
 from dss_console.sources.v6.presentation import PRESENTATION, run_cells, run_summary
 from dss_console.sources.v6.profile import V6_NOT_AGAIN
 from dss_console.sources.v6.proxy import SubtaskProxy
@@ -99,6 +100,7 @@ _STATUS_FOR = {
     OutcomeKind.CANCELLED: "failed",  # vantage6 has no cancelled status
     OutcomeKind.NOT_ALLOWED: "not allowed",
     OutcomeKind.KILLED: "killed by user",
+    OutcomeKind.REJECTED: "failed",  # the operator's rejection: its words are in the log
 }
 
 
@@ -168,7 +170,7 @@ def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
         raise V6KeyError(f"the private key cannot be used: {exc}") from None
 
 
-class V6Source(Source):
+class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/gate.py)
     kind = "v6"
     words = profile.WORDS
     presentation = PRESENTATION

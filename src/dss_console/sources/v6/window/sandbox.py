@@ -85,8 +85,9 @@ class V6WindowSandbox:
 
     async def self_test(self, window: MainWindow) -> None:
         """As the DSS one, for a vantage6 run: the engine as the node, the demo algorithm in
-        the services list, Claim next, Run, the run `completed` on the server (asked as the
-        researcher), its result there."""
+        the services list, Claim next, Run, its subtasks approved and results released (the
+        demo is gated), the run `completed` on the server (asked as the researcher), its
+        result there."""
         from dss_console.sources.v6.demo_researcher import FINISHED
         from dss_console.sources.v6.sandbox import DEMO_IMAGE
 
@@ -107,6 +108,14 @@ class V6WindowSandbox:
         job = await claim_and_run(window, engine, "run")
         deadline = time.monotonic() + 120
         while True:
+            # The demo is gated (approve = "both"): the operator's Run approved the run; its
+            # subtasks wait for approval and every result for its release, as a person
+            # would decide them.
+            for waiting in await run_blocking(engine.waiting_jobs):
+                if waiting.gate == "run":
+                    await run_blocking(engine.approve_job, waiting.job_id)
+                else:
+                    await run_blocking(engine.release_job, waiting.job_id)
             status = await run_blocking(researcher.run_status, job.ticket_id)
             if status == "completed":
                 break
