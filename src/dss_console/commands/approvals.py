@@ -1,13 +1,19 @@
-"""`dss-console approvals list | show ID | approve ID | reject ID --message TEXT | release
-ID`: the operator's gate from a shell (issue 20 §4), e.g. an SSH session to the server a
-headless worker runs on. It talks to the running engines of this data dir over their local
-channel (same user, the engine's token), as the window does; each decision is recorded as
-made "via cli" by the local user.
+"""Decide, from a shell, what waits at the operator's gate of a running worker or console:
+
+  dss-console approvals list                      jobs waiting for a decision
+  dss-console approvals show ID [--with-values]   what a job is, or what its result would send
+  dss-console approvals approve ID [--always [--until YYYY-MM-DD] [--any-requester]]
+  dss-console approvals reject ID --message TEXT  the requester reads TEXT
+  dss-console approvals release ID                send a held result and finish the job
+
+It talks to the engines running for this data folder over their local channel (same user,
+the engine's token), as the window does, so a worker on a server can be gated from an SSH
+session. Each decision is recorded in the ledger as made "via cli" by the local user.
 
 Exit codes: 0 done; 1 refused, in words ("run 14 is running, not awaiting approval"; no
-engine runs); 2 usage. ``show`` prints values only this machine's operator may read (a
-vantage6 run's argument values, a database's path) only with ``--with-values``, marked
-"(shown here only)"; ``--json`` never carries them.
+engine runs); 2 usage. Values only this machine's operator may read (a vantage6 run's
+argument values, a database's path) are printed by `show` only with --with-values, marked
+"(shown here only)"; --json never carries them.
 """
 
 from __future__ import annotations
