@@ -20,15 +20,19 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dss_console.commands.errors import EXIT_USAGE, CliError
 from dss_console.commands.v6_audit import add_audit_parser
 
+FAMILY = "v6"  # plugins.SOURCE_FAMILIES: the vantage6 nodes, one plug-in per server major
+
 V6_DESCRIPTION = """\
-Run this machine as a vantage6 4.x node that runs algorithms as local commands.
+Run this machine as a vantage6 node that runs algorithms as local commands.
 
   dss-console v6 login --server URL --api-key-stdin [--private-key FILE]
+  dss-console v6 login --server URL --auth-url URL [--realm NAME] --node NAME \\
+                       --api-key-stdin [--private-key FILE]       (a 5.x server)
   dss-console v6 status
   dss-console v6 logout [--node NAME]
   dss-console v6 audit [--node NAME] [--since DAYS] [--json|--csv]
@@ -45,7 +49,7 @@ the server's own Python environment (needs PyPI, 1-2 minutes).
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    v6 = verbs.add_parser("v6", help="run this machine as a vantage6 4.x node",
+    v6 = verbs.add_parser("v6", help="run this machine as a vantage6 node",
                           description=V6_DESCRIPTION,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = v6.add_subparsers(dest="v6_verb", metavar="COMMAND")
@@ -54,7 +58,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     login = sub.add_parser(
         "login", help="log in as a node with its API key",
         description="Check a node API key against the server and remember it (OS keyring, "
-                    "else a private file). Prints the node, its organization and its "
+                    "else a private file). The server's version is asked first (GET "
+                    "<server>/api/version, <server>/hq/version): a 4.x node logs in with its "
+                    "API key alone; a 5.x node through the server's authentication server "
+                    "(Keycloak: --auth-url, --realm) as the client NAME-node-client (--node "
+                    "NAME), the API key being that client's secret. "
+                    "Prints the node, its organization and its "
                     "collaboration. An encrypted collaboration needs the organization's "
                     "private key (PEM); when the organization has no public key on the "
                     "server, this key's is uploaded, as the official node does at start; a "
@@ -62,6 +71,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                     "--replace-public-key).")
     login.add_argument("--server", required=True, metavar="URL",
                        help="the vantage6 server, e.g. https://v6.example.org (…/api optional)")
+    login.add_argument("--auth-url", metavar="URL",
+                       help="vantage6 5.x only: the server's authentication server (Keycloak), "
+                            "e.g. https://auth.example.org")
+    login.add_argument("--realm", metavar="NAME",
+                       help="vantage6 5.x only: the Keycloak realm (default: vantage6)")
+    login.add_argument("--node", metavar="NAME",
+                       help="vantage6 5.x: the node's name (required there: its client is "
+                            "NAME-node-client); 4.x: checked against the key's node")
     login.add_argument("--api-key-stdin", action="store_true", required=True,
                        help="read the node's API key from standard input (never an argument: "
                             "the process list would show it)")
@@ -124,14 +141,17 @@ def _verify(args: argparse.Namespace) -> bool | str:
 # -- login / logout / status ------------------------------------------------------------
 
 
+@runtime_checkable
+class _NodeLogin(Protocol):
+    """What `v6 login` asks of the vantage6 family's member that serves the server."""
+
+    def cli_login(self, args: argparse.Namespace, api_key: str,
+                  store: object) -> tuple[list[str], list[str]]: ...
+
+
 def login_command(args: argparse.Namespace) -> int:
-    from dss_console.sources.v6.login import (
-        V6LoginError,
-        describe_node,
-        login_node,
-        read_private_key,
-        remember_node,
-    )
+    from dss_console import plugins
+    from dss_console.core.source_plugin import ConnectError
 
     api_key = sys.stdin.readline().strip()
     if not api_key:
@@ -143,23 +163,21 @@ def login_command(args: argparse.Namespace) -> int:
         normalise_server_url(args.server)
     except ValueError as exc:
         raise CliError(str(exc), code=EXIT_USAGE) from None
-    try:
-        pem = read_private_key(args.private_key) if args.private_key is not None else None
-        if args.replace_public_key and pem is None:
-            raise CliError("--replace-public-key needs --private-key FILE", code=EXIT_USAGE)
-        login = login_node(args.server, api_key, pem, verify=_verify(args),
-                           replace_public_key=args.replace_public_key)
-    except V6LoginError as exc:
-        raise CliError(str(exc)) from None
-    if args.replace_public_key and login.uploaded_public_key:
-        print(f"warning: replaced organization {login.identity.organization_name!r}'s public "
-              "key on the server: its other nodes (and tasks already encrypted for the old "
-              "key) can no longer decrypt until they use this key", file=sys.stderr)
     store = _store()
-    remember_node(login, store)
+    try:
+        # The server's major version picks the plug-in (GET <api>/version): a 4.x node
+        # logs in with its API key alone, a 5.x node through the server's Keycloak.
+        member = plugins.family_member(FAMILY, args.server, _verify(args))
+        if not isinstance(member, _NodeLogin):
+            raise CliError(f"{args.server}: this vantage6 version has no command-line login")
+        lines, warnings = member.cli_login(args, api_key, store)
+    except ConnectError as exc:
+        raise CliError(str(exc), code=exc.code) from None
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     if store.fallback_note:
         print(store.fallback_note, file=sys.stderr)
-    for line in describe_node(login):
+    for line in lines:
         print(line)
     return 0
 
@@ -181,10 +199,20 @@ def logout_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_command(args: argparse.Namespace) -> int:
-    from dss_console.sources.v6.client import V6Error, V6NodeClient
-    from dss_console.sources.v6.login import short_error
+@runtime_checkable
+class _StoredNodes(Protocol):
+    """What `v6 status` asks of the family's members about a stored node."""
 
+    def owns_stored(self, stored: object) -> bool: ...
+
+    def check_stored(self, stored: object, verify: bool | str) -> str: ...
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from dss_console import plugins
+
+    members = [m for m in map(plugins.family_plugin, plugins.SOURCE_FAMILIES[FAMILY])
+               if isinstance(m, _StoredNodes)]
     store = _store()
     nodes = store.v6_nodes()
     if not nodes:
@@ -202,14 +230,10 @@ def status_command(args: argparse.Namespace) -> int:
         if stored is None:
             print("  server: (credentials missing: log in again)")
             continue
-        try:
-            with V6NodeClient(stored.server, verify=_verify(args)) as client:
-                client.login(stored.api_key)
-                runs = client.open_runs()
-            pending = sum(1 for r in runs if r.status == "pending")
-            print(f"  server: key accepted; {len(runs)} open run(s), {pending} pending")
-        except V6Error as exc:
-            print(f"  server: {short_error(exc)}")
+        member = next((m for m in members if m.owns_stored(stored)), None)
+        said = member.check_stored(stored, _verify(args)) if member is not None \
+            else "(stored by a newer dss-console: not checked)"
+        print(f"  server: {said}")
     return 0
 
 

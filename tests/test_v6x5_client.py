@@ -1,0 +1,95 @@
+"""The 5.x node's client against the real HQ 5.0.3 behind the stand-in: its Keycloak token is
+checked, renewed when due and after HQ refuses it (422 foreign signature, 401 expired), an
+unknown client or wrong secret is "not logged in", and the socket connects with the token."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dss_console.core.interfaces import Connection, SourceEvent
+from dss_console.sources.v6.client import V6NotLoggedInError
+from dss_console.sources.v6x5 import jws
+from dss_console.sources.v6x5.auth import ClientCredentials, IdpRefusedError
+from dss_console.sources.v6x5.client import HqNodeClient
+from dss_console.sources.v6x5.events import HqEvents
+from dss_console.sources.v6x5.sandbox import HqSandbox
+
+from v6_fixtures import SERVER_TEST_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
+
+
+def test_the_node_renews_its_token_and_survives_a_refused_one(v6x5_sandbox: HqSandbox) -> None:
+    """HQ 5.0.3 answers a foreign-signed token 422 and an expired one 401: either way the
+    client takes one new token and the call succeeds."""
+    sb = v6x5_sandbox
+    assert sb.idp is not None
+    node = sb.node("station-demo")
+    with HqNodeClient(sb.url, auth_url=sb.auth_url, node=node.name) as client:
+        client.login(node.api_key)
+        credentials = client.credentials
+        assert credentials is not None
+        first = credentials.token()
+        assert credentials.token() == first  # not due: no new token
+        claims = jws.unverified_claims(first)
+        assert claims["vantage6_client_type"] == "node"
+        assert claims["azp"] == node.client_id
+
+        forged = jws.sign(claims, jws.new_key(), kid="foreign")
+        expired = sb.idp.realm.mint(sb.idp.realm_url, node.client_id,
+                                    issued_at=time.time() - 3600)["access_token"]
+        for refused in (forged, expired):
+            # What HQ would hold against the node: a token it does not take any more.
+            credentials._access = refused  # the test plants the bad token
+            assert client.get("/node/me")["id"] == node.id
+            assert client.access_token not in (refused, None)
+
+        # Due for renewal (less than a quarter of its lifetime left): a new one first.
+        credentials._renew_after = time.monotonic() - 1
+        before = client.access_token
+        assert client.get("/node/me")["id"] == node.id
+        assert client.access_token != before
+
+
+def test_an_unknown_client_or_wrong_secret_is_not_logged_in(v6x5_sandbox: HqSandbox) -> None:
+    sb = v6x5_sandbox
+    node = sb.node("station-demo")
+    for client_id, secret in ((node.client_id, "wrong"), ("nosuch-node-client", node.api_key)):
+        credentials = ClientCredentials(sb.auth_url, "vantage6", client_id, secret)
+        with pytest.raises(IdpRefusedError) as refused:
+            credentials.renew()
+        credentials.close()
+        assert isinstance(refused.value, V6NotLoggedInError)
+        assert secret not in str(refused.value) and client_id in str(refused.value)
+    # A client that is no node (the researcher's service account): its token is refused here.
+    account, secret = sb.service_account
+    credentials = ClientCredentials(sb.auth_url, "vantage6", account, secret)
+    with pytest.raises(Exception, match="is not a vantage6 node"):
+        credentials.renew()
+    credentials.close()
+
+
+def test_the_socket_connects_with_the_keycloak_token(v6x5_sandbox: HqSandbox) -> None:
+    """socket.io at HQ's root, namespace /tasks, the token in the Authorization header."""
+    node = v6x5_sandbox.node("station-demo")
+    seen: list[SourceEvent] = []
+    up = threading.Event()
+
+    def notify(event: SourceEvent) -> None:
+        seen.append(event)
+        if event == Connection(True):
+            up.set()
+
+    with HqNodeClient(v6x5_sandbox.url, auth_url=v6x5_sandbox.auth_url,
+                      node=node.name) as client:
+        client.login(node.api_key)
+        events = HqEvents(client, client.whoami(), notify)
+        events.start()
+        try:
+            assert up.wait(60), seen
+            assert events.connected
+        finally:
+            events.close()
