@@ -108,6 +108,19 @@ def test_a_5x_server_is_detected_and_its_node_logs_in_through_keycloak(
         assert plain.api_key not in repr(client) and plain.api_key not in repr(
             client.credentials)
 
+    # `v6 status` asks each stored node's own server generation; `v6 logout --server` finds
+    # the 5.x node by the server's root URL, as for 4.x.
+    status = _cli(tmp_path, "v6", "status")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("key accepted; 0 open run(s)") == 2, status.stdout
+    assert f"station-demo @ {sb.api_url}" in status.stdout
+    out = _cli(tmp_path, "v6", "logout", "--server", sb.url, "--node", plain.name)
+    assert out.returncode == 0, out.stderr
+    assert _store(tmp_path).load_node(sb.api_url, plain.name) is None
+    assert _store(tmp_path).load_node(sb.api_url, enc.name) is not None
+    for result in (status, out):
+        assert plain.api_key not in result.stdout + result.stderr
+
 
 def test_a_4x_server_keeps_working_with_the_same_command(
         v6_sandbox: V6Sandbox, tmp_path: Path) -> None:

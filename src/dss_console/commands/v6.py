@@ -182,12 +182,28 @@ def login_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@runtime_checkable
+class _ServerUrl(Protocol):
+    def server_url(self, text: str) -> str: ...
+
+
 def logout_command(args: argparse.Namespace) -> int:
-    from dss_console.sources.v6.client import normalise_server_url
+    from dss_console import plugins
 
     store = _store()
-    server = normalise_server_url(args.server) if args.server else None
-    entry = store.find_node(server, args.node)
+    entry = None
+    if args.server:
+        # The server as each member of the family names it (4.x …/api, 5.x …/hq): no probe,
+        # a node can be forgotten while its server is down.
+        members = map(plugins.family_plugin, plugins.SOURCE_FAMILIES[FAMILY])
+        try:
+            servers = {m.server_url(args.server) for m in members if isinstance(m, _ServerUrl)}
+        except ValueError as exc:
+            raise CliError(str(exc), code=EXIT_USAGE) from None
+        found = {store.find_node(server, args.node) for server in servers} - {None}
+        entry = found.pop() if len(found) == 1 else None
+    else:
+        entry = store.find_node(None, args.node)
     if entry is None:
         known = ", ".join(f"{n['node']} ({n['server']})" for n in store.v6_nodes()) or "none"
         raise CliError(f"no single stored node matches (stored: {known}); name one with "

@@ -39,6 +39,14 @@ class V6x5Plugin:
         except V6UnreachableError as exc:
             raise ConnectError(f"cannot reach {url}: {exc}") from None
 
+    def server_url(self, text: str) -> str:
+        """The server address as typed, as HQ's API URL (…/hq); ValueError says what is
+        wrong."""
+        from dss_console.sources.v6.client import normalise_server_url
+        from dss_console.sources.v6x5.client import API_PATH
+
+        return normalise_server_url(text, API_PATH)
+
     def owns_stored(self, stored: object) -> bool:
         """A stored node of a 5.x server (its authentication server stored beside it)."""
         from dss_console.credentials import StoredV6Node
