@@ -4,16 +4,20 @@ unknown client or wrong secret is "not logged in", and the socket connects with 
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
+from typing import Any
 
 import pytest
+import requests
 
 from dss_console.core.interfaces import Connection, SourceEvent
-from dss_console.sources.v6.client import V6NotLoggedInError
+from dss_console.sources.v6.client import V6NotLoggedInError, V6RunFinishedError, now_iso
 from dss_console.sources.v6x5 import jws
 from dss_console.sources.v6x5.auth import ClientCredentials, IdpRefusedError
-from dss_console.sources.v6x5.client import HqNodeClient
+from dss_console.sources.v6x5.client import HqNodeClient, HqRun
 from dss_console.sources.v6x5.events import HqEvents
 from dss_console.sources.v6x5.sandbox import HqSandbox
 
@@ -93,3 +97,69 @@ def test_the_socket_connects_with_the_keycloak_token(v6x5_sandbox: HqSandbox) ->
             assert events.connected
         finally:
             events.close()
+
+
+class _Researcher:
+    """The seeded service account over REST (its client-credentials token)."""
+
+    def __init__(self, sb: HqSandbox) -> None:
+        client_id, secret = sb.service_account
+        self.api = sb.api_url
+        self.http = requests.Session()
+        self.http.trust_env = False
+        reply = self.http.post(f"{sb.auth_url}/realms/vantage6/protocol/openid-connect/token",
+                               data={"grant_type": "client_credentials",
+                                     "client_id": client_id, "client_secret": secret},
+                               timeout=30)
+        assert reply.status_code == 200, reply.text
+        self.http.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+
+    def call(self, verb: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        reply = self.http.request(verb, self.api + path, json=body, timeout=30)
+        assert reply.status_code < 300, reply.text
+        return dict(reply.json())
+
+    def task(self, sb: HqSandbox, session_id: int, arguments: dict[str, Any]) -> int:
+        encoded = base64.b64encode(json.dumps(arguments).encode()).decode()
+        return int(self.call("POST", "/task", {
+            "name": "t", "image": "dss-demo", "method": "mean", "action": "federated_compute",
+            "collaboration_id": sb.node("station-demo").collaboration_id,
+            "session_id": session_id, "databases": [],
+            "organizations": [{"id": sb.org_id("station"), "arguments": encoded}]})["id"])
+
+
+def test_a_5x_run_is_read_finished_once_and_a_killed_run_keeps_only_its_log(
+        v6x5_sandbox: HqSandbox) -> None:
+    sb = v6x5_sandbox
+    node = sb.node("station-demo")
+    researcher = _Researcher(sb)
+    session = researcher.call("POST", "/session", {
+        "name": f"s-{time.time_ns()}", "collaboration_id": node.collaboration_id,
+        "scope": "own"})["id"]
+    done_task = researcher.task(sb, session, {"column": "age"})
+    killed_task = researcher.task(sb, session, {"column": "weight"})
+    with HqNodeClient(sb.url, auth_url=sb.auth_url, node=node.name) as client:
+        client.login(node.api_key)
+        runs = {run.task_id: run for run in client.open_runs()}
+        run = runs[done_task]
+        assert isinstance(run, HqRun) and not run.finished
+        assert (run.action, run.method, run.session_id) == ("federated_compute", "mean",
+                                                            session)
+        assert json.loads(base64.b64decode(run.input or "")) == {"column": "age"}
+        assert not run.blob_storage_used
+        client.patch_run(run.id, status="active", started_at=now_iso())
+        client.patch_run(run.id, status="completed", started_at=now_iso(),
+                         finished_at=now_iso(), result="cmVzdWx0", log="done")
+        assert client.get_run(run.id).finished
+        with pytest.raises(V6RunFinishedError):
+            client.patch_run(run.id, status="failed", log="again")
+
+        killed = runs[killed_task]
+        client.patch_run(killed.id, status="active", started_at=now_iso())
+        researcher.call("POST", "/kill/task", {"id": killed_task})
+        assert client.get_run(killed.id).status == "killed by user"
+        with pytest.raises(V6RunFinishedError):  # the node's usual end call: gone
+            client.patch_run(killed.id, status="crashed", log="stopped", finished_at=now_iso())
+        assert client.patch_run(killed.id, log="stopped by the researcher")
+        assert client.get_run(killed.id).finished
+        assert client.open_runs() == []

@@ -32,7 +32,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import requests
 
@@ -116,6 +116,9 @@ class NodeIdentity:
     encrypted: bool
 
 
+_RunT = TypeVar("_RunT", bound="Run")
+
+
 @dataclass(frozen=True)
 class Run:
     """One run (a task's execution at this organization), as ``GET /run…&include=task``."""
@@ -130,9 +133,12 @@ class Run:
     task: dict[str, Any] = field(repr=False, default_factory=dict)
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
+    # The statuses that end a run (a later server generation has more).
+    finished_statuses: ClassVar[frozenset[str]] = FINISHED_STATUSES
+
     @property
     def finished(self) -> bool:
-        return self.finished_at is not None or self.status in FINISHED_STATUSES
+        return self.finished_at is not None or self.status in self.finished_statuses
 
     @property
     def parent_id(self) -> int | None:
@@ -161,7 +167,7 @@ class Run:
         return [d for d in dbs if isinstance(d, dict)]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Run:
+    def from_json(cls: type[_RunT], data: Mapping[str, Any]) -> _RunT:
         task = data.get("task")
         task = task if isinstance(task, dict) else {}
         run_id = _int_or_none(data.get("id"))
@@ -234,6 +240,7 @@ class V6NodeClient:
     api_path: ClassVar[str] = API_PATH
     # 4.x answers an expired or unknown token with 401.
     token_refused_statuses: ClassVar[frozenset[int]] = frozenset({401})
+    run_type: ClassVar[type[Run]] = Run  # what a run of this server is read as
 
     def __init__(self, server: str, *, verify: bool | str = True,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
@@ -349,14 +356,15 @@ class V6NodeClient:
         """This node's runs without ``finished_at``, oldest first, every page."""
         if self.node_id is None:
             raise V6NotLoggedInError("not logged in", 401)
-        runs = [Run.from_json(item) for item in self._pages(
+        runs = [self.run_type.from_json(item) for item in self._pages(
             "/run", {"state": "open", "node_id": self.node_id, "include": "task",
                      "per_page": per_page})]
         return sorted(runs, key=lambda r: r.id)
 
     def get_run(self, run_id: int) -> Run:
         """V6NotFoundError when the run is gone (the task was deleted)."""
-        return Run.from_json(self.get(f"/run/{int(run_id)}", params={"include": "task"}))
+        return self.run_type.from_json(self.get(f"/run/{int(run_id)}",
+                                                params={"include": "task"}))
 
     def patch_run(self, run_id: int, **fields: Any) -> dict[str, Any]:
         """``PATCH /run/<id>``: V6RunFinishedError when the server already finished it."""

@@ -10,6 +10,12 @@ token refused                      401 (expired, unknown) and 422 (flask-jwt-ext
                                    "Signature verification failed"): one new token, one retry
 ``GET /node/me``                   who this node is (5.x answers it for a node token)
 ``GET /blobstream/status``         ``{"blob_store_enabled"}``: this node cannot use one
+a run                              its input is ``arguments`` (4.x: ``input``); it has an
+                                   ``action``; more statuses end it (:class:`HqRun`)
+``PATCH /run/<id>``                4.x's semantics; a researcher's kill leaves only ``log``
+                                   patchable ("Only the log can be updated for a killed
+                                   run!", 400) and any other body is refused: gone
+``POST session/dataframe/<id>/column``  the columns of a dataframe this node made
 =================================  ==============================================
 
 Errors, paging, timeouts and redaction are 4.x's (``classify_v6_error`` maps them).
@@ -17,18 +23,59 @@ Errors, paging, timeouts and redaction are 4.x's (``classify_v6_error`` maps the
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from dss_console.sources.v6.client import (
     DEFAULT_TIMEOUT,
+    FINISHED_STATUSES,
+    Run,
     V6BadReplyError,
     V6NodeClient,
     V6NotLoggedInError,
+    V6RunFinishedError,
+    V6ServerError,
     _int_or_none,
 )
 from dss_console.sources.v6x5.auth import DEFAULT_REALM, ClientCredentials, node_client_id
 
 API_PATH = "/hq"
+# vantage6.common.enum.RunStatus (5.0.3): 4.x's ending statuses and these.
+FINISHED_STATUSES_5 = FINISHED_STATUSES | {"dataframe not found", "depended on failed task",
+                                           "unexpected output"}
+
+
+@dataclasses.dataclass(frozen=True)
+class HqRun(Run):
+    """A 5.x run: 4.x's fields, the input read from ``arguments``, and its action."""
+
+    finished_statuses: ClassVar[frozenset[str]] = FINISHED_STATUSES_5
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HqRun:
+        run = super().from_json(data)
+        arguments = data.get("arguments")
+        return dataclasses.replace(run, input=arguments if isinstance(arguments, str) else None)
+
+    @property
+    def action(self) -> str:
+        """``data_extraction``, ``preprocessing``, ``federated_compute``, ``central_compute``
+        or ``postprocessing``."""
+        return str(self.raw.get("action") or self.task.get("action") or "")
+
+    @property
+    def method(self) -> str:
+        return str(self.task.get("method") or "")
+
+    @property
+    def session_id(self) -> int | None:
+        session = self.task.get("session")
+        return _int_or_none(session.get("id") if isinstance(session, dict) else session)
+
+    @property
+    def blob_storage_used(self) -> bool:
+        return bool(self.raw.get("blob_storage_used"))
 
 
 class HqNodeClient(V6NodeClient):
@@ -37,6 +84,7 @@ class HqNodeClient(V6NodeClient):
 
     api_path: ClassVar[str] = API_PATH
     token_refused_statuses: ClassVar[frozenset[int]] = frozenset({401, 422})
+    run_type: ClassVar[type[Run]] = HqRun
 
     def __init__(self, server: str, *, auth_url: str, node: str, realm: str = DEFAULT_REALM,
                  verify: bool | str = True,
@@ -102,6 +150,24 @@ class HqNodeClient(V6NodeClient):
             raise V6BadReplyError("GET /node/me: the answer has no node id")
         self.node_id = node_id
         return node
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def patch_run(self, run_id: int, **fields: Any) -> dict[str, Any]:
+        """4.x's, and a killed run (only its log may change) refusing anything else is
+        V6RunFinishedError too."""
+        try:
+            return super().patch_run(run_id, **fields)
+        except V6ServerError as exc:
+            if exc.status == 400 and "killed run" in str(exc):
+                raise V6RunFinishedError(str(exc), 400) from None
+            raise
+
+    def post_columns(self, dataframe_id: int, columns: Sequence[tuple[str, str]]) -> None:
+        """``POST session/dataframe/<id>/column``: this node's columns of a dataframe
+        (name, dtype as pyarrow prints it), replacing what it reported before."""
+        self._call("POST", f"/session/dataframe/{int(dataframe_id)}/column",
+                   json=[{"name": name, "dtype": dtype} for name, dtype in columns])
 
     def blob_store_enabled(self) -> bool:
         """Whether HQ keeps results in a blob store (5.0.3: Azure), which this node does
