@@ -14,7 +14,9 @@ import pytest
 import requests
 
 from dss_console.core.interfaces import Connection, SourceEvent
+from dss_console.sources.v6 import crypto
 from dss_console.sources.v6.client import V6NotLoggedInError, V6RunFinishedError, now_iso
+from dss_console.sources.v6.proxy import SubtaskProxy
 from dss_console.sources.v6x5 import jws
 from dss_console.sources.v6x5.auth import ClientCredentials, IdpRefusedError
 from dss_console.sources.v6x5.client import HqNodeClient, HqRun
@@ -163,3 +165,20 @@ def test_a_5x_run_is_read_finished_once_and_a_killed_run_keeps_only_its_log(
         assert client.patch_run(killed.id, log="stopped by the researcher")
         assert client.get_run(killed.id).finished
         assert client.open_runs() == []
+
+
+def test_the_subtask_proxy_encrypts_5x_arguments_for_each_organization(
+        v6x5_sandbox: HqSandbox) -> None:
+    """5.0.3's algorithm client sends a subtask's input as organizations[i].arguments: the
+    proxy encrypts that field with the organization's public key from HQ."""
+    sb = v6x5_sandbox
+    node = sb.node("station-demo-enc")
+    cryptor = crypto.RsaCryptor.from_pem(sb.key_file("station").read_bytes())
+    with HqNodeClient(sb.url, auth_url=sb.auth_url, node=node.name) as client:
+        client.login(node.api_key)
+        proxy = SubtaskProxy(client, cryptor, input_field="arguments")
+        body = {"organizations": [{"id": sb.org_id("station"),
+                                   "arguments": crypto.b64encode(b'{"column": "age"}')}]}
+        sent = proxy.encrypt_task_inputs(body)["organizations"][0]
+    assert "input" not in sent and sent["arguments"].count("$") == 2
+    assert cryptor.decrypt(sent["arguments"]) == b'{"column": "age"}'
