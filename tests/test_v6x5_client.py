@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from dss_console.core.interfaces import Connection, SourceEvent
+from dss_console.core.interfaces import Connection, NewWork, SourceEvent, WorkGone
 from dss_console.sources.v6 import crypto
 from dss_console.sources.v6.client import V6NotLoggedInError, V6RunFinishedError, now_iso
 from dss_console.sources.v6.proxy import SubtaskProxy
@@ -24,6 +24,7 @@ from dss_console.sources.v6x5.events import HqEvents
 from dss_console.sources.v6x5.sandbox import HqSandbox
 
 from v6_fixtures import SERVER_TEST_TIMEOUT
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 
@@ -76,29 +77,6 @@ def test_an_unknown_client_or_wrong_secret_is_not_logged_in(v6x5_sandbox: HqSand
     with pytest.raises(Exception, match="is not a vantage6 node"):
         credentials.renew()
     credentials.close()
-
-
-def test_the_socket_connects_with_the_keycloak_token(v6x5_sandbox: HqSandbox) -> None:
-    """socket.io at HQ's root, namespace /tasks, the token in the Authorization header."""
-    node = v6x5_sandbox.node("station-demo")
-    seen: list[SourceEvent] = []
-    up = threading.Event()
-
-    def notify(event: SourceEvent) -> None:
-        seen.append(event)
-        if event == Connection(True):
-            up.set()
-
-    with HqNodeClient(v6x5_sandbox.url, auth_url=v6x5_sandbox.auth_url,
-                      node=node.name) as client:
-        client.login(node.api_key)
-        events = HqEvents(client, client.whoami(), notify)
-        events.start()
-        try:
-            assert up.wait(60), seen
-            assert events.connected
-        finally:
-            events.close()
 
 
 class _Researcher:
@@ -182,3 +160,43 @@ def test_the_subtask_proxy_encrypts_5x_arguments_for_each_organization(
         sent = proxy.encrypt_task_inputs(body)["organizations"][0]
     assert "input" not in sent and sent["arguments"].count("$") == 2
     assert cryptor.decrypt(sent["arguments"]) == b'{"column": "age"}'
+
+
+def test_the_socket_connects_with_the_keycloak_token_and_hears_5x_events(
+        v6x5_sandbox: HqSandbox) -> None:
+    """socket.io at HQ's root, namespace /tasks, the token in the Authorization header; a new
+    task arrives as 5.0.3's `new_task_update`, a researcher's kill as `kill_containers`."""
+    sb = v6x5_sandbox
+    node = sb.node("station-demo")
+    seen: list[SourceEvent] = []
+    lock = threading.Lock()
+
+    def notify(event: SourceEvent) -> None:
+        with lock:
+            seen.append(event)
+
+    def count(kind: type) -> int:
+        with lock:
+            return sum(isinstance(e, kind) for e in seen)
+
+    researcher = _Researcher(sb)
+    with HqNodeClient(sb.url, auth_url=sb.auth_url, node=node.name) as client:
+        client.login(node.api_key)
+        events = HqEvents(client, client.whoami(), notify)
+        events.start()
+        try:
+            wait_for(lambda: events.connected, 60, what="the socket up")
+            assert Connection(True) in seen
+            woken = count(NewWork)
+            session = researcher.call("POST", "/session", {
+                "name": f"s-{time.time_ns()}", "collaboration_id": node.collaboration_id,
+                "scope": "own"})["id"]
+            task = researcher.task(sb, session, {"column": "age"})
+            wait_for(lambda: count(NewWork) > woken, 30, what="new_task_update")
+            run = next(r for r in client.open_runs() if r.task_id == task)
+            researcher.call("POST", "/kill/task", {"id": task})
+            gone = wait_for(lambda: next((e for e in list(seen) if isinstance(e, WorkGone)),
+                                         None), 30, what="kill_containers")
+            assert gone == WorkGone((run.id,))
+        finally:
+            events.close()
