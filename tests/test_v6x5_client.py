@@ -13,9 +13,15 @@ from typing import Any
 import pytest
 import requests
 
-from dss_console.core.interfaces import Connection, NewWork, SourceEvent, WorkGone
+from dss_console.core.interfaces import Connection, Failure, NewWork, SourceEvent, WorkGone
 from dss_console.sources.v6 import crypto
-from dss_console.sources.v6.client import V6NotLoggedInError, V6RunFinishedError, now_iso
+from dss_console.sources.v6.client import (
+    V6NotLoggedInError,
+    V6RunFinishedError,
+    V6ServerError,
+    classify_v6_error,
+    now_iso,
+)
 from dss_console.sources.v6.proxy import SubtaskProxy
 from dss_console.sources.v6x5 import jws
 from dss_console.sources.v6x5.auth import ClientCredentials, IdpRefusedError
@@ -99,10 +105,11 @@ class _Researcher:
         assert reply.status_code < 300, reply.text
         return dict(reply.json())
 
-    def task(self, sb: HqSandbox, session_id: int, arguments: dict[str, Any]) -> int:
+    def task(self, sb: HqSandbox, session_id: int, arguments: dict[str, Any],
+             action: str = "federated_compute") -> int:
         encoded = base64.b64encode(json.dumps(arguments).encode()).decode()
         return int(self.call("POST", "/task", {
-            "name": "t", "image": "dss-demo", "method": "mean", "action": "federated_compute",
+            "name": "t", "image": "dss-demo", "method": "mean", "action": action,
             "collaboration_id": sb.node("station-demo").collaboration_id,
             "session_id": session_id, "databases": [],
             "organizations": [{"id": sb.org_id("station"), "arguments": encoded}]})["id"])
@@ -142,7 +149,7 @@ def test_a_5x_run_is_read_finished_once_and_a_killed_run_keeps_only_its_log(
             client.patch_run(killed.id, status="crashed", log="stopped", finished_at=now_iso())
         assert client.patch_run(killed.id, log="stopped by the researcher")
         assert client.get_run(killed.id).finished
-        assert client.open_runs() == []
+        assert not {done_task, killed_task} & {r.task_id for r in client.open_runs()}
 
 
 def test_the_subtask_proxy_encrypts_5x_arguments_for_each_organization(
@@ -200,3 +207,29 @@ def test_the_socket_connects_with_the_keycloak_token_and_hears_5x_events(
             assert gone == WorkGone((run.id,))
         finally:
             events.close()
+
+
+def test_only_a_central_run_gets_a_container_token(v6x5_sandbox: HqSandbox) -> None:
+    """5.0.3 gives a container token to central_compute tasks only; another task's 401 is a
+    refusal of this call, not a lost login (the node stays logged in)."""
+    sb = v6x5_sandbox
+    node = sb.node("station-demo")
+    researcher = _Researcher(sb)
+    session = researcher.call("POST", "/session", {
+        "name": f"s-{time.time_ns()}", "collaboration_id": node.collaboration_id,
+        "scope": "own"})["id"]
+    central = researcher.task(sb, session, {}, action="central_compute")
+    federated = researcher.task(sb, session, {})
+    with HqNodeClient(sb.url, auth_url=sb.auth_url, node=node.name) as client:
+        client.login(node.api_key)
+        token = client.container_token(central, "dss-demo")
+        claims = jws.unverified_claims(token)
+        assert claims["sub"]["task_id"] == central and claims["sub"]["node_id"] == node.id
+        with pytest.raises(V6ServerError) as refused:
+            client.container_token(federated, "dss-demo")
+        assert refused.value.status == 401 and "not a central compute task" in str(
+            refused.value)
+        assert classify_v6_error(refused.value) is Failure.REFUSED
+        assert client.get("/node/me")["id"] == node.id
+        for task in (central, federated):
+            researcher.call("POST", "/kill/task", {"id": task})
