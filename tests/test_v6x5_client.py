@@ -233,3 +233,32 @@ def test_only_a_central_run_gets_a_container_token(v6x5_sandbox: HqSandbox) -> N
         assert client.get("/node/me")["id"] == node.id
         for task in (central, federated):
             researcher.call("POST", "/kill/task", {"id": task})
+
+
+def test_an_extraction_run_names_its_dataframe_and_the_node_reports_its_columns(
+        v6x5_sandbox: HqSandbox) -> None:
+    sb = v6x5_sandbox
+    node = sb.node("station-demo")
+    researcher = _Researcher(sb)
+    session = researcher.call("POST", "/session", {
+        "name": f"s-{time.time_ns()}", "collaboration_id": node.collaboration_id,
+        "scope": "own"})["id"]
+    frame = researcher.call("POST", f"/session/{session}/dataframe", {
+        "label": "default", "name": "people",
+        "task": {"image": "dss-demo", "method": "read",
+                 "organizations": [{"id": sb.org_id("station"),
+                                    "arguments": base64.b64encode(b"{}").decode()}]}})
+    with HqNodeClient(sb.url, auth_url=sb.auth_url, node=node.name) as client:
+        client.login(node.api_key)
+        run = next(r for r in client.open_runs() if isinstance(r, HqRun)
+                   and r.session_id == session)
+        assert (run.action, run.method) == ("data_extraction", "read")
+        assert run.dataframe == (frame["id"], "people", "default")
+        client.post_columns(frame["id"], [("age", "int64"), ("name", "string")])
+        client.post_columns(frame["id"], [("age", "int64"), ("name", "large_string")])
+        seen = researcher.call("GET", f"/session/dataframe/{frame['id']}", {})["columns"]
+        # A repeat (the outbox after a restart) replaces this node's columns.
+        assert [(c["node_id"], c["name"], c["dtype"]) for c in seen] == [
+            (node.id, "age", "int64"), (node.id, "name", "large_string")]
+        client.patch_run(run.id, status="completed", started_at=now_iso(),
+                         finished_at=now_iso(), result="", log="")

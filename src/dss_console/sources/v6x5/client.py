@@ -74,6 +74,18 @@ class HqRun(Run):
         return _int_or_none(session.get("id") if isinstance(session, dict) else session)
 
     @property
+    def dataframe(self) -> tuple[int, str, str] | None:
+        """The dataframe an extraction or preprocessing run makes: (id, name, database
+        label); None for other runs."""
+        frame = self.task.get("dataframe")
+        if not isinstance(frame, dict):
+            return None
+        frame_id = _int_or_none(frame.get("id"))
+        if frame_id is None:
+            return None
+        return frame_id, str(frame.get("name") or ""), str(frame.get("db_label") or "")
+
+    @property
     def blob_storage_used(self) -> bool:
         return bool(self.raw.get("blob_storage_used"))
 
