@@ -262,3 +262,34 @@ def test_an_extraction_run_names_its_dataframe_and_the_node_reports_its_columns(
             (node.id, "age", "int64"), (node.id, "name", "large_string")]
         client.patch_run(run.id, status="completed", started_at=now_iso(),
                          finished_at=now_iso(), result="", log="")
+
+
+def test_a_deleted_dataframe_reaches_the_node_over_the_socket(v6x5_sandbox: HqSandbox) -> None:
+    """A researcher deletes a session's dataframe: HQ 5.0.3 sends `delete_dataframe`, the
+    node's handler gets the session and the name (the session store then removes it)."""
+    sb = v6x5_sandbox
+    node = sb.node("station-demo")
+    researcher = _Researcher(sb)
+    deleted: list[tuple[int, str]] = []
+    session = researcher.call("POST", "/session", {
+        "name": f"s-{time.time_ns()}", "collaboration_id": node.collaboration_id,
+        "scope": "own"})["id"]
+    frame = researcher.call("POST", f"/session/{session}/dataframe", {
+        "label": "default", "name": "to_go",
+        "task": {"image": "dss-demo", "method": "read",
+                 "organizations": [{"id": sb.org_id("station"),
+                                    "arguments": base64.b64encode(b"{}").decode()}]}})
+    with HqNodeClient(sb.url, auth_url=sb.auth_url, node=node.name) as client:
+        client.login(node.api_key)
+        events = HqEvents(client, client.whoami(), lambda event: None,
+                          delete_dataframe=lambda sid, name: deleted.append((sid, name)))
+        events.start()
+        try:
+            wait_for(lambda: events.connected, 60, what="the socket up")
+            reply = researcher.http.delete(f"{sb.api_url}/session/dataframe/{frame['id']}",
+                                           timeout=30)
+            assert reply.status_code == 200, reply.text
+            wait_for(lambda: deleted, 30, what="delete_dataframe")
+            assert deleted == [(session, "to_go")]
+        finally:
+            events.close()
