@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -161,3 +163,35 @@ def test_a_server_of_neither_version_or_none_at_all_is_said_in_words(
     down = _cli(tmp_path, "v6", "login", "--server", closed_port_url, "--api-key-stdin",
                 stdin="key\n")
     assert down.returncode == 1 and f"cannot reach {closed_port_url}" in down.stderr
+
+
+def test_sandbox_version_5_prints_login_lines_that_work(v6x5_python: Path,
+                                                       tmp_path: Path) -> None:
+    data = tmp_path / "box"
+    proc = subprocess.Popen([str(EXE), "v6", "sandbox", "--version", "5", "--data", str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:  # blocks only until the banner is printed
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        banner = "".join(lines)
+        assert "not an identity provider" in banner
+        info = json.loads((data / "sandbox.json").read_text())
+        assert stat.S_IMODE((data / "sandbox.json").stat().st_mode) == 0o600
+        assert f"running at {info['url']}" in banner
+        login = next(ln.strip() for ln in lines if "v6 login" in ln and "--private-key" in ln)
+        key, rest = login.split(" | ", 1)
+        argv = shlex.split(rest)[1:]
+        assert "--auth-url" in argv and "--node" in argv
+        done = _cli(tmp_path, *argv, stdin=key.split()[1] + "\n")
+        assert done.returncode == 0, done.stderr
+        assert "as node 'station-demo-enc'" in done.stdout and ", encrypted" in done.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "vantage6 5.x sandbox stopped" in out

@@ -45,6 +45,11 @@ Start the real vantage6-server 4.15.2 on 127.0.0.1 (SQLite, in a temporary folde
 collaboration (demo, demo-enc), a node of station in each, organization keys and a
 researcher; print everything needed to log in, and run until Ctrl-C. The first use builds
 the server's own Python environment (needs PyPI, 1-2 minutes).
+
+--version 5: the real vantage6-hq 5.0.3 instead, in its own Python 3.13 environment, behind
+a small Keycloak-compatible stand-in of ours (Keycloak itself cannot be installed on these
+machines): the same demo organizations, collaborations and nodes, a researcher and a service
+account; the lines printed log the nodes in with --auth-url and --node.
 """
 
 
@@ -113,6 +118,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     sandbox = sub.add_parser("sandbox", help="run a local vantage6 server with demo data",
                              description=SANDBOX_DESCRIPTION,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sandbox.add_argument("--version", choices=("4", "5"), default="4",
+                         help="the server's major version: 4 (vantage6-server 4.15.2, the "
+                              "default) or 5 (vantage6-hq 5.0.3 behind a Keycloak-compatible "
+                              "stand-in of ours: Keycloak itself cannot be installed here; "
+                              "needs Python 3.13)")
     sandbox.add_argument("--port", type=int, default=0,
                          help="port on 127.0.0.1 (default: a free one)")
     sandbox.add_argument("--data", type=Path, metavar="DIR",
@@ -286,6 +296,8 @@ def sandbox_settings_toml(sandbox_info: dict[str, Any]) -> str:
 
 
 def sandbox_command(args: argparse.Namespace) -> int:
+    if args.version == "5":
+        return _hq_sandbox_command(args)
     from dss_console.sources.v6.sandbox import V6Sandbox
     from dss_console.sources.v6.venv import V6SandboxError
 
@@ -347,4 +359,61 @@ def _print_sandbox(box: Any, settings_file: Path) -> None:
     print("                     input_={'method': 'central_mean', 'kwargs': {'column': 'age'}},"
           " databases=[{'label': 'default'}])")
     print("  print(c.wait_for_results(t['id']))")
+    print("Press Ctrl-C to stop.", flush=True)
+
+
+def _hq_sandbox_command(args: argparse.Namespace) -> int:
+    """`v6 sandbox --version 5`: HQ 5.0.3 and the identity stand-in, until Ctrl-C/SIGTERM."""
+    from dss_console.sources.v6.venv import V6SandboxError
+    from dss_console.sources.v6x5.sandbox import HqSandbox
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    box = HqSandbox(data_dir=args.data, port=args.port,
+                    report=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        box.start()
+    except V6SandboxError as exc:
+        box.stop()
+        raise CliError(f"the vantage6 5.x sandbox could not start: {exc}") from None
+    try:
+        _print_hq_sandbox(box)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        box.stop()
+    print("vantage6 5.x sandbox stopped", flush=True)
+    return 0
+
+
+def _print_hq_sandbox(box: Any) -> None:
+    from dss_console.sources.v6x5.sandbox import SANDBOX_FILE
+
+    seed = box.info["seed"]
+    q = shlex.quote
+    realm = box.info["realm"]
+    print(f"vantage6 HQ {box.info['version']} sandbox running at {box.url} (API "
+          f"{box.api_url})", flush=True)
+    print(f"  authentication: {box.auth_url} (realm {realm}): a Keycloak-compatible stand-in "
+          "for this sandbox only, not an identity provider")
+    print(f"  data: {box.data_dir}   (everything below is also in "
+          f"{box.data_dir / SANDBOX_FILE}, 0600)")
+    for name, org in seed["organizations"].items():
+        print(f"  organization {name} (id {org['id']}): private key {org['key_file']}")
+    for name, node in seed["nodes"].items():
+        kind = "encrypted" if node["encrypted"] else "plain"
+        print(f"  node {name} in {node['collaboration']} ({kind}): API key {node['api_key']}")
+    user, password = box.researcher
+    client_id, secret = box.service_account
+    print(f"  researcher: {user} / {password}; service account {client_id} / {secret}")
+    print("log in as the data station's nodes:")
+    for name, node in seed["nodes"].items():
+        key = f" --private-key {q(seed['organizations']['station']['key_file'])}" \
+            if node["encrypted"] else ""
+        print(f"  echo {node['api_key']} | dss-console v6 login --server {box.url} "
+              f"--auth-url {box.auth_url} --node {name} --api-key-stdin{key}")
+    print("(the 5.x node's worker and window follow: issue 21)")
     print("Press Ctrl-C to stop.", flush=True)
