@@ -195,3 +195,39 @@ def test_sandbox_version_5_prints_login_lines_that_work(v6x5_python: Path,
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "vantage6 5.x sandbox stopped" in out
+
+
+def test_the_family_defaults_leave_a_single_generation_source_alone() -> None:
+    """A source without generations (DSS) declares no family members: the defaults say it
+    is its own family, serves any server and names no major version; the vantage6 family
+    lists 4.x then 5.x, the 5.x member login-only until its worker exists."""
+    from dss_console import plugins
+    from dss_console.core.source_plugin import (
+        plugin_family,
+        plugin_server_major,
+        plugin_serves,
+    )
+
+    dss = plugins.source_plugin("dss")
+    assert (plugin_family(dss), plugin_server_major(dss)) == ("dss", None)
+    assert plugin_serves(dss, "http://127.0.0.1:1", True) is True  # no probe at all
+    members = [plugins.family_plugin(n) for n in plugins.SOURCE_FAMILIES["v6"]]
+    assert [(plugin_family(m), plugin_server_major(m)) for m in members] == [
+        ("v6", "4"), ("v6", "5")]
+    assert "v6x5" in plugins.LOGIN_ONLY_SOURCES and "v6x5" not in plugins.SOURCES
+
+
+def test_the_5x_plug_in_loads_no_client_until_it_is_used() -> None:
+    script = (
+        "import sys\n"
+        "from dss_console import plugins\n"
+        "plugins.family_plugin('v6x5')\n"
+        "heavy = [m for m in sys.modules if m.startswith(('dss_console.sources.v6x5.client',"
+        " 'dss_console.sources.v6x5.auth', 'dss_console.sources.v6.client', 'requests',"
+        " 'cryptography'))]\n"
+        "assert not heavy, heavy\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
