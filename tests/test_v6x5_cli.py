@@ -110,6 +110,14 @@ def test_a_5x_server_is_detected_and_its_node_logs_in_through_keycloak(
         assert plain.api_key not in repr(client) and plain.api_key not in repr(
             client.credentials)
 
+    # The 4.x worker does not take a 5.x node's login for its own (words, not a 404).
+    (tmp_path / "empty.toml").write_text("")
+    worker = _cli(tmp_path, "worker", "--source", "v6", "--node", plain.name, "--config",
+                  str(tmp_path / "empty.toml"))
+    assert worker.returncode == 2, worker.stderr
+    assert "was logged in for another vantage6 server version" in worker.stderr
+    assert plain.api_key not in worker.stdout + worker.stderr
+
     # `v6 status` asks each stored node's own server generation; `v6 logout --server` finds
     # the 5.x node by the server's root URL, as for 4.x.
     status = _cli(tmp_path, "v6", "status")

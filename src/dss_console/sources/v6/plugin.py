@@ -141,6 +141,10 @@ class V6Plugin:
             raise ConnectError(f"not logged in as {who} of {where} (logged in here: {listed})."
                                f" Log in first: dss-console v6 login --server "
                                f"{server or 'URL'} --api-key-stdin [--private-key FILE]")
+        if not self.owns_stored(stored):
+            raise ConnectError(f"node {stored.node!r} of {stored.server} was logged in for "
+                               "another vantage6 server version: --source v6 runs the "
+                               "nodes of vantage6 4.x servers", code=2)
         try:
             return V6Source.connect(stored.server, stored.api_key, v6_settings(settings),
                                     private_key_pem=stored.private_key_pem,
