@@ -188,3 +188,10 @@ def test_the_worker_path_loads_no_qt() -> None:
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_4x_node_imports_nothing_of_the_5x_node() -> None:
+    """sources/v6x5 reuses sources/v6, never the other way (docs/v6-5x-plan.md §1): the 4.x
+    plug-in stays as it is tested, with no 5.x word in it."""
+    assert violations("sources/v6", ("dss_console.sources.v6x5",)) == []
+    assert violations("sources/v6x5", ("dss_console.sources.v6",))  # the scan sees reuse

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import requests
 
+from dss_console.sources.v6x5 import jws
 from dss_console.sources.v6x5.sandbox import ROOT_USERNAME, HqSandbox
-from dss_console.sources.v6x5.standin import jws
 
 from v6_fixtures import SERVER_TEST_TIMEOUT
 from waiting import wait_for

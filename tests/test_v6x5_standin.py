@@ -17,13 +17,13 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from dss_console.sources.v6x5 import jws
 from dss_console.sources.v6x5.standin import (
     PUBLIC_CLIENT,
     SEEDING_CLIENT,
     IdpStandin,
     Lifespans,
     Realm,
-    jws,
 )
 from dss_console.sources.v6x5.standin.grants import DEVICE_GRANT, NOTICE
 

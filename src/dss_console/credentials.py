@@ -169,11 +169,14 @@ class StoredV6Node:
     """A vantage6 node this machine logged in as: one API key = one node = one
     collaboration (and, when it is encrypted, one organization private key)."""
 
-    server: str                # the API URL, ending in /api
+    server: str                # the API URL, ending in /api (4.x) or /hq (5.x)
     node: str                  # the node's name on the server
     api_key: str
     private_key_pem: bytes | None
     info: dict[str, Any]       # non-secret: ids and names of node, organization, collaboration
+    # A 5.x node's authentication server (Keycloak) and realm; None: a 4.x node.
+    auth_url: str | None = None
+    realm: str | None = None
 
 
 class V6CredentialStore(SessionStore):
@@ -207,8 +210,11 @@ class V6CredentialStore(SessionStore):
             fallback.pop(entry_key, None)
         self._write_json(V6_FALLBACK_FILE, fallback)
         index = self._read_json(V6_INDEX_FILE)
-        index.setdefault("nodes", {})[entry_key] = {
-            "server": node.server, "node": node.node, "store": stored_in, "info": node.info}
+        entry: dict[str, Any] = {"server": node.server, "node": node.node, "store": stored_in,
+                                 "info": node.info}
+        if node.auth_url is not None:
+            entry.update(auth_url=node.auth_url, realm=node.realm)
+        index.setdefault("nodes", {})[entry_key] = entry
         index["last"] = entry_key
         self._write_json(V6_INDEX_FILE, index)
 
@@ -235,7 +241,8 @@ class V6CredentialStore(SessionStore):
         return StoredV6Node(server=entry["server"], node=entry["node"],
                             api_key=secrets["api_key"],
                             private_key_pem=pem_text.encode("ascii") if pem_text else None,
-                            info=dict(entry.get("info") or {}))
+                            info=dict(entry.get("info") or {}),
+                            auth_url=entry.get("auth_url"), realm=entry.get("realm"))
 
     def find_node(self, server: str | None = None, node: str | None = None) -> str | None:
         index = self._read_json(V6_INDEX_FILE)

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from dss_console.engine.settings import ServiceCommand
     from dss_console.gui.source_window import SourceWindow
 
-__all__ = ["DRY_RUN_COMMAND", "EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS",
-           "SOURCE_WINDOWS", "dry_run_command", "executor_class", "executors", "load",
+__all__ = ["DRY_RUN_COMMAND", "EXECUTORS", "LOGIN_ONLY_SOURCES", "SOURCES", "SOURCE_FAMILIES",
+           "SOURCE_PRESENTATIONS", "SOURCE_SETTINGS", "SOURCE_WINDOWS", "dry_run_command",
+           "executor_class", "executors", "family_member", "family_plugin", "load",
            "presentation", "source_of", "source_plugin", "source_window"]
 
 # The sources (core.source_plugin.SourcePlugin) the roots offer, the default first: the
@@ -27,6 +28,19 @@ __all__ = ["DRY_RUN_COMMAND", "EXECUTORS", "SOURCES", "SOURCE_PRESENTATIONS", "S
 SOURCES: dict[str, str] = {
     "dss": "dss_console.sources.dss.plugin:PLUGIN",
     "v6": "dss_console.sources.v6.plugin:PLUGIN",
+}
+
+# A family: one kind of server in several major versions, one plug-in each, in the order
+# they are asked which of them serves a server (`family_member`): `dss-console v6 login`
+# picks the plug-in by the server's version.
+SOURCE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "v6": ("v6", "v6x5"),
+}
+
+# Family members whose login works but whose worker does not yet (issue 21: the vantage6
+# 5.x node joins SOURCES, the worker's and the window's choices, once its runs work).
+LOGIN_ONLY_SOURCES: dict[str, str] = {
+    "v6x5": "dss_console.sources.v6x5.plugin:PLUGIN",
 }
 
 # Each source's reader of its own settings tables (engine.settings_reader.SettingsParser), in
@@ -58,6 +72,25 @@ def source_plugin(name: str) -> SourcePlugin:
     if not isinstance(value, SourcePlugin):
         raise TypeError(f"{SOURCES[name]} is not a SourcePlugin")
     return value
+
+
+def family_plugin(name: str) -> object:
+    """A family member by name: a registered source, or one whose login alone is ready."""
+    return load(SOURCES[name]) if name in SOURCES else load(LOGIN_ONLY_SOURCES[name])
+
+
+def family_member(family: str, server: str, verify: bool | str) -> object:
+    """The member of ``family`` that serves the server at ``server`` (each asked in
+    order, a short probe each). ConnectError in words when none does."""
+    from dss_console.core.source_plugin import ConnectError, plugin_serves
+
+    members = SOURCE_FAMILIES.get(family, (family,))
+    for name in members:
+        plugin = family_plugin(name)
+        if plugin_serves(plugin, server, verify):
+            return plugin
+    probes = " nor ".join(str(getattr(family_plugin(n), "probe_says", n)) for n in members)
+    raise ConnectError(f"the server at {server} answers neither {probes}")
 
 
 def source_of(credential: object) -> SourcePlugin:

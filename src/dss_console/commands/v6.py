@@ -20,15 +20,19 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dss_console.commands.errors import EXIT_USAGE, CliError
 from dss_console.commands.v6_audit import add_audit_parser
 
+FAMILY = "v6"  # plugins.SOURCE_FAMILIES: the vantage6 nodes, one plug-in per server major
+
 V6_DESCRIPTION = """\
-Run this machine as a vantage6 4.x node that runs algorithms as local commands.
+Run this machine as a vantage6 node that runs algorithms as local commands.
 
   dss-console v6 login --server URL --api-key-stdin [--private-key FILE]
+  dss-console v6 login --server URL --auth-url URL [--realm NAME] --node NAME \\
+                       --api-key-stdin [--private-key FILE]       (a 5.x server)
   dss-console v6 status
   dss-console v6 logout [--node NAME]
   dss-console v6 audit [--node NAME] [--since DAYS] [--json|--csv]
@@ -41,11 +45,16 @@ Start the real vantage6-server 4.15.2 on 127.0.0.1 (SQLite, in a temporary folde
 collaboration (demo, demo-enc), a node of station in each, organization keys and a
 researcher; print everything needed to log in, and run until Ctrl-C. The first use builds
 the server's own Python environment (needs PyPI, 1-2 minutes).
+
+--version 5: the real vantage6-hq 5.0.3 instead, in its own Python 3.13 environment, behind
+a small Keycloak-compatible stand-in of ours (Keycloak itself cannot be installed on these
+machines): the same demo organizations, collaborations and nodes, a researcher and a service
+account; the lines printed log the nodes in with --auth-url and --node.
 """
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    v6 = verbs.add_parser("v6", help="run this machine as a vantage6 4.x node",
+    v6 = verbs.add_parser("v6", help="run this machine as a vantage6 node",
                           description=V6_DESCRIPTION,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = v6.add_subparsers(dest="v6_verb", metavar="COMMAND")
@@ -54,7 +63,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     login = sub.add_parser(
         "login", help="log in as a node with its API key",
         description="Check a node API key against the server and remember it (OS keyring, "
-                    "else a private file). Prints the node, its organization and its "
+                    "else a private file). The server's version is asked first (GET "
+                    "<server>/api/version, <server>/hq/version): a 4.x node logs in with its "
+                    "API key alone; a 5.x node through the server's authentication server "
+                    "(Keycloak: --auth-url, --realm) as the client NAME-node-client (--node "
+                    "NAME), the API key being that client's secret. "
+                    "Prints the node, its organization and its "
                     "collaboration. An encrypted collaboration needs the organization's "
                     "private key (PEM); when the organization has no public key on the "
                     "server, this key's is uploaded, as the official node does at start; a "
@@ -62,6 +76,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                     "--replace-public-key).")
     login.add_argument("--server", required=True, metavar="URL",
                        help="the vantage6 server, e.g. https://v6.example.org (…/api optional)")
+    login.add_argument("--auth-url", metavar="URL",
+                       help="vantage6 5.x only: the server's authentication server (Keycloak), "
+                            "e.g. https://auth.example.org")
+    login.add_argument("--realm", metavar="NAME",
+                       help="vantage6 5.x only: the Keycloak realm (default: vantage6)")
+    login.add_argument("--node", metavar="NAME",
+                       help="vantage6 5.x: the node's name (required there: its client is "
+                            "NAME-node-client); 4.x: checked against the key's node")
     login.add_argument("--api-key-stdin", action="store_true", required=True,
                        help="read the node's API key from standard input (never an argument: "
                             "the process list would show it)")
@@ -96,6 +118,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     sandbox = sub.add_parser("sandbox", help="run a local vantage6 server with demo data",
                              description=SANDBOX_DESCRIPTION,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sandbox.add_argument("--version", choices=("4", "5"), default="4",
+                         help="the server's major version: 4 (vantage6-server 4.15.2, the "
+                              "default) or 5 (vantage6-hq 5.0.3 behind a Keycloak-compatible "
+                              "stand-in of ours: Keycloak itself cannot be installed here; "
+                              "needs Python 3.13)")
     sandbox.add_argument("--port", type=int, default=0,
                          help="port on 127.0.0.1 (default: a free one)")
     sandbox.add_argument("--data", type=Path, metavar="DIR",
@@ -124,14 +151,17 @@ def _verify(args: argparse.Namespace) -> bool | str:
 # -- login / logout / status ------------------------------------------------------------
 
 
+@runtime_checkable
+class _NodeLogin(Protocol):
+    """What `v6 login` asks of the vantage6 family's member that serves the server."""
+
+    def cli_login(self, args: argparse.Namespace, api_key: str,
+                  store: object) -> tuple[list[str], list[str]]: ...
+
+
 def login_command(args: argparse.Namespace) -> int:
-    from dss_console.sources.v6.login import (
-        V6LoginError,
-        describe_node,
-        login_node,
-        read_private_key,
-        remember_node,
-    )
+    from dss_console import plugins
+    from dss_console.core.source_plugin import ConnectError
 
     api_key = sys.stdin.readline().strip()
     if not api_key:
@@ -143,33 +173,47 @@ def login_command(args: argparse.Namespace) -> int:
         normalise_server_url(args.server)
     except ValueError as exc:
         raise CliError(str(exc), code=EXIT_USAGE) from None
-    try:
-        pem = read_private_key(args.private_key) if args.private_key is not None else None
-        if args.replace_public_key and pem is None:
-            raise CliError("--replace-public-key needs --private-key FILE", code=EXIT_USAGE)
-        login = login_node(args.server, api_key, pem, verify=_verify(args),
-                           replace_public_key=args.replace_public_key)
-    except V6LoginError as exc:
-        raise CliError(str(exc)) from None
-    if args.replace_public_key and login.uploaded_public_key:
-        print(f"warning: replaced organization {login.identity.organization_name!r}'s public "
-              "key on the server: its other nodes (and tasks already encrypted for the old "
-              "key) can no longer decrypt until they use this key", file=sys.stderr)
     store = _store()
-    remember_node(login, store)
+    try:
+        # The server's major version picks the plug-in (GET <api>/version): a 4.x node
+        # logs in with its API key alone, a 5.x node through the server's Keycloak.
+        member = plugins.family_member(FAMILY, args.server, _verify(args))
+        if not isinstance(member, _NodeLogin):
+            raise CliError(f"{args.server}: this vantage6 version has no command-line login")
+        lines, warnings = member.cli_login(args, api_key, store)
+    except ConnectError as exc:
+        raise CliError(str(exc), code=exc.code) from None
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     if store.fallback_note:
         print(store.fallback_note, file=sys.stderr)
-    for line in describe_node(login):
+    for line in lines:
         print(line)
     return 0
 
 
+@runtime_checkable
+class _ServerUrl(Protocol):
+    def server_url(self, text: str) -> str: ...
+
+
 def logout_command(args: argparse.Namespace) -> int:
-    from dss_console.sources.v6.client import normalise_server_url
+    from dss_console import plugins
 
     store = _store()
-    server = normalise_server_url(args.server) if args.server else None
-    entry = store.find_node(server, args.node)
+    entry = None
+    if args.server:
+        # The server as each member of the family names it (4.x …/api, 5.x …/hq): no probe,
+        # a node can be forgotten while its server is down.
+        members = map(plugins.family_plugin, plugins.SOURCE_FAMILIES[FAMILY])
+        try:
+            servers = {m.server_url(args.server) for m in members if isinstance(m, _ServerUrl)}
+        except ValueError as exc:
+            raise CliError(str(exc), code=EXIT_USAGE) from None
+        found = {store.find_node(server, args.node) for server in servers} - {None}
+        entry = found.pop() if len(found) == 1 else None
+    else:
+        entry = store.find_node(None, args.node)
     if entry is None:
         known = ", ".join(f"{n['node']} ({n['server']})" for n in store.v6_nodes()) or "none"
         raise CliError(f"no single stored node matches (stored: {known}); name one with "
@@ -181,10 +225,20 @@ def logout_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_command(args: argparse.Namespace) -> int:
-    from dss_console.sources.v6.client import V6Error, V6NodeClient
-    from dss_console.sources.v6.login import short_error
+@runtime_checkable
+class _StoredNodes(Protocol):
+    """What `v6 status` asks of the family's members about a stored node."""
 
+    def owns_stored(self, stored: object) -> bool: ...
+
+    def check_stored(self, stored: object, verify: bool | str) -> str: ...
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from dss_console import plugins
+
+    members = [m for m in map(plugins.family_plugin, plugins.SOURCE_FAMILIES[FAMILY])
+               if isinstance(m, _StoredNodes)]
     store = _store()
     nodes = store.v6_nodes()
     if not nodes:
@@ -202,14 +256,10 @@ def status_command(args: argparse.Namespace) -> int:
         if stored is None:
             print("  server: (credentials missing: log in again)")
             continue
-        try:
-            with V6NodeClient(stored.server, verify=_verify(args)) as client:
-                client.login(stored.api_key)
-                runs = client.open_runs()
-            pending = sum(1 for r in runs if r.status == "pending")
-            print(f"  server: key accepted; {len(runs)} open run(s), {pending} pending")
-        except V6Error as exc:
-            print(f"  server: {short_error(exc)}")
+        member = next((m for m in members if m.owns_stored(stored)), None)
+        said = member.check_stored(stored, _verify(args)) if member is not None \
+            else "(stored by a newer dss-console: not checked)"
+        print(f"  server: {said}")
     return 0
 
 
@@ -249,6 +299,8 @@ def sandbox_settings_toml(sandbox_info: dict[str, Any]) -> str:
 
 
 def sandbox_command(args: argparse.Namespace) -> int:
+    if args.version == "5":
+        return _hq_sandbox_command(args)
     from dss_console.sources.v6.sandbox import V6Sandbox
     from dss_console.sources.v6.venv import V6SandboxError
 
@@ -310,4 +362,61 @@ def _print_sandbox(box: Any, settings_file: Path) -> None:
     print("                     input_={'method': 'central_mean', 'kwargs': {'column': 'age'}},"
           " databases=[{'label': 'default'}])")
     print("  print(c.wait_for_results(t['id']))")
+    print("Press Ctrl-C to stop.", flush=True)
+
+
+def _hq_sandbox_command(args: argparse.Namespace) -> int:
+    """`v6 sandbox --version 5`: HQ 5.0.3 and the identity stand-in, until Ctrl-C/SIGTERM."""
+    from dss_console.sources.v6.venv import V6SandboxError
+    from dss_console.sources.v6x5.sandbox import HqSandbox
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    box = HqSandbox(data_dir=args.data, port=args.port,
+                    report=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        box.start()
+    except V6SandboxError as exc:
+        box.stop()
+        raise CliError(f"the vantage6 5.x sandbox could not start: {exc}") from None
+    try:
+        _print_hq_sandbox(box)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        box.stop()
+    print("vantage6 5.x sandbox stopped", flush=True)
+    return 0
+
+
+def _print_hq_sandbox(box: Any) -> None:
+    from dss_console.sources.v6x5.sandbox import SANDBOX_FILE
+
+    seed = box.info["seed"]
+    q = shlex.quote
+    realm = box.info["realm"]
+    print(f"vantage6 HQ {box.info['version']} sandbox running at {box.url} (API "
+          f"{box.api_url})", flush=True)
+    print(f"  authentication: {box.auth_url} (realm {realm}): a Keycloak-compatible stand-in "
+          "for this sandbox only, not an identity provider")
+    print(f"  data: {box.data_dir}   (everything below is also in "
+          f"{box.data_dir / SANDBOX_FILE}, 0600)")
+    for name, org in seed["organizations"].items():
+        print(f"  organization {name} (id {org['id']}): private key {org['key_file']}")
+    for name, node in seed["nodes"].items():
+        kind = "encrypted" if node["encrypted"] else "plain"
+        print(f"  node {name} in {node['collaboration']} ({kind}): API key {node['api_key']}")
+    user, password = box.researcher
+    client_id, secret = box.service_account
+    print(f"  researcher: {user} / {password}; service account {client_id} / {secret}")
+    print("log in as the data station's nodes:")
+    for name, node in seed["nodes"].items():
+        key = f" --private-key {q(seed['organizations']['station']['key_file'])}" \
+            if node["encrypted"] else ""
+        print(f"  echo {node['api_key']} | dss-console v6 login --server {box.url} "
+              f"--auth-url {box.auth_url} --node {name} --api-key-stdin{key}")
+    print("(the 5.x node's worker and window follow: issue 21)")
     print("Press Ctrl-C to stop.", flush=True)

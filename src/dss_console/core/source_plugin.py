@@ -26,8 +26,21 @@ if TYPE_CHECKING:
     from dss_console.core.presentation import Words
     from dss_console.engine.settings import Settings
 
-__all__ = ["ConnectError", "LoginCall", "LoginField", "LoginForm", "LoginInputError",
-           "LoginRefusedError", "LoginStores", "SourcePlugin", "Submit", "WorkerTexts"]
+__all__ = [
+    "ConnectError",
+    "LoginCall",
+    "LoginField",
+    "LoginForm",
+    "LoginInputError",
+    "LoginRefusedError",
+    "LoginStores",
+    "SourcePlugin",
+    "Submit",
+    "WorkerTexts",
+    "plugin_family",
+    "plugin_server_major",
+    "plugin_serves",
+]
 
 
 class ConnectError(Exception):
@@ -260,3 +273,30 @@ class SourcePlugin(Protocol):
     def store_note(self, store: object) -> str | None:
         """Where this source's credentials went when the keyring could not take them."""
         ...
+
+
+# -- families: one kind of server in several major versions (docs/v6-5x-plan.md §2) ----------
+# Optional members of a plug-in, read with these defaults so a source with one generation
+# (DSS) declares none of them:
+#   family: str                           the family it belongs to (default: its name)
+#   server_major: str | None              the server major version it serves (None: any)
+#   serves(server: str, verify) -> bool   whether the server at this address is its version
+#                                         (blocking; a short probe; default: True)
+
+
+def plugin_family(plugin: object) -> str:
+    """The family a plug-in belongs to (its own name unless it says otherwise)."""
+    family = getattr(plugin, "family", None)
+    return family if isinstance(family, str) and family else str(getattr(plugin, "name", ""))
+
+
+def plugin_server_major(plugin: object) -> str | None:
+    """The server major version a plug-in serves (None: any)."""
+    major = getattr(plugin, "server_major", None)
+    return major if isinstance(major, str) else None
+
+
+def plugin_serves(plugin: object, server: str, verify: bool | str) -> bool:
+    """Whether the plug-in serves the server at ``server`` (a probe; True without one)."""
+    serves = getattr(plugin, "serves", None)
+    return bool(serves(server, verify)) if callable(serves) else True

@@ -32,7 +32,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import requests
 
@@ -116,6 +116,9 @@ class NodeIdentity:
     encrypted: bool
 
 
+_RunT = TypeVar("_RunT", bound="Run")
+
+
 @dataclass(frozen=True)
 class Run:
     """One run (a task's execution at this organization), as ``GET /run…&include=task``."""
@@ -130,9 +133,12 @@ class Run:
     task: dict[str, Any] = field(repr=False, default_factory=dict)
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
+    # The statuses that end a run (a later server generation has more).
+    finished_statuses: ClassVar[frozenset[str]] = FINISHED_STATUSES
+
     @property
     def finished(self) -> bool:
-        return self.finished_at is not None or self.status in FINISHED_STATUSES
+        return self.finished_at is not None or self.status in self.finished_statuses
 
     @property
     def parent_id(self) -> int | None:
@@ -161,7 +167,7 @@ class Run:
         return [d for d in dbs if isinstance(d, dict)]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Run:
+    def from_json(cls: type[_RunT], data: Mapping[str, Any]) -> _RunT:
         task = data.get("task")
         task = task if isinstance(task, dict) else {}
         run_id = _int_or_none(data.get("id"))
@@ -192,12 +198,32 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
-def normalise_server_url(url: str) -> str:
-    """``http://host:port`` or ``…/api`` → the API base URL ending in ``/api``."""
+def normalise_server_url(url: str, api_path: str = API_PATH) -> str:
+    """``http://host:port`` or ``…/api`` → the API base URL ending in ``/api`` (``api_path``:
+    another server generation's base, e.g. 5.x's ``/hq``)."""
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"{url!r} is not an http:// or https:// URL")
-    return url if url.endswith(API_PATH) else url + API_PATH
+    return url if url.endswith(api_path) else url + api_path
+
+
+PROBE_TIMEOUT = 5.0  # seconds: a version probe picks the plug-in, it must not hang a login
+
+
+def server_major_version(api_url: str, verify: bool | str = True) -> str | None:
+    """The major version ``GET <api_url>/version`` names (``{"version": "4.15.2"}`` → ``"4"``);
+    None when the answer is no such JSON (another server generation, or no vantage6).
+    V6UnreachableError when nothing answers."""
+    try:
+        reply = requests.get(api_url + "/version", timeout=PROBE_TIMEOUT, verify=verify)
+    except requests.RequestException as exc:
+        raise V6UnreachableError(f"GET /version: {_reason(exc)}") from None
+    data = _json_or_none(reply)
+    version = data.get("version") if reply.status_code == 200 and isinstance(data, dict) \
+        else None
+    if not isinstance(version, str) or not version[:1].isdigit():
+        return None
+    return version.split(".", 1)[0]
 
 
 # -- the client --------------------------------------------------------------------------
@@ -205,11 +231,20 @@ def normalise_server_url(url: str) -> str:
 
 class V6NodeClient:
     """One node's session. Thread-safe: one ``requests.Session`` behind a lock for the
-    token, calls themselves run in parallel (requests' pool is thread-safe for this use)."""
+    token, calls themselves run in parallel (requests' pool is thread-safe for this use).
+
+    Seams for another server generation (``sources/v6x5``): ``api_path``, the statuses that
+    mean "this token is not accepted" (one refresh and one retry), and ``access_token`` /
+    ``refresh`` / ``login`` / ``whoami``, which a subclass overrides."""
+
+    api_path: ClassVar[str] = API_PATH
+    # 4.x answers an expired or unknown token with 401.
+    token_refused_statuses: ClassVar[frozenset[int]] = frozenset({401})
+    run_type: ClassVar[type[Run]] = Run  # what a run of this server is read as
 
     def __init__(self, server: str, *, verify: bool | str = True,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
-        self.api_url = normalise_server_url(server)
+        self.api_url = normalise_server_url(server, self.api_path)
         self.timeout = timeout
         self._http = requests.Session()
         self._http.verify = verify
@@ -271,6 +306,11 @@ class V6NodeClient:
         return True if verify is None else verify
 
     @property
+    def server_root(self) -> str:
+        """The server without the API path: where socket.io lives."""
+        return self.api_url[: -len(self.api_path)]
+
+    @property
     def access_token(self) -> str | None:
         with self._lock:
             return self._access
@@ -288,9 +328,10 @@ class V6NodeClient:
 
     def whoami(self) -> NodeIdentity:
         """Node, organization, collaboration and whether it is encrypted."""
-        if self.node_id is None:
+        node = self._node_record()
+        node_id = self.node_id
+        if node_id is None:
             raise V6NotLoggedInError("not logged in", 401)
-        node = self.get(f"/node/{self.node_id}")
         org_id = _int_or_none(_ref_id(node.get("organization")))
         collab_id = _int_or_none(_ref_id(node.get("collaboration")))
         if org_id is None or collab_id is None:
@@ -298,10 +339,16 @@ class V6NodeClient:
         org = self.get(f"/organization/{org_id}")
         collab = self.get(f"/collaboration/{collab_id}")
         return NodeIdentity(
-            node_id=self.node_id, name=str(node.get("name") or ""),
+            node_id=node_id, name=str(node.get("name") or ""),
             organization_id=org_id, organization_name=str(org.get("name") or ""),
             collaboration_id=collab_id, collaboration_name=str(collab.get("name") or ""),
             encrypted=bool(collab.get("encrypted")))
+
+    def _node_record(self) -> dict[str, Any]:
+        """This node's record (4.x: by the id the login answer named)."""
+        if self.node_id is None:
+            raise V6NotLoggedInError("not logged in", 401)
+        return self.get(f"/node/{self.node_id}")
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -309,14 +356,15 @@ class V6NodeClient:
         """This node's runs without ``finished_at``, oldest first, every page."""
         if self.node_id is None:
             raise V6NotLoggedInError("not logged in", 401)
-        runs = [Run.from_json(item) for item in self._pages(
+        runs = [self.run_type.from_json(item) for item in self._pages(
             "/run", {"state": "open", "node_id": self.node_id, "include": "task",
                      "per_page": per_page})]
         return sorted(runs, key=lambda r: r.id)
 
     def get_run(self, run_id: int) -> Run:
         """V6NotFoundError when the run is gone (the task was deleted)."""
-        return Run.from_json(self.get(f"/run/{int(run_id)}", params={"include": "task"}))
+        return self.run_type.from_json(self.get(f"/run/{int(run_id)}",
+                                                params={"include": "task"}))
 
     def patch_run(self, run_id: int, **fields: Any) -> dict[str, Any]:
         """``PATCH /run/<id>``: V6RunFinishedError when the server already finished it."""
@@ -371,6 +419,13 @@ class V6NodeClient:
         except requests.RequestException as exc:
             raise V6UnreachableError(f"{method} {path}: {_reason(exc)}") from None
 
+    def _bearer(self) -> str:
+        """The token a call carries (a subclass may renew it first, when it is due)."""
+        token = self.access_token
+        if token is None:
+            raise V6NotLoggedInError("not logged in", 401)
+        return token
+
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         page = 1
         while True:
@@ -389,23 +444,21 @@ class V6NodeClient:
               headers: dict[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
         all_headers = dict(headers or {})
         if auth:
-            token = self.access_token
-            if token is None:
-                raise V6NotLoggedInError("not logged in", 401)
-            all_headers["Authorization"] = f"Bearer {token}"
+            all_headers["Authorization"] = f"Bearer {self._bearer()}"
         try:
             reply = self._http.request(method, self.api_url + path, headers=all_headers,
                                        timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
             raise V6UnreachableError(f"{method} {path}: {_reason(exc)}") from None
-        if reply.status_code == 401 and auth and not retried:
+        refused = reply.status_code in self.token_refused_statuses
+        if refused and auth and not retried:
             # An expired access token: refresh once, then the call once more.
             self.refresh()
             return self._call(method, path, auth=auth, retried=True, headers=headers, **kwargs)
-        if reply.status_code == 401 and auth:
-            # Still 401 with a fresh token: the server uses 401 for "not allowed" as well.
-            raise V6ServerError(f"{method} {path}: not allowed (HTTP 401: "
-                                f"{_server_msg(_json_or_none(reply))})", 401)
+        if refused and auth:
+            # Still refused with a fresh token: the server uses 401 for "not allowed" as well.
+            raise V6ServerError(f"{method} {path}: not allowed (HTTP {reply.status_code}: "
+                                f"{_server_msg(_json_or_none(reply))})", reply.status_code)
         return _decode(method, path, reply)
 
 

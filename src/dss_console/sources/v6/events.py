@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from dss_console.core.interfaces import Connection, NewWork, SourceEvent, WorkGone
 from dss_console.sources.v6.client import NodeIdentity, V6Error, V6NodeClient
@@ -36,6 +36,18 @@ class V6Events:
     """``start()`` once; ``close()`` disconnects and stops reconnecting. Callbacks run on
     python-socketio's threads: ``notify`` must be quick and thread-safe (engine.wake())."""
 
+    # The server's events and the method each calls: a later server generation's subclass
+    # adds or renames events here (sources/v6x5).
+    HANDLERS: ClassVar[dict[str, str]] = {
+        "connect": "_on_connect",
+        "disconnect": "_on_disconnect",
+        "new_task": "_on_new_task",
+        "sync": "_on_new_task",
+        "kill_containers": "_on_kill",
+        "expired_token": "_on_bad_token",
+        "invalid_token": "_on_bad_token",
+    }
+
     def __init__(self, client: V6NodeClient, identity: NodeIdentity,
                  notify: Callable[[SourceEvent], None], *,
                  node_info: Callable[[], dict[str, Any]] | None = None) -> None:
@@ -50,13 +62,8 @@ class V6Events:
         self._thread: threading.Thread | None = None
         self._sio = socketio.Client(reconnection=False, ssl_verify=client.verify,
                                     logger=False, engineio_logger=False)
-        self._sio.on("connect", self._on_connect, namespace=NAMESPACE)
-        self._sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
-        self._sio.on("new_task", self._on_new_task, namespace=NAMESPACE)
-        self._sio.on("sync", self._on_new_task, namespace=NAMESPACE)
-        self._sio.on("kill_containers", self._on_kill, namespace=NAMESPACE)
-        self._sio.on("expired_token", self._on_bad_token, namespace=NAMESPACE)
-        self._sio.on("invalid_token", self._on_bad_token, namespace=NAMESPACE)
+        for event, method in self.HANDLERS.items():
+            self._sio.on(event, getattr(self, method), namespace=NAMESPACE)
 
     @property
     def connected(self) -> bool:
@@ -111,13 +118,10 @@ class V6Events:
 
     def _supervise(self) -> None:
         backoff = _BACKOFF_START
-        base = self._client.api_url.rsplit("/api", 1)[0]
+        base = self._client.server_root
         while not self._stop.is_set():
-            token = self._client.access_token
             try:
-                if token is None:
-                    self._client.refresh()
-                    token = self._client.access_token
+                token = self._fresh_token()
                 self._sio.connect(base, headers={"Authorization": f"Bearer {token}"},
                                   namespaces=[NAMESPACE], socketio_path="socket.io",
                                   wait_timeout=10)
@@ -134,6 +138,14 @@ class V6Events:
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    def _fresh_token(self) -> str | None:
+        """The token a (re)connect presents: the client's, refreshed when it has none."""
+        token = self._client.access_token
+        if token is None:
+            self._client.refresh()
+            token = self._client.access_token
+        return token
 
     def _set_connected(self, up: bool) -> None:
         was = self._connected.is_set()

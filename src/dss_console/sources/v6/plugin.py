@@ -53,6 +53,10 @@ default) or are failed (on_shutdown = "fail"). One worker per node.
 class V6Plugin:
     name = "v6"
     title = "vantage6 node (API key)"
+    # The vantage6 family (plugins.SOURCE_FAMILIES): this member serves 4.x servers.
+    family = "v6"
+    server_major = "4"
+    probe_says = "/api/version (vantage6 4.x)"
     worker = WorkerTexts(
         help=WORKER_HELP,
         choice="a vantage6 4.x server's runs for one node, see below",
@@ -137,6 +141,10 @@ class V6Plugin:
             raise ConnectError(f"not logged in as {who} of {where} (logged in here: {listed})."
                                f" Log in first: dss-console v6 login --server "
                                f"{server or 'URL'} --api-key-stdin [--private-key FILE]")
+        if not self.owns_stored(stored):
+            raise ConnectError(f"node {stored.node!r} of {stored.server} was logged in for "
+                               "another vantage6 server version: --source v6 runs the "
+                               "nodes of vantage6 4.x servers", code=2)
         try:
             return V6Source.connect(stored.server, stored.api_key, v6_settings(settings),
                                     private_key_pem=stored.private_key_pem,
@@ -180,6 +188,86 @@ class V6Plugin:
 
     def required_tags(self, credential: object, service: str) -> tuple[str, ...] | None:
         return None  # a run's input is the data a database label names, not tagged files
+
+    # -- the family: which server generation, and `dss-console v6 login` -------------------
+    def serves(self, server: str, verify: bool | str) -> bool:
+        """Whether ``GET <server>/api/version`` names a 4.x server (a URL given with another
+        generation's API path gets ``…/that/api/version``, which no server answers).
+        ConnectError when nothing answers."""
+        from dss_console.sources.v6.client import (
+            API_PATH,
+            V6UnreachableError,
+            normalise_server_url,
+            server_major_version,
+        )
+
+        url = server.strip().rstrip("/")
+        api_url = normalise_server_url(url, API_PATH)
+        try:
+            return server_major_version(api_url, verify) == self.server_major
+        except V6UnreachableError as exc:
+            raise ConnectError(f"cannot reach {url}: {exc}") from None
+
+    def owns_stored(self, stored: object) -> bool:
+        """A stored node of a 4.x server (no authentication server beside its key)."""
+        from dss_console.credentials import StoredV6Node
+
+        return isinstance(stored, StoredV6Node) and stored.auth_url is None
+
+    def check_stored(self, stored: object, verify: bool | str) -> str:
+        """`v6 status`'s words for what the server says of a stored node now."""
+        from dss_console.credentials import StoredV6Node
+        from dss_console.sources.v6.client import V6Error, V6NodeClient
+        from dss_console.sources.v6.login import short_error
+
+        if not isinstance(stored, StoredV6Node):
+            raise TypeError(f"not a stored vantage6 node: {type(stored).__name__}")
+        try:
+            with V6NodeClient(stored.server, verify=verify) as client:
+                client.login(stored.api_key)
+                runs = client.open_runs()
+        except V6Error as exc:
+            return short_error(exc)
+        pending = sum(1 for r in runs if r.status == "pending")
+        return f"key accepted; {len(runs)} open run(s), {pending} pending"
+
+    def cli_login(self, args: argparse.Namespace, api_key: str,
+                  store: object) -> tuple[list[str], list[str]]:
+        """`dss-console v6 login` for a 4.x server: (lines to print, warnings). ConnectError
+        says why not, in words, never with the key."""
+        from dss_console.sources.v6.login import (
+            V6LoginError,
+            describe_node,
+            login_node,
+            read_private_key,
+            remember_node,
+        )
+
+        nodes = _nodes(store)
+        if getattr(args, "auth_url", None) or getattr(args, "realm", None):
+            raise ConnectError(f"--auth-url and --realm are not used by a vantage6 4.x server "
+                               f"({args.server}): its nodes log in with the API key alone",
+                               code=2)
+        try:
+            pem = read_private_key(args.private_key) if args.private_key is not None else None
+            if args.replace_public_key and pem is None:
+                raise ConnectError("--replace-public-key needs --private-key FILE", code=2)
+            login = login_node(args.server, api_key, pem, verify=args.ca_bundle or True,
+                               replace_public_key=args.replace_public_key)
+        except V6LoginError as exc:
+            raise ConnectError(str(exc)) from None
+        node = getattr(args, "node", None)
+        if node and node != login.identity.name:
+            raise ConnectError(f"this API key is node {login.identity.name!r} on "
+                               f"{login.server}, not {node!r}: nothing stored", code=2)
+        warnings = []
+        if args.replace_public_key and login.uploaded_public_key:
+            warnings.append(f"warning: replaced organization "
+                            f"{login.identity.organization_name!r}'s public key on the "
+                            "server: its other nodes (and tasks already encrypted for the old "
+                            "key) can no longer decrypt until they use this key")
+        remember_node(login, nodes)
+        return describe_node(login), warnings
 
     # -- the window's login pane ----------------------------------------------------------
     def login_store(self, where: LoginStores) -> object:

@@ -38,10 +38,13 @@ _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length
 class SubtaskProxy:
     """``start()`` → port; ``allow(token)`` per run, ``revoke(token)`` when it ends."""
 
-    def __init__(self, client: V6NodeClient, cryptor: crypto.PlainCryptor | crypto.RsaCryptor
-                 ) -> None:
+    def __init__(self, client: V6NodeClient, cryptor: crypto.PlainCryptor | crypto.RsaCryptor,
+                 *, input_field: str = "input") -> None:
         self.client = client
         self.cryptor = cryptor
+        # Where a new task carries each organization's input: 4.x "input"; a later server
+        # generation names it otherwise (5.x: "arguments").
+        self.input_field = input_field
         self._allowed: set[str] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -92,12 +95,13 @@ class SubtaskProxy:
     def encrypt_task_inputs(self, body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(self.cryptor, crypto.RsaCryptor):
             return body
+        field = self.input_field
         for org in body.get("organizations") or []:
-            if not isinstance(org, dict) or not org.get("input"):
+            if not isinstance(org, dict) or not org.get(field):
                 continue
-            plain = crypto.b64decode(str(org["input"]))
+            plain = crypto.b64decode(str(org[field]))
             public = self.client.organization_public_key(int(org["id"]))
-            org["input"] = crypto.rsa_encrypt(plain, public)
+            org[field] = crypto.rsa_encrypt(plain, public)
         return body
 
     def decrypt_results(self, data: Any) -> Any:

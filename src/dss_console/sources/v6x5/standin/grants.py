@@ -19,7 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from dss_console.sources.v6x5.standin import jws
+from dss_console.sources.v6x5 import jws
 from dss_console.sources.v6x5.standin.realm import Realm, oauth_error
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dss_console.paths import write_private
-from dss_console.sources.v6x5.standin import jws
+from dss_console.sources.v6x5 import jws
 
 PUBLIC_CLIENT = "public_client"  # what the official UserClient logs in through (device flow)
 SEEDING_CLIENT = "dss-console-seeding"  # the sandbox's own seeding: password grant only

@@ -1,8 +1,10 @@
 """Compact JWS (RFC 7515) signed and checked with an RSA key, as Keycloak's realm tokens are.
 
-Only what the stand-in needs: RS256/384/512 (PKCS#1 v1.5), a ``kid`` in the header, and the
-checks HQ 5.0.3 and python-keycloak make (signature with the realm's key, ``exp``). Built on
-``cryptography``, the console's own dependency, so the stand-in adds none.
+Shared by the node's login (``auth.py`` checks the token it is given, as the official node
+does through python-keycloak) and the stand-in (which signs them). Only RS256/384/512
+(PKCS#1 v1.5), a ``kid`` in the header, and the checks HQ 5.0.3 and python-keycloak make
+(signature with the realm's key, ``exp``). Built on ``cryptography``, the console's own
+dependency, so neither adds one.
 """
 
 from __future__ import annotations
@@ -56,6 +58,18 @@ def public_key_b64(key: rsa.RSAPublicKey) -> str:
     der = key.public_bytes(serialization.Encoding.DER,
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode("ascii")
+
+
+def load_public_key_b64(text: str) -> rsa.RSAPublicKey:
+    """A realm's ``public_key`` (base64 DER SubjectPublicKeyInfo, no armour) as a key;
+    ValueError when it is not an RSA public key."""
+    try:
+        key = serialization.load_der_public_key(base64.b64decode(text, validate=True))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("the realm's public key is not a base64 RSA public key") from exc
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("the realm's public key is not an RSA key")
+    return key
 
 
 def sign(claims: dict[str, Any], key: rsa.RSAPrivateKey, kid: str, alg: str = "RS256") -> str:
