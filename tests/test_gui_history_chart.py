@@ -144,8 +144,12 @@ def test_the_services_pane_charts_the_selected_service(qtbot) -> None:
     pane.show()
     pane.table.clearSelection()
     assert pane.history_chart.message() == NO_SELECTION
-    # The ledger's figures by hash for one service, by name for the other.
-    pane.show_histories({"a" * 40: HISTORY, "Quiet": EMPTY})
+    # The ledger's figures by service name (as the engine's ledger_stats keys them); a
+    # service's hash is no key.
+    pane.show_histories({"b" * 40: HISTORY})
+    pane.select_service("b" * 40)
+    assert pane.history_chart.history() is None
+    pane.show_histories({"ASHS-PMC-T1": HISTORY, "Quiet": EMPTY})
     pane.select_service("a" * 40)
     assert pane.history_chart.history() == HISTORY
     assert pane.history_chart.title.text() == "History of ASHS-PMC-T1"

@@ -254,17 +254,15 @@ class ServicesPane(QWidget):
             self._update_tooltip(row, key)
 
     def show_histories(self, histories: dict[str, ServiceHistory]) -> None:
-        """The ledger's figures per service (keyed by service hash, or by name where the
-        ledger knows only that); the chart shows the selected service's."""
+        """The ledger's figures per service, keyed by service name as the engine's
+        ``ledger_stats`` gives them (the ledger's records name a job's service; two versions
+        of one DSS service share a history); the chart shows the selected service's."""
         self._histories = dict(histories)
         self._show_selected_history()
 
     def history_of(self, service_hash: str) -> ServiceHistory | None:
-        found = self._histories.get(service_hash)
-        if found is None:
-            name = self._plain_names.get(service_hash)
-            found = self._histories.get(name) if name is not None else None
-        return found
+        name = self._plain_names.get(service_hash)
+        return self._histories.get(name) if name is not None else None
 
     def _show_selected_history(self) -> None:
         selected = self.selected_hashes()
