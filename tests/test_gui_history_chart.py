@@ -118,8 +118,8 @@ def test_an_empty_history_says_so_and_draws_no_bar(qtbot) -> None:
 
 
 def test_run_time_words() -> None:
-    assert [run_time_words(s) for s in (42, 60, 312, 3599.6, 7500)] == [
-        "42 s", "1 min", "5 min 12 s", "1 h 00 min", "2 h 05 min"]
+    assert [run_time_words(s) for s in (0.6, 42, 60, 312, 3599.6, 7500)] == [
+        "0 s", "42 s", "1 min", "5 min 12 s", "59 min 59 s", "2 h 05 min"]
 
 
 def test_a_bars_tooltip_says_when_and_how_many(qtbot) -> None:

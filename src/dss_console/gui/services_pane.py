@@ -107,7 +107,7 @@ class ServicesPane(QWidget):
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.table, 3)
         layout.addLayout(buttons)
         # Resume beside the summary, not in the button row: the row's width is the least
         # width of the window's left side (the window must fit 1280 px).
@@ -116,8 +116,9 @@ class ServicesPane(QWidget):
         summary_row.addWidget(self.summary, 1)
         summary_row.addWidget(self.resume_button)
         layout.addLayout(summary_row)
-        # The space under the table: the selected service's history.
-        layout.addWidget(self.history_chart)
+        # The space under the table: the selected service's history, with a share of the
+        # height (a few services leave the table mostly empty; many still get most of it).
+        layout.addWidget(self.history_chart, 2)
 
         self.claim_button.clicked.connect(self._claim_clicked)
         self.edit_button.clicked.connect(self._edit_clicked)
