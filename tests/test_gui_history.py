@@ -12,6 +12,7 @@ from typing import Any
 from dss_console.core.history import Bar
 from dss_console.engine.remote import RemoteEngine
 from dss_console.engine.states import JobState
+from dss_console.gui import tasks
 from dss_console.gui.history_chart import NO_HISTORY
 from test_gui_console import (  # noqa: F401  (fixtures)
     WAIT_MS,
@@ -90,3 +91,31 @@ def test_the_chart_shows_the_ledgers_succeeded_and_failed_jobs(make_console,  # 
     # The headless figures agree: 24 h ok / failed, 30 d ok / failed.
     row = audit_stats_row(str(window.data_dir), name)
     assert row[1:5] == ["1", "1", "1", "1"]
+
+
+def test_a_history_the_engine_cannot_read_is_said_quietly(make_console,  # noqa: F811
+                                                          qtbot) -> None:
+    console = make_console("success")
+    window = console.window
+    fetches = FetchRecorder()
+    window.engineStarted.connect(fetches.watch)
+    console.login()
+    qtbot.waitUntil(lambda: fetches.returned >= 1, timeout=WAIT_MS)
+    # The ledger's index made unreadable for real: a folder where the engine opens it.
+    (ledger,) = (window.data_dir / "ledger").glob("*.jsonl")
+    index = ledger.with_name(ledger.name + ".index.sqlite3")
+    for leftover in index.parent.glob(index.name + "*"):
+        leftover.unlink()
+    index.mkdir()
+    banners: list[str] = []
+    window.show_banner = lambda text, *a, **k: banners.append(text)  # type: ignore
+    window.services_pane.select_service(console.service)
+    calls_before = len(fetches.on_qt_thread)
+    tasks.spawn(window.refresh_histories())
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith(
+        "No service history: the engine could not read its ledger"), timeout=WAIT_MS)
+    assert len(fetches.on_qt_thread) == calls_before + 1 and fetches.returned == 1
+    chart = window.services_pane.history_chart
+    assert chart.history() is None and chart.message() == NO_HISTORY
+    assert not banners  # no banner, no dialog: a chart is not worth one
+    index.rmdir()

@@ -508,7 +508,12 @@ class MainWindow(QMainWindow):
             histories = await run_blocking(engine.ledger_stats)
         except (EngineGoneError, EngineCallError, EngineError) as exc:
             if engine is self.engine:
-                self.statusBar().showMessage(f"No service history: {exc}", 10_000)
+                if isinstance(exc, EngineCallError) and exc.kind == "protocol":
+                    why = ("this engine is older than the window (it reads the history "
+                           "once restarted with this version)")
+                else:
+                    why = f"the engine could not read its ledger ({exc})"
+                self.statusBar().showMessage(f"No service history: {why}", 10_000)
             return
         if engine is self.engine:
             self.services_pane.show_histories(histories)
