@@ -118,8 +118,8 @@ def test_an_empty_history_says_so_and_draws_no_bar(qtbot) -> None:
 
 
 def test_run_time_words() -> None:
-    assert [run_time_words(s) for s in (42, 60, 312, 3599.6, 7500)] == [
-        "42 s", "1 min", "5 min 12 s", "1 h 00 min", "2 h 05 min"]
+    assert [run_time_words(s) for s in (0.6, 42, 60, 312, 3599.6, 7500)] == [
+        "0 s", "42 s", "1 min", "5 min 12 s", "59 min 59 s", "2 h 05 min"]
 
 
 def test_a_bars_tooltip_says_when_and_how_many(qtbot) -> None:
@@ -144,8 +144,12 @@ def test_the_services_pane_charts_the_selected_service(qtbot) -> None:
     pane.show()
     pane.table.clearSelection()
     assert pane.history_chart.message() == NO_SELECTION
-    # The ledger's figures by hash for one service, by name for the other.
-    pane.show_histories({"a" * 40: HISTORY, "Quiet": EMPTY})
+    # The ledger's figures by service name (as the engine's ledger_stats keys them); a
+    # service's hash is no key.
+    pane.show_histories({"b" * 40: HISTORY})
+    pane.select_service("b" * 40)
+    assert pane.history_chart.history() is None
+    pane.show_histories({"ASHS-PMC-T1": HISTORY, "Quiet": EMPTY})
     pane.select_service("a" * 40)
     assert pane.history_chart.history() == HISTORY
     assert pane.history_chart.title.text() == "History of ASHS-PMC-T1"

@@ -19,11 +19,13 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 
 from dss_console import plugins
+from dss_console.core.history import Bar
 from dss_console.credentials import SessionStore
 from dss_console.engine.settings import load_settings, parse_settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
+from dss_console.gui.services_pane import DAY_COLUMN
 from dss_console.sources.v6.sandbox import V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
 from settings_helpers import settings_with, v6_of
@@ -174,6 +176,15 @@ def test_a_run_from_login_to_the_audit_in_the_nodes_words(
     assert console.cell(job_id, "requested_by").startswith("research / ")
     assert console.cell(job_id, "databases") == "default"
     assert console.cell(job_id, "service") == console.image
+
+    # The node keeps no figures of its own: the algorithm's 24 h count is the ledger's, the
+    # same its history chart shows (refreshed after the run's end).
+    services.select_service(console.image)
+    chart = services.history_chart
+    qtbot.waitUntil(lambda: chart.history() is not None
+                    and chart.history().hours[-1] == Bar(1, 0), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: services.table.item(image_row, DAY_COLUMN).text() == "1 / 0",
+                    timeout=WAIT_MS)
 
     # The detail pane: the live output, the calls sent, the input's summary, never values.
     detail = window.detail_pane

@@ -211,6 +211,29 @@ def test_stats_match_a_full_scan_and_survive_a_deleted_index(tmp_path: Path) -> 
     journal.close()
 
 
+def test_a_sources_own_day_counts_are_the_ledgers(tmp_path: Path) -> None:
+    """A source that keeps no figures (vantage6): the services pane's 24 h counts per
+    service hash come from the ledger's figures (keyed by name), the chart's numbers."""
+    from dss_console.engine.ledger_index import LedgerIndex
+    from dss_console.engine.scheduler import ServiceView
+    from dss_console.engine.views import ledger_day_counts
+
+    now = 1_800_000_000.0
+    journal = Journal(tmp_path / "journal.sqlite3")
+    writer = LedgerWriter(journal, SOURCE, tmp_path)
+    writer.append_bodies([
+        _end(now - 2 * 86400, "seg", "completed", 5.0, 1),  # older than a day: not counted
+        _end(now - 7200, "seg", "crashed", 5.0, 2),
+        _end(now - 60, "seg", "completed", 5.0, 3),
+        _end(now - 30, "seg", "completed", 5.0, 4),
+        _end(now - 20, "gone", "completed", 5.0, 5)])  # a service no longer listed
+    stats = LedgerIndex(ledger_path(tmp_path, SOURCE)).stats(now, days=1)
+    views = [ServiceView(service_hash=h, name=n, version="", command=None, auto=False,
+                         running=0) for h, n in (("h-seg", "seg"), ("h-quiet", "quiet"))]
+    assert ledger_day_counts(stats, views) == {"h-seg": (2, 1)}
+    journal.close()
+
+
 def test_an_interrupted_append_is_cut_and_the_chain_goes_on(tmp_path: Path) -> None:
     journal = Journal(journal_path(tmp_path))
     notices: list[str] = []

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dss_console.core.presentation import ServiceFigures
 from dss_console.engine.channel import ChannelPaths, EngineChannel, channel_paths
 from dss_console.engine.engine import Engine, EngineError
 from dss_console.engine.events import EngineStatus, Event, JobChanged, JobSnapshot
@@ -27,7 +27,13 @@ from dss_console.engine.settings import (
     save_settings,
     settings_to_toml,
 )
-from dss_console.engine.views import described_services, job_limits, presented, service_figures
+from dss_console.engine.views import (
+    described_services,
+    job_limits,
+    ledger_day_counts,
+    presented,
+    service_figures,
+)
 from dss_console.engine.wire import to_wire
 
 STATUS_INTERVAL = 0.25  # how often the engine's status is compared with what windows know
@@ -76,6 +82,15 @@ def ready_counts(engine: Engine) -> dict[str, int]:
     hashes = [s.service_hash for s in engine.services()]
     found = engine.source.available(hashes) if hashes else {}
     return {h: int(found.get(h, 0)) for h in hashes}
+
+
+def own_figures(engine: Engine) -> dict[str, ServiceFigures]:
+    """Each service's figures for the services pane: the server's, or (a source that keeps
+    none, vantage6) the last day's ends as this engine's ledger counts them."""
+    views = engine.services()
+    return service_figures(
+        engine.source, [s.service_hash for s in views],
+        lambda: ledger_day_counts(engine.ledger_stats(days=1), views))
 
 
 def present_job(engine: Engine, job: JobSnapshot) -> JobSnapshot:
@@ -158,9 +173,7 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         # shows it too; the engine's polls ask only for what they may claim).
         "ready_counts": lambda: ready_counts(engine),
         # Each service's figures for the services pane (the server's, or this engine's own).
-        "service_figures": lambda: service_figures(
-            engine.source, [s.service_hash for s in engine.services()],
-            lambda since: engine.jobs(finished_since=since), time.time()),
+        "service_figures": lambda: own_figures(engine),
         "status": lambda: engine_status(engine),
         "stop_claiming": engine.stop_claiming,
         "use_session": use_session,

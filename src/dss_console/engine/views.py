@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dss_console.core.executor import Executor
+from dss_console.core.history import ServiceHistory
 from dss_console.core.interfaces import Source
 from dss_console.core.presentation import JobView, Presentation, ServiceFigures
 from dss_console.engine.events import JobSnapshot
@@ -111,35 +112,31 @@ def job_limits(executors: Mapping[str, Executor],
                          command_for(job.service_name, job.service_hash))
 
 
-DAY = 24 * 3600.0
-
-
-def day_counts(jobs: Iterable[JobSnapshot], now: float) -> dict[str, tuple[int, int]]:
-    """Succeeded / failed (or cancelled) per service in the 24 h before ``now``."""
+def ledger_day_counts(histories: Mapping[str, ServiceHistory],
+                      services: Iterable[ServiceView]) -> dict[str, tuple[int, int]]:
+    """Succeeded / failed (or cancelled, or refused) per service hash in the last 24 h, from
+    the ledger's figures (``Engine.ledger_stats``, keyed by service name): the counts the
+    history chart shows, not a second bookkeeping."""
     counts: dict[str, tuple[int, int]] = {}
-    for job in jobs:
-        if job.finished_at is None or job.finished_at < now - DAY:
-            continue
-        done, failed = counts.get(job.service_hash, (0, 0))
-        if job.state is JobState.SUCCEEDED:
-            done += 1
-        elif job.state in (JobState.FAILED, JobState.CANCELLED):
-            failed += 1
-        counts[job.service_hash] = (done, failed)
+    for view in services:
+        history = histories.get(view.name)
+        if history is not None:
+            counts[view.service_hash] = (sum(bar.succeeded for bar in history.hours),
+                                         sum(bar.failed for bar in history.hours))
     return counts
 
 
 def service_figures(source: Source, service_keys: Sequence[str],
-                    jobs_finished_since: Callable[[float], Iterable[JobSnapshot]],
-                    now: float) -> dict[str, ServiceFigures]:
+                    own_counts: Callable[[], Mapping[str, tuple[int, int]]]
+                    ) -> dict[str, ServiceFigures]:
     """The source's figures where it keeps them (a DSS server), else this engine's own:
-    its jobs of the last 24 h (only those are read: a journal of months is not) and the
-    work ``available`` says waits."""
+    ``own_counts()``, succeeded / failed per service hash in the last 24 h (read only
+    then: the ledger's, see ``ledger_day_counts``), and the work ``available`` says waits."""
     figures = source.service_figures(service_keys)
     if figures is not None:
         return figures
     ready = source.available(service_keys) if service_keys else {}
-    counts = day_counts(jobs_finished_since(now - DAY), now)
+    counts = own_counts()
     return {key: ServiceFigures(ready=int(ready.get(key, 0)), done=counts.get(key, (0, 0))[0],
                                 failed=counts.get(key, (0, 0))[1])
             for key in service_keys}

@@ -244,13 +244,17 @@ class Console:
         await self._self_test_end(window)
 
     async def _self_test_end(self, window: MainWindow) -> None:
-        """The queue shows the job succeeded, its log shows output; the screenshot."""
+        """The queue shows the job succeeded, its log shows output, the service's history
+        chart the job; the screenshot."""
         await until(lambda: window.queue_pane.current_job() is not None
                     and window.queue_pane.current_job().state.value == "succeeded", 20,
                     "the queue to show success")
         window.detail_pane.tabs.setCurrentIndex(0)
         await until(lambda: window.detail_pane.log.text_edit.toPlainText().strip() != "", 20,
                     "the ticket's log to show")
+        # The job's end in the service's history chart (fetched shortly after the end).
+        await until(lambda: window.services_pane.history_chart.message() == "", 20,
+                    "the service's history to show the job")
         if self.options.screenshot:
             await asyncio.sleep(0.3)  # one more paint cycle for the last updates
             path = Path(self.options.screenshot)

@@ -44,8 +44,10 @@ def nice_ceiling(value: int) -> int:
 
 
 def run_time_words(seconds: float) -> str:
-    """'42 s', '5 min 12 s', '2 h 05 min': a median read at a glance."""
-    total = round(seconds)
+    """'42 s', '5 min 12 s', '2 h 05 min': a median read at a glance. Whole seconds cut,
+    not rounded, as the queue's Run time and ``audit stats`` give them (a 0.6 s job is '0 s'
+    there: not '1 s' here)."""
+    total = int(seconds)
     if total < 60:
         return f"{total} s"
     if total < 3600:

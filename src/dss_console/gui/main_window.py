@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from dss_console.gui.settings_dialog import SettingsDialog
 
 STATS_REFRESH_MS = 15_000
+HISTORY_REFRESH_MS = 5 * 60_000  # the chart's hourly bars: a few minutes late is fine
 DEFAULT_SOURCE = next(iter(plugins.SOURCES))
 
 
@@ -198,6 +199,10 @@ class MainWindow(QMainWindow):
         self._stats_soon.setSingleShot(True)
         self._stats_soon.setInterval(1500)  # coalesce a burst of claims and finishes
         self._stats_soon.timeout.connect(lambda: spawn(self.refresh_services()))
+        self._stats_soon.timeout.connect(lambda: spawn(self.refresh_histories()))
+        self._history_timer = QTimer(self)
+        self._history_timer.setInterval(HISTORY_REFRESH_MS)
+        self._history_timer.timeout.connect(lambda: spawn(self.refresh_histories()))
         self._calls_soon = QTimer(self)
         self._calls_soon.setSingleShot(True)
         self._calls_soon.setInterval(300)  # a busy job changes its calls many times a second
@@ -492,18 +497,43 @@ class MainWindow(QMainWindow):
             self.services_pane.set_figures(await run_blocking(engine.service_figures))
         self._show_services_summary(views)
 
+    async def refresh_histories(self) -> None:
+        """The services' history charts from the engine's ledger (read off the Qt thread).
+        An engine that cannot say (an older worker, one gone) leaves the charts empty and
+        says so quietly: a chart is not worth a dialog."""
+        engine = self.engine
+        if engine is None or self.logged_in is None:
+            return
+        try:
+            histories = await run_blocking(engine.ledger_stats)
+        except (EngineGoneError, EngineCallError, EngineError) as exc:
+            if engine is self.engine:
+                if isinstance(exc, EngineCallError) and exc.kind == "protocol":
+                    why = ("this engine is older than the window (it reads the history "
+                           "once restarted with this version)")
+                else:
+                    why = f"the engine could not read its ledger ({exc})"
+                self.statusBar().showMessage(f"No service history: {why}", 10_000)
+            return
+        if engine is self.engine:
+            self.services_pane.show_histories(histories)
+
     def _show_services_summary(self, views: list[ServiceView]) -> None:
         self.services_pane.summary.setText(self.services_pane.presentation.text(
             "services_summary", count=len(views), commands=sum(1 for v in views if v.command)))
 
     def start_refreshing(self) -> None:
-        """The services' counts now and every STATS_REFRESH_MS while an engine runs."""
+        """The services' counts now and every STATS_REFRESH_MS, their histories now and every
+        HISTORY_REFRESH_MS, while an engine runs."""
         self._stats_timer.start()
+        self._history_timer.start()
         spawn(self.refresh_services())
+        spawn(self.refresh_histories())
 
     def stop_refreshing(self) -> None:
         self._stats_timer.stop()
         self._stats_soon.stop()
+        self._history_timer.stop()
 
     # -- engine events ----------------------------------------------------------------------
     def _jobs_changed(self, jobs: list[JobSnapshot]) -> None:

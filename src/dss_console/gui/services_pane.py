@@ -107,7 +107,7 @@ class ServicesPane(QWidget):
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.table, 3)
         layout.addLayout(buttons)
         # Resume beside the summary, not in the button row: the row's width is the least
         # width of the window's left side (the window must fit 1280 px).
@@ -116,8 +116,9 @@ class ServicesPane(QWidget):
         summary_row.addWidget(self.summary, 1)
         summary_row.addWidget(self.resume_button)
         layout.addLayout(summary_row)
-        # The space under the table: the selected service's history.
-        layout.addWidget(self.history_chart)
+        # The space under the table: the selected service's history, with a share of the
+        # height (a few services leave the table mostly empty; many still get most of it).
+        layout.addWidget(self.history_chart, 2)
 
         self.claim_button.clicked.connect(self._claim_clicked)
         self.edit_button.clicked.connect(self._edit_clicked)
@@ -254,17 +255,15 @@ class ServicesPane(QWidget):
             self._update_tooltip(row, key)
 
     def show_histories(self, histories: dict[str, ServiceHistory]) -> None:
-        """The ledger's figures per service (keyed by service hash, or by name where the
-        ledger knows only that); the chart shows the selected service's."""
+        """The ledger's figures per service, keyed by service name as the engine's
+        ``ledger_stats`` gives them (the ledger's records name a job's service; two versions
+        of one DSS service share a history); the chart shows the selected service's."""
         self._histories = dict(histories)
         self._show_selected_history()
 
     def history_of(self, service_hash: str) -> ServiceHistory | None:
-        found = self._histories.get(service_hash)
-        if found is None:
-            name = self._plain_names.get(service_hash)
-            found = self._histories.get(name) if name is not None else None
-        return found
+        name = self._plain_names.get(service_hash)
+        return self._histories.get(name) if name is not None else None
 
     def _show_selected_history(self) -> None:
         selected = self.selected_hashes()
