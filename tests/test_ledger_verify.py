@@ -253,3 +253,28 @@ def test_stats_of_another_users_ledger_write_nothing_beside_it(
         "=seg", "1", "1"]
     assert not index_path(copied).exists()
     assert not list(copied.parent.glob("*.index.sqlite3*"))
+
+
+@pytest.mark.parametrize("where", ["second", "middle", "last"])
+def test_a_changed_prev_names_its_own_record_not_the_one_before(
+        ledger: tuple[Path, Path], where: str) -> None:
+    """A byte changed in a record's own ``prev`` is that record's change: the record before
+    it is intact (the verdict used to blame it)."""
+    from dss_console.engine.ledger_verify import journal_head
+
+    data, path = ledger
+    original = path.read_bytes()
+    lines = original.splitlines()
+    index = {"second": 1, "middle": len(lines) // 2, "last": len(lines) - 1}[where]
+    line = lines[index]
+    at = line.index(b'"prev":"') + len(b'"prev":"')
+    flipped = b"0" if line[at:at + 1] != b"0" else b"1"
+    lines[index] = line[:at] + flipped + line[at + 1:]
+    try:
+        path.write_bytes(b"".join(item + b"\n" for item in lines))
+        verdict = verify_file(path, journal_head(journal_path(data), SOURCE))
+        assert not verdict.ok
+        assert verdict.problem == f"record {index + 1} was changed", verdict.problem
+        assert verdict.record == index + 1
+    finally:
+        path.write_bytes(original)

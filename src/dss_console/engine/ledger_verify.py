@@ -111,8 +111,9 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
         first = False
         if seq == expected:
             if not chained:
-                return fail(f"record {prev_seq} was changed" if prev_seq else
-                            "record 1 was changed", max(prev_seq, 1))
+                changed = seq if _own_prev_changed(line, next(lines, None), head) \
+                    else max(prev_seq, 1)
+                return fail(f"record {changed} was changed", changed)
         elif chained:  # linked to the line before, but numbered wrong: its own bytes changed
             return fail(f"record {expected} was changed", expected)
         elif seq > expected:
@@ -167,6 +168,20 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
         notes.append(f"{prev_seq - head.seq} record(s) past the journal's head: written "
                      "just before a crash or by a running engine, noted at its next write")
     return Verdict(True, count, last.head, notes=tuple(notes), signed_by=signed_by)
+
+
+def _own_prev_changed(line: _Line, following: _Line | None, head: LedgerHead | None) -> bool:
+    """A record that does not chain to the line before: was its own ``prev`` changed (the
+    record after it, or the journal's head, no longer matches its bytes either), or the
+    record before (its own bytes still match what follows)?"""
+    if line.number == 1 or line.record is None:
+        return True
+    own = line_hash(line.raw)
+    if following is not None and following.record is not None:
+        return bool(following.record["prev"] != own)
+    if head is not None and line.record["seq"] == head.seq:
+        return head.hash != own
+    return False
 
 
 def _named_key(record: dict[str, Any]) -> str | None:
