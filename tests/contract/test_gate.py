@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from contract_program import ATTACHMENT, HALFWAY
-from kinds import FAILED, OURS, SUCCEEDED, World
+from kinds import FAILED, OURS, SUCCEEDED, Work, World
 
 from v6_fixtures import SERVER_TEST_TIMEOUT
 from waiting import wait_for
@@ -270,3 +270,42 @@ def test_jobs_waiting_for_a_decision_hold_no_thread(world: World) -> None:
     node.approve(works[0])
     node.wait(works[0], "succeeded")
     assert node.engine.waiting_count() == 2
+
+
+def test_a_timeout_that_read_a_job_before_its_approval_leaves_it_alone(world: World) -> None:
+    """The timeout reads the waiting jobs once, then fails them one by one: a job approved
+    (and finished) in between is no longer waiting, and must not be failed after it
+    succeeded."""
+    import time
+
+    from dss_console.engine.events import JobChanged
+
+    key = world.service("success", approve="run")
+    world.top["approval_timeout"] = "1h"  # the scheduler's own timeout never fires here
+    node = world.start()
+    first, second = world.submit(key), world.submit(key)
+    node.wait(first, "awaiting_approval")
+    node.wait(second, "awaiting_approval")
+    ids = {node._job(first).job_id: second, node._job(second).job_id: first}
+    approved: list[Work] = []
+
+    def approve_the_other(event: object) -> None:
+        # The operator approves the other job while the timeout is failing this one.
+        if isinstance(event, JobChanged) and event.job.job_id in ids and not approved \
+                and event.job.state.value == "failed":
+            other = ids[event.job.job_id]
+            approved.append(other)
+            node.approve(other)
+            node.wait(other, "succeeded")
+            wait_for(lambda: node.engine._execution(node._job(other).job_id) is None, 30,
+                     what="the approved job's execution to end")
+
+    unsubscribe = node.engine.events.subscribe(approve_the_other)
+    try:
+        node.engine.expire_decisions(now=time.time() + 7200)
+    finally:
+        unsubscribe()
+    assert approved, "the timeout failed neither job"
+    assert node.state(approved[0]) == "succeeded", node.history(approved[0])
+    world.wait_remote(approved[0], SUCCEEDED)
+    assert node.decision(approved[0])["run"]["verdict"] == "approve"
