@@ -309,3 +309,27 @@ def test_a_timeout_that_read_a_job_before_its_approval_leaves_it_alone(world: Wo
     assert node.state(approved[0]) == "succeeded", node.history(approved[0])
     world.wait_remote(approved[0], SUCCEEDED)
     assert node.decision(approved[0])["run"]["verdict"] == "approve"
+
+
+def test_a_release_rule_made_while_the_command_runs_sends_what_it_held(world: World) -> None:
+    """Messages a release-gated command reported were held; a rule releasing its result,
+    added before the command ended, releases them with the result (not drops them)."""
+    from contract_program import GO_SEEN
+    from contract_program import WAITING as COMMAND_WAITING
+
+    from dss_console.engine.gate import ApprovalRule
+
+    key = world.service("wait", approve="release")
+    node = world.start()
+    work = world.submit(key)
+    node.wait(work, "running")
+    wait_for(lambda: any(COMMAND_WAITING in str(i.payload.get("message"))
+                         for i in node.engine.journal.held_items(node._job(work).job_id)),
+             30, what="the command's message held")
+    node.engine.add_rule(ApprovalRule(service=node._job(work).service_hash, gate="release"))
+    (world.state / "go").write_text("go")
+    node.wait(work, "succeeded")
+    seen = world.wait_remote(work, SUCCEEDED)
+    assert node.decision(work)["release"]["via"] == "rule"
+    assert COMMAND_WAITING in " ".join(seen.messages), seen.messages
+    assert GO_SEEN in " ".join(seen.messages), seen.messages
