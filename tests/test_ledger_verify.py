@@ -278,3 +278,26 @@ def test_a_changed_prev_names_its_own_record_not_the_one_before(
         assert verdict.record == index + 1
     finally:
         path.write_bytes(original)
+
+
+def test_a_half_written_last_line_is_an_unfinished_append_not_tampering(
+        ledger: tuple[Path, Path]) -> None:
+    """A crash mid-append leaves the start of a line without its newline; before the next
+    start cuts it, verify says so and passes (the journal's head still vouches for every
+    record written), but a last record cut short that the journal knows is a removal."""
+    from dss_console.engine.ledger_verify import journal_head
+
+    data, path = ledger
+    original = path.read_bytes()
+    head = journal_head(journal_path(data), SOURCE)
+    try:
+        path.write_bytes(original + b'{"at":"2026-12-07T1')
+        verdict = verify_file(path, head)
+        assert verdict.ok, verdict.problem
+        assert any("unfinished append" in note for note in verdict.notes), verdict.notes
+        lines = original.splitlines()
+        path.write_bytes(b"".join(line + b"\n" for line in lines[:-1]) + lines[-1][:20])
+        verdict = verify_file(path, head)
+        assert not verdict.ok and verdict.problem == f"record {len(lines)} was removed"
+    finally:
+        path.write_bytes(original)

@@ -46,13 +46,14 @@ class _Line:
     number: int
     raw: bytes
     record: dict[str, Any] | None
+    whole: bool = True  # ends with a newline (only the file's last line may not)
 
 
 def _parsed(path: Path) -> Iterator[_Line]:
     loads = json.loads
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            raw = raw.rstrip(b"\n")
+        for number, read in enumerate(handle, start=1):
+            raw = read.rstrip(b"\n")
             try:
                 value = loads(raw)
             except ValueError:
@@ -60,7 +61,7 @@ def _parsed(path: Path) -> Iterator[_Line]:
             if value.__class__ is not dict or value.get("seq").__class__ is not int \
                     or value.get("prev").__class__ is not str:
                 value = None
-            yield _Line(number, raw, value)
+            yield _Line(number, raw, value, read.endswith(b"\n"))
 
 
 def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = True,
@@ -96,6 +97,13 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
         if line is None:
             break
         record = line.record
+        if record is None and not line.whole:
+            # The last line, cut short: an append a crash interrupted (or one being written
+            # now), never noted in the journal; the writer cuts it and writes its records
+            # again. Records the journal knows were written are still checked below.
+            notes.append(f"line {line.number} is an unfinished append (a crash, or an "
+                         "engine writing now): not a record yet")
+            break
         if record is None:
             if not line.raw.strip():
                 return fail(f"line {line.number} is empty, not a record", line.number)
