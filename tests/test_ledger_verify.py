@@ -301,3 +301,31 @@ def test_a_half_written_last_line_is_an_unfinished_append_not_tampering(
         assert not verdict.ok and verdict.problem == f"record {len(lines)} was removed"
     finally:
         path.write_bytes(original)
+
+
+def test_lines_swapped_far_apart_or_moved_are_named_not_called_removed(
+        ledger: tuple[Path, Path]) -> None:
+    """Two records swapped across the file, or one moved to its end, lose nothing: the
+    verdict says so, not that the records between them were removed."""
+    from dss_console.engine.ledger_verify import journal_head
+
+    data, path = ledger
+    original = path.read_bytes()
+    lines = original.splitlines()
+    count = len(lines)
+    head = journal_head(journal_path(data), SOURCE)
+    first_last = list(lines)
+    first_last[0], first_last[-1] = lines[-1], lines[0]
+    second_fifth = list(lines)
+    second_fifth[1], second_fifth[4] = lines[4], lines[1]
+    moved = [line for i, line in enumerate(lines) if i != 1] + [lines[1]]
+    cases = {f"records 1 and {count} are swapped": first_last,
+             "records 2 and 5 are swapped": second_fifth,
+             f"record 2 was moved to line {count}": moved}
+    try:
+        for words, tampered in cases.items():
+            path.write_bytes(b"".join(line + b"\n" for line in tampered))
+            verdict = verify_file(path, head)
+            assert not verdict.ok and verdict.problem == words, (words, verdict.problem)
+    finally:
+        path.write_bytes(original)

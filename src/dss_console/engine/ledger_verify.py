@@ -129,7 +129,15 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
             if following is not None and following.record is not None \
                     and following.record.get("seq") == expected:
                 return fail(f"records {expected} and {seq} are swapped", expected)
-            pending = following
+            # Is the record that belongs here further down (two lines swapped across the
+            # file, one moved)? Then nothing was removed. The rest is read: this fails.
+            rest = [following] if following is not None else []
+            found = next((later for later in [*rest, *lines] if later.record is not None
+                          and later.record.get("seq") == expected), None)
+            if found is not None:
+                return fail(f"records {expected} and {seq} are swapped"
+                            if found.number == line.number + seq - expected else
+                            f"record {expected} was moved to line {found.number}", expected)
             gone = f"record {expected} was removed" if seq == expected + 1 else \
                 f"records {expected} to {seq - 1} were removed"
             return fail(gone, expected)
