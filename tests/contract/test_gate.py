@@ -333,3 +333,36 @@ def test_a_release_rule_made_while_the_command_runs_sends_what_it_held(world: Wo
     assert node.decision(work)["release"]["via"] == "rule"
     assert COMMAND_WAITING in " ".join(seen.messages), seen.messages
     assert GO_SEEN in " ".join(seen.messages), seen.messages
+
+
+def test_an_approval_journaled_just_before_a_crash_runs_after_restart(world: World) -> None:
+    """The approve commits its decision, then its execution starts the command: a crash in
+    between leaves the approval journaled and the job not yet running. The next start
+    runs it (nobody approves twice), and it is not a decision waiting (nor timing out)."""
+    import time
+
+    from dss_console.engine.gate import Decision, Gate, local_user, with_decision
+    from dss_console.engine.journal import Journal
+
+    key = world.service("success", approve="run")
+    world.top["approval_timeout"] = "1h"
+    journal = world.tmp / "shared-journal.sqlite3"
+    first = world.start(journal=journal)
+    work = world.submit(key)
+    first.wait(work, "awaiting_approval")
+    first.stop()
+    # What approve_job commits before it launches the execution (the crash comes next).
+    stopped = Journal(journal)
+    try:
+        snap = stopped.latest_job_for_ticket(first.engine.source.key, work.id)
+        decision = Decision(Gate.RUN, "approve", "window", user=local_user(), at=time.time())
+        stopped.update_job(snap.job_id, waiting_since=None,
+                           decision=with_decision(snap.decision, decision))
+    finally:
+        stopped.close()
+    second = world.start(journal=journal)
+    second.wait(work, "succeeded")
+    world.wait_remote(work, SUCCEEDED)
+    assert len(world.lives()) == 1
+    assert second.engine.waiting_count() == 0
+    assert second.engine.next_decision_deadline() is None
