@@ -276,3 +276,79 @@ def test_stats_of_another_users_ledger_write_nothing_beside_it(
         "=seg", "1", "1"]
     assert not index_path(copied).exists()
     assert not list(copied.parent.glob("*.index.sqlite3*"))
+
+
+@pytest.mark.parametrize("where", ["second", "middle", "last"])
+def test_a_changed_prev_names_its_own_record_not_the_one_before(
+        ledger: tuple[Path, Path], where: str) -> None:
+    """A byte changed in a record's own ``prev`` is that record's change: the record before
+    it is intact (the verdict used to blame it)."""
+    from dss_console.engine.ledger_verify import journal_head
+
+    data, path = ledger
+    original = path.read_bytes()
+    lines = original.splitlines()
+    index = {"second": 1, "middle": len(lines) // 2, "last": len(lines) - 1}[where]
+    line = lines[index]
+    at = line.index(b'"prev":"') + len(b'"prev":"')
+    flipped = b"0" if line[at:at + 1] != b"0" else b"1"
+    lines[index] = line[:at] + flipped + line[at + 1:]
+    try:
+        path.write_bytes(b"".join(item + b"\n" for item in lines))
+        verdict = verify_file(path, journal_head(journal_path(data), SOURCE))
+        assert not verdict.ok
+        assert verdict.problem == f"record {index + 1} was changed", verdict.problem
+        assert verdict.record == index + 1
+    finally:
+        path.write_bytes(original)
+
+
+def test_a_half_written_last_line_is_an_unfinished_append_not_tampering(
+        ledger: tuple[Path, Path]) -> None:
+    """A crash mid-append leaves the start of a line without its newline; before the next
+    start cuts it, verify says so and passes (the journal's head still vouches for every
+    record written), but a last record cut short that the journal knows is a removal."""
+    from dss_console.engine.ledger_verify import journal_head
+
+    data, path = ledger
+    original = path.read_bytes()
+    head = journal_head(journal_path(data), SOURCE)
+    try:
+        path.write_bytes(original + b'{"at":"2026-12-07T1')
+        verdict = verify_file(path, head)
+        assert verdict.ok, verdict.problem
+        assert any("unfinished append" in note for note in verdict.notes), verdict.notes
+        lines = original.splitlines()
+        path.write_bytes(b"".join(line + b"\n" for line in lines[:-1]) + lines[-1][:20])
+        verdict = verify_file(path, head)
+        assert not verdict.ok and verdict.problem == f"record {len(lines)} was removed"
+    finally:
+        path.write_bytes(original)
+
+
+def test_lines_swapped_far_apart_or_moved_are_named_not_called_removed(
+        ledger: tuple[Path, Path]) -> None:
+    """Two records swapped across the file, or one moved to its end, lose nothing: the
+    verdict says so, not that the records between them were removed."""
+    from dss_console.engine.ledger_verify import journal_head
+
+    data, path = ledger
+    original = path.read_bytes()
+    lines = original.splitlines()
+    count = len(lines)
+    head = journal_head(journal_path(data), SOURCE)
+    first_last = list(lines)
+    first_last[0], first_last[-1] = lines[-1], lines[0]
+    second_fifth = list(lines)
+    second_fifth[1], second_fifth[4] = lines[4], lines[1]
+    moved = [line for i, line in enumerate(lines) if i != 1] + [lines[1]]
+    cases = {f"records 1 and {count} are swapped": first_last,
+             "records 2 and 5 are swapped": second_fifth,
+             f"record 2 was moved to line {count}": moved}
+    try:
+        for words, tampered in cases.items():
+            path.write_bytes(b"".join(line + b"\n" for line in tampered))
+            verdict = verify_file(path, head)
+            assert not verdict.ok and verdict.problem == words, (words, verdict.problem)
+    finally:
+        path.write_bytes(original)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from contract_program import ATTACHMENT, HALFWAY
-from kinds import FAILED, OURS, SUCCEEDED, World
+from kinds import FAILED, OURS, SUCCEEDED, Work, World
 
 from v6_fixtures import SERVER_TEST_TIMEOUT
 from waiting import wait_for
@@ -270,3 +270,99 @@ def test_jobs_waiting_for_a_decision_hold_no_thread(world: World) -> None:
     node.approve(works[0])
     node.wait(works[0], "succeeded")
     assert node.engine.waiting_count() == 2
+
+
+def test_a_timeout_that_read_a_job_before_its_approval_leaves_it_alone(world: World) -> None:
+    """The timeout reads the waiting jobs once, then fails them one by one: a job approved
+    (and finished) in between is no longer waiting, and must not be failed after it
+    succeeded."""
+    import time
+
+    from dss_console.engine.events import JobChanged
+
+    key = world.service("success", approve="run")
+    world.top["approval_timeout"] = "1h"  # the scheduler's own timeout never fires here
+    node = world.start()
+    first, second = world.submit(key), world.submit(key)
+    node.wait(first, "awaiting_approval")
+    node.wait(second, "awaiting_approval")
+    ids = {node._job(first).job_id: second, node._job(second).job_id: first}
+    approved: list[Work] = []
+
+    def approve_the_other(event: object) -> None:
+        # The operator approves the other job while the timeout is failing this one.
+        if isinstance(event, JobChanged) and event.job.job_id in ids and not approved \
+                and event.job.state.value == "failed":
+            other = ids[event.job.job_id]
+            approved.append(other)
+            node.approve(other)
+            node.wait(other, "succeeded")
+            wait_for(lambda: node.engine._execution(node._job(other).job_id) is None, 30,
+                     what="the approved job's execution to end")
+
+    unsubscribe = node.engine.events.subscribe(approve_the_other)
+    try:
+        node.engine.expire_decisions(now=time.time() + 7200)
+    finally:
+        unsubscribe()
+    assert approved, "the timeout failed neither job"
+    assert node.state(approved[0]) == "succeeded", node.history(approved[0])
+    world.wait_remote(approved[0], SUCCEEDED)
+    assert node.decision(approved[0])["run"]["verdict"] == "approve"
+
+
+def test_a_release_rule_made_while_the_command_runs_sends_what_it_held(world: World) -> None:
+    """Messages a release-gated command reported were held; a rule releasing its result,
+    added before the command ended, releases them with the result (not drops them)."""
+    from contract_program import GO_SEEN
+    from contract_program import WAITING as COMMAND_WAITING
+
+    from dss_console.engine.gate import ApprovalRule
+
+    key = world.service("wait", approve="release")
+    node = world.start()
+    work = world.submit(key)
+    node.wait(work, "running")
+    wait_for(lambda: any(COMMAND_WAITING in str(i.payload.get("message"))
+                         for i in node.engine.journal.held_items(node._job(work).job_id)),
+             30, what="the command's message held")
+    node.engine.add_rule(ApprovalRule(service=node._job(work).service_hash, gate="release"))
+    (world.state / "go").write_text("go")
+    node.wait(work, "succeeded")
+    seen = world.wait_remote(work, SUCCEEDED)
+    assert node.decision(work)["release"]["via"] == "rule"
+    assert COMMAND_WAITING in " ".join(seen.messages), seen.messages
+    assert GO_SEEN in " ".join(seen.messages), seen.messages
+
+
+def test_an_approval_journaled_just_before_a_crash_runs_after_restart(world: World) -> None:
+    """The approve commits its decision, then its execution starts the command: a crash in
+    between leaves the approval journaled and the job not yet running. The next start
+    runs it (nobody approves twice), and it is not a decision waiting (nor timing out)."""
+    import time
+
+    from dss_console.engine.gate import Decision, Gate, local_user, with_decision
+    from dss_console.engine.journal import Journal
+
+    key = world.service("success", approve="run")
+    world.top["approval_timeout"] = "1h"
+    journal = world.tmp / "shared-journal.sqlite3"
+    first = world.start(journal=journal)
+    work = world.submit(key)
+    first.wait(work, "awaiting_approval")
+    first.stop()
+    # What approve_job commits before it launches the execution (the crash comes next).
+    stopped = Journal(journal)
+    try:
+        snap = stopped.latest_job_for_ticket(first.engine.source.key, work.id)
+        decision = Decision(Gate.RUN, "approve", "window", user=local_user(), at=time.time())
+        stopped.update_job(snap.job_id, waiting_since=None,
+                           decision=with_decision(snap.decision, decision))
+    finally:
+        stopped.close()
+    second = world.start(journal=journal)
+    second.wait(work, "succeeded")
+    world.wait_remote(work, SUCCEEDED)
+    assert len(world.lives()) == 1
+    assert second.engine.waiting_count() == 0
+    assert second.engine.next_decision_deadline() is None

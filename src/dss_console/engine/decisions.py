@@ -62,6 +62,7 @@ class GateDecisions:
     instance: str
     noun: str
     _lock: threading.RLock
+    _deciding: threading.RLock
     _waiting: dict[int, tuple[JobState, str, float]]
     ctx: JobContext
 
@@ -145,6 +146,10 @@ class GateDecisions:
 
     def approve_job(self, job_id: int, via: str = "window") -> None:
         """Run a job waiting for approval (its inputs as they are now)."""
+        with self._deciding:
+            self._approve(job_id, via)
+
+    def _approve(self, job_id: int, via: str) -> None:
         snap = self._waiting_job(job_id, (JobState.AWAITING_APPROVAL,), "approve")
         decision = Decision(Gate.RUN, "approve", _via(via), user=local_user(), at=time.time(),
                             inputs_sha256=inputs_digest(Path(snap.workdir) / INPUT_DIR,
@@ -156,6 +161,10 @@ class GateDecisions:
 
     def release_job(self, job_id: int, via: str = "window") -> None:
         """Send a held result: its held calls go out in order, then the job ends."""
+        with self._deciding:
+            self._release(job_id, via)
+
+    def _release(self, job_id: int, via: str) -> None:
         snap = self._waiting_job(job_id, (JobState.AWAITING_RELEASE,), "release")
         try:
             status = remote_status(self.source, self.journal, job_id, snap.ticket_id)
@@ -187,6 +196,10 @@ class GateDecisions:
         if not message.strip():
             raise EngineError(f"a rejection needs a message for the {self.source.words.job}'s "
                               "requester")
+        with self._deciding:
+            self._reject(job_id, message, via)
+
+    def _reject(self, job_id: int, message: str, via: str) -> None:
         snap = self._waiting_job(job_id, tuple(WAITING), "reject")
         gate = Gate.RUN if snap.state is JobState.AWAITING_APPROVAL else Gate.RELEASE
         decision = Decision(gate, "reject", _via(via), user=local_user(), at=time.time())
@@ -206,18 +219,27 @@ class GateDecisions:
         moment = time.time() if now is None else now
         expired = self.journal.jobs(source=self.source.key, instance=self.instance,
                                     states=WAITING, waiting_before=moment - timeout)
-        for snap in expired:
-            if self._execution(snap.job_id) is not None:
-                continue
-            gate = Gate.RUN if snap.state is JobState.AWAITING_APPROVAL else Gate.RELEASE
-            decision = Decision(gate, "timeout", "timeout", at=moment)
-            self.journal.update_job(snap.job_id, waiting_since=None,
-                                    decision=with_decision(snap.decision, decision),
-                                    ledger=[self._decision_entry(snap, decision)])
-            self._finish_without_run(self.journal.job(snap.job_id), JobState.FAILED,
-                                     self.source.words.decision_timed_out,
-                                     drop_held=True)
+        for listed in expired:
+            with self._deciding:
+                # Read again: a decision made since the query above (approved, rejected,
+                # perhaps run to its end) is not a decision that waits.
+                snap = self.journal.job(listed.job_id)
+                if not snap.state.is_waiting or snap.waiting_since is None \
+                        or snap.waiting_since >= moment - timeout \
+                        or self._execution(snap.job_id) is not None:
+                    continue
+                self._expire(snap, moment)
         return [s.job_id for s in expired]
+
+    def _expire(self, snap: JobSnapshot, moment: float) -> None:
+        gate = Gate.RUN if snap.state is JobState.AWAITING_APPROVAL else Gate.RELEASE
+        decision = Decision(gate, "timeout", "timeout", at=moment)
+        self.journal.update_job(snap.job_id, waiting_since=None,
+                                decision=with_decision(snap.decision, decision),
+                                ledger=[self._decision_entry(snap, decision)])
+        self._finish_without_run(self.journal.job(snap.job_id), JobState.FAILED,
+                                 self.source.words.decision_timed_out,
+                                 drop_held=True)
 
     def _decision_entry(self, snap: JobSnapshot, decision: Decision) -> LedgerEntry:
         return decision_entry(decision, self.source.requester(snap.details))
@@ -261,6 +283,11 @@ class GateDecisions:
         """Approve a waiting job and add a rule approving its requester (or anyone) for its
         service from now on (the rule is added first: its id is in the ledger before the
         decision it makes possible)."""
+        with self._deciding:
+            return self._approve_always(job_id, until, any_requester, via)
+
+    def _approve_always(self, job_id: int, until: str, any_requester: bool,
+                        via: str) -> ApprovalRule:
         snap = self._waiting_job(job_id, (JobState.AWAITING_APPROVAL,), "approve")
         requester = self.source.requester(snap.details)
         rule = self.add_rule(ApprovalRule(

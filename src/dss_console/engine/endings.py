@@ -34,6 +34,7 @@ from dss_console.engine.calls import (
     is_success_call,
 )
 from dss_console.engine.events import JobChanged, JobMessage, JobSnapshot
+from dss_console.engine.gate import Decision, Gate
 from dss_console.engine.journal import Journal, command_forgotten
 from dss_console.engine.ledger import LedgerEntry
 from dss_console.engine.ledger_records import upload_entry
@@ -62,6 +63,7 @@ class JobEndings:
     rescuing: bool
     command_result: str | None
     _end_as: OutcomeKind | None
+    operator_decision: Decision | None
 
     if TYPE_CHECKING:
         def _output_log(self) -> Path: ...
@@ -78,7 +80,7 @@ class JobEndings:
     def _transition(self, state: JobState, reason: str | None = None,
                     calls: list[OutboxCall] | None = None, *, check: bool = True,
                     drop_final: bool = False, hold: bool = False, drop_held: bool = False,
-                    ledger: Sequence[LedgerEntry] = (),
+                    release_held: bool = False, ledger: Sequence[LedgerEntry] = (),
                     **fields: object) -> None:
         snap = self.ctx.journal.job(self.job_id)
         payload_calls = [(kind, {**payload, "ticket": snap.ticket_id})
@@ -88,7 +90,8 @@ class JobEndings:
             fields["details"] = details
         items = self.ctx.journal.transition(self.job_id, state, reason, calls=payload_calls,
                                             check=check, drop_final=drop_final, hold=hold,
-                                            drop_held=drop_held, ledger=ledger, **fields)
+                                            drop_held=drop_held, release_held=release_held,
+                                            ledger=ledger, **fields)
         if items:
             self.ctx.outbox.announce(items)
         self._publish()
@@ -304,9 +307,13 @@ class JobEndings:
             return
         if self._hold_for_release(calls):
             return  # the result waits for the operator's release: no thread waits with it
-        # Whatever an earlier result held goes: this one (the operator's) replaces it.
+        # Whatever an earlier result held goes when this one is the operator's (it replaces
+        # it); released by a rule, what the command reported while held goes first.
+        own = self.operator_decision
+        replaces = own is not None and own.gate is Gate.RELEASE
         upload = upload_entry(calls)
-        self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0, drop_held=True,
+        self._transition(JobState.UPLOADING, None, calls=calls, progress=1.0,
+                         drop_held=replaces, release_held=not replaces,
                          ledger=[upload] if upload is not None else [])
         self._finish_upload()
 

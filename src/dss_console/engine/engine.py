@@ -121,6 +121,8 @@ class Engine(OperatorActions, GateDecisions, Scheduler, StartupRecovery, Reactio
         # Jobs waiting for a decision: job -> (state, service key, since); kept from the
         # engine's own JobChanged events (engine/decisions.py), rebuilt at start.
         self._waiting: dict[int, tuple[JobState, str, float]] = {}
+        # One decision at a time (window, cli, timeout): each re-reads its job under it.
+        self._deciding = threading.RLock()
         self.events.subscribe(self._track_waiting)
         self._services: list[SourceService] = []
         self._service_auto: dict[str, bool] = {}

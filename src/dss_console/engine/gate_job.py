@@ -55,8 +55,8 @@ class JobGates:
         def _transition(self, state: JobState, reason: str | None = None,
                         calls: list[OutboxCall] | None = None, *, check: bool = True,
                         drop_final: bool = False, hold: bool = False,
-                        drop_held: bool = False, ledger: Sequence[LedgerEntry] = (),
-                        **fields: object) -> None: ...
+                        drop_held: bool = False, release_held: bool = False,
+                        ledger: Sequence[LedgerEntry] = (), **fields: object) -> None: ...
         def _put(self, calls: list[OutboxCall]) -> None: ...
 
     def _gated(self, gate: Gate) -> bool:

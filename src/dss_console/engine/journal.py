@@ -256,7 +256,7 @@ class Journal:
     def transition(self, job_id: int, new: JobState, reason: str | None = None, *,
                    check: bool = True, calls: Sequence[tuple[str, dict[str, Any]]] = (),
                    drop_final: bool = False, hold: bool = False, drop_held: bool = False,
-                   ledger: Sequence[LedgerEntry] = (),
+                   release_held: bool = False, ledger: Sequence[LedgerEntry] = (),
                    **fields: Any) -> list[OutboxItem]:
         """Record a state change (and job fields) durably before the caller acts on it.
 
@@ -264,7 +264,9 @@ class Journal:
         a job decided but its server calls unqueued (or the other way round); so are the
         `ledger` entries recording the step (bound to this job, after the change).
         ``hold``: the calls are queued held (a result waiting for the operator's
-        release); ``drop_held``: the job's held calls are dropped (a rejected release).
+        release); ``drop_held``: the job's held calls are dropped (a rejected release);
+        ``release_held``: they become pending, in order, before ``calls`` (a rule released
+        the result of a command whose reports were held).
         """
         now = time.time()
         items: list[OutboxItem] = []
@@ -273,6 +275,12 @@ class Journal:
             if drop_held:
                 db.execute("UPDATE outbox SET state=?, last_error=?, delivered_at=? WHERE "
                            "job_id=? AND state=?", (DROPPED, reason, now, job_id, HELD))
+            if release_held:
+                items += [replace(_item(r), state=PENDING) for r in db.execute(
+                    "SELECT * FROM outbox WHERE job_id=? AND state=? ORDER BY id",
+                    (job_id, HELD)).fetchall()]
+                db.execute("UPDATE outbox SET state=? WHERE job_id=? AND state=?",
+                           (PENDING, job_id, HELD))
             if drop_final:
                 # A failure replaces a result phase still in flight (its uploads and success).
                 for row in db.execute("SELECT id, payload FROM outbox WHERE job_id=? AND "

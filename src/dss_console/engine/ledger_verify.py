@@ -46,13 +46,14 @@ class _Line:
     number: int
     raw: bytes
     record: dict[str, Any] | None
+    whole: bool = True  # ends with a newline (only the file's last line may not)
 
 
 def _parsed(path: Path) -> Iterator[_Line]:
     loads = json.loads
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            raw = raw.rstrip(b"\n")
+        for number, read in enumerate(handle, start=1):
+            raw = read.rstrip(b"\n")
             try:
                 value = loads(raw)
             except ValueError:
@@ -60,7 +61,7 @@ def _parsed(path: Path) -> Iterator[_Line]:
             if value.__class__ is not dict or value.get("seq").__class__ is not int \
                     or value.get("prev").__class__ is not str:
                 value = None
-            yield _Line(number, raw, value)
+            yield _Line(number, raw, value, read.endswith(b"\n"))
 
 
 def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = True,
@@ -96,6 +97,13 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
         if line is None:
             break
         record = line.record
+        if record is None and not line.whole:
+            # The last line, cut short: an append a crash interrupted (or one being written
+            # now), never noted in the journal; the writer cuts it and writes its records
+            # again. Records the journal knows were written are still checked below.
+            notes.append(f"line {line.number} is an unfinished append (a crash, or an "
+                         "engine writing now): not a record yet")
+            break
         if record is None:
             if not line.raw.strip():
                 return fail(f"line {line.number} is empty, not a record", line.number)
@@ -111,8 +119,9 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
         first = False
         if seq == expected:
             if not chained:
-                return fail(f"record {prev_seq} was changed" if prev_seq else
-                            "record 1 was changed", max(prev_seq, 1))
+                changed = seq if _own_prev_changed(line, next(lines, None), head) \
+                    else max(prev_seq, 1)
+                return fail(f"record {changed} was changed", changed)
         elif chained:  # linked to the line before, but numbered wrong: its own bytes changed
             return fail(f"record {expected} was changed", expected)
         elif seq > expected:
@@ -120,7 +129,15 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
             if following is not None and following.record is not None \
                     and following.record.get("seq") == expected:
                 return fail(f"records {expected} and {seq} are swapped", expected)
-            pending = following
+            # Is the record that belongs here further down (two lines swapped across the
+            # file, one moved)? Then nothing was removed. The rest is read: this fails.
+            rest = [following] if following is not None else []
+            found = next((later for later in [*rest, *lines] if later.record is not None
+                          and later.record.get("seq") == expected), None)
+            if found is not None:
+                return fail(f"records {expected} and {seq} are swapped"
+                            if found.number == line.number + seq - expected else
+                            f"record {expected} was moved to line {found.number}", expected)
             gone = f"record {expected} was removed" if seq == expected + 1 else \
                 f"records {expected} to {seq - 1} were removed"
             return fail(gone, expected)
@@ -167,6 +184,20 @@ def verify_file(path: Path, head: LedgerHead | None, *, journal_known: bool = Tr
         notes.append(f"{prev_seq - head.seq} record(s) past the journal's head: written "
                      "just before a crash or by a running engine, noted at its next write")
     return Verdict(True, count, last.head, notes=tuple(notes), signed_by=signed_by)
+
+
+def _own_prev_changed(line: _Line, following: _Line | None, head: LedgerHead | None) -> bool:
+    """A record that does not chain to the line before: was its own ``prev`` changed (the
+    record after it, or the journal's head, no longer matches its bytes either), or the
+    record before (its own bytes still match what follows)?"""
+    if line.number == 1 or line.record is None:
+        return True
+    own = line_hash(line.raw)
+    if following is not None and following.record is not None:
+        return bool(following.record["prev"] != own)
+    if head is not None and line.record["seq"] == head.seq:
+        return head.hash != own
+    return False
 
 
 def _named_key(record: dict[str, Any]) -> str | None:

@@ -44,6 +44,7 @@ class Reactions:
     noun: str
     _wake: threading.Event
     _lock: threading.RLock
+    _deciding: threading.RLock
     _waiting: dict[int, tuple[JobState, str, float]]
 
     if TYPE_CHECKING:
@@ -96,14 +97,18 @@ class Reactions:
         with self._lock:
             waiting = list(self._waiting)
         for job_id in waiting:
-            snap = self.journal.job(job_id)
-            if not snap.state.is_waiting or not (every or snap.ticket_id in ticket_ids):
-                continue
-            if self._execution(job_id) is not None:
-                continue
-            self.journal.transition(job_id, JobState.CANCELLED, "killed on the server while "
-                                    "it waited for a decision", check=False, drop_held=True,
-                                    waiting_since=None, not_retryable=self.source.words.killed)
+            # As a decision (engine/decisions.py): an approve or release made meanwhile
+            # either started its execution (left to learn of the kill) or comes after this.
+            with self._deciding:
+                snap = self.journal.job(job_id)
+                if not snap.state.is_waiting or not (every or snap.ticket_id in ticket_ids):
+                    continue
+                if self._execution(job_id) is not None:
+                    continue
+                self.journal.transition(job_id, JobState.CANCELLED, "killed on the server "
+                                        "while it waited for a decision", check=False,
+                                        drop_held=True, waiting_since=None,
+                                        not_retryable=self.source.words.killed)
             self.events.publish(JobChanged(job=self.journal.job(job_id)))
 
     def _on_call_refused(self, job_id: int, item: OutboxItem, message: str) -> None:

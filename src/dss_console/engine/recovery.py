@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from dss_console.core.executor import Executor, ExecutorDetails, JobRef, Recovery
 from dss_console.core.interfaces import OutcomeKind, Source
 from dss_console.engine.events import EngineNotice, EventBus, JobChanged, JobSnapshot
+from dss_console.engine.gate import Gate, approved
 from dss_console.engine.journal import Journal, command_forgotten
 from dss_console.engine.settings import Settings
 from dss_console.engine.states import JobState
@@ -49,6 +50,13 @@ class StartupRecovery:
         mine = [j for j in self.journal.jobs(source=self.source.key)
                 if j.instance == self.instance and not j.state.is_terminal]
         for snap in mine:
+            if snap.state is JobState.AWAITING_APPROVAL and snap.waiting_since is None \
+                    and approved(snap.decision, Gate.RUN):
+                # Approved, then stopped before its command started (the approve commits
+                # its decision first): the approval stands, it runs now.
+                self._launch(snap.job_id)
+                resumed.append(snap.job_id)
+                continue
             if snap.state.is_waiting:
                 # Waiting for a decision: nothing ran or left, nothing runs or leaves until
                 # someone decides (its held calls stay held). Only shown again.
