@@ -157,6 +157,10 @@ class GateDecisions:
         self.journal.update_job(job_id, waiting_since=None,
                                 decision=with_decision(snap.decision, decision),
                                 ledger=[self._decision_entry(snap, decision)])
+        # Decided: it no longer counts, nor does its deadline (the scheduler would otherwise
+        # wake for an overdue one until the job's run is published).
+        with self._lock:
+            self._waiting.pop(job_id, None)
         self._launch(job_id)
 
     def release_job(self, job_id: int, via: str = "window") -> None:

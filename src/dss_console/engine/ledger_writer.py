@@ -270,6 +270,7 @@ class LedgerWriter:
     def _write(self, tail: _Tail, lines: list[tuple[int, bytes]]) -> _Tail:
         """Append and fsync (the seam a crash test stops at)."""
         data = b"".join(line + b"\n" for _seq, line in lines)
+        created = not self.path.exists()
         fd = os.open(str(self.path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             if tail.size and os.fstat(fd).st_size != tail.size:
@@ -289,6 +290,10 @@ class LedgerWriter:
                 raise
         finally:
             os.close(fd)
+        if created:
+            # A new file's name lives in its folder: without syncing the folder too, a power
+            # loss could take the file while the journal already notes its records written.
+            _sync_folder(self.path.parent)
         new_tail = _Tail(tail.size + len(data), lines[-1][0], line_hash(lines[-1][1]))
         self._tail = new_tail
         self.written += len(lines)
@@ -402,3 +407,15 @@ def _record_of(line: bytes) -> dict[str, Any]:
         raise OSError("the ledger's last line is not a record")
     return record
 
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder (its entries), where the platform can (not Windows)."""
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
