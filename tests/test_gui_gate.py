@@ -1,0 +1,202 @@
+"""The operator's gate in the window (issue 20): the detail pane's gate tab for a job
+waiting for approval or release, its Approve / Approve always… / Reject… / Release, the
+"Waiting for you (N)" filter, the context menu, and the rules list.
+
+Real widgets against the real engine process and the real DSS server, as in
+test_gui_console.py (whose console fixture this reuses); what the user reads is read back
+from the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+
+import test_gui_console
+from dss_console.engine.settings import ServiceCommand, load_settings
+from dss_console.engine.states import JobState
+from dss_console.gui.gate_actions import AlwaysAnswer
+from dss_console.gui.queue_pane import STATE_FILTERS, WAITING_FILTER
+from settings_helpers import services_of
+from test_gui_console import WAIT_MS, Console
+
+from test_engine import command
+
+event_loop_qt = test_gui_console.event_loop_qt
+make_console = test_gui_console.make_console
+
+WAITING_INDEX = next(i for i, (label, _s) in enumerate(STATE_FILTERS) if label == WAITING_FILTER)
+
+
+def gated(make_console: Any, approve: str) -> Console:
+    """A console in Auto mode whose service's jobs pass the gate(s) ``approve`` names."""
+    console: Console = make_console(auto=True)
+    services_of(console.window.settings)[console.service] = ServiceCommand(
+        key=console.service, command=command("success"), approve=approve)
+    console.login()
+    return console
+
+
+def next_waiting(console: Console, state: JobState, seen: set[int] = frozenset()) -> int:
+    """Queue a ticket; Auto mode claims it and it comes to ``state``; select it."""
+    console.sandbox.add_ticket(console.service)
+    window = console.window
+
+    def found() -> int | None:
+        return next((j.job_id for j in window.engine.jobs()
+                     if j.state is state and j.job_id not in seen), None)
+
+    console.qtbot.waitUntil(lambda: found() is not None, timeout=WAIT_MS)
+    job_id = found()
+    assert job_id is not None
+    console.wait_state(job_id, state)
+    assert window.queue_pane.select_job(job_id)
+    return job_id
+
+
+def gate_shown(console: Console, gate: str) -> None:
+    detail = console.window.detail_pane
+    console.qtbot.waitUntil(
+        lambda: detail.tabs.isTabVisible(detail.gate_tab)
+        and detail.approval.view is not None and detail.approval.view.gate == gate,
+        timeout=WAIT_MS)
+    assert detail.tabs.currentIndex() == detail.gate_tab  # in front: a decision waits
+
+
+def server_messages(console: Console, job_id: int) -> list[str]:
+    ticket = console.window.engine.job(job_id).ticket_id
+    return [str(e["message"]) for e in console.sandbox.admin.ticket_detail(ticket)["log"]]
+
+
+def test_approve_from_the_gate_tab_runs_the_ticket(make_console, qtbot) -> None:
+    console = gated(make_console, "run")
+    window = console.window
+    job_id = next_waiting(console, JobState.AWAITING_APPROVAL)
+    gate_shown(console, "run")
+    pane = window.detail_pane.approval
+    facts = {pane.facts.topLevelItem(i).text(0): pane.facts.topLevelItem(i).text(1)
+             for i in range(pane.facts.topLevelItemCount())}
+    assert facts["Ticket"] == str(window.engine.job(job_id).ticket_id)
+    assert "files" in facts["Input files"]
+    assert pane.approve_button.isVisible() and pane.always_button.isVisible()
+    assert not pane.release_button.isVisible()
+    assert pane.inspect_button.isVisible() and pane.open_button.isVisible()
+    pane.inspect_button.click()  # the workspace inspector: the inputs' layers
+    assert window.detail_pane.tabs.currentIndex() == window.detail_pane.inputs_tab
+    # The queue says a decision waits, in words, in its filter and its right-click menu.
+    queue = window.queue_pane
+    assert queue.model.data(queue.model.index(queue.model.row_of(job_id),
+                                              queue.model.column_of("state"))) \
+        == "awaiting approval"
+    qtbot.waitUntil(lambda: queue.state_filter.itemText(WAITING_INDEX)
+                    == f"{WAITING_FILTER} (1)", timeout=WAIT_MS)
+    queue.state_filter.setCurrentIndex(WAITING_INDEX)
+    assert [queue.proxy.job_at(r).job_id for r in range(queue.proxy.rowCount())] == [job_id]
+    menu = [a.text() for a in queue.menu_actions() if a.isEnabled()]
+    assert menu[:2] == ["Approve", "Reject…"] and "Run" not in menu
+    assert server_messages(console, job_id)  # the user reads that it waits
+    assert console.server_status(job_id) == "claimed"
+
+    asked: list[str] = []
+    window.ask_confirm = lambda title, text: asked.append(text) or True  # type: ignore
+    pane.approve_button.click()
+    console.wait_state(job_id, JobState.SUCCEEDED)
+    assert asked and str(window.engine.job(job_id).ticket_id) in asked[0]
+    qtbot.waitUntil(lambda: console.server_status(job_id) == "success", timeout=WAIT_MS)
+    decided = window.engine.job(job_id).decision["run"]
+    assert (decided["verdict"], decided["via"]) == ("approve", "window")
+    detail = window.detail_pane
+    qtbot.waitUntil(lambda: not detail.tabs.isTabVisible(detail.gate_tab), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: queue.state_filter.itemText(WAITING_INDEX) == WAITING_FILTER,
+                    timeout=WAIT_MS)
+
+
+def test_reject_needs_a_message_and_the_user_reads_it(make_console, qtbot) -> None:
+    console = gated(make_console, "run")
+    window = console.window
+    job_id = next_waiting(console, JobState.AWAITING_APPROVAL)
+    gate_shown(console, "run")
+    pane = window.detail_pane.approval
+    window.ask_text = lambda title, label: "  "  # type: ignore[method-assign]
+    pane.reject_button.click()
+    assert "message for its" in window.banner.text()
+    assert window.engine.job(job_id).state is JobState.AWAITING_APPROVAL
+
+    window.ask_text = lambda title, label: "The scan is a knee, not a brain"  # type: ignore
+    pane.reject_button.click()
+    console.wait_state(job_id, JobState.FAILED)
+    qtbot.waitUntil(lambda: console.server_status(job_id) == "failed", timeout=WAIT_MS)
+    assert any("The scan is a knee, not a brain" in m for m in server_messages(console, job_id))
+    assert window.engine.job(job_id).decision["run"]["verdict"] == "reject"
+
+
+def test_release_from_the_gate_tab_uploads_the_previewed_result(make_console, qtbot) -> None:
+    console = gated(make_console, "release")
+    window = console.window
+    job_id = next_waiting(console, JobState.AWAITING_RELEASE)
+    gate_shown(console, "release")
+    pane = window.detail_pane.approval
+    assert pane.release_button.isVisible() and pane.reject_button.isVisible()
+    assert not pane.approve_button.isVisible() and not pane.always_button.isVisible()
+    rows = [pane.files.topLevelItem(i) for i in range(pane.files.topLevelItemCount())]
+    files = [row.text(0) for row in rows if row.text(1) != "attachment"]
+    assert any(row.text(1) == "attachment" for row in rows)  # the command's QC report
+    ticket = window.engine.job(job_id).ticket_id
+    assert f"ticket_{ticket:08d}_results.itksnap" in files  # what would leave, by name
+    assert "files" in pane.files.headerItem().text(0)
+    assert console.server_status(job_id) == "claimed"
+    assert console.sandbox.admin.result_files(ticket) == []  # nothing left yet
+
+    window.ask_confirm = lambda title, text: True  # type: ignore[method-assign]
+    pane.release_button.click()
+    console.wait_state(job_id, JobState.SUCCEEDED)
+    qtbot.waitUntil(lambda: console.server_status(job_id) == "success", timeout=WAIT_MS)
+    assert sorted(console.sandbox.admin.result_files(ticket)) == sorted(files)
+
+
+def test_approve_always_makes_a_rule_that_decides_the_next_ticket_until_revoked(
+        make_console, qtbot) -> None:
+    console = gated(make_console, "run")
+    window = console.window
+    first = next_waiting(console, JobState.AWAITING_APPROVAL)
+    gate_shown(console, "run")
+    window.ask_always = lambda view, presentation: AlwaysAnswer("", "")  # type: ignore
+    window.detail_pane.approval.always_button.click()
+    console.wait_state(first, JobState.SUCCEEDED)
+    (rule,) = window.settings.approval_rules
+    assert rule.service == window.engine.job(first).service_name and rule.gate == "run"
+    assert [r.rule_id for r in load_settings(console.settings_file).approval_rules] \
+        == [rule.rule_id]  # kept in the settings file
+
+    # The next ticket is approved by the rule: it never waits.
+    console.sandbox.add_ticket(console.service)
+    qtbot.waitUntil(lambda: any(j.job_id != first and j.state is JobState.SUCCEEDED
+                                for j in window.engine.jobs()), timeout=WAIT_MS)
+    second = next(j for j in window.engine.jobs() if j.job_id != first)
+    assert second.decision["run"]["via"] == "rule"
+    assert second.decision["run"]["rule"] == rule.rule_id
+
+    # The rules list shows it with who added it; Revoke takes it away.
+    window.rules_button.click()
+    dialog = window.gate.rules_dialog
+    assert dialog is not None
+    qtbot.waitUntil(lambda: dialog.loaded, timeout=WAIT_MS)
+    row = dialog.table.topLevelItem(0)
+    assert row.data(0, Qt.ItemDataRole.UserRole) == rule.rule_id
+    assert row.text(1) == "anyone" and row.text(4) == rule.added_by != ""
+    dialog.table.setCurrentItem(row)
+    assert dialog.revoke_button.isEnabled()
+    dialog.revoke_button.click()
+    qtbot.waitUntil(lambda: dialog.rules == [] and window.settings.approval_rules == [],
+                    timeout=WAIT_MS)
+    assert load_settings(console.settings_file).approval_rules == []
+    third = next_waiting(console, JobState.AWAITING_APPROVAL, {first, second.job_id})
+    assert window.engine.job(third).state is JobState.AWAITING_APPROVAL
+
+    # A rule added in the dialog is listed and kept.
+    dialog.service_box.setCurrentText(console.service)
+    dialog.add_button.click()
+    qtbot.waitUntil(lambda: len(dialog.rules) == 1, timeout=WAIT_MS)
+    assert dialog.rules[0].service == console.service
+    assert [r.service for r in window.settings.approval_rules] == [console.service]
+    dialog.close()
