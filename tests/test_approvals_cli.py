@@ -97,24 +97,34 @@ def test_approvals_cli_against_a_running_worker(
     again = approvals(env, "approve", str(second))
     assert again.returncode == 1 and "not waiting for a decision" in again.stderr
 
-    # A rule (the window's "always approve", over the same channel): kept in the settings
-    # file with its comments, and the next ticket runs and leaves by itself.
+    # "Always": the decision adds a rule (kept in the settings file with its comments); the
+    # next ticket runs without waiting for approval, its result still waits for release.
+    third = sandbox.add_ticket(service)
+    wait_waiting(env, third, "run")
+    always = approvals(env, "approve", str(third), "--always", "--until", "2099-12-31")
+    assert always.returncode == 0, always.stderr
+    assert "rule rule-" in always.stdout and "until 2099-12-31" in always.stdout
+    text = config.read_text()
+    assert text.startswith("# the provider's own words") and "until = 2099-12-31" in text
+    assert approvals(env, "approve", str(third), "--until", "2099-12-31").returncode == 2
+    wait_waiting(env, third, "release")
+    assert approvals(env, "release", str(third)).returncode == 0
+    fourth = sandbox.add_ticket(service)
+    wait_waiting(env, fourth, "release")  # approved by the rule
     data = tmp_path / "data" / "dss-console"
     remote = RemoteEngine(wait_for(lambda: find_engine(data, sandbox.url, "ci-node"), 30,
                                    what="the worker's channel"))
     try:
-        rule = remote.add_rule(service, gate="both")
-        assert rule.id and rule.added_by
-        assert [r.rule_id for r in remote.approval_rules()] == [rule.id]
-        assert config.read_text().startswith("# the provider's own words")
-        assert f'id = "{rule.id}"' in config.read_text()
-        third = sandbox.add_ticket(service)
-        wait_for(lambda: sandbox.admin.ticket_status(third) == "success", 60,
-                 what="the ticket a rule approved and released")
-        assert remote.revoke_rule(rule.id).rule_id == rule.id
+        (rule,) = remote.approval_rules()
+        assert rule.added_by and rule.added and rule.until == "2099-12-31"
+        assert remote.revoke_rule(rule.rule_id).rule_id == rule.rule_id
         assert "[[approval_rules]]" not in config.read_text()
+        assert remote.approval_rules() == []
     finally:
         remote.close()
+    assert approvals(env, "release", str(fourth)).returncode == 0
+    wait_for(lambda: sandbox.admin.ticket_status(fourth) == "success", 60,
+             what="the fourth ticket to succeed")
 
     journal = next((tmp_path / "data").rglob("journal.sqlite3"))
     with sqlite3.connect(journal) as db:
@@ -123,8 +133,7 @@ def test_approvals_cli_against_a_running_worker(
     vias = {(gate, record["verdict"], record["via"]) for d in decisions
             for gate, record in d.items()}
     assert {("run", "approve", "cli"), ("release", "release", "cli"),
-            ("run", "reject", "cli"), ("run", "approve", "rule"),
-            ("release", "release", "rule")} <= vias
+            ("run", "reject", "cli"), ("run", "approve", "rule")} <= vias
 
 
 def test_a_worker_killed_while_a_decision_waits_still_waits_after_restart(

@@ -122,6 +122,7 @@ def test_a_saved_rule_keeps_the_files_comments(tmp_path: Path) -> None:
     text = path.read_text()
     assert "# my worker" in text and "# two at a time" in text and "# keep me" in text
     assert 'approval_timeout = "2h"' in text and "[[approval_rules]]" in text
+    assert "until = 2027-06-30" in text  # a TOML date, as an operator writes one
     again = load_settings(path)
     assert again.approval_rules == [rule] and again.approval_queue == 3
     assert again.approval_bound == 3

@@ -46,6 +46,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                        ("release", "send a held result and finish the job")):
         one = sub.add_parser(verb, help=what)
         one.add_argument("id", type=int, metavar="ID", help="the ticket / run id")
+    approve = sub.choices["approve"]
+    approve.add_argument("--always", action="store_true",
+                         help="and approve this requester's work for this service from now on "
+                              "(a rule kept in the worker's settings file)")
+    approve.add_argument("--until", metavar="YYYY-MM-DD", default="",
+                         help="with --always: the rule's last day")
+    approve.add_argument("--any-requester", action="store_true",
+                         help="with --always: for anyone's work of this service")
     reject = sub.add_parser("reject", help="fail a waiting job with a message its requester "
                                            "reads (a held result stays here)")
     reject.add_argument("id", type=int, metavar="ID", help="the ticket / run id")
@@ -54,6 +62,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     for parser in (listing, show, *[sub.choices[v] for v in ("approve", "release", "reject")]):
         parser.add_argument("--server", metavar="KEY",
                             help="the engine's server (as `list` shows it) when several run")
+        parser.add_argument("--instance", metavar="NAME",
+                            help="the engine's instance when several run for one server")
         parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     p.set_defaults(handler=approvals_command, approvals_parser=p)
 
@@ -76,8 +86,10 @@ def approvals_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if verb == "reject" and not args.message.strip():
         raise CliError("reject needs a --message for the requester (they read it)", EXIT_USAGE)
+    if verb == "approve" and (args.until or args.any_requester) and not args.always:
+        raise CliError("--until and --any-requester go with --always", EXIT_USAGE)
     data = Path(args.data_dir) if args.data_dir else paths.data_dir()
-    with _engines(data, args.server) as engines:
+    with _engines(data, args.server, args.instance) as engines:
         if verb == "list":
             return _list(engines, bool(args.json))
         engine, view = _find(engines, int(args.id))
@@ -88,26 +100,32 @@ def approvals_command(args: argparse.Namespace) -> int:
             else:
                 _print_show(engine, full, bool(args.with_values))
             return 0
-        _decide(engine, verb, view.job_id, getattr(args, "message", ""))
+        rule = _decide(engine, verb, view.job_id, args)
         noun = _noun(engine)
         done = {"approve": "approved: it runs now", "release": "released: its result is sent",
                 "reject": "rejected: its requester reads your message"}[verb]
         print(f"{noun} {view.ticket_id} {done}")
+        if rule is not None:
+            print(f"rule {rule.rule_id} added: {rule.describe()}")
         return 0
 
 
-def _decide(engine: _Engine, verb: str, job_id: int, message: str) -> None:
+def _decide(engine: _Engine, verb: str, job_id: int, args: argparse.Namespace) -> Any:
+    """The decision, over the channel; the rule ``approve --always`` added (or None)."""
     from dss_console.engine.actions import EngineError
 
     try:
         if verb == "approve":
-            engine.remote.approve_job(job_id, via="cli")
-        elif verb == "release":
+            return engine.remote.approve_job(job_id, via="cli", always=bool(args.always),
+                                             until=args.until,
+                                             any_requester=bool(args.any_requester))
+        if verb == "release":
             engine.remote.release_job(job_id, via="cli")
         else:
-            engine.remote.reject_job(job_id, message.strip(), via="cli")
+            engine.remote.reject_job(job_id, args.message.strip(), via="cli")
     except EngineError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
+    return None
 
 
 def _channel_dirs() -> list[Path]:
@@ -132,8 +150,10 @@ def _channel_dirs() -> list[Path]:
 
 
 @contextlib.contextmanager
-def _engines(data: Path, server: str | None) -> Iterator[list[_Engine]]:
-    """Every engine of this data dir answering on its channel (``server``: only its)."""
+def _engines(data: Path, server: str | None,
+             instance_wanted: str | None = None) -> Iterator[list[_Engine]]:
+    """Every engine of this data dir answering on its channel (``server``, ``instance``:
+    only those)."""
     from dss_console.engine.channel import ChannelPaths
     from dss_console.engine.remote import EngineGoneError, RemoteEngine
 
@@ -151,6 +171,8 @@ def _engines(data: Path, server: str | None) -> Iterator[list[_Engine]]:
                 continue
             key, instance = str(info.get("server", "")), str(info.get("instance", ""))
             if server is not None and server not in (key, key.split("#")[0]):
+                continue
+            if instance_wanted is not None and instance != instance_wanted:
                 continue
             channel = ChannelPaths(info_file.with_suffix(".sock"),
                                    info_file.with_suffix(".token"), info_file)

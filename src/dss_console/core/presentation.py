@@ -289,7 +289,8 @@ class Preview:
 class ApprovalView:
     """A job waiting at a gate as the operator reviews it (the channel's ``approval``):
     computed on demand from local files, never journaled. ``gate``: "run" | "release";
-    ``waiting_since``: epoch seconds; ``rule_hint``: what "always approve" would match."""
+    ``waiting_since`` and ``deadline`` (when ``approval_timeout`` fails it; None: never):
+    epoch seconds."""
 
     job_id: int
     ticket_id: int
@@ -299,6 +300,7 @@ class ApprovalView:
     requester: Requester | None = None
     facts: tuple[Fact, ...] = ()
     preview: Preview | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dss_console.core.interfaces import HeldCall, OutcomeKind, RemoteState, Sour
 from dss_console.core.presentation import ApprovalView, Fact
 from dss_console.engine.actions import EngineError
 from dss_console.engine.endings import remote_status
-from dss_console.engine.events import Event, EventBus, JobChanged, JobSnapshot
+from dss_console.engine.events import Event, EventBus, JobChanged, JobSnapshot, RulesEdited
 from dss_console.engine.gate import (
     RULE_GATES,
     ApprovalRule,
@@ -37,7 +37,7 @@ from dss_console.engine.gate import (
     with_decision,
 )
 from dss_console.engine.journal import Journal
-from dss_console.engine.ledger import LedgerEntry
+from dss_console.engine.ledger import LedgerEntry, utc_text
 from dss_console.engine.settings import Settings
 from dss_console.engine.states import WAITING, JobState
 from dss_console.engine.workdirs import ENGINE_DIR, INPUT_DIR, find_input_workspace
@@ -228,7 +228,8 @@ class GateDecisions:
         if problem:
             raise EngineError(problem)
         made = replace(rule, id=rule.id or f"rule-{secrets.token_hex(4)}",
-                       added_by=rule.added_by or local_user())
+                       added_by=rule.added_by or local_user(),
+                       added=rule.added or utc_text(time.time()))
         if any(r.rule_id == made.rule_id for r in self.settings.approval_rules):
             raise EngineError(f"a rule {made.rule_id!r} exists already")
         self._set_rules([*self.settings.approval_rules, made],
@@ -247,6 +248,21 @@ class GateDecisions:
         self.settings = replace(self.settings, approval_rules=rules)
         self.ctx.approval_rules = list(rules)
         self.journal.queue_ledger([entry], source=self.source.key, instance=self.instance)
+        # Whoever keeps the settings file saves them (a worker's host; a console's window).
+        self.events.publish(RulesEdited(rules=tuple(rules)))
+
+    def approve_always(self, job_id: int, *, until: str = "", any_requester: bool = False,
+                       via: str = "window") -> ApprovalRule:
+        """Approve a waiting job and add a rule approving its requester (or anyone) for its
+        service from now on (the rule is added first: its id is in the ledger before the
+        decision it makes possible)."""
+        snap = self._waiting_job(job_id, (JobState.AWAITING_APPROVAL,), "approve")
+        requester = self.source.requester(snap.details)
+        rule = self.add_rule(ApprovalRule(
+            service=snap.service_name or snap.service_hash, gate="run", until=until,
+            requester="" if any_requester or requester is None else requester.key), via)
+        self.approve_job(job_id, via)
+        return rule
 
     # -- what the one who decides reads --------------------------------------------------------
     def waiting_jobs(self) -> list[ApprovalView]:
@@ -265,6 +281,7 @@ class GateDecisions:
         return self._approval_view(snap, full=True)
 
     def _approval_view(self, snap: JobSnapshot, *, full: bool) -> ApprovalView:
+        timeout = self.settings.approval_timeout
         gate = Gate.RUN if snap.state is JobState.AWAITING_APPROVAL else Gate.RELEASE
         facts: tuple[Fact, ...] = ()
         preview = None
@@ -279,7 +296,8 @@ class GateDecisions:
                             service=snap.service_name or snap.service_hash, gate=gate.value,
                             waiting_since=snap.waiting_since,
                             requester=self.source.requester(snap.details), facts=facts,
-                            preview=preview)
+                            preview=preview, deadline=None if timeout is None or
+                            snap.waiting_since is None else snap.waiting_since + timeout)
 
 
 def rule_problem(rule: ApprovalRule) -> str:

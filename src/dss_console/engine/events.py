@@ -188,6 +188,14 @@ class EngineStatus(Event):
 
 
 @dataclass(frozen=True)
+class RulesEdited(Event):
+    """The operator's approval rules changed (added or revoked): whoever keeps the settings
+    file saves them (a worker's channel host; a console's window)."""
+
+    rules: tuple[Any, ...]  # engine.gate.ApprovalRule (not imported here: no cycle)
+
+
+@dataclass(frozen=True)
 class EngineNotice(Event):
     level: str  # info | warning | error
     text: str

@@ -56,6 +56,7 @@ class ApprovalRule:
     until: str = ""
     id: str = ""         # stable, named by every decision it makes; derived when not given
     added_by: str = ""
+    added: str = ""      # when (UTC, ISO)
 
     @property
     def rule_id(self) -> str:

@@ -89,7 +89,10 @@ def present_job(engine: Engine, job: JobSnapshot) -> JobSnapshot:
 
 
 def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
-                    settings_source: Path) -> dict[str, Callable[..., Any]]:
+                    settings_source: Path,
+                    keeps_settings_file: bool = True) -> dict[str, Callable[..., Any]]:
+    """``keeps_settings_file``: this engine writes its rules to its settings file (a worker;
+    a console's window saves its own settings on ``RulesEdited``)."""
     def update_settings(toml: str) -> None:
         settings = parse_settings(toml, settings_source)
         # Who the engine is and where it works stay as started: they name its journal,
@@ -114,7 +117,7 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
     def keep_rules() -> None:
         """The engine's rules into its settings file (in place: comments kept), so a
         restart and the window's Settings see them."""
-        if settings_source.exists():
+        if keeps_settings_file and settings_source.exists():
             current = load_settings(settings_source)
             save_settings(replace(current, approval_rules=engine.approval_rules()),
                           settings_source)
@@ -130,6 +133,16 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         gone = engine.revoke_rule(str(rule_id), str(via))
         keep_rules()
         return gone
+
+    def approve_job(job_id: int, via: str = "window", always: bool = False, until: str = "",
+                    any_requester: bool = False) -> ApprovalRule | None:
+        if not always:
+            engine.approve_job(int(job_id), str(via))
+            return None
+        made = engine.approve_always(int(job_id), until=str(until or ""),
+                                     any_requester=bool(any_requester), via=str(via))
+        keep_rules()
+        return made
 
     def present(job: JobSnapshot | None) -> JobSnapshot | None:
         return None if job is None else present_job(engine, job)
@@ -165,7 +178,7 @@ def engine_handlers(engine: Engine, *, on_shutdown: Callable[[bool], None],
         # `approvals` command); what a waiting job is crosses only this private channel.
         "waiting_jobs": engine.waiting_jobs,
         "approval": lambda job_id: engine.approval(int(job_id)),
-        "approve_job": lambda job_id, via="window": engine.approve_job(int(job_id), str(via)),
+        "approve_job": approve_job,
         "reject_job": lambda job_id, message, via="window": engine.reject_job(
             int(job_id), str(message), str(via)),
         "release_job": lambda job_id, via="window": engine.release_job(int(job_id), str(via)),
@@ -212,7 +225,8 @@ def serve_engine(engine: Engine, data_dir: Path, *, provider: str,
     paths: ChannelPaths = channel_paths(data_dir, engine.source.key, engine.instance)
     channel = EngineChannel(
         paths, engine_handlers(engine, on_shutdown=on_shutdown,
-                               settings_source=settings_source),
+                               settings_source=settings_source,
+                               keeps_settings_file=role != "console"),
         presented_events(engine),
         info={"server": engine.source.key, "instance": engine.instance,
               "provider": provider, "data_dir": str(data_dir), "role": role,

@@ -303,8 +303,17 @@ class RemoteEngine:
         found: ApprovalView = self._gate_call("approval", job_id=job_id)
         return found
 
-    def approve_job(self, job_id: int, via: str = "window") -> None:
-        self._gate_call("approve_job", job_id=job_id, via=via)
+    def approve_job(self, job_id: int, via: str = "window", *, always: bool = False,
+                    until: str = "", any_requester: bool = False) -> ApprovalRule | None:
+        """Run a waiting job; ``always``: and add a rule approving its requester (or
+        ``any_requester``) for its service from now on (until the day ``until``)."""
+        if not always:
+            self._gate_call("approve_job", job_id=job_id, via=via)
+            return None
+        made: ApprovalRule | None = self._gate_call(
+            "approve_job", job_id=job_id, via=via, always=True, until=until,
+            any_requester=any_requester)
+        return made
 
     def reject_job(self, job_id: int, message: str, via: str = "window") -> None:
         self._gate_call("reject_job", job_id=job_id, message=message, via=via)

@@ -43,7 +43,7 @@ A missing file means all defaults. Every key is optional::
     service = "ASHS-PMC-T1"               # a service's name or hash, a vantage6 image
     requester = "user:7@org:3"            # a requester's key; absent: anyone
     gate = "run"                          # "run" | "release" | "both"
-    until = "2027-06-30"                  # the last day it holds; absent: always
+    until = 2027-06-30                    # the last day it holds (a date); absent: always
     id = "rule-ashs"                      # named by each decision it makes (default: derived)
 
     [services."ASHS-PMC-T1"]              # key: a service name (exact) or its 40-hex hash
@@ -96,6 +96,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime as dt
 import difflib
 import os
 import socket
@@ -473,7 +474,7 @@ def _notify_kinds(check: TableReader, value: object) -> tuple[str, ...]:
     return tuple(k for k in NOTIFY_KINDS if k in chosen)
 
 
-_RULE_KEYS = ("service", "requester", "gate", "until", "id", "added_by")
+_RULE_KEYS = ("id", "service", "requester", "gate", "until", "added_by", "added")
 
 
 def _approval_rules(check: TableReader, value: object) -> list[ApprovalRule]:
@@ -489,13 +490,14 @@ def _approval_rules(check: TableReader, value: object) -> list[ApprovalRule]:
         if "service" not in table:
             raise check.error(where, "missing 'service' (the service's name or hash, or the "
                                      "vantage6 image, the rule approves)")
-        fields = {key: check.string(table[key], f"{where}.{key}") for key in _RULE_KEYS
-                  if key in table and key != "gate"}
+        until = table.get("until")
+        if isinstance(until, dt.date) and not isinstance(until, dt.datetime):
+            until = until.isoformat()  # a TOML date, as the file is written
+        fields = {key: check.string(until if key == "until" else table[key], f"{where}.{key}")
+                  for key in _RULE_KEYS if key in table and key != "gate"}
         if "gate" in table:
             fields["gate"] = check.choice(table["gate"], f"{where}.gate", RULE_GATES)
         if "until" in fields:
-            import datetime as dt
-
             try:
                 dt.date.fromisoformat(fields["until"])
             except ValueError:
@@ -510,11 +512,16 @@ def _approval_rules(check: TableReader, value: object) -> list[ApprovalRule]:
     return rules
 
 
+def _rule_value(key: str, value: str) -> str:
+    return value if key == "until" else toml_value(value)
+
+
 def _rules_toml(rules: Sequence[ApprovalRule]) -> list[str]:
     lines: list[str] = []
     for rule in rules:
         lines += ["", "[[approval_rules]]"]
-        lines += [f"{key} = {toml_value(getattr(rule, key))}" for key in _RULE_KEYS
+        # `until` as a TOML date (2027-06-30), the rest as strings.
+        lines += [f"{key} = {_rule_value(key, getattr(rule, key))}" for key in _RULE_KEYS
                   if getattr(rule, key)]
     return lines
 

@@ -30,7 +30,8 @@ TYPE_KEY = "__type__"
 WIRE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     ev.JobSnapshot, ev.JobChanged, ev.JobOutput, ev.JobMessage, ev.CallQueued,
     ev.CallDelivered, ev.ConnectionChanged, ev.PollCompleted, ev.ServicePaused,
-    ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ServiceView, ServiceCommand, OutboxItem,
+    ev.ServiceResumed, ev.EngineNotice, ev.EngineStatus, ev.RulesEdited, ServiceView,
+    ServiceCommand, OutboxItem,
     pr.Presentation, pr.Words, pr.ColumnSpec, pr.DialogSpec, pr.ActionSpec, pr.Summary,
     pr.JobView, pr.ServiceFigures, ExecutorDetails, pr.Requester, pr.Fact, pr.PreviewFile,
     pr.Preview, pr.ApprovalView, ApprovalRule,
