@@ -160,9 +160,10 @@ def test_approve_always_makes_a_rule_that_decides_the_next_ticket_until_revoked(
     window = console.window
     first = next_waiting(console, JobState.AWAITING_APPROVAL)
     gate_shown(console, "run")
-    window.ask_always = lambda view, presentation: AlwaysAnswer("", "")  # type: ignore
+    window.ask_always = lambda view, presentation: AlwaysAnswer(False, "")  # type: ignore
     window.detail_pane.approval.always_button.click()
     console.wait_state(first, JobState.SUCCEEDED)
+    qtbot.waitUntil(lambda: len(window.settings.approval_rules) == 1, timeout=WAIT_MS)
     (rule,) = window.settings.approval_rules
     assert rule.service == window.engine.job(first).service_name and rule.gate == "run"
     assert [r.rule_id for r in load_settings(console.settings_file).approval_rules] \

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from dss_console.core.presentation import ApprovalView, Presentation
 from dss_console.engine.engine import EngineError
 from dss_console.engine.events import JobSnapshot
+from dss_console.engine.gate import ApprovalRule
 from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEngine
 from dss_console.engine.settings import Settings
 from dss_console.engine.workdirs import find_input_workspace
@@ -42,10 +43,10 @@ ENGINE_ERRORS = (EngineError, EngineCallError, EngineGoneError)
 
 @dataclass(frozen=True)
 class AlwaysAnswer:
-    """What "Approve always…" asked: the rule's requester ("" for anyone) and its last day
-    ("" for no end)."""
+    """What "Approve always…" asked: a rule for any requester (not only this job's), and
+    its last day ("" for no end)."""
 
-    requester: str
+    any_requester: bool
     until: str
 
 
@@ -108,12 +109,10 @@ class AlwaysDialog(QDialog):
         layout = QVBoxLayout(self)
         for widget in (label, self.any_requester, self.limited, self.until, buttons):
             layout.addWidget(widget)
-        self._requester = view.requester.key if view.requester is not None else ""
 
     def answer(self) -> AlwaysAnswer:
-        requester = "" if self.any_requester.isChecked() else self._requester
         until = self.until.date().toString("yyyy-MM-dd") if self.limited.isChecked() else ""
-        return AlwaysAnswer(requester, until)
+        return AlwaysAnswer(self.any_requester.isChecked(), until)
 
 
 class GateController:
@@ -177,7 +176,7 @@ class GateController:
         if self.rules_dialog is not None:
             self.rules_dialog.deleteLater()
         names = list(dict.fromkeys(s.name for s in engine.known_services() if s.name))
-        self.rules_dialog = RulesDialog(engine, names, self.rules_changed, host.window())
+        self.rules_dialog = RulesDialog(engine, names, host.window())
         self.rules_dialog.show()
 
     # -- the buttons ----------------------------------------------------------------------------
@@ -192,40 +191,42 @@ class GateController:
             return
         answer = self._host.ask_always(view, self._host.queue_pane.presentation)
         if answer is not None:
-            spawn(self.approve_always(job, view, answer))
+            spawn(self.approve_always(job, answer))
 
-    async def approve_always(self, job: JobSnapshot, view: ApprovalView,
-                             answer: AlwaysAnswer) -> bool:
-        """The rule first (so a refusal leaves the job waiting), then this job's approval."""
+    async def approve_always(self, job: JobSnapshot, answer: AlwaysAnswer) -> bool:
+        """The engine adds the rule (for the job's service and requester, as it matches
+        them) and approves the job, in one call: a refused rule leaves the job waiting."""
         host = self._host
         engine = host.engine
         if engine is None:
             return False
         try:
-            rule = await run_blocking(engine.add_rule, view.service, answer.requester, "run",
-                                      answer.until)
+            rule = await run_blocking(lambda: engine.approve_job(
+                job.job_id, always=True, until=answer.until,
+                any_requester=answer.any_requester))
         except ENGINE_ERRORS as exc:
-            host.show_banner(f"No rule was added: {exc}", cause=f"job:{job.job_id}")
+            noun = host.queue_pane.presentation.word_fields()["Job"]
+            host.show_banner(f"{noun} {job.ticket_id} was not approved: {exc}",
+                             cause=f"job:{job.job_id}")
             return False
-        await self.rules_changed()
-        host.statusBar().showMessage(f"Rule {rule.rule_id} added", 5000)
-        return await host.job_actions.perform("approve", job)
+        host.clear_banner(f"job:{job.job_id}")
+        if rule is not None:
+            host.statusBar().showMessage(f"Approved; rule {rule.rule_id} approves the next "
+                                         "ones by itself (Approval rules… lists it)", 8000)
+        return True
 
-    async def rules_changed(self) -> None:
-        """The engine's rules into the window's settings (saved as the window saves every
-        setting), so the next save or Settings… OK does not bring back a revoked rule or
-        drop a new one."""
+    def rules_edited(self, rules: list[ApprovalRule]) -> None:
+        """The engine's rules changed (the window, or `dss-console approvals` against this
+        console's engine): a console's engine leaves its settings file to the window, so
+        they are saved here as every setting is, and the next Settings… OK keeps them."""
         host = self._host
         engine = host.engine
-        if engine is None:
-            return
-        try:
-            rules = await run_blocking(engine.approval_rules)
-        except ENGINE_ERRORS:
-            return
-        if engine.steered_by_console:  # a headless worker keeps its own file
-            host.settings.approval_rules = list(rules)
-            host.save_settings()
+        if engine is None or not engine.steered_by_console:
+            return  # a headless worker keeps its own file
+        host.settings.approval_rules = list(rules)
+        host.save_settings()
+        if self.rules_dialog is not None and self.rules_dialog.isVisible():
+            self.rules_dialog.show_rules(list(rules))
 
     def _open(self, name: str) -> None:
         job = self._job()

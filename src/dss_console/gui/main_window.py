@@ -235,6 +235,7 @@ class MainWindow(QMainWindow):
         self.bridge.servicesChanged.connect(self._services_changed)
         self.bridge.pollCompleted.connect(self._poll_completed)
         self.bridge.notice.connect(self._notice)
+        self.bridge.rulesEdited.connect(self.gate.rules_edited)
         if self.login_pane.source_kind() != DEFAULT_SOURCE:  # the panes start in its words
             self.use_source_kind(self.login_pane.source_kind())
 

@@ -1,11 +1,11 @@
 """Approval rules (issue 20 §3): what the engine approves or releases by itself, listed
 with who added it, each revocable; a new rule for a service from here too. Every call goes
-to the engine off the Qt thread; the window keeps its settings in step (gate_actions)."""
+to the engine off the Qt thread; the window saves the rules the engine then publishes
+(gate_actions.GateController.rules_edited)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
 
 from PySide6.QtCore import QDate, Qt
 from PySide6.QtGui import QBrush, QColor
@@ -38,13 +38,11 @@ class RulesDialog(QDialog):
     """Non-modal: opened with show(), so nothing waits in a nested event loop."""
 
     def __init__(self, engine: RemoteEngine, services: list[str],
-                 rules_changed: Callable[[], Awaitable[None]],
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Approval rules")
         self.resize(820, 380)
         self._engine = engine
-        self._rules_changed = rules_changed
         self.rules: list[ApprovalRule] = []
         intro = QLabel("What is approved (run) or released by itself. Each decision a rule "
                        "makes names it in the ledger; a revoked rule decides nothing more.")
@@ -148,7 +146,6 @@ class RulesDialog(QDialog):
             self.message.setText(f"Not revoked: {exc}")
             return False
         self.message.setText(f"Revoked {rule_id}.")
-        await self._rules_changed()
         await self.reload()
         return True
 
@@ -165,6 +162,5 @@ class RulesDialog(QDialog):
             self.message.setText(f"No rule added: {exc}")
             return False
         self.message.setText(f"Added {made.rule_id}.")
-        await self._rules_changed()
         await self.reload()
         return True
