@@ -80,9 +80,12 @@ def test_approve_from_the_gate_tab_runs_the_ticket(make_console, qtbot) -> None:
     assert "files" in facts["Input files"]
     assert pane.approve_button.isVisible() and pane.always_button.isVisible()
     assert not pane.release_button.isVisible()
-    assert pane.inspect_button.isVisible() and pane.open_button.isVisible()
-    pane.inspect_button.click()  # the workspace inspector: the inputs' layers
-    assert window.detail_pane.tabs.currentIndex() == window.detail_pane.inputs_tab
+    assert pane.open_button.isVisible()
+    # The workspace inspector's layers, beside the facts: what the command would get.
+    qtbot.waitUntil(lambda: pane.inputs.topLevelItemCount() >= 1, timeout=WAIT_MS)
+    assert pane.inputs.isVisible() and "layer(s)" in pane.inputs_note.text()
+    assert pane.inputs.topLevelItem(0).text(1) == \
+        window.detail_pane.inputs.topLevelItem(0).text(1)  # a layer's role
     # The queue says a decision waits, in words, in its filter and its right-click menu.
     queue = window.queue_pane
     assert queue.model.data(queue.model.index(queue.model.row_of(job_id),

@@ -3,8 +3,8 @@ decision's buttons.
 
 Before its run: the facts its source gives (who asked, what image, method and arguments,
 which databases; values marked local-only are for this operator's eyes and never leave the
-machine), with the workspace inspector and Open in ITK-SNAP where the inputs are a
-workspace. Before its result leaves: the files that would be sent (name, size, SHA-256), a
+machine), with the workspace inspector's layers and Open in ITK-SNAP where the inputs are
+a workspace. Before its result leaves: the files that would be sent (name, size, SHA-256), a
 readable preview of a JSON or table output, the held log messages. The view is fetched off
 the Qt thread (gui/gate_actions.py); this module only shows it.
 """
@@ -12,6 +12,7 @@ the Qt thread (gui/gate_actions.py); this module only shows it.
 from __future__ import annotations
 
 import html
+import shutil
 import time
 
 from PySide6.QtCore import Qt, Signal
@@ -22,7 +23,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
-    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QTreeWidget,
@@ -47,13 +47,27 @@ def format_size(size: int) -> str:
     return f"{size} B"
 
 
-def waited_words(since: float | None, now: float) -> str:
-    """'since 14:03 (12 min)' for a job waiting since then; '' when not known."""
+def waited_words(since: float | None, now: float, deadline: float | None = None) -> str:
+    """'waiting since 14:03 (12 min)', with ', fails at 16:03 without a decision' when a
+    timeout applies; '' when not known."""
     if since is None:
         return ""
     minutes = max(0, int(now - since) // 60)
-    span = f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
-    return f" since {time.strftime('%H:%M', time.localtime(since))} ({span})"
+    span = ("under a minute" if minutes < 1 else f"{minutes} min" if minutes < 120
+            else f"{minutes // 60} h {minutes % 60} min")
+    text = f"waiting since {time.strftime('%H:%M', time.localtime(since))} ({span})"
+    if deadline is not None:
+        text += f", fails at {time.strftime('%H:%M', time.localtime(deadline))} without a decision"
+    return text
+
+
+def fit_height(tree: QTreeWidget, most: int = 12) -> None:
+    """A short list takes the height of its rows (the rest of the tab stays for the preview
+    below it); a long one scrolls past ``most`` rows."""
+    rows = max(1, min(tree.topLevelItemCount(), most))
+    row = tree.sizeHintForRow(0) if tree.topLevelItemCount() else tree.fontMetrics().height()
+    tree.setMaximumHeight(tree.header().sizeHint().height() + rows * max(row, 1)
+                          + 2 * tree.frameWidth() + 4)
 
 
 class ApprovalPane(QWidget):
@@ -62,7 +76,6 @@ class ApprovalPane(QWidget):
 
     decisionRequested = Signal(str)  # "approve" | "reject" | "release" (the core actions)
     alwaysRequested = Signal()       # Approve always…: a rule, then approve
-    inspectRequested = Signal()      # the inputs' tab (a workspace's layers)
     openRequested = Signal(str)      # "open_inputs" | "open_result": in the viewer
     rulesRequested = Signal()        # the rules list
 
@@ -84,6 +97,13 @@ class ApprovalPane(QWidget):
         self.facts.setRootIsDecorated(False)
         self.facts.setAlternatingRowColors(True)
         self.facts.setWordWrap(True)
+        # The workspace inspector's layers (roles, tags, files), as the inputs tab has them:
+        # the detail pane copies them here (DetailPane.set_inputs).
+        self.inputs_note = QLabel()
+        self.inputs_note.setWordWrap(True)
+        self.inputs = QTreeWidget()
+        self.inputs.setRootIsDecorated(False)
+        self.inputs.setAlternatingRowColors(True)
         self.files = QTreeWidget()
         self.files.setHeaderLabels(["Would leave", "Kind", "Size", "SHA-256"])
         self.files.setRootIsDecorated(False)
@@ -96,12 +116,21 @@ class ApprovalPane(QWidget):
         self.preview_table.verticalHeader().setVisible(False)
         self.preview_table.horizontalHeader().setSectionResizeMode(
             QHeaderView.ResizeMode.ResizeToContents)
-        self.messages = QLabel()
-        self.messages.setWordWrap(True)
-        self.messages.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.content = QSplitter(Qt.Orientation.Vertical)
-        for widget in (self.facts, self.files, self.preview_text, self.preview_table):
-            self.content.addWidget(widget)
+        self.messages = QTreeWidget()
+        self.messages.setHeaderLabels(["Messages that would be sent"])
+        self.messages.setRootIsDecorated(False)
+        # The lists take their rows' height; the preview (text, table) the rest.
+        self.content = QWidget()
+        content = QVBoxLayout(self.content)
+        content.setContentsMargins(0, 0, 0, 0)
+        content.addWidget(self.facts)
+        content.addWidget(self.inputs_note)
+        content.addWidget(self.inputs)
+        content.addWidget(self.files)
+        content.addWidget(self.messages)
+        content.addWidget(self.preview_text, 1)
+        content.addWidget(self.preview_table, 1)
+        content.addStretch(0)
 
         self.approve_button = QPushButton("Approve")
         self.always_button = QPushButton("Approve always…")
@@ -110,8 +139,6 @@ class ApprovalPane(QWidget):
                                       "(optionally until a date); revocable in Rules…")
         self.release_button = QPushButton("Release")
         self.reject_button = QPushButton("Reject…")
-        self.inspect_button = QPushButton("Inspect inputs")
-        self.inspect_button.setToolTip("The input workspace's layers, roles and tags")
         self.open_button = QPushButton("Open in ITK-SNAP")
         self.open_result_button = QPushButton("Open result")
         self.rules_button = QPushButton("Rules…")
@@ -120,7 +147,6 @@ class ApprovalPane(QWidget):
         self.release_button.clicked.connect(lambda: self.decisionRequested.emit("release"))
         self.reject_button.clicked.connect(lambda: self.decisionRequested.emit("reject"))
         self.always_button.clicked.connect(self.alwaysRequested.emit)
-        self.inspect_button.clicked.connect(self.inspectRequested.emit)
         self.open_button.clicked.connect(lambda: self.openRequested.emit("open_inputs"))
         self.open_result_button.clicked.connect(lambda: self.openRequested.emit("open_result"))
         self.rules_button.clicked.connect(self.rulesRequested.emit)
@@ -129,15 +155,13 @@ class ApprovalPane(QWidget):
                        self.reject_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
-        for button in (self.inspect_button, self.open_button, self.open_result_button,
-                       self.rules_button):
+        for button in (self.open_button, self.open_result_button, self.rules_button):
             buttons.addWidget(button)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.heading)
         layout.addWidget(self.warning)
         layout.addWidget(self.content, 1)
-        layout.addWidget(self.messages)
         layout.addLayout(buttons)
         self.show_loading()
 
@@ -148,11 +172,12 @@ class ApprovalPane(QWidget):
         self.heading.setText(html.escape(text))
         self.warning.setVisible(False)
         self.messages.setVisible(False)
-        for widget in (self.facts, self.files, self.preview_text, self.preview_table):
+        for widget in (self.facts, self.files, self.preview_text, self.preview_table,
+                       self.inputs, self.inputs_note):
             widget.setVisible(False)
         for button in self._decision_buttons():
             button.setVisible(False)
-        for button in (self.inspect_button, self.open_button, self.open_result_button):
+        for button in (self.open_button, self.open_result_button):
             button.setVisible(False)
 
     def show_view(self, view: ApprovalView, presentation: Presentation,
@@ -161,25 +186,37 @@ class ApprovalPane(QWidget):
         self.presentation = presentation
         before_run = view.gate == "run"
         fields = presentation.word_fields()
+        # Before the run the facts say who asked (with the rest); the review says it here.
         requester = (f"<br>{html.escape(presentation.text('requester_label') or 'Requested by')}"
                      f": <b>{html.escape(view.requester.words())}</b>"
-                     if view.requester is not None else "")
+                     if view.requester is not None and not before_run else "")
         what = ("waits for your approval before it runs" if before_run
                 else "ran; its result waits for your review before it leaves")
+        waited = waited_words(view.waiting_since, now or time.time(), view.deadline)
         self.heading.setText(
             f"<b>{html.escape(fields['Job'])} {view.ticket_id}</b> · "
-            f"{html.escape(view.service)} {what}"
-            f"{html.escape(waited_words(view.waiting_since, now or time.time()))}.{requester}")
+            f"{html.escape(view.service)} {what}."
+            + (f"<br><span style='color:gray'>{html.escape(waited.capitalize())}</span>"
+               if waited else "") + requester)
         self.approve_button.setVisible(before_run)
         self.always_button.setVisible(before_run)
         self.release_button.setVisible(not before_run)
         self.reject_button.setVisible(True)
         workspace = presentation.inputs_view == "workspace"
         viewer = presentation.action("open_inputs")
-        self.inspect_button.setVisible(before_run and workspace)
+        self.inputs_note.setVisible(before_run and workspace)
+        self.inputs.setVisible(before_run and workspace)
         self.open_button.setVisible(before_run and viewer is not None)
         self.open_result_button.setVisible(not before_run and viewer is not None)
+        # As the jobs pane's button: off when its program is not installed here.
+        installed = viewer is not None and bool(viewer.program) \
+            and shutil.which(viewer.program) is not None
+        self.open_button.setEnabled(installed)
+        self.open_result_button.setEnabled(installed)
         if viewer is not None:
+            tip = "" if installed else f" ({viewer.program or 'its program'} is not on PATH)"
+            self.open_button.setToolTip(viewer.tip + tip)
+            self.open_result_button.setToolTip("Open the result that would leave" + tip)
             self.open_button.setText(viewer.label)
             self.open_result_button.setText(viewer.label.replace("Open", "Open result", 1)
                                              if viewer.label.startswith("Open")
@@ -187,6 +224,18 @@ class ApprovalPane(QWidget):
         self.facts.setVisible(before_run)
         self._show_facts(view.facts if before_run else ())
         self._show_preview(None if before_run else (view.preview or Preview()))
+
+    def show_inputs(self, note: str, tree: QTreeWidget) -> None:
+        """The input workspace's layers as ``tree`` (the inputs tab) shows them."""
+        self.inputs_note.setText(note)
+        self.inputs.clear()
+        header = tree.headerItem()
+        self.inputs.setHeaderLabels([header.text(c) for c in range(tree.columnCount())])
+        for row in range(tree.topLevelItemCount()):
+            self.inputs.addTopLevelItem(tree.topLevelItem(row).clone())
+        for column in range(max(0, tree.columnCount() - 1)):
+            self.inputs.resizeColumnToContents(column)
+        fit_height(self.inputs)
 
     def _decision_buttons(self) -> tuple[QPushButton, ...]:
         return (self.approve_button, self.always_button, self.release_button,
@@ -206,6 +255,8 @@ class ApprovalPane(QWidget):
                 row.setToolTip(0, fact.warning)
             self.facts.addTopLevelItem(row)
         self.facts.resizeColumnToContents(0)
+        self.facts.setColumnWidth(0, self.facts.columnWidth(0) + 16)
+        fit_height(self.facts)
         self.warning.setText("⚠ " + "; ".join(warnings))
         self.warning.setVisible(bool(warnings))
         if not facts:
@@ -224,20 +275,27 @@ class ApprovalPane(QWidget):
             total += file.size
             row = QTreeWidgetItem([file.name, file.role, format_size(file.size),
                                    file.sha256[:16]])
+            row.setToolTip(0, file.name)
             row.setToolTip(3, file.sha256)
             row.setTextAlignment(2, Qt.AlignmentFlag.AlignRight)
             self.files.addTopLevelItem(row)
         if not preview.files:
             self.files.addTopLevelItem(QTreeWidgetItem(["No file would leave", "", "", ""]))
-        self.files.setHeaderLabels([f"Would leave ({len(preview.files)} files, "
+        count = len(preview.files)
+        self.files.setHeaderLabels([f"Would leave ({count} file{'s' if count != 1 else ''}, "
                                     f"{format_size(total)})", "Kind", "Size", "SHA-256"])
         for column in range(1, 4):
             self.files.resizeColumnToContents(column)
         self.files.setColumnWidth(0, max(self.files.columnWidth(0), 320))
+        fit_height(self.files)
         self.preview_text.setPlainText(preview.text)
         self._show_rows(preview.rows)
-        self.messages.setText("<b>Messages that would be sent:</b><br>" + "<br>".join(
-            html.escape(message) for message in preview.messages))
+        self.messages.clear()
+        for message in preview.messages:
+            item = QTreeWidgetItem([message])
+            item.setToolTip(0, message)
+            self.messages.addTopLevelItem(item)
+        fit_height(self.messages, most=6)
 
     def _show_rows(self, rows: tuple[tuple[str, ...], ...]) -> None:
         self.preview_table.clear()

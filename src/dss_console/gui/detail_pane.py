@@ -214,9 +214,6 @@ class DetailPane(QWidget):
         if shown and front:
             self.tabs.setCurrentIndex(self.gate_tab)
 
-    def show_inputs_tab(self) -> None:
-        self.tabs.setCurrentIndex(self.inputs_tab)
-
     def set_header(self, job: JobSnapshot | None) -> None:
         self._show_blocked(job)
         self._show_cluster(job)
@@ -359,6 +356,7 @@ class DetailPane(QWidget):
         self.inputs.clear()
         if workspace is None:
             self.inputs_note.setText(problem or "The inputs have not been downloaded yet.")
+            self.approval.show_inputs(self.inputs_note.text(), self.inputs)
             return
         present = {tag for layer in workspace.layers for tag in layer.tags}
         missing = [tag for tag in required if tag not in present]
@@ -380,6 +378,7 @@ class DetailPane(QWidget):
             self.inputs.addTopLevelItem(row)
         for column in range(4):
             self.inputs.resizeColumnToContents(column)
+        self.approval.show_inputs(self.inputs_note.text(), self.inputs)
 
 
 def run_summary_html(job: JobSnapshot) -> str:

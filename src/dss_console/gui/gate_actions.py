@@ -122,7 +122,6 @@ class GateController:
         pane = self.pane
         pane.decisionRequested.connect(self._decide)
         pane.alwaysRequested.connect(self._always)
-        pane.inspectRequested.connect(host.detail_pane.show_inputs_tab)
         pane.openRequested.connect(self._open)
         pane.rulesRequested.connect(self.open_rules)
         self.rules_dialog: RulesDialog | None = None

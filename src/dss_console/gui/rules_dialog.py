@@ -31,7 +31,7 @@ from dss_console.gui.tasks import run_blocking, spawn
 
 ENGINE_ERRORS = (EngineError, EngineCallError, EngineGoneError)
 ENDED_COLOUR = "#6e7781"
-COLUMNS = ("Service", "Requester", "Gate", "Until", "Added by", "Rule")
+COLUMNS = ("Service", "Requester", "Gate", "Until", "Added by", "Added", "Rule")
 
 
 class RulesDialog(QDialog):
@@ -41,7 +41,7 @@ class RulesDialog(QDialog):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Approval rules")
-        self.resize(820, 380)
+        self.resize(860, 320)
         self._engine = engine
         self.rules: list[ApprovalRule] = []
         intro = QLabel("What is approved (run) or released by itself. Each decision a rule "
@@ -112,7 +112,7 @@ class RulesDialog(QDialog):
             ended = not rule.valid_on(day)
             row = QTreeWidgetItem([rule.service, rule.requester or "anyone", rule.gate,
                                    (rule.until or "always") + (" (ended)" if ended else ""),
-                                   rule.added_by, rule.rule_id])
+                                   rule.added_by, added_words(rule.added), rule.rule_id])
             row.setData(0, Qt.ItemDataRole.UserRole, rule.rule_id)
             row.setToolTip(0, rule.describe())
             if ended:
@@ -164,3 +164,16 @@ class RulesDialog(QDialog):
         self.message.setText(f"Added {made.rule_id}.")
         await self.reload()
         return True
+
+
+def added_words(added: str) -> str:
+    """A rule's UTC ISO time of adding as local 'YYYY-MM-DD HH:MM' ('' when not known)."""
+    if not added:
+        return ""
+    try:
+        when = dt.datetime.fromisoformat(added.replace("Z", "+00:00"))
+    except ValueError:
+        return added
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M")
