@@ -49,6 +49,8 @@ def next_waiting(console: Console, state: JobState, seen: set[int] = frozenset()
     console.qtbot.waitUntil(lambda: found() is not None, timeout=WAIT_MS)
     job_id = found()
     assert job_id is not None
+    console.qtbot.waitUntil(lambda: window.queue_pane.model.job(job_id) is not None,
+                            timeout=WAIT_MS)  # the view has its row
     console.wait_state(job_id, state)
     assert window.queue_pane.select_job(job_id)
     return job_id
@@ -204,3 +206,22 @@ def test_approve_always_makes_a_rule_that_decides_the_next_ticket_until_revoked(
     assert dialog.rules[0].service == console.service
     assert [r.service for r in window.settings.approval_rules] == [console.service]
     dialog.close()
+
+
+def test_several_waiting_tickets_are_approved_with_one_question(make_console, qtbot) -> None:
+    console = gated(make_console, "run")
+    window = console.window
+    first = next_waiting(console, JobState.AWAITING_APPROVAL)
+    second = next_waiting(console, JobState.AWAITING_APPROVAL, {first})
+    queue = window.queue_pane
+    queue.view.selectAll()
+    assert {j.job_id for j in queue.selected_jobs()} == {first, second}
+    buttons = queue.buttons
+    assert buttons["approve"].isVisible() and buttons["approve"].isEnabled()
+    assert not buttons["run"].isVisible()  # all selected wait: Run does not apply
+    asked: list[str] = []
+    window.ask_confirm = lambda title, text: asked.append(text) or True  # type: ignore
+    buttons["approve"].click()
+    assert len(asked) == 1 and "2 tickets" in asked[0]
+    console.wait_state(first, JobState.SUCCEEDED)
+    console.wait_state(second, JobState.SUCCEEDED)

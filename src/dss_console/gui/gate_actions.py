@@ -29,6 +29,7 @@ from dss_console.engine.events import JobSnapshot
 from dss_console.engine.gate import ApprovalRule
 from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEngine
 from dss_console.engine.settings import Settings
+from dss_console.engine.states import JobState
 from dss_console.engine.workdirs import find_input_workspace
 from dss_console.gui.approval_pane import ApprovalPane
 from dss_console.gui.detail_pane import DetailPane
@@ -119,6 +120,9 @@ class GateController:
     def __init__(self, host: GateHost) -> None:
         self._host = host
         self._loads = 0  # each load has a number; only the newest may fill the pane
+        # The job (id, attempt, state) the tab was last shown for: the jobs pane signals
+        # its selection again on every update of the selected job.
+        self._shown: tuple[int, int, JobState] | None = None
         pane = self.pane
         pane.decisionRequested.connect(self._decide)
         pane.alwaysRequested.connect(self._always)
@@ -140,6 +144,10 @@ class GateController:
         front when ``front`` (selected, or it started waiting while selected)."""
         detail = self._host.detail_pane
         waiting = job is not None and job.state.is_waiting
+        shown = None if job is None else (job.job_id, job.attempt, job.state)
+        if shown == self._shown:
+            return  # the same job at the same gate (a progress update): as it is
+        self._shown = shown
         detail.show_gate_tab(waiting, front=waiting and front)
         if job is None or not waiting:
             self._loads += 1  # a load under way must not fill the hidden tab

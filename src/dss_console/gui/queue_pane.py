@@ -54,7 +54,7 @@ STATE_FILTERS: list[tuple[str, set[JobState] | None]] = [
 SERVICE_COLUMN_MAX = 280  # px; a longer name is elided (the full one is in its tooltip)
 
 # What several selected tickets can get at once (one question, one reason for all).
-BATCH_ACTIONS = ("retry", "fail", "cancel")
+BATCH_ACTIONS = ("retry", "fail", "cancel", *GATE_ACTIONS)
 GATE_REPLACES = ("run", "retry")  # hidden while the gate's buttons show
 
 
@@ -320,13 +320,19 @@ class QueuePane(QWidget):
         busy = job is not None and job.job_id in self._busy
         # The gate's buttons (approve, reject, release) show in place of Run and Retry run
         # while the selected job waits for a decision: the row keeps its width.
-        deciding = (job is not None and job.state.is_waiting
-                    and self._batch(GATE_ACTIONS[0]) is None)
+        # With several rows selected: while any of them waits (one question for all).
+        # Several rows: the gate's buttons while any waits, Run and Retry run unless all do.
+        selected = self.selected_jobs() if self._batch(GATE_ACTIONS[0]) is not None else None
+        if selected is None:
+            deciding = replaced = job is not None and job.state.is_waiting
+        else:
+            deciding = any(j.state.is_waiting for j in selected)
+            replaced = all(j.state.is_waiting for j in selected)
         for name, button in self.buttons.items():
             if name in GATE_ACTIONS:
                 button.setVisible(deciding)
             elif name in GATE_REPLACES:
-                button.setVisible(not deciding)
+                button.setVisible(not replaced)
             batch = self._batch(name)
             if batch is None:
                 enabled = action_enabled(name, job, busy, self._programs.get(name, ""))
