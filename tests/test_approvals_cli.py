@@ -203,3 +203,42 @@ def test_an_idle_worker_says_what_waits_for_a_decision(
     assert worker.finish() == 1, "\n".join(worker.lines)
     assert worker.saw(f"ticket {ticket} waits for the operator's approval"), worker.lines
     assert sandbox.admin.ticket_status(ticket) == "claimed"  # still ours, still waiting
+
+
+def test_an_approval_binds_to_the_inputs_it_was_given(
+        sandbox: Sandbox, tmp_path: Path,
+        worker_env: dict[str, str],  # noqa: F811 (the fixture imported above)
+        service: str,  # noqa: F811
+        workers: list[Worker]) -> None:  # noqa: F811
+    """Approved, then the worker dies while the command runs and the ticket's inputs change
+    on the server: the rerun fetches them again and asks for approval again."""
+    env = worker_env
+    config = tmp_path / "settings.toml"
+    config.write_text(f'[services."{service}"]\n'
+                      f'command = {json.dumps(command("sleep", "600"))}\napprove = "run"\n')
+    args = ("--config", str(config), "--workdir", str(tmp_path / "work"), "--poll-interval",
+            "0.2", "--instance", "ci-node")
+    ticket = sandbox.add_ticket(service)
+    first = Worker(env, *args)
+    workers.append(first)
+    wait_waiting(env, ticket, "run")
+    assert approvals(env, "approve", str(ticket)).returncode == 0
+    wait_for(lambda: any(line.startswith(f"ticket {ticket} (") and ": running" in line
+                         for line in (x.split(" ", 1)[-1] for x in list(first.lines))), 30,
+             what="the command running")
+    first.kill()
+    extra = tmp_path / "second-look.txt"
+    extra.write_text("the requester added a file\n")
+    sandbox.admin.upload_input(ticket, extra)
+    second = Worker(env, *args)
+    workers.append(second)
+    wait_waiting(env, ticket, "run")
+    shown = approvals(env, "show", str(ticket))
+    assert shown.returncode == 0
+    journal = next((tmp_path / "data").rglob("journal.sqlite3"))
+    with sqlite3.connect(journal) as db:
+        (reason,) = db.execute("SELECT reason FROM jobs").fetchone()
+    assert "inputs changed since approval" in reason
+    assert approvals(env, "reject", str(ticket), "--message", "changed inputs").returncode == 0
+    wait_for(lambda: sandbox.admin.ticket_status(ticket) == "failed", 60,
+             what="the rejected ticket to fail")

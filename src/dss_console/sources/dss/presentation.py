@@ -89,6 +89,11 @@ PRESENTATION = Presentation(
                    done_text="Copied {id}"),
     ),
     texts={
+        # The operator's gate (the window's approval and release views).
+        "approval_tab": "Before it runs",
+        "release_tab": "Result to release",
+        "waiting_title": "{count} decision(s) wait",
+        "requester_label": "Requested by",
         "all_jobs": "All tickets",
         "job_filter": "Filter: ticket, service, instance, reason, SLURM job or node",
         "claim_tip": "Claim the next ready ticket of the selected services and download its "

@@ -94,6 +94,11 @@ PRESENTATION = Presentation(
                    done_text="Copied run id {id}"),
     ),
     texts={
+        # The operator's gate (the window's approval and release views).
+        "approval_tab": "Before it runs",
+        "release_tab": "Output to release",
+        "waiting_title": "{count} decision(s) wait",
+        "requester_label": "Researcher",
         "all_jobs": "All runs",
         "job_filter": "Filter: run, task, image, organization, database, reason",
         "claim_tip": "Start the next pending run of the selected images (Ctrl+N)",
