@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QTreeWidget
 
 import test_gui_console
 from dss_console.engine.settings import ServiceCommand, load_settings
@@ -225,3 +226,71 @@ def test_several_waiting_tickets_are_approved_with_one_question(make_console, qt
     assert len(asked) == 1 and "2 tickets" in asked[0]
     console.wait_state(first, JobState.SUCCEEDED)
     console.wait_state(second, JobState.SUCCEEDED)
+
+
+def test_the_review_shows_a_table_preview_and_the_dialogs_answer_in_the_rules_terms(
+        qtbot) -> None:
+    """Widgets alone (what the engine sends is built here): a table output's rows, sizes
+    in words, an ended rule greyed, and what Approve always… answers."""
+    import datetime as dt
+
+    from dss_console.core.presentation import (
+        ApprovalView,
+        Fact,
+        Preview,
+        PreviewFile,
+        Requester,
+    )
+    from dss_console.engine.gate import ApprovalRule
+    from dss_console.gui.approval_pane import ApprovalPane, format_size
+    from dss_console.gui.gate_actions import AlwaysDialog
+    from dss_console.gui.presentations import default_presentation
+    from dss_console.gui.rules_dialog import COLUMNS, ENDED_COLOUR, fill_rules
+
+    presentation = default_presentation()
+    pane = ApprovalPane()
+    qtbot.addWidget(pane)
+    pane.show()
+    preview = Preview(files=(PreviewFile("output", 2_500_000, "ab" * 32, "result"),),
+                      text='[{"age": 61, "n": 3}]',
+                      rows=(("age", "n"), ("61", "3"), ("70", "5")),
+                      messages=("info: done",))
+    view = ApprovalView(job_id=1, ticket_id=9, service="avg", gate="release",
+                        waiting_since=None, requester=Requester("user:7@org:3", "alice", "uni"),
+                        preview=preview)
+    pane.show_view(view, presentation)
+    assert pane.preview_table.rowCount() == 2 and pane.preview_table.columnCount() == 2
+    assert pane.preview_table.item(1, 1).text() == "5"
+    assert pane.files.topLevelItem(0).text(2) == format_size(2_500_000) == "2.5 MB"
+    assert "1 file, 2.5 MB" in pane.files.headerItem().text(0)
+    assert pane.messages.topLevelItem(0).text(0) == "info: done"
+    assert "alice @ uni" in pane.heading.text() and not pane.facts.isVisible()
+
+    before = ApprovalView(job_id=2, ticket_id=10, service="avg", gate="run",
+                          waiting_since=None, requester=Requester("user:7@org:3", "alice"),
+                          facts=(Fact("Database x", "no such label", warning="not on this "
+                                      "node"), Fact("Argument k", "42", local_only=True)))
+    pane.show_view(before, presentation)
+    assert pane.warning.isVisible() and "not on this node" in pane.warning.text()
+    assert pane.facts.topLevelItem(1).text(1) == "42  (shown here only)"
+
+    dialog = AlwaysDialog(before, presentation)
+    qtbot.addWidget(dialog)
+    assert dialog.answer().until == "" and not dialog.answer().any_requester
+    dialog.any_requester.setChecked(True)
+    dialog.limited.setChecked(True)
+    answer = dialog.answer()
+    assert answer.any_requester and dt.date.fromisoformat(answer.until) > dt.date.today()
+
+    table = QTreeWidget()
+    qtbot.addWidget(table)
+    table.setHeaderLabels(list(COLUMNS))
+    fill_rules(table, [ApprovalRule("avg", "user:7@org:3", "both", "2026-01-31", "r1", "jdoe",
+                                    "2026-01-02T10:00:00Z"),
+                       ApprovalRule("seg", id="r2")], dt.date(2026, 3, 1))
+    ended, always = table.topLevelItem(0), table.topLevelItem(1)
+    assert ended.text(3) == "2026-01-31 (ended)"
+    assert ended.foreground(0).color().name() == ENDED_COLOUR
+    assert ended.text(4) == "jdoe" and ended.text(5).startswith("2026-01-0")
+    assert (always.text(1), always.text(3)) == ("anyone", "always")
+    assert always.data(0, Qt.ItemDataRole.UserRole) == "r2"

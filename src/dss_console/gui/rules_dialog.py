@@ -106,24 +106,7 @@ class RulesDialog(QDialog):
 
     def show_rules(self, rules: list[ApprovalRule], today: dt.date | None = None) -> None:
         self.rules = list(rules)
-        day = today or dt.date.today()
-        self.table.clear()
-        for rule in self.rules:
-            ended = not rule.valid_on(day)
-            row = QTreeWidgetItem([rule.service, rule.requester or "anyone", rule.gate,
-                                   (rule.until or "always") + (" (ended)" if ended else ""),
-                                   rule.added_by, added_words(rule.added), rule.rule_id])
-            row.setData(0, Qt.ItemDataRole.UserRole, rule.rule_id)
-            row.setToolTip(0, rule.describe())
-            if ended:
-                for column in range(len(COLUMNS)):
-                    row.setForeground(column, QBrush(QColor(ENDED_COLOUR)))
-            self.table.addTopLevelItem(row)
-        for column in range(len(COLUMNS)):
-            self.table.resizeColumnToContents(column)
-        if not self.rules:
-            self.table.addTopLevelItem(QTreeWidgetItem(["No rules: every gated job waits "
-                                                        "for you."]))
+        fill_rules(self.table, self.rules, today or dt.date.today())
         self._selection_changed()
 
     def selected_rule(self) -> str | None:
@@ -177,3 +160,24 @@ def added_words(added: str) -> str:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return when.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def fill_rules(table: QTreeWidget, rules: list[ApprovalRule], today: dt.date) -> None:
+    """One row per rule (its id in the first cell's data); a rule past its last day greyed
+    and said "(ended)": it stays listed until revoked, so the ledger's names resolve."""
+    table.clear()
+    for rule in rules:
+        ended = not rule.valid_on(today)
+        row = QTreeWidgetItem([rule.service, rule.requester or "anyone", rule.gate,
+                               (rule.until or "always") + (" (ended)" if ended else ""),
+                               rule.added_by, added_words(rule.added), rule.rule_id])
+        row.setData(0, Qt.ItemDataRole.UserRole, rule.rule_id)
+        row.setToolTip(0, rule.describe())
+        if ended:
+            for column in range(len(COLUMNS)):
+                row.setForeground(column, QBrush(QColor(ENDED_COLOUR)))
+        table.addTopLevelItem(row)
+    for column in range(len(COLUMNS)):
+        table.resizeColumnToContents(column)
+    if not rules:
+        table.addTopLevelItem(QTreeWidgetItem(["No rules: every gated job waits for you."]))
