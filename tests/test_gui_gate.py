@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QTreeWidget
 import test_gui_console
 from dss_console.engine.settings import ServiceCommand, load_settings
 from dss_console.engine.states import JobState
-from dss_console.gui.gate_actions import AlwaysAnswer
+from dss_console.gui.gate_actions import AlwaysAnswer, result_workspace
 from dss_console.gui.queue_pane import STATE_FILTERS, WAITING_FILTER
 from settings_helpers import services_of
 from test_gui_console import WAIT_MS, Console
@@ -152,6 +152,9 @@ def test_release_from_the_gate_tab_uploads_the_previewed_result(make_console, qt
     assert "files" in pane.files.headerItem().text(0)
     assert console.server_status(job_id) == "claimed"
     assert console.sandbox.admin.result_files(ticket) == []  # nothing left yet
+    # Open result finds, in the work dir, the workspace that would leave (for the viewer).
+    found = result_workspace(window.engine.job(job_id), files)
+    assert found is not None and found.name == f"ticket_{ticket:08d}_results.itksnap"
 
     window.ask_confirm = lambda title, text: True  # type: ignore[method-assign]
     pane.release_button.click()
@@ -242,7 +245,7 @@ def test_the_review_shows_a_table_preview_and_the_dialogs_answer_in_the_rules_te
         Requester,
     )
     from dss_console.engine.gate import ApprovalRule
-    from dss_console.gui.approval_pane import ApprovalPane, format_size
+    from dss_console.gui.approval_pane import ApprovalPane, format_size, waited_words
     from dss_console.gui.gate_actions import AlwaysDialog
     from dss_console.gui.presentations import default_presentation
     from dss_console.gui.rules_dialog import COLUMNS, ENDED_COLOUR, fill_rules
@@ -265,6 +268,12 @@ def test_the_review_shows_a_table_preview_and_the_dialogs_answer_in_the_rules_te
     assert "1 file, 2.5 MB" in pane.files.headerItem().text(0)
     assert pane.messages.topLevelItem(0).text(0) == "info: done"
     assert "alice @ uni" in pane.heading.text() and not pane.facts.isVisible()
+    since = dt.datetime(2026, 12, 7, 9, 0).timestamp()
+    words = waited_words(since, since + 3 * 3600 + 60, since + 48 * 3600)
+    assert words == "waiting since 09:00 (3 h 1 min), fails at 2026-12-09 09:00 without a " \
+        "decision"
+    assert waited_words(since, since + 30, since + 3600).endswith(
+        "(under a minute), fails at 10:00 without a decision")
 
     before = ApprovalView(job_id=2, ticket_id=10, service="avg", gate="run",
                           waiting_since=None, requester=Requester("user:7@org:3", "alice"),

@@ -57,7 +57,10 @@ def waited_words(since: float | None, now: float, deadline: float | None = None)
             else f"{minutes // 60} h {minutes % 60} min")
     text = f"waiting since {time.strftime('%H:%M', time.localtime(since))} ({span})"
     if deadline is not None:
-        text += f", fails at {time.strftime('%H:%M', time.localtime(deadline))} without a decision"
+        same_day = time.localtime(deadline)[:3] == time.localtime(now)[:3]
+        when = time.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M",
+                             time.localtime(deadline))
+        text += f", fails at {when} without a decision"
     return text
 
 
