@@ -6,6 +6,7 @@ Starts the embedded sandbox, then saves to docs/screenshots/:
   login.png     the login pane (logged out, server chosen, token pasted)
   console.png   the main window in auto mode with running and finished tickets
   settings.png  the settings dialog on the demo service's command
+  gate.png      a ticket waiting for the operator's approval (its Approval tab)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parent / "screenshots"
 
@@ -76,11 +78,44 @@ async def take(tmp: Path) -> None:
         dialog.grab().save(str(OUT / "settings.png"))
         dialog.reject()
 
+        await take_gate(window, sandbox)
+
         window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore[method-assign]
         window.close()
         await wait_until(lambda: window.closed)
     finally:
         await run_blocking(sandbox.stop)
+
+
+async def take_gate(window: Any, sandbox: Any) -> None:
+    """The service's jobs now wait for the operator's yes (approve = "run"): two new tickets
+    are claimed by Auto mode and wait; the older one is shown in its Approval tab."""
+    from dataclasses import replace
+
+    from dss_console.engine.states import JobState
+    from dss_console.gui.tasks import run_blocking
+
+    engine = window.engine
+    tables = window.settings.service_tables()
+    assert tables is not None
+    services = dict(tables.services)
+    command = services[sandbox.service_name]
+    window.settings_control.apply(window.settings.with_services(
+        {**services, sandbox.service_name: replace(command, approve="run")}))
+    before = {j.job_id for j in engine.jobs()}
+    for _ in range(2):
+        await run_blocking(sandbox.add_ticket)
+
+    def waiting() -> list[int]:
+        return sorted(j.job_id for j in engine.jobs()
+                      if j.state is JobState.AWAITING_APPROVAL and j.job_id not in before)
+
+    await wait_until(lambda: len(waiting()) == 2)
+    window.queue_pane.select_job(waiting()[0])
+    pane = window.detail_pane.approval
+    await wait_until(lambda: pane.view is not None)
+    await asyncio.sleep(1.0)
+    window.grab().save(str(OUT / "gate.png"))
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from dss_console.engine.events import (
     JobOutput,
     JobSnapshot,
     PollCompleted,
+    RulesEdited,
     ServicePaused,
     ServiceResumed,
 )
@@ -45,6 +46,7 @@ class EngineBridge(QObject):
     notice = Signal(str, str)  # level, text
     statusChanged = Signal()  # the engine's auto mode, busy jobs or claims changed
     servicesChanged = Signal()  # a service was paused or resumed
+    rulesEdited = Signal(list)  # the engine's approval rules, after one was added or revoked
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -117,6 +119,8 @@ class EngineBridge(QObject):
                 status_changed = True
             elif isinstance(event, ServicePaused | ServiceResumed):
                 services_changed = True
+            elif isinstance(event, RulesEdited):
+                self.rulesEdited.emit(list(event.rules))
         # Once per batch: a burst of status events is one update of the status bar.
         if status_changed:
             self.statusChanged.emit()

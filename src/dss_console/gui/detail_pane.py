@@ -25,10 +25,12 @@ from dss_console.core.presentation import Presentation
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.journal import OutboxItem
 from dss_console.engine.states import JobState
+from dss_console.gui.approval_pane import ApprovalPane
 from dss_console.gui.jobs_model import (
     DEFAULT_PRESENTATION,
     cluster_clock_ticking,
     cluster_times,
+    state_words,
 )
 from dss_console.gui.logview import LogView
 from dss_console.gui.presentations import job_summary
@@ -160,11 +162,17 @@ class DetailPane(QWidget):
         inputs_layout.addWidget(self.inputs_note)
         inputs_layout.addWidget(self.inputs, 1)
 
+        # A job waiting at the operator's gate: what it is and the decision's buttons
+        # (filled by gui/gate_actions.py); the tab shows only while a job waits.
+        self.approval = ApprovalPane()
+
         self.tabs = QTabWidget()
         self.tabs.addTab(self.log, "Output")
         self.tabs.addTab(self.calls, "Sent to server")
         self.tabs.addTab(inputs_page, self.presentation.text("inputs_tab"))
         self.inputs_tab = self.tabs.indexOf(inputs_page)
+        self.gate_tab = self.tabs.addTab(self.approval, "Approval")
+        self.tabs.setTabVisible(self.gate_tab, False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.header)
@@ -194,6 +202,18 @@ class DetailPane(QWidget):
                 # never waits on the disk, a slow network mount included.
                 self.log.load_tail(path, missing_ok=True)
 
+    def show_gate_tab(self, shown: bool, *, front: bool = False) -> None:
+        """The gate tab, titled for the selected job's gate; ``front``: make it current (the
+        job started waiting while selected)."""
+        job = self.job
+        if shown and job is not None:
+            key, default = (("approval_tab", "Approval") if job.state is
+                            JobState.AWAITING_APPROVAL else ("release_tab", "Review result"))
+            self.tabs.setTabText(self.gate_tab, self.presentation.text(key) or default)
+        self.tabs.setTabVisible(self.gate_tab, shown)
+        if shown and front:
+            self.tabs.setCurrentIndex(self.gate_tab)
+
     def set_header(self, job: JobSnapshot | None) -> None:
         self._show_blocked(job)
         self._show_cluster(job)
@@ -203,7 +223,7 @@ class DetailPane(QWidget):
         noun = self.presentation.word_fields()["Job"]
         parts = [f"<b>{noun} {job.ticket_id}</b> · "
                  f"{html.escape(job.service_name or job.service_hash[:10])}"
-                 f" · {job.state.value} · {job.progress * 100:.0f}%"]
+                 f" · {state_words(job.state)} · {job.progress * 100:.0f}%"]
         limits = job.view.limits if job.view is not None else ""
         if limits:  # how its command is (or was) contained, in its executor's words
             parts.append(f"<br>Limits: {html.escape(limits)}")
@@ -336,6 +356,7 @@ class DetailPane(QWidget):
         self.inputs.clear()
         if workspace is None:
             self.inputs_note.setText(problem or "The inputs have not been downloaded yet.")
+            self.approval.show_inputs(self.inputs_note.text(), self.inputs)
             return
         present = {tag for layer in workspace.layers for tag in layer.tags}
         missing = [tag for tag in required if tag not in present]
@@ -357,6 +378,7 @@ class DetailPane(QWidget):
             self.inputs.addTopLevelItem(row)
         for column in range(4):
             self.inputs.resizeColumnToContents(column)
+        self.approval.show_inputs(self.inputs_note.text(), self.inputs)
 
 
 def run_summary_html(job: JobSnapshot) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "format_claimed",
     "format_elapsed",
     "format_runs_on",
+    "state_words",
 ]
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -75,6 +76,18 @@ _STATE_COLOURS: dict[JobState, tuple[str, str]] = {
     JobState.AWAITING_APPROVAL: ("#8250df", "#d2a8ff"),
     JobState.AWAITING_RELEASE: ("#8250df", "#d2a8ff"),
 }
+# The state column's words where the state's own name is not one ("awaiting_approval").
+_STATE_WORDS: dict[JobState, str] = {
+    JobState.AWAITING_APPROVAL: "awaiting approval",
+    JobState.AWAITING_RELEASE: "awaiting release",
+}
+
+
+def state_words(state: JobState) -> str:
+    """A state as the window shows it: "running", "awaiting approval"."""
+    return _STATE_WORDS.get(state, state.value)
+
+
 # A cluster job still waiting for the scheduler (or for its controller): the Runs on cell in
 # the interrupted state's amber, so a queue that does not move stands out.
 _WAITING_COLOURS = _STATE_COLOURS[JobState.INTERRUPTED]
@@ -200,6 +213,7 @@ class JobTableModel(QAbstractTableModel):
         super().__init__(parent)
         self._rows: list[JobSnapshot] = []
         self._index: dict[int, int] = {}  # job id -> row
+        self._waiting: set[int] = set()  # job ids at a gate
         self.presentation = DEFAULT_PRESENTATION
         self._columns: tuple[ColumnSpec, ...] = DEFAULT_PRESENTATION.job_columns
 
@@ -242,6 +256,17 @@ class JobTableModel(QAbstractTableModel):
 
     def jobs(self) -> list[JobSnapshot]:
         return list(self._rows)
+
+    def waiting_count(self) -> int:
+        """Jobs shown that wait at a gate for the operator's decision (kept as rows change,
+        so a count per update costs nothing with ten thousand rows)."""
+        return len(self._waiting)
+
+    def _note_waiting(self, job: JobSnapshot) -> None:
+        if job.state.is_waiting:
+            self._waiting.add(job.job_id)
+        else:
+            self._waiting.discard(job.job_id)
 
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -292,7 +317,7 @@ class JobTableModel(QAbstractTableModel):
             # A run this node refused by its allowlist ended "not allowed" on the server.
             if job.state is JobState.FAILED and job.details.get("outcome") == "not_allowed":
                 return "not allowed"
-            return job.state.value
+            return state_words(job.state)
         if key == "progress":
             return f"{round(max(0.0, min(1.0, job.progress)) * 100)}%"
         if key == "claimed":
@@ -360,6 +385,7 @@ class JobTableModel(QAbstractTableModel):
         self.beginResetModel()
         self._rows = list(latest.values())
         self._index = {job_id: row for row, job_id in enumerate(latest)}
+        self._waiting = {job.job_id for job in self._rows if job.state.is_waiting}
         self.endResetModel()
 
     def update_jobs(self, snapshots: Iterable[JobSnapshot]) -> None:
@@ -379,6 +405,7 @@ class JobTableModel(QAbstractTableModel):
             if old == job or job.updated_at < old.updated_at:
                 continue
             self._rows[row] = job
+            self._note_waiting(job)
             first, last = self._changed_columns(old, job)
             self.dataChanged.emit(self.index(row, first), self.index(row, last))
         if added:
@@ -386,6 +413,7 @@ class JobTableModel(QAbstractTableModel):
             self.beginInsertRows(QModelIndex(), start, start + len(added) - 1)
             for offset, job in enumerate(added):
                 self._index[job.job_id] = start + offset
+                self._note_waiting(job)
             self._rows.extend(added)
             self.endInsertRows()
 
@@ -396,6 +424,7 @@ class JobTableModel(QAbstractTableModel):
         self.beginRemoveRows(QModelIndex(), row, row)
         del self._rows[row]
         del self._index[job_id]
+        self._waiting.discard(job_id)
         for later in range(row, len(self._rows)):
             self._index[self._rows[later].job_id] = later
         self.endRemoveRows()
@@ -495,7 +524,7 @@ class JobFilterProxy(QSortFilterProxyModel):
         if self._words:
             cells = job_cells(job)
             haystack = " ".join((job.service_name, job.service_hash, job.instance,
-                                 job.reason or "", job.state.value, job.executor,
+                                 job.reason or "", state_words(job.state), job.executor,
                                  *_execution_words(job),
                                  *(str(v) for v in cells.values()))).casefold()
             # A number is a ticket id, a SLURM job id or a number the source shows (a

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from dss_console import paths, plugins
 from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
-from dss_console.core.presentation import Presentation
+from dss_console.core.presentation import ApprovalView, Presentation
 from dss_console.core.source_plugin import ConnectError
 from dss_console.credentials import SessionStore
 from dss_console.engine.engine import EngineError, ServiceView
@@ -55,6 +55,7 @@ from dss_console.gui.engine_session import (
     EngineSession,
     QuitChoiceBox,
 )
+from dss_console.gui.gate_actions import AlwaysAnswer, AlwaysDialog, GateController
 from dss_console.gui.job_actions import JobActions
 from dss_console.gui.login_pane import LoginPane
 from dss_console.gui.pause_banner import PauseBanner
@@ -122,6 +123,7 @@ class MainWindow(QMainWindow):
         self.services_pane.set_logged_in(False)
         self.queue_pane = QueuePane()
         self.detail_pane = DetailPane()
+        self.gate = GateController(self)
         self.pause_banner = PauseBanner()
         self.messages = Banner()
         self.banner, self.banner_action = self.messages.label, self.messages.action_button
@@ -151,6 +153,11 @@ class MainWindow(QMainWindow):
         left_buttons = self._left_buttons = QHBoxLayout()
         left_buttons.addWidget(self.settings_button)
         left_buttons.addWidget(self.audit_button)
+        self.rules_button = QPushButton("Approval rules…")
+        self.rules_button.setToolTip("What is approved or released by itself, who added it; "
+                                     "revoke a rule")
+        self.rules_button.clicked.connect(self.gate.open_rules)
+        left_buttons.addWidget(self.rules_button)
         left_buttons.addStretch(1)
         left_layout.addLayout(left_buttons, 0)
 
@@ -242,6 +249,7 @@ class MainWindow(QMainWindow):
         self.bridge.servicesChanged.connect(self._services_changed)
         self.bridge.pollCompleted.connect(self._poll_completed)
         self.bridge.notice.connect(self._notice)
+        self.bridge.rulesEdited.connect(self.gate.rules_edited)
         if self.login_pane.source_kind() != DEFAULT_SOURCE:  # the panes start in its words
             self.use_source_kind(self.login_pane.source_kind())
 
@@ -278,6 +286,18 @@ class MainWindow(QMainWindow):
             return dialog.reason() if dialog.exec() else None
         finally:
             dialog.deleteLater()
+
+    def ask_always(self, view: ApprovalView, presentation: Presentation
+                   ) -> AlwaysAnswer | None:
+        """Approve always…: the rule's scope and end; None when cancelled."""
+        dialog = AlwaysDialog(view, presentation, self)
+        try:
+            return dialog.answer() if dialog.exec() else None
+        finally:
+            dialog.deleteLater()
+
+    def save_settings(self) -> None:
+        self.settings_control.save()
 
     def ask_open_file(self, title: str, start: str, pattern: str) -> str | None:
         name, _ = QFileDialog.getOpenFileName(self, title, start, pattern)
@@ -552,6 +572,9 @@ class MainWindow(QMainWindow):
                 self.notifier.job_ended(job, self.settings.notify,
                                         self.queue_pane.presentation.words)
         after = self.detail_pane.job
+        if after is not None and before is not None and after.job_id == before.job_id \
+                and after.state is not before.state:
+            self.gate.job_shown(after, front=after.state.is_waiting)
         # Reload the inputs only when they changed (downloaded, or a fresh attempt), not on
         # every progress update.
         if (after is not None and before is not None and after.job_id == before.job_id
@@ -598,6 +621,7 @@ class MainWindow(QMainWindow):
     # -- selection --------------------------------------------------------------------------
     def _job_selected(self, job: JobSnapshot | None) -> None:
         self.detail_pane.show_job(job)
+        self.gate.job_shown(job)
         if self.engine is not None:
             # Live output only for the job shown: the others' output stays on disk.
             spawn(self._watch(self.engine, [job.job_id] if job is not None else []))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLineEdit,
+    QMenu,
     QPushButton,
     QStyle,
     QTableView,
@@ -21,12 +22,13 @@ from PySide6.QtWidgets import (
 
 from dss_console.core.presentation import GATE_ACTIONS, LOCAL_ACTIONS, Presentation
 from dss_console.engine.events import JobSnapshot
-from dss_console.engine.states import JobState
+from dss_console.engine.states import WAITING, JobState
 from dss_console.gui.jobs_model import (
     DEFAULT_PRESENTATION,
     JobFilterProxy,
     JobTableModel,
     ProgressDelegate,
+    state_words,
 )
 
 ACTIVE = {JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUNNING,
@@ -34,9 +36,12 @@ ACTIVE = {JobState.CLAIMED, JobState.BLOCKED, JobState.DOWNLOADING, JobState.RUN
 # Retry run applies to these (a blocked job runs by itself once its command can start).
 RETRYABLE = {JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED}
 # A blocked job waits for the operator (fix the command or fail it): it needs attention.
-ATTENTION = {*RETRYABLE, JobState.BLOCKED}
+ATTENTION = {*RETRYABLE, JobState.BLOCKED, *WAITING}
+# The jobs at a gate (approve, release or reject them): the filter's label counts them.
+WAITING_FILTER = "Waiting for you"
 STATE_FILTERS: list[tuple[str, set[JobState] | None]] = [
     ("All tickets", None),
+    (WAITING_FILTER, set(WAITING)),
     ("In progress", ACTIVE),
     ("Waiting to run", {JobState.CLAIMED, JobState.BLOCKED, JobState.INTERRUPTED}),
     ("Running", {JobState.DOWNLOADING, JobState.RUNNING, JobState.UPLOADING}),
@@ -49,7 +54,7 @@ STATE_FILTERS: list[tuple[str, set[JobState] | None]] = [
 SERVICE_COLUMN_MAX = 280  # px; a longer name is elided (the full one is in its tooltip)
 
 # What several selected tickets can get at once (one question, one reason for all).
-BATCH_ACTIONS = ("retry", "fail", "cancel")
+BATCH_ACTIONS = ("retry", "fail", "cancel", *GATE_ACTIONS)
 GATE_REPLACES = ("run", "retry")  # hidden while the gate's buttons show
 
 
@@ -103,6 +108,9 @@ class QueuePane(QWidget):
         # One line per ticket: a long cell ("SLURM 18339 · RUNNING on gpu-node07") is elided
         # in a narrow window (its tooltip has it all) instead of doubling its row's height.
         self.view.setWordWrap(False)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
+        self.context_menu: QMenu | None = None  # the last one shown (tests read it)
 
         self.state_filter = QComboBox()
         for label, _states in STATE_FILTERS:
@@ -198,6 +206,15 @@ class QueuePane(QWidget):
         self.model.set_jobs(jobs)
         self._fit_columns()
         self._update_actions()
+        self._count_waiting()
+
+    def _count_waiting(self) -> None:
+        """"Waiting for you (3)": the filter says how many decisions wait."""
+        count = self.model.waiting_count()
+        index = next(i for i, (label, _s) in enumerate(STATE_FILTERS)
+                     if label == WAITING_FILTER)
+        self.state_filter.setItemText(index, f"{WAITING_FILTER} ({count})" if count
+                                      else WAITING_FILTER)
 
     def _fit_columns(self) -> None:
         # Not the last column (Runs on): it stretches to the view's spare width whatever its
@@ -226,7 +243,7 @@ class QueuePane(QWidget):
         bold = QFont(self.view.font())
         bold.setBold(True)  # a blocked job's state is bold
         metrics = QFontMetrics(bold)
-        text = max(metrics.horizontalAdvance(state.value) for state in JobState)
+        text = max(metrics.horizontalAdvance(state_words(state)) for state in JobState)
         # The cell's own margins, as the view's size hint counts them.
         margin = 2 * (self.view.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin,
                                                      None, self.view) + 1)
@@ -245,6 +262,7 @@ class QueuePane(QWidget):
             self._current_changed()
         else:
             self._update_actions()
+        self._count_waiting()
 
     def set_busy(self, job_ids: set[int]) -> None:
         """Jobs with a live execution (Run/Retry/Upload are refused for them)."""
@@ -302,13 +320,19 @@ class QueuePane(QWidget):
         busy = job is not None and job.job_id in self._busy
         # The gate's buttons (approve, reject, release) show in place of Run and Retry run
         # while the selected job waits for a decision: the row keeps its width.
-        deciding = (job is not None and job.state.is_waiting
-                    and self._batch(GATE_ACTIONS[0]) is None)
+        # With several rows selected: while any of them waits (one question for all).
+        # Several rows: the gate's buttons while any waits, Run and Retry run unless all do.
+        selected = self.selected_jobs() if self._batch(GATE_ACTIONS[0]) is not None else None
+        if selected is None:
+            deciding = replaced = job is not None and job.state.is_waiting
+        else:
+            deciding = any(j.state.is_waiting for j in selected)
+            replaced = all(j.state.is_waiting for j in selected)
         for name, button in self.buttons.items():
             if name in GATE_ACTIONS:
                 button.setVisible(deciding)
             elif name in GATE_REPLACES:
-                button.setVisible(not deciding)
+                button.setVisible(not replaced)
             batch = self._batch(name)
             if batch is None:
                 enabled = action_enabled(name, job, busy, self._programs.get(name, ""))
@@ -321,6 +345,24 @@ class QueuePane(QWidget):
             button.setEnabled(enabled)
             self.actions_[name].setEnabled(enabled)
             button.setToolTip(tip)
+
+    def menu_actions(self) -> list[QAction]:
+        """The right-click menu's actions for the selection, in the buttons' order; while a
+        job waits at a gate its decisions come first (Run and Retry run do not apply)."""
+        shown = [name for name in self.actions_ if not self.buttons[name].isHidden()]
+        shown.sort(key=lambda name: name not in GATE_ACTIONS)
+        return [self.actions_[name] for name in shown]
+
+    def _context_menu(self, pos: QPoint) -> None:
+        if not self.view.indexAt(pos).isValid():
+            return
+        menu = QMenu(self)
+        for action in self.menu_actions():
+            menu.addAction(action)
+        if self.context_menu is not None:
+            self.context_menu.deleteLater()
+        self.context_menu = menu
+        menu.popup(self.view.viewport().mapToGlobal(pos))  # not exec(): no nested loop
 
     def request(self, name: str) -> None:
         batch = self._batch(name)
