@@ -83,6 +83,14 @@ class V6x5Plugin(V6Plugin):
 
     def start_login(self, values: Mapping[str, str], store: object,
                     verify: bool | str, submit: Submit) -> LoginCall:
+        # The form's own words first (a missing value), then why not here yet.
+        try:
+            self.server_url(values.get("server", ""))
+        except ValueError as exc:
+            raise LoginInputError(f"Check the server address: {exc}.") from None
+        if not values.get("api_key", "").strip():
+            raise LoginInputError("Paste the node's API key first (HQ showed it when the "
+                                  "node was registered).")
         raise LoginInputError(_NOT_IN_WINDOW)
 
     def start_resume(self, server: str, store: object, verify: bool | str,
