@@ -58,7 +58,7 @@ COMPUTE_ACTIONS = frozenset({"federated_compute", "central_compute", "postproces
 
 
 class V6x5Source(V6Source):
-    kind = "v6x5"
+    kind = "v6"  # its settings plug-in: the family's one [v6] table (plugins.SOURCE_SETTINGS)
     presentation = PRESENTATION
     events_class: ClassVar[type[V6Events]] = HqEvents
     proxy_input_field: ClassVar[str] = "arguments"
