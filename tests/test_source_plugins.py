@@ -124,8 +124,8 @@ def test_a_login_form_missing_a_value_goes_nowhere(
 def test_each_source_keeps_its_logins_in_its_own_store_and_refuses_another(
         name: str, tmp_path: Path) -> None:
     """The window holds one store per source (a family's members share one) without knowing
-    its kind; a plug-in handed another source's store says so instead of writing a credential where it does not
-    belong."""
+    its kind; a plug-in handed another source's store says so instead of writing a
+    credential where it does not belong."""
     from dss_console.core.source_plugin import LoginStores
 
     plugin = plugins.source_plugin(name)

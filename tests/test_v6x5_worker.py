@@ -92,7 +92,7 @@ def _ended(researcher: HqResearcher, task_id: int, timeout: float = 90.0) -> dic
         found[:] = runs
         return bool(runs) and all(r["status"] in ENDED for r in runs)
 
-    wait_for(done, timeout, f"task {task_id}'s run to end")
+    wait_for(done, timeout, what=f"task {task_id}'s run to end")
     (run,) = found
     return run
 
@@ -131,16 +131,16 @@ def test_a_worker_killed_mid_run_reruns_it_once_after_a_restart(
     run_id = int(run["id"])
     first = Worker(home, v6x5_sandbox.url, NODE)
     try:
-        wait_for(lambda: len(_lives(home, run_id)) == 1, 60, "the run's first life")
+        wait_for(lambda: len(_lives(home, run_id)) == 1, 60, what="the run's first life")
         wait_for(lambda: _runs(researcher, task_id)[0]["status"] == "active", 30,
-                 "the run to be active on HQ")
+                 what="the run to be active on HQ")
         (pid,) = _lives(home, run_id)
     finally:
         first.kill()  # SIGKILL: no shutdown, the journal is all the next start has
     assert _alive(pid), "the command should outlive its worker (own process group)"
     second = Worker(home, v6x5_sandbox.url, NODE)
     try:
-        wait_for(lambda: not _alive(pid), 30, "the leftover process to be stopped")
+        wait_for(lambda: not _alive(pid), 30, what="the leftover process to be stopped")
         ended = _ended(researcher, task_id)
         assert ended["status"] == "completed", second.output
         assert researcher.call("results", task_id=task_id) == [{"life": 2}]

@@ -70,9 +70,12 @@ _AGENT_5 = textwrap.dedent(r'''
                         log_level="warn")
     client.initialize_service_account(cfg["client_secret"], username=cfg["username"])
     client.authenticate_service_account()
+    # 5.0.3's service-account login takes the token only; its user login then loads who
+    # the user is (the cryptor needs the organization): the client's own step, run here.
+    client._finalize_successful_authentication({"access_token": client._access_token})
     client.setup_encryption(cfg.get("key_file"))
     client.setup_collaboration(cfg["collaboration_id"])
-    session = client.session.create(scope="collaboration", name=cfg["session_name"],
+    session = client.session.create(scope="own", name=cfg["session_name"],
                                     collaboration=cfg["collaboration_id"])
     session_id = session["id"]
     DONE = {"completed", "crashed", "failed", "start failed", "non-existing Docker image",
