@@ -151,11 +151,12 @@ class HqResearcher:
             raise RuntimeError(f"researcher {op}: {reply['error']}")
         return reply["value"]
 
-    def create_task(self, image: str, method: str, organizations: list[int],
-                    **kwargs: Any) -> int:
+    def create_task(self, image: str, method: str, organizations: list[int], *,
+                    action: str = "federated_compute", **kwargs: Any) -> int:
         databases = kwargs.pop("databases", [])
         return int(self.call("create_task", image=image, method=method, kwargs=kwargs,
-                             organizations=organizations, databases=databases)["id"])
+                             organizations=organizations, databases=databases,
+                             action=action)["id"])
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

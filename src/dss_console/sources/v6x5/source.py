@@ -87,13 +87,17 @@ class V6x5Source(V6Source):
     # -- refusals before a claim ---------------------------------------------------------
 
     def refuse_unconfigured(self) -> list[Refusal]:
-        """4.x's refusals, and before them what this node cannot run yet: an action other
-        than a computation, or a computation on dataframes (sessions: plan step 6)."""
-        refused = []
-        for run in self._open_runs(fresh=True):
-            reason = self._not_runnable(run) if run.status == "pending" else None
+        """4.x's refusals, then what this node cannot run yet: an action other than a
+        computation, or a computation on dataframes (sessions: plan step 6), ended
+        "failed" with words before it starts."""
+        refused = super().refuse_unconfigured()
+        done = {refusal.run_id for refusal in refused}
+        for run in self._open_runs(keep=True):  # the answer 4.x's refusals just asked for
+            if run.status != "pending" or run.id in done:
+                continue
+            reason = self._not_runnable(run)
             if reason is None or self.settings.algorithm_for(run.image) is None:
-                continue  # an unconfigured image is 4.x's "not allowed", below
+                continue
             try:
                 self.client.patch_run(run.id, status="failed", finished_at=now_iso(),
                                       log=f"not started: {reason}")
@@ -101,7 +105,7 @@ class V6x5Source(V6Source):
                 continue
             refused.append(profile.refusal(run.id, run.image, OutcomeKind.FAILED, reason,
                                            self._claim_details(run)))
-        return refused + super().refuse_unconfigured()
+        return refused
 
     @staticmethod
     def _not_runnable(run: Run) -> str | None:
@@ -161,7 +165,8 @@ class V6x5Source(V6Source):
                              task_id=run.task_id, node_id=self.identity.node_id,
                              organization_id=self.identity.organization_id,
                              collaboration_id=self.identity.collaboration_id)
-        token = self._tokens.get(run.id)
+        with self._lock:
+            token = self._tokens.get(run.id)
         return run_environment_5(
             context, SessionFiles(input=files.input, output=files.output,
                                   session_folder=session,
