@@ -2,7 +2,7 @@
 dss_console.plugins.SOURCE_WINDOWS): no settings tab of its own (the 4.x node's ``[v6]`` tab
 is the family's one table) and the 4.x node's run audit (5.x runs keep the ``#node-`` key
 mark). Its sandbox in the window (HQ 5.0.3 behind the stand-in) is plan step 7: until then
-``--sandbox v6x5`` says it has none, and ``dss-console v6 sandbox --version 5`` runs it."""
+``--sandbox v6x5`` says so in words, and ``dss-console v6 sandbox --version 5`` runs it."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ class V6x5Window:
         return None
 
     def sandbox(self) -> SourceSandbox | None:
-        return None
+        from dss_console.sources.v6x5.window.sandbox import V6x5WindowSandbox
+
+        return V6x5WindowSandbox()
 
     def views(self) -> Sequence[SourceView]:
         return V6_WINDOW.views()
