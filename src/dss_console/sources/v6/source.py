@@ -261,10 +261,9 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         wanted = set(service_hashes)
 
         def pending(runs: list[Run]) -> list[Run]:
-            # A run asking for a database this node lacks is the next poll's to refuse.
             return [r for r in runs if r.status == "pending" and r.image in wanted
                     and (r.parent_id is not None or not subtasks_only)
-                    and not self.unknown_databases(r)]
+                    and self._claimable(r)]
 
         candidates = pending(self._open_runs())
         if not candidates and not subtasks_only:
@@ -283,6 +282,10 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
                 self._runs[run.id] = run
             return ClaimedWork(run.id, run.image, details=self._claim_details(run))
         return None
+
+    def _claimable(self, run: Run) -> bool:
+        # A run asking for a database this node lacks is the next poll's to refuse.
+        return not self.unknown_databases(run)
 
     def claim_subtask(self, service_hashes: Sequence[str], provider: str = "",
                       instance: str = "") -> ClaimedWork | None:

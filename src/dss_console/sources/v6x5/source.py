@@ -121,6 +121,10 @@ class V6x5Source(V6Source):
             return "the run's data is in a blob store, which this node does not use"
         return None
 
+    def _claimable(self, run: Run) -> bool:
+        # What this node cannot run yet is the next poll's to refuse, never claimed.
+        return super()._claimable(run) and self._not_runnable(run) is None
+
     def unknown_databases(self, run: Run) -> list[str]:
         # A 5.x task asks for dataframes, not database labels (its extraction run names the
         # label: step 6); nothing here is a label this node lacks.
