@@ -150,3 +150,32 @@ def test_a_worker_killed_mid_run_reruns_it_once_after_a_restart(
         assert second.stop() == 0, second.output
     assert "Traceback" not in first.output + second.output
     assert v6x5_sandbox.node(NODE).api_key not in first.output + second.output
+
+
+def test_an_encrypted_collaboration_decrypts_the_input_and_encrypts_the_result(
+        home: Path, v6x5_sandbox: HqSandbox, v6x5_python: Path) -> None:
+    """The node of ``demo-enc`` (its organization's private key stored at login): the
+    researcher's arguments reach the algorithm decrypted, its result is encrypted for the
+    researcher's organization, which the official client decrypts."""
+    sb, node = v6x5_sandbox, "station-demo-enc"
+    done = subprocess.run(
+        [str(EXE), "v6", "login", "--server", sb.url, "--auth-url", sb.auth_url,
+         "--realm", sb.info["realm"], "--node", node, "--api-key-stdin",
+         "--private-key", str(sb.key_file("station"))],
+        input=sb.node(node).api_key + "\n", env=_env(home), capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 0, done.stderr
+    researcher = HqResearcher(v6x5_python, sb, "demo-enc")
+    worker = Worker(home, sb.url, node)
+    try:
+        task_id = researcher.create_task(DEMO_IMAGE, "echo", [sb.org_id("station")],
+                                         value="sealed 5.x")
+        run = _ended(researcher, task_id)
+        assert run["status"] == "completed", (run, worker.output)
+        assert researcher.call("results", task_id=task_id) == [{"echo": "sealed 5.x"}]
+    finally:
+        researcher.close()
+        assert worker.stop() == 0, worker.output
+    assert "Traceback" not in worker.output
+    pem_body = sb.key_file("station").read_text().splitlines()[1]
+    assert pem_body not in worker.output and sb.node(node).api_key not in worker.output
