@@ -20,7 +20,7 @@ from slurm_cluster import SlurmCluster, require_slurm
 # imported into a test module is that module's own (pytest keys a fixture by where it is
 # defined), so five modules importing it started five servers that all lived to the end.
 from v6_fixtures import researchers, v6_python, v6_sandbox  # noqa: F401
-from v6x5_fixtures import v6x5_python, v6x5_sandbox  # noqa: F401
+from v6x5_fixtures import v6x5_python, v6x5_researchers, v6x5_sandbox  # noqa: F401
 
 # -- the real server -------------------------------------------------------------------
 

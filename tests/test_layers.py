@@ -178,7 +178,8 @@ def test_the_worker_path_loads_no_qt() -> None:
         for name in plugins.SOURCES:
             plugins.source_plugin(name)
             plugins.presentation(name)
-            plugins.load(plugins.SOURCE_SETTINGS[name])
+            if name in plugins.SOURCE_SETTINGS:  # a family member may share its reader
+                plugins.load(plugins.SOURCE_SETTINGS[name])
         loaded = [m for m in sys.modules if m.split(".")[0] in ("PySide6", "shiboken6", "qasync")
                   or ".window" in m]
         assert not loaded, loaded

@@ -110,12 +110,14 @@ def test_a_5x_server_is_detected_and_its_node_logs_in_through_keycloak(
         assert plain.api_key not in repr(client) and plain.api_key not in repr(
             client.credentials)
 
-    # The 4.x worker does not take a 5.x node's login for its own (words, not a 404).
-    (tmp_path / "empty.toml").write_text("")
+    # `worker --source v6` (the family) runs the stored 5.x node as the 5.x member: it logs
+    # in through the auth server and works on HQ (test_v6x5_worker runs its tasks). Other
+    # tests' runs are left alone (no image configured, none refused).
+    (tmp_path / "leave.toml").write_text('[v6]\nunknown_images = "leave"\n')
     worker = _cli(tmp_path, "worker", "--source", "v6", "--node", plain.name, "--config",
-                  str(tmp_path / "empty.toml"))
-    assert worker.returncode == 2, worker.stderr
-    assert "was logged in for another vantage6 server version" in worker.stderr
+                  str(tmp_path / "leave.toml"), "--exit-when-idle")
+    assert f"/hq#node-{plain.id}" in worker.stdout + worker.stderr, worker.stderr
+    assert "Traceback" not in worker.stdout + worker.stderr
     assert plain.api_key not in worker.stdout + worker.stderr
 
     # `v6 status` asks each stored node's own server generation; `v6 logout --server` finds
@@ -208,7 +210,7 @@ def test_sandbox_version_5_prints_login_lines_that_work(v6x5_python: Path,
 def test_the_family_defaults_leave_a_single_generation_source_alone() -> None:
     """A source without generations (DSS) declares no family members: the defaults say it
     is its own family, serves any server and names no major version; the vantage6 family
-    lists 4.x then 5.x, the 5.x member login-only until its worker exists."""
+    lists 4.x then 5.x, both workers' sources."""
     from dss_console import plugins
     from dss_console.core.source_plugin import (
         plugin_family,
@@ -222,7 +224,7 @@ def test_the_family_defaults_leave_a_single_generation_source_alone() -> None:
     members = [plugins.family_plugin(n) for n in plugins.SOURCE_FAMILIES["v6"]]
     assert [(plugin_family(m), plugin_server_major(m)) for m in members] == [
         ("v6", "4"), ("v6", "5")]
-    assert "v6x5" in plugins.LOGIN_ONLY_SOURCES and "v6x5" not in plugins.SOURCES
+    assert "v6x5" in plugins.SOURCES and not plugins.LOGIN_ONLY_SOURCES
 
 
 def test_the_5x_plug_in_loads_no_client_until_it_is_used() -> None:

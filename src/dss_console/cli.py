@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "and the demo service's command configured; `--sandbox v6` logs in "
                           "as a node of a local vantage6 4.15.2 server with demo tasks posted "
                           "and the demo algorithm configured (its first use builds the "
-                          "server's Python environment: 1-2 minutes, needs PyPI)")
+                          "server's Python environment: 1-2 minutes, needs PyPI); "
+                          "`--sandbox v6x5` (vantage6 5.x) is not in the window yet and says "
+                          "where it runs: `dss-console v6 sandbox --version 5`")
     gui.add_argument("--self-test", action="store_true",
                      help="with --sandbox [dss|v6]: log in, claim a demo ticket (a vantage6 "
                           "run), run it to success, then exit 0 (non-zero with the reason "

@@ -28,6 +28,7 @@ __all__ = ["DRY_RUN_COMMAND", "EXECUTORS", "LOGIN_ONLY_SOURCES", "SOURCES", "SOU
 SOURCES: dict[str, str] = {
     "dss": "dss_console.sources.dss.plugin:PLUGIN",
     "v6": "dss_console.sources.v6.plugin:PLUGIN",
+    "v6x5": "dss_console.sources.v6x5.plugin:PLUGIN",
 }
 
 # A family: one kind of server in several major versions, one plug-in each, in the order
@@ -37,11 +38,9 @@ SOURCE_FAMILIES: dict[str, tuple[str, ...]] = {
     "v6": ("v6", "v6x5"),
 }
 
-# Family members whose login works but whose worker does not yet (issue 21: the vantage6
-# 5.x node joins SOURCES, the worker's and the window's choices, once its runs work).
-LOGIN_ONLY_SOURCES: dict[str, str] = {
-    "v6x5": "dss_console.sources.v6x5.plugin:PLUGIN",
-}
+# Family members whose login works but whose worker does not yet (none today: the vantage6
+# 5.x node, issue 21, is in SOURCES).
+LOGIN_ONLY_SOURCES: dict[str, str] = {}
 
 # Each source's reader of its own settings tables (engine.settings_reader.SettingsParser), in
 # the order the file is read and written. Later part of each source's SourcePlugin.
@@ -56,6 +55,7 @@ SOURCE_SETTINGS: dict[str, str] = {
 SOURCE_PRESENTATIONS: dict[str, str] = {
     "dss": "dss_console.sources.dss.presentation:PRESENTATION",
     "v6": "dss_console.sources.v6.presentation:PRESENTATION",
+    "v6x5": "dss_console.sources.v6x5.presentation:PRESENTATION",
 }
 
 
@@ -117,6 +117,7 @@ def presentation(source: str) -> Presentation:
 SOURCE_WINDOWS: dict[str, str] = {
     "dss": "dss_console.sources.dss.window.window:WINDOW",
     "v6": "dss_console.sources.v6.window.window:WINDOW",
+    "v6x5": "dss_console.sources.v6x5.window.window:WINDOW",
 }
 
 

@@ -11,9 +11,11 @@ import pytest
 from kinds import COMBINATIONS, EXECUTORS, RUNNABLE, SOURCES, Combination, World
 
 from dss_console.sources.v6.sandbox import V6Sandbox
+from dss_console.sources.v6x5.sandbox import HqSandbox
 
 from slurm_cluster import SlurmCluster
 from v6_fixtures import Researcher
+from v6x5_fixtures import HqResearcher
 
 
 # The session's vantage6 server, researcher and SLURM cluster (conftest.py), the ones the
@@ -26,6 +28,16 @@ def contract_v6(v6_sandbox: V6Sandbox) -> V6Sandbox:
 @pytest.fixture
 def contract_researcher(researchers: dict[str, Researcher]) -> Researcher:
     return researchers["demo"]
+
+
+@pytest.fixture
+def contract_v6x5(v6x5_sandbox: HqSandbox) -> HqSandbox:
+    return v6x5_sandbox
+
+
+@pytest.fixture
+def contract_v6x5_researcher(v6x5_researchers: dict[str, HqResearcher]) -> HqResearcher:
+    return v6x5_researchers["demo"]
 
 
 @pytest.fixture

@@ -353,6 +353,38 @@ class V6Kind(SourceKind):
         node.engine.wake()
 
 
+class V6x5Kind(V6Kind):
+    """A vantage6 5.x node (HQ 5.0.3 behind the Keycloak stand-in): 4.x's rules and words,
+    its own server, login and researcher (the official 5.0.3 client, a service account)."""
+
+    name = "v6x5"
+
+    def open(self, request: pytest.FixtureRequest) -> None:
+        self.sandbox: Any = request.getfixturevalue("contract_v6x5")
+        self.researcher = request.getfixturevalue("contract_v6x5_researcher")
+        self.provider = self.NODE
+
+    def settings(self, commands: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"v6": {"algorithms": commands}}  # compute runs use no database (step 5)
+
+    def connect(self, settings: Settings) -> Any:
+        from dss_console.sources.v6x5.source import V6x5Source
+
+        return V6x5Source.connect_hq(
+            self.sandbox.url, self.sandbox.node(self.NODE).api_key, v6_of(settings),
+            auth_url=self.sandbox.auth_url, node=self.NODE, realm=self.sandbox.info["realm"])
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        hq = self.sandbox.hq
+        assert hq is not None
+        hq.stop()
+        try:
+            yield
+        finally:
+            hq.restart()
+
+
 # -- executors -------------------------------------------------------------------------------
 
 
@@ -397,7 +429,7 @@ class SlurmKind(ExecutorKind):
         return {"executor": "slurm"}
 
 
-SOURCES: dict[str, type[SourceKind]] = {"dss": DssKind, "v6": V6Kind}
+SOURCES: dict[str, type[SourceKind]] = {"dss": DssKind, "v6": V6Kind, "v6x5": V6x5Kind}
 EXECUTORS: dict[str, type[ExecutorKind]] = {"local": LocalKind, "slurm": SlurmKind}
 
 
@@ -419,6 +451,8 @@ COMBINATIONS = (
     Combination("dss", "slurm"),
     Combination("v6", "local"),
     Combination("v6", "slurm", refused="unknown key 'executor'"),
+    Combination("v6x5", "local"),
+    Combination("v6x5", "slurm", refused="unknown key 'executor'"),
 )
 RUNNABLE = tuple(c for c in COMBINATIONS if c.refused is None)
 

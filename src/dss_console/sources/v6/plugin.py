@@ -11,7 +11,7 @@ import contextlib
 import html
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dss_console.core.source_plugin import (
     ConnectError,
@@ -27,7 +27,7 @@ from dss_console.core.source_plugin import (
 if TYPE_CHECKING:
     from dss_console.core.interfaces import Source
     from dss_console.core.presentation import Words
-    from dss_console.credentials import V6CredentialStore
+    from dss_console.credentials import StoredV6Node, V6CredentialStore
     from dss_console.engine.settings import Settings
     from dss_console.sources.v6.login import NodeLogin
 
@@ -111,9 +111,7 @@ class V6Plugin:
         """Log in as the stored vantage6 node (``dss-console v6 login`` stored its keys), or
         with the keys a console handed over."""
         from dss_console.credentials import StoredV6Node, V6CredentialStore
-        from dss_console.sources.v6.client import V6Error, V6NotLoggedInError, normalise_server_url
-        from dss_console.sources.v6.settings import v6_settings
-        from dss_console.sources.v6.source import V6KeyError, V6Source
+        from dss_console.sources.v6.client import normalise_server_url
 
         keys = _keys(handover) if handover is not None else None
         store = V6CredentialStore()
@@ -130,6 +128,8 @@ class V6Plugin:
         else:
             stored = store.load_node(server, options.node) if (server or options.node) \
                 else None
+            if stored is None and options.server:
+                stored = self._family_stored(store, options.server, options.node)
         if stored is None:
             known = [n for n in store.v6_nodes() if server is None or n["server"] == server]
             listed = ", ".join(f"{n['node']} ({n['server']})" for n in known) or "none"
@@ -142,9 +142,44 @@ class V6Plugin:
                                f" Log in first: dss-console v6 login --server "
                                f"{server or 'URL'} --api-key-stdin [--private-key FILE]")
         if not self.owns_stored(stored):
+            # Another generation's node (plugins.SOURCE_FAMILIES): --source v6 names the
+            # family, and the stored login says which member runs it.
+            from dss_console import plugins
+
+            for name in plugins.SOURCE_FAMILIES.get(self.family, ()):
+                member: Any = plugins.family_plugin(name)
+                if member is not self and member.owns_stored(stored):
+                    source: Source = member.connect_stored(stored, options, settings)
+                    return source
             raise ConnectError(f"node {stored.node!r} of {stored.server} was logged in for "
-                               "another vantage6 server version: --source v6 runs the "
-                               "nodes of vantage6 4.x servers", code=2)
+                               "another vantage6 server version, which this console does "
+                               "not run", code=2)
+        return self.connect_stored(stored, options, settings)
+
+    def _family_stored(self, store: V6CredentialStore, server: str,
+                       node: str | None) -> StoredV6Node | None:
+        """A node stored under another family member's API URL for the same server (a
+        later generation names its API otherwise: ``…/hq``)."""
+        from dss_console import plugins
+
+        for name in plugins.SOURCE_FAMILIES.get(self.family, ()):
+            member: Any = plugins.family_plugin(name)
+            try:
+                url = member.server_url(server)
+            except ValueError:
+                continue
+            found = store.load_node(url, node)
+            if found is not None:
+                return found
+        return None
+
+    def connect_stored(self, stored: StoredV6Node, options: argparse.Namespace,
+                       settings: Settings) -> Source:
+        """Log in as a stored (or handed over) 4.x node."""
+        from dss_console.sources.v6.client import V6Error, V6NotLoggedInError
+        from dss_console.sources.v6.settings import v6_settings
+        from dss_console.sources.v6.source import V6KeyError, V6Source
+
         try:
             return V6Source.connect(stored.server, stored.api_key, v6_settings(settings),
                                     private_key_pem=stored.private_key_pem,

@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dss_console.core.command import CommandSpec, JobPaths
 from dss_console.core.interfaces import (
@@ -80,9 +80,22 @@ from dss_console.sources.v6.client import (
 from dss_console.sources.v6.environment import RunFiles, run_environment
 from dss_console.sources.v6.events import V6Events
 from dss_console.sources.v6.gate import V6Gate
+from dss_console.sources.v6.node_keys import (
+    V6KeyError,
+    V6KeyMismatchError,
+    check_public_key,
+    key_mismatch_message,
+    make_cryptor,
+)
 from dss_console.sources.v6.presentation import PRESENTATION, run_cells, run_summary
 from dss_console.sources.v6.profile import V6_NOT_AGAIN
 from dss_console.sources.v6.proxy import SubtaskProxy
+from dss_console.sources.v6.run_record import (
+    claim_details,
+    input_summary,
+    sha256_hex,
+    write_private,
+)
 from dss_console.sources.v6.settings import V6Algorithm, V6Settings, v6_settings
 
 if TYPE_CHECKING:
@@ -126,54 +139,14 @@ def _labels(labels: list[str]) -> str:
     return f"database {quoted} is" if len(labels) == 1 else f"databases {quoted} are"
 
 
-class V6KeyError(ValueError):
-    """The collaboration is encrypted and no usable private key was given (in words)."""
-
-
-class V6KeyMismatchError(V6KeyError):
-    """The private key is not the one whose public key the organization registered."""
-
-
-def key_mismatch_message(identity: NodeIdentity) -> str:
-    return (f"this private key does not match the public key organization "
-            f"{identity.organization_name!r} registered on the server: it is another "
-            "organization's key, or an old one. Give the organization's key; to replace the "
-            "registered public key on purpose, log in again with --replace-public-key (other "
-            "nodes of this organization, and researchers' tasks already encrypted for the "
-            "old key, then stop decrypting)")
-
-
-def check_public_key(client: V6NodeClient, identity: NodeIdentity,
-                     cryptor: crypto.RsaCryptor, *, replace: bool = False) -> bool:
-    """Upload our public key when the organization has none (as the official node does);
-    refuse (V6KeyMismatchError) when it has another one, unless ``replace``. True when
-    uploaded."""
-    current = client.organization_public_key(identity.organization_id)
-    if cryptor.matches(current):
-        return False
-    if current and not replace:
-        raise V6KeyMismatchError(key_mismatch_message(identity))
-    client.upload_public_key(identity.organization_id, cryptor.public_key_b64)
-    return True
-
-
-def make_cryptor(identity: NodeIdentity, private_key_pem: bytes | None
-                 ) -> crypto.PlainCryptor | crypto.RsaCryptor:
-    if not identity.encrypted:
-        return crypto.PlainCryptor()
-    if not private_key_pem:
-        raise V6KeyError(f"collaboration {identity.collaboration_name!r} is encrypted: this "
-                         "node needs its organization's private key (--private-key FILE)")
-    try:
-        return crypto.RsaCryptor.from_pem(private_key_pem)
-    except crypto.CryptoError as exc:
-        raise V6KeyError(f"the private key cannot be used: {exc}") from None
-
-
 class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/gate.py)
     kind = "v6"
     words = profile.WORDS
     presentation = PRESENTATION
+    # A later server generation's hooks (sources/v6x5): its socket's events, the field a
+    # subtask's input travels in.
+    events_class: ClassVar[type[V6Events]] = V6Events
+    proxy_input_field: ClassVar[str] = "input"
 
     def __init__(self, client: V6NodeClient, identity: NodeIdentity, settings: V6Settings,
                  cryptor: crypto.PlainCryptor | crypto.RsaCryptor) -> None:
@@ -288,10 +261,9 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         wanted = set(service_hashes)
 
         def pending(runs: list[Run]) -> list[Run]:
-            # A run asking for a database this node lacks is the next poll's to refuse.
             return [r for r in runs if r.status == "pending" and r.image in wanted
                     and (r.parent_id is not None or not subtasks_only)
-                    and not self.unknown_databases(r)]
+                    and self._claimable(r)]
 
         candidates = pending(self._open_runs())
         if not candidates and not subtasks_only:
@@ -310,6 +282,10 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
                 self._runs[run.id] = run
             return ClaimedWork(run.id, run.image, details=self._claim_details(run))
         return None
+
+    def _claimable(self, run: Run) -> bool:
+        # A run asking for a database this node lacks is the next poll's to refuse.
+        return not self.unknown_databases(run)
 
     def claim_subtask(self, service_hashes: Sequence[str], provider: str = "",
                       instance: str = "") -> ClaimedWork | None:
@@ -341,29 +317,45 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         dest.mkdir(parents=True, exist_ok=True, mode=0o700)
         files.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = self.cryptor.decrypt(run.input or "") if run.input else b""
-        _write_private(files.input, data)
+        write_private(files.input, data)
         record = {
             "run_id": run.id, "task_id": run.task_id, "job_id": run.job_id,
             "parent_id": run.parent_id, "image": run.image,
             "task_name": run.task.get("name"), "init_org_id": run.init_org_id,
             "init_user_id": run.init_user_id, "databases": run.databases,
             "collaboration_id": self.identity.collaboration_id,
-            "input_sha256": _sha256(data), "input_summary": input_summary(data),
+            "input_sha256": sha256_hex(data), "input_summary": input_summary(data),
+            **self._record_extra(run, data),
         }
-        _write_private(dest / "run.json", json.dumps(record, indent=1).encode("utf-8"))
+        write_private(dest / "run.json", json.dumps(record, indent=1).encode("utf-8"))
         claimed = self._claim_details(run)  # may ask the server: not under the lock
         with self._lock:
             self._details[ticket_id] = {**claimed, **{
                 k: record[k] for k in ("collaboration_id", "input_sha256", "input_summary")}}
-        token = self.client.container_token(run.task_id, run.image)
-        _write_private(files.token, token.encode("utf-8"))
-        with self._lock:
-            self._tokens[ticket_id] = token
-        if self._proxy is not None:
-            self._proxy.allow(token)
+        token = self._container_token(run)
+        if token is not None:
+            write_private(files.token, token.encode("utf-8"))
+            with self._lock:
+                self._tokens[ticket_id] = token
+            if self._proxy is not None:
+                self._proxy.allow(token)
         if progress is not None:
             progress(len(data), len(data))
-        return [files.input, files.token, dest / "run.json"]
+        return [files.input, *([files.token] if token is not None else []), dest / "run.json"]
+
+    # Hooks a later server generation overrides (4.x: every run gets a container token).
+    def _container_token(self, run: Run) -> str | None:
+        return self.client.container_token(run.task_id, run.image)
+
+    def _record_extra(self, run: Run, data: bytes) -> dict[str, Any]:
+        return {}
+
+    def _environment(self, run: Run, algorithm: V6Algorithm, files: RunFiles,
+                     proxy_port: int | None, base_env: dict[str, str]) -> dict[str, str]:
+        return run_environment(
+            files, proxy_port=proxy_port, requested_databases=run.databases,
+            databases=self.settings.databases, algorithm_env=self.settings.algorithm_env,
+            plain_env=algorithm.plain_env(), base_env=base_env)
 
     def run_details(self, ticket_id: int) -> dict[str, Any]:
         """What the console and the audit show about a fetched run: task, who asked (with
@@ -421,11 +413,8 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
             raise KeyError(f"no command configured for image {run.image!r}")
         files = self.run_files(ticket_id, workdir)
         proxy_port = self._ensure_proxy() if algorithm.subtasks else None
-        env = run_environment(
-            files, proxy_port=proxy_port, requested_databases=run.databases,
-            databases=self.settings.databases, algorithm_env=self.settings.algorithm_env,
-            plain_env=algorithm.plain_env(),
-            base_env=base_env if base_env is not None else dict(os.environ))
+        env = self._environment(run, algorithm, files, proxy_port,
+                                base_env if base_env is not None else dict(os.environ))
         return expand_argv(algorithm, run, workdir, files), env
 
     # -- reporting ----------------------------------------------------------------------
@@ -619,8 +608,8 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         if self._events is not None:
             return
         try:
-            self._events = V6Events(self.client, self.identity, notify,
-                                    node_info=self.node_info)
+            self._events = self.events_class(self.client, self.identity, notify,
+                                             node_info=self.node_info)
         except ImportError:
             # python-socketio is the optional `v6` extra: without it, polling alone.
             log.warning("python-socketio is not installed (pip install 'dss-console[v6]'): "
@@ -687,7 +676,8 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
     def _ensure_proxy(self) -> int:
         with self._lock:
             if self._proxy is None:
-                self._proxy = SubtaskProxy(self.client, self.cryptor)
+                self._proxy = SubtaskProxy(self.client, self.cryptor,
+                                           input_field=self.proxy_input_field)
                 self._proxy.start()
                 for token in self._tokens.values():
                     self._proxy.allow(token)
@@ -735,43 +725,9 @@ def expand_argv(algorithm: V6Algorithm, run: Run, workdir: Path, files: RunFiles
     return [formatter.vformat(word, (), values) for word in algorithm.argv_template()]
 
 
-def claim_details(run: Run) -> dict[str, Any]:
-    """What the run itself tells about its task (no input, no server-side secrets)."""
-    labels = [str(d.get("label")) for d in run.databases if d.get("label") is not None]
-    return {"task_id": run.task_id, "task_name": run.task.get("name"), "job_id": run.job_id,
-            "parent_id": run.parent_id, "init_org_id": run.init_org_id,
-            "init_user_id": run.init_user_id, "databases": labels}
-
-
-def input_summary(data: bytes) -> dict[str, Any]:
-    """Method and argument names only, for the console and the audit: never the values."""
-    try:
-        payload = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return {"format": "not JSON", "bytes": len(data)}
-    if not isinstance(payload, dict):
-        return {"format": type(payload).__name__, "bytes": len(data)}
-    kwargs = payload.get("kwargs")
-    args = payload.get("args")
-    return {"method": payload.get("method"),
-            "kwargs": sorted(kwargs) if isinstance(kwargs, dict) else [],
-            "args": len(args) if isinstance(args, list) else 0, "bytes": len(data)}
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
-__all__ = ["GONE", "ClaimedWork", "SourceService", "V6KeyError", "V6Source", "make_cryptor",
-           "tail_text"]
+__all__ = ["GONE", "ClaimedWork", "SourceService", "V6KeyError", "V6KeyMismatchError", "V6Source",
+           "check_public_key", "claim_details", "input_summary", "key_mismatch_message",
+           "make_cryptor", "tail_text"]
 
 
 def environment_paths(python: str) -> tuple[str, ...]:

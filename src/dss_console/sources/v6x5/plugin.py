@@ -1,26 +1,109 @@
 """A vantage6 5.x node as the family's second member (docs/v6-5x-plan.md §2).
 
-For now its login only: `dss-console v6 login` probes the server (``GET <server>/hq/version``)
-and, for 5.x, logs the node in here. It is in ``plugins.LOGIN_ONLY_SOURCES``, not yet in
-``plugins.SOURCES``: the worker and the window take it once its runs work (plan step 5).
+`dss-console v6 login` probes the server (``GET <server>/hq/version``) and, for 5.x, logs the
+node in here; `dss-console worker --source v6` (the family) or ``--source v6x5`` runs a stored
+5.x node (:class:`~dss_console.sources.v6x5.source.V6x5Source`). The 4.x plug-in's parts
+that do not depend on the server's generation are inherited. Not yet: the window's login of a
+5.x node (plan step 7; a console's handed-over keys are refused in words).
 Imported whenever `v6 login` runs: the client and crypto load only inside the calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from dss_console.core.source_plugin import ConnectError
+from dss_console.core.source_plugin import ConnectError, LoginCall, LoginInputError, Submit
+from dss_console.sources.v6.plugin import V6Plugin
+
+if TYPE_CHECKING:
+    from dss_console.core.interfaces import Source
+    from dss_console.credentials import StoredV6Node
+    from dss_console.engine.settings import Settings
 
 __all__ = ["PLUGIN", "V6x5Plugin"]
 
+# Plan step 7 brings the 5.x login into the window (the login pane's form swap).
+_NOT_IN_WINDOW = ("A vantage6 5.x node logs in from the command line for now: dss-console v6 "
+                  "login --server URL --auth-url URL --node NAME --api-key-stdin, then "
+                  "dss-console worker --source v6 --server URL --node NAME.")
 
-class V6x5Plugin:
+
+class V6x5Plugin(V6Plugin):
     name = "v6x5"
     title = "vantage6 5.x node (API key)"
     family = "v6"
     server_major = "5"
     probe_says = "/hq/version (vantage6 5.x)"
+    worker = dataclasses.replace(
+        V6Plugin.worker, choice="a vantage6 5.x server's runs for one node (--source v6 "
+                                "picks it from the stored login)")
+
+    def add_worker_arguments(self, parser: argparse.ArgumentParser) -> None:
+        # --node is the family's option: the 4.x member adds it, unless it is not there.
+        if not any("--node" in action.option_strings for action in parser._actions):
+            super().add_worker_arguments(parser)
+
+    def connect(self, options: argparse.Namespace, settings: Settings,
+                handover: str | None) -> Source:
+        if handover is not None:
+            raise ConnectError("a console's vantage6 5.x node is not supported yet: run it "
+                               "with `dss-console worker --source v6 --server URL --node NAME` "
+                               "after `dss-console v6 login`", code=2)
+        return super().connect(options, settings, handover)
+
+    def connect_stored(self, stored: StoredV6Node, options: argparse.Namespace,
+                       settings: Settings) -> Source:
+        """Log in as a stored 5.x node: a token from its auth server, then HQ."""
+        from dss_console.sources.v6.client import V6Error, V6NotLoggedInError
+        from dss_console.sources.v6.node_keys import V6KeyError
+        from dss_console.sources.v6.settings import v6_settings
+        from dss_console.sources.v6x5.source import V6x5Source
+
+        if stored.auth_url is None:
+            raise ConnectError(f"node {stored.node!r} of {stored.server} is a vantage6 4.x "
+                               "node", code=2)
+        try:
+            return V6x5Source.connect_hq(
+                stored.server, stored.api_key, v6_settings(settings),
+                auth_url=stored.auth_url, node=stored.node, realm=stored.realm or "",
+                private_key_pem=stored.private_key_pem,
+                verify=options.ca_bundle or settings.ca_bundle or True)
+        except V6NotLoggedInError:
+            raise ConnectError(f"the authentication server no longer accepts the API key of "
+                               f"node {stored.node!r}: log in again (dss-console v6 login "
+                               f"--server {stored.server} --auth-url {stored.auth_url} --node "
+                               f"{stored.node} --api-key-stdin)") from None
+        except V6KeyError as exc:
+            raise ConnectError(str(exc)) from None
+        except V6Error as exc:
+            raise ConnectError(f"cannot reach {stored.server}: {exc}") from None
+
+    def start_login(self, values: Mapping[str, str], store: object,
+                    verify: bool | str, submit: Submit) -> LoginCall:
+        # The form's own words first (a missing value), then why not here yet.
+        try:
+            self.server_url(values.get("server", ""))
+        except ValueError as exc:
+            raise LoginInputError(f"Check the server address: {exc}.") from None
+        if not values.get("api_key", "").strip():
+            raise LoginInputError("Paste the node's API key first (HQ showed it when the "
+                                  "node was registered).")
+        raise LoginInputError(_NOT_IN_WINDOW)
+
+    def start_resume(self, server: str, store: object, verify: bool | str,
+                     submit: Submit) -> LoginCall:
+        raise LoginInputError(_NOT_IN_WINDOW)
+
+    def login_again(self, source: Source) -> str:
+        from dss_console.sources.v6x5.source import V6x5Source
+
+        if isinstance(source, V6x5Source):
+            return (f"dss-console v6 login --server {source.client.api_url} --auth-url "
+                    f"{source.client.auth_url} --node {source.identity.name} --api-key-stdin")
+        return super().login_again(source)
 
     def serves(self, server: str, verify: bool | str) -> bool:
         """Whether ``GET <server>/hq/version`` names a 5.x HQ. ConnectError when nothing
