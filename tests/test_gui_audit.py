@@ -41,6 +41,7 @@ def test_the_audit_shows_the_ledger_and_its_verdict(make_console, qtbot,  # noqa
     target = tmp_path / "ledger.csv"
     view._ask_save_path = lambda: target  # type: ignore[method-assign]
     assert view.export_csv() == target
+    qtbot.waitUntil(lambda: "exported to" in view.status.text(), timeout=WAIT_MS)
     with open(target, newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     assert [r["kind"] for r in rows] == shown

@@ -8,6 +8,7 @@ the ledger holds: no argument value, path or file name is in it.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 from dss_console.engine.ledger import parse_utc
 from dss_console.engine.ledger_export import export_row, write_csv
 from dss_console.engine.ledger_verify import Verdict
+from dss_console.gui.tasks import run_blocking, spawn
 
 COLUMNS = ("#", "Time", "Step", "Job", "Service", "Requester", "Decided by", "Outcome",
            "Run time", "SHA-256", "Reason")
@@ -149,18 +151,26 @@ class LedgerDialog(QDialog):
 
     # -- export -------------------------------------------------------------------------
     def export_csv(self) -> Path | None:
+        """Ask where, then write the shown records there off the Qt thread (the folder may be
+        a slow network share); the status line says when it is written, or why not."""
         target = self._ask_save_path()
         if target is None:
             return None
+        buffer = io.StringIO(newline="")
+        write_csv(self.records, buffer)
+        self.status.setText(f"{self._count()} — exporting to {target}…")
+        spawn(self._write_export(target, buffer.getvalue()))
+        return target
+
+    async def _write_export(self, target: Path, text: str) -> None:
         try:
-            with open(target, "w", encoding="utf-8", newline="") as stream:
-                write_csv(self.records, stream)
+            await run_blocking(_write_text, target, text)
         except OSError as exc:
             QMessageBox.warning(self, "Export CSV", f"Cannot write {target}:\n"
                                                     f"{exc.strerror or exc}")
-            return None
+            self.status.setText(f"{self._count()} — not exported")
+            return
         self.status.setText(f"{self._count()} — exported to {target}")
-        return target
 
     def _ask_save_path(self) -> Path | None:  # overridable for tests
         name = time.strftime("ledger-%Y-%m-%d.csv")
@@ -186,3 +196,8 @@ class LedgerDialog(QDialog):
 
     def _update_status(self) -> None:
         self.status.setText(self._count())
+
+
+def _write_text(target: Path, text: str) -> None:
+    with open(target, "w", encoding="utf-8", newline="") as stream:
+        stream.write(text)
