@@ -22,8 +22,9 @@ from dss_console.engine.states import JobState
 from dss_console.sources.dss.presentation import PRESENTATION as DSS
 from dss_console.sources.v6.presentation import PRESENTATION as V6
 from dss_console.sources.v6.presentation import run_cells, run_summary
+from dss_console.sources.v6x5.presentation import PRESENTATION as V6X5
 
-PRESENTATIONS = {"dss": DSS, "v6": V6}
+PRESENTATIONS = {"dss": DSS, "v6": V6, "v6x5": V6X5}
 
 
 def test_the_registry_names_every_presentation() -> None:
