@@ -218,6 +218,28 @@ def _journal(data: Path) -> Path:
     return path
 
 
+def test_server_filter_takes_either_generations_api_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 5.x node records its runs under ``…/hq``: --server finds them by the server's root
+    or its /hq URL, and a 4.x server's runs by its root or /api, never each other's host."""
+    path = journal_path(tmp_path)
+    journal = Journal(path)
+    try:
+        for ticket, source in ((20, "https://hq.example.org/hq#node-3"),
+                               (21, f"{SERVER}#node-1")):
+            journal.create_job(source=source, ticket_id=ticket, service_hash="img:1",
+                               service_name="img", instance="host-a", workdir=f"/w/{ticket}",
+                               details=details(task_id=ticket))
+    finally:
+        journal.close()
+    data = ["--data-dir", str(tmp_path), "--json"]
+    for server, expected in (("https://hq.example.org/hq", [20]),
+                             ("https://hq.example.org/", [20]),
+                             (SERVER, [21]), (SERVER.removesuffix("/api"), [21])):
+        _, out, _ = _audit(capsys, *data, "--server", server)
+        assert [row["run_id"] for row in json.loads(out)] == expected, server
+
+
 def _audit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="dss-console v6")
     add_audit_parser(parser.add_subparsers(dest="v6_verb"))

@@ -53,7 +53,8 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                        help="only this node's runs: its name as `v6 status` shows it, or its "
                             "id on the server")
     audit.add_argument("--server", metavar="URL",
-                       help="only runs of this vantage6 server (…/api optional)")
+                       help="only runs of this vantage6 server (4.x or 5.x; its …/api or …/hq "
+                            "path optional)")
     audit.add_argument("--since", type=_days, metavar="DAYS",
                        help="only runs claimed in the last DAYS days (e.g. 7, 0.5)")
     output = audit.add_mutually_exclusive_group()
@@ -108,7 +109,7 @@ def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
     def wanted(source: str) -> bool:
         job_server, job_node = split_source(source)
-        if server is not None and job_server != server:
+        if server is not None and _server_root(job_server) != server:
             return False
         return node is None or (job_node == node[1] and node[0] in (None, job_server))
 
@@ -143,14 +144,28 @@ def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
 
 
 def _server(raw: str | None) -> str | None:
+    """The server's root URL of --server: with or without its API path (4.x ``/api``,
+    5.x ``/hq``), as a node of either generation records it."""
     if not raw:
         return None
-    from dss_console.sources.v6.client import normalise_server_url
+    url = raw.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"bad --server: {url!r} is not an http:// or https:// URL",
+                       code=EXIT_USAGE)
+    return _server_root(url)
 
-    try:
-        return normalise_server_url(raw)
-    except ValueError as exc:
-        raise CliError(f"bad --server: {exc}", code=EXIT_USAGE) from None
+
+# The API paths of the vantage6 generations this command reads (4.x, 5.x): a run is recorded
+# under its API URL, --server names the server.
+_API_PATHS = ("/api", "/hq")
+
+
+def _server_root(api_url: str) -> str:
+    url = api_url.rstrip("/")
+    for api_path in _API_PATHS:
+        if url.endswith(api_path):
+            return url[: -len(api_path)]
+    return url
 
 
 def _node(name: str | None, server: str | None) -> tuple[str | None, int] | None:
@@ -163,7 +178,7 @@ def _node(name: str | None, server: str | None) -> tuple[str | None, int] | None
     # Only the non-secret index is read: no keyring.
     stored = V6CredentialStore(use_keyring=False).v6_nodes()
     matches = [entry for entry in stored if entry.get("node") == name
-               and (server is None or entry.get("server") == server)]
+               and (server is None or _server_root(str(entry.get("server"))) == server)]
     ids = {(entry.get("server"), (entry.get("info") or {}).get("node_id"))
            for entry in matches}
     if len(ids) > 1:
