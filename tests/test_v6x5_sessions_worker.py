@@ -34,6 +34,7 @@ from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 
+COMMAND_IMAGE = "v6x5-test-command"
 CSV = "age,weight\n31,70.5\n52,81.0\n17,55.25\n"
 TAG = os.getpid()  # dataframe names are unique across HQ
 
@@ -46,7 +47,8 @@ def home(v6x5_sandbox: HqSandbox, v6x5_python: Path,
     (path / "people.csv").write_text(CSV)
     table: dict[str, Any] = {
         "algorithms": {DEMO_IMAGE: {"python": str(v6x5_python), "package": "v6x5_demo",
-                                    "env": {"PYTHONPATH": str(v6x5_algorithm_root())}}},
+                                    "env": {"PYTHONPATH": str(v6x5_algorithm_root())}},
+                       COMMAND_IMAGE: {"command": "true"}},
         "databases": {"default": {"uri": str(path / "people.csv"), "type": "csv"}}}
     (path / "settings.toml").write_text(
         settings_to_toml(settings_with(v6=parse_v6_settings(table))))
@@ -102,7 +104,8 @@ def _station_ended(researcher: HqResearcher, task_id: int, station: int,
         what=f"task {task_id}'s run on the station to end")
 
 
-def _extract(researcher: HqResearcher, name: str, station: int) -> dict[str, Any]:
+def _extract(researcher: HqResearcher, name: str, station: int, *,
+             method: str = "read_csv", image: str = DEMO_IMAGE) -> dict[str, Any]:
     """A dataframe made by the unmodified `@data_extraction` algorithm, asked of the
     station only: the client's ``dataframe.create`` asks every organization of the
     collaboration, and only the station has a node here, so this is its request with one
@@ -112,7 +115,7 @@ def _extract(researcher: HqResearcher, name: str, station: int) -> dict[str, Any
     frame = researcher.call("client", path="request", args=[
         f"session/{session_id}/dataframe"], kwargs={"method": "POST", "json": {
             "label": "default", "name": name,
-            "task": {"method": "read_csv", "image": DEMO_IMAGE,
+            "task": {"method": method, "image": image,
                      "organizations": [{"id": station, "arguments": arguments}]}}})
     assert set(frame) >= {"id", "last_session_task"}, frame
     return dict(frame)
@@ -121,6 +124,11 @@ def _extract(researcher: HqResearcher, name: str, station: int) -> dict[str, Any
 def _frame_file(home: Path, session_id: int, name: str) -> Path | None:
     found = list((home / "data").rglob(f"sessions/{session_id}/{name}.parquet"))
     return found[0] if found else None
+
+
+def _frame_id(researcher: HqResearcher, session_id: int, name: str) -> int:
+    frames = _client(researcher, "dataframe.list", session=session_id)["data"]
+    return int(next(f["id"] for f in frames if f["name"] == name))
 
 
 def _ledger_records(home: Path, kind: str) -> list[dict[str, Any]]:
@@ -182,9 +190,7 @@ def test_a_compute_on_a_dataframe_missing_here_is_dataframe_not_found(
     session_id = int(researcher.call("session_id"))
     path = _frame_file(home, session_id, name)
     assert path is not None, "made by the test before"
-    frame_id = next(f["id"] for f in _client(researcher, "dataframe.list",
-                                             session=session_id)["data"]
-                    if f["name"] == name)
+    frame_id = _frame_id(researcher, session_id, name)
     aside = path.with_name("aside")
     path.rename(aside)  # HQ still lists it as ready: only this node lost it
     try:
@@ -195,6 +201,58 @@ def test_a_compute_on_a_dataframe_missing_here_is_dataframe_not_found(
         aside.rename(path)
     assert run["status"] == "dataframe not found", (run, workers[-1].output)
     assert name in run["log"] and str(home) not in run["log"]
+
+
+def test_preprocessing_replaces_the_dataframe(
+        workers: list[Worker], home: Path, researcher: HqResearcher,
+        v6x5_sandbox: HqSandbox) -> None:
+    station = v6x5_sandbox.org_id("station")
+    name = f"people_{TAG}"
+    session_id = int(researcher.call("session_id"))
+    path = _frame_file(home, session_id, name)
+    assert path is not None, "made by the first test"
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    frame_id = _frame_id(researcher, session_id, name)
+    arguments = base64.b64encode(b'{"min_age": 18}').decode("ascii")
+    frame = researcher.call("client", path="request", args=[
+        f"session/dataframe/{frame_id}/preprocess"], kwargs={"method": "POST", "json": {
+            "dataframe_id": frame_id,
+            "task": {"method": "adults", "image": DEMO_IMAGE,
+                     "organizations": [{"id": station, "arguments": arguments}]}}})
+    # HQ answers with the dataframe, its last session task now the preprocessing.
+    run = _station_ended(researcher, int(frame["last_session_task"]["id"]), station)
+    assert run["status"] == "completed", (run, workers[-1].output)
+    after = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert after != before
+    wait_for(lambda: len(_commits(home, name)) == 2, 30, what="the second commit's record")
+    assert _commits(home, name)[-1]["sha256"] == after
+
+    task_id = researcher.create_task(DEMO_IMAGE, "mean", [station],
+                                     databases=[{"dataframe_id": frame_id}], column="age")
+    mean = _station_ended(researcher, task_id, station)
+    assert mean["status"] == "completed", (mean, workers[-1].output)
+    assert researcher.call("results", task_id=task_id) == [{"mean": 41.5, "count": 2}]
+
+
+def test_an_extraction_that_leaves_no_parquet_is_unexpected_output(
+        workers: list[Worker], home: Path, researcher: HqResearcher,
+        v6x5_sandbox: HqSandbox) -> None:
+    station = v6x5_sandbox.org_id("station")
+    name = f"junk_{TAG}"
+    frame = _extract(researcher, name, station, method="junk_output")
+    run = _station_ended(researcher, int(frame["last_session_task"]["id"]), station)
+    assert run["status"] == "unexpected output", (run, workers[-1].output)
+    assert "not a parquet table" in run["log"] and str(home) not in run["log"]
+    assert _frame_file(home, int(researcher.call("session_id")), name) is None
+
+
+def test_an_extraction_algorithm_given_as_a_command_is_refused_in_words(
+        workers: list[Worker], researcher: HqResearcher, v6x5_sandbox: HqSandbox) -> None:
+    station = v6x5_sandbox.org_id("station")
+    frame = _extract(researcher, f"cmd_{TAG}", station, image=COMMAND_IMAGE)
+    run = _station_ended(researcher, int(frame["last_session_task"]["id"]), station)
+    assert run["status"] == "failed"
+    assert "must be configured on this node with python and package" in run["log"]
 
 
 def test_a_worker_killed_between_commit_and_patch_commits_once(
@@ -238,9 +296,7 @@ def test_delete_dataframe_removes_the_file_and_hq_hears_back(
     session_id = int(researcher.call("session_id"))
     path = _frame_file(home, session_id, name)
     assert path is not None, "made by the test before"
-    frame_id = next(f["id"] for f in _client(researcher, "dataframe.list",
-                                             session=session_id)["data"]
-                    if f["name"] == name)
+    frame_id = _frame_id(researcher, session_id, name)
     _client(researcher, "dataframe.delete", id_=frame_id)
     wait_for(lambda: not path.exists(), 30, what="the dataframe's file to go")
     node_id = v6x5_sandbox.node(NODE).id

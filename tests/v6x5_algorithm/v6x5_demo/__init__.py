@@ -6,6 +6,8 @@ vantage6-algorithm-tools 5.0.3 exactly as for a Docker image (run unchanged unde
 * ``wait(seconds)`` — sleeps (a run still going, for a kill or a worker's crash).
 * ``read_csv()`` — ``@data_extraction``: the node's database (a CSV file) as the session's
   dataframe.
+* ``junk_output()`` — ``@data_extraction`` that leaves JSON where the node expects
+  parquet (an algorithm that does not deliver: the run ends "unexpected output").
 * ``adults(min_age)`` — ``@preprocessing``: keeps the rows with ``age >= min_age``.
 * ``mean(column)`` — ``@dataframe(1) @federated``: the mean and count of a column of the
   requested dataframe.
@@ -13,6 +15,7 @@ vantage6-algorithm-tools 5.0.3 exactly as for a Docker image (run unchanged unde
 
 from __future__ import annotations
 
+import os
 import time
 
 import pandas as pd
@@ -42,6 +45,13 @@ def wait(seconds: float = 60.0, value: str = "") -> dict:
 def read_csv(connection_details: dict) -> pd.DataFrame:
     info(f"read_csv: a {connection_details['type']} database")
     return pd.read_csv(connection_details["uri"])
+
+
+@data_extraction
+def junk_output(connection_details: dict) -> pd.DataFrame:
+    with open(os.environ["OUTPUT_FILE"], "w") as output:  # decoded by the wrapper
+        output.write('{"not": "parquet"}')
+    os._exit(0)  # before the wrapper would write the table
 
 
 @preprocessing

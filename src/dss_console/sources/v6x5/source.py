@@ -176,7 +176,7 @@ class V6x5Source(V6Source):
         algorithm = self.settings.algorithm_for(run.image)
         if action in SESSION_ACTIONS and algorithm is not None and algorithm.python is None:
             return "failed", (f"a {action} algorithm must be configured on this node with "
-                              "python and package (image {run.image!r} has a command): the "
+                              f"python and package (image {run.image!r} has a command): the "
                               "node reads the dataframe it makes with that python")
         wanted = [str(d.get("dataframe_name") or "") for d in run.databases
                   if d.get("dataframe_id") is not None or d.get("type") == "dataframe"]
