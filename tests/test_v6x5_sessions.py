@@ -16,6 +16,7 @@ import pytest
 
 from dss_console.sources.v6x5.sessions import (
     SessionStore,
+    looks_like_parquet,
     session_step_script,
     valid_dataframe_name,
 )
@@ -66,6 +67,27 @@ def test_a_commit_is_private_once_per_run_and_a_delete_says_what_went(tmp_path: 
     notes = store.delete_session(8)
     assert sorted(n.dataframe for n in notes) == ["a", "b"]
     assert store.session_ids() == [7]
+
+
+def test_a_restart_asks_whether_its_run_committed_and_makes_no_folder(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "data", "http://hq.example.org/hq", node_id=3)
+    assert store.committed(5, "people", 11) is None and not store.has_dataframe(5, "people")
+    assert not store.root.exists()  # asking made nothing
+    output = tmp_path / "output"
+    output.write_bytes(b"PAR1 rows PAR1")
+    note = store.commit(5, "people", output, run_id=11)
+    assert store.committed(5, "people", 11) == note and store.committed(5, "people", 12) is None
+
+
+@pytest.mark.parametrize(("data", "parquet"), [
+    (b"PAR1 rows PAR1", True), (b'{"not": "parquet"}', False), (b"PAR1PAR1", False),
+    (b"", False)])
+def test_parquet_is_recognised_by_its_magic_at_both_ends(tmp_path: Path, data: bytes,
+                                                          parquet: bool) -> None:
+    path = tmp_path / "output"
+    path.write_bytes(data)
+    assert looks_like_parquet(path) is parquet
+    assert not looks_like_parquet(tmp_path / "missing")
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "x..y", "a b"])

@@ -115,6 +115,13 @@ _AGENT_5 = textwrap.dedent(r'''
                 value = client.task.kill(args["task_id"])
             elif op == "task":
                 value = client.task.get(args["task_id"])
+            elif op == "session_id":
+                value = session_id
+            elif op == "client":        # any UserClient call, e.g. "dataframe.create"
+                target = client
+                for part in args["path"].split("."):
+                    target = getattr(target, part)
+                value = target(*args.get("args", []), **args.get("kwargs", {}))
             else:
                 raise ValueError(f"unknown op {op}")
             out.write(json.dumps({"ok": True, "value": value}, default=str) + "\n")

@@ -130,7 +130,18 @@ class Connection:
     connected: bool
 
 
-SourceEvent = NewWork | WorkGone | Connection
+@dataclass(frozen=True)
+class LedgerNote:
+    """Push: a step the source took by itself, outside any job's transitions, that the
+    ledger records (a 5.x node's session dataframe committed or deleted). ``kind`` names
+    the step, ``data`` its facts as JSON values: ids, hashes, sizes — never a path, a file
+    name or a value from the data."""
+
+    kind: str
+    data: Mapping[str, Any]
+
+
+SourceEvent = NewWork | WorkGone | Connection | LedgerNote
 
 
 @dataclass(frozen=True)

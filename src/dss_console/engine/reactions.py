@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from dss_console.core.interfaces import (
     Connection,
+    LedgerNote,
     NewWork,
     OutboxCall,
     OutcomeKind,
@@ -24,6 +25,7 @@ from dss_console.core.interfaces import (
 from dss_console.engine.calls import carries_result, details_with_outcome
 from dss_console.engine.events import EngineNotice, EventBus, JobChanged, JobSnapshot
 from dss_console.engine.journal import Journal, OutboxItem
+from dss_console.engine.ledger import LedgerEntry
 from dss_console.engine.outbox import Outbox
 from dss_console.engine.redact import Redactor
 from dss_console.engine.settings import Settings
@@ -42,6 +44,7 @@ class Reactions:
     events: EventBus
     outbox: Outbox
     noun: str
+    instance: str
     _wake: threading.Event
     _lock: threading.RLock
     _deciding: threading.RLock
@@ -86,6 +89,10 @@ class Reactions:
                     else:
                         execution.ticket_gone("killed on the server", killed=True)
             self._gone_while_waiting(wanted, every=event.all)
+        elif isinstance(event, LedgerNote):
+            # Bound to no job: the source's own step (its ids are in the data).
+            self.journal.queue_ledger([LedgerEntry(event.kind, dict(event.data))],
+                                      source=self.source.key, instance=self.instance)
         elif isinstance(event, Connection):
             self.events.publish(EngineNotice(
                 level="info", text="push events: connected" if event.connected else

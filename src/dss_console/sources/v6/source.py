@@ -487,7 +487,7 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
             self._note(ticket_id, cancel_words(outcome.reason))
         elif outcome.reason:
             self._note(ticket_id, outcome.reason)
-        fields: dict[str, Any] = {"status": _STATUS_FOR[outcome.kind],
+        fields: dict[str, Any] = {"status": self._end_status(outcome),
                                   "finished_at": now_iso(), "log": self._log_text(ticket_id)}
         if outcome.result is not None and outcome.result.is_file():
             data = outcome.result.read_bytes()
@@ -500,6 +500,10 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         self.client.patch_run(ticket_id, **fields)
         self._status_event(ticket_id, fields["status"])
         self._forget(ticket_id)
+
+    def _end_status(self, outcome: Outcome) -> str:
+        """The run status an outcome is sent as (a later generation has more words)."""
+        return _STATUS_FOR[outcome.kind]
 
     def refuse(self, ticket_id: int, reason: str) -> None:
         """End a claimed run as "not allowed" (its image lost its command meanwhile)."""

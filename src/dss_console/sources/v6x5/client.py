@@ -16,6 +16,7 @@ a run                              its input is ``arguments`` (4.x: ``input``); 
                                    patchable ("Only the log can be updated for a killed
                                    run!", 400) and any other body is refused: gone
 ``POST session/dataframe/<id>/column``  the columns of a dataframe this node made
+``GET session?collaboration_id=``  the sessions HQ still has (the reconcile at connect)
 =================================  ==============================================
 
 Errors, paging, timeouts and redaction are 4.x's (``classify_v6_error`` maps them).
@@ -180,6 +181,13 @@ class HqNodeClient(V6NodeClient):
         (name, dtype as pyarrow prints it), replacing what it reported before."""
         self._call("POST", f"/session/dataframe/{int(dataframe_id)}/column",
                    json=[{"name": name, "dtype": dtype} for name, dtype in columns])
+
+    def session_ids(self, collaboration_id: int) -> set[int]:
+        """The sessions HQ has in the collaboration (``GET session?collaboration_id=``,
+        paged; a node may view its collaboration's sessions)."""
+        return {session_id for item in self._pages("/session",
+                                                   {"collaboration_id": collaboration_id})
+                if (session_id := _int_or_none(item.get("id"))) is not None}
 
     def blob_store_enabled(self) -> bool:
         """Whether HQ keeps results in a blob store (5.0.3: Azure), which this node does

@@ -9,6 +9,11 @@ is crash-safe and may be repeated: the run's output is copied (hashed on the way
 ``.{df}.commit.json``; a repeat for the same run after the rename finds the record and does
 nothing, one before it copies again. Each commit and delete gives a :class:`DataframeNote`
 for the ledger: ids, name, hash, size — never a path or a value.
+
+The source (``source.py``) commits in ``result_calls`` (after a pure-Python parquet check:
+``PAR1`` at both ends), asking :meth:`SessionStore.committed` first, so a run that a
+restart ran again after its commit does not commit twice; ``session_step.py`` (pyarrow, in
+the algorithm's Python) reads the columns HQ is told and appends to the state file.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 
 from dss_console.paths import ensure_private_dir, write_private
 
-__all__ = ["DataframeNote", "SessionStore", "session_step_script", "valid_dataframe_name"]
+__all__ = ["DataframeNote", "SessionStore", "looks_like_parquet", "session_step_script",
+           "valid_dataframe_name"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _CHUNK = 1 << 20
@@ -77,7 +83,18 @@ class SessionStore:
         return self.folder(session_id) / f"{valid_dataframe_name(name)}.parquet"
 
     def has_dataframe(self, session_id: int, name: str) -> bool:
-        return self.dataframe_file(session_id, name).is_file()
+        """Whether the session has the dataframe here (makes no folder)."""
+        return (self.root / str(int(session_id))
+                / f"{valid_dataframe_name(name)}.parquet").is_file()
+
+    def committed(self, session_id: int, name: str, run_id: int) -> DataframeNote | None:
+        """This run's commit of the dataframe, when it is done (a restart asks first)."""
+        final = self.root / str(int(session_id)) / f"{valid_dataframe_name(name)}.parquet"
+        done = _read_record(final.with_name(f".{final.stem}.commit.json"))
+        if done is None or done.get("run_id") != run_id or not final.is_file():
+            return None
+        return DataframeNote("committed", int(session_id), name, run_id,
+                             str(done["sha256"]), int(done["size"]))
 
     def session_ids(self) -> list[int]:
         """The sessions with a folder here (for the reconcile with HQ's list)."""
@@ -90,12 +107,11 @@ class SessionStore:
     def commit(self, session_id: int, name: str, output: Path, run_id: int) -> DataframeNote:
         """Make ``output`` the session's dataframe ``name`` (once per run, however often
         asked). FileNotFoundError when neither the output nor this run's commit exist."""
+        done = self.committed(session_id, name, run_id)
+        if done is not None:
+            return done
         final = self.dataframe_file(session_id, name)
         record = final.with_name(f".{final.stem}.commit.json")
-        done = _read_record(record)
-        if done is not None and done.get("run_id") == run_id and final.is_file():
-            return DataframeNote("committed", int(session_id), name, run_id,
-                                 str(done["sha256"]), int(done["size"]))
         staged = final.with_name(f"{final.name}.run{int(run_id)}")
         sha256, size = _private_copy(output, staged)
         os.replace(staged, final)
@@ -104,7 +120,7 @@ class SessionStore:
 
     def delete_dataframe(self, session_id: int, name: str) -> DataframeNote | None:
         """Remove a dataframe (HQ's ``delete_dataframe``); None when there was none."""
-        final = self.dataframe_file(session_id, name)
+        final = self.root / str(int(session_id)) / f"{valid_dataframe_name(name)}.parquet"
         if not final.is_file():
             return None
         sha256, size = _hash(final)
@@ -123,6 +139,21 @@ class SessionStore:
                  and (note := self.delete_dataframe(session_id, path.stem)) is not None]
         shutil.rmtree(folder)
         return notes
+
+
+def looks_like_parquet(path: Path) -> bool:
+    """A parquet file begins and ends with ``PAR1`` (read without pyarrow: the worker
+    stays small; the columns step reads the schema itself)."""
+    try:
+        with path.open("rb") as data:
+            head = data.read(4)
+            data.seek(0, os.SEEK_END)
+            if data.tell() < 12:
+                return False
+            data.seek(-4, os.SEEK_END)
+            return head == b"PAR1" and data.read(4) == b"PAR1"
+    except OSError:
+        return False
 
 
 def _hash(path: Path) -> tuple[str, int]:

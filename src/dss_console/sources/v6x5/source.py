@@ -13,20 +13,45 @@ without running twice, subtasks, audit) through its hooks, with what 5.x does ot
   with status, result, log and finished_at;
 - the socket is :class:`HqEvents` (``new_task_update``), subtask inputs go in ``arguments``.
 
-Sessions (extraction, preprocessing, dataframes) are plan step 6: until then a run of those
-actions, or a compute run asking for dataframes, is refused in words before it starts.
+Sessions (plan step 6): a ``data_extraction`` run reads one of ``[v6.databases]`` by the
+label its dataframe names, a ``preprocessing`` run the dataframe it replaces; their output
+(parquet) is committed to the node's :class:`SessionStore` in ``result_calls`` (once per
+run: a restart that ran it again finds the commit), and the completing call posts the
+dataframe's columns (read by ``session_step.py`` in the algorithm's Python) before the
+PATCH. A compute run gets its dataframes through ``USER_REQUESTED_DATAFRAMES`` and the real
+session folder (read-only under isolation); a dataframe missing here ends it
+``dataframe not found`` before it is claimed. ``delete_dataframe`` removes the file and is
+answered ``dataframe_deleted``; at each start the sessions HQ no longer has are removed.
+Every commit and delete is a ledger record (:class:`LedgerNote`: ids, name, SHA-256, size).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dss_console.core.command import JobPaths
-from dss_console.core.interfaces import OutcomeKind, Refusal
+from dss_console.core.command import CommandSpec, JobPaths
+from dss_console.core.executor import StartError
+from dss_console.core.interfaces import (
+    Failure,
+    LedgerNote,
+    OutboxCall,
+    Outcome,
+    OutcomeKind,
+    Refusal,
+    ResultRejected,
+    SourceEvent,
+)
 from dss_console.core.presentation import Cells, Fact, Summary
+from dss_console.engine.calls import finish_call
+from dss_console.engine.settings import ServiceCommand
+from dss_console.paths import data_dir
 from dss_console.sources.v6 import crypto, profile
 from dss_console.sources.v6.client import (
     NodeIdentity,
@@ -46,15 +71,36 @@ from dss_console.sources.v6x5.auth import DEFAULT_REALM
 from dss_console.sources.v6x5.client import HqNodeClient, HqRun
 from dss_console.sources.v6x5.environment import (
     CENTRAL,
+    EXTRACTION,
     RunContext,
     SessionFiles,
     run_environment_5,
 )
 from dss_console.sources.v6x5.events import HqEvents
 from dss_console.sources.v6x5.presentation import PRESENTATION, run_cells, run_summary
+from dss_console.sources.v6x5.sessions import (
+    DataframeNote,
+    SessionStore,
+    looks_like_parquet,
+    session_step_script,
+)
 
-# What this node runs until sessions are built (plan step 6).
+log = logging.getLogger(__name__)
+
 COMPUTE_ACTIONS = frozenset({"federated_compute", "central_compute", "postprocessing"})
+PREPROCESSING = "preprocessing"
+SESSION_ACTIONS = frozenset({EXTRACTION, PREPROCESSING})  # they make a session dataframe
+# 5.x statuses a failure's reason starts with (the reason travels in the journal's end
+# call, so a restart sends the same status).
+DATAFRAME_NOT_FOUND = "dataframe not found"
+UNEXPECTED_OUTPUT = "unexpected output"
+_STATUS_WORDS = (DATAFRAME_NOT_FOUND, UNEXPECTED_OUTPUT)
+STEP_TIMEOUT = 300.0  # seconds for session_step.py (pyarrow reading a schema)
+LEDGER_KIND = "session dataframe"
+
+
+class SessionStepError(Exception):
+    """``session_step.py`` could not read a committed dataframe: its words."""
 
 
 class V6x5Source(V6Source):
@@ -84,22 +130,33 @@ class V6x5Source(V6Source):
             raise
         return cls(client, identity, settings, cryptor)
 
+    def __init__(self, client: HqNodeClient, identity: NodeIdentity, settings: V6Settings,
+                 cryptor: crypto.PlainCryptor | crypto.RsaCryptor, *,
+                 data_root: Path | None = None) -> None:
+        super().__init__(client, identity, settings, cryptor)
+        self.sessions = SessionStore(data_root if data_root is not None else data_dir(),
+                                     client.api_url, identity.node_id)
+        self._notify: Callable[[SourceEvent], None] | None = None
+
     # -- refusals before a claim ---------------------------------------------------------
 
     def refuse_unconfigured(self) -> list[Refusal]:
-        """4.x's refusals, then what this node cannot run yet: an action other than a
-        computation, or a computation on dataframes (sessions: plan step 6), ended
-        "failed" with words before it starts."""
+        """4.x's refusals, then what this node does not run, ended before it starts with
+        words: an action it does not know, a database label it lacks, a session algorithm
+        configured as a ``command``, a dataframe not here (``dataframe not found``)."""
         refused = super().refuse_unconfigured()
         done = {refusal.run_id for refusal in refused}
         for run in self._open_runs(keep=True):  # the answer 4.x's refusals just asked for
             if run.status != "pending" or run.id in done:
                 continue
-            reason = self._not_runnable(run)
-            if reason is None or self.settings.algorithm_for(run.image) is None:
+            if self.settings.algorithm_for(run.image) is None:
                 continue
+            found = self._not_runnable(run)
+            if found is None:
+                continue
+            status, reason = found
             try:
-                self.client.patch_run(run.id, status="failed", finished_at=now_iso(),
+                self.client.patch_run(run.id, status=status, finished_at=now_iso(),
                                       log=f"not started: {reason}")
             except (V6RunFinishedError, V6NotFoundError):
                 continue
@@ -107,27 +164,55 @@ class V6x5Source(V6Source):
                                            self._claim_details(run)))
         return refused
 
-    @staticmethod
-    def _not_runnable(run: Run) -> str | None:
-        action = run.action if isinstance(run, HqRun) else ""
-        if action and action not in COMPUTE_ACTIONS:
-            return (f"this node does not run {action!r} tasks yet (dss-console runs "
-                    "computations only; session data is not supported yet)")
-        if any(d.get("dataframe_id") is not None or d.get("type") == "dataframe"
-               for d in run.databases):
-            return ("this node has no session dataframes yet (dss-console runs computations "
-                    "without data only)")
-        if isinstance(run, HqRun) and run.blob_storage_used:
-            return "the run's data is in a blob store, which this node does not use"
+    def _not_runnable(self, run: Run) -> tuple[str, str] | None:
+        """(status, reason) for a run this node does not start, else None."""
+        if not isinstance(run, HqRun):
+            return None
+        action = run.action
+        if run.blob_storage_used:
+            return "failed", "the run's data is in a blob store, which this node does not use"
+        if action and action not in COMPUTE_ACTIONS | SESSION_ACTIONS:
+            return "failed", f"this node does not run {action!r} tasks"
+        algorithm = self.settings.algorithm_for(run.image)
+        if action in SESSION_ACTIONS and algorithm is not None and algorithm.python is None:
+            return "failed", (f"a {action} algorithm must be configured on this node with "
+                              f"python and package (image {run.image!r} has a command): the "
+                              "node reads the dataframe it makes with that python")
+        wanted = [str(d.get("dataframe_name") or "") for d in run.databases
+                  if d.get("dataframe_id") is not None or d.get("type") == "dataframe"]
+        if action == EXTRACTION:
+            frame = run.dataframe
+            if frame is None or run.session_id is None:
+                return "failed", "the extraction task names no session dataframe"
+            label = frame[2] or next((str(d.get("label")) for d in run.databases
+                                      if d.get("label")), "")
+            if label not in self.settings.databases:
+                return "failed", f"database {label} is not configured on this node"
+            wanted = []
+        elif action == PREPROCESSING and run.dataframe is not None:
+            wanted = [*wanted, run.dataframe[1]]
+        if not wanted:
+            return None
+        if run.session_id is None:
+            return DATAFRAME_NOT_FOUND, "the task asks for dataframes but names no session"
+        try:
+            missing = [name for name in dict.fromkeys(wanted)
+                       if not self.sessions.has_dataframe(run.session_id, name)]
+        except ValueError as exc:
+            return "failed", str(exc)
+        if missing:
+            names = ", ".join(repr(name) for name in missing)
+            return DATAFRAME_NOT_FOUND, (f"{DATAFRAME_NOT_FOUND}: {names} is not in session "
+                                         f"{run.session_id} on this node")
         return None
 
     def _claimable(self, run: Run) -> bool:
-        # What this node cannot run yet is the next poll's to refuse, never claimed.
+        # What this node does not run is the next poll's to refuse, never claimed.
         return super()._claimable(run) and self._not_runnable(run) is None
 
     def unknown_databases(self, run: Run) -> list[str]:
-        # A 5.x task asks for dataframes, not database labels (its extraction run names the
-        # label: step 6); nothing here is a label this node lacks.
+        # A 5.x task asks for dataframes, not database labels; an extraction's label is
+        # checked by _not_runnable, in the official node's words.
         return []
 
     # -- hooks -----------------------------------------------------------------------------
@@ -162,9 +247,16 @@ class V6x5Source(V6Source):
     def _environment(self, run: Run, algorithm: V6Algorithm, files: RunFiles,
                      proxy_port: int | None, base_env: dict[str, str]) -> dict[str, str]:
         hq = run if isinstance(run, HqRun) else None
-        # No sessions yet (step 6): the session folder is one of the run's own, empty.
-        session = files.input.parent / "session"
-        session.mkdir(mode=0o700, exist_ok=True)
+        session = self._session_folder(run, files)
+        database: tuple[str, str] | None = None
+        params: dict[str, str] = {}
+        if hq is not None and hq.action == EXTRACTION:
+            label = hq.dataframe[2] if hq.dataframe else ""
+            configured = self.settings.databases.get(label)
+            if configured is None:  # the settings changed since the claim
+                raise StartError(f"database {label} is not configured on this node")
+            database = (configured.uri, configured.type)
+            params = dict(configured.env)
         context = RunContext(action=hq.action if hq else "", method=hq.method if hq else "",
                              task_id=run.task_id, node_id=self.identity.node_id,
                              organization_id=self.identity.organization_id,
@@ -175,9 +267,166 @@ class V6x5Source(V6Source):
             context, SessionFiles(input=files.input, output=files.output,
                                   session_folder=session,
                                   session_file=session / "session_state.parquet"),
-            proxy_port=proxy_port, databases=run.databases,
-            container_token=token, algorithm_env=self.settings.algorithm_env,
+            proxy_port=proxy_port, databases=run.databases, database=database,
+            database_params=params, container_token=token,
+            algorithm_env=self.settings.algorithm_env,
             plain_env=algorithm.plain_env(), base_env=base_env)
+
+    def _session_folder(self, run: Run, files: RunFiles) -> Path:
+        """The task's session folder here; a run without a session gets an empty one of
+        its own (the wrapper expects the variables)."""
+        session_id = run.session_id if isinstance(run, HqRun) else None
+        if session_id is not None:
+            return self.sessions.folder(session_id)
+        folder = files.input.parent / "session"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder
+
+    def command_spec(self, ticket_id: int, command: ServiceCommand, paths: JobPaths,
+                     nice: int) -> CommandSpec:
+        """4.x's, and under isolation the session folder seen read-only (the node, not
+        the algorithm, writes dataframes)."""
+        spec = super().command_spec(ticket_id, command, paths, nice)
+        run = self._run(ticket_id)
+        session_id = run.session_id if isinstance(run, HqRun) else None
+        if session_id is None:
+            return spec
+        folder = str(self.sessions.folder(session_id))
+        return dataclasses.replace(spec, runtime_paths=(*spec.runtime_paths, folder))
+
+    # -- session results -------------------------------------------------------------------
+
+    def result_calls(self, ticket_id: int, result: Path, export_dir: Path,
+                     shared_output: Callable[[], Path | None]) -> list[OutboxCall]:
+        """A compute run: 4.x's. An extraction or preprocessing run: its output becomes the
+        session's dataframe here (committed once per run), then one end call, which posts
+        the columns before it completes the run; no result (as the official node)."""
+        run = self._run(ticket_id)
+        if not isinstance(run, HqRun) or run.action not in SESSION_ACTIONS:
+            return super().result_calls(ticket_id, result, export_dir, shared_output)
+        session_id, frame = run.session_id, run.dataframe
+        if session_id is None or frame is None:
+            raise ResultRejected("the task names no session dataframe",
+                                 "the task names no session dataframe")
+        name = frame[1]
+        if self.sessions.committed(session_id, name, run.id) is None:
+            if not looks_like_parquet(result):
+                words = (f"{UNEXPECTED_OUTPUT}: the {run.action} algorithm's output is "
+                         "not a parquet table")
+                raise ResultRejected(words, words)
+            note = self.sessions.commit(session_id, name, result, run.id)
+            self._ledger(note)
+            self._state_add(run, name)
+        return [finish_call(OutcomeKind.COMPLETED, output=shared_output(), final=True)]
+
+    def set_finished(self, ticket_id: int, outcome: Outcome) -> None:
+        """4.x's one PATCH; for a dataframe this run made, its columns go first (they
+        replace what this node said before: a repeat after a lost reply is harmless)."""
+        run = self._run(ticket_id)
+        if (outcome.success and isinstance(run, HqRun) and run.action in SESSION_ACTIONS
+                and run.dataframe is not None and run.session_id is not None):
+            self.client.post_columns(run.dataframe[0],
+                                     self._columns(run, run.session_id, run.dataframe[1]))
+        super().set_finished(ticket_id, outcome)
+
+    def _end_status(self, outcome: Outcome) -> str:
+        if outcome.kind is OutcomeKind.FAILED:
+            for words in _STATUS_WORDS:
+                if outcome.reason.startswith(words):
+                    return words
+        return super()._end_status(outcome)
+
+    def classify(self, error: BaseException) -> Failure:
+        if isinstance(error, SessionStepError):
+            return Failure.REFUSED
+        return super().classify(error)
+
+    def _python(self, run: Run) -> str:
+        algorithm = self.settings.algorithm_for(run.image)
+        if algorithm is None or algorithm.python is None:
+            raise SessionStepError(f"image {run.image!r} has no python configured here to "
+                                   "read its dataframe with")
+        return algorithm.python
+
+    def _columns(self, run: Run, session_id: int, name: str) -> list[tuple[str, str]]:
+        """The dataframe's columns as HQ shows them: ``session_step.py columns`` run by the
+        algorithm's Python (pyarrow stays out of this process)."""
+        done = _session_step(self._python(run), "columns",
+                             str(self.sessions.dataframe_file(session_id, name)))
+        if done.returncode != 0:
+            raise SessionStepError(f"{UNEXPECTED_OUTPUT}: the columns of dataframe {name!r} "
+                                   "could not be read")
+        return [(str(c["name"]), str(c["dtype"])) for c in json.loads(done.stdout)]
+
+    def _state_add(self, run: HqRun, name: str) -> None:
+        """The session's state file gets the official node's row (a courtesy: algorithms
+        do not read it, so a failure is logged, not fatal)."""
+        if run.session_id is None:
+            return
+        state = self.sessions.folder(run.session_id) / "session_state.parquet"
+        try:
+            done = _session_step(self._python(run), "state-add", str(state), run.action,
+                                 f"{name}.parquet", "Session updated.", name)
+            if done.returncode != 0:
+                log.warning("session state of session %s not updated", run.session_id)
+        except (OSError, subprocess.SubprocessError, SessionStepError):
+            log.warning("session state of session %s not updated", run.session_id)
+
+    # -- deletes, the reconcile, the ledger ------------------------------------------------
+
+    def watch(self, notify: Callable[[SourceEvent], None]) -> None:
+        """The socket (with ``delete_dataframe``), after removing the sessions HQ no longer
+        has (a delete may have come while this node was away)."""
+        if self._events is not None:
+            return
+        self._notify = notify
+        self.reconcile_sessions()
+        try:
+            self._events = HqEvents(self.client, self.identity, notify,
+                                    node_info=self.node_info,
+                                    delete_dataframe=self.delete_dataframe)
+        except ImportError:
+            log.warning("python-socketio is not installed (pip install 'dss-console[v6]'): "
+                        "no push events, new runs and kills are seen by polling only")
+            return
+        self._events.start()
+
+    def delete_dataframe(self, session_id: int, name: str) -> None:
+        """HQ's ``delete_dataframe``: the file goes (the socket then answers
+        ``dataframe_deleted``)."""
+        note = self.sessions.delete_dataframe(session_id, name)
+        if note is not None:
+            self._ledger(note)
+
+    def reconcile_sessions(self) -> None:
+        """Remove the session folders of sessions HQ no longer has."""
+        local = self.sessions.session_ids()
+        if not local:
+            return
+        try:
+            known = self.client.session_ids(self.identity.collaboration_id)
+        except Exception as exc:  # the next start tries again; a delete event still works
+            log.warning("sessions not reconciled with the server: %s", exc)
+            return
+        for session_id in local:
+            if session_id not in known:
+                for note in self.sessions.delete_session(session_id):
+                    self._ledger(note)
+
+    def _ledger(self, note: DataframeNote) -> None:
+        if self._notify is None:
+            log.warning("no ledger for the %s dataframe of session %s", note.action,
+                        note.session_id)
+            return
+        self._notify(LedgerNote(LEDGER_KIND, {
+            "action": note.action, "session_id": note.session_id,
+            "dataframe": note.dataframe, "run_id": note.run_id, "sha256": note.sha256,
+            "size": note.size}))
+
+    def private_values(self) -> tuple[dict[str, str], dict[str, str]]:
+        env, uris = super().private_values()
+        uris["<session folder>"] = str(self.sessions.root)
+        return env, uris
 
     # -- the gate and the window -----------------------------------------------------------
 
@@ -203,6 +452,13 @@ class V6x5Source(V6Source):
 
     def job_summary(self, service_key: str, details: Mapping[str, Any]) -> Summary | None:
         return run_summary(service_key, details)
+
+
+def _session_step(python: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([python, "-I", str(session_step_script()), *args],
+                          capture_output=True, text=True, timeout=STEP_TIMEOUT,
+                          env={"PATH": os.environ.get("PATH", os.defpath)},
+                          check=False)
 
 
 def _json(path: Path) -> Any:
