@@ -155,6 +155,10 @@ class V6x5Plugin(V6Plugin):
             url = self.server_url(values.get("server", ""))
         except ValueError as exc:
             raise LoginInputError(f"Check the server address: {exc}.") from None
+        api_key = values.get("api_key", "")
+        if not api_key.strip():
+            raise LoginInputError("Paste the node's API key first (HQ showed it when the "
+                                  "node was registered).")
         if not values.get("auth_url", "").strip():
             raise LoginInputError("Give the auth server's address: a vantage6 5.x node logs "
                                   "in through the server's Keycloak.")
@@ -166,10 +170,6 @@ class V6x5Plugin(V6Plugin):
         if not node:
             raise LoginInputError("Give the node's name: a vantage6 5.x node logs in as the "
                                   "client NAME-node-client.")
-        api_key = values.get("api_key", "")
-        if not api_key.strip():
-            raise LoginInputError("Paste the node's API key first (HQ showed it when the "
-                                  "node was registered).")
         realm = values.get("realm", "").strip() or DEFAULT_REALM
         key_file = values.get("private_key", "").strip() or None
         nodes = _hq_nodes(store)
