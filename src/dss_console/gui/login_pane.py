@@ -618,8 +618,10 @@ class LoginPane(QWidget):
         labels = [field.label for field in new]
         listed = ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 \
             else labels[0]
-        self.say(f"This server is one for a {member.title}: fill in {listed} too, then "
-                 "press Log in.")
+        # The member's title without its note ("… (API key)"): what logs in here.
+        kind = member.title.split(" (", 1)[0]
+        self.say(f"This server takes a {kind} login: also fill in {listed}, then press "
+                 "Log in.")
         widget = self._extra_edits.get(new[0].name)
         if widget is not None:
             widget.setFocus()
