@@ -26,11 +26,13 @@ from dss_console.credentials import SessionStore
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
 from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
+from dss_console.gui.source_window import SandboxOptions
 from dss_console.sources.v6.sandbox import V6Sandbox
 from dss_console.sources.v6.settings import parse_v6_settings
 from dss_console.sources.v6x5 import login as v6x5_login
 from dss_console.sources.v6x5.demo_researcher import DEMO_PACKAGE, demo_root
 from dss_console.sources.v6x5.sandbox import HqSandbox
+from dss_console.sources.v6x5.window.sandbox import V6x5WindowSandbox
 from settings_helpers import settings_with
 from test_gui_console import WAIT_MS, child_pids, event_loop_qt  # noqa: F401 (fixture)
 
@@ -280,6 +282,64 @@ def test_the_window_as_a_5x_node_runs_a_demo_task_in_the_nodes_words(
     qtbot.waitUntil(lambda: "column_mean: 40 values" in detail.log.text_edit.toPlainText(),
                     timeout=WAIT_MS)
     assert console.pulse.longest < LONGEST_PAUSE, console.pulse.longest
+
+
+def test_the_next_start_logs_the_5x_node_in_again(
+        family_console: FamilyConsole, tmp_path: Path, qtbot: Any) -> None:
+    """Logged in as a 5.x node, closed, opened again: the family's resume finds the 5.x
+    node's stored login (the 4.x member passes it on) and logs it in without asking; Log out
+    forgets it."""
+    first = family_console
+    first.login_5x()
+    first.close()
+    again = FamilyConsole(qtbot, first.hq, tmp_path)
+    try:
+        pane = again.pane
+        tasks.spawn(pane.resume(""))
+        qtbot.waitUntil(lambda: again.window.engine is not None, timeout=WAIT_MS)
+        assert again.window.source_kind == "v6x5" and pane.source_kind() == "v6x5"
+        assert "station-demo" in pane.who_label.text() and "5.x" in pane.who_label.text()
+        again.window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore
+        pane.logout_button.click()
+        qtbot.waitUntil(lambda: pane.current is None and again.window.engine is None,
+                        timeout=WAIT_MS)
+        assert "forgotten" in pane.message.text()
+        assert pane.login_store(plugins.source_plugin("v6x5")).load_node() is None
+    finally:
+        again.close()
+
+
+def test_the_5x_sandbox_and_its_self_test_in_the_window(
+        family_console: FamilyConsole, qtbot: Any) -> None:
+    """`--sandbox v6x5`'s steps on the session's HQ (not another one): the window logged in
+    through the family's probe, the demo algorithm configured, a demo task posted by the
+    official client; the self-test claims, approves, runs and releases it to `completed`
+    on HQ and finds the demo's result there."""
+    window = family_console.window
+    sandbox = V6x5WindowSandbox(family_console.hq)
+    steps: list[str] = []
+
+    async def start_and_test() -> None:
+        try:
+            await sandbox.start(window, SandboxOptions(work=1, pace=0.0))
+            steps.append("started")
+            await sandbox.self_test(window)
+            steps.append("passed")
+        except Exception as exc:
+            steps.append(f"failed: {exc}")
+
+    family_console.pulse.start()
+    tasks.spawn(start_and_test())
+    try:
+        qtbot.waitUntil(lambda: bool(steps) and steps[-1] != "started", timeout=180_000)
+    finally:
+        sandbox.stop()  # the researcher; the session's HQ keeps running
+    family_console.pulse.stop()
+    assert steps == ["started", "passed"], steps
+    assert window.source_kind == "v6x5"
+    assert "vantage6 5.x sandbox running" in window.banner.text()
+    assert family_console.hq.hq is not None and family_console.hq.hq.running
+    assert family_console.pulse.longest < LONGEST_PAUSE, family_console.pulse.longest
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 from dss_console.engine.settings import Settings, parse_settings
@@ -31,7 +32,10 @@ NODE = "station-demo"
 class V6x5WindowSandbox:
     """A gui.source_window.SourceSandbox."""
 
-    def __init__(self) -> None:
+    def __init__(self, running: HqSandbox | None = None) -> None:
+        # ``running``: an HQ sandbox started elsewhere (the tests' session one), used as it
+        # is and left running by stop(); None: start() starts one of its own.
+        self._running = running
         self.sandbox: HqSandbox | None = None
         self.researcher: HqDemoResearcher | None = None  # posts the demo tasks
 
@@ -47,17 +51,20 @@ class V6x5WindowSandbox:
         from dss_console.sources.v6x5.sandbox import HqSandbox
         from dss_console.sources.v6x5.venv import venv_dir, venv_ready
 
-        first = "" if venv_ready() else (
+        first = "" if venv_ready() or self._running is not None else (
             f" The first start builds HQ's Python 3.13 environment in {venv_dir()} (1–2 "
             "minutes, needs PyPI); later starts take seconds.")
         window.show_banner("Starting the vantage6 5.x sandbox (a local vantage6 HQ 5.0.3 "
                            "behind a stand-in for Keycloak, a demo collaboration, this console "
                            f"its data station's node)…{first}", "info")
-        sandbox = HqSandbox(report=lambda line: print(f"v6x5 sandbox: {line}",
-                                                      file=sys.stderr, flush=True))
-        self.sandbox = sandbox  # stopped by stop() whatever happens from here
-        await run_blocking(sandbox.start)
-        console_dir = sandbox.data_dir / "console"
+        if self._running is not None:
+            sandbox = self._running
+        else:
+            sandbox = HqSandbox(report=lambda line: print(f"v6x5 sandbox: {line}",
+                                                          file=sys.stderr, flush=True))
+            self.sandbox = sandbox  # stopped by stop() whatever happens from here
+            await run_blocking(sandbox.start)
+        console_dir = sandbox.data_dir / f"console-{uuid.uuid4().hex[:8]}"
         settings = Settings(instance="sandbox-console", workroot=console_dir / "work",
                             poll_interval=2.0, concurrency=2)
         # The 4.x sandbox's settings fragment (the family's one [v6] table), for the 5.x
