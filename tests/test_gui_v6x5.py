@@ -232,10 +232,15 @@ def test_the_login_pane_asks_for_the_auth_fields_only_for_a_5x_server(
     assert len(call_threads["probe"]) == 3 and main not in call_threads["probe"]
     assert call_threads["login"] and main not in call_threads["login"]
     assert console.pulse.longest < LONGEST_PAUSE, console.pulse.longest
-    # The engine process got the keys on its stdin, never on its command line.
+    # The engine process runs the 5.x member (`--source v6x5`) and got the keys on its
+    # stdin, never on its command line.
+    argvs = []
     for pid in child_pids(set()):
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            assert node.api_key.encode() not in handle.read()
+            argvs.append(handle.read().split(b"\0"))
+    assert all(node.api_key.encode() not in b" ".join(argv) for argv in argvs)
+    assert any(argv[i:i + 2] == [b"--source", b"v6x5"] for argv in argvs
+               for i in range(len(argv))), argvs
 
 
 def test_the_window_as_a_5x_node_runs_a_demo_task_in_the_nodes_words(
