@@ -96,6 +96,6 @@ def test_help_says_what_each_sandbox_is(capsys: pytest.CaptureFixture[str]) -> N
         cli.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--sandbox [{dss,v6,v6x5}]" in text
-    assert "v6 sandbox --version 5" in text
+    assert "--sandbox v6 --sandbox-version 5" in text and "Keycloak" in text
     assert "--sandbox v6" in text and "vantage6" in text
     assert "1-2 minutes, needs PyPI" in text

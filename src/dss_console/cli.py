@@ -32,12 +32,33 @@ Run without a verb to open the console window. Typical first steps:
   dss-console pro services
   dss-console pro claim HASH MYLAB $(hostname)
 Try it all locally first with `dss-console sandbox`, or in the window with
-`dss-console --sandbox` (DSS) or `dss-console --sandbox v6` (vantage6).
+`dss-console --sandbox` (DSS), `dss-console --sandbox v6` (vantage6 4.x) or
+`dss-console --sandbox v6 --sandbox-version 5` (vantage6 5.x).
 """
 
 
 # --sandbox [SOURCE]: each source's window parts bring its sandbox (the default first).
 SANDBOX_SOURCES = tuple(plugins.SOURCE_WINDOWS)
+
+
+def sandbox_source(name: str, version: str | None) -> str:
+    """The source whose sandbox `--sandbox NAME [--sandbox-version MAJOR]` opens: with a
+    version, the member of NAME's family (plugins.SOURCE_FAMILIES) for servers of that
+    major version. ValueError in words when there is none."""
+    from dss_console.core.source_plugin import plugin_family, plugin_server_major
+
+    if version is None:
+        return name
+    family = plugin_family(plugins.family_plugin(name)) if name in plugins.SOURCES else name
+    members = plugins.SOURCE_FAMILIES.get(family, (family,))
+    for member in members:
+        if member in plugins.SOURCE_WINDOWS and \
+                plugin_server_major(plugins.family_plugin(member)) == version:
+            return member
+    majors = [m for m in (plugin_server_major(plugins.family_plugin(n)) for n in members
+                          if n in plugins.SOURCE_WINDOWS) if m]
+    offered = f"it has {', '.join(majors)}" if majors else "it has no versions to choose"
+    raise ValueError(f"--sandbox {name} has no version {version} ({offered})")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,12 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "as a node of a local vantage6 4.15.2 server with demo tasks posted "
                           "and the demo algorithm configured (its first use builds the "
                           "server's Python environment: 1-2 minutes, needs PyPI); "
-                          "`--sandbox v6x5` (vantage6 5.x) is not in the window yet and says "
-                          "where it runs: `dss-console v6 sandbox --version 5`")
+                          "`--sandbox v6 --sandbox-version 5` (or `--sandbox v6x5`) logs in "
+                          "as a node of a local vantage6 HQ 5.0.3, behind a stand-in for "
+                          "Keycloak made for the sandbox (Keycloak itself cannot be "
+                          "installed here), with demo tasks posted (its first use builds "
+                          "HQ's Python 3.13 environment)")
+    gui.add_argument("--sandbox-version", metavar="MAJOR",
+                     help="with --sandbox SOURCE: the server's major version, for a source "
+                          "with several (vantage6: 4, the default, or 5)")
     gui.add_argument("--self-test", action="store_true",
-                     help="with --sandbox [dss|v6]: log in, claim a demo ticket (a vantage6 "
-                          "run), run it to success, then exit 0 (non-zero with the reason "
-                          "otherwise)")
+                     help="with --sandbox: log in, claim a demo ticket (a vantage6 run), run "
+                          "it to success, then exit 0 (non-zero with the reason otherwise)")
     gui.add_argument("--screenshot", type=Path, metavar="FILE",
                      help="with --self-test: save a PNG of the window at the end")
     gui.add_argument("--config", dest="gui_config", metavar="FILE",
@@ -109,12 +135,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    gui_flags = args.sandbox is not None or args.self_test or args.screenshot or args.gui_config
+    gui_flags = (args.sandbox is not None or args.self_test or args.screenshot
+                 or args.gui_config or args.sandbox_version)
     if args.verb is not None and gui_flags:
-        parser.error("--sandbox, --self-test, --screenshot and --config (before the verb) are "
-                     "for the console window; give them without a verb")
+        parser.error("--sandbox, --sandbox-version, --self-test, --screenshot and --config "
+                     "(before the verb) are for the console window; give them without a verb")
     if args.self_test and args.sandbox is None:
         parser.error("--self-test needs --sandbox")
+    if args.sandbox_version is not None:
+        if args.sandbox is None:
+            parser.error("--sandbox-version needs --sandbox")
+        try:
+            args.sandbox = sandbox_source(args.sandbox, args.sandbox_version)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.screenshot and not args.self_test:
         parser.error("--screenshot needs --self-test")
     if handler is None:

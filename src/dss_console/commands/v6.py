@@ -49,7 +49,8 @@ the server's own Python environment (needs PyPI, 1-2 minutes).
 --version 5: the real vantage6-hq 5.0.3 instead, in its own Python 3.13 environment, behind
 a small Keycloak-compatible stand-in of ours (Keycloak itself cannot be installed on these
 machines): the same demo organizations, collaborations and nodes, a researcher and a service
-account; the lines printed log the nodes in with --auth-url and --node.
+account; the lines printed log the nodes in with --auth-url and --node. In the console
+window: dss-console --sandbox v6 --sandbox-version 5.
 """
 
 
@@ -418,5 +419,6 @@ def _print_hq_sandbox(box: Any) -> None:
             if node["encrypted"] else ""
         print(f"  echo {node['api_key']} | dss-console v6 login --server {box.url} "
               f"--auth-url {box.auth_url} --node {name} --api-key-stdin{key}")
-    print("(the 5.x node's worker and window follow: issue 21)")
+    print("then: dss-console worker --source v6 --server URL --node NAME; or the whole in "
+          "the window: dss-console --sandbox v6 --sandbox-version 5")
     print("Press Ctrl-C to stop.", flush=True)

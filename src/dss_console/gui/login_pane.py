@@ -1,5 +1,11 @@
 """Log in: to a DSS server (server list, "Get token", masked token, ITK-SNAP session import),
-or as a vantage6 node (server, masked API key, the organization's private key file)."""
+or as a vantage6 node (server, masked API key, the organization's private key file).
+
+The chooser lists source *families* (plugins.SOURCE_FAMILIES: one kind of server in several
+major versions, a plug-in each). A family shows its first member's form; Log in first asks
+the server which member serves it (plugins.family_member, off the Qt thread) and, when that
+member's form has fields not shown yet, swaps to its form (values kept by field name) and
+asks for them before logging in. Nothing here names a source."""
 
 from __future__ import annotations
 
@@ -27,12 +33,15 @@ from PySide6.QtWidgets import (
 
 from dss_console import plugins
 from dss_console.core.source_plugin import (
+    ConnectError,
     LoginCall,
+    LoginField,
     LoginForm,
     LoginInputError,
     LoginRefusedError,
     LoginStores,
     SourcePlugin,
+    plugin_family,
 )
 from dss_console.credentials import SessionStore
 from dss_console.gui import tasks
@@ -67,6 +76,25 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 
 def _submit(call: Callable[[], object]) -> Future[object]:
     return tasks.executor().submit(call)
+
+
+# The kinds of field with a widget of their own in the pane (the form's first field of each
+# kind): the server box with its list, the masked token with "Get token", the file with
+# Browse…. Any other field gets a plain line edit of its own, by name.
+PRIMARY_KINDS = ("url", "secret", "file")
+
+
+def source_families() -> dict[str, list[str]]:
+    """The registered sources by family, in the registry's order (a family's first member
+    is the one whose form the pane shows first)."""
+    families: dict[str, list[str]] = {}
+    for name in plugins.SOURCES:
+        families.setdefault(plugin_family(plugins.source_plugin(name)), []).append(name)
+    return families
+
+
+def _is_primary(form: LoginForm, field: LoginField) -> bool:
+    return field.kind in PRIMARY_KINDS and form.field(field.kind) is field
 
 
 class LoginPane(QWidget):
@@ -119,11 +147,18 @@ class LoginPane(QWidget):
                                       "is ignored)")
         self.cancel_button.setVisible(False)
         self.source_box = QComboBox()
-        sources = [plugins.source_plugin(name) for name in plugins.SOURCES]
-        for source in sources:
-            self.source_box.addItem(source.title, source.name)
+        self._families = source_families()
+        firsts = [plugins.source_plugin(members[0]) for members in self._families.values()]
+        for family, first in zip(self._families, firsts, strict=True):
+            self.source_box.addItem(first.title, family)
         self.source_box.setToolTip("Where the work comes from: " + ", or ".join(
-            source.login_form.about for source in sources))
+            first.login_form.about for first in firsts))
+        # The member of the chosen family whose form is shown (its first, until the server
+        # says it is another's).
+        self._shown = firsts[0].name
+        # Fields beyond the pane's own widgets (PRIMARY_KINDS), by name: made on first use,
+        # kept (with their values) while another form hides them.
+        self._extra_edits: dict[str, QLineEdit] = {}
         self.key_file_edit = QLineEdit()
         self.key_file_edit.setPlaceholderText("the organization's private key (PEM), for an "
                                               "encrypted collaboration")
@@ -182,7 +217,7 @@ class LoginPane(QWidget):
 
         self.set_servers(servers)
         self._show_source()
-        self.source_box.currentIndexChanged.connect(self._show_source)
+        self.source_box.currentIndexChanged.connect(self._family_chosen)
         self.key_file_button.clicked.connect(self._browse_key_file)
         self.get_token_button.clicked.connect(self.open_token_page)
         self.remove_server_button.clicked.connect(self.remove_current_server)
@@ -194,13 +229,32 @@ class LoginPane(QWidget):
 
     # -- the source ---------------------------------------------------------------------------
     def source_kind(self) -> str:
+        """The source whose form is shown (a member of the chosen family)."""
+        return self._shown
+
+    def family(self) -> str:
+        """The chosen family (the chooser's item)."""
         return str(self.source_box.currentData())
 
     def set_source_kind(self, kind: str) -> None:
-        self.source_box.setCurrentIndex(max(0, self.source_box.findData(kind)))
+        """Choose a source (its family in the chooser, its form shown) or a family (its
+        first member's form)."""
+        family = plugin_family(plugins.source_plugin(kind)) if kind in plugins.SOURCES \
+            else kind
+        if family not in self._families:
+            family = next(iter(self._families))
+        self.source_box.setCurrentIndex(self.source_box.findData(family))
+        members = self._families[family]
+        if self._shown != kind and kind in members:
+            self._shown = kind
+            self._show_source()
+
+    def _family_chosen(self) -> None:
+        self._shown = self._families[self.family()][0]
+        self._show_source()
 
     def plugin(self) -> SourcePlugin:
-        """The chosen source's plug-in."""
+        """The plug-in of the source whose form is shown."""
         return plugins.source_plugin(self.source_kind())
 
     def login_form(self) -> LoginForm:
@@ -221,15 +275,78 @@ class LoginPane(QWidget):
         self._login_stores.clear()
 
     def form_values(self) -> dict[str, str]:
-        """The chosen form's values, by field name (a file's path stripped)."""
+        """The shown form's values, by field name (a secret as typed, the rest stripped)."""
         widgets = {"url": self.server_text(), "secret": self.token_edit.text(),
                    "file": self.key_file_edit.text().strip()}
-        return {field.name: widgets.get(field.kind, "") for field in self.login_form().fields}
+        form = self.login_form()
+        values = {}
+        for field in form.fields:
+            if _is_primary(form, field):
+                values[field.name] = widgets[field.kind]
+            else:
+                text = self._extra_edits[field.name].text()
+                values[field.name] = text if field.kind == "secret" else text.strip()
+        return values
+
+    def _fill(self, values: Mapping[str, str]) -> None:
+        """Put ``values`` (by field name) into the shown form's widgets."""
+        form = self.login_form()
+        for field in form.fields:
+            if field.name not in values:
+                continue
+            value = values[field.name]
+            if not _is_primary(form, field):
+                self._extra_edits[field.name].setText(value)
+            elif field.kind == "url":
+                self.server_box.setCurrentText(value)
+            elif field.kind == "secret":
+                self.token_edit.setText(value)
+            else:
+                self.key_file_edit.setText(value)
+
+    def _extra_edit(self, field: LoginField, after: QWidget | QHBoxLayout | None) -> QLineEdit:
+        """The line edit of a field without a widget of the pane's own, in the row after
+        ``after`` (made on first use)."""
+        edit = self._extra_edits.get(field.name)
+        if edit is not None:
+            return edit
+        edit = QLineEdit()
+        edit.setObjectName(f"loginField_{field.name}")
+        if field.kind == "secret":
+            edit.setEchoMode(QLineEdit.EchoMode.Password)
+        edit.returnPressed.connect(self._login_clicked)
+        row = self._form.rowCount() - 2  # before the buttons and the message
+        if isinstance(after, QHBoxLayout):
+            row = self._form.getLayoutPosition(after)[0] + 1
+        elif after is not None:
+            row = self._form.getWidgetPosition(after)[0] + 1
+        self._form.insertRow(row, field.label, edit)
+        self._extra_edits[field.name] = edit
+        return edit
 
     def _show_source(self) -> None:
-        """The chosen source's form: one row per kind of field it declares (url: the server
-        box, secret: the masked field, file: the key file), with its words."""
+        """The shown source's form: one row per field it declares (the first url: the
+        server box, the first secret: the masked field, the first file: the key file; any
+        other field a line edit of its own), with its words."""
         form = self.login_form()
+        shown: set[str] = set()
+        after: QWidget | QHBoxLayout | None = None
+        primary_rows = {"url": self._server_row, "secret": self._token_row,
+                        "file": self._key_row}
+        for field in form.fields:
+            if _is_primary(form, field):
+                after = primary_rows[field.kind]
+                continue
+            edit = self._extra_edit(field, after)
+            label = self._form.labelForField(edit)
+            if isinstance(label, QLabel):
+                label.setText(field.label)
+            edit.setPlaceholderText(field.placeholder)
+            edit.setToolTip(field.tip)
+            shown.add(field.name)
+            after = edit
+        for name, edit in self._extra_edits.items():
+            self._form.setRowVisible(edit, name in shown)
         rows: list[tuple[str, QWidget | QHBoxLayout, QLineEdit]] = [
             ("url", self._server_row, self.server_box.lineEdit()),
             ("secret", self._token_row, self.token_edit),
@@ -332,7 +449,7 @@ class LoginPane(QWidget):
     def _busy(self, busy: bool) -> None:
         for widget in (self.login_button, self.import_button, self.token_edit, self.server_box,
                        self.remove_server_button, self.logout_button, self.source_box,
-                       self.key_file_edit, self.key_file_button):
+                       self.key_file_edit, self.key_file_button, *self._extra_edits.values()):
             widget.setEnabled(not busy)
         self.cancel_button.setVisible(busy)
         self.cancel_button.setEnabled(busy)
@@ -415,9 +532,18 @@ class LoginPane(QWidget):
         self.logoutRequested.emit()
 
     async def log_in(self, source: str, values: Mapping[str, str]) -> bool:
-        """Log in to a source with its form's values (by field name)."""
+        """Log in to a source with its form's values (by field name). In a family of
+        several members the server is asked first which member serves it; a member whose
+        form has fields not shown yet gets its form, and the operator fills them in."""
         self.set_source_kind(source)
-        plugin = plugins.source_plugin(source)
+        plugin = self.plugin()
+        if len(self._families[self.family()]) > 1:
+            member = await self._member_for(plugin, values)
+            if member is None:
+                return False
+            if member.name != plugin.name and not self._swap_form(member, values):
+                return False
+            plugin = member
         try:
             call = plugin.start_login(values, self.login_store(plugin), self._verify(),
                                       _submit)
@@ -435,7 +561,11 @@ class LoginPane(QWidget):
                 self.say_error(said)
             return False
         finally:
-            self.token_edit.clear()  # a token works once, a key is stored: never in a widget
+            # A token works once, a key is stored: never in a widget.
+            self.token_edit.clear()
+            for field in plugin.login_form.fields:
+                if field.kind == "secret" and field.name in self._extra_edits:
+                    self._extra_edits[field.name].clear()
         server = plugin.server(result)
         if "server_list" in plugin.login_form.helpers:
             self._remember_server(server)  # the URL used (maybe http:// after all)
@@ -447,28 +577,88 @@ class LoginPane(QWidget):
         self._logged_in(plugin, self._renewed(plugin, result))
         return True
 
+    async def _member_for(self, shown: SourcePlugin,
+                          values: Mapping[str, str]) -> SourcePlugin | None:
+        """The family member that serves the form's server (asked off the Qt thread, with
+        Cancel); None when none does or the operator cancelled, said in the message."""
+        url_field = shown.login_form.field("url")
+        server = values.get(url_field.name, "") if url_field is not None else ""
+        try:
+            shown.server_url(server)
+        except ValueError as exc:
+            self.say_error(f"Check the server address: {exc}.")
+            return None
+        family, verify = self.family(), self._verify()
+        self.say(f"Asking {server} which version it runs…")
+        try:
+            member = await self._wait(server, _submit(
+                lambda: plugins.family_member(family, server, verify)))
+        except LoginCancelled:
+            return None
+        except (ConnectError, ValueError, OSError) as exc:
+            text = str(exc)
+            self.say_error(f"{text[:1].upper()}{text[1:]}.")
+            return None
+        if not isinstance(member, SourcePlugin):
+            self.say_error(f"{server} runs a version this console cannot log in to here.")
+            return None
+        return member
+
+    def _swap_form(self, member: SourcePlugin, values: Mapping[str, str]) -> bool:
+        """Show ``member``'s form with ``values`` kept by field name. False (and the
+        fields named) when its form has fields the shown one had not, still empty."""
+        before = {field.name for field in self.login_form().fields}
+        self._shown = member.name
+        self._show_source()
+        self._fill(values)
+        new = [field for field in member.login_form.fields
+               if field.name not in before and not values.get(field.name, "").strip()]
+        if not new:
+            return True
+        labels = [field.label for field in new]
+        listed = ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 \
+            else labels[0]
+        # The member's title without its note ("… (API key)"): what logs in here.
+        kind = member.title.split(" (", 1)[0]
+        self.say(f"This server takes a {kind} login: also fill in {listed}, then press "
+                 "Log in.")
+        widget = self._extra_edits.get(new[0].name)
+        if widget is not None:
+            widget.setFocus()
+        return False
+
     async def resume(self, server: str) -> bool:
         """Log in again with what the chosen source's last login stored (DSS: the session
-        for `server`, if it is still valid)."""
-        plugin = self.plugin()
-        call = plugin.start_resume(server, self.login_store(plugin), self._verify(), _submit)
-        self.say(call.saying)
-        try:
-            result = await self._wait_for(call)
-        except LoginCancelled:
+        for `server`, if it is still valid); in a family, each member is asked in turn for
+        a login of its own."""
+        nothing_stored = ""
+        for name in self._families[self.family()]:
+            plugin = plugins.source_plugin(name)
+            call = plugin.start_resume(server, self.login_store(plugin), self._verify(),
+                                       _submit)
+            self.say(call.saying)
+            try:
+                result = await self._wait_for(call)
+            except LoginCancelled:
+                return False
+            except Exception as exc:
+                said = plugin.resume_error(exc)
+                if said is None:
+                    raise
+                if said:
+                    self.say_error(said)
+                else:
+                    self.say("")
+                return False
+            if result is not None:
+                break
+            nothing_stored = nothing_stored or call.nothing_stored
+        else:
+            self.say(nothing_stored)
             return False
-        except Exception as exc:
-            said = plugin.resume_error(exc)
-            if said is None:
-                raise
-            if said:
-                self.say_error(said)
-            else:
-                self.say("")
-            return False
-        if result is None:
-            self.say(call.nothing_stored)
-            return False
+        if self._shown != plugin.name:
+            self._shown = plugin.name
+            self._show_source()
         if "server_list" not in plugin.login_form.helpers:
             self.server_box.setCurrentText(plugin.server(result))
         self._logged_in(plugin, result)

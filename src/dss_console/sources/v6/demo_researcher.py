@@ -88,6 +88,11 @@ class DemoResearcherError(RuntimeError):
 class DemoResearcher:
     """The official UserClient, logged in as the sandbox's researcher in one collaboration."""
 
+    # The child's script: reads its configuration (secrets included) as the first line of
+    # its stdin, answers "ready", then one JSON line per call (a later server generation's
+    # researcher brings its own).
+    agent = _AGENT
+
     def __init__(self, python: Path, port: int, username: str, password: str,
                  collaboration_id: int, organizations: list[int], *,
                  key_file: Path | None = None, log_file: Path | None = None,
@@ -135,7 +140,7 @@ class DemoResearcher:
             stderr = self._log
         try:
             self._proc = subprocess.Popen(
-                [str(self.python), "-c", _AGENT], stdin=subprocess.PIPE,
+                [str(self.python), "-c", self.agent], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1, env=env,
                 start_new_session=True)  # a Ctrl-C in the terminal is the console's to handle
         except OSError as exc:

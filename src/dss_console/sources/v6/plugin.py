@@ -398,8 +398,8 @@ def _resume(store: V6CredentialStore, verify: bool | str) -> NodeLogin | None:
     from dss_console.sources.v6.login import login_node
 
     stored = store.load_node()
-    if stored is None:
-        return None
+    if stored is None or not PLUGIN.owns_stored(stored):
+        return None  # another generation's node: its family member resumes it
     return login_node(stored.server, stored.api_key, stored.private_key_pem, verify=verify)
 
 

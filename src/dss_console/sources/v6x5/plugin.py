@@ -3,32 +3,42 @@
 `dss-console v6 login` probes the server (``GET <server>/hq/version``) and, for 5.x, logs the
 node in here; `dss-console worker --source v6` (the family) or ``--source v6x5`` runs a stored
 5.x node (:class:`~dss_console.sources.v6x5.source.V6x5Source`). The 4.x plug-in's parts
-that do not depend on the server's generation are inherited. Not yet: the window's login of a
-5.x node (plan step 7; a console's handed-over keys are refused in words).
+that do not depend on the server's generation are inherited. In the window, the family's
+login pane shows the 4.x form first and swaps to this one (its auth server, realm and node
+name added) once the server answers as 5.x (gui/login_pane.py); the window's engine gets the
+keys on its stdin, as for 4.x.
 Imported whenever `v6 login` runs: the client and crypto load only inside the calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+import html
+import json
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from dss_console.core.source_plugin import ConnectError, LoginCall, LoginInputError, Submit
+from dss_console.core.source_plugin import (
+    ConnectError,
+    LoginCall,
+    LoginField,
+    LoginForm,
+    LoginInputError,
+    Submit,
+)
 from dss_console.sources.v6.plugin import V6Plugin
 
 if TYPE_CHECKING:
     from dss_console.core.interfaces import Source
-    from dss_console.credentials import StoredV6Node
+    from dss_console.credentials import StoredV6Node, V6CredentialStore
     from dss_console.engine.settings import Settings
+    from dss_console.sources.v6x5.login import HqNodeLogin
 
 __all__ = ["PLUGIN", "V6x5Plugin"]
 
-# Plan step 7 brings the 5.x login into the window (the login pane's form swap).
-_NOT_IN_WINDOW = ("A vantage6 5.x node logs in from the command line for now: dss-console v6 "
-                  "login --server URL --auth-url URL --node NAME --api-key-stdin, then "
-                  "dss-console worker --source v6 --server URL --node NAME.")
+_V6_FIELDS = {field.name: field for field in V6Plugin.login_form.fields}
 
 
 class V6x5Plugin(V6Plugin):
@@ -40,6 +50,29 @@ class V6x5Plugin(V6Plugin):
     worker = dataclasses.replace(
         V6Plugin.worker, choice="a vantage6 5.x server's runs for one node (--source v6 "
                                 "picks it from the stored login)")
+    # The 4.x form's fields by the same names (the window keeps their values when it swaps
+    # forms), plus what a 5.x node's login needs besides its API key.
+    login_form = LoginForm(
+        fields=(
+            _V6_FIELDS["server"],
+            LoginField("auth_url", "Auth server", "url", "https://auth.v6.example.org",
+                       tip="The server's authentication server (Keycloak): vantage6 5.x "
+                           "nodes log in there"),
+            LoginField("realm", "Realm", "text", "vantage6",
+                       tip="The Keycloak realm of the vantage6 server (empty: vantage6)"),
+            LoginField("node", "Node name", "text", "the node's name on the server",
+                       tip="A 5.x node logs in as the client NAME-node-client, so the API "
+                           "key alone does not name it"),
+            dataclasses.replace(_V6_FIELDS["api_key"],
+                                tip="The node's API key (its Keycloak client secret)"),
+            _V6_FIELDS["private_key"]),
+        about="the runs a vantage6 5.x server sends to this node",
+    )
+
+    def owns(self, credential: object) -> bool:
+        from dss_console.sources.v6x5.login import HqNodeLogin
+
+        return isinstance(credential, HqNodeLogin)
 
     def add_worker_arguments(self, parser: argparse.ArgumentParser) -> None:
         # --node is the family's option: the 4.x member adds it, unless it is not there.
@@ -48,11 +81,42 @@ class V6x5Plugin(V6Plugin):
 
     def connect(self, options: argparse.Namespace, settings: Settings,
                 handover: str | None) -> Source:
-        if handover is not None:
-            raise ConnectError("a console's vantage6 5.x node is not supported yet: run it "
-                               "with `dss-console worker --source v6 --server URL --node NAME` "
-                               "after `dss-console v6 login`", code=2)
-        return super().connect(options, settings, handover)
+        """The stored 5.x node (`dss-console v6 login`), or the one a console handed over
+        (its keys, auth server and realm on stdin)."""
+        if handover is None:
+            return super().connect(options, settings, handover)
+        from dss_console.credentials import StoredV6Node
+
+        keys = _hq_keys(handover)
+        if not options.server or not options.node:
+            raise ConnectError("--for-console --source v6x5 needs --server and --node", code=2)
+        try:
+            server = self.server_url(options.server)
+        except ValueError as exc:
+            raise ConnectError(str(exc), code=2) from None
+        pem = keys.get("private_key") or ""
+        stored = StoredV6Node(server=server, node=options.node, api_key=keys["api_key"],
+                              private_key_pem=pem.encode("ascii") if pem else None, info={},
+                              auth_url=keys["auth_url"], realm=keys.get("realm") or "")
+        return self.connect_stored(stored, options, settings)
+
+    def handover(self, credential: object, settings: str) -> str:
+        # As 4.x's (the settings with the keys: the first poll knows the allowlist), plus
+        # where the node logs in; on the engine's stdin, never its command line.
+        login = _hq_login(credential)
+        return json.dumps({"api_key": login.api_key, "auth_url": login.auth_url,
+                           "realm": login.realm,
+                           "private_key": (login.private_key_pem or b"").decode("ascii"),
+                           "settings": settings})
+
+    def engine_argv(self, credential: object) -> Sequence[str]:
+        return ("--node", _hq_login(credential).identity.name)
+
+    def engine_key(self, credential: object) -> str:
+        return _hq_login(credential).source_key
+
+    def server(self, credential: object) -> str:
+        return _hq_login(credential).server
 
     def connect_stored(self, stored: StoredV6Node, options: argparse.Namespace,
                        settings: Settings) -> Source:
@@ -83,19 +147,59 @@ class V6x5Plugin(V6Plugin):
 
     def start_login(self, values: Mapping[str, str], store: object,
                     verify: bool | str, submit: Submit) -> LoginCall:
-        # The form's own words first (a missing value), then why not here yet.
+        """The window's login: a token from the auth server, then HQ; the keys are
+        remembered as `v6 login` remembers them (keyring, else a private file)."""
+        from dss_console.sources.v6x5.auth import DEFAULT_REALM, normalise_auth_url
+
         try:
-            self.server_url(values.get("server", ""))
+            url = self.server_url(values.get("server", ""))
         except ValueError as exc:
             raise LoginInputError(f"Check the server address: {exc}.") from None
-        if not values.get("api_key", "").strip():
+        api_key = values.get("api_key", "")
+        if not api_key.strip():
             raise LoginInputError("Paste the node's API key first (HQ showed it when the "
                                   "node was registered).")
-        raise LoginInputError(_NOT_IN_WINDOW)
+        if not values.get("auth_url", "").strip():
+            raise LoginInputError("Give the auth server's address: a vantage6 5.x node logs "
+                                  "in through the server's Keycloak.")
+        try:
+            auth_url = normalise_auth_url(values.get("auth_url", ""))
+        except ValueError as exc:
+            raise LoginInputError(f"Check the auth server's address: {exc}.") from None
+        node = values.get("node", "").strip()
+        if not node:
+            raise LoginInputError("Give the node's name: a vantage6 5.x node logs in as the "
+                                  "client NAME-node-client.")
+        realm = values.get("realm", "").strip() or DEFAULT_REALM
+        key_file = values.get("private_key", "").strip() or None
+        nodes = _hq_nodes(store)
+        return LoginCall(
+            submit(lambda: _login(url, auth_url, realm, node, api_key, key_file, nodes,
+                                  verify)),
+            url, f"Logging in to {url} as node {node} (through {auth_url})…", late=_drop)
 
     def start_resume(self, server: str, store: object, verify: bool | str,
                      submit: Submit) -> LoginCall:
-        raise LoginInputError(_NOT_IN_WINDOW)
+        nodes = _hq_nodes(store)  # the node logged in last, when it is a 5.x one
+        return LoginCall(submit(lambda: _resume(nodes, verify)), "the vantage6 server",
+                         "Logging the vantage6 5.x node in again…", late=_drop,
+                         nothing_stored="Log in with the node's API key.")
+
+    def who(self, credential: object, *, expired: bool = False) -> str:
+        login = _hq_login(credential)
+        who = login.identity
+        return (f"Node <b>{html.escape(who.name)}</b> of <b>"
+                f"{html.escape(who.organization_name)}</b> on <b>{html.escape(login.server)}"
+                f"</b> (vantage6 5.x, realm {html.escape(login.realm)}) · collaboration <b>"
+                f"{html.escape(who.collaboration_name)}</b> "
+                f"({'encrypted' if who.encrypted else 'not encrypted'})")
+
+    def logout(self, credential: object, store: object, *, borrowed: bool) -> str:
+        login = _hq_login(credential)
+        with contextlib.suppress(OSError):
+            _hq_nodes(store).delete_node(login.server, login.identity.name)
+        return (f"Logged out node {login.identity.name} of {login.server}: its API key and "
+                "private key are forgotten here.")
 
     def login_again(self, source: Source) -> str:
         from dss_console.sources.v6x5.source import V6x5Source
@@ -197,6 +301,63 @@ class V6x5Plugin(V6Plugin):
                             "longer decrypt until they use this key")
         remember_hq_node(login, store)
         return describe_hq_node(login), warnings
+
+
+def _login(server: str, auth_url: str, realm: str, node: str, api_key: str,
+           key_file: str | None, store: V6CredentialStore, verify: bool | str) -> HqNodeLogin:
+    """Blocking: log the node in and remember its keys (V6LoginError says why not)."""
+    from dss_console.sources.v6.login import read_private_key
+    from dss_console.sources.v6x5.login import login_hq_node, remember_hq_node
+
+    pem = read_private_key(key_file) if key_file else None
+    result = login_hq_node(server, auth_url, node, api_key, pem, realm=realm, verify=verify)
+    remember_hq_node(result, store)
+    return result
+
+
+def _resume(store: V6CredentialStore, verify: bool | str) -> HqNodeLogin | None:
+    """Blocking: log in again as the node logged in last, if it is a 5.x node (None:
+    there is none, or it is a 4.x one: the family's 4.x member resumes that)."""
+    from dss_console.sources.v6x5.login import login_hq_node
+
+    stored = store.load_node()
+    if stored is None or stored.auth_url is None:
+        return None
+    return login_hq_node(stored.server, stored.auth_url, stored.node, stored.api_key,
+                         stored.private_key_pem, realm=stored.realm or "", verify=verify)
+
+
+def _drop(late: object) -> None:
+    """A login that came back after Cancel: its keys are stored, it holds no connection."""
+
+
+def _hq_keys(handover: str) -> dict[str, str]:
+    """The node's keys and auth server from the console that started this engine."""
+    try:
+        keys = json.loads(handover or "{}")
+    except ValueError:
+        keys = {}
+    if not isinstance(keys, dict) or not keys.get("api_key") or not keys.get("auth_url"):
+        raise ConnectError("--for-console --source v6x5 needs the node's keys and auth "
+                           "server on stdin", code=2)
+    return keys
+
+
+def _hq_nodes(store: object) -> V6CredentialStore:
+    from dss_console.credentials import V6CredentialStore
+
+    if not isinstance(store, V6CredentialStore):
+        raise TypeError(f"the vantage6 plug-ins keep their nodes' keys in a "
+                        f"V6CredentialStore, not in a {type(store).__name__}")
+    return store
+
+
+def _hq_login(credential: object) -> HqNodeLogin:
+    from dss_console.sources.v6x5.login import HqNodeLogin
+
+    if not isinstance(credential, HqNodeLogin):
+        raise TypeError(f"not a vantage6 5.x node login: {type(credential).__name__}")
+    return credential
 
 
 PLUGIN = V6x5Plugin()

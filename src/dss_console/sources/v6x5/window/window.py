@@ -1,8 +1,8 @@
 """The vantage6 5.x node's gui.source_window.SourceWindow (registered in
 dss_console.plugins.SOURCE_WINDOWS): no settings tab of its own (the 4.x node's ``[v6]`` tab
-is the family's one table) and the 4.x node's run audit (5.x runs keep the ``#node-`` key
-mark). Its sandbox in the window (HQ 5.0.3 behind the stand-in) is plan step 7: until then
-``--sandbox v6x5`` says so in words, and ``dss-console v6 sandbox --version 5`` runs it."""
+is the family's one table), the 4.x node's run audit (5.x runs keep the ``#node-`` key
+mark), and its sandbox: HQ 5.0.3 behind the Keycloak-compatible stand-in (``--sandbox v6x5``,
+or ``--sandbox v6 --sandbox-version 5``)."""
 
 from __future__ import annotations
 
