@@ -20,16 +20,15 @@ from dss_console.isolation import (
     Limits,
     Policy,
     PolicyError,
-    SocketForwarder,
     parse_size,
     policy_from_table,
     probe,
     probe_limits,
-    relay_argv,
     runtime_binds,
     sbatch_limit_options,
     wrap,
 )
+from dss_console.isolation.relay import SocketForwarder, relay_argv
 
 NO_SANDBOX = probe()
 NO_CGROUPS = None if probe_limits().kind in ("cgroup1", "cgroup2") else \
@@ -396,6 +395,8 @@ def test_without_network_a_v6_algorithm_still_reaches_the_local_proxy_and_only_i
             assert done.stdout.splitlines() == ["proxy saw /task?x=1",
                                                 "other port: Connection refused"], done.stderr
             assert done.returncode == 4  # the command's own exit status, through the relay
+            # The command's stderr (its log) carries nothing of the relay's own.
+            assert done.stderr == "", done.stderr
     finally:
         proxy.shutdown()
         proxy.server_close()

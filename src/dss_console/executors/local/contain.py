@@ -24,11 +24,10 @@ from dss_console.isolation import (
     policy_from_table,
     probe,
     probe_limits,
-    relay_argv,
     runtime_binds,
     wrap,
 )
-from dss_console.isolation.relay import SocketForwarder
+from dss_console.isolation.relay import SocketForwarder, relay_argv
 
 __all__ = ["Containment", "Host", "SandboxUnavailable", "check_policy_value", "policy_of",
            "sandbox_problem"]
