@@ -19,30 +19,25 @@ it is the sandbox's purpose.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import importlib.resources
 import json
 import os
-import re
 import secrets
 import shutil
-import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import requests
 
 from dss_console.paths import write_private
+from dss_console.server_process import BIND_HOST, ServerProcess, child_environment
 from dss_console.sources.v6 import crypto
 from dss_console.sources.v6.venv import V6_VERSION, V6SandboxError, ensure_venv
 
-BIND_HOST = "127.0.0.1"
 API_PATH = "/api"
 LISTENING_PREFIX = "V6_SERVER_LISTENING"
 SANDBOX_FILE = "sandbox.json"
@@ -50,23 +45,7 @@ DEMO_IMAGE = "v6-demo-mean"
 DEMO_PACKAGE = "v6_demo_mean"
 ROOT_PASSWORD_ENV = "V6_SANDBOX_ROOT_PASSWORD"
 
-_LISTENING_RE = re.compile(
-    rb"^" + re.escape(LISTENING_PREFIX.encode()) + rb" (?P<host>[\d.]+):(?P<port>\d+)\r?$",
-    re.MULTILINE)
-_POLL = 0.05
 _HTTP_TIMEOUT = 30.0
-
-_live: set[V6ServerProcess] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_live() -> None:
-    with _live_lock:
-        servers = list(_live)
-    for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop()
 
 
 def demo_root() -> Path:
@@ -85,187 +64,70 @@ def server_script() -> Path:
     return demo_root() / "v6_sandbox_server.py"
 
 
-class V6ServerProcess:
+class V6ServerProcess(ServerProcess):
     """One vantage6-server child on 127.0.0.1; ``restart()`` keeps the port (outage tests)."""
 
+    listening_prefix = LISTENING_PREFIX
+    probe_path = API_PATH + "/health"
+    error_type = V6SandboxError
+    default_timeout = 90.0
+    what = "the vantage6 server"
+    log_name = "server-stdout.log"
+
     def __init__(self, python: Path) -> None:
+        super().__init__()
         self.python = python
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._log_path: Path | None = None
-        self._log_offset = 0
-        self._port: int | None = None
-        self._data_dir: Path | None = None
         self._root_password = ""
-        self._lock = threading.RLock()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise V6SandboxError("the vantage6 server has not been started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL without the API path (what researchers and nodes are told)."""
-        return f"http://{BIND_HOST}:{self.port}"
 
     @property
     def api_url(self) -> str:
+        """``url`` is the base URL without the API path (what researchers and nodes are
+        told)."""
         return self.url + API_PATH
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def log_path(self) -> Path | None:
-        return self._log_path
 
     def start(self, data_dir: Path, port: int = 0, *, root_password: str,
               timeout: float = 90.0) -> None:
         with self._lock:
-            if self.running:
-                raise V6SandboxError("the vantage6 server is already running")
-            data_dir = Path(data_dir).resolve()
-            self._data_dir = data_dir
+            self._refuse_if_running()
             self._root_password = root_password
-            logs = data_dir / "logs"
-            logs.mkdir(parents=True, exist_ok=True)
-            config = _write_server_config(data_dir)
-            self._log_path = logs / "server-stdout.log"
-            self._log = open(self._log_path, "ab")  # noqa: SIM115 - owned until stop()
-            self._log_offset = self._log.tell()
-            self._port = None
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("V6_", "VANTAGE6_", "PYTHON"))}
-            env[ROOT_PASSWORD_ENV] = root_password
-            env["PYTHONUNBUFFERED"] = "1"
-            # appdirs-based defaults of vantage6 must land in the data dir, not in $HOME.
-            for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
-                env[name] = str(data_dir / "xdg" / name.lower())
-            try:
-                self._proc = subprocess.Popen(
-                    [str(self.python), str(server_script()), "--config", str(config),
-                     "--port", str(port), "--exit-with-parent", str(os.getpid())],
-                    stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                    cwd=data_dir, env=env, start_new_session=True)
-            except OSError as exc:
-                self._close_log()
-                raise V6SandboxError(f"cannot start the vantage6 server: {exc}") from exc
-            with _live_lock:
-                _live.add(self)
-        self.wait_ready(timeout)
+        self._launch(data_dir, port, timeout=timeout)
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        """Until ``GET /api/health`` answers 200; V6SandboxError with the log tail otherwise."""
-        deadline = time.monotonic() + timeout
-        with requests.Session() as http:
-            http.trust_env = False
-            while True:
-                proc = self._proc
-                if proc is None:
-                    raise V6SandboxError("the vantage6 server has not been started")
-                code = proc.poll()
-                if code is not None:
-                    self._forget()
-                    raise V6SandboxError(
-                        f"the vantage6 server exited with code {code} during start-up; "
-                        f"log tail:\n{self.log_tail()}")
-                if self._port is None:
-                    self._port = self._read_port()
-                if self._port is not None:
-                    with contextlib.suppress(requests.RequestException):
-                        if http.get(self.api_url + "/health", timeout=2.0).status_code == 200:
-                            return
-                if time.monotonic() >= deadline:
-                    self.stop()
-                    raise V6SandboxError(
-                        f"the vantage6 server did not answer /api/health within {timeout:.0f} s;"
-                        f" log tail:\n{self.log_tail()}")
-                time.sleep(_POLL)  # no event to wait on: the child is another process
-
-    def stop(self, grace: float = 5.0) -> None:
-        with self._lock:
-            proc = self._proc
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            self._forget()
-
-    def restart(self, *, timeout: float = 90.0) -> None:
-        """Stop and start on the same data dir and port (the URL stays valid)."""
-        if self._data_dir is None or self._port is None:
-            raise V6SandboxError("the vantage6 server was never started")
-        data_dir, port = self._data_dir, self._port
-        self.stop()
-        self.start(data_dir, port, root_password=self._root_password, timeout=timeout)
-
-    def log_tail(self, max_bytes: int = 4000) -> str:
-        if self._log_path is None:
-            return ""
-        try:
-            with open(self._log_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(self._log_offset, fh.tell() - max_bytes))
-                return fh.read().decode("utf-8", errors="replace")
-        except OSError as exc:
-            return f"(log unreadable: {exc})"
-
-    def _read_port(self) -> int | None:
-        assert self._log_path is not None
-        try:
-            with open(self._log_path, "rb") as fh:
-                fh.seek(self._log_offset)
-                match = _LISTENING_RE.search(fh.read())
-        except OSError:
-            return None
-        if match is None:
-            return None
-        if match.group("host").decode() != BIND_HOST:
-            raise V6SandboxError("the vantage6 server bound a non-loopback address")
-        return int(match.group("port"))
-
-    def _forget(self) -> None:
-        self._close_log()
-        with _live_lock:
-            _live.discard(self)
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def _command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        config = write_server_config(data_dir, "server", description="dss-console v6 sandbox",
+                                     api_path=API_PATH, ip=BIND_HOST)
+        env = child_environment(("V6_", "VANTAGE6_", "PYTHON"),
+                                {ROOT_PASSWORD_ENV: self._root_password},
+                                private_dirs_in=data_dir)
+        return [str(self.python), str(server_script()), "--config", str(config),
+                "--port", str(port), "--exit-with-parent", str(os.getpid())], env
 
 
-def _write_server_config(data_dir: Path) -> Path:
+def write_server_config(data_dir: Path, stem: str, *, description: str, api_path: str,
+                        **settings: Any) -> Path:
+    """``<stem>.yaml`` (0600) for a vantage6 server (4.x) or HQ (5.x) on ``data_dir``:
+    SQLite ``<stem>.sqlite``, logs in ``logs/`` (``<stem>.log``), plus ``settings``."""
     # The JWT secret is kept with the data so tokens survive a restart (outage tests).
     secret_file = data_dir / "jwt_secret"
     if not secret_file.exists():
         write_private(secret_file, secrets.token_hex(32))
-    jwt_secret = secret_file.read_text(encoding="utf-8").strip()
-    db = data_dir / "server.sqlite"
     config = {
-        "description": "dss-console v6 sandbox",
-        "ip": BIND_HOST,
+        "description": description,
+        **settings,
         "port": 0,
-        "api_path": API_PATH,
-        "uri": f"sqlite:///{db}",
+        "api_path": api_path,
+        "uri": f"sqlite:///{data_dir / (stem + '.sqlite')}",
         "allow_drop_all": False,
-        "jwt_secret_key": jwt_secret,
+        "jwt_secret_key": secret_file.read_text(encoding="utf-8").strip(),
         "directories": {"log": str(data_dir / "logs"), "data": str(data_dir)},
         "logging": {
-            "level": "INFO", "file": "server.log", "use_console": True, "backup_count": 1,
+            "level": "INFO", "file": f"{stem}.log", "use_console": True, "backup_count": 1,
             "max_size": 4096, "datefmt": "%H:%M:%S",
             "format": "%(asctime)s - %(name)-14s - %(levelname)-8s - %(message)s",
             "loggers": [{"name": n, "level": "warning"} for n in
                         ("urllib3", "socketio.server", "engineio.server", "sqlalchemy.engine")],
         },
     }
-    path = data_dir / "server.yaml"
+    path = data_dir / f"{stem}.yaml"
     # JSON is valid YAML, and the console's venv has no YAML writer.
     write_private(path, json.dumps(config, indent=1))
     return path
