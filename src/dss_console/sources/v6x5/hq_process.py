@@ -10,13 +10,11 @@ start and exits when it cannot: the identity server must answer before :meth:`st
 from __future__ import annotations
 
 import importlib.resources
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dss_console.server_process import ServerProcess, child_environment
-from dss_console.sources.v6.sandbox import write_server_config
-from dss_console.sources.v6.venv import V6SandboxError
+from dss_console.server_process import child_environment
+from dss_console.sources.v6.sandbox_common import Vantage6ServerProcess, write_server_config
 
 API_PATH = "/hq"
 LISTENING_PREFIX = "V6X5_HQ_LISTENING"
@@ -48,25 +46,19 @@ class IdentitySettings:
                 "KEYCLOAK_ADMIN_PASSWORD": self.admin_password}
 
 
-class HqProcess(ServerProcess):
+class HqProcess(Vantage6ServerProcess):
     """``start(data_dir, identity)``; ``restart()`` keeps the port (outage tests)."""
 
     listening_prefix = LISTENING_PREFIX
+    api_path = API_PATH
     probe_path = API_PATH + "/health"
-    error_type = V6SandboxError
     default_timeout = 120.0
     what = "vantage6 HQ"
     log_name = "hq-stdout.log"
 
     def __init__(self, python: Path) -> None:
-        super().__init__()
-        self.python = python
+        super().__init__(python)
         self._identity: IdentitySettings | None = None
-
-    @property
-    def api_url(self) -> str:
-        """``url`` is the base URL without the API path (socket.io lives there)."""
-        return self.url + API_PATH
 
     def start(self, data_dir: Path, identity: IdentitySettings, port: int = 0, *,
               timeout: float = 120.0) -> None:
@@ -77,11 +69,8 @@ class HqProcess(ServerProcess):
 
     def _command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
         assert self._identity is not None
-        # HQ signs container tokens with the JWT secret: kept with the data, so they survive
-        # a restart (outage tests).
-        config = write_server_config(data_dir, "hq", description="dss-console vantage6 5.x sandbox",
-                                     api_path=API_PATH)
+        config = write_server_config(data_dir, "hq", api_path=API_PATH,
+                                     description="dss-console vantage6 5.x sandbox")
         env = child_environment(("V6_", "VANTAGE6_", "PYTHON", "KEYCLOAK_"),
                                 self._identity.environment(), private_dirs_in=data_dir)
-        return [str(self.python), str(hq_script()), "--config", str(config),
-                "--port", str(port), "--exit-with-parent", str(os.getpid())], env
+        return self._script_argv(hq_script(), config, port), env
