@@ -14,13 +14,8 @@ process over JSON lines (one process per collaboration: the official cryptor is 
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import subprocess
-import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,32 +25,17 @@ import pytest
 
 from dss_console.sources.v6 import venv as v6venv
 from dss_console.sources.v6.sandbox import V6Sandbox
+from official_client import OfficialClient, sandbox_python
 
 # Module-level timeout for tests that use the server: the first one pays for the venv build.
 SERVER_TEST_TIMEOUT = 900
 
 
-def _real_user_cache() -> Path:
-    # conftest points XDG_CACHE_HOME at a per-session scratch dir; the venv must outlive it.
-    if sys.platform.startswith("linux"):
-        return Path.home() / ".cache"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir())
-
-
 @pytest.fixture(scope="session")
 def v6_python() -> Path:
     """The sandbox venv's Python (built on first use)."""
-    os.environ.setdefault(
-        v6venv.ENV_OVERRIDE,
-        str(_real_user_cache() / "dss-console" / f"v6-sandbox-{v6venv.V6_VERSION}"))
-    try:
-        return v6venv.ensure_venv(lambda line: print(line, file=sys.stderr))
-    except v6venv.V6VenvUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"*** v6 SANDBOX UNAVAILABLE (PyPI unreachable?): {exc}")
+    return sandbox_python(v6venv.ensure_venv, v6venv.ENV_OVERRIDE,
+                          f"v6-sandbox-{v6venv.V6_VERSION}", v6venv.V6VenvUnavailable, "v6")
 
 
 @pytest.fixture(scope="session")
@@ -121,62 +101,27 @@ _AGENT = textwrap.dedent(r'''
 ''')
 
 
-class Researcher:
+class Researcher(OfficialClient):
     """The official UserClient in one collaboration, in the sandbox venv."""
 
     def __init__(self, python: Path, sandbox: V6Sandbox, collaboration: str) -> None:
         seed = sandbox.info["seed"]
         collab = seed["collaborations"][collaboration]
         username, password = sandbox.researcher
+        assert sandbox.server is not None
         cfg = {"host": "http://127.0.0.1", "port": sandbox.server.port,
                "username": username, "password": password,
                "collaboration_id": collab["id"],
                "key_file": str(sandbox.key_file("research")) if collab["encrypted"] else None}
         self.collaboration = collaboration
         self.encrypted = collab["encrypted"]
-        self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [str(python), "-c", _AGENT, json.dumps(cfg)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-
-    def call(self, op: str, timeout: float = 120.0, **args: Any) -> Any:
-        with self._lock:
-            assert self._proc.stdin is not None and self._proc.stdout is not None
-            self._proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
-            self._proc.stdin.flush()
-            line = _readline(self._proc, timeout)
-        reply = json.loads(line)
-        if not reply["ok"]:
-            raise RuntimeError(f"researcher {op}: {reply['error']}")
-        return reply["value"]
+        super().__init__(python, _AGENT, cfg)
 
     def create_task(self, image: str, method: str, organizations: list[int],
                     **kwargs: Any) -> int:
         databases = kwargs.pop("databases", [{"label": "default"}])
         return int(self.call("create_task", image=image, method=method, kwargs=kwargs,
                              organizations=organizations, databases=databases)["id"])
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-
-def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
-    result: list[str] = []
-    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()),  # type: ignore[union-attr]
-                              daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not result or not result[0]:
-        raise RuntimeError(f"the researcher process gave no answer within {timeout} s "
-                           f"(exit code {proc.poll()})")
-    return result[0]
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,9 @@ skipped, loudly, as the 4.x ones are.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,21 +25,14 @@ import pytest
 
 from dss_console.sources.v6x5 import venv as v6x5venv
 from dss_console.sources.v6x5.sandbox import HqSandbox
-
-from v6_fixtures import _readline, _real_user_cache
+from official_client import OfficialClient, sandbox_python
 
 
 @pytest.fixture(scope="session")
 def v6x5_python() -> Path:
     """The 5.x venv's Python 3.13 (built on first use)."""
-    os.environ.setdefault(v6x5venv.ENV_OVERRIDE,
-                          str(_real_user_cache() / "dss-console" / v6x5venv.SPEC.name))
-    try:
-        return v6x5venv.ensure_venv(lambda line: print(line, file=sys.stderr))
-    except v6x5venv.V6VenvUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"*** v6 5.x SANDBOX UNAVAILABLE (PyPI unreachable?): {exc}")
+    return sandbox_python(v6x5venv.ensure_venv, v6x5venv.ENV_OVERRIDE, v6x5venv.SPEC.name,
+                          v6x5venv.V6VenvUnavailable, "v6 5.x")
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +112,7 @@ _AGENT_5 = textwrap.dedent(r'''
 ''')
 
 
-class HqResearcher:
+class HqResearcher(OfficialClient):
     """The official 5.0.3 UserClient (service account) in one collaboration of the sandbox."""
 
     def __init__(self, python: Path, sandbox: HqSandbox, collaboration: str) -> None:
@@ -135,21 +124,7 @@ class HqResearcher:
                "session_name": f"tests-{collaboration}-{os.getpid()}",
                "key_file": str(sandbox.key_file("research")) if collab["encrypted"] else None}
         self.collaboration = collaboration
-        self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [str(python), "-c", _AGENT_5, json.dumps(cfg)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-
-    def call(self, op: str, timeout: float = 120.0, **args: Any) -> Any:
-        with self._lock:
-            assert self._proc.stdin is not None and self._proc.stdout is not None
-            self._proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
-            self._proc.stdin.flush()
-            line = _readline(self._proc, timeout)
-        reply = json.loads(line)
-        if not reply["ok"]:
-            raise RuntimeError(f"researcher {op}: {reply['error']}")
-        return reply["value"]
+        super().__init__(python, _AGENT_5, cfg)
 
     def create_task(self, image: str, method: str, organizations: list[int], *,
                     action: str = "federated_compute", **kwargs: Any) -> int:
@@ -157,16 +132,6 @@ class HqResearcher:
         return int(self.call("create_task", image=image, method=method, kwargs=kwargs,
                              organizations=organizations, databases=databases,
                              action=action)["id"])
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
 
 
 @pytest.fixture(scope="session")
