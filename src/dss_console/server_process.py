@@ -22,7 +22,8 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, ClassVar
+from types import TracebackType
+from typing import IO, ClassVar, TypeVar
 
 import requests
 
@@ -63,8 +64,12 @@ def child_environment(drop_prefixes: tuple[str, ...], extra: Mapping[str, str] |
     return env
 
 
+_Server = TypeVar("_Server", bound="ServerProcess")
+
+
 class ServerProcess:
-    """One server child on 127.0.0.1 (module docstring); the class attributes say which."""
+    """One server child on 127.0.0.1 (module docstring); the class attributes say which.
+    As a context manager, it stops on leaving."""
 
     listening_prefix: ClassVar[str]
     # GET <url><probe_path> tells when it is ready: with probe_needs_ok only a 200 counts,
@@ -265,3 +270,10 @@ class ServerProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def __enter__(self: _Server) -> _Server:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -15,7 +15,6 @@ import site
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import dss_console
 from dss_console.sandbox.serve import BIND_HOST, LISTENING_PREFIX
@@ -142,17 +141,6 @@ class DssServerProcess(ServerProcess):
             paths = [root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
             env["PYTHONPATH"] = os.pathsep.join(paths)
         return server_command(args), env
-
-    def __enter__(self) -> DssServerProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
