@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,33 @@ def sandbox_python(ensure_venv: Callable[[Callable[[str], None]], Path], env_ove
         if os.environ.get("CI"):
             raise
         pytest.skip(f"*** {label} SANDBOX UNAVAILABLE (PyPI unreachable?): {exc}")
+
+
+_AGENT_HEAD = """\
+import json, os, sys, time
+out = os.fdopen(os.dup(1), "w", buffering=1)
+os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
+from vantage6.client import UserClient
+cfg = json.loads(sys.argv[1])
+"""
+_AGENT_LOOP = """\
+for line in sys.stdin:
+    cmd = json.loads(line)
+    op, args = cmd["op"], cmd.get("args", {})
+    try:
+{ops}
+        out.write(json.dumps({"ok": True, "value": value}, default=str) + "\\n")
+    except Exception as exc:
+        out.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\\n")
+"""
+
+
+def agent_script(setup: str, ops: str) -> str:
+    """The agent :class:`OfficialClient` runs: ``setup`` makes ``client`` (a UserClient) from
+    ``cfg``; for every request line, ``ops`` sets ``value`` from ``op`` and ``args`` (an
+    exception is the error reply)."""
+    return (_AGENT_HEAD + textwrap.dedent(setup)
+            + _AGENT_LOOP.replace("{ops}", textwrap.indent(textwrap.dedent(ops), " " * 8)))
 
 
 class OfficialClient:

@@ -15,7 +15,6 @@ process over JSON lines (one process per collaboration: the official cryptor is 
 from __future__ import annotations
 
 import subprocess
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 
 from dss_console.sources.v6 import venv as v6venv
 from dss_console.sources.v6.sandbox import V6Sandbox
-from official_client import OfficialClient, sandbox_python
+from official_client import OfficialClient, agent_script, sandbox_python
 
 # Module-level timeout for tests that use the server: the first one pays for the venv build.
 SERVER_TEST_TIMEOUT = 900
@@ -46,12 +45,7 @@ def v6_sandbox(v6_python: Path, tmp_path_factory: pytest.TempPathFactory
         yield sb
 
 
-_AGENT = textwrap.dedent(r'''
-    import json, os, sys, time
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
-    from vantage6.client import UserClient
-    cfg = json.loads(sys.argv[1])
+_AGENT = agent_script(r'''
     client = UserClient(cfg["host"], cfg["port"], "/api", log_level="warn")
     client.authenticate(cfg["username"], cfg["password"])
     client.setup_encryption(cfg.get("key_file"))
@@ -65,40 +59,34 @@ _AGENT = textwrap.dedent(r'''
             if status in DONE or time.monotonic() > deadline:
                 return status
             time.sleep(0.1)
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        op, args = cmd["op"], cmd.get("args", {})
-        try:
-            if op == "create_task":
-                task = client.task.create(
-                    organizations=args["organizations"], name=args.get("name", "test"),
-                    image=args["image"], description="dss-console test",
-                    input_={"method": args["method"], "kwargs": args.get("kwargs", {})},
-                    databases=args.get("databases", [{"label": "default"}]))
-                value = {"id": task["id"], "job_id": task.get("job_id")}
-            elif op == "wait_task":
-                value = wait_task(args["task_id"], args.get("timeout", 60))
-            elif op == "results":
-                results = client.result.from_task(args["task_id"])
-                results = results.get("data", results) if isinstance(results, dict) else results
-                # 4.15.2's UserClient hands back the decrypted JSON text, not the object.
-                value = [json.loads(r["result"]) if isinstance(r.get("result"), str)
-                         else r.get("result") for r in results]
-            elif op == "runs":
-                runs = client.run.from_task(args["task_id"])
-                runs = runs.get("data", runs) if isinstance(runs, dict) else runs
-                value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
-                         for r in runs]
-            elif op == "kill":
-                value = client.task.kill(args["task_id"])
-            elif op == "task":
-                value = client.task.get(args["task_id"])
-            else:
-                raise ValueError(f"unknown op {op}")
-            out.write(json.dumps({"ok": True, "value": value}) + "\n")
-        except Exception as exc:
-            out.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
-''')
+    ''', r'''
+    if op == "create_task":
+        task = client.task.create(
+            organizations=args["organizations"], name=args.get("name", "test"),
+            image=args["image"], description="dss-console test",
+            input_={"method": args["method"], "kwargs": args.get("kwargs", {})},
+            databases=args.get("databases", [{"label": "default"}]))
+        value = {"id": task["id"], "job_id": task.get("job_id")}
+    elif op == "wait_task":
+        value = wait_task(args["task_id"], args.get("timeout", 60))
+    elif op == "results":
+        results = client.result.from_task(args["task_id"])
+        results = results.get("data", results) if isinstance(results, dict) else results
+        # 4.15.2's UserClient hands back the decrypted JSON text, not the object.
+        value = [json.loads(r["result"]) if isinstance(r.get("result"), str)
+                 else r.get("result") for r in results]
+    elif op == "runs":
+        runs = client.run.from_task(args["task_id"])
+        runs = runs.get("data", runs) if isinstance(runs, dict) else runs
+        value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
+                 for r in runs]
+    elif op == "kill":
+        value = client.task.kill(args["task_id"])
+    elif op == "task":
+        value = client.task.get(args["task_id"])
+    else:
+        raise ValueError(f"unknown op {op}")
+    ''')
 
 
 class Researcher(OfficialClient):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pytest
 
 from dss_console.sources.v6x5 import venv as v6x5venv
 from dss_console.sources.v6x5.sandbox import HqSandbox
-from official_client import OfficialClient, sandbox_python
+from official_client import OfficialClient, agent_script, sandbox_python
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +48,7 @@ def v6x5_sandbox(v6x5_python: Path, tmp_path_factory: pytest.TempPathFactory
 # ``researcher-sa``, driven over JSON lines (one process per collaboration, as for 4.x: the
 # official cryptor is a singleton). It makes one session in its collaboration at start; every
 # task goes in it.
-_AGENT_5 = textwrap.dedent(r'''
-    import json, os, sys, time
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
-    from vantage6.client import UserClient
-    cfg = json.loads(sys.argv[1])
+_AGENT_5 = agent_script(r'''
     client = UserClient(cfg["hq_url"], cfg["auth_url"], auth_realm=cfg["realm"],
                         log_level="warn")
     client.initialize_service_account(cfg["client_secret"], username=cfg["username"])
@@ -67,9 +61,6 @@ _AGENT_5 = textwrap.dedent(r'''
     session = client.session.create(scope="own", name=cfg["session_name"],
                                     collaboration=cfg["collaboration_id"])
     session_id = session["id"]
-    DONE = {"completed", "crashed", "failed", "start failed", "non-existing Docker image",
-            "killed by user", "not allowed", "unknown error", "dataframe not found",
-            "unexpected output"}
     def unpage(answer):
         return answer.get("data", answer) if isinstance(answer, dict) else answer
     def decoded(value):
@@ -81,35 +72,29 @@ _AGENT_5 = textwrap.dedent(r'''
             except ValueError:
                 return value
         return value
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        op, args = cmd["op"], cmd.get("args", {})
-        try:
-            if op == "create_task":
-                task = client.task.create(
-                    organizations=args["organizations"], name=args.get("name", "test"),
-                    image=args["image"], description="dss-console test",
-                    method=args["method"], arguments=args.get("kwargs", {}),
-                    session=session_id, databases=args.get("databases") or [],
-                    action=args.get("action", "federated_compute"))
-                value = {"id": task["id"], "job_id": task.get("job_id")}
-            elif op == "results":
-                results = unpage(client.result.from_task(args["task_id"]))
-                value = [decoded(r.get("result")) for r in results]
-            elif op == "runs":
-                runs = unpage(client.run.from_task(args["task_id"]))
-                value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
-                         for r in runs]
-            elif op == "kill":
-                value = client.task.kill(args["task_id"])
-            elif op == "task":
-                value = client.task.get(args["task_id"])
-            else:
-                raise ValueError(f"unknown op {op}")
-            out.write(json.dumps({"ok": True, "value": value}, default=str) + "\n")
-        except Exception as exc:
-            out.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
-''')
+    ''', r'''
+    if op == "create_task":
+        task = client.task.create(
+            organizations=args["organizations"], name=args.get("name", "test"),
+            image=args["image"], description="dss-console test",
+            method=args["method"], arguments=args.get("kwargs", {}),
+            session=session_id, databases=args.get("databases") or [],
+            action=args.get("action", "federated_compute"))
+        value = {"id": task["id"], "job_id": task.get("job_id")}
+    elif op == "results":
+        results = unpage(client.result.from_task(args["task_id"]))
+        value = [decoded(r.get("result")) for r in results]
+    elif op == "runs":
+        runs = unpage(client.run.from_task(args["task_id"]))
+        value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
+                 for r in runs]
+    elif op == "kill":
+        value = client.task.kill(args["task_id"])
+    elif op == "task":
+        value = client.task.get(args["task_id"])
+    else:
+        raise ValueError(f"unknown op {op}")
+    ''')
 
 
 class HqResearcher(OfficialClient):
