@@ -47,6 +47,8 @@ out = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
 from vantage6.client import UserClient
 cfg = json.loads(sys.argv[1])
+def unpage(answer):
+    return answer.get("data", answer) if isinstance(answer, dict) else answer
 """
 _AGENT_LOOP = """\
 for line in sys.stdin:
@@ -54,6 +56,15 @@ for line in sys.stdin:
     op, args = cmd["op"], cmd.get("args", {})
     try:
 {ops}
+        elif op == "runs":
+            value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
+                     for r in unpage(client.run.from_task(args["task_id"]))]
+        elif op == "kill":
+            value = client.task.kill(args["task_id"])
+        elif op == "task":
+            value = client.task.get(args["task_id"])
+        else:
+            raise ValueError(f"unknown op {op}")
         out.write(json.dumps({"ok": True, "value": value}, default=str) + "\\n")
     except Exception as exc:
         out.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\\n")
@@ -62,10 +73,11 @@ for line in sys.stdin:
 
 def agent_script(setup: str, ops: str) -> str:
     """The agent :class:`OfficialClient` runs: ``setup`` makes ``client`` (a UserClient) from
-    ``cfg``; for every request line, ``ops`` sets ``value`` from ``op`` and ``args`` (an
-    exception is the error reply)."""
-    return (_AGENT_HEAD + textwrap.dedent(setup)
-            + _AGENT_LOOP.replace("{ops}", textwrap.indent(textwrap.dedent(ops), " " * 8)))
+    ``cfg``; for every request line, ``ops`` (an ``if op == ...`` chain the ops ``runs``,
+    ``kill`` and ``task`` follow) sets ``value`` from ``op`` and ``args`` (an exception is the
+    error reply)."""
+    ops = textwrap.indent(textwrap.dedent(ops).strip("\n"), " " * 8)
+    return _AGENT_HEAD + textwrap.dedent(setup) + _AGENT_LOOP.replace("{ops}", ops)
 
 
 class OfficialClient:

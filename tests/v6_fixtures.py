@@ -70,22 +70,9 @@ _AGENT = agent_script(r'''
     elif op == "wait_task":
         value = wait_task(args["task_id"], args.get("timeout", 60))
     elif op == "results":
-        results = client.result.from_task(args["task_id"])
-        results = results.get("data", results) if isinstance(results, dict) else results
         # 4.15.2's UserClient hands back the decrypted JSON text, not the object.
         value = [json.loads(r["result"]) if isinstance(r.get("result"), str)
-                 else r.get("result") for r in results]
-    elif op == "runs":
-        runs = client.run.from_task(args["task_id"])
-        runs = runs.get("data", runs) if isinstance(runs, dict) else runs
-        value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
-                 for r in runs]
-    elif op == "kill":
-        value = client.task.kill(args["task_id"])
-    elif op == "task":
-        value = client.task.get(args["task_id"])
-    else:
-        raise ValueError(f"unknown op {op}")
+                 else r.get("result") for r in unpage(client.result.from_task(args["task_id"]))]
     ''')
 
 

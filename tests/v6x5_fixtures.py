@@ -61,8 +61,6 @@ _AGENT_5 = agent_script(r'''
     session = client.session.create(scope="own", name=cfg["session_name"],
                                     collaboration=cfg["collaboration_id"])
     session_id = session["id"]
-    def unpage(answer):
-        return answer.get("data", answer) if isinstance(answer, dict) else answer
     def decoded(value):
         if isinstance(value, (bytes, bytearray)):
             value = value.decode("utf-8")
@@ -84,16 +82,6 @@ _AGENT_5 = agent_script(r'''
     elif op == "results":
         results = unpage(client.result.from_task(args["task_id"]))
         value = [decoded(r.get("result")) for r in results]
-    elif op == "runs":
-        runs = unpage(client.run.from_task(args["task_id"]))
-        value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
-                 for r in runs]
-    elif op == "kill":
-        value = client.task.kill(args["task_id"])
-    elif op == "task":
-        value = client.task.get(args["task_id"])
-    else:
-        raise ValueError(f"unknown op {op}")
     ''')
 
 
