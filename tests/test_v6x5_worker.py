@@ -1,8 +1,9 @@
 """`dss-console worker --source v6` running a vantage6 **5.x** node, its computations
-(sessions: test_v6x5_sessions_worker.py): the real worker process, the real HQ 5.0.3 behind the Keycloak
-stand-in, the official 5.0.3 UserClient as the researcher, the official 5.0.3 wrapper running
-an unmodified algorithm (tests/v6x5_algorithm), and a plain local command for the crash
-test. The family's `--source v6` picks the 5.x member from the stored login."""
+(sessions: test_v6x5_sessions_worker.py): the real worker process, the real HQ 5.0.3
+behind the Keycloak stand-in, the official 5.0.3 UserClient as the researcher, the official
+5.0.3 wrapper running an unmodified algorithm (tests/v6x5_algorithm), and a plain local
+command for the crash test. The family's `--source v6` picks the 5.x member from the stored
+login."""
 
 from __future__ import annotations
 

@@ -14,13 +14,7 @@ process over JSON lines (one process per collaboration: the official cryptor is 
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import subprocess
-import sys
-import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,32 +24,17 @@ import pytest
 
 from dss_console.sources.v6 import venv as v6venv
 from dss_console.sources.v6.sandbox import V6Sandbox
+from official_client import OfficialClient, agent_script, sandbox_python
 
 # Module-level timeout for tests that use the server: the first one pays for the venv build.
 SERVER_TEST_TIMEOUT = 900
 
 
-def _real_user_cache() -> Path:
-    # conftest points XDG_CACHE_HOME at a per-session scratch dir; the venv must outlive it.
-    if sys.platform.startswith("linux"):
-        return Path.home() / ".cache"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir())
-
-
 @pytest.fixture(scope="session")
 def v6_python() -> Path:
     """The sandbox venv's Python (built on first use)."""
-    os.environ.setdefault(
-        v6venv.ENV_OVERRIDE,
-        str(_real_user_cache() / "dss-console" / f"v6-sandbox-{v6venv.V6_VERSION}"))
-    try:
-        return v6venv.ensure_venv(lambda line: print(line, file=sys.stderr))
-    except v6venv.V6VenvUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"*** v6 SANDBOX UNAVAILABLE (PyPI unreachable?): {exc}")
+    return sandbox_python(v6venv.ensure_venv, v6venv.ENV_OVERRIDE,
+                          f"v6-sandbox-{v6venv.V6_VERSION}", v6venv.V6VenvUnavailable, "v6")
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +45,7 @@ def v6_sandbox(v6_python: Path, tmp_path_factory: pytest.TempPathFactory
         yield sb
 
 
-_AGENT = textwrap.dedent(r'''
-    import json, os, sys, time
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
-    from vantage6.client import UserClient
-    cfg = json.loads(sys.argv[1])
+_AGENT = agent_script(r'''
     client = UserClient(cfg["host"], cfg["port"], "/api", log_level="warn")
     client.authenticate(cfg["username"], cfg["password"])
     client.setup_encryption(cfg.get("key_file"))
@@ -85,98 +59,44 @@ _AGENT = textwrap.dedent(r'''
             if status in DONE or time.monotonic() > deadline:
                 return status
             time.sleep(0.1)
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        op, args = cmd["op"], cmd.get("args", {})
-        try:
-            if op == "create_task":
-                task = client.task.create(
-                    organizations=args["organizations"], name=args.get("name", "test"),
-                    image=args["image"], description="dss-console test",
-                    input_={"method": args["method"], "kwargs": args.get("kwargs", {})},
-                    databases=args.get("databases", [{"label": "default"}]))
-                value = {"id": task["id"], "job_id": task.get("job_id")}
-            elif op == "wait_task":
-                value = wait_task(args["task_id"], args.get("timeout", 60))
-            elif op == "results":
-                results = client.result.from_task(args["task_id"])
-                results = results.get("data", results) if isinstance(results, dict) else results
-                # 4.15.2's UserClient hands back the decrypted JSON text, not the object.
-                value = [json.loads(r["result"]) if isinstance(r.get("result"), str)
-                         else r.get("result") for r in results]
-            elif op == "runs":
-                runs = client.run.from_task(args["task_id"])
-                runs = runs.get("data", runs) if isinstance(runs, dict) else runs
-                value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
-                         for r in runs]
-            elif op == "kill":
-                value = client.task.kill(args["task_id"])
-            elif op == "task":
-                value = client.task.get(args["task_id"])
-            else:
-                raise ValueError(f"unknown op {op}")
-            out.write(json.dumps({"ok": True, "value": value}) + "\n")
-        except Exception as exc:
-            out.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
-''')
+    ''', r'''
+    if op == "create_task":
+        task = client.task.create(
+            organizations=args["organizations"], name=args.get("name", "test"),
+            image=args["image"], description="dss-console test",
+            input_={"method": args["method"], "kwargs": args.get("kwargs", {})},
+            databases=args.get("databases", [{"label": "default"}]))
+        value = {"id": task["id"], "job_id": task.get("job_id")}
+    elif op == "wait_task":
+        value = wait_task(args["task_id"], args.get("timeout", 60))
+    elif op == "results":
+        # 4.15.2's UserClient hands back the decrypted JSON text, not the object.
+        value = [json.loads(r["result"]) if isinstance(r.get("result"), str)
+                 else r.get("result") for r in unpage(client.result.from_task(args["task_id"]))]
+    ''')
 
 
-class Researcher:
+class Researcher(OfficialClient):
     """The official UserClient in one collaboration, in the sandbox venv."""
 
     def __init__(self, python: Path, sandbox: V6Sandbox, collaboration: str) -> None:
         seed = sandbox.info["seed"]
         collab = seed["collaborations"][collaboration]
         username, password = sandbox.researcher
+        assert sandbox.server is not None
         cfg = {"host": "http://127.0.0.1", "port": sandbox.server.port,
                "username": username, "password": password,
                "collaboration_id": collab["id"],
                "key_file": str(sandbox.key_file("research")) if collab["encrypted"] else None}
         self.collaboration = collaboration
         self.encrypted = collab["encrypted"]
-        self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [str(python), "-c", _AGENT, json.dumps(cfg)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-
-    def call(self, op: str, timeout: float = 120.0, **args: Any) -> Any:
-        with self._lock:
-            assert self._proc.stdin is not None and self._proc.stdout is not None
-            self._proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
-            self._proc.stdin.flush()
-            line = _readline(self._proc, timeout)
-        reply = json.loads(line)
-        if not reply["ok"]:
-            raise RuntimeError(f"researcher {op}: {reply['error']}")
-        return reply["value"]
+        super().__init__(python, _AGENT, cfg)
 
     def create_task(self, image: str, method: str, organizations: list[int],
                     **kwargs: Any) -> int:
         databases = kwargs.pop("databases", [{"label": "default"}])
         return int(self.call("create_task", image=image, method=method, kwargs=kwargs,
                              organizations=organizations, databases=databases)["id"])
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-
-def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
-    result: list[str] = []
-    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()),  # type: ignore[union-attr]
-                              daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not result or not result[0]:
-        raise RuntimeError(f"the researcher process gave no answer within {timeout} s "
-                           f"(exit code {proc.poll()})")
-    return result[0]
 
 
 @pytest.fixture(scope="session")

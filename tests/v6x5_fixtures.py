@@ -14,13 +14,8 @@ skipped, loudly, as the 4.x ones are.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import subprocess
 import sys
-import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,21 +24,14 @@ import pytest
 
 from dss_console.sources.v6x5 import venv as v6x5venv
 from dss_console.sources.v6x5.sandbox import HqSandbox
-
-from v6_fixtures import _readline, _real_user_cache
+from official_client import OfficialClient, agent_script, sandbox_python
 
 
 @pytest.fixture(scope="session")
 def v6x5_python() -> Path:
     """The 5.x venv's Python 3.13 (built on first use)."""
-    os.environ.setdefault(v6x5venv.ENV_OVERRIDE,
-                          str(_real_user_cache() / "dss-console" / v6x5venv.SPEC.name))
-    try:
-        return v6x5venv.ensure_venv(lambda line: print(line, file=sys.stderr))
-    except v6x5venv.V6VenvUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"*** v6 5.x SANDBOX UNAVAILABLE (PyPI unreachable?): {exc}")
+    return sandbox_python(v6x5venv.ensure_venv, v6x5venv.ENV_OVERRIDE, v6x5venv.SPEC.name,
+                          v6x5venv.V6VenvUnavailable, "v6 5.x")
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +48,7 @@ def v6x5_sandbox(v6x5_python: Path, tmp_path_factory: pytest.TempPathFactory
 # ``researcher-sa``, driven over JSON lines (one process per collaboration, as for 4.x: the
 # official cryptor is a singleton). It makes one session in its collaboration at start; every
 # task goes in it.
-_AGENT_5 = textwrap.dedent(r'''
-    import json, os, sys, time
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
-    from vantage6.client import UserClient
-    cfg = json.loads(sys.argv[1])
+_AGENT_5 = agent_script(r'''
     client = UserClient(cfg["hq_url"], cfg["auth_url"], auth_realm=cfg["realm"],
                         log_level="warn")
     client.initialize_service_account(cfg["client_secret"], username=cfg["username"])
@@ -78,11 +61,6 @@ _AGENT_5 = textwrap.dedent(r'''
     session = client.session.create(scope="own", name=cfg["session_name"],
                                     collaboration=cfg["collaboration_id"])
     session_id = session["id"]
-    DONE = {"completed", "crashed", "failed", "start failed", "non-existing Docker image",
-            "killed by user", "not allowed", "unknown error", "dataframe not found",
-            "unexpected output"}
-    def unpage(answer):
-        return answer.get("data", answer) if isinstance(answer, dict) else answer
     def decoded(value):
         if isinstance(value, (bytes, bytearray)):
             value = value.decode("utf-8")
@@ -92,45 +70,29 @@ _AGENT_5 = textwrap.dedent(r'''
             except ValueError:
                 return value
         return value
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        op, args = cmd["op"], cmd.get("args", {})
-        try:
-            if op == "create_task":
-                task = client.task.create(
-                    organizations=args["organizations"], name=args.get("name", "test"),
-                    image=args["image"], description="dss-console test",
-                    method=args["method"], arguments=args.get("kwargs", {}),
-                    session=session_id, databases=args.get("databases") or [],
-                    action=args.get("action", "federated_compute"))
-                value = {"id": task["id"], "job_id": task.get("job_id")}
-            elif op == "results":
-                results = unpage(client.result.from_task(args["task_id"]))
-                value = [decoded(r.get("result")) for r in results]
-            elif op == "runs":
-                runs = unpage(client.run.from_task(args["task_id"]))
-                value = [{"id": r["id"], "status": r["status"], "log": r.get("log")}
-                         for r in runs]
-            elif op == "kill":
-                value = client.task.kill(args["task_id"])
-            elif op == "task":
-                value = client.task.get(args["task_id"])
-            elif op == "session_id":
-                value = session_id
-            elif op == "client":        # any UserClient call, e.g. "dataframe.create"
-                target = client
-                for part in args["path"].split("."):
-                    target = getattr(target, part)
-                value = target(*args.get("args", []), **args.get("kwargs", {}))
-            else:
-                raise ValueError(f"unknown op {op}")
-            out.write(json.dumps({"ok": True, "value": value}, default=str) + "\n")
-        except Exception as exc:
-            out.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
-''')
+    ''', r'''
+    if op == "create_task":
+        task = client.task.create(
+            organizations=args["organizations"], name=args.get("name", "test"),
+            image=args["image"], description="dss-console test",
+            method=args["method"], arguments=args.get("kwargs", {}),
+            session=session_id, databases=args.get("databases") or [],
+            action=args.get("action", "federated_compute"))
+        value = {"id": task["id"], "job_id": task.get("job_id")}
+    elif op == "results":
+        results = unpage(client.result.from_task(args["task_id"]))
+        value = [decoded(r.get("result")) for r in results]
+    elif op == "session_id":
+        value = session_id
+    elif op == "client":        # any UserClient call, e.g. "dataframe.create"
+        target = client
+        for part in args["path"].split("."):
+            target = getattr(target, part)
+        value = target(*args.get("args", []), **args.get("kwargs", {}))
+    ''')
 
 
-class HqResearcher:
+class HqResearcher(OfficialClient):
     """The official 5.0.3 UserClient (service account) in one collaboration of the sandbox."""
 
     def __init__(self, python: Path, sandbox: HqSandbox, collaboration: str) -> None:
@@ -142,21 +104,7 @@ class HqResearcher:
                "session_name": f"tests-{collaboration}-{os.getpid()}",
                "key_file": str(sandbox.key_file("research")) if collab["encrypted"] else None}
         self.collaboration = collaboration
-        self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [str(python), "-c", _AGENT_5, json.dumps(cfg)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-
-    def call(self, op: str, timeout: float = 120.0, **args: Any) -> Any:
-        with self._lock:
-            assert self._proc.stdin is not None and self._proc.stdout is not None
-            self._proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
-            self._proc.stdin.flush()
-            line = _readline(self._proc, timeout)
-        reply = json.loads(line)
-        if not reply["ok"]:
-            raise RuntimeError(f"researcher {op}: {reply['error']}")
-        return reply["value"]
+        super().__init__(python, _AGENT_5, cfg)
 
     def create_task(self, image: str, method: str, organizations: list[int], *,
                     action: str = "federated_compute", **kwargs: Any) -> int:
@@ -164,16 +112,6 @@ class HqResearcher:
         return int(self.call("create_task", image=image, method=method, kwargs=kwargs,
                              organizations=organizations, databases=databases,
                              action=action)["id"])
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
 
 
 @pytest.fixture(scope="session")

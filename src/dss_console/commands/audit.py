@@ -83,13 +83,13 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     form.add_argument("--csv", action="store_true", help="CSV, a header line first")
     form.add_argument("--json", action="store_true",
                       help="JSON: per ledger its head, verdict and rows")
-    export.add_argument("--since", type=_days, metavar="DAYS",
+    export.add_argument("--since", type=days_argument, metavar="DAYS",
                         help="only records of the last DAYS days (e.g. 7, 0.5)")
     export.set_defaults(handler=export_command)
     stats = sub.add_parser("stats", help="per service: jobs that ended per hour (last day) "
                                          "and per day, succeeded and failed, median run time")
     common(stats)
-    stats.add_argument("--since", type=_days, metavar="DAYS",
+    stats.add_argument("--since", type=days_argument, metavar="DAYS",
                        help="days the per-day figures cover (default 30)")
     stats.set_defaults(handler=stats_command)
 
@@ -99,7 +99,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def _days(text: str) -> float:
+def days_argument(text: str) -> float:
+    """``--since DAYS`` (both audits): a number of days above 0."""
     try:
         days = float(text)
     except ValueError:

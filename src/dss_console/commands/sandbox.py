@@ -6,7 +6,9 @@ import argparse
 import shlex
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from dss_console.commands.errors import CliError
 
@@ -42,6 +44,37 @@ def worker_command_line(url: str, service_name: str, pace: float = 0.0) -> str:
                        f"{service_name}={demo_service_command(pace)}", "--exit-when-idle"])
 
 
+class _Box(Protocol):
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+def run_until_stopped(box: _Box, name: str, start_error: type[Exception],
+                      show: Callable[[], None]) -> int:
+    """Start ``box`` (the ``name`` sandbox), ``show()`` what it offers, run until Ctrl-C or
+    SIGTERM, stop it."""
+    stop = threading.Event()
+    # SIGTERM as well as Ctrl-C, so a service manager or a test can stop it cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        box.start()
+    except start_error as exc:
+        box.stop()
+        raise CliError(f"the {name} could not start: {exc}") from None
+    try:
+        show()
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        box.stop()
+    print(f"{name} stopped", flush=True)
+    return 0
+
+
 def sandbox_command(args: argparse.Namespace) -> int:
     try:
         from dss_console.sandbox import Sandbox
@@ -52,16 +85,9 @@ def sandbox_command(args: argparse.Namespace) -> int:
 
     if args.tickets < 0:
         raise CliError("--tickets must be 0 or more", code=2)
-    stop = threading.Event()
-    # SIGTERM as well as Ctrl-C, so a service manager or a test can stop it cleanly.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     box = Sandbox(data_dir=args.data, port=args.port, tickets=args.tickets)
-    try:
-        box.start()
-    except SandboxError as exc:
-        box.stop()
-        raise CliError(f"the sandbox could not start: {exc}") from None
-    try:
+
+    def show() -> None:
         token = box.fresh_token()
         print(f"DSS sandbox running at {box.url}", flush=True)
         print(f"  provider: {box.provider}    service: {box.service_name} {box.service_hash}")
@@ -72,12 +98,5 @@ def sandbox_command(args: argparse.Namespace) -> int:
         print("  process the tickets with the demo service (an Otsu segmentation):")
         print(f"    {worker_command_line(box.url, box.service_name)}")
         print("Press Ctrl-C to stop.", flush=True)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-    finally:
-        box.stop()
-    print("sandbox stopped")
-    return 0
+
+    return run_until_stopped(box, "sandbox", SandboxError, show)

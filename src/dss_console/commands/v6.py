@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from dss_console.commands.errors import EXIT_USAGE, CliError
+from dss_console.commands.sandbox import run_until_stopped
 from dss_console.commands.v6_audit import add_audit_parser
 
 FAMILY = "v6"  # plugins.SOURCE_FAMILIES: the vantage6 nodes, one plug-in per server major
@@ -305,28 +304,23 @@ def sandbox_command(args: argparse.Namespace) -> int:
     from dss_console.sources.v6.sandbox import V6Sandbox
     from dss_console.sources.v6.venv import V6SandboxError
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     box = V6Sandbox(data_dir=args.data, port=args.port,
                     report=lambda line: print(line, file=sys.stderr, flush=True))
-    try:
-        box.start()
-    except V6SandboxError as exc:
-        box.stop()
-        raise CliError(f"the vantage6 sandbox could not start: {exc}") from None
-    try:
+
+    def show() -> None:
         settings_file = box.data_dir / "v6-settings.toml"
         settings_file.write_text(sandbox_settings_toml(box.info), encoding="utf-8")
         _print_sandbox(box, settings_file)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-    finally:
-        box.stop()
-    print("vantage6 sandbox stopped", flush=True)
-    return 0
+
+    return run_until_stopped(box, "vantage6 sandbox", V6SandboxError, show)
+
+
+def _print_parties(seed: dict[str, Any]) -> None:
+    for name, org in seed["organizations"].items():
+        print(f"  organization {name} (id {org['id']}): private key {org['key_file']}")
+    for name, node in seed["nodes"].items():
+        kind = "encrypted" if node["encrypted"] else "plain"
+        print(f"  node {name} in {node['collaboration']} ({kind}): API key {node['api_key']}")
 
 
 def _print_sandbox(box: Any, settings_file: Path) -> None:
@@ -336,11 +330,7 @@ def _print_sandbox(box: Any, settings_file: Path) -> None:
     print(f"vantage6 {box.info['version']} sandbox running at {box.url} (API {box.api_url})",
           flush=True)
     print(f"  data: {box.data_dir}   (everything below is also in {box.sandbox_file}, 0600)")
-    for name, org in seed["organizations"].items():
-        print(f"  organization {name} (id {org['id']}): private key {org['key_file']}")
-    for name, node in seed["nodes"].items():
-        kind = "encrypted" if node["encrypted"] else "plain"
-        print(f"  node {name} in {node['collaboration']} ({kind}): API key {node['api_key']}")
+    _print_parties(seed)
     print(f"  researcher: {user} / {password} (organization research)")
     print(f"  demo algorithm: image {box.info['demo']['image']!r}, settings in {settings_file}")
     print("log in as the data station's nodes:")
@@ -371,31 +361,13 @@ def _hq_sandbox_command(args: argparse.Namespace) -> int:
     from dss_console.sources.v6.venv import V6SandboxError
     from dss_console.sources.v6x5.sandbox import HqSandbox
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     box = HqSandbox(data_dir=args.data, port=args.port,
                     report=lambda line: print(line, file=sys.stderr, flush=True))
-    try:
-        box.start()
-    except V6SandboxError as exc:
-        box.stop()
-        raise CliError(f"the vantage6 5.x sandbox could not start: {exc}") from None
-    try:
-        _print_hq_sandbox(box)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-    finally:
-        box.stop()
-    print("vantage6 5.x sandbox stopped", flush=True)
-    return 0
+    return run_until_stopped(box, "vantage6 5.x sandbox", V6SandboxError,
+                             lambda: _print_hq_sandbox(box))
 
 
 def _print_hq_sandbox(box: Any) -> None:
-    from dss_console.sources.v6x5.sandbox import SANDBOX_FILE
-
     seed = box.info["seed"]
     q = shlex.quote
     realm = box.info["realm"]
@@ -403,13 +375,8 @@ def _print_hq_sandbox(box: Any) -> None:
           f"{box.api_url})", flush=True)
     print(f"  authentication: {box.auth_url} (realm {realm}): a Keycloak-compatible stand-in "
           "for this sandbox only, not an identity provider")
-    print(f"  data: {box.data_dir}   (everything below is also in "
-          f"{box.data_dir / SANDBOX_FILE}, 0600)")
-    for name, org in seed["organizations"].items():
-        print(f"  organization {name} (id {org['id']}): private key {org['key_file']}")
-    for name, node in seed["nodes"].items():
-        kind = "encrypted" if node["encrypted"] else "plain"
-        print(f"  node {name} in {node['collaboration']} ({kind}): API key {node['api_key']}")
+    print(f"  data: {box.data_dir}   (everything below is also in {box.sandbox_file}, 0600)")
+    _print_parties(seed)
     user, password = box.researcher
     client_id, secret = box.service_account
     print(f"  researcher: {user} / {password}; service account {client_id} / {secret}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from dss_console.commands.audit import days_argument
 from dss_console.commands.errors import EXIT_USAGE, CliError
 from dss_console.timefmt import format_elapsed
 
@@ -55,7 +56,7 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     audit.add_argument("--server", metavar="URL",
                        help="only runs of this vantage6 server (4.x or 5.x; its …/api or …/hq "
                             "path optional)")
-    audit.add_argument("--since", type=_days, metavar="DAYS",
+    audit.add_argument("--since", type=days_argument, metavar="DAYS",
                        help="only runs claimed in the last DAYS days (e.g. 7, 0.5)")
     output = audit.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true",
@@ -68,16 +69,6 @@ def add_audit_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                             "folder, as the worker uses)")
     audit.set_defaults(handler=audit_command)
     return audit
-
-
-def _days(text: str) -> float:
-    try:
-        days = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
-    if not days > 0 or days == float("inf"):
-        raise argparse.ArgumentTypeError("--since takes a number of days above 0")
-    return days
 
 
 def audit_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from dss_console.engine.ledger import (
     queued_rows,
     read_head,
 )
-from dss_console.engine.ledger_records import step_entries
+from dss_console.engine.ledger_records import json_dict, step_entries
 from dss_console.engine.states import JobState, check_transition
 
 SCHEMA = """
@@ -714,18 +714,8 @@ def _snapshot(row: sqlite3.Row | Mapping[str, Any]) -> JobSnapshot:
         executor=row["executor"] or "local",
         execution=_execution_of(row["execution"]) if row["execution"] is not None
         else _legacy_execution(row),
-        details=_details(row["details"]),
-        waiting_since=row["waiting_since"], decision=_details(row["decision"]))
-
-
-def _details(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        details=json_dict(row["details"]),
+        waiting_since=row["waiting_since"], decision=json_dict(row["decision"]))
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:

@@ -130,7 +130,7 @@ def step_entries(db: sqlite3.Connection, job_id: int, old: JobState, new: JobSta
         calls = [(r[0], json.loads(r[1])) for r in db.execute(
             "SELECT kind, payload FROM outbox WHERE job_id=? AND state != 'dropped' AND "
             "kind IN ('finish', 'status') ORDER BY id DESC LIMIT 1", (job_id,))]
-        details = _json_dict(row["details"])
+        details = json_dict(row["details"])
         outcome = _STATE_OUTCOME[new] if new is JobState.SUCCEEDED else \
             _finish_outcome(calls) or end_outcome(new, details)
         return [LedgerEntry("end", {
@@ -171,7 +171,7 @@ def _finish_outcome(calls: Sequence[tuple[str, Mapping[str, Any]]]) -> str | Non
 def _run_seconds(row: Mapping[str, Any]) -> float | None:
     """Seconds the command ran (a cluster job's queue time is not run time)."""
     started = row["started_at"]
-    execution = _json_dict(row["execution"])
+    execution = json_dict(row["execution"])
     running_at = execution.get("running_at")
     if execution.get("queued_at") is not None and isinstance(running_at, int | float):
         started = running_at
@@ -181,7 +181,8 @@ def _run_seconds(row: Mapping[str, Any]) -> float | None:
     return round(max(0.0, float(finished) - float(started)), 3)
 
 
-def _json_dict(text: str | None) -> dict[str, Any]:
+def json_dict(text: str | None) -> dict[str, Any]:
+    """A JSON object stored as text (a details column): {} for nothing, or for anything else."""
     if not text:
         return {}
     try:

@@ -39,19 +39,15 @@ from dss_console.core.command import (
     check_program,
     command_environment,
 )
-from dss_console.core.executor import RunOutcome
 from dss_console.core.output import (
     EVENTS_INTERVAL,
     READ_SIZE,
     LineState,
-    OutputRelay,
-    ProgressChannel,
     format_seconds,
-    outcome_of,
-    timed_out_reason,
 )
 from dss_console.engine.protocol import ProtocolWarning, Report
 from dss_console.executors.local.contain import Containment
+from dss_console.executors.supervised import SupervisedRun
 
 try:
     import select
@@ -121,7 +117,7 @@ def lower_session_weight(pid: int, nice: int) -> None:
         group.write(str(nice))
 
 
-class CommandRunner:
+class CommandRunner(SupervisedRun):
     """Runs one job's command once. See the module docstring for the threads.
 
     ``on_report`` is called from the relay's dispatcher thread, one report at a time,
@@ -136,49 +132,25 @@ class CommandRunner:
                  log_name: str = "output.log", drain_timeout: float = 2.0,
                  spill_bytes: int = 8 * 1024 * 1024,
                  containment: Containment | None = None) -> None:
-        self._spec = spec
+        super().__init__(spec, paths, on_report, grace_period=grace_period, log_name=log_name,
+                         tail_lines=tail_lines, max_line_bytes=max_line_bytes,
+                         output_batch_interval=output_batch_interval, spill_bytes=spill_bytes)
         # The run's sandbox and limits (executors/local/contain.py); None: runs as it is.
         self._containment = containment
-        self._paths = paths
-        self._grace = grace_period
         self._drain_timeout = drain_timeout
-        self._channel = ProgressChannel(Path(paths.engine_dir))
-        self.log_path = Path(paths.engine_dir) / log_name
-        self.events_path = self._channel.events_path
-        self.abort_path = self._channel.abort_path
-        self._relay = OutputRelay(on_report, workdir=Path(paths.workdir),
-                                  log_path=self.log_path, events_path=self.events_path,
-                                  tail_lines=tail_lines, max_line_bytes=max_line_bytes,
-                                  output_batch_interval=output_batch_interval,
-                                  spill_bytes=spill_bytes)
-
-        self._lock = threading.Lock()  # process state: stop, kill deadline, reaped
+        # Under the lock too: the process, the kill, reaped.
         self._popen: subprocess.Popen[bytes] | None = None
-        self._started_at = 0.0
-        self._ended_at: float | None = None
-        self._timeout_at: float | None = None
-        self._kill_at: float | None = None
         self._killed = False
         self._exited = False  # the command was seen to exit (maybe not reaped yet)
         self._reaped = False
-        self._stop_reason: str | None = None
-        self._pre_start_stop: str | None = None
         self._gate: int | None = None  # the gate's write end while the command waits at it
         self._gated = False  # it started behind the gate (POSIX)
         self._let_go = False  # the gate said go: the command may have run
 
         self._readers: list[threading.Thread] = []
-        self._supervisor: threading.Thread | None = None
         self._abandon = threading.Event()  # readers: stop even without EOF
-        self._wake = threading.Event()  # supervisor: look now
-        self._done = threading.Event()
-        self._outcome: RunOutcome | None = None
 
     # -- public API ---------------------------------------------------------------------
-    @property
-    def hook_path(self) -> Path:
-        return self._channel.hook_path
-
     @property
     def pid(self) -> int | None:
         return self._popen.pid if self._popen is not None else None
@@ -205,12 +177,7 @@ class CommandRunner:
         if self._pre_start_stop is not None:
             raise CommandStartError(f"stopped before it started: {self._pre_start_stop}")
         paths = self._paths
-        argv = list(self._spec.argv)
-        if not argv or not argv[0]:
-            raise CommandStartError("empty command")
-        cwd = Path(self._spec.cwd) if self._spec.cwd is not None else Path(paths.workdir)
-        if not cwd.is_dir():
-            raise CommandStartError(f"the working directory {cwd} does not exist")
+        argv, cwd = self._argv_and_cwd()
         try:
             self._channel.prepare()
             if self._spec.setup is not None:
@@ -313,40 +280,15 @@ class CommandRunner:
         if gate is not None:
             os.close(gate)
 
-    def wait(self, timeout: float | None = None) -> RunOutcome | None:
-        """The outcome once the command ended and everything it reported was delivered;
-        None if that has not happened within ``timeout`` seconds."""
-        if self._popen is None:
-            raise RuntimeError("the command was not started")
-        if self._relay.is_dispatcher(threading.current_thread()):
-            raise RuntimeError("wait() called from on_report would wait for itself")
-        if not self._done.wait(timeout):
-            return None
-        # Setting _done is the supervisor's last act: once it has returned, no thread of
-        # this run is left.
-        supervisor = self._supervisor
-        if supervisor is not None and supervisor is not threading.current_thread():
-            supervisor.join()
-        return self._outcome
+    def _started(self) -> bool:
+        return self._popen is not None
 
-    def terminate(self, reason: str, grace: float | None = None) -> None:
-        """Stop the command and everything in its process group: the hook starts failing
-        (abort file), SIGTERM now, SIGKILL after ``grace`` seconds (default: the grace
-        period). Returns at once; idempotent (the first reason is kept)."""
-        grace = self._grace if grace is None else grace
-        with self._lock:
-            if self._popen is None:
-                self._pre_start_stop = self._pre_start_stop or reason
-                return
-            if self._stop_reason is not None or self._exited:
-                return
-            self._stop_reason = reason
-            self._channel.write_abort(reason)
-            self._kill_at = time.monotonic() + max(0.0, grace)
-            self._terminate_locked()
-        self._wake.set()
+    def _ended(self) -> bool:
+        return self._exited
 
-    def _terminate_locked(self) -> None:
+    def _stop_locked(self) -> None:
+        """terminate(): the command and everything in its process group get SIGTERM now
+        (the hook already fails: abort file), SIGKILL at the kill deadline."""
         # A sandboxed command gets the TERM itself through its cgroup: a TERM to bwrap
         # would end it, and its --die-with-parent would SIGKILL the command at once,
         # without the grace period. The group's KILL at the deadline still ends it all.
@@ -462,13 +404,9 @@ class CommandRunner:
             self._ended_at = time.monotonic()
 
     def _check_deadlines(self, now: float) -> None:
+        self._stop_if_timed_out(now)
         with self._lock:
-            timed_out = (self._timeout_at is not None and now >= self._timeout_at
-                         and self._stop_reason is None)
             kill_due = self._kill_at is not None and now >= self._kill_at and not self._killed
-        if timed_out:
-            assert self._spec.timeout is not None
-            self.terminate(timed_out_reason(self._spec.timeout))
         if kill_due:
             with self._lock:
                 self._killed = True
@@ -517,7 +455,6 @@ class CommandRunner:
     def _finish(self, returncode: int | None) -> None:
         self._close_gate()  # it ended at its gate: let nothing linger
         tail, last_error = self._relay.finish()
-        ended = self._ended_at if self._ended_at is not None else time.monotonic()
         stop_reason = self._stop_reason
         if stop_reason is None and self._gated and not self._let_go:
             # Its gate closed without a go (exit 111): the command itself never ran, so
@@ -533,7 +470,4 @@ class CommandRunner:
                 self._containment.close()
             except OSError as exc:  # its processes outlived 10 s of SIGKILL: say so
                 log.warning("could not remove the limits of %s: %s", self.log_path, exc)
-        self._outcome = outcome_of(returncode, stop_reason=stop_reason, tail=tail,
-                                   last_error=last_error, duration=ended - self._started_at,
-                                   log_path=self.log_path)
-        self._done.set()
+        self._set_outcome(returncode, stop_reason, tail, last_error)

@@ -34,15 +34,11 @@ from dss_console.core.command import (
     command_environment,
     fill_in,
 )
-from dss_console.core.executor import RunOutcome, StartError
+from dss_console.core.executor import StartError
 from dss_console.core.output import (
     EVENTS_INTERVAL,
     READ_SIZE,
     LineState,
-    OutputRelay,
-    ProgressChannel,
-    outcome_of,
-    timed_out_reason,
 )
 from dss_console.engine.protocol import ProtocolWarning, Report
 from dss_console.executors.slurm.details import UNREACHABLE, describe
@@ -52,6 +48,7 @@ from dss_console.executors.slurm.tools import (
     SlurmError,
     SlurmUnreachableError,
 )
+from dss_console.executors.supervised import SupervisedRun
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +114,7 @@ def cluster_job_name(instance: str, job_id: int, attempt: int) -> str:
     return f"dss-{safe}-{job_id}-{attempt}"
 
 
-class SlurmRunner:
+class SlurmRunner(SupervisedRun):
     """Runs one job's command once, as a SLURM batch job.
 
     ``start()`` submits (or, with ``resume``, follows an already submitted job) and returns
@@ -135,20 +132,11 @@ class SlurmRunner:
                  log_name: str = "output.log", tail_lines: int = 200,
                  max_line_bytes: int = 64 * 1024, output_batch_interval: float = 0.1,
                  spill_bytes: int = 8 * 1024 * 1024) -> None:
-        self._spec = spec
-        self._paths = paths
-        self._grace = grace_period
-        self._channel = ProgressChannel(Path(paths.engine_dir))
-        self.log_path = Path(paths.engine_dir) / log_name
-        self.events_path = self._channel.events_path
-        self.abort_path = self._channel.abort_path
-        self._relay = OutputRelay(on_report, workdir=Path(paths.workdir),
-                                  log_path=self.log_path, events_path=self.events_path,
-                                  writes_log=False, tail_lines=tail_lines,
-                                  max_line_bytes=max_line_bytes,
-                                  output_batch_interval=output_batch_interval,
-                                  spill_bytes=spill_bytes,
-                                  on_events_relayed=self._relayed_events_at)
+        super().__init__(spec, paths, on_report, grace_period=grace_period, log_name=log_name,
+                         writes_log=False, tail_lines=tail_lines,
+                         max_line_bytes=max_line_bytes,
+                         output_batch_interval=output_batch_interval, spill_bytes=spill_bytes,
+                         on_events_relayed=self._relayed_events_at)
         self._monitor = monitor
         self._job_name = job_name
         self._sbatch_options = list(sbatch_options)
@@ -157,13 +145,7 @@ class SlurmRunner:
         self._resume = resume
         self.job_id: str | None = resume.job_id if resume else None
 
-        self._lock = threading.Lock()  # stop reason, deadlines, the monitor's word
-        self._started_at = 0.0
-        self._ended_at: float | None = None
-        self._timeout_at: float | None = None
-        self._kill_at: float | None = None
-        self._stop_reason: str | None = None
-        self._pre_start_stop: str | None = None
+        # Under the lock too: the monitor's word.
         self._state: ClusterJobState | None = None  # the monitor's latest word
         self._problem: str | None = None
         self._state_seen: ClusterJobState | None = None  # the last one passed to on_state
@@ -176,18 +158,10 @@ class SlurmRunner:
         self._relayed_events = resume.events_offset if resume else 0
         self._saved: tuple[int, int] | None = None
         self._tailer: threading.Thread | None = None
-        self._supervisor: threading.Thread | None = None
         self._abandon = threading.Event()  # the tailer: stop even if the log still grows
-        self._wake = threading.Event()  # supervisor: look now
-        self._done = threading.Event()
-        self._outcome: RunOutcome | None = None
         self._submitted = False
 
     # -- public API -------------------------------------------------------------------------
-    @property
-    def hook_path(self) -> Path:
-        return self._channel.hook_path
-
     @property
     def running(self) -> bool:
         return self._submitted and not self._done.is_set()
@@ -222,34 +196,14 @@ class SlurmRunner:
             self.terminate(stop_requested)
         return self.job_id
 
-    def wait(self, timeout: float | None = None) -> RunOutcome | None:
-        """The outcome once the job ended and everything it reported was delivered; None
-        if that has not happened within ``timeout`` seconds."""
-        if not self._submitted:
-            raise RuntimeError("the command was not started")
-        if self._relay.is_dispatcher(threading.current_thread()):
-            raise RuntimeError("wait() called from on_report would wait for itself")
-        if not self._done.wait(timeout):
-            return None
-        supervisor = self._supervisor
-        if supervisor is not None and supervisor is not threading.current_thread():
-            supervisor.join()
-        return self._outcome
+    # terminate(): the supervisor sends scancel at once (_stop_if_asked); SIGKILL to every
+    # step after the grace; a job still not ended CANCEL_REPORT_AFTER seconds later is
+    # reported.
+    def _started(self) -> bool:
+        return self._submitted
 
-    def terminate(self, reason: str, grace: float | None = None) -> None:
-        """scancel (from the supervisor thread) now; SIGKILL to every step after ``grace``;
-        a job still not ended CANCEL_REPORT_AFTER seconds later is reported."""
-        grace = self._grace if grace is None else grace
-        with self._lock:
-            if not self._submitted:
-                self._pre_start_stop = self._pre_start_stop or reason
-                return
-            if self._stop_reason is not None or self._job_ended.is_set():
-                return
-            self._stop_reason = reason
-            self._channel.write_abort(reason)
-            self._kill_at = time.monotonic() + max(0.0, grace)
-        self._wake.set()
+    def _ended(self) -> bool:
+        return self._job_ended.is_set()
 
     def resume_point(self) -> ResumePoint | None:
         if self.job_id is None:
@@ -259,12 +213,7 @@ class SlurmRunner:
     # -- submitting -------------------------------------------------------------------------
     def _submit(self) -> str:
         paths = self._paths
-        argv = list(self._spec.argv)
-        if not argv or not argv[0]:
-            raise CommandStartError("empty command")
-        cwd = Path(self._spec.cwd) if self._spec.cwd is not None else Path(paths.workdir)
-        if not cwd.is_dir():
-            raise CommandStartError(f"the working directory {cwd} does not exist")
+        argv, cwd = self._argv_and_cwd()
         env = command_environment(self._spec)
         # The options' {ticket}-style fields, with the values the job's source gave.
         options = [fill_in(option, self._spec.option_values) for option in self._sbatch_options]
@@ -407,7 +356,7 @@ class SlurmRunner:
             if now >= next_save:
                 self._save_resume_point()
                 next_save = now + _SAVE_INTERVAL
-            self._check_deadlines(now)
+            self._stop_if_timed_out(now)
             self._stop_if_asked(now)
             with self._lock:
                 state, problem = self._state, self._problem
@@ -465,14 +414,6 @@ class SlurmRunner:
                     and self._spec.timeout > 0:
                 self._timeout_at = time.monotonic() + self._spec.timeout
 
-    def _check_deadlines(self, now: float) -> None:
-        with self._lock:
-            timed_out = (self._timeout_at is not None and now >= self._timeout_at
-                         and self._stop_reason is None)
-        if timed_out:
-            assert self._spec.timeout is not None
-            self.terminate(timed_out_reason(self._spec.timeout))
-
     def _wind_down(self) -> None:
         assert self.job_id is not None
         self._monitor.unwatch(self.job_id)
@@ -495,8 +436,4 @@ class SlurmRunner:
 
     def _finish(self, returncode: int | None) -> None:
         tail, last_error = self._relay.finish()
-        ended = self._ended_at if self._ended_at is not None else time.monotonic()
-        self._outcome = outcome_of(returncode, stop_reason=self._stop_reason, tail=tail,
-                                   last_error=last_error, duration=ended - self._started_at,
-                                   log_path=self.log_path)
-        self._done.set()
+        self._set_outcome(returncode, self._stop_reason, tail, last_error)
