@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,14 @@ import pytest
 import requests
 
 from dss_console.engine.settings import settings_to_toml
+from dss_console.sources.v6.client import V6UnreachableError
 from dss_console.sources.v6.settings import parse_v6_settings
+from dss_console.sources.v6x5.auth import ClientCredentials, node_client_id
 from dss_console.sources.v6x5.sandbox import HqSandbox
+from dss_console.sources.v6x5.standin import IdpStandin, Lifespans, Realm
 from settings_helpers import settings_with
 from test_v6_worker import EXE, Worker
+from test_v6x5_auth import _node_client
 from test_v6x5_worker import DEMO_IMAGE, ENDED, NODE, _ended, _env, _runs
 
 from v6_fixtures import SERVER_TEST_TIMEOUT
@@ -293,6 +298,43 @@ def test_a_stopped_auth_server_makes_the_worker_wait_in_words_then_resume(
     assert trouble and all("the authentication server" in x and "Traceback" not in x
                            for x in trouble), outage
     assert not [x for x in _lines_since(worker, back) if _TROUBLE.search(x)], worker.output
+
+
+def test_a_token_with_life_left_serves_while_the_auth_server_is_down() -> None:
+    """The renewal with a quarter of the life left fails while the stand-in is down: the
+    current token serves until it expires (then the outage shows), a token is never served
+    past its life, and the stand-in back gives a new one. (A stand-in of its own, the
+    session's realm untouched: the token is all this is about.)"""
+    realm = Realm.create("vantage6", admin_client="admin", admin_secret="admin-secret-123",
+                         admin_username="root", admin_password="root-password-1",
+                         lifespans=Lifespans(access=LIFESPAN))
+    with IdpStandin(realm) as idp:
+        _, secret = _node_client(realm, "station")
+        credentials = ClientCredentials(idp.url, "vantage6", node_client_id("station"),
+                                        secret)
+        try:
+            started = time.monotonic()
+            first = credentials.token()
+            idp.stop()
+            served: list[float] = []
+
+            def outage_shows() -> bool:
+                try:
+                    token = credentials.token()
+                except V6UnreachableError:
+                    return True
+                assert token == first
+                served.append(time.monotonic() - started)
+                return False
+
+            wait_for(outage_shows, LIFESPAN + 30, what="the token to run out")
+            renew_at = LIFESPAN * 0.75
+            assert served and served[-1] > renew_at + 0.1, (served, renew_at)
+            assert served[-1] < LIFESPAN, served
+            idp.start()  # the same port
+            assert credentials.token() != first
+        finally:
+            credentials.close()
 
 
 # -- c: a central task and its subtasks ----------------------------------------------------
