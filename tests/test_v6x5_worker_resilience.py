@@ -374,17 +374,62 @@ def test_a_central_task_makes_subtasks_through_the_node_proxy(
     assert "Traceback" not in worker.output
 
 
+def test_a_central_task_in_an_encrypted_collaboration_seals_its_subtasks(
+        home: Path, v6x5_sandbox: HqSandbox, v6x5_python: Path,
+        short_tokens: NodeTokens) -> None:
+    """``demo-enc``'s node (its organization's private key stored at login): the proxy
+    encrypts the subtask's arguments (5.x: ``organizations[i].arguments``) for the station,
+    decrypts the subtask's result for the central algorithm, and the central result reaches
+    the researcher encrypted for its organization."""
+    sb, node = v6x5_sandbox, "station-demo-enc"
+    done = subprocess.run(
+        [str(EXE), "v6", "login", "--server", sb.url, "--auth-url", sb.auth_url,
+         "--realm", sb.info["realm"], "--node", node, "--api-key-stdin",
+         "--private-key", str(sb.key_file("station"))],
+        input=sb.node(node).api_key + "\n", env=_env(home), capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 0, done.stderr
+    researcher = HqResearcher(v6x5_python, sb, "demo-enc",
+                              session_name=f"resilience-demo-enc-{os.getpid()}")
+    worker = Worker(home, sb.url, node, "--concurrency", "1")
+    try:
+        task_id = researcher.create_task(CENTRAL_IMAGE, "central_sum",
+                                         [sb.org_id("station")], action="central_compute",
+                                         values=[2, 4.5])
+        run = _ended(researcher, task_id, timeout=120)
+        assert run["status"] == "completed", (run, worker.output)
+        (result,) = researcher.call("results", task_id=task_id)
+        assert {k: result[k] for k in ("sum", "count", "organizations")} == \
+            {"sum": 6.5, "count": 2, "organizations": 1}, result
+        # What HQ keeps of the subtask is sealed: neither its arguments nor its result read
+        # as the JSON the algorithms exchanged.
+        (sub_run,) = _runs(researcher, int(result["subtask"]))
+        assert sub_run["status"] == "completed"
+        hq = HqAsResearcher(sb)
+        (stored,) = hq.get("run", task_id=int(result["subtask"]))["data"]
+        (kept,) = hq.get("result", task_id=int(result["subtask"]))["data"]
+        for sealed in (stored["arguments"], kept["result"]):
+            assert "$" in sealed and "values" not in _decoded(sealed) \
+                and "sum" not in _decoded(sealed), stored
+    finally:
+        researcher.close()
+        assert worker.stop() == 0, worker.output
+    assert "Traceback" not in worker.output
+    assert sb.node(node).api_key not in worker.output
+
+
 # -- d: what the researcher can read carries nothing of this machine ---------------------
 
 def _decoded(value: Any) -> Any:
-    """Base64 fields (arguments, result) opened, so their text is searched too."""
+    """Base64 fields (arguments, result) opened beside themselves, so their text is
+    searched too."""
     if isinstance(value, dict):
         return {k: _decoded(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decoded(v) for v in value]
     if isinstance(value, str) and len(value) >= 8:
-        try:
-            return base64.b64decode(value, validate=True).decode("utf-8")
+        try:  # both: a word that happens to be base64 must still be searched as itself
+            return value + "\n" + base64.b64decode(value, validate=True).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             return value
     return value
