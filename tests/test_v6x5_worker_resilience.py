@@ -458,6 +458,10 @@ def test_nothing_the_researcher_can_read_carries_a_local_path_or_environment(
         seen.append(hq.get("result", task_id=task_id))
         seen.append(researcher.call("results", task_id=task_id))
     assert any(logs), "the runs' logs should have reached HQ"
+    # The node as the researcher sees it (what its `node_info_update` told HQ, too).
+    node = hq.get(f"node/{sb.node(NODE).id}")
+    assert {"allowed_algorithms", "runner"} <= {c["key"] for c in node["config"]}, node
+    seen.append(node)
     text = json.dumps(_decoded(seen))
 
     env = _env(home)
