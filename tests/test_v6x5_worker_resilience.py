@@ -276,28 +276,30 @@ def test_a_stopped_auth_server_makes_the_worker_wait_in_words_then_resume(
         # Its token runs out within LIFESPAN s: the next call cannot get a new one.
         said = _wait_line_since(worker, mark, r"server connection: offline", LIFESPAN + 60)
         assert "authentication server" in said and "cannot connect" in said, said
+        went_offline = worker.lines.index(said, mark)
         # The local process ends meanwhile; its end call waits for a token and the run
         # stays open on HQ, not failed: checked after a poll has failed since.
         uploading = _wait_line_since(worker, mark, rf"run {run['id']} \(.*\): uploading", 60)
-        after = worker.lines.index(uploading)
-        assert after > worker.lines.index(said), "the run ended before the token ran out"
+        after = worker.lines.index(uploading, mark)
+        assert after > went_offline, "the run ended before the token ran out"
         _wait_line_since(worker, after, r"polling for runs failed", 60)
         assert hq_as_researcher.status(task_id) == "active"
         outage = _lines_since(worker, mark)
     finally:
         _serve_again(v6x5_sandbox)
-    back = len(worker.lines)
     ended = _ended(researcher, task_id, timeout=120)
     assert ended["status"] == "completed", (ended, worker.output)
     assert researcher.call("results", task_id=task_id) == [
         {"slept": OUTAGE_RUN, "echo": "through the outage"}]
-    _wait_line_since(worker, mark, r"server connection: online", 30)
+    online = _wait_line_since(worker, went_offline, r"server connection: online", 30)
     _wait_line_since(worker, mark, rf"run {run['id']} \(.*\): succeeded", 30)
-    # While the stand-in was down every complaint named it, in words; after, none.
+    # While the stand-in was down every complaint named it, in words; once a call went
+    # through again, none.
     trouble = [x for x in outage if _TROUBLE.search(x)]
     assert trouble and all("the authentication server" in x and "Traceback" not in x
                            for x in trouble), outage
-    assert not [x for x in _lines_since(worker, back) if _TROUBLE.search(x)], worker.output
+    since = worker.lines.index(online, went_offline)
+    assert not [x for x in _lines_since(worker, since) if _TROUBLE.search(x)], worker.output
 
 
 def test_a_token_with_life_left_serves_while_the_auth_server_is_down() -> None:
@@ -376,7 +378,7 @@ def test_a_central_task_makes_subtasks_through_the_node_proxy(
 
 def test_a_central_task_in_an_encrypted_collaboration_seals_its_subtasks(
         home: Path, v6x5_sandbox: HqSandbox, v6x5_python: Path,
-        short_tokens: NodeTokens) -> None:
+        short_tokens: NodeTokens, hq_as_researcher: HqAsResearcher) -> None:
     """``demo-enc``'s node (its organization's private key stored at login): the proxy
     encrypts the subtask's arguments (5.x: ``organizations[i].arguments``) for the station,
     decrypts the subtask's result for the central algorithm, and the central result reaches
@@ -405,7 +407,7 @@ def test_a_central_task_in_an_encrypted_collaboration_seals_its_subtasks(
         # as the JSON the algorithms exchanged.
         (sub_run,) = _runs(researcher, int(result["subtask"]))
         assert sub_run["status"] == "completed"
-        hq = HqAsResearcher(sb)
+        hq = hq_as_researcher
         (stored,) = hq.get("run", task_id=int(result["subtask"]))["data"]
         (kept,) = hq.get("result", task_id=int(result["subtask"]))["data"]
         for sealed in (stored["arguments"], kept["result"]):
