@@ -52,6 +52,7 @@ from waiting import wait_for
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 
 CENTRAL_IMAGE = "v6x5-central"
+CLOSED_CENTRAL_IMAGE = "v6x5-central-closed"  # the same algorithm, not allowed to call out
 # The realm's access-token lifespan while this module runs (seconds).
 LIFESPAN = 4
 # HQ 5.0.3 accepts a token up to 10 s after its `exp` (flask-jwt-extended's leeway there):
@@ -80,7 +81,9 @@ def home(v6x5_sandbox: HqSandbox, v6x5_python: Path,
         DEMO_IMAGE: {"python": str(v6x5_python), "package": "v6x5_demo",
                      "env": {"PYTHONPATH": root}},
         CENTRAL_IMAGE: {"python": str(v6x5_python), "package": "v6x5_central",
-                        "subtasks": True, "env": {"PYTHONPATH": root}}}}
+                        "subtasks": True, "env": {"PYTHONPATH": root}},
+        CLOSED_CENTRAL_IMAGE: {"python": str(v6x5_python), "package": "v6x5_central",
+                               "env": {"PYTHONPATH": root}}}}
     (path / "settings.toml").write_text(
         settings_to_toml(settings_with(v6=parse_v6_settings(table))))
     sb = v6x5_sandbox
@@ -374,6 +377,22 @@ def test_a_central_task_makes_subtasks_through_the_node_proxy(
     assert sub_run["status"] == "completed"
     worker.wait_line(rf"run {sub_run['id']} \(.*\): succeeded")
     assert "Traceback" not in worker.output
+
+
+def test_a_central_run_that_may_not_call_out_gets_no_container_token(
+        worker: Worker, researcher: HqResearcher, v6x5_sandbox: HqSandbox,
+        tasks_made: list[int]) -> None:
+    """An algorithm the operator did not allow subtasks (no ``subtasks = true``) gets no
+    proxy (``PORT`` 0) and so no container token either: the official client would send
+    it to 127.0.0.1:80, to whatever listens there. It stops in the tools' own words."""
+    task_id = researcher.create_task(CLOSED_CENTRAL_IMAGE, "central_sum",
+                                     [v6x5_sandbox.org_id("station")],
+                                     action="central_compute", values=[1])
+    tasks_made.append(task_id)
+    run = _ended(researcher, task_id, timeout=120)
+    assert run["status"] == "crashed", (run, worker.output)
+    assert "Token not found" in run["log"], run["log"]
+    assert "blobstream" not in run["log"] and ":80" not in run["log"], run["log"]
 
 
 def test_a_central_task_in_an_encrypted_collaboration_seals_its_subtasks(
