@@ -1,6 +1,7 @@
 """`dss-console worker --source v6` as a vantage6 **5.x** node when things get in its way
 (issue 21): tokens that expire during a run, the auth server stopped and back, a central task
-whose subtasks go through the node's proxy, and what the researcher can read back.
+whose subtasks go through the node's proxy (plain and encrypted; none without the operator's
+`subtasks = true`), and what the researcher can read back.
 
 Real parts only: the worker subprocess, HQ 5.0.3 behind the session's Keycloak stand-in, the
 official 5.0.3 UserClient as the researcher, unmodified algorithms (tests/v6x5_algorithm)
