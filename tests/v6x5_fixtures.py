@@ -95,13 +95,16 @@ _AGENT_5 = agent_script(r'''
 class HqResearcher(OfficialClient):
     """The official 5.0.3 UserClient (service account) in one collaboration of the sandbox."""
 
-    def __init__(self, python: Path, sandbox: HqSandbox, collaboration: str) -> None:
+    def __init__(self, python: Path, sandbox: HqSandbox, collaboration: str, *,
+                 session_name: str | None = None) -> None:
+        """``session_name``: the session its tasks go in (HQ refuses a second session of
+        one name in a collaboration: a second researcher there needs its own)."""
         collab = sandbox.info["seed"]["collaborations"][collaboration]
         _, secret = sandbox.service_account
         cfg = {"hq_url": sandbox.api_url, "auth_url": sandbox.auth_url,
                "realm": sandbox.info["realm"], "username": "researcher-sa",
                "client_secret": secret, "collaboration_id": collab["id"],
-               "session_name": f"tests-{collaboration}-{os.getpid()}",
+               "session_name": session_name or f"tests-{collaboration}-{os.getpid()}",
                "key_file": str(sandbox.key_file("research")) if collab["encrypted"] else None}
         self.collaboration = collaboration
         super().__init__(python, _AGENT_5, cfg)

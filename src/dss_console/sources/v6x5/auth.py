@@ -6,7 +6,8 @@ checked before use against the realm's ``public_key`` (``GET <auth>/realms/<real
 wrong auth URL or realm fails here, in words, and not as an HQ 401 later. Keycloak gives a
 client-credentials login no refresh token, so "refresh" is a new token with the same
 secret, taken when less than a quarter of the token's lifetime is left (the official node's
-rule).
+rule). When that early renewal cannot reach the auth server, the current token serves until
+it expires: an auth server's short outage does not stop a node whose token is still good.
 
 The API key and the tokens never appear in an exception text, a log line or a ``repr``:
 errors name the auth server, the realm, the client id and Keycloak's error code only.
@@ -14,6 +15,7 @@ errors name the auth server, the realm, the client id and Keycloak's error code 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -22,13 +24,16 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from dss_console.core.interfaces import Failure
 from dss_console.sources.v6.client import (
     DEFAULT_TIMEOUT,
     V6BadReplyError,
+    V6Error,
     V6NotLoggedInError,
     V6ServerError,
     V6UnreachableError,
     _reason,
+    classify_v6_error,
 )
 from dss_console.sources.v6x5 import jws
 
@@ -37,6 +42,12 @@ DEFAULT_REALM = "vantage6"
 CLOCK_LEEWAY = 60.0
 # Renew when less than this share of the token's lifetime is left.
 RENEW_AT_REMAINING = 0.25
+# A token is not presented in the last moments of its life (a request takes time): this
+# share of its lifetime, at most a second.
+EXPIRY_MARGIN_SHARE = 0.05
+EXPIRY_MARGIN_MAX = 1.0
+
+log = logging.getLogger(__name__)
 
 
 def node_client_id(node: str) -> str:
@@ -79,6 +90,7 @@ class ClientCredentials:
         self._key: rsa.RSAPublicKey | None = None
         self._access: str | None = None
         self._renew_after = 0.0  # time.monotonic() after which token() renews
+        self._usable_until = 0.0  # time.monotonic() after which the token is not presented
         self.claims: dict[str, Any] = {}
 
     def __repr__(self) -> str:  # the secret and the token stay out of tracebacks
@@ -96,11 +108,25 @@ class ClientCredentials:
             return self._access
 
     def token(self) -> str:
-        """A token with at least a quarter of its lifetime left: renewed first when not."""
+        """A token with at least a quarter of its lifetime left: renewed first when not.
+        If the renewal fails for a passing reason (the auth server unreachable or answering
+        5xx) while the current token has not expired, the current token is given: the
+        renewal is tried again at the next call."""
         with self._lock:
             if self._access is not None and time.monotonic() < self._renew_after:
                 return self._access
-        return self.renew()
+        try:
+            return self.renew()
+        except V6Error as exc:
+            if classify_v6_error(exc) is not Failure.TRANSIENT:
+                raise
+            with self._lock:
+                access, left = self._access, self._usable_until - time.monotonic()
+            if access is None or left <= 0:
+                raise
+            log.info("token renewal failed (%s); the current token has %.0f s left",
+                     type(exc).__name__, left)
+            return access
 
     def renew(self) -> str:
         """A new token now (after HQ refused the current one, or when it is due)."""
@@ -115,6 +141,8 @@ class ClientCredentials:
             self._access = access
             self.claims = claims
             self._renew_after = started + lifetime * (1 - RENEW_AT_REMAINING)
+            self._usable_until = started + lifetime - min(EXPIRY_MARGIN_MAX,
+                                                          lifetime * EXPIRY_MARGIN_SHARE)
         return access
 
     def close(self) -> None:

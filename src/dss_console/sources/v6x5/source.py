@@ -218,8 +218,12 @@ class V6x5Source(V6Source):
     # -- hooks -----------------------------------------------------------------------------
 
     def _container_token(self, run: Run) -> str | None:
-        # HQ 5.0.3 gives a container token to central runs only (others: 401).
-        if isinstance(run, HqRun) and run.action == CENTRAL:
+        # HQ 5.0.3 gives a container token to central runs only (others: 401), and only a
+        # run that gets the proxy (`subtasks = true`) gets one: without it PORT is 0 and the
+        # official client would send the token to 127.0.0.1:80, to whatever listens there.
+        algorithm = self.settings.algorithm_for(run.image)
+        if isinstance(run, HqRun) and run.action == CENTRAL and algorithm is not None \
+                and algorithm.subtasks:
             return self.client.container_token(run.task_id, run.image)
         return None
 
