@@ -5,6 +5,7 @@ log tails and input summaries."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from dss_console.sources.v6.environment import (
     encode_env_value,
     run_environment,
 )
+from dss_console.sources.v6.proxy import RefusingPort
 from dss_console.sources.v6.settings import V6SettingsError, parse_size, parse_v6_settings
 from dss_console.sources.v6.source import input_summary, tail_text
 from settings_helpers import settings_with, v6_of
@@ -175,7 +177,21 @@ def test_environment_contract(tmp_path: Path) -> None:
     assert env["PYTHONPATH"] == "/opt/avg/src" and env["PKG_NAME"] == "v6_average"
     assert (env["PATH"], env["LC_ALL"]) == ("/usr/bin", "C.UTF-8")
     assert encode_env_value("abc") == "MFRGG!!!"  # the node's own docstring example
-    assert decode_env_value(_env(tmp_path, proxy_port=None)["PORT"]) == "0"
+
+
+
+def test_a_run_that_may_not_call_out_gets_a_port_that_refuses() -> None:
+    """PORT 0 would be read as port 80 by the algorithm's HTTP client, and its token sent to
+    whatever listens there: the port a run without subtasks gets refuses, and is held."""
+    refusing = RefusingPort()
+    try:
+        assert refusing.port != 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", refusing.port), timeout=5)
+        with socket.socket() as squatter, pytest.raises(OSError):
+            squatter.bind(("127.0.0.1", refusing.port))
+    finally:
+        refusing.close()
 
 
 def test_official_wrapper_decodes_our_environment(v6_python: Path, tmp_path: Path) -> None:

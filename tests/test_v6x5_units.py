@@ -81,17 +81,17 @@ def test_an_extraction_gets_its_database_and_no_token(v6x5_python: Path,
                                                       tmp_path: Path) -> None:
     run = RunContext(action="data_extraction", method="read_csv", task_id=5, node_id=3,
                      organization_id=2, collaboration_id=1)
-    env = run_environment_5(run, _files(tmp_path), proxy_port=None,
+    env = run_environment_5(run, _files(tmp_path), proxy_port=5999,
                             database=("/data/people.csv", "csv"),
                             database_params={"sep": ";"}, container_token="never")
     assert "CONTAINER_TOKEN" not in env and env["DB_PARAM_SEP"] == ";"
     seen = _decoded(v6x5_python, env)
     assert (seen["DATABASE_URI"], seen["DATABASE_TYPE"]) == ("/data/people.csv", "csv")
-    assert seen["PORT"] == "0" and seen["__groups__"] is None
+    assert seen["PORT"] == "5999" and seen["__groups__"] is None
     with pytest.raises(ValueError, match="needs its database"):
-        run_environment_5(run, _files(tmp_path), proxy_port=None)
+        run_environment_5(run, _files(tmp_path), proxy_port=5999)
     with pytest.raises(ValueError, match="NUL"):
-        run_environment_5(run, _files(tmp_path), proxy_port=None, database=("a\x00b", "csv"))
+        run_environment_5(run, _files(tmp_path), proxy_port=5999, database=("a\x00b", "csv"))
 
 
 def test_dataframes_are_grouped_by_position() -> None:

@@ -104,7 +104,7 @@ def configured_database_env(databases: Mapping[str, V6Database]) -> dict[str, st
 def run_environment(
     files: RunFiles,
     *,
-    proxy_port: int | None,
+    proxy_port: int,
     requested_databases: Sequence[Mapping[str, Any]],
     databases: Mapping[str, V6Database],
     algorithm_env: Mapping[str, str] | None = None,
@@ -113,8 +113,9 @@ def run_environment(
 ) -> dict[str, str]:
     """The complete environment of a run's child process (replaces, never extends, os.environ).
 
-    ``proxy_port``: the local subtask proxy's port, or None when the algorithm may not call
-    the server (PORT is then ``0``: a call fails at once instead of reaching something else).
+    ``proxy_port``: the local subtask proxy's port, or, when the algorithm may not call the
+    server, a port that refuses every connection (``proxy.RefusingPort``; never ``0``, which
+    HTTP clients read as port 80).
     ``algorithm_env``: the ``[v6] algorithm_env`` table (encoded, like the node's).
     ``plain_env``: ``PKG_NAME`` and the algorithm's own ``env`` table — the image's ``ENV``,
     which Docker passes unencoded. ``base_env``: where PATH, HOME, LANG… come from (the
@@ -126,7 +127,7 @@ def run_environment(
         "TOKEN_FILE": str(files.token),
         "TEMPORARY_FOLDER": str(files.tmp),
         "HOST": "http://127.0.0.1",
-        "PORT": str(proxy_port if proxy_port is not None else 0),
+        "PORT": str(proxy_port),
         "API_PATH": "",
     }
     encoded.update(requested_database_env(requested_databases))

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -116,6 +117,22 @@ class SubtaskProxy:
                     # Not for us (another organization's result): leave it unreadable.
                     log.info("proxy: a result could not be decrypted with this node's key")
         return data
+
+
+class RefusingPort:
+    """A loopback port nothing answers on, held for the worker's life: the ``PORT`` of a run
+    that may not call the server. ``0`` would not do: HTTP clients read port 0 as the
+    scheme's default and would send the run's token to whatever listens on 127.0.0.1:80.
+    Bound and never listening, the port refuses every connection at once, and no other
+    process can bind it while it is held."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+
+    def close(self) -> None:
+        self._socket.close()
 
 
 def _digest(token: str) -> str:

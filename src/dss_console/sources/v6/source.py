@@ -89,7 +89,7 @@ from dss_console.sources.v6.node_keys import (
 )
 from dss_console.sources.v6.presentation import PRESENTATION, run_cells, run_summary
 from dss_console.sources.v6.profile import V6_NOT_AGAIN
-from dss_console.sources.v6.proxy import SubtaskProxy
+from dss_console.sources.v6.proxy import RefusingPort, SubtaskProxy
 from dss_console.sources.v6.run_record import (
     claim_details,
     input_summary,
@@ -164,6 +164,7 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         self._names: dict[tuple[str, int], str | None] = {}
         self._gone: dict[int, str] = {}
         self._proxy: SubtaskProxy | None = None
+        self._refusing: RefusingPort | None = None
         self._events: V6Events | None = None
         # One poll asks refuse_unconfigured → available → claim in a row: the open runs
         # fetched by the first serve the next call once, within a moment (a run created
@@ -351,7 +352,7 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         return {}
 
     def _environment(self, run: Run, algorithm: V6Algorithm, files: RunFiles,
-                     proxy_port: int | None, base_env: dict[str, str]) -> dict[str, str]:
+                     proxy_port: int, base_env: dict[str, str]) -> dict[str, str]:
         return run_environment(
             files, proxy_port=proxy_port, requested_databases=run.databases,
             databases=self.settings.databases, algorithm_env=self.settings.algorithm_env,
@@ -412,7 +413,7 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         if algorithm is None:
             raise KeyError(f"no command configured for image {run.image!r}")
         files = self.run_files(ticket_id, workdir)
-        proxy_port = self._ensure_proxy() if algorithm.subtasks else None
+        proxy_port = self._ensure_proxy() if algorithm.subtasks else self._refusing_port()
         env = self._environment(run, algorithm, files, proxy_port,
                                 base_env if base_env is not None else dict(os.environ))
         return expand_argv(algorithm, run, workdir, files), env
@@ -645,6 +646,9 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
+        if self._refusing is not None:
+            self._refusing.close()
+            self._refusing = None
         self.client.close()
 
     # -- internals ----------------------------------------------------------------------
@@ -686,6 +690,12 @@ class V6Source(V6Gate, Source):  # V6Gate: what the operator's gate shows (v6/ga
                 for token in self._tokens.values():
                     self._proxy.allow(token)
             return self._proxy.port
+
+    def _refusing_port(self) -> int:
+        with self._lock:
+            if self._refusing is None:
+                self._refusing = RefusingPort()
+            return self._refusing.port
 
     def _note(self, ticket_id: int, line: str) -> None:
         with self._lock:

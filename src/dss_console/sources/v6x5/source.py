@@ -249,7 +249,7 @@ class V6x5Source(V6Source):
         return details
 
     def _environment(self, run: Run, algorithm: V6Algorithm, files: RunFiles,
-                     proxy_port: int | None, base_env: dict[str, str]) -> dict[str, str]:
+                     proxy_port: int, base_env: dict[str, str]) -> dict[str, str]:
         hq = run if isinstance(run, HqRun) else None
         session = self._session_folder(run, files)
         database: tuple[str, str] | None = None
