@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -12,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from dss_console.dss import DssClient
-from dss_console.sandbox import Sandbox, SandboxError
+from dss_console.sandbox import Sandbox
+from sandbox_tickets import new_ready_ticket
 
 from slurm_cluster import SlurmCluster, require_slurm
 
@@ -49,12 +49,9 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
 
 @pytest.fixture
 def ready_ticket(sandbox: Sandbox) -> Iterator[int]:
-    """A new ``ready`` demo ticket; deleted afterwards so the queue stays empty."""
-    ticket_id = sandbox.add_ticket()
-    yield ticket_id
-    # Teardown must not mask the test's own outcome.
-    with contextlib.suppress(SandboxError):
-        sandbox.admin.delete_ticket(ticket_id)
+    """A new ``ready`` demo ticket (:func:`new_ready_ticket`)."""
+    with new_ready_ticket(sandbox) as ticket_id:
+        yield ticket_id
 
 
 @pytest.fixture

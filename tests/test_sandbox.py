@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -21,12 +22,9 @@ from dss_console.sandbox import DssServerProcess, Sandbox, SandboxError
 from dss_console.sandbox.demo import DEMO_PROVIDER, DEMO_SERVICE_NAME, DEMO_SERVICE_VERSION
 from dss_console.sandbox.server import server_command
 from dss_console.workspace import MAIN_ROLE, Workspace
+from sandbox_tickets import new_ready_ticket
 
 TAGS = [{"name": "T2-MRI", "type": "MainImage", "hint": "T2 scan", "required": True}]
-
-# Tickets handed out by the ready_ticket fixture in this module, to check its teardown.
-_fixture_tickets: list[int] = []
-
 
 def http() -> requests.Session:
     """A client with its own cookie jar; never shared between the admin and public server."""
@@ -144,7 +142,6 @@ def test_logged_in_provider_sees_demo_service(sandbox: Sandbox, fresh_token: str
 def test_ready_ticket_has_workspace_and_layer(
     sandbox: Sandbox, ready_ticket: int, tmp_path: Path
 ) -> None:
-    _fixture_tickets.append(ready_ticket)
     assert sandbox.admin.ticket_status(ready_ticket) == "ready"
     assert ready_ticket in sandbox.ticket_ids
     files = sandbox.admin.input_files(ready_ticket)
@@ -165,7 +162,6 @@ def test_ready_ticket_has_workspace_and_layer(
 
 
 def test_provider_can_claim_ready_ticket(sandbox: Sandbox, ready_ticket: int) -> None:
-    _fixture_tickets.append(ready_ticket)
     session = login(sandbox.url, sandbox.fresh_token())
     available = session.post(
         f"{sandbox.url}/api/pro/services/available", data={"services": sandbox.service_hash}
@@ -181,10 +177,13 @@ def test_provider_can_claim_ready_ticket(sandbox: Sandbox, ready_ticket: int) ->
 
 
 def test_ready_ticket_fixture_deletes_its_ticket(sandbox: Sandbox) -> None:
-    # Runs after the tests above, whose fixture teardown has deleted their tickets.
-    assert _fixture_tickets
-    for ticket_id in _fixture_tickets:
-        assert sandbox.admin.ticket_status(ticket_id) == "deleted"
+    # What the ready_ticket fixture runs; on its own, as tests run in any process and order.
+    with new_ready_ticket(sandbox) as ticket_id:
+        assert sandbox.admin.ticket_status(ticket_id) == "ready"
+    assert sandbox.admin.ticket_status(ticket_id) == "deleted"
+    with contextlib.suppress(RuntimeError), new_ready_ticket(sandbox) as ticket_id:
+        raise RuntimeError("the test failed")
+    assert sandbox.admin.ticket_status(ticket_id) == "deleted"
 
 
 def test_second_user_logs_in_and_is_not_admin(sandbox: Sandbox) -> None:
