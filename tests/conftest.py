@@ -112,3 +112,41 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _HOME is not None:
         shutil.rmtree(_HOME, ignore_errors=True)
+
+
+# -- two test processes (pytest-xdist), one of each real server ---------------------------
+# The suite runs in two processes (`-n 2`, pyproject.toml): most of its time is spent waiting
+# on servers and child processes, not on the two cores. A session fixture is per process, so
+# every test that needs the SLURM cluster, the vantage6 4.x server or the 5.x server is sent
+# to one process (`--dist loadgroup`): each is still started once per run. The DSS sandbox
+# starts in both (about a second).
+_GROUP_OF_FIXTURE = (  # the first match wins: the cluster is the one that must stay single
+    ("slurm", "slurm"),
+    ("v6x5_python", "v6x5"),
+    ("v6_python", "v6"),
+)
+
+
+def _group(item: pytest.Item) -> str | None:
+    names = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    # The contract suite takes its servers by name at run time (kinds.py): its combination
+    # says which.
+    for param in ("world", "combination"):
+        combination = callspec.params.get(param) if callspec is not None else None
+        if combination is None:
+            continue
+        if param == "world" and combination.executor == "slurm":
+            names.add("slurm")
+        names.add({"v6": "v6_python", "v6x5": "v6x5_python"}.get(combination.source, ""))
+    for fixture, group in _GROUP_OF_FIXTURE:
+        if fixture in names:
+            return group
+    return None
+
+
+# At collection, before pytest-xdist reads the mark (its own collection hook runs first).
+def pytest_itemcollected(item: pytest.Item) -> None:
+    group = _group(item)
+    if group is not None:
+        item.add_marker(pytest.mark.xdist_group(group))
