@@ -53,8 +53,10 @@ def test_a_commit_is_private_once_per_run_and_a_delete_says_what_went(tmp_path: 
     assert not list(final.parent.glob("*.run*"))
     # Another run replaces the dataframe (preprocessing).
     output.write_bytes(b"PAR1 second PAR1")
-    again = store.commit(7, "people", output, run_id=12)
+    again = store.commit(7, "people", output, run_id=12, image="v6x5-demo")
     assert again.sha256 != note.sha256 and final.read_bytes() == b"PAR1 second PAR1"
+    # The image whose run made it: its Python notes a delete in the state file.
+    assert store.made_by(7, "people") == "v6x5-demo" and store.made_by(7, "nobody") is None
 
     assert store.session_ids() == [7] and store.has_dataframe(7, "people")
     gone = store.delete_dataframe(7, "people")

@@ -381,11 +381,12 @@ def test_a_central_task_makes_subtasks_through_the_node_proxy(
 
 
 def test_a_central_run_that_may_not_call_out_gets_no_container_token(
-        worker: Worker, researcher: HqResearcher, v6x5_sandbox: HqSandbox,
+        worker: Worker, home: Path, researcher: HqResearcher, v6x5_sandbox: HqSandbox,
         tasks_made: list[int]) -> None:
     """An algorithm the operator did not allow subtasks (no ``subtasks = true``) gets no
-    proxy (``PORT`` 0) and so no container token either: the official client would send
-    it to 127.0.0.1:80, to whatever listens there. It stops in the tools' own words."""
+    proxy (``PORT`` refuses) and so no container token either. It still runs (a central
+    step that only adds up its input needs none) and stops in the tools' own words; the
+    log the researcher reads says why first, with no local path."""
     task_id = researcher.create_task(CLOSED_CENTRAL_IMAGE, "central_sum",
                                      [v6x5_sandbox.org_id("station")],
                                      action="central_compute", values=[1])
@@ -393,6 +394,11 @@ def test_a_central_run_that_may_not_call_out_gets_no_container_token(
     run = _ended(researcher, task_id, timeout=120)
     assert run["status"] == "crashed", (run, worker.output)
     assert "Token not found" in run["log"], run["log"]
+    assert run["log"].startswith(
+        "this node gives this algorithm no token to call the server with: it lets this "
+        "algorithm create no subtasks (subtasks = true is not set for it on this node)"), \
+        run["log"]
+    assert str(home) not in run["log"]
     assert "blobstream" not in run["log"] and ":80" not in run["log"], run["log"]
 
 

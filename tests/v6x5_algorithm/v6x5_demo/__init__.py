@@ -11,6 +11,14 @@ vantage6-algorithm-tools 5.0.3 exactly as for a Docker image (run unchanged unde
 * ``adults(min_age)`` — ``@preprocessing``: keeps the rows with ``age >= min_age``.
 * ``mean(column)`` — ``@dataframe(1) @federated``: the mean and count of a column of the
   requested dataframe.
+* ``mean_of_two(column)`` — ``@dataframe(2) @federated``: the means of a column of two
+  dataframes (the task's first and second).
+* ``means_of_group(column)`` — ``@dataframe("multiple") @federated``: the means of a column
+  of every dataframe of the task's one group, by name.
+* ``look_around()`` — ``@dataframe(1) @federated``: the rows of its dataframe, and what it
+  can list of the session folder and the five folders above it (names only).
+* ``scribble()`` — ``@dataframe(1) @federated``: writes a file into the session folder
+  (which a node keeps for itself: the write must fail).
 """
 
 from __future__ import annotations
@@ -64,3 +72,39 @@ def adults(df: pd.DataFrame, min_age: int = 18) -> pd.DataFrame:
 def mean(df: pd.DataFrame, column: str = "age") -> dict:
     info(f"mean: {len(df)} rows")
     return {"mean": float(df[column].mean()), "count": len(df)}
+
+
+@dataframe(2)
+@federated
+def mean_of_two(first: pd.DataFrame, second: pd.DataFrame, column: str = "age") -> dict:
+    return {"first": float(first[column].mean()), "second": float(second[column].mean()),
+            "counts": [len(first), len(second)]}
+
+
+@dataframe("multiple")
+@federated
+def means_of_group(frames: dict, column: str = "age") -> dict:
+    return {name: float(df[column].mean()) for name, df in frames.items()}
+
+
+@dataframe(1)
+@federated
+def look_around(df: pd.DataFrame) -> dict:
+    folder = os.path.abspath(os.environ["SESSION_FOLDER"])  # decoded by the wrapper
+    listings = []
+    for _ in range(6):
+        try:
+            listings.append(sorted(os.listdir(folder)))
+        except OSError as exc:
+            listings.append(f"{type(exc).__name__}")
+        folder = os.path.dirname(folder)
+    return {"rows": len(df), "listings": listings}
+
+
+@dataframe(1)
+@federated
+def scribble(df: pd.DataFrame) -> dict:
+    target = os.path.join(os.environ["SESSION_FOLDER"], "scribble.parquet")
+    with open(target, "w") as out:
+        out.write("the node's, not the algorithm's")
+    return {"wrote": True}

@@ -96,6 +96,13 @@ class SessionStore:
         return DataframeNote("committed", int(session_id), name, run_id,
                              str(done["sha256"]), int(done["size"]))
 
+    def made_by(self, session_id: int, name: str) -> str | None:
+        """The image whose run made the dataframe (its commit record), None when unknown."""
+        final = self.root / str(int(session_id)) / f"{valid_dataframe_name(name)}.parquet"
+        done = _read_record(final.with_name(f".{final.stem}.commit.json"))
+        image = done.get("image") if done is not None else None
+        return image if isinstance(image, str) and image else None
+
     def session_ids(self) -> list[int]:
         """The sessions with a folder here (for the reconcile with HQ's list)."""
         if not self.root.is_dir():
@@ -104,9 +111,12 @@ class SessionStore:
 
     # -- commit and delete -----------------------------------------------------------------
 
-    def commit(self, session_id: int, name: str, output: Path, run_id: int) -> DataframeNote:
+    def commit(self, session_id: int, name: str, output: Path, run_id: int, *,
+               image: str = "") -> DataframeNote:
         """Make ``output`` the session's dataframe ``name`` (once per run, however often
-        asked). FileNotFoundError when neither the output nor this run's commit exist."""
+        asked). FileNotFoundError when neither the output nor this run's commit exist.
+        ``image``: the algorithm that made it (its Python later notes a delete in the
+        session's state file, :meth:`made_by`)."""
         done = self.committed(session_id, name, run_id)
         if done is not None:
             return done
@@ -115,7 +125,8 @@ class SessionStore:
         staged = final.with_name(f"{final.name}.run{int(run_id)}")
         sha256, size = _private_copy(output, staged)
         os.replace(staged, final)
-        write_private(record, json.dumps({"run_id": run_id, "sha256": sha256, "size": size}))
+        write_private(record, json.dumps({"run_id": run_id, "sha256": sha256, "size": size,
+                                          "image": image}))
         return DataframeNote("committed", int(session_id), name, run_id, sha256, size)
 
     def delete_dataframe(self, session_id: int, name: str) -> DataframeNote | None:

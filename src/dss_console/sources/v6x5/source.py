@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -97,6 +98,11 @@ UNEXPECTED_OUTPUT = "unexpected output"
 _STATUS_WORDS = (DATAFRAME_NOT_FOUND, UNEXPECTED_OUTPUT)
 STEP_TIMEOUT = 300.0  # seconds for session_step.py (pyarrow reading a schema)
 LEDGER_KIND = "session dataframe"
+# The log of a failed central run this node gives no container token (issue 21): the
+# official tools only say "Token not found".
+NO_SUBTASKS_NOTE = ("this node gives this algorithm no token to call the server with: it "
+                    "lets this algorithm create no subtasks (subtasks = true is not set for "
+                    "it on this node)")
 
 
 class SessionStepError(Exception):
@@ -137,6 +143,7 @@ class V6x5Source(V6Source):
         self.sessions = SessionStore(data_root if data_root is not None else data_dir(),
                                      client.api_url, identity.node_id)
         self._notify: Callable[[SourceEvent], None] | None = None
+        self._state_lock = threading.Lock()
 
     # -- refusals before a claim ---------------------------------------------------------
 
@@ -219,13 +226,21 @@ class V6x5Source(V6Source):
 
     def _container_token(self, run: Run) -> str | None:
         # HQ 5.0.3 gives a container token to central runs only (others: 401), and only a
-        # run that gets the proxy (`subtasks = true`) gets one: without it PORT is 0 and the
-        # official client would send the token to 127.0.0.1:80, to whatever listens there.
+        # run that gets the proxy (`subtasks = true`) gets one: without it PORT refuses and
+        # a token would be of no use (and is not to be handed to whatever listens there).
         algorithm = self.settings.algorithm_for(run.image)
         if isinstance(run, HqRun) and run.action == CENTRAL and algorithm is not None \
                 and algorithm.subtasks:
             return self.client.container_token(run.task_id, run.image)
         return None
+
+    def _central_without_token(self, run: Run) -> bool:
+        """A central run this node gives no container token: its algorithm may not create
+        subtasks here. It still runs (a central step that only adds up its input needs no
+        token); when it fails, its log says why, as the tools' "Token not found" does not."""
+        algorithm = self.settings.algorithm_for(run.image)
+        return (isinstance(run, HqRun) and run.action == CENTRAL and algorithm is not None
+                and not algorithm.subtasks)
 
     def _record_extra(self, run: Run, data: bytes) -> dict[str, Any]:
         hq = run if isinstance(run, HqRun) else None
@@ -318,15 +333,22 @@ class V6x5Source(V6Source):
                 words = (f"{UNEXPECTED_OUTPUT}: the {run.action} algorithm's output is "
                          "not a parquet table")
                 raise ResultRejected(words, words)
-            note = self.sessions.commit(session_id, name, result, run.id)
+            note = self.sessions.commit(session_id, name, result, run.id, image=run.image)
             self._ledger(note)
             self._state_add(run, name)
         return [finish_call(OutcomeKind.COMPLETED, output=shared_output(), final=True)]
 
     def set_finished(self, ticket_id: int, outcome: Outcome) -> None:
         """4.x's one PATCH; for a dataframe this run made, its columns go first (they
-        replace what this node said before: a repeat after a lost reply is harmless)."""
+        replace what this node said before: a repeat after a lost reply is harmless). A
+        central run that failed without a container token says why in its log."""
         run = self._run(ticket_id)
+        if outcome.kind in (OutcomeKind.FAILED, OutcomeKind.CRASHED) \
+                and self._central_without_token(run):
+            with self._lock:
+                noted = NO_SUBTASKS_NOTE in self._notes.get(ticket_id, ())
+            if not noted:  # once, however often the end call is repeated
+                self._note(ticket_id, NO_SUBTASKS_NOTE)
         if (outcome.success and isinstance(run, HqRun) and run.action in SESSION_ACTIONS
                 and run.dataframe is not None and run.session_id is not None):
             self.client.post_columns(run.dataframe[0],
@@ -367,14 +389,36 @@ class V6x5Source(V6Source):
         do not read it, so a failure is logged, not fatal)."""
         if run.session_id is None:
             return
-        state = self.sessions.folder(run.session_id) / "session_state.parquet"
         try:
-            done = _session_step(self._python(run), "state-add", str(state), run.action,
-                                 f"{name}.parquet", "Session updated.", name)
-            if done.returncode != 0:
-                log.warning("session state of session %s not updated", run.session_id)
-        except (OSError, subprocess.SubprocessError, SessionStepError):
+            python = self._python(run)
+        except SessionStepError:
             log.warning("session state of session %s not updated", run.session_id)
+            return
+        self._state_row(python, run.session_id, run.action, name, "Session updated.")
+
+    def _state_row(self, python: str, session_id: int, action: str, name: str,
+                   message: str) -> None:
+        """One row in the session's state file, written by ``session_step.py`` in an
+        algorithm's Python (pyarrow stays out of the worker); one writer at a time (a
+        commit and a delete may come together)."""
+        state = self.sessions.folder(session_id) / "session_state.parquet"
+        try:
+            with self._state_lock:
+                done = _session_step(python, "state-add", str(state), action,
+                                     f"{name}.parquet", message, name)
+            if done.returncode != 0:
+                log.warning("session state of session %s not updated", session_id)
+        except (OSError, subprocess.SubprocessError):
+            log.warning("session state of session %s not updated", session_id)
+
+    def _state_python(self, image: str | None) -> str | None:
+        """The Python that notes a delete: the one of the algorithm that made the
+        dataframe, else any configured algorithm's (each has the tools, so pyarrow)."""
+        made = self.settings.algorithm_for(image) if image else None
+        if made is not None and made.python is not None:
+            return made.python
+        return next((a.python for a in self.settings.algorithms.values()
+                     if a.python is not None), None)
 
     # -- deletes, the reconcile, the ledger ------------------------------------------------
 
@@ -396,11 +440,19 @@ class V6x5Source(V6Source):
         self._events.start()
 
     def delete_dataframe(self, session_id: int, name: str) -> None:
-        """HQ's ``delete_dataframe``: the file goes (the socket then answers
-        ``dataframe_deleted``)."""
+        """HQ's ``delete_dataframe``: the file goes and the session's state file notes it,
+        as the official node does (the socket then answers ``dataframe_deleted``)."""
+        image = self.sessions.made_by(session_id, name)
         note = self.sessions.delete_dataframe(session_id, name)
-        if note is not None:
-            self._ledger(note)
+        if note is None:
+            return
+        self._ledger(note)
+        python = self._state_python(image)
+        if python is None:
+            log.warning("session state of session %s not updated: no algorithm with a "
+                        "python is configured", session_id)
+            return
+        self._state_row(python, session_id, "delete", name, "Dataframe deleted")
 
     def reconcile_sessions(self) -> None:
         """Remove the session folders of sessions HQ no longer has."""
