@@ -3,12 +3,12 @@ real `dss-console worker --source v6` (the session's HQ 5.0.3, the official 5.0.
 researcher, `tests/v6x5_algorithm` unmodified under the official wrapper).
 
 The demo algorithm runs in the sandbox without network (bubblewrap): an extraction reads its
-CSV (shown read-only) and writes only its output; a ``@dataframe`` run sees its session
-folder read-only and nothing else of the node's data dir; a write into ``SESSION_FOLDER``
-fails and the run ends ``crashed``. ``@dataframe(2)`` reads two dataframes the task gives at
-positions 0 and 1 (``USER_REQUESTED_DATAFRAMES`` "a;b"), ``@dataframe("multiple")`` two in
-one group ("a,b"). A researcher's delete is noted in ``session_state.parquet``, as the
-official node notes it.
+CSV (shown read-only) and writes only its output (a write beside its database or into the
+session folder fails); a ``@dataframe`` run sees its session folder read-only and nothing
+else of the node's data dir; a write into ``SESSION_FOLDER`` fails and the run ends
+``crashed``. ``@dataframe(2)`` reads two dataframes the task gives at positions 0 and 1
+(``USER_REQUESTED_DATAFRAMES`` "a;b"), ``@dataframe("multiple")`` two in one group ("a,b").
+A researcher's delete is noted in ``session_state.parquet``, as the official node notes it.
 
 One module-scoped worker; the tests run in file order (the delete comes last).
 """
@@ -102,7 +102,8 @@ def researcher(v6x5_researchers: dict[str, HqResearcher]) -> HqResearcher:
     return v6x5_researchers["demo"]
 
 
-def _extract(researcher: HqResearcher, name: str, station: int, label: str) -> dict[str, Any]:
+def _extract(researcher: HqResearcher, name: str, station: int, label: str,
+             method: str = "read_csv") -> dict[str, Any]:
     """The station's dataframe ``name`` from its database ``label`` (the client's
     ``dataframe.create`` would ask every organization; only the station has a node here)."""
     session_id = researcher.call("session_id")
@@ -110,7 +111,7 @@ def _extract(researcher: HqResearcher, name: str, station: int, label: str) -> d
     return dict(researcher.call("client", path="request", args=[
         f"session/{session_id}/dataframe"], kwargs={"method": "POST", "json": {
             "label": label, "name": name,
-            "task": {"method": "read_csv", "image": DEMO_IMAGE,
+            "task": {"method": method, "image": DEMO_IMAGE,
                      "organizations": [{"id": station, "arguments": arguments}]}}}))
 
 
@@ -172,6 +173,27 @@ def test_a_contained_dataframe_run_sees_its_session_folder_only(
         assert seen[level] == [chain[level - 1].name], (level, seen, host)
     assert "424242" in host[1]
     assert any(set(host[level]) - set(seen[level]) for level in range(2, 6)), (seen, host)
+
+
+def test_a_contained_extraction_writes_only_its_output(
+        worker: Worker, home: Path, researcher: HqResearcher, v6x5_sandbox: HqSandbox,
+        v6x5_python: Path, frames: dict[str, tuple[int, str]]) -> None:
+    station = v6x5_sandbox.org_id("station")
+    session_id = int(researcher.call("session_id"))
+    name = f"tried_contained_{TAG}"
+    frame = _extract(researcher, name, station, "default", method="read_csv_trying_writes")
+    run = _station_ended(researcher, int(frame["last_session_task"]["id"]), station)
+    assert run["status"] == "completed", (run, worker.output)
+    path = _frame_file(home, session_id, name)
+    assert path is not None
+    done = subprocess.run([str(v6x5_python), "-I", "-c", _READ_STATE, str(path)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    rows = json.loads(done.stdout)
+    # The session folder is read-only; beside the database (a file under the host's /tmp
+    # here) the write lands, if anywhere, in the sandbox's own /tmp, gone with it.
+    assert {row["session_folder"] for row in rows} == {"refused"}
+    assert {row["age"] for row in rows} == {31, 52, 17}
+    assert not list(home.rglob("extraction-was-here"))
 
 
 def test_a_contained_write_into_the_session_folder_fails(

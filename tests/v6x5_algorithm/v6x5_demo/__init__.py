@@ -8,6 +8,9 @@ vantage6-algorithm-tools 5.0.3 exactly as for a Docker image (run unchanged unde
   dataframe.
 * ``junk_output()`` — ``@data_extraction`` that leaves JSON where the node expects
   parquet (an algorithm that does not deliver: the run ends "unexpected output").
+* ``read_csv_trying_writes()`` — ``@data_extraction``: ``read_csv``, after trying to write
+  beside its database and into the session folder; the dataframe's ``beside_database`` and
+  ``session_folder`` columns say ``written`` or ``refused``.
 * ``adults(min_age)`` — ``@preprocessing``: keeps the rows with ``age >= min_age``.
 * ``mean(column)`` — ``@dataframe(1) @federated``: the mean and count of a column of the
   requested dataframe.
@@ -53,6 +56,24 @@ def wait(seconds: float = 60.0, value: str = "") -> dict:
 def read_csv(connection_details: dict) -> pd.DataFrame:
     info(f"read_csv: a {connection_details['type']} database")
     return pd.read_csv(connection_details["uri"])
+
+
+@data_extraction
+def read_csv_trying_writes(connection_details: dict) -> pd.DataFrame:
+    tried = {}
+    for where, folder in (("beside_database", os.path.dirname(connection_details["uri"])),
+                          ("session_folder", os.environ["SESSION_FOLDER"])):
+        try:
+            with open(os.path.join(folder, "extraction-was-here"), "w") as out:
+                out.write("an extraction writes only its output")
+            tried[where] = "written"
+        except OSError as exc:
+            info(f"read_csv_trying_writes: {where} refused ({type(exc).__name__})")
+            tried[where] = "refused"
+    frame = pd.read_csv(connection_details["uri"])
+    for where, outcome in tried.items():
+        frame[where] = outcome
+    return frame
 
 
 @data_extraction
