@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -12,6 +11,7 @@ import pytest
 
 from dss_console.dss import DssClient
 from dss_console.sandbox import Sandbox
+from dss_console.sources.v6.proxy import RefusingPort
 from sandbox_tickets import new_ready_ticket
 
 from slurm_cluster import SlurmCluster, require_slurm
@@ -86,12 +86,14 @@ def foreign_service(sandbox: Sandbox) -> str:
 
 
 @pytest.fixture
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+def closed_port_url() -> Iterator[str]:
+    """A loopback URL where nothing listens (connection refused): the port stays bound for
+    the test, so no server of this or the other test process can be given it meanwhile."""
+    refusing = RefusingPort()
+    try:
+        yield f"http://127.0.0.1:{refusing.port}"
+    finally:
+        refusing.close()
 
 
 _HOME: str | None = None
@@ -117,13 +119,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # -- two test processes (pytest-xdist), one of each real server ---------------------------
 # The suite runs in two processes (`-n 2`, pyproject.toml): most of its time is spent waiting
 # on servers and child processes, not on the two cores. A session fixture is per process, so
-# every test that needs the SLURM cluster, the vantage6 4.x server or the 5.x server is sent
-# to one process (`--dist loadgroup`): each is still started once per run. The DSS sandbox
-# starts in both (about a second).
+# the tests that need the SLURM cluster go to one process, and those that need a vantage6
+# server (4.x or 5.x: some need both) to one process (`--dist loadgroup`): each server is
+# still started once per run. The DSS sandbox starts in both (about a second).
 _GROUP_OF_FIXTURE = (  # the first match wins: the cluster is the one that must stay single
     ("slurm", "slurm"),
-    ("v6x5_python", "v6x5"),
-    ("v6_python", "v6"),
+    ("v6x5_python", "vantage6"),
+    ("v6_python", "vantage6"),
 )
 
 
