@@ -57,7 +57,7 @@ from dss_console.gui.gate_actions import AlwaysAnswer, AlwaysDialog, GateControl
 from dss_console.gui.job_actions import JobActions
 from dss_console.gui.login_pane import LoginPane
 from dss_console.gui.pause_banner import PauseBanner
-from dss_console.gui.presentations import presentation_for
+from dss_console.gui.presentations import family_presentation, presentation_for
 from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.reason_dialog import ReasonDialog
 from dss_console.gui.selected_job import SelectedJobLoader
@@ -197,8 +197,7 @@ class MainWindow(QMainWindow):
         self.login_pane.loggedIn.connect(self.session.logged_in)
         # The window speaks the picked source's words before the login, too.
         self.login_pane.source_box.currentIndexChanged.connect(
-            lambda _index: self.logged_in is None
-            and self.use_source_kind(self.login_pane.source_kind()))
+            lambda _index: self.logged_in is None and self.use_login_choice())
         self.login_pane.logoutRequested.connect(self.session.logout_requested)
         self.login_pane.serversChanged.connect(self.settings_control.servers_changed)
         self.services_pane.claimRequested.connect(self._claim_requested)
@@ -227,8 +226,8 @@ class MainWindow(QMainWindow):
         self.bridge.pollCompleted.connect(self._poll_completed)
         self.bridge.notice.connect(self._notice)
         self.bridge.rulesEdited.connect(self.gate.rules_edited)
-        if self.login_pane.source_kind() != DEFAULT_SOURCE:  # the panes start in its words
-            self.use_source_kind(self.login_pane.source_kind())
+        if self.login_pane.family_members() != [DEFAULT_SOURCE]:  # the panes start in its words
+            self.use_login_choice()
 
     # -- messages ---------------------------------------------------------------------------
     def show_banner(self, text: str, level: str = "error", action: BannerAction | None = None,
@@ -376,8 +375,19 @@ class MainWindow(QMainWindow):
         return plugins.source_of(self.logged_in).name
 
     def use_source_kind(self, kind: str) -> None:
-        """The window in the words of the login form's source, until an engine says its own."""
+        """The window in the words of the source logged in to, until its engine says its
+        own; the next start shows its login form first."""
         self.use_presentation(presentation_for(kind))
+        self._remember_source(kind)
+
+    def use_login_choice(self) -> None:
+        """The window in the words of the login form's choice before a login. A family's
+        member is known only once its server answers (the login), so meanwhile the window
+        shows only what all its members show alike (presentations.family_presentation)."""
+        self.use_presentation(family_presentation(self.login_pane.family_members()))
+        self._remember_source(self.login_pane.source_kind())
+
+    def _remember_source(self, kind: str) -> None:
         if self._remember_layout:
             self._window_state.setValue("login/source", kind)
 
