@@ -21,12 +21,12 @@ from dss_console.engine.settings import ServiceCommand
 from dss_console.gui.dry_run import (
     DRY_RUN_TICKET_ID,
     UNKNOWN_SERVICE_HASH,
-    DryRunDialog,
     DryRunError,
     DryRunSummary,
     prepare_dry_run,
     summarize_run,
 )
+from dss_console.gui.dry_run_dialog import DryRunDialog
 from dss_console.resources.demo_service import demo_service_command
 from dss_console.sandbox.demo import make_demo_ticket_files
 from dss_console.workspace import Workspace
@@ -72,7 +72,7 @@ SERVICE_SCRIPT = textwrap.dedent("""\
 def dry_run_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The remembered workspaces go to the test's own file, not the user's config dir."""
     state = tmp_path / "dry-run.ini"
-    monkeypatch.setattr("dss_console.gui.dry_run.STATE_FILE", state, raising=False)
+    monkeypatch.setattr("dss_console.gui.dry_run_dialog.STATE_FILE", state, raising=False)
     return state
 
 
@@ -311,7 +311,7 @@ def test_choose_workspace_then_run(qtbot: QtBot, service, workspace: Path,
 def test_open_work_dir(qtbot: QtBot, service, workspace: Path,
                        monkeypatch: pytest.MonkeyPatch) -> None:
     opened = []
-    monkeypatch.setattr("dss_console.gui.dry_run.QDesktopServices.openUrl",
+    monkeypatch.setattr("dss_console.gui.dry_run_dialog.QDesktopServices.openUrl",
                         lambda url: opened.append(url) or True)
     dialog = open_dialog(qtbot, service("success"), workspace)
     assert not dialog.open_workdir_button.isEnabled()
@@ -322,7 +322,8 @@ def test_open_work_dir(qtbot: QtBot, service, workspace: Path,
 
 def test_open_work_dir_without_a_file_manager_shows_the_path(
         qtbot: QtBot, service, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("dss_console.gui.dry_run.QDesktopServices.openUrl", lambda url: False)
+    monkeypatch.setattr("dss_console.gui.dry_run_dialog.QDesktopServices.openUrl",
+                        lambda url: False)
     dialog = open_dialog(qtbot, service("success"), workspace)
     run(qtbot, dialog)
     qtbot.mouseClick(dialog.open_workdir_button, Qt.MouseButton.LeftButton)

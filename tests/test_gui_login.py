@@ -113,8 +113,7 @@ def test_session_ended_elsewhere_shows_the_form_and_a_new_token_carries_on(
     job_id = console.claim()
     # The window's own calls (statistics) must not be in flight while the session ends:
     # the server saves a session back at the end of a request that spans its logout.
-    window._stats_timer.stop()
-    window._stats_soon.stop()
+    window.services_refresh.stop()
     qtbot.waitUntil(lambda: not tasks.pending_tasks(), timeout=WAIT_MS)
     # Logged out elsewhere (what `dss-console logout` does with the same session).
     end_session(console.sandbox.url, window.logged_in.client.session_id)

@@ -18,7 +18,7 @@ from dss_console.engine.settings import (
     parse_duration,
     save_settings,
 )
-from dss_console.gui.dry_run import DryRunDialog
+from dss_console.gui.dry_run_dialog import DryRunDialog
 from dss_console.gui.settings_dialog import SettingsDialog, format_duration
 from settings_helpers import services_of, settings_with
 from toy_executor import TARGET

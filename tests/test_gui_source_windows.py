@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from dss_console import plugins
@@ -83,6 +84,50 @@ def test_the_window_shows_the_views_of_the_source_it_speaks_for(qtbot: QtBot,
     window.use_presentation(presentation_for("dss"))
     assert window.view_buttons == {} and window.view_windows == {}
     assert not audit.isVisible()  # another source's view does not stay open
+    window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore[method-assign]
+    window.close()
+    qtbot.waitUntil(lambda: window.closed, timeout=30_000)
+    qtbot.waitUntil(lambda: not tasks.pending_tasks(), timeout=15_000)
+
+
+def job_headers(window) -> list[str]:
+    model = window.queue_pane.model
+    return [model.headerData(column, Qt.Orientation.Horizontal)
+            for column in range(model.columnCount())]
+
+
+@pytest.mark.usefixtures("event_loop_qt")
+def test_before_a_login_a_family_shows_only_the_columns_all_its_members_show(
+        qtbot: QtBot, tmp_path: Path) -> None:
+    from PySide6.QtCore import QSettings
+
+    from dss_console.credentials import SessionStore
+    from dss_console.gui import tasks
+    from dss_console.gui.main_window import QUIT_CANCEL, MainWindow
+    from dss_console.gui.presentations import presentation_for
+
+    (family, members), = ((f, m) for f, m in plugins.SOURCE_FAMILIES.items() if len(m) > 1)
+    columns = [[column.title for column in presentation_for(member).job_columns]
+               for member in members]
+    assert any(titles != columns[0] for titles in columns)  # else nothing to test
+    shared = [title for title in columns[0] if all(title in titles for titles in columns)]
+    # The last login was to the family's last member: a guess until its server answers.
+    state_file = tmp_path / "window.ini"
+    state = QSettings(str(state_file), QSettings.Format.IniFormat)
+    state.setValue("login/source", members[-1])
+    state.sync()
+    store = SessionStore(tmp_path / "sessions", use_keyring=False)
+    window = MainWindow(Settings(), None, store, window_state_file=state_file)
+    qtbot.addWidget(window)
+    assert window.login_pane.family() == family
+    assert job_headers(window) == shared
+    box = window.login_pane.source_box
+    box.setCurrentIndex(box.findData(next(iter(plugins.SOURCES))))  # another source
+    box.setCurrentIndex(box.findData(family))  # and the family chosen again
+    assert job_headers(window) == shared
+    for member, titles in zip(members, columns, strict=True):
+        window.use_source_kind(member)  # as a login to it does
+        assert job_headers(window) == titles
     window.ask_quit_choice = lambda running, **_: QUIT_CANCEL  # type: ignore[method-assign]
     window.close()
     qtbot.waitUntil(lambda: window.closed, timeout=30_000)

@@ -115,7 +115,7 @@ GUI_MAY_NOT_IMPORT = ("dss_console.sources", "dss_console.executors", "dss_conso
 GUI_NOT_YET = {
     "gui/detail_pane.py imports dss_console.workspace",
     "gui/dry_run.py imports dss_console.workspace",
-    "gui/main_window.py imports dss_console.workspace",
+    "gui/selected_job.py imports dss_console.workspace",
 }
 
 

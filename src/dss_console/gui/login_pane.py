@@ -236,6 +236,10 @@ class LoginPane(QWidget):
         """The chosen family (the chooser's item)."""
         return str(self.source_box.currentData())
 
+    def family_members(self) -> list[str]:
+        """The sources of the chosen family, its first first (one for a source alone)."""
+        return list(self._families[self.family()])
+
     def set_source_kind(self, kind: str) -> None:
         """Choose a source (its family in the chooser, its form shown) or a family (its
         first member's form)."""

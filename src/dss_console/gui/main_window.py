@@ -5,13 +5,13 @@ It turns engine events into views and operator actions into engine calls; every 
 touches the network, the disk or a process runs off the Qt thread (`run_blocking`). The window
 composes its parts and keeps the dialogs (tests answer them here): the engine process in
 engine_session.py, the jobs pane's actions in job_actions.py, the settings file in
-settings_controller.py, the banner and status bar in status_bar.py.
+settings_controller.py, the banner and status bar in status_bar.py, the services' refresh in
+services_refresh.py, the selected job's calls and inputs in selected_job.py, the ledger and the
+source's views in side_windows.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,17 +31,15 @@ from PySide6.QtWidgets import (
 )
 
 from dss_console import paths, plugins
-from dss_console.core.interfaces import LOGGED_OUT, TRANSIENT
+from dss_console.core.interfaces import TRANSIENT
 from dss_console.core.presentation import ApprovalView, Presentation
-from dss_console.core.source_plugin import ConnectError
 from dss_console.credentials import SessionStore
-from dss_console.engine.engine import EngineError, ServiceView
+from dss_console.engine.engine import EngineError
 from dss_console.engine.events import JobSnapshot
 from dss_console.engine.remote import EngineCallError, EngineGoneError, RemoteEngine
 from dss_console.engine.settings import Settings
 from dss_console.engine.states import JobState
 from dss_console.gui import tasks
-from dss_console.gui.audit_view import PAGE as LEDGER_PAGE
 from dss_console.gui.audit_view import LedgerDialog
 from dss_console.gui.bridge import EngineBridge
 from dss_console.gui.copyable import show_copyable
@@ -59,21 +57,21 @@ from dss_console.gui.gate_actions import AlwaysAnswer, AlwaysDialog, GateControl
 from dss_console.gui.job_actions import JobActions
 from dss_console.gui.login_pane import LoginPane
 from dss_console.gui.pause_banner import PauseBanner
-from dss_console.gui.presentations import job_inputs_dir, presentation_for
+from dss_console.gui.presentations import family_presentation, presentation_for
 from dss_console.gui.queue_pane import QueuePane
 from dss_console.gui.reason_dialog import ReasonDialog
+from dss_console.gui.selected_job import SelectedJobLoader
 from dss_console.gui.services_pane import ServicesPane
+from dss_console.gui.services_refresh import ServicesRefresh
 from dss_console.gui.settings_controller import SettingsController
-from dss_console.gui.source_window import SourceView, SourceViewWindow
+from dss_console.gui.side_windows import SideWindows
+from dss_console.gui.source_window import SourceViewWindow
 from dss_console.gui.status_bar import Banner, BannerAction, StatusLine
 from dss_console.gui.tasks import run_blocking, spawn
-from dss_console.workspace import Workspace, WorkspaceError
 
 if TYPE_CHECKING:
     from dss_console.gui.settings_dialog import SettingsDialog
 
-STATS_REFRESH_MS = 15_000
-HISTORY_REFRESH_MS = 5 * 60_000  # the chart's hourly bars: a few minutes late is fine
 DEFAULT_SOURCE = next(iter(plugins.SOURCES))
 
 
@@ -98,12 +96,7 @@ class MainWindow(QMainWindow):
         self.logged_in: object | None = None
         self.session = EngineSession(self)
         self.job_actions = JobActions(self)
-        self._required_tags: dict[str, tuple[str, ...]] = {}
-        self._tags_failed_at: dict[str, float] = {}
         self._remember_layout = remember_layout
-        # Input-workspace loads overlap (a selection, then the download finishing): each
-        # has a number, and only the newest may fill the pane.
-        self._inputs_loads = 0
         self._window_state = QSettings(
             str(window_state_file or paths.config_dir() / "window.ini"),
             QSettings.Format.IniFormat)
@@ -132,7 +125,6 @@ class MainWindow(QMainWindow):
         self.audit_button = QPushButton("Audit…")
         self.audit_button.setToolTip("Every step of every job, from the engine's tamper-"
                                      "evident ledger, with its verdict")
-        self.ledger_view: LedgerDialog | None = None
 
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -145,12 +137,7 @@ class MainWindow(QMainWindow):
         # Preferred, not Maximum: a Maximum box keeps its size hint, which ignores how tall
         # a wrapped login error gets, and clips it. The services box takes the extra room.
         server_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        # The source's own views (gui.source_window.SourceView), one button each, for the
-        # source whose words the window speaks (use_presentation).
-        self.view_buttons: dict[str, QPushButton] = {}
-        self.view_windows: dict[str, SourceViewWindow] = {}
-        self._views_of: str | None = None
-        left_buttons = self._left_buttons = QHBoxLayout()
+        left_buttons = QHBoxLayout()
         left_buttons.addWidget(self.settings_button)
         left_buttons.addWidget(self.audit_button)
         self.rules_button = QPushButton("Approval rules…")
@@ -160,6 +147,9 @@ class MainWindow(QMainWindow):
         left_buttons.addWidget(self.rules_button)
         left_buttons.addStretch(1)
         left_layout.addLayout(left_buttons, 0)
+        # The ledger, and the source's own views (gui.source_window.SourceView), one button
+        # each, for the source whose words the window speaks (use_presentation).
+        self.side_windows = SideWindows(self, self, left_buttons)
 
         queue_box = self.queue_box = QGroupBox("Tickets")
         QVBoxLayout(queue_box).addWidget(self.queue_pane)
@@ -199,29 +189,15 @@ class MainWindow(QMainWindow):
         self._status_timer.setInterval(1000)
         self._status_timer.timeout.connect(self.update_status)
         self._status_timer.start()
-        self._stats_timer = QTimer(self)
-        self._stats_timer.setInterval(STATS_REFRESH_MS)
-        self._stats_timer.timeout.connect(lambda: spawn(self.refresh_services()))
-        self._stats_soon = QTimer(self)
-        self._stats_soon.setSingleShot(True)
-        self._stats_soon.setInterval(1500)  # coalesce a burst of claims and finishes
-        self._stats_soon.timeout.connect(lambda: spawn(self.refresh_services()))
-        self._stats_soon.timeout.connect(lambda: spawn(self.refresh_histories()))
-        self._history_timer = QTimer(self)
-        self._history_timer.setInterval(HISTORY_REFRESH_MS)
-        self._history_timer.timeout.connect(lambda: spawn(self.refresh_histories()))
-        self._calls_soon = QTimer(self)
-        self._calls_soon.setSingleShot(True)
-        self._calls_soon.setInterval(300)  # a busy job changes its calls many times a second
-        self._calls_soon.timeout.connect(self._reload_calls)
+        self.services_refresh = ServicesRefresh(self, self)
+        self.selected_job = SelectedJobLoader(self, self)
         tasks.set_error_handler(lambda text: self.show_banner(
             f"Something went wrong in the console: {text}"))
 
         self.login_pane.loggedIn.connect(self.session.logged_in)
         # The window speaks the picked source's words before the login, too.
         self.login_pane.source_box.currentIndexChanged.connect(
-            lambda _index: self.logged_in is None
-            and self.use_source_kind(self.login_pane.source_kind()))
+            lambda _index: self.logged_in is None and self.use_login_choice())
         self.login_pane.logoutRequested.connect(self.session.logout_requested)
         self.login_pane.serversChanged.connect(self.settings_control.servers_changed)
         self.services_pane.claimRequested.connect(self._claim_requested)
@@ -235,7 +211,7 @@ class MainWindow(QMainWindow):
         self.services_pane.editCommandRequested.connect(self.open_settings)
         self.services_pane.refreshRequested.connect(lambda: spawn(self.refresh_services()))
         self.settings_button.clicked.connect(lambda: self.open_settings(None))
-        self.audit_button.clicked.connect(self.open_ledger)
+        self.audit_button.clicked.connect(self.side_windows.open_ledger)
         self.queue_pane.currentJobChanged.connect(self._job_selected)
         self.queue_pane.actionRequested.connect(self.job_actions.requested)
         self.queue_pane.batchRequested.connect(self.job_actions.batch_requested)
@@ -243,15 +219,15 @@ class MainWindow(QMainWindow):
         self.bridge.jobsChanged.connect(self._jobs_changed)
         self.bridge.outputArrived.connect(self.detail_pane.append_output)
         self.bridge.messageArrived.connect(self.detail_pane.append_message)
-        self.bridge.callsChanged.connect(self._calls_changed)
+        self.bridge.callsChanged.connect(self.selected_job.calls_changed)
         self.bridge.connectionChanged.connect(self.connection_changed)
         self.bridge.statusChanged.connect(self.update_status)
         self.bridge.servicesChanged.connect(self._services_changed)
         self.bridge.pollCompleted.connect(self._poll_completed)
         self.bridge.notice.connect(self._notice)
         self.bridge.rulesEdited.connect(self.gate.rules_edited)
-        if self.login_pane.source_kind() != DEFAULT_SOURCE:  # the panes start in its words
-            self.use_source_kind(self.login_pane.source_kind())
+        if self.login_pane.family_members() != [DEFAULT_SOURCE]:  # the panes start in its words
+            self.use_login_choice()
 
     # -- messages ---------------------------------------------------------------------------
     def show_banner(self, text: str, level: str = "error", action: BannerAction | None = None,
@@ -356,112 +332,30 @@ class MainWindow(QMainWindow):
     def reload_settings(self) -> None:
         self.settings_control.reload()
 
-    def _use_views(self, source: str) -> None:
-        """The view buttons of ``source`` (none of another source's stay)."""
-        if source == self._views_of:
-            return
-        self._views_of = source
-        for name, button in self.view_buttons.items():
-            self._left_buttons.removeWidget(button)
-            button.deleteLater()
-            window = self.view_windows.pop(name, None)
-            if window is not None:
-                window.widget().close()
-                window.widget().deleteLater()
-        self.view_buttons = {}
-        # A source this console does not know (an engine newer than the window) adds none.
-        known = source in plugins.SOURCE_WINDOWS
-        for view in plugins.source_window(source).views() if known else ():
-            button = QPushButton(view.label)
-            button.setToolTip(view.tip)
-            button.clicked.connect(lambda _checked=False, v=view: self.open_view(v))
-            # After the Settings button, before the stretch.
-            self._left_buttons.insertWidget(self._left_buttons.count() - 1, button)
-            self.view_buttons[view.name] = button
+    @property
+    def view_buttons(self) -> dict[str, QPushButton]:
+        """The source's view buttons by name (side_windows.py)."""
+        return self.side_windows.view_buttons
 
-    def open_view(self, view: SourceView) -> None:
-        """One of the source's views (the vantage6 run audit), in its own window, filled
-        with the jobs the engine holds."""
-        window = self.view_windows.get(view.name)
-        if window is None:
-            window = self.view_windows[view.name] = view.create(self)
-        spawn(self._fill_view(view, window))
-        widget = window.widget()
-        widget.show()
-        widget.raise_()
-        # Keys (Escape closes it) go to the view, not to the window behind it: without a
-        # window manager that activates new windows (Xvfb) nobody else does.
-        widget.activateWindow()
+    @property
+    def view_windows(self) -> dict[str, SourceViewWindow]:
+        return self.side_windows.view_windows
+
+    @property
+    def ledger_view(self) -> LedgerDialog | None:
+        return self.side_windows.ledger_view
 
     def open_ledger(self) -> LedgerDialog:
-        """The engine's ledger in its own window: the newest records and the verdict."""
-        view = self.ledger_view
-        if view is None:
-            view = self.ledger_view = LedgerDialog(self)
-            view.older_wanted.connect(lambda before: spawn(self._ledger_older(before)))
-            view.verify_wanted.connect(lambda: spawn(self._ledger_verdict()))
-        spawn(self._fill_ledger())
-        view.show()
-        view.raise_()
-        view.activateWindow()
-        return view
-
-    async def _fill_ledger(self) -> None:
-        engine, view = self.engine, self.ledger_view
-        if engine is None or view is None:
-            return
-        try:
-            records = await run_blocking(engine.ledger_page, None, LEDGER_PAGE)
-        except (EngineGoneError, EngineCallError) as exc:
-            view.show_problem(f"The ledger could not be read: {exc}")
-            return
-        view.show_page(records)
-        await self._ledger_verdict()
-
-    async def _ledger_older(self, before: int) -> None:
-        engine, view = self.engine, self.ledger_view
-        if engine is None or view is None:
-            return
-        try:
-            view.add_older(await run_blocking(engine.ledger_page, before, LEDGER_PAGE))
-        except (EngineGoneError, EngineCallError) as exc:
-            view.show_problem(f"The ledger could not be read: {exc}")
-
-    async def _ledger_verdict(self) -> None:
-        engine, view = self.engine, self.ledger_view
-        if engine is None or view is None:
-            return
-        try:
-            view.show_verdict(await run_blocking(engine.ledger_verify))
-        except (EngineGoneError, EngineCallError) as exc:
-            view.show_problem(f"The ledger could not be verified: {exc}")
+        """The engine's ledger in its own window (Audit…)."""
+        return self.side_windows.open_ledger()
 
     def close_views(self) -> None:
-        """Close the source's views (they show the jobs of the engine being let go)."""
-        for window in self.view_windows.values():
-            window.widget().close()
-        if self.ledger_view is not None:
-            self.ledger_view.close()
-
-    async def _fill_view(self, view: SourceView, window: SourceViewWindow) -> None:
-        engine = self.engine
-        if engine is None:
-            return
-        try:
-            jobs = await run_blocking(engine.jobs)
-        except (EngineGoneError, EngineCallError) as exc:
-            title = view.label.rstrip("…").lower()
-            self.show_banner(f"The {title} could not be loaded: {exc}")
-            return
-        window.set_jobs(jobs)
+        """Close the source's views and the ledger (they show the jobs of the engine being
+        let go)."""
+        self.side_windows.close_all()
 
     async def show_services(self, engine: RemoteEngine) -> None:
-        try:
-            views = await run_blocking(engine.services)
-        except (EngineGoneError, EngineCallError):
-            return
-        if self.engine is engine:
-            self.services_pane.set_services(views)
+        await self.services_refresh.show_services(engine)
 
     def _services_changed(self) -> None:
         if self.engine is not None:
@@ -481,8 +375,19 @@ class MainWindow(QMainWindow):
         return plugins.source_of(self.logged_in).name
 
     def use_source_kind(self, kind: str) -> None:
-        """The window in the words of the login form's source, until an engine says its own."""
+        """The window in the words of the source logged in to, until its engine says its
+        own; the next start shows its login form first."""
         self.use_presentation(presentation_for(kind))
+        self._remember_source(kind)
+
+    def use_login_choice(self) -> None:
+        """The window in the words of the login form's choice before a login. A family's
+        member is known only once its server answers (the login), so meanwhile the window
+        shows only what all its members show alike (presentations.family_presentation)."""
+        self.use_presentation(family_presentation(self.login_pane.family_members()))
+        self._remember_source(self.login_pane.source_kind())
+
+    def _remember_source(self, kind: str) -> None:
         if self._remember_layout:
             self._window_state.setValue("login/source", kind)
 
@@ -491,83 +396,34 @@ class MainWindow(QMainWindow):
         words = presentation.word_fields()
         self.services_box.setTitle(words["Services"])
         self.queue_box.setTitle(words["Jobs"])
-        self._use_views(presentation.source)
+        self.side_windows.use_views(presentation.source)
         self.services_pane.apply_presentation(presentation)
         self.queue_pane.apply_presentation(presentation)
         self.detail_pane.apply_presentation(presentation)
 
     async def refresh_services(self) -> None:
-        engine = self.engine
-        if engine is None or self.logged_in is None:
-            return
-        try:
-            views = await run_blocking(engine.refresh_services)
-        except EngineGoneError:
-            return  # the session's engine-lost handler says so
-        except EngineCallError as exc:
-            # The engine's own connection state follows the outcome of its calls; this one
-            # only says what the status bar should show meanwhile.
-            if exc.kind == LOGGED_OUT:
-                self.connection_changed("logged_out", str(exc))
-            elif exc.kind == TRANSIENT:
-                self.connection_changed("offline", str(exc))
-            return
-        self.services_pane.set_services(views)
-        with contextlib.suppress(EngineGoneError, EngineCallError):
-            self.services_pane.set_figures(await run_blocking(engine.service_figures))
-        self._show_services_summary(views)
+        await self.services_refresh.refresh_services()
 
     async def refresh_histories(self) -> None:
-        """The services' history charts from the engine's ledger (read off the Qt thread).
-        An engine that cannot say (an older worker, one gone) leaves the charts empty and
-        says so quietly: a chart is not worth a dialog."""
-        engine = self.engine
-        if engine is None or self.logged_in is None:
-            return
-        try:
-            histories = await run_blocking(engine.ledger_stats)
-        except (EngineGoneError, EngineCallError, EngineError) as exc:
-            if engine is self.engine:
-                if isinstance(exc, EngineCallError) and exc.kind == "protocol":
-                    why = ("this engine is older than the window (it reads the history "
-                           "once restarted with this version)")
-                else:
-                    why = f"the engine could not read its ledger ({exc})"
-                self.statusBar().showMessage(f"No service history: {why}", 10_000)
-            return
-        if engine is self.engine:
-            self.services_pane.show_histories(histories)
-
-    def _show_services_summary(self, views: list[ServiceView]) -> None:
-        self.services_pane.summary.setText(self.services_pane.presentation.text(
-            "services_summary", count=len(views), commands=sum(1 for v in views if v.command)))
+        await self.services_refresh.refresh_histories()
 
     def start_refreshing(self) -> None:
-        """The services' counts now and every STATS_REFRESH_MS, their histories now and every
-        HISTORY_REFRESH_MS, while an engine runs."""
-        self._stats_timer.start()
-        self._history_timer.start()
-        spawn(self.refresh_services())
-        spawn(self.refresh_histories())
+        self.services_refresh.start()
 
     def stop_refreshing(self) -> None:
-        self._stats_timer.stop()
-        self._stats_soon.stop()
-        self._history_timer.stop()
+        self.services_refresh.stop()
 
     # -- engine events ----------------------------------------------------------------------
     def _jobs_changed(self, jobs: list[JobSnapshot]) -> None:
         before = self.detail_pane.job
         self.queue_pane.update_jobs(jobs)
-        for view_window in self.view_windows.values():
-            if view_window.widget().isVisible():
-                view_window.update_jobs(jobs)
+        self.side_windows.update_jobs(jobs)
         if self.engine is not None:
             self.queue_pane.set_busy(self.engine.busy_job_ids())
         for job in jobs:
             self.detail_pane.update_job(job)
             if job.state.is_terminal or job.state in (JobState.CLAIMED, JobState.BLOCKED):
-                self._stats_soon.start()  # counts, and a blocked service shows as paused
+                self.services_refresh.soon()  # counts; a blocked service shows as paused
             if job.state.is_terminal:
                 self.notifier.job_ended(job, self.settings.notify,
                                         self.queue_pane.presentation.words)
@@ -575,20 +431,7 @@ class MainWindow(QMainWindow):
         if after is not None and before is not None and after.job_id == before.job_id \
                 and after.state is not before.state:
             self.gate.job_shown(after, front=after.state.is_waiting)
-        # Reload the inputs only when they changed (downloaded, or a fresh attempt), not on
-        # every progress update.
-        if (after is not None and before is not None and after.job_id == before.job_id
-                and (after.inputs_ready, after.attempt) != (before.inputs_ready, before.attempt)):
-            spawn(self._load_inputs(after))
-
-    def _calls_changed(self, job_id: int) -> None:
-        job = self.detail_pane.job
-        if job is not None and job.job_id == job_id and not self._calls_soon.isActive():
-            self._calls_soon.start()
-
-    def _reload_calls(self) -> None:
-        if self.detail_pane.job is not None:
-            spawn(self._load_calls(self.detail_pane.job.job_id))
+        self.selected_job.job_changed(before, after)
 
     def connection_changed(self, state: str, detail: str) -> None:
         """The one place the connection state changes (the engine's events, which include
@@ -622,73 +465,7 @@ class MainWindow(QMainWindow):
     def _job_selected(self, job: JobSnapshot | None) -> None:
         self.detail_pane.show_job(job)
         self.gate.job_shown(job)
-        if self.engine is not None:
-            # Live output only for the job shown: the others' output stays on disk.
-            spawn(self._watch(self.engine, [job.job_id] if job is not None else []))
-        if job is not None:
-            spawn(self._load_calls(job.job_id))
-            spawn(self._load_inputs(job))
-
-    async def _watch(self, engine: RemoteEngine, job_ids: list[int]) -> None:
-        with contextlib.suppress(EngineGoneError, EngineCallError):
-            await run_blocking(engine.watch, job_ids)
-
-    async def _load_calls(self, job_id: int) -> None:
-        engine = self.engine
-        if engine is None:
-            return
-        try:
-            items = await run_blocking(engine.outbox_items, job_id)
-        except (EngineGoneError, EngineCallError):
-            return
-        self.detail_pane.set_calls(job_id, items)
-
-    async def _load_inputs(self, job: JobSnapshot) -> None:
-        engine = self.engine
-        if engine is None:
-            return
-        self._inputs_loads = generation = self._inputs_loads + 1
-        if self.detail_pane.presentation.inputs_view == "summary":
-            # What the engine learnt at fetch time: no file to read here.
-            self.detail_pane.set_run_summary(job)
-            return
-        required = self._required_tags.get(job.service_hash)
-        failed_at = self._tags_failed_at.get(job.service_hash, -1e9)
-        logged_in = self.logged_in
-        if required is None and logged_in is not None \
-                and time.monotonic() - failed_at > 60:
-            try:
-                required = await run_blocking(plugins.source_of(logged_in).required_tags,
-                                              logged_in, job.service_hash)
-                if required is not None:
-                    self._required_tags[job.service_hash] = required
-            except ConnectError:
-                self._tags_failed_at[job.service_hash] = time.monotonic()
-                required = ()
-        if generation != self._inputs_loads:
-            return
-        if not job.inputs_ready:
-            self.detail_pane.set_inputs(job.job_id, None, required or ())
-            return
-        from dss_console.engine.workdirs import find_input_workspace
-
-        def load() -> tuple[Workspace | None, set[Path]]:
-            inputs = job_inputs_dir(job)
-            found = find_input_workspace(inputs, job.ticket_id) if inputs else None
-            workspace = Workspace.load(found) if found else None
-            layers = workspace.layers if workspace is not None else []
-            return workspace, {layer.path for layer in layers if not layer.path.exists()}
-
-        try:
-            workspace, missing = await run_blocking(load)
-        except WorkspaceError as exc:
-            if generation == self._inputs_loads:
-                self.detail_pane.set_inputs(job.job_id, None, required or (),
-                                            f"Unreadable: {exc}")
-            return
-        if generation == self._inputs_loads:
-            self.detail_pane.set_inputs(job.job_id, workspace, required or (),
-                                        missing_files=missing)
+        self.selected_job.job_selected(job)
 
     # -- operator actions -------------------------------------------------------------------
     def _resume_requested(self, service_hashes: list[str]) -> None:
@@ -757,7 +534,7 @@ class MainWindow(QMainWindow):
         self.detail_pane.log.shutdown()  # its file thread must not outlive the window
         self._status_timer.stop()
         self.stop_refreshing()
-        self._calls_soon.stop()
+        self.selected_job.stop()
         tasks.set_error_handler(None)
 
     def _save_window_state(self) -> None:

@@ -7,6 +7,8 @@ login form's choice of source decides the window's words meanwhile).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from dss_console import plugins
@@ -21,6 +23,19 @@ def default_presentation() -> Presentation:
 
 def presentation_for(source: str) -> Presentation:
     return plugins.presentation(source)
+
+
+def family_presentation(members: Sequence[str]) -> Presentation:
+    """What the window shows for a family of sources (plugins.SOURCE_FAMILIES) before the
+    server says which member serves it: the first member's presentation with only the job
+    columns every member shows alike (a column one member lacks would stay empty, or one it
+    names otherwise would be wrong), in the first member's order."""
+    first = plugins.presentation(members[0])
+    others = [plugins.presentation(member) for member in members[1:]]
+    shared = tuple(column for column in first.job_columns
+                   if all(column in other.job_columns for other in others))
+    return first if shared == first.job_columns else dataclasses.replace(
+        first, job_columns=shared)
 
 
 def job_cells(job: JobSnapshot) -> Cells:

@@ -45,7 +45,7 @@ from dss_console.engine.settings import (
     default_workroot,
     format_duration,
 )
-from dss_console.gui.dry_run import DryRunDialog
+from dss_console.gui.dry_run_dialog import DryRunDialog
 from dss_console.gui.service_editor import (
     _HASH_RE,
     _PROBLEM_STYLE,
