@@ -102,7 +102,7 @@ def _json_line(raw: bytes) -> Any:
         value, end = _scan_json(text, 0)
     except (ValueError, StopIteration):
         return json.loads(raw)
-    if text[end:].strip(_JSON_SPACE):
+    if (end != len(text) - 1 or text[end] != "\n") and text[end:].strip(_JSON_SPACE):
         return json.loads(raw)  # more after the value: json.loads says what
     return value
 
