@@ -234,7 +234,7 @@ class LedgerIndex:
     def _read_from(self, db: sqlite3.Connection, start: int) -> int:
         ends: list[tuple[Any, ...]] = []
         offsets: list[tuple[Any, ...]] = []
-        last: tuple[int, bytes] | None = None
+        last_offset, last_line = -1, b""  # the last whole line read, a record or not
         added = 0
         with open(self.ledger, "rb") as handle:
             handle.seek(start)
@@ -243,12 +243,13 @@ class LedgerIndex:
                 if not raw.endswith(b"\n"):
                     break  # a line being written: the next catch-up reads it whole
                 offset, position = position, position + len(raw)
+                last_offset, last_line = offset, raw
                 try:
                     record = _json_line(raw)
                     seq = int(record["seq"])
-                    at = parse_utc(str(record["at"]))
+                    at_text = record["at"]
+                    at = parse_utc(at_text if type(at_text) is str else str(at_text))
                 except (ValueError, KeyError, TypeError):
-                    last = (offset, raw)
                     continue  # not a record: verify says so; the index skips it
                 job = record.get("job")
                 kind = record.get("kind", "")
@@ -261,14 +262,13 @@ class LedgerIndex:
                     if ended is not None and isinstance(service, dict) and service:
                         ends.append((seq, at, str(service.get("name") or service.get("key")),
                                      int(ended[0]), ended[1]))
-                last = (offset, raw)
                 added += 1
                 if len(offsets) >= _BATCH:
                     self._flush(db, ends, offsets)
         self._flush(db, ends, offsets)
-        if last is not None:
+        if last_offset >= 0:
             db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)",
-                           [("last_offset", str(last[0])), ("last_hash", line_hash(last[1]))])
+                           [("last_offset", str(last_offset)), ("last_hash", line_hash(last_line))])
         return added
 
     @staticmethod
