@@ -15,7 +15,13 @@ Measured (2 cores shared with other test runs, load 2-4, 2026-12-07): (a) round 
 p95 0.85 ms (append + fdatasync alone 0.22 / 0.42 ms); under heavy I/O from other runs 3.4 /
 7.6 ms. (b) 195k records (110 MB) in 1.44 s, 7.4 s per million (2.2-5 s under load).
 (c) 975k records, 125k ends in the month: stats 160-170 ms median, worst 290 ms; rebuild
-11.5-14 s per million (64 MB index).
+11.5-14 s per million (64 MB index). Since the rebuild drops and remakes the two secondary
+indexes inside its transaction, with a larger page cache, and reads lines with json's C
+scanner straight (2026-12-07, load 1.3-2): rebuild 7.4-7.9 s per million at 975k (61 MB;
+the old code 10.3-10.9 s alternated with it), stats 147 ms median; at load 4.5-5 (half a
+core each) 11.1 s per million at 244k, 13.7 at 975k (CPU time still 8.1-8.4 s per million).
+Of the 7.4 s: about 5.7 s Python (json ~4.5, the rest parse_utc and the loop), 1.2 s the
+inserts, 0.3 s the two index builds, 0.2 s the commit.
 
 Records are synthetic jobs of seven steps (claim with v6-like details, inputs, start,
 upload, delivered, end), spread over 40 days, written through ``LedgerWriter``.

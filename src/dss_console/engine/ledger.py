@@ -122,12 +122,20 @@ def utc_text(at: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def parse_utc(text: str) -> float:
-    """The time a record's ``at`` names (fromisoformat: C, ten times strptime's speed)."""
+    """The time a record's ``at`` names (fromisoformat: C, ten times strptime's speed), read
+    as UTC whatever offset it carries. The difference from a naive epoch is the float that
+    ``.replace(tzinfo=utc).timestamp()`` gives, at a third of its cost (an index rebuild reads
+    a million)."""
     if not text.endswith("Z") or "T" not in text:
         raise ValueError(f"not a ledger time: {text!r}")
     moment = datetime.fromisoformat(text[:-1])
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    if moment.tzinfo is not None:
+        moment = moment.replace(tzinfo=None)
+    return (moment - _EPOCH).total_seconds()
 
 
 def queue_marker(row_id: int) -> str:
