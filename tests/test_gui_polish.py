@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QTimer
 
@@ -259,3 +260,29 @@ def test_a_sandbox_console_does_not_offer_to_keep_running(make_console, qtbot) -
     window.close()
     qtbot.waitUntil(lambda: window.closed, timeout=WAIT_MS)
     assert offered == [{"running": 1, "allow_detach": False}]
+
+
+def test_a_server_address_is_never_broken_across_lines_in_a_label(qapp: Any) -> None:
+    """The login line wraps, but not inside the server's address (it broke after "http://")."""
+    from PySide6.QtGui import QTextDocument
+
+    from dss_console.core.presentation import unbroken_html
+
+    url = "https://v6.example.org:5443/hq"
+
+    def lines(text: str) -> list[str]:
+        document = QTextDocument()
+        document.setHtml(f"Node <b>station-demo</b> of <b>station</b> on <b>{text}</b> "
+                         "(vantage6 5.x, realm vantage6)")
+        document.setTextWidth(300)
+        document.size()  # lays the text out
+        block = document.begin()
+        layout = block.layout()
+        return [block.text()[layout.lineAt(i).textStart():][:layout.lineAt(i).textLength()]
+                .replace("\u2060", "").replace("\u00a0", " ")
+                for i in range(layout.lineCount())]
+
+    plain = lines(url)
+    assert not any(url in line for line in plain), plain  # it does break without the joiners
+    joined = lines(unbroken_html(url))
+    assert len(joined) > 1 and any(url in line for line in joined), joined

@@ -11,6 +11,7 @@ and ``{count}`` (a batch), ``{reason}``, ``{requesters}``, ``{picked}`` (a chose
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,6 +23,15 @@ CORE_JOB_COLUMNS = ("work", "service", "state", "progress", "claimed", "run_time
 # What the window does by itself (no engine call): open the work dir, copy the id, open the
 # inputs in a viewer program.
 LOCAL_ACTIONS = ("workdir", "copy", "open_inputs")
+
+
+def unbroken_html(text: str) -> str:
+    """``text`` escaped for the window's rich-text labels, never broken across lines there (a
+    server's address, which a wrapping label would otherwise break after its ``http://``):
+    Qt's line breaking ignores CSS ``white-space`` there, so a word joiner (U+2060, not
+    shown) follows each character after which Unicode allows a break inside an address."""
+    joined = "".join(c + "\u2060" if c in "/:.-?&=" else c for c in text)
+    return html.escape(joined.replace(" ", "\u00a0"))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, cast
 
+from dss_console.core.presentation import unbroken_html
 from dss_console.core.source_plugin import (
     ConnectError,
     LoginCall,
@@ -234,7 +235,7 @@ class DssPlugin:
 
     def who(self, credential: object, *, expired: bool = False) -> str:
         login = _logged_in(credential)
-        server, email = html.escape(login.client.server), html.escape(login.email)
+        server, email = unbroken_html(login.client.server), html.escape(login.email)
         if expired:
             return f"Session expired on <b>{server}</b> (was <b>{email}</b>)"
         return f"Logged in to <b>{server}</b> as <b>{email}</b>"

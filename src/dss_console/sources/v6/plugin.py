@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dss_console.core.presentation import unbroken_html
 from dss_console.core.source_plugin import (
     ConnectError,
     LoginCall,
@@ -362,7 +363,7 @@ class V6Plugin:
         login = _node_login(credential)  # a node's key does not expire
         who = login.identity
         return (f"Node <b>{html.escape(who.name)}</b> of <b>"
-                f"{html.escape(who.organization_name)}</b> on <b>{html.escape(login.server)}"
+                f"{html.escape(who.organization_name)}</b> on <b>{unbroken_html(login.server)}"
                 f"</b> · collaboration <b>{html.escape(who.collaboration_name)}</b> "
                 f"({'encrypted' if who.encrypted else 'not encrypted'})")
 

@@ -20,6 +20,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from dss_console.core.presentation import unbroken_html
 from dss_console.core.source_plugin import (
     ConnectError,
     LoginCall,
@@ -189,7 +190,7 @@ class V6x5Plugin(V6Plugin):
         login = _hq_login(credential)
         who = login.identity
         return (f"Node <b>{html.escape(who.name)}</b> of <b>"
-                f"{html.escape(who.organization_name)}</b> on <b>{html.escape(login.server)}"
+                f"{html.escape(who.organization_name)}</b> on <b>{unbroken_html(login.server)}"
                 f"</b> (vantage6 5.x, realm {html.escape(login.realm)}) · collaboration <b>"
                 f"{html.escape(who.collaboration_name)}</b> "
                 f"({'encrypted' if who.encrypted else 'not encrypted'})")
