@@ -379,6 +379,47 @@ def test_manual_fail_with_message_and_upload_picked_result(harness: Harness) -> 
     assert harness.sandbox.admin.result_files(second)[-1] == f"ticket_{second:08d}_results.itksnap"
 
 
+def test_a_fail_that_comes_as_the_download_ends_is_not_lost(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's Fail reached the job's thread after its last check (the download done,
+    the job about to wait for Run): it was taken, then nothing acted on it, and the ticket
+    stayed claimed (seen once in a full run). Held in exactly that gap here."""
+    from dss_console.engine.jobs import JobExecution
+
+    in_gap, go_on = threading.Event(), threading.Event()
+    transition = JobExecution._transition
+
+    def held_after_the_download(self: JobExecution, state: JobState, *args: object,
+                                **kwargs: object) -> object:
+        done = transition(self, state, *args, **kwargs)  # type: ignore[arg-type]
+        if state is JobState.CLAIMED and self.prefetch_only:
+            in_gap.set()
+            go_on.wait(30)
+        return done
+
+    monkeypatch.setattr(JobExecution, "_transition", held_after_the_download)
+    ticket = harness.ticket()
+    engine = harness.engine(None)
+    engine.refresh_services()
+    job = engine.claim_next([harness.service])
+    assert job is not None and job.ticket_id == ticket
+    assert in_gap.wait(30), "the download did not end"
+    engine.fail_job(job.job_id, "Image is a knee, not a brain")
+    go_on.set()
+    harness.wait_server(ticket, "failed")
+    assert ("error", "Image is a knee, not a brain") in harness.log(ticket)
+    assert harness.wait_job(engine, ticket, JobState.FAILED) == job.job_id
+
+    # After the thread has ended, Fail ends the job itself (the request is refused there).
+    second = harness.ticket()
+    other = engine.claim_next([harness.service])
+    assert other is not None and other.ticket_id == second
+    go_on.set()
+    wait_for(lambda: engine._execution(other.job_id) is None, 30, what="the thread to end")
+    engine.fail_job(other.job_id, "Not a brain either")
+    harness.wait_server(second, "failed")
+
+
 def test_retry_run_after_failure(harness: Harness, tmp_path: Path) -> None:
     ticket = harness.ticket()
     engine = harness.engine("fail", auto=True)

@@ -112,8 +112,7 @@ class OperatorActions:
     def cancel_job(self, job_id: int, message: str | None = None) -> None:
         """Stop the command (if any) and fail the ticket as cancelled by the provider."""
         execution = self._execution(job_id)
-        if execution is not None:
-            execution.cancel(message)
+        if execution is not None and execution.cancel(message):
             return
         snap = self.journal.job(job_id)
         if snap.state.is_terminal:
@@ -126,8 +125,7 @@ class OperatorActions:
         if not message.strip():
             raise EngineError("a failure needs a message for the user")
         execution = self._execution(job_id)
-        if execution is not None:
-            execution.fail_with(message)
+        if execution is not None and execution.fail_with(message):
             return
         snap = self.journal.job(job_id)
         if snap.state is JobState.SUCCEEDED:

@@ -100,18 +100,39 @@ class JobContext:
     approval_rules: list[ApprovalRule] = field(default_factory=list)
 
 
+# Stops that are someone's decision about the job (the operator's Fail or Cancel, the work
+# taken away on the server): one that came too late for the job's own checks is still acted
+# on when its thread ends. A shutdown is not: the job stays as it is, for the next start.
+DECIDED_STOPS = ("fail", "cancel", "gone")
+
+
 class StopRequest:
-    """Why a job was asked to stop, if it was."""
+    """Why a job was asked to stop, if it was. Closed when the job's thread is done with it:
+    a request after that is refused (the caller ends the job itself), so none is lost
+    between the thread's last check and its end."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
-        self.kind: str | None = None  # cancel | shutdown | gone
+        self.kind: str | None = None  # fail | cancel | shutdown | gone
         self.event = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = False
 
-    def set(self, kind: str, reason: str) -> None:
-        if self.kind is None:
-            self.kind, self.reason = kind, reason
+    def set(self, kind: str, reason: str) -> bool:
+        """False when the job's thread has closed the request (nothing will act on it)."""
+        with self._lock:
+            if self._closed:
+                return False
+            if self.kind is None:
+                self.kind, self.reason = kind, reason
         self.event.set()
+        return True
+
+    def close(self) -> str | None:
+        """Take no more requests; the kind of the one taken, if any."""
+        with self._lock:
+            self._closed = True
+            return self.kind
 
 
 class JobExecution(JobEndings, JobGates):
@@ -170,12 +191,14 @@ class JobExecution(JobEndings, JobGates):
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def cancel(self, message: str | None = None) -> None:
+    def cancel(self, message: str | None = None) -> bool:
+        """False when the job's thread has ended meanwhile: the caller ends the job."""
         reason = self.source.words.cancelled + (f": {message}" if message else "")
-        self._request_stop("cancel", reason)
+        return self._request_stop("cancel", reason)
 
-    def fail_with(self, message: str) -> None:
-        self._request_stop("fail", message)
+    def fail_with(self, message: str) -> bool:
+        """False when the job's thread has ended meanwhile: the caller ends the job."""
+        return self._request_stop("fail", message)
 
     def shutdown(self) -> None:
         self._request_stop("shutdown", self.source.words.shut_down)
@@ -187,27 +210,30 @@ class JobExecution(JobEndings, JobGates):
         self._end_as = OutcomeKind.KILLED
         self._request_stop("cancel", f"killed on the server ({detail})")
 
-    def ticket_gone(self, detail: str, *, killed: bool = False) -> None:
+    def ticket_gone(self, detail: str, *, killed: bool = False) -> bool:
         """The server took the work back. ``killed`` (or the source saw it killed there)
-        records that outcome, so the audit says so rather than "failed"."""
+        records that outcome, so the audit says so rather than "failed". False when the
+        job's thread has ended meanwhile: the caller ends the job."""
         if killed or self.source.killed_remotely(self.snapshot.ticket_id):
             snap = self.snapshot
             self.ctx.journal.update_job(self.job_id, details={
                 **snap.details, "outcome": OutcomeKind.KILLED.value})
-            self._request_stop("gone", f"killed by user on the server ({detail})")
-            return
-        self._request_stop("gone", f"{self.source.words.gone} ({detail})")
+            return self._request_stop("gone", f"killed by user on the server ({detail})")
+        return self._request_stop("gone", f"{self.source.words.gone} ({detail})")
 
-    def _request_stop(self, kind: str, reason: str) -> None:
-        self.stop.set(kind, reason)
+    def _request_stop(self, kind: str, reason: str) -> bool:
+        if not self.stop.set(kind, reason):
+            return False
         handle = self._handle
         if handle is not None:
             handle.stop(reason)
+        return True
 
     # -- the job ----------------------------------------------------------------------------
     def _main(self) -> None:
         try:
             self._run()
+            self._act_on_a_late_stop()
         except Exception as exc:  # a bug must fail the ticket in words, not strand it
             import traceback
 
@@ -220,6 +246,13 @@ class JobExecution(JobEndings, JobGates):
         finally:
             if self.on_finished:
                 self.on_finished(self.job_id)
+
+    def _act_on_a_late_stop(self) -> None:
+        """A Fail, Cancel or the work taken away that arrived after the job's last check (say
+        between its download and its wait for Run) ends the job now, as it would have then."""
+        late = self.stop.close()
+        if late in DECIDED_STOPS and not self.ctx.journal.job(self.job_id).state.is_terminal:
+            self._stopped_before_run()
 
     def _run(self) -> None:
         snap = self.ctx.journal.job(self.job_id)

@@ -61,8 +61,8 @@ class Reactions:
         if execution is not None:
             self.journal.update_job(job_id, not_retryable=f"the ticket is no longer ours on "
                                                           f"the server ({message})")
-            execution.ticket_gone(message)
-            return
+            if execution.ticket_gone(message):
+                return
         snap = self.journal.job(job_id)
         if not snap.state.is_terminal:
             self.journal.transition(job_id, JobState.CANCELLED, f"the ticket went away: "
