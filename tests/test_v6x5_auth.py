@@ -5,10 +5,13 @@ auth server that is down is transient and one back is used again, a regenerated 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import requests
 
 from dss_console.core.interfaces import Failure
 from dss_console.sources.v6.client import V6UnreachableError, classify_v6_error
@@ -90,3 +93,67 @@ def test_a_regenerated_secret_means_log_in_again(idp: IdpStandin) -> None:
             assert secret not in text
     finally:
         credentials.close()
+
+
+class _CountingSession(requests.Session):
+    """A real HTTP session that counts the token requests it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts = 0
+        self._count_lock = threading.Lock()
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        with self._count_lock:
+            self.posts += 1
+        return super().post(*args, **kwargs)
+
+
+def test_during_an_outage_renewal_is_tried_after_a_wait_by_one_thread() -> None:
+    """The auth server stopped with a token still usable: each call past renew-after does
+    not make an attempt of its own (each HQ call would first wait out the HTTP timeout,
+    in every thread): one attempt, then the next after min(10 s, a quarter of the life
+    left); the current token is given meanwhile; renewal resumes when the server is back."""
+    lifespan = 8  # renewed after 6 s, presented until 7.6 s: the retry waits about 0.4 s
+    realm = Realm.create("vantage6", admin_client="admin", admin_secret="admin-secret-123",
+                         admin_username="root", admin_password="root-password-1",
+                         lifespans=Lifespans(access=lifespan))
+    with IdpStandin(realm) as idp:
+        _, secret = _node_client(idp.realm, "station")
+        http = _CountingSession()
+        credentials = ClientCredentials(idp.url, "vantage6", node_client_id("station"),
+                                        secret, http=http)
+        try:
+            first = credentials.renew()
+            due = time.monotonic() + lifespan * 0.75
+            idp.stop()
+            wait_for(lambda: time.monotonic() >= due, timeout=30, what="the renewal due")
+            before = http.posts
+            started = time.monotonic()
+            barrier = threading.Barrier(8)
+            given: list[str] = []
+
+            def call() -> None:
+                barrier.wait()
+                given.append(credentials.token())
+
+            threads = [threading.Thread(target=call) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+            given += [credentials.token() for _ in range(20)]
+            elapsed = time.monotonic() - started
+            assert given == [first] * 28
+            attempts = http.posts - before
+            # One attempt; more only where the burst itself outlasted a retry wait (load).
+            assert 1 <= attempts <= 1 + int(elapsed / 0.2), (attempts, elapsed)
+            # The next attempt comes once the wait is over.
+            wait_for(lambda: credentials.token() and http.posts > before + attempts,
+                     timeout=10, what="the retry after the wait")
+            idp.start()  # the same port
+            renewed = wait_for(lambda: (lambda t: t if t != first else None)(
+                credentials.token()), timeout=10, what="a renewal with the server back")
+            assert idp.realm.verify(renewed)["azp"] == "station-node-client"
+        finally:
+            credentials.close()

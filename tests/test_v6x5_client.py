@@ -293,3 +293,23 @@ def test_a_deleted_dataframe_reaches_the_node_over_the_socket(v6x5_sandbox: HqSa
             assert deleted == [(session, "to_go")]
         finally:
             events.close()
+
+
+def test_the_reconcile_lists_sessions_sorted_in_one_page_and_confirms_each_gone(
+        v6x5_sandbox: HqSandbox) -> None:
+    """HQ 5.0.3 pages `GET session` by OFFSET and sorts only with `sort=`: the node asks
+    sorted, in pages larger than the default 10, and a session missing from the list goes
+    here only when `GET session/<id>` answers 404."""
+    sb = v6x5_sandbox
+    node = sb.node("station-demo")
+    researcher = _Researcher(sb)
+    made = [researcher.call("POST", "/session", {
+        "name": f"r-{time.time_ns()}-{i}", "collaboration_id": node.collaboration_id,
+        "scope": "own"})["id"] for i in range(11)]
+    with HqNodeClient(sb.url, auth_url=sb.auth_url, node=node.name) as client:
+        client.login(node.api_key)
+        assert set(made) <= client.session_ids(node.collaboration_id)
+        assert not client.session_gone(made[0])
+        researcher.call("DELETE", f"/session/{made[0]}", {})
+        assert client.session_gone(made[0])
+        assert made[0] not in client.session_ids(node.collaboration_id)

@@ -35,6 +35,7 @@ from waiting import wait_for
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
 
 COMMAND_IMAGE = "v6x5-test-command"
+GATED_IMAGE = "v6x5-demo-gated"  # the demo algorithm, its results held for release
 CSV = "age,weight\n31,70.5\n52,81.0\n17,55.25\n"
 TAG = os.getpid()  # dataframe names are unique across HQ
 
@@ -48,6 +49,9 @@ def home(v6x5_sandbox: HqSandbox, v6x5_python: Path,
     table: dict[str, Any] = {
         "algorithms": {DEMO_IMAGE: {"python": str(v6x5_python), "package": "v6x5_demo",
                                     "env": {"PYTHONPATH": str(v6x5_algorithm_root())}},
+                       GATED_IMAGE: {"python": str(v6x5_python), "package": "v6x5_demo",
+                                     "env": {"PYTHONPATH": str(v6x5_algorithm_root())},
+                                     "approve": "release"},
                        COMMAND_IMAGE: {"command": "true"}},
         "databases": {"default": {"uri": str(path / "people.csv"), "type": "csv"}}}
     (path / "settings.toml").write_text(
@@ -121,9 +125,30 @@ def _extract(researcher: HqResearcher, name: str, station: int, *,
     return dict(frame)
 
 
-def _frame_file(home: Path, session_id: int, name: str) -> Path | None:
-    found = list((home / "data").rglob(f"sessions/{session_id}/{name}.parquet"))
+def _frame_file(home: Path, session_id: int, name: str, data: Path | None = None
+                ) -> Path | None:
+    found = list((data or home / "data").rglob(f"sessions/{session_id}/{name}.parquet"))
     return found[0] if found else None
+
+
+def _staged(home: Path, session_id: int, name: str) -> list[Path]:
+    return list((home / "data").rglob(f"staged/{session_id}/{name}.run*"))
+
+
+def _approvals(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), "approvals", *args], env=_env(home),
+                          capture_output=True, text=True, timeout=60)
+
+
+def _waiting_release(home: Path, run_id: int) -> bool:
+    done = _approvals(home, "list", "--json")
+    return done.returncode == 0 and any(
+        row["id"] == run_id and row["gate"] == "release" for row in json.loads(done.stdout))
+
+
+def _pending_run(researcher: HqResearcher, task_id: int, station: int) -> int:
+    return int(wait_for(lambda: _station_run(researcher, task_id, station).get("id"), 60,
+                        what="the station's run"))
 
 
 def _frame_id(researcher: HqResearcher, session_id: int, name: str) -> int:
@@ -255,34 +280,78 @@ def test_an_extraction_algorithm_given_as_a_command_is_refused_in_words(
     assert "must be configured on this node with python and package" in run["log"]
 
 
-def test_a_worker_killed_between_commit_and_patch_commits_once(
+def test_a_release_refused_commits_nothing(
         workers: list[Worker], home: Path, researcher: HqResearcher,
         v6x5_sandbox: HqSandbox) -> None:
-    """SIGKILL as soon as the dataframe is in the session folder (the columns step and the
-    completing PATCH still to come); the next worker completes the run without a second
-    commit. It also removes a session HQ does not have (the reconcile at connect)."""
+    """The dataframe is committed in the end call, after the release gate: refused there,
+    this node holds no new data (a rerun's preprocessing would otherwise apply twice) and
+    the ledger has no commit."""
     station = v6x5_sandbox.org_id("station")
-    name = f"crash_{TAG}"
-    frame = _extract(researcher, name, station)
+    name = f"refused_{TAG}"
+    frame = _extract(researcher, name, station, image=GATED_IMAGE)
     session_id = int(researcher.call("session_id"))
     task_id = int(frame["last_session_task"]["id"])
-    path = wait_for(lambda: _frame_file(home, session_id, name), 120, interval=0.01,
-                    what="the committed dataframe")
+    run_id = _pending_run(researcher, task_id, station)
+    wait_for(lambda: _waiting_release(home, run_id), 120, what="the result held for release")
+    assert _frame_file(home, session_id, name) is None  # held: not the session's yet
+    rejected = _approvals(home, "reject", str(run_id), "--message", "Not this cohort")
+    assert rejected.returncode == 0, rejected.stderr
+    run = _station_ended(researcher, task_id, station)
+    assert run["status"] == "failed", (run, workers[-1].output)
+    assert _frame_file(home, session_id, name) is None
+    assert _staged(home, session_id, name) == []
+    assert _commits(home, name) == []
+
+
+def test_an_output_whose_columns_cannot_be_read_is_unexpected_output(
+        workers: list[Worker], home: Path, researcher: HqResearcher,
+        v6x5_sandbox: HqSandbox) -> None:
+    """Parquet at both ends, no schema: the columns are read when the result is handed
+    over, so the run ends `unexpected output` (read in the end call, it stayed active)."""
+    station = v6x5_sandbox.org_id("station")
+    name = f"badcols_{TAG}"
+    frame = _extract(researcher, name, station, method="fake_parquet")
+    run = _station_ended(researcher, int(frame["last_session_task"]["id"]), station)
+    assert run["status"] == "unexpected output", (run, workers[-1].output)
+    assert "columns" in run["log"] and str(home) not in run["log"]
+    session_id = int(researcher.call("session_id"))
+    assert _frame_file(home, session_id, name) is None and _staged(home, session_id, name) == []
+
+
+def test_a_worker_killed_while_its_dataframe_waits_commits_once(
+        workers: list[Worker], home: Path, researcher: HqResearcher,
+        v6x5_sandbox: HqSandbox) -> None:
+    """SIGKILL while the staged dataframe waits for the operator's release (the commit,
+    the columns and the completing PATCH still to come); the next worker, released,
+    completes the run with one commit (the crash points inside a commit: test_v6x5_sessions).
+    It also removes a session HQ does not have (the reconcile at connect)."""
+    station = v6x5_sandbox.org_id("station")
+    name = f"crash_{TAG}"
+    frame = _extract(researcher, name, station, image=GATED_IMAGE)
+    session_id = int(researcher.call("session_id"))
+    task_id = int(frame["last_session_task"]["id"])
+    run_id = _pending_run(researcher, task_id, station)
+    wait_for(lambda: _waiting_release(home, run_id), 120, what="the result held for release")
+    (staged,) = [path for path in _staged(home, session_id, name) if path.suffix == ".parquet"]
+    inode = staged.stat().st_ino
     workers[-1].kill()
-    assert _station_run(researcher, task_id, station)["status"] != "completed", \
-        "the worker was killed only after the run completed: the window was missed"
-    before = path.stat()
-    stale = path.parent.parent / "999999"
-    stale.mkdir(mode=0o700)
+    assert _station_run(researcher, task_id, station)["status"] != "completed"
+    sessions = staged.parent.parent.parent / "sessions"
+    stale = sessions / "999999"
+    stale.mkdir(mode=0o700, parents=True)
     (stale / "old.parquet").write_bytes(b"PAR1 stale PAR1")
 
     workers.append(_start(home, v6x5_sandbox))
+    wait_for(lambda: _waiting_release(home, run_id), 120, what="the result still held")
+    released = _approvals(home, "release", str(run_id))
+    assert released.returncode == 0, released.stderr
     run = _station_ended(researcher, task_id, station)
     assert run["status"] == "completed", (run, workers[-1].output)
-    after = path.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    path = _frame_file(home, session_id, name)
+    assert path is not None and path.stat().st_ino == inode  # the staged file, renamed
     wait_for(lambda: _commits(home, "old", "deleted"), 30, what="the reconcile's record")
     assert not stale.exists()
+    wait_for(lambda: _commits(home, name), 30, what="the commit's record")
     (note,) = _commits(home, name)
     assert note["run_id"] == run["id"]
     columns = _client(researcher, "dataframe.get", id_=frame["id"])["columns"]
@@ -292,11 +361,15 @@ def test_a_worker_killed_between_commit_and_patch_commits_once(
 def test_delete_dataframe_removes_the_file_and_hq_hears_back(
         workers: list[Worker], home: Path, researcher: HqResearcher,
         v6x5_sandbox: HqSandbox) -> None:
-    name = f"crash_{TAG}"
+    station = v6x5_sandbox.org_id("station")
+    name = f"deleted_{TAG}"
+    frame = _extract(researcher, name, station)
     session_id = int(researcher.call("session_id"))
+    run = _station_ended(researcher, int(frame["last_session_task"]["id"]), station)
+    assert run["status"] == "completed", (run, workers[-1].output)
     path = _frame_file(home, session_id, name)
-    assert path is not None, "made by the test before"
-    frame_id = _frame_id(researcher, session_id, name)
+    assert path is not None
+    frame_id = int(frame["id"])
     _client(researcher, "dataframe.delete", id_=frame_id)
     wait_for(lambda: not path.exists(), 30, what="the dataframe's file to go")
     node_id = v6x5_sandbox.node(NODE).id
@@ -314,3 +387,24 @@ def test_delete_dataframe_removes_the_file_and_hq_hears_back(
     wait_for(lambda: _commits(home, name, "deleted"), 30, what="the delete's record")
     (gone,) = _commits(home, name, "deleted")
     assert gone["session_id"] == session_id and gone["run_id"] is None
+
+
+def test_a_worker_with_a_data_dir_keeps_its_sessions_there(
+        workers: list[Worker], home: Path, researcher: HqResearcher,
+        v6x5_sandbox: HqSandbox, tmp_path: Path) -> None:
+    """`--data-dir X`: the session folders are under X, as the journal and the ledger."""
+    code = workers[-1].stop()
+    assert code == 0, workers[-1].output
+    data = tmp_path / "elsewhere"
+    made = Worker(home, v6x5_sandbox.url, NODE, "--concurrency", "1", "--data-dir", str(data))
+    workers.append(made)
+    made.wait_line(r"worker .* on .*#node-\d+")
+    station = v6x5_sandbox.org_id("station")
+    name = f"datadir_{TAG}"
+    frame = _extract(researcher, name, station)
+    session_id = int(researcher.call("session_id"))
+    run = _station_ended(researcher, int(frame["last_session_task"]["id"]), station)
+    assert run["status"] == "completed", (run, made.output)
+    found = _frame_file(home, session_id, name, data)
+    assert found is not None and found.is_relative_to(data)
+    assert _frame_file(home, session_id, name) is None

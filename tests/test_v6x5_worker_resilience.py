@@ -104,21 +104,30 @@ def researcher(v6x5_researchers: dict[str, HqResearcher]) -> HqResearcher:
 
 class HqAsResearcher:
     """HQ as the researcher's service account sees it, over plain HTTP, with a token from
-    the stand-in for its client taken once (as the official client takes one)."""
+    the stand-in for its client (as the official client takes one), taken again when HQ
+    answers 401 (the module may outlast the token's 300 s under load)."""
 
     def __init__(self, sandbox: HqSandbox) -> None:
+        self._sandbox = sandbox
+        self.api_url = sandbox.api_url
+        self.http = requests.Session()
+        self._take_token()
+
+    def _take_token(self) -> None:
+        sandbox = self._sandbox
         client_id, secret = sandbox.service_account
         reply = requests.post(
             f"{sandbox.auth_url}/realms/{sandbox.info['realm']}/protocol/openid-connect/token",
             data={"grant_type": "client_credentials", "client_id": client_id,
                   "client_secret": secret}, timeout=30)
         assert reply.status_code == 200, reply.text
-        self.api_url = sandbox.api_url
-        self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
 
     def get(self, path: str, **params: Any) -> Any:
         reply = self.http.get(f"{self.api_url}/{path}", params=params, timeout=30)
+        if reply.status_code == 401:  # the token's life is over: a new one, once
+            self._take_token()
+            reply = self.http.get(f"{self.api_url}/{path}", params=params, timeout=30)
         assert reply.status_code == 200, (path, reply.status_code, reply.text[:300])
         return reply.json()
 

@@ -132,10 +132,10 @@ class Connection:
 
 @dataclass(frozen=True)
 class LedgerNote:
-    """Push: a step the source took by itself, outside any job's transitions, that the
-    ledger records (a 5.x node's session dataframe committed or deleted). ``kind`` names
-    the step, ``data`` its facts as JSON values: ids, hashes, sizes — never a path, a file
-    name or a value from the data."""
+    """Push: a source's own step, taken outside any job's transitions, that the ledger
+    records. ``kind`` names the step, ``data`` its facts as JSON values: ids, hashes,
+    sizes — never a path, a file name or a value from the data. A source may give a note
+    again after a crash (at least once): the same facts, so a reader can tell a repeat."""
 
     kind: str
     data: Mapping[str, Any]

@@ -11,6 +11,7 @@ vantage6-algorithm-tools 5.0.3 exactly as for a Docker image (run unchanged unde
 * ``read_csv_trying_writes()`` — ``@data_extraction``: ``read_csv``, after trying to write
   beside its database and into the session folder; the dataframe's ``beside_database`` and
   ``session_folder`` columns say ``written`` or ``refused``.
+* ``fake_parquet()`` — ``@data_extraction`` that leaves ``PAR1 … PAR1`` with no table.
 * ``adults(min_age)`` — ``@preprocessing``: keeps the rows with ``age >= min_age``.
 * ``mean(column)`` — ``@dataframe(1) @federated``: the mean and count of a column of the
   requested dataframe.
@@ -80,6 +81,13 @@ def read_csv_trying_writes(connection_details: dict) -> pd.DataFrame:
 def junk_output(connection_details: dict) -> pd.DataFrame:
     with open(os.environ["OUTPUT_FILE"], "w") as output:  # decoded by the wrapper
         output.write('{"not": "parquet"}')
+    os._exit(0)  # before the wrapper would write the table
+
+
+@data_extraction
+def fake_parquet(connection_details: dict) -> pd.DataFrame:
+    with open(os.environ["OUTPUT_FILE"], "wb") as output:  # parquet's magic, no table
+        output.write(b"PAR1 not a table at all PAR1")
     os._exit(0)  # before the wrapper would write the table
 
 

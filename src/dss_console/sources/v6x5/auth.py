@@ -46,6 +46,9 @@ RENEW_AT_REMAINING = 0.25
 # share of its lifetime, at most a second.
 EXPIRY_MARGIN_SHARE = 0.05
 EXPIRY_MARGIN_MAX = 1.0
+# After a renewal failed for a passing reason: the next attempt waits this long at most
+# (and no longer than a quarter of what is left of the current token's life).
+RETRY_WAIT_MAX = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ class ClientCredentials:
         self._access: str | None = None
         self._renew_after = 0.0  # time.monotonic() after which token() renews
         self._usable_until = 0.0  # time.monotonic() after which the token is not presented
+        self._retry_after = 0.0  # time.monotonic() before which a failed renewal is not retried
+        self._renewing = threading.Lock()  # one renewal at a time
         self.claims: dict[str, Any] = {}
 
     def __repr__(self) -> str:  # the secret and the token stay out of tracebacks
@@ -110,23 +115,41 @@ class ClientCredentials:
     def token(self) -> str:
         """A token with at least a quarter of its lifetime left: renewed first when not.
         If the renewal fails for a passing reason (the auth server unreachable or answering
-        5xx) while the current token has not expired, the current token is given: the
-        renewal is tried again at the next call."""
+        5xx) while the current token has not expired, the current token is given, and the
+        next attempt waits min(10 s, a quarter of the token's remaining life): during an
+        outage each HQ call does not first wait out the HTTP timeout. One thread renews at
+        a time; the others take the current token meanwhile (or wait, when it is unusable)."""
         with self._lock:
-            if self._access is not None and time.monotonic() < self._renew_after:
+            now = time.monotonic()
+            usable = self._access is not None and now < self._usable_until
+            if self._access is not None and (now < self._renew_after
+                                             or (usable and now < self._retry_after)):
                 return self._access
-        try:
-            return self.renew()
-        except V6Error as exc:
-            if classify_v6_error(exc) is not Failure.TRANSIENT:
-                raise
+        if not self._renewing.acquire(blocking=not usable):
             with self._lock:
-                access, left = self._access, self._usable_until - time.monotonic()
-            if access is None or left <= 0:
-                raise
-            log.info("token renewal failed (%s); the current token has %.0f s left",
-                     type(exc).__name__, left)
-            return access
+                if self._access is not None and time.monotonic() < self._usable_until:
+                    return self._access
+            self._renewing.acquire()
+        try:
+            with self._lock:  # another thread may have renewed while this one waited
+                if self._access is not None and time.monotonic() < self._renew_after:
+                    return self._access
+            try:
+                return self.renew()
+            except V6Error as exc:
+                if classify_v6_error(exc) is not Failure.TRANSIENT:
+                    raise
+                with self._lock:
+                    access, now = self._access, time.monotonic()
+                    left = self._usable_until - now
+                    self._retry_after = now + min(RETRY_WAIT_MAX, max(left, 0.0) / 4)
+                if access is None or left <= 0:
+                    raise
+                log.info("token renewal failed (%s); the current token has %.0f s left",
+                         type(exc).__name__, left)
+                return access
+        finally:
+            self._renewing.release()
 
     def renew(self) -> str:
         """A new token now (after HQ refused the current one, or when it is due)."""

@@ -34,6 +34,7 @@ from dss_console.sources.v6.client import (
     Run,
     V6BadReplyError,
     V6NodeClient,
+    V6NotFoundError,
     V6NotLoggedInError,
     V6RunFinishedError,
     V6ServerError,
@@ -42,6 +43,7 @@ from dss_console.sources.v6.client import (
 from dss_console.sources.v6x5.auth import DEFAULT_REALM, ClientCredentials, node_client_id
 
 API_PATH = "/hq"
+SESSION_PAGE = 1000  # sessions per page of the reconcile's list (HQ sets no maximum)
 # vantage6.common.enum.RunStatus (5.0.3): 4.x's ending statuses and these.
 FINISHED_STATUSES_5 = FINISHED_STATUSES | {"dataframe not found", "depended on failed task",
                                            "unexpected output"}
@@ -184,10 +186,21 @@ class HqNodeClient(V6NodeClient):
 
     def session_ids(self, collaboration_id: int) -> set[int]:
         """The sessions HQ has in the collaboration (``GET session?collaboration_id=``,
-        paged; a node may view its collaboration's sessions)."""
-        return {session_id for item in self._pages("/session",
-                                                   {"collaboration_id": collaboration_id})
+        paged; a node may view its collaboration's sessions). Sorted by id: HQ 5.0.3 pages
+        by OFFSET and sorts only when asked, so unsorted pages may skip a session."""
+        return {session_id for item in self._pages(
+                    "/session", {"collaboration_id": collaboration_id, "sort": "id",
+                                 "per_page": SESSION_PAGE})
                 if (session_id := _int_or_none(item.get("id"))) is not None}
+
+    def session_gone(self, session_id: int) -> bool:
+        """``GET session/<id>`` answers 404: HQ no longer has it (any other answer or
+        error: it may still be there)."""
+        try:
+            self.get(f"/session/{int(session_id)}")
+        except V6NotFoundError:
+            return True
+        return False
 
     def blob_store_enabled(self) -> bool:
         """Whether HQ keeps results in a blob store (5.0.3: Azure), which this node does

@@ -135,7 +135,9 @@ class V6x5Plugin(V6Plugin):
                 stored.server, stored.api_key, v6_settings(settings),
                 auth_url=stored.auth_url, node=stored.node, realm=stored.realm or "",
                 private_key_pem=stored.private_key_pem,
-                verify=options.ca_bundle or settings.ca_bundle or True)
+                verify=options.ca_bundle or settings.ca_bundle or True,
+                # The worker's --data-dir keeps the sessions too (its journal's neighbours).
+                data_root=getattr(options, "data_dir", None))
         except V6NotLoggedInError:
             raise ConnectError(f"the authentication server no longer accepts the API key of "
                                f"node {stored.node!r}: log in again (dss-console v6 login "

@@ -3,17 +3,24 @@ as the official node keeps them (``{df name}.parquet`` in the session's folder, 
 ``@dataframe`` algorithms read through ``SESSION_FOLDER``), but private (directories 0700,
 files 0600) and outside the jobs' work dirs, whose retention must not remove them (plan §4).
 
-Layout: ``<data dir>/v6x5/<sha256(server)[:16]>/node-<id>/sessions/<session id>/``. A commit
-is crash-safe and may be repeated: the run's output is copied (hashed on the way) to
-``{df}.parquet.run{id}``, renamed over ``{df}.parquet``, then recorded in
-``.{df}.commit.json``; a repeat for the same run after the rename finds the record and does
-nothing, one before it copies again. Each commit and delete gives a :class:`DataframeNote`
-for the ledger: ids, name, hash, size — never a path or a value.
+Layout: ``<data dir>/v6x5/<sha256(server)[:16]>/node-<id>/sessions/<session id>/``, and
+``…/node-<id>/staged/<session id>/`` for outputs not yet committed (outside the session
+folder: a compute run of the session must not read a dataframe the operator has not
+released, and the same file system, so the commit is a rename).
 
-The source (``source.py``) commits in ``result_calls`` (after a pure-Python parquet check:
-``PAR1`` at both ends), asking :meth:`SessionStore.committed` first, so a run that a
-restart ran again after its commit does not commit twice; ``session_step.py`` (pyarrow, in
-the algorithm's Python) reads the columns HQ is told and appends to the state file.
+Two steps. :meth:`SessionStore.stage`, when the run's result is handed over (after the
+parquet check and the columns are read): the output is copied (hashed on the way) to
+``staged/<session>/{df}.run{id}.parquet`` with a sidecar (hash, size, columns, image).
+:meth:`SessionStore.commit`, in the end call right before the completing PATCH (after a
+release gate, so a refused release commits nothing): the commit record
+``.{df}.commit.json`` (run id, hash, size, the staged file's inode, columns) is written
+first, then the staged file is renamed over ``{df}.parquet`` (the rename keeps the inode).
+:meth:`SessionStore.committed` requires the record's run and the final file's inode: a
+crash before the rename leaves the staged file and a record that does not match, and the
+repeat renames it then; a crash after it finds the commit done. Each commit and delete
+gives a :class:`DataframeNote` for the ledger: ids, name, hash, size — never a path or a
+value; a commit's record says whether its note was queued (:meth:`SessionStore.unnoted`),
+so a crash between the commit and the note loses neither.
 """
 
 from __future__ import annotations
@@ -87,14 +94,44 @@ class SessionStore:
         return (self.root / str(int(session_id))
                 / f"{valid_dataframe_name(name)}.parquet").is_file()
 
+    def _record_path(self, session_id: int, name: str) -> Path:
+        final = self.root / str(int(session_id)) / f"{valid_dataframe_name(name)}.parquet"
+        return final.with_name(f".{final.stem}.commit.json")
+
+    def _record(self, session_id: int, name: str) -> dict[str, Any] | None:
+        """The commit record, when the final file is the one it names (its inode: written
+        before the rename, which keeps the staged file's inode)."""
+        final = self.root / str(int(session_id)) / f"{valid_dataframe_name(name)}.parquet"
+        done = _read_record(self._record_path(session_id, name))
+        if done is None:
+            return None
+        try:
+            inode = final.stat().st_ino
+        except OSError:
+            return None
+        # A record without an inode was written after its rename (an earlier version).
+        if "inode" in done and done["inode"] != inode:
+            return None
+        return done
+
     def committed(self, session_id: int, name: str, run_id: int) -> DataframeNote | None:
         """This run's commit of the dataframe, when it is done (a restart asks first)."""
-        final = self.root / str(int(session_id)) / f"{valid_dataframe_name(name)}.parquet"
-        done = _read_record(final.with_name(f".{final.stem}.commit.json"))
-        if done is None or done.get("run_id") != run_id or not final.is_file():
+        done = self._record(session_id, name)
+        if done is None or done.get("run_id") != run_id:
             return None
         return DataframeNote("committed", int(session_id), name, run_id,
                              str(done["sha256"]), int(done["size"]))
+
+    def columns(self, session_id: int, name: str, run_id: int) -> list[tuple[str, str]] | None:
+        """The columns read when the run's output was staged (from its sidecar, or from the
+        commit record once committed); None when neither has them."""
+        done = self._record(session_id, name)
+        if done is None or done.get("run_id") != run_id:
+            done = _read_record(self._sidecar(session_id, name, run_id))
+        found = done.get("columns") if done is not None else None
+        if not isinstance(found, list):
+            return None
+        return [(str(column[0]), str(column[1])) for column in found]
 
     def made_by(self, session_id: int, name: str) -> str | None:
         """The image whose run made the dataframe (its commit record), None when unknown."""
@@ -111,30 +148,99 @@ class SessionStore:
 
     # -- commit and delete -----------------------------------------------------------------
 
-    def commit(self, session_id: int, name: str, output: Path, run_id: int, *,
-               image: str = "") -> DataframeNote:
-        """Make ``output`` the session's dataframe ``name`` (once per run, however often
-        asked). FileNotFoundError when neither the output nor this run's commit exist.
-        ``image``: the algorithm that made it (its Python later notes a delete in the
-        session's state file, :meth:`made_by`)."""
+    def _staged(self, session_id: int, name: str, run_id: int) -> Path:
+        return (self.root.parent / "staged" / str(int(session_id))
+                / f"{valid_dataframe_name(name)}.run{int(run_id)}.parquet")
+
+    def _sidecar(self, session_id: int, name: str, run_id: int) -> Path:
+        return self._staged(session_id, name, run_id).with_suffix(".json")
+
+    def stage(self, session_id: int, name: str, output: Path, run_id: int, *,
+              columns: list[tuple[str, str]], image: str = "") -> None:
+        """Keep a copy of the run's output (and its columns) until the end call commits it;
+        the session's folder is not touched. ``image``: the algorithm that made it (its
+        Python later notes a delete in the session's state file, :meth:`made_by`)."""
+        staged = self._staged(session_id, name, run_id)
+        ensure_private_dir(staged.parent)
+        for above in staged.parent.relative_to(self._base).parents:
+            os.chmod(self._base / above, 0o700)
+        sha256, size = _private_copy(output, staged)
+        write_private(self._sidecar(session_id, name, run_id), json.dumps({
+            "sha256": sha256, "size": size, "image": image,
+            "columns": [list(column) for column in columns]}))
+
+    def discard_staged(self, session_id: int, name: str, run_id: int) -> None:
+        """The run did not succeed here (a refused release, a failure): its staged output
+        goes, nothing was committed."""
+        self._staged(session_id, name, run_id).unlink(missing_ok=True)
+        self._sidecar(session_id, name, run_id).unlink(missing_ok=True)
+
+    def commit(self, session_id: int, name: str, run_id: int) -> DataframeNote:
+        """Make the run's staged output the session's dataframe ``name`` (once per run,
+        however often asked). FileNotFoundError when neither the staged output nor this
+        run's commit exist."""
         done = self.committed(session_id, name, run_id)
         if done is not None:
+            self._sidecar(session_id, name, run_id).unlink(missing_ok=True)  # a crash's
             return done
+        staged = self._staged(session_id, name, run_id)
+        sidecar = _read_record(self._sidecar(session_id, name, run_id))
+        if sidecar is None:
+            raise FileNotFoundError(f"dataframe {name!r} of run {run_id} was not staged")
+        inode = staged.stat().st_ino
         final = self.dataframe_file(session_id, name)
-        record = final.with_name(f".{final.stem}.commit.json")
-        staged = final.with_name(f"{final.name}.run{int(run_id)}")
-        sha256, size = _private_copy(output, staged)
+        write_private(self._record_path(session_id, name), json.dumps({
+            "run_id": run_id, "sha256": sidecar["sha256"], "size": sidecar["size"],
+            "inode": inode, "image": sidecar.get("image", ""),
+            "columns": sidecar.get("columns", []), "noted": False}))
         os.replace(staged, final)
-        write_private(record, json.dumps({"run_id": run_id, "sha256": sha256, "size": size,
-                                          "image": image}))
-        return DataframeNote("committed", int(session_id), name, run_id, sha256, size)
+        self._sidecar(session_id, name, run_id).unlink(missing_ok=True)
+        return DataframeNote("committed", int(session_id), name, run_id,
+                             str(sidecar["sha256"]), int(sidecar["size"]))
+
+    def mark_noted(self, note: DataframeNote) -> None:
+        """The commit's ledger note is queued (a restart need not give it again)."""
+        path = self._record_path(note.session_id, note.dataframe)
+        done = self._record(note.session_id, note.dataframe)
+        if done is not None and done.get("run_id") == note.run_id and not done.get("noted"):
+            write_private(path, json.dumps({**done, "noted": True}))
+
+    def noted(self, note: DataframeNote) -> bool:
+        """Whether the commit's ledger note was queued (True too when it is not this
+        store's current commit: nothing to give)."""
+        done = self._record(note.session_id, note.dataframe)
+        return done is None or done.get("run_id") != note.run_id or done.get("noted") is not False
+
+    def unnoted(self) -> list[DataframeNote]:
+        """Commits whose ledger note was not queued (a crash, or no ledger yet)."""
+        notes: list[DataframeNote] = []
+        for session_id in self.session_ids():
+            folder = self.root / str(session_id)
+            for path in sorted(folder.glob(".*.commit.json")):
+                name = path.name[1:-len(".commit.json")]
+                try:
+                    done = self._record(session_id, name)
+                except ValueError:
+                    continue
+                if done is not None and done.get("noted") is False:
+                    notes.append(DataframeNote("committed", session_id, name,
+                                               done.get("run_id"), str(done["sha256"]),
+                                               int(done["size"])))
+        return notes
 
     def delete_dataframe(self, session_id: int, name: str) -> DataframeNote | None:
         """Remove a dataframe (HQ's ``delete_dataframe``); None when there was none."""
         final = self.root / str(int(session_id)) / f"{valid_dataframe_name(name)}.parquet"
         if not final.is_file():
             return None
-        sha256, size = _hash(final)
+        # The commit record has the hash (a delete comes on the socket's thread: a whole
+        # dataframe is hashed only when nothing recorded it).
+        done = self._record(session_id, name)
+        if done is not None and isinstance(done.get("sha256"), str) \
+                and isinstance(done.get("size"), int):
+            sha256, size = str(done["sha256"]), int(done["size"])
+        else:
+            sha256, size = _hash(final)
         record = final.with_name(f".{final.stem}.commit.json")
         final.unlink()
         record.unlink(missing_ok=True)
@@ -149,6 +255,7 @@ class SessionStore:
                  if path.stem != "session_state"
                  and (note := self.delete_dataframe(session_id, path.stem)) is not None]
         shutil.rmtree(folder)
+        shutil.rmtree(self.root.parent / "staged" / str(int(session_id)), ignore_errors=True)
         return notes
 
 

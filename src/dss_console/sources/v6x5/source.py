@@ -15,14 +15,16 @@ without running twice, subtasks, audit) through its hooks, with what 5.x does ot
 
 Sessions (plan step 6): a ``data_extraction`` run reads one of ``[v6.databases]`` by the
 label its dataframe names, a ``preprocessing`` run the dataframe it replaces; their output
-(parquet) is committed to the node's :class:`SessionStore` in ``result_calls`` (once per
-run: a restart that ran it again finds the commit), and the completing call posts the
-dataframe's columns (read by ``session_step.py`` in the algorithm's Python) before the
-PATCH. A compute run gets its dataframes through ``USER_REQUESTED_DATAFRAMES`` and the real
-session folder (read-only under isolation); a dataframe missing here ends it
-``dataframe not found`` before it is claimed. ``delete_dataframe`` removes the file and is
-answered ``dataframe_deleted``; at each start the sessions HQ no longer has are removed.
-Every commit and delete is a ledger record (:class:`LedgerNote`: ids, name, SHA-256, size).
+(parquet, its columns read by ``session_step.py`` in the algorithm's Python) is staged in
+``result_calls`` (what cannot be read ends the run ``unexpected output``), and the end call
+posts the columns, commits it to the node's :class:`SessionStore` (once per run: a repeat
+finds the commit) and completes the run — after any release gate, so a refused release
+leaves the session as it was. A compute run gets its dataframes through
+``USER_REQUESTED_DATAFRAMES`` and the real session folder (read-only under isolation); a
+dataframe missing here ends it ``dataframe not found`` before it is claimed.
+``delete_dataframe`` removes the file and is answered ``dataframe_deleted``; at each start
+the sessions HQ no longer has are removed. Every commit and delete is a ledger record
+(:class:`LedgerNote`: ids, name, SHA-256, size).
 """
 
 from __future__ import annotations
@@ -120,9 +122,11 @@ class V6x5Source(V6Source):
     @classmethod
     def connect_hq(cls, server: str, api_key: str, settings: V6Settings, *, auth_url: str,
                    node: str, realm: str = DEFAULT_REALM, private_key_pem: bytes | None = None,
-                   verify: bool | str = True, upload_public_key: bool = True) -> V6x5Source:
+                   verify: bool | str = True, upload_public_key: bool = True,
+                   data_root: Path | None = None) -> V6x5Source:
         """Log in through the auth server, learn who we are, check the key (as 4.x's
-        :meth:`V6Source.connect`)."""
+        :meth:`V6Source.connect`). ``data_root``: the worker's data dir (``--data-dir``),
+        which keeps the session folders; None: the user's."""
         client = HqNodeClient(server, auth_url=auth_url, node=node, realm=realm or DEFAULT_REALM,
                               verify=verify)
         try:
@@ -134,7 +138,7 @@ class V6x5Source(V6Source):
         except BaseException:
             client.close()
             raise
-        return cls(client, identity, settings, cryptor)
+        return cls(client, identity, settings, cryptor, data_root=data_root)
 
     def __init__(self, client: HqNodeClient, identity: NodeIdentity, settings: V6Settings,
                  cryptor: crypto.PlainCryptor | crypto.RsaCryptor, *,
@@ -143,6 +147,9 @@ class V6x5Source(V6Source):
         self.sessions = SessionStore(data_root if data_root is not None else data_dir(),
                                      client.api_url, identity.node_id)
         self._notify: Callable[[SourceEvent], None] | None = None
+        self._pending_notes: list[DataframeNote] = []
+        self._notes_lock = threading.Lock()
+        self._commit_notes_lock = threading.Lock()
         self._state_lock = threading.Lock()
 
     # -- refusals before a claim ---------------------------------------------------------
@@ -191,8 +198,7 @@ class V6x5Source(V6Source):
             frame = run.dataframe
             if frame is None or run.session_id is None:
                 return "failed", "the extraction task names no session dataframe"
-            label = frame[2] or next((str(d.get("label")) for d in run.databases
-                                      if d.get("label")), "")
+            label = _extraction_label(run)
             if label not in self.settings.databases:
                 return "failed", f"database {label} is not configured on this node"
             wanted = []
@@ -270,7 +276,7 @@ class V6x5Source(V6Source):
         database: tuple[str, str] | None = None
         params: dict[str, str] = {}
         if hq is not None and hq.action == EXTRACTION:
-            label = hq.dataframe[2] if hq.dataframe else ""
+            label = _extraction_label(hq)
             configured = self.settings.databases.get(label)
             if configured is None:  # the settings changed since the claim
                 raise StartError(f"database {label} is not configured on this node")
@@ -317,9 +323,11 @@ class V6x5Source(V6Source):
 
     def result_calls(self, ticket_id: int, result: Path, export_dir: Path,
                      shared_output: Callable[[], Path | None]) -> list[OutboxCall]:
-        """A compute run: 4.x's. An extraction or preprocessing run: its output becomes the
-        session's dataframe here (committed once per run), then one end call, which posts
-        the columns before it completes the run; no result (as the official node)."""
+        """A compute run: 4.x's. An extraction or preprocessing run: its output is checked
+        (parquet, its columns readable: else the run ends ``unexpected output``) and staged
+        with its columns; the one end call commits it and posts the columns before it
+        completes the run (after a release gate: a refused release commits nothing); no
+        result (as the official node)."""
         run = self._run(ticket_id)
         if not isinstance(run, HqRun) or run.action not in SESSION_ACTIONS:
             return super().result_calls(ticket_id, result, export_dir, shared_output)
@@ -333,15 +341,17 @@ class V6x5Source(V6Source):
                 words = (f"{UNEXPECTED_OUTPUT}: the {run.action} algorithm's output is "
                          "not a parquet table")
                 raise ResultRejected(words, words)
-            note = self.sessions.commit(session_id, name, result, run.id, image=run.image)
-            self._ledger(note)
-            self._state_add(run, name)
+            columns = self._columns(run, result, name)
+            self.sessions.stage(session_id, name, result, run.id, columns=columns,
+                                image=run.image)
         return [finish_call(OutcomeKind.COMPLETED, output=shared_output(), final=True)]
 
     def set_finished(self, ticket_id: int, outcome: Outcome) -> None:
-        """4.x's one PATCH; for a dataframe this run made, its columns go first (they
-        replace what this node said before: a repeat after a lost reply is harmless). A
-        central run that failed without a container token says why in its log."""
+        """4.x's one PATCH. For a dataframe this run made: its columns (read when it was
+        staged) go first, then the commit here (once per run: a repeat after a crash or a
+        lost reply finds it), right before the completing PATCH. A run that did not succeed
+        drops what it staged. A central run that failed without a container token says
+        why in its log."""
         run = self._run(ticket_id)
         if outcome.kind in (OutcomeKind.FAILED, OutcomeKind.CRASHED) \
                 and self._central_without_token(run):
@@ -349,11 +359,26 @@ class V6x5Source(V6Source):
                 noted = NO_SUBTASKS_NOTE in self._notes.get(ticket_id, ())
             if not noted:  # once, however often the end call is repeated
                 self._note(ticket_id, NO_SUBTASKS_NOTE)
-        if (outcome.success and isinstance(run, HqRun) and run.action in SESSION_ACTIONS
+        if (isinstance(run, HqRun) and run.action in SESSION_ACTIONS
                 and run.dataframe is not None and run.session_id is not None):
-            self.client.post_columns(run.dataframe[0],
-                                     self._columns(run, run.session_id, run.dataframe[1]))
+            frame_id, name = run.dataframe[0], run.dataframe[1]
+            if outcome.success:
+                self._commit(run, run.session_id, frame_id, name)
+            else:
+                self.sessions.discard_staged(run.session_id, name, run.id)
         super().set_finished(ticket_id, outcome)
+
+    def _commit(self, run: HqRun, session_id: int, frame_id: int, name: str) -> None:
+        columns = self.sessions.columns(session_id, name, run.id)
+        if columns is None:
+            raise SessionStepError(f"the output of dataframe {name!r} is no longer staged "
+                                   "on this node")
+        self.client.post_columns(frame_id, columns)
+        note = self.sessions.committed(session_id, name, run.id)
+        if note is None:
+            note = self.sessions.commit(session_id, name, run.id)
+            self._state_add(run, name)
+        self._ledger_commit(note)
 
     def _end_status(self, outcome: Outcome) -> str:
         if outcome.kind is OutcomeKind.FAILED:
@@ -374,15 +399,19 @@ class V6x5Source(V6Source):
                                    "read its dataframe with")
         return algorithm.python
 
-    def _columns(self, run: Run, session_id: int, name: str) -> list[tuple[str, str]]:
-        """The dataframe's columns as HQ shows them: ``session_step.py columns`` run by the
-        algorithm's Python (pyarrow stays out of this process)."""
-        done = _session_step(self._python(run), "columns",
-                             str(self.sessions.dataframe_file(session_id, name)))
-        if done.returncode != 0:
-            raise SessionStepError(f"{UNEXPECTED_OUTPUT}: the columns of dataframe {name!r} "
-                                   "could not be read")
-        return [(str(c["name"]), str(c["dtype"])) for c in json.loads(done.stdout)]
+    def _columns(self, run: Run, output: Path, name: str) -> list[tuple[str, str]]:
+        """The output's columns as HQ shows them: ``session_step.py columns`` run by the
+        algorithm's Python (pyarrow stays out of this process). Read once, when the result
+        is handed over: what cannot be read ends the run ``unexpected output``."""
+        words = f"{UNEXPECTED_OUTPUT}: the columns of dataframe {name!r} could not be read"
+        try:
+            done = _session_step(self._python(run), "columns", str(output))
+            if done.returncode != 0:
+                raise ResultRejected(words, words)
+            return [(str(c["name"]), str(c["dtype"])) for c in json.loads(done.stdout)]
+        except (SessionStepError, OSError, subprocess.SubprocessError, ValueError,
+                KeyError, TypeError) as exc:
+            raise ResultRejected(words, words) from exc
 
     def _state_add(self, run: HqRun, name: str) -> None:
         """The session's state file gets the official node's row (a courtesy: algorithms
@@ -427,7 +456,9 @@ class V6x5Source(V6Source):
         has (a delete may have come while this node was away)."""
         if self._events is not None:
             return
-        self._notify = notify
+        with self._notes_lock:
+            self._notify = notify
+        self._flush_ledger()
         self.reconcile_sessions()
         try:
             self._events = HqEvents(self.client, self.identity, notify,
@@ -455,7 +486,8 @@ class V6x5Source(V6Source):
         self._state_row(python, session_id, "delete", name, "Dataframe deleted")
 
     def reconcile_sessions(self) -> None:
-        """Remove the session folders of sessions HQ no longer has."""
+        """Remove the session folders of sessions HQ no longer has: not in its list
+        (sorted by id, so no page skips one) and ``GET session/<id>`` answers 404."""
         local = self.sessions.session_ids()
         if not local:
             return
@@ -465,19 +497,51 @@ class V6x5Source(V6Source):
             log.warning("sessions not reconciled with the server: %s", exc)
             return
         for session_id in local:
-            if session_id not in known:
+            if session_id in known:
+                continue
+            # Not in the list: asked for itself before its data goes (a list may miss one).
+            try:
+                gone = self.client.session_gone(session_id)
+            except Exception as exc:
+                log.warning("session %s not reconciled with the server: %s", session_id, exc)
+                continue
+            if gone:
                 for note in self.sessions.delete_session(session_id):
                     self._ledger(note)
 
-    def _ledger(self, note: DataframeNote) -> None:
-        if self._notify is None:
-            log.warning("no ledger for the %s dataframe of session %s", note.action,
-                        note.session_id)
-            return
-        self._notify(LedgerNote(LEDGER_KIND, {
+    def _ledger(self, note: DataframeNote) -> bool:
+        """Queue the note (the engine writes it before this returns); False when there is
+        no ledger yet (engine.start recovers before it watches): a commit's note then waits
+        in its record, a delete's here, until :meth:`watch`."""
+        with self._notes_lock:
+            notify = self._notify
+            if notify is None:
+                if note.action != "committed":
+                    self._pending_notes.append(note)
+                return False
+        notify(LedgerNote(LEDGER_KIND, {
             "action": note.action, "session_id": note.session_id,
             "dataframe": note.dataframe, "run_id": note.run_id, "sha256": note.sha256,
             "size": note.size}))
+        return True
+
+    def _ledger_commit(self, note: DataframeNote) -> None:
+        """A commit's note, once: its record says when it was queued (a crash between the
+        two gives it again at most once more, the same facts: (action, session, dataframe,
+        run, sha256) is its identity)."""
+        with self._commit_notes_lock:  # the outbox's end call and watch() may both try
+            if not self.sessions.noted(note) and self._ledger(note):
+                self.sessions.mark_noted(note)
+
+    def _flush_ledger(self) -> None:
+        """What waited for the ledger: deletes made before it, commits whose note a crash
+        or the missing ledger kept back."""
+        with self._notes_lock:
+            pending, self._pending_notes = self._pending_notes, []
+        for note in pending:
+            self._ledger(note)
+        for note in self.sessions.unnoted():
+            self._ledger_commit(note)
 
     def private_values(self) -> tuple[dict[str, str], dict[str, str]]:
         env, uris = super().private_values()
@@ -508,6 +572,15 @@ class V6x5Source(V6Source):
 
     def job_summary(self, service_key: str, details: Mapping[str, Any]) -> Summary | None:
         return run_summary(service_key, details)
+
+
+def _extraction_label(run: HqRun) -> str:
+    """The database an extraction reads: the label its dataframe names, else the one in
+    the run's databases (the check before the claim and the run's environment both read
+    it here, so they cannot differ)."""
+    if run.dataframe is not None and run.dataframe[2]:
+        return run.dataframe[2]
+    return next((str(d.get("label")) for d in run.databases if d.get("label")), "")
 
 
 def _session_step(python: str, *args: str) -> subprocess.CompletedProcess[str]:
