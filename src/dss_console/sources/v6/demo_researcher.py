@@ -31,20 +31,27 @@ FINISHED = frozenset({"completed", "crashed", "failed", "start failed",
                       "non-existing Docker image", "killed by user", "not allowed",
                       "unknown error"})
 
-_AGENT = r'''
+def agent_script(helpers: str, login: str, task_arguments: str, results: str) -> str:
+    '''A researcher child's script (see DemoResearcher.agent), its parts that differ by
+    server generation given: ``helpers`` defines ``reply(ok, value=None, error=None)``,
+    writing one JSON line to ``out``; ``login`` (indented 4) makes the logged-in ``client``
+    from ``cfg``; ``task_arguments`` (indented 16) the ``client.task.create`` arguments after
+    organizations, name and image; ``results`` (indented 12) sets ``value`` for op
+    ``results``.'''
+    return (_AGENT_HEAD + helpers + _AGENT_LOGIN + login + _AGENT_LOOP + task_arguments
+            + _AGENT_STATUS + results + _AGENT_END)
+
+
+_AGENT_HEAD = r'''
 import json, os, sys, time
 out = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
-def reply(ok, value=None, error=None):
-    out.write(json.dumps({"ok": ok, "value": value, "error": error}) + "\n")
-try:
+'''
+_AGENT_LOGIN = r'''try:
     from vantage6.client import UserClient
     cfg = json.loads(sys.stdin.readline())   # secrets on stdin, never in the argv
-    client = UserClient(cfg["host"], cfg["port"], cfg["api_path"], log_level="warn")
-    client.authenticate(cfg["username"], cfg["password"])
-    client.setup_encryption(cfg.get("key_file"))
-    client.setup_collaboration(cfg["collaboration_id"])
-except Exception as exc:
+'''
+_AGENT_LOOP = r'''except Exception as exc:
     reply(False, error=f"{type(exc).__name__}: {exc}")
     sys.exit(1)
 reply(True, "ready")
@@ -55,10 +62,8 @@ for line in sys.stdin:
         if op == "create_task":
             task = client.task.create(
                 organizations=args["organizations"], name=args["name"], image=args["image"],
-                description=args.get("description", ""),
-                input_={"method": args["method"], "kwargs": args.get("kwargs", {})},
-                databases=args.get("databases", [{"label": "default"}]))
-            value = {"id": task["id"]}
+'''
+_AGENT_STATUS = r'''            value = {"id": task["id"]}
         elif op in ("task_status", "run_status"):
             kind = op.split("_")[0]
             item = (client.task.get(args["task_id"]) if kind == "task"
@@ -68,17 +73,29 @@ for line in sys.stdin:
                 raise LookupError(f"no such {kind} ({msg})")
             value = item["status"]
         elif op == "results":
-            results = client.result.from_task(args["task_id"])
-            results = results.get("data", results) if isinstance(results, dict) else results
-            # 4.15.2's UserClient hands back the decrypted JSON text, not the object.
-            value = [json.loads(r["result"]) if isinstance(r.get("result"), str)
-                     else r.get("result") for r in results]
-        else:
+'''
+_AGENT_END = r'''        else:
             raise ValueError(f"unknown op {op}")
         reply(True, value)
     except Exception as exc:
         reply(False, error=f"{type(exc).__name__}: {exc}")
 '''
+
+_AGENT = agent_script(r'''def reply(ok, value=None, error=None):
+    out.write(json.dumps({"ok": ok, "value": value, "error": error}) + "\n")
+''', r'''    client = UserClient(cfg["host"], cfg["port"], cfg["api_path"], log_level="warn")
+    client.authenticate(cfg["username"], cfg["password"])
+    client.setup_encryption(cfg.get("key_file"))
+    client.setup_collaboration(cfg["collaboration_id"])
+''', r'''                description=args.get("description", ""),
+                input_={"method": args["method"], "kwargs": args.get("kwargs", {})},
+                databases=args.get("databases", [{"label": "default"}]))
+''', r'''            results = client.result.from_task(args["task_id"])
+            results = results.get("data", results) if isinstance(results, dict) else results
+            # 4.15.2's UserClient hands back the decrypted JSON text, not the object.
+            value = [json.loads(r["result"]) if isinstance(r.get("result"), str)
+                     else r.get("result") for r in results]
+''')
 
 
 class DemoResearcherError(RuntimeError):

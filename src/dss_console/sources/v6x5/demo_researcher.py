@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_console.sources.v6.demo_researcher import DemoResearcher
+from dss_console.sources.v6.demo_researcher import DemoResearcher, agent_script
 
 if TYPE_CHECKING:
     from dss_console.sources.v6x5.sandbox import HqSandbox
@@ -44,15 +44,10 @@ def demo_info() -> dict[str, str]:
             "csv": str(root / DEMO_PACKAGE / "demo.csv")}
 
 
-_AGENT_5 = r'''
-import json, os, sys
-out = os.fdopen(os.dup(1), "w", buffering=1)
-os.dup2(2, 1)                       # the client's prints must not corrupt the protocol
-def reply(ok, value=None, error=None):
-    out.write(json.dumps({"ok": ok, "value": value, "error": error}, default=str) + "\n")
-def unpage(answer):
-    return answer.get("data", answer) if isinstance(answer, dict) else answer
-def decoded(value):
+# Parts of the 5.x researcher's script the tests' official client uses as well
+# (tests/v6x5_fixtures.py): ``decoded``, a result as HQ hands it back, made an object;
+# the service account's login (indented 4), making ``client`` and ``session_id`` from ``cfg``.
+AGENT_DECODED = r'''def decoded(value):
     if isinstance(value, (bytes, bytearray)):
         value = value.decode("utf-8")
     if isinstance(value, str):
@@ -61,10 +56,8 @@ def decoded(value):
         except ValueError:
             return value
     return value
-try:
-    from vantage6.client import UserClient
-    cfg = json.loads(sys.stdin.readline())   # secrets on stdin, never in the argv
-    client = UserClient(cfg["hq_url"], cfg["auth_url"], auth_realm=cfg["realm"],
+'''
+AGENT_LOGIN_5 = r'''    client = UserClient(cfg["hq_url"], cfg["auth_url"], auth_realm=cfg["realm"],
                         log_level="warn")
     client.initialize_service_account(cfg["client_secret"], username=cfg["username"])
     client.authenticate_service_account()
@@ -76,38 +69,24 @@ try:
     session = client.session.create(scope="own", name=cfg["session_name"],
                                     collaboration=cfg["collaboration_id"])
     session_id = session["id"]
-except Exception as exc:
-    reply(False, error=f"{type(exc).__name__}: {exc}")
-    sys.exit(1)
-reply(True, "ready")
-for line in sys.stdin:
-    cmd = json.loads(line)
-    op, args = cmd["op"], cmd.get("args", {})
-    try:
-        if op == "create_task":
-            task = client.task.create(
-                organizations=args["organizations"], name=args["name"], image=args["image"],
+'''
+
+_AGENT_HELPERS_5 = r'''def reply(ok, value=None, error=None):
+    out.write(json.dumps({"ok": ok, "value": value, "error": error}, default=str) + "\n")
+def unpage(answer):
+    return answer.get("data", answer) if isinstance(answer, dict) else answer
+''' + AGENT_DECODED
+_AGENT_TASK_ARGUMENTS_5 = '''\
                 description=args.get("description", ""), method=args["method"],
                 arguments=args.get("kwargs", {}), session=session_id, databases=[],
                 action="federated_compute")
-            value = {"id": task["id"]}
-        elif op in ("task_status", "run_status"):
-            kind = op.split("_")[0]
-            item = (client.task.get(args["task_id"]) if kind == "task"
-                    else client.run.get(args["run_id"]))
-            if not isinstance(item, dict) or "status" not in item:
-                msg = item.get("msg") if isinstance(item, dict) else item
-                raise LookupError(f"no such {kind} ({msg})")
-            value = item["status"]
-        elif op == "results":
+'''
+_AGENT_RESULTS_5 = '''\
             value = [decoded(r.get("result"))
                      for r in unpage(client.result.from_task(args["task_id"]))]
-        else:
-            raise ValueError(f"unknown op {op}")
-        reply(True, value)
-    except Exception as exc:
-        reply(False, error=f"{type(exc).__name__}: {exc}")
 '''
+_AGENT_5 = agent_script(_AGENT_HELPERS_5, AGENT_LOGIN_5, _AGENT_TASK_ARGUMENTS_5,
+                        _AGENT_RESULTS_5)
 
 
 class HqDemoResearcher(DemoResearcher):
