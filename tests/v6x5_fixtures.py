@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from dss_console.sources.v6x5 import venv as v6x5venv
+from dss_console.sources.v6x5.demo_researcher import AGENT_DECODED, AGENT_LOGIN_5
 from dss_console.sources.v6x5.sandbox import HqSandbox
 from official_client import OfficialClient, agent_script, sandbox_python
 
@@ -48,29 +50,7 @@ def v6x5_sandbox(v6x5_python: Path, tmp_path_factory: pytest.TempPathFactory
 # ``researcher-sa``, driven over JSON lines (one process per collaboration, as for 4.x: the
 # official cryptor is a singleton). It makes one session in its collaboration at start; every
 # task goes in it.
-_AGENT_5 = agent_script(r'''
-    client = UserClient(cfg["hq_url"], cfg["auth_url"], auth_realm=cfg["realm"],
-                        log_level="warn")
-    client.initialize_service_account(cfg["client_secret"], username=cfg["username"])
-    client.authenticate_service_account()
-    # 5.0.3's service-account login takes the token only; its user login then loads who
-    # the user is (the cryptor needs the organization): the client's own step, run here.
-    client._finalize_successful_authentication({"access_token": client._access_token})
-    client.setup_encryption(cfg.get("key_file"))
-    client.setup_collaboration(cfg["collaboration_id"])
-    session = client.session.create(scope="own", name=cfg["session_name"],
-                                    collaboration=cfg["collaboration_id"])
-    session_id = session["id"]
-    def decoded(value):
-        if isinstance(value, (bytes, bytearray)):
-            value = value.decode("utf-8")
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError:
-                return value
-        return value
-    ''', r'''
+_AGENT_5 = agent_script("\n" + AGENT_LOGIN_5 + textwrap.indent(AGENT_DECODED, "    "), r'''
     if op == "create_task":
         task = client.task.create(
             organizations=args["organizations"], name=args.get("name", "test"),
