@@ -25,17 +25,15 @@ from typing import Any
 
 import pytest
 
-from dss_console.engine.settings import settings_to_toml
 from dss_console.isolation import probe, probe_limits
-from dss_console.sources.v6.settings import new_algorithm_policy, parse_v6_settings
+from dss_console.sources.v6.settings import new_algorithm_policy
 from dss_console.sources.v6x5.sandbox import HqSandbox
-from settings_helpers import settings_with
-from test_v6_worker import EXE, Worker
+from test_v6_worker import Worker
 from test_v6x5_sessions_worker import _client, _frame_file, _station_ended
 from test_v6x5_worker import DEMO_IMAGE, NODE, _env
 
 from v6_fixtures import SERVER_TEST_TIMEOUT
-from v6x5_fixtures import HqResearcher, v6x5_algorithm_root
+from v6x5_fixtures import HqResearcher, log_in_v6x5_home, v6x5_algorithm_root
 from waiting import wait_for
 
 NO_SANDBOX = probe() or (None if probe_limits().kind in ("cgroup1", "cgroup2")
@@ -73,15 +71,7 @@ def home(v6x5_sandbox: HqSandbox, v6x5_python: Path,
         "send_output_tail": True, "algorithms": {DEMO_IMAGE: demo},
         "databases": {"default": {"uri": str(path / "people.csv"), "type": "csv"},
                       "older": {"uri": str(path / "older.csv"), "type": "csv"}}}
-    (path / "settings.toml").write_text(
-        settings_to_toml(settings_with(v6=parse_v6_settings(table))))
-    sb = v6x5_sandbox
-    done = subprocess.run(
-        [str(EXE), "v6", "login", "--server", sb.url, "--auth-url", sb.auth_url,
-         "--realm", sb.info["realm"], "--node", NODE, "--api-key-stdin"],
-        input=sb.node(NODE).api_key + "\n", env=_env(path), capture_output=True, text=True,
-        timeout=120)
-    assert done.returncode == 0, done.stderr
+    log_in_v6x5_home(path, table, v6x5_sandbox, NODE, _env(path))
     return path
 
 

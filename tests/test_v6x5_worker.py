@@ -16,14 +16,11 @@ from typing import Any
 
 import pytest
 
-from dss_console.engine.settings import settings_to_toml
-from dss_console.sources.v6.settings import parse_v6_settings
 from dss_console.sources.v6x5.sandbox import HqSandbox
-from settings_helpers import settings_with
 from test_v6_worker import EXE, SLEEPER, Worker, _alive
 
 from v6_fixtures import SERVER_TEST_TIMEOUT
-from v6x5_fixtures import HqResearcher, v6x5_algorithm_root
+from v6x5_fixtures import HqResearcher, log_in_v6x5_home, v6x5_algorithm_root
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(SERVER_TEST_TIMEOUT)
@@ -52,15 +49,7 @@ def home(v6x5_sandbox: HqSandbox, v6x5_python: Path,
                      "env": {"PYTHONPATH": str(v6x5_algorithm_root())}},
         SLEEPER_IMAGE: {"command": f"{sys.executable} {script} {{output}} "
                                    f"{path / 'lives'}/{{run}}"}}}
-    (path / "settings.toml").write_text(
-        settings_to_toml(settings_with(v6=parse_v6_settings(table))))
-    sb = v6x5_sandbox
-    done = subprocess.run(
-        [str(EXE), "v6", "login", "--server", sb.url, "--auth-url", sb.auth_url,
-         "--realm", sb.info["realm"], "--node", NODE, "--api-key-stdin"],
-        input=sb.node(NODE).api_key + "\n", env=_env(path), capture_output=True, text=True,
-        timeout=120)
-    assert done.returncode == 0, done.stderr
+    log_in_v6x5_home(path, table, v6x5_sandbox, NODE, _env(path))
     return path
 
 

@@ -15,6 +15,7 @@ skipped, loudly, as the 4.x ones are.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -23,10 +24,13 @@ from typing import Any
 
 import pytest
 
+from dss_console.engine.settings import settings_to_toml
+from dss_console.sources.v6.settings import parse_v6_settings
 from dss_console.sources.v6x5 import venv as v6x5venv
 from dss_console.sources.v6x5.demo_researcher import AGENT_DECODED, AGENT_LOGIN_5
 from dss_console.sources.v6x5.sandbox import HqSandbox
 from official_client import OfficialClient, agent_script, sandbox_python
+from settings_helpers import settings_with
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +116,18 @@ def v6x5_researchers(v6x5_python: Path, v6x5_sandbox: HqSandbox
 def v6x5_algorithm_root() -> Path:
     """The directory to put on PYTHONPATH for the tests' 5.x algorithm (``v6x5_demo``)."""
     return Path(__file__).with_name("v6x5_algorithm")
+
+
+def log_in_v6x5_home(home: Path, table: dict[str, Any], sandbox: HqSandbox, node: str,
+                     env: dict[str, str]) -> None:
+    """A node operator's machine at ``home`` (its environment ``env``): ``table`` its
+    settings' [v6] table, the sandbox's ``node`` logged in with the console's own CLI."""
+    (home / "settings.toml").write_text(
+        settings_to_toml(settings_with(v6=parse_v6_settings(table))))
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("dss-console")), "v6", "login",
+         "--server", sandbox.url, "--auth-url", sandbox.auth_url,
+         "--realm", sandbox.info["realm"], "--node", node, "--api-key-stdin"],
+        input=sandbox.node(node).api_key + "\n", env=env, capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 0, done.stderr
